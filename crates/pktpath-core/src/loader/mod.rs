@@ -1,0 +1,91 @@
+//! The eBPF objects built into pktpath, and loading them with this kernel's layout.
+//!
+//! Objects are compiled by build.rs (aya-build) and embedded; nothing is compiled at run
+//! time. Every object that reads kernel structs gets [`KernelOffsets`] resolved from the
+//! running kernel's BTF through a load-time global.
+
+use aya::{Ebpf, EbpfLoader};
+use pktpath_common::kernel::{KERNEL_OFFSETS_SYMBOL, KernelOffsets};
+
+use crate::btf::{self, Btf, BtfError};
+
+/// One of pktpath's eBPF objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Object {
+    /// Tiny programs for `pktpath doctor`.
+    Probe,
+    /// The tracer's hooks.
+    Tracer,
+    /// The TC data path.
+    Datapath,
+}
+
+impl Object {
+    /// The object's ELF bytes, as built for this pktpath.
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            Self::Probe => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe")),
+            Self::Tracer => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer")),
+            Self::Datapath => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/datapath")),
+        }
+    }
+
+    /// Whether the object reads kernel structs and so needs [`KernelOffsets`].
+    pub fn needs_offsets(self) -> bool {
+        matches!(self, Self::Tracer)
+    }
+}
+
+/// Why an object could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading kernel struct layouts from BTF failed")]
+    Btf(#[from] BtfError),
+    #[error("loading the {object:?} eBPF object failed")]
+    Ebpf {
+        object: Object,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+}
+
+/// A load-time value for a global in an object.
+#[derive(Debug, Clone, Copy)]
+pub enum GlobalValue {
+    U32(u32),
+    U64(u64),
+}
+
+/// Resolves this kernel's struct offsets from /sys/kernel/btf/vmlinux.
+pub fn kernel_offsets() -> Result<KernelOffsets, LoadError> {
+    let btf = Btf::from_sys_fs()?;
+    Ok(btf::offsets::resolve(&btf)?)
+}
+
+/// Loads `object` (creating its maps; programs are loaded by the caller), setting the
+/// kernel offsets when it needs them and the given globals.
+pub fn load(object: Object, globals: &[(&str, GlobalValue)]) -> Result<Ebpf, LoadError> {
+    let offsets = if object.needs_offsets() { Some(kernel_offsets()?) } else { None };
+    load_with(object, offsets.as_ref(), globals)
+}
+
+/// Like [`load`] with offsets supplied by the caller.
+pub fn load_with(
+    object: Object,
+    offsets: Option<&KernelOffsets>,
+    globals: &[(&str, GlobalValue)],
+) -> Result<Ebpf, LoadError> {
+    let mut loader = EbpfLoader::new();
+    if let Some(off) = offsets {
+        loader.override_global(KERNEL_OFFSETS_SYMBOL, off, true);
+    }
+    for (name, value) in globals {
+        match value {
+            GlobalValue::U32(v) => loader.override_global(name, v, true),
+            GlobalValue::U64(v) => loader.override_global(name, v, true),
+        };
+    }
+    loader
+        .load(object.bytes())
+        .map_err(|e| LoadError::Ebpf { object, source: Box::new(e) })
+}

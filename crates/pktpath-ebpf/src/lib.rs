@@ -1,0 +1,12 @@
+//! Helpers shared by pktpath's eBPF programs: kernel struct reads through the offsets user
+//! space resolved from BTF, and the panic handler every object needs.
+#![no_std]
+
+pub mod kernel;
+
+/// eBPF programs cannot unwind; the verifier rejects any reachable panic path anyway.
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

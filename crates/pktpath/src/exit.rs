@@ -1,0 +1,38 @@
+//! Turning errors into one line on stderr and an exit code.
+
+use pktpath_core::sys::caps::MissingCapability;
+
+pub const OK: i32 = 0;
+pub const ERROR: i32 = 1;
+pub const PRIVILEGE: i32 = 3;
+pub const UNSUPPORTED: i32 = 4;
+
+/// Prints `err` (with its causes) as one line and returns the exit code for it.
+pub fn report(err: &anyhow::Error) -> i32 {
+    if err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    }) {
+        return OK;
+    }
+    let mut line = String::from("pktpath: ");
+    let mut first = true;
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !first {
+            if line.contains(&text) {
+                continue;
+            }
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+        first = false;
+    }
+    eprintln!("{line}");
+    if err.chain().any(|c| c.downcast_ref::<MissingCapability>().is_some()) {
+        PRIVILEGE
+    } else if err.chain().any(|c| c.downcast_ref::<crate::cmd::Unsupported>().is_some()) {
+        UNSUPPORTED
+    } else {
+        ERROR
+    }
+}
