@@ -6,3 +6,4 @@ pub mod btf;
 pub mod doctor;
 pub mod loader;
 pub mod sys;
+pub mod trace;

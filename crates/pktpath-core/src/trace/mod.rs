@@ -1,0 +1,3 @@
+//! The tracer's user side: decoding what the hooks write.
+
+pub mod wire;

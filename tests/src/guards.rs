@@ -1,0 +1,228 @@
+//! One RAII guard per kind of kernel change. Each undoes its change on drop; an undo that
+//! fails because the object already went away with its namespace is not an error.
+
+use std::path::PathBuf;
+
+use pktpath_core::sys::netns::NetNs;
+
+use crate::{
+    names,
+    run::{cmd, must},
+};
+
+fn undo(what: &str, r: Result<String, String>) {
+    if let Err(e) = r {
+        // Objects inside a namespace vanish with it; anything else is worth a line.
+        if !e.contains("Cannot find") && !e.contains("No such") && !e.contains("does not exist") {
+            eprintln!("cleanup of {what}: {e}");
+        }
+    }
+}
+
+/// A named network namespace (`ip netns add`), with loopback up and IPv6 duplicate address
+/// detection off; deleted on drop.
+#[derive(Debug)]
+pub struct NetnsGuard {
+    pub name: String,
+}
+
+impl NetnsGuard {
+    pub fn new(label: &str) -> Self {
+        let name = names::netns(label);
+        must("ip", &["netns", "add", &name]);
+        let guard = Self { name };
+        must("ip", &["-n", &guard.name, "link", "set", "lo", "up"]);
+        // No duplicate address detection: link-local addresses would stay tentative for a
+        // second or two and IPv6 neighbour discovery (so forwarding) would stall meanwhile.
+        // These sysctls live and die with the namespace.
+        let ns = guard.handle();
+        for key in ["all", "default"] {
+            let path = format!("/proc/sys/net/ipv6/conf/{key}/accept_dad");
+            ns.run(|| std::fs::write(&path, "0"))
+                .expect("enter namespace")
+                .unwrap_or_else(|e| panic!("write {path}: {e}"));
+        }
+        guard
+    }
+
+    /// An open handle on the namespace.
+    pub fn handle(&self) -> NetNs {
+        NetNs::from_name(&self.name).expect("open test namespace")
+    }
+
+    /// The namespace's inode, as /run/netns/NAME reports it.
+    pub fn inode(&self) -> u64 {
+        self.handle().inode()
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        undo(&format!("netns {}", self.name), cmd("ip", &["netns", "del", &self.name]));
+    }
+}
+
+/// A veth pair with each end in a namespace, both up; deleted on drop.
+#[derive(Debug)]
+pub struct VethGuard {
+    pub ns_a: String,
+    pub a: String,
+    pub ns_b: String,
+    pub b: String,
+}
+
+impl VethGuard {
+    pub fn new(ns_a: &str, ns_b: &str) -> Self {
+        let (a, b) = (names::ifname('a'), names::ifname('b'));
+        must("ip", &["link", "add", &a, "netns", ns_a, "type", "veth", "peer", "name", &b, "netns", ns_b]);
+        let g = Self { ns_a: ns_a.into(), a, ns_b: ns_b.into(), b };
+        must("ip", &["-n", &g.ns_a, "link", "set", &g.a, "up"]);
+        must("ip", &["-n", &g.ns_b, "link", "set", &g.b, "up"]);
+        g
+    }
+}
+
+impl Drop for VethGuard {
+    fn drop(&mut self) {
+        undo(&format!("veth {}", self.a), cmd("ip", &["-n", &self.ns_a, "link", "del", &self.a]));
+    }
+}
+
+/// An address on an interface in a namespace (IPv6 without duplicate address detection).
+#[derive(Debug)]
+pub struct AddrGuard {
+    ns: String,
+    dev: String,
+    cidr: String,
+}
+
+impl AddrGuard {
+    pub fn new(ns: &str, dev: &str, cidr: &str) -> Self {
+        let mut args = vec!["-n", ns, "addr", "add", cidr, "dev", dev];
+        if cidr.contains(':') {
+            args.push("nodad");
+        }
+        must("ip", &args);
+        Self { ns: ns.into(), dev: dev.into(), cidr: cidr.into() }
+    }
+}
+
+impl Drop for AddrGuard {
+    fn drop(&mut self) {
+        undo(
+            &format!("address {}", self.cidr),
+            cmd("ip", &["-n", &self.ns, "addr", "del", &self.cidr, "dev", &self.dev]),
+        );
+    }
+}
+
+/// A route in a namespace, given as `ip route add` arguments.
+#[derive(Debug)]
+pub struct RouteGuard {
+    ns: String,
+    spec: Vec<String>,
+}
+
+impl RouteGuard {
+    pub fn new(ns: &str, spec: &[&str]) -> Self {
+        let family = if spec.iter().any(|s| s.contains(':')) { "-6" } else { "-4" };
+        let mut args = vec![family, "-n", ns, "route", "add"];
+        args.extend_from_slice(spec);
+        must("ip", &args);
+        Self { ns: ns.into(), spec: spec.iter().map(|s| s.to_string()).collect() }
+    }
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        let family = if self.spec.iter().any(|s| s.contains(':')) { "-6" } else { "-4" };
+        let mut args = vec![family, "-n", self.ns.as_str(), "route", "del"];
+        args.extend(self.spec.iter().map(String::as_str));
+        undo(&format!("route {}", self.spec.join(" ")), cmd("ip", &args));
+    }
+}
+
+/// A sysctl set inside a namespace (`net.ipv4.ip_forward`); the old value comes back on drop.
+#[derive(Debug)]
+pub struct SysctlGuard {
+    ns: String,
+    path: PathBuf,
+    old: String,
+}
+
+impl SysctlGuard {
+    pub fn new(ns: &str, key: &str, value: &str) -> Self {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        let handle = NetNs::from_name(ns).expect("open namespace for sysctl");
+        let old = handle
+            .run(|| std::fs::read_to_string(&path))
+            .expect("enter namespace")
+            .unwrap_or_else(|e| panic!("read sysctl {key}: {e}"));
+        write_sysctl(&handle, &path, value).unwrap_or_else(|e| panic!("set sysctl {key}={value}: {e}"));
+        Self { ns: ns.into(), path, old: old.trim().to_owned() }
+    }
+}
+
+fn write_sysctl(ns: &NetNs, path: &PathBuf, value: &str) -> Result<(), String> {
+    ns.run(|| std::fs::write(path, value)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+}
+
+impl Drop for SysctlGuard {
+    fn drop(&mut self) {
+        // A namespace already gone took its sysctls with it.
+        if let Ok(handle) = NetNs::from_name(&self.ns) {
+            undo(&format!("sysctl {}", self.path.display()), write_sysctl(&handle, &self.path, &self.old).map(|()| String::new()));
+        }
+    }
+}
+
+/// A clsact qdisc on an interface in a namespace; removed (with its filters) on drop.
+#[derive(Debug)]
+pub struct ClsactGuard {
+    ns: String,
+    dev: String,
+}
+
+impl ClsactGuard {
+    pub fn new(ns: &str, dev: &str) -> Self {
+        must("tc", &["-n", ns, "qdisc", "add", "dev", dev, "clsact"]);
+        Self { ns: ns.into(), dev: dev.into() }
+    }
+}
+
+impl Drop for ClsactGuard {
+    fn drop(&mut self) {
+        undo(
+            &format!("clsact on {}", self.dev),
+            cmd("tc", &["-n", &self.ns, "qdisc", "del", "dev", &self.dev, "clsact"]),
+        );
+    }
+}
+
+/// A path in bpffs that a test pins something at; removed on drop.
+#[derive(Debug)]
+pub struct PinGuard {
+    pub path: PathBuf,
+}
+
+impl PinGuard {
+    /// A fresh, unique path under /sys/fs/bpf (bpffs must be mounted).
+    pub fn new(label: &str) -> Self {
+        Self { path: PathBuf::from("/sys/fs/bpf").join(names::netns(label)) }
+    }
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let r = if self.path.is_dir() {
+            std::fs::remove_dir_all(&self.path)
+        } else {
+            std::fs::remove_file(&self.path)
+        };
+        if let Err(e) = r
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("cleanup of pin {}: {e}", self.path.display());
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Running the system tools the harness drives (`ip`, `tc`, `ping`, ...).
+
+use std::process::{Command, Output};
+
+/// Runs a command; Ok(stdout) when it exits 0, Err(message with stderr) otherwise.
+pub fn cmd(program: &str, args: &[&str]) -> Result<String, String> {
+    let out: Output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e} (is it installed? run scripts/bootstrap.sh)"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs a command and panics with its stderr if it fails.
+pub fn must(program: &str, args: &[&str]) -> String {
+    cmd(program, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs a command inside a named network namespace (`ip netns exec`).
+pub fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<String, String> {
+    let mut full = vec!["netns", "exec", ns, program];
+    full.extend_from_slice(args);
+    cmd("ip", &full)
+}
+
+/// Sends `count` pings from namespace `ns` to `dst` (IPv4 or IPv6), 0.1 s apart.
+/// Returns how many replies came back.
+pub fn ping(ns: &str, dst: &str, count: u32) -> u32 {
+    let count_s = count.to_string();
+    let out = in_ns(ns, "ping", &["-n", "-q", "-c", &count_s, "-i", "0.1", "-W", "1", dst])
+        .unwrap_or_else(|e| e);
+    out.lines()
+        .find_map(|l| {
+            let l = l.trim();
+            let (_, rest) = l.split_once(" packets transmitted, ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The ifindex of `ifname` inside namespace `ns`, as netlink reports it.
+pub fn ifindex(ns: &str, ifname: &str) -> u32 {
+    let out = must("ip", &["-n", ns, "-j", "link", "show", "dev", ifname]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j output is JSON");
+    v[0]["ifindex"].as_u64().expect("ifindex in ip -j link output") as u32
+}
