@@ -58,7 +58,10 @@ impl NetnsGuard {
 
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
-        undo(&format!("netns {}", self.name), cmd("ip", &["netns", "del", &self.name]));
+        undo(
+            &format!("netns {}", self.name),
+            cmd("ip", &["netns", "del", &self.name]),
+        );
     }
 }
 
@@ -74,8 +77,18 @@ pub struct VethGuard {
 impl VethGuard {
     pub fn new(ns_a: &str, ns_b: &str) -> Self {
         let (a, b) = (names::ifname('a'), names::ifname('b'));
-        must("ip", &["link", "add", &a, "netns", ns_a, "type", "veth", "peer", "name", &b, "netns", ns_b]);
-        let g = Self { ns_a: ns_a.into(), a, ns_b: ns_b.into(), b };
+        must(
+            "ip",
+            &[
+                "link", "add", &a, "netns", ns_a, "type", "veth", "peer", "name", &b, "netns", ns_b,
+            ],
+        );
+        let g = Self {
+            ns_a: ns_a.into(),
+            a,
+            ns_b: ns_b.into(),
+            b,
+        };
         must("ip", &["-n", &g.ns_a, "link", "set", &g.a, "up"]);
         must("ip", &["-n", &g.ns_b, "link", "set", &g.b, "up"]);
         g
@@ -84,7 +97,10 @@ impl VethGuard {
 
 impl Drop for VethGuard {
     fn drop(&mut self) {
-        undo(&format!("veth {}", self.a), cmd("ip", &["-n", &self.ns_a, "link", "del", &self.a]));
+        undo(
+            &format!("veth {}", self.a),
+            cmd("ip", &["-n", &self.ns_a, "link", "del", &self.a]),
+        );
     }
 }
 
@@ -103,7 +119,11 @@ impl AddrGuard {
             args.push("nodad");
         }
         must("ip", &args);
-        Self { ns: ns.into(), dev: dev.into(), cidr: cidr.into() }
+        Self {
+            ns: ns.into(),
+            dev: dev.into(),
+            cidr: cidr.into(),
+        }
     }
 }
 
@@ -111,7 +131,10 @@ impl Drop for AddrGuard {
     fn drop(&mut self) {
         undo(
             &format!("address {}", self.cidr),
-            cmd("ip", &["-n", &self.ns, "addr", "del", &self.cidr, "dev", &self.dev]),
+            cmd(
+                "ip",
+                &["-n", &self.ns, "addr", "del", &self.cidr, "dev", &self.dev],
+            ),
         );
     }
 }
@@ -125,17 +148,28 @@ pub struct RouteGuard {
 
 impl RouteGuard {
     pub fn new(ns: &str, spec: &[&str]) -> Self {
-        let family = if spec.iter().any(|s| s.contains(':')) { "-6" } else { "-4" };
+        let family = if spec.iter().any(|s| s.contains(':')) {
+            "-6"
+        } else {
+            "-4"
+        };
         let mut args = vec![family, "-n", ns, "route", "add"];
         args.extend_from_slice(spec);
         must("ip", &args);
-        Self { ns: ns.into(), spec: spec.iter().map(|s| s.to_string()).collect() }
+        Self {
+            ns: ns.into(),
+            spec: spec.iter().map(|s| s.to_string()).collect(),
+        }
     }
 }
 
 impl Drop for RouteGuard {
     fn drop(&mut self) {
-        let family = if self.spec.iter().any(|s| s.contains(':')) { "-6" } else { "-4" };
+        let family = if self.spec.iter().any(|s| s.contains(':')) {
+            "-6"
+        } else {
+            "-4"
+        };
         let mut args = vec![family, "-n", self.ns.as_str(), "route", "del"];
         args.extend(self.spec.iter().map(String::as_str));
         undo(&format!("route {}", self.spec.join(" ")), cmd("ip", &args));
@@ -158,20 +192,30 @@ impl SysctlGuard {
             .run(|| std::fs::read_to_string(&path))
             .expect("enter namespace")
             .unwrap_or_else(|e| panic!("read sysctl {key}: {e}"));
-        write_sysctl(&handle, &path, value).unwrap_or_else(|e| panic!("set sysctl {key}={value}: {e}"));
-        Self { ns: ns.into(), path, old: old.trim().to_owned() }
+        write_sysctl(&handle, &path, value)
+            .unwrap_or_else(|e| panic!("set sysctl {key}={value}: {e}"));
+        Self {
+            ns: ns.into(),
+            path,
+            old: old.trim().to_owned(),
+        }
     }
 }
 
 fn write_sysctl(ns: &NetNs, path: &PathBuf, value: &str) -> Result<(), String> {
-    ns.run(|| std::fs::write(path, value)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+    ns.run(|| std::fs::write(path, value))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 impl Drop for SysctlGuard {
     fn drop(&mut self) {
         // A namespace already gone took its sysctls with it.
         if let Ok(handle) = NetNs::from_name(&self.ns) {
-            undo(&format!("sysctl {}", self.path.display()), write_sysctl(&handle, &self.path, &self.old).map(|()| String::new()));
+            undo(
+                &format!("sysctl {}", self.path.display()),
+                write_sysctl(&handle, &self.path, &self.old).map(|()| String::new()),
+            );
         }
     }
 }
@@ -186,7 +230,10 @@ pub struct ClsactGuard {
 impl ClsactGuard {
     pub fn new(ns: &str, dev: &str) -> Self {
         must("tc", &["-n", ns, "qdisc", "add", "dev", dev, "clsact"]);
-        Self { ns: ns.into(), dev: dev.into() }
+        Self {
+            ns: ns.into(),
+            dev: dev.into(),
+        }
     }
 }
 
@@ -194,7 +241,10 @@ impl Drop for ClsactGuard {
     fn drop(&mut self) {
         undo(
             &format!("clsact on {}", self.dev),
-            cmd("tc", &["-n", &self.ns, "qdisc", "del", "dev", &self.dev, "clsact"]),
+            cmd(
+                "tc",
+                &["-n", &self.ns, "qdisc", "del", "dev", &self.dev, "clsact"],
+            ),
         );
     }
 }
@@ -208,7 +258,9 @@ pub struct PinGuard {
 impl PinGuard {
     /// A fresh, unique path under /sys/fs/bpf (bpffs must be mounted).
     pub fn new(label: &str) -> Self {
-        Self { path: PathBuf::from("/sys/fs/bpf").join(names::netns(label)) }
+        Self {
+            path: PathBuf::from("/sys/fs/bpf").join(names::netns(label)),
+        }
     }
 }
 

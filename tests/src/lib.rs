@@ -11,7 +11,9 @@ pub mod names;
 pub mod run;
 pub mod topo;
 
-pub use guards::{AddrGuard, ClsactGuard, NetnsGuard, PinGuard, RouteGuard, SysctlGuard, VethGuard};
+pub use guards::{
+    AddrGuard, ClsactGuard, NetnsGuard, PinGuard, RouteGuard, SysctlGuard, VethGuard,
+};
 pub use topo::{RouterLab, TwoHosts};
 
 /// Panics with a clear message unless running as root: privileged tests are never skipped.

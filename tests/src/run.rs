@@ -4,10 +4,9 @@ use std::process::{Command, Output};
 
 /// Runs a command; Ok(stdout) when it exits 0, Err(message with stderr) otherwise.
 pub fn cmd(program: &str, args: &[&str]) -> Result<String, String> {
-    let out: Output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e} (is it installed? run scripts/bootstrap.sh)"))?;
+    let out: Output = Command::new(program).args(args).output().map_err(|e| {
+        format!("cannot run {program}: {e} (is it installed? run scripts/bootstrap.sh)")
+    })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -36,8 +35,12 @@ pub fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<String, String> {
 /// Returns how many replies came back.
 pub fn ping(ns: &str, dst: &str, count: u32) -> u32 {
     let count_s = count.to_string();
-    let out = in_ns(ns, "ping", &["-n", "-q", "-c", &count_s, "-i", "0.1", "-W", "1", dst])
-        .unwrap_or_else(|e| e);
+    let out = in_ns(
+        ns,
+        "ping",
+        &["-n", "-q", "-c", &count_s, "-i", "0.1", "-W", "1", dst],
+    )
+    .unwrap_or_else(|e| e);
     out.lines()
         .find_map(|l| {
             let l = l.trim();
@@ -51,5 +54,7 @@ pub fn ping(ns: &str, dst: &str, count: u32) -> u32 {
 pub fn ifindex(ns: &str, ifname: &str) -> u32 {
     let out = must("ip", &["-n", ns, "-j", "link", "show", "dev", ifname]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j output is JSON");
-    v[0]["ifindex"].as_u64().expect("ifindex in ip -j link output") as u32
+    v[0]["ifindex"]
+        .as_u64()
+        .expect("ifindex in ip -j link output") as u32
 }

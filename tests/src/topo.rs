@@ -27,7 +27,12 @@ impl TwoHosts {
             AddrGuard::new(&a.name, &link.a, "fd77::1/64"),
             AddrGuard::new(&b.name, &link.b, "fd77::2/64"),
         ];
-        Self { _addrs: addrs, link, a, b }
+        Self {
+            _addrs: addrs,
+            link,
+            a,
+            b,
+        }
     }
 }
 

@@ -21,7 +21,12 @@ fn two_hosts_ping_both_ways_over_ipv4_and_ipv6() {
 fn router_lab_reaches_both_upstreams() {
     require_root();
     let lab = RouterLab::new();
-    for dst in [RouterLab::UP1_4, RouterLab::UP2_4, RouterLab::UP1_6, RouterLab::UP2_6] {
+    for dst in [
+        RouterLab::UP1_4,
+        RouterLab::UP2_4,
+        RouterLab::UP1_6,
+        RouterLab::UP2_6,
+    ] {
         assert_eq!(ping(&lab.client.name, dst, 1), 1, "client -> {dst}");
     }
 }

@@ -2,7 +2,10 @@
 
 use aya::{
     maps::PerCpuHashMap,
-    programs::{LinkOrder, SchedClassifier, TcAttachType, tc::{NlOptions, TcAttachOptions}},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType,
+        tc::{NlOptions, TcAttachOptions},
+    },
 };
 use pktpath_common::route::{IfaceCounters, MAP_IFACE_STATS, PROG_DATAPATH};
 use pktpath_core::loader::{self, Object};
@@ -31,8 +34,11 @@ fn run_case(netlink: bool) {
     let _clsact = netlink.then(|| ClsactGuard::new(&lab.b.name, &lab.link.b));
 
     let mut ebpf = loader::load(Object::Datapath, &[]).expect("load datapath object");
-    let prog: &mut SchedClassifier =
-        ebpf.program_mut(PROG_DATAPATH).expect("program").try_into().expect("classifier");
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(PROG_DATAPATH)
+        .expect("program")
+        .try_into()
+        .expect("classifier");
     prog.load().expect("verifier accepts the classifier");
     let ns = lab.b.handle();
     let dev = lab.link.b.clone();
@@ -51,14 +57,19 @@ fn run_case(netlink: bool) {
     let after = counters(&ebpf, ifindex);
     let packets = after.passed_packets - before.passed_packets;
     let bytes = after.passed_bytes - before.passed_bytes;
-    assert!(packets >= PINGS as u64, "counted {packets} packets for {PINGS} pings");
+    assert!(
+        packets >= PINGS as u64,
+        "counted {packets} packets for {PINGS} pings"
+    );
     assert!(bytes >= PINGS as u64 * ECHO_FRAME, "counted {bytes} bytes");
     assert_eq!(after.forwarded_packets + after.dropped_packets, 0);
 
     // A netlink filter is detached inside its namespace: detaching it from here would
     // address an interface of the host with the same ifindex.
     let prog: &mut SchedClassifier = ebpf.program_mut(PROG_DATAPATH).unwrap().try_into().unwrap();
-    ns.run(|| prog.detach(link)).expect("enter namespace").expect("detach");
+    ns.run(|| prog.detach(link))
+        .expect("enter namespace")
+        .expect("detach");
 }
 
 #[test]

@@ -39,7 +39,11 @@ pub fn read_skb(off: &KernelOffsets, skb: u64) -> Result<SkbInfo, i32> {
     let (ifindex, netns) = if dev != 0 {
         let ifindex: u32 = read_at(dev, off.net_device_ifindex)?;
         let net: u64 = read_at(dev, off.net_device_nd_net + off.possible_net_t_net)?;
-        let netns = if net != 0 { read_at(net, off.net_ns_inum)? } else { 0 };
+        let netns = if net != 0 {
+            read_at(net, off.net_ns_inum)?
+        } else {
+            0
+        };
         (ifindex, netns)
     } else {
         (0, 0)
@@ -47,8 +51,20 @@ pub fn read_skb(off: &KernelOffsets, skb: u64) -> Result<SkbInfo, i32> {
     let head: u64 = read_at(skb, off.skb_head)?;
     let nh: u16 = read_at(skb, off.skb_network_header)?;
     // The kernel marks an unset header offset with (u16)~0.
-    let network_header = if nh == u16::MAX || head == 0 { 0 } else { head + nh as u64 };
-    Ok(SkbInfo { len, mark, protocol, ifindex, netns, dev, network_header })
+    let network_header = if nh == u16::MAX || head == 0 {
+        0
+    } else {
+        head + nh as u64
+    };
+    Ok(SkbInfo {
+        len,
+        mark,
+        protocol,
+        ifindex,
+        netns,
+        dev,
+        network_header,
+    })
 }
 
 /// Copies a device's name into `dst` (left as is on failure).

@@ -10,7 +10,8 @@ pub const UNSUPPORTED: i32 = 4;
 /// Prints `err` (with its causes) as one line and returns the exit code for it.
 pub fn report(err: &anyhow::Error) -> i32 {
     if err.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     }) {
         return OK;
     }
@@ -28,9 +29,15 @@ pub fn report(err: &anyhow::Error) -> i32 {
         first = false;
     }
     eprintln!("{line}");
-    if err.chain().any(|c| c.downcast_ref::<MissingCapability>().is_some()) {
+    if err
+        .chain()
+        .any(|c| c.downcast_ref::<MissingCapability>().is_some())
+    {
         PRIVILEGE
-    } else if err.chain().any(|c| c.downcast_ref::<crate::cmd::Unsupported>().is_some()) {
+    } else if err
+        .chain()
+        .any(|c| c.downcast_ref::<crate::cmd::Unsupported>().is_some())
+    {
         UNSUPPORTED
     } else {
         ERROR

@@ -9,7 +9,10 @@ const HEADER_MIN_LEN: usize = 24;
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error("cannot read BTF from {path}: {source} (is CONFIG_DEBUG_INFO_BTF set?)")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("malformed BTF: {0}")]
     Malformed(String),
     #[error("type `{0}` is not in the kernel's BTF")]
@@ -17,7 +20,11 @@ pub enum BtfError {
     #[error("`{ty}` has no member `{member}`")]
     NoSuchMember { ty: String, member: String },
     #[error("`{ty}.{member}` is not a struct or union, so `{rest}` cannot be inside it")]
-    NotComposite { ty: String, member: String, rest: String },
+    NotComposite {
+        ty: String,
+        member: String,
+        rest: String,
+    },
     #[error("`{ty}.{path}` is a bitfield; read it with its bit offset, not as bytes")]
     Bitfield { ty: String, path: String },
 }
@@ -120,7 +127,9 @@ pub struct Btf {
 
 impl std::fmt::Debug for Btf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Btf").field("types", &self.types.len()).finish()
+        f.debug_struct("Btf")
+            .field("types", &self.types.len())
+            .finish()
     }
 }
 
@@ -139,8 +148,10 @@ impl Btf {
     /// Reads a raw BTF blob (such as a copy of /sys/kernel/btf/vmlinux) from a file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, BtfError> {
         let path = path.as_ref();
-        let data = std::fs::read(path)
-            .map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
+        let data = std::fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_bytes(data)
     }
 
@@ -151,7 +162,9 @@ impl Btf {
         }
         let magic = u16::from_le_bytes([data[0], data[1]]);
         if magic != BTF_MAGIC {
-            return Err(BtfError::Malformed(format!("bad magic {magic:#x} (big-endian BTF is not supported)")));
+            return Err(BtfError::Malformed(format!(
+                "bad magic {magic:#x} (big-endian BTF is not supported)"
+            )));
         }
         let hdr_len = u32_at(&data, 4)? as usize;
         let type_off = u32_at(&data, 8)? as usize;
@@ -162,7 +175,9 @@ impl Btf {
         let types_end = types_start + type_len;
         let strings_start = hdr_len + str_off;
         if types_end > data.len() || strings_start + str_len > data.len() {
-            return Err(BtfError::Malformed("sections extend past the end of the blob".into()));
+            return Err(BtfError::Malformed(
+                "sections extend past the end of the blob".into(),
+            ));
         }
 
         let mut types = vec![Type {
@@ -203,14 +218,25 @@ impl Btf {
             pos = extra + extra_len;
         }
         if pos != types_end {
-            return Err(BtfError::Malformed("type section does not end on a type boundary".into()));
+            return Err(BtfError::Malformed(
+                "type section does not end on a type boundary".into(),
+            ));
         }
 
-        let mut btf = Self { data, types, strings_start, strings_len: str_len, by_name: HashMap::new() };
+        let mut btf = Self {
+            data,
+            types,
+            strings_start,
+            strings_len: str_len,
+            by_name: HashMap::new(),
+        };
         let mut by_name: HashMap<String, Vec<u32>> = HashMap::new();
         for (id, t) in btf.types.iter().enumerate().skip(1) {
             if t.name_off != 0 {
-                by_name.entry(btf.string(t.name_off)?.to_owned()).or_default().push(id as u32);
+                by_name
+                    .entry(btf.string(t.name_off)?.to_owned())
+                    .or_default()
+                    .push(id as u32);
             }
         }
         btf.by_name = by_name;
@@ -260,7 +286,10 @@ impl Btf {
         self.by_name
             .get(name)
             .map(|ids| {
-                ids.iter().copied().filter(|&id| self.types[id as usize].kind == kind).collect()
+                ids.iter()
+                    .copied()
+                    .filter(|&id| self.types[id as usize].kind == kind)
+                    .collect()
             })
             .unwrap_or_default()
     }
@@ -297,7 +326,9 @@ impl Btf {
                 _ => return Ok(id),
             }
         }
-        Err(BtfError::Malformed(format!("type chain from {id} is too long")))
+        Err(BtfError::Malformed(format!(
+            "type chain from {id} is too long"
+        )))
     }
 
     /// Size in bytes of a type (after typedefs and qualifiers).
@@ -322,7 +353,9 @@ impl Btf {
     pub fn members(&self, id: u32) -> Result<Vec<Member>, BtfError> {
         let t = self.ty(id)?;
         if !matches!(t.kind, Kind::Struct | Kind::Union) {
-            return Err(BtfError::Malformed(format!("type {id} is not a struct or union")));
+            return Err(BtfError::Malformed(format!(
+                "type {id} is not a struct or union"
+            )));
         }
         (0..t.vlen as usize)
             .map(|i| {
@@ -330,9 +363,17 @@ impl Btf {
                 let name = self.string(u32_at(&self.data, at)?)?.to_owned();
                 let type_id = u32_at(&self.data, at + 4)?;
                 let raw = u32_at(&self.data, at + 8)?;
-                let (bit_offset, bitfield_size) =
-                    if t.kind_flag { (raw & 0x00ff_ffff, raw >> 24) } else { (raw, 0) };
-                Ok(Member { name, type_id, bit_offset, bitfield_size })
+                let (bit_offset, bitfield_size) = if t.kind_flag {
+                    (raw & 0x00ff_ffff, raw >> 24)
+                } else {
+                    (raw, 0)
+                };
+                Ok(Member {
+                    name,
+                    type_id,
+                    bit_offset,
+                    bitfield_size,
+                })
             })
             .collect()
     }
@@ -348,7 +389,11 @@ impl Btf {
                     let name = self.string(u32_at(&self.data, at)?)?.to_owned();
                     let raw = u32_at(&self.data, at + 4)?;
                     // kind_flag set means signed values.
-                    let v = if t.kind_flag { raw as i32 as i64 } else { raw as i64 };
+                    let v = if t.kind_flag {
+                        raw as i32 as i64
+                    } else {
+                        raw as i64
+                    };
                     Ok((name, v))
                 })
                 .collect(),
@@ -398,16 +443,22 @@ impl Btf {
 
     /// Locates a member by a dotted path (`"ns.inum"`) inside the named struct, through
     /// nested and anonymous structs and unions.
-    pub fn member_location(&self, struct_name: &str, path: &str) -> Result<MemberLocation, BtfError> {
+    pub fn member_location(
+        &self,
+        struct_name: &str,
+        path: &str,
+    ) -> Result<MemberLocation, BtfError> {
         let mut id = self.composite(struct_name)?;
         let mut bit_offset = 0;
         let mut parts = path.split('.').peekable();
         let mut walked = String::new();
         while let Some(part) = parts.next() {
-            let (member, off) = self.find_member(id, part)?.ok_or_else(|| BtfError::NoSuchMember {
-                ty: format!("struct {struct_name}{walked}"),
-                member: part.to_owned(),
-            })?;
+            let (member, off) =
+                self.find_member(id, part)?
+                    .ok_or_else(|| BtfError::NoSuchMember {
+                        ty: format!("struct {struct_name}{walked}"),
+                        member: part.to_owned(),
+                    })?;
             bit_offset += off;
             walked.push('.');
             walked.push_str(part);
@@ -429,14 +480,20 @@ impl Btf {
             }
             id = member_ty;
         }
-        Err(BtfError::NoSuchMember { ty: format!("struct {struct_name}"), member: path.to_owned() })
+        Err(BtfError::NoSuchMember {
+            ty: format!("struct {struct_name}"),
+            member: path.to_owned(),
+        })
     }
 
     /// Byte offset of a non-bitfield member, by dotted path.
     pub fn member_offset(&self, struct_name: &str, path: &str) -> Result<u32, BtfError> {
         let loc = self.member_location(struct_name, path)?;
         if loc.bitfield_size != 0 || loc.bit_offset % 8 != 0 {
-            return Err(BtfError::Bitfield { ty: struct_name.to_owned(), path: path.to_owned() });
+            return Err(BtfError::Bitfield {
+                ty: struct_name.to_owned(),
+                path: path.to_owned(),
+            });
         }
         Ok(loc.bit_offset / 8)
     }

@@ -13,7 +13,11 @@ struct Builder {
 
 impl Builder {
     fn new() -> Self {
-        Self { types: Vec::new(), strings: vec![0], next_id: 1 }
+        Self {
+            types: Vec::new(),
+            strings: vec![0],
+            next_id: 1,
+        }
     }
 
     fn str(&mut self, s: &str) -> u32 {
@@ -26,7 +30,14 @@ impl Builder {
         off
     }
 
-    fn header(&mut self, name: &str, kind: u32, vlen: u32, kind_flag: bool, size_or_type: u32) -> u32 {
+    fn header(
+        &mut self,
+        name: &str,
+        kind: u32,
+        vlen: u32,
+        kind_flag: bool,
+        size_or_type: u32,
+    ) -> u32 {
         let name_off = self.str(name);
         let info = (kind << 24) | vlen | if kind_flag { 1 << 31 } else { 0 };
         for w in [name_off, info, size_or_type] {
@@ -52,7 +63,13 @@ impl Builder {
     }
 
     /// Members as (name, type, bit offset, bitfield size).
-    fn composite(&mut self, kind: u32, name: &str, size: u32, members: &[(&str, u32, u32, u32)]) -> u32 {
+    fn composite(
+        &mut self,
+        kind: u32,
+        name: &str,
+        size: u32,
+        members: &[(&str, u32, u32, u32)],
+    ) -> u32 {
         let bitfields = members.iter().any(|m| m.3 != 0);
         let id = self.header(name, kind, members.len() as u32, bitfields, size);
         for &(mname, ty, off, bits) in members {
@@ -80,7 +97,13 @@ impl Builder {
         out.extend_from_slice(&0xeb9f_u16.to_le_bytes());
         out.push(1); // version
         out.push(0); // flags
-        for w in [24u32, 0, self.types.len() as u32, self.types.len() as u32, self.strings.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            self.types.len() as u32,
+            self.types.len() as u32,
+            self.strings.len() as u32,
+        ] {
             out.extend_from_slice(&w.to_le_bytes());
         }
         out.extend_from_slice(&self.types);
@@ -157,13 +180,19 @@ fn bitfields_report_bit_positions_and_refuse_byte_reads() {
     assert_eq!((flag.bit_offset, flag.bitfield_size), (128, 3));
     let other = btf.member_location("outer", "other").unwrap();
     assert_eq!((other.bit_offset, other.bitfield_size), (131, 5));
-    assert!(matches!(btf.member_offset("outer", "flag"), Err(BtfError::Bitfield { .. })));
+    assert!(matches!(
+        btf.member_offset("outer", "flag"),
+        Err(BtfError::Bitfield { .. })
+    ));
 }
 
 #[test]
 fn missing_things_are_named_in_errors() {
     let btf = synthetic();
-    let err = btf.member_offset("outer", "n.nope").unwrap_err().to_string();
+    let err = btf
+        .member_offset("outer", "n.nope")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("nope") && err.contains("outer.n"), "{err}");
     let err = btf.member_offset("nosuch", "a").unwrap_err().to_string();
     assert!(err.contains("nosuch"), "{err}");
@@ -197,7 +226,10 @@ fn synthetic_blob_with_bad_magic() -> Vec<u8> {
 }
 
 fn recorded_kernel() -> Btf {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/vmlinux-6.18.btf");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/vmlinux-6.18.btf"
+    );
     Btf::from_file(path).expect("recorded 6.18 BTF parses")
 }
 
@@ -236,7 +268,14 @@ fn kernel_bitfields_and_drop_reasons_are_readable() {
     assert_eq!(pkt_type.bitfield_size, 3);
     let reasons = btf.enum_by_name("skb_drop_reason").unwrap();
     let names: Vec<&str> = reasons.iter().map(|(n, _)| n.as_str()).collect();
-    for want in ["SKB_DROP_REASON_NOT_SPECIFIED", "SKB_DROP_REASON_NO_SOCKET", "SKB_DROP_REASON_NETFILTER_DROP"] {
-        assert!(names.contains(&want), "{want} missing from enum skb_drop_reason");
+    for want in [
+        "SKB_DROP_REASON_NOT_SPECIFIED",
+        "SKB_DROP_REASON_NO_SOCKET",
+        "SKB_DROP_REASON_NETFILTER_DROP",
+    ] {
+        assert!(
+            names.contains(&want),
+            "{want} missing from enum skb_drop_reason"
+        );
     }
 }

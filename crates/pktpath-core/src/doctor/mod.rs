@@ -38,7 +38,14 @@ pub struct Check {
 
 impl Check {
     fn new(id: &'static str, feature: &'static str, used_by: &[&'static str]) -> Self {
-        Self { id, feature, available: false, error: None, detail: None, used_by: used_by.to_vec() }
+        Self {
+            id,
+            feature,
+            available: false,
+            error: None,
+            detail: None,
+            used_by: used_by.to_vec(),
+        }
     }
 
     fn result<E: std::fmt::Display>(mut self, r: Result<Option<String>, E>) -> Self {
@@ -69,9 +76,16 @@ impl Report {
 
     /// Whether everything `pktpath trace` and `pktpath route` need is available.
     pub fn ready(&self) -> bool {
-        ["btf", "tp_btf", "tracepoint", "ringbuf", "tc_netlink", "prog_test_run"]
-            .iter()
-            .all(|id| self.get(id).is_some_and(|c| c.available))
+        [
+            "btf",
+            "tp_btf",
+            "tracepoint",
+            "ringbuf",
+            "tc_netlink",
+            "prog_test_run",
+        ]
+        .iter()
+        .all(|id| self.get(id).is_some_and(|c| c.available))
     }
 }
 
@@ -87,17 +101,23 @@ pub fn run(opts: Options) -> Report {
     let privs = Privileges::current();
     let mut checks = Vec::new();
 
-    checks.push(Check::new("root", "running as root", &[]).result(if privs.euid == 0 {
-        Ok(None)
-    } else {
-        Err(format!("effective uid is {}", privs.euid))
-    }));
+    checks.push(
+        Check::new("root", "running as root", &[]).result(if privs.euid == 0 {
+            Ok(None)
+        } else {
+            Err(format!("effective uid is {}", privs.euid))
+        }),
+    );
     for (id, cap, used_by) in [
         ("cap_bpf", Capability::Bpf, &[uses::TRACE, uses::ROUTE][..]),
         ("cap_net_admin", Capability::NetAdmin, &[uses::ROUTE][..]),
         ("cap_perfmon", Capability::Perfmon, &[uses::TRACE][..]),
     ] {
-        let r = if privs.has(cap) { Ok(None) } else { Err(format!("{cap} is not in the effective set")) };
+        let r = if privs.has(cap) {
+            Ok(None)
+        } else {
+            Err(format!("{cap} is not in the effective set"))
+        };
         checks.push(Check::new(id, cap.name(), used_by).result(r));
     }
 
@@ -105,7 +125,15 @@ pub fn run(opts: Options) -> Report {
         ("bpffs", PseudoFs::Bpf, &[uses::ROUTE_PERSIST][..]),
         ("tracefs", PseudoFs::Trace, &[uses::TRACE][..]),
     ] {
-        let mut check = Check::new(id, if id == "bpffs" { "bpffs mounted" } else { "tracefs mounted" }, used_by);
+        let mut check = Check::new(
+            id,
+            if id == "bpffs" {
+                "bpffs mounted"
+            } else {
+                "tracefs mounted"
+            },
+            used_by,
+        );
         let r = if fs.is_mounted() {
             Ok(Some(format!("at {}", fs.path().display())))
         } else if opts.mount {
@@ -119,14 +147,20 @@ pub fn run(opts: Options) -> Report {
                 Err(e) => Err(e.to_string()),
             }
         } else {
-            Err(format!("not mounted at {}; `pktpath doctor --mount` mounts it", fs.path().display()))
+            Err(format!(
+                "not mounted at {}; `pktpath doctor --mount` mounts it",
+                fs.path().display()
+            ))
         };
         check = check.result(r);
         checks.push(check);
     }
 
     checks.extend(probes::run());
-    Report { kernel_release: kernel_release(), checks }
+    Report {
+        kernel_release: kernel_release(),
+        checks,
+    }
 }
 
 fn kernel_release() -> String {

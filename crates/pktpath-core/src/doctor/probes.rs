@@ -7,15 +7,14 @@ use aya::{
     Ebpf,
     maps::RingBuf,
     programs::{
-        FEntry, KProbe, LinkOrder, RawTracePoint, SchedClassifier, TcAttachType, TestRun as _,
-        TestRunOptions, TracePoint, Xdp, XdpMode,
+        BtfTracePoint, FEntry, KProbe, LinkOrder, RawTracePoint, SchedClassifier, TcAttachType,
+        TestRun as _, TestRunOptions, TracePoint, Xdp, XdpMode,
         tc::{self, NlOptions, TcAttachOptions},
-        BtfTracePoint,
     },
 };
 use pktpath_common::probe::{
-    MAP_RING, PROBE_KERNEL_FUNCTION, PROG_CLASSIFIER, PROG_FENTRY, PROG_KPROBE, PROG_RAW_TRACEPOINT,
-    PROG_TP_BTF, PROG_TRACEPOINT, PROG_XDP, RING_RECORD,
+    MAP_RING, PROBE_KERNEL_FUNCTION, PROG_CLASSIFIER, PROG_FENTRY, PROG_KPROBE,
+    PROG_RAW_TRACEPOINT, PROG_TP_BTF, PROG_TRACEPOINT, PROG_XDP, RING_RECORD,
 };
 
 use super::{Check, uses};
@@ -46,7 +45,11 @@ pub(crate) fn chain(e: &dyn StdError) -> String {
 fn e<E: StdError>(err: E) -> String {
     let s = chain(&err);
     // aya appends the verifier log even when it is empty.
-    s.trim_end().trim_end_matches("Verifier output:").trim_end().trim_end_matches('.').to_owned()
+    s.trim_end()
+        .trim_end_matches("Verifier output:")
+        .trim_end()
+        .trim_end_matches('.')
+        .to_owned()
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
@@ -62,25 +65,52 @@ where
 pub(super) fn run() -> Vec<Check> {
     let mut out = Vec::new();
 
-    out.push(Check::new("btf", "kernel BTF (/sys/kernel/btf/vmlinux)", &[uses::TRACE, uses::TRACE_DROPS]).result(
-        Btf::from_sys_fs()
-            .and_then(|b| offsets::resolve(&b).map(|_| b.len()))
-            .map(|n| Some(format!("{n} types; sk_buff/net_device/net offsets resolved")))
-            .map_err(e),
-    ));
+    out.push(
+        Check::new(
+            "btf",
+            "kernel BTF (/sys/kernel/btf/vmlinux)",
+            &[uses::TRACE, uses::TRACE_DROPS],
+        )
+        .result(
+            Btf::from_sys_fs()
+                .and_then(|b| offsets::resolve(&b).map(|_| b.len()))
+                .map(|n| {
+                    Some(format!(
+                        "{n} types; sk_buff/net_device/net offsets resolved"
+                    ))
+                })
+                .map_err(e),
+        ),
+    );
 
     let specs: [(&str, &str, &[&str]); 11] = [
         ("tracepoint", "classic tracepoints", &[uses::TRACE]),
-        ("tp_btf", "BTF tracepoints (tp_btf)", &[uses::TRACE, uses::TRACE_DROPS]),
+        (
+            "tp_btf",
+            "BTF tracepoints (tp_btf)",
+            &[uses::TRACE, uses::TRACE_DROPS],
+        ),
         ("raw_tracepoint", "raw tracepoints", &[uses::TRACE]),
         ("kprobe", "kprobes", &[uses::FUTURE_HOOKS]),
         ("fentry", "fentry (BPF trampolines)", &[uses::FUTURE_HOOKS]),
         ("ringbuf", "BPF ring buffer", &[uses::TRACE]),
-        ("prog_test_run", "BPF_PROG_TEST_RUN (sched_cls)", &[uses::ROUTE_GET]),
-        ("tc_netlink", "TC clsact + cls_bpf direct-action (netlink)", &[uses::ROUTE]),
+        (
+            "prog_test_run",
+            "BPF_PROG_TEST_RUN (sched_cls)",
+            &[uses::ROUTE_GET],
+        ),
+        (
+            "tc_netlink",
+            "TC clsact + cls_bpf direct-action (netlink)",
+            &[uses::ROUTE],
+        ),
         ("tcx", "TCX (bpf_link TC attach)", &[uses::ROUTE]),
         ("xdp", "XDP (generic)", &[]),
-        ("pinning", "pinning programs in bpffs", &[uses::ROUTE_PERSIST]),
+        (
+            "pinning",
+            "pinning programs in bpffs",
+            &[uses::ROUTE_PERSIST],
+        ),
     ];
 
     let outcomes: Vec<Outcome> = match loader::load(Object::Probe, &[]) {
@@ -130,23 +160,40 @@ fn probe(ebpf: &mut Ebpf, id: &str) -> Outcome {
             let p = classifier(ebpf)?;
             let packet = [0u8; 64];
             let r = p
-                .test_run(TestRunOptions { data_in: Some(&packet), repeat: 1, ..Default::default() })
+                .test_run(TestRunOptions {
+                    data_in: Some(&packet),
+                    repeat: 1,
+                    ..Default::default()
+                })
                 .map_err(e)?;
-            Ok(Some(format!("returned {} for a 64-byte frame", r.return_value)))
+            Ok(Some(format!(
+                "returned {} for a 64-byte frame",
+                r.return_value
+            )))
         }
         "tc_netlink" => in_fresh_netns(|| {
             let p = classifier(ebpf)?;
             tc::qdisc_add_clsact("lo").map_err(e)?;
             let link = p
-                .attach_with_options("lo", TcAttachType::Ingress, TcAttachOptions::Netlink(NlOptions::default()))
+                .attach_with_options(
+                    "lo",
+                    TcAttachType::Ingress,
+                    TcAttachOptions::Netlink(NlOptions::default()),
+                )
                 .map_err(e)?;
             p.detach(link).map_err(e)?;
-            Ok(Some("clsact qdisc + direct-action filter on lo of a scratch netns".into()))
+            Ok(Some(
+                "clsact qdisc + direct-action filter on lo of a scratch netns".into(),
+            ))
         }),
         "tcx" => in_fresh_netns(|| {
             let p = classifier(ebpf)?;
             let link = p
-                .attach_with_options("lo", TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+                .attach_with_options(
+                    "lo",
+                    TcAttachType::Ingress,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
                 .map_err(e)?;
             p.detach(link).map_err(e)?;
             Ok(Some("tcx ingress link on lo of a scratch netns".into()))
@@ -198,24 +245,47 @@ fn ringbuf(ebpf: &mut Ebpf) -> Outcome {
     // The map exists once the object loaded; prove a record travels through it.
     let p = classifier(ebpf)?;
     let packet = [0u8; 64];
-    p.test_run(TestRunOptions { data_in: Some(&packet), repeat: 1, ..Default::default() })
-        .map_err(|err| format!("ring buffer created, but the writer could not run: {}", e(err)))?;
-    let map = ebpf.map_mut(MAP_RING).ok_or("ring buffer map missing from the probe object")?;
+    p.test_run(TestRunOptions {
+        data_in: Some(&packet),
+        repeat: 1,
+        ..Default::default()
+    })
+    .map_err(|err| {
+        format!(
+            "ring buffer created, but the writer could not run: {}",
+            e(err)
+        )
+    })?;
+    let map = ebpf
+        .map_mut(MAP_RING)
+        .ok_or("ring buffer map missing from the probe object")?;
     let mut ring = RingBuf::try_from(map).map_err(e)?;
-    let item = ring.next().ok_or("ring buffer created, but the record written into it never arrived")?;
-    let value = u64::from_ne_bytes(item[..8].try_into().map_err(|_| "short ring buffer record")?);
+    let item = ring
+        .next()
+        .ok_or("ring buffer created, but the record written into it never arrived")?;
+    let value = u64::from_ne_bytes(
+        item[..8]
+            .try_into()
+            .map_err(|_| "short ring buffer record")?,
+    );
     if value != RING_RECORD {
-        return Err(format!("ring buffer returned {value:#x}, expected {RING_RECORD:#x}"));
+        return Err(format!(
+            "ring buffer returned {value:#x}, expected {RING_RECORD:#x}"
+        ));
     }
     Ok(Some("record written by a program and read back".into()))
 }
 
 fn pinning(ebpf: &mut Ebpf) -> Outcome {
     let _bpffs = PseudoFs::Bpf.ensure().map_err(e)?;
-    let path = PseudoFs::Bpf.path().join(format!("pktpath-doctor-{}", std::process::id()));
+    let path = PseudoFs::Bpf
+        .path()
+        .join(format!("pktpath-doctor-{}", std::process::id()));
     let p = classifier(ebpf)?;
     p.pin(&path).map_err(e)?;
-    let r = std::fs::metadata(&path).map(|_| ()).map_err(|err| format!("pin not visible: {err}"));
+    let r = std::fs::metadata(&path)
+        .map(|_| ())
+        .map_err(|err| format!("pin not visible: {err}"));
     let _ = std::fs::remove_file(&path);
     r.map(|()| Some("pinned and unpinned a program".into()))
 }

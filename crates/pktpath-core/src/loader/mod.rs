@@ -65,7 +65,11 @@ pub fn kernel_offsets() -> Result<KernelOffsets, LoadError> {
 /// Loads `object` (creating its maps; programs are loaded by the caller), setting the
 /// kernel offsets when it needs them and the given globals.
 pub fn load(object: Object, globals: &[(&str, GlobalValue)]) -> Result<Ebpf, LoadError> {
-    let offsets = if object.needs_offsets() { Some(kernel_offsets()?) } else { None };
+    let offsets = if object.needs_offsets() {
+        Some(kernel_offsets()?)
+    } else {
+        None
+    };
     load_with(object, offsets.as_ref(), globals)
 }
 
@@ -85,7 +89,8 @@ pub fn load_with(
             GlobalValue::U64(v) => loader.override_global(name, v, true),
         };
     }
-    loader
-        .load(object.bytes())
-        .map_err(|e| LoadError::Ebpf { object, source: Box::new(e) })
+    loader.load(object.bytes()).map_err(|e| LoadError::Ebpf {
+        object,
+        source: Box::new(e),
+    })
 }

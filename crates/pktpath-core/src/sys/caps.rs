@@ -67,7 +67,8 @@ impl Privileges {
     /// CAP_PERFMON on kernels that predate them, as the kernel itself allows.
     pub fn has(&self, cap: Capability) -> bool {
         let bit = |c: Capability| self.effective & (1u64 << c as u32) != 0;
-        bit(cap) || (matches!(cap, Capability::Bpf | Capability::Perfmon) && bit(Capability::SysAdmin))
+        bit(cap)
+            || (matches!(cap, Capability::Bpf | Capability::Perfmon) && bit(Capability::SysAdmin))
     }
 
     /// Fails with the first of `caps` this process lacks.
@@ -101,9 +102,14 @@ mod tests {
     #[test]
     fn missing_capability_is_named_with_what_to_do() {
         let p = Privileges::from_parts(1000, 1 << Capability::NetAdmin as u32);
-        let err = p.require(&[Capability::NetAdmin, Capability::Bpf], "loading programs").unwrap_err();
+        let err = p
+            .require(&[Capability::NetAdmin, Capability::Bpf], "loading programs")
+            .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("missing capability CAP_BPF: loading programs"), "{msg}");
+        assert!(
+            msg.starts_with("missing capability CAP_BPF: loading programs"),
+            "{msg}"
+        );
         assert!(msg.contains("sudo"), "{msg}");
     }
 

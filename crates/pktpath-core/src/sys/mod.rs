@@ -20,12 +20,18 @@ pub struct SysError {
 impl SysError {
     /// Wraps the calling thread's last OS error.
     pub fn last(call: impl Into<String>) -> Self {
-        Self { call: call.into(), source: io::Error::last_os_error() }
+        Self {
+            call: call.into(),
+            source: io::Error::last_os_error(),
+        }
     }
 
     /// Wraps a given I/O error.
     pub fn io(call: impl Into<String>, source: io::Error) -> Self {
-        Self { call: call.into(), source }
+        Self {
+            call: call.into(),
+            source,
+        }
     }
 }
 

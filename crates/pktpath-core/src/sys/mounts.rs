@@ -40,7 +40,9 @@ impl PseudoFs {
 
     /// Whether this filesystem is mounted at its usual place.
     pub fn is_mounted(self) -> bool {
-        let Ok(path) = cstr(self.path()) else { return false };
+        let Ok(path) = cstr(self.path()) else {
+            return false;
+        };
         // SAFETY: statfs writes into the zeroed struct we own.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
         // SAFETY: `path` is a valid C string and `st` a valid out pointer.
@@ -60,12 +62,24 @@ impl PseudoFs {
         let fstype = std::ffi::CString::new(self.fstype()).expect("no NUL");
         // SAFETY: all pointers are valid C strings; data is null.
         let rc = unsafe {
-            libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+            libc::mount(
+                fstype.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
         };
         if rc != 0 {
-            return Err(SysError::last(format!("mount -t {} {}", self.fstype(), path.display())));
+            return Err(SysError::last(format!(
+                "mount -t {} {}",
+                self.fstype(),
+                path.display()
+            )));
         }
-        Ok(Some(MountGuard { path: path.to_owned() }))
+        Ok(Some(MountGuard {
+            path: path.to_owned(),
+        }))
     }
 }
 
@@ -87,7 +101,11 @@ impl Drop for MountGuard {
         if let Ok(path) = cstr(&self.path) {
             // SAFETY: valid C string.
             if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
-                log::warn!("umount {} failed: {}", self.path.display(), std::io::Error::last_os_error());
+                log::warn!(
+                    "umount {} failed: {}",
+                    self.path.display(),
+                    std::io::Error::last_os_error()
+                );
             }
         }
     }

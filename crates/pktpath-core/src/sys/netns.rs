@@ -31,12 +31,17 @@ impl NetNs {
     /// A namespace by file: a bind mount under /run/netns or /proc/PID/ns/net.
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self, SysError> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| SysError::io(format!("open {}", path.display()), e))?;
+        let file =
+            File::open(path).map_err(|e| SysError::io(format!("open {}", path.display()), e))?;
         let inode = file
             .metadata()
             .map_err(|e| SysError::io(format!("stat {}", path.display()), e))?
             .ino();
-        Ok(Self { file, inode, path: path.to_owned() })
+        Ok(Self {
+            file,
+            inode,
+            path: path.to_owned(),
+        })
     }
 
     /// A namespace by the name `ip netns` gave it.
@@ -124,10 +129,13 @@ where
 
 /// The name under /run/netns of the namespace with this inode, if it has one.
 pub fn name_of_inode(inode: u64) -> Option<String> {
-    std::fs::read_dir(NETNS_RUN_DIR).ok()?.flatten().find_map(|e| {
-        let meta = std::fs::metadata(e.path()).ok()?;
-        (meta.ino() == inode).then(|| e.file_name().to_string_lossy().into_owned())
-    })
+    std::fs::read_dir(NETNS_RUN_DIR)
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let meta = std::fs::metadata(e.path()).ok()?;
+            (meta.ino() == inode).then(|| e.file_name().to_string_lossy().into_owned())
+        })
 }
 
 /// A path that opens the namespace with this inode: a /run/netns name or a process's.

@@ -14,7 +14,10 @@ pub struct WireError {
 pub fn decode(bytes: &[u8]) -> Result<TraceEvent, WireError> {
     let expected = size_of::<TraceEvent>();
     if bytes.len() < expected {
-        return Err(WireError { got: bytes.len(), expected });
+        return Err(WireError {
+            got: bytes.len(),
+            expected,
+        });
     }
     // SAFETY: TraceEvent is repr(C) plain data (every bit pattern valid) and `bytes` holds at
     // least size_of::<TraceEvent>() bytes; read_unaligned copes with any alignment.
@@ -23,7 +26,11 @@ pub fn decode(bytes: &[u8]) -> Result<TraceEvent, WireError> {
 
 /// The interface name in an event, up to its NUL.
 pub fn ifname(ev: &TraceEvent) -> String {
-    let end = ev.ifname.iter().position(|&b| b == 0).unwrap_or(ev.ifname.len());
+    let end = ev
+        .ifname
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(ev.ifname.len());
     String::from_utf8_lossy(&ev.ifname[..end]).into_owned()
 }
 
@@ -59,7 +66,10 @@ mod tests {
         let ev = sample();
         // SAFETY: viewing a repr(C) value as bytes.
         let bytes = unsafe {
-            std::slice::from_raw_parts((&ev as *const TraceEvent).cast::<u8>(), size_of::<TraceEvent>())
+            std::slice::from_raw_parts(
+                (&ev as *const TraceEvent).cast::<u8>(),
+                size_of::<TraceEvent>(),
+            )
         };
         let mut shifted = vec![0u8; 1];
         shifted.extend_from_slice(bytes);

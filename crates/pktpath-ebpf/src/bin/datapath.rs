@@ -36,6 +36,10 @@ fn count_passed(ifindex: u32, len: u32) {
         }
         return;
     }
-    let first = IfaceCounters { passed_packets: 1, passed_bytes: len as u64, ..Default::default() };
+    let first = IfaceCounters {
+        passed_packets: 1,
+        passed_bytes: len as u64,
+        ..Default::default()
+    };
     let _ = IFACE_STATS.insert(ifindex, first, 0);
 }

@@ -2,7 +2,10 @@
 
 use std::io::Write as _;
 
-use pktpath_core::doctor::{self, Report};
+use pktpath_core::{
+    doctor::{self, Report},
+    sys::caps::{Capability, Privileges},
+};
 
 use crate::exit;
 
@@ -14,7 +17,8 @@ use crate::exit;
 ///   pktpath doctor --json | jq '.checks[] | select(.available | not)'
 ///   pktpath doctor --mount      # mount bpffs and tracefs where missing
 ///
-/// Exit status: 0 when everything trace and route need is available, 1 otherwise.
+/// Exit status: 0 when everything trace and route need is available, 3 when privileges are
+/// missing, 1 otherwise.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -37,10 +41,22 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         print_table(&mut out, &report)?;
     }
     out.flush()?;
+    // Without privileges most probes fail for that reason alone: say so in one line.
+    Privileges::current().require(
+        &[Capability::Bpf, Capability::Perfmon, Capability::NetAdmin],
+        "probing the kernel loads and attaches BPF programs",
+    )?;
     if !report.ready() {
-        let missing: Vec<&str> =
-            report.checks.iter().filter(|c| !c.available && !c.used_by.is_empty()).map(|c| c.id).collect();
-        eprintln!("pktpath: not ready: {} unavailable (see the table above)", missing.join(", "));
+        let missing: Vec<&str> = report
+            .checks
+            .iter()
+            .filter(|c| !c.available && !c.used_by.is_empty())
+            .map(|c| c.id)
+            .collect();
+        eprintln!(
+            "pktpath: not ready: {} unavailable (see the table above)",
+            missing.join(", ")
+        );
         return Ok(exit::ERROR);
     }
     Ok(exit::OK)
@@ -49,10 +65,30 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 fn print_table(out: &mut impl std::io::Write, report: &Report) -> std::io::Result<()> {
     writeln!(out, "pktpath doctor: kernel {}", report.kernel_release)?;
     writeln!(out)?;
-    let used_by = |c: &doctor::Check| if c.used_by.is_empty() { "-".to_owned() } else { c.used_by.join(", ") };
-    let w = report.checks.iter().map(|c| c.feature.len()).max().unwrap_or(10);
-    let u = report.checks.iter().map(|c| used_by(c).len()).max().unwrap_or(10);
-    writeln!(out, "{:<w$}  {:<3}  {:<u$}  DETAIL / ERROR", "FEATURE", "OK", "USED BY")?;
+    let used_by = |c: &doctor::Check| {
+        if c.used_by.is_empty() {
+            "-".to_owned()
+        } else {
+            c.used_by.join(", ")
+        }
+    };
+    let w = report
+        .checks
+        .iter()
+        .map(|c| c.feature.len())
+        .max()
+        .unwrap_or(10);
+    let u = report
+        .checks
+        .iter()
+        .map(|c| used_by(c).len())
+        .max()
+        .unwrap_or(10);
+    writeln!(
+        out,
+        "{:<w$}  {:<3}  {:<u$}  DETAIL / ERROR",
+        "FEATURE", "OK", "USED BY"
+    )?;
     for c in &report.checks {
         let used = used_by(c);
         let note = match (&c.error, &c.detail) {
@@ -64,6 +100,10 @@ fn print_table(out: &mut impl std::io::Write, report: &Report) -> std::io::Resul
         writeln!(out, "{:<w$}  {:<3}  {:<u$}  {}", c.feature, ok, used, note)?;
     }
     writeln!(out)?;
-    let verdict = if report.ready() { "ready: trace and route can run here" } else { "not ready" };
+    let verdict = if report.ready() {
+        "ready: trace and route can run here"
+    } else {
+        "not ready"
+    };
     writeln!(out, "{verdict}")
 }

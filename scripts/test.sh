@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (as root): bootstrap, format, lints (user-space crates
+# and the eBPF crate, warnings are errors), unit tests and privileged integration tests,
+# then a check that the suite left no kernel state behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+bash scripts/bootstrap.sh
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: the privileged tests need root; run: sudo bash scripts/test.sh" >&2
+    exit 1
+fi
+
+echo "== rustfmt"
+cargo fmt --all --check
+echo "== clippy (user space)"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== clippy (eBPF)"
+(cd crates/pktpath-ebpf && cargo +nightly clippy --locked --target bpfel-unknown-none -Z build-std=core --release -- -D warnings)
+
+before=$(mktemp)
+after=$(mktemp)
+trap 'rm -f "$before" "$after"' EXIT
+bash scripts/kernel-state.sh > "$before"
+
+echo "== tests"
+set +e
+cargo nextest run --locked --no-fail-fast 2>&1 | tee /dev/stderr > /tmp/pktpath-nextest.$$ 
+status=${PIPESTATUS[0]}
+set -e
+
+bash scripts/kernel-state.sh > "$after"
+if ! diff -u "$before" "$after" >&2; then
+    echo "test.sh: the tests left kernel state behind (diff above)" >&2
+    status=1
+fi
+# The runner's summary is the last line.
+grep -E '^ *Summary ' /tmp/pktpath-nextest.$$ | tail -n1
+rm -f /tmp/pktpath-nextest.$$
+exit "$status"
