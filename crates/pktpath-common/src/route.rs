@@ -39,3 +39,155 @@ impl IfaceCounters {
         self.error_packets += other.error_packets;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Policy classification: tuple space search over double-buffered tables.
+//
+// User space compiles the policy set into "tuples" (one per distinct match shape: which
+// fields a policy constrains and with which prefix lengths / masks) and one hash entry per
+// (tuple, masked field values). Per packet the program masks its fields with each tuple's
+// masks and looks the result up: the cost grows with the number of distinct shapes (bounded
+// by MAX_TUPLES), not with the number of policies. Tuples are sorted by the best priority
+// they hold, so the search stops as soon as no later tuple can beat the match in hand.
+//
+// Two generations of tables exist; ROUTE_STATE[STATE_ACTIVE_GEN] says which one packets
+// use. An apply fills the other generation, then flips that one word: each packet sees the
+// old set or the new one, never a mix.
+// ---------------------------------------------------------------------------------------
+
+/// Most distinct match shapes one policy set may need.
+pub const MAX_TUPLES: u32 = 32;
+/// Table generations (double buffering).
+pub const GENERATIONS: u32 = 2;
+/// Capacity of the rule hash (both generations together).
+pub const MAX_RULE_ENTRIES: u32 = 1 << 21;
+/// Next hops the static configuration may name.
+pub const MAX_NEXTHOPS: u32 = 256;
+/// Policies with counters (counter slots).
+pub const MAX_POLICY_SLOTS: u32 = 1 << 17;
+
+/// Array of [`TupleMask`], index `gen * MAX_TUPLES + i`.
+pub const MAP_TUPLES: &str = "ROUTE_TUPLES";
+/// Hash of [`ClassKey`] to [`RuleValue`].
+pub const MAP_RULES: &str = "ROUTE_RULES";
+/// Array of [`NextHop`] by index.
+pub const MAP_NEXTHOPS: &str = "ROUTE_NEXTHOPS";
+/// Array of u32: see the `STATE_*` indexes.
+pub const MAP_STATE: &str = "ROUTE_STATE";
+/// Per-CPU array of [`PolicyCounters`] by slot.
+pub const MAP_POLICY_STATS: &str = "POLICY_STATS";
+
+/// ROUTE_STATE index of the active generation (0 or 1).
+pub const STATE_ACTIVE_GEN: u32 = 0;
+/// ROUTE_STATE index of generation g's tuple count is `STATE_TUPLE_COUNT + g`.
+pub const STATE_TUPLE_COUNT: u32 = 1;
+/// Number of ROUTE_STATE entries.
+pub const STATE_ENTRIES: u32 = 1 + GENERATIONS;
+
+/// Address families, as stored in keys.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// The packet fields policies match on, masked by a tuple; also the rule hash key.
+/// IPv4 addresses sit in the first 4 bytes of `src`/`dst`, the rest zero.
+/// Ports are 0 when the packet has none (not TCP/UDP/SCTP, or a non-first fragment); no
+/// policy can match port 0, so such packets never match a port constraint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ClassKey {
+    pub tuple: u8,
+    pub generation: u8,
+    pub family: u8,
+    pub proto: u8,
+    pub dscp: u8,
+    pub _pad: [u8; 1],
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad2: u16,
+    pub iif: u32,
+    pub mark: u32,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+crate::assert_size!(ClassKey, 52);
+crate::impl_pod!(ClassKey);
+
+/// One match shape: the masks applied to a packet's fields before the hash lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TupleMask {
+    pub family: u8,
+    pub proto: u8,
+    pub dscp: u8,
+    pub _pad: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub iif: u32,
+    pub mark: u32,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// The best (lowest) priority of the policies in this tuple.
+    pub min_priority: u32,
+    pub _pad2: u32,
+}
+crate::assert_size!(TupleMask, 56);
+crate::impl_pod!(TupleMask);
+
+/// What a matching policy does.
+pub const ACTION_PASS: u8 = 0;
+pub const ACTION_DROP: u8 = 1;
+/// Forward to `RuleValue::nexthop`.
+pub const ACTION_FORWARD: u8 = 2;
+/// Look up routing table `RuleValue::table` (bpf_fib_lookup) and forward.
+pub const ACTION_TABLE: u8 = 3;
+
+/// `RuleValue::flags`: also set the packet mark / DSCP.
+pub const RULE_SET_MARK: u8 = 1;
+pub const RULE_SET_DSCP: u8 = 2;
+
+/// The policy a rule hash entry belongs to, and its action.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleValue {
+    pub priority: u32,
+    /// Counter slot of the policy (stable across applies).
+    pub slot: u32,
+    pub action: u8,
+    pub flags: u8,
+    pub dscp: u8,
+    pub _pad: u8,
+    pub nexthop: u32,
+    pub table: u32,
+    pub mark: u32,
+}
+crate::assert_size!(RuleValue, 24);
+crate::impl_pod!(RuleValue);
+
+/// A next hop: egress interface, gateway, and optionally fixed MAC addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    pub ifindex: u32,
+    /// FAMILY_V4 / FAMILY_V6 for a gateway, 0 for none (the destination is on-link).
+    pub gw_family: u8,
+    /// 1 when `dmac`/`smac` are fixed and the frame is rewritten and redirected directly.
+    pub has_mac: u8,
+    pub _pad: [u8; 2],
+    pub gateway: [u8; 16],
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    /// Egress MTU (bytes of L3 packet); larger packets go to the stack.
+    pub mtu: u32,
+}
+crate::assert_size!(NextHop, 40);
+crate::impl_pod!(NextHop);
+
+/// Per-policy, per-CPU counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+crate::assert_size!(PolicyCounters, 16);
+crate::impl_pod!(PolicyCounters);

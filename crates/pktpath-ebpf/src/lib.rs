@@ -3,6 +3,7 @@
 #![no_std]
 
 pub mod kernel;
+pub mod packet;
 
 /// eBPF programs cannot unwind; the verifier rejects any reachable panic path anyway.
 #[cfg(not(test))]

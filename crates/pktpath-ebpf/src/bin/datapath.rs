@@ -1,45 +1,371 @@
 //! The data path object: the TC classifier attached to each configured interface.
 //!
-//! This first version counts every packet per interface and passes it to the stack; policy
-//! classification and forwarding build on it.
+//! Per packet: parse Ethernet + IPv4/IPv6 (+ ports), classify against the active policy
+//! set by tuple space search (see pktpath_common::route), apply the action, count.
+//! Anything the fast path does not handle itself (TTL about to expire, too big for the
+//! egress MTU, IPv4 options, unresolvable headers) goes to the kernel stack unchanged, which
+//! answers with the right ICMP error or forwards it the slow way: never a silent drop.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    bindings::TC_ACT_OK,
+    bindings::{
+        BPF_F_NO_PREALLOC, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        BPF_FIB_LOOKUP_DIRECT, BPF_FIB_LOOKUP_TBID, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup,
+        bpf_redir_neigh,
+    },
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh},
     macros::{classifier, map},
-    maps::PerCpuHashMap,
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::TcContext,
 };
-use pktpath_common::route::{IfaceCounters, MAX_IFACES};
+use pktpath_common::route::{
+    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, ClassKey, FAMILY_V4, GENERATIONS,
+    IfaceCounters, MAX_IFACES, MAX_NEXTHOPS, MAX_POLICY_SLOTS, MAX_RULE_ENTRIES, MAX_TUPLES,
+    NextHop, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RuleValue, STATE_ACTIVE_GEN,
+    STATE_ENTRIES, STATE_TUPLE_COUNT, TupleMask,
+};
 use pktpath_ebpf as _; // links the shared panic handler
+use pktpath_ebpf::packet::{self, Malformed, Parsed};
 
 #[map(name = "IFACE_STATS")]
 static IFACE_STATS: PerCpuHashMap<u32, IfaceCounters> =
     PerCpuHashMap::with_max_entries(MAX_IFACES, 0);
 
+#[map(name = "ROUTE_TUPLES")]
+static ROUTE_TUPLES: Array<TupleMask> = Array::with_max_entries(MAX_TUPLES * GENERATIONS, 0);
+
+#[map(name = "ROUTE_RULES")]
+static ROUTE_RULES: HashMap<ClassKey, RuleValue> =
+    HashMap::with_max_entries(MAX_RULE_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map(name = "ROUTE_NEXTHOPS")]
+static ROUTE_NEXTHOPS: Array<NextHop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
+
+#[map(name = "ROUTE_STATE")]
+static ROUTE_STATE: Array<u32> = Array::with_max_entries(STATE_ENTRIES, 0);
+
+#[map(name = "POLICY_STATS")]
+static POLICY_STATS: PerCpuArray<PolicyCounters> =
+    PerCpuArray::with_max_entries(MAX_POLICY_SLOTS, 0);
+
+/// Per-CPU scratch space: the BPF stack (512 bytes) is too small for the lookup key and
+/// the FIB lookup parameters on top of the parsed packet.
+#[repr(C)]
+pub struct Scratch {
+    key: ClassKey,
+    fib: bpf_fib_lookup,
+}
+
+#[map(name = "ROUTE_SCRATCH")]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
+/// How the packet left the program, for the interface counters.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Passed,
+    Forwarded,
+    Dropped,
+    Error,
+}
+
 #[classifier]
 pub fn pktpath_tc(ctx: TcContext) -> i32 {
-    // SAFETY: `skb` is the context pointer the kernel passed; reading ifindex is allowed.
+    // SAFETY: `skb` is the context pointer the kernel passed; reading fields is allowed.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    count_passed(ifindex, ctx.len());
-    TC_ACT_OK
+    let len = ctx.len();
+    let (verdict, outcome) = match try_route(&ctx, ifindex) {
+        Ok(r) => r,
+        Err(Malformed) => (TC_ACT_OK, Outcome::Error),
+    };
+    count_iface(ifindex, len, outcome);
+    verdict
 }
 
 #[inline(always)]
-fn count_passed(ifindex: u32, len: u32) {
+fn try_route(ctx: &TcContext, ifindex: u32) -> Result<(i32, Outcome), Malformed> {
+    let Some(p) = packet::parse(ctx)? else {
+        return Ok((TC_ACT_OK, Outcome::Passed));
+    };
+    // SAFETY: reading the context's mark.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    let Some(rule) = classify(&p, ifindex, mark) else {
+        return Ok((TC_ACT_OK, Outcome::Passed));
+    };
+    if let Some(c) = POLICY_STATS.get_ptr_mut(rule.slot) {
+        // SAFETY: per-CPU slot, written only by this CPU.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += ctx.len() as u64;
+        }
+    }
+    if rule.flags & RULE_SET_MARK != 0 {
+        ctx.set_mark(rule.mark);
+    }
+    if rule.flags & RULE_SET_DSCP != 0 {
+        packet::set_dscp(ctx, &p, rule.dscp)?;
+    }
+    Ok(match rule.action {
+        ACTION_DROP => (TC_ACT_SHOT, Outcome::Dropped),
+        ACTION_FORWARD => forward_nexthop(ctx, &p, rule.nexthop)?,
+        ACTION_TABLE => forward_table(ctx, &p, ifindex, rule.table)?,
+        ACTION_PASS => (TC_ACT_OK, Outcome::Passed),
+        _ => (TC_ACT_OK, Outcome::Error),
+    })
+}
+
+/// Tuple space search over the active generation; the best (lowest) priority wins.
+#[inline(always)]
+fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<RuleValue> {
+    let generation = *ROUTE_STATE.get(STATE_ACTIVE_GEN)? & 1;
+    let count = *ROUTE_STATE.get(STATE_TUPLE_COUNT + generation)?;
+    let mut best: Option<RuleValue> = None;
+    let base = generation * MAX_TUPLES;
+    for i in 0..MAX_TUPLES {
+        if i >= count {
+            break;
+        }
+        let Some(t) = ROUTE_TUPLES.get(base + i) else {
+            break;
+        };
+        if let Some(b) = &best
+            && t.min_priority >= b.priority
+        {
+            break; // tuples are sorted by their best priority: nothing later can win
+        }
+        if t.family != p.family {
+            continue;
+        }
+        let key = SCRATCH.get_ptr_mut(0)?;
+        // SAFETY: `key` points at this CPU's scratch slot, valid for a ClassKey; fields are
+        // written one by one so no key-sized temporary lands on the stack.
+        unsafe {
+            let k = &mut (*key).key;
+            k.tuple = i as u8;
+            k.generation = generation as u8;
+            k.family = p.family;
+            k.proto = p.proto & t.proto;
+            k.dscp = p.dscp & t.dscp;
+            k._pad = [0];
+            k.sport = p.sport & t.sport;
+            k.dport = p.dport & t.dport;
+            k._pad2 = 0;
+            k.iif = ifindex & t.iif;
+            k.mark = mark & t.mark;
+            mask16(&mut k.src, &p.src, &t.src);
+            mask16(&mut k.dst, &p.dst, &t.dst);
+        }
+        // SAFETY: the value is copied out at once.
+        #[expect(
+            clippy::needless_borrows_for_generic_args,
+            reason = "the key must stay in the scratch map, not be copied to the stack"
+        )]
+        let found = unsafe { ROUTE_RULES.get(&(*key).key) };
+        if let Some(v) = found {
+            let better = match &best {
+                Some(b) => v.priority < b.priority,
+                None => true,
+            };
+            if better {
+                best = Some(*v);
+            }
+        }
+    }
+    best
+}
+
+/// `out = a & mask`, 16 bytes, as four 32-bit words.
+#[inline(always)]
+fn mask16(out: &mut [u8; 16], a: &[u8; 16], mask: &[u8; 16]) {
+    let (o, a, m) = (
+        out.as_mut_ptr() as *mut u32,
+        a.as_ptr() as *const u32,
+        mask.as_ptr() as *const u32,
+    );
+    for w in 0..4 {
+        // SAFETY: all three are 16-byte arrays; unaligned accesses are used.
+        unsafe {
+            o.add(w)
+                .write_unaligned(a.add(w).read_unaligned() & m.add(w).read_unaligned())
+        };
+    }
+}
+
+#[inline(always)]
+fn forward_nexthop(ctx: &TcContext, p: &Parsed, index: u32) -> Result<(i32, Outcome), Malformed> {
+    let Some(nh) = ROUTE_NEXTHOPS.get(index) else {
+        return Ok((TC_ACT_OK, Outcome::Error));
+    };
+    if nh.ifindex == 0 || !packet::fast_forwardable(p) || (nh.mtu != 0 && p.l3_len > nh.mtu) {
+        return Ok((TC_ACT_OK, Outcome::Passed));
+    }
+    packet::decrement_ttl(ctx, p)?;
+    if nh.has_mac != 0 {
+        packet::set_macs(ctx, &nh.dmac, &nh.smac)?;
+        // SAFETY: plain helper call.
+        let r = unsafe { bpf_redirect(nh.ifindex, 0) };
+        return Ok((r as i32, Outcome::Forwarded));
+    }
+    let mut params = bpf_redir_neigh {
+        nh_family: 0,
+        __bindgen_anon_1: unsafe { core::mem::zeroed() },
+    };
+    let with_gateway = nh.gw_family != 0;
+    if with_gateway {
+        params.nh_family = if nh.gw_family == FAMILY_V4 {
+            AF_INET
+        } else {
+            AF_INET6
+        };
+        // SAFETY: writing plain bytes into a union of byte-compatible arrays.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                nh.gateway.as_ptr(),
+                &mut params.__bindgen_anon_1 as *mut _ as *mut u8,
+                16,
+            )
+        };
+    }
+    let (pp, plen) = if with_gateway {
+        (
+            &mut params as *mut bpf_redir_neigh,
+            size_of::<bpf_redir_neigh>() as i32,
+        )
+    } else {
+        (core::ptr::null_mut(), 0)
+    };
+    // SAFETY: params is valid for plen bytes (or null with 0).
+    let r = unsafe { bpf_redirect_neigh(nh.ifindex, pp, plen, 0) };
+    Ok((r as i32, Outcome::Forwarded))
+}
+
+#[inline(always)]
+fn forward_table(
+    ctx: &TcContext,
+    p: &Parsed,
+    ifindex: u32,
+    table: u32,
+) -> Result<(i32, Outcome), Malformed> {
+    if !packet::fast_forwardable(p) {
+        return Ok((TC_ACT_OK, Outcome::Passed));
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Ok((TC_ACT_OK, Outcome::Error));
+    };
+    // SAFETY: this CPU's scratch slot; all-zero is a valid bpf_fib_lookup.
+    let fib: &mut bpf_fib_lookup = unsafe {
+        (*scratch).fib = core::mem::zeroed();
+        &mut (*scratch).fib
+    };
+    fib.family = if p.family == FAMILY_V4 {
+        AF_INET as u8
+    } else {
+        AF_INET6 as u8
+    };
+    fib.l4_protocol = p.proto;
+    fib.sport = p.sport.to_be();
+    fib.dport = p.dport.to_be();
+    fib.__bindgen_anon_1.tot_len = p.l3_len as u16;
+    fib.ifindex = ifindex;
+    fib.__bindgen_anon_5.tbid = table;
+    // SAFETY: writing plain bytes into unions of byte arrays.
+    unsafe {
+        if p.family == FAMILY_V4 {
+            fib.__bindgen_anon_2.tos = p.dscp << 2;
+            fib.__bindgen_anon_3.ipv4_src =
+                u32::from_ne_bytes([p.src[0], p.src[1], p.src[2], p.src[3]]);
+            fib.__bindgen_anon_4.ipv4_dst =
+                u32::from_ne_bytes([p.dst[0], p.dst[1], p.dst[2], p.dst[3]]);
+        } else {
+            core::ptr::copy_nonoverlapping(
+                p.src.as_ptr(),
+                &mut fib.__bindgen_anon_3 as *mut _ as *mut u8,
+                16,
+            );
+            core::ptr::copy_nonoverlapping(
+                p.dst.as_ptr(),
+                &mut fib.__bindgen_anon_4 as *mut _ as *mut u8,
+                16,
+            );
+        }
+    }
+    let flags = BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_TBID;
+    // SAFETY: ctx is the skb context; fib is valid for its size.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.skb.skb as *mut _,
+            fib,
+            size_of::<bpf_fib_lookup>() as i32,
+            flags,
+        )
+    };
+    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        packet::decrement_ttl(ctx, p)?;
+        packet::set_macs(ctx, &fib.dmac, &fib.smac)?;
+        // SAFETY: plain helper call.
+        let r = unsafe { bpf_redirect(fib.ifindex, 0) };
+        return Ok((r as i32, Outcome::Forwarded));
+    }
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        // The route is known but not the neighbour: let the kernel resolve it.
+        let mut params = bpf_redir_neigh {
+            nh_family: fib.family as u32,
+            __bindgen_anon_1: unsafe { core::mem::zeroed() },
+        };
+        // SAFETY: after a lookup, the dst fields hold the next hop address.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                &fib.__bindgen_anon_4 as *const _ as *const u8,
+                &mut params.__bindgen_anon_1 as *mut _ as *mut u8,
+                16,
+            )
+        };
+        packet::decrement_ttl(ctx, p)?;
+        // SAFETY: params is valid for its size.
+        let r = unsafe {
+            bpf_redirect_neigh(
+                fib.ifindex,
+                &mut params,
+                size_of::<bpf_redir_neigh>() as i32,
+                0,
+            )
+        };
+        return Ok((r as i32, Outcome::Forwarded));
+    }
+    // Too big, blackhole, unreachable, no route...: the stack says what to say.
+    Ok((TC_ACT_OK, Outcome::Passed))
+}
+
+#[inline(always)]
+fn count_iface(ifindex: u32, len: u32, outcome: Outcome) {
+    let bump = |c: &mut IfaceCounters| match outcome {
+        Outcome::Passed => {
+            c.passed_packets += 1;
+            c.passed_bytes += len as u64;
+        }
+        Outcome::Forwarded => {
+            c.forwarded_packets += 1;
+            c.forwarded_bytes += len as u64;
+        }
+        Outcome::Dropped => {
+            c.dropped_packets += 1;
+            c.dropped_bytes += len as u64;
+        }
+        Outcome::Error => {
+            c.error_packets += 1;
+            c.passed_packets += 1;
+            c.passed_bytes += len as u64;
+        }
+    };
     if let Some(c) = IFACE_STATS.get_ptr_mut(ifindex) {
         // SAFETY: per-CPU value, written only by this CPU.
-        unsafe {
-            (*c).passed_packets += 1;
-            (*c).passed_bytes += len as u64;
-        }
+        bump(unsafe { &mut *c });
         return;
     }
-    let first = IfaceCounters {
-        passed_packets: 1,
-        passed_bytes: len as u64,
-        ..Default::default()
-    };
+    let mut first = IfaceCounters::default();
+    bump(&mut first);
     let _ = IFACE_STATS.insert(ifindex, first, 0);
 }

@@ -1,0 +1,218 @@
+//! Packet parsing and rewriting for TC programs: Ethernet, IPv4 (with options), IPv6 (with
+//! up to four extension headers), TCP/UDP/SCTP ports. Every access is bounds-checked.
+//!
+//! What is classified: fragments (first or not) carry no ports, so every fragment of a
+//! datagram gets the same decision; an IPv6 packet whose extension headers do not resolve
+//! to an upper layer within four headers is not classified (passed to the stack).
+
+use aya_ebpf::programs::TcContext;
+use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_SCTP: u8 = 132;
+
+/// A header was truncated or malformed, or a helper refused a rewrite.
+#[derive(Clone, Copy, Debug)]
+pub struct Malformed;
+
+/// The fields classification and forwarding need.
+pub struct Parsed {
+    pub family: u8,
+    pub proto: u8,
+    pub dscp: u8,
+    pub ttl: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Length of the L3 packet (IPv4 total length, IPv6 payload + 40).
+    pub l3_len: u32,
+    /// IPv4 options or IPv6 extension headers present.
+    pub has_options: bool,
+    pub fragment: bool,
+    /// The first two bytes of the L3 header (version, and the DSCP/ECN bits).
+    pub hdr: [u8; 2],
+}
+
+#[inline(always)]
+fn ptr_at<T>(ctx: &TcContext, off: usize) -> Result<*const T, Malformed> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + size_of::<T>() > end {
+        return Err(Malformed);
+    }
+    Ok((start + off) as *const T)
+}
+
+/// Copies `N` packet bytes at `off` (one bounds check for the whole run: the verifier
+/// does not learn a range from LLVM's canonical one-byte check).
+#[inline(always)]
+fn bytes<const N: usize>(ctx: &TcContext, off: usize) -> Result<[u8; N], Malformed> {
+    // SAFETY: ptr_at checked that N bytes at `off` are inside the packet.
+    Ok(unsafe { *ptr_at::<[u8; N]>(ctx, off)? })
+}
+
+/// Parses the frame; Ok(None) for non-IP frames (ARP, ...), Err for truncated headers.
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Result<Option<Parsed>, Malformed> {
+    let eth = bytes::<14>(ctx, 0)?;
+    let ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+    match ethertype {
+        ETH_P_IP => parse_v4(ctx).map(Some),
+        ETH_P_IPV6 => parse_v6(ctx),
+        _ => Ok(None),
+    }
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &TcContext) -> Result<Parsed, Malformed> {
+    let ip = bytes::<20>(ctx, ETH_HLEN)?;
+    let ver_ihl = ip[0];
+    let ihl = (ver_ihl & 0x0f) as usize * 4;
+    if ver_ihl >> 4 != 4 || ihl < 20 {
+        return Err(Malformed);
+    }
+    let tot_len = u16::from_be_bytes([ip[2], ip[3]]);
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    let proto = ip[9];
+    let mut p = Parsed {
+        family: FAMILY_V4,
+        proto,
+        dscp: ip[1] >> 2,
+        ttl: ip[8],
+        sport: 0,
+        dport: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        l3_len: tot_len as u32,
+        has_options: ihl > 20,
+        fragment: frag & 0x3fff != 0, // MF set or non-zero offset
+        hdr: [ver_ihl, ip[1]],
+    };
+    p.src[..4].copy_from_slice(&ip[12..16]);
+    p.dst[..4].copy_from_slice(&ip[16..20]);
+    if !p.fragment && has_ports(proto) {
+        let ports = bytes::<4>(ctx, ETH_HLEN + (ihl & 0x3c))?;
+        p.sport = u16::from_be_bytes([ports[0], ports[1]]);
+        p.dport = u16::from_be_bytes([ports[2], ports[3]]);
+    }
+    Ok(p)
+}
+
+#[inline(always)]
+fn parse_v6(ctx: &TcContext) -> Result<Option<Parsed>, Malformed> {
+    let ip = bytes::<40>(ctx, ETH_HLEN)?;
+    let (b0, b1) = (ip[0], ip[1]);
+    if b0 >> 4 != 6 {
+        return Err(Malformed);
+    }
+    let tclass = ((b0 & 0x0f) << 4) | (b1 >> 4);
+    let payload = u16::from_be_bytes([ip[4], ip[5]]);
+    let mut next = ip[6];
+    let mut p = Parsed {
+        family: FAMILY_V6,
+        proto: next,
+        dscp: tclass >> 2,
+        ttl: ip[7],
+        sport: 0,
+        dport: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        l3_len: payload as u32 + 40,
+        has_options: false,
+        fragment: false,
+        hdr: [b0, b1],
+    };
+    p.src.copy_from_slice(&ip[8..24]);
+    p.dst.copy_from_slice(&ip[24..40]);
+    let mut off = ETH_HLEN + 40;
+    let mut resolved = false;
+    for _ in 0..4 {
+        if !matches!(next, 0 | 43 | 60 | 44 | 51) {
+            resolved = true;
+            break;
+        }
+        let ext = bytes::<2>(ctx, off & 0x1fff)?;
+        p.has_options = true;
+        let len = ext[1] as usize;
+        off += match next {
+            44 => {
+                p.fragment = true;
+                8
+            }
+            51 => (len + 2) * 4,
+            _ => (len + 1) * 8, // hop-by-hop, routing, destination options
+        };
+        next = ext[0];
+    }
+    if !resolved && matches!(next, 0 | 43 | 60 | 44 | 51) {
+        return Ok(None);
+    }
+    p.proto = next;
+    if !p.fragment && has_ports(next) {
+        let ports = bytes::<4>(ctx, off & 0x1fff)?;
+        p.sport = u16::from_be_bytes([ports[0], ports[1]]);
+        p.dport = u16::from_be_bytes([ports[2], ports[3]]);
+    }
+    Ok(Some(p))
+}
+
+#[inline(always)]
+fn has_ports(proto: u8) -> bool {
+    matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP)
+}
+
+/// Whether the fast path may forward this packet itself: the TTL / hop limit survives the
+/// hop, and there are no IPv4 options (the stack processes those). Otherwise the stack
+/// forwards it, or answers with ICMP time exceeded.
+#[inline(always)]
+pub fn fast_forwardable(p: &Parsed) -> bool {
+    p.ttl > 1 && !(p.family == FAMILY_V4 && p.has_options)
+}
+
+/// Decrements the TTL (IPv4, with an incremental checksum update) or the hop limit (IPv6).
+#[inline(always)]
+pub fn decrement_ttl(ctx: &TcContext, p: &Parsed) -> Result<(), Malformed> {
+    if p.family == FAMILY_V4 {
+        let old = u16::from_ne_bytes([p.ttl, p.proto]) as u64;
+        let new = u16::from_ne_bytes([p.ttl - 1, p.proto]) as u64;
+        ctx.l3_csum_replace(ETH_HLEN + 10, old, new, 2)
+            .map_err(|_| Malformed)?;
+        ctx.store(ETH_HLEN + 8, &(p.ttl - 1), 0)
+            .map_err(|_| Malformed)
+    } else {
+        ctx.store(ETH_HLEN + 7, &(p.ttl - 1), 0)
+            .map_err(|_| Malformed)
+    }
+}
+
+/// Rewrites the Ethernet destination and source addresses.
+#[inline(always)]
+pub fn set_macs(ctx: &TcContext, dmac: &[u8; 6], smac: &[u8; 6]) -> Result<(), Malformed> {
+    ctx.store(0, dmac, 0).map_err(|_| Malformed)?;
+    ctx.store(6, smac, 0).map_err(|_| Malformed)
+}
+
+/// Rewrites the DSCP bits (keeping ECN); IPv4 with an incremental checksum update.
+#[inline(always)]
+pub fn set_dscp(ctx: &TcContext, p: &Parsed, dscp: u8) -> Result<(), Malformed> {
+    let [b0, b1] = p.hdr;
+    if p.family == FAMILY_V4 {
+        let new_tos = (dscp << 2) | (b1 & 0x03);
+        let old = u16::from_ne_bytes([b0, b1]) as u64;
+        let new = u16::from_ne_bytes([b0, new_tos]) as u64;
+        ctx.l3_csum_replace(ETH_HLEN + 10, old, new, 2)
+            .map_err(|_| Malformed)?;
+        ctx.store(ETH_HLEN + 1, &new_tos, 0).map_err(|_| Malformed)
+    } else {
+        let ecn = (b1 >> 4) & 0x03;
+        let tclass = (dscp << 2) | ecn;
+        let n0 = (b0 & 0xf0) | (tclass >> 4);
+        let n1 = (b1 & 0x0f) | (tclass << 4);
+        ctx.store(ETH_HLEN, &[n0, n1], 0).map_err(|_| Malformed)
+    }
+}
