@@ -3,6 +3,7 @@
 //! mounts, network namespaces) the trace and route features stand on.
 
 pub mod btf;
+pub mod datapath;
 pub mod doctor;
 pub mod loader;
 pub mod sys;

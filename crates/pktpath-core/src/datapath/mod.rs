@@ -1,0 +1,8 @@
+//! The TC data path's tables: compiling match rules into tuple-space tables
+//! ([`tuples`]), and writing them into the kernel maps with an atomic generation flip
+//! ([`tables`]).
+
+pub mod frame;
+pub mod synth;
+pub mod tables;
+pub mod tuples;

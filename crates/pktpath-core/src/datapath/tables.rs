@@ -1,0 +1,188 @@
+//! Writing compiled tables into the data path's maps, and reading its counters.
+//!
+//! An apply writes the inactive generation completely (tuples, rule entries, tuple count)
+//! and then flips `ROUTE_STATE[STATE_ACTIVE_GEN]`, one aligned 32-bit word: every packet
+//! classifies against the old set or the new one, never a mix. Entries of the generation
+//! being rewritten are removed first; they have been unused since the previous apply.
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    util::nr_cpus,
+};
+use pktpath_common::route::{
+    ClassKey, GENERATIONS, IfaceCounters, MAP_IFACE_STATS, MAP_NEXTHOPS, MAP_POLICY_STATS,
+    MAP_RULES, MAP_STATE, MAP_TUPLES, MAX_TUPLES, NextHop, PolicyCounters, RuleValue,
+    STATE_ACTIVE_GEN, STATE_TUPLE_COUNT, TupleMask,
+};
+
+use super::tuples::Tables;
+
+/// A map operation on the data path failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("the data path object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("{op} on map {map} failed")]
+    Map {
+        op: &'static str,
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("too many next hops: {0}")]
+    TooManyNextHops(usize),
+}
+
+fn map_err(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> TableError {
+    move |source| TableError::Map { op, map, source }
+}
+
+/// Handles on the data path's maps.
+pub struct DatapathMaps {
+    tuples: Array<MapData, TupleMask>,
+    rules: HashMap<MapData, ClassKey, RuleValue>,
+    state: Array<MapData, u32>,
+    nexthops: Array<MapData, NextHop>,
+    policy_stats: PerCpuArray<MapData, PolicyCounters>,
+    iface_stats: PerCpuHashMap<MapData, u32, IfaceCounters>,
+}
+
+/// What an apply did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The generation now active.
+    pub generation: u32,
+    pub tuples: usize,
+    pub entries: usize,
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, TableError> {
+    ebpf.take_map(name).ok_or(TableError::MissingMap(name))
+}
+
+impl DatapathMaps {
+    /// Takes the maps out of a loaded data path object (its programs keep using them).
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, TableError> {
+        let conv = |name: &'static str| map_err("open", name);
+        Ok(Self {
+            tuples: Array::try_from(take(ebpf, MAP_TUPLES)?).map_err(conv(MAP_TUPLES))?,
+            rules: HashMap::try_from(take(ebpf, MAP_RULES)?).map_err(conv(MAP_RULES))?,
+            state: Array::try_from(take(ebpf, MAP_STATE)?).map_err(conv(MAP_STATE))?,
+            nexthops: Array::try_from(take(ebpf, MAP_NEXTHOPS)?).map_err(conv(MAP_NEXTHOPS))?,
+            policy_stats: PerCpuArray::try_from(take(ebpf, MAP_POLICY_STATS)?)
+                .map_err(conv(MAP_POLICY_STATS))?,
+            iface_stats: PerCpuHashMap::try_from(take(ebpf, MAP_IFACE_STATS)?)
+                .map_err(conv(MAP_IFACE_STATS))?,
+        })
+    }
+
+    /// The generation packets use now.
+    pub fn active_generation(&self) -> Result<u32, TableError> {
+        Ok(self
+            .state
+            .get(&STATE_ACTIVE_GEN, 0)
+            .map_err(map_err("read", MAP_STATE))?
+            & 1)
+    }
+
+    /// Writes `tables` into the inactive generation, then makes it the active one.
+    pub fn apply(&mut self, tables: &Tables) -> Result<Applied, TableError> {
+        let active = self.active_generation()?;
+        let next = (active + 1) % GENERATIONS;
+        // Clear what the inactive generation still holds.
+        let stale: Vec<ClassKey> = self
+            .rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation as u32 == next)
+            .collect();
+        for k in &stale {
+            match self.rules.remove(k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err("delete", MAP_RULES)(e)),
+            }
+        }
+        // Readers of `next` stop at its tuple count; zero it while rewriting.
+        self.state
+            .set(STATE_TUPLE_COUNT + next, 0, 0)
+            .map_err(map_err("write", MAP_STATE))?;
+        for (i, t) in tables.tuples.iter().enumerate() {
+            self.tuples
+                .set(next * MAX_TUPLES + i as u32, t, 0)
+                .map_err(map_err("write", MAP_TUPLES))?;
+        }
+        for (k, v) in &tables.entries {
+            let key = ClassKey {
+                generation: next as u8,
+                ..*k
+            };
+            self.rules
+                .insert(key, v, 0)
+                .map_err(map_err("insert", MAP_RULES))?;
+        }
+        self.state
+            .set(STATE_TUPLE_COUNT + next, tables.tuples.len() as u32, 0)
+            .map_err(map_err("write", MAP_STATE))?;
+        // The flip: one aligned word.
+        self.state
+            .set(STATE_ACTIVE_GEN, next, 0)
+            .map_err(map_err("write", MAP_STATE))?;
+        Ok(Applied {
+            generation: next,
+            tuples: tables.tuples.len(),
+            entries: tables.entries.len(),
+        })
+    }
+
+    /// Replaces the next hop table.
+    pub fn set_nexthops(&mut self, hops: &[NextHop]) -> Result<(), TableError> {
+        if hops.len() > self.nexthops.len() as usize {
+            return Err(TableError::TooManyNextHops(hops.len()));
+        }
+        for (i, h) in hops.iter().enumerate() {
+            self.nexthops
+                .set(i as u32, h, 0)
+                .map_err(map_err("write", MAP_NEXTHOPS))?;
+        }
+        Ok(())
+    }
+
+    /// A policy slot's counters, summed over CPUs.
+    pub fn policy_counters(&self, slot: u32) -> Result<PolicyCounters, TableError> {
+        let per_cpu = self
+            .policy_stats
+            .get(&slot, 0)
+            .map_err(map_err("read", MAP_POLICY_STATS))?;
+        Ok(per_cpu
+            .iter()
+            .fold(PolicyCounters::default(), |mut acc, c| {
+                acc.packets += c.packets;
+                acc.bytes += c.bytes;
+                acc
+            }))
+    }
+
+    /// Zeroes a policy slot's counters (before giving the slot to a new policy).
+    pub fn reset_policy_counters(&mut self, slot: u32) -> Result<(), TableError> {
+        let n = nr_cpus()
+            .map_err(|(_, e)| map_err("count CPUs for", MAP_POLICY_STATS)(MapError::IoError(e)))?;
+        let zeros = PerCpuValues::try_from(vec![PolicyCounters::default(); n])
+            .map_err(|e| map_err("zero", MAP_POLICY_STATS)(MapError::IoError(e)))?;
+        self.policy_stats
+            .set(slot, zeros, 0)
+            .map_err(map_err("write", MAP_POLICY_STATS))
+    }
+
+    /// An interface's counters, summed over CPUs (zero when it saw no packet).
+    pub fn iface_counters(&self, ifindex: u32) -> Result<IfaceCounters, TableError> {
+        match self.iface_stats.get(&ifindex, 0) {
+            Ok(per_cpu) => Ok(per_cpu.iter().fold(IfaceCounters::default(), |mut acc, c| {
+                acc.accumulate(c);
+                acc
+            })),
+            Err(MapError::KeyNotFound) => Ok(IfaceCounters::default()),
+            Err(e) => Err(map_err("read", MAP_IFACE_STATS)(e)),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The data path in the kernel, run with BPF_PROG_TEST_RUN on synthesized frames, against
+//! the definition (a linear scan over the rules): random rule sets applied one after the
+//! other to the same loaded program (so each apply flips generations), random packets.
+//! Also the router duties: TTL decrement with a valid checksum, TTL expiry and oversize
+//! packets left to the stack, MAC rewrite on forward.
+
+use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
+use pktpath_common::route::{
+    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, FAMILY_V4, FAMILY_V6, NextHop, PROG_DATAPATH,
+    RULE_SET_MARK, RuleValue,
+};
+use pktpath_core::{
+    datapath::{
+        frame::{self, FrameOptions, ipv4_checksum},
+        synth::{Rng, linear, random_packet, random_rules, v4},
+        tables::DatapathMaps,
+        tuples::{PacketFields, Rule, compile},
+    },
+    loader::{self, Object},
+};
+use pktpath_tests::require_root;
+
+/// `struct __sk_buff` is 192 bytes; `mark` is at offset 8.
+const SKB_CTX: usize = 192;
+const MARK_BASE: u32 = 100_000;
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+
+struct Datapath {
+    ebpf: aya::Ebpf,
+    maps: DatapathMaps,
+}
+
+impl Datapath {
+    fn load() -> Self {
+        let mut ebpf = loader::load(Object::Datapath, &[]).expect("load datapath object");
+        let prog: &mut SchedClassifier =
+            ebpf.program_mut(PROG_DATAPATH).unwrap().try_into().unwrap();
+        prog.load()
+            .unwrap_or_else(|e| panic!("verifier rejected the data path: {e:?}"));
+        let maps = DatapathMaps::from_ebpf(&mut ebpf).expect("maps");
+        Self { ebpf, maps }
+    }
+
+    /// Runs the program on `frame` with `mark`; returns (verdict, mark after, frame after).
+    fn run(&self, frame: &[u8], mark: u32) -> (u32, u32, Vec<u8>) {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROG_DATAPATH)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut ctx_in = [0u8; SKB_CTX];
+        ctx_in[8..12].copy_from_slice(&mark.to_ne_bytes());
+        let mut ctx_out = [0u8; SKB_CTX];
+        let mut data_out = vec![0u8; frame.len() + 64];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut data_out),
+                ctx_in: Some(&ctx_in),
+                ctx_out: Some(&mut ctx_out),
+                repeat: 1,
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e:?}", frame.len()));
+        data_out.truncate(r.data_size_out as usize);
+        let mark_out = u32::from_ne_bytes(ctx_out[8..12].try_into().unwrap());
+        (r.return_value, mark_out, data_out)
+    }
+}
+
+#[test]
+fn kernel_classification_equals_the_linear_definition() {
+    require_root();
+    let mut dp = Datapath::load();
+    let mut rng = Rng::new(0xda7a);
+    let (mut compared, mut matched, mut rounds) = (0, 0, 0);
+    while rounds < 25 {
+        let n = 1 + rng.below(60) as usize;
+        let mut rules = random_rules(&mut rng, n);
+        // Observable outcome per rule: pass or drop, and a mark naming the rule.
+        for r in &mut rules {
+            r.value.action = if rng.chance(30) {
+                ACTION_DROP
+            } else {
+                ACTION_PASS
+            };
+            r.value.flags = RULE_SET_MARK;
+            r.value.mark = MARK_BASE + r.priority;
+        }
+        let Ok(tables) = compile(&rules) else {
+            continue;
+        };
+        rounds += 1;
+        dp.maps.apply(&tables).expect("apply");
+        for _ in 0..60 {
+            let mut p = random_packet(&mut rng);
+            p.iif = 1; // test runs arrive on the namespace's loopback
+            let frame = frame::build(&p, &FrameOptions::default());
+            let (verdict, mark_out, _) = dp.run(&frame, p.mark);
+            let want = linear(&rules, &p);
+            compared += 1;
+            match want {
+                None => {
+                    assert_eq!(verdict, TC_ACT_OK, "no rule matches {p:?}: pass");
+                    assert_eq!(mark_out, p.mark, "no rule matches {p:?}: mark untouched");
+                }
+                Some(priority) => {
+                    matched += 1;
+                    let rule = rules.iter().find(|r| r.priority == priority).unwrap();
+                    assert_eq!(
+                        mark_out,
+                        MARK_BASE + priority,
+                        "{p:?}: kernel picked another rule"
+                    );
+                    let want_verdict = if rule.value.action == ACTION_DROP {
+                        TC_ACT_SHOT
+                    } else {
+                        TC_ACT_OK
+                    };
+                    assert_eq!(verdict, want_verdict, "{p:?}: action of rule {priority}");
+                }
+            }
+        }
+    }
+    assert!(
+        matched > 200,
+        "only {matched} of {compared} packets matched a rule: generator too sparse"
+    );
+}
+
+fn forward_rule(priority: u32, dst: [u8; 16], len: u8, family: u8) -> Rule {
+    Rule {
+        priority,
+        family: Some(family),
+        dst: Some((dst, len)),
+        value: RuleValue {
+            action: ACTION_FORWARD,
+            nexthop: 0,
+            slot: priority,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn forwarding_decrements_ttl_fixes_the_checksum_and_rewrites_macs() {
+    require_root();
+    let mut dp = Datapath::load();
+    let hop = NextHop {
+        ifindex: 1,
+        has_mac: 1,
+        dmac: [0x02, 0xaa, 0, 0, 0, 0x01],
+        smac: [0x02, 0xbb, 0, 0, 0, 0x02],
+        mtu: 1500,
+        ..Default::default()
+    };
+    dp.maps.set_nexthops(&[hop]).unwrap();
+    let mut v6dst = [0u8; 16];
+    v6dst[0] = 0xfd;
+    v6dst[1] = 0x02;
+    let rules = [
+        forward_rule(10, v4(10, 2, 0, 0), 16, FAMILY_V4),
+        forward_rule(20, v6dst, 16, FAMILY_V6),
+    ];
+    dp.maps.apply(&compile(&rules).unwrap()).unwrap();
+    dp.maps.reset_policy_counters(10).unwrap();
+
+    let p4 = PacketFields {
+        family: FAMILY_V4,
+        src: v4(10, 1, 0, 2),
+        dst: v4(10, 2, 0, 2),
+        proto: 17,
+        sport: 4000,
+        dport: 53,
+        ..Default::default()
+    };
+    let (verdict, _, out) = dp.run(&frame::build(&p4, &FrameOptions::default()), 0);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "forwarded");
+    assert_eq!(&out[0..6], &hop.dmac);
+    assert_eq!(&out[6..12], &hop.smac);
+    assert_eq!(out[14 + 8], 63, "TTL decremented");
+    assert_eq!(ipv4_checksum(&out[14..34]), 0, "IPv4 checksum still valid");
+    let c = dp.maps.policy_counters(10).unwrap();
+    assert_eq!(c.packets, 1, "policy counter");
+
+    let mut p6 = p4;
+    p6.family = FAMILY_V6;
+    p6.src = v4(0, 0, 0, 0);
+    p6.dst = v6dst;
+    p6.dst[15] = 2;
+    let (verdict, _, out) = dp.run(&frame::build(&p6, &FrameOptions::default()), 0);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(out[14 + 7], 63, "hop limit decremented");
+
+    // TTL 1: the stack must answer with ICMP time exceeded, so the packet goes there as is.
+    let expiring = frame::build(
+        &p4,
+        &FrameOptions {
+            ttl: 1,
+            ..Default::default()
+        },
+    );
+    let (verdict, _, out) = dp.run(&expiring, 0);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out, expiring, "unchanged");
+
+    // Larger than the next hop's MTU: the stack fragments or sends "fragmentation needed".
+    let big = frame::build(
+        &p4,
+        &FrameOptions {
+            payload: 1600,
+            ..Default::default()
+        },
+    );
+    let (verdict, _, out) = dp.run(&big, 0);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out, big);
+
+    // ARP, and frames cut inside the UDP header, pass untouched. (The kernel's test run
+    // itself refuses frames cut inside the IP header.)
+    let mut arp = frame::build(&p4, &FrameOptions::default());
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    assert_eq!(dp.run(&arp, 0).0, TC_ACT_OK);
+    let truncated = &frame::build(&p4, &FrameOptions::default())[..36];
+    assert_eq!(dp.run(truncated, 0).0, TC_ACT_OK);
+}
