@@ -124,6 +124,7 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<RuleValue> {
     let count = *ROUTE_STATE.get(STATE_TUPLE_COUNT + generation)?;
     let mut best: Option<RuleValue> = None;
     let base = generation * MAX_TUPLES;
+    let key = SCRATCH.get_ptr_mut(0)?;
     for i in 0..MAX_TUPLES {
         if i >= count {
             break;
@@ -139,7 +140,6 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<RuleValue> {
         if t.family != p.family {
             continue;
         }
-        let key = SCRATCH.get_ptr_mut(0)?;
         // SAFETY: `key` points at this CPU's scratch slot, valid for a ClassKey; fields are
         // written one by one so no key-sized temporary lands on the stack.
         unsafe {
