@@ -1,0 +1,3 @@
+//! The policy-routing fast path's user side: configuration files ([`config`]).
+
+pub mod config;
