@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod config;
 pub mod model;
+pub mod summary;
 
 #[cfg(test)]
 mod tests;
