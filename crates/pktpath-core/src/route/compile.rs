@@ -79,7 +79,7 @@ impl Topology {
     /// Validates a parsed `configuration.json`; `source` is its text, for error locations.
     pub fn compile(config: &Configuration, source: &Source) -> Result<Self, ConfigError> {
         let root = FieldPath::root();
-        let mut interfaces: HashMap<&str, (InterfaceId, usize)> = HashMap::new();
+        let mut interfaces: HashMap<&str, InterfaceId> = HashMap::new();
         for (i, iface) in config.interfaces.iter().enumerate() {
             let path = root.key("interfaces").index(i);
             check_interface_name(&iface.name).map_err(|reason| ConfigError::InvalidName {
@@ -94,18 +94,14 @@ impl Topology {
                     name: iface.name.clone(),
                 });
             }
-            let line = source.line_of(&path.key("name"));
-            unique(
-                &mut interfaces,
-                &iface.name,
-                (InterfaceId(i), line),
-                |first| ConfigError::DuplicateName {
+            unique(&mut interfaces, &iface.name, InterfaceId(i), |first| {
+                ConfigError::DuplicateName {
                     at: source.at(&path.key("name")),
                     kind: "interface",
                     name: iface.name.clone(),
-                    first_line: first.1,
-                },
-            )?;
+                    first_line: source.line_of(&root.key("interfaces").index(first.0)),
+                }
+            })?;
         }
 
         let attached = || names(config.interfaces.iter().map(|i| i.name.as_str()));
@@ -121,16 +117,15 @@ impl Topology {
                     reason: "it is empty".to_owned(),
                 });
             }
-            let line = source.line_of(&path.key("name"));
-            unique(&mut seen, &hop.name, line, |first_line| {
+            unique(&mut seen, &hop.name, i, |first| {
                 ConfigError::DuplicateName {
                     at: source.at(&path.key("name")),
                     kind: "next hop",
                     name: hop.name.clone(),
-                    first_line,
+                    first_line: source.line_of(&root.key("next_hops").index(first)),
                 }
             })?;
-            let Some(&(interface, _)) = interfaces.get(hop.interface.as_str()) else {
+            let Some(&interface) = interfaces.get(hop.interface.as_str()) else {
                 return Err(ConfigError::NextHopInterface {
                     at: source.at(&path.key("interface")),
                     next_hop: hop.name.clone(),
@@ -154,7 +149,7 @@ impl Topology {
         }
 
         let mut table_names: HashMap<&str, usize> = HashMap::new();
-        let mut table_ids: HashMap<u32, (&str, usize)> = HashMap::new();
+        let mut table_ids: HashMap<u32, usize> = HashMap::new();
         for (i, table) in config.tables.iter().enumerate() {
             let path = root.key("tables").index(i);
             if table.name.is_empty() {
@@ -170,24 +165,23 @@ impl Topology {
                     at: source.at(&path.key("id")),
                 });
             }
-            let line = source.line_of(&path.key("name"));
-            unique(&mut table_names, &table.name, line, |first_line| {
+            unique(&mut table_names, &table.name, i, |first| {
                 ConfigError::DuplicateName {
                     at: source.at(&path.key("name")),
                     kind: "table",
                     name: table.name.clone(),
-                    first_line,
+                    first_line: source.line_of(&root.key("tables").index(first)),
                 }
             })?;
-            if let Some(&(other, first_line)) = table_ids.get(&table.id) {
+            if let Some(&first) = table_ids.get(&table.id) {
                 return Err(ConfigError::DuplicateTableId {
                     at: source.at(&path.key("id")),
                     id: table.id,
-                    other: other.to_owned(),
-                    first_line,
+                    other: config.tables[first].name.clone(),
+                    first_line: source.line_of(&root.key("tables").index(first)),
                 });
             }
-            table_ids.insert(table.id, (&table.name, line));
+            table_ids.insert(table.id, i);
         }
 
         Ok(Topology {
@@ -324,10 +318,13 @@ impl PolicySet {
         source: &Source,
     ) -> Result<Self, ConfigError> {
         let mut ids: HashMap<&str, usize> = HashMap::new();
-        let mut priorities: HashMap<u32, (&str, usize)> = HashMap::new();
+        let mut priorities: HashMap<u32, usize> = HashMap::new();
         let mut policies = Vec::with_capacity(runtime.policies.len());
+        let list = FieldPath::root().key("policies");
+        let lines = source.element_lines(&list);
+        let line_of = |i: usize| lines.get(i).copied().unwrap_or(1);
         for (i, policy) in runtime.policies.iter().enumerate() {
-            let path = FieldPath::root().key("policies").index(i);
+            let path = list.index(i);
             if policy.id.is_empty()
                 || policy.id.chars().count() > MAX_POLICY_ID_LEN
                 || policy.id.chars().any(char::is_control)
@@ -341,25 +338,21 @@ impl PolicySet {
                     ),
                 });
             }
-            let id_line = source.line_of(&path.key("id"));
-            unique(&mut ids, &policy.id, id_line, |first_line| {
-                ConfigError::DuplicateId {
-                    at: source.at(&path.key("id")),
-                    id: policy.id.clone(),
-                    first_line,
-                }
+            unique(&mut ids, &policy.id, i, |first| ConfigError::DuplicateId {
+                at: source.at(&path.key("id")),
+                id: policy.id.clone(),
+                first_line: source.line_of(&list.index(first).key("id")),
             })?;
-            let priority_line = source.line_of(&path.key("priority"));
-            if let Some(&(other, first_line)) = priorities.get(&policy.priority) {
+            if let Some(&first) = priorities.get(&policy.priority) {
                 return Err(ConfigError::DuplicatePriority {
                     at: source.at(&path.key("priority")),
                     priority: policy.priority,
                     id: policy.id.clone(),
-                    other: other.to_owned(),
-                    first_line,
+                    other: runtime.policies[first].id.clone(),
+                    first_line: source.line_of(&list.index(first).key("priority")),
                 });
             }
-            priorities.insert(policy.priority, (&policy.id, priority_line));
+            priorities.insert(policy.priority, i);
             let matches = compile_match(topology, &policy.matches, source, &path.key("match"))?;
             let action = compile_action(
                 topology,
@@ -373,7 +366,7 @@ impl PolicySet {
                 priority: policy.priority,
                 matches,
                 action,
-                line: source.line_of(&path),
+                line: line_of(i),
             });
         }
         policies.sort_by_key(|p| p.priority);

@@ -71,6 +71,35 @@ impl fmt::Display for FieldPath {
 /// The byte offset in `text` where `path` is written: the opening quote of the last key,
 /// or the first byte of the last array element (of the document, for the root path).
 pub fn locate(text: &str, path: &FieldPath) -> Option<usize> {
+    walk(text, path).map(|(found, _)| found)
+}
+
+/// The byte offsets of the elements of the array at `path`, found in one pass (locating
+/// each element on its own would rescan the text from the start every time).
+pub fn locate_elements(text: &str, path: &FieldPath) -> Option<Vec<usize>> {
+    let (_, value) = walk(text, path)?;
+    let mut s = Scanner {
+        bytes: text.as_bytes(),
+        pos: value,
+    };
+    s.expect(b'[')?;
+    let mut starts = Vec::new();
+    loop {
+        s.skip_ws();
+        match s.peek()? {
+            b']' => return Some(starts),
+            b',' if !starts.is_empty() => s.pos += 1,
+            _ if starts.is_empty() => {}
+            _ => return None,
+        }
+        s.skip_ws();
+        starts.push(s.pos);
+        s.skip_value()?;
+    }
+}
+
+/// Where `path` is written and where its value starts.
+fn walk(text: &str, path: &FieldPath) -> Option<(usize, usize)> {
     let mut s = Scanner {
         bytes: text.as_bytes(),
         pos: 0,
@@ -118,7 +147,25 @@ pub fn locate(text: &str, path: &FieldPath) -> Option<usize> {
             }
         }
     }
-    Some(found)
+    Some((found, s.pos))
+}
+
+/// The 1-based lines of ascending byte `offsets` in `text`, in one pass.
+pub fn lines_of(text: &str, offsets: &[usize]) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let mut lines = Vec::with_capacity(offsets.len());
+    let (mut pos, mut line) = (0, 1);
+    for &offset in offsets {
+        let end = offset.min(bytes.len());
+        if end < pos {
+            // Not ascending: count afresh.
+            (pos, line) = (0, 1);
+        }
+        line += bytes[pos..end].iter().filter(|&&b| b == b'\n').count();
+        pos = end;
+        lines.push(line);
+    }
+    lines
 }
 
 /// The 1-based line and column (in characters) of byte `offset` in `text`.
@@ -285,6 +332,26 @@ mod tests {
         assert_eq!(at(&policies.index(0).key("match")), None);
         assert_eq!(at(&FieldPath::root().key("version").key("x")), None);
         assert_eq!(at(&FieldPath::root().key("nope")), None);
+    }
+
+    #[test]
+    fn finds_every_element_in_one_pass() {
+        let policies = FieldPath::root().key("policies");
+        let starts = locate_elements(TEXT, &policies).unwrap();
+        assert_eq!(starts.len(), 2);
+        assert_eq!(lines_of(TEXT, &starts), [5, 6]);
+        for (i, start) in starts.iter().enumerate() {
+            assert_eq!(Some(*start), locate(TEXT, &policies.index(i)));
+        }
+        assert_eq!(
+            locate_elements("{\"a\": []}", &FieldPath::root().key("a")),
+            Some(vec![])
+        );
+        assert_eq!(
+            locate_elements("{\"a\": 1}", &FieldPath::root().key("a")),
+            None
+        );
+        assert_eq!(lines_of("a\nb\nc", &[4, 0, 2]), [3, 1, 2]);
     }
 
     #[test]

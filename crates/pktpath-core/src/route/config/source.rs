@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use super::{
     error::{ConfigError, Location},
-    locate::{FieldPath, Segment, line_column, locate},
+    locate::{FieldPath, Segment, line_column, lines_of, locate, locate_elements},
 };
 
 /// The text of a configuration file and the name errors call it by.
@@ -51,6 +51,12 @@ impl Source {
             .map(|offset| line_column(&self.text, offset))
             .unwrap_or((1, 1));
         self.location(line, column, path)
+    }
+
+    /// The line each element of the array at `path` starts on (empty if there is none).
+    pub fn element_lines(&self, path: &FieldPath) -> Vec<usize> {
+        let starts = locate_elements(&self.text, path).unwrap_or_default();
+        lines_of(&self.text, &starts)
     }
 
     /// The line `path` is written on.
