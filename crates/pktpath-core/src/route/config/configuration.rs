@@ -2,10 +2,14 @@
 //! to, the named next hops policies forward to, and the routing tables policies may look up.
 //! It changes rarely (it decides what `route attach` sets up).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::{
+    borrow::Cow,
+    net::{Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, de};
 
 use super::values::MacAddr;
 
@@ -60,14 +64,57 @@ pub struct NextHop {
     /// The interface to send out of; must be one of `interfaces`.
     pub interface: String,
     /// IPv4 gateway on that interface, for IPv4 packets.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "gateway"
+    )]
     pub gateway4: Option<Ipv4Addr>,
     /// IPv6 gateway on that interface, for IPv6 packets.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "gateway"
+    )]
     pub gateway6: Option<Ipv6Addr>,
     /// Fixed destination MAC address; when set, no neighbour lookup is made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
+}
+
+/// A gateway address of one family, with an error that says which family is wanted (the
+/// standard library's says only "invalid IPv4 address syntax").
+fn gateway<'de, D, A>(d: D) -> Result<Option<A>, D::Error>
+where
+    D: Deserializer<'de>,
+    A: FromStr + Family,
+{
+    let Some(text) = Option::<Cow<'de, str>>::deserialize(d)? else {
+        return Ok(None);
+    };
+    text.parse().map(Some).map_err(|_| {
+        de::Error::custom(format!(
+            "invalid {} gateway {text:?}; write an address such as {}",
+            A::NAME,
+            A::EXAMPLE
+        ))
+    })
+}
+
+/// What [`gateway`] says about an address type.
+trait Family {
+    const NAME: &'static str;
+    const EXAMPLE: &'static str;
+}
+
+impl Family for Ipv4Addr {
+    const NAME: &'static str = "ipv4";
+    const EXAMPLE: &'static str = "192.0.2.1 (ipv6 gateways go in gateway6)";
+}
+
+impl Family for Ipv6Addr {
+    const NAME: &'static str = "ipv6";
+    const EXAMPLE: &'static str = "fe80::1 or 2001:db8::1 (ipv4 gateways go in gateway4)";
 }
 
 /// A kernel routing table that policies may look up by name.

@@ -572,7 +572,7 @@ fn static_bad_values() {
         ST,
         11,
         "next_hops[1].gateway4",
-        &["invalid IPv4 address"],
+        &["invalid ipv4 gateway \"fd03::2\"", "gateway6"],
     );
     let err = static_with("02:00:5e:00:53:01", "02:00:5e:00:53");
     assert_error(&err, ST, 12, "next_hops[2].mac", &["invalid mac address"]);
