@@ -597,3 +597,80 @@ fn read_errors_name_the_file() {
         "{text}"
     );
 }
+
+/// The example file, pretty-printed one field per line, with `from` replaced by `to`; and
+/// the 1-based line of the `nth` (0-based) line containing `to`.
+fn edited_example(from: &str, to: &str, nth: usize) -> (String, usize) {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/runtimeConfiguration.json");
+    let text = std::fs::read_to_string(path).expect("read the example");
+    assert!(text.contains(from), "example has {from:?}");
+    let text = text.replacen(from, to, 1);
+    let line = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(to))
+        .nth(nth)
+        .map(|(i, _)| i + 1)
+        .unwrap_or_else(|| panic!("{to:?} occurs {} times", nth + 1));
+    (text, line)
+}
+
+fn example_topology() -> Topology {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/configuration.json");
+    Topology::load(&path).expect("example configuration")
+}
+
+#[test]
+fn semantic_errors_point_at_the_field_line_in_multi_line_files() {
+    use crate::route::compile::PolicySet;
+    let compile = |text: String| {
+        PolicySet::from_source(&example_topology(), &Source::new(RT, text)).unwrap_err()
+    };
+
+    let (text, line) = edited_example(r#""priority": 71"#, r#""priority": 70"#, 1);
+    let err = compile(text);
+    assert_error(
+        &err,
+        RT,
+        line,
+        "policies[7].priority",
+        &["policy \"lab-b-v4-via-up2\""],
+    );
+    let ConfigError::DuplicatePriority { first_line, .. } = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(first_line, line - 6, "the first policy's priority line");
+
+    let (text, line) = edited_example(
+        r#""next_hop": "up1", "set_dscp""#,
+        r#""next_hop": "up9", "set_dscp""#,
+        0,
+    );
+    assert_error(
+        &compile(text),
+        RT,
+        line,
+        "policies[4].action.next_hop",
+        &["unknown next hop \"up9\""],
+    );
+
+    let (text, line) = edited_example(r#""id": "icmp-to-stack""#, r#""id": "dns-via-up2""#, 1);
+    assert_error(
+        &compile(text),
+        RT,
+        line,
+        "policies[5].id",
+        &["duplicate policy id"],
+    );
+
+    let (text, line) = edited_example(r#""src": "10.1.0.128/25""#, r#""src": "10.1.0.129/25""#, 0);
+    assert_error(
+        &compile(text),
+        RT,
+        line,
+        "policies[6].match.src",
+        &["host bits set", "10.1.0.128/25"],
+    );
+}
