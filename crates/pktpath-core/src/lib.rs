@@ -6,5 +6,6 @@ pub mod btf;
 pub mod datapath;
 pub mod doctor;
 pub mod loader;
+pub mod route;
 pub mod sys;
 pub mod trace;

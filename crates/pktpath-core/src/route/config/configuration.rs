@@ -1,0 +1,128 @@
+//! The static configuration, `configuration.json`: which interfaces the data path attaches
+//! to, the named next hops policies forward to, and the routing tables policies may look up.
+//! It changes rarely (it decides what `route attach` sets up).
+
+use std::{
+    borrow::Cow,
+    net::{Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, de};
+
+use super::values::MacAddr;
+
+/// The version of the configuration file format this pktpath reads and writes.
+pub const CONFIGURATION_VERSION: u32 = 1;
+
+/// `configuration.json`: interfaces, next hops and routing tables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "pktpath route configuration.json")]
+pub struct Configuration {
+    /// Format version; this pktpath reads version 1.
+    pub version: u32,
+    /// Interfaces the data path attaches to. Policies match input interfaces from this list
+    /// and next hops send out of interfaces from it.
+    pub interfaces: Vec<Interface>,
+    /// Named next hops that policies forward to.
+    #[serde(default)]
+    pub next_hops: Vec<NextHop>,
+    /// Kernel routing tables that policies may look up, by name.
+    #[serde(default)]
+    pub tables: Vec<Table>,
+}
+
+/// An interface the data path attaches to, and in which directions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    /// The kernel's interface name (as in `ip link`), at most 15 bytes. Whether the kernel
+    /// has it is checked when attaching.
+    pub name: String,
+    /// Attach the classifier to received packets (where policies apply). Default true.
+    #[serde(default = "yes")]
+    pub ingress: bool,
+    /// Attach to transmitted packets too (counters). Default false.
+    #[serde(default)]
+    pub egress: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A named next hop: an egress interface and how to address the neighbour on it.
+///
+/// At least one of `gateway4`, `gateway6` and `mac` is required.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NextHop {
+    /// The name policies use to refer to this next hop.
+    pub name: String,
+    /// The interface to send out of; must be one of `interfaces`.
+    pub interface: String,
+    /// IPv4 gateway on that interface, for IPv4 packets.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "gateway"
+    )]
+    pub gateway4: Option<Ipv4Addr>,
+    /// IPv6 gateway on that interface, for IPv6 packets.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "gateway"
+    )]
+    pub gateway6: Option<Ipv6Addr>,
+    /// Fixed destination MAC address; when set, no neighbour lookup is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+}
+
+/// A gateway address of one family, with an error that says which family is wanted (the
+/// standard library's says only "invalid IPv4 address syntax").
+fn gateway<'de, D, A>(d: D) -> Result<Option<A>, D::Error>
+where
+    D: Deserializer<'de>,
+    A: FromStr + Family,
+{
+    let Some(text) = Option::<Cow<'de, str>>::deserialize(d)? else {
+        return Ok(None);
+    };
+    text.parse().map(Some).map_err(|_| {
+        de::Error::custom(format!(
+            "invalid {} gateway {text:?}; write an address such as {}",
+            A::NAME,
+            A::EXAMPLE
+        ))
+    })
+}
+
+/// What [`gateway`] says about an address type.
+trait Family {
+    const NAME: &'static str;
+    const EXAMPLE: &'static str;
+}
+
+impl Family for Ipv4Addr {
+    const NAME: &'static str = "ipv4";
+    const EXAMPLE: &'static str = "192.0.2.1 (ipv6 gateways go in gateway6)";
+}
+
+impl Family for Ipv6Addr {
+    const NAME: &'static str = "ipv6";
+    const EXAMPLE: &'static str = "fe80::1 or 2001:db8::1 (ipv4 gateways go in gateway4)";
+}
+
+/// A kernel routing table that policies may look up by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Table {
+    /// The name policies use to refer to this table.
+    pub name: String,
+    /// The kernel's table number (as in `ip route show table N`); 1 to 4294967295, main is 254.
+    pub id: u32,
+}

@@ -1,0 +1,11 @@
+//! The policy-routing fast path's user side: configuration files ([`config`]), their
+//! validation into a [`compile::PolicySet`], and the reference model of classification
+//! ([`model`]) the kernel classifier is tested against.
+
+pub mod compile;
+pub mod config;
+pub mod model;
+pub mod summary;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,297 @@
+//! `pktpath route check` and `pktpath route schema` end to end, on the shipped examples and
+//! on broken files: exit codes, one line on stderr naming file, line and field. No root.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+const PKTPATH: &str = env!("CARGO_BIN_EXE_pktpath");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn example(name: &str) -> String {
+    repo().join("examples").join(name).display().to_string()
+}
+
+fn pktpath(args: &[&str]) -> Output {
+    Command::new(PKTPATH)
+        .args(args)
+        .output()
+        .expect("run pktpath")
+}
+
+/// A scratch directory of this test's own, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("pktpath-route-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write scratch file");
+        path.display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `route check` on the example configuration and `runtime`, expects exit 1 and one
+/// line on stderr starting with `file:line:` and naming `field` and `words`.
+#[track_caller]
+fn rejects(scratch: &Scratch, runtime: &str, line: usize, field: &str, words: &[&str]) {
+    let file = scratch.file("runtimeConfiguration.json", runtime);
+    let out = pktpath(&[
+        "route",
+        "check",
+        "--config",
+        &example("configuration.json"),
+        &file,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout for invalid input");
+    assert_eq!(stderr.lines().count(), 1, "one line on stderr: {stderr:?}");
+    let want = format!("pktpath: {file}:{line}:");
+    assert!(
+        stderr.starts_with(&want),
+        "{stderr:?} should start with {want:?}"
+    );
+    assert!(
+        stderr.contains(&format!(": {field}: ")),
+        "{stderr:?} should name {field}"
+    );
+    for word in words {
+        assert!(stderr.contains(word), "{stderr:?} should contain {word:?}");
+    }
+}
+
+/// A runtime configuration around one policy written on line 4.
+fn one_policy(policy: &str) -> String {
+    format!(
+        "{{\n  \"version\": 1,\n  \"policies\": [\n    {{ \"id\": \"ok\", \"priority\": 1, \"match\": {{}}, \"action\": {{ \"type\": \"pass\" }} }},\n    {policy}\n  ]\n}}\n"
+    )
+}
+
+#[test]
+fn check_accepts_the_examples_and_lists_policies_in_priority_order() {
+    let out = pktpath(&[
+        "route",
+        "check",
+        "--config",
+        &example("configuration.json"),
+        &example("runtimeConfiguration.json"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty());
+    assert!(
+        stdout.contains("valid: 3 interfaces, 2 next hops, 2 tables"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("valid: 10 policies"), "{stdout}");
+    let first = stdout
+        .find("block-quarantined-host")
+        .expect("first policy listed");
+    let last = stdout
+        .find("replies-by-main-table")
+        .expect("last policy listed");
+    assert!(first < last, "priority order: {stdout}");
+    assert!(
+        stdout.contains("forward up2 (to-up2 via 10.3.0.2, fd03::2)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_json_is_one_object_in_the_files_terms() {
+    let out = pktpath(&[
+        "route",
+        "check",
+        "--json",
+        "--config",
+        &example("configuration.json"),
+        &example("runtimeConfiguration.json"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    let policies = v["policies"].as_array().expect("policies");
+    assert_eq!(policies.len(), 10);
+    let priorities: Vec<u64> = policies
+        .iter()
+        .map(|p| p["priority"].as_u64().unwrap())
+        .collect();
+    assert!(priorities.windows(2).all(|w| w[0] < w[1]), "{priorities:?}");
+    assert_eq!(policies[0]["action"]["type"], "drop");
+    assert_eq!(
+        policies[0]["match"]["src"], "10.1.0.66/32",
+        "normalised prefix"
+    );
+    assert_eq!(v["next_hops"][0]["gateway6"], "fd02::2");
+    assert_eq!(v["interfaces"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn check_without_runtime_configuration_checks_the_static_one() {
+    let out = pktpath(&["route", "check", "--config", &example("configuration.json")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("to-client"), "{stdout}");
+    assert!(!stdout.contains("policies"), "{stdout}");
+}
+
+#[test]
+fn check_rejects_bad_runtime_configurations() {
+    let s = Scratch::new("bad-runtime");
+    rejects(
+        &s,
+        "{\n  \"version\": 1,\n  \"policies\": [\n    { \"id\": \"a\" \"priority\": 1 }\n  ]\n}\n",
+        4,
+        "policies[0]",
+        &["malformed json"],
+    );
+    rejects(
+        &s,
+        &one_policy(
+            r#"{ "id": "a", "priority": 2, "match": { "iif": "eth9" }, "action": { "type": "drop" } }"#,
+        ),
+        5,
+        "policies[1].match.iif",
+        &["unknown input interface \"eth9\"", "to-client"],
+    );
+    rejects(
+        &s,
+        &one_policy(
+            r#"{ "id": "a", "priority": 2, "match": {}, "action": { "type": "forward", "next_hop": "up3" } }"#,
+        ),
+        5,
+        "policies[1].action.next_hop",
+        &["unknown next hop \"up3\"", "up1, up2"],
+    );
+    rejects(
+        &s,
+        &one_policy(r#"{ "id": "ok", "priority": 2, "match": {}, "action": { "type": "drop" } }"#),
+        5,
+        "policies[1].id",
+        &["duplicate policy id \"ok\"", "line 4"],
+    );
+    rejects(
+        &s,
+        &one_policy(r#"{ "id": "a", "priority": 1, "match": {}, "action": { "type": "drop" } }"#),
+        5,
+        "policies[1].priority",
+        &["priority 1", "policy \"ok\""],
+    );
+    rejects(
+        &s,
+        &one_policy(
+            r#"{ "id": "a", "priority": 2, "match": { "src": "10.0.0.1/33" }, "action": { "type": "drop" } }"#,
+        ),
+        5,
+        "policies[1].match.src",
+        &["invalid prefix \"10.0.0.1/33\""],
+    );
+    rejects(
+        &s,
+        &one_policy(
+            r#"{ "id": "a", "priority": 2, "match": { "dport": "2000-1000" }, "action": { "type": "drop" } }"#,
+        ),
+        5,
+        "policies[1].match.dport",
+        &["reversed", "1000-2000"],
+    );
+    rejects(
+        &s,
+        &one_policy(
+            r#"{ "id": "a", "priority": 2, "match": { "port": 80 }, "action": { "type": "drop" } }"#,
+        ),
+        5,
+        "policies[1].match.port",
+        &["unknown field `port`"],
+    );
+    rejects(
+        &s,
+        "{\n  \"version\": 7,\n  \"policies\": []\n}\n",
+        2,
+        "version",
+        &["unsupported version 7"],
+    );
+}
+
+#[test]
+fn check_rejects_a_bad_static_configuration() {
+    let s = Scratch::new("bad-static");
+    let config = s.file(
+        "configuration.json",
+        "{\n  \"version\": 1,\n  \"interfaces\": [{ \"name\": \"lan\" }],\n  \"next_hops\": [{ \"name\": \"up\", \"interface\": \"wan\", \"gateway4\": \"192.0.2.1\" }]\n}\n",
+    );
+    let out = pktpath(&["route", "check", "--config", &config]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.starts_with(&format!("pktpath: {config}:4:"))
+            && stderr.contains("next_hops[0].interface"),
+        "{stderr:?}"
+    );
+}
+
+#[test]
+fn check_reports_a_missing_file_in_one_line() {
+    let missing = "/nonexistent/pktpath/configuration.json";
+    let out = pktpath(&["route", "check", "--config", missing]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains(missing) && stderr.contains("No such file"),
+        "{stderr:?}"
+    );
+}
+
+#[test]
+fn check_without_config_is_a_usage_error() {
+    let out = pktpath(&["route", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn schema_prints_the_committed_schemas() {
+    for (which, file) in [
+        ("configuration", "configuration.schema.json"),
+        ("runtime", "runtimeConfiguration.schema.json"),
+    ] {
+        let out = pktpath(&["route", "schema", which]);
+        assert!(out.status.success());
+        let committed =
+            std::fs::read_to_string(repo().join("schema").join(file)).expect("committed schema");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), committed, "{which}");
+    }
+    let out = pktpath(&["route", "schema"]);
+    assert!(out.status.success());
+    let both: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(both["configuration.json"]["properties"]["interfaces"].is_object());
+    assert!(both["runtimeConfiguration.json"]["properties"]["policies"].is_object());
+}
