@@ -42,7 +42,14 @@ pub struct Results {
 /// A realistic mixed policy: destination prefix (/16, /24 or /32), sometimes a source /24,
 /// protocol TCP/UDP/any, destination port exact, a range, or any.
 fn mixed_rule(rng: &mut Rng, priority: u32) -> Rule {
-    let a = |rng: &mut Rng| [10 + rng.below(100) as u8, rng.below(256) as u8, rng.below(256) as u8, rng.below(256) as u8];
+    let a = |rng: &mut Rng| {
+        [
+            10 + rng.below(100) as u8,
+            rng.below(256) as u8,
+            rng.below(256) as u8,
+            rng.below(256) as u8,
+        ]
+    };
     let to16 = |b: [u8; 4]| {
         let mut x = [0u8; 16];
         x[..4].copy_from_slice(&b);
@@ -69,7 +76,11 @@ fn mixed_rule(rng: &mut Rng, priority: u32) -> Rule {
         dst: Some((to16(a(rng)), dst_len)),
         proto,
         dport,
-        value: RuleValue { action: ACTION_PASS, slot: priority % 1000, ..Default::default() },
+        value: RuleValue {
+            action: ACTION_PASS,
+            slot: priority % 1000,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -97,13 +108,19 @@ fn flows(rules: &[Rule], rng: &mut Rng) -> Vec<PacketFields> {
 
 pub fn run() -> anyhow::Result<Results> {
     let mut ebpf = loader::load(Object::Datapath, &[]).context("load data path")?;
-    let prog: &mut SchedClassifier = ebpf.program_mut(PROG_DATAPATH).context("program")?.try_into()?;
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(PROG_DATAPATH)
+        .context("program")?
+        .try_into()?;
     prog.load().context("verifier")?;
     let mut maps = DatapathMaps::from_ebpf(&mut ebpf)?;
     let prog: &SchedClassifier = ebpf.program(PROG_DATAPATH).context("program")?.try_into()?;
     let mut rng = Rng::new(2026);
     let mut rows = Vec::new();
-    println!("{:>9} {:>7} {:>9} {:>11} {:>10} {:>10} {:>8}", "policies", "tuples", "entries", "compile ms", "apply ms", "ns/packet", "matched");
+    println!(
+        "{:>9} {:>7} {:>9} {:>11} {:>10} {:>10} {:>8}",
+        "policies", "tuples", "entries", "compile ms", "apply ms", "ns/packet", "matched"
+    );
     for &n in &SIZES {
         let rules: Vec<Rule> = (0..n as u32).map(|i| mixed_rule(&mut rng, i + 1)).collect();
         let t0 = Instant::now();
@@ -115,14 +132,25 @@ pub fn run() -> anyhow::Result<Results> {
         let lookup = pktpath_core::datapath::tuples::Lookup::new(&tables);
         let packets = flows(&rules, &mut rng);
         let matched_flows = packets.iter().filter(|p| lookup.find(p).is_some()).count();
-        let frames: Vec<Vec<u8>> = packets.iter().map(|p| frame::build(p, &FrameOptions::default())).collect();
+        let frames: Vec<Vec<u8>> = packets
+            .iter()
+            .map(|p| frame::build(p, &FrameOptions::default()))
+            .collect();
         let mut total_ns = 0f64;
         for f in &frames {
-            let r = prog.test_run(TestRunOptions { data_in: Some(f), repeat: REPEAT_PER_FLOW, ..Default::default() })?;
+            let r = prog.test_run(TestRunOptions {
+                data_in: Some(f),
+                repeat: REPEAT_PER_FLOW,
+                ..Default::default()
+            })?;
             total_ns += r.duration.as_nanos() as f64;
         }
         let ns = total_ns / frames.len() as f64;
-        println!("{n:>9} {:>7} {:>9} {compile_ms:>11.1} {apply_ms:>10.1} {ns:>10.1} {matched_flows:>5}/{FLOWS}", tables.tuples.len(), tables.entries.len());
+        println!(
+            "{n:>9} {:>7} {:>9} {compile_ms:>11.1} {apply_ms:>10.1} {ns:>10.1} {matched_flows:>5}/{FLOWS}",
+            tables.tuples.len(),
+            tables.entries.len()
+        );
         rows.push(Row {
             policies: n,
             tuples: tables.tuples.len(),
@@ -136,8 +164,15 @@ pub fn run() -> anyhow::Result<Results> {
     }
     let machine = format!(
         "{} cores, kernel {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
     );
-    Ok(Results { machine, classification: rows })
+    Ok(Results {
+        machine,
+        classification: rows,
+    })
 }

@@ -21,7 +21,10 @@ use super::{Check, uses};
 use crate::{
     btf::{Btf, offsets},
     loader::{self, Object},
-    sys::{mounts::PseudoFs, netns},
+    sys::{
+        mounts::{self, PseudoFs},
+        netns,
+    },
 };
 
 /// A probe's outcome: a detail on success, the reason on failure.
@@ -223,13 +226,16 @@ fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, String> {
 }
 
 fn tracepoint(ebpf: &mut Ebpf) -> Outcome {
-    // Attaching needs the tracepoint's id from tracefs; mount it for the probe if needed.
-    let _tracefs = PseudoFs::Trace.ensure().map_err(e)?;
-    let p: &mut TracePoint = program(ebpf, PROG_TRACEPOINT)?;
-    p.load().map_err(e)?;
-    let link = p.attach("net", "netif_receive_skb").map_err(e)?;
-    p.detach(link).map_err(e)?;
-    Ok(Some("attached to net:netif_receive_skb".into()))
+    // Attaching needs the tracepoint's id from tracefs; it is mounted for the probe only
+    // (privately) when the host has not mounted it.
+    mounts::with_mounted(PseudoFs::Trace, || {
+        let p: &mut TracePoint = program(ebpf, PROG_TRACEPOINT)?;
+        p.load().map_err(e)?;
+        let link = p.attach("net", "netif_receive_skb").map_err(e)?;
+        p.detach(link).map_err(e)?;
+        Ok(Some("attached to net:netif_receive_skb".into()))
+    })
+    .map_err(e)?
 }
 
 fn tp_btf(ebpf: &mut Ebpf) -> Outcome {

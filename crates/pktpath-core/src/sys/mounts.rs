@@ -83,6 +83,49 @@ impl PseudoFs {
     }
 }
 
+/// Runs `f` where `fs` is mounted at its usual place. When it is not mounted, `f` runs on a
+/// thread with a private mount namespace in which it is mounted: other processes never see
+/// the mount, and it disappears with the thread. Nothing is left behind, and concurrent
+/// pktpath processes cannot unmount it under each other.
+pub fn with_mounted<F, R>(fs: PseudoFs, f: F) -> Result<R, SysError>
+where
+    F: FnOnce() -> R + Send,
+    R: Send,
+{
+    if fs.is_mounted() {
+        return Ok(f());
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: unshare affects only this thread (CLONE_NEWNS implies CLONE_FS).
+            if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+                return Err(SysError::last("unshare(CLONE_NEWNS)"));
+            }
+            let root = std::ffi::CString::new("/").expect("no NUL");
+            // Keep our mounts from propagating back to the host's namespace.
+            // SAFETY: valid C strings; null source, fstype and data are allowed here.
+            let rc = unsafe {
+                libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                )
+            };
+            if rc != 0 {
+                return Err(SysError::last("mount --make-rprivate /"));
+            }
+            let guard = fs.ensure()?;
+            let r = f();
+            drop(guard);
+            Ok(r)
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
 /// Unmounts, on drop, a filesystem pktpath mounted.
 #[derive(Debug)]
 pub struct MountGuard {
