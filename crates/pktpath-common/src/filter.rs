@@ -28,6 +28,8 @@ pub const MAP_FILTER: &str = "PKTPATH_FILTER";
 /// The filter test object's classifier: runs [`eval`] on a frame, returns 0 (`TC_ACT_OK`)
 /// on a match and 2 (`TC_ACT_SHOT`) otherwise.
 pub const PROG_FILTER_TEST: &str = "filter_test";
+/// The same classifier evaluating with the plain (unrolled) [`eval`] instead of `bpf_loop`.
+pub const PROG_FILTER_TEST_UNROLLED: &str = "filter_test_unrolled";
 /// The filter test object's one-entry `Array<PacketKey>`: the key of the last frame run.
 pub const MAP_FILTER_LAST_KEY: &str = "FILTER_LAST_KEY";
 /// Bytes from the network header on that the filter test object hands to [`key_from_l3`]
@@ -162,6 +164,7 @@ pub struct FilterProgram {
 }
 crate::assert_size!(FilterProgram, 4 + 40 * FILTER_MAX_INSNS);
 crate::impl_pod!(FilterProgram);
+crate::assert_size!(EvalState, 8);
 
 impl FilterProgram {
     /// The empty program, which matches every packet.
@@ -189,35 +192,66 @@ impl Default for FilterProgram {
     }
 }
 
+/// [`EvalState::verdict`] while the program runs.
+pub const VERDICT_RUNNING: u32 = 0;
+/// [`EvalState::verdict`]: the packet matches.
+pub const VERDICT_MATCH: u32 = 1;
+/// [`EvalState::verdict`]: the packet does not match.
+pub const VERDICT_NO_MATCH: u32 = 2;
+
+/// Where a running filter stands; advanced one instruction at a time by [`eval_step`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvalState {
+    /// The next instruction.
+    pub pc: u32,
+    /// One of `VERDICT_*`.
+    pub verdict: u32,
+}
+
 /// Runs `prog` on `key`: true when the packet matches.
+///
+/// This is [`eval_step`] repeated up to [`FILTER_MAX_INSNS`] times. eBPF programs with many
+/// hooks may drive [`eval_step`] from the `bpf_loop` helper instead (pktpath-ebpf's
+/// `filter::eval`), which the verifier checks once instead of once per iteration.
 #[inline(always)]
 pub fn eval(prog: &FilterProgram, key: &PacketKey) -> bool {
-    let len = prog.len as usize;
-    if len == 0 {
+    if prog.len == 0 {
         return true;
     }
-    let mut pc: usize = 0;
+    let mut state = EvalState::default();
     // Jumps only go forward, so FILTER_MAX_INSNS steps always reach a verdict.
     for _ in 0..FILTER_MAX_INSNS {
-        if pc >= len {
-            return false;
+        if eval_step(prog, key, &mut state) {
+            break;
         }
-        let Some(insn) = prog.insns.get(pc) else {
-            return false;
-        };
-        let next = if test(insn, key) { insn.jt } else { insn.jf };
-        if next == TARGET_MATCH {
+    }
+    state.verdict == VERDICT_MATCH
+}
+
+/// Runs the instruction at `state.pc`; returns true once `state.verdict` is final. A
+/// program that runs off its end or jumps backwards ends with [`VERDICT_NO_MATCH`]; an
+/// empty program is the caller's business (it matches everything).
+#[inline(always)]
+pub fn eval_step(prog: &FilterProgram, key: &PacketKey, state: &mut EvalState) -> bool {
+    let pc = state.pc as usize;
+    let insn = match prog.insns.get(pc) {
+        Some(insn) if pc < prog.len as usize => insn,
+        _ => {
+            state.verdict = VERDICT_NO_MATCH;
             return true;
         }
-        if next == TARGET_NO_MATCH {
-            return false;
-        }
-        let next = next as usize;
-        if next <= pc {
-            return false;
-        }
-        pc = next;
+    };
+    let next = if test(insn, key) { insn.jt } else { insn.jf };
+    if next == TARGET_MATCH {
+        state.verdict = VERDICT_MATCH;
+        return true;
     }
+    if next as usize <= pc || next == TARGET_NO_MATCH {
+        state.verdict = VERDICT_NO_MATCH;
+        return true;
+    }
+    state.pc = next as u32;
     false
 }
 

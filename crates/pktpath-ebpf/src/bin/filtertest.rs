@@ -1,6 +1,8 @@
-//! The filter test object: a TC classifier that extracts the [`PacketKey`] of an Ethernet
-//! frame and runs the filter in [`MAP_FILTER`] on it, with the same code the tracer uses.
-//! Run through BPF_PROG_TEST_RUN, it shows that the kernel's verdict equals user space's.
+//! The filter test object: TC classifiers that extract the [`PacketKey`] of an Ethernet
+//! frame and run the filter in the `PKTPATH_FILTER` map on it, with the same code the
+//! tracer uses: `filter_test` through `bpf_loop` (pktpath_ebpf::filter::eval),
+//! `filter_test_unrolled` through the plain loop (pktpath_common::filter::eval). Run through
+//! BPF_PROG_TEST_RUN, they show that the kernel's verdict equals user space's.
 #![no_std]
 #![no_main]
 
@@ -11,10 +13,7 @@ use aya_ebpf::{
     maps::Array,
     programs::TcContext,
 };
-use pktpath_common::filter::{
-    FILTER_TEST_HEADER_BYTES, FilterProgram, PacketKey, eval, key_from_l3,
-};
-use pktpath_ebpf as _; // links the shared panic handler
+use pktpath_common::filter::{FILTER_TEST_HEADER_BYTES, FilterProgram, PacketKey, key_from_l3};
 
 /// Ethernet header length; the network header follows it.
 const ETH_HLEN: u32 = 14;
@@ -27,14 +26,24 @@ static FILTER_LAST_KEY: Array<PacketKey> = Array::with_max_entries(1, 0);
 
 #[classifier]
 pub fn filter_test(ctx: TcContext) -> i32 {
-    match try_filter_test(&ctx) {
+    verdict(try_filter_test(&ctx, false))
+}
+
+#[classifier]
+pub fn filter_test_unrolled(ctx: TcContext) -> i32 {
+    verdict(try_filter_test(&ctx, true))
+}
+
+#[inline(always)]
+fn verdict(r: Result<bool, i64>) -> i32 {
+    match r {
         Ok(true) => TC_ACT_OK,
         Ok(false) | Err(_) => TC_ACT_SHOT,
     }
 }
 
 #[inline(always)]
-fn try_filter_test(ctx: &TcContext) -> Result<bool, i64> {
+fn try_filter_test(ctx: &TcContext, unrolled: bool) -> Result<bool, i64> {
     let ethertype = u16::from_be(ctx.load::<u16>(12)?);
     let mut header = [0u8; FILTER_TEST_HEADER_BYTES];
     let avail = ctx.len().saturating_sub(ETH_HLEN);
@@ -67,7 +76,8 @@ fn try_filter_test(ctx: &TcContext) -> Result<bool, i64> {
         unsafe { *slot = key };
     }
     Ok(match PKTPATH_FILTER.get(0) {
-        Some(prog) => eval(prog, &key),
+        Some(prog) if unrolled => pktpath_common::filter::eval(prog, &key),
+        Some(prog) => pktpath_ebpf::filter::eval(prog, &key),
         None => true,
     })
 }
