@@ -8,7 +8,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use aya::{
     Ebpf,
     maps::Array,
-    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions},
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions,
+        tc::TcAttachOptions,
+    },
 };
 use pktpath_common::filter::{
     ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, FILTER_TEST_HEADER_BYTES, FilterProgram, IPPROTO_ICMP,
@@ -19,7 +22,7 @@ use pktpath_core::{
     loader::{self, Object},
     trace::filter::{self, compile, compile_filter, parse, sample::*},
 };
-use pktpath_tests::require_root;
+use pktpath_tests::{TwoHosts, require_root, run};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -293,4 +296,68 @@ fn bpf_loop_evaluation_is_cheap_to_verify() {
         looped < 40_000 && looped * 3 < unrolled,
         "bpf_loop: {looped} verified instructions, unrolled: {unrolled}"
     );
+}
+
+/// Real packets: attached at the ingress of host b's veth, the classifier passes what the
+/// filter matches and drops the rest, so pings from a come back exactly when the filter
+/// lets the echo requests (and the neighbour discovery before them) through. The filter
+/// is replaced in the map while attached.
+#[test]
+fn real_pings_pass_only_when_the_filter_matches() {
+    require_root();
+    let lab = TwoHosts::new();
+    let mut ebpf = load();
+    let ns = lab.b.handle();
+    let dev = lab.link.b.clone();
+    let link = {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(PROG_FILTER_TEST)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        ns.run(|| {
+            prog.attach_with_options(
+                &dev,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+        })
+        .expect("enter namespace")
+        .expect("attach to veth ingress")
+    };
+    const PINGS: u32 = 3;
+    let cases: &[(&str, &str, u32)] = &[
+        ("", TwoHosts::B4, PINGS),
+        (
+            "arp or (icmp and src host 10.77.0.1 and dst net 10.77.0.0/24)",
+            TwoHosts::B4,
+            PINGS,
+        ),
+        ("arp or (icmp and dst host 10.77.0.3)", TwoHosts::B4, 0),
+        ("arp or tcp", TwoHosts::B4, 0),
+        (
+            "icmp6 and (src net fd77::/64 or src net fe80::/10)",
+            TwoHosts::B6,
+            PINGS,
+        ),
+        ("ip6 and not icmp6", TwoHosts::B6, 0),
+        ("not (ip or ip6)", TwoHosts::B4, 0),
+    ];
+    for (text, dst, want) in cases {
+        let prog = compile_filter(text).unwrap();
+        filter::install(&mut ebpf, &prog).expect("replace the filter");
+        let got = run::ping(&lab.a.name, dst, PINGS);
+        assert_eq!(
+            got, *want,
+            "`{text}`: {got} of {PINGS} pings to {dst} answered"
+        );
+    }
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(PROG_FILTER_TEST)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    ns.run(|| prog.detach(link))
+        .expect("enter namespace")
+        .expect("detach");
 }
