@@ -72,7 +72,7 @@ pub const IPPROTO_SCTP: u8 = 132;
 pub const IPV6_MAX_EXT_HEADERS: usize = 6;
 
 /// What a filter can test about one packet, extracted by [`key_from_l3`].
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketKey {
     /// Source address (see the module docs for the IPv4 mapping); zero when absent.
@@ -130,7 +130,7 @@ pub const DIR_DST: u8 = 2;
 pub const DIR_EITHER: u8 = DIR_SRC | DIR_DST;
 
 /// One test of a [`FilterProgram`].
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FilterInsn {
     /// A [`FilterOp`].
@@ -154,15 +154,25 @@ crate::assert_size!(FilterInsn, 40);
 crate::impl_pod!(FilterInsn);
 
 /// A compiled filter, as written into the filter map.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FilterProgram {
     /// Instructions in use; 0 matches every packet.
     pub len: u16,
     pub _pad: u16,
+    pub _pad2: u32,
     pub insns: [FilterInsn; FILTER_MAX_INSNS],
 }
-crate::assert_size!(FilterProgram, 4 + 40 * FILTER_MAX_INSNS);
+crate::assert_size!(FilterProgram, 8 + 40 * FILTER_MAX_INSNS);
+// Addresses sit at 8-byte aligned offsets of 8-byte aligned types, so comparing them as
+// two u64 words compiles to 8-byte loads (see `addr_in`).
+const _: () = assert!(
+    core::mem::offset_of!(PacketKey, src) % 8 == 0
+        && core::mem::offset_of!(PacketKey, dst) % 8 == 0
+        && core::mem::offset_of!(FilterInsn, addr) % 8 == 0
+        && core::mem::offset_of!(FilterInsn, mask) % 8 == 0
+        && core::mem::offset_of!(FilterProgram, insns) % 8 == 0
+);
 crate::impl_pod!(FilterProgram);
 crate::assert_size!(EvalState, 8);
 
@@ -172,6 +182,7 @@ impl FilterProgram {
         Self {
             len: 0,
             _pad: 0,
+            _pad2: 0,
             insns: [FilterInsn {
                 op: 0,
                 dir: 0,
@@ -234,7 +245,11 @@ pub fn eval(prog: &FilterProgram, key: &PacketKey) -> bool {
 /// empty program is the caller's business (it matches everything).
 #[inline(always)]
 pub fn eval_step(prog: &FilterProgram, key: &PacketKey, state: &mut EvalState) -> bool {
-    let pc = state.pc as usize;
+    // An opaque copy: LLVM cannot fold the bounds check below into earlier comparisons of
+    // the jump target (it did, into a masked form the BPF verifier cannot follow), so the
+    // verifier sees the check on the very register that indexes the instructions.
+    // SAFETY: reads a field of a live &mut.
+    let pc = unsafe { core::ptr::read_volatile(&state.pc) } as usize;
     let insn = match prog.insns.get(pc) {
         Some(insn) if pc < prog.len as usize => insn,
         _ => {
@@ -286,13 +301,17 @@ fn test(insn: &FilterInsn, key: &PacketKey) -> bool {
 /// Whether `addr & insn.mask == insn.addr`.
 #[inline(always)]
 fn addr_in(addr: &[u8; 16], insn: &FilterInsn) -> bool {
-    let mut diff = 0u8;
-    let mut i = 0;
-    while i < 16 {
-        diff |= (addr[i] & insn.mask[i]) ^ insn.addr[i];
-        i += 1;
-    }
-    diff == 0
+    let (a, m, v) = (words(addr), words(&insn.mask), words(&insn.addr));
+    ((a[0] & m[0]) ^ v[0]) | ((a[1] & m[1]) ^ v[1]) == 0
+}
+
+/// 16 address bytes as two native-endian words (a plain value copy; the fields it is used
+/// on are 8-byte aligned, so this is two 8-byte loads).
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u64; 2] {
+    // SAFETY: [u8; 16] and [u64; 2] have the same size and every bit pattern is valid for
+    // both; transmute copies the value, so the source's alignment does not matter.
+    unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(*a) }
 }
 
 /// Reads byte `i` of the first `len` bytes of `h`.
