@@ -33,11 +33,29 @@
 //!
 //! # Using a filter in an eBPF object
 //!
-//! [`compile_filter`] gives the program; [`install`] writes it into the object's
-//! [`MAP_FILTER`] array (slot 0). The eBPF side builds a
-//! [`PacketKey`](pktpath_common::filter::PacketKey) with
-//! [`key_from_l3`](pktpath_common::filter::key_from_l3) from the bytes at the network header
-//! and calls `eval`.
+//! User space: [`compile_filter`] gives the program; [`install`] writes it into slot 0 of
+//! the object's [`MAP_FILTER`] (`PKTPATH_FILTER`) array, at load time or while attached
+//! (the next packet sees the new filter). A never-written slot is all zeroes: the empty
+//! program, which matches everything.
+//!
+//! eBPF side (see `pktpath-ebpf/src/bin/filtertest.rs` for a working example):
+//!
+//! ```text
+//! #[map(name = "PKTPATH_FILTER")]
+//! static PKTPATH_FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
+//!
+//! let mut header = [0u8; HEADER_BYTES];           // bytes from the network header on
+//! let len = /* how many of them are valid */;
+//! let key = pktpath_common::filter::key_from_l3(&header, len, ethertype /* skb->protocol, host order */);
+//! let pass = match PKTPATH_FILTER.get(0) {
+//!     Some(prog) => pktpath_ebpf::filter::eval(prog, &key), // bpf_loop driven: cheap to verify
+//!     None => true,
+//! };
+//! ```
+//!
+//! `pktpath_common::filter::eval` gives the same verdicts without `bpf_loop`, but the
+//! verifier then walks every one of the 64 possible steps (about 3x the verification work
+//! per hook).
 
 pub mod ast;
 pub mod compile;
