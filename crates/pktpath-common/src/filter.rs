@@ -32,9 +32,9 @@ pub const PROG_FILTER_TEST: &str = "filter_test";
 pub const PROG_FILTER_TEST_UNROLLED: &str = "filter_test_unrolled";
 /// The filter test object's one-entry `Array<PacketKey>`: the key of the last frame run.
 pub const MAP_FILTER_LAST_KEY: &str = "FILTER_LAST_KEY";
-/// Bytes from the network header on that the filter test object hands to [`key_from_l3`]
-/// (the tracer copies the same amount, `trace::HEADER_BYTES`).
-pub const FILTER_TEST_HEADER_BYTES: usize = 96;
+/// Bytes from the network header on that the filter test object hands to [`key_from_l3`]:
+/// as many as the tracer copies into each event.
+pub const FILTER_TEST_HEADER_BYTES: usize = crate::trace::HEADER_BYTES;
 
 /// Most instructions a [`FilterProgram`] holds.
 pub const FILTER_MAX_INSNS: usize = 64;
