@@ -1,7 +1,9 @@
 //! Helpers shared by pktpath's eBPF programs: kernel struct reads through the offsets user
-//! space resolved from BTF, and the panic handler every object needs.
+//! space resolved from BTF, packet filter evaluation, and the panic handler every object
+//! needs.
 #![no_std]
 
+pub mod filter;
 pub mod kernel;
 pub mod packet;
 

@@ -7,8 +7,15 @@ use pktpath_tests::require_root;
 
 const PKTPATH: &str = env!("CARGO_BIN_EXE_pktpath");
 
-fn mounts() -> String {
-    std::fs::read_to_string("/proc/self/mounts").expect("read mounts")
+/// The bpffs and tracefs mounts (other mounts, such as /run/netns/* of tests running in
+/// parallel, come and go on their own).
+fn mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .expect("read mounts")
+        .lines()
+        .filter(|l| matches!(l.split_whitespace().nth(2), Some("bpf" | "tracefs")))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]

@@ -18,6 +18,8 @@ pub enum Object {
     Tracer,
     /// The TC data path.
     Datapath,
+    /// A classifier that runs a packet filter on a frame (filter tests).
+    FilterTest,
 }
 
 impl Object {
@@ -27,6 +29,9 @@ impl Object {
             Self::Probe => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe")),
             Self::Tracer => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer")),
             Self::Datapath => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/datapath")),
+            Self::FilterTest => {
+                aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filtertest"))
+            }
         }
     }
 
