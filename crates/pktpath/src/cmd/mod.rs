@@ -1,6 +1,7 @@
 //! Command-line definition (clap derive): one module per subcommand.
 
 mod doctor;
+mod trace;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Doctor(doctor::Args),
+    Trace(trace::Args),
 }
 
 /// A kernel feature the command needs is missing (exit code 4).
@@ -46,5 +48,6 @@ pub struct Unsupported {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
+        Command::Trace(args) => trace::run(args),
     }
 }
