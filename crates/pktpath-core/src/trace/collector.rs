@@ -137,7 +137,8 @@ impl Collector {
     }
 
     /// Waits up to `timeout` for records, then hands every available record to `f` in ring
-    /// order. Returns how many were read. A signal interrupting the wait returns 0.
+    /// order. Returns how many were read. A signal ends the wait early; records that arrived
+    /// before it are still read.
     pub fn poll(
         &mut self,
         timeout: Duration,
@@ -157,10 +158,10 @@ impl Collector {
         let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
         if rc < 0 {
             let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(0);
+            // A signal (the user stopping the trace): still read what arrived before it.
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(SysError::io("poll(ring buffer)", err).into());
             }
-            return Err(SysError::io("poll(ring buffer)", err).into());
         }
         n += self.drain(&mut f)?;
         Ok(n)
