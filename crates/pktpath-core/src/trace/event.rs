@@ -103,10 +103,13 @@ impl EventBuilder {
     /// The rich event for one wire record.
     pub fn build(&mut self, ev: &TraceEvent) -> Event {
         let hook = Hook::from_u16(ev.hook);
-        let step = self
-            .journeys
-            .step(ev.skb_addr, ev.ts_ns, hook.is_some_and(Hook::ends_skb));
         let h: Headers = headers::parse(ev.protocol, wire::header(ev));
+        let step = self.journeys.step(
+            ev.skb_addr,
+            ev.ts_ns,
+            signature(ev.protocol, &h),
+            hook.is_some_and(Hook::ends_skb),
+        );
         let (drop_reason, drop_location) = if hook == Some(Hook::KfreeSkb) {
             (
                 Some(self.reasons.name(ev.drop_reason)),
@@ -160,6 +163,16 @@ impl EventBuilder {
         });
         syms.symbolize(addr).unwrap_or_else(|| format!("{addr:#x}"))
     }
+}
+
+/// What stays the same along one packet's journey (unless NAT rewrites it): EtherType,
+/// protocol, addresses, ports, ICMP type, id and sequence.
+fn signature(ethertype: u16, h: &Headers) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut s = std::hash::DefaultHasher::new();
+    (ethertype, &h.proto, h.src, h.dst, h.sport, h.dport).hash(&mut s);
+    (h.icmp_type, h.icmp_id, h.icmp_seq, h.arp_op).hash(&mut s);
+    s.finish()
 }
 
 impl Event {

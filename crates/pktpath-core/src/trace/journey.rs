@@ -2,8 +2,10 @@
 //!
 //! A packet is identified by its `sk_buff` address together with the time it was first seen:
 //! the same skb crosses veth pairs, namespaces and forwarding unchanged. An skb freed
-//! (`kfree_skb`, `consume_skb`) ends its journey, so a reused address starts a new one; so
-//! does an address not seen for [`IDLE_NS`] (its free may have been filtered out).
+//! (`kfree_skb`, `consume_skb`) ends its journey, so a reused address starts a new one. Some
+//! frees have no tracepoint (`__kfree_skb`, used by TCP), so an address also starts a new
+//! journey when its packet's header signature (addresses, ports, protocol, ICMP id and
+//! sequence) changes, or when it was not seen for [`IDLE_NS`].
 
 use std::collections::HashMap;
 
@@ -31,6 +33,7 @@ struct Open {
     first_seen_ns: u64,
     last_ns: u64,
     hops: u32,
+    sig: u64,
 }
 
 /// Assigns events to journeys.
@@ -45,15 +48,15 @@ impl Journeys {
         Self::default()
     }
 
-    /// Records an event of the skb at `skb_addr` at time `ts_ns`; `ends` when the hook
-    /// frees the skb. Events must come in time order per skb (a ring buffer from several
+    /// Records an event of the skb at `skb_addr` at time `ts_ns`, carrying a packet with
+    /// header signature `sig`; `ends` when the hook frees the skb. Events must come in time order per skb (a ring buffer from several
     /// CPUs can swap near-simultaneous events; a negative delta is shown as 0).
-    pub fn step(&mut self, skb_addr: u64, ts_ns: u64, ends: bool) -> Step {
+    pub fn step(&mut self, skb_addr: u64, ts_ns: u64, sig: u64, ends: bool) -> Step {
         let current = self
             .open
             .get(&skb_addr)
             .copied()
-            .filter(|o| ts_ns.saturating_sub(o.last_ns) < IDLE_NS);
+            .filter(|o| o.sig == sig && ts_ns.saturating_sub(o.last_ns) < IDLE_NS);
         let step = match current {
             Some(o) => {
                 let hops = o.hops + 1;
@@ -85,6 +88,7 @@ impl Journeys {
                         first_seen_ns: ts_ns,
                         last_ns: ts_ns,
                         hops: 1,
+                        sig,
                     },
                 );
                 Step {
@@ -117,9 +121,9 @@ mod tests {
     #[test]
     fn hops_of_one_skb_share_an_id_and_chain_deltas() {
         let mut j = Journeys::new();
-        let s1 = j.step(A, 1_000, false);
-        let s2 = j.step(A, 1_500, false);
-        let s3 = j.step(A, 4_000, false);
+        let s1 = j.step(A, 1_000, 7, false);
+        let s2 = j.step(A, 1_500, 7, false);
+        let s3 = j.step(A, 4_000, 7, false);
         assert_eq!((s1.packet_id, s1.delta_ns, s1.hop), (1, None, 1));
         assert_eq!((s2.packet_id, s2.delta_ns, s2.hop), (1, Some(500), 2));
         assert_eq!((s3.packet_id, s3.delta_ns, s3.hop), (1, Some(2_500), 3));
@@ -129,10 +133,10 @@ mod tests {
     #[test]
     fn interleaved_packets_keep_their_own_journeys() {
         let mut j = Journeys::new();
-        assert_eq!(j.step(A, 10, false).packet_id, 1);
-        assert_eq!(j.step(B, 20, false).packet_id, 2);
-        let a2 = j.step(A, 35, false);
-        let b2 = j.step(B, 36, false);
+        assert_eq!(j.step(A, 10, 7, false).packet_id, 1);
+        assert_eq!(j.step(B, 20, 7, false).packet_id, 2);
+        let a2 = j.step(A, 35, 7, false);
+        let b2 = j.step(B, 36, 7, false);
         assert_eq!((a2.packet_id, a2.delta_ns), (1, Some(25)));
         assert_eq!((b2.packet_id, b2.delta_ns), (2, Some(16)));
     }
@@ -140,11 +144,11 @@ mod tests {
     #[test]
     fn a_freed_skb_address_starts_a_new_journey() {
         let mut j = Journeys::new();
-        j.step(A, 10, false);
-        let free = j.step(A, 20, true);
+        j.step(A, 10, 7, false);
+        let free = j.step(A, 20, 7, true);
         assert_eq!((free.packet_id, free.delta_ns), (1, Some(10)));
         assert_eq!(j.open(), 0);
-        let reused = j.step(A, 30, false);
+        let reused = j.step(A, 30, 7, false);
         assert_eq!(
             (reused.packet_id, reused.delta_ns, reused.hop),
             (2, None, 1)
@@ -154,18 +158,28 @@ mod tests {
     #[test]
     fn an_idle_address_starts_a_new_journey() {
         let mut j = Journeys::new();
-        j.step(A, 10, false);
-        let late = j.step(A, 10 + IDLE_NS, false);
+        j.step(A, 10, 7, false);
+        let late = j.step(A, 10 + IDLE_NS, 7, false);
         assert_eq!((late.packet_id, late.delta_ns), (2, None));
+    }
+
+    #[test]
+    fn a_different_packet_at_the_same_address_starts_a_new_journey() {
+        // The skb was freed where no tracepoint fires, then reused for another packet.
+        let mut j = Journeys::new();
+        j.step(A, 10, 7, false);
+        let other = j.step(A, 20, 8, false);
+        assert_eq!((other.packet_id, other.delta_ns), (2, None));
+        assert_eq!(j.step(A, 25, 8, false).packet_id, 2);
     }
 
     #[test]
     fn out_of_order_events_get_a_zero_delta() {
         let mut j = Journeys::new();
-        j.step(A, 100, false);
-        let early = j.step(A, 90, false);
+        j.step(A, 100, 7, false);
+        let early = j.step(A, 90, 7, false);
         assert_eq!(early.delta_ns, Some(0));
         // The journey's clock does not go backwards.
-        assert_eq!(j.step(A, 130, false).delta_ns, Some(30));
+        assert_eq!(j.step(A, 130, 7, false).delta_ns, Some(30));
     }
 }
