@@ -10,6 +10,7 @@ pub mod guards;
 pub mod names;
 pub mod run;
 pub mod topo;
+pub mod trace;
 
 pub use guards::{
     AddrGuard, ClsactGuard, NetnsGuard, PinGuard, RouteGuard, SysctlGuard, VethGuard,

@@ -36,18 +36,7 @@ pub fn read_skb(off: &KernelOffsets, skb: u64) -> Result<SkbInfo, i32> {
     let mark: u32 = read_at(skb, off.skb_mark)?;
     let protocol: u16 = u16::from_be(read_at(skb, off.skb_protocol)?);
     let dev: u64 = read_at(skb, off.skb_dev)?;
-    let (ifindex, netns) = if dev != 0 {
-        let ifindex: u32 = read_at(dev, off.net_device_ifindex)?;
-        let net: u64 = read_at(dev, off.net_device_nd_net + off.possible_net_t_net)?;
-        let netns = if net != 0 {
-            read_at(net, off.net_ns_inum)?
-        } else {
-            0
-        };
-        (ifindex, netns)
-    } else {
-        (0, 0)
-    };
+    let (ifindex, netns) = read_dev(off, dev)?;
     let head: u64 = read_at(skb, off.skb_head)?;
     let nh: u16 = read_at(skb, off.skb_network_header)?;
     // The kernel marks an unset header offset with (u16)~0.
@@ -65,6 +54,22 @@ pub fn read_skb(off: &KernelOffsets, skb: u64) -> Result<SkbInfo, i32> {
         dev,
         network_header,
     })
+}
+
+/// Reads a `net_device`'s ifindex and its namespace's inode; (0, 0) for a null device.
+#[inline(always)]
+pub fn read_dev(off: &KernelOffsets, dev: u64) -> Result<(u32, u32), i32> {
+    if dev == 0 {
+        return Ok((0, 0));
+    }
+    let ifindex: u32 = read_at(dev, off.net_device_ifindex)?;
+    let net: u64 = read_at(dev, off.net_device_nd_net + off.possible_net_t_net)?;
+    let netns = if net != 0 {
+        read_at(net, off.net_ns_inum)?
+    } else {
+        0
+    };
+    Ok((ifindex, netns))
 }
 
 /// Copies a device's name into `dst` (left as is on failure).

@@ -1,4 +1,18 @@
-//! The tracer's user side: decoding what the hooks write.
+//! The tracer's user side: what to trace ([`config`]), running it ([`collector`]), decoding
+//! what the hooks write ([`wire`], [`headers`]), and turning records into the events pktpath
+//! prints ([`event`]) with journeys ([`journey`]), drop reasons ([`drops`]) and kernel
+//! symbols ([`kallsyms`]); the pcap-like filter language ([`filter`]).
 
+pub mod collector;
+pub mod config;
+pub mod drops;
+pub mod event;
 pub mod filter;
+pub mod headers;
+pub mod journey;
+pub mod kallsyms;
 pub mod wire;
+
+pub use collector::{Collector, TraceError};
+pub use config::{ConfigError, TraceConfig, TraceRequest};
+pub use event::{Event, EventBuilder, SCHEMA_VERSION};

@@ -1,4 +1,5 @@
-//! Decoding ring buffer records into [`TraceEvent`]s: the one place raw bytes become events.
+//! Decoding ring buffer records into [`TraceEvent`]s: the one place raw record bytes become
+//! events, and the accessors for their variable-length parts (header bytes, interface name).
 
 use pktpath_common::trace::TraceEvent;
 
@@ -22,6 +23,12 @@ pub fn decode(bytes: &[u8]) -> Result<TraceEvent, WireError> {
     // SAFETY: TraceEvent is repr(C) plain data (every bit pattern valid) and `bytes` holds at
     // least size_of::<TraceEvent>() bytes; read_unaligned copes with any alignment.
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<TraceEvent>()) })
+}
+
+/// The valid packet header bytes of an event (from the network header on).
+pub fn header(ev: &TraceEvent) -> &[u8] {
+    let n = usize::from(ev.header_len).min(ev.header.len());
+    &ev.header[..n]
 }
 
 /// The interface name in an event, up to its NUL.
@@ -48,10 +55,13 @@ mod tests {
         TraceEvent {
             ts_ns: 1_000_000_123,
             skb_addr: 0xffff_8880_1234_5600,
+            location: 0,
             netns: 4_026_531_840,
             ifindex: 7,
             len: 84,
             mark: 0,
+            drop_reason: 0,
+            _pad: 0,
             hook: Hook::NetifReceiveSkb as u16,
             protocol: 0x0800,
             header_len: 84,
@@ -76,6 +86,19 @@ mod tests {
         let got = decode(&shifted[1..]).unwrap();
         assert_eq!(got, ev);
         assert_eq!(ifname(&got), "veth");
+        assert_eq!(header(&got).len(), 84);
+        assert_eq!(header(&got)[0], 0x45);
+    }
+
+    #[test]
+    fn header_length_is_bounded_by_the_buffer() {
+        let mut ev = sample();
+        ev.header_len = 1000;
+        assert_eq!(header(&ev).len(), HEADER_BYTES);
+        ev.header_len = 0;
+        assert!(header(&ev).is_empty());
+        ev.ifname = [b'x'; 16];
+        assert_eq!(ifname(&ev), "x".repeat(16));
     }
 
     #[test]

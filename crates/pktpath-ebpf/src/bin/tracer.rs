@@ -7,14 +7,14 @@ use aya_ebpf::{
     Global,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
-    maps::{PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
 use pktpath_common::{
     kernel::KernelOffsets,
     trace::{HEADER_BYTES, Hook, TraceEvent},
 };
-use pktpath_ebpf::kernel::{read_at, read_bytes, read_ifname, read_skb};
+use pktpath_ebpf::kernel::{SkbInfo, read_at, read_bytes, read_dev, read_ifname, read_skb};
 
 #[unsafe(no_mangle)]
 static PKTPATH_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
@@ -46,8 +46,25 @@ static PKTPATH_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets
 #[unsafe(no_mangle)]
 static PKTPATH_FILTER_NETNS: Global<u32> = Global::new(0);
 
+/// Only packets whose device has this ifindex are reported; 0 = any.
+#[unsafe(no_mangle)]
+static PKTPATH_FILTER_IFINDEX: Global<u32> = Global::new(0);
+
+/// With `PKTPATH_FILTER_MARK_ON` = 1, only packets with this `skb->mark` are reported.
+#[unsafe(no_mangle)]
+static PKTPATH_FILTER_MARK: Global<u32> = Global::new(0);
+
+#[unsafe(no_mangle)]
+static PKTPATH_FILTER_MARK_ON: Global<u32> = Global::new(0);
+
 #[map(name = "TRACE_EVENTS")]
 static TRACE_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// With a filter on: the skbs that passed it and are not yet freed, so that their free is
+/// reported wherever it happens (a packet sent from the traced namespace into another one is
+/// freed there) and user space sees each journey end.
+#[map(name = "TRACE_SKBS")]
+static TRACE_SKBS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65_536, 0);
 
 /// Slot 0 counts, per CPU, the events lost because the ring buffer was full.
 #[map(name = "TRACE_LOST")]
@@ -55,26 +72,110 @@ static TRACE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn trace_netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
-    let skb: u64 = ctx.arg(0);
-    let _ = emit(skb, Hook::NetifReceiveSkb);
+    let _ = emit(ctx.arg(0), Hook::NetifReceiveSkb, 0, 0, 0);
     0
 }
 
+#[btf_tracepoint(function = "netif_rx")]
+pub fn trace_netif_rx(ctx: BtfTracePointContext) -> i32 {
+    let _ = emit(ctx.arg(0), Hook::NetifRx, 0, 0, 0);
+    0
+}
+
+#[btf_tracepoint(function = "napi_gro_receive_entry")]
+pub fn trace_napi_gro_receive_entry(ctx: BtfTracePointContext) -> i32 {
+    let _ = emit(ctx.arg(0), Hook::NapiGroReceiveEntry, 0, 0, 0);
+    0
+}
+
+#[btf_tracepoint(function = "net_dev_queue")]
+pub fn trace_net_dev_queue(ctx: BtfTracePointContext) -> i32 {
+    let _ = emit(ctx.arg(0), Hook::NetDevQueue, 0, 0, 0);
+    0
+}
+
+/// `net_dev_start_xmit(skb, dev)`: reported on `dev`, the device transmitting.
+#[btf_tracepoint(function = "net_dev_start_xmit")]
+pub fn trace_net_dev_start_xmit(ctx: BtfTracePointContext) -> i32 {
+    let _ = emit(ctx.arg(0), Hook::NetDevStartXmit, 0, 0, ctx.arg(1));
+    0
+}
+
+/// `net_dev_xmit(skb, rc, dev, skb_len)`: reported on `dev`, the device that transmitted
+/// (a veth has already handed the skb to its peer, so `skb->dev` names the peer).
 #[btf_tracepoint(function = "net_dev_xmit")]
 pub fn trace_net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
-    let skb: u64 = ctx.arg(0);
-    let _ = emit(skb, Hook::NetDevXmit);
+    let _ = emit(ctx.arg(0), Hook::NetDevXmit, 0, 0, ctx.arg(2));
     0
+}
+
+/// `kfree_skb(skb, location, reason[, rx_sk])`.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn trace_kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    let reason: u64 = ctx.arg(2);
+    let _ = emit(ctx.arg(0), Hook::KfreeSkb, ctx.arg(1), reason as u32, 0);
+    0
+}
+
+/// `consume_skb(skb, location)`.
+#[btf_tracepoint(function = "consume_skb")]
+pub fn trace_consume_skb(ctx: BtfTracePointContext) -> i32 {
+    let _ = emit(ctx.arg(0), Hook::ConsumeSkb, ctx.arg(1), 0, 0);
+    0
+}
+
+/// Whether a packet at `hook` is reported: it passes the load-time filters, or it is the
+/// free of an skb that passed them earlier. Keeps [`TRACE_SKBS`] up to date.
+#[inline(always)]
+fn wanted(skb: u64, hook: Hook, info: &SkbInfo) -> bool {
+    let netns = PKTPATH_FILTER_NETNS.load();
+    let ifindex = PKTPATH_FILTER_IFINDEX.load();
+    let mark_on = PKTPATH_FILTER_MARK_ON.load();
+    if netns == 0 && ifindex == 0 && mark_on == 0 {
+        return true;
+    }
+    let pass = (netns == 0 || info.netns == netns)
+        && (ifindex == 0 || info.ifindex == ifindex)
+        && (mark_on == 0 || info.mark == PKTPATH_FILTER_MARK.load());
+    if hook.ends_skb() {
+        // SAFETY: the value is only tested for presence, never read through.
+        let tracked = unsafe { TRACE_SKBS.get(skb) }.is_some();
+        if tracked {
+            let _ = TRACE_SKBS.remove(skb);
+        }
+        pass || tracked
+    } else {
+        if pass {
+            let _ = TRACE_SKBS.insert(skb, 1, 0);
+        }
+        pass
+    }
 }
 
 #[inline(always)]
-fn emit(skb: u64, hook: Hook) -> Result<(), i32> {
+/// Reports `skb` at `hook`; `dev`, when not 0, is the device the hook names (else the
+/// skb's own device).
+fn emit(skb: u64, hook: Hook, location: u64, drop_reason: u32, dev: u64) -> Result<(), i32> {
     let off = PKTPATH_KERNEL_OFFSETS.load();
-    let info = read_skb(&off, skb)?;
-    let want_netns = PKTPATH_FILTER_NETNS.load();
-    if want_netns != 0 && info.netns != want_netns {
+    let mut info = read_skb(&off, skb)?;
+    if dev != 0 {
+        (info.ifindex, info.netns) = read_dev(&off, dev)?;
+        info.dev = dev;
+    }
+    if !wanted(skb, hook, &info) {
         return Ok(());
     }
+    // On the way in the link-layer header has been pulled: data is at the network header,
+    // which the kernel has not (re)set yet. Elsewhere the network header offset is valid.
+    let data: u64 = read_at(skb, off.skb_data).unwrap_or(0);
+    // Only the linear part (len - data_len bytes from data) is contiguous in memory.
+    let data_len: u32 = read_at(skb, off.skb_data_len).unwrap_or(0);
+    let linear = info.len.saturating_sub(data_len);
+    let l3 = if hook.is_receive() {
+        data
+    } else {
+        info.network_header
+    };
     let Some(mut entry) = TRACE_EVENTS.reserve::<TraceEvent>(0) else {
         if let Some(lost) = TRACE_LOST.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
@@ -88,22 +189,27 @@ fn emit(skb: u64, hook: Hook) -> Result<(), i32> {
     unsafe {
         (*ev).ts_ns = bpf_ktime_get_ns();
         (*ev).skb_addr = skb;
+        (*ev).location = location;
         (*ev).netns = info.netns;
         (*ev).ifindex = info.ifindex;
         (*ev).len = info.len;
         (*ev).mark = info.mark;
+        (*ev).drop_reason = drop_reason;
+        (*ev)._pad = 0;
         (*ev).hook = hook as u16;
         (*ev).protocol = info.protocol;
         (*ev).cpu = bpf_get_smp_processor_id() as u16;
         (*ev).ifname = [0; 16];
         read_ifname(&off, info.dev, &mut (*ev).ifname);
-        let data: u64 = read_at(skb, off.skb_data).unwrap_or(0);
-        let avail = if info.network_header >= data {
-            info.len.saturating_sub((info.network_header - data) as u32)
+        // Bytes of linear packet data from l3 on.
+        let avail = if l3 == 0 {
+            0
+        } else if l3 >= data {
+            linear.saturating_sub((l3 - data) as u32)
         } else {
-            info.len + (data - info.network_header) as u32
+            linear + (data - l3) as u32
         };
-        let copied = read_bytes(info.network_header, &mut (*ev).header);
+        let copied = read_bytes(l3, &mut (*ev).header);
         (*ev).header_len = if copied == 0 {
             0
         } else if avail < HEADER_BYTES as u32 {

@@ -2,6 +2,7 @@
 
 mod doctor;
 mod route;
+mod trace;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,7 @@ impl Cli {
 enum Command {
     Doctor(doctor::Args),
     Route(route::Args),
+    Trace(trace::Args),
 }
 
 /// A kernel feature the command needs is missing (exit code 4).
@@ -49,5 +51,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
         Command::Route(args) => route::run(args),
+        Command::Trace(args) => trace::run(args),
     }
 }

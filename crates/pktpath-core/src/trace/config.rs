@@ -1,0 +1,231 @@
+//! What to trace, validated: the hooks to attach and the in-kernel filters (network
+//! namespace, interface, mark), resolved from what the user typed to what the programs
+//! compare (namespace inode, ifindex).
+
+use pktpath_common::trace::Hook;
+
+use crate::sys::{SysError, netns::NetNs};
+
+/// The user's trace request could not be turned into a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown hook `{0}`; known hooks: {known}", known = known_hooks())]
+    UnknownHook(String),
+    #[error("no hooks selected; known hooks: {}", known_hooks())]
+    NoHooks,
+    #[error("network namespace `{spec}` not found")]
+    Netns {
+        spec: String,
+        #[source]
+        source: SysError,
+    },
+    #[error(
+        "no interface `{iface}` in network namespace {netns}; list them with `ip -n NS link` or `ip link`"
+    )]
+    NoSuchInterface { iface: String, netns: u64 },
+    #[error("interface name `{0}` is not valid (1 to 15 bytes, no NUL)")]
+    BadInterfaceName(String),
+    #[error("namespace inode {0} does not fit the kernel's 32-bit namespace number")]
+    BadInode(u64),
+}
+
+fn known_hooks() -> String {
+    Hook::ALL.map(|h| h.name()).join(", ")
+}
+
+/// A validated trace configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceConfig {
+    /// The hooks to attach, each once.
+    pub hooks: Vec<Hook>,
+    /// Only packets whose device lives in the namespace with this inode.
+    pub netns: Option<u32>,
+    /// Only packets whose device has this ifindex (in `netns`).
+    pub ifindex: Option<u32>,
+    /// Only packets with this `skb->mark`.
+    pub mark: Option<u32>,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        Self {
+            hooks: Hook::ALL.to_vec(),
+            netns: None,
+            ifindex: None,
+            mark: None,
+        }
+    }
+}
+
+/// A trace request as typed by a user.
+#[derive(Clone, Debug, Default)]
+pub struct TraceRequest {
+    /// A namespace name under /run/netns, a path, a pid or an inode.
+    pub netns: Option<String>,
+    /// An interface name, looked up in `netns` (or the current namespace).
+    pub iface: Option<String>,
+    pub mark: Option<u32>,
+    /// Hook names (`netif_receive_skb`, `net:netif_receive_skb`, ...); empty means all.
+    pub hooks: Vec<String>,
+}
+
+impl TraceRequest {
+    /// Resolves names to the numbers the kernel programs compare. An interface without a
+    /// namespace is looked up in the current one, and the trace is limited to it (ifindexes
+    /// are per namespace).
+    pub fn resolve(&self) -> Result<TraceConfig, ConfigError> {
+        let hooks = if self.hooks.is_empty() {
+            Hook::ALL.to_vec()
+        } else {
+            parse_hooks(&self.hooks)?
+        };
+        let ns = match (&self.netns, &self.iface) {
+            (Some(spec), _) => Some(NetNs::parse(spec).map_err(|source| ConfigError::Netns {
+                spec: spec.clone(),
+                source,
+            })?),
+            (None, Some(_)) => Some(NetNs::current().map_err(|source| ConfigError::Netns {
+                spec: "current".into(),
+                source,
+            })?),
+            (None, None) => None,
+        };
+        let ifindex = match (&self.iface, &ns) {
+            (Some(iface), Some(ns)) => Some(ifindex_in(ns, iface, self.netns.is_some())?),
+            _ => None,
+        };
+        let netns = ns
+            .map(|ns| u32::try_from(ns.inode()).map_err(|_| ConfigError::BadInode(ns.inode())))
+            .transpose()?;
+        Ok(TraceConfig {
+            hooks,
+            netns,
+            ifindex,
+            mark: self.mark,
+        })
+    }
+}
+
+/// Parses hook names, with or without their subsystem (`net:`, `skb:`); `all` selects every
+/// hook. Duplicates are dropped; the order is the kernel path order of [`Hook::ALL`].
+pub fn parse_hooks(names: &[String]) -> Result<Vec<Hook>, ConfigError> {
+    let mut selected = Vec::new();
+    for raw in names.iter().flat_map(|n| n.split(',')) {
+        let name = raw.trim();
+        if name.is_empty() {
+            continue;
+        }
+        if name == "all" {
+            selected.extend(Hook::ALL);
+            continue;
+        }
+        let hook = Hook::ALL
+            .into_iter()
+            .find(|h| {
+                name == h.name()
+                    || name
+                        .strip_prefix(h.subsystem())
+                        .and_then(|r| r.strip_prefix(':'))
+                        == Some(h.name())
+            })
+            .ok_or_else(|| ConfigError::UnknownHook(name.to_owned()))?;
+        selected.push(hook);
+    }
+    if selected.is_empty() {
+        return Err(ConfigError::NoHooks);
+    }
+    Ok(Hook::ALL
+        .into_iter()
+        .filter(|h| selected.contains(h))
+        .collect())
+}
+
+/// The ifindex of `iface` inside `ns` (entered only when `enter`; else `ns` is the current
+/// namespace).
+fn ifindex_in(ns: &NetNs, iface: &str, enter: bool) -> Result<u32, ConfigError> {
+    let bad = || ConfigError::BadInterfaceName(iface.to_owned());
+    if iface.is_empty() || iface.len() > 15 {
+        return Err(bad());
+    }
+    let name = std::ffi::CString::new(iface).map_err(|_| bad())?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let lookup = || unsafe { libc::if_nametoindex(name.as_ptr()) };
+    let index = if enter {
+        ns.run(lookup).map_err(|source| ConfigError::Netns {
+            spec: ns.path().display().to_string(),
+            source,
+        })?
+    } else {
+        lookup()
+    };
+    if index == 0 {
+        return Err(ConfigError::NoSuchInterface {
+            iface: iface.to_owned(),
+            netns: ns.inode(),
+        });
+    }
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn hooks_parse_with_or_without_subsystem_in_path_order() {
+        let got = parse_hooks(&names(&["skb:kfree_skb,net:net_dev_xmit", "netif_rx"])).unwrap();
+        assert_eq!(got, vec![Hook::NetifRx, Hook::NetDevXmit, Hook::KfreeSkb]);
+        assert_eq!(parse_hooks(&names(&["all"])).unwrap(), Hook::ALL.to_vec());
+        assert_eq!(
+            parse_hooks(&names(&["consume_skb", "consume_skb"])).unwrap(),
+            vec![Hook::ConsumeSkb]
+        );
+    }
+
+    #[test]
+    fn unknown_or_misplaced_hooks_are_named() {
+        let err = parse_hooks(&names(&["net:kfree_skb"])).unwrap_err();
+        assert!(err.to_string().contains("`net:kfree_skb`"), "{err}");
+        assert!(err.to_string().contains("napi_gro_receive_entry"), "{err}");
+        assert!(matches!(
+            parse_hooks(&names(&[" , "])),
+            Err(ConfigError::NoHooks)
+        ));
+    }
+
+    #[test]
+    fn bad_interface_names_are_refused_before_any_lookup() {
+        let req = TraceRequest {
+            iface: Some("x".repeat(16)),
+            ..TraceRequest::default()
+        };
+        assert!(matches!(
+            req.resolve(),
+            Err(ConfigError::BadInterfaceName(_))
+        ));
+    }
+
+    #[test]
+    fn lo_resolves_in_the_current_namespace_and_limits_to_it() {
+        let req = TraceRequest {
+            iface: Some("lo".into()),
+            ..TraceRequest::default()
+        };
+        let cfg = req.resolve().unwrap();
+        assert_eq!(cfg.ifindex, Some(1));
+        let here = NetNs::current().unwrap().inode();
+        assert_eq!(cfg.netns.map(u64::from), Some(here));
+        let missing = TraceRequest {
+            iface: Some("pktpath-nope0".into()),
+            ..TraceRequest::default()
+        };
+        assert!(matches!(
+            missing.resolve(),
+            Err(ConfigError::NoSuchInterface { .. })
+        ));
+    }
+}

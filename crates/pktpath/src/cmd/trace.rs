@@ -1,0 +1,186 @@
+//! `pktpath trace`: follow packets through the kernel's network stack, hop by hop.
+
+use std::{
+    io::Write as _,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use pktpath_core::{
+    sys::caps::{Capability, Privileges},
+    trace::{Collector, EventBuilder, TraceRequest},
+};
+
+use crate::exit;
+
+/// Follow packets through the kernel's network stack: every hook a packet meets (receive,
+/// queue, transmit, free, drop), across interfaces and network namespaces, with the time
+/// since its previous hop and the kernel's own drop reasons.
+///
+/// Filters are applied in the kernel: nothing is copied for a packet that fails them.
+///
+/// Examples:
+///   pktpath trace --netns blue
+///   pktpath trace --netns blue --iface veth0 -c 20
+///   pktpath trace --hooks kfree_skb --output json | jq 'select(.drop_reason == "NO_SOCKET")'
+///
+/// Hooks: napi_gro_receive_entry, netif_rx, netif_receive_skb, net_dev_queue,
+/// net_dev_start_xmit, net_dev_xmit, kfree_skb, consume_skb (default: all).
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Only packets in this network namespace: a name under /run/netns, a path, a pid or
+    /// an inode number.
+    #[arg(long, value_name = "NS")]
+    netns: Option<String>,
+    /// Only packets on this interface (looked up in --netns, else in the current namespace).
+    #[arg(long, value_name = "IF")]
+    iface: Option<String>,
+    /// Only packets with this skb mark (decimal or 0x hex).
+    #[arg(long, value_name = "N", value_parser = parse_mark)]
+    mark: Option<u32>,
+    /// Hooks to attach, comma separated (`net:` and `skb:` prefixes optional).
+    #[arg(long, value_name = "a,b", value_delimiter = ',')]
+    hooks: Vec<String>,
+    /// Stop after this many events.
+    #[arg(short = 'c', long, value_name = "COUNT")]
+    count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Output format: one line of text per event, or JSON Lines.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+fn parse_mark(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|e| format!("`{s}` is not a 32-bit mark: {e}"))
+}
+
+/// Set by SIGINT/SIGTERM; the loop checks it between polls.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Installs the stop handler for SIGINT and SIGTERM (without SA_RESTART, so a blocked poll
+/// returns at once).
+fn install_signal_handlers() -> std::io::Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction is valid; the handler only stores to an atomic, which
+        // is async-signal-safe.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    Privileges::current().require(
+        &[Capability::Bpf, Capability::Perfmon],
+        "tracing loads BPF programs and attaches them to kernel tracepoints",
+    )?;
+    if let Some(d) = args.duration
+        && !(d.is_finite() && d > 0.0)
+    {
+        anyhow::bail!("--duration must be a positive number of seconds, not {d}");
+    }
+    let request = TraceRequest {
+        netns: args.netns.clone(),
+        iface: args.iface.clone(),
+        mark: args.mark,
+        hooks: args.hooks.clone(),
+    };
+    let cfg = request.resolve()?;
+    install_signal_handlers()?;
+    let mut collector = Collector::start(&cfg)?;
+    let mut builder = EventBuilder::new(collector.drop_reasons().clone());
+    eprintln!("{}", banner(&args, &cfg, collector.hooks().len()));
+
+    let started = Instant::now();
+    let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
+    let mut out = std::io::stdout().lock();
+    let mut events: u64 = 0;
+    let mut t0: Option<u64> = None;
+    let mut result: anyhow::Result<()> = Ok(());
+    while !STOP.load(Ordering::SeqCst)
+        && args.count.is_none_or(|c| events < c)
+        && deadline.is_none_or(|d| Instant::now() < d)
+    {
+        let wait = deadline.map_or(Duration::from_millis(200), |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200))
+        });
+        let mut write_err = None;
+        let polled = collector.poll(wait, |raw| {
+            if write_err.is_some() || args.count.is_some_and(|c| events >= c) {
+                return;
+            }
+            let ev = builder.build(&raw);
+            let t = *t0.get_or_insert(ev.ts_ns);
+            let written = match args.output {
+                Output::Json => serde_json::to_writer(&mut out, &ev)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out)),
+                Output::Text => writeln!(out, "{}", ev.to_text(t)),
+            };
+            match written {
+                Ok(()) => events += 1,
+                Err(e) => write_err = Some(e),
+            }
+        });
+        if let Err(e) = polled {
+            result = Err(e.into());
+            break;
+        }
+        if let Some(e) = write_err.or_else(|| out.flush().err()) {
+            result = Err(e.into());
+            break;
+        }
+    }
+    let lost = collector.lost();
+    drop(collector);
+    match lost {
+        Ok(lost) => eprintln!("pktpath: {events} events, {lost} lost"),
+        Err(e) => eprintln!("pktpath: {events} events, lost count unavailable: {e}"),
+    }
+    result?;
+    Ok(exit::OK)
+}
+
+fn banner(args: &Args, cfg: &pktpath_core::trace::TraceConfig, hooks: usize) -> String {
+    let mut what = Vec::new();
+    if let (Some(spec), Some(ino)) = (&args.netns, cfg.netns) {
+        what.push(format!("netns {spec} ({ino})"));
+    }
+    if let (Some(iface), Some(ix)) = (&args.iface, cfg.ifindex) {
+        what.push(format!("iface {iface} (ifindex {ix})"));
+    }
+    if let Some(m) = cfg.mark {
+        what.push(format!("mark {m:#x}"));
+    }
+    let scope = if what.is_empty() {
+        "all namespaces".to_owned()
+    } else {
+        what.join(", ")
+    };
+    format!("pktpath: tracing {scope} on {hooks} hooks (Ctrl-C to stop)")
+}

@@ -1,0 +1,210 @@
+//! `pktpath trace` end to end: the built binary, run against pings between fresh namespaces,
+//! prints JSON Lines with the documented fields; it stops after -c events or on SIGINT with
+//! a one-line count on stderr; without privileges it prints one line and exits 3.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    os::unix::fs::PermissionsExt as _,
+    process::{Child, ChildStderr, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use pktpath_tests::{TwoHosts, require_root, run};
+
+const PKTPATH: &str = env!("CARGO_BIN_EXE_pktpath");
+
+/// Kills the child if the test fails before it exits.
+struct Reaper(Child);
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Forwards the child's stderr lines to a channel.
+fn stderr_lines(stderr: ChildStderr) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Starts `pktpath trace ARGS` and waits until it says it is attached.
+fn start(args: &[&str]) -> (Reaper, mpsc::Receiver<String>) {
+    let mut child = Command::new(PKTPATH)
+        .arg("trace")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pktpath trace");
+    let rx = stderr_lines(child.stderr.take().expect("stderr"));
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("pktpath trace says something on stderr");
+    assert!(
+        first.starts_with("pktpath: tracing ") && first.ends_with("(Ctrl-C to stop)"),
+        "first stderr line: {first}"
+    );
+    (Reaper(child), rx)
+}
+
+/// Waits for the child to exit; panics after `timeout`.
+fn wait_exit(child: &mut Reaper, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "pktpath trace did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn trace_cli_json_lines_for_pings_in_a_namespace() {
+    require_root();
+    let lab = TwoHosts::new();
+    let ns_b = lab.b.inode();
+    let ns_a = lab.a.inode();
+    let ix_b = run::ifindex(&lab.b.name, &lab.link.b);
+    let count = 20;
+    let (mut child, stderr) = start(&[
+        "--netns",
+        &lab.b.name,
+        "--output",
+        "json",
+        "-c",
+        &count.to_string(),
+    ]);
+    assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, 5), 5);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().expect("stdout"), &mut stdout)
+        .expect("read stdout");
+    let summary: Vec<String> = stderr.try_iter().collect();
+    assert_eq!(
+        summary,
+        vec![format!("pktpath: {count} events, 0 lost")],
+        "exit line"
+    );
+
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(events.len(), count, "-c {count}");
+    for ev in &events {
+        for key in [
+            "schema_version",
+            "ts_ns",
+            "packet_id",
+            "hook",
+            "ifname",
+            "ifindex",
+            "netns",
+            "netns_name",
+            "proto",
+            "src",
+            "dst",
+            "sport",
+            "dport",
+            "len",
+            "delta_ns",
+            "drop_reason",
+            "drop_location",
+        ] {
+            assert!(ev.get(key).is_some(), "event lacks {key}: {ev}");
+        }
+        assert_eq!(ev["schema_version"], 1);
+        let netns = ev["netns"].as_u64().expect("netns is a number");
+        // Frees of packets that passed the filter are reported wherever they happen.
+        let free = ev["hook"] == "kfree_skb" || ev["hook"] == "consume_skb";
+        assert!(
+            netns == ns_b || (free && netns == ns_a),
+            "outside the filter: {ev}"
+        );
+        if netns == ns_b {
+            assert_eq!(ev["netns_name"], lab.b.name.as_str(), "{ev}");
+        }
+    }
+    let requests: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["hook"] == "netif_receive_skb" && e["proto"] == "icmp" && e["icmp_type"] == 8)
+        .collect();
+    assert!(
+        requests.len() >= 2,
+        "echo requests received in b: {events:#?}"
+    );
+    for r in &requests {
+        assert_eq!(r["ifname"], lab.link.b.as_str());
+        assert_eq!(r["ifindex"], ix_b);
+        assert_eq!(r["src"], TwoHosts::A4);
+        assert_eq!(r["dst"], TwoHosts::B4);
+        assert_eq!(r["len"], 84);
+        assert!(r["delta_ns"].as_u64().is_some(), "netif_rx came first: {r}");
+    }
+    let ts: Vec<u64> = events.iter().filter_map(|e| e["ts_ns"].as_u64()).collect();
+    assert_eq!(ts.len(), events.len());
+}
+
+#[test]
+fn trace_cli_stops_cleanly_on_sigint_with_a_text_count() {
+    require_root();
+    let lab = TwoHosts::new();
+    let (mut child, stderr) = start(&["--netns", &lab.a.name, "--hooks", "net:net_dev_queue"]);
+    assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, 2), 2);
+    // SAFETY: signalling our own child, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) }, 0);
+    let status = wait_exit(&mut child, Duration::from_secs(5));
+    assert!(status.success(), "exit status after SIGINT: {status}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().expect("stdout"), &mut stdout)
+        .expect("read stdout");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let echo = lines
+        .iter()
+        .filter(|l| l.contains("net_dev_queue") && l.contains("echo request"))
+        .count();
+    assert_eq!(echo, 2, "text output:\n{stdout}");
+    assert!(lines.iter().all(|l| l.contains(&lab.a.name)), "{stdout}");
+    let summary: Vec<String> = stderr.try_iter().collect();
+    assert_eq!(
+        summary,
+        vec![format!("pktpath: {} events, 0 lost", lines.len())]
+    );
+}
+
+#[test]
+fn trace_cli_without_privileges_is_one_line_and_exit_3() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("pktpath-trace-nonroot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("pktpath");
+    std::fs::copy(PKTPATH, &bin).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["trace", "-c", "1"])
+        .current_dir("/")
+        .output()
+        .expect("run setpriv");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("pktpath: missing capability CAP_BPF: tracing"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}

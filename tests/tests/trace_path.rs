@@ -1,0 +1,261 @@
+//! `pktpath trace` on real packets in fresh namespaces: every hop of a ping in order with the
+//! right interfaces and namespaces (IPv4 and IPv6), a forwarded packet's journey through a
+//! router, and a drop with the kernel's reason and a symbolized location.
+
+use std::{net::UdpSocket, time::Duration};
+
+use pktpath_common::trace::Hook;
+use pktpath_core::trace::{Event, TraceConfig};
+use pktpath_tests::{RouterLab, TwoHosts, require_root, run, trace::Tracing};
+
+/// Where a hook ran: (netns inode, interface, ifindex).
+fn at(ev: &Event) -> (u64, &str, u32) {
+    (u64::from(ev.netns), ev.ifname.as_str(), ev.ifindex)
+}
+
+/// The events of the first journey matching `first`, in ring order.
+fn journey(events: &[Event], first: impl Fn(&Event) -> bool) -> Vec<&Event> {
+    let Some(id) = events.iter().find(|e| first(e)).map(|e| e.packet_id) else {
+        return Vec::new();
+    };
+    events.iter().filter(|e| e.packet_id == id).collect()
+}
+
+fn hooks(j: &[&Event]) -> Vec<&'static str> {
+    j.iter().map(|e| e.hook).collect()
+}
+
+fn position(j: &[&Event], hook: Hook) -> usize {
+    j.iter()
+        .position(|e| e.hook == hook.name())
+        .unwrap_or_else(|| panic!("no {} in journey {:?}", hook.name(), hooks(j)))
+}
+
+/// One echo request a -> b and its reply: both journeys show transmit on the sender's veth
+/// end (its namespace, its ifindex) and then receive on the peer's, in that order, with
+/// non-decreasing time; the reply comes after the request.
+fn ping_hops(v6: bool) {
+    require_root();
+    let lab = TwoHosts::new();
+    let (ns_a, ns_b) = (lab.a.inode(), lab.b.inode());
+    let (ix_a, ix_b) = (
+        run::ifindex(&lab.a.name, &lab.link.a),
+        run::ifindex(&lab.b.name, &lab.link.b),
+    );
+    let (src, dst, proto) = if v6 {
+        (TwoHosts::A6, TwoHosts::B6, "icmp6")
+    } else {
+        (TwoHosts::A4, TwoHosts::B4, "icmp")
+    };
+    // No in-kernel filter: both namespaces are watched, others are ignored here.
+    let mut t = Tracing::start(&TraceConfig::default());
+    assert_eq!(run::ping(&lab.a.name, dst, 1), 1, "ping {dst}");
+    let is_echo = |e: &Event, ty4: u8, ty6: u8| {
+        e.proto == proto && e.icmp_type == Some(if v6 { ty6 } else { ty4 })
+    };
+    let events = t.collect(
+        Duration::from_secs(5),
+        |e| [ns_a, ns_b].contains(&u64::from(e.netns)) && e.proto == proto,
+        |evs| {
+            evs.iter()
+                .any(|e| is_echo(e, 0, 129) && e.hook == Hook::NetifReceiveSkb.name())
+        },
+    );
+    // The journey that leaves through the stack (ping may also see copies consumed
+    // elsewhere, e.g. by raw sockets).
+    let queued = |e: &Event| e.hook == Hook::NetDevQueue.name();
+    let request = journey(&events, |e| is_echo(e, 8, 128) && queued(e));
+    let reply = journey(&events, |e| is_echo(e, 0, 129) && queued(e));
+    assert!(!request.is_empty() && !reply.is_empty(), "saw {events:#?}");
+
+    for (what, j, from, to) in [
+        (
+            "request",
+            &request,
+            (ns_a, lab.link.a.as_str(), ix_a),
+            (ns_b, lab.link.b.as_str(), ix_b),
+        ),
+        (
+            "reply",
+            &reply,
+            (ns_b, lab.link.b.as_str(), ix_b),
+            (ns_a, lab.link.a.as_str(), ix_a),
+        ),
+    ] {
+        let seq = hooks(j);
+        let queue = position(j, Hook::NetDevQueue);
+        let start = position(j, Hook::NetDevStartXmit);
+        let xmit = position(j, Hook::NetDevXmit);
+        let rx = position(j, Hook::NetifRx);
+        let recv = position(j, Hook::NetifReceiveSkb);
+        assert!(
+            queue < start && start < xmit && start < rx && rx < recv,
+            "{what}: {seq:?}"
+        );
+        for i in [queue, start, xmit] {
+            assert_eq!(
+                at(j[i]),
+                from,
+                "{what} {} on the sender side: {seq:?}",
+                j[i].hook
+            );
+        }
+        for i in [rx, recv] {
+            assert_eq!(
+                at(j[i]),
+                to,
+                "{what} {} on the receiver side: {seq:?}",
+                j[i].hook
+            );
+        }
+        for e in j.iter() {
+            let (s, d) = if what == "request" {
+                (src, dst)
+            } else {
+                (dst, src)
+            };
+            assert_eq!(
+                (e.src.as_deref(), e.dst.as_deref()),
+                (Some(s), Some(d)),
+                "{what}"
+            );
+        }
+        assert_eq!(j[0].delta_ns, None, "{what}: first hop has no delta");
+        assert!(
+            j.windows(2)
+                .all(|w| w[1].ts_ns >= w[0].ts_ns && w[1].delta_ns.is_some()),
+            "{what}: time goes forward along the journey"
+        );
+        let name_b = Some(lab.b.name.as_str());
+        assert_eq!(
+            j[recv].netns_name.as_deref() == name_b,
+            to.0 == ns_b,
+            "netns name"
+        );
+    }
+    assert_ne!(request[0].packet_id, reply[0].packet_id);
+    assert!(reply[0].ts_ns > request[0].ts_ns, "reply after request");
+}
+
+#[test]
+fn trace_ping_hops_ipv4() {
+    ping_hops(false);
+}
+
+#[test]
+fn trace_ping_hops_ipv6() {
+    ping_hops(true);
+}
+
+/// Through a router, filtered in the kernel to the router's namespace: one echo request is
+/// received on the client-side interface and transmitted on the upstream one, as one
+/// journey with growing time.
+#[test]
+fn trace_forwarded_journey_through_router() {
+    require_root();
+    let lab = RouterLab::new();
+    let router = lab.router.inode();
+    let ix_in = run::ifindex(&lab.router.name, &lab.client_link.a);
+    let ix_out = run::ifindex(&lab.router.name, &lab.up1_link.a);
+    // Resolve ARP first, so the traced request is forwarded at once.
+    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
+    let cfg = TraceConfig {
+        netns: Some(u32::try_from(router).expect("32-bit inode")),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
+    let events = t.collect(
+        Duration::from_secs(5),
+        |e| e.proto == "icmp",
+        |evs| {
+            evs.iter()
+                .any(|e| e.icmp_type == Some(0) && e.hook == "net_dev_xmit")
+        },
+    );
+    for e in &events {
+        if e.hook != "kfree_skb" && e.hook != "consume_skb" {
+            assert_eq!(
+                u64::from(e.netns),
+                router,
+                "kernel netns filter let {e:?} through"
+            );
+        }
+    }
+    let j = journey(&events, |e| e.icmp_type == Some(8));
+    let seq = hooks(&j);
+    let recv = position(&j, Hook::NetifReceiveSkb);
+    let out = position(&j, Hook::NetDevXmit);
+    assert!(recv < out, "received before sent: {seq:?}");
+    assert_eq!(
+        (j[recv].ifname.as_str(), j[recv].ifindex),
+        (lab.client_link.a.as_str(), ix_in),
+        "{seq:?}"
+    );
+    assert_eq!(
+        (j[out].ifname.as_str(), j[out].ifindex),
+        (lab.up1_link.a.as_str(), ix_out),
+        "{seq:?}"
+    );
+    assert_eq!(j[recv].packet_id, j[out].packet_id);
+    assert!(j[recv + 1..=out].iter().all(|e| e.delta_ns.is_some()));
+    assert!(
+        j[out].ts_ns > j[recv].ts_ns,
+        "time passes between receive and transmit"
+    );
+    assert!(
+        j[recv + 1..=out]
+            .iter()
+            .any(|e| e.delta_ns.unwrap_or(0) > 0),
+        "{seq:?}"
+    );
+    assert_eq!(j[out].dst.as_deref(), Some(RouterLab::UP1_4));
+}
+
+/// A UDP datagram to a closed port is dropped by the kernel with NO_SOCKET, at a location
+/// that resolves to a kernel symbol.
+#[test]
+fn trace_udp_to_closed_port_is_a_no_socket_drop() {
+    require_root();
+    let lab = TwoHosts::new();
+    let ns_b = lab.b.inode();
+    let cfg = TraceConfig {
+        netns: Some(u32::try_from(ns_b).expect("32-bit inode")),
+        hooks: vec![Hook::NetifReceiveSkb, Hook::KfreeSkb],
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    let sport = lab
+        .a
+        .handle()
+        .run(|| {
+            let sock = UdpSocket::bind("10.77.0.1:0").expect("bind in a");
+            sock.send_to(b"pktpath", format!("{}:9", TwoHosts::B4))
+                .expect("send a datagram");
+            sock.local_addr().expect("local address").port()
+        })
+        .expect("enter namespace a");
+    let ours = |e: &Event| e.proto == "udp" && e.sport == Some(sport) && e.dport == Some(9);
+    let events = t.collect(Duration::from_secs(5), ours, |evs| {
+        evs.iter().any(|e| e.hook == "kfree_skb")
+    });
+    let drop = events
+        .iter()
+        .find(|e| e.hook == "kfree_skb")
+        .unwrap_or_else(|| panic!("no drop among {events:#?}"));
+    assert_eq!(drop.drop_reason.as_deref(), Some("NO_SOCKET"));
+    let loc = drop.drop_location.as_deref().unwrap_or_default();
+    assert!(
+        !loc.is_empty() && !loc.starts_with("0x") && loc.contains("+0x"),
+        "location `{loc}` is a symbol+offset"
+    );
+    assert_eq!(u64::from(drop.netns), ns_b);
+    assert_eq!(drop.ifname, lab.link.b);
+    assert_eq!(drop.dst.as_deref(), Some(TwoHosts::B4));
+    let rx = events
+        .iter()
+        .find(|e| e.hook == "netif_receive_skb")
+        .expect("the datagram was received first");
+    assert_eq!(rx.packet_id, drop.packet_id);
+    assert!(drop.delta_ns.is_some_and(|d| d > 0));
+}
