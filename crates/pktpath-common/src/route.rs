@@ -41,14 +41,18 @@ impl IfaceCounters {
 }
 
 // ---------------------------------------------------------------------------------------
-// Policy classification: tuple space search over double-buffered tables.
+// Policy classification: tuple space search with merged tuples, over double-buffered
+// tables.
 //
-// User space compiles the policy set into "tuples" (one per distinct match shape: which
-// fields a policy constrains and with which prefix lengths / masks) and one hash entry per
-// (tuple, masked field values). Per packet the program masks its fields with each tuple's
-// masks and looks the result up: the cost grows with the number of distinct shapes (bounded
-// by MAX_TUPLES), not with the number of policies. Tuples are sorted by the best priority
-// they hold, so the search stops as soon as no later tuple can beat the match in hand.
+// User space compiles the policy set into a few "tuples" (masks: family, prefix lengths,
+// protocol or not, exact ports or not, ...). Each policy lives in one tuple whose masks are
+// no more specific than its own match, under the hash key its fields give once masked; the
+// hash value is a small bucket of candidate policies (sorted by priority), each with its
+// complete match. Per packet the program masks its fields with each tuple's masks, looks
+// the key up, and checks the bucket's candidates: the cost is a few hash lookups and a few
+// candidate checks, growing with neither the number of policies nor their variety.
+// Tuples are sorted by the best priority they hold, so the search stops as soon as no
+// later tuple can beat the match in hand.
 //
 // Two generations of tables exist; ROUTE_STATE[STATE_ACTIVE_GEN] says which one packets
 // use. An apply fills the other generation, then flips that one word: each packet sees the
@@ -68,7 +72,7 @@ pub const MAX_POLICY_SLOTS: u32 = 1 << 17;
 
 /// Array of [`TupleMask`], index `gen * MAX_TUPLES + i`.
 pub const MAP_TUPLES: &str = "ROUTE_TUPLES";
-/// Hash of [`ClassKey`] to [`RuleValue`].
+/// Hash of [`ClassKey`] to [`Bucket`].
 pub const MAP_RULES: &str = "ROUTE_RULES";
 /// Array of [`NextHop`] by index.
 pub const MAP_NEXTHOPS: &str = "ROUTE_NEXTHOPS";
@@ -145,6 +149,14 @@ pub const ACTION_TABLE: u8 = 3;
 pub const RULE_SET_MARK: u8 = 1;
 pub const RULE_SET_DSCP: u8 = 2;
 
+/// `RuleMatch::flags`: which optional fields the policy constrains.
+pub const MATCH_PROTO: u8 = 1;
+pub const MATCH_DSCP: u8 = 2;
+pub const MATCH_IIF: u8 = 4;
+
+/// Candidates one bucket holds.
+pub const BUCKET_RULES: usize = 8;
+
 /// The policy a rule hash entry belongs to, and its action.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -162,6 +174,53 @@ pub struct RuleValue {
 }
 crate::assert_size!(RuleValue, 24);
 crate::impl_pod!(RuleValue);
+
+/// One policy's complete match, checked against a packet found in its bucket.
+/// Port ranges are inclusive; an unconstrained port is 0..=65535.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleMatch {
+    pub family: u8,
+    pub proto: u8,
+    pub dscp: u8,
+    /// MATCH_* bits.
+    pub flags: u8,
+    pub sport_lo: u16,
+    pub sport_hi: u16,
+    pub dport_lo: u16,
+    pub dport_hi: u16,
+    pub iif: u32,
+    pub mark_value: u32,
+    pub mark_mask: u32,
+    pub src: [u8; 16],
+    pub src_mask: [u8; 16],
+    pub dst: [u8; 16],
+    pub dst_mask: [u8; 16],
+    pub value: RuleValue,
+}
+crate::assert_size!(RuleMatch, 112);
+crate::impl_pod!(RuleMatch);
+
+/// The candidates under one hash key, best priority first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bucket {
+    pub count: u32,
+    pub _pad: u32,
+    pub rules: [RuleMatch; BUCKET_RULES],
+}
+crate::assert_size!(Bucket, 8 + 112 * BUCKET_RULES);
+crate::impl_pod!(Bucket);
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            _pad: 0,
+            rules: [RuleMatch::default(); BUCKET_RULES],
+        }
+    }
+}
 
 /// A next hop: egress interface, gateway, and optionally fixed MAC addresses.
 #[repr(C)]

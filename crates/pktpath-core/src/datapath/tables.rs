@@ -11,9 +11,9 @@ use aya::{
     util::nr_cpus,
 };
 use pktpath_common::route::{
-    ClassKey, GENERATIONS, IfaceCounters, MAP_IFACE_STATS, MAP_NEXTHOPS, MAP_POLICY_STATS,
-    MAP_RULES, MAP_STATE, MAP_TUPLES, MAX_TUPLES, NextHop, PolicyCounters, RuleValue,
-    STATE_ACTIVE_GEN, STATE_TUPLE_COUNT, TupleMask,
+    Bucket, ClassKey, GENERATIONS, IfaceCounters, MAP_IFACE_STATS, MAP_NEXTHOPS, MAP_POLICY_STATS,
+    MAP_RULES, MAP_STATE, MAP_TUPLES, MAX_TUPLES, NextHop, PolicyCounters, STATE_ACTIVE_GEN,
+    STATE_TUPLE_COUNT, TupleMask,
 };
 
 use super::tuples::Tables;
@@ -41,7 +41,7 @@ fn map_err(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> Tabl
 /// Handles on the data path's maps.
 pub struct DatapathMaps {
     tuples: Array<MapData, TupleMask>,
-    rules: HashMap<MapData, ClassKey, RuleValue>,
+    rules: HashMap<MapData, ClassKey, Bucket>,
     state: Array<MapData, u32>,
     nexthops: Array<MapData, NextHop>,
     policy_stats: PerCpuArray<MapData, PolicyCounters>,

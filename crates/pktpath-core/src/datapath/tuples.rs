@@ -1,18 +1,25 @@
-//! Compiling match rules into tuple-space search tables.
+//! Compiling match rules into merged tuple-space search tables.
 //!
-//! Each rule becomes one or more hash entries under a "tuple": the set of masks its match
-//! uses (family, input interface or not, source and destination prefix lengths, protocol or
-//! not, port prefix lengths, DSCP or not, fwmark mask). Port ranges become port prefixes,
-//! widened to the lengths 0, 4, 8, 12 or 16 bits so that one range adds at most a few
-//! tuples. Per packet the kernel does one hash lookup per tuple, best tuples first: the
-//! cost grows with the number of distinct match shapes, not with the number of rules.
+//! A tuple is a set of masks (family, source and destination prefix lengths, protocol or
+//! not, exact ports or not, input interface or not, DSCP or not, fwmark mask). Rules are
+//! placed in priority order: each goes into the most specific existing tuple that is no
+//! more specific than its own match and whose bucket for the rule's key has room (at most
+//! [`BUCKET_RULES`] candidates); failing that, into a new tuple keyed on its prefixes only
+//! (rounded down to a multiple of 8 bits, 16 for IPv6), then into one of its exact shape,
+//! and as a last resort under port prefixes (a port range split into prefixes widened to 0,
+//! 4, 8, 12 or 16 bits). Each bucket entry carries the rule's complete match, which the
+//! data path checks. So a few tuples serve many rules of many shapes, and the per-packet
+//! cost (one hash lookup per tuple, a few candidate checks) grows with neither.
 //!
 //! [`Lookup`] mirrors the kernel's search in plain Rust, so the compilation is tested
 //! against a linear scan without root.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use pktpath_common::route::{ClassKey, FAMILY_V4, FAMILY_V6, MAX_TUPLES, RuleValue, TupleMask};
+use pktpath_common::route::{
+    BUCKET_RULES, Bucket, ClassKey, FAMILY_V4, FAMILY_V6, MATCH_DSCP, MATCH_IIF, MATCH_PROTO,
+    MAX_TUPLES, RuleMatch, RuleValue, TupleMask,
+};
 
 /// Port prefix lengths the tables use; a port prefix is widened to the next one.
 const PORT_LENGTHS: [u8; 5] = [0, 4, 8, 12, 16];
@@ -59,7 +66,7 @@ pub struct PacketFields {
 pub struct Tables {
     /// Sorted by `min_priority`.
     pub tuples: Vec<TupleMask>,
-    pub entries: Vec<(ClassKey, RuleValue)>,
+    pub entries: Vec<(ClassKey, Bucket)>,
 }
 
 /// A rule set the tables cannot hold.
@@ -71,9 +78,13 @@ pub enum CompileError {
     TooManyShapes { needed: usize, max: u32 },
     #[error("rule with priority {priority}: {what}")]
     Invalid { priority: u32, what: String },
+    #[error(
+        "more than {max} policies (the one with priority {priority} among them) match the same fields and differ only in port ranges that overlap the same port prefix: merge some of them"
+    )]
+    BucketOverflow { priority: u32, max: usize },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Shape {
     family: u8,
     iif: bool,
@@ -143,10 +154,273 @@ fn port_entries(range: Option<(u16, u16)>) -> Vec<(u16, u8)> {
     out
 }
 
+impl Shape {
+    /// Whether a rule of shape `rule` may live in a tuple of this shape.
+    fn admits(&self, rule: &Shape) -> bool {
+        self.family == rule.family
+            && self.src_len <= rule.src_len
+            && self.dst_len <= rule.dst_len
+            && (!self.proto || rule.proto)
+            && (!self.iif || rule.iif)
+            && (!self.dscp || rule.dscp)
+            && self.sport_len <= rule.sport_len
+            && self.dport_len <= rule.dport_len
+            && self.mark_mask & !rule.mark_mask == 0
+    }
+
+    fn specificity(&self) -> u32 {
+        self.src_len as u32
+            + self.dst_len as u32
+            + 8 * (self.proto as u32 + self.iif as u32 + self.dscp as u32)
+            + self.sport_len as u32
+            + self.dport_len as u32
+            + self.mark_mask.count_ones()
+    }
+
+    /// Prefixes only, rounded down: the default home of a new rule.
+    fn coarse(&self) -> Shape {
+        let step = if self.family == FAMILY_V4 { 8 } else { 16 };
+        Shape {
+            family: self.family,
+            src_len: self.src_len / step * step,
+            dst_len: self.dst_len / step * step,
+            ..Default::default()
+        }
+    }
+
+    fn mask(&self, min_priority: u32) -> TupleMask {
+        TupleMask {
+            family: self.family,
+            proto: if self.proto { 0xff } else { 0 },
+            dscp: if self.dscp { 0x3f } else { 0 },
+            sport: port_mask(self.sport_len),
+            dport: port_mask(self.dport_len),
+            iif: if self.iif { u32::MAX } else { 0 },
+            mark: self.mark_mask,
+            src: prefix_mask(self.src_len),
+            dst: prefix_mask(self.dst_len),
+            min_priority,
+            ..Default::default()
+        }
+    }
+}
+
+/// One rule for one family, ready to be placed.
+struct Placing {
+    shape: Shape,
+    m: RuleMatch,
+    sport: Option<(u16, u16)>,
+    dport: Option<(u16, u16)>,
+}
+
+impl Placing {
+    /// The hash key of this rule in a tuple of shape `t`, with the given port values.
+    fn key(&self, t: &Shape, sport: u16, dport: u16) -> ClassKey {
+        ClassKey {
+            family: self.m.family,
+            proto: if t.proto { self.m.proto } else { 0 },
+            dscp: if t.dscp { self.m.dscp } else { 0 },
+            sport: sport & port_mask(t.sport_len),
+            dport: dport & port_mask(t.dport_len),
+            iif: if t.iif { self.m.iif } else { 0 },
+            mark: self.m.mark_value & t.mark_mask,
+            src: and16(&self.m.src, &prefix_mask(t.src_len)),
+            dst: and16(&self.m.dst, &prefix_mask(t.dst_len)),
+            ..Default::default()
+        }
+    }
+}
+
+struct TupleBuild {
+    shape: Shape,
+    /// Port-prefix tuples of the last resort are not offered to other rules.
+    expansion: bool,
+    min_priority: u32,
+    buckets: HashMap<ClassKey, Vec<RuleMatch>>,
+}
+
+fn same_match(a: &RuleMatch, b: &RuleMatch) -> bool {
+    RuleMatch {
+        value: RuleValue::default(),
+        ..*a
+    } == RuleMatch {
+        value: RuleValue::default(),
+        ..*b
+    }
+}
+
+impl TupleBuild {
+    /// Adds `m` under `key` unless the bucket is full; an identical match already there
+    /// (better priority, rules come in priority order) makes `m` unreachable: done.
+    fn offer(&mut self, key: ClassKey, m: &RuleMatch) -> bool {
+        let bucket = self.buckets.entry(key).or_default();
+        if bucket.iter().any(|b| same_match(b, m)) {
+            return true;
+        }
+        if bucket.len() >= BUCKET_RULES {
+            return false;
+        }
+        bucket.push(*m);
+        self.min_priority = self.min_priority.min(m.value.priority);
+        true
+    }
+}
+
+fn validate(rule: &Rule, family: u8) -> Result<(), CompileError> {
+    let max_len = if family == FAMILY_V4 { 32 } else { 128 };
+    for (what, p) in [("source", rule.src), ("destination", rule.dst)] {
+        if let Some((_, len)) = p
+            && len > max_len
+        {
+            return Err(CompileError::Invalid {
+                priority: rule.priority,
+                what: format!("{what} prefix length {len} is longer than {max_len}"),
+            });
+        }
+    }
+    for (what, r) in [("source", rule.sport), ("destination", rule.dport)] {
+        if let Some((lo, hi)) = r
+            && (lo == 0 || lo > hi)
+        {
+            return Err(CompileError::Invalid {
+                priority: rule.priority,
+                what: format!("{what} port range {lo}-{hi} must be within 1-65535 and low to high"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn placing(rule: &Rule, family: u8) -> Placing {
+    let (src, src_len) = rule.src.unwrap_or(([0; 16], 0));
+    let (dst, dst_len) = rule.dst.unwrap_or(([0; 16], 0));
+    let (mark_value, mark_mask) = rule.mark.unwrap_or((0, 0));
+    let exact = |r: Option<(u16, u16)>| {
+        if r.is_some_and(|(lo, hi)| lo == hi) {
+            16
+        } else {
+            0
+        }
+    };
+    let range = |r: Option<(u16, u16)>| r.unwrap_or((0, u16::MAX));
+    let mut flags = 0;
+    if rule.proto.is_some() {
+        flags |= MATCH_PROTO;
+    }
+    if rule.dscp.is_some() {
+        flags |= MATCH_DSCP;
+    }
+    if rule.iif.is_some() {
+        flags |= MATCH_IIF;
+    }
+    let m = RuleMatch {
+        family,
+        proto: rule.proto.unwrap_or(0),
+        dscp: rule.dscp.unwrap_or(0) & 0x3f,
+        flags,
+        sport_lo: range(rule.sport).0,
+        sport_hi: range(rule.sport).1,
+        dport_lo: range(rule.dport).0,
+        dport_hi: range(rule.dport).1,
+        iif: rule.iif.unwrap_or(0),
+        mark_value: mark_value & mark_mask,
+        mark_mask,
+        src: and16(&src, &prefix_mask(src_len)),
+        src_mask: prefix_mask(src_len),
+        dst: and16(&dst, &prefix_mask(dst_len)),
+        dst_mask: prefix_mask(dst_len),
+        value: RuleValue {
+            priority: rule.priority,
+            ..rule.value
+        },
+    };
+    let shape = Shape {
+        family,
+        iif: rule.iif.is_some(),
+        src_len,
+        dst_len,
+        proto: rule.proto.is_some(),
+        sport_len: exact(rule.sport),
+        dport_len: exact(rule.dport),
+        dscp: rule.dscp.is_some(),
+        mark_mask,
+    };
+    Placing {
+        shape,
+        m,
+        sport: rule.sport,
+        dport: rule.dport,
+    }
+}
+
+fn place(tuples: &mut Vec<TupleBuild>, p: &Placing) -> Result<(), CompileError> {
+    let (sport, dport) = (p.m.sport_lo, p.m.dport_lo);
+    // 1. The most specific existing tuple that admits the rule and has room.
+    let mut fitting: Vec<usize> = (0..tuples.len())
+        .filter(|&i| !tuples[i].expansion && tuples[i].shape.admits(&p.shape))
+        .collect();
+    fitting.sort_by_key(|&i| std::cmp::Reverse(tuples[i].shape.specificity()));
+    for i in fitting {
+        let key = p.key(&tuples[i].shape, sport, dport);
+        if tuples[i].offer(key, &p.m) {
+            return Ok(());
+        }
+    }
+    // 2. A new tuple on the rule's (rounded) prefixes, then one of its exact shape.
+    for shape in [p.shape.coarse(), p.shape] {
+        if tuples.iter().any(|t| !t.expansion && t.shape == shape) {
+            continue; // already tried above
+        }
+        let mut t = TupleBuild {
+            shape,
+            expansion: false,
+            min_priority: u32::MAX,
+            buckets: HashMap::new(),
+        };
+        let ok = t.offer(p.key(&shape, sport, dport), &p.m);
+        tuples.push(t);
+        if ok {
+            return Ok(());
+        }
+    }
+    // 3. Last resort: port prefixes, so rules that differ only in port ranges separate.
+    for (sp, spl) in port_entries(p.sport) {
+        for (dp, dpl) in port_entries(p.dport) {
+            let shape = Shape {
+                sport_len: spl,
+                dport_len: dpl,
+                ..p.shape
+            };
+            let i = match tuples.iter().position(|t| t.expansion && t.shape == shape) {
+                Some(i) => i,
+                None => {
+                    tuples.push(TupleBuild {
+                        shape,
+                        expansion: true,
+                        min_priority: u32::MAX,
+                        buckets: HashMap::new(),
+                    });
+                    tuples.len() - 1
+                }
+            };
+            let key = p.key(&shape, sp, dp);
+            if !tuples[i].offer(key, &p.m) {
+                return Err(CompileError::BucketOverflow {
+                    priority: p.m.value.priority,
+                    max: BUCKET_RULES,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Compiles rules into tables. Rules may come in any order.
 pub fn compile(rules: &[Rule]) -> Result<Tables, CompileError> {
-    let mut by_shape: BTreeMap<Shape, (u32, HashMap<ClassKey, RuleValue>)> = BTreeMap::new();
-    for rule in rules {
+    let mut order: Vec<&Rule> = rules.iter().collect();
+    order.sort_by_key(|r| r.priority);
+    let mut tuples: Vec<TupleBuild> = Vec::new();
+    for rule in order {
         let families: &[u8] = match rule.family {
             Some(FAMILY_V4) => &[FAMILY_V4],
             Some(FAMILY_V6) => &[FAMILY_V6],
@@ -159,114 +433,51 @@ pub fn compile(rules: &[Rule]) -> Result<Tables, CompileError> {
             None => &[FAMILY_V4, FAMILY_V6],
         };
         for &family in families {
-            let max_len = if family == FAMILY_V4 { 32 } else { 128 };
-            for (what, p) in [("source", rule.src), ("destination", rule.dst)] {
-                if let Some((_, len)) = p
-                    && len > max_len
-                {
-                    return Err(CompileError::Invalid {
-                        priority: rule.priority,
-                        what: format!("{what} prefix length {len} is longer than {max_len}"),
-                    });
-                }
-            }
-            for (what, r) in [("source", rule.sport), ("destination", rule.dport)] {
-                if let Some((lo, hi)) = r
-                    && (lo == 0 || lo > hi)
-                {
-                    return Err(CompileError::Invalid {
-                        priority: rule.priority,
-                        what: format!(
-                            "{what} port range {lo}-{hi} must be within 1-65535 and low to high"
-                        ),
-                    });
-                }
-            }
-            let (src_addr, src_len) = rule.src.unwrap_or(([0; 16], 0));
-            let (dst_addr, dst_len) = rule.dst.unwrap_or(([0; 16], 0));
-            let (mark_value, mark_mask) = rule.mark.unwrap_or((0, 0));
-            for (sport, sport_len) in port_entries(rule.sport) {
-                for (dport, dport_len) in port_entries(rule.dport) {
-                    let shape = Shape {
-                        family,
-                        iif: rule.iif.is_some(),
-                        src_len,
-                        dst_len,
-                        proto: rule.proto.is_some(),
-                        sport_len,
-                        dport_len,
-                        dscp: rule.dscp.is_some(),
-                        mark_mask,
-                    };
-                    let key = ClassKey {
-                        family,
-                        proto: rule.proto.unwrap_or(0),
-                        dscp: rule.dscp.unwrap_or(0) & 0x3f,
-                        sport,
-                        dport,
-                        iif: rule.iif.unwrap_or(0),
-                        mark: mark_value & mark_mask,
-                        src: and16(&src_addr, &prefix_mask(src_len)),
-                        dst: and16(&dst_addr, &prefix_mask(dst_len)),
-                        ..Default::default()
-                    };
-                    let value = RuleValue {
-                        priority: rule.priority,
-                        ..rule.value
-                    };
-                    let (min, entries) =
-                        by_shape.entry(shape).or_insert((u32::MAX, HashMap::new()));
-                    *min = (*min).min(rule.priority);
-                    entries
-                        .entry(key)
-                        .and_modify(|v| {
-                            if value.priority < v.priority {
-                                *v = value;
-                            }
-                        })
-                        .or_insert(value);
-                }
-            }
+            validate(rule, family)?;
+            place(&mut tuples, &placing(rule, family))?;
         }
     }
-    if by_shape.len() > MAX_TUPLES as usize {
+    tuples.retain(|t| !t.buckets.is_empty());
+    if tuples.len() > MAX_TUPLES as usize {
         return Err(CompileError::TooManyShapes {
-            needed: by_shape.len(),
+            needed: tuples.len(),
             max: MAX_TUPLES,
         });
     }
-    let mut shapes: Vec<(Shape, u32, HashMap<ClassKey, RuleValue>)> = by_shape
-        .into_iter()
-        .map(|(s, (min, e))| (s, min, e))
-        .collect();
-    shapes.sort_by_key(|(s, min, _)| (*min, *s));
+    tuples.sort_by_key(|t| (t.min_priority, t.shape));
     let mut tables = Tables::default();
-    for (index, (shape, min, entries)) in shapes.into_iter().enumerate() {
-        tables.tuples.push(TupleMask {
-            family: shape.family,
-            proto: if shape.proto { 0xff } else { 0 },
-            dscp: if shape.dscp { 0x3f } else { 0 },
-            sport: port_mask(shape.sport_len),
-            dport: port_mask(shape.dport_len),
-            iif: if shape.iif { u32::MAX } else { 0 },
-            mark: shape.mark_mask,
-            src: prefix_mask(shape.src_len),
-            dst: prefix_mask(shape.dst_len),
-            min_priority: min,
-            ..Default::default()
-        });
-        for (mut key, value) in entries {
+    for (index, t) in tuples.into_iter().enumerate() {
+        tables.tuples.push(t.shape.mask(t.min_priority));
+        for (mut key, rules) in t.buckets {
             key.tuple = index as u8;
-            tables.entries.push((key, value));
+            let mut bucket = Bucket {
+                count: rules.len() as u32,
+                ..Default::default()
+            };
+            bucket.rules[..rules.len()].copy_from_slice(&rules);
+            tables.entries.push((key, bucket));
         }
     }
     Ok(tables)
 }
 
+/// Whether a bucket candidate's complete match accepts the packet.
+pub fn candidate_matches(r: &RuleMatch, p: &PacketFields) -> bool {
+    r.family == p.family
+        && (r.flags & MATCH_PROTO == 0 || r.proto == p.proto)
+        && (r.flags & MATCH_DSCP == 0 || r.dscp == p.dscp)
+        && (r.flags & MATCH_IIF == 0 || r.iif == p.iif)
+        && p.mark & r.mark_mask == r.mark_value
+        && and16(&p.src, &r.src_mask) == r.src
+        && and16(&p.dst, &r.dst_mask) == r.dst
+        && (r.sport_lo..=r.sport_hi).contains(&p.sport)
+        && (r.dport_lo..=r.dport_hi).contains(&p.dport)
+}
+
 /// The kernel's search, in Rust, over indexed tables.
 pub struct Lookup<'a> {
     tables: &'a Tables,
-    index: HashMap<&'a ClassKey, &'a RuleValue>,
+    index: HashMap<&'a ClassKey, &'a Bucket>,
 }
 
 impl<'a> Lookup<'a> {
@@ -301,10 +512,17 @@ impl<'a> Lookup<'a> {
                 dst: and16(&p.dst, &t.dst),
                 ..Default::default()
             };
-            if let Some(v) = self.index.get(&key)
-                && best.is_none_or(|b| v.priority < b.priority)
-            {
-                best = Some(**v);
+            let Some(bucket) = self.index.get(&key) else {
+                continue;
+            };
+            for r in &bucket.rules[..(bucket.count as usize).min(BUCKET_RULES)] {
+                if best.is_some_and(|b| r.value.priority >= b.priority) {
+                    break;
+                }
+                if candidate_matches(r, p) {
+                    best = Some(r.value);
+                    break;
+                }
             }
         }
         best

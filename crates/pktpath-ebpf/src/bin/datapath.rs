@@ -8,22 +8,27 @@
 #![no_std]
 #![no_main]
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{
         BPF_F_NO_PREALLOC, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
         BPF_FIB_LOOKUP_DIRECT, BPF_FIB_LOOKUP_TBID, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup,
         bpf_redir_neigh,
     },
-    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh},
+    helpers::generated::{
+        bpf_fib_lookup as fib_lookup, bpf_loop, bpf_redirect, bpf_redirect_neigh,
+    },
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::TcContext,
 };
 use pktpath_common::route::{
-    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, ClassKey, FAMILY_V4, GENERATIONS,
-    IfaceCounters, MAX_IFACES, MAX_NEXTHOPS, MAX_POLICY_SLOTS, MAX_RULE_ENTRIES, MAX_TUPLES,
-    NextHop, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RuleValue, STATE_ACTIVE_GEN,
-    STATE_ENTRIES, STATE_TUPLE_COUNT, TupleMask,
+    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, BUCKET_RULES, Bucket, ClassKey,
+    FAMILY_V4, GENERATIONS, IfaceCounters, MATCH_DSCP, MATCH_IIF, MATCH_PROTO, MAX_IFACES,
+    MAX_NEXTHOPS, MAX_POLICY_SLOTS, MAX_RULE_ENTRIES, MAX_TUPLES, NextHop, PolicyCounters,
+    RULE_SET_DSCP, RULE_SET_MARK, RuleMatch, RuleValue, STATE_ACTIVE_GEN, STATE_ENTRIES,
+    STATE_TUPLE_COUNT, TupleMask,
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::packet::{self, Malformed, Parsed};
@@ -36,7 +41,7 @@ static IFACE_STATS: PerCpuHashMap<u32, IfaceCounters> =
 static ROUTE_TUPLES: Array<TupleMask> = Array::with_max_entries(MAX_TUPLES * GENERATIONS, 0);
 
 #[map(name = "ROUTE_RULES")]
-static ROUTE_RULES: HashMap<ClassKey, RuleValue> =
+static ROUTE_RULES: HashMap<ClassKey, Bucket> =
     HashMap::with_max_entries(MAX_RULE_ENTRIES, BPF_F_NO_PREALLOC);
 
 #[map(name = "ROUTE_NEXTHOPS")]
@@ -117,64 +122,146 @@ fn try_route(ctx: &TcContext, ifindex: u32) -> Result<(i32, Outcome), Malformed>
     })
 }
 
+/// State of one classification, shared with the `bpf_loop` callback.
+struct SearchCtx {
+    p: *const Parsed,
+    key: *mut Scratch,
+    ifindex: u32,
+    mark: u32,
+    generation: u32,
+    count: u32,
+    found: bool,
+    best: RuleValue,
+}
+
 /// Tuple space search over the active generation; the best (lowest) priority wins.
+/// The tuple loop runs through `bpf_loop`, so the verifier checks one tuple's work once
+/// rather than once per tuple and per path.
 #[inline(always)]
 fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<RuleValue> {
     let generation = *ROUTE_STATE.get(STATE_ACTIVE_GEN)? & 1;
     let count = *ROUTE_STATE.get(STATE_TUPLE_COUNT + generation)?;
-    let mut best: Option<RuleValue> = None;
-    let base = generation * MAX_TUPLES;
+    if count == 0 {
+        return None;
+    }
     let key = SCRATCH.get_ptr_mut(0)?;
-    for i in 0..MAX_TUPLES {
-        if i >= count {
+    let mut ctx = SearchCtx {
+        p,
+        key,
+        ifindex,
+        mark,
+        generation,
+        count,
+        found: false,
+        best: RuleValue::default(),
+    };
+    // SAFETY: `search_step` has the callback signature bpf_loop expects; `ctx` outlives it.
+    unsafe {
+        bpf_loop(
+            MAX_TUPLES,
+            search_step as *mut c_void,
+            (&raw mut ctx).cast(),
+            0,
+        )
+    };
+    ctx.found.then_some(ctx.best)
+}
+
+/// `bpf_loop` callback: tuple `index`; returns 1 to stop.
+extern "C" fn search_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the SearchCtx `classify` passed, alive for the whole loop; `p` points
+    // at the caller's parsed packet and `key` at this CPU's scratch slot.
+    let ctx = unsafe { &mut *ctx.cast::<SearchCtx>() };
+    let i = index as u32;
+    if i >= ctx.count || i >= MAX_TUPLES {
+        return 1;
+    }
+    let Some(t) = ROUTE_TUPLES.get(ctx.generation * MAX_TUPLES + i) else {
+        return 1;
+    };
+    if ctx.found && t.min_priority >= ctx.best.priority {
+        return 1; // tuples are sorted by their best priority: nothing later can win
+    }
+    let p = unsafe { &*ctx.p };
+    if t.family != p.family {
+        return 0;
+    }
+    // SAFETY: the scratch slot holds a ClassKey; fields are written one by one so no
+    // key-sized temporary lands on the stack.
+    let k = unsafe { &mut (*ctx.key).key };
+    k.tuple = i as u8;
+    k.generation = ctx.generation as u8;
+    k.family = p.family;
+    k.proto = p.proto & t.proto;
+    k.dscp = p.dscp & t.dscp;
+    k._pad = [0];
+    k.sport = p.sport & t.sport;
+    k.dport = p.dport & t.dport;
+    k._pad2 = 0;
+    k.iif = ctx.ifindex & t.iif;
+    k.mark = ctx.mark & t.mark;
+    mask16(&mut k.src, &p.src, &t.src);
+    mask16(&mut k.dst, &p.dst, &t.dst);
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "the key must stay in the scratch map, not be copied to the stack"
+    )]
+    let Some(bucket) = ROUTE_RULES.get_ptr(&*k) else {
+        return 0;
+    };
+    // SAFETY: a map value pointer, valid while the program runs.
+    let bucket = unsafe { &*bucket };
+    let count = bucket.count as usize;
+    for c in 0..BUCKET_RULES {
+        if c >= count {
             break;
         }
-        let Some(t) = ROUTE_TUPLES.get(base + i) else {
+        let r = &bucket.rules[c];
+        if ctx.found && r.value.priority >= ctx.best.priority {
+            break; // candidates are sorted: none later in this bucket can win
+        }
+        if candidate_matches(r, p, ctx.ifindex, ctx.mark) {
+            ctx.found = true;
+            ctx.best = r.value;
             break;
-        };
-        if let Some(b) = &best
-            && t.min_priority >= b.priority
-        {
-            break; // tuples are sorted by their best priority: nothing later can win
-        }
-        if t.family != p.family {
-            continue;
-        }
-        // SAFETY: `key` points at this CPU's scratch slot, valid for a ClassKey; fields are
-        // written one by one so no key-sized temporary lands on the stack.
-        unsafe {
-            let k = &mut (*key).key;
-            k.tuple = i as u8;
-            k.generation = generation as u8;
-            k.family = p.family;
-            k.proto = p.proto & t.proto;
-            k.dscp = p.dscp & t.dscp;
-            k._pad = [0];
-            k.sport = p.sport & t.sport;
-            k.dport = p.dport & t.dport;
-            k._pad2 = 0;
-            k.iif = ifindex & t.iif;
-            k.mark = mark & t.mark;
-            mask16(&mut k.src, &p.src, &t.src);
-            mask16(&mut k.dst, &p.dst, &t.dst);
-        }
-        // SAFETY: the value is copied out at once.
-        #[expect(
-            clippy::needless_borrows_for_generic_args,
-            reason = "the key must stay in the scratch map, not be copied to the stack"
-        )]
-        let found = unsafe { ROUTE_RULES.get(&(*key).key) };
-        if let Some(v) = found {
-            let better = match &best {
-                Some(b) => v.priority < b.priority,
-                None => true,
-            };
-            if better {
-                best = Some(*v);
-            }
         }
     }
-    best
+    0
+}
+
+/// Whether a bucket candidate's complete match accepts the packet.
+#[inline(always)]
+fn candidate_matches(r: &RuleMatch, p: &Parsed, ifindex: u32, mark: u32) -> bool {
+    r.family == p.family
+        && (r.flags & MATCH_PROTO == 0 || r.proto == p.proto)
+        && (r.flags & MATCH_DSCP == 0 || r.dscp == p.dscp)
+        && (r.flags & MATCH_IIF == 0 || r.iif == ifindex)
+        && mark & r.mark_mask == r.mark_value
+        && r.sport_lo <= p.sport
+        && p.sport <= r.sport_hi
+        && r.dport_lo <= p.dport
+        && p.dport <= r.dport_hi
+        && masked_eq16(&p.src, &r.src_mask, &r.src)
+        && masked_eq16(&p.dst, &r.dst_mask, &r.dst)
+}
+
+/// `a & mask == want`, 16 bytes, as four 32-bit words.
+#[inline(always)]
+fn masked_eq16(a: &[u8; 16], mask: &[u8; 16], want: &[u8; 16]) -> bool {
+    let (a, m, w) = (
+        a.as_ptr() as *const u32,
+        mask.as_ptr() as *const u32,
+        want.as_ptr() as *const u32,
+    );
+    let mut diff = 0u32;
+    for i in 0..4 {
+        // SAFETY: all three are 16-byte arrays; unaligned reads are used.
+        unsafe {
+            diff |=
+                (a.add(i).read_unaligned() & m.add(i).read_unaligned()) ^ w.add(i).read_unaligned();
+        }
+    }
+    diff == 0
 }
 
 /// `out = a & mask`, 16 bytes, as four 32-bit words.

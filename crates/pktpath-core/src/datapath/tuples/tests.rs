@@ -124,19 +124,41 @@ fn the_number_of_tuples_depends_on_shapes_not_on_rules() {
 }
 
 #[test]
-fn too_many_shapes_and_bad_ranges_are_refused() {
-    let rules: Vec<Rule> = (0..=MAX_TUPLES)
-        .map(|i| Rule {
-            priority: i,
-            family: Some(FAMILY_V6),
-            dst: Some((v6(1, 1), i as u8 + 1)),
-            ..Default::default()
-        })
-        .collect();
+fn too_many_shapes_overflowing_buckets_and_bad_ranges_are_refused() {
+    // Group g: nine rules on the same destination, differing in DSCP, under fwmark mask
+    // 1 << g. The first group fills the shared prefix-only bucket; every group then needs a
+    // tuple of its own (no other group's mark mask is within its own).
+    let mut rules = Vec::new();
+    for g in 0..=MAX_TUPLES {
+        for d in 0..9u32 {
+            rules.push(Rule {
+                priority: g * 100 + d,
+                family: Some(FAMILY_V6),
+                dst: Some((v6(1, 1), 128)),
+                dscp: Some(d as u8),
+                mark: Some((1 << (g % 32), 1 << (g % 32))),
+                ..Default::default()
+            });
+        }
+    }
     assert!(matches!(
         compile(&rules),
         Err(CompileError::TooManyShapes { .. })
     ));
+
+    // Thirty rules that differ only in overlapping port ranges starting at one port.
+    let rules: Vec<Rule> = (1..=30u16)
+        .map(|k| Rule {
+            priority: k as u32,
+            family: Some(FAMILY_V4),
+            dst: Some((v4(10, 0, 0, 1), 32)),
+            dport: Some((1000, 1000 + k)),
+            ..Default::default()
+        })
+        .collect();
+    let err = compile(&rules).unwrap_err();
+    assert!(matches!(err, CompileError::BucketOverflow { .. }), "{err}");
+
     let bad = Rule {
         priority: 5,
         dport: Some((90, 80)),
