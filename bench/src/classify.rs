@@ -16,7 +16,8 @@ use pktpath_core::{
 };
 use serde::Serialize;
 
-const SIZES: [usize; 5] = [10, 100, 1_000, 10_000, 100_000];
+/// 0 is the floor: the same program with an empty policy set (parse, count, pass).
+const SIZES: [usize; 6] = [0, 10, 100, 1_000, 10_000, 100_000];
 const FLOWS: usize = 64;
 const REPEAT_PER_FLOW: u32 = 20_000; // 64 x 20k = 1.28M runs per size
 
@@ -130,7 +131,14 @@ pub fn run() -> anyhow::Result<Results> {
         maps.apply(&tables)?;
         let apply_ms = t0.elapsed().as_secs_f64() * 1e3;
         let lookup = pktpath_core::datapath::tuples::Lookup::new(&tables);
-        let packets = flows(&rules, &mut rng);
+        let packets = if rules.is_empty() {
+            let floor_rules: Vec<Rule> = (0..FLOWS as u32)
+                .map(|i| mixed_rule(&mut rng, i + 1))
+                .collect();
+            flows(&floor_rules, &mut rng)
+        } else {
+            flows(&rules, &mut rng)
+        };
         let matched_flows = packets.iter().filter(|p| lookup.find(p).is_some()).count();
         let frames: Vec<Vec<u8>> = packets
             .iter()

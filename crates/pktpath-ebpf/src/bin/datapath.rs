@@ -130,6 +130,8 @@ struct SearchCtx {
     mark: u32,
     generation: u32,
     count: u32,
+    /// Index of the tuple the loop index 0 stands for.
+    first: u32,
     found: bool,
     best: RuleValue,
 }
@@ -152,6 +154,7 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<RuleValue> {
         mark,
         generation,
         count,
+        first: 0,
         found: false,
         best: RuleValue::default(),
     };
@@ -172,7 +175,7 @@ extern "C" fn search_step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the SearchCtx `classify` passed, alive for the whole loop; `p` points
     // at the caller's parsed packet and `key` at this CPU's scratch slot.
     let ctx = unsafe { &mut *ctx.cast::<SearchCtx>() };
-    let i = index as u32;
+    let i = index as u32 + ctx.first;
     if i >= ctx.count || i >= MAX_TUPLES {
         return 1;
     }
