@@ -1,7 +1,8 @@
 //! The one seam between pktpath and the kernel's non-BPF system calls: capabilities,
-//! filesystem mounts (bpffs, tracefs) and network namespaces.
+//! clocks, filesystem mounts (bpffs, tracefs) and network namespaces.
 
 pub mod caps;
+pub mod clock;
 pub mod mounts;
 pub mod netns;
 

@@ -1,7 +1,8 @@
 //! The tracer's user side: what to trace ([`config`]), running it ([`collector`]), decoding
 //! what the hooks write ([`wire`], [`headers`]), and turning records into the events pktpath
 //! prints ([`event`]) with journeys ([`journey`]), drop reasons ([`drops`]) and kernel
-//! symbols ([`kallsyms`]); the pcap-like filter language ([`filter`]).
+//! symbols ([`kallsyms`]); the pcap-like filter language ([`filter`]); writing packets as
+//! pcapng ([`pcapng`]).
 
 pub mod collector;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod filter;
 pub mod headers;
 pub mod journey;
 pub mod kallsyms;
+pub mod pcapng;
 pub mod wire;
 
 pub use collector::{Collector, TraceError};

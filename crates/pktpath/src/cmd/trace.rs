@@ -1,15 +1,24 @@
 //! `pktpath trace`: follow packets through the kernel's network stack, hop by hop.
 
 use std::{
+    fs::File,
+    io::BufWriter,
     io::Write as _,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use pktpath_core::{
     sys::caps::{Capability, Privileges},
-    trace::{Collector, EventBuilder, TraceRequest},
+    sys::clock::MonotonicToRealtime,
+    trace::{
+        Collector, EventBuilder, TraceRequest,
+        pcapng::{PcapngWriter, Written},
+    },
 };
+
+use anyhow::Context as _;
 
 use crate::exit;
 
@@ -23,6 +32,7 @@ use crate::exit;
 ///   pktpath trace --netns blue
 ///   pktpath trace --netns blue --iface veth0 -c 20
 ///   pktpath trace --hooks kfree_skb --output json | jq 'select(.drop_reason == "NO_SOCKET")'
+///   pktpath trace --netns blue -w blue.pcapng -c 100 && tshark -r blue.pcapng
 ///
 /// Hooks: napi_gro_receive_entry, netif_rx, netif_receive_skb, net_dev_queue,
 /// net_dev_start_xmit, net_dev_xmit, kfree_skb, consume_skb (default: all).
@@ -51,6 +61,16 @@ pub struct Args {
     /// Output format: one line of text per event, or JSON Lines.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// Write the packets to FILE as pcapng (for tshark/Wireshark) instead of printing
+    /// events: raw IP from the network header, one interface per (netns, device), a comment
+    /// per packet with hook, netns, journey and drop reason. Non-IP packets are skipped.
+    #[arg(
+        short = 'w',
+        long = "write",
+        value_name = "FILE",
+        conflicts_with = "output"
+    )]
+    write: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -110,6 +130,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         hooks: args.hooks.clone(),
     };
     let cfg = request.resolve()?;
+    let mut pcapng = match &args.write {
+        Some(path) => Some(open_pcapng(path)?),
+        None => None,
+    };
+    let mut skipped: u64 = 0;
     install_signal_handlers()?;
     let mut collector = Collector::start(&cfg)?;
     let mut builder = EventBuilder::new(collector.drop_reasons().clone());
@@ -136,11 +161,20 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             }
             let ev = builder.build(&raw);
             let t = *t0.get_or_insert(ev.ts_ns);
-            let written = match args.output {
-                Output::Json => serde_json::to_writer(&mut out, &ev)
+            let written: anyhow::Result<()> = match (&mut pcapng, args.output) {
+                (Some(w), _) => match w.write(&raw, &ev) {
+                    Ok(Written::Packet { .. }) => Ok(()),
+                    Ok(Written::Skipped(_)) => {
+                        skipped += 1;
+                        return;
+                    }
+                    Err(e) => Err(e.into()),
+                },
+                (None, Output::Json) => serde_json::to_writer(&mut out, &ev)
                     .map_err(std::io::Error::from)
-                    .and_then(|()| writeln!(out)),
-                Output::Text => writeln!(out, "{}", ev.to_text(t)),
+                    .and_then(|()| writeln!(out))
+                    .map_err(Into::into),
+                (None, Output::Text) => writeln!(out, "{}", ev.to_text(t)).map_err(Into::into),
             };
             match written {
                 Ok(()) => events += 1,
@@ -151,19 +185,42 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             result = Err(e.into());
             break;
         }
-        if let Some(e) = write_err.or_else(|| out.flush().err()) {
-            result = Err(e.into());
+        let flushed = match &mut pcapng {
+            Some(w) => w.flush().map_err(anyhow::Error::from),
+            None => out.flush().map_err(anyhow::Error::from),
+        };
+        if let Some(e) = write_err.or_else(|| flushed.err()) {
+            result = Err(e);
             break;
         }
     }
     let lost = collector.lost();
     drop(collector);
+    if let (Some(w), Some(path)) = (pcapng, &args.write) {
+        let interfaces = w.interfaces();
+        if let Err(e) = w.finish() {
+            result = result.and(Err(e.into()));
+        }
+        eprintln!(
+            "pktpath: {events} packets on {interfaces} interfaces written to {}, {skipped} non-IP events skipped",
+            path.display()
+        );
+    }
     match lost {
         Ok(lost) => eprintln!("pktpath: {events} events, {lost} lost"),
         Err(e) => eprintln!("pktpath: {events} events, lost count unavailable: {e}"),
     }
     result?;
     Ok(exit::OK)
+}
+
+/// Creates `path` and starts a pcapng section in it, with the clock offset measured now.
+fn open_pcapng(path: &Path) -> anyhow::Result<PcapngWriter<BufWriter<File>>> {
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let clock = MonotonicToRealtime::measure()?;
+    let app = concat!("pktpath ", env!("CARGO_PKG_VERSION"));
+    PcapngWriter::new(BufWriter::new(file), clock, app)
+        .with_context(|| format!("cannot write to {}", path.display()))
 }
 
 fn banner(args: &Args, cfg: &pktpath_core::trace::TraceConfig, hooks: usize) -> String {
