@@ -3,6 +3,7 @@
 //! ([`tables`]).
 
 pub mod frame;
+pub mod policy;
 pub mod synth;
 pub mod tables;
 pub mod tuples;
