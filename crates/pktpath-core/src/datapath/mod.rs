@@ -2,6 +2,7 @@
 //! ([`tuples`]), and writing them into the kernel maps with an atomic generation flip
 //! ([`tables`]).
 
+pub mod attach;
 pub mod frame;
 pub mod policy;
 pub mod synth;

@@ -2,6 +2,7 @@
 //! filesystem mounts (bpffs, tracefs) and network namespaces.
 
 pub mod caps;
+pub mod iface;
 pub mod mounts;
 pub mod netns;
 
