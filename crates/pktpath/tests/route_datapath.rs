@@ -464,6 +464,78 @@ fn policies_steer_real_traffic_through_the_pinned_data_path() {
     );
     assert_eq!(dp.json(&["show"])["policies"], show["policies"]);
 
+    // `route get` agrees with where the real packets went under the running set.
+    let get = |words: &str| {
+        dp.json(&[&["get"], words.split(' ').collect::<Vec<_>>().as_slice()].concat())
+    };
+    let udp = get(&format!(
+        "iif {to_client} from 10.1.0.2 to {SVC4} proto udp dport 5000"
+    ));
+    assert_eq!(udp["policy"], "udp", "{udp}");
+    assert_eq!(udp["action"], "forward", "{udp}");
+    assert_eq!(udp["egress"], to_up2.as_str(), "{udp}");
+    assert_eq!(udp["next_hop"], "up2", "{udp}");
+    assert_eq!(udp["verdict"], "redirect", "{udp}");
+    assert_eq!(udp["rewritten"]["ttl"], 63, "{udp}");
+    let dns6 = get(&format!(
+        "iif {to_client} from fd01::2 to {SVC6} proto udp dport 53"
+    ));
+    assert_eq!(
+        (
+            &dns6["policy"],
+            &dns6["egress"],
+            &dns6["next_hop"],
+            &dns6["verdict"]
+        ),
+        (
+            &"dns".into(),
+            &to_up1.as_str().into(),
+            &"up1".into(),
+            &"redirect".into()
+        ),
+        "{dns6}"
+    );
+    let dropped = get(&format!(
+        "iif {to_client} from 10.1.0.2 to {SVC4} proto udp dport 9999"
+    ));
+    assert_eq!(
+        (
+            &dropped["policy"],
+            &dropped["action"],
+            &dropped["verdict"],
+            &dropped["egress"]
+        ),
+        (
+            &"drop-9999".into(),
+            &"drop".into(),
+            &"drop".into(),
+            &Value::Null
+        ),
+        "{dropped}"
+    );
+    let none = get(&format!(
+        "iif {to_up1} from 10.2.0.2 to {SVC4} proto udp dport 5000"
+    ));
+    assert_eq!(
+        (
+            &none["policy"],
+            &none["action"],
+            &none["verdict"],
+            &none["next_hop"]
+        ),
+        (&Value::Null, &"pass".into(), &"pass".into(), &Value::Null),
+        "{none}"
+    );
+    let text = dp.ok(&[
+        "get", "iif", to_client, "from", CLIENT_B4, "to", SVC4, "proto", "udp",
+    ]);
+    assert!(
+        text.starts_with("policy udp (priority 30) action forward"),
+        "{text}"
+    );
+    let out = dp.route(&["get", "iif", to_client, "from", "10.1.0.2"]);
+    assert_eq!(out.status.code(), Some(1), "incomplete get is an error");
+
     // Detach leaves nothing: no pins, no state, no TCX program on any router interface,
     // and (forwarding being off) no packet crosses the router any more.
     let detached = dp.json(&["detach"]);

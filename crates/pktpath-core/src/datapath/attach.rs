@@ -538,7 +538,7 @@ impl Attached {
         })
     }
 
-    fn slots(&self) -> Result<Slots, AttachError> {
+    pub(crate) fn slots(&self) -> Result<Slots, AttachError> {
         let path = self.layout.state(SLOTS_FILE);
         let text = std::fs::read_to_string(&path).map_err(io_err("read", &path))?;
         serde_json::from_str(&text).map_err(|source| AttachError::State {

@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod frame;
+pub mod get;
 pub mod policy;
 pub mod synth;
 pub mod tables;

@@ -73,6 +73,19 @@ pub fn lookup(name: &str) -> Result<Iface, SysError> {
     Ok(Iface { ifindex, mtu, mac })
 }
 
+/// The name of interface `ifindex` in the calling thread's network namespace.
+pub fn name_of(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success buf holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +101,7 @@ mod tests {
             "{err}"
         );
         assert!(lookup("sixteen-bytes-xx").is_err());
+        assert_eq!(name_of(lo.ifindex).as_deref(), Some("lo"));
+        assert_eq!(name_of(0), None);
     }
 }

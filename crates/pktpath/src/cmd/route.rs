@@ -2,13 +2,17 @@
 //! and show what would be applied), `schema` (the files' JSON Schema), and on the running
 //! system `attach`, `apply`, `show`, `stats` and `detach`.
 
-use std::{io::Write as _, path::PathBuf};
+use std::{io::Write as _, net::IpAddr, path::PathBuf};
 
+use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
 use pktpath_core::{
-    datapath::attach::{self, DEFAULT_PIN_DIR, Layout},
+    datapath::{
+        attach::{self, DEFAULT_PIN_DIR, Layout},
+        tuples::PacketFields,
+    },
     route::{
         compile::{PolicySet, Topology},
-        config::{Source, schema::SchemaKind},
+        config::{Protocol, Source, schema::SchemaKind},
         diff::Diff,
         summary::{self, Summary},
     },
@@ -43,6 +47,27 @@ enum Command {
     Show(OutputArgs),
     Stats(OutputArgs),
     Detach(OutputArgs),
+    Get(GetArgs),
+}
+
+/// Say what the attached data path does with one packet, in the spirit of `ip route get`:
+/// a frame is synthesized and run through the pinned program (BPF_PROG_TEST_RUN). Prints
+/// the policy that matched (or none), the action, egress interface, next hop, verdict and
+/// the rewritten header fields. The test run counts like one packet in `route stats`.
+///
+/// Examples:
+///   pktpath route get iif to-client from 10.1.0.2 to 10.9.0.1 proto udp dport 53
+///   pktpath route get iif to-client from fd01::2 to fd09::1 proto tcp sport 40000 dport 443 --json
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+struct GetArgs {
+    /// `iif IF from SRC to DST` and optionally `proto P`, `sport N`, `dport N`, `dscp N`,
+    /// `mark N`.
+    #[arg(value_name = "KEY VALUE", num_args = 1.., required = true)]
+    words: Vec<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Load the data path and attach it (TCX) to every interface and direction the static
@@ -149,6 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         Command::Show(a) => show_cmd(&layout, a),
         Command::Stats(a) => stats_cmd(&layout, a),
         Command::Detach(a) => detach_cmd(&layout, a),
+        Command::Get(a) => get_cmd(&layout, a),
     }
 }
 
@@ -497,5 +523,124 @@ fn schema(args: SchemaArgs) -> anyhow::Result<i32> {
         }
     }
     out.flush()?;
+    Ok(exit::OK)
+}
+
+/// The packet `route get` asks about.
+fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields)> {
+    use anyhow::{Context as _, bail};
+    if !words.len().is_multiple_of(2) {
+        bail!(
+            "`{}` has no value: write `route get iif IF from SRC to DST [proto P] [sport N] [dport N] [dscp N] [mark N]`",
+            words[words.len() - 1]
+        );
+    }
+    let (mut iif, mut src, mut dst) = (None, None, None);
+    let mut p = PacketFields::default();
+    for pair in words.chunks(2) {
+        let (key, value) = (pair[0].as_str(), pair[1].as_str());
+        let num = |max: u64| -> anyhow::Result<u64> {
+            let n: u64 = value
+                .parse()
+                .with_context(|| format!("{key} {value}: not a number"))?;
+            if n > max {
+                bail!("{key} {value}: at most {max}");
+            }
+            Ok(n)
+        };
+        match key {
+            "iif" => iif = Some(value.to_owned()),
+            "from" => {
+                src = Some(
+                    value
+                        .parse::<IpAddr>()
+                        .with_context(|| format!("from {value}: not an IP address"))?,
+                )
+            }
+            "to" => {
+                dst = Some(
+                    value
+                        .parse::<IpAddr>()
+                        .with_context(|| format!("to {value}: not an IP address"))?,
+                )
+            }
+            "proto" => {
+                p.proto = value
+                    .parse::<Protocol>()
+                    .map_err(|e| anyhow::anyhow!("proto {value}: {e}"))?
+                    .0
+            }
+            "sport" => p.sport = num(65535)? as u16,
+            "dport" => p.dport = num(65535)? as u16,
+            "dscp" => p.dscp = num(63)? as u8,
+            "mark" => p.mark = num(u32::MAX as u64)? as u32,
+            other => {
+                bail!("unknown key `{other}`: use iif, from, to, proto, sport, dport, dscp or mark")
+            }
+        }
+    }
+    let (Some(iif), Some(src), Some(dst)) = (iif, src, dst) else {
+        bail!("`route get` needs iif IF, from SRC and to DST");
+    };
+    let bytes = |a: IpAddr| -> [u8; 16] {
+        match a {
+            IpAddr::V4(v) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&v.octets());
+                b
+            }
+            IpAddr::V6(v) => v.octets(),
+        }
+    };
+    if src.is_ipv4() != dst.is_ipv4() {
+        bail!("from {src} and to {dst} are of different families");
+    }
+    p.family = if src.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 };
+    p.src = bytes(src);
+    p.dst = bytes(dst);
+    if p.proto == 0 {
+        p.proto = if src.is_ipv4() { 1 } else { 58 }; // like ip route get: ICMP
+    }
+    if !matches!(p.proto, 6 | 17 | 132) && (p.sport != 0 || p.dport != 0) {
+        bail!("sport/dport need proto tcp, udp or sctp");
+    }
+    if matches!(p.proto, 6 | 17 | 132) {
+        // A packet of these protocols always carries ports; 0 is what none looks like.
+        if p.sport == 0 {
+            p.sport = 40000;
+        }
+        if p.dport == 0 {
+            p.dport = 40000;
+        }
+    }
+    Ok((iif, p))
+}
+
+fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<i32> {
+    let (iif, fields) = parse_get(&args.words)?;
+    require_privileges()?;
+    let attached = attach::open(layout)?;
+    let e = attached.explain(&iif, &fields)?;
+    if args.json {
+        print_json(&e)?;
+        return Ok(exit::OK);
+    }
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    println!(
+        "policy {} action {} egress {} next_hop {} verdict {}",
+        e.policy
+            .as_ref()
+            .map(|id| format!("{id} (priority {})", e.priority.unwrap_or_default()))
+            .unwrap_or_else(|| "none".to_owned()),
+        e.action,
+        or_dash(&e.egress),
+        or_dash(&e.next_hop),
+        e.verdict
+    );
+    let r = &e.rewritten;
+    println!(
+        "    ttl {} dscp {} mark {} dst_mac {} src_mac {}",
+        r.ttl, r.dscp, r.mark, r.dst_mac, r.src_mac
+    );
     Ok(exit::OK)
 }
