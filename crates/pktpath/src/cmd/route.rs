@@ -1,6 +1,6 @@
 //! `pktpath route`: the policy-routing fast path. `check` (validate the configuration files
 //! and show what would be applied), `schema` (the files' JSON Schema), and on the running
-//! system `attach`, `apply`, `show`, `stats` and `detach`.
+//! system `attach`, `apply`, `show`, `stats`, `get` and `detach`.
 
 use std::{io::Write as _, net::IpAddr, path::PathBuf};
 
@@ -76,6 +76,10 @@ struct GetArgs {
 ///
 /// Idempotent: attaching the same configuration again changes nothing. A different
 /// configuration is refused until `pktpath route detach`.
+///
+/// In a named network namespace run `nsenter --net=/run/netns/NAME pktpath route attach ...`,
+/// not `ip netns exec`: that gives the command a private bpffs, and the pins (so the data
+/// path) would vanish when it exits.
 ///
 /// Example:
 ///   pktpath route attach --config configuration.json
