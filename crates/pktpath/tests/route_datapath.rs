@@ -296,12 +296,38 @@ fn policies_steer_real_traffic_through_the_pinned_data_path() {
     };
     let listeners = Listeners::new(&lab);
 
+    // An interface the namespace lacks: a clear error, and nothing is created.
+    let missing = write(
+        &scratch.0,
+        "missing.json",
+        r#"{ "version": 1, "interfaces": [ { "name": "no-such-if0" } ] }"#,
+    );
+    let out = dp.route(&["attach", "--config", &missing]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interface no-such-if0"), "{stderr}");
+    assert!(
+        !dp.pin.path.exists() && !dp.state_dir().exists(),
+        "nothing left by a failed attach"
+    );
+
     // Attach, then attach again: nothing changes.
     let report = dp.json(&["attach", "--config", &config]);
     assert_eq!(report["attached"].as_array().unwrap().len(), 3, "{report}");
     let again = dp.json(&["attach", "--config", &config]);
     assert_eq!(again["attached"], serde_json::json!([]), "{again}");
     assert_eq!(again["unchanged"].as_array().unwrap().len(), 3, "{again}");
+
+    // Another configuration over the running one is refused.
+    let other = write(
+        &scratch.0,
+        "other.json",
+        &format!(r#"{{ "version": 1, "interfaces": [ {{ "name": "{to_client}" }} ] }}"#),
+    );
+    let out = dp.route(&["attach", "--config", &other]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("different configuration"), "{stderr}");
 
     // Before any policy, every packet passes to the router's stack, which does not
     // forward: nothing arrives upstream.
