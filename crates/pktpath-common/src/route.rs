@@ -250,3 +250,41 @@ pub struct PolicyCounters {
 }
 crate::assert_size!(PolicyCounters, 16);
 crate::impl_pod!(PolicyCounters);
+
+// ---------------------------------------------------------------------------------------
+// The last decision, for `pktpath route get` (BPF_PROG_TEST_RUN on a synthesized frame).
+// ---------------------------------------------------------------------------------------
+
+/// Per-CPU array (one entry) of [`Decision`]: what the program did with the last packet it
+/// saw on that CPU. A test run pins its thread to one CPU and reads that CPU's entry.
+pub const MAP_DECISION: &str = "ROUTE_DECISION";
+
+/// `Decision::outcome` values (how the interface counters counted the packet).
+pub const OUTCOME_PASSED: u8 = 0;
+pub const OUTCOME_FORWARDED: u8 = 1;
+pub const OUTCOME_DROPPED: u8 = 2;
+pub const OUTCOME_ERROR: u8 = 3;
+
+/// What the data path decided for one packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// `__sk_buff.cb[0]` of the packet: a test run sets a nonce there to recognise its own
+    /// record.
+    pub nonce: u32,
+    /// 1 when a policy matched (the fields below are its rule), else 0.
+    pub matched: u8,
+    pub action: u8,
+    /// One of `OUTCOME_*`.
+    pub outcome: u8,
+    pub _pad: u8,
+    pub priority: u32,
+    pub slot: u32,
+    pub nexthop: u32,
+    /// Interface the packet was redirected to (0 when not redirected).
+    pub egress_ifindex: u32,
+    /// The TC verdict returned (TC_ACT_*).
+    pub verdict: i32,
+}
+crate::assert_size!(Decision, 28);
+crate::impl_pod!(Decision);

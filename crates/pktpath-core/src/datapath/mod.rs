@@ -2,7 +2,10 @@
 //! ([`tuples`]), and writing them into the kernel maps with an atomic generation flip
 //! ([`tables`]).
 
+pub mod attach;
 pub mod frame;
+pub mod get;
+pub mod policy;
 pub mod synth;
 pub mod tables;
 pub mod tuples;

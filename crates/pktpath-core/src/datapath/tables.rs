@@ -5,6 +5,8 @@
 //! classifies against the old set or the new one, never a mix. Entries of the generation
 //! being rewritten are removed first; they have been unused since the previous apply.
 
+use std::path::Path;
+
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
@@ -27,6 +29,14 @@ pub enum TableError {
     Map {
         op: &'static str,
         map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error(
+        "opening the pinned map {path} failed; is the data path attached (`pktpath route attach`)?"
+    )]
+    Pin {
+        path: String,
         #[source]
         source: MapError,
     },
@@ -61,18 +71,47 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, TableError> {
     ebpf.take_map(name).ok_or(TableError::MissingMap(name))
 }
 
+/// The maps user space reads and writes (all pinned by `attach`).
+pub const MAP_NAMES: [&str; 6] = [
+    MAP_TUPLES,
+    MAP_RULES,
+    MAP_STATE,
+    MAP_NEXTHOPS,
+    MAP_POLICY_STATS,
+    MAP_IFACE_STATS,
+];
+
 impl DatapathMaps {
     /// Takes the maps out of a loaded data path object (its programs keep using them).
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, TableError> {
+        Self::from_source(|name| take(ebpf, name))
+    }
+
+    /// Opens the maps pinned as `dir/NAME` (see [`MAP_NAMES`]).
+    pub fn from_pins(dir: &Path) -> Result<Self, TableError> {
+        Self::from_source(|name| {
+            let path = dir.join(name);
+            let pin_err = |source| TableError::Pin {
+                path: path.display().to_string(),
+                source,
+            };
+            let data = MapData::from_pin(&path).map_err(pin_err)?;
+            Map::from_map_data(data).map_err(pin_err)
+        })
+    }
+
+    fn from_source(
+        mut get: impl FnMut(&'static str) -> Result<Map, TableError>,
+    ) -> Result<Self, TableError> {
         let conv = |name: &'static str| map_err("open", name);
         Ok(Self {
-            tuples: Array::try_from(take(ebpf, MAP_TUPLES)?).map_err(conv(MAP_TUPLES))?,
-            rules: HashMap::try_from(take(ebpf, MAP_RULES)?).map_err(conv(MAP_RULES))?,
-            state: Array::try_from(take(ebpf, MAP_STATE)?).map_err(conv(MAP_STATE))?,
-            nexthops: Array::try_from(take(ebpf, MAP_NEXTHOPS)?).map_err(conv(MAP_NEXTHOPS))?,
-            policy_stats: PerCpuArray::try_from(take(ebpf, MAP_POLICY_STATS)?)
+            tuples: Array::try_from(get(MAP_TUPLES)?).map_err(conv(MAP_TUPLES))?,
+            rules: HashMap::try_from(get(MAP_RULES)?).map_err(conv(MAP_RULES))?,
+            state: Array::try_from(get(MAP_STATE)?).map_err(conv(MAP_STATE))?,
+            nexthops: Array::try_from(get(MAP_NEXTHOPS)?).map_err(conv(MAP_NEXTHOPS))?,
+            policy_stats: PerCpuArray::try_from(get(MAP_POLICY_STATS)?)
                 .map_err(conv(MAP_POLICY_STATS))?,
-            iface_stats: PerCpuHashMap::try_from(take(ebpf, MAP_IFACE_STATS)?)
+            iface_stats: PerCpuHashMap::try_from(get(MAP_IFACE_STATS)?)
                 .map_err(conv(MAP_IFACE_STATS))?,
         })
     }

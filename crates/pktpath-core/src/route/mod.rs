@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub mod config;
+pub mod diff;
 pub mod model;
 pub mod summary;
 

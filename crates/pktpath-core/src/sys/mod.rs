@@ -3,6 +3,7 @@
 
 pub mod caps;
 pub mod clock;
+pub mod iface;
 pub mod mounts;
 pub mod netns;
 

@@ -40,7 +40,12 @@ impl PseudoFs {
 
     /// Whether this filesystem is mounted at its usual place.
     pub fn is_mounted(self) -> bool {
-        let Ok(path) = cstr(self.path()) else {
+        self.holds(self.path())
+    }
+
+    /// Whether `path` lies on a filesystem of this type (false when it does not exist).
+    pub fn holds(self, path: &Path) -> bool {
+        let Ok(path) = cstr(path) else {
             return false;
         };
         // SAFETY: statfs writes into the zeroed struct we own.

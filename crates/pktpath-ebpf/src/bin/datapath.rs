@@ -25,8 +25,9 @@ use aya_ebpf::{
 };
 use pktpath_common::route::{
     ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, BUCKET_RULES, Bucket, ClassKey,
-    FAMILY_V4, GENERATIONS, IfaceCounters, MATCH_DSCP, MATCH_IIF, MATCH_PROTO, MAX_IFACES,
-    MAX_NEXTHOPS, MAX_POLICY_SLOTS, MAX_RULE_ENTRIES, MAX_TUPLES, NextHop, PolicyCounters,
+    Decision, FAMILY_V4, GENERATIONS, IfaceCounters, MATCH_DSCP, MATCH_IIF, MATCH_PROTO,
+    MAX_IFACES, MAX_NEXTHOPS, MAX_POLICY_SLOTS, MAX_RULE_ENTRIES, MAX_TUPLES, NextHop,
+    OUTCOME_DROPPED, OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_PASSED, PolicyCounters,
     RULE_SET_DSCP, RULE_SET_MARK, RuleMatch, RuleValue, STATE_ACTIVE_GEN, STATE_ENTRIES,
     STATE_TUPLE_COUNT, TupleMask,
 };
@@ -62,6 +63,10 @@ pub struct Scratch {
     fib: bpf_fib_lookup,
 }
 
+/// What the program did with the last packet on each CPU (read by `pktpath route get`).
+#[map(name = "ROUTE_DECISION")]
+static DECISION: PerCpuArray<Decision> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "ROUTE_SCRATCH")]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
@@ -82,16 +87,50 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer the kernel passed; reading fields is allowed.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let len = ctx.len();
-    let (verdict, outcome) = match try_route(&ctx, ifindex) {
+    let rec = DECISION.get_ptr_mut(0);
+    if let Some(r) = rec {
+        // SAFETY: this CPU's entry; cb[0] is a readable context field.
+        unsafe {
+            (*r).nonce = (*ctx.skb.skb).cb[0];
+            (*r).matched = 0;
+            (*r).egress_ifindex = 0;
+        }
+    }
+    let (verdict, outcome) = match try_route(&ctx, ifindex, rec) {
         Ok(r) => r,
         Err(Malformed) => (TC_ACT_OK, Outcome::Error),
     };
     count_iface(ifindex, len, outcome);
+    if let Some(r) = rec {
+        // SAFETY: as above.
+        unsafe {
+            (*r).verdict = verdict;
+            (*r).outcome = match outcome {
+                Outcome::Passed => OUTCOME_PASSED,
+                Outcome::Forwarded => OUTCOME_FORWARDED,
+                Outcome::Dropped => OUTCOME_DROPPED,
+                Outcome::Error => OUTCOME_ERROR,
+            };
+        }
+    }
     verdict
 }
 
+/// Notes the interface a forwarded packet leaves by.
 #[inline(always)]
-fn try_route(ctx: &TcContext, ifindex: u32) -> Result<(i32, Outcome), Malformed> {
+fn note_egress(rec: Option<*mut Decision>, ifindex: u32) {
+    if let Some(r) = rec {
+        // SAFETY: this CPU's entry of the decision map.
+        unsafe { (*r).egress_ifindex = ifindex };
+    }
+}
+
+#[inline(always)]
+fn try_route(
+    ctx: &TcContext,
+    ifindex: u32,
+    rec: Option<*mut Decision>,
+) -> Result<(i32, Outcome), Malformed> {
     let Some(p) = packet::parse(ctx)? else {
         return Ok((TC_ACT_OK, Outcome::Passed));
     };
@@ -100,6 +139,16 @@ fn try_route(ctx: &TcContext, ifindex: u32) -> Result<(i32, Outcome), Malformed>
     let Some(rule) = classify(&p, ifindex, mark) else {
         return Ok((TC_ACT_OK, Outcome::Passed));
     };
+    if let Some(r) = rec {
+        // SAFETY: this CPU's entry of the decision map.
+        unsafe {
+            (*r).matched = 1;
+            (*r).action = rule.action;
+            (*r).priority = rule.priority;
+            (*r).slot = rule.slot;
+            (*r).nexthop = rule.nexthop;
+        }
+    }
     if let Some(c) = POLICY_STATS.get_ptr_mut(rule.slot) {
         // SAFETY: per-CPU slot, written only by this CPU.
         unsafe {
@@ -115,8 +164,8 @@ fn try_route(ctx: &TcContext, ifindex: u32) -> Result<(i32, Outcome), Malformed>
     }
     Ok(match rule.action {
         ACTION_DROP => (TC_ACT_SHOT, Outcome::Dropped),
-        ACTION_FORWARD => forward_nexthop(ctx, &p, rule.nexthop)?,
-        ACTION_TABLE => forward_table(ctx, &p, ifindex, rule.table)?,
+        ACTION_FORWARD => forward_nexthop(ctx, &p, rule.nexthop, rec)?,
+        ACTION_TABLE => forward_table(ctx, &p, ifindex, rule.table, rec)?,
         ACTION_PASS => (TC_ACT_OK, Outcome::Passed),
         _ => (TC_ACT_OK, Outcome::Error),
     })
@@ -285,7 +334,12 @@ fn mask16(out: &mut [u8; 16], a: &[u8; 16], mask: &[u8; 16]) {
 }
 
 #[inline(always)]
-fn forward_nexthop(ctx: &TcContext, p: &Parsed, index: u32) -> Result<(i32, Outcome), Malformed> {
+fn forward_nexthop(
+    ctx: &TcContext,
+    p: &Parsed,
+    index: u32,
+    rec: Option<*mut Decision>,
+) -> Result<(i32, Outcome), Malformed> {
     let Some(nh) = ROUTE_NEXTHOPS.get(index) else {
         return Ok((TC_ACT_OK, Outcome::Error));
     };
@@ -293,6 +347,7 @@ fn forward_nexthop(ctx: &TcContext, p: &Parsed, index: u32) -> Result<(i32, Outc
         return Ok((TC_ACT_OK, Outcome::Passed));
     }
     packet::decrement_ttl(ctx, p)?;
+    note_egress(rec, nh.ifindex);
     if nh.has_mac != 0 {
         packet::set_macs(ctx, &nh.dmac, &nh.smac)?;
         // SAFETY: plain helper call.
@@ -338,6 +393,7 @@ fn forward_table(
     p: &Parsed,
     ifindex: u32,
     table: u32,
+    rec: Option<*mut Decision>,
 ) -> Result<(i32, Outcome), Malformed> {
     if !packet::fast_forwardable(p) {
         return Ok((TC_ACT_OK, Outcome::Passed));
@@ -394,6 +450,7 @@ fn forward_table(
     };
     if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
         packet::decrement_ttl(ctx, p)?;
+        note_egress(rec, fib.ifindex);
         packet::set_macs(ctx, &fib.dmac, &fib.smac)?;
         // SAFETY: plain helper call.
         let r = unsafe { bpf_redirect(fib.ifindex, 0) };
@@ -414,6 +471,7 @@ fn forward_table(
             )
         };
         packet::decrement_ttl(ctx, p)?;
+        note_egress(rec, fib.ifindex);
         // SAFETY: params is valid for its size.
         let r = unsafe {
             bpf_redirect_neigh(

@@ -1,12 +1,22 @@
-//! `pktpath route`: the policy-routing fast path. Today: `check` (validate the configuration
-//! files and show what would be applied) and `schema` (the files' JSON Schema).
+//! `pktpath route`: the policy-routing fast path. `check` (validate the configuration files
+//! and show what would be applied), `schema` (the files' JSON Schema), and on the running
+//! system `attach`, `apply`, `show`, `stats`, `get` and `detach`.
 
-use std::{io::Write as _, path::PathBuf};
+use std::{io::Write as _, net::IpAddr, path::PathBuf};
 
-use pktpath_core::route::{
-    compile::{PolicySet, Topology},
-    config::schema::SchemaKind,
-    summary::{self, Summary},
+use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
+use pktpath_core::{
+    datapath::{
+        attach::{self, DEFAULT_PIN_DIR, Layout},
+        tuples::PacketFields,
+    },
+    route::{
+        compile::{PolicySet, Topology},
+        config::{Protocol, Source, schema::SchemaKind},
+        diff::Diff,
+        summary::{self, Summary},
+    },
+    sys::caps::{Capability, Privileges},
 };
 
 use crate::exit;
@@ -14,6 +24,16 @@ use crate::exit;
 /// Policy routing in a TC eBPF fast path, configured from JSON.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The bpffs directory the data path is pinned under.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "PKTPATH_PIN_DIR",
+        default_value = DEFAULT_PIN_DIR
+    )]
+    pin_dir: PathBuf,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -22,6 +42,85 @@ pub struct Args {
 enum Command {
     Check(CheckArgs),
     Schema(SchemaArgs),
+    Attach(AttachArgs),
+    Apply(ApplyArgs),
+    Show(OutputArgs),
+    Stats(OutputArgs),
+    Detach(OutputArgs),
+    Get(GetArgs),
+}
+
+/// Say what the attached data path does with one packet, in the spirit of `ip route get`:
+/// a frame is synthesized and run through the pinned program (BPF_PROG_TEST_RUN). Prints
+/// the policy that matched (or none), the action, egress interface, next hop, verdict and
+/// the rewritten header fields. The test run counts like one packet in `route stats`.
+///
+/// Examples:
+///   pktpath route get iif to-client from 10.1.0.2 to 10.9.0.1 proto udp dport 53
+///   pktpath route get iif to-client from fd01::2 to fd09::1 proto tcp sport 40000 dport 443 --json
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+struct GetArgs {
+    /// `iif IF from SRC to DST` and optionally `proto P`, `sport N`, `dport N`, `dscp N`,
+    /// `mark N`.
+    #[arg(value_name = "KEY VALUE", num_args = 1.., required = true)]
+    words: Vec<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Load the data path and attach it (TCX) to every interface and direction the static
+/// configuration names, in the current network namespace; pin it under --pin-dir so it
+/// keeps forwarding after pktpath exits. Starts with no policies (every packet passes).
+///
+/// Idempotent: attaching the same configuration again changes nothing. A different
+/// configuration is refused until `pktpath route detach`.
+///
+/// In a named network namespace run `nsenter --net=/run/netns/NAME pktpath route attach ...`,
+/// not `ip netns exec`: that gives the command a private bpffs, and the pins (so the data
+/// path) would vanish when it exits.
+///
+/// Example:
+///   pktpath route attach --config configuration.json
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+struct AttachArgs {
+    /// The static configuration (interfaces, next hops, tables).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Validate runtimeConfiguration.json against the attached configuration and swap it in
+/// atomically: each packet sees the old policy set or the new one, never a mix. A rejected
+/// file leaves the running set untouched (exit 1).
+///
+/// Examples:
+///   pktpath route apply runtimeConfiguration.json
+///   pktpath route apply runtimeConfiguration.json --dry-run
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+struct ApplyArgs {
+    /// The policy set.
+    #[arg(value_name = "RUNTIME_CONFIGURATION")]
+    runtime: PathBuf,
+    /// Only print what would change (policies added, removed, changed).
+    #[arg(long)]
+    dry_run: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Output options.
+#[derive(Debug, clap::Args)]
+struct OutputArgs {
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Validate configuration.json (and runtimeConfiguration.json) and print what would be
@@ -70,10 +169,205 @@ enum Which {
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    let layout = Layout::new(&args.pin_dir);
     match args.command {
         Command::Check(args) => check(args),
         Command::Schema(args) => schema(args),
+        Command::Attach(a) => attach_cmd(&layout, a),
+        Command::Apply(a) => apply_cmd(&layout, a),
+        Command::Show(a) => show_cmd(&layout, a),
+        Command::Stats(a) => stats_cmd(&layout, a),
+        Command::Detach(a) => detach_cmd(&layout, a),
+        Command::Get(a) => get_cmd(&layout, a),
     }
+}
+
+fn require_privileges() -> anyhow::Result<()> {
+    Privileges::current().require(
+        &[Capability::Bpf, Capability::NetAdmin],
+        "the data path is loaded, attached and read through BPF system calls",
+    )?;
+    Ok(())
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn attach_cmd(layout: &Layout, args: AttachArgs) -> anyhow::Result<i32> {
+    require_privileges()?;
+    let report = attach::attach(layout, &args.config)?;
+    if args.json {
+        print_json(&report)?;
+    } else if report.attached.is_empty() {
+        println!(
+            "already attached at {} ({}): nothing changed",
+            report.pin_dir,
+            report.unchanged.join(", ")
+        );
+    } else {
+        println!(
+            "attached at {}: {}",
+            report.pin_dir,
+            report.attached.join(", ")
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn apply_cmd(layout: &Layout, args: ApplyArgs) -> anyhow::Result<i32> {
+    require_privileges()?;
+    let mut attached = attach::open(layout)?;
+    let source = Source::read(&args.runtime)?;
+    let set = PolicySet::from_source(&attached.topology, &source)?;
+    let diff = Diff::between(&attached.active()?, &set);
+    if args.dry_run {
+        if args.json {
+            print_json(&serde_json::json!({ "dry_run": true, "changes": diff }))?;
+        } else {
+            print_diff(&diff);
+        }
+        return Ok(exit::OK);
+    }
+    let report = attached.apply(&set, &source)?;
+    if args.json {
+        print_json(&serde_json::json!({ "applied": report, "changes": diff }))?;
+    } else {
+        println!(
+            "applied {}: {} policies ({} added, {} removed, {} changed), {} rules in {} match shapes, generation {}",
+            args.runtime.display(),
+            report.policies,
+            diff.added.len(),
+            diff.removed.len(),
+            diff.changed.len(),
+            report.rules,
+            report.tuples,
+            report.generation
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn print_diff(diff: &Diff) {
+    if diff.is_empty() {
+        println!("no change: the running policy set is the same");
+        return;
+    }
+    for p in &diff.added {
+        println!(
+            "+ {:<8} {:<24} {}  ->  {}",
+            p.priority, p.id, p.matches, p.action
+        );
+    }
+    for p in &diff.removed {
+        println!(
+            "- {:<8} {:<24} {}  ->  {}",
+            p.priority, p.id, p.matches, p.action
+        );
+    }
+    for c in &diff.changed {
+        let (b, a) = (&c.before, &c.after);
+        println!(
+            "~ {:<8} {:<24} {}  ->  {}",
+            b.priority, b.id, b.matches, b.action
+        );
+        println!(
+            "  {:<8} {:<24} {}  ->  {}",
+            a.priority, "", a.matches, a.action
+        );
+    }
+    println!(
+        "{} added, {} removed, {} changed, {} unchanged (dry run: nothing applied)",
+        diff.added.len(),
+        diff.removed.len(),
+        diff.changed.len(),
+        diff.unchanged.len()
+    );
+}
+
+fn show_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
+    require_privileges()?;
+    let attached = attach::open(layout)?;
+    let set = attached.active()?;
+    let runtime = attached.runtime_source()?.map(|s| s.name().to_owned());
+    let summary = Summary::new(&set, runtime.as_deref());
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &summary)?;
+        writeln!(out)?;
+    } else {
+        print_check(&mut out, &set, &summary)?;
+    }
+    out.flush()?;
+    Ok(exit::OK)
+}
+
+fn stats_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
+    require_privileges()?;
+    let attached = attach::open(layout)?;
+    let stats = attached.stats()?;
+    if args.json {
+        print_json(&stats)?;
+        return Ok(exit::OK);
+    }
+    let mut out = std::io::stdout().lock();
+    table(
+        &mut out,
+        "policies (priority order)",
+        &["PRIORITY", "ID", "PACKETS", "BYTES"],
+        stats
+            .policies
+            .iter()
+            .map(|p| {
+                vec![
+                    p.priority.to_string(),
+                    p.id.clone(),
+                    p.packets.to_string(),
+                    p.bytes.to_string(),
+                ]
+            })
+            .collect(),
+    )?;
+    table(
+        &mut out,
+        "interfaces (packets)",
+        &["NAME", "PASSED", "FORWARDED", "DROPPED", "ERRORS"],
+        stats
+            .interfaces
+            .iter()
+            .map(|i| {
+                vec![
+                    i.name.clone(),
+                    i.passed_packets.to_string(),
+                    i.forwarded_packets.to_string(),
+                    i.dropped_packets.to_string(),
+                    i.error_packets.to_string(),
+                ]
+            })
+            .collect(),
+    )?;
+    out.flush()?;
+    Ok(exit::OK)
+}
+
+fn detach_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
+    require_privileges()?;
+    let report = attach::detach(layout)?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "detached from {} and removed {} pins from {}",
+            report.links.join(", "),
+            report.pins,
+            report.pin_dir
+        );
+    }
+    Ok(exit::OK)
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<i32> {
@@ -233,5 +527,124 @@ fn schema(args: SchemaArgs) -> anyhow::Result<i32> {
         }
     }
     out.flush()?;
+    Ok(exit::OK)
+}
+
+/// The packet `route get` asks about.
+fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields)> {
+    use anyhow::{Context as _, bail};
+    if !words.len().is_multiple_of(2) {
+        bail!(
+            "`{}` has no value: write `route get iif IF from SRC to DST [proto P] [sport N] [dport N] [dscp N] [mark N]`",
+            words[words.len() - 1]
+        );
+    }
+    let (mut iif, mut src, mut dst) = (None, None, None);
+    let mut p = PacketFields::default();
+    for pair in words.chunks(2) {
+        let (key, value) = (pair[0].as_str(), pair[1].as_str());
+        let num = |max: u64| -> anyhow::Result<u64> {
+            let n: u64 = value
+                .parse()
+                .with_context(|| format!("{key} {value}: not a number"))?;
+            if n > max {
+                bail!("{key} {value}: at most {max}");
+            }
+            Ok(n)
+        };
+        match key {
+            "iif" => iif = Some(value.to_owned()),
+            "from" => {
+                src = Some(
+                    value
+                        .parse::<IpAddr>()
+                        .with_context(|| format!("from {value}: not an IP address"))?,
+                )
+            }
+            "to" => {
+                dst = Some(
+                    value
+                        .parse::<IpAddr>()
+                        .with_context(|| format!("to {value}: not an IP address"))?,
+                )
+            }
+            "proto" => {
+                p.proto = value
+                    .parse::<Protocol>()
+                    .map_err(|e| anyhow::anyhow!("proto {value}: {e}"))?
+                    .0
+            }
+            "sport" => p.sport = num(65535)? as u16,
+            "dport" => p.dport = num(65535)? as u16,
+            "dscp" => p.dscp = num(63)? as u8,
+            "mark" => p.mark = num(u32::MAX as u64)? as u32,
+            other => {
+                bail!("unknown key `{other}`: use iif, from, to, proto, sport, dport, dscp or mark")
+            }
+        }
+    }
+    let (Some(iif), Some(src), Some(dst)) = (iif, src, dst) else {
+        bail!("`route get` needs iif IF, from SRC and to DST");
+    };
+    let bytes = |a: IpAddr| -> [u8; 16] {
+        match a {
+            IpAddr::V4(v) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&v.octets());
+                b
+            }
+            IpAddr::V6(v) => v.octets(),
+        }
+    };
+    if src.is_ipv4() != dst.is_ipv4() {
+        bail!("from {src} and to {dst} are of different families");
+    }
+    p.family = if src.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 };
+    p.src = bytes(src);
+    p.dst = bytes(dst);
+    if p.proto == 0 {
+        p.proto = if src.is_ipv4() { 1 } else { 58 }; // like ip route get: ICMP
+    }
+    if !matches!(p.proto, 6 | 17 | 132) && (p.sport != 0 || p.dport != 0) {
+        bail!("sport/dport need proto tcp, udp or sctp");
+    }
+    if matches!(p.proto, 6 | 17 | 132) {
+        // A packet of these protocols always carries ports; 0 is what none looks like.
+        if p.sport == 0 {
+            p.sport = 40000;
+        }
+        if p.dport == 0 {
+            p.dport = 40000;
+        }
+    }
+    Ok((iif, p))
+}
+
+fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<i32> {
+    let (iif, fields) = parse_get(&args.words)?;
+    require_privileges()?;
+    let attached = attach::open(layout)?;
+    let e = attached.explain(&iif, &fields)?;
+    if args.json {
+        print_json(&e)?;
+        return Ok(exit::OK);
+    }
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    println!(
+        "policy {} action {} egress {} next_hop {} verdict {}",
+        e.policy
+            .as_ref()
+            .map(|id| format!("{id} (priority {})", e.priority.unwrap_or_default()))
+            .unwrap_or_else(|| "none".to_owned()),
+        e.action,
+        or_dash(&e.egress),
+        or_dash(&e.next_hop),
+        e.verdict
+    );
+    let r = &e.rewritten;
+    println!(
+        "    ttl {} dscp {} mark {} dst_mac {} src_mac {}",
+        r.ttl, r.dscp, r.mark, r.dst_mac, r.src_mac
+    );
     Ok(exit::OK)
 }

@@ -1,0 +1,685 @@
+//! The attached data path: the TC program loaded, attached with TCX to the interfaces the
+//! static configuration names (in the caller's network namespace), and pinned in bpffs so
+//! forwarding continues after the process exits.
+//!
+//! Pin layout under the pin directory (default [`DEFAULT_PIN_DIR`]):
+//!
+//! ```text
+//! prog                      the pktpath_tc program
+//! ROUTE_TUPLES ROUTE_RULES ROUTE_STATE ROUTE_NEXTHOPS POLICY_STATS IFACE_STATS
+//!                           the maps user space reads and writes
+//! link_<ifname>_ingress     one TCX link per interface and direction
+//! link_<ifname>_egress
+//! ROUTE_SCRATCH             (pinned too, with every other map of the object)
+//! ```
+//!
+//! bpffs holds pins only, not regular files, so the JSON state sits in a plain directory
+//! under [`STATE_ROOT`] named after the pin directory (see [`Layout::state_dir`]):
+//! `configuration.json` (a copy of the static configuration attached with; `apply` needs
+//! it), `runtimeConfiguration.json` (the policy set last applied; absent before the first
+//! apply) and `slots.json` (the counter slot of each applied policy id, see `policy`).
+//!
+//! [`attach`] is idempotent: the same configuration again changes nothing (links missing
+//! since, say after an interface was recreated, are re-created from the pinned program).
+//! A different configuration is refused until [`detach`]. A failed attach removes what it
+//! created. [`detach`] removes the links (which detaches the program), the pins, the state
+//! files and both directories.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::programs::{
+    LinkOrder, SchedClassifier, TcAttachType,
+    links::{FdLink, PinnedLink},
+    tc::TcAttachOptions,
+};
+use pktpath_common::route::{IfaceCounters, PROG_DATAPATH, PolicyCounters};
+use serde::Serialize;
+
+use super::{
+    policy::{self, Interfaces, LinkInfo, PolicyError, Slots},
+    tables::{Applied, DatapathMaps, TableError},
+    tuples::{self, CompileError},
+};
+use crate::{
+    loader::{self, LoadError, Object},
+    route::{
+        compile::{PolicySet, Topology},
+        config::{ConfigError, Source},
+    },
+    sys::{SysError, iface, mounts::PseudoFs},
+};
+
+/// Where `route attach` pins by default.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/pktpath";
+/// Where the state files of pin directories live.
+pub const STATE_ROOT: &str = "/run/pktpath";
+
+const CONFIG_FILE: &str = "configuration.json";
+const RUNTIME_FILE: &str = "runtimeConfiguration.json";
+const SLOTS_FILE: &str = "slots.json";
+const PROG_PIN: &str = "prog";
+
+/// Attaching, opening, applying to or detaching the data path failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error(
+        "interface {name} (named in {config}) is not in this network namespace; create it or run pktpath in the namespace that has it"
+    )]
+    NoInterface {
+        name: String,
+        config: String,
+        #[source]
+        source: SysError,
+    },
+    #[error("{dir} is not on a bpf filesystem; pin under /sys/fs/bpf")]
+    NotBpffs { dir: String },
+    #[error(
+        "the data path at {dir} is attached with a different configuration; run `pktpath route detach` first"
+    )]
+    OtherConfig { dir: String },
+    #[error(
+        "{dir} exists but holds no pktpath data path (no {state}); remove it or pick another --pin-dir"
+    )]
+    Foreign { dir: String, state: String },
+    #[error("no data path is attached at {dir}; run `pktpath route attach --config FILE` first")]
+    NotAttached { dir: String },
+    #[error("loading the data path failed")]
+    Load(#[from] LoadError),
+    #[error("the data path object has no program {PROG_DATAPATH}")]
+    NoProgram,
+    #[error("{what} failed")]
+    Program {
+        what: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("{what} failed")]
+    Pin {
+        what: String,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("{what} failed")]
+    Link {
+        what: String,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error("{what} {path} failed")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("state file {path} is damaged; `pktpath route detach` and attach again")]
+    State {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AttachError {
+    let path = path.display().to_string();
+    move |source| AttachError::Io { what, path, source }
+}
+
+/// TC direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+        }
+    }
+
+    fn attach_type(self) -> TcAttachType {
+        match self {
+            Self::Ingress => TcAttachType::Ingress,
+            Self::Egress => TcAttachType::Egress,
+        }
+    }
+}
+
+/// Paths of everything an attached data path keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub pin_dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            pin_dir: pin_dir.into(),
+        }
+    }
+
+    /// The program pin.
+    pub fn prog(&self) -> PathBuf {
+        self.pin_dir.join(PROG_PIN)
+    }
+
+    /// The pin of the link on `iface` in `dir`.
+    pub fn link(&self, iface: &str, dir: Direction) -> PathBuf {
+        self.pin_dir.join(format!("link_{iface}_{}", dir.name()))
+    }
+
+    /// The plain directory holding the JSON state: bpffs only holds pins. The pin
+    /// directory's path with `/` as `-` under [`STATE_ROOT`].
+    pub fn state_dir(&self) -> PathBuf {
+        let escaped = self
+            .pin_dir
+            .display()
+            .to_string()
+            .trim_matches('/')
+            .replace('/', "-");
+        Path::new(STATE_ROOT).join(escaped)
+    }
+
+    fn state(&self, file: &str) -> PathBuf {
+        self.state_dir().join(file)
+    }
+}
+
+/// The links one configuration calls for: (interface position, name, direction).
+fn wanted_links(topology: &Topology) -> Vec<(usize, String, Direction)> {
+    let mut out = Vec::new();
+    for (i, iface) in topology.interfaces.iter().enumerate() {
+        if iface.ingress {
+            out.push((i, iface.name.clone(), Direction::Ingress));
+        }
+        if iface.egress {
+            out.push((i, iface.name.clone(), Direction::Egress));
+        }
+    }
+    out
+}
+
+/// Resolves the topology's interfaces in the calling thread's network namespace.
+pub fn resolve(topology: &Topology) -> Result<Interfaces, AttachError> {
+    let mut links = Vec::with_capacity(topology.interfaces.len());
+    for i in &topology.interfaces {
+        let found = iface::lookup(&i.name).map_err(|source| AttachError::NoInterface {
+            name: i.name.clone(),
+            config: topology.file.clone(),
+            source,
+        })?;
+        links.push(LinkInfo {
+            ifindex: found.ifindex,
+            mtu: found.mtu,
+            mac: found.mac,
+        });
+    }
+    Ok(Interfaces { links })
+}
+
+/// What [`attach`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttachReport {
+    pub pin_dir: String,
+    /// Links created by this call (`ifname/direction`); empty when nothing changed.
+    pub attached: Vec<String>,
+    /// Links that were already in place.
+    pub unchanged: Vec<String>,
+}
+
+/// Removes, on drop, what a failing attach created.
+struct Undo {
+    dirs: Vec<PathBuf>,
+    armed: bool,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if self.armed {
+            for d in &self.dirs {
+                if let Err(e) = std::fs::remove_dir_all(d)
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    log::warn!("cleaning up {} after a failed attach: {e}", d.display());
+                }
+            }
+        }
+    }
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<(), AttachError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(io_err("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err("rename into", path))
+}
+
+fn same_topology(a: &Topology, b: &Topology) -> bool {
+    a.interfaces == b.interfaces && a.next_hops == b.next_hops && a.tables == b.tables
+}
+
+/// Attaches the data path for the static configuration at `config` (a file), pinning under
+/// `layout`. Mounts bpffs at /sys/fs/bpf when it is missing and leaves it mounted (the
+/// pins live there).
+pub fn attach(layout: &Layout, config: &Path) -> Result<AttachReport, AttachError> {
+    let source = Source::read(config)?;
+    let topology = Topology::from_source(&source)?;
+    let ifaces = resolve(&topology)?;
+    if let Some(guard) = PseudoFs::Bpf.ensure()? {
+        guard.keep();
+    }
+    let pin_dir = &layout.pin_dir;
+    let dir_text = pin_dir.display().to_string();
+    let state_config = layout.state(CONFIG_FILE);
+
+    if pin_dir.exists() {
+        if !state_config.exists() {
+            return Err(AttachError::Foreign {
+                dir: dir_text,
+                state: state_config.display().to_string(),
+            });
+        }
+        let running = open(layout)?;
+        if !same_topology(&running.topology, &topology) {
+            return Err(AttachError::OtherConfig { dir: dir_text });
+        }
+        // Same configuration: only re-create links that went missing.
+        let mut report = AttachReport {
+            pin_dir: dir_text,
+            attached: Vec::new(),
+            unchanged: Vec::new(),
+        };
+        let missing: Vec<_> = wanted_links(&topology)
+            .into_iter()
+            .filter(|(_, name, d)| {
+                let present = layout.link(name, *d).exists();
+                if present {
+                    report.unchanged.push(format!("{name}/{}", d.name()));
+                }
+                !present
+            })
+            .collect();
+        if !missing.is_empty() {
+            let mut prog = SchedClassifier::from_pin(layout.prog()).map_err(|source| {
+                AttachError::Program {
+                    what: format!("opening the pinned program {}", layout.prog().display()),
+                    source,
+                }
+            })?;
+            for (_, name, d) in missing {
+                attach_link(&mut prog, layout, &name, d)?;
+                report.attached.push(format!("{name}/{}", d.name()));
+            }
+        }
+        return Ok(report);
+    }
+
+    let parent = pin_dir.parent().unwrap_or(Path::new("/"));
+    if !PseudoFs::Bpf.holds(parent) {
+        return Err(AttachError::NotBpffs {
+            dir: parent.display().to_string(),
+        });
+    }
+    let mut undo = Undo {
+        dirs: Vec::new(),
+        armed: true,
+    };
+    std::fs::create_dir(pin_dir).map_err(io_err("create pin directory", pin_dir))?;
+    undo.dirs.push(pin_dir.clone());
+    let state_dir = layout.state_dir();
+    if state_dir.exists() {
+        // Left from a data path whose pins are gone (bpffs remounted): stale.
+        std::fs::remove_dir_all(&state_dir).map_err(io_err("remove stale state", &state_dir))?;
+    }
+    std::fs::create_dir_all(&state_dir).map_err(io_err("create state directory", &state_dir))?;
+    undo.dirs.push(state_dir);
+
+    let mut ebpf = loader::load(Object::Datapath, &[])?;
+    for (name, map) in ebpf.maps() {
+        let path = pin_dir.join(name);
+        map.pin(&path).map_err(|source| AttachError::Pin {
+            what: format!("pinning map {name} at {}", path.display()),
+            source,
+        })?;
+    }
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(PROG_DATAPATH)
+        .ok_or(AttachError::NoProgram)?
+        .try_into()
+        .map_err(|source| AttachError::Program {
+            what: format!("{PROG_DATAPATH} as a TC classifier"),
+            source,
+        })?;
+    prog.load().map_err(|source| AttachError::Program {
+        what: "loading the data path program into the kernel (verifier)".to_owned(),
+        source,
+    })?;
+    prog.pin(layout.prog()).map_err(|source| AttachError::Pin {
+        what: format!("pinning the program at {}", layout.prog().display()),
+        source,
+    })?;
+
+    // Tables before links: next hops known, no policies (every packet passes).
+    let mut maps = DatapathMaps::from_pins(pin_dir)?;
+    maps.set_nexthops(&policy::next_hops(&topology, &ifaces)?)?;
+    write_atomic(&layout.state(SLOTS_FILE), &slots_json(&Slots::default()))?;
+
+    let mut report = AttachReport {
+        pin_dir: dir_text,
+        attached: Vec::new(),
+        unchanged: Vec::new(),
+    };
+    for (_, name, d) in wanted_links(&topology) {
+        attach_link(prog, layout, &name, d)?;
+        report.attached.push(format!("{name}/{}", d.name()));
+    }
+    write_atomic(&state_config, source.text())?;
+    undo.armed = false;
+    Ok(report)
+}
+
+fn slots_json(slots: &Slots) -> String {
+    serde_json::to_string_pretty(slots).expect("slots serialize")
+}
+
+fn attach_link(
+    prog: &mut SchedClassifier,
+    layout: &Layout,
+    iface: &str,
+    dir: Direction,
+) -> Result<(), AttachError> {
+    let what = format!("TCX {} attach on {iface}", dir.name());
+    let id = prog
+        .attach_with_options(
+            iface,
+            dir.attach_type(),
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(|source| AttachError::Program {
+            what: what.clone(),
+            source,
+        })?;
+    let link = prog.take_link(id).map_err(|source| AttachError::Program {
+        what: what.clone(),
+        source,
+    })?;
+    let fd: FdLink = link.try_into().map_err(|source| AttachError::Link {
+        what: format!("{what}: the link is not a TCX link"),
+        source,
+    })?;
+    let path = layout.link(iface, dir);
+    fd.pin(&path).map_err(|source| AttachError::Pin {
+        what: format!(
+            "pinning the {} link of {iface} at {}",
+            dir.name(),
+            path.display()
+        ),
+        source,
+    })?;
+    Ok(())
+}
+
+/// An attached data path, opened from its pins.
+pub struct Attached {
+    pub layout: Layout,
+    pub topology: Topology,
+    pub maps: DatapathMaps,
+}
+
+/// Opens the data path attached at `layout`.
+pub fn open(layout: &Layout) -> Result<Attached, AttachError> {
+    let state_config = layout.state(CONFIG_FILE);
+    if !layout.pin_dir.exists() || !state_config.exists() {
+        return Err(AttachError::NotAttached {
+            dir: layout.pin_dir.display().to_string(),
+        });
+    }
+    let source = Source::read(&state_config)?;
+    let topology = Topology::from_source(&source)?;
+    let maps = DatapathMaps::from_pins(&layout.pin_dir)?;
+    Ok(Attached {
+        layout: layout.clone(),
+        topology,
+        maps,
+    })
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApplyReport {
+    pub policies: usize,
+    pub rules: usize,
+    pub tuples: usize,
+    pub entries: usize,
+    pub generation: u32,
+    /// Counter slots given to new policy ids (zeroed before the swap).
+    pub fresh_slots: usize,
+}
+
+/// One policy's counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PolicyStats {
+    pub id: String,
+    pub priority: u32,
+    pub slot: u32,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One interface's counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IfaceStats {
+    pub name: String,
+    pub ifindex: u32,
+    pub passed_packets: u64,
+    pub passed_bytes: u64,
+    pub forwarded_packets: u64,
+    pub forwarded_bytes: u64,
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+    pub error_packets: u64,
+}
+
+impl IfaceStats {
+    fn new(name: &str, ifindex: u32, c: IfaceCounters) -> Self {
+        Self {
+            name: name.to_owned(),
+            ifindex,
+            passed_packets: c.passed_packets,
+            passed_bytes: c.passed_bytes,
+            forwarded_packets: c.forwarded_packets,
+            forwarded_bytes: c.forwarded_bytes,
+            dropped_packets: c.dropped_packets,
+            dropped_bytes: c.dropped_bytes,
+            error_packets: c.error_packets,
+        }
+    }
+}
+
+/// Counters of the running data path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// In priority order.
+    pub policies: Vec<PolicyStats>,
+    pub interfaces: Vec<IfaceStats>,
+}
+
+impl Attached {
+    /// The source text of the policy set last applied, if any.
+    pub fn runtime_source(&self) -> Result<Option<Source>, AttachError> {
+        let path = self.layout.state(RUNTIME_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        Ok(Some(Source::read(&path)?))
+    }
+
+    /// The policy set last applied (an empty one before the first apply).
+    pub fn active(&self) -> Result<PolicySet, AttachError> {
+        Ok(match self.runtime_source()? {
+            Some(src) => PolicySet::from_source(&self.topology, &src)?,
+            None => PolicySet::empty(self.topology.clone()),
+        })
+    }
+
+    pub(crate) fn slots(&self) -> Result<Slots, AttachError> {
+        let path = self.layout.state(SLOTS_FILE);
+        let text = std::fs::read_to_string(&path).map_err(io_err("read", &path))?;
+        serde_json::from_str(&text).map_err(|source| AttachError::State {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Swaps in `set` (validated against this data path's topology; `source` is its text,
+    /// kept for `show`). Packets see the old set or the new one, never a mix. On error the
+    /// running set stays.
+    pub fn apply(&mut self, set: &PolicySet, source: &Source) -> Result<ApplyReport, AttachError> {
+        let ifaces = resolve(&self.topology)?;
+        let plan = self.slots()?.plan(set)?;
+        let rules = policy::rules(set, &ifaces, &plan.slots)?;
+        let tables = tuples::compile(&rules)?;
+        let hops = policy::next_hops(&self.topology, &ifaces)?;
+        for &slot in &plan.fresh {
+            self.maps.reset_policy_counters(slot)?;
+        }
+        self.maps.set_nexthops(&hops)?;
+        let Applied {
+            generation,
+            tuples,
+            entries,
+        } = self.maps.apply(&tables)?;
+        write_atomic(&self.layout.state(RUNTIME_FILE), source.text())?;
+        write_atomic(&self.layout.state(SLOTS_FILE), &slots_json(&plan.slots))?;
+        Ok(ApplyReport {
+            policies: set.policies.len(),
+            rules: rules.len(),
+            tuples,
+            entries,
+            generation,
+            fresh_slots: plan.fresh.len(),
+        })
+    }
+
+    /// Per-policy (priority order) and per-interface counters, summed over CPUs.
+    pub fn stats(&self) -> Result<Stats, AttachError> {
+        let set = self.active()?;
+        let slots = self.slots()?;
+        let mut policies = Vec::with_capacity(set.policies.len());
+        for p in &set.policies {
+            let slot = slots
+                .by_id
+                .get(&p.id)
+                .copied()
+                .ok_or_else(|| AttachError::State {
+                    path: self.layout.state(SLOTS_FILE).display().to_string(),
+                    source: serde::de::Error::custom(format!("no slot for policy {}", p.id)),
+                })?;
+            let PolicyCounters { packets, bytes } = self.maps.policy_counters(slot)?;
+            policies.push(PolicyStats {
+                id: p.id.clone(),
+                priority: p.priority,
+                slot,
+                packets,
+                bytes,
+            });
+        }
+        let ifaces = resolve(&self.topology)?;
+        let mut interfaces = Vec::new();
+        for (i, link) in self.topology.interfaces.iter().zip(&ifaces.links) {
+            let c = self.maps.iface_counters(link.ifindex)?;
+            interfaces.push(IfaceStats::new(&i.name, link.ifindex, c));
+        }
+        Ok(Stats {
+            policies,
+            interfaces,
+        })
+    }
+}
+
+/// What [`detach`] removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DetachReport {
+    pub pin_dir: String,
+    pub links: Vec<String>,
+    pub pins: usize,
+}
+
+/// Removes the data path attached at `layout`: links first (the program stops running on
+/// every interface), then the program and map pins, the state files and both directories.
+pub fn detach(layout: &Layout) -> Result<DetachReport, AttachError> {
+    let pin_dir = &layout.pin_dir;
+    let state_dir = layout.state_dir();
+    if !pin_dir.exists() {
+        return Err(AttachError::NotAttached {
+            dir: pin_dir.display().to_string(),
+        });
+    }
+    if !state_dir.join(CONFIG_FILE).exists() {
+        return Err(AttachError::Foreign {
+            dir: pin_dir.display().to_string(),
+            state: state_dir.join(CONFIG_FILE).display().to_string(),
+        });
+    }
+    let mut report = DetachReport {
+        pin_dir: pin_dir.display().to_string(),
+        links: Vec::new(),
+        pins: 0,
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(pin_dir)
+        .map_err(io_err("list", pin_dir))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err("list", pin_dir))?;
+    entries.sort();
+    // Links first, explicitly detached (not only unpinned), so no packet meets a program
+    // whose maps are going away.
+    for path in entries.iter().filter(|p| is_link_pin(p)) {
+        let link = PinnedLink::from_pin(path).map_err(|source| AttachError::Link {
+            what: format!("opening the pinned link {}", path.display()),
+            source,
+        })?;
+        let fd = link.unpin().map_err(io_err("unpin link", path))?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let name = name.trim_start_matches("link_");
+        report.links.push(match name.rsplit_once('_') {
+            Some((iface, dir)) => format!("{iface}/{dir}"),
+            None => name.to_owned(),
+        });
+        aya::programs::links::Link::detach(fd).map_err(|source| AttachError::Program {
+            what: format!("detaching the link {}", path.display()),
+            source,
+        })?;
+        report.pins += 1;
+    }
+    for path in entries.iter().filter(|p| !is_link_pin(p)) {
+        std::fs::remove_file(path).map_err(io_err("unpin", path))?;
+        report.pins += 1;
+    }
+    std::fs::remove_dir(pin_dir).map_err(io_err("remove pin directory", pin_dir))?;
+    std::fs::remove_dir_all(&state_dir).map_err(io_err("remove state directory", &state_dir))?;
+    // The root goes too once no data path is left (fails harmlessly while others remain).
+    let _ = std::fs::remove_dir(STATE_ROOT);
+    Ok(report)
+}
+
+fn is_link_pin(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+}

@@ -1,0 +1,259 @@
+//! `route get`: what the attached data path does with one packet, found by running the
+//! pinned program on a synthesized frame with BPF_PROG_TEST_RUN.
+//!
+//! The program notes its decision for the last packet in a per-CPU array
+//! (`ROUTE_DECISION`). The test run happens on a thread pinned to one CPU, with a random
+//! nonce in `__sk_buff.cb[0]`; that CPU's entry is read back and accepted only when it
+//! carries the nonce (a real packet handled on the same CPU in between would overwrite it;
+//! the run is then repeated). The frame arrives with `ifindex` = the given input
+//! interface, so `iif` matches as for real traffic. A test run is counted like a packet:
+//! the matched policy's and the interface's counters go up by one.
+
+use aya::{
+    maps::{Map, MapData, PerCpuArray},
+    programs::{SchedClassifier, TestRun as _, TestRunOptions},
+};
+use pktpath_common::route::{
+    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, Decision, FAMILY_V4, MAP_DECISION,
+};
+use serde::Serialize;
+
+use super::{
+    attach::{AttachError, Attached},
+    frame::{self, FrameOptions},
+    tuples::PacketFields,
+};
+use crate::sys::{SysError, iface};
+
+/// Size of `struct __sk_buff`, and offsets of the fields a test run may set.
+const SKB_CTX: usize = 192;
+const CTX_MARK: usize = 8;
+const CTX_IFINDEX: usize = 40;
+const CTX_CB0: usize = 48;
+const TC_ACT_OK: i32 = 0;
+const TC_ACT_SHOT: i32 = 2;
+const TC_ACT_REDIRECT: i32 = 7;
+
+/// Header fields after the program ran.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rewritten {
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    pub dscp: u8,
+    pub mark: u32,
+    pub dst_mac: String,
+    pub src_mac: String,
+}
+
+/// What the data path does with the packet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// Id of the policy that matched, or None.
+    pub policy: Option<String>,
+    pub priority: Option<u32>,
+    /// `forward`, `lookup_table`, `pass` or `drop` (`pass` when no policy matched).
+    pub action: &'static str,
+    /// Interface the packet leaves by, when redirected.
+    pub egress: Option<String>,
+    /// The next hop's name (forward), when the packet is redirected to it.
+    pub next_hop: Option<String>,
+    /// `redirect`, `pass` (to the kernel stack) or `drop`.
+    pub verdict: String,
+    pub rewritten: Rewritten,
+}
+
+fn mac(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn nonce() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(13))
+        .unwrap_or(0x5eed);
+    (t ^ std::process::id().rotate_left(7)) | 1
+}
+
+fn prog_err(what: &str) -> impl FnOnce(aya::programs::ProgramError) -> AttachError {
+    let what = what.to_owned();
+    move |source| AttachError::Program { what, source }
+}
+
+impl Attached {
+    /// Runs the pinned program on a frame with `fields` arriving on interface `iif` (of the
+    /// calling thread's network namespace) and says what it did.
+    pub fn explain(&self, iif: &str, fields: &PacketFields) -> Result<Explanation, AttachError> {
+        let input = iface::lookup(iif).map_err(|source| AttachError::NoInterface {
+            name: iif.to_owned(),
+            config: "the command line".to_owned(),
+            source,
+        })?;
+        let prog_path = self.layout.prog();
+        let prog = SchedClassifier::from_pin(&prog_path).map_err(prog_err(&format!(
+            "opening the pinned program {}",
+            prog_path.display()
+        )))?;
+        let map_path = self.layout.pin_dir.join(MAP_DECISION);
+        let decisions: PerCpuArray<MapData, Decision> = MapData::from_pin(&map_path)
+            .and_then(Map::from_map_data)
+            .and_then(PerCpuArray::try_from)
+            .map_err(|source| {
+                AttachError::Table(super::tables::TableError::Pin {
+                    path: map_path.display().to_string(),
+                    source,
+                })
+            })?;
+        let p = PacketFields {
+            iif: input.ifindex,
+            ..*fields
+        };
+        let frame = frame::build(
+            &p,
+            &FrameOptions {
+                dst_mac: input.mac,
+                ..Default::default()
+            },
+        );
+        for _attempt in 0..5 {
+            let nonce = nonce();
+            let mut ctx_in = [0u8; SKB_CTX];
+            ctx_in[CTX_MARK..CTX_MARK + 4].copy_from_slice(&p.mark.to_ne_bytes());
+            ctx_in[CTX_IFINDEX..CTX_IFINDEX + 4].copy_from_slice(&input.ifindex.to_ne_bytes());
+            ctx_in[CTX_CB0..CTX_CB0 + 4].copy_from_slice(&nonce.to_ne_bytes());
+            let mut ctx_out = [0u8; SKB_CTX];
+            let mut data_out = vec![0u8; frame.len() + 64];
+            let (ret, decision) = std::thread::scope(|s| {
+                s.spawn(|| -> Result<_, AttachError> {
+                    let cpu = pin_to_current_cpu()?;
+                    let r = prog
+                        .test_run(TestRunOptions {
+                            data_in: Some(&frame),
+                            data_out: Some(&mut data_out),
+                            ctx_in: Some(&ctx_in),
+                            ctx_out: Some(&mut ctx_out),
+                            repeat: 1,
+                            ..Default::default()
+                        })
+                        .map_err(prog_err("BPF_PROG_TEST_RUN of the data path"))?;
+                    let per_cpu = decisions.get(&0, 0).map_err(|source| {
+                        AttachError::Table(super::tables::TableError::Map {
+                            op: "read",
+                            map: MAP_DECISION,
+                            source,
+                        })
+                    })?;
+                    Ok((r, per_cpu.get(cpu).copied().unwrap_or_default()))
+                })
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })?;
+            if decision.nonce != nonce {
+                continue; // a real packet overwrote the record; run again
+            }
+            data_out.truncate(ret.data_size_out as usize);
+            return Ok(self.describe(&p, &decision, ret.return_value as i32, &data_out, &ctx_out));
+        }
+        Err(AttachError::Sys(SysError::io(
+            "reading the data path's decision",
+            std::io::Error::other("another packet overwrote it five times in a row; try again"),
+        )))
+    }
+
+    fn describe(
+        &self,
+        p: &PacketFields,
+        d: &Decision,
+        verdict: i32,
+        out: &[u8],
+        ctx_out: &[u8],
+    ) -> Explanation {
+        let slots = self.slots().unwrap_or_default();
+        let policy = (d.matched != 0)
+            .then(|| {
+                slots
+                    .by_id
+                    .iter()
+                    .find(|(_, s)| **s == d.slot)
+                    .map(|(id, _)| id.clone())
+            })
+            .flatten();
+        let action = match (d.matched, d.action) {
+            (0, _) => "pass",
+            (_, ACTION_FORWARD) => "forward",
+            (_, ACTION_TABLE) => "lookup_table",
+            (_, ACTION_DROP) => "drop",
+            (_, ACTION_PASS) => "pass",
+            _ => "unknown",
+        };
+        let redirected = verdict == TC_ACT_REDIRECT && d.egress_ifindex != 0;
+        let egress = redirected.then(|| {
+            iface::name_of(d.egress_ifindex)
+                .unwrap_or_else(|| format!("ifindex {}", d.egress_ifindex))
+        });
+        let next_hop = (redirected && d.matched != 0 && d.action == ACTION_FORWARD)
+            .then(|| {
+                self.topology
+                    .next_hops
+                    .get((d.nexthop / 2) as usize)
+                    .map(|h| h.name.clone())
+            })
+            .flatten();
+        let verdict_text = match verdict {
+            TC_ACT_OK => "pass".to_owned(),
+            TC_ACT_SHOT => "drop".to_owned(),
+            TC_ACT_REDIRECT => "redirect".to_owned(),
+            other => format!("tc verdict {other}"),
+        };
+        let (ttl, tos) = if p.family == FAMILY_V4 {
+            (
+                out.get(14 + 8).copied().unwrap_or(0),
+                out.get(14 + 1).copied().unwrap_or(0),
+            )
+        } else {
+            let tc = u16::from_be_bytes([
+                out.get(14).copied().unwrap_or(0),
+                out.get(15).copied().unwrap_or(0),
+            ]) >> 4;
+            (out.get(14 + 7).copied().unwrap_or(0), tc as u8)
+        };
+        let mark = u32::from_ne_bytes(ctx_out[CTX_MARK..CTX_MARK + 4].try_into().expect("4 bytes"));
+        Explanation {
+            policy,
+            priority: (d.matched != 0).then_some(d.priority),
+            action,
+            egress,
+            next_hop,
+            verdict: verdict_text,
+            rewritten: Rewritten {
+                ttl,
+                dscp: tos >> 2,
+                mark,
+                dst_mac: mac(out.get(0..6).unwrap_or(&[])),
+                src_mac: mac(out.get(6..12).unwrap_or(&[])),
+            },
+        }
+    }
+}
+
+/// Pins the calling thread to the CPU it runs on; returns that CPU.
+fn pin_to_current_cpu() -> Result<usize, AttachError> {
+    // SAFETY: no arguments.
+    let cpu = unsafe { libc::sched_getcpu() };
+    if cpu < 0 {
+        return Err(SysError::last("sched_getcpu()").into());
+    }
+    // SAFETY: an all-zero cpu_set_t is an empty set; CPU_SET writes within it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+    // SAFETY: set is a valid cpu_set_t of the size given; 0 is the calling thread.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(SysError::last(format!("sched_setaffinity(cpu {cpu})")).into());
+    }
+    // The thread may have moved between the two calls; ask again after pinning.
+    // SAFETY: no arguments.
+    let now = unsafe { libc::sched_getcpu() };
+    Ok(if now >= 0 { now as usize } else { cpu as usize })
+}

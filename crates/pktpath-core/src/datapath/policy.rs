@@ -1,0 +1,460 @@
+//! Turning a validated [`PolicySet`] into what the kernel maps hold: data path rules
+//! ([`Rule`]) and the next hop table ([`NextHop`]), with interface names resolved to the
+//! kernel's ifindexes and egress MTUs ([`Interfaces`]), and counter slots kept stable per
+//! policy id across applies ([`Slots`]).
+//!
+//! Next hops: each configured next hop gets two entries in the table, one per family
+//! (index `2 * id` for IPv4, `2 * id + 1` for IPv6). A next hop with a fixed MAC serves both
+//! families with it; otherwise the entry carries that family's gateway. A `forward` policy
+//! whose match does not name a family becomes one rule per family; for a family its next
+//! hop has no gateway for (say an IPv6 packet and a next hop with only `gateway4`), the
+//! rule passes the packet to the kernel stack (with the policy's mark/DSCP rewrite), which
+//! routes it as usual. Validation already refuses a policy whose prefixes name a family its
+//! next hop cannot serve, so that case only arises for family-free matches.
+//!
+//! Counter slots: a policy keeps its slot (index into the per-CPU counter array) for as long
+//! as its id stays in the applied set, so its counters keep counting across applies. A new
+//! id gets the lowest slot no policy of the *running* set uses (so no packet can still be
+//! counting into it), and the caller zeroes it before the swap. The assignment is kept as a
+//! small JSON state file next to the pins (see `attach`), rewritten after each apply.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pktpath_common::route::{
+    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, FAMILY_V4, FAMILY_V6, MAX_POLICY_SLOTS,
+    NextHop, RULE_SET_DSCP, RULE_SET_MARK, RuleValue,
+};
+use serde::{Deserialize, Serialize};
+
+use super::tuples::Rule;
+use crate::route::{
+    compile::{CompiledAction, CompiledPolicy, NextHopId, PolicySet, Rewrite, Topology},
+    config::{Family, Prefix},
+};
+
+/// What the kernel says about each interface of a [`Topology`], in the same order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interfaces {
+    pub links: Vec<LinkInfo>,
+}
+
+/// One interface as the kernel knows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    pub ifindex: u32,
+    pub mtu: u32,
+    pub mac: [u8; 6],
+}
+
+/// The policy set cannot be turned into data path tables.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("the static configuration names {count} next hops; the data path holds at most {max}")]
+    TooManyNextHops { count: usize, max: u32 },
+    #[error("{count} policies need counter slots; the data path has {max}")]
+    TooManySlots { count: usize, max: u32 },
+    #[error(
+        "interface information for {have} interfaces given, the static configuration has {want}"
+    )]
+    InterfaceCount { have: usize, want: usize },
+}
+
+/// Counter slot of each policy id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slots {
+    pub by_id: BTreeMap<String, u32>,
+}
+
+/// The slots for a new policy set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotPlan {
+    pub slots: Slots,
+    /// Slots given to ids the running set does not have: zero them before the swap.
+    pub fresh: Vec<u32>,
+}
+
+impl Slots {
+    /// Slots for `set`, given the running assignment `self`.
+    pub fn plan(&self, set: &PolicySet) -> Result<SlotPlan, PolicyError> {
+        if set.policies.len() > MAX_POLICY_SLOTS as usize {
+            return Err(PolicyError::TooManySlots {
+                count: set.policies.len(),
+                max: MAX_POLICY_SLOTS,
+            });
+        }
+        let mut used: BTreeSet<u32> = self.by_id.values().copied().collect();
+        let mut by_id = BTreeMap::new();
+        let mut fresh = Vec::new();
+        let mut next = 0u32;
+        for p in &set.policies {
+            if let Some(&slot) = self.by_id.get(&p.id) {
+                by_id.insert(p.id.clone(), slot);
+            }
+        }
+        for p in &set.policies {
+            if by_id.contains_key(&p.id) {
+                continue;
+            }
+            while used.contains(&next) {
+                next += 1;
+            }
+            if next >= MAX_POLICY_SLOTS {
+                // The running set and the new ids together exceed the array; the next apply
+                // (after this set's removals are no longer running) would fit.
+                return Err(PolicyError::TooManySlots {
+                    count: used.len() + 1,
+                    max: MAX_POLICY_SLOTS,
+                });
+            }
+            used.insert(next);
+            by_id.insert(p.id.clone(), next);
+            fresh.push(next);
+        }
+        Ok(SlotPlan {
+            slots: Slots { by_id },
+            fresh,
+        })
+    }
+}
+
+/// Index of a next hop's entry for `family` in the next hop table.
+pub fn nexthop_index(id: NextHopId, family: u8) -> u32 {
+    2 * id.0 as u32 + u32::from(family == FAMILY_V6)
+}
+
+/// Bytes of an address in a rule / next hop (IPv4 in the first 4).
+fn addr_bytes(addr: std::net::IpAddr) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    match addr {
+        std::net::IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
+        std::net::IpAddr::V6(a) => out = a.octets(),
+    }
+    out
+}
+
+fn prefix(p: Option<Prefix>) -> Option<([u8; 16], u8)> {
+    p.map(|p| (addr_bytes(p.addr()), p.prefix_len()))
+}
+
+fn family_byte(f: Family) -> u8 {
+    match f {
+        Family::Ipv4 => FAMILY_V4,
+        Family::Ipv6 => FAMILY_V6,
+    }
+}
+
+/// The next hop table for `topology`: two entries per next hop (IPv4, IPv6). An entry the
+/// next hop cannot serve has ifindex 0 (the data path passes such packets on).
+pub fn next_hops(topology: &Topology, ifaces: &Interfaces) -> Result<Vec<NextHop>, PolicyError> {
+    check_ifaces(topology, ifaces)?;
+    let max = pktpath_common::route::MAX_NEXTHOPS;
+    if topology.next_hops.len() * 2 > max as usize {
+        return Err(PolicyError::TooManyNextHops {
+            count: topology.next_hops.len(),
+            max: max / 2,
+        });
+    }
+    let mut table = Vec::with_capacity(topology.next_hops.len() * 2);
+    for hop in &topology.next_hops {
+        let link = ifaces.links[hop.interface.0];
+        for family in [Family::Ipv4, Family::Ipv6] {
+            let mut entry = NextHop {
+                ifindex: link.ifindex,
+                mtu: link.mtu,
+                ..Default::default()
+            };
+            let gateway = match family {
+                Family::Ipv4 => hop.gateway4.map(std::net::IpAddr::V4),
+                Family::Ipv6 => hop.gateway6.map(std::net::IpAddr::V6),
+            };
+            if let Some(mac) = hop.mac {
+                entry.has_mac = 1;
+                entry.dmac = mac.0;
+                entry.smac = link.mac;
+            } else if let Some(gw) = gateway {
+                entry.gw_family = family_byte(family);
+                entry.gateway = addr_bytes(gw);
+            } else {
+                entry = NextHop::default();
+            }
+            table.push(entry);
+        }
+    }
+    Ok(table)
+}
+
+fn check_ifaces(topology: &Topology, ifaces: &Interfaces) -> Result<(), PolicyError> {
+    if ifaces.links.len() != topology.interfaces.len() {
+        return Err(PolicyError::InterfaceCount {
+            have: ifaces.links.len(),
+            want: topology.interfaces.len(),
+        });
+    }
+    Ok(())
+}
+
+fn rewrite_value(value: &mut RuleValue, rewrite: &Rewrite) {
+    if let Some(mark) = rewrite.mark {
+        value.flags |= RULE_SET_MARK;
+        value.mark = mark;
+    }
+    if let Some(dscp) = rewrite.dscp {
+        value.flags |= RULE_SET_DSCP;
+        value.dscp = dscp;
+    }
+}
+
+/// The data path rules of `set` (one per policy, or one per family for a family-free
+/// `forward`), with counter slots from `slots` (which must hold every policy id).
+pub fn rules(
+    set: &PolicySet,
+    ifaces: &Interfaces,
+    slots: &Slots,
+) -> Result<Vec<Rule>, PolicyError> {
+    check_ifaces(&set.topology, ifaces)?;
+    let mut out = Vec::with_capacity(set.policies.len());
+    for policy in &set.policies {
+        let slot = slots.by_id.get(&policy.id).copied().unwrap_or_else(|| {
+            unreachable!("slot plan made from this set holds policy {}", policy.id)
+        });
+        let families = match policy.matches.family() {
+            Some(f) => vec![Some(family_byte(f))],
+            None if matches!(policy.action, CompiledAction::Forward { .. }) => {
+                vec![Some(FAMILY_V4), Some(FAMILY_V6)]
+            }
+            None => vec![None],
+        };
+        for family in families {
+            out.push(rule(set, policy, family, ifaces, slot));
+        }
+    }
+    Ok(out)
+}
+
+fn rule(
+    set: &PolicySet,
+    policy: &CompiledPolicy,
+    family: Option<u8>,
+    ifaces: &Interfaces,
+    slot: u32,
+) -> Rule {
+    let m = &policy.matches;
+    let mut value = RuleValue {
+        priority: policy.priority,
+        slot,
+        ..Default::default()
+    };
+    match policy.action {
+        CompiledAction::Forward { next_hop, rewrite } => {
+            let f = family.expect("forward rules are made per family");
+            let serves = set.topology.next_hop(next_hop).serves(if f == FAMILY_V4 {
+                Family::Ipv4
+            } else {
+                Family::Ipv6
+            });
+            if serves {
+                value.action = ACTION_FORWARD;
+                value.nexthop = nexthop_index(next_hop, f);
+            } else {
+                value.action = ACTION_PASS;
+            }
+            rewrite_value(&mut value, &rewrite);
+        }
+        CompiledAction::LookupTable { table, rewrite } => {
+            value.action = ACTION_TABLE;
+            value.table = table;
+            rewrite_value(&mut value, &rewrite);
+        }
+        CompiledAction::Pass { rewrite } => {
+            value.action = ACTION_PASS;
+            rewrite_value(&mut value, &rewrite);
+        }
+        CompiledAction::Drop => value.action = ACTION_DROP,
+    }
+    Rule {
+        priority: policy.priority,
+        family,
+        iif: m.iif.map(|id| ifaces.links[id.0].ifindex),
+        src: prefix(m.src),
+        dst: prefix(m.dst),
+        proto: m.proto.map(|p| p.0),
+        sport: m.sport.map(|r| (r.first(), r.last())),
+        dport: m.dport.map(|r| (r.first(), r.last())),
+        dscp: m.dscp,
+        mark: m.mark.map(|k| (k.value, k.mask)),
+        value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        datapath::tuples::{Lookup, PacketFields, compile},
+        route::config::Source,
+    };
+
+    const CONFIG: &str = r#"{
+      "version": 1,
+      "interfaces": [
+        { "name": "to-client" }, { "name": "to-up1" }, { "name": "to-up2" }
+      ],
+      "next_hops": [
+        { "name": "up1", "interface": "to-up1", "gateway4": "10.2.0.2", "gateway6": "fd02::2" },
+        { "name": "only4", "interface": "to-up2", "gateway4": "10.3.0.2" },
+        { "name": "fixed", "interface": "to-up2", "mac": "02:00:00:00:00:09" }
+      ],
+      "tables": [ { "name": "main", "id": 254 } ]
+    }"#;
+
+    fn topology() -> Topology {
+        Topology::from_source(&Source::new("configuration.json", CONFIG)).unwrap()
+    }
+
+    fn ifaces() -> Interfaces {
+        Interfaces {
+            links: (0..3)
+                .map(|i| LinkInfo {
+                    ifindex: 10 + i,
+                    mtu: 1500 - i,
+                    mac: [2, 0, 0, 0, 0, i as u8],
+                })
+                .collect(),
+        }
+    }
+
+    fn set(policies: &str) -> PolicySet {
+        let text = format!(r#"{{ "version": 1, "policies": [{policies}] }}"#);
+        PolicySet::from_source(&topology(), &Source::new("runtime.json", text)).unwrap()
+    }
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> [u8; 16] {
+        let mut x = [0u8; 16];
+        x[..4].copy_from_slice(&[a, b, c, d]);
+        x
+    }
+
+    #[test]
+    fn next_hops_have_one_entry_per_family() {
+        let t = next_hops(&topology(), &ifaces()).unwrap();
+        assert_eq!(t.len(), 6);
+        let up1_v4 = t[nexthop_index(NextHopId(0), FAMILY_V4) as usize];
+        assert_eq!(
+            (up1_v4.ifindex, up1_v4.gw_family, up1_v4.mtu),
+            (11, FAMILY_V4, 1499)
+        );
+        assert_eq!(&up1_v4.gateway[..4], &[10, 2, 0, 2]);
+        let up1_v6 = t[nexthop_index(NextHopId(0), FAMILY_V6) as usize];
+        assert_eq!(up1_v6.gw_family, FAMILY_V6);
+        assert_eq!(up1_v6.gateway[0..2], [0xfd, 0x02]);
+        assert_eq!(up1_v6.gateway[15], 2);
+        // only4 has no IPv6 gateway: an empty entry.
+        assert_eq!(t[3], NextHop::default());
+        // A fixed MAC serves both families, with the egress interface's own MAC as source.
+        for e in &t[4..6] {
+            assert_eq!((e.has_mac, e.ifindex, e.gw_family), (1, 12, 0));
+            assert_eq!(e.dmac, [2, 0, 0, 0, 0, 9]);
+            assert_eq!(e.smac, [2, 0, 0, 0, 0, 2]);
+        }
+    }
+
+    #[test]
+    fn rules_resolve_interfaces_and_split_forward_by_family() {
+        let s = set(r#"
+            { "id": "a", "priority": 5, "match": { "iif": "to-client", "src": "10.1.0.128/25" },
+              "action": { "type": "forward", "next_hop": "up1", "set_mark": 7 } },
+            { "id": "b", "priority": 6, "match": { "proto": "udp", "dport": "53" },
+              "action": { "type": "forward", "next_hop": "only4" } },
+            { "id": "c", "priority": 7, "match": {}, "action": { "type": "drop" } },
+            { "id": "d", "priority": 8, "match": {}, "action": { "type": "lookup_table", "table": "main" } }
+        "#);
+        let plan = Slots::default().plan(&s).unwrap();
+        let r = rules(&s, &ifaces(), &plan.slots).unwrap();
+        assert_eq!(r.len(), 5, "{r:#?}");
+        assert_eq!(r[0].family, Some(FAMILY_V4));
+        assert_eq!(r[0].iif, Some(10));
+        assert_eq!(r[0].src, Some((v4(10, 1, 0, 128), 25)));
+        assert_eq!(r[0].value.action, ACTION_FORWARD);
+        assert_eq!(r[0].value.nexthop, 0);
+        assert_eq!((r[0].value.flags, r[0].value.mark), (RULE_SET_MARK, 7));
+        // b: IPv4 forwards, IPv6 (no gateway6) passes; same slot, same priority.
+        assert_eq!(
+            (r[1].family, r[1].value.action),
+            (Some(FAMILY_V4), ACTION_FORWARD)
+        );
+        assert_eq!(r[1].value.nexthop, 2);
+        assert_eq!(
+            (r[2].family, r[2].value.action),
+            (Some(FAMILY_V6), ACTION_PASS)
+        );
+        assert_eq!(r[1].value.slot, r[2].value.slot);
+        assert_eq!((r[1].proto, r[1].dport), (Some(17), Some((53, 53))));
+        assert_eq!((r[3].family, r[3].value.action), (None, ACTION_DROP));
+        assert_eq!((r[4].value.action, r[4].value.table), (ACTION_TABLE, 254));
+
+        // The compiled tables pick the rules the policies say.
+        let tables = compile(&r).unwrap();
+        let lookup = Lookup::new(&tables);
+        let mut p = PacketFields {
+            family: FAMILY_V6,
+            iif: 10,
+            proto: 17,
+            sport: 999,
+            dport: 53,
+            ..Default::default()
+        };
+        assert_eq!(lookup.find(&p).map(|v| v.action), Some(ACTION_PASS));
+        p.family = FAMILY_V4;
+        p.src = v4(10, 1, 0, 200);
+        assert_eq!(lookup.find(&p).map(|v| v.priority), Some(5));
+        p.src = v4(10, 1, 0, 2);
+        assert_eq!(lookup.find(&p).map(|v| v.priority), Some(6));
+        p.dport = 54;
+        assert_eq!(lookup.find(&p).map(|v| v.action), Some(ACTION_DROP));
+    }
+
+    #[test]
+    fn surviving_policies_keep_their_slots_and_new_ones_avoid_running_slots() {
+        let first = set(r#"
+            { "id": "a", "priority": 1, "match": {}, "action": { "type": "pass" } },
+            { "id": "b", "priority": 2, "match": {}, "action": { "type": "pass" } },
+            { "id": "c", "priority": 3, "match": {}, "action": { "type": "pass" } }
+        "#);
+        let p1 = Slots::default().plan(&first).unwrap();
+        assert_eq!(p1.fresh, vec![0, 1, 2]);
+        assert_eq!(p1.slots.by_id["b"], 1);
+
+        // b removed, d added, a moved in priority: a and c keep slots; d must not take
+        // b's slot 1 (b still counts until the swap), so it gets 3.
+        let second = set(r#"
+            { "id": "c", "priority": 1, "match": {}, "action": { "type": "pass" } },
+            { "id": "d", "priority": 2, "match": {}, "action": { "type": "pass" } },
+            { "id": "a", "priority": 9, "match": {}, "action": { "type": "pass" } }
+        "#);
+        let p2 = p1.slots.plan(&second).unwrap();
+        assert_eq!(p2.slots.by_id["a"], 0);
+        assert_eq!(p2.slots.by_id["c"], 2);
+        assert_eq!(p2.slots.by_id["d"], 3);
+        assert_eq!(p2.fresh, vec![3]);
+        assert!(!p2.slots.by_id.contains_key("b"));
+
+        // Once b is gone from the running set its slot is free again.
+        let third = set(r#"
+            { "id": "a", "priority": 1, "match": {}, "action": { "type": "pass" } },
+            { "id": "e", "priority": 2, "match": {}, "action": { "type": "pass" } }
+        "#);
+        let p3 = p2.slots.plan(&third).unwrap();
+        assert_eq!(p3.slots.by_id["e"], 1);
+        assert_eq!(p3.fresh, vec![1]);
+
+        // Same set again: nothing fresh.
+        assert_eq!(p3.slots.plan(&third).unwrap().fresh, Vec::<u32>::new());
+    }
+
+    #[test]
+    fn mismatched_interface_info_is_refused() {
+        let s = set("");
+        let err = rules(&s, &Interfaces::default(), &Slots::default()).unwrap_err();
+        assert_eq!(err, PolicyError::InterfaceCount { have: 0, want: 3 });
+    }
+}
