@@ -20,6 +20,11 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== clippy (eBPF)"
 (cd crates/pktpath-ebpf && cargo +nightly clippy --locked --target bpfel-unknown-none -Z build-std=core --release -- -D warnings)
 
+# bpffs is where `route attach` pins the data path; it mounts bpffs when missing and leaves
+# it mounted (as every BPF host has it). Mount it first so the state comparison below sees
+# only what the tests leave.
+grep -q ' /sys/fs/bpf bpf ' /proc/self/mounts || mount -t bpf bpf /sys/fs/bpf
+
 before=$(mktemp)
 after=$(mktemp)
 trap 'rm -f "$before" "$after"' EXIT
