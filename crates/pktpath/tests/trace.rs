@@ -1,6 +1,7 @@
 //! `pktpath trace` end to end: the built binary, run against pings between fresh namespaces,
 //! prints JSON Lines with the documented fields; it stops after -c events or on SIGINT with
-//! a one-line count on stderr; without privileges it prints one line and exits 3.
+//! a one-line count on stderr; without privileges it prints one line and exits 3; a bad
+//! filter expression exits 2 with a caret under the token.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -207,4 +208,27 @@ fn trace_cli_without_privileges_is_one_line_and_exit_3() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty());
+}
+
+/// A filter expression with a typo: exit 2 (usage) before anything is loaded, with the
+/// expression and a caret under the bad token on stderr.
+#[test]
+fn trace_cli_filter_syntax_error_points_at_the_token_and_exits_2() {
+    require_root();
+    let out = Command::new(PKTPATH)
+        .args(["trace", "udp", "and", "dts", "port", "53"])
+        .output()
+        .expect("run pktpath trace");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(stderr.contains("unexpected `dts` at 8"), "{stderr}");
+    assert!(
+        stderr.contains("  udp and dts port 53\n          ^^^"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("tracing"),
+        "nothing was attached: {stderr}"
+    );
 }

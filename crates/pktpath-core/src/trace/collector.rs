@@ -1,5 +1,6 @@
-//! The collector: loads the tracer with this kernel's layout and the filters as load-time
-//! globals, attaches the selected hooks, and reads their records from the ring buffer.
+//! The collector: loads the tracer with this kernel's layout, the filters as load-time
+//! globals and the filter expression in its map, attaches the selected hooks, and reads
+//! their records from the ring buffer.
 //!
 //! Dropping the collector detaches and unloads every program (aya closes the links and
 //! program file descriptors it owns); nothing outlives it.
@@ -19,6 +20,7 @@ use pktpath_common::trace::{
 use super::{
     config::TraceConfig,
     drops::DropReasons,
+    filter::{self, InstallError},
     wire::{self, WireError},
 };
 use crate::{
@@ -50,6 +52,8 @@ pub enum TraceError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("installing the filter expression failed")]
+    Filter(#[from] InstallError),
     #[error(transparent)]
     Wire(#[from] WireError),
     #[error(transparent)]
@@ -87,6 +91,8 @@ impl Collector {
             ),
         ];
         let mut ebpf = loader::load_with(Object::Tracer, Some(&offsets), &globals)?;
+        // Before any hook runs, so no packet is judged by the empty (match-all) program.
+        filter::install(&mut ebpf, &cfg.filter)?;
         let aya_btf = aya::Btf::from_sys_fs()?;
         for &hook in &cfg.hooks {
             let attach_err = |source| TraceError::Attach {

@@ -8,7 +8,7 @@ use std::{
 
 use pktpath_core::{
     sys::caps::{Capability, Privileges},
-    trace::{Collector, EventBuilder, TraceRequest},
+    trace::{Collector, ConfigError, EventBuilder, TraceRequest},
 };
 
 use crate::exit;
@@ -18,8 +18,13 @@ use crate::exit;
 /// since its previous hop and the kernel's own drop reasons.
 ///
 /// Filters are applied in the kernel: nothing is copied for a packet that fails them.
+/// FILTER is a pcap-like expression (several words are joined, as with tcpdump):
+/// host, net, port, portrange with src/dst; ip, ip6, tcp, udp, icmp, icmp6, arp;
+/// and, or, not, parentheses. A syntax error exits with status 2.
 ///
 /// Examples:
+///   pktpath trace udp and dst port 53
+///   pktpath trace 'host 10.0.0.1 and (tcp or icmp)'
 ///   pktpath trace --netns blue
 ///   pktpath trace --netns blue --iface veth0 -c 20
 ///   pktpath trace --hooks kfree_skb --output json | jq 'select(.drop_reason == "NO_SOCKET")'
@@ -29,6 +34,9 @@ use crate::exit;
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
+    /// Filter expression, e.g. `udp and dst port 53` (default: every packet).
+    #[arg(value_name = "FILTER", trailing_var_arg = true)]
+    filter: Vec<String>,
     /// Only packets in this network namespace: a name under /run/netns, a path, a pid or
     /// an inode number.
     #[arg(long, value_name = "NS")]
@@ -108,8 +116,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         iface: args.iface.clone(),
         mark: args.mark,
         hooks: args.hooks.clone(),
+        filter: args.filter.join(" "),
     };
-    let cfg = request.resolve()?;
+    let cfg = match request.resolve() {
+        Ok(cfg) => cfg,
+        Err(e @ ConfigError::Filter(_)) => {
+            eprintln!("pktpath: {e}");
+            return Ok(exit::USAGE);
+        }
+        Err(e) => return Err(e.into()),
+    };
     install_signal_handlers()?;
     let mut collector = Collector::start(&cfg)?;
     let mut builder = EventBuilder::new(collector.drop_reasons().clone());
@@ -176,6 +192,9 @@ fn banner(args: &Args, cfg: &pktpath_core::trace::TraceConfig, hooks: usize) -> 
     }
     if let Some(m) = cfg.mark {
         what.push(format!("mark {m:#x}"));
+    }
+    if !args.filter.is_empty() {
+        what.push(format!("filter `{}`", args.filter.join(" ")));
     }
     let scope = if what.is_empty() {
         "all namespaces".to_owned()
