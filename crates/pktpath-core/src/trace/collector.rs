@@ -94,19 +94,47 @@ impl Collector {
         // Before any hook runs, so no packet is judged by the empty (match-all) program.
         filter::install(&mut ebpf, &cfg.filter)?;
         let aya_btf = aya::Btf::from_sys_fs()?;
-        for &hook in &cfg.hooks {
-            let attach_err = |source| TraceError::Attach {
-                hook: hook.name(),
-                source,
-            };
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(hook.program())
-                .ok_or(TraceError::Missing(hook.program()))?
-                .try_into()
-                .map_err(attach_err)?;
-            prog.load(hook.name(), &aya_btf).map_err(attach_err)?;
-            prog.attach().map_err(attach_err)?;
+        // The verifier checks each program on its own: spread them over the CPUs (start-up
+        // is mostly verification).
+        let mut progs = Vec::with_capacity(cfg.hooks.len());
+        for (name, prog) in ebpf.programs_mut() {
+            if let Some(&hook) = cfg.hooks.iter().find(|h| h.program() == name) {
+                progs.push((hook, prog));
+            }
         }
+        for &hook in &cfg.hooks {
+            if !progs.iter().any(|(h, _)| *h == hook) {
+                return Err(TraceError::Missing(hook.program()));
+            }
+        }
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = progs.len().div_ceil(workers).max(1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = progs
+                .chunks_mut(per)
+                .map(|chunk| {
+                    let btf = &aya_btf;
+                    s.spawn(move || -> Result<(), TraceError> {
+                        for (hook, prog) in chunk.iter_mut() {
+                            let hook = *hook;
+                            let attach_err = |source| TraceError::Attach {
+                                hook: hook.name(),
+                                source,
+                            };
+                            let prog: &mut BtfTracePoint =
+                                (&mut **prog).try_into().map_err(attach_err)?;
+                            prog.load(hook.name(), btf).map_err(attach_err)?;
+                            prog.attach().map_err(attach_err)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Result<Vec<()>, _>>()
+        })?;
         let ring = RingBuf::try_from(
             ebpf.take_map(MAP_EVENTS)
                 .ok_or(TraceError::Missing(MAP_EVENTS))?,
