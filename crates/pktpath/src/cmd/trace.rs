@@ -35,7 +35,7 @@ use crate::exit;
 #[command(verbatim_doc_comment)]
 pub struct Args {
     /// Filter expression, e.g. `udp and dst port 53` (default: every packet).
-    #[arg(value_name = "FILTER", trailing_var_arg = true)]
+    #[arg(value_name = "FILTER")]
     filter: Vec<String>,
     /// Only packets in this network namespace: a name under /run/netns, a path, a pid or
     /// an inode number.
