@@ -1,7 +1,8 @@
 //! The tracer's user side: what to trace ([`config`]), running it ([`collector`]), decoding
 //! what the hooks write ([`wire`], [`headers`]), and turning records into the events pktpath
 //! prints ([`event`]) with journeys ([`journey`]), drop reasons ([`drops`]) and kernel
-//! symbols ([`kallsyms`]); the pcap-like filter language ([`filter`]).
+//! symbols ([`kallsyms`]); the pcap-like filter language ([`filter`]); and what a trace
+//! adds up to ([`summary`]).
 
 pub mod collector;
 pub mod config;
@@ -11,8 +12,10 @@ pub mod filter;
 pub mod headers;
 pub mod journey;
 pub mod kallsyms;
+pub mod summary;
 pub mod wire;
 
 pub use collector::{Collector, TraceError};
 pub use config::{ConfigError, TraceConfig, TraceRequest};
 pub use event::{Event, EventBuilder, SCHEMA_VERSION};
+pub use summary::{Report, Summary};

@@ -8,7 +8,7 @@ use std::{
 
 use pktpath_core::{
     sys::caps::{Capability, Privileges},
-    trace::{Collector, ConfigError, EventBuilder, TraceRequest},
+    trace::{Collector, ConfigError, EventBuilder, Summary, TraceRequest},
 };
 
 use crate::exit;
@@ -59,6 +59,11 @@ pub struct Args {
     /// Output format: one line of text per event, or JSON Lines.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// At exit, print the summary to stdout: hop-pair latency, drops, packets per interface,
+    /// events lost (with --output json: one `{"summary": {...}}` object as the last line).
+    /// A short form is always printed to stderr.
+    #[arg(long)]
+    summary: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -136,6 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let mut out = std::io::stdout().lock();
     let mut events: u64 = 0;
     let mut t0: Option<u64> = None;
+    let mut summary = Summary::new();
     let mut result: anyhow::Result<()> = Ok(());
     while !STOP.load(Ordering::SeqCst)
         && args.count.is_none_or(|c| events < c)
@@ -151,6 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 return;
             }
             let ev = builder.build(&raw);
+            summary.add(&ev);
             let t = *t0.get_or_insert(ev.ts_ns);
             let written = match args.output {
                 Output::Json => serde_json::to_writer(&mut out, &ev)
@@ -174,6 +181,19 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     }
     let lost = collector.lost();
     drop(collector);
+    let report = summary.report(lost.as_ref().ok().copied());
+    if args.summary && result.is_ok() {
+        let written = match args.output {
+            Output::Json => {
+                serde_json::to_writer(&mut out, &serde_json::json!({ "summary": report }))
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out))
+            }
+            Output::Text => write!(out, "{}", report.to_text()),
+        };
+        result = written.and_then(|()| out.flush()).map_err(Into::into);
+    }
+    eprintln!("pktpath: summary: {}", report.short());
     match lost {
         Ok(lost) => eprintln!("pktpath: {events} events, {lost} lost"),
         Err(e) => eprintln!("pktpath: {events} events, lost count unavailable: {e}"),
