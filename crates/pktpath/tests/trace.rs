@@ -91,7 +91,8 @@ fn trace_cli_json_lines_for_pings_in_a_namespace() {
     let mut stdout = String::new();
     std::io::Read::read_to_string(child.0.stdout.as_mut().expect("stdout"), &mut stdout)
         .expect("read stdout");
-    let summary: Vec<String> = stderr.try_iter().collect();
+    // Until EOF: the child has exited, so the reader thread ends after its last line.
+    let summary: Vec<String> = stderr.iter().collect();
     assert_eq!(summary.len(), 2, "{summary:?}");
     assert!(summary[0].starts_with("pktpath: summary: "), "{summary:?}");
     assert_eq!(
@@ -179,7 +180,8 @@ fn trace_cli_stops_cleanly_on_sigint_with_a_text_count() {
         .count();
     assert_eq!(echo, 2, "text output:\n{stdout}");
     assert!(lines.iter().all(|l| l.contains(&lab.a.name)), "{stdout}");
-    let summary: Vec<String> = stderr.try_iter().collect();
+    // Until EOF: the child has exited, so the reader thread ends after its last line.
+    let summary: Vec<String> = stderr.iter().collect();
     assert_eq!(summary.len(), 2, "{summary:?}");
     assert!(summary[0].starts_with("pktpath: summary: "), "{summary:?}");
     assert_eq!(
