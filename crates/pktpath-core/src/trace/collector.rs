@@ -14,7 +14,7 @@ use aya::{
 };
 use pktpath_common::trace::{
     FILTER_IFINDEX, FILTER_MARK, FILTER_MARK_ON, FILTER_NETNS, Hook, MAP_EVENTS, MAP_LOST,
-    TraceEvent,
+    MAP_SEEN, TraceEvent,
 };
 
 use super::{
@@ -64,6 +64,7 @@ pub enum TraceError {
 pub struct Collector {
     ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
+    seen: PerCpuArray<MapData, u64>,
     reasons: DropReasons,
     hooks: Vec<Hook>,
     // Last: programs and links are released after the maps are closed.
@@ -90,7 +91,12 @@ impl Collector {
                 GlobalValue::U32(u32::from(cfg.mark.is_some())),
             ),
         ];
-        let mut ebpf = loader::load_with(Object::Tracer, Some(&offsets), &globals)?;
+        let sizes: Vec<(&str, u32)> = cfg
+            .ring_bytes
+            .map(|n| (MAP_EVENTS, n))
+            .into_iter()
+            .collect();
+        let mut ebpf = loader::load_sized(Object::Tracer, Some(&offsets), &globals, &sizes)?;
         // Before any hook runs, so no packet is judged by the empty (match-all) program.
         filter::install(&mut ebpf, &cfg.filter)?;
         let aya_btf = aya::Btf::from_sys_fs()?;
@@ -151,9 +157,18 @@ impl Collector {
             name: MAP_LOST,
             source,
         })?;
+        let seen = PerCpuArray::try_from(
+            ebpf.take_map(MAP_SEEN)
+                .ok_or(TraceError::Missing(MAP_SEEN))?,
+        )
+        .map_err(|source| TraceError::Map {
+            name: MAP_SEEN,
+            source,
+        })?;
         Ok(Self {
             ring,
             lost,
+            seen,
             reasons,
             hooks: cfg.hooks.clone(),
             _ebpf: ebpf,
@@ -214,10 +229,18 @@ impl Collector {
 
     /// Events lost so far because the ring buffer was full: the sum over CPUs.
     pub fn lost(&self) -> Result<u64, TraceError> {
-        let per_cpu = self.lost.get(&0, 0).map_err(|source| TraceError::Map {
-            name: MAP_LOST,
-            source,
-        })?;
-        Ok(per_cpu.iter().sum())
+        sum(&self.lost, MAP_LOST)
     }
+
+    /// Events the hooks produced so far (written or lost): the sum over CPUs.
+    pub fn seen(&self) -> Result<u64, TraceError> {
+        sum(&self.seen, MAP_SEEN)
+    }
+}
+
+fn sum(map: &PerCpuArray<MapData, u64>, name: &'static str) -> Result<u64, TraceError> {
+    let per_cpu = map
+        .get(&0, 0)
+        .map_err(|source| TraceError::Map { name, source })?;
+    Ok(per_cpu.iter().sum())
 }

@@ -28,8 +28,17 @@ pub enum ConfigError {
     BadInterfaceName(String),
     #[error("namespace inode {0} does not fit the kernel's 32-bit namespace number")]
     BadInode(u64),
+    #[error("ring buffer size {0} is not a power of two of at least the page size ({page})", page = page_size())]
+    RingSize(u32),
     #[error("invalid filter expression: {0}")]
     Filter(#[from] FilterError),
+}
+
+/// The system's page size.
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096)
 }
 
 fn known_hooks() -> String {
@@ -50,6 +59,9 @@ pub struct TraceConfig {
     /// Only packets the filter expression matches (the empty program matches all). A free
     /// (`kfree_skb`, `consume_skb`) of an skb that matched earlier is always reported.
     pub filter: FilterProgram,
+    /// Ring buffer size in bytes (a power of two, at least one page); None keeps the
+    /// object's default (4 MiB).
+    pub ring_bytes: Option<u32>,
 }
 
 impl Default for TraceConfig {
@@ -60,6 +72,7 @@ impl Default for TraceConfig {
             ifindex: None,
             mark: None,
             filter: FilterProgram::match_all(),
+            ring_bytes: None,
         }
     }
 }
@@ -76,6 +89,8 @@ pub struct TraceRequest {
     pub hooks: Vec<String>,
     /// A filter expression (see [`super::filter`]); empty matches every packet.
     pub filter: String,
+    /// Ring buffer size in bytes.
+    pub ring_bytes: Option<u32>,
 }
 
 impl TraceRequest {
@@ -85,6 +100,11 @@ impl TraceRequest {
     pub fn resolve(&self) -> Result<TraceConfig, ConfigError> {
         // First: a typo in the expression is reported before any namespace is entered.
         let filter = compile_filter(&self.filter)?;
+        if let Some(n) = self.ring_bytes
+            && (!n.is_power_of_two() || (n as usize) < page_size())
+        {
+            return Err(ConfigError::RingSize(n));
+        }
         let hooks = if self.hooks.is_empty() {
             Hook::ALL.to_vec()
         } else {
@@ -114,6 +134,7 @@ impl TraceRequest {
             ifindex,
             mark: self.mark,
             filter,
+            ring_bytes: self.ring_bytes,
         })
     }
 }

@@ -76,6 +76,10 @@ static TRACE_SKBS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65_536, 0
 #[map(name = "TRACE_SCRATCH")]
 static TRACE_SCRATCH: PerCpuArray<[u8; HEADER_BYTES]> = PerCpuArray::with_max_entries(1, 0);
 
+/// Slot 0 counts, per CPU, the events produced (reserved or lost).
+#[map(name = "TRACE_SEEN")]
+static TRACE_SEEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Slot 0 counts, per CPU, the events lost because the ring buffer was full.
 #[map(name = "TRACE_LOST")]
 static TRACE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -239,6 +243,10 @@ fn emit(skb: u64, hook: Hook, location: u64, drop_reason: u32, dev: u64) -> Resu
     }
     if hdr.len == u16::MAX {
         read_header(&off, skb, hook, &info, &mut hdr);
+    }
+    if let Some(seen) = TRACE_SEEN.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *seen += 1 };
     }
     let Some(mut entry) = TRACE_EVENTS.reserve::<TraceEvent>(0) else {
         if let Some(lost) = TRACE_LOST.get_ptr_mut(0) {

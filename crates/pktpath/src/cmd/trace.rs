@@ -64,6 +64,10 @@ pub struct Args {
     /// A short form is always printed to stderr.
     #[arg(long)]
     summary: bool,
+    /// Ring buffer size in bytes (power of two, at least one page). Advanced: small sizes
+    /// lose events under load (counted and reported).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    ring_size: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -122,6 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         mark: args.mark,
         hooks: args.hooks.clone(),
         filter: args.filter.join(" "),
+        ring_bytes: args.ring_size,
     };
     let cfg = match request.resolve() {
         Ok(cfg) => cfg,
@@ -142,6 +147,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let mut events: u64 = 0;
     let mut t0: Option<u64> = None;
     let mut summary = Summary::new();
+    let mut lost_reported = 0;
+    let mut lost_checked = Instant::now();
     let mut result: anyhow::Result<()> = Ok(());
     while !STOP.load(Ordering::SeqCst)
         && args.count.is_none_or(|c| events < c)
@@ -173,6 +180,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         if let Err(e) = polled {
             result = Err(e.into());
             break;
+        }
+        // Live: once a second, when the count grew.
+        if lost_checked.elapsed() >= Duration::from_secs(1) {
+            lost_checked = Instant::now();
+            if let Ok(lost) = collector.lost()
+                && lost > lost_reported
+            {
+                eprintln!("pktpath: {lost} lost");
+                lost_reported = lost;
+            }
         }
         if let Some(e) = write_err.or_else(|| out.flush().err()) {
             result = Err(e.into());
