@@ -78,6 +78,9 @@ fn trace_cli_json_lines_for_pings_in_a_namespace() {
     let ix_b = run::ifindex(&lab.b.name, &lab.link.b);
     let count = 20;
     let (mut child, stderr) = start(&[
+        // Only ICMP: ARP and IPv6 neighbour/MLD chatter after link-up could otherwise use up
+        // the -c budget before two echo requests arrive (seen under parallel load).
+        "icmp",
         "--netns",
         &lab.b.name,
         "--output",
@@ -247,6 +250,9 @@ fn trace_cli_json_summary_agrees_with_the_events() {
     let lab = TwoHosts::new();
     let count = 20;
     let (mut child, _stderr) = start(&[
+        // Only ICMP: ARP and IPv6 neighbour/MLD chatter after link-up could otherwise use up
+        // the -c budget before two echo requests arrive (seen under parallel load).
+        "icmp",
         "--netns",
         &lab.b.name,
         "--output",
