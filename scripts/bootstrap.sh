@@ -26,7 +26,7 @@ if ! command -v cargo-nextest >/dev/null; then
     cargo install cargo-nextest --locked
 fi
 
-packages=(iproute2 iputils-ping util-linux socat procps tshark)
+packets=(iproute2 iputils-ping util-linux socat procps tshark nftables)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -278,3 +278,44 @@ impl Drop for PinGuard {
         }
     }
 }
+
+/// An nftables table (family `inet`) in a namespace, holding an input-hook chain with the
+/// given rules; the table is deleted on drop.
+#[derive(Debug)]
+pub struct NftTableGuard {
+    ns: String,
+    pub table: String,
+}
+
+impl NftTableGuard {
+    /// Creates `inet <unique table>` with a filter chain on `input` (policy accept) and
+    /// `rules` (nft rule syntax, e.g. `udp dport 7001 drop`) in it.
+    pub fn input(ns: &str, rules: &[&str]) -> Self {
+        let table = format!("pktpath_{}", crate::names::ifname('t'));
+        let mut script = format!(
+            "table inet {table} {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n"
+        );
+        for r in rules {
+            script.push_str(&format!("  {r}\n"));
+        }
+        script.push_str(" }\n}\n");
+        let path = std::env::temp_dir().join(format!("{table}.nft"));
+        std::fs::write(&path, &script).expect("write nft script");
+        let done = crate::run::in_ns(ns, "nft", &["-f", path.to_str().expect("utf-8 path")]);
+        let _ = std::fs::remove_file(&path);
+        done.unwrap_or_else(|e| panic!("nft -f in {ns}: {e}\n{script}"));
+        Self {
+            ns: ns.into(),
+            table,
+        }
+    }
+}
+
+impl Drop for NftTableGuard {
+    fn drop(&mut self) {
+        undo(
+            &format!("nft table {}", self.table),
+            crate::run::in_ns(&self.ns, "nft", &["delete", "table", "inet", &self.table]),
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! Harness for pktpath's privileged integration tests: RAII guards for every kernel change a
 //! test makes (network namespaces, veth pairs, addresses, routes, sysctls, clsact qdiscs,
-//! bpffs pins) and ready-made topologies.
+//! nftables tables, bpffs pins) and ready-made topologies.
 //!
 //! Every guard undoes its change on drop, panics included. Names are unique per process and
 //! per call, so tests run in parallel. Namespaces left by a test process that was killed are
@@ -13,7 +13,7 @@ pub mod topo;
 pub mod trace;
 
 pub use guards::{
-    AddrGuard, ClsactGuard, NetnsGuard, PinGuard, RouteGuard, SysctlGuard, VethGuard,
+    AddrGuard, ClsactGuard, NetnsGuard, NftTableGuard, PinGuard, RouteGuard, SysctlGuard, VethGuard,
 };
 pub use topo::{RouterLab, TwoHosts};
 

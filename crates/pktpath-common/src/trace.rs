@@ -7,6 +7,9 @@ use crate::kernel::IFNAMSIZ;
 pub const MAP_EVENTS: &str = "TRACE_EVENTS";
 /// Name of the per-CPU array (one `u64` slot) counting failed ring buffer reservations.
 pub const MAP_LOST: &str = "TRACE_LOST";
+/// Name of the per-CPU array (one `u64` slot) counting events the hooks produced (passed the
+/// filters), whether or not the ring buffer had room: received + lost = seen.
+pub const MAP_SEEN: &str = "TRACE_SEEN";
 /// Bytes of packet header copied into each event, starting at the network header.
 pub const HEADER_BYTES: usize = 96;
 

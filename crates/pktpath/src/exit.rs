@@ -4,6 +4,8 @@ use pktpath_core::sys::caps::MissingCapability;
 
 pub const OK: i32 = 0;
 pub const ERROR: i32 = 1;
+/// A usage error found after argument parsing (e.g. a filter expression), as clap's.
+pub const USAGE: i32 = 2;
 pub const PRIVILEGE: i32 = 3;
 pub const UNSUPPORTED: i32 = 4;
 

@@ -1,6 +1,7 @@
 //! `pktpath trace` end to end: the built binary, run against pings between fresh namespaces,
 //! prints JSON Lines with the documented fields; it stops after -c events or on SIGINT with
-//! a one-line count on stderr; without privileges it prints one line and exits 3.
+//! a one-line count on stderr; without privileges it prints one line and exits 3; a bad
+//! filter expression exits 2 with a caret under the token.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -77,6 +78,9 @@ fn trace_cli_json_lines_for_pings_in_a_namespace() {
     let ix_b = run::ifindex(&lab.b.name, &lab.link.b);
     let count = 20;
     let (mut child, stderr) = start(&[
+        // Only ICMP: ARP and IPv6 neighbour/MLD chatter after link-up could otherwise use up
+        // the -c budget before two echo requests arrive (seen under parallel load).
+        "icmp",
         "--netns",
         &lab.b.name,
         "--output",
@@ -90,10 +94,13 @@ fn trace_cli_json_lines_for_pings_in_a_namespace() {
     let mut stdout = String::new();
     std::io::Read::read_to_string(child.0.stdout.as_mut().expect("stdout"), &mut stdout)
         .expect("read stdout");
-    let summary: Vec<String> = stderr.try_iter().collect();
+    // Until EOF: the child has exited, so the reader thread ends after its last line.
+    let summary: Vec<String> = stderr.iter().collect();
+    assert_eq!(summary.len(), 2, "{summary:?}");
+    assert!(summary[0].starts_with("pktpath: summary: "), "{summary:?}");
     assert_eq!(
-        summary,
-        vec![format!("pktpath: {count} events, 0 lost")],
+        summary[1],
+        format!("pktpath: {count} events, 0 lost"),
         "exit line"
     );
 
@@ -176,10 +183,13 @@ fn trace_cli_stops_cleanly_on_sigint_with_a_text_count() {
         .count();
     assert_eq!(echo, 2, "text output:\n{stdout}");
     assert!(lines.iter().all(|l| l.contains(&lab.a.name)), "{stdout}");
-    let summary: Vec<String> = stderr.try_iter().collect();
+    // Until EOF: the child has exited, so the reader thread ends after its last line.
+    let summary: Vec<String> = stderr.iter().collect();
+    assert_eq!(summary.len(), 2, "{summary:?}");
+    assert!(summary[0].starts_with("pktpath: summary: "), "{summary:?}");
     assert_eq!(
-        summary,
-        vec![format!("pktpath: {} events, 0 lost", lines.len())]
+        summary[1],
+        format!("pktpath: {} events, 0 lost", lines.len())
     );
 }
 
@@ -207,4 +217,96 @@ fn trace_cli_without_privileges_is_one_line_and_exit_3() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty());
+}
+
+/// A filter expression with a typo: exit 2 (usage) before anything is loaded, with the
+/// expression and a caret under the bad token on stderr.
+#[test]
+fn trace_cli_filter_syntax_error_points_at_the_token_and_exits_2() {
+    require_root();
+    let out = Command::new(PKTPATH)
+        .args(["trace", "udp", "and", "dts", "port", "53"])
+        .output()
+        .expect("run pktpath trace");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(stderr.contains("unexpected `dts` at 8"), "{stderr}");
+    assert!(
+        stderr.contains("  udp and dts port 53\n          ^^^"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("tracing"),
+        "nothing was attached: {stderr}"
+    );
+}
+
+/// `--summary --output json`: the last stdout line is one `{"summary": ...}` object whose
+/// counts agree with the event lines before it.
+#[test]
+fn trace_cli_json_summary_agrees_with_the_events() {
+    require_root();
+    let lab = TwoHosts::new();
+    let count = 20;
+    let (mut child, _stderr) = start(&[
+        // Only ICMP: ARP and IPv6 neighbour/MLD chatter after link-up could otherwise use up
+        // the -c budget before two echo requests arrive (seen under parallel load).
+        "icmp",
+        "--netns",
+        &lab.b.name,
+        "--output",
+        "json",
+        "--summary",
+        "-c",
+        &count.to_string(),
+    ]);
+    assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, 5), 5);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().expect("stdout"), &mut stdout)
+        .expect("read stdout");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let (last, events) = lines.split_last().expect("output");
+    assert_eq!(events.len(), count);
+    let s = &last["summary"];
+    assert_eq!(s["events"], count, "{s}");
+    assert_eq!(s["lost"], 0, "{s}");
+    // Consecutive events of one packet, counted from the event lines themselves.
+    let (from, to) = (
+        format!("netif_rx@{}", lab.link.b),
+        format!("netif_receive_skb@{}", lab.link.b),
+    );
+    let expected = events
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| {
+            e["hook"] == "netif_receive_skb"
+                && e["ifname"] == lab.link.b.as_str()
+                && events[..*i]
+                    .iter()
+                    .rev()
+                    .find(|p| p["packet_id"] == e["packet_id"])
+                    .is_some_and(|p| p["hook"] == "netif_rx" && p["ifname"] == lab.link.b.as_str())
+        })
+        .count();
+    assert!(expected >= 2, "{events:#?}");
+    let pair = s["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .find(|h| h["from"] == from.as_str() && h["to"] == to.as_str())
+        .unwrap_or_else(|| panic!("no {from} -> {to} in {s}"));
+    assert_eq!(pair["count"], expected, "{pair}");
+    assert!(pair["p50_ns"].as_u64() <= pair["max_ns"].as_u64(), "{pair}");
+    let ifs = s["interfaces"].as_array().expect("interfaces");
+    assert!(
+        ifs.iter()
+            .any(|i| i["ifname"] == lab.link.b.as_str() && i["netns"] == lab.b.inode()),
+        "{s}"
+    );
 }

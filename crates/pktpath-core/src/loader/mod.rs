@@ -84,7 +84,21 @@ pub fn load_with(
     offsets: Option<&KernelOffsets>,
     globals: &[(&str, GlobalValue)],
 ) -> Result<Ebpf, LoadError> {
+    load_sized(object, offsets, globals, &[])
+}
+
+/// Like [`load_with`], also setting the `max_entries` of named maps (for a ring buffer: its
+/// size in bytes, a power of two and a multiple of the page size).
+pub fn load_sized(
+    object: Object,
+    offsets: Option<&KernelOffsets>,
+    globals: &[(&str, GlobalValue)],
+    max_entries: &[(&str, u32)],
+) -> Result<Ebpf, LoadError> {
     let mut loader = EbpfLoader::new();
+    for (name, n) in max_entries {
+        loader.map_max_entries(name, *n);
+    }
     if let Some(off) = offsets {
         loader.override_global(KERNEL_OFFSETS_SYMBOL, off, true);
     }

@@ -1,5 +1,6 @@
-//! The collector: loads the tracer with this kernel's layout and the filters as load-time
-//! globals, attaches the selected hooks, and reads their records from the ring buffer.
+//! The collector: loads the tracer with this kernel's layout, the filters as load-time
+//! globals and the filter expression in its map, attaches the selected hooks, and reads
+//! their records from the ring buffer.
 //!
 //! Dropping the collector detaches and unloads every program (aya closes the links and
 //! program file descriptors it owns); nothing outlives it.
@@ -13,12 +14,13 @@ use aya::{
 };
 use pktpath_common::trace::{
     FILTER_IFINDEX, FILTER_MARK, FILTER_MARK_ON, FILTER_NETNS, Hook, MAP_EVENTS, MAP_LOST,
-    TraceEvent,
+    MAP_SEEN, TraceEvent,
 };
 
 use super::{
     config::TraceConfig,
     drops::DropReasons,
+    filter::{self, InstallError},
     wire::{self, WireError},
 };
 use crate::{
@@ -50,6 +52,8 @@ pub enum TraceError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("installing the filter expression failed")]
+    Filter(#[from] InstallError),
     #[error(transparent)]
     Wire(#[from] WireError),
     #[error(transparent)]
@@ -60,6 +64,7 @@ pub enum TraceError {
 pub struct Collector {
     ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
+    seen: PerCpuArray<MapData, u64>,
     reasons: DropReasons,
     hooks: Vec<Hook>,
     // Last: programs and links are released after the maps are closed.
@@ -86,21 +91,56 @@ impl Collector {
                 GlobalValue::U32(u32::from(cfg.mark.is_some())),
             ),
         ];
-        let mut ebpf = loader::load_with(Object::Tracer, Some(&offsets), &globals)?;
+        let sizes: Vec<(&str, u32)> = cfg
+            .ring_bytes
+            .map(|n| (MAP_EVENTS, n))
+            .into_iter()
+            .collect();
+        let mut ebpf = loader::load_sized(Object::Tracer, Some(&offsets), &globals, &sizes)?;
+        // Before any hook runs, so no packet is judged by the empty (match-all) program.
+        filter::install(&mut ebpf, &cfg.filter)?;
         let aya_btf = aya::Btf::from_sys_fs()?;
-        for &hook in &cfg.hooks {
-            let attach_err = |source| TraceError::Attach {
-                hook: hook.name(),
-                source,
-            };
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(hook.program())
-                .ok_or(TraceError::Missing(hook.program()))?
-                .try_into()
-                .map_err(attach_err)?;
-            prog.load(hook.name(), &aya_btf).map_err(attach_err)?;
-            prog.attach().map_err(attach_err)?;
+        // The verifier checks each program on its own: spread them over the CPUs (start-up
+        // is mostly verification).
+        let mut progs = Vec::with_capacity(cfg.hooks.len());
+        for (name, prog) in ebpf.programs_mut() {
+            if let Some(&hook) = cfg.hooks.iter().find(|h| h.program() == name) {
+                progs.push((hook, prog));
+            }
         }
+        for &hook in &cfg.hooks {
+            if !progs.iter().any(|(h, _)| *h == hook) {
+                return Err(TraceError::Missing(hook.program()));
+            }
+        }
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = progs.len().div_ceil(workers).max(1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = progs
+                .chunks_mut(per)
+                .map(|chunk| {
+                    let btf = &aya_btf;
+                    s.spawn(move || -> Result<(), TraceError> {
+                        for (hook, prog) in chunk.iter_mut() {
+                            let hook = *hook;
+                            let attach_err = |source| TraceError::Attach {
+                                hook: hook.name(),
+                                source,
+                            };
+                            let prog: &mut BtfTracePoint =
+                                (&mut **prog).try_into().map_err(attach_err)?;
+                            prog.load(hook.name(), btf).map_err(attach_err)?;
+                            prog.attach().map_err(attach_err)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Result<Vec<()>, _>>()
+        })?;
         let ring = RingBuf::try_from(
             ebpf.take_map(MAP_EVENTS)
                 .ok_or(TraceError::Missing(MAP_EVENTS))?,
@@ -117,9 +157,18 @@ impl Collector {
             name: MAP_LOST,
             source,
         })?;
+        let seen = PerCpuArray::try_from(
+            ebpf.take_map(MAP_SEEN)
+                .ok_or(TraceError::Missing(MAP_SEEN))?,
+        )
+        .map_err(|source| TraceError::Map {
+            name: MAP_SEEN,
+            source,
+        })?;
         Ok(Self {
             ring,
             lost,
+            seen,
             reasons,
             hooks: cfg.hooks.clone(),
             _ebpf: ebpf,
@@ -180,10 +229,18 @@ impl Collector {
 
     /// Events lost so far because the ring buffer was full: the sum over CPUs.
     pub fn lost(&self) -> Result<u64, TraceError> {
-        let per_cpu = self.lost.get(&0, 0).map_err(|source| TraceError::Map {
-            name: MAP_LOST,
-            source,
-        })?;
-        Ok(per_cpu.iter().sum())
+        sum(&self.lost, MAP_LOST)
     }
+
+    /// Events the hooks produced so far (written or lost): the sum over CPUs.
+    pub fn seen(&self) -> Result<u64, TraceError> {
+        sum(&self.seen, MAP_SEEN)
+    }
+}
+
+fn sum(map: &PerCpuArray<MapData, u64>, name: &'static str) -> Result<u64, TraceError> {
+    let per_cpu = map
+        .get(&0, 0)
+        .map_err(|source| TraceError::Map { name, source })?;
+    Ok(per_cpu.iter().sum())
 }

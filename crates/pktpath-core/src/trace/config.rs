@@ -1,9 +1,10 @@
 //! What to trace, validated: the hooks to attach and the in-kernel filters (network
-//! namespace, interface, mark), resolved from what the user typed to what the programs
-//! compare (namespace inode, ifindex).
+//! namespace, interface, mark, filter expression), resolved from what the user typed to what
+//! the programs compare (namespace inode, ifindex, compiled filter program).
 
-use pktpath_common::trace::Hook;
+use pktpath_common::{filter::FilterProgram, trace::Hook};
 
+use super::filter::{FilterError, compile_filter};
 use crate::sys::{SysError, netns::NetNs};
 
 /// The user's trace request could not be turned into a configuration.
@@ -27,6 +28,17 @@ pub enum ConfigError {
     BadInterfaceName(String),
     #[error("namespace inode {0} does not fit the kernel's 32-bit namespace number")]
     BadInode(u64),
+    #[error("ring buffer size {0} is not a power of two of at least the page size ({page})", page = page_size())]
+    RingSize(u32),
+    #[error("invalid filter expression: {0}")]
+    Filter(#[from] FilterError),
+}
+
+/// The system's page size.
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096)
 }
 
 fn known_hooks() -> String {
@@ -44,6 +56,12 @@ pub struct TraceConfig {
     pub ifindex: Option<u32>,
     /// Only packets with this `skb->mark`.
     pub mark: Option<u32>,
+    /// Only packets the filter expression matches (the empty program matches all). A free
+    /// (`kfree_skb`, `consume_skb`) of an skb that matched earlier is always reported.
+    pub filter: FilterProgram,
+    /// Ring buffer size in bytes (a power of two, at least one page); None keeps the
+    /// object's default (4 MiB).
+    pub ring_bytes: Option<u32>,
 }
 
 impl Default for TraceConfig {
@@ -53,6 +71,8 @@ impl Default for TraceConfig {
             netns: None,
             ifindex: None,
             mark: None,
+            filter: FilterProgram::match_all(),
+            ring_bytes: None,
         }
     }
 }
@@ -67,6 +87,10 @@ pub struct TraceRequest {
     pub mark: Option<u32>,
     /// Hook names (`netif_receive_skb`, `net:netif_receive_skb`, ...); empty means all.
     pub hooks: Vec<String>,
+    /// A filter expression (see [`super::filter`]); empty matches every packet.
+    pub filter: String,
+    /// Ring buffer size in bytes.
+    pub ring_bytes: Option<u32>,
 }
 
 impl TraceRequest {
@@ -74,6 +98,13 @@ impl TraceRequest {
     /// namespace is looked up in the current one, and the trace is limited to it (ifindexes
     /// are per namespace).
     pub fn resolve(&self) -> Result<TraceConfig, ConfigError> {
+        // First: a typo in the expression is reported before any namespace is entered.
+        let filter = compile_filter(&self.filter)?;
+        if let Some(n) = self.ring_bytes
+            && (!n.is_power_of_two() || (n as usize) < page_size())
+        {
+            return Err(ConfigError::RingSize(n));
+        }
         let hooks = if self.hooks.is_empty() {
             Hook::ALL.to_vec()
         } else {
@@ -102,6 +133,8 @@ impl TraceRequest {
             netns,
             ifindex,
             mark: self.mark,
+            filter,
+            ring_bytes: self.ring_bytes,
         })
     }
 }
@@ -195,6 +228,25 @@ mod tests {
             parse_hooks(&names(&[" , "])),
             Err(ConfigError::NoHooks)
         ));
+    }
+
+    #[test]
+    fn filter_expressions_compile_or_point_at_the_token() {
+        let req = TraceRequest {
+            filter: "udp and dst port 53".into(),
+            ..TraceRequest::default()
+        };
+        assert_eq!(req.resolve().unwrap().filter.len, 2);
+        let all = TraceRequest::default().resolve().unwrap();
+        assert_eq!(all.filter, FilterProgram::match_all());
+        let bad = TraceRequest {
+            filter: "udp and dts port 53".into(),
+            ..TraceRequest::default()
+        };
+        let err = bad.resolve().unwrap_err();
+        assert!(matches!(err, ConfigError::Filter(_)), "{err}");
+        assert!(err.to_string().contains("`dts`"), "{err}");
+        assert!(err.to_string().contains("        ^^^"), "{err}");
     }
 
     #[test]

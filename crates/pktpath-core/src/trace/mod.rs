@@ -2,7 +2,7 @@
 //! what the hooks write ([`wire`], [`headers`]), and turning records into the events pktpath
 //! prints ([`event`]) with journeys ([`journey`]), drop reasons ([`drops`]) and kernel
 //! symbols ([`kallsyms`]); the pcap-like filter language ([`filter`]); writing packets as
-//! pcapng ([`pcapng`]).
+//! pcapng ([`pcapng`]); and what a trace adds up to ([`summary`]).
 
 pub mod collector;
 pub mod config;
@@ -13,8 +13,10 @@ pub mod headers;
 pub mod journey;
 pub mod kallsyms;
 pub mod pcapng;
+pub mod summary;
 pub mod wire;
 
 pub use collector::{Collector, TraceError};
 pub use config::{ConfigError, TraceConfig, TraceRequest};
 pub use event::{Event, EventBuilder, SCHEMA_VERSION};
+pub use summary::{Report, Summary};

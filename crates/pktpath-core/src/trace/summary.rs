@@ -1,0 +1,389 @@
+//! What a trace adds up to: latency between consecutive hops of the same packet per hop
+//! pair (count, p50/p90/p99/max), drops by reason and location, packets and bytes per
+//! (network namespace, interface), and events lost. [`Summary`] is fed the events as they
+//! are printed; [`Summary::report`] gives a serializable [`Report`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::event::Event;
+
+/// Accumulates events into a summary.
+#[derive(Debug, Default)]
+pub struct Summary {
+    events: u64,
+    /// Per packet id: the hop label and place (netns, interface) of its last event.
+    last: HashMap<u64, (String, u32, String)>,
+    hops: BTreeMap<(String, String), Vec<u64>>,
+    drops: BTreeMap<(String, String), u64>,
+    /// (netns, interface) -> (netns name, packets, bytes).
+    ifaces: BTreeMap<(u32, String), (Option<String>, u64, u64)>,
+}
+
+/// Latency between two consecutive hops of the same packets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HopLatency {
+    /// `hook@interface` of the earlier hop.
+    pub from: String,
+    /// `hook@interface` of the later hop.
+    pub to: String,
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+/// Drops with one reason at one location.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DropCount {
+    pub reason: String,
+    pub location: String,
+    pub count: u64,
+}
+
+/// Packets seen on one interface: each packet counted once per stay on the interface
+/// (consecutive events of a packet on the same interface are one), with its length then.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InterfaceCount {
+    pub netns: u32,
+    pub netns_name: Option<String>,
+    pub ifname: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The summary of a trace, as printed by `--summary` (JSON: this object).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub events: u64,
+    /// Events lost because the ring buffer was full; null when it could not be read.
+    pub lost: Option<u64>,
+    /// Hop pairs, slowest p99 first.
+    pub hops: Vec<HopLatency>,
+    /// Most frequent first.
+    pub drops: Vec<DropCount>,
+    /// Most packets first.
+    pub interfaces: Vec<InterfaceCount>,
+}
+
+fn label(ev: &Event) -> String {
+    format!("{}@{}", ev.hook, ev.ifname)
+}
+
+/// Nearest-rank percentile `p` (0-100) of sorted, non-empty `v`.
+fn percentile(v: &[u64], p: u64) -> u64 {
+    let rank = (p as usize * v.len()).div_ceil(100).max(1);
+    v[rank.min(v.len()) - 1]
+}
+
+impl Summary {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one event (in the order they were read).
+    pub fn add(&mut self, ev: &Event) {
+        self.events += 1;
+        let here = label(ev);
+        let prev = self.last.get(&ev.packet_id).filter(|_| ev.hop > 1);
+        if let (Some((from, _, _)), Some(d)) = (prev, ev.delta_ns) {
+            self.hops
+                .entry((from.clone(), here.clone()))
+                .or_default()
+                .push(d);
+        }
+        let moved = prev.is_none_or(|(_, ns, ifname)| *ns != ev.netns || *ifname != ev.ifname);
+        if moved {
+            let entry = self
+                .ifaces
+                .entry((ev.netns, ev.ifname.clone()))
+                .or_insert_with(|| (ev.netns_name.clone(), 0, 0));
+            entry.1 += 1;
+            entry.2 += u64::from(ev.len);
+        }
+        if let Some(reason) = &ev.drop_reason {
+            let location = ev.drop_location.clone().unwrap_or_default();
+            *self.drops.entry((reason.clone(), location)).or_default() += 1;
+        }
+        if matches!(ev.hook, "kfree_skb" | "consume_skb") {
+            self.last.remove(&ev.packet_id);
+        } else {
+            self.last
+                .insert(ev.packet_id, (here, ev.netns, ev.ifname.clone()));
+        }
+    }
+
+    /// Events added so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// The summary so far, with `lost` events.
+    pub fn report(&self, lost: Option<u64>) -> Report {
+        let mut hops: Vec<HopLatency> = self
+            .hops
+            .iter()
+            .map(|((from, to), samples)| {
+                let mut v = samples.clone();
+                v.sort_unstable();
+                HopLatency {
+                    from: from.clone(),
+                    to: to.clone(),
+                    count: v.len() as u64,
+                    p50_ns: percentile(&v, 50),
+                    p90_ns: percentile(&v, 90),
+                    p99_ns: percentile(&v, 99),
+                    max_ns: v[v.len() - 1],
+                }
+            })
+            .collect();
+        hops.sort_by_key(|h| std::cmp::Reverse(h.p99_ns));
+        let mut drops: Vec<DropCount> = self
+            .drops
+            .iter()
+            .map(|((reason, location), &count)| DropCount {
+                reason: reason.clone(),
+                location: location.clone(),
+                count,
+            })
+            .collect();
+        drops.sort_by_key(|d| std::cmp::Reverse(d.count));
+        let mut interfaces: Vec<InterfaceCount> = self
+            .ifaces
+            .iter()
+            .map(|((netns, ifname), (name, packets, bytes))| InterfaceCount {
+                netns: *netns,
+                netns_name: name.clone(),
+                ifname: ifname.clone(),
+                packets: *packets,
+                bytes: *bytes,
+            })
+            .collect();
+        interfaces.sort_by_key(|i| std::cmp::Reverse(i.packets));
+        Report {
+            events: self.events,
+            lost,
+            hops,
+            drops,
+            interfaces,
+        }
+    }
+}
+
+/// Microseconds with one decimal.
+fn us(ns: u64) -> String {
+    format!("{:.1}us", ns as f64 / 1000.0)
+}
+
+fn lost_text(lost: Option<u64>) -> String {
+    lost.map_or_else(
+        || "lost count unavailable".to_owned(),
+        |l| format!("{l} lost"),
+    )
+}
+
+impl Report {
+    /// The full summary as text, one section per kind.
+    pub fn to_text(&self) -> String {
+        let mut s = format!("events: {}, {}\n", self.events, lost_text(self.lost));
+        s.push_str("hop latency (count p50 p90 p99 max):\n");
+        for h in &self.hops {
+            s.push_str(&format!(
+                "  {} -> {}: {} {} {} {} {}\n",
+                h.from,
+                h.to,
+                h.count,
+                us(h.p50_ns),
+                us(h.p90_ns),
+                us(h.p99_ns),
+                us(h.max_ns)
+            ));
+        }
+        s.push_str("drops (reason at location: count):\n");
+        for d in &self.drops {
+            s.push_str(&format!("  {} at {}: {}\n", d.reason, d.location, d.count));
+        }
+        s.push_str("interfaces (netns interface: packets bytes):\n");
+        for i in &self.interfaces {
+            let ns = match &i.netns_name {
+                Some(n) => format!("{} ({n})", i.netns),
+                None => i.netns.to_string(),
+            };
+            s.push_str(&format!("  {ns} {}: {} {}\n", i.ifname, i.packets, i.bytes));
+        }
+        s
+    }
+
+    /// The short form printed on stderr at exit: packets, drops and the slowest hop pair.
+    pub fn short(&self) -> String {
+        let packets: u64 = self.interfaces.iter().map(|i| i.packets).sum();
+        let drops: u64 = self.drops.iter().map(|d| d.count).sum();
+        let mut s = format!(
+            "{packets} packet sightings on {} interfaces, {drops} drops",
+            self.interfaces.len()
+        );
+        if let Some(h) = self.hops.first() {
+            s.push_str(&format!(
+                ", slowest hop {} -> {} p99 {}",
+                h.from,
+                h.to,
+                us(h.p99_ns)
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pktpath_common::trace::{HEADER_BYTES, Hook, TraceEvent};
+
+    use super::*;
+    use crate::trace::{drops::DropReasons, event::EventBuilder, kallsyms::Kallsyms};
+
+    /// A recorded-style wire event: an ICMP echo request header on `ifname`.
+    fn raw(ts: u64, skb: u64, hook: Hook, netns: u32, ifname: &str, len: u32) -> TraceEvent {
+        let mut header = [0u8; HEADER_BYTES];
+        let ip = [
+            0x45, 0, 0, 84, 0, 1, 0x40, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 8, 0, 0, 0, 0, 7,
+            0, 1,
+        ];
+        header[..ip.len()].copy_from_slice(&ip);
+        let mut name = [0u8; 16];
+        name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+        TraceEvent {
+            ts_ns: ts,
+            skb_addr: skb,
+            location: 0,
+            netns,
+            ifindex: 2,
+            len,
+            mark: 0,
+            drop_reason: 0,
+            _pad: 0,
+            hook: hook as u16,
+            protocol: 0x0800,
+            header_len: 84,
+            cpu: 0,
+            ifname: name,
+            header,
+        }
+    }
+
+    fn events(raws: &[TraceEvent]) -> Vec<Event> {
+        let mut b = EventBuilder::new(DropReasons::default())
+            .with_kallsyms(Kallsyms::default())
+            .with_netns_names([(1, "a".to_owned()), (2, "b".to_owned())]);
+        raws.iter().map(|r| b.build(r)).collect()
+    }
+
+    #[test]
+    fn hop_pairs_interfaces_and_drops_add_up() {
+        let mut raws = Vec::new();
+        // Ten packets a/veth-a -> b/veth-b; transmit-to-receive takes (i+1) us.
+        for i in 0..10u64 {
+            let skb = 0x1000 + i * 0x100;
+            let t = 1_000_000 * (i + 1);
+            raws.push(raw(t, skb, Hook::NetDevXmit, 1, "veth-a", 98));
+            raws.push(raw(
+                t + (i + 1) * 1000,
+                skb,
+                Hook::NetifReceiveSkb,
+                2,
+                "veth-b",
+                84,
+            ));
+            raws.push(raw(
+                t + (i + 1) * 1000 + 500,
+                skb,
+                Hook::NetifReceiveSkb,
+                2,
+                "veth-b",
+                84,
+            ));
+            let mut free = raw(t + 20_000, skb, Hook::KfreeSkb, 2, "veth-b", 84);
+            free.drop_reason = if i < 3 { 2 } else { 0 };
+            raws.push(free);
+        }
+        let mut s = Summary::new();
+        for e in events(&raws) {
+            s.add(&e);
+        }
+        let r = s.report(Some(0));
+        assert_eq!(r.events, 40);
+        let pair = r
+            .hops
+            .iter()
+            .find(|h| h.from == "net_dev_xmit@veth-a" && h.to == "netif_receive_skb@veth-b")
+            .unwrap_or_else(|| panic!("{r:#?}"));
+        assert_eq!(pair.count, 10);
+        assert_eq!(
+            (pair.p50_ns, pair.p90_ns, pair.p99_ns, pair.max_ns),
+            (5_000, 9_000, 10_000, 10_000)
+        );
+        let same = r
+            .hops
+            .iter()
+            .find(|h| h.from == "netif_receive_skb@veth-b" && h.to == "netif_receive_skb@veth-b")
+            .expect("repeated hop pair");
+        assert_eq!((same.count, same.max_ns), (10, 500));
+        // Each packet counted once per interface it stayed on, with its length there.
+        let ifs: Vec<_> = r
+            .interfaces
+            .iter()
+            .map(|i| {
+                (
+                    i.netns,
+                    i.netns_name.as_deref(),
+                    i.ifname.as_str(),
+                    i.packets,
+                    i.bytes,
+                )
+            })
+            .collect();
+        assert!(ifs.contains(&(1, Some("a"), "veth-a", 10, 980)), "{ifs:?}");
+        assert!(ifs.contains(&(2, Some("b"), "veth-b", 10, 840)), "{ifs:?}");
+        // Every kfree_skb is a drop entry, by reason number (no BTF names here).
+        let total: u64 = r.drops.iter().map(|d| d.count).sum();
+        assert_eq!(total, 10);
+        assert_eq!(r.drops.len(), 2, "{:?}", r.drops);
+        assert_eq!(r.drops[0].count, 7);
+        assert!(
+            r.short()
+                .starts_with("20 packet sightings on 2 interfaces, 10 drops")
+        );
+        let text = r.to_text();
+        assert!(text.contains("events: 40, 0 lost"), "{text}");
+        assert!(
+            text.contains(
+                "  net_dev_xmit@veth-a -> netif_receive_skb@veth-b: 10 5.0us 9.0us 10.0us 10.0us"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(
+            [50, 90, 99, 100].map(|p| percentile(&v, p)),
+            [50, 90, 99, 100]
+        );
+        assert_eq!(percentile(&[7], 99), 7);
+        assert_eq!(percentile(&[1, 2], 50), 1);
+    }
+
+    #[test]
+    fn lost_is_null_when_unknown_and_json_has_the_sections() {
+        let r = Summary::new().report(None);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["lost"], serde_json::Value::Null);
+        assert_eq!(v["events"], 0);
+        for k in ["hops", "drops", "interfaces"] {
+            assert!(v[k].as_array().is_some_and(Vec::is_empty), "{k}");
+        }
+        assert!(r.to_text().contains("lost count unavailable"));
+    }
+}

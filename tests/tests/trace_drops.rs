@@ -1,0 +1,95 @@
+//! Drops the tracer reports with the kernel's own reason and a symbolized location, on real
+//! packets in fresh namespaces: a flow dropped by an nftables rule, and a packet forwarded
+//! towards a destination the router has no route to.
+
+use std::{net::UdpSocket, time::Duration};
+
+use pktpath_common::trace::Hook;
+use pktpath_core::trace::{Event, TraceConfig, filter::compile_filter};
+use pktpath_tests::{NftTableGuard, RouterLab, TwoHosts, require_root, trace::Tracing};
+
+/// The first `kfree_skb` among `events`, checked to carry a `symbol+0xoffset` location.
+fn the_drop(events: &[Event]) -> &Event {
+    let drop = events
+        .iter()
+        .find(|e| e.hook == Hook::KfreeSkb.name())
+        .unwrap_or_else(|| panic!("no drop among {events:#?}"));
+    let loc = drop.drop_location.as_deref().unwrap_or_default();
+    assert!(
+        !loc.is_empty() && !loc.starts_with("0x") && loc.contains("+0x"),
+        "location `{loc}` is a symbol+offset"
+    );
+    drop
+}
+
+/// Sends one UDP datagram from namespace `ns` (bound to `from`) to `to`; returns its source
+/// port.
+fn send_udp(ns: &pktpath_tests::NetnsGuard, from: &str, to: &str) -> u16 {
+    ns.handle()
+        .run(|| {
+            let sock = UdpSocket::bind(from).expect("bind");
+            sock.send_to(b"pktpath", to).expect("send a datagram");
+            sock.local_addr().expect("local address").port()
+        })
+        .expect("enter namespace")
+}
+
+#[test]
+fn trace_nftables_drop_is_netfilter_drop() {
+    require_root();
+    let lab = TwoHosts::new();
+    let _nft = NftTableGuard::input(&lab.b.name, &["udp dport 7001 drop"]);
+    let cfg = TraceConfig {
+        netns: Some(u32::try_from(lab.b.inode()).expect("32-bit inode")),
+        hooks: vec![Hook::NetifReceiveSkb, Hook::KfreeSkb],
+        filter: compile_filter("udp and dst port 7001").expect("filter"),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    let sport = send_udp(&lab.a, "10.77.0.1:0", &format!("{}:7001", TwoHosts::B4));
+    let ours = |e: &Event| e.sport == Some(sport) && e.dport == Some(7001);
+    let events = t.collect(Duration::from_secs(5), ours, |evs| {
+        evs.iter().any(|e| e.hook == Hook::KfreeSkb.name())
+    });
+    let drop = the_drop(&events);
+    assert_eq!(
+        drop.drop_reason.as_deref(),
+        Some("NETFILTER_DROP"),
+        "{drop:#?}"
+    );
+    assert_eq!(drop.ifname, lab.link.b);
+    assert_eq!(u64::from(drop.netns), lab.b.inode());
+}
+
+#[test]
+fn trace_forwarding_without_a_route_names_the_reason() {
+    require_root();
+    let lab = RouterLab::new();
+    // 10.9.9.9 is routed by the client to the router, which has no route for it. Linux 6.18
+    // drops it in ip_error with IP_INNOROUTES (found by running this; the router answers
+    // with ICMP host unreachable).
+    let cfg = TraceConfig {
+        netns: Some(u32::try_from(lab.router.inode()).expect("32-bit inode")),
+        hooks: vec![Hook::NetifReceiveSkb, Hook::KfreeSkb],
+        filter: compile_filter("udp and dst host 10.9.9.9").expect("filter"),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    let sport = send_udp(&lab.client, "10.1.0.2:0", "10.9.9.9:7002");
+    let ours = |e: &Event| e.sport == Some(sport) && e.dport == Some(7002);
+    let events = t.collect(Duration::from_secs(5), ours, |evs| {
+        evs.iter().any(|e| e.hook == Hook::KfreeSkb.name())
+    });
+    let drop = the_drop(&events);
+    eprintln!(
+        "no-route drop: {:?} at {:?}",
+        drop.drop_reason, drop.drop_location
+    );
+    assert_eq!(
+        drop.drop_reason.as_deref(),
+        Some("IP_INNOROUTES"),
+        "{drop:#?}"
+    );
+    assert_eq!(drop.ifname, lab.client_link.a);
+    assert_eq!(u64::from(drop.netns), lab.router.inode());
+}
