@@ -23,7 +23,11 @@ echo "== clippy (eBPF)"
 # bpffs is where `route attach` pins the data path; it mounts bpffs when missing and leaves
 # it mounted (as every BPF host has it). Mount it first so the state comparison below sees
 # only what the tests leave.
-grep -q ' /sys/fs/bpf bpf ' /proc/self/mounts || mount -t bpf bpf /sys/fs/bpf
+mounted_bpffs=""
+if ! grep -q ' /sys/fs/bpf bpf ' /proc/self/mounts; then
+    mount -t bpf bpf /sys/fs/bpf
+    mounted_bpffs=1
+fi
 
 before=$(mktemp)
 after=$(mktemp)
@@ -40,6 +44,10 @@ bash scripts/kernel-state.sh > "$after"
 if ! diff -u "$before" "$after" >&2; then
     echo "test.sh: the tests left kernel state behind (diff above)" >&2
     status=1
+fi
+# Put bpffs back as it was (the tests left nothing in it: checked above).
+if [ -n "$mounted_bpffs" ] && [ -z "$(ls -A /sys/fs/bpf)" ]; then
+    umount /sys/fs/bpf
 fi
 # The runner's summary is the last line.
 grep -E '^ *Summary ' /tmp/pktpath-nextest.$$ | tail -n1
