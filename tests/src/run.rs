@@ -58,3 +58,23 @@ pub fn ifindex(ns: &str, ifname: &str) -> u32 {
         .as_u64()
         .expect("ifindex in ip -j link output") as u32
 }
+
+/// Runs a copy of the binary `bin` as user nobody (no capabilities) with `args`, from a
+/// world-readable temporary directory (the build tree may not be reachable for nobody).
+pub fn as_nobody(bin: &str, args: &[&str]) -> Output {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(crate::names::netns("nobody"));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+    let copy = dir.join("bin");
+    std::fs::copy(bin, &copy).expect("copy binary");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&copy)
+        .args(args)
+        .current_dir("/")
+        .env("RUST_BACKTRACE", "1")
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    out.expect("run setpriv (util-linux)")
+}

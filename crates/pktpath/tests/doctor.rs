@@ -1,7 +1,7 @@
 //! `pktpath doctor` end to end: its JSON matches what this kernel offers, and a user without
 //! privileges gets one clear line naming the missing capability.
 
-use std::{os::unix::fs::PermissionsExt as _, process::Command};
+use std::process::Command;
 
 use pktpath_core::sys::mounts::PseudoFs;
 use pktpath_tests::require_root;
@@ -105,21 +105,7 @@ fn doctor_table_lists_every_feature() {
 #[test]
 fn unprivileged_user_gets_one_line_naming_the_capability() {
     require_root();
-    // Run a copy from a world-readable place as nobody.
-    let dir = std::env::temp_dir().join(format!("pktpath-nonroot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.join("pktpath");
-    std::fs::copy(PKTPATH, &bin).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&bin)
-        .arg("doctor")
-        .current_dir("/")
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("run setpriv");
-    std::fs::remove_dir_all(&dir).unwrap();
+    let out = pktpath_tests::run::as_nobody(PKTPATH, &["doctor"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),

@@ -5,7 +5,6 @@
 
 use std::{
     io::{BufRead as _, BufReader},
-    os::unix::fs::PermissionsExt as _,
     process::{Child, ChildStderr, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -196,19 +195,7 @@ fn trace_cli_stops_cleanly_on_sigint_with_a_text_count() {
 #[test]
 fn trace_cli_without_privileges_is_one_line_and_exit_3() {
     require_root();
-    let dir = std::env::temp_dir().join(format!("pktpath-trace-nonroot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.join("pktpath");
-    std::fs::copy(PKTPATH, &bin).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&bin)
-        .args(["trace", "-c", "1"])
-        .current_dir("/")
-        .output()
-        .expect("run setpriv");
-    std::fs::remove_dir_all(&dir).unwrap();
+    let out = pktpath_tests::run::as_nobody(PKTPATH, &["trace", "-c", "1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
