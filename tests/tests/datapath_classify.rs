@@ -167,7 +167,7 @@ fn forwarding_decrements_ttl_fixes_the_checksum_and_rewrites_macs() {
         forward_rule(20, v6dst, 16, FAMILY_V6),
     ];
     dp.maps.apply(&compile(&rules).unwrap()).unwrap();
-    dp.maps.reset_policy_counters(10).unwrap();
+    dp.maps.reset_policy_counters([10]).unwrap();
 
     let p4 = PacketFields {
         family: FAMILY_V4,

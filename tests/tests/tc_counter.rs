@@ -1,31 +1,19 @@
 //! A Rust eBPF TC program attached to a veth in a fresh namespace counts real pings.
 
-use aya::{
-    maps::PerCpuHashMap,
-    programs::{
-        LinkOrder, SchedClassifier, TcAttachType,
-        tc::{NlOptions, TcAttachOptions},
-    },
+use aya::programs::{
+    LinkOrder, SchedClassifier, TcAttachType,
+    tc::{NlOptions, TcAttachOptions},
 };
-use pktpath_common::route::{IfaceCounters, MAP_IFACE_STATS, PROG_DATAPATH};
-use pktpath_core::loader::{self, Object};
+use pktpath_common::route::PROG_DATAPATH;
+use pktpath_core::{
+    datapath::tables::DatapathMaps,
+    loader::{self, Object},
+};
 use pktpath_tests::{ClsactGuard, TwoHosts, require_root, run};
 
 const PINGS: u32 = 5;
 /// An IPv4 echo request with ping's default 56 data bytes, Ethernet header included.
 const ECHO_FRAME: u64 = 14 + 20 + 8 + 56;
-
-fn counters(ebpf: &aya::Ebpf, ifindex: u32) -> IfaceCounters {
-    let map: PerCpuHashMap<_, u32, IfaceCounters> =
-        PerCpuHashMap::try_from(ebpf.map(MAP_IFACE_STATS).expect("stats map")).expect("map type");
-    let mut total = IfaceCounters::default();
-    if let Ok(per_cpu) = map.get(&ifindex, 0) {
-        for c in per_cpu.iter() {
-            total.accumulate(c);
-        }
-    }
-    total
-}
 
 fn run_case(netlink: bool) {
     require_root();
@@ -34,6 +22,7 @@ fn run_case(netlink: bool) {
     let _clsact = netlink.then(|| ClsactGuard::new(&lab.b.name, &lab.link.b));
 
     let mut ebpf = loader::load(Object::Datapath, &[]).expect("load datapath object");
+    let maps = DatapathMaps::from_ebpf(&mut ebpf).expect("data path maps");
     let prog: &mut SchedClassifier = ebpf
         .program_mut(PROG_DATAPATH)
         .expect("program")
@@ -52,9 +41,9 @@ fn run_case(netlink: bool) {
         .expect("enter namespace")
         .expect("attach to veth ingress");
 
-    let before = counters(&ebpf, ifindex);
+    let before = maps.iface_counters(ifindex).expect("read counters");
     assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, PINGS), PINGS);
-    let after = counters(&ebpf, ifindex);
+    let after = maps.iface_counters(ifindex).expect("read counters");
     let packets = after.passed_packets - before.passed_packets;
     let bytes = after.passed_bytes - before.passed_bytes;
     assert!(

@@ -251,6 +251,14 @@ pub struct PolicyCounters {
 crate::assert_size!(PolicyCounters, 16);
 crate::impl_pod!(PolicyCounters);
 
+impl PolicyCounters {
+    /// Adds another CPU's counters to these.
+    pub fn accumulate(&mut self, other: &Self) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The last decision, for `pktpath route get` (BPF_PROG_TEST_RUN on a synthesized frame).
 // ---------------------------------------------------------------------------------------

@@ -556,9 +556,8 @@ impl Attached {
         let rules = policy::rules(set, &ifaces, &plan.slots)?;
         let tables = tuples::compile(&rules)?;
         let hops = policy::next_hops(&self.topology, &ifaces)?;
-        for &slot in &plan.fresh {
-            self.maps.reset_policy_counters(slot)?;
-        }
+        self.maps
+            .reset_policy_counters(plan.fresh.iter().copied())?;
         self.maps.set_nexthops(&hops)?;
         let Applied {
             generation,

@@ -196,21 +196,28 @@ impl DatapathMaps {
         Ok(per_cpu
             .iter()
             .fold(PolicyCounters::default(), |mut acc, c| {
-                acc.packets += c.packets;
-                acc.bytes += c.bytes;
+                acc.accumulate(c);
                 acc
             }))
     }
 
-    /// Zeroes a policy slot's counters (before giving the slot to a new policy).
-    pub fn reset_policy_counters(&mut self, slot: u32) -> Result<(), TableError> {
+    /// Zeroes policy slots' counters (before giving the slots to new policies). The CPU
+    /// count is read once for all of them.
+    pub fn reset_policy_counters(
+        &mut self,
+        slots: impl IntoIterator<Item = u32>,
+    ) -> Result<(), TableError> {
         let n = nr_cpus()
             .map_err(|(_, e)| map_err("count CPUs for", MAP_POLICY_STATS)(MapError::IoError(e)))?;
-        let zeros = PerCpuValues::try_from(vec![PolicyCounters::default(); n])
-            .map_err(|e| map_err("zero", MAP_POLICY_STATS)(MapError::IoError(e)))?;
-        self.policy_stats
-            .set(slot, zeros, 0)
-            .map_err(map_err("write", MAP_POLICY_STATS))
+        let zeros = vec![PolicyCounters::default(); n];
+        for slot in slots {
+            let values = PerCpuValues::try_from(zeros.clone())
+                .map_err(|e| map_err("zero", MAP_POLICY_STATS)(MapError::IoError(e)))?;
+            self.policy_stats
+                .set(slot, values, 0)
+                .map_err(map_err("write", MAP_POLICY_STATS))?;
+        }
+        Ok(())
     }
 
     /// An interface's counters, summed over CPUs (zero when it saw no packet).
