@@ -33,19 +33,30 @@ fn ifreq(name: &str) -> Result<libc::ifreq, SysError> {
     Ok(req)
 }
 
-/// Looks `name` up in the calling thread's network namespace.
-pub fn lookup(name: &str) -> Result<Iface, SysError> {
-    let c = CString::new(name).map_err(|_| {
+/// The ifindex of `name` in the calling thread's network namespace. A name that cannot be
+/// an interface's (empty, 16 bytes or more, a NUL byte) is an `InvalidInput` error.
+pub fn index(name: &str) -> Result<u32, SysError> {
+    let bad = |why: &str| {
         SysError::io(
             format!("interface name {name:?}"),
-            io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte"),
+            io::Error::new(io::ErrorKind::InvalidInput, why.to_owned()),
         )
-    })?;
+    };
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(bad("interface names are 1 to 15 bytes"));
+    }
+    let c = CString::new(name).map_err(|_| bad("contains a NUL byte"))?;
     // SAFETY: valid C string.
     let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if ifindex == 0 {
         return Err(SysError::last(format!("if_nametoindex({name})")));
     }
+    Ok(ifindex)
+}
+
+/// Looks `name` up in the calling thread's network namespace.
+pub fn lookup(name: &str) -> Result<Iface, SysError> {
+    let ifindex = index(name)?;
     // SAFETY: plain socket creation; the fd is owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

@@ -5,7 +5,7 @@
 use pktpath_common::{filter::FilterProgram, trace::Hook};
 
 use super::filter::{FilterError, compile_filter};
-use crate::sys::{SysError, netns::NetNs};
+use crate::sys::{SysError, iface as sys_iface, netns::NetNs};
 
 /// The user's trace request could not be turned into a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -176,28 +176,25 @@ pub fn parse_hooks(names: &[String]) -> Result<Vec<Hook>, ConfigError> {
 /// The ifindex of `iface` inside `ns` (entered only when `enter`; else `ns` is the current
 /// namespace).
 fn ifindex_in(ns: &NetNs, iface: &str, enter: bool) -> Result<u32, ConfigError> {
-    let bad = || ConfigError::BadInterfaceName(iface.to_owned());
-    if iface.is_empty() || iface.len() > 15 {
-        return Err(bad());
-    }
-    let name = std::ffi::CString::new(iface).map_err(|_| bad())?;
-    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
-    let lookup = || unsafe { libc::if_nametoindex(name.as_ptr()) };
-    let index = if enter {
-        ns.run(lookup).map_err(|source| ConfigError::Netns {
-            spec: ns.path().display().to_string(),
-            source,
-        })?
+    let found = if enter {
+        ns.run(|| sys_iface::index(iface))
+            .map_err(|source| ConfigError::Netns {
+                spec: ns.path().display().to_string(),
+                source,
+            })?
     } else {
-        lookup()
+        sys_iface::index(iface)
     };
-    if index == 0 {
-        return Err(ConfigError::NoSuchInterface {
-            iface: iface.to_owned(),
-            netns: ns.inode(),
-        });
-    }
-    Ok(index)
+    found.map_err(|e| {
+        if e.source.kind() == std::io::ErrorKind::InvalidInput {
+            ConfigError::BadInterfaceName(iface.to_owned())
+        } else {
+            ConfigError::NoSuchInterface {
+                iface: iface.to_owned(),
+                netns: ns.inode(),
+            }
+        }
+    })
 }
 
 #[cfg(test)]
