@@ -56,6 +56,29 @@ fn start(args: &[&str]) -> (Reaper, mpsc::Receiver<String>) {
     (Reaper(child), rx)
 }
 
+/// Traces ICMP in `b` as JSON (plus `extra` options) with `-c count` while `a` pings `b` five
+/// times; returns stdout once the trace has stopped by itself, and its stderr lines.
+fn trace_pings_as_json(
+    lab: &TwoHosts,
+    extra: &[&str],
+    count: usize,
+) -> (String, mpsc::Receiver<String>) {
+    let count = count.to_string();
+    // Only ICMP: ARP and IPv6 neighbour/MLD chatter after link-up could otherwise use up
+    // the -c budget before two echo requests arrive (seen under parallel load).
+    let mut args = vec!["icmp", "--netns", &lab.b.name, "--output", "json"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-c", &count]);
+    let (mut child, stderr) = start(&args);
+    assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, 5), 5);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().expect("stdout"), &mut stdout)
+        .expect("read stdout");
+    (stdout, stderr)
+}
+
 /// Waits for the child to exit; panics after `timeout`.
 fn wait_exit(child: &mut Reaper, timeout: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + timeout;
@@ -76,23 +99,7 @@ fn trace_cli_json_lines_for_pings_in_a_namespace() {
     let ns_a = lab.a.inode();
     let ix_b = run::ifindex(&lab.b.name, &lab.link.b);
     let count = 20;
-    let (mut child, stderr) = start(&[
-        // Only ICMP: ARP and IPv6 neighbour/MLD chatter after link-up could otherwise use up
-        // the -c budget before two echo requests arrive (seen under parallel load).
-        "icmp",
-        "--netns",
-        &lab.b.name,
-        "--output",
-        "json",
-        "-c",
-        &count.to_string(),
-    ]);
-    assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, 5), 5);
-    let status = wait_exit(&mut child, Duration::from_secs(10));
-    assert!(status.success(), "exit status {status}");
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(child.0.stdout.as_mut().expect("stdout"), &mut stdout)
-        .expect("read stdout");
+    let (stdout, stderr) = trace_pings_as_json(&lab, &[], count);
     // Until EOF: the child has exited, so the reader thread ends after its last line.
     let summary: Vec<String> = stderr.iter().collect();
     assert_eq!(summary.len(), 2, "{summary:?}");
@@ -236,24 +243,7 @@ fn trace_cli_json_summary_agrees_with_the_events() {
     require_root();
     let lab = TwoHosts::new();
     let count = 20;
-    let (mut child, _stderr) = start(&[
-        // Only ICMP: ARP and IPv6 neighbour/MLD chatter after link-up could otherwise use up
-        // the -c budget before two echo requests arrive (seen under parallel load).
-        "icmp",
-        "--netns",
-        &lab.b.name,
-        "--output",
-        "json",
-        "--summary",
-        "-c",
-        &count.to_string(),
-    ]);
-    assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, 5), 5);
-    let status = wait_exit(&mut child, Duration::from_secs(10));
-    assert!(status.success(), "exit status {status}");
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(child.0.stdout.as_mut().expect("stdout"), &mut stdout)
-        .expect("read stdout");
+    let (stdout, _stderr) = trace_pings_as_json(&lab, &["--summary"], count);
     let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
