@@ -74,12 +74,14 @@ const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
 /// How the packet left the program, for the interface counters.
+/// The discriminants are the `OUTCOME_*` values `route get` reads from the decision record.
 #[derive(Clone, Copy)]
+#[repr(u8)]
 enum Outcome {
-    Passed,
-    Forwarded,
-    Dropped,
-    Error,
+    Passed = OUTCOME_PASSED,
+    Forwarded = OUTCOME_FORWARDED,
+    Dropped = OUTCOME_DROPPED,
+    Error = OUTCOME_ERROR,
 }
 
 #[classifier]
@@ -105,12 +107,7 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
         // SAFETY: as above.
         unsafe {
             (*r).verdict = verdict;
-            (*r).outcome = match outcome {
-                Outcome::Passed => OUTCOME_PASSED,
-                Outcome::Forwarded => OUTCOME_FORWARDED,
-                Outcome::Dropped => OUTCOME_DROPPED,
-                Outcome::Error => OUTCOME_ERROR,
-            };
+            (*r).outcome = outcome as u8;
         }
     }
     verdict
