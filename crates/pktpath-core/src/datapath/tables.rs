@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use std::collections::HashSet;
+
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
@@ -129,12 +131,21 @@ impl DatapathMaps {
     pub fn apply(&mut self, tables: &Tables) -> Result<Applied, TableError> {
         let active = self.active_generation()?;
         let next = (active + 1) % GENERATIONS;
-        // Clear what the inactive generation still holds.
+        // Clear what the inactive generation still holds and the new tables do not (the
+        // others are overwritten below, so deleting them first would be wasted syscalls).
+        let fresh: HashSet<ClassKey> = tables
+            .entries
+            .iter()
+            .map(|(k, _)| ClassKey {
+                generation: next as u8,
+                ..*k
+            })
+            .collect();
         let stale: Vec<ClassKey> = self
             .rules
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| k.generation as u32 == next)
+            .filter(|k| k.generation as u32 == next && !fresh.contains(k))
             .collect();
         for k in &stale {
             match self.rules.remove(k) {
