@@ -26,16 +26,22 @@ pub struct SkbInfo {
     pub network_header: u64,
 }
 
-/// Reads the fields every hook reports from an `sk_buff` pointer.
+/// Reads the fields every hook reports from an `sk_buff` pointer. `dev`, when not 0, is the
+/// device the hook was given (transmit hooks: `skb->dev` may already be the veth peer) and
+/// is used instead of `skb->dev`.
 #[inline(always)]
-pub fn read_skb(off: &KernelOffsets, skb: u64) -> Result<SkbInfo, i32> {
+pub fn read_skb(off: &KernelOffsets, skb: u64, dev: u64) -> Result<SkbInfo, i32> {
     if off.magic != KERNEL_OFFSETS_MAGIC || skb == 0 {
         return Err(-1);
     }
     let len: u32 = read_at(skb, off.skb_len)?;
     let mark: u32 = read_at(skb, off.skb_mark)?;
     let protocol: u16 = u16::from_be(read_at(skb, off.skb_protocol)?);
-    let dev: u64 = read_at(skb, off.skb_dev)?;
+    let dev: u64 = if dev != 0 {
+        dev
+    } else {
+        read_at(skb, off.skb_dev)?
+    };
     let (ifindex, netns) = read_dev(off, dev)?;
     let head: u64 = read_at(skb, off.skb_head)?;
     let nh: u16 = read_at(skb, off.skb_network_header)?;

@@ -15,7 +15,7 @@ use pktpath_common::{
     kernel::KernelOffsets,
     trace::{HEADER_BYTES, Hook, TraceEvent},
 };
-use pktpath_ebpf::kernel::{SkbInfo, read_at, read_bytes, read_dev, read_ifname, read_skb};
+use pktpath_ebpf::kernel::{SkbInfo, read_at, read_bytes, read_ifname, read_skb};
 
 #[unsafe(no_mangle)]
 static PKTPATH_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
@@ -229,11 +229,7 @@ fn wanted(off: &KernelOffsets, skb: u64, hook: Hook, info: &SkbInfo, hdr: &mut H
 /// skb's own device). Filters run before a ring buffer slot is reserved.
 fn emit(skb: u64, hook: Hook, location: u64, drop_reason: u32, dev: u64) -> Result<(), i32> {
     let off = PKTPATH_KERNEL_OFFSETS.load();
-    let mut info = read_skb(&off, skb)?;
-    if dev != 0 {
-        (info.ifindex, info.netns) = read_dev(&off, dev)?;
-        info.dev = dev;
-    }
+    let info = read_skb(&off, skb, dev)?;
     let mut hdr = Header {
         bytes: TRACE_SCRATCH.get_ptr_mut(0).ok_or(-1)?,
         len: u16::MAX,
