@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use pktpath_core::sys::netns::NetNs;
+use pktpath_core::sys::{mounts::PseudoFs, netns::NetNs};
 
 use crate::{
     names,
@@ -317,5 +317,41 @@ impl Drop for NftTableGuard {
             &format!("nft table {}", self.table),
             crate::run::in_ns(&self.ns, "nft", &["delete", "table", "inet", &self.table]),
         );
+    }
+}
+
+/// bpffs at /sys/fs/bpf, mounted for a test that needs it (`route attach` pins there, and
+/// mounts it itself when missing). Unmounted on drop when this guard mounted it and nothing
+/// but the kernel's own `progs.debug`/`maps.debug` is left in it (a test running in parallel
+/// may still have pins there: then it stays).
+#[derive(Debug)]
+pub struct BpffsGuard {
+    mounted: bool,
+}
+
+impl BpffsGuard {
+    pub fn ensure() -> Self {
+        let guard = PseudoFs::Bpf.ensure().expect("mount bpffs at /sys/fs/bpf");
+        let mounted = guard.is_some();
+        if let Some(g) = guard {
+            g.keep(); // this guard decides on drop, below
+        }
+        Self { mounted }
+    }
+}
+
+impl Drop for BpffsGuard {
+    fn drop(&mut self) {
+        if !self.mounted {
+            return;
+        }
+        let path = PseudoFs::Bpf.path();
+        let only_kernel_files = std::fs::read_dir(path).is_ok_and(|d| {
+            d.flatten()
+                .all(|e| matches!(e.file_name().to_str(), Some("progs.debug" | "maps.debug")))
+        });
+        if only_kernel_files {
+            undo("bpffs mount", cmd("umount", &[&path.display().to_string()]));
+        }
     }
 }

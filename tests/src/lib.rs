@@ -13,7 +13,8 @@ pub mod topo;
 pub mod trace;
 
 pub use guards::{
-    AddrGuard, ClsactGuard, NetnsGuard, NftTableGuard, PinGuard, RouteGuard, SysctlGuard, VethGuard,
+    AddrGuard, BpffsGuard, ClsactGuard, NetnsGuard, NftTableGuard, PinGuard, RouteGuard,
+    SysctlGuard, VethGuard,
 };
 pub use topo::{RouterLab, TwoHosts};
 

@@ -3,8 +3,7 @@
 
 use std::process::Command;
 
-use pktpath_core::sys::mounts::PseudoFs;
-use pktpath_tests::require_root;
+use pktpath_tests::{BpffsGuard, require_root};
 
 const PKTPATH: &str = env!("CARGO_BIN_EXE_pktpath");
 
@@ -25,9 +24,7 @@ fn doctor_json_matches_this_kernel() {
     // `route attach` mounts bpffs and leaves it (its pins live there); a route test running
     // in parallel may do so at any moment. Start from that state, so only doctor's own
     // doing shows.
-    if let Some(guard) = PseudoFs::Bpf.ensure().expect("mount bpffs") {
-        guard.keep();
-    }
+    let _bpffs = BpffsGuard::ensure();
     let mounts_before = mounts();
     let out = Command::new(PKTPATH)
         .args(["doctor", "--json"])

@@ -21,7 +21,7 @@ use std::{
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use pktpath_core::sys::netns::NetNs;
-use pktpath_tests::{AddrGuard, PinGuard, RouterLab, SysctlGuard, require_root, run};
+use pktpath_tests::{AddrGuard, BpffsGuard, PinGuard, RouterLab, SysctlGuard, require_root, run};
 use serde_json::Value;
 
 const PKTPATH: &str = env!("CARGO_BIN_EXE_pktpath");
@@ -220,6 +220,8 @@ impl Drop for Scratch {
 #[test]
 fn policies_steer_real_traffic_through_the_pinned_data_path() {
     require_root();
+    // Declared first, so dropped last: after detach and the pin directory's guard.
+    let _bpffs = BpffsGuard::ensure();
     let lab = RouterLab::new();
     let r = lab.router.name.as_str();
     let _no_forwarding = [
