@@ -1,10 +1,15 @@
 //! Data path (TC) map types: per-interface counters.
 
-/// Name of the per-CPU hash map of [`IfaceCounters`] keyed by ifindex (`u32`).
+/// Name of the per-CPU array of [`IfaceCounters`] indexed by ifindex, for ifindexes below
+/// [`MAX_IFACES`].
 pub const MAP_IFACE_STATS: &str = "IFACE_STATS";
+/// Name of the per-CPU hash of [`IfaceCounters`] keyed by ifindex (`u32`), for the
+/// ifindexes of [`MAX_IFACES`] and above (rare: an index lookup costs less than a hash's).
+pub const MAP_IFACE_STATS_HIGH: &str = "IFACE_STATS_HIGH";
 /// Name of the data path classifier program.
 pub const PROG_DATAPATH: &str = "pktpath_tc";
-/// Maximum number of interfaces with counters.
+/// Interfaces whose counters sit in the array (ifindex below this), and capacity of the
+/// hash for the others.
 pub const MAX_IFACES: u32 = 1024;
 
 /// Per-interface, per-CPU packet and byte counters kept by the data path.
@@ -54,9 +59,9 @@ impl IfaceCounters {
 // Tuples are sorted by the best priority they hold, so the search stops as soon as no
 // later tuple can beat the match in hand.
 //
-// Two generations of tables exist; ROUTE_STATE[STATE_ACTIVE_GEN] says which one packets
-// use. An apply fills the other generation, then flips that one word: each packet sees the
-// old set or the new one, never a mix.
+// Two generations of tables exist; `RouteState::active` (ROUTE_STATE) says which one
+// packets use. An apply fills the other generation, then flips that one word: each packet
+// sees the old set or the new one, never a mix.
 // ---------------------------------------------------------------------------------------
 
 /// Most distinct match shapes one policy set may need.
@@ -70,23 +75,36 @@ pub const MAX_NEXTHOPS: u32 = 256;
 /// Policies with counters (counter slots).
 pub const MAX_POLICY_SLOTS: u32 = 1 << 17;
 
+/// Hash of [`ClassKeyV4`] to [`Bucket`]: the IPv4 entries.
+pub const MAP_RULES_V4: &str = "ROUTE_RULES_V4";
 /// Array of [`TupleMask`], index `gen * MAX_TUPLES + i`.
 pub const MAP_TUPLES: &str = "ROUTE_TUPLES";
-/// Hash of [`ClassKey`] to [`Bucket`].
+/// Hash of [`ClassKey`] to [`Bucket`]: the IPv6 entries.
 pub const MAP_RULES: &str = "ROUTE_RULES";
 /// Array of [`NextHop`] by index.
 pub const MAP_NEXTHOPS: &str = "ROUTE_NEXTHOPS";
-/// Array of u32: see the `STATE_*` indexes.
+/// Array of one [`RouteState`].
 pub const MAP_STATE: &str = "ROUTE_STATE";
 /// Per-CPU array of [`PolicyCounters`] by slot.
 pub const MAP_POLICY_STATS: &str = "POLICY_STATS";
 
-/// ROUTE_STATE index of the active generation (0 or 1).
-pub const STATE_ACTIVE_GEN: u32 = 0;
-/// ROUTE_STATE index of generation g's tuple count is `STATE_TUPLE_COUNT + g`.
-pub const STATE_TUPLE_COUNT: u32 = 1;
-/// Number of ROUTE_STATE entries.
-pub const STATE_ENTRIES: u32 = 1 + GENERATIONS;
+/// Which generation packets use and how many tuples each generation has: the one entry
+/// of ROUTE_STATE, read with a single lookup per packet.
+///
+/// User space changes one 32-bit word per update (a generation's tuple count while that
+/// generation is inactive, then `active`), so a packet reading the entry while it is
+/// written sees the old value or the new one of that word and the same values of the rest.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteState {
+    /// The active generation (0 or 1).
+    pub active: u32,
+    /// Tuples of each generation.
+    pub tuples: [u32; GENERATIONS as usize],
+    pub _pad: u32,
+}
+crate::assert_size!(RouteState, 16);
+crate::impl_pod!(RouteState);
 
 /// Address families, as stored in keys.
 pub const FAMILY_V4: u8 = 4;
@@ -115,6 +133,46 @@ pub struct ClassKey {
 }
 crate::assert_size!(ClassKey, 52);
 crate::impl_pod!(ClassKey);
+
+/// The hash key of an IPv4 entry: a [`ClassKey`] without the family and the twelve
+/// always-zero address bytes. The kernel hashes and compares a lookup's whole key byte by
+/// byte, so 24 bytes instead of 52 is most of an IPv4 lookup's cost saved.
+/// `src` and `dst` hold the address bytes in packet order (`u32::from_ne_bytes`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ClassKeyV4 {
+    pub tuple: u8,
+    pub generation: u8,
+    pub proto: u8,
+    pub dscp: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub iif: u32,
+    pub mark: u32,
+    pub src: u32,
+    pub dst: u32,
+}
+crate::assert_size!(ClassKeyV4, 24);
+crate::impl_pod!(ClassKeyV4);
+
+impl ClassKey {
+    /// The IPv4 key of an IPv4 entry (`family` is [`FAMILY_V4`]).
+    pub fn v4(&self) -> ClassKeyV4 {
+        let word = |a: &[u8; 16]| u32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
+        ClassKeyV4 {
+            tuple: self.tuple,
+            generation: self.generation,
+            proto: self.proto,
+            dscp: self.dscp,
+            sport: self.sport,
+            dport: self.dport,
+            iif: self.iif,
+            mark: self.mark,
+            src: word(&self.src),
+            dst: word(&self.dst),
+        }
+    }
+}
 
 /// One match shape: the masks applied to a packet's fields before the hash lookup.
 #[repr(C)]

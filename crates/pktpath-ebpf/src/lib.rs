@@ -6,6 +6,7 @@
 pub mod filter;
 pub mod kernel;
 pub mod packet;
+pub mod rule;
 
 /// eBPF programs cannot unwind; the verifier rejects any reachable panic path anyway.
 #[cfg(not(test))]

@@ -27,8 +27,11 @@ pub struct Parsed {
     pub ttl: u8,
     pub sport: u16,
     pub dport: u16,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    /// Addresses as four words holding the packet's bytes in order (`u32::from_ne_bytes`
+    /// of each 4-byte group), IPv4 in word 0 and the rest zero: aligned words compare and
+    /// mask in 4 instructions, and store into a hash key unchanged.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
     /// Length of the L3 packet (IPv4 total length, IPv6 payload + 40).
     pub l3_len: u32,
     /// IPv4 options or IPv6 extension headers present.
@@ -68,33 +71,50 @@ pub fn parse(ctx: &TcContext) -> Result<Option<Parsed>, Malformed> {
     }
 }
 
+/// Reads a 4-byte group of packet bytes at `p` as a word (see [`Parsed::src`]).
+///
+/// # Safety
+/// `p` must be valid for 4 bytes.
+#[inline(always)]
+unsafe fn word(p: *const u8) -> u32 {
+    // SAFETY: the caller checked the bounds; the read is unaligned.
+    unsafe { p.cast::<u32>().read_unaligned() }
+}
+
 #[inline(always)]
 fn parse_v4(ctx: &TcContext) -> Result<Parsed, Malformed> {
-    let ip = bytes::<20>(ctx, ETH_HLEN)?;
-    let ver_ihl = ip[0];
+    let ip = ptr_at::<[u8; 20]>(ctx, ETH_HLEN)?.cast::<u8>();
+    // SAFETY: ptr_at checked that the 20 bytes of a minimal IPv4 header are in the packet.
+    let (ver_ihl, tos, tot_len, frag, ttl, proto, src, dst) = unsafe {
+        (
+            *ip,
+            *ip.add(1),
+            u16::from_be_bytes([*ip.add(2), *ip.add(3)]),
+            u16::from_be_bytes([*ip.add(6), *ip.add(7)]),
+            *ip.add(8),
+            *ip.add(9),
+            word(ip.add(12)),
+            word(ip.add(16)),
+        )
+    };
     let ihl = (ver_ihl & 0x0f) as usize * 4;
     if ver_ihl >> 4 != 4 || ihl < 20 {
         return Err(Malformed);
     }
-    let tot_len = u16::from_be_bytes([ip[2], ip[3]]);
-    let frag = u16::from_be_bytes([ip[6], ip[7]]);
-    let proto = ip[9];
     let mut p = Parsed {
         family: FAMILY_V4,
         proto,
-        dscp: ip[1] >> 2,
-        ttl: ip[8],
+        dscp: tos >> 2,
+        ttl,
         sport: 0,
         dport: 0,
-        src: [0; 16],
-        dst: [0; 16],
+        src: [src, 0, 0, 0],
+        dst: [dst, 0, 0, 0],
         l3_len: tot_len as u32,
         has_options: ihl > 20,
         fragment: frag & 0x3fff != 0, // MF set or non-zero offset
-        hdr: [ver_ihl, ip[1]],
+        hdr: [ver_ihl, tos],
     };
-    p.src[..4].copy_from_slice(&ip[12..16]);
-    p.dst[..4].copy_from_slice(&ip[16..20]);
     if !p.fragment && has_ports(proto) {
         let ports = bytes::<4>(ctx, ETH_HLEN + (ihl & 0x3c))?;
         p.sport = u16::from_be_bytes([ports[0], ports[1]]);
@@ -120,15 +140,23 @@ fn parse_v6(ctx: &TcContext) -> Result<Option<Parsed>, Malformed> {
         ttl: ip[7],
         sport: 0,
         dport: 0,
-        src: [0; 16],
-        dst: [0; 16],
+        src: [0; 4],
+        dst: [0; 4],
         l3_len: payload as u32 + 40,
         has_options: false,
         fragment: false,
         hdr: [b0, b1],
     };
-    p.src.copy_from_slice(&ip[8..24]);
-    p.dst.copy_from_slice(&ip[24..40]);
+    for i in 0..4 {
+        p.src[i] =
+            u32::from_ne_bytes([ip[8 + 4 * i], ip[9 + 4 * i], ip[10 + 4 * i], ip[11 + 4 * i]]);
+        p.dst[i] = u32::from_ne_bytes([
+            ip[24 + 4 * i],
+            ip[25 + 4 * i],
+            ip[26 + 4 * i],
+            ip[27 + 4 * i],
+        ]);
+    }
     let mut off = ETH_HLEN + 40;
     let mut resolved = false;
     for _ in 0..4 {
@@ -190,11 +218,17 @@ pub fn decrement_ttl(ctx: &TcContext, p: &Parsed) -> Result<(), Malformed> {
     }
 }
 
-/// Rewrites the Ethernet destination and source addresses.
+/// Rewrites the Ethernet destination and source addresses, by direct packet access (no
+/// helper call; the verifier makes a cloned skb writable once, in the program's prologue).
 #[inline(always)]
 pub fn set_macs(ctx: &TcContext, dmac: &[u8; 6], smac: &[u8; 6]) -> Result<(), Malformed> {
-    ctx.store(0, dmac, 0).map_err(|_| Malformed)?;
-    ctx.store(6, smac, 0).map_err(|_| Malformed)
+    let eth = ptr_at::<[u8; 12]>(ctx, 0)?.cast_mut().cast::<[u8; 6]>();
+    // SAFETY: ptr_at checked that the 12 address bytes are inside the packet.
+    unsafe {
+        eth.write(*dmac);
+        eth.add(1).write(*smac);
+    }
+    Ok(())
 }
 
 /// Rewrites the DSCP bits (keeping ECN); IPv4 with an incremental checksum update.

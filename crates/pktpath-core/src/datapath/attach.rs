@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! prog                      the pktpath_tc program
-//! ROUTE_TUPLES ROUTE_RULES ROUTE_STATE ROUTE_NEXTHOPS POLICY_STATS IFACE_STATS
+//! ROUTE_TUPLES ROUTE_RULES ROUTE_RULES_V4 ROUTE_STATE ROUTE_NEXTHOPS POLICY_STATS
+//! IFACE_STATS IFACE_STATS_HIGH
 //!                           the maps user space reads and writes
 //! link_<ifname>_ingress     one TCX link per interface and direction
 //! link_<ifname>_egress

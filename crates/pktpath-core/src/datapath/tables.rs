@@ -1,23 +1,22 @@
 //! Writing compiled tables into the data path's maps, and reading its counters.
 //!
 //! An apply writes the inactive generation completely (tuples, rule entries, tuple count)
-//! and then flips `ROUTE_STATE[STATE_ACTIVE_GEN]`, one aligned 32-bit word: every packet
-//! classifies against the old set or the new one, never a mix. Entries of the generation
-//! being rewritten are removed first; they have been unused since the previous apply.
+//! and then flips `RouteState::active` in ROUTE_STATE: every packet classifies against the
+//! old set or the new one, never a mix. Each write of the state entry changes one 32-bit
+//! word (see [`RouteState`]). Entries of the generation being rewritten are removed
+//! first; they have been unused since the previous apply.
 
-use std::path::Path;
-
-use std::collections::HashSet;
+use std::{collections::HashSet, hash::Hash, path::Path};
 
 use aya::{
-    Ebpf,
+    Ebpf, Pod,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
     util::nr_cpus,
 };
 use pktpath_common::route::{
-    Bucket, ClassKey, GENERATIONS, IfaceCounters, MAP_IFACE_STATS, MAP_NEXTHOPS, MAP_POLICY_STATS,
-    MAP_RULES, MAP_STATE, MAP_TUPLES, MAX_TUPLES, NextHop, PolicyCounters, STATE_ACTIVE_GEN,
-    STATE_TUPLE_COUNT, TupleMask,
+    Bucket, ClassKey, ClassKeyV4, FAMILY_V4, GENERATIONS, IfaceCounters, MAP_IFACE_STATS,
+    MAP_IFACE_STATS_HIGH, MAP_NEXTHOPS, MAP_POLICY_STATS, MAP_RULES, MAP_RULES_V4, MAP_STATE,
+    MAP_TUPLES, MAX_IFACES, MAX_TUPLES, NextHop, PolicyCounters, RouteState, TupleMask,
 };
 
 use super::tuples::Tables;
@@ -50,14 +49,46 @@ fn map_err(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> Tabl
     move |source| TableError::Map { op, map, source }
 }
 
+/// Makes generation `generation` of a rule hash hold exactly `entries`: deletes its keys
+/// the new entries do not have (the others are overwritten, so deleting them first would
+/// be wasted syscalls), then writes the entries.
+fn rewrite_generation<'a, K: Pod + Eq + Hash>(
+    map: &mut HashMap<MapData, K, Bucket>,
+    name: &'static str,
+    generation: u32,
+    entries: impl Iterator<Item = (K, &'a Bucket)>,
+    generation_of: impl Fn(&K) -> u8,
+) -> Result<(), TableError> {
+    let entries: Vec<(K, &Bucket)> = entries.collect();
+    let fresh: HashSet<K> = entries.iter().map(|(k, _)| *k).collect();
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| generation_of(k) as u32 == generation && !fresh.contains(k))
+        .collect();
+    for k in &stale {
+        match map.remove(k) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("delete", name)(e)),
+        }
+    }
+    for (k, v) in entries {
+        map.insert(k, v, 0).map_err(map_err("insert", name))?;
+    }
+    Ok(())
+}
+
 /// Handles on the data path's maps.
 pub struct DatapathMaps {
     tuples: Array<MapData, TupleMask>,
+    /// IPv6 entries.
     rules: HashMap<MapData, ClassKey, Bucket>,
-    state: Array<MapData, u32>,
+    rules_v4: HashMap<MapData, ClassKeyV4, Bucket>,
+    state: Array<MapData, RouteState>,
     nexthops: Array<MapData, NextHop>,
     policy_stats: PerCpuArray<MapData, PolicyCounters>,
-    iface_stats: PerCpuHashMap<MapData, u32, IfaceCounters>,
+    iface_stats: PerCpuArray<MapData, IfaceCounters>,
+    iface_stats_high: PerCpuHashMap<MapData, u32, IfaceCounters>,
 }
 
 /// What an apply did.
@@ -74,13 +105,15 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, TableError> {
 }
 
 /// The maps user space reads and writes (all pinned by `attach`).
-pub const MAP_NAMES: [&str; 6] = [
+pub const MAP_NAMES: [&str; 8] = [
     MAP_TUPLES,
     MAP_RULES,
+    MAP_RULES_V4,
     MAP_STATE,
     MAP_NEXTHOPS,
     MAP_POLICY_STATS,
     MAP_IFACE_STATS,
+    MAP_IFACE_STATS_HIGH,
 ];
 
 impl DatapathMaps {
@@ -109,75 +142,73 @@ impl DatapathMaps {
         Ok(Self {
             tuples: Array::try_from(get(MAP_TUPLES)?).map_err(conv(MAP_TUPLES))?,
             rules: HashMap::try_from(get(MAP_RULES)?).map_err(conv(MAP_RULES))?,
+            rules_v4: HashMap::try_from(get(MAP_RULES_V4)?).map_err(conv(MAP_RULES_V4))?,
             state: Array::try_from(get(MAP_STATE)?).map_err(conv(MAP_STATE))?,
             nexthops: Array::try_from(get(MAP_NEXTHOPS)?).map_err(conv(MAP_NEXTHOPS))?,
             policy_stats: PerCpuArray::try_from(get(MAP_POLICY_STATS)?)
                 .map_err(conv(MAP_POLICY_STATS))?,
-            iface_stats: PerCpuHashMap::try_from(get(MAP_IFACE_STATS)?)
+            iface_stats: PerCpuArray::try_from(get(MAP_IFACE_STATS)?)
                 .map_err(conv(MAP_IFACE_STATS))?,
+            iface_stats_high: PerCpuHashMap::try_from(get(MAP_IFACE_STATS_HIGH)?)
+                .map_err(conv(MAP_IFACE_STATS_HIGH))?,
         })
+    }
+
+    fn state(&self) -> Result<RouteState, TableError> {
+        self.state.get(&0, 0).map_err(map_err("read", MAP_STATE))
+    }
+
+    fn set_state(&mut self, state: &RouteState) -> Result<(), TableError> {
+        self.state
+            .set(0, state, 0)
+            .map_err(map_err("write", MAP_STATE))
     }
 
     /// The generation packets use now.
     pub fn active_generation(&self) -> Result<u32, TableError> {
-        Ok(self
-            .state
-            .get(&STATE_ACTIVE_GEN, 0)
-            .map_err(map_err("read", MAP_STATE))?
-            & 1)
+        Ok(self.state()?.active & 1)
     }
 
     /// Writes `tables` into the inactive generation, then makes it the active one.
     pub fn apply(&mut self, tables: &Tables) -> Result<Applied, TableError> {
-        let active = self.active_generation()?;
+        let mut state = self.state()?;
+        let active = state.active & 1;
         let next = (active + 1) % GENERATIONS;
-        // Clear what the inactive generation still holds and the new tables do not (the
-        // others are overwritten below, so deleting them first would be wasted syscalls).
-        let fresh: HashSet<ClassKey> = tables
-            .entries
-            .iter()
-            .map(|(k, _)| ClassKey {
-                generation: next as u8,
-                ..*k
-            })
-            .collect();
-        let stale: Vec<ClassKey> = self
-            .rules
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.generation as u32 == next && !fresh.contains(k))
-            .collect();
-        for k in &stale {
-            match self.rules.remove(k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err("delete", MAP_RULES)(e)),
-            }
-        }
         // Readers of `next` stop at its tuple count; zero it while rewriting.
-        self.state
-            .set(STATE_TUPLE_COUNT + next, 0, 0)
-            .map_err(map_err("write", MAP_STATE))?;
+        state.tuples[next as usize] = 0;
+        self.set_state(&state)?;
         for (i, t) in tables.tuples.iter().enumerate() {
             self.tuples
                 .set(next * MAX_TUPLES + i as u32, t, 0)
                 .map_err(map_err("write", MAP_TUPLES))?;
         }
-        for (k, v) in &tables.entries {
-            let key = ClassKey {
-                generation: next as u8,
-                ..*k
-            };
-            self.rules
-                .insert(key, v, 0)
-                .map_err(map_err("insert", MAP_RULES))?;
-        }
-        self.state
-            .set(STATE_TUPLE_COUNT + next, tables.tuples.len() as u32, 0)
-            .map_err(map_err("write", MAP_STATE))?;
-        // The flip: one aligned word.
-        self.state
-            .set(STATE_ACTIVE_GEN, next, 0)
-            .map_err(map_err("write", MAP_STATE))?;
+        let gen_key = |k: &ClassKey| ClassKey {
+            generation: next as u8,
+            ..*k
+        };
+        let (v4, v6): (Vec<_>, Vec<_>) = tables
+            .entries
+            .iter()
+            .partition(|(k, _)| k.family == FAMILY_V4);
+        rewrite_generation(
+            &mut self.rules_v4,
+            MAP_RULES_V4,
+            next,
+            v4.iter().map(|(k, v)| (gen_key(k).v4(), v)),
+            |k| k.generation,
+        )?;
+        rewrite_generation(
+            &mut self.rules,
+            MAP_RULES,
+            next,
+            v6.iter().map(|(k, v)| (gen_key(k), v)),
+            |k| k.generation,
+        )?;
+        state.tuples[next as usize] = tables.tuples.len() as u32;
+        self.set_state(&state)?;
+        // The flip: the only word this write changes.
+        state.active = next;
+        self.set_state(&state)?;
         Ok(Applied {
             generation: next,
             tuples: tables.tuples.len(),
@@ -233,13 +264,23 @@ impl DatapathMaps {
 
     /// An interface's counters, summed over CPUs (zero when it saw no packet).
     pub fn iface_counters(&self, ifindex: u32) -> Result<IfaceCounters, TableError> {
-        match self.iface_stats.get(&ifindex, 0) {
-            Ok(per_cpu) => Ok(per_cpu.iter().fold(IfaceCounters::default(), |mut acc, c| {
+        let sum = |per_cpu: PerCpuValues<IfaceCounters>| {
+            per_cpu.iter().fold(IfaceCounters::default(), |mut acc, c| {
                 acc.accumulate(c);
                 acc
-            })),
+            })
+        };
+        if ifindex < MAX_IFACES {
+            return self
+                .iface_stats
+                .get(&ifindex, 0)
+                .map(sum)
+                .map_err(map_err("read", MAP_IFACE_STATS));
+        }
+        match self.iface_stats_high.get(&ifindex, 0) {
+            Ok(per_cpu) => Ok(sum(per_cpu)),
             Err(MapError::KeyNotFound) => Ok(IfaceCounters::default()),
-            Err(e) => Err(map_err("read", MAP_IFACE_STATS)(e)),
+            Err(e) => Err(map_err("read", MAP_IFACE_STATS_HIGH)(e)),
         }
     }
 }

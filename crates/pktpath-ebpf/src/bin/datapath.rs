@@ -25,31 +25,44 @@ use aya_ebpf::{
 };
 use pktpath_common::route::{
     ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, BUCKET_RULES, Bucket, ClassKey,
-    Decision, FAMILY_V4, GENERATIONS, IfaceCounters, MATCH_DSCP, MATCH_IIF, MATCH_PROTO,
-    MAX_IFACES, MAX_NEXTHOPS, MAX_POLICY_SLOTS, MAX_RULE_ENTRIES, MAX_TUPLES, NextHop,
-    OUTCOME_DROPPED, OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_PASSED, PolicyCounters,
-    RULE_SET_DSCP, RULE_SET_MARK, RuleMatch, RuleValue, STATE_ACTIVE_GEN, STATE_ENTRIES,
-    STATE_TUPLE_COUNT, TupleMask,
+    ClassKeyV4, Decision, FAMILY_V4, GENERATIONS, IfaceCounters, MAX_IFACES, MAX_NEXTHOPS,
+    MAX_POLICY_SLOTS, MAX_RULE_ENTRIES, MAX_TUPLES, NextHop, OUTCOME_DROPPED, OUTCOME_ERROR,
+    OUTCOME_FORWARDED, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState,
+    RuleValue, TupleMask,
 };
 use pktpath_ebpf as _; // links the shared panic handler
-use pktpath_ebpf::packet::{self, Malformed, Parsed};
+use pktpath_ebpf::{
+    packet::{self, Malformed, Parsed},
+    rule::{candidate_matches, words, words_mut},
+};
 
+/// Counters of interfaces with an ifindex below MAX_IFACES (an inlined index lookup).
 #[map(name = "IFACE_STATS")]
-static IFACE_STATS: PerCpuHashMap<u32, IfaceCounters> =
+static IFACE_STATS: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(MAX_IFACES, 0);
+
+/// Counters of the other interfaces (a hash lookup).
+#[map(name = "IFACE_STATS_HIGH")]
+static IFACE_STATS_HIGH: PerCpuHashMap<u32, IfaceCounters> =
     PerCpuHashMap::with_max_entries(MAX_IFACES, 0);
 
 #[map(name = "ROUTE_TUPLES")]
 static ROUTE_TUPLES: Array<TupleMask> = Array::with_max_entries(MAX_TUPLES * GENERATIONS, 0);
 
+/// IPv6 entries.
 #[map(name = "ROUTE_RULES")]
 static ROUTE_RULES: HashMap<ClassKey, Bucket> =
+    HashMap::with_max_entries(MAX_RULE_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// IPv4 entries, under a key half the size.
+#[map(name = "ROUTE_RULES_V4")]
+static ROUTE_RULES_V4: HashMap<ClassKeyV4, Bucket> =
     HashMap::with_max_entries(MAX_RULE_ENTRIES, BPF_F_NO_PREALLOC);
 
 #[map(name = "ROUTE_NEXTHOPS")]
 static ROUTE_NEXTHOPS: Array<NextHop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
 
 #[map(name = "ROUTE_STATE")]
-static ROUTE_STATE: Array<u32> = Array::with_max_entries(STATE_ENTRIES, 0);
+static ROUTE_STATE: Array<RouteState> = Array::with_max_entries(1, 0);
 
 #[map(name = "POLICY_STATS")]
 static POLICY_STATS: PerCpuArray<PolicyCounters> =
@@ -60,10 +73,13 @@ static POLICY_STATS: PerCpuArray<PolicyCounters> =
 #[repr(C)]
 pub struct Scratch {
     key: ClassKey,
+    key4: ClassKeyV4,
     fib: bpf_fib_lookup,
 }
 
-/// What the program did with the last packet on each CPU (read by `pktpath route get`).
+/// What the program did with a packet, for `pktpath route get`: written only for a packet
+/// whose `__sk_buff.cb[0]` is non-zero (the nonce route get's test run sets), so ordinary
+/// traffic does not pay for it.
 #[map(name = "ROUTE_DECISION")]
 static DECISION: PerCpuArray<Decision> = PerCpuArray::with_max_entries(1, 0);
 
@@ -84,68 +100,73 @@ enum Outcome {
     Error = OUTCOME_ERROR,
 }
 
+/// What happened to one packet, filled in as the program goes.
+struct Routed {
+    verdict: i32,
+    outcome: Outcome,
+    /// The matching policy, when `matched`.
+    matched: bool,
+    rule: RuleValue,
+    /// Interface the packet is redirected to (0 when not).
+    egress: u32,
+}
+
 #[classifier]
 pub fn pktpath_tc(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer the kernel passed; reading fields is allowed.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let len = ctx.len();
-    let rec = DECISION.get_ptr_mut(0);
-    if let Some(r) = rec {
-        // SAFETY: this CPU's entry; cb[0] is a readable context field.
-        unsafe {
-            (*r).nonce = (*ctx.skb.skb).cb[0];
-            (*r).matched = 0;
-            (*r).egress_ifindex = 0;
-        }
-    }
-    let (verdict, outcome) = match try_route(&ctx, ifindex, rec) {
-        Ok(r) => r,
-        Err(Malformed) => (TC_ACT_OK, Outcome::Error),
+    let mut r = Routed {
+        verdict: TC_ACT_OK,
+        outcome: Outcome::Passed,
+        matched: false,
+        rule: RuleValue::default(),
+        egress: 0,
     };
-    count_iface(ifindex, len, outcome);
-    if let Some(r) = rec {
-        // SAFETY: as above.
-        unsafe {
-            (*r).verdict = verdict;
-            (*r).outcome = outcome as u8;
-        }
+    if try_route(&ctx, ifindex, &mut r).is_err() {
+        r.verdict = TC_ACT_OK;
+        r.outcome = Outcome::Error;
     }
-    verdict
+    count_iface(ifindex, len, r.outcome);
+    // SAFETY: cb[0] is a readable context field.
+    let nonce = unsafe { (*ctx.skb.skb).cb[0] };
+    if nonce != 0 {
+        record(nonce, &r);
+    }
+    r.verdict
 }
 
-/// Notes the interface a forwarded packet leaves by.
+/// Writes the decision record `route get` reads.
 #[inline(always)]
-fn note_egress(rec: Option<*mut Decision>, ifindex: u32) {
-    if let Some(r) = rec {
-        // SAFETY: this CPU's entry of the decision map.
-        unsafe { (*r).egress_ifindex = ifindex };
-    }
+fn record(nonce: u32, r: &Routed) {
+    let Some(d) = DECISION.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's entry of the decision map.
+    let d = unsafe { &mut *d };
+    d.nonce = nonce;
+    d.matched = r.matched as u8;
+    d.action = r.rule.action;
+    d.outcome = r.outcome as u8;
+    d.priority = r.rule.priority;
+    d.slot = r.rule.slot;
+    d.nexthop = r.rule.nexthop;
+    d.egress_ifindex = r.egress;
+    d.verdict = r.verdict;
 }
 
 #[inline(always)]
-fn try_route(
-    ctx: &TcContext,
-    ifindex: u32,
-    rec: Option<*mut Decision>,
-) -> Result<(i32, Outcome), Malformed> {
+fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malformed> {
     let Some(p) = packet::parse(ctx)? else {
-        return Ok((TC_ACT_OK, Outcome::Passed));
+        return Ok(());
     };
     // SAFETY: reading the context's mark.
     let mark = unsafe { (*ctx.skb.skb).mark };
     let Some(rule) = classify(&p, ifindex, mark) else {
-        return Ok((TC_ACT_OK, Outcome::Passed));
+        return Ok(());
     };
-    if let Some(r) = rec {
-        // SAFETY: this CPU's entry of the decision map.
-        unsafe {
-            (*r).matched = 1;
-            (*r).action = rule.action;
-            (*r).priority = rule.priority;
-            (*r).slot = rule.slot;
-            (*r).nexthop = rule.nexthop;
-        }
-    }
+    r.matched = true;
+    r.rule = rule;
     if let Some(c) = POLICY_STATS.get_ptr_mut(rule.slot) {
         // SAFETY: per-CPU slot, written only by this CPU.
         unsafe {
@@ -159,13 +180,14 @@ fn try_route(
     if rule.flags & RULE_SET_DSCP != 0 {
         packet::set_dscp(ctx, &p, rule.dscp)?;
     }
-    Ok(match rule.action {
+    (r.verdict, r.outcome) = match rule.action {
         ACTION_DROP => (TC_ACT_SHOT, Outcome::Dropped),
-        ACTION_FORWARD => forward_nexthop(ctx, &p, rule.nexthop, rec)?,
-        ACTION_TABLE => forward_table(ctx, &p, ifindex, rule.table, rec)?,
+        ACTION_FORWARD => forward_nexthop(ctx, &p, rule.nexthop, &mut r.egress)?,
+        ACTION_TABLE => forward_table(ctx, &p, ifindex, rule.table, &mut r.egress)?,
         ACTION_PASS => (TC_ACT_OK, Outcome::Passed),
         _ => (TC_ACT_OK, Outcome::Error),
-    })
+    };
+    Ok(())
 }
 
 /// State of one classification, shared with the `bpf_loop` callback.
@@ -176,19 +198,19 @@ struct SearchCtx {
     mark: u32,
     generation: u32,
     count: u32,
-    /// Index of the tuple the loop index 0 stands for.
-    first: u32,
     found: bool,
     best: RuleValue,
 }
 
 /// Tuple space search over the active generation; the best (lowest) priority wins.
-/// The tuple loop runs through `bpf_loop`, so the verifier checks one tuple's work once
-/// rather than once per tuple and per path.
+/// With more than one tuple the loop runs through `bpf_loop`, so the verifier checks one
+/// tuple's work once rather than once per tuple and per path; a single tuple (what tuple
+/// merging makes of most policy sets) is searched by a direct call.
 #[inline(always)]
 fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<RuleValue> {
-    let generation = *ROUTE_STATE.get(STATE_ACTIVE_GEN)? & 1;
-    let count = *ROUTE_STATE.get(STATE_TUPLE_COUNT + generation)?;
+    let state = ROUTE_STATE.get(0)?;
+    let generation = state.active & 1;
+    let count = *state.tuples.get(generation as usize)?;
     if count == 0 {
         return None;
     }
@@ -200,19 +222,23 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<RuleValue> {
         mark,
         generation,
         count,
-        first: 0,
         found: false,
         best: RuleValue::default(),
     };
-    // SAFETY: `search_step` has the callback signature bpf_loop expects; `ctx` outlives it.
-    unsafe {
-        bpf_loop(
-            MAX_TUPLES,
-            search_step as *mut c_void,
-            (&raw mut ctx).cast(),
-            0,
-        )
-    };
+    if count == 1 {
+        search_step(0, (&raw mut ctx).cast());
+    } else {
+        // SAFETY: `search_step` has the callback signature bpf_loop expects; `ctx` outlives
+        // it.
+        unsafe {
+            bpf_loop(
+                MAX_TUPLES,
+                search_step as *mut c_void,
+                (&raw mut ctx).cast(),
+                0,
+            )
+        };
+    }
     ctx.found.then_some(ctx.best)
 }
 
@@ -221,7 +247,7 @@ extern "C" fn search_step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the SearchCtx `classify` passed, alive for the whole loop; `p` points
     // at the caller's parsed packet and `key` at this CPU's scratch slot.
     let ctx = unsafe { &mut *ctx.cast::<SearchCtx>() };
-    let i = index as u32 + ctx.first;
+    let i = index as u32;
     if i >= ctx.count || i >= MAX_TUPLES {
         return 1;
     }
@@ -235,27 +261,12 @@ extern "C" fn search_step(index: u64, ctx: *mut c_void) -> i64 {
     if t.family != p.family {
         return 0;
     }
-    // SAFETY: the scratch slot holds a ClassKey; fields are written one by one so no
-    // key-sized temporary lands on the stack.
-    let k = unsafe { &mut (*ctx.key).key };
-    k.tuple = i as u8;
-    k.generation = ctx.generation as u8;
-    k.family = p.family;
-    k.proto = p.proto & t.proto;
-    k.dscp = p.dscp & t.dscp;
-    k._pad = [0];
-    k.sport = p.sport & t.sport;
-    k.dport = p.dport & t.dport;
-    k._pad2 = 0;
-    k.iif = ctx.ifindex & t.iif;
-    k.mark = ctx.mark & t.mark;
-    mask16(&mut k.src, &p.src, &t.src);
-    mask16(&mut k.dst, &p.dst, &t.dst);
-    #[expect(
-        clippy::needless_borrows_for_generic_args,
-        reason = "the key must stay in the scratch map, not be copied to the stack"
-    )]
-    let Some(bucket) = ROUTE_RULES.get_ptr(&*k) else {
+    let bucket = if p.family == FAMILY_V4 {
+        lookup_v4(ctx, p, t, i)
+    } else {
+        lookup_v6(ctx, p, t, i)
+    };
+    let Some(bucket) = bucket else {
         return 0;
     };
     // SAFETY: a map value pointer, valid while the program runs.
@@ -278,56 +289,56 @@ extern "C" fn search_step(index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// Whether a bucket candidate's complete match accepts the packet.
+/// The bucket of an IPv4 packet under tuple `i`, if any.
 #[inline(always)]
-fn candidate_matches(r: &RuleMatch, p: &Parsed, ifindex: u32, mark: u32) -> bool {
-    r.family == p.family
-        && (r.flags & MATCH_PROTO == 0 || r.proto == p.proto)
-        && (r.flags & MATCH_DSCP == 0 || r.dscp == p.dscp)
-        && (r.flags & MATCH_IIF == 0 || r.iif == ifindex)
-        && mark & r.mark_mask == r.mark_value
-        && r.sport_lo <= p.sport
-        && p.sport <= r.sport_hi
-        && r.dport_lo <= p.dport
-        && p.dport <= r.dport_hi
-        && masked_eq16(&p.src, &r.src_mask, &r.src)
-        && masked_eq16(&p.dst, &r.dst_mask, &r.dst)
+fn lookup_v4(ctx: &SearchCtx, p: &Parsed, t: &TupleMask, i: u32) -> Option<*const Bucket> {
+    // SAFETY: the scratch slot holds the keys; fields are written one by one so no
+    // key-sized temporary lands on the stack.
+    let k = unsafe { &mut (*ctx.key).key4 };
+    k.tuple = i as u8;
+    k.generation = ctx.generation as u8;
+    k.proto = p.proto & t.proto;
+    k.dscp = p.dscp & t.dscp;
+    k.sport = p.sport & t.sport;
+    k.dport = p.dport & t.dport;
+    k.iif = ctx.ifindex & t.iif;
+    k.mark = ctx.mark & t.mark;
+    k.src = p.src[0] & words(&t.src)[0];
+    k.dst = p.dst[0] & words(&t.dst)[0];
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "the key must stay in the scratch map, not be copied to the stack"
+    )]
+    ROUTE_RULES_V4.get_ptr(&*k)
 }
 
-/// `a & mask == want`, 16 bytes, as four 32-bit words.
+/// The bucket of an IPv6 packet under tuple `i`, if any.
 #[inline(always)]
-fn masked_eq16(a: &[u8; 16], mask: &[u8; 16], want: &[u8; 16]) -> bool {
-    let (a, m, w) = (
-        a.as_ptr() as *const u32,
-        mask.as_ptr() as *const u32,
-        want.as_ptr() as *const u32,
-    );
-    let mut diff = 0u32;
-    for i in 0..4 {
-        // SAFETY: all three are 16-byte arrays; unaligned reads are used.
-        unsafe {
-            diff |=
-                (a.add(i).read_unaligned() & m.add(i).read_unaligned()) ^ w.add(i).read_unaligned();
-        }
-    }
-    diff == 0
-}
-
-/// `out = a & mask`, 16 bytes, as four 32-bit words.
-#[inline(always)]
-fn mask16(out: &mut [u8; 16], a: &[u8; 16], mask: &[u8; 16]) {
-    let (o, a, m) = (
-        out.as_mut_ptr() as *mut u32,
-        a.as_ptr() as *const u32,
-        mask.as_ptr() as *const u32,
-    );
+fn lookup_v6(ctx: &SearchCtx, p: &Parsed, t: &TupleMask, i: u32) -> Option<*const Bucket> {
+    // SAFETY: as in `lookup_v4`.
+    let k = unsafe { &mut (*ctx.key).key };
+    k.tuple = i as u8;
+    k.generation = ctx.generation as u8;
+    k.family = p.family;
+    k.proto = p.proto & t.proto;
+    k.dscp = p.dscp & t.dscp;
+    k._pad = [0];
+    k.sport = p.sport & t.sport;
+    k.dport = p.dport & t.dport;
+    k._pad2 = 0;
+    k.iif = ctx.ifindex & t.iif;
+    k.mark = ctx.mark & t.mark;
+    let (src, dst) = (words(&t.src), words(&t.dst));
+    let (ksrc, kdst) = (words_mut(&mut k.src), words_mut(&mut k.dst));
     for w in 0..4 {
-        // SAFETY: all three are 16-byte arrays; unaligned accesses are used.
-        unsafe {
-            o.add(w)
-                .write_unaligned(a.add(w).read_unaligned() & m.add(w).read_unaligned())
-        };
+        ksrc[w] = p.src[w] & src[w];
+        kdst[w] = p.dst[w] & dst[w];
     }
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "the key must stay in the scratch map, not be copied to the stack"
+    )]
+    ROUTE_RULES.get_ptr(&*k)
 }
 
 #[inline(always)]
@@ -335,7 +346,7 @@ fn forward_nexthop(
     ctx: &TcContext,
     p: &Parsed,
     index: u32,
-    rec: Option<*mut Decision>,
+    egress: &mut u32,
 ) -> Result<(i32, Outcome), Malformed> {
     let Some(nh) = ROUTE_NEXTHOPS.get(index) else {
         return Ok((TC_ACT_OK, Outcome::Error));
@@ -344,7 +355,7 @@ fn forward_nexthop(
         return Ok((TC_ACT_OK, Outcome::Passed));
     }
     packet::decrement_ttl(ctx, p)?;
-    note_egress(rec, nh.ifindex);
+    *egress = nh.ifindex;
     if nh.has_mac != 0 {
         packet::set_macs(ctx, &nh.dmac, &nh.smac)?;
         // SAFETY: plain helper call.
@@ -390,7 +401,7 @@ fn forward_table(
     p: &Parsed,
     ifindex: u32,
     table: u32,
-    rec: Option<*mut Decision>,
+    egress: &mut u32,
 ) -> Result<(i32, Outcome), Malformed> {
     if !packet::fast_forwardable(p) {
         return Ok((TC_ACT_OK, Outcome::Passed));
@@ -414,26 +425,13 @@ fn forward_table(
     fib.__bindgen_anon_1.tot_len = p.l3_len as u16;
     fib.ifindex = ifindex;
     fib.__bindgen_anon_5.tbid = table;
-    // SAFETY: writing plain bytes into unions of byte arrays.
-    unsafe {
-        if p.family == FAMILY_V4 {
-            fib.__bindgen_anon_2.tos = p.dscp << 2;
-            fib.__bindgen_anon_3.ipv4_src =
-                u32::from_ne_bytes([p.src[0], p.src[1], p.src[2], p.src[3]]);
-            fib.__bindgen_anon_4.ipv4_dst =
-                u32::from_ne_bytes([p.dst[0], p.dst[1], p.dst[2], p.dst[3]]);
-        } else {
-            core::ptr::copy_nonoverlapping(
-                p.src.as_ptr(),
-                &mut fib.__bindgen_anon_3 as *mut _ as *mut u8,
-                16,
-            );
-            core::ptr::copy_nonoverlapping(
-                p.dst.as_ptr(),
-                &mut fib.__bindgen_anon_4 as *mut _ as *mut u8,
-                16,
-            );
-        }
+    if p.family == FAMILY_V4 {
+        fib.__bindgen_anon_2.tos = p.dscp << 2;
+        fib.__bindgen_anon_3.ipv4_src = p.src[0];
+        fib.__bindgen_anon_4.ipv4_dst = p.dst[0];
+    } else {
+        fib.__bindgen_anon_3.ipv6_src = p.src;
+        fib.__bindgen_anon_4.ipv6_dst = p.dst;
     }
     let flags = BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_TBID;
     // SAFETY: ctx is the skb context; fib is valid for its size.
@@ -447,7 +445,7 @@ fn forward_table(
     };
     if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
         packet::decrement_ttl(ctx, p)?;
-        note_egress(rec, fib.ifindex);
+        *egress = fib.ifindex;
         packet::set_macs(ctx, &fib.dmac, &fib.smac)?;
         // SAFETY: plain helper call.
         let r = unsafe { bpf_redirect(fib.ifindex, 0) };
@@ -468,7 +466,7 @@ fn forward_table(
             )
         };
         packet::decrement_ttl(ctx, p)?;
-        note_egress(rec, fib.ifindex);
+        *egress = fib.ifindex;
         // SAFETY: params is valid for its size.
         let r = unsafe {
             bpf_redirect_neigh(
@@ -505,12 +503,19 @@ fn count_iface(ifindex: u32, len: u32, outcome: Outcome) {
             c.passed_bytes += len as u64;
         }
     };
-    if let Some(c) = IFACE_STATS.get_ptr_mut(ifindex) {
+    if ifindex < MAX_IFACES {
+        if let Some(c) = IFACE_STATS.get_ptr_mut(ifindex) {
+            // SAFETY: per-CPU value, written only by this CPU.
+            bump(unsafe { &mut *c });
+        }
+        return;
+    }
+    if let Some(c) = IFACE_STATS_HIGH.get_ptr_mut(ifindex) {
         // SAFETY: per-CPU value, written only by this CPU.
         bump(unsafe { &mut *c });
         return;
     }
     let mut first = IfaceCounters::default();
     bump(&mut first);
-    let _ = IFACE_STATS.insert(ifindex, first, 0);
+    let _ = IFACE_STATS_HIGH.insert(ifindex, first, 0);
 }
