@@ -5,6 +5,7 @@
 //! the kernel side and the user side agree byte for byte.
 #![no_std]
 
+pub mod baseline;
 pub mod filter;
 pub mod kernel;
 pub mod probe;

@@ -415,24 +415,28 @@ fn place(tuples: &mut Vec<TupleBuild>, p: &Placing) -> Result<(), CompileError> 
     Ok(())
 }
 
+/// The families a rule applies to.
+fn families(rule: &Rule) -> Result<&'static [u8], CompileError> {
+    Ok(match rule.family {
+        Some(FAMILY_V4) => &[FAMILY_V4],
+        Some(FAMILY_V6) => &[FAMILY_V6],
+        Some(f) => {
+            return Err(CompileError::Invalid {
+                priority: rule.priority,
+                what: format!("unknown family {f}"),
+            });
+        }
+        None => &[FAMILY_V4, FAMILY_V6],
+    })
+}
+
 /// Compiles rules into tables. Rules may come in any order.
 pub fn compile(rules: &[Rule]) -> Result<Tables, CompileError> {
     let mut order: Vec<&Rule> = rules.iter().collect();
     order.sort_by_key(|r| r.priority);
     let mut tuples: Vec<TupleBuild> = Vec::new();
     for rule in order {
-        let families: &[u8] = match rule.family {
-            Some(FAMILY_V4) => &[FAMILY_V4],
-            Some(FAMILY_V6) => &[FAMILY_V6],
-            Some(f) => {
-                return Err(CompileError::Invalid {
-                    priority: rule.priority,
-                    what: format!("unknown family {f}"),
-                });
-            }
-            None => &[FAMILY_V4, FAMILY_V6],
-        };
-        for &family in families {
+        for &family in families(rule)? {
             validate(rule, family)?;
             place(&mut tuples, &placing(rule, family))?;
         }
@@ -459,6 +463,21 @@ pub fn compile(rules: &[Rule]) -> Result<Tables, CompileError> {
         }
     }
     Ok(tables)
+}
+
+/// The rules as a linear scan checks them: each rule's complete match (one per family it
+/// covers), best priority first. The benchmark's naive classifier runs on this.
+pub fn scan_table(rules: &[Rule]) -> Result<Vec<RuleMatch>, CompileError> {
+    let mut order: Vec<&Rule> = rules.iter().collect();
+    order.sort_by_key(|r| r.priority);
+    let mut out = Vec::with_capacity(rules.len());
+    for rule in order {
+        for &family in families(rule)? {
+            validate(rule, family)?;
+            out.push(placing(rule, family).m);
+        }
+    }
+    Ok(out)
 }
 
 /// Whether a bucket candidate's complete match accepts the packet.

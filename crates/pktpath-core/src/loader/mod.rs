@@ -20,6 +20,10 @@ pub enum Object {
     Datapath,
     /// A classifier that runs a packet filter on a frame (filter tests).
     FilterTest,
+    /// Benchmark baseline: rewrite MACs and redirect, nothing else.
+    Floor,
+    /// Benchmark baseline: classify by a linear scan over the policies.
+    Linear,
 }
 
 impl Object {
@@ -32,6 +36,8 @@ impl Object {
             Self::FilterTest => {
                 aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filtertest"))
             }
+            Self::Floor => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor")),
+            Self::Linear => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/linear")),
         }
     }
 

@@ -103,6 +103,30 @@ fn compiled_tables_pick_what_a_linear_scan_picks() {
 }
 
 #[test]
+fn the_scan_table_first_match_is_the_definition() {
+    let mut rng = Rng::new(0x11ea);
+    for round in 0..100 {
+        let n = 1 + rng.below(40) as usize;
+        let rules = random_rules(&mut rng, n);
+        let table = scan_table(&rules).expect("valid rules");
+        assert!(
+            table
+                .windows(2)
+                .all(|w| w[0].value.priority <= w[1].value.priority),
+            "round {round}: best priority first"
+        );
+        for _ in 0..100 {
+            let p = random_packet(&mut rng);
+            let got = table
+                .iter()
+                .find(|m| candidate_matches(m, &p))
+                .map(|m| m.value.priority);
+            assert_eq!(got, linear(&rules, &p), "round {round}: packet {p:?}");
+        }
+    }
+}
+
+#[test]
 fn the_number_of_tuples_depends_on_shapes_not_on_rules() {
     let rule = |i: u32| Rule {
         priority: i,

@@ -1,0 +1,18 @@
+//! The baseline programs the data path is measured against (bench `classify`): the floor,
+//! a program that only rewrites the Ethernet addresses and redirects, and the naive
+//! classifier, a linear scan over the policies in priority order.
+
+/// The floor program: rewrites the MAC addresses and redirects to `FLOOR_IFINDEX`.
+pub const PROG_FLOOR: &str = "pktpath_floor";
+/// Load-time global of the floor program: the interface it redirects to.
+pub const GLOBAL_FLOOR_IFINDEX: &str = "FLOOR_IFINDEX";
+
+/// The linear scan program: parses like the data path, then checks the rules of
+/// [`MAP_LINEAR_RULES`] one after the other (through `bpf_loop`); the first match wins.
+pub const PROG_LINEAR: &str = "pktpath_linear";
+/// Array of `route::RuleMatch`, best priority first.
+pub const MAP_LINEAR_RULES: &str = "LINEAR_RULES";
+/// Array of one u32: how many entries of [`MAP_LINEAR_RULES`] are in use.
+pub const MAP_LINEAR_COUNT: &str = "LINEAR_COUNT";
+/// Capacity of [`MAP_LINEAR_RULES`] (a policy without a family takes two entries).
+pub const MAX_LINEAR_RULES: u32 = 1 << 18;
