@@ -18,7 +18,7 @@ use pktpath_core::{
     },
     loader::{self, Object},
 };
-use pktpath_tests::require_root;
+use pktpath_tests::{require_root, run};
 
 /// `struct __sk_buff` is 192 bytes; `mark` is at offset 8.
 const SKB_CTX: usize = 192;
@@ -208,7 +208,10 @@ fn forwarding_decrements_ttl_fixes_the_checksum_and_rewrites_macs() {
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(out, expiring, "unchanged");
 
-    // Larger than the next hop's MTU: the stack fragments or sends "fragmentation needed".
+    // Larger than the egress device's MTU: the stack fragments or sends "fragmentation
+    // needed". The data path asks the kernel for the device's MTU as it is now
+    // (bpf_check_mtu), so the next hop's device (ifindex 1) is the loopback of a fresh
+    // namespace with its MTU set to 1500 (the host's lo has 65536).
     let big = frame::build(
         &p4,
         &FrameOptions {
@@ -216,7 +219,16 @@ fn forwarding_decrements_ttl_fixes_the_checksum_and_rewrites_macs() {
             ..Default::default()
         },
     );
-    let (verdict, _, out) = dp.run(&big, 0);
+    let (verdict, _, out) = pktpath_core::sys::netns::run_in_fresh(|| {
+        run::must("ip", &["link", "set", "dev", "lo", "mtu", "1500"]);
+        let small = dp.run(&frame::build(&p4, &FrameOptions::default()), 0);
+        assert_eq!(
+            small.0, TC_ACT_REDIRECT,
+            "a packet that fits is still forwarded"
+        );
+        dp.run(&big, 0)
+    })
+    .expect("fresh namespace");
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(out, big);
 

@@ -5,7 +5,11 @@
 //! datagram gets the same decision; an IPv6 packet whose extension headers do not resolve
 //! to an upper layer within four headers is not classified (passed to the stack).
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{
+    bindings::{bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, bpf_check_mtu_ret::BPF_MTU_CHK_RET_SUCCESS},
+    helpers::generated::bpf_check_mtu,
+    programs::TcContext,
+};
 use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
 
 const ETH_HLEN: usize = 14;
@@ -200,6 +204,27 @@ fn has_ports(proto: u8) -> bool {
 #[inline(always)]
 pub fn fast_forwardable(p: &Parsed) -> bool {
     p.ttl > 1 && !(p.family == FAMILY_V4 && p.has_options)
+}
+
+/// Whether the packet fits the MTU of the device `ifindex` as it is now, asked of the
+/// kernel (bpf_check_mtu). A GSO packet (TCP over veth hands the router ones far larger
+/// than the MTU) fits when each segment it will be cut into does. A packet that does not
+/// fit goes to the stack, which fragments it or answers "fragmentation needed" / "packet
+/// too big".
+#[inline(always)]
+pub fn fits_mtu(ctx: &TcContext, ifindex: u32) -> bool {
+    let mut mtu_len: u32 = 0;
+    // SAFETY: ctx is the skb context; mtu_len is a valid u32 (0: check the skb's length).
+    let r = unsafe {
+        bpf_check_mtu(
+            ctx.skb.skb as *mut _,
+            ifindex,
+            &mut mtu_len,
+            0,
+            BPF_MTU_CHK_SEGS as u64,
+        )
+    };
+    r == BPF_MTU_CHK_RET_SUCCESS as i64
 }
 
 /// Decrements the TTL (IPv4, with an incremental checksum update) or the hop limit (IPv6).

@@ -1,104 +1,31 @@
-//! `pktpath route attach / apply / stats / show / detach` end to end with real packets.
+//! `pktpath route attach / apply / stats / show / detach` end to end with real packets, in
+//! both TC attach modes (TCX links, and netlink clsact + cls_bpf filters).
 //!
 //! A client – router – up1/up2 lab with forwarding DISABLED in the router namespace, so
 //! every packet that crosses the router was carried by the eBPF data path. Both upstreams
 //! own the same service addresses (10.9.0.1, fd09::1) on their loopback, so which one
-//! receives a datagram shows where the router steered it.
-//!
-//! The CLI runs in the router namespace through `nsenter --net=...`, not `ip netns exec`:
-//! the latter also unshares the mount namespace and mounts a fresh /sys, so a bpffs
-//! mounted and pinned there would vanish (and the data path with it) when the command
-//! exits. nsenter switches the network namespace only; the pins land in the host's bpffs,
-//! in a directory unique to this test.
+//! receives a datagram shows where the router steered it. The CLI runs in the router's
+//! network namespace (see common/mod.rs for why through nsenter).
+
+mod common;
 
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
-    process::{Command, Output},
     time::Duration,
 };
 
-use aya::programs::{SchedClassifier, TcAttachType};
-use pktpath_core::sys::netns::NetNs;
-use pktpath_tests::{AddrGuard, BpffsGuard, PinGuard, RouterLab, SysctlGuard, require_root, run};
+use common::{Attachment, SVC4, SVC6, Scratch, expect, iface, in_echos, policy};
+use pktpath_tests::{
+    AddrGuard, BpffsGuard, ClsactGuard, RouterLab, SysctlGuard, require_root, run,
+};
 use serde_json::Value;
 
-const PKTPATH: &str = env!("CARGO_BIN_EXE_pktpath");
-const SVC4: &str = "10.9.0.1";
-const SVC6: &str = "fd09::1";
 const CLIENT_B4: &str = "10.1.0.130";
 const CLIENT_B6: &str = "fd01::8002";
 const PORTS: [u16; 3] = [5000, 53, 9999];
 const PAYLOAD: usize = 32;
 const N: usize = 5;
-
-/// The data path pinned at a unique directory; detached on drop if the test did not.
-struct Attachment {
-    router: String,
-    pin: PinGuard,
-}
-
-impl Attachment {
-    fn state_dir(&self) -> PathBuf {
-        let escaped = self
-            .pin
-            .path
-            .display()
-            .to_string()
-            .trim_matches('/')
-            .replace('/', "-");
-        Path::new("/run/pktpath").join(escaped)
-    }
-
-    /// Runs `pktpath route --pin-dir DIR ARGS` inside the router's network namespace.
-    fn route(&self, args: &[&str]) -> Output {
-        let net = format!("--net=/run/netns/{}", self.router);
-        let pin = self.pin.path.display().to_string();
-        let mut full = vec![net.as_str(), PKTPATH, "route", "--pin-dir", &pin];
-        full.extend_from_slice(args);
-        Command::new("nsenter")
-            .args(&full)
-            .output()
-            .expect("run nsenter (util-linux)")
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.route(args);
-        assert!(
-            out.status.success(),
-            "pktpath route {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 output")
-    }
-
-    #[track_caller]
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        let text = self.ok(&a);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {text}"))
-    }
-}
-
-impl Drop for Attachment {
-    fn drop(&mut self) {
-        if self.pin.path.exists() {
-            let out = self.route(&["detach"]);
-            if !out.status.success() {
-                eprintln!(
-                    "cleanup: detach failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-        let _ = std::fs::remove_dir_all(self.state_dir());
-        let _ = std::fs::remove_dir("/run/pktpath");
-    }
-}
 
 /// UDP listeners on the service addresses in both upstreams.
 struct Listeners {
@@ -166,59 +93,18 @@ fn send(lab: &RouterLab, src: &str, port: u16) {
     }
 }
 
-/// `Icmp: InEchos` of a namespace.
-fn in_echos(ns: &NetNs) -> u64 {
-    let snmp = ns
-        .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))
-        .expect("enter namespace")
-        .expect("read snmp");
-    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
-    let (names, values) = (icmp.next().unwrap(), icmp.next().unwrap());
-    let i = names
-        .split_whitespace()
-        .position(|n| n == "InEchos")
-        .unwrap();
-    values.split_whitespace().nth(i).unwrap().parse().unwrap()
-}
-
-fn expect(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
-    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
-}
-
-fn policy<'a>(stats: &'a Value, id: &str) -> &'a Value {
-    stats["policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == id)
-        .unwrap_or_else(|| panic!("policy {id} in {stats}"))
-}
-
-fn iface<'a>(stats: &'a Value, name: &str) -> &'a Value {
-    stats["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("interface {name} in {stats}"))
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+#[test]
+fn policies_steer_real_traffic_through_the_pinned_data_path_tcx() {
+    steer_and_detach("tcx");
 }
 
 #[test]
-fn policies_steer_real_traffic_through_the_pinned_data_path() {
+fn policies_steer_real_traffic_through_the_pinned_data_path_netlink() {
+    steer_and_detach("netlink");
+}
+
+/// The whole life cycle with `route attach --tc-mode MODE`.
+fn steer_and_detach(mode: &str) {
     require_root();
     // Declared first, so dropped last: after detach and the pin directory's guard.
     let _bpffs = BpffsGuard::ensure();
@@ -244,23 +130,12 @@ fn policies_steer_real_traffic_through_the_pinned_data_path() {
             &format!("{CLIENT_B6}/64"),
         ),
     ];
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("pktpath-route-dp-{}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0).unwrap();
+    let scratch = Scratch::new(&format!("route-dp-{mode}"));
     let (to_client, to_up1, to_up2) = (&lab.client_link.a, &lab.up1_link.a, &lab.up2_link.a);
-    let config = write(
-        &scratch.0,
-        "configuration.json",
-        &format!(
-            r#"{{ "version": 1,
-  "interfaces": [ {{ "name": "{to_client}" }}, {{ "name": "{to_up1}" }}, {{ "name": "{to_up2}" }} ],
-  "next_hops": [
-    {{ "name": "up1", "interface": "{to_up1}", "gateway4": "10.2.0.2", "gateway6": "fd02::2" }},
-    {{ "name": "up2", "interface": "{to_up2}", "gateway4": "10.3.0.2", "gateway6": "fd03::2" }},
-    {{ "name": "client", "interface": "{to_client}", "gateway4": "10.1.0.2", "gateway6": "fd01::2" }}
-  ] }}"#
-        ),
-    );
+    // Netlink mode: a clsact qdisc someone else put on to-up2 must survive detach; the ones
+    // attach adds (to-client, to-up1) must not.
+    let _their_clsact = (mode == "netlink").then(|| ClsactGuard::new(r, to_up2));
+    let config = scratch.write("configuration.json", &common::lab_config(&lab, &[]));
     let policies = |udp_to: &str, dns_to: &str, src_b4: bool, extra: &str| {
         let src_b4 = if src_b4 {
             r#"{ "id": "src-b-v4", "priority": 10, "match": { "src": "10.1.0.128/25", "proto": "udp" }, "action": { "type": "forward", "next_hop": "up2" } },"#
@@ -280,9 +155,8 @@ fn policies_steer_real_traffic_through_the_pinned_data_path() {
 ] }}"#
         )
     };
-    let first = write(&scratch.0, "first.json", &policies("up1", "up2", true, ""));
-    let second = write(
-        &scratch.0,
+    let first = scratch.write("first.json", &policies("up1", "up2", true, ""));
+    let second = scratch.write(
         "second.json",
         &policies(
             "up2",
@@ -292,19 +166,15 @@ fn policies_steer_real_traffic_through_the_pinned_data_path() {
         ),
     );
 
-    let dp = Attachment {
-        router: lab.router.name.clone(),
-        pin: PinGuard::new("route-dp"),
-    };
+    let dp = Attachment::new(&lab, "route-dp");
     let listeners = Listeners::new(&lab);
 
     // An interface the namespace lacks: a clear error, and nothing is created.
-    let missing = write(
-        &scratch.0,
+    let missing = scratch.write(
         "missing.json",
         r#"{ "version": 1, "interfaces": [ { "name": "no-such-if0" } ] }"#,
     );
-    let out = dp.route(&["attach", "--config", &missing]);
+    let out = dp.route(&["attach", "--config", &missing, "--tc-mode", mode]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("interface no-such-if0"), "{stderr}");
@@ -313,16 +183,41 @@ fn policies_steer_real_traffic_through_the_pinned_data_path() {
         "nothing left by a failed attach"
     );
 
-    // Attach, then attach again: nothing changes.
-    let report = dp.json(&["attach", "--config", &config]);
+    // Attach, then attach again (same mode, then auto): nothing changes.
+    let report = dp.json(&["attach", "--config", &config, "--tc-mode", mode]);
     assert_eq!(report["attached"].as_array().unwrap().len(), 3, "{report}");
-    let again = dp.json(&["attach", "--config", &config]);
-    assert_eq!(again["attached"], serde_json::json!([]), "{again}");
-    assert_eq!(again["unchanged"].as_array().unwrap().len(), 3, "{again}");
+    assert_eq!(report["mode"], mode, "{report}");
+    let hooks_before: Vec<_> = [to_client, to_up1, to_up2]
+        .iter()
+        .map(|i| common::tc_hooks_in_use(&lab, i))
+        .collect();
+    for args in [
+        &["attach", "--config", &config, "--tc-mode", mode][..],
+        &["attach", "--config", &config],
+    ] {
+        let again = dp.json(args);
+        assert_eq!(again["attached"], serde_json::json!([]), "{again}");
+        assert_eq!(again["unchanged"].as_array().unwrap().len(), 3, "{again}");
+        assert_eq!(again["mode"], mode, "{again}");
+    }
+    let hooks_after: Vec<_> = [to_client, to_up1, to_up2]
+        .iter()
+        .map(|i| common::tc_hooks_in_use(&lab, i))
+        .collect();
+    assert_eq!(hooks_before, hooks_after, "a second attach changed TC");
+    if mode == "netlink" {
+        for i in [to_client, to_up1, to_up2] {
+            assert_eq!(common::pktpath_filters(&lab, i, "ingress"), 1, "{i}");
+        }
+        // The other mode, forced, is refused while this one runs.
+        let out = dp.route(&["attach", "--config", &config, "--tc-mode", "tcx"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("netlink mode, not tcx"), "{stderr}");
+    }
 
     // Another configuration over the running one is refused.
-    let other = write(
-        &scratch.0,
+    let other = scratch.write(
         "other.json",
         &format!(r#"{{ "version": 1, "interfaces": [ {{ "name": "{to_client}" }} ] }}"#),
     );
@@ -339,7 +234,10 @@ fn policies_steer_real_traffic_through_the_pinned_data_path() {
     let applied = dp.json(&["apply", &first]);
     assert_eq!(applied["applied"]["policies"], 7, "{applied}");
 
-    let echos = (in_echos(&lab.up1.handle()), in_echos(&lab.up2.handle()));
+    let echos = (
+        in_echos(&lab.up1.handle(), false),
+        in_echos(&lab.up2.handle(), false),
+    );
     for (src_a, src_b, fam) in [
         (RouterLab::CLIENT4, CLIENT_B4, "v4"),
         (RouterLab::CLIENT6, CLIENT_B6, "v6"),
@@ -363,12 +261,12 @@ fn policies_steer_real_traffic_through_the_pinned_data_path() {
         "ping through the fast path"
     );
     assert_eq!(
-        in_echos(&lab.up1.handle()),
+        in_echos(&lab.up1.handle(), false),
         echos.0,
         "no echo request at up1"
     );
     assert_eq!(
-        in_echos(&lab.up2.handle()),
+        in_echos(&lab.up2.handle(), false),
         echos.1 + 3,
         "echo requests at up2"
     );
@@ -471,8 +369,7 @@ fn policies_steer_real_traffic_through_the_pinned_data_path() {
     assert_eq!(show["policies"].as_array().unwrap().len(), 7, "{show}");
 
     // A bad file is rejected with its line; the running set stays and keeps steering.
-    let bad = write(
-        &scratch.0,
+    let bad = scratch.write(
         "bad.json",
         "{\n  \"version\": 1,\n  \"policies\": [\n    { \"id\": \"x\", \"priority\": 1, \"match\": {}, \"action\": { \"type\": \"forward\", \"next_hop\": \"nowhere\" } }\n  ]\n}\n",
     );
@@ -564,22 +461,32 @@ fn policies_steer_real_traffic_through_the_pinned_data_path() {
     let out = dp.route(&["get", "iif", to_client, "from", "10.1.0.2"]);
     assert_eq!(out.status.code(), Some(1), "incomplete get is an error");
 
-    // Detach leaves nothing: no pins, no state, no TCX program on any router interface,
-    // and (forwarding being off) no packet crosses the router any more.
+    // Detach leaves nothing: no pins, no state, no TCX program, tc filter or clsact qdisc
+    // it added on any router interface (a clsact it did not add stays), and (forwarding
+    // being off) no packet crosses the router any more.
     let detached = dp.json(&["detach"]);
     assert_eq!(detached["links"].as_array().unwrap().len(), 3, "{detached}");
+    assert_eq!(detached["mode"], mode, "{detached}");
     assert!(!dp.pin.path.exists(), "pin directory removed");
     assert!(!dp.state_dir().exists(), "state directory removed");
     for ifname in [to_client, to_up1, to_up2] {
-        for dir in [TcAttachType::Ingress, TcAttachType::Egress] {
-            let (_, progs) = lab
-                .router
-                .handle()
-                .run(|| SchedClassifier::query_tcx(ifname, dir))
-                .expect("enter router namespace")
-                .unwrap_or_else(|e| panic!("query tcx on {ifname}: {e:?}"));
-            assert!(progs.is_empty(), "{ifname} {dir:?} still has TCX programs");
-        }
+        let want: Vec<String> = if mode == "netlink" && ifname == to_up2 {
+            vec!["qdisc clsact".into()]
+        } else {
+            vec![]
+        };
+        assert_eq!(
+            common::tc_hooks_in_use(&lab, ifname),
+            want,
+            "{ifname} after detach"
+        );
+    }
+    if mode == "netlink" {
+        assert_eq!(
+            detached["clsact_removed"],
+            serde_json::json!([to_client, to_up1]),
+            "{detached}"
+        );
     }
     send(&lab, RouterLab::CLIENT4, 5000);
     assert_eq!(

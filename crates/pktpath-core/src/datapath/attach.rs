@@ -1,6 +1,15 @@
-//! The attached data path: the TC program loaded, attached with TCX to the interfaces the
-//! static configuration names (in the caller's network namespace), and pinned in bpffs so
+//! The attached data path: the TC program loaded, attached to the interfaces the static
+//! configuration names (in the caller's network namespace), and pinned in bpffs so
 //! forwarding continues after the process exits.
+//!
+//! Two ways into TC ([`TcMode`]): TCX links (Linux 6.6+; pinned, one per hook) or, where
+//! the kernel lacks TCX, a clsact qdisc with one cls_bpf direct-action filter per hook
+//! (netlink). Without a choice, [`attach`] probes the kernel (the `tcx` probe of
+//! `pktpath doctor`) and takes TCX when it works. Netlink filters cannot be pinned, so
+//! what was created (each filter's priority and handle, and which clsact qdiscs attach
+//! added) is recorded in `attach.json` in the state directory; [`detach`] removes exactly
+//! that: the filters, and a clsact qdisc only if attach created it and no filter is left
+//! on it.
 //!
 //! Pin layout under the pin directory (default [`DEFAULT_PIN_DIR`]):
 //!
@@ -9,7 +18,7 @@
 //! ROUTE_TUPLES ROUTE_RULES ROUTE_RULES_V4 ROUTE_STATE ROUTE_NEXTHOPS POLICY_STATS
 //! IFACE_STATS IFACE_STATS_HIGH
 //!                           the maps user space reads and writes
-//! link_<ifname>_ingress     one TCX link per interface and direction
+//! link_<ifname>_ingress     one TCX link per interface and direction (TCX mode)
 //! link_<ifname>_egress
 //! ROUTE_SCRATCH             (pinned too, with every other map of the object)
 //! ```
@@ -18,13 +27,15 @@
 //! under [`STATE_ROOT`] named after the pin directory (see [`Layout::state_dir`]):
 //! `configuration.json` (a copy of the static configuration attached with; `apply` needs
 //! it), `runtimeConfiguration.json` (the policy set last applied; absent before the first
-//! apply) and `slots.json` (the counter slot of each applied policy id, see `policy`).
+//! apply), `slots.json` (the counter slot of each applied policy id, see `policy`) and
+//! `attach.json` (the TC mode and, in netlink mode, the filters and qdiscs created).
 //!
 //! [`attach`] is idempotent: the same configuration again changes nothing (links missing
-//! since, say after an interface was recreated, are re-created from the pinned program).
-//! A different configuration is refused until [`detach`]. A failed attach removes what it
-//! created. [`detach`] removes the links (which detaches the program), the pins, the state
-//! files and both directories.
+//! since, say after an interface was recreated, are re-created from the pinned program, in
+//! the mode the data path runs in). A different configuration, or a different forced mode,
+//! is refused until [`detach`]. A failed attach removes what it created. [`detach`] removes
+//! the links or filters (which detaches the program), the pins, the state files and both
+//! directories.
 
 use std::{
     io,
@@ -34,10 +45,10 @@ use std::{
 use aya::programs::{
     LinkOrder, SchedClassifier, TcAttachType,
     links::{FdLink, PinnedLink},
-    tc::TcAttachOptions,
+    tc::{NlOptions, TcAttachOptions},
 };
 use pktpath_common::route::{IfaceCounters, PROG_DATAPATH, PolicyCounters};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     policy::{self, Interfaces, LinkInfo, PolicyError, Slots},
@@ -50,7 +61,7 @@ use crate::{
         compile::{PolicySet, Topology},
         config::{ConfigError, Source},
     },
-    sys::{SysError, iface, mounts::PseudoFs},
+    sys::{SysError, iface, mounts::PseudoFs, tc},
 };
 
 /// Where `route attach` pins by default.
@@ -61,6 +72,7 @@ pub const STATE_ROOT: &str = "/run/pktpath";
 const CONFIG_FILE: &str = "configuration.json";
 const RUNTIME_FILE: &str = "runtimeConfiguration.json";
 const SLOTS_FILE: &str = "slots.json";
+const ATTACH_FILE: &str = "attach.json";
 const PROG_PIN: &str = "prog";
 
 /// Attaching, opening, applying to or detaching the data path failed.
@@ -89,6 +101,14 @@ pub enum AttachError {
         "{dir} exists but holds no pktpath data path (no {state}); remove it or pick another --pin-dir"
     )]
     Foreign { dir: String, state: String },
+    #[error(
+        "the data path at {dir} is attached in {running} mode, not {requested}; run `pktpath route detach` first, or leave out --tc-mode"
+    )]
+    OtherMode {
+        dir: String,
+        running: TcMode,
+        requested: TcMode,
+    },
     #[error("no data path is attached at {dir}; run `pktpath route attach --config FILE` first")]
     NotAttached { dir: String },
     #[error("loading the data path failed")]
@@ -139,8 +159,45 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AttachEr
     move |source| AttachError::Io { what, path, source }
 }
 
+/// How the program is hooked into TC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcMode {
+    /// bpf_link based TC (Linux 6.6+): one link per hook, pinned.
+    Tcx,
+    /// A clsact qdisc with a cls_bpf direct-action filter per hook, set up over netlink.
+    Netlink,
+}
+
+impl TcMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcx => "tcx",
+            Self::Netlink => "netlink",
+        }
+    }
+
+    /// TCX when the kernel offers it (the `tcx` probe of `pktpath doctor` attaches a tiny
+    /// program with TCX in a scratch namespace), netlink clsact otherwise.
+    pub fn probe() -> Self {
+        match crate::doctor::probe("tcx") {
+            Ok(_) => Self::Tcx,
+            Err(why) => {
+                log::info!("TCX unavailable ({why}): attaching with netlink clsact");
+                Self::Netlink
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for TcMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// TC direction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Ingress,
@@ -203,6 +260,98 @@ impl Layout {
     }
 }
 
+/// `attach.json`: how the data path is hooked in, and in netlink mode what attach created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachState {
+    mode: TcMode,
+    /// Netlink mode: one cls_bpf filter per hook.
+    #[serde(default)]
+    filters: Vec<NlFilter>,
+    /// Netlink mode: the clsact qdiscs attach added (those that existed before stay).
+    #[serde(default)]
+    clsact_created: Vec<NlQdisc>,
+}
+
+impl AttachState {
+    fn new(mode: TcMode) -> Self {
+        Self {
+            mode,
+            filters: Vec::new(),
+            clsact_created: Vec::new(),
+        }
+    }
+
+    /// The state of the data path at `layout`; TCX when there is no `attach.json` (data
+    /// paths attached before the file existed were TCX only).
+    fn read(layout: &Layout) -> Result<Self, AttachError> {
+        let path = layout.state(ATTACH_FILE);
+        if !path.exists() {
+            return Ok(Self::new(TcMode::Tcx));
+        }
+        let text = std::fs::read_to_string(&path).map_err(io_err("read", &path))?;
+        serde_json::from_str(&text).map_err(|source| AttachError::State {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    fn write(&self, layout: &Layout) -> Result<(), AttachError> {
+        let text = serde_json::to_string_pretty(self).expect("attach state serializes");
+        write_atomic(&layout.state(ATTACH_FILE), &text)
+    }
+}
+
+/// A cls_bpf filter attach created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NlFilter {
+    interface: String,
+    /// The interface's index when the filter was added: a recreated interface with the
+    /// same name is another device, whose filters are not ours.
+    ifindex: u32,
+    direction: Direction,
+    priority: u16,
+    handle: u32,
+}
+
+/// A clsact qdisc attach added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NlQdisc {
+    interface: String,
+    ifindex: u32,
+}
+
+/// The kernel id of the pinned program.
+fn pinned_prog_id(layout: &Layout) -> Result<u32, AttachError> {
+    let what = || format!("reading the pinned program {}", layout.prog().display());
+    let prog = SchedClassifier::from_pin(layout.prog()).map_err(|source| AttachError::Program {
+        what: what(),
+        source,
+    })?;
+    let info = prog.info().map_err(|source| AttachError::Program {
+        what: what(),
+        source,
+    })?;
+    Ok(info.id())
+}
+
+/// Whether the recorded filter `f` is still on its hook and runs program `prog_id`.
+fn filter_present(f: &NlFilter, prog_id: u32) -> Result<bool, AttachError> {
+    if iface::index(&f.interface).ok() != Some(f.ifindex) {
+        return Ok(false);
+    }
+    Ok(tc::filters(f.ifindex, f.direction == Direction::Egress)?
+        .iter()
+        .any(|x| {
+            x.kind == "bpf"
+                && x.priority == f.priority
+                && x.handle == f.handle
+                && x.prog_id == Some(prog_id)
+        }))
+}
+
 /// The links one configuration calls for: (interface position, name, direction).
 fn wanted_links(topology: &Topology) -> Vec<(usize, String, Direction)> {
     let mut out = Vec::new();
@@ -239,6 +388,8 @@ pub fn resolve(topology: &Topology) -> Result<Interfaces, AttachError> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AttachReport {
     pub pin_dir: String,
+    /// How the program is hooked into TC.
+    pub mode: TcMode,
     /// Links created by this call (`ifname/direction`); empty when nothing changed.
     pub attached: Vec<String>,
     /// Links that were already in place.
@@ -248,12 +399,25 @@ pub struct AttachReport {
 /// Removes, on drop, what a failing attach created.
 struct Undo {
     dirs: Vec<PathBuf>,
+    /// Netlink filters and qdiscs created so far (TCX links go with their pins).
+    state: AttachState,
     armed: bool,
 }
 
 impl Drop for Undo {
     fn drop(&mut self) {
         if self.armed {
+            for f in &self.state.filters {
+                let egress = f.direction == Direction::Egress;
+                if let Err(e) = tc::del_filter(f.ifindex, egress, f.priority, f.handle) {
+                    log::warn!("cleaning up a filter after a failed attach: {e}");
+                }
+            }
+            for q in &self.state.clsact_created {
+                if let Err(e) = tc::del_clsact(q.ifindex) {
+                    log::warn!("cleaning up a clsact qdisc after a failed attach: {e}");
+                }
+            }
             for d in &self.dirs {
                 if let Err(e) = std::fs::remove_dir_all(d)
                     && e.kind() != io::ErrorKind::NotFound
@@ -276,9 +440,13 @@ fn same_topology(a: &Topology, b: &Topology) -> bool {
 }
 
 /// Attaches the data path for the static configuration at `config` (a file), pinning under
-/// `layout`. Mounts bpffs at /sys/fs/bpf when it is missing and leaves it mounted (the
-/// pins live there).
-pub fn attach(layout: &Layout, config: &Path) -> Result<AttachReport, AttachError> {
+/// `layout`, in TC mode `mode` (None: probe, TCX where the kernel has it). Mounts bpffs at
+/// /sys/fs/bpf when it is missing and leaves it mounted (the pins live there).
+pub fn attach(
+    layout: &Layout,
+    config: &Path,
+    mode: Option<TcMode>,
+) -> Result<AttachReport, AttachError> {
     let source = Source::read(config)?;
     let topology = Topology::from_source(&source)?;
     let ifaces = resolve(&topology)?;
@@ -300,22 +468,46 @@ pub fn attach(layout: &Layout, config: &Path) -> Result<AttachReport, AttachErro
         if !same_topology(&running.topology, &topology) {
             return Err(AttachError::OtherConfig { dir: dir_text });
         }
-        // Same configuration: only re-create links that went missing.
+        let mut state = AttachState::read(layout)?;
+        if let Some(requested) = mode
+            && requested != state.mode
+        {
+            return Err(AttachError::OtherMode {
+                dir: dir_text,
+                running: state.mode,
+                requested,
+            });
+        }
+        // Same configuration: only re-create links (filters) that went missing.
         let mut report = AttachReport {
             pin_dir: dir_text,
+            mode: state.mode,
             attached: Vec::new(),
             unchanged: Vec::new(),
         };
-        let missing: Vec<_> = wanted_links(&topology)
-            .into_iter()
-            .filter(|(_, name, d)| {
-                let present = layout.link(name, *d).exists();
-                if present {
-                    report.unchanged.push(format!("{name}/{}", d.name()));
-                }
-                !present
-            })
-            .collect();
+        let prog_id = match state.mode {
+            TcMode::Tcx => 0,
+            TcMode::Netlink => pinned_prog_id(layout)?,
+        };
+        let mut missing = Vec::new();
+        for (_, name, d) in wanted_links(&topology) {
+            let present = match state.mode {
+                TcMode::Tcx => layout.link(&name, d).exists(),
+                TcMode::Netlink => match state
+                    .filters
+                    .iter()
+                    .find(|f| f.interface == name && f.direction == d)
+                {
+                    Some(f) => filter_present(f, prog_id)?,
+                    None => false,
+                },
+            };
+            if present {
+                report.unchanged.push(format!("{name}/{}", d.name()));
+            } else {
+                missing.push((name, d));
+            }
+        }
         if !missing.is_empty() {
             let mut prog = SchedClassifier::from_pin(layout.prog()).map_err(|source| {
                 AttachError::Program {
@@ -323,8 +515,17 @@ pub fn attach(layout: &Layout, config: &Path) -> Result<AttachReport, AttachErro
                     source,
                 }
             })?;
-            for (_, name, d) in missing {
-                attach_link(&mut prog, layout, &name, d)?;
+            for (name, d) in missing {
+                match state.mode {
+                    TcMode::Tcx => attach_link(&mut prog, layout, &name, d)?,
+                    TcMode::Netlink => {
+                        state
+                            .filters
+                            .retain(|f| !(f.interface == name && f.direction == d));
+                        attach_filter(&mut prog, &name, d, &mut state)?;
+                        state.write(layout)?;
+                    }
+                }
                 report.attached.push(format!("{name}/{}", d.name()));
             }
         }
@@ -337,8 +538,10 @@ pub fn attach(layout: &Layout, config: &Path) -> Result<AttachReport, AttachErro
             dir: parent.display().to_string(),
         });
     }
+    let mode = mode.unwrap_or_else(TcMode::probe);
     let mut undo = Undo {
         dirs: Vec::new(),
+        state: AttachState::new(mode),
         armed: true,
     };
     std::fs::create_dir(pin_dir).map_err(io_err("create pin directory", pin_dir))?;
@@ -383,11 +586,19 @@ pub fn attach(layout: &Layout, config: &Path) -> Result<AttachReport, AttachErro
 
     let mut report = AttachReport {
         pin_dir: dir_text,
+        mode,
         attached: Vec::new(),
         unchanged: Vec::new(),
     };
+    undo.state.write(layout)?;
     for (_, name, d) in wanted_links(&topology) {
-        attach_link(prog, layout, &name, d)?;
+        match mode {
+            TcMode::Tcx => attach_link(prog, layout, &name, d)?,
+            TcMode::Netlink => {
+                attach_filter(prog, &name, d, &mut undo.state)?;
+                undo.state.write(layout)?;
+            }
+        }
         report.attached.push(format!("{name}/{}", d.name()));
     }
     write_atomic(&state_config, source.text())?;
@@ -433,6 +644,54 @@ fn attach_link(
         ),
         source,
     })?;
+    Ok(())
+}
+
+/// Adds the clsact qdisc to `name` unless it has one, then a cls_bpf direct-action filter
+/// running `prog` on hook `dir` (priority and handle picked by the kernel); both are
+/// recorded in `state`.
+fn attach_filter(
+    prog: &mut SchedClassifier,
+    name: &str,
+    dir: Direction,
+    state: &mut AttachState,
+) -> Result<(), AttachError> {
+    let ifindex = iface::index(name)?;
+    if tc::add_clsact(ifindex)? {
+        state.clsact_created.push(NlQdisc {
+            interface: name.to_owned(),
+            ifindex,
+        });
+    }
+    let what = format!("netlink clsact {} attach on {name}", dir.name());
+    let id = prog
+        .attach_with_options(
+            name,
+            dir.attach_type(),
+            TcAttachOptions::Netlink(NlOptions::default()),
+        )
+        .map_err(|source| AttachError::Program {
+            what: what.clone(),
+            source,
+        })?;
+    let link = prog.take_link(id).map_err(|source| AttachError::Program {
+        what: what.clone(),
+        source,
+    })?;
+    let (priority, handle) = match (link.priority(), link.handle()) {
+        (Ok(p), Ok(h)) => (p, u32::from(h)),
+        (Err(source), _) | (_, Err(source)) => return Err(AttachError::Program { what, source }),
+    };
+    // Dropping the link would delete the filter: it must outlive this process, and is
+    // found again through the state file.
+    std::mem::forget(link);
+    state.filters.push(NlFilter {
+        interface: name.to_owned(),
+        ifindex,
+        direction: dir,
+        priority,
+        handle,
+    });
     Ok(())
 }
 
@@ -617,8 +876,12 @@ impl Attached {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DetachReport {
     pub pin_dir: String,
+    pub mode: TcMode,
+    /// The hooks the program was removed from (`ifname/direction`).
     pub links: Vec<String>,
     pub pins: usize,
+    /// Netlink mode: interfaces whose clsact qdisc (added by attach) was removed.
+    pub clsact_removed: Vec<String>,
 }
 
 /// Removes the data path attached at `layout`: links first (the program stops running on
@@ -637,11 +900,17 @@ pub fn detach(layout: &Layout) -> Result<DetachReport, AttachError> {
             state: state_dir.join(CONFIG_FILE).display().to_string(),
         });
     }
+    let state = AttachState::read(layout)?;
     let mut report = DetachReport {
         pin_dir: pin_dir.display().to_string(),
+        mode: state.mode,
         links: Vec::new(),
         pins: 0,
+        clsact_removed: Vec::new(),
     };
+    if state.mode == TcMode::Netlink {
+        detach_filters(layout, &state, &mut report)?;
+    }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(pin_dir)
         .map_err(io_err("list", pin_dir))?
         .map(|e| e.map(|e| e.path()))
@@ -677,6 +946,52 @@ pub fn detach(layout: &Layout) -> Result<DetachReport, AttachError> {
     // The root goes too once no data path is left (fails harmlessly while others remain).
     let _ = std::fs::remove_dir(STATE_ROOT);
     Ok(report)
+}
+
+/// Netlink mode: deletes the filters attach recorded (those still running our program on
+/// the same device), then each clsact qdisc attach added, unless a filter someone else
+/// added is still on it.
+fn detach_filters(
+    layout: &Layout,
+    state: &AttachState,
+    report: &mut DetachReport,
+) -> Result<(), AttachError> {
+    let prog_id = pinned_prog_id(layout)?;
+    for f in &state.filters {
+        report
+            .links
+            .push(format!("{}/{}", f.interface, f.direction.name()));
+        if filter_present(f, prog_id)? {
+            tc::del_filter(
+                f.ifindex,
+                f.direction == Direction::Egress,
+                f.priority,
+                f.handle,
+            )?;
+        } else {
+            log::info!(
+                "the {} filter on {} is already gone",
+                f.direction.name(),
+                f.interface
+            );
+        }
+    }
+    for q in &state.clsact_created {
+        if iface::index(&q.interface).ok() != Some(q.ifindex) {
+            continue; // the device (and its qdisc) went away
+        }
+        let others = tc::filters(q.ifindex, false)?.len() + tc::filters(q.ifindex, true)?.len();
+        if others > 0 {
+            log::warn!(
+                "keeping the clsact qdisc on {}: {others} filters not added by pktpath are on it",
+                q.interface
+            );
+            continue;
+        }
+        tc::del_clsact(q.ifindex)?;
+        report.clsact_removed.push(q.interface.clone());
+    }
+    Ok(())
 }
 
 fn is_link_pin(p: &Path) -> bool {

@@ -89,6 +89,13 @@ impl Report {
     }
 }
 
+/// Runs one kernel probe of [`run`] on its own (`tcx`, `tc_netlink`, ...): Ok with what it
+/// learned when the kernel offers the feature, Err with the kernel's reason otherwise.
+/// `route attach` uses it to pick its TC attach mode.
+pub fn probe(id: &str) -> Result<Option<String>, String> {
+    probes::run_one(id)
+}
+
 /// Options for [`run`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {

@@ -129,6 +129,14 @@ pub(super) fn run() -> Vec<Check> {
     out
 }
 
+/// Runs the one kernel probe `id` (`tcx`, `tc_netlink`, ...) on its own: loads the probe
+/// object, runs the probe, unloads. Ok(detail) when the feature works, Err(why) otherwise.
+pub(super) fn run_one(id: &str) -> Outcome {
+    let mut ebpf = loader::load(Object::Probe, &[])
+        .map_err(|err| format!("the probe object did not load: {}", e(err)))?;
+    probe(&mut ebpf, id)
+}
+
 fn probe(ebpf: &mut Ebpf, id: &str) -> Outcome {
     match id {
         "tracepoint" => tracepoint(ebpf),

@@ -1,11 +1,13 @@
 //! The one seam between pktpath and the kernel's non-BPF system calls: capabilities,
-//! clocks, filesystem mounts (bpffs, tracefs) and network namespaces.
+//! clocks, filesystem mounts (bpffs, tracefs), network namespaces and traffic control
+//! (rtnetlink).
 
 pub mod caps;
 pub mod clock;
 pub mod iface;
 pub mod mounts;
 pub mod netns;
+pub mod tc;
 
 use std::io;
 

@@ -351,7 +351,7 @@ fn forward_nexthop(
     let Some(nh) = ROUTE_NEXTHOPS.get(index) else {
         return Ok((TC_ACT_OK, Outcome::Error));
     };
-    if nh.ifindex == 0 || !packet::fast_forwardable(p) || (nh.mtu != 0 && p.l3_len > nh.mtu) {
+    if nh.ifindex == 0 || !packet::fast_forwardable(p) || !packet::fits_mtu(ctx, nh.ifindex) {
         return Ok((TC_ACT_OK, Outcome::Passed));
     }
     packet::decrement_ttl(ctx, p)?;
@@ -422,7 +422,9 @@ fn forward_table(
     fib.l4_protocol = p.proto;
     fib.sport = p.sport.to_be();
     fib.dport = p.dport.to_be();
-    fib.__bindgen_anon_1.tot_len = p.l3_len as u16;
+    // tot_len 0: the kernel checks the skb itself (GSO-aware); fits_mtu below checks
+    // segments exactly, also after NO_NEIGH, which returns before the kernel's check.
+    fib.__bindgen_anon_1.tot_len = 0;
     fib.ifindex = ifindex;
     fib.__bindgen_anon_5.tbid = table;
     if p.family == FAMILY_V4 {
@@ -443,6 +445,12 @@ fn forward_table(
             flags,
         )
     };
+    let fits = (rc == BPF_FIB_LKUP_RET_SUCCESS as i64 || rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64)
+        && packet::fits_mtu(ctx, fib.ifindex);
+    if !fits {
+        // Too big, blackhole, unreachable, no route...: the stack says what to say.
+        return Ok((TC_ACT_OK, Outcome::Passed));
+    }
     if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
         packet::decrement_ttl(ctx, p)?;
         *egress = fib.ifindex;
@@ -478,7 +486,6 @@ fn forward_table(
         };
         return Ok((r as i32, Outcome::Forwarded));
     }
-    // Too big, blackhole, unreachable, no route...: the stack says what to say.
     Ok((TC_ACT_OK, Outcome::Passed))
 }
 

@@ -7,7 +7,7 @@ use std::{io::Write as _, net::IpAddr, path::PathBuf};
 use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
 use pktpath_core::{
     datapath::{
-        attach::{self, DEFAULT_PIN_DIR, Layout},
+        attach::{self, DEFAULT_PIN_DIR, Layout, TcMode},
         tuples::PacketFields,
     },
     route::{
@@ -70,12 +70,17 @@ struct GetArgs {
     json: bool,
 }
 
-/// Load the data path and attach it (TCX) to every interface and direction the static
+/// Load the data path and attach it to every interface and direction the static
 /// configuration names, in the current network namespace; pin it under --pin-dir so it
 /// keeps forwarding after pktpath exits. Starts with no policies (every packet passes).
 ///
+/// TC mode: TCX links where the kernel has TCX (probed), otherwise a clsact qdisc with a
+/// cls_bpf direct-action filter per hook; --tc-mode forces one. Detach removes exactly what
+/// attach created (a clsact qdisc only if attach added it).
+///
 /// Idempotent: attaching the same configuration again changes nothing. A different
-/// configuration is refused until `pktpath route detach`.
+/// configuration, or a --tc-mode other than the running one, is refused until
+/// `pktpath route detach`.
 ///
 /// In a named network namespace run `nsenter --net=/run/netns/NAME pktpath route attach ...`,
 /// not `ip netns exec`: that gives the command a private bpffs, and the pins (so the data
@@ -89,9 +94,22 @@ struct AttachArgs {
     /// The static configuration (interfaces, next hops, tables).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// How to hook into TC: `auto` probes the kernel and takes TCX when it works.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    tc_mode: TcModeArg,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TcModeArg {
+    /// TCX where the kernel has it (probed), netlink clsact otherwise.
+    Auto,
+    /// TCX links (bpf_link, Linux 6.6+), pinned.
+    Tcx,
+    /// A clsact qdisc and cls_bpf direct-action filters, over netlink.
+    Netlink,
 }
 
 /// Validate runtimeConfiguration.json against the attached configuration and swap it in
@@ -200,19 +218,26 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 fn attach_cmd(layout: &Layout, args: AttachArgs) -> anyhow::Result<i32> {
     require_privileges()?;
-    let report = attach::attach(layout, &args.config)?;
+    let mode = match args.tc_mode {
+        TcModeArg::Auto => None,
+        TcModeArg::Tcx => Some(TcMode::Tcx),
+        TcModeArg::Netlink => Some(TcMode::Netlink),
+    };
+    let report = attach::attach(layout, &args.config, mode)?;
     if args.json {
         print_json(&report)?;
     } else if report.attached.is_empty() {
         println!(
-            "already attached at {} ({}): nothing changed",
+            "already attached at {} ({}, {}): nothing changed",
             report.pin_dir,
+            report.mode,
             report.unchanged.join(", ")
         );
     } else {
         println!(
-            "attached at {}: {}",
+            "attached at {} ({}): {}",
             report.pin_dir,
+            report.mode,
             report.attached.join(", ")
         );
     }
@@ -361,11 +386,18 @@ fn detach_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
         print_json(&report)?;
     } else {
         println!(
-            "detached from {} and removed {} pins from {}",
+            "detached ({}) from {} and removed {} pins from {}",
+            report.mode,
             report.links.join(", "),
             report.pins,
             report.pin_dir
         );
+        if !report.clsact_removed.is_empty() {
+            println!(
+                "removed the clsact qdisc attach added on {}",
+                report.clsact_removed.join(", ")
+            );
+        }
     }
     Ok(exit::OK)
 }

@@ -1,0 +1,261 @@
+//! Helpers shared by the `pktpath route` end-to-end tests (route_datapath.rs, route_lab.rs):
+//! the CLI run inside the router namespace with a unique pin directory, the lab's static
+//! configuration, counter lookups in `route stats --json`, and the "nothing left" check.
+//!
+//! The CLI runs in the router namespace through `nsenter --net=...`, not `ip netns exec`:
+//! the latter also unshares the mount namespace and mounts a fresh /sys, so a bpffs
+//! mounted and pinned there would vanish (and the data path with it) when the command
+//! exits. nsenter switches the network namespace only; the pins land in the host's bpffs,
+//! in a directory unique to the test.
+#![expect(
+    dead_code,
+    reason = "each test binary uses its own subset of these helpers"
+)]
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use aya::programs::{SchedClassifier, TcAttachType};
+use pktpath_core::sys::netns::NetNs;
+use pktpath_tests::{PinGuard, RouterLab, run};
+use serde_json::Value;
+
+pub const PKTPATH: &str = env!("CARGO_BIN_EXE_pktpath");
+/// The service addresses both upstreams own (on their loopback) in the route tests.
+pub const SVC4: &str = "10.9.0.1";
+pub const SVC6: &str = "fd09::1";
+
+/// The data path pinned at a unique directory; detached on drop if the test did not.
+pub struct Attachment {
+    pub router: String,
+    pub pin: PinGuard,
+}
+
+impl Attachment {
+    pub fn new(lab: &RouterLab, label: &str) -> Self {
+        Self {
+            router: lab.router.name.clone(),
+            pin: PinGuard::new(label),
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        let escaped = self
+            .pin
+            .path
+            .display()
+            .to_string()
+            .trim_matches('/')
+            .replace('/', "-");
+        Path::new("/run/pktpath").join(escaped)
+    }
+
+    /// Runs `pktpath route --pin-dir DIR ARGS` inside the router's network namespace.
+    pub fn route(&self, args: &[&str]) -> Output {
+        let net = format!("--net=/run/netns/{}", self.router);
+        let pin = self.pin.path.display().to_string();
+        let mut full = vec![net.as_str(), PKTPATH, "route", "--pin-dir", &pin];
+        full.extend_from_slice(args);
+        Command::new("nsenter")
+            .args(&full)
+            .output()
+            .expect("run nsenter (util-linux)")
+    }
+
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.route(args);
+        assert!(
+            out.status.success(),
+            "pktpath route {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    #[track_caller]
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let text = self.ok(&a);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {text}"))
+    }
+
+    /// `route stats --json`.
+    pub fn stats(&self) -> Value {
+        self.json(&["stats"])
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if self.pin.path.exists() {
+            let out = self.route(&["detach"]);
+            if !out.status.success() {
+                eprintln!(
+                    "cleanup: detach failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.state_dir());
+        let _ = std::fs::remove_dir("/run/pktpath");
+    }
+}
+
+/// A scratch directory for configuration files, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(label: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("pktpath-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create scratch directory");
+        Self(dir)
+    }
+
+    /// Writes `text` to `name` in the directory; returns its path.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The static configuration of the lab: the router's three interfaces (ingress, plus
+/// egress where listed in `egress`), next hops `up1`, `up2` and `client` by gateway
+/// address (so the kernel resolves the MACs: bpf_redirect_neigh) and table `main`.
+pub fn lab_config(lab: &RouterLab, egress: &[&str]) -> String {
+    let (c, u1, u2) = (&lab.client_link.a, &lab.up1_link.a, &lab.up2_link.a);
+    let e = |name: &str| egress.contains(&name);
+    format!(
+        r#"{{ "version": 1,
+  "interfaces": [ {{ "name": "{c}", "egress": {} }}, {{ "name": "{u1}", "egress": {} }}, {{ "name": "{u2}", "egress": {} }} ],
+  "next_hops": [
+    {{ "name": "up1", "interface": "{u1}", "gateway4": "10.2.0.2", "gateway6": "fd02::2" }},
+    {{ "name": "up2", "interface": "{u2}", "gateway4": "10.3.0.2", "gateway6": "fd03::2" }},
+    {{ "name": "client", "interface": "{c}", "gateway4": "10.1.0.2", "gateway6": "fd01::2" }}
+  ],
+  "tables": [ {{ "name": "main", "id": 254 }} ] }}"#,
+        e(c),
+        e(u1),
+        e(u2)
+    )
+}
+
+pub fn expect(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// The entry of policy `id` in `route stats --json`.
+pub fn policy<'a>(stats: &'a Value, id: &str) -> &'a Value {
+    stats["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id)
+        .unwrap_or_else(|| panic!("policy {id} in {stats}"))
+}
+
+/// The entry of interface `name` in `route stats --json`.
+pub fn iface<'a>(stats: &'a Value, name: &str) -> &'a Value {
+    stats["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("interface {name} in {stats}"))
+}
+
+/// A counter of an interface in `route stats --json` (`passed_packets`, ...).
+pub fn iface_counter(stats: &Value, name: &str, counter: &str) -> u64 {
+    iface(stats, name)[counter]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{counter} of {name} in {stats}"))
+}
+
+/// A counter of the namespace's /proc/net/snmp (`Icmp`, `InEchos`) or, for names starting
+/// with `Icmp6`/`Udp6`/..., of /proc/net/snmp6 (`Icmp6InEchos`).
+pub fn snmp(ns: &NetNs, group: &str, name: &str) -> u64 {
+    let v6 = group.ends_with('6');
+    let file = if v6 { "snmp6" } else { "snmp" };
+    let text = ns
+        .run(|| std::fs::read_to_string(format!("/proc/thread-self/net/{file}")))
+        .expect("enter namespace")
+        .expect("read snmp");
+    if v6 {
+        let key = format!("{group}{name}");
+        return text
+            .lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(key.as_str())).then(|| w.next().unwrap().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("{key} in snmp6"));
+    }
+    let prefix = format!("{group}:");
+    let mut rows = text.lines().filter(|l| l.starts_with(&prefix));
+    let (names, values) = (rows.next().unwrap(), rows.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("{group} {name} in snmp"));
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// Echo requests the namespace received (IPv4 or IPv6).
+pub fn in_echos(ns: &NetNs, v6: bool) -> u64 {
+    if v6 {
+        snmp(ns, "Icmp6", "InEchos")
+    } else {
+        snmp(ns, "Icmp", "InEchos")
+    }
+}
+
+/// The TC hooks of `ifname` in namespace `ns` that still hold a program: TCX programs and
+/// tc filters on either clsact hook, and the clsact qdisc itself (`"qdisc"`).
+pub fn tc_hooks_in_use(ns: &RouterLab, ifname: &str) -> Vec<String> {
+    let r = &ns.router.name;
+    let mut left = Vec::new();
+    for (dir, name) in [
+        (TcAttachType::Ingress, "ingress"),
+        (TcAttachType::Egress, "egress"),
+    ] {
+        let (_, progs) = ns
+            .router
+            .handle()
+            .run(|| SchedClassifier::query_tcx(ifname, dir))
+            .expect("enter router namespace")
+            .unwrap_or_else(|e| panic!("query tcx on {ifname}: {e:?}"));
+        if !progs.is_empty() {
+            left.push(format!("tcx {name}"));
+        }
+        let filters = run::must("tc", &["-n", r, "filter", "show", "dev", ifname, name]);
+        if !filters.trim().is_empty() {
+            left.push(format!("filter {name}: {}", filters.trim()));
+        }
+    }
+    let qdiscs = run::must("tc", &["-n", r, "qdisc", "show", "dev", ifname]);
+    if qdiscs.contains("clsact") {
+        left.push("qdisc clsact".into());
+    }
+    left
+}
+
+/// How many cls_bpf filters run `pktpath_tc` on hook `dir` of `ifname` in the router.
+pub fn pktpath_filters(lab: &RouterLab, ifname: &str, dir: &str) -> usize {
+    let out = run::must(
+        "tc",
+        &["-n", &lab.router.name, "filter", "show", "dev", ifname, dir],
+    );
+    out.lines().filter(|l| l.contains("pktpath_tc")).count()
+}
