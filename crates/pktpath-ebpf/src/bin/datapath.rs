@@ -84,6 +84,10 @@ enum Outcome {
     Error = OUTCOME_ERROR,
 }
 
+/// Bytes made linear before parsing when the skb's linear part is shorter: Ethernet, an
+/// IPv4 header with options or an IPv6 header, and the ports.
+const PULL_LEN: u32 = 128;
+
 #[classifier]
 pub fn pktpath_tc(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer the kernel passed; reading fields is allowed.
@@ -128,6 +132,14 @@ fn try_route(
     ifindex: u32,
     rec: Option<*mut Decision>,
 ) -> Result<(i32, Outcome), Malformed> {
+    // Headers outside the linear area (frames an AF_PACKET TX_RING sender built, some
+    // GRO and tunnel skbs) are not reachable by direct access: pull them in first. This
+    // costs nothing for the usual skb whose headers are already linear.
+    let want = ctx.len().min(PULL_LEN);
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        // On failure the parse below finds the headers short and reports Malformed.
+        let _ = ctx.pull_data(want);
+    }
     let Some(p) = packet::parse(ctx)? else {
         return Ok((TC_ACT_OK, Outcome::Passed));
     };
