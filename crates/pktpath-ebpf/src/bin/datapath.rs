@@ -100,6 +100,10 @@ enum Outcome {
     Error = OUTCOME_ERROR,
 }
 
+/// Bytes made linear before parsing when the skb's linear part is shorter: Ethernet, an
+/// IPv4 header with options or an IPv6 header, and the ports.
+const PULL_LEN: u32 = 128;
+
 /// What happened to one packet, filled in as the program goes.
 struct Routed {
     verdict: i32,
@@ -157,6 +161,14 @@ fn record(nonce: u32, r: &Routed) {
 
 #[inline(always)]
 fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malformed> {
+    // Headers outside the linear area (frames an AF_PACKET TX_RING sender built, some
+    // GRO and tunnel skbs) are not reachable by direct access: pull them in first. This
+    // costs nothing for the usual skb whose headers are already linear.
+    let want = ctx.len().min(PULL_LEN);
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        // On failure the parse below finds the headers short and reports Malformed.
+        let _ = ctx.pull_data(want);
+    }
     let Some(p) = packet::parse(ctx)? else {
         return Ok(());
     };
