@@ -278,8 +278,12 @@ fn same_topology(a: &Topology, b: &Topology) -> bool {
 /// `layout`. Mounts bpffs at /sys/fs/bpf when it is missing and leaves it mounted (the
 /// pins live there).
 pub fn attach(layout: &Layout, config: &Path) -> Result<AttachReport, AttachError> {
-    let source = Source::read(config)?;
-    let topology = Topology::from_source(&source)?;
+    attach_source(layout, &Source::read(config)?)
+}
+
+/// [`attach`] for a static configuration already read (or built in, as `pktpath demo`'s).
+pub fn attach_source(layout: &Layout, source: &Source) -> Result<AttachReport, AttachError> {
+    let topology = Topology::from_source(source)?;
     let ifaces = resolve(&topology)?;
     if let Some(guard) = PseudoFs::Bpf.ensure()? {
         guard.keep();
