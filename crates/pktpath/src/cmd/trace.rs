@@ -5,7 +5,6 @@ use std::{
     io::BufWriter,
     io::Write as _,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -104,32 +103,6 @@ fn parse_mark(s: &str) -> Result<u32, String> {
     parsed.map_err(|e| format!("`{s}` is not a 32-bit mark: {e}"))
 }
 
-/// Set by SIGINT/SIGTERM; the loop checks it between polls.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_sig: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Installs the stop handler for SIGINT and SIGTERM (without SA_RESTART, so a blocked poll
-/// returns at once).
-fn install_signal_handlers() -> std::io::Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction is valid; the handler only stores to an atomic, which
-        // is async-signal-safe.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 pub fn run(args: Args) -> anyhow::Result<i32> {
     Privileges::current().require(
         &[Capability::Bpf, Capability::Perfmon],
@@ -161,7 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         None => None,
     };
     let mut skipped: u64 = 0;
-    install_signal_handlers()?;
+    crate::signal::install()?;
     let mut collector = Collector::start(&cfg)?;
     let mut builder = EventBuilder::new(collector.drop_reasons().clone());
     eprintln!("{}", banner(&args, &cfg, collector.hooks().len()));
@@ -175,7 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let mut lost_reported = 0;
     let mut lost_checked = Instant::now();
     let mut result: anyhow::Result<()> = Ok(());
-    while !STOP.load(Ordering::SeqCst)
+    while !crate::signal::stopped()
         && args.count.is_none_or(|c| events < c)
         && deadline.is_none_or(|d| Instant::now() < d)
     {
