@@ -810,3 +810,35 @@ fn cleanup() -> anyhow::Result<i32> {
     }
     Ok(exit::OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use pktpath_core::route::{
+        compile::{PolicySet, Topology},
+        config::Source,
+    };
+
+    use super::{CONFIG, CONFIG_NAME, RUNTIME, RUNTIME_NAME};
+
+    #[test]
+    fn built_in_configuration_is_valid() {
+        let topology = Topology::from_source(&Source::new(CONFIG_NAME, CONFIG))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let set = PolicySet::from_source(&topology, &Source::new(RUNTIME_NAME, RUNTIME))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The demo's traffic is meant to meet each of these.
+        let ids: Vec<&str> = set.policies.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "block-quarantined-host",
+                "dns-via-up2",
+                "web-via-up1",
+                "games-via-up2",
+                "icmp-to-stack",
+                "clients-via-up1",
+                "replies-by-main-table"
+            ]
+        );
+    }
+}
