@@ -156,7 +156,7 @@ fn demo_prints_every_section_and_leaves_nothing_behind() {
     assert!(out.status.success(), "demo failed:\n{stderr}\n{stdout}");
     check_report(&stdout);
     assert!(
-        stderr.contains("removing the lab ... done"),
+        stderr.contains("removing the lab ...") && stderr.contains("done ("),
         "progress on stderr:\n{stderr}"
     );
     assert!(!stdout.contains('\x1b'), "no colour when stdout is a pipe");

@@ -133,11 +133,28 @@ fn step<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<
     eprint!("pktpath demo: {what} ... ");
     let _ = std::io::stderr().flush();
     let started = Instant::now();
-    let r = f();
+    // A dot each second while a step runs, so a slow one visibly progresses.
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let r = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut next = started + Duration::from_secs(1);
+            while !finished.load(std::sync::atomic::Ordering::Relaxed) {
+                if Instant::now() >= next {
+                    eprint!(".");
+                    next += Duration::from_secs(1);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let r = f();
+        finished.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    });
     let took = started.elapsed().as_secs_f64();
     match &r {
+        Ok(_) if took >= 1.0 => eprintln!(" done ({took:.1}s)"),
         Ok(_) => eprintln!("done ({took:.1}s)"),
-        Err(_) => eprintln!("failed ({took:.1}s)"),
+        Err(_) => eprintln!(" failed ({took:.1}s)"),
     }
     if r.is_ok() && signal::stopped() {
         return Err(Interrupted.into());
@@ -498,7 +515,7 @@ fn print_report(out: &mut impl std::io::Write, style: &Style, r: &Report) -> any
     )?;
     writeln!(
         out,
-        "  router {id}-router   to-client 10.80.1.1, to-up1 10.80.2.1, to-up2 10.80.3.1; fast path on all three (TCX), pinned at {}",
+        "  router {id}-router   to-client 10.80.1.1, to-up1 10.80.2.1, to-up2 10.80.3.1; fast path at the ingress of all three (TCX), pinned at {}",
         r.lab.pin_dir().display()
     )?;
     writeln!(

@@ -32,9 +32,13 @@ pub fn render(path: &[String]) -> anyhow::Result<Vec<u8>> {
     let mut page = &cmd;
     for (i, name) in path.iter().enumerate() {
         page = page.find_subcommand(name).with_context(|| {
+            let parent: Vec<&str> = std::iter::once("pktpath")
+                .chain(path[..i].iter().map(String::as_str))
+                .collect();
             format!(
-                "`pktpath {}` has no subcommand `{name}`",
-                path[..i].join(" ")
+                "`{}` has no subcommand `{name}`; see `{} --help`",
+                parent.join(" "),
+                parent.join(" ")
             )
         })?;
     }
