@@ -211,8 +211,13 @@ impl Tracer {
             ..TraceRequest::default()
         }
         .resolve()?;
-        let collector = Collector::start(&cfg)
-            .map_err(|e| crate::cmd::with_doctor_verdict(e.into(), &["trace"]))?;
+        let collector = Collector::start(&cfg).map_err(|e| {
+            if crate::cmd::trace_kernel_error(&e) {
+                crate::cmd::with_doctor_verdict(e.into(), &["trace"])
+            } else {
+                e.into()
+            }
+        })?;
         let builder = EventBuilder::new(collector.drop_reasons().clone());
         Ok(Self {
             collector,
@@ -269,7 +274,13 @@ fn demo(args: &Args, style: &Style) -> anyhow::Result<i32> {
             lab.router
                 .handle
                 .run(|| attach::attach_source(&layout, &source))?
-                .map_err(|e| crate::cmd::with_doctor_verdict(e.into(), &["route"]))?;
+                .map_err(|e| {
+                    if crate::cmd::attach_kernel_error(&e) {
+                        crate::cmd::with_doctor_verdict(e.into(), &["route"])
+                    } else {
+                        e.into()
+                    }
+                })?;
             Ok(Datapath {
                 layout: layout.clone(),
                 keep: false,
@@ -725,7 +736,7 @@ fn print_latency(out: &mut impl std::io::Write, r: &Report) -> anyhow::Result<()
     {
         writeln!(
             out,
-            "  the fast path's median is {:.1}x the kernel's (one run on this machine; see BENCHMARKS.md for throughput)",
+            "  fast path / kernel, medians: {:.2} (this run; on a busy machine it varies from run to run)",
             fast as f64 / kernel as f64
         )?;
     }
@@ -735,7 +746,16 @@ fn print_latency(out: &mut impl std::io::Write, r: &Report) -> anyhow::Result<()
 
 fn print_drops(out: &mut impl std::io::Write, r: &Report) -> anyhow::Result<()> {
     let mut drops: BTreeMap<(String, String, String, String), u64> = BTreeMap::new();
-    for ev in r.events.iter().chain(r.kernel_events).chain(r.fast_events) {
+    // The lab's own packets (IPv4 in 10.80/16), not the namespaces' IPv6 chatter whose
+    // frees the tracer may report when an skb address it remembered is reused.
+    let lab_packet = |ev: &&Event| ev.src.as_deref().is_some_and(|s| s.starts_with("10.80."));
+    for ev in r
+        .events
+        .iter()
+        .chain(r.kernel_events)
+        .chain(r.fast_events)
+        .filter(lab_packet)
+    {
         if let Some(reason) = &ev.drop_reason {
             let role = r.roles.get(&ev.netns).copied().unwrap_or("?");
             *drops

@@ -89,12 +89,32 @@ const NOT_KERNEL_FEATURES: [&str; 6] = [
     "tracefs",
 ];
 
+/// Whether a tracer start-up error may come from a missing kernel feature (not from the
+/// user's input).
+pub fn trace_kernel_error(e: &pktpath_core::trace::TraceError) -> bool {
+    use pktpath_core::trace::TraceError as E;
+    matches!(
+        e,
+        E::Btf(_) | E::AyaBtf(_) | E::Load(_) | E::Attach { .. } | E::Map { .. }
+    )
+}
+
+/// Whether a data path attach error may come from a missing kernel feature.
+pub fn attach_kernel_error(e: &pktpath_core::datapath::attach::AttachError) -> bool {
+    use pktpath_core::datapath::attach::AttachError as E;
+    matches!(
+        e,
+        E::Load(_) | E::Program { .. } | E::Link { .. } | E::Pin { .. } | E::NotBpffs { .. }
+    )
+}
+
 /// Turns `err`, from a step that needs the kernel features `doctor` lists as used by one of
 /// `needs` (`trace`, `route`), into doctor's verdict for the first such feature this kernel
 /// lacks (exit code 4). When doctor finds them all, or privileges are what is missing, `err`
 /// is returned unchanged.
 pub fn with_doctor_verdict(err: anyhow::Error, needs: &[&str]) -> anyhow::Error {
     use pktpath_core::{doctor, sys::caps::MissingCapability};
+
     if err
         .chain()
         .any(|c| c.downcast_ref::<MissingCapability>().is_some())
@@ -102,22 +122,27 @@ pub fn with_doctor_verdict(err: anyhow::Error, needs: &[&str]) -> anyhow::Error 
         return err;
     }
     let report = doctor::run(doctor::Options::default());
-    let lacking = report.checks.iter().find(|c| {
-        !c.available
-            && !NOT_KERNEL_FEATURES.contains(&c.id)
-            && c.used_by.iter().any(|u| needs.contains(u))
-    });
-    match lacking {
-        Some(check) => {
+    match verdict(&report, needs) {
+        Some(unsupported) => {
             log::info!("{err:#}");
-            Unsupported {
-                feature: check.feature.to_owned(),
-                reason: check.error.clone().unwrap_or_else(|| "unavailable".into()),
-            }
-            .into()
+            unsupported.into()
         }
         None => err,
     }
+}
+
+/// Doctor's verdict on the first kernel feature used by one of `needs` that `report` found
+/// missing.
+fn verdict(report: &pktpath_core::doctor::Report, needs: &[&str]) -> Option<Unsupported> {
+    let check = report.checks.iter().find(|c| {
+        !c.available
+            && !NOT_KERNEL_FEATURES.contains(&c.id)
+            && c.used_by.iter().any(|u| needs.contains(u))
+    })?;
+    Some(Unsupported {
+        feature: check.feature.to_owned(),
+        reason: check.error.clone().unwrap_or_else(|| "unavailable".into()),
+    })
 }
 
 #[cfg(test)]
@@ -141,6 +166,50 @@ mod tests {
         let mut out = vec![(String::new(), cmd.clone())];
         all(&cmd, "", &mut out);
         out
+    }
+
+    #[test]
+    fn kernel_feature_missing_gives_doctors_verdict() {
+        use pktpath_core::doctor::{Check, Report};
+        let check = |id, feature, available, used_by: &[&'static str]| Check {
+            id,
+            feature,
+            available,
+            error: (!available).then(|| format!("{feature} refused")),
+            detail: None,
+            used_by: used_by.to_vec(),
+        };
+        let report = Report {
+            kernel_release: "test".into(),
+            checks: vec![
+                // Privileges and mounts are not the kernel's features.
+                check("cap_bpf", "CAP_BPF", false, &["trace", "route"]),
+                check("tracefs", "tracefs mounted", false, &["trace"]),
+                check(
+                    "fentry",
+                    "fentry",
+                    false,
+                    &["extra trace hooks (not needed here)"],
+                ),
+                check(
+                    "tp_btf",
+                    "BTF tracepoints (tp_btf)",
+                    false,
+                    &["trace", "trace drop reasons"],
+                ),
+                check("tcx", "TCX", true, &["route"]),
+            ],
+        };
+        let v = super::verdict(&report, &["trace"]).expect("tp_btf is missing");
+        assert_eq!(v.feature, "BTF tracepoints (tp_btf)");
+        assert_eq!(
+            v.to_string(),
+            "this kernel lacks BTF tracepoints (tp_btf): BTF tracepoints (tp_btf) refused (see `pktpath doctor`)"
+        );
+        assert!(
+            super::verdict(&report, &["route"]).is_none(),
+            "route has all it needs"
+        );
     }
 
     #[test]

@@ -228,7 +228,13 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 fn attach_cmd(layout: &Layout, args: AttachArgs) -> anyhow::Result<i32> {
     require_privileges()?;
-    let report = attach::attach(layout, &args.config)?;
+    let report = attach::attach(layout, &args.config).map_err(|e| {
+        if super::attach_kernel_error(&e) {
+            super::with_doctor_verdict(e.into(), &["route"])
+        } else {
+            e.into()
+        }
+    })?;
     if args.json {
         print_json(&report)?;
     } else if report.attached.is_empty() {

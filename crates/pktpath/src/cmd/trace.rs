@@ -135,7 +135,13 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     };
     let mut skipped: u64 = 0;
     crate::signal::install()?;
-    let mut collector = Collector::start(&cfg)?;
+    let mut collector = Collector::start(&cfg).map_err(|e| {
+        if super::trace_kernel_error(&e) {
+            super::with_doctor_verdict(e.into(), &["trace"])
+        } else {
+            e.into()
+        }
+    })?;
     let mut builder = EventBuilder::new(collector.drop_reasons().clone());
     eprintln!("{}", banner(&args, &cfg, collector.hooks().len()));
 
