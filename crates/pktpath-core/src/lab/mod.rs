@@ -224,48 +224,58 @@ pub struct Found {
 
 /// Labs whose owning process is no longer running (kept ones, or left by a killed demo).
 pub fn stale() -> Vec<Found> {
-    let mut found: Vec<Found> = Vec::new();
-    let Ok(dir) = std::fs::read_dir(NETNS_RUN_DIR) else {
-        return found;
+    let entries = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     };
-    let mut names: Vec<String> = dir
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    // Pin directories of labs whose namespaces are already gone count too.
-    if let Ok(pins) = std::fs::read_dir("/sys/fs/bpf") {
-        names.extend(
-            pins.flatten()
-                .map(|e| format!("{}-", e.file_name().to_string_lossy())),
-        );
-    }
-    names.sort();
-    for name in names {
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
+    stale_among(&entries(NETNS_RUN_DIR), &entries("/sys/fs/bpf"), |pid| {
+        Path::new(&format!("/proc/{pid}")).exists()
+    })
+}
+
+/// The labs among namespace names and bpffs entries whose pid is not `alive`: grouped by
+/// lab, namespaces sorted. A pin directory alone (namespaces already gone) is a lab too.
+fn stale_among(netns: &[String], pins: &[String], alive: impl Fn(u32) -> bool) -> Vec<Found> {
+    let pid_of =
+        |name: &str| -> Option<u32> { name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok() };
+    let mut found: Vec<Found> = Vec::new();
+    let mut add = |name: &str, is_netns: bool| {
+        let Some(pid) = pid_of(name) else { return };
         let id = format!("{PREFIX}{pid}");
-        let lab = match found.iter_mut().find(|f| f.id == id) {
-            Some(f) => f,
+        // A pin directory is exactly the id; a namespace is the id and a role.
+        if alive(pid) || (!is_netns && name != id) || (is_netns && name == id) {
+            return;
+        }
+        let i = match found.iter().position(|f| f.id == id) {
+            Some(i) => i,
             None => {
                 found.push(Found {
                     id,
                     pid,
                     namespaces: Vec::new(),
                 });
-                found.last_mut().expect("just pushed")
+                found.len() - 1
             }
         };
-        if !name.ends_with('-') {
-            lab.namespaces.push(name);
+        if is_netns {
+            found[i].namespaces.push(name.to_owned());
         }
+    };
+    for name in netns {
+        add(name, true);
     }
+    for name in pins {
+        add(name, false);
+    }
+    for f in &mut found {
+        f.namespaces.sort();
+    }
+    found.sort_by_key(|f| f.pid);
     found
 }
 
@@ -275,4 +285,50 @@ pub fn remove_namespaces(found: &Found) -> Result<(), LabError> {
         ip(&["netns", "del", ns])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Found, stale_among};
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn stale_labs_are_those_of_dead_processes() {
+        let netns = names(&[
+            "pktpath-demo-12-router",
+            "pktpath-demo-12-client",
+            "pktpath-demo-77-client",
+            "pktpath-test-12-0-a",
+            "pktpath-demo-x-client",
+            "blue",
+        ]);
+        let pins = names(&[
+            "pktpath-demo-12",
+            "pktpath-demo-31",
+            "pktpath",
+            "pktpath-demo-77",
+        ]);
+        // 77 is alive: its lab is in use and left alone.
+        let found = stale_among(&netns, &pins, |pid| pid == 77);
+        assert_eq!(
+            found,
+            vec![
+                Found {
+                    id: "pktpath-demo-12".into(),
+                    pid: 12,
+                    namespaces: names(&["pktpath-demo-12-client", "pktpath-demo-12-router"]),
+                },
+                // Pins left after the namespaces went: still a lab to clean.
+                Found {
+                    id: "pktpath-demo-31".into(),
+                    pid: 31,
+                    namespaces: vec![],
+                },
+            ]
+        );
+        assert!(stale_among(&netns, &pins, |_| true).is_empty());
+    }
 }
