@@ -272,3 +272,34 @@ fn unprivileged_user_gets_one_line_naming_the_capability() {
     );
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
 }
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    require_root();
+    let _bpffs = BpffsGuard::ensure();
+    // util-linux `script` runs the demo with its stdout on a pseudo-terminal.
+    let on_tty = |no_color: bool| -> String {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &format!("{PKTPATH} demo"), "/dev/null"]);
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        let out = cmd.output().expect("run script(1)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "demo on a terminal failed:\n{text}");
+        text
+    };
+    let coloured = on_tty(false);
+    assert!(
+        coloured.contains("\x1b[1;36m== policies and counters"),
+        "headings in colour on a terminal:\n{coloured}"
+    );
+    let plain = on_tty(true);
+    assert!(plain.contains("== policies and counters"), "{plain}");
+    assert!(
+        !plain.contains("\x1b["),
+        "NO_COLOR set: no colour:\n{plain}"
+    );
+}
