@@ -3,7 +3,8 @@
 #   - rust-src for the nightly toolchain (the eBPF crate is built with -Z build-std=core)
 #   - bpf-linker 0.10.x (the series that uses the LLVM inside the rust toolchain)
 #   - cargo-nextest (the test runner)
-#   - Debian packages the tests drive (iproute2, ping, setpriv, socat)
+#   - Debian packages the demo and the tests drive (iproute2, ping, setpriv, socat, tshark,
+#     nftables; groff-base for the man page test)
 set -euo pipefail
 
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
@@ -26,7 +27,7 @@ if ! command -v cargo-nextest >/dev/null; then
     cargo install cargo-nextest --locked
 fi
 
-packets=(iproute2 iputils-ping util-linux socat procps tshark nftables)
+packages=(iproute2 iputils-ping util-linux socat procps tshark nftables groff-base)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,10 +1,11 @@
 //! pktpath's user-space library: reading the kernel's BTF, loading the eBPF objects with the
-//! running kernel's layout, probing kernel features, and the system seams (capabilities,
+//! running kernel's layout, probing kernel features, the demo's lab of network namespaces, and the system seams (capabilities,
 //! mounts, network namespaces) the trace and route features stand on.
 
 pub mod btf;
 pub mod datapath;
 pub mod doctor;
+pub mod lab;
 pub mod loader;
 pub mod route;
 pub mod sys;

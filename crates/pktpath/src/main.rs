@@ -6,6 +6,7 @@
 
 mod cmd;
 mod exit;
+mod signal;
 
 use clap::Parser as _;
 

@@ -447,8 +447,16 @@ pub fn attach(
     config: &Path,
     mode: Option<TcMode>,
 ) -> Result<AttachReport, AttachError> {
-    let source = Source::read(config)?;
-    let topology = Topology::from_source(&source)?;
+    attach_source(layout, &Source::read(config)?, mode)
+}
+
+/// [`attach`] for a static configuration already read (or built in, as `pktpath demo`'s).
+pub fn attach_source(
+    layout: &Layout,
+    source: &Source,
+    mode: Option<TcMode>,
+) -> Result<AttachReport, AttachError> {
+    let topology = Topology::from_source(source)?;
     let ifaces = resolve(&topology)?;
     if let Some(guard) = PseudoFs::Bpf.ensure()? {
         guard.keep();

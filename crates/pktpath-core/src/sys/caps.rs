@@ -32,11 +32,22 @@ impl fmt::Display for Capability {
 /// A capability the current process lacks.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "missing capability {cap}: {why}; run pktpath as root (sudo) or grant it with `setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(command -v pktpath)`"
+    "missing capability {cap}: {why}; {}", hint(*.cap)
 )]
 pub struct MissingCapability {
     pub cap: Capability,
     pub why: &'static str,
+}
+
+/// What to do about a missing capability.
+fn hint(cap: Capability) -> &'static str {
+    match cap {
+        // Namespaces under /run/netns and mounts: root, not a file capability.
+        Capability::SysAdmin => "run pktpath as root (sudo)",
+        _ => {
+            "run pktpath as root (sudo) or grant it with `setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(command -v pktpath)`"
+        }
+    }
 }
 
 /// The effective user and capability set of this process.

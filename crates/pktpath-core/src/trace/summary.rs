@@ -73,7 +73,7 @@ fn label(ev: &Event) -> String {
 }
 
 /// Nearest-rank percentile `p` (0-100) of sorted, non-empty `v`.
-fn percentile(v: &[u64], p: u64) -> u64 {
+pub fn percentile(v: &[u64], p: u64) -> u64 {
     let rank = (p as usize * v.len()).div_ceil(100).max(1);
     v[rank.min(v.len()) - 1]
 }

@@ -22,7 +22,17 @@ use pktpath_core::{
 use crate::exit;
 
 /// Policy routing in a TC eBPF fast path, configured from JSON.
+///
+/// Examples:
+///   pktpath route check --config configuration.json runtimeConfiguration.json
+///   pktpath route attach --config configuration.json
+///   pktpath route apply runtimeConfiguration.json
+///   pktpath route stats
+///   pktpath route get iif eth1 from 10.1.0.2 to 10.9.0.1 proto udp dport 53
+///   pktpath route detach
+///   nsenter --net=/run/netns/router pktpath route --pin-dir /sys/fs/bpf/lab stats
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// The bpffs directory the data path is pinned under.
     #[arg(
@@ -44,8 +54,21 @@ enum Command {
     Schema(SchemaArgs),
     Attach(AttachArgs),
     Apply(ApplyArgs),
+    /// Print the policy set last applied, in priority order (as `route check` prints it).
+    #[command(
+        after_help = "Examples:\n  pktpath route show\n  pktpath route show --json | jq '.policies[].id'"
+    )]
     Show(OutputArgs),
+    /// Print packets and bytes per policy (priority order, summed over CPUs) and per
+    /// interface passed / forwarded / dropped / errors.
+    #[command(
+        after_help = "Examples:\n  pktpath route stats\n  watch -n1 pktpath route stats\n  pktpath route stats --json | jq '.policies[] | {id, packets}'"
+    )]
     Stats(OutputArgs),
+    /// Detach the data path from every interface and remove its pins and state files.
+    #[command(
+        after_help = "Examples:\n  pktpath route detach\n  pktpath route --pin-dir /sys/fs/bpf/lab detach --json"
+    )]
     Detach(OutputArgs),
     Get(GetArgs),
 }
@@ -86,8 +109,9 @@ struct GetArgs {
 /// not `ip netns exec`: that gives the command a private bpffs, and the pins (so the data
 /// path) would vanish when it exits.
 ///
-/// Example:
+/// Examples:
 ///   pktpath route attach --config configuration.json
+///   pktpath route --pin-dir /sys/fs/bpf/lab attach --config configuration.json --json
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 struct AttachArgs {
@@ -170,6 +194,10 @@ struct CheckArgs {
 /// Without an argument prints one object holding both schemas, keyed by file name; with
 /// `configuration` or `runtime` prints that schema alone, exactly as committed under
 /// schema/ in the source tree.
+///
+/// Examples:
+///   pktpath route schema runtime > runtimeConfiguration.schema.json
+///   pktpath route schema | jq 'keys'
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 struct SchemaArgs {
@@ -223,7 +251,13 @@ fn attach_cmd(layout: &Layout, args: AttachArgs) -> anyhow::Result<i32> {
         TcModeArg::Tcx => Some(TcMode::Tcx),
         TcModeArg::Netlink => Some(TcMode::Netlink),
     };
-    let report = attach::attach(layout, &args.config, mode)?;
+    let report = attach::attach(layout, &args.config, mode).map_err(|e| {
+        if super::attach_kernel_error(&e) {
+            super::with_doctor_verdict(e.into(), &["route"])
+        } else {
+            e.into()
+        }
+    })?;
     if args.json {
         print_json(&report)?;
     } else if report.attached.is_empty() {
@@ -340,8 +374,18 @@ fn stats_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
         return Ok(exit::OK);
     }
     let mut out = std::io::stdout().lock();
+    print_stats(&mut out, &stats)?;
+    out.flush()?;
+    Ok(exit::OK)
+}
+
+/// The `route stats` tables: policies in priority order, then interfaces.
+pub(crate) fn print_stats(
+    out: &mut impl std::io::Write,
+    stats: &pktpath_core::datapath::attach::Stats,
+) -> std::io::Result<()> {
     table(
-        &mut out,
+        out,
         "policies (priority order)",
         &["PRIORITY", "ID", "PACKETS", "BYTES"],
         stats
@@ -358,7 +402,7 @@ fn stats_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
             .collect(),
     )?;
     table(
-        &mut out,
+        out,
         "interfaces (packets)",
         &["NAME", "PASSED", "FORWARDED", "DROPPED", "ERRORS"],
         stats
@@ -375,8 +419,7 @@ fn stats_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
             })
             .collect(),
     )?;
-    out.flush()?;
-    Ok(exit::OK)
+    Ok(())
 }
 
 fn detach_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {

@@ -5,7 +5,6 @@ use std::{
     io::BufWriter,
     io::Write as _,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -104,32 +103,6 @@ fn parse_mark(s: &str) -> Result<u32, String> {
     parsed.map_err(|e| format!("`{s}` is not a 32-bit mark: {e}"))
 }
 
-/// Set by SIGINT/SIGTERM; the loop checks it between polls.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_sig: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Installs the stop handler for SIGINT and SIGTERM (without SA_RESTART, so a blocked poll
-/// returns at once).
-fn install_signal_handlers() -> std::io::Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction is valid; the handler only stores to an atomic, which
-        // is async-signal-safe.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 pub fn run(args: Args) -> anyhow::Result<i32> {
     Privileges::current().require(
         &[Capability::Bpf, Capability::Perfmon],
@@ -161,8 +134,14 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         None => None,
     };
     let mut skipped: u64 = 0;
-    install_signal_handlers()?;
-    let mut collector = Collector::start(&cfg)?;
+    crate::signal::install()?;
+    let mut collector = Collector::start(&cfg).map_err(|e| {
+        if super::trace_kernel_error(&e) {
+            super::with_doctor_verdict(e.into(), &["trace"])
+        } else {
+            e.into()
+        }
+    })?;
     let mut builder = EventBuilder::new(collector.drop_reasons().clone());
     eprintln!("{}", banner(&args, &cfg, collector.hooks().len()));
 
@@ -175,7 +154,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let mut lost_reported = 0;
     let mut lost_checked = Instant::now();
     let mut result: anyhow::Result<()> = Ok(());
-    while !STOP.load(Ordering::SeqCst)
+    while !crate::signal::stopped()
         && args.count.is_none_or(|c| events < c)
         && deadline.is_none_or(|d| Instant::now() < d)
     {
