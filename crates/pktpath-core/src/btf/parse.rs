@@ -1,6 +1,6 @@
 //! BTF blob parsing: header, type section, string section; lookups by name.
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 const BTF_MAGIC: u16 = 0xeb9f;
 const HEADER_MIN_LEN: usize = 24;
@@ -122,7 +122,6 @@ pub struct Btf {
     types: Vec<Type>, // index = type id; 0 is void
     strings_start: usize,
     strings_len: usize,
-    by_name: HashMap<String, Vec<u32>>,
 }
 
 impl std::fmt::Debug for Btf {
@@ -223,24 +222,14 @@ impl Btf {
             ));
         }
 
-        let mut btf = Self {
+        // No name index: building one (a String per named type) cost more than the few
+        // dozen scans a trace start-up makes (see `find`).
+        Ok(Self {
             data,
             types,
             strings_start,
             strings_len: str_len,
-            by_name: HashMap::new(),
-        };
-        let mut by_name: HashMap<String, Vec<u32>> = HashMap::new();
-        for (id, t) in btf.types.iter().enumerate().skip(1) {
-            if t.name_off != 0 {
-                by_name
-                    .entry(btf.string(t.name_off)?.to_owned())
-                    .or_default()
-                    .push(id as u32);
-            }
-        }
-        btf.by_name = by_name;
-        Ok(btf)
+        })
     }
 
     /// Number of types, void included.
@@ -282,16 +271,24 @@ impl Btf {
     }
 
     /// Ids of the types with this name and kind.
+    ///
+    /// A scan over the types comparing name bytes in place (well under a millisecond for a
+    /// kernel's ~130k types), so parsing builds no index.
     pub fn find(&self, name: &str, kind: Kind) -> Vec<u32> {
-        self.by_name
-            .get(name)
-            .map(|ids| {
-                ids.iter()
-                    .copied()
-                    .filter(|&id| self.types[id as usize].kind == kind)
-                    .collect()
-            })
-            .unwrap_or_default()
+        let want = name.as_bytes();
+        let strings = &self.data[self.strings_start..self.strings_start + self.strings_len];
+        let named = |off: u32| {
+            let at = off as usize;
+            strings.get(at..at + want.len()) == Some(want)
+                && strings.get(at + want.len()) == Some(&0)
+        };
+        self.types
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, t)| t.kind == kind && t.name_off != 0 && named(t.name_off))
+            .map(|(id, _)| id as u32)
+            .collect()
     }
 
     /// The struct (or union) with this name that has members (not a forward declaration),

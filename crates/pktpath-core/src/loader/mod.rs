@@ -101,7 +101,18 @@ pub fn load_sized(
     globals: &[(&str, GlobalValue)],
     max_entries: &[(&str, u32)],
 ) -> Result<Ebpf, LoadError> {
-    let mut loader = EbpfLoader::new();
+    load_with_loader(EbpfLoader::new(), object, offsets, globals, max_entries)
+}
+
+/// Like [`load_sized`] with a loader the caller made: `EbpfLoader::new` parses the kernel's
+/// BTF (tens of milliseconds), which a caller in a hurry can have done on another thread.
+pub fn load_with_loader<'a>(
+    mut loader: EbpfLoader<'a>,
+    object: Object,
+    offsets: Option<&'a KernelOffsets>,
+    globals: &'a [(&'a str, GlobalValue)],
+    max_entries: &[(&'a str, u32)],
+) -> Result<Ebpf, LoadError> {
     for (name, n) in max_entries {
         loader.map_max_entries(name, *n);
     }

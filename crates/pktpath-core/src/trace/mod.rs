@@ -16,7 +16,7 @@ pub mod pcapng;
 pub mod summary;
 pub mod wire;
 
-pub use collector::{Collector, TraceError};
+pub use collector::{Collector, HookStartup, Startup, TraceError};
 pub use config::{ConfigError, TraceConfig, TraceRequest};
 pub use event::{Event, EventBuilder, SCHEMA_VERSION};
 pub use summary::{Report, Summary};

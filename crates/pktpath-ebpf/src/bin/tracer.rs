@@ -58,6 +58,11 @@ static PKTPATH_FILTER_MARK: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static PKTPATH_FILTER_MARK_ON: Global<u32> = Global::new(0);
 
+/// 1 when a filter expression is installed in [`PKTPATH_FILTER`]; 0 lets the verifier
+/// drop the whole evaluator from every hook (the global is read-only, its value known).
+#[unsafe(no_mangle)]
+static PKTPATH_FILTER_EXPR_ON: Global<u32> = Global::new(0);
+
 #[map(name = "TRACE_EVENTS")]
 static TRACE_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
@@ -190,7 +195,11 @@ fn wanted(off: &KernelOffsets, skb: u64, hook: Hook, info: &SkbInfo, hdr: &mut H
     let netns = PKTPATH_FILTER_NETNS.load();
     let ifindex = PKTPATH_FILTER_IFINDEX.load();
     let mark_on = PKTPATH_FILTER_MARK_ON.load();
-    let prog = PKTPATH_FILTER.get(0).filter(|p| p.len != 0);
+    let prog = if PKTPATH_FILTER_EXPR_ON.load() != 0 {
+        PKTPATH_FILTER.get(0).filter(|p| p.len != 0)
+    } else {
+        None
+    };
     if netns == 0 && ifindex == 0 && mark_on == 0 && prog.is_none() {
         return true;
     }

@@ -143,7 +143,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         }
     })?;
     let mut builder = EventBuilder::new(collector.drop_reasons().clone());
-    eprintln!("{}", banner(&args, &cfg, collector.hooks().len()));
+    eprintln!("{}", banner(&args, &cfg, &collector));
+    log::debug!("start-up: {:#?}", collector.startup());
 
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
@@ -255,7 +256,7 @@ fn open_pcapng(path: &Path) -> anyhow::Result<PcapngWriter<BufWriter<File>>> {
         .with_context(|| format!("cannot write to {}", path.display()))
 }
 
-fn banner(args: &Args, cfg: &pktpath_core::trace::TraceConfig, hooks: usize) -> String {
+fn banner(args: &Args, cfg: &pktpath_core::trace::TraceConfig, collector: &Collector) -> String {
     let mut what = Vec::new();
     if let (Some(spec), Some(ino)) = (&args.netns, cfg.netns) {
         what.push(format!("netns {spec} ({ino})"));
@@ -274,5 +275,9 @@ fn banner(args: &Args, cfg: &pktpath_core::trace::TraceConfig, hooks: usize) -> 
     } else {
         what.join(", ")
     };
-    format!("pktpath: tracing {scope} on {hooks} hooks (Ctrl-C to stop)")
+    format!(
+        "pktpath: tracing {scope} on {} hooks, ready in {} (Ctrl-C to stop)",
+        collector.hooks().len(),
+        collector.startup().to_text()
+    )
 }

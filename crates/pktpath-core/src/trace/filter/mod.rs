@@ -35,7 +35,9 @@
 //!
 //! User space: [`compile_filter`] gives the program; [`install`] writes it into slot 0 of
 //! the object's [`MAP_FILTER`] (`PKTPATH_FILTER`) array, at load time or while attached
-//! (the next packet sees the new filter). A never-written slot is all zeroes: the empty
+//! (the next packet sees the new filter). The tracer reads the map only when it was loaded
+//! with its `PKTPATH_FILTER_EXPR_ON` global set (the collector sets it for a non-empty
+//! expression; without one the verifier drops the evaluator from the hooks). A never-written slot is all zeroes: the empty
 //! program, which matches everything.
 //!
 //! eBPF side (see `pktpath-ebpf/src/bin/filtertest.rs` for a working example):
