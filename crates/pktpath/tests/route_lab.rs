@@ -170,6 +170,48 @@ fn ping(ns: &str, args: &[&str]) -> String {
     )
 }
 
+/// Sends 3 echo requests from namespace `from` to the service address (of the family `v6`
+/// says) with the ping options `opts`, and asserts that they reached up2 (`to_up2`) or up1,
+/// and only that one (waiting for the counters, generously). Returns ping's output.
+fn pings_reach(l: &Lab, from: &str, v6: bool, opts: &[&str], to_up2: bool) -> String {
+    let echoes = || {
+        (
+            in_echos(&l.lab.up1.handle(), v6),
+            in_echos(&l.lab.up2.handle(), v6),
+        )
+    };
+    let before = echoes();
+    let dst = svc(v6).to_string();
+    let mut args = vec![
+        if v6 { "-6" } else { "-4" },
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "5",
+    ];
+    args.extend_from_slice(opts);
+    args.push(&dst);
+    let out = ping(from, &args);
+    let want = if to_up2 {
+        (before.0, before.1 + 3)
+    } else {
+        (before.0 + 3, before.1)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = echoes();
+    while after != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        after = echoes();
+    }
+    assert_eq!(
+        after, want,
+        "ping {args:?} from {from}: echo requests at (up1, up2); ping said: {out}"
+    );
+    out
+}
+
 /// Deterministic pseudo-random bytes (xorshift64*), so a failure can be replayed.
 fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 8);
@@ -285,35 +327,12 @@ fn dscp_picks_the_upstream() {
     );
     let client = &l.lab.client.name;
     for v6 in [false, true] {
-        let fam = if v6 { "-6" } else { "-4" };
-        let dst = svc(v6).to_string();
         for (tos, to_up2) in [(Some("184"), true), (None, false)] {
-            let before = (
-                in_echos(&l.lab.up1.handle(), v6),
-                in_echos(&l.lab.up2.handle(), v6),
-            );
-            let mut args = vec![fam, "-c", "3", "-i", "0.2", "-W", "5"];
-            if let Some(t) = tos {
-                args.extend(["-Q", t]);
-            }
-            args.push(&dst);
-            let out = ping(client, &args);
+            let opts = tos.map(|t| vec!["-Q", t]).unwrap_or_default();
+            let out = pings_reach(&l, client, v6, &opts, to_up2);
             assert!(
                 out.contains("3 received"),
-                "{fam} tos {tos:?}: replies come back through the fast path: {out}"
-            );
-            let after = (
-                in_echos(&l.lab.up1.handle(), v6),
-                in_echos(&l.lab.up2.handle(), v6),
-            );
-            let want = if to_up2 {
-                (before.0, before.1 + 3)
-            } else {
-                (before.0 + 3, before.1)
-            };
-            assert_eq!(
-                after, want,
-                "{fam} tos {tos:?}: echo requests at (up1, up2)"
+                "v6 {v6} tos {tos:?}: replies come back through the fast path: {out}"
             );
         }
     }
@@ -368,44 +387,13 @@ fn mark_set_by_the_router_stack_picks_the_upstream() {
         assert!(out.contains("1 received"), "router reaches {gw}: {out}");
     }
     for v6 in [false, true] {
-        let fam = if v6 { "-6" } else { "-4" };
-        let dst = svc(v6).to_string();
         // 0x1f matches (0x1f & 0xf0 == 0x10); 0x20 and no mark do not.
         for (mark, to_up2) in [(Some("31"), true), (Some("32"), false), (None, false)] {
-            let before = (
-                in_echos(&l.lab.up1.handle(), v6),
-                in_echos(&l.lab.up2.handle(), v6),
-            );
-            let mut args = vec![fam, "-c", "3", "-i", "0.2", "-W", "1"];
-            if let Some(m) = mark {
-                args.extend(["-m", m]);
-            }
-            args.push(&dst);
-            let out = ping(router, &args);
-            let want = if to_up2 {
-                (before.0, before.1 + 3)
-            } else {
-                (before.0 + 3, before.1)
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut after;
-            loop {
-                after = (
-                    in_echos(&l.lab.up1.handle(), v6),
-                    in_echos(&l.lab.up2.handle(), v6),
-                );
-                if after == want || Instant::now() > deadline {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            assert_eq!(
-                after, want,
-                "{fam} mark {mark:?}: echo requests at (up1, up2); ping said: {out}"
-            );
+            let opts = mark.map(|m| vec!["-m", m]).unwrap_or_default();
+            let out = pings_reach(&l, router, v6, &opts, to_up2);
             assert!(
                 out.contains("3 received"),
-                "{fam} mark {mark:?}: replies: {out}"
+                "v6 {v6} mark {mark:?}: replies: {out}"
             );
         }
     }
