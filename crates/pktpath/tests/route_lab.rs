@@ -103,7 +103,11 @@ impl Lab {
         };
         let config = scratch.write("configuration.json", &common::lab_config(&lab, &egress));
         let dp = Attachment::new(&lab, s.label);
-        dp.json(&["attach", "--config", &config]);
+        let report = dp.json(&["attach", "--config", &config]);
+        assert_eq!(
+            report["mode"], "tcx",
+            "without --tc-mode, attach probes and picks TCX, which this kernel has: {report}"
+        );
         Self {
             dp,
             scratch,
