@@ -293,7 +293,9 @@ pub struct NextHop {
     pub gateway: [u8; 16],
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
-    /// Egress MTU (bytes of L3 packet); larger packets go to the stack.
+    /// Egress MTU (bytes of L3 packet) when the set was applied; informational: the data
+    /// path asks the kernel for the device's MTU per packet (bpf_check_mtu), so an MTU
+    /// changed later counts, and packets that do not fit go to the stack.
     pub mtu: u32,
 }
 crate::assert_size!(NextHop, 40);

@@ -214,6 +214,19 @@ fn steer_and_detach(mode: &str) {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("netlink mode, not tcx"), "{stderr}");
+        // A filter that vanished (deleted here behind pktpath's back) is re-created by the
+        // next attach; the others are left alone.
+        run::must("tc", &["-n", r, "filter", "del", "dev", to_up1, "ingress"]);
+        assert_eq!(common::pktpath_filters(&lab, to_up1, "ingress"), 0);
+        let again = dp.json(&["attach", "--config", &config]);
+        assert_eq!(
+            again["attached"],
+            serde_json::json!([format!("{to_up1}/ingress")]),
+            "{again}"
+        );
+        for i in [to_client, to_up1, to_up2] {
+            assert_eq!(common::pktpath_filters(&lab, i, "ingress"), 1, "{i}");
+        }
     }
 
     // Another configuration over the running one is refused.

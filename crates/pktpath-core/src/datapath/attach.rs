@@ -45,7 +45,7 @@ use std::{
 use aya::programs::{
     LinkOrder, SchedClassifier, TcAttachType,
     links::{FdLink, PinnedLink},
-    tc::{NlOptions, TcAttachOptions},
+    tc::{NlOptions, SchedClassifierLink, TcAttachOptions},
 };
 use pktpath_common::route::{IfaceCounters, PROG_DATAPATH, PolicyCounters};
 use serde::{Deserialize, Serialize};
@@ -618,6 +618,25 @@ fn slots_json(slots: &Slots) -> String {
     serde_json::to_string_pretty(slots).expect("slots serialize")
 }
 
+/// Attaches `prog` on hook `dir` of `iface` and takes the link out of the program, so that
+/// dropping the program does not detach it.
+fn attach_and_take(
+    prog: &mut SchedClassifier,
+    iface: &str,
+    dir: Direction,
+    options: TcAttachOptions,
+    what: &str,
+) -> Result<SchedClassifierLink, AttachError> {
+    let err = |source| AttachError::Program {
+        what: what.to_owned(),
+        source,
+    };
+    let id = prog
+        .attach_with_options(iface, dir.attach_type(), options)
+        .map_err(err)?;
+    prog.take_link(id).map_err(err)
+}
+
 fn attach_link(
     prog: &mut SchedClassifier,
     layout: &Layout,
@@ -625,20 +644,8 @@ fn attach_link(
     dir: Direction,
 ) -> Result<(), AttachError> {
     let what = format!("TCX {} attach on {iface}", dir.name());
-    let id = prog
-        .attach_with_options(
-            iface,
-            dir.attach_type(),
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
-        )
-        .map_err(|source| AttachError::Program {
-            what: what.clone(),
-            source,
-        })?;
-    let link = prog.take_link(id).map_err(|source| AttachError::Program {
-        what: what.clone(),
-        source,
-    })?;
+    let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+    let link = attach_and_take(prog, iface, dir, options, &what)?;
     let fd: FdLink = link.try_into().map_err(|source| AttachError::Link {
         what: format!("{what}: the link is not a TCX link"),
         source,
@@ -672,20 +679,8 @@ fn attach_filter(
         });
     }
     let what = format!("netlink clsact {} attach on {name}", dir.name());
-    let id = prog
-        .attach_with_options(
-            name,
-            dir.attach_type(),
-            TcAttachOptions::Netlink(NlOptions::default()),
-        )
-        .map_err(|source| AttachError::Program {
-            what: what.clone(),
-            source,
-        })?;
-    let link = prog.take_link(id).map_err(|source| AttachError::Program {
-        what: what.clone(),
-        source,
-    })?;
+    let options = TcAttachOptions::Netlink(NlOptions::default());
+    let link = attach_and_take(prog, name, dir, options, &what)?;
     let (priority, handle) = match (link.priority(), link.handle()) {
         (Ok(p), Ok(h)) => (p, u32::from(h)),
         (Err(source), _) | (_, Err(source)) => return Err(AttachError::Program { what, source }),

@@ -1,0 +1,736 @@
+//! The fast path in the client – router – up1/up2 lab, with the traffic a router owes its
+//! users: a TCP transfer arriving intact, DSCP and mark steering, policy swaps under a
+//! running stream, TTL expiry and oversize packets answered by the stack, and a next hop
+//! whose neighbour entry is missing.
+//!
+//! Unless a test says otherwise forwarding is DISABLED in the router namespace, so whatever
+//! crosses the router was carried by the eBPF data path. Both upstreams own the service
+//! addresses 10.9.0.1 and fd09::1, so which upstream receives shows where the router
+//! steered. Replies to the client go back through the data path too (policies `back-v4`
+//! and `back-v6`). The CLI runs in the router namespace (see common/mod.rs).
+
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::{Attachment, SVC4, SVC6, Scratch, iface_counter, in_echos, policy};
+use pktpath_core::sys::netns::NetNs;
+use pktpath_tests::{AddrGuard, BpffsGuard, RouteGuard, RouterLab, SysctlGuard, require_root, run};
+use serde_json::Value;
+
+/// Policies sending replies (anything addressed to the client) back to it.
+const BACK: &str = r#"
+  { "id": "back-v4", "priority": 900, "match": { "dst": "10.1.0.2" }, "action": { "type": "forward", "next_hop": "client" } },
+  { "id": "back-v6", "priority": 901, "match": { "dst": "fd01::2" }, "action": { "type": "forward", "next_hop": "client" } }"#;
+
+/// The lab with the data path attached. Fields drop in order: detach first, the lab and
+/// bpffs last.
+struct Lab {
+    dp: Attachment,
+    scratch: Scratch,
+    _routes: Vec<RouteGuard>,
+    _guards: Vec<SysctlGuard>,
+    _addrs: Vec<AddrGuard>,
+    lab: RouterLab,
+    _bpffs: BpffsGuard,
+}
+
+struct Setup<'a> {
+    label: &'a str,
+    /// Leave the kernel's forwarding on in the router (the stack must answer).
+    forwarding: bool,
+    /// Attach at egress of to-up1 too.
+    egress_up1: bool,
+    /// Routes to the service addresses in the router (via up1), for the stack or a table
+    /// lookup.
+    service_routes: bool,
+    /// Applied before attach (MTU changes, ...).
+    before_attach: &'a dyn Fn(&RouterLab),
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Self {
+            label: "lab",
+            forwarding: false,
+            egress_up1: false,
+            service_routes: false,
+            before_attach: &|_| {},
+        }
+    }
+}
+
+impl Lab {
+    fn new(s: Setup) -> Self {
+        require_root();
+        let bpffs = BpffsGuard::ensure();
+        let lab = RouterLab::new();
+        let r = lab.router.name.clone();
+        let addrs = vec![
+            AddrGuard::new(&lab.up1.name, "lo", &format!("{SVC4}/32")),
+            AddrGuard::new(&lab.up2.name, "lo", &format!("{SVC4}/32")),
+            AddrGuard::new(&lab.up1.name, "lo", &format!("{SVC6}/128")),
+            AddrGuard::new(&lab.up2.name, "lo", &format!("{SVC6}/128")),
+        ];
+        let mut guards = Vec::new();
+        if !s.forwarding {
+            guards.push(SysctlGuard::new(&r, "net.ipv4.ip_forward", "0"));
+            guards.push(SysctlGuard::new(&r, "net.ipv6.conf.all.forwarding", "0"));
+        }
+        let routes = if s.service_routes {
+            vec![
+                RouteGuard::new(&r, &[SVC4, "via", RouterLab::UP1_4]),
+                RouteGuard::new(&r, &[SVC6, "via", RouterLab::UP1_6]),
+            ]
+        } else {
+            Vec::new()
+        };
+        (s.before_attach)(&lab);
+        let scratch = Scratch::new(&format!("route-lab-{}", s.label));
+        let egress: Vec<&str> = if s.egress_up1 {
+            vec![lab.up1_link.a.as_str()]
+        } else {
+            vec![]
+        };
+        let config = scratch.write("configuration.json", &common::lab_config(&lab, &egress));
+        let dp = Attachment::new(&lab, s.label);
+        let report = dp.json(&["attach", "--config", &config]);
+        assert_eq!(
+            report["mode"], "tcx",
+            "without --tc-mode, attach probes and picks TCX, which this kernel has: {report}"
+        );
+        Self {
+            dp,
+            scratch,
+            _routes: routes,
+            _guards: guards,
+            _addrs: addrs,
+            lab,
+            _bpffs: bpffs,
+        }
+    }
+
+    /// Applies a policy set made of `policies` (JSON objects, comma-separated) and BACK.
+    fn apply(&self, name: &str, policies: &str) -> Value {
+        let path = self.write_set(name, policies);
+        self.dp.json(&["apply", &path])
+    }
+
+    fn write_set(&self, name: &str, policies: &str) -> String {
+        let text = format!(r#"{{ "version": 1, "policies": [ {policies}, {BACK} ] }}"#);
+        self.scratch.write(name, &text)
+    }
+
+    fn to_client(&self) -> &str {
+        &self.lab.client_link.a
+    }
+}
+
+/// A socket bound in namespace `ns` (the namespace sticks to the socket).
+fn in_ns<T>(ns: &NetNs, what: &str, f: impl FnOnce() -> std::io::Result<T> + Send) -> T
+where
+    T: Send,
+{
+    ns.run(f)
+        .expect("enter namespace")
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+fn svc(v6: bool) -> IpAddr {
+    if v6 { SVC6 } else { SVC4 }.parse().unwrap()
+}
+
+fn client_addr(v6: bool) -> IpAddr {
+    if v6 {
+        RouterLab::CLIENT6
+    } else {
+        RouterLab::CLIENT4
+    }
+    .parse()
+    .unwrap()
+}
+
+/// Runs ping in namespace `ns`; its stdout and stderr together (ping exits non-zero when
+/// replies are missing, which some tests expect).
+fn ping(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-n"])
+        .args(args)
+        .output()
+        .expect("run ping");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Sends 3 echo requests from namespace `from` to the service address (of the family `v6`
+/// says) with the ping options `opts`, and asserts that they reached up2 (`to_up2`) or up1,
+/// and only that one (waiting for the counters, generously). Returns ping's output.
+fn pings_reach(l: &Lab, from: &str, v6: bool, opts: &[&str], to_up2: bool) -> String {
+    let echoes = || {
+        (
+            in_echos(&l.lab.up1.handle(), v6),
+            in_echos(&l.lab.up2.handle(), v6),
+        )
+    };
+    let before = echoes();
+    let dst = svc(v6).to_string();
+    let mut args = vec![
+        if v6 { "-6" } else { "-4" },
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "5",
+    ];
+    args.extend_from_slice(opts);
+    args.push(&dst);
+    let out = ping(from, &args);
+    let want = if to_up2 {
+        (before.0, before.1 + 3)
+    } else {
+        (before.0 + 3, before.1)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = echoes();
+    while after != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        after = echoes();
+    }
+    assert_eq!(
+        after, want,
+        "ping {args:?} from {from}: echo requests at (up1, up2); ping said: {out}"
+    );
+    out
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so a failure can be replayed.
+fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        out.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// FNV-1a, to name a payload in messages.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Several MiB over TCP from the client to the service address, for IPv4 and IPv6. The
+/// policies steer TCP to port 7001 to up2 and other TCP to up1; up2 must receive every
+/// byte as sent (compared byte for byte, FNV-1a shown), up1 no connection at all. TCP
+/// over veth hands the router GSO packets far larger than the MTU: they must be forwarded,
+/// not taken for oversize packets.
+#[test]
+fn tcp_transfer_through_the_fast_path_arrives_intact() {
+    const PORT: u16 = 7001;
+    const LEN: usize = 6 << 20;
+    let l = Lab::new(Setup {
+        label: "tcp",
+        ..Setup::default()
+    });
+    let c = l.to_client();
+    l.apply(
+        "tcp.json",
+        &format!(
+            r#"{{ "id": "tcp-7001-up2", "priority": 10, "match": {{ "iif": "{c}", "proto": "tcp", "dport": {PORT} }}, "action": {{ "type": "forward", "next_hop": "up2" }} }},
+  {{ "id": "tcp-up1", "priority": 20, "match": {{ "iif": "{c}", "proto": "tcp" }}, "action": {{ "type": "forward", "next_hop": "up1" }} }}"#
+        ),
+    );
+    for v6 in [false, true] {
+        let fam = if v6 { "IPv6" } else { "IPv4" };
+        let addr = SocketAddr::new(svc(v6), PORT);
+        let up2 = in_ns(&l.lab.up2.handle(), "listen in up2", || {
+            TcpListener::bind(addr)
+        });
+        let up1 = in_ns(&l.lab.up1.handle(), "listen in up1", || {
+            TcpListener::bind(addr)
+        });
+        up1.set_nonblocking(true).unwrap();
+        let receiver = std::thread::spawn(move || {
+            let (mut s, _) = up2.accept().expect("accept in up2");
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).map(|_| got)
+        });
+        let data = random_bytes(LEN, 0x5eed_0000 + v6 as u64);
+        let mut stream = in_ns(&l.lab.client.handle(), "connect from the client", || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(20))
+        });
+        stream
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+            .write_all(&data)
+            .unwrap_or_else(|e| panic!("{fam}: sending {LEN} bytes: {e}"));
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let got = receiver
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{fam}: receiving at up2: {e}"));
+        assert_eq!(
+            (got.len(), fnv1a(&got)),
+            (data.len(), fnv1a(&data)),
+            "{fam}: length and FNV-1a of what up2 received vs what the client sent"
+        );
+        assert!(got == data, "{fam}: payload differs");
+        assert!(
+            matches!(up1.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{fam}: up1 got a connection"
+        );
+    }
+    let stats = l.dp.stats();
+    let steered = policy(&stats, "tcp-7001-up2")["bytes"].as_u64().unwrap();
+    assert!(
+        steered >= 2 * LEN as u64,
+        "the data went through the policy: {stats}"
+    );
+    assert_eq!(policy(&stats, "tcp-up1")["packets"], 0, "{stats}");
+    assert!(policy(&stats, "back-v4")["packets"].as_u64().unwrap() > 0);
+    assert!(policy(&stats, "back-v6")["packets"].as_u64().unwrap() > 0);
+    assert_eq!(iface_counter(&stats, c, "error_packets"), 0, "{stats}");
+}
+
+/// DSCP picks the upstream: echo requests with DSCP 46 (`ping -Q 184`, TOS/traffic class
+/// 0xb8) go to up2, others to up1, for IPv4 and IPv6.
+#[test]
+fn dscp_picks_the_upstream() {
+    let l = Lab::new(Setup {
+        label: "dscp",
+        ..Setup::default()
+    });
+    let c = l.to_client();
+    l.apply(
+        "dscp.json",
+        &format!(
+            r#"{{ "id": "ef-v4-up2", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}", "dscp": 46 }}, "action": {{ "type": "forward", "next_hop": "up2" }} }},
+  {{ "id": "ef-v6-up2", "priority": 11, "match": {{ "iif": "{c}", "dst": "{SVC6}", "dscp": 46 }}, "action": {{ "type": "forward", "next_hop": "up2" }} }},
+  {{ "id": "v4-up1", "priority": 20, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "forward", "next_hop": "up1" }} }},
+  {{ "id": "v6-up1", "priority": 21, "match": {{ "iif": "{c}", "dst": "{SVC6}" }}, "action": {{ "type": "forward", "next_hop": "up1" }} }}"#
+        ),
+    );
+    let client = &l.lab.client.name;
+    for v6 in [false, true] {
+        for (tos, to_up2) in [(Some("184"), true), (None, false)] {
+            let opts = tos.map(|t| vec!["-Q", t]).unwrap_or_default();
+            let out = pings_reach(&l, client, v6, &opts, to_up2);
+            assert!(
+                out.contains("3 received"),
+                "v6 {v6} tos {tos:?}: replies come back through the fast path: {out}"
+            );
+        }
+    }
+    let stats = l.dp.stats();
+    for (id, n) in [
+        ("ef-v4-up2", 3),
+        ("ef-v6-up2", 3),
+        ("v4-up1", 3),
+        ("v6-up1", 3),
+    ] {
+        assert_eq!(policy(&stats, id)["packets"], n, "{id}: {stats}");
+    }
+}
+
+/// The mark picks the upstream. skb->mark is scrubbed when a packet crosses a veth into
+/// another namespace, so a mark set by the client (SO_MARK, nftables) never reaches the
+/// router's ingress program. Where a router's program does see marks is on egress, for
+/// packets its own stack marked: here the router itself pings the service address (routed
+/// via up1 by its main table) with `ping -m` (SO_MARK), and the data path, attached at
+/// egress of to-up1, sends marked packets (mark & 0xf0 == 0x10) to up2 instead.
+#[test]
+fn mark_set_by_the_router_stack_picks_the_upstream() {
+    let l = Lab::new(Setup {
+        label: "mark",
+        egress_up1: true,
+        service_routes: true,
+        ..Setup::default()
+    });
+    l.apply(
+        "mark.json",
+        &format!(
+            r#"{{ "id": "mark-v4-up2", "priority": 10, "match": {{ "dst": "{SVC4}", "mark": {{ "value": 16, "mask": 240 }} }}, "action": {{ "type": "forward", "next_hop": "up2" }} }},
+  {{ "id": "mark-v6-up2", "priority": 11, "match": {{ "dst": "{SVC6}", "mark": {{ "value": 16, "mask": 240 }} }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
+        ),
+    );
+    // up2 routes the router's to-up1 network back to it: the pings' source address. Without
+    // this up2 would ignore the router's ARP / ND for it (reverse path check).
+    let _up2_back = [
+        RouteGuard::new(&l.lab.up2.name, &["10.2.0.0/24", "via", "10.3.0.1"]),
+        RouteGuard::new(&l.lab.up2.name, &["fd02::/64", "via", "fd03::1"]),
+    ];
+    let router = &l.lab.router.name;
+    // KNOWN LIMITATION, kept visible here: a packet redirected at an EGRESS hook to a next
+    // hop whose neighbour entry is not resolved yet is lost. It waits in the neighbour's
+    // queue still carrying the route the stack gave it (via up1), and when the neighbour
+    // resolves the kernel re-resolves through that route and writes up1's MAC on a frame
+    // that leaves on to-up2 (up2 drops it). Ingress hooks (every other test) carry no
+    // route yet and are not affected (missing_neighbour_still_delivers). Resolve up2 from
+    // the router first, so this test is about marks.
+    for gw in [RouterLab::UP2_4, RouterLab::UP2_6] {
+        let out = ping(router, &["-c", "1", "-W", "5", gw]);
+        assert!(out.contains("1 received"), "router reaches {gw}: {out}");
+    }
+    for v6 in [false, true] {
+        // 0x1f matches (0x1f & 0xf0 == 0x10); 0x20 and no mark do not.
+        for (mark, to_up2) in [(Some("31"), true), (Some("32"), false), (None, false)] {
+            let opts = mark.map(|m| vec!["-m", m]).unwrap_or_default();
+            let out = pings_reach(&l, router, v6, &opts, to_up2);
+            assert!(
+                out.contains("3 received"),
+                "v6 {v6} mark {mark:?}: replies: {out}"
+            );
+        }
+    }
+    let stats = l.dp.stats();
+    assert_eq!(policy(&stats, "mark-v4-up2")["packets"], 3, "{stats}");
+    assert_eq!(policy(&stats, "mark-v6-up2")["packets"], 3, "{stats}");
+    assert!(
+        iface_counter(&stats, &l.lab.up1_link.a, "forwarded_packets") >= 6,
+        "marked packets redirected at to-up1 egress: {stats}"
+    );
+}
+
+/// A paced UDP stream with sequence numbers runs from the client to up1 while `route
+/// apply` swaps between two policy sets many times. Both sets steer the stream the same
+/// way (the same policy `udp-7100`) and differ elsewhere, so every datagram must arrive:
+/// a swap may not lose any. The surviving policy keeps counting across the swaps.
+#[test]
+fn policy_swaps_under_a_running_stream_lose_nothing() {
+    const PORT: u16 = 7100;
+    const SWAPS: usize = 40;
+    let l = Lab::new(Setup {
+        label: "swap",
+        ..Setup::default()
+    });
+    let c = l.to_client();
+    let stream_policy = format!(
+        r#"{{ "id": "udp-7100", "priority": 30, "match": {{ "iif": "{c}", "proto": "udp", "dport": {PORT} }}, "action": {{ "type": "forward", "next_hop": "up1" }} }}"#
+    );
+    let a = l.write_set(
+        "a.json",
+        &format!(
+            r#"{stream_policy},
+  {{ "id": "dns", "priority": 20, "match": {{ "proto": "udp", "dport": 53 }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
+        ),
+    );
+    let b = l.write_set(
+        "b.json",
+        &format!(
+            r#"{{ "id": "drop-9999", "priority": 5, "match": {{ "proto": "udp", "dport": 9999 }}, "action": {{ "type": "drop" }} }},
+  {stream_policy},
+  {{ "id": "dns", "priority": 20, "match": {{ "proto": "udp", "dport": 53 }}, "action": {{ "type": "forward", "next_hop": "up1" }} }},
+  {{ "id": "sctp", "priority": 40, "match": {{ "proto": "sctp" }}, "action": {{ "type": "drop" }} }},
+  {{ "id": "src-b", "priority": 41, "match": {{ "src": "10.1.0.128/25" }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
+        ),
+    );
+    l.dp.json(&["apply", &a]);
+
+    let rx = in_ns(&l.lab.up1.handle(), "bind in up1", || {
+        UdpSocket::bind(SocketAddr::new(svc(false), PORT))
+    });
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let tx = in_ns(&l.lab.client.handle(), "bind in the client", || {
+        UdpSocket::bind(SocketAddr::new(client_addr(false), 0))
+    });
+    let stop_tx = Arc::new(AtomicBool::new(false));
+    let stop_rx = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let receiver = {
+        let (stop, received) = (stop_rx.clone(), received.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::<bool>::new();
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(n) = rx.recv(&mut buf) else { continue };
+                assert_eq!(n, 8, "datagram arrived intact");
+                let seq = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
+                if seen.len() <= seq {
+                    seen.resize(seq + 1, false);
+                }
+                seen[seq] = true;
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+            seen
+        })
+    };
+    // Bursts of 4 datagrams a millisecond at most (a few thousand a second): far below
+    // what veth backlogs (1000 packets per CPU, drained continuously) and the receive
+    // buffer hold, so any loss would be the data path's.
+    let sender = {
+        let stop = stop_tx.clone();
+        let dst = SocketAddr::new(svc(false), PORT);
+        std::thread::spawn(move || {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..4 {
+                    tx.send_to(&seq.to_be_bytes(), dst).expect("send");
+                    seq += 1;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            seq
+        })
+    };
+    let wait_for = |n: u64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while received.load(Ordering::Relaxed) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} of {n} datagrams arrived",
+                received.load(Ordering::Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(50, "stream running before the swaps");
+    let mut generations = Vec::new();
+    for i in 0..SWAPS {
+        let set = if i % 2 == 0 { &b } else { &a };
+        generations.push(l.dp.json(&["apply", set])["applied"]["generation"].clone());
+    }
+    stop_tx.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    wait_for(sent, "stream drained after the swaps");
+    stop_rx.store(true, Ordering::Relaxed);
+    let seen = receiver.join().unwrap();
+    let missing: Vec<usize> = (0..sent as usize)
+        .filter(|&s| !seen.get(s).copied().unwrap_or(false))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {sent} datagrams lost across {SWAPS} swaps: {missing:?}",
+        missing.len()
+    );
+    eprintln!("{sent} datagrams across {SWAPS} swaps, none lost");
+    assert_eq!(
+        generations.len(),
+        SWAPS,
+        "every apply reported its generation"
+    );
+    let stats = l.dp.stats();
+    assert_eq!(
+        policy(&stats, "udp-7100")["packets"],
+        sent,
+        "the stream's policy counted every datagram across the swaps: {stats}"
+    );
+    assert_eq!(iface_counter(&stats, c, "dropped_packets"), 0, "{stats}");
+}
+
+/// With the router's forwarding ON (the stack must answer), packets the fast path must not
+/// forward itself are passed to the stack: TTL 1 gets ICMP time exceeded, a packet with DF
+/// larger than the egress MTU (1280 on to-up1) gets "fragmentation needed" (IPv4) / "packet
+/// too big" (IPv6), each from the router at the client. The interface counters show them
+/// passed, not forwarded, and nothing reached up1.
+#[test]
+fn ttl_expiry_and_oversize_are_answered_by_the_stack() {
+    let l = Lab::new(Setup {
+        label: "icmp-err",
+        forwarding: true,
+        service_routes: true,
+        before_attach: &|lab| {
+            run::must(
+                "ip",
+                &[
+                    "-n",
+                    &lab.router.name,
+                    "link",
+                    "set",
+                    "dev",
+                    &lab.up1_link.a,
+                    "mtu",
+                    "1280",
+                ],
+            );
+        },
+        ..Setup::default()
+    });
+    let r = l.lab.router.name.clone();
+    // The kernel rate-limits ICMP errors; the test's few must all go out.
+    let _no_ratelimit = [
+        SysctlGuard::new(&r, "net.ipv4.icmp_ratelimit", "0"),
+        SysctlGuard::new(&r, "net.ipv6.icmp.ratelimit", "0"),
+    ];
+    let c = l.to_client().to_owned();
+    l.apply(
+        "icmp.json",
+        &format!(
+            r#"{{ "id": "v4-up1", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "forward", "next_hop": "up1" }} }},
+  {{ "id": "v6-up1", "priority": 11, "match": {{ "iif": "{c}", "dst": "{SVC6}" }}, "action": {{ "type": "forward", "next_hop": "up1" }} }}"#
+        ),
+    );
+    let client = l.lab.client.name.clone();
+    let counters = |stats: &Value| {
+        (
+            iface_counter(stats, &c, "passed_packets"),
+            iface_counter(stats, &c, "forwarded_packets"),
+        )
+    };
+    for v6 in [false, true] {
+        let fam = if v6 { "-6" } else { "-4" };
+        let dst = svc(v6).to_string();
+        let router_addr = if v6 { "fd01::1" } else { "10.1.0.1" };
+        // A normal echo is fast-forwarded: the counters tell the two apart.
+        let before = counters(&l.dp.stats());
+        let out = ping(&client, &[fam, "-c", "1", "-W", "5", &dst]);
+        assert!(out.contains("1 received"), "{fam}: plain ping: {out}");
+        let after = counters(&l.dp.stats());
+        assert!(after.1 > before.1, "{fam}: plain echo forwarded");
+
+        let cases: [(&str, Vec<&str>, &str); 2] = [
+            (
+                "ttl 1",
+                vec![fam, "-c", "1", "-W", "5", "-t", "1", &dst],
+                if v6 {
+                    "Time exceeded: Hop limit"
+                } else {
+                    "Time to live exceeded"
+                },
+            ),
+            (
+                "1300 bytes with DF over MTU 1280",
+                vec![fam, "-c", "1", "-W", "5", "-M", "do", "-s", "1300", &dst],
+                if v6 {
+                    "Packet too big: mtu=1280"
+                } else {
+                    "Frag needed and DF set (mtu = 1280)"
+                },
+            ),
+        ];
+        for (what, args, error) in cases {
+            let echos = in_echos(&l.lab.up1.handle(), v6);
+            let before = counters(&l.dp.stats());
+            let out = ping(&client, &args);
+            assert!(
+                out.contains(&format!("From {router_addr}")) && out.contains(error),
+                "{fam} {what}: the router's ICMP error at the client ({error}): {out}"
+            );
+            let after = counters(&l.dp.stats());
+            assert!(
+                after.0 > before.0,
+                "{fam} {what}: passed to the stack ({before:?} -> {after:?})"
+            );
+            assert_eq!(after.1, before.1, "{fam} {what}: not forwarded");
+            assert_eq!(
+                in_echos(&l.lab.up1.handle(), v6),
+                echos,
+                "{fam} {what}: nothing reached up1"
+            );
+        }
+    }
+}
+
+/// Next hops given by gateway address only: after `ip neigh flush` in the router, the
+/// first datagrams towards a next hop with no neighbour entry still arrive (the data path
+/// hands them to bpf_redirect_neigh, which resolves the neighbour and queues them), for a
+/// `forward` policy and a `lookup_table` policy, IPv4 and IPv6.
+///
+/// For `forward` the router's forwarding is off, so the stack could not have delivered
+/// them. The kernel's FIB lookup helper answers "forwarding disabled" for an input device
+/// that does not forward, so `lookup_table` needs forwarding on (a packet it cannot look
+/// up is passed to the stack): for that policy forwarding is on, and the data path's
+/// forwarded counter shows that it, not the stack, carried every datagram.
+#[test]
+fn missing_neighbour_still_delivers() {
+    const N: usize = 3;
+    let l = Lab::new(Setup {
+        label: "neigh",
+        service_routes: true,
+        ..Setup::default()
+    });
+    let c = l.to_client();
+    l.apply(
+        "neigh.json",
+        &format!(
+            r#"{{ "id": "fwd-up1", "priority": 10, "match": {{ "iif": "{c}", "proto": "udp", "dport": 7200 }}, "action": {{ "type": "forward", "next_hop": "up1" }} }},
+  {{ "id": "table-main", "priority": 11, "match": {{ "iif": "{c}", "proto": "udp", "dport": 7201 }}, "action": {{ "type": "lookup_table", "table": "main" }} }}"#
+        ),
+    );
+    let r = l.lab.router.name.clone();
+    for v6 in [false, true] {
+        let fam = if v6 { "-6" } else { "-4" };
+        let gw = if v6 {
+            RouterLab::UP1_6
+        } else {
+            RouterLab::UP1_4
+        };
+        for port in [7200u16, 7201] {
+            let _forwarding = (port == 7201).then(|| {
+                [
+                    SysctlGuard::new(&r, "net.ipv4.ip_forward", "1"),
+                    SysctlGuard::new(&r, "net.ipv6.conf.all.forwarding", "1"),
+                ]
+            });
+            let before = iface_counter(&l.dp.stats(), c, "forwarded_packets");
+            let rx = in_ns(&l.lab.up1.handle(), "bind in up1", || {
+                UdpSocket::bind(SocketAddr::new(svc(v6), port))
+            });
+            rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            run::must("ip", &[fam, "-n", &r, "neigh", "flush", "all"]);
+            let neigh = run::must("ip", &[fam, "-n", &r, "neigh", "show", "to", gw]);
+            assert!(
+                !["REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT"]
+                    .iter()
+                    .any(|s| neigh.contains(s)),
+                "{fam}: neighbour {gw} still known after the flush: {neigh}"
+            );
+            let tx = in_ns(&l.lab.client.handle(), "bind in the client", || {
+                UdpSocket::bind(SocketAddr::new(client_addr(v6), 0))
+            });
+            for i in 0..N as u8 {
+                tx.send_to(&[i; 16], SocketAddr::new(svc(v6), port))
+                    .expect("send");
+            }
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64];
+            while got.len() < N {
+                match rx.recv(&mut buf) {
+                    Ok(16) => got.push(buf[0]),
+                    Ok(n) => panic!("{fam} port {port}: datagram of {n} bytes"),
+                    Err(e) => panic!(
+                        "{fam} port {port}: {} of {N} datagrams arrived ({e}); neighbours: {}",
+                        got.len(),
+                        run::must("ip", &[fam, "-n", &r, "neigh", "show"])
+                    ),
+                }
+            }
+            got.sort();
+            assert_eq!(got, (0..N as u8).collect::<Vec<_>>(), "{fam} port {port}");
+            assert_eq!(
+                iface_counter(&l.dp.stats(), c, "forwarded_packets"),
+                before + N as u64,
+                "{fam} port {port}: the data path forwarded them"
+            );
+        }
+    }
+    let stats = l.dp.stats();
+    assert_eq!(policy(&stats, "fwd-up1")["packets"], 2 * N, "{stats}");
+    assert_eq!(policy(&stats, "table-main")["packets"], 2 * N, "{stats}");
+    assert_eq!(
+        iface_counter(&stats, c, "forwarded_packets"),
+        4 * N as u64,
+        "{stats}"
+    );
+    assert_eq!(iface_counter(&stats, c, "dropped_packets"), 0, "{stats}");
+    assert_eq!(iface_counter(&stats, c, "error_packets"), 0, "{stats}");
+}
