@@ -450,14 +450,26 @@ impl Lab {
     /// Sends `count` frames at `pps` and waits for trafgen to finish (plus a moment for
     /// the last frames); returns the frames the sink received meanwhile.
     pub fn send_paced(&self, cfg: &Path, count: u64, pps: u64) -> anyhow::Result<u64> {
+        Ok(self.send_paced_timed(cfg, count, pps)?.0)
+    }
+
+    /// Like [`Lab::send_paced`], also returning how long trafgen ran.
+    pub fn send_paced_timed(
+        &self,
+        cfg: &Path,
+        count: u64,
+        pps: u64,
+    ) -> anyhow::Result<(u64, Duration)> {
         let before = self.delivered()?;
+        let t = Instant::now();
         let mut tgen = self.trafgen(cfg, count, Some(pps))?;
         let limit = Duration::from_secs_f64(count as f64 / pps as f64 * 3.0 + 5.0);
         if !tgen.wait_for(limit)? {
             bail!("trafgen did not finish {count} frames at {pps} pps within {limit:?}");
         }
+        let took = t.elapsed();
         sleep(Duration::from_millis(200))?;
-        Ok(self.delivered()? - before)
+        Ok((self.delivered()? - before, took))
     }
 }
 

@@ -18,8 +18,11 @@ mod classify;
 mod cleanup;
 mod forward;
 mod lab;
+mod latency;
 mod report;
 mod routecli;
+mod tools;
+mod tracer;
 mod update;
 
 use anyhow::bail;
@@ -36,6 +39,8 @@ fn run_part(part: &str) -> anyhow::Result<()> {
         "classify" => report::write_part(part, &classify::run()?),
         "forward" => report::write_part(part, &forward::run()?),
         "update" => report::write_part(part, &update::run()?),
+        "trace" => report::write_part(part, &tracer::run()?),
+        "latency" => report::write_part(part, &latency::run()?),
         _ => bail!("unknown part {part}\n{}", usage()),
     }
 }

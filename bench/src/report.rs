@@ -103,7 +103,7 @@ pub fn write_part(part: &str, results: &impl Serialize) -> anyhow::Result<()> {
 }
 
 /// The parts in the order they are run and shown.
-pub const PARTS: [&str; 3] = ["classify", "forward", "update"];
+pub const PARTS: [&str; 5] = ["classify", "forward", "update", "trace", "latency"];
 
 /// Merges every bench/results/<part>.json present into latest.json and returns it.
 pub fn merge() -> anyhow::Result<Value> {
@@ -134,7 +134,7 @@ fn goals(out: &mut String, r: &Value) {
     for g in r["goals"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "  goal {:<40} {:>10.3} {} {:<8} {}",
+            "  goal {:<50} {:>12.3} {} {:<8} {}",
             g["what"].as_str().unwrap_or(""),
             f(&g["measured"]),
             g["cmp"].as_str().unwrap_or(""),
@@ -233,13 +233,13 @@ pub fn table(doc: &Value) -> String {
                 }
                 let _ = writeln!(
                     out,
-                    "  {:<26} {:>12} {:>8} {:>12}",
+                    "  {:<34} {:>12} {:>8} {:>12}",
                     "forwarding while", "median pps", "vs off", "events lost"
                 );
                 for row in r["throughput"].as_array().into_iter().flatten() {
                     let _ = writeln!(
                         out,
-                        "  {:<26} {:>12.0} {:>8.3} {:>12}",
+                        "  {:<34} {:>12.0} {:>8.3} {:>12}",
                         row["mode"].as_str().unwrap_or(""),
                         f(&row["median_pps"]),
                         f(&row["vs_off"]),
