@@ -35,6 +35,8 @@ use pktpath_core::{
 };
 use serde::Serialize;
 
+use crate::report::Goal;
+
 const SIZES: [usize; 5] = [10, 100, 1_000, 10_000, 100_000];
 const FLOWS: usize = 64;
 const ROUNDS: usize = 4;
@@ -78,26 +80,14 @@ pub struct Row {
     pub linear_over_pktpath: f64,
 }
 
-/// The data path's goals at 10k policies, judged on this run.
-#[derive(Debug, Serialize)]
-pub struct Goals {
-    pub ns_at_10k: f64,
-    pub ns_at_10k_limit: f64,
-    pub ns_at_10k_met: bool,
-    pub ratio_10k_over_10: f64,
-    pub ratio_limit: f64,
-    pub ratio_met: bool,
-}
-
 #[derive(Debug, Serialize)]
 pub struct Results {
-    pub part: &'static str,
     pub command: &'static str,
-    pub machine: String,
     pub flows: usize,
     pub rounds: usize,
     pub rows: Vec<Row>,
-    pub goals: Option<Goals>,
+    /// Issue 3's goals at 10k policies, judged on this run.
+    pub goals: Vec<Goal>,
 }
 
 /// A realistic mixed policy: destination prefix (/16, /24 or /32), sometimes a source /24,
@@ -316,36 +306,31 @@ pub fn run() -> anyhow::Result<Results> {
             .find(|r| r.policies == n)
             .map(|r| r.pktpath.ns_per_packet)
     };
-    let goals = ns(10_000).zip(ns(10)).map(|(at10k, at10)| Goals {
-        ns_at_10k: at10k,
-        ns_at_10k_limit: GOAL_10K_NS,
-        ns_at_10k_met: at10k <= GOAL_10K_NS,
-        ratio_10k_over_10: at10k / at10,
-        ratio_limit: GOAL_10K_OVER_10,
-        ratio_met: at10k / at10 <= GOAL_10K_OVER_10,
-    });
-    if let Some(g) = &goals {
+    let mut goals = Vec::new();
+    if let (Some(at10k), Some(at10)) = (ns(10_000), ns(10)) {
+        goals.push(Goal::at_most(
+            "pktpath ns/packet at 10k policies",
+            at10k,
+            GOAL_10K_NS,
+        ));
+        goals.push(Goal::at_most(
+            "pktpath 10k / 10 policies",
+            at10k / at10,
+            GOAL_10K_OVER_10,
+        ));
+    }
+    for g in &goals {
         println!(
-            "goal 10k <= {GOAL_10K_NS} ns: {} ({:.0} ns); goal 10k <= {GOAL_10K_OVER_10}x 10: {} ({:.2}x)",
-            if g.ns_at_10k_met { "met" } else { "MISSED" },
-            g.ns_at_10k,
-            if g.ratio_met { "met" } else { "MISSED" },
-            g.ratio_10k_over_10
+            "goal {} {} {}: {} ({:.2})",
+            g.what,
+            g.cmp,
+            g.target,
+            if g.met { "met" } else { "MISSED" },
+            g.measured
         );
     }
-    let machine = format!(
-        "{} cores, kernel {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-    );
     Ok(Results {
-        part: "classify",
-        command: "cargo build --release -p pktpath-bench && ./target/release/pktpath-bench classify",
-        machine,
+        command: "bash bench/run.sh classify",
         flows: FLOWS,
         rounds: ROUNDS,
         rows,

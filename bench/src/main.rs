@@ -1,35 +1,106 @@
-//! pktpath benchmarks. Run as root: `cargo build --release -p pktpath-bench &&
-//! ./target/release/pktpath-bench [classify]`.
+//! pktpath benchmarks (issue 5). Run as root, normally through `bash bench/run.sh [PART...]`,
+//! which builds this and `pktpath` in release mode first.
 //!
-//! `classify` (the default): classification cost against policy count, for pktpath's data
-//! path and two baselines (the floor: rewrite MACs and redirect; a linear scan over the
-//! policies), ns per packet via BPF_PROG_TEST_RUN over distinct flows, the programs
-//! alternating within the run; and the time to compile and apply each policy set.
-//! Results go to stdout as a table and to bench/results/classify.json.
+//! `pktpath-bench [PART...]` runs the named parts (default: all), in this order:
+//! - `classify`: classification cost against policy count (BPF_PROG_TEST_RUN);
+//! - `forward`: forwarding through a router namespace, pktpath against Linux policy
+//!   routing, nftables `fwd` and tc `mirred`;
+//! - `update`: `pktpath route apply` time, and packets lost while applying under load;
+//! - `trace`: the tracer's start-up, lossless event rate, and cost to forwarding, beside
+//!   bpftrace;
+//! - `latency`: per-hop latency the tracer reports, kernel forwarding against pktpath.
+//!
+//! Each part writes bench/results/<part>.json; then every part present is merged into
+//! bench/results/latest.json and shown as a table. `pktpath-bench table` only merges and
+//! shows; `pktpath-bench cleanup` removes what a killed run may have left.
 
 mod classify;
-
-use std::path::PathBuf;
+mod cleanup;
+mod forward;
+mod lab;
+mod latency;
+mod report;
+mod routecli;
+mod tools;
+mod tracer;
+mod update;
 
 use anyhow::bail;
 
-fn main() -> anyhow::Result<()> {
-    let part = std::env::args().nth(1);
-    match part.as_deref() {
-        None | Some("classify") => {
-            let results = classify::run()?;
-            write("classify", &serde_json::to_string_pretty(&results)?)
-        }
-        Some(other) => bail!("unknown benchmark part {other:?}; known: classify"),
+fn usage() -> String {
+    format!(
+        "usage: pktpath-bench [PART...] | table | cleanup\nparts: {}",
+        report::PARTS.join(" ")
+    )
+}
+
+fn run_part(part: &str) -> anyhow::Result<()> {
+    match part {
+        "classify" => report::write_part(part, &classify::run()?),
+        "forward" => report::write_part(part, &forward::run()?),
+        "update" => report::write_part(part, &update::run()?),
+        "trace" => report::write_part(part, &tracer::run()?),
+        "latency" => report::write_part(part, &latency::run()?),
+        _ => bail!("unknown part {part}\n{}", usage()),
     }
 }
 
-/// Writes a part's results to bench/results/PART.json.
-fn write(part: &str, json: &str) -> anyhow::Result<()> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{part}.json"));
-    std::fs::write(&path, format!("{json}\n"))?;
-    eprintln!("wrote {}", path.display());
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pktpath-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("-h" | "--help") => {
+            println!("{}", usage());
+            return Ok(());
+        }
+        Some("cleanup") => return cleanup::run(),
+        Some("table") => {
+            print!("{}", report::table(&report::merge()?));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let parts: Vec<&str> = if args.is_empty() {
+        report::PARTS.to_vec()
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
+    for p in &parts {
+        if !report::PARTS.contains(p) {
+            bail!("unknown part {p}\n{}", usage());
+        }
+    }
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("run as root (namespaces, links, eBPF): sudo bash bench/run.sh");
+    }
+    lab::install_signal_handlers();
+    pktpath_tests::names::sweep_stale();
+    // Mounted for the parts that pin (route attach); unmounted at the end if this mounted it.
+    let _bpffs = pktpath_tests::BpffsGuard::ensure();
+    let mut failed = Vec::new();
+    for part in parts {
+        eprintln!("== {part}");
+        if let Err(e) = run_part(part) {
+            eprintln!("{part} failed: {e:#}");
+            failed.push(part);
+            if lab::check_stop().is_err() {
+                break;
+            }
+        }
+    }
+    print!("{}", report::table(&report::merge()?));
+    if !failed.is_empty() {
+        bail!("parts failed: {}", failed.join(", "));
+    }
     Ok(())
 }

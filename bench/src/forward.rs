@@ -1,0 +1,265 @@
+//! Part 2: forwarding through a router namespace. 64-byte UDP from trafgen, delivered
+//! frames per second at the sink, for each way of steering the flow, each with the
+//! matching rule alone and behind 1,000 rules that do not match. Configurations alternate
+//! (every round visits each once, in order), and each is set up and torn down per round.
+
+use std::{any::Any, time::Duration};
+
+use anyhow::Context as _;
+use pktpath_tests::ClsactGuard;
+use serde::Serialize;
+
+use crate::{
+    lab::{self, Lab, NftNetdev, ROUTE_TABLE, Scratch, check_stop, ip_batch, median, tc_batch},
+    routecli,
+};
+
+/// Non-matching rules ahead of the matching one in the "1k" configurations.
+pub const AHEAD: usize = 1000;
+const ROUNDS: usize = 3;
+const WARMUP: Duration = Duration::from_millis(400);
+const WINDOW: Duration = Duration::from_millis(1500);
+
+/// How the router steers the flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `ip rule ... lookup 100` and kernel forwarding.
+    Linux,
+    /// nftables netdev ingress: rewrite MACs, `fwd to` the sink's interface.
+    Nft,
+    /// tc u32 on clsact ingress: mirred redirect to the sink's interface. The MACs stay as
+    /// they came (this kernel has no tc `pedit`; the sink takes the frame anyway).
+    Tc,
+    /// `pktpath route attach` + `apply`.
+    Pktpath,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Linux => "linux",
+            Kind::Nft => "nft",
+            Kind::Tc => "tc",
+            Kind::Pktpath => "pktpath",
+        }
+    }
+}
+
+/// One configuration: a kind and the number of non-matching rules ahead of the match.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    pub kind: Kind,
+    pub ahead: usize,
+}
+
+impl Config {
+    pub fn name(&self) -> String {
+        let n = if self.ahead == 0 {
+            "1".to_owned()
+        } else {
+            format!("{}k", self.ahead / 1000)
+        };
+        format!("{}-{n}", self.kind.label())
+    }
+}
+
+pub fn all() -> Vec<Config> {
+    let mut v = Vec::new();
+    for kind in [Kind::Linux, Kind::Nft, Kind::Tc, Kind::Pktpath] {
+        for ahead in [0, AHEAD] {
+            v.push(Config { kind, ahead });
+        }
+    }
+    v
+}
+
+/// `ip rule`s in the router; deleted (by preference) on drop.
+struct IpRules {
+    ns: String,
+    prefs: Vec<u32>,
+}
+
+impl Drop for IpRules {
+    fn drop(&mut self) {
+        let lines: Vec<String> = self
+            .prefs
+            .iter()
+            .map(|p| format!("rule del pref {p}"))
+            .collect();
+        if let Err(e) = ip_batch(&self.ns, &lines) {
+            eprintln!("cleanup of ip rules: {e}");
+        }
+    }
+}
+
+/// The i-th non-matching source address: 10.200.0.0 + i.
+fn other_src(i: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(((10u32 << 24) | (200 << 16)) + i as u32)
+}
+
+/// Sets `cfg` up in the lab's router; the returned guard undoes it.
+pub fn setup(lab: &Lab, cfg: Config, dir: &Scratch) -> anyhow::Result<Box<dyn Any>> {
+    let r = lab.router.name.as_str();
+    let (r_in, r_out) = (lab.r_in(), lab.r_out());
+    Ok(match cfg.kind {
+        Kind::Linux => {
+            let mut prefs = Vec::new();
+            let mut lines = Vec::new();
+            for i in 0..cfg.ahead {
+                let pref = 1000 + i as u32;
+                lines.push(format!(
+                    "rule add pref {pref} from {} lookup {ROUTE_TABLE}",
+                    other_src(i)
+                ));
+                prefs.push(pref);
+            }
+            let pref = 1000 + cfg.ahead as u32;
+            lines.push(format!(
+                "rule add pref {pref} iif {r_in} to 10.9.0.0/24 lookup {ROUTE_TABLE}"
+            ));
+            prefs.push(pref);
+            let guard = IpRules {
+                ns: r.to_owned(),
+                prefs,
+            };
+            ip_batch(r, &lines)?;
+            Box::new(guard)
+        }
+        Kind::Nft => {
+            let mut body = format!(
+                "chain ingress {{\n type filter hook ingress device \"{r_in}\" priority 0; policy accept;\n"
+            );
+            for i in 0..cfg.ahead {
+                body.push_str(&format!(" ip saddr {} drop\n", other_src(i)));
+            }
+            body.push_str(&format!(
+                " ip daddr 10.9.0.0/24 ether saddr set {} ether daddr set {} fwd to \"{r_out}\"\n}}",
+                lab.router_out_mac, lab.sink_mac
+            ));
+            Box::new(NftNetdev::new(r, "fwd", &body)?)
+        }
+        Kind::Tc => {
+            let guard = ClsactGuard::new(r, r_in);
+            let mut lines = Vec::new();
+            for i in 0..cfg.ahead {
+                lines.push(format!(
+                    "filter add dev {r_in} ingress prio {} protocol ip u32 match ip src {}/32 \
+                     action mirred egress redirect dev {r_out}",
+                    i + 1,
+                    other_src(i)
+                ));
+            }
+            lines.push(format!(
+                "filter add dev {r_in} ingress prio {} protocol ip u32 match ip dst 10.9.0.0/24 \
+                 action mirred egress redirect dev {r_out}",
+                cfg.ahead + 1,
+            ));
+            tc_batch(r, &lines)?;
+            Box::new(guard)
+        }
+        Kind::Pktpath => Box::new(routecli::setup(lab, dir, cfg.ahead)?),
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub config: String,
+    pub ahead: usize,
+    /// Delivered frames per second, one figure per round.
+    pub pps: Vec<f64>,
+    pub median_pps: f64,
+    /// Median over the median of `linux-1` in the same run.
+    pub vs_linux_1: f64,
+    /// Median over the median of Linux policy routing with the same number of rules ahead.
+    pub vs_linux_same: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Results {
+    pub frame_bytes: u32,
+    pub rounds: usize,
+    pub warmup_s: f64,
+    pub window_s: f64,
+    pub generator: String,
+    pub rows: Vec<Row>,
+    pub goals: Vec<crate::report::Goal>,
+}
+
+pub fn run() -> anyhow::Result<Results> {
+    let lab = Lab::new()?;
+    let dir = Scratch::new("forward")?;
+    let tg = dir.write("udp64.trafgen", &lab.trafgen_config())?;
+    // PKTPATH_BENCH_CONFIGS=linux-1,pktpath-1 runs a subset (ratios need linux-*).
+    let configs: Vec<Config> = match std::env::var("PKTPATH_BENCH_CONFIGS") {
+        Ok(list) => all()
+            .into_iter()
+            .filter(|c| list.split(',').any(|n| n.trim() == c.name()))
+            .collect(),
+        Err(_) => all(),
+    };
+    let mut pps: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    for round in 0..ROUNDS {
+        for (i, cfg) in configs.iter().enumerate() {
+            check_stop()?;
+            let guard =
+                setup(&lab, *cfg, &dir).with_context(|| format!("set up {}", cfg.name()))?;
+            let rate = lab.measure_pps(&tg, WARMUP, WINDOW)?;
+            // pktpath's own count: proof that its data path, not the kernel, forwarded.
+            let by_pktpath = match guard.downcast_ref::<routecli::Route>() {
+                Some(route) => format!(", pktpath forwarded {}", route.forwarded(lab.r_in())?),
+                None => String::new(),
+            };
+            drop(guard);
+            eprintln!(
+                "forward: round {} {:<12} {:>10.0} pps{by_pktpath}",
+                round + 1,
+                cfg.name(),
+                rate
+            );
+            pps[i].push(rate);
+        }
+    }
+    let med: Vec<f64> = pps.iter().map(|v| median(v)).collect();
+    let linux = |ahead: usize| {
+        configs
+            .iter()
+            .position(|c| c.kind == Kind::Linux && c.ahead == ahead)
+            .map(|i| med[i])
+            .unwrap_or(f64::NAN)
+    };
+    let rows: Vec<Row> = configs
+        .iter()
+        .zip(pps)
+        .zip(&med)
+        .map(|((c, pps), m)| Row {
+            config: c.name(),
+            ahead: c.ahead,
+            pps,
+            median_pps: *m,
+            vs_linux_1: m / linux(0),
+            vs_linux_same: m / linux(c.ahead),
+        })
+        .collect();
+    let get = |name: &str| rows.iter().find(|r| r.config == name).map(|r| r.median_pps);
+    let (p1, pk) = (
+        get("pktpath-1").unwrap_or(f64::NAN),
+        get("pktpath-1k").unwrap_or(f64::NAN),
+    );
+    let goals = vec![
+        crate::report::Goal::at_least("pktpath-1 / linux-1", p1 / linux(0), 1.3),
+        crate::report::Goal::at_least("pktpath-1k / linux-1k", pk / linux(AHEAD), 5.0),
+        crate::report::Goal::at_least("pktpath-1k / pktpath-1", pk / p1, 0.9),
+    ];
+    Ok(Results {
+        frame_bytes: 60,
+        rounds: ROUNDS,
+        warmup_s: WARMUP.as_secs_f64(),
+        window_s: WINDOW.as_secs_f64(),
+        generator: format!(
+            "trafgen -P 1 -H (one worker, CPU {}), full speed",
+            lab::GEN_CPU
+        ),
+        rows,
+        goals,
+    })
+}

@@ -1,0 +1,130 @@
+//! Part 5: the tracer as a performance tool. For a paced UDP flow forwarded by the kernel
+//! (Linux policy routing, one rule) and by pktpath's fast path (one policy), `pktpath
+//! trace --output json --netns ROUTER udp` records every hook; per packet, the time from
+//! `netif_receive_skb` on the router's ingress interface to `net_dev_start_xmit` on its
+//! egress interface, p50 and p99 over the packets.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead as _, BufReader},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use crate::{
+    forward::{self, Config, Kind as Fwd},
+    lab::{Lab, Scratch, check_stop},
+    tools::Tool,
+};
+
+const FRAMES: u64 = 20_000;
+const PPS: u64 = 10_000;
+const FROM: &str = "netif_receive_skb";
+const TO: &str = "net_dev_start_xmit";
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub path: String,
+    pub from: String,
+    pub to: String,
+    pub packets: usize,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+    pub events: u64,
+    pub lost: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Results {
+    pub frames: u64,
+    pub pps: u64,
+    pub rows: Vec<Row>,
+}
+
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// Per packet id: receive time on `r_in`, first start-of-transmit time on `r_out`.
+fn hop_times(file: &Path, r_in: &str, r_out: &str) -> anyhow::Result<Vec<u64>> {
+    let mut rx: HashMap<u64, u64> = HashMap::new();
+    let mut out = Vec::new();
+    let f = std::fs::File::open(file).with_context(|| format!("open {}", file.display()))?;
+    for line in BufReader::new(f).lines() {
+        let line = line?;
+        let v: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("not a JSON event: {line}"))?;
+        let (Some(id), Some(ts), Some(hook), Some(ifname)) = (
+            v["packet_id"].as_u64(),
+            v["ts_ns"].as_u64(),
+            v["hook"].as_str(),
+            v["ifname"].as_str(),
+        ) else {
+            continue;
+        };
+        if hook == FROM && ifname == r_in {
+            rx.insert(id, ts);
+        } else if hook == TO
+            && ifname == r_out
+            && let Some(t0) = rx.remove(&id)
+        {
+            out.push(ts.saturating_sub(t0));
+        }
+    }
+    Ok(out)
+}
+
+pub fn run() -> anyhow::Result<Results> {
+    let lab = Lab::new()?;
+    let dir = Scratch::new("latency")?;
+    let tg = dir.write("udp64.trafgen", &lab.trafgen_config())?;
+    let mut rows = Vec::new();
+    for (path, kind) in [("kernel", Fwd::Linux), ("pktpath", Fwd::Pktpath)] {
+        check_stop()?;
+        let _cfg = forward::setup(&lab, Config { kind, ahead: 0 }, &dir)?;
+        let out = dir.0.join(format!("{path}.jsonl"));
+        let mut t = Tool::pktpath(&["--netns", &lab.router.name, "udp"], &out)?;
+        t.wait_ready(Duration::from_secs(60))?;
+        let delivered = lab.send_paced(&tg, FRAMES, PPS)?;
+        let (events, lost) = t.finish()?;
+        if delivered < FRAMES * 9 / 10 {
+            bail!("{path}: only {delivered} of {FRAMES} frames delivered");
+        }
+        let mut d = hop_times(&out, lab.r_in(), lab.r_out())?;
+        if d.is_empty() {
+            bail!(
+                "{path}: no packet seen at both {FROM}@{} and {TO}@{}",
+                lab.r_in(),
+                lab.r_out()
+            );
+        }
+        d.sort_unstable();
+        let row = Row {
+            path: path.to_owned(),
+            from: format!("{FROM}@router-ingress"),
+            to: format!("{TO}@router-egress"),
+            packets: d.len(),
+            p50_ns: percentile(&d, 50),
+            p99_ns: percentile(&d, 99),
+            max_ns: *d.last().unwrap_or(&0),
+            events,
+            lost,
+        };
+        eprintln!(
+            "latency: {path}: {} packets, p50 {} ns, p99 {} ns ({events} events, {lost} lost)",
+            row.packets, row.p50_ns, row.p99_ns
+        );
+        rows.push(row);
+        let _ = std::fs::remove_file(&out);
+    }
+    Ok(Results {
+        frames: FRAMES,
+        pps: PPS,
+        rows,
+    })
+}

@@ -1,0 +1,295 @@
+//! Results on disk and on screen: each part to bench/results/<part>.json (with the machine
+//! it ran on), every part present merged into bench/results/latest.json, and a human table.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// A goal of the issue, the figure measured against it, and whether it is met.
+#[derive(Debug, Serialize)]
+pub struct Goal {
+    pub what: String,
+    pub measured: f64,
+    /// `>=` or `<=`.
+    pub cmp: &'static str,
+    pub target: f64,
+    pub met: bool,
+}
+
+impl Goal {
+    pub fn at_least(what: &str, measured: f64, target: f64) -> Self {
+        Self {
+            what: what.to_owned(),
+            measured,
+            cmp: ">=",
+            target,
+            met: measured >= target,
+        }
+    }
+
+    pub fn at_most(what: &str, measured: f64, target: f64) -> Self {
+        Self {
+            what: what.to_owned(),
+            measured,
+            cmp: "<=",
+            target,
+            met: measured <= target,
+        }
+    }
+}
+
+pub fn results_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results")
+}
+
+fn first_line(cmd: &str, args: &[&str], dir: &Path) -> Option<String> {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Kernel, CPU model, cores, date (UTC) and the git commit of the tree that was built.
+pub fn machine() -> Value {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let commit = first_line("git", &["rev-parse", "--short=12", "HEAD"], &repo);
+    let dirty = first_line(
+        "git",
+        &["status", "--porcelain", "--untracked-files=no"],
+        &repo,
+    )
+    .is_some_and(|s| !s.is_empty());
+    json!({
+        "kernel": kernel,
+        "cpu": cpu,
+        "cores": cores,
+        "date": first_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"], &repo),
+        "git_commit": commit.map(|c| if dirty { format!("{c}-dirty") } else { c }),
+    })
+}
+
+/// Writes one part's results to bench/results/<part>.json.
+pub fn write_part(part: &str, results: &impl Serialize) -> anyhow::Result<()> {
+    let dir = results_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let doc = json!({ "part": part, "machine": machine(), "results": results });
+    let path = dir.join(format!("{part}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("write {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+/// The parts in the order they are run and shown.
+pub const PARTS: [&str; 5] = ["classify", "forward", "update", "trace", "latency"];
+
+/// Merges every bench/results/<part>.json present into latest.json and returns it.
+pub fn merge() -> anyhow::Result<Value> {
+    let dir = results_dir();
+    let mut parts = serde_json::Map::new();
+    for part in PARTS {
+        let path = dir.join(format!("{part}.json"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let v: Value =
+            serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        parts.insert(part.to_owned(), v);
+    }
+    let doc = json!({ "machine": machine(), "parts": parts });
+    let path = dir.join("latest.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("write {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(doc)
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn goals(out: &mut String, r: &Value) {
+    for g in r["goals"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  goal {:<50} {:>12.3} {} {:<8} {}",
+            g["what"].as_str().unwrap_or(""),
+            f(&g["measured"]),
+            g["cmp"].as_str().unwrap_or(""),
+            f(&g["target"]),
+            if g["met"] == true { "met" } else { "MISSED" }
+        );
+    }
+}
+
+/// The human table of every part in `doc` (as written by [`merge`]).
+pub fn table(doc: &Value) -> String {
+    let mut out = String::new();
+    let m = &doc["machine"];
+    let _ = writeln!(
+        out,
+        "machine: {}, {} cores, kernel {}, commit {}, {}",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["kernel"].as_str().unwrap_or("?"),
+        m["git_commit"].as_str().unwrap_or("?"),
+        m["date"].as_str().unwrap_or("?")
+    );
+    for part in PARTS {
+        let Some(p) = doc["parts"].get(part) else {
+            continue;
+        };
+        let r = &p["results"];
+        let when = p["machine"]["date"].as_str().unwrap_or("?");
+        let _ = writeln!(out, "\n== {part} (measured {when})");
+        match part {
+            "forward" => {
+                let _ = writeln!(
+                    out,
+                    "  {:<12} {:>12} {:>10} {:>14}  rounds",
+                    "config", "median pps", "vs linux-1", "vs linux same"
+                );
+                for row in r["rows"].as_array().into_iter().flatten() {
+                    let rounds: Vec<String> = row["pps"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|x| format!("{:.0}", f(x)))
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "  {:<12} {:>12.0} {:>10.2} {:>14.2}  {}",
+                        row["config"].as_str().unwrap_or(""),
+                        f(&row["median_pps"]),
+                        f(&row["vs_linux_1"]),
+                        f(&row["vs_linux_same"]),
+                        rounds.join(" ")
+                    );
+                }
+            }
+            "update" => {
+                for row in r["apply"].as_array().into_iter().flatten() {
+                    let runs: Vec<String> = row["ms"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|x| match x.as_f64() {
+                            Some(ms) => format!("{ms:.0}"),
+                            None => format!("killed after {} s", row["limit_s"]),
+                        })
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "  apply {:>7} policies: median {:>8.1} ms (runs: {} ms)",
+                        row["policies"],
+                        f(&row["median_ms"]),
+                        runs.join(", ")
+                    );
+                }
+                for row in r["loss"].as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        out,
+                        "  {:<22} sent {:>8} delivered {:>8} lost {:>6} applies {:>3}",
+                        row["case"].as_str().unwrap_or(""),
+                        row["sent"],
+                        row["delivered"],
+                        row["lost"],
+                        row["applies"]
+                    );
+                }
+            }
+            "trace" => {
+                for (k, v) in r["startup_s"].as_object().into_iter().flatten() {
+                    let _ = writeln!(out, "  start-up {k:<10} median {:.3} s", f(&v["median"]));
+                }
+                for (k, v) in r["lossless"].as_object().into_iter().flatten() {
+                    let _ = writeln!(
+                        out,
+                        "  {k:<10} highest lossless event rate: {:.0} events/s",
+                        f(&v["max_lossless_events_per_s"])
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "  {:<34} {:>12} {:>8} {:>12}",
+                    "forwarding while", "median pps", "vs off", "events lost"
+                );
+                for row in r["throughput"].as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        out,
+                        "  {:<34} {:>12.0} {:>8.3} {:>12}",
+                        row["mode"].as_str().unwrap_or(""),
+                        f(&row["median_pps"]),
+                        f(&row["vs_off"]),
+                        row["lost"]
+                    );
+                }
+            }
+            "latency" => {
+                for row in r["rows"].as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        out,
+                        "  {:<10} {:>7} packets  p50 {:>7} ns  p99 {:>7} ns  ({} -> {})",
+                        row["path"].as_str().unwrap_or(""),
+                        row["packets"],
+                        row["p50_ns"],
+                        row["p99_ns"],
+                        row["from"].as_str().unwrap_or(""),
+                        row["to"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            "classify" => {
+                let _ = writeln!(
+                    out,
+                    "  {:>8} {:>6} {:>10} {:>9} {:>10} {:>10} {:>12}",
+                    "policies",
+                    "tuples",
+                    "apply ms",
+                    "floor ns",
+                    "pktpath ns",
+                    "linear ns",
+                    "linear/pktp"
+                );
+                for row in r["rows"].as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        out,
+                        "  {:>8} {:>6} {:>10.1} {:>9.0} {:>10.0} {:>10.0} {:>12.1}",
+                        row["policies"],
+                        row["tuples"],
+                        f(&row["apply_ms"]),
+                        f(&row["floor"]["ns_per_packet"]),
+                        f(&row["pktpath"]["ns_per_packet"]),
+                        f(&row["linear"]["ns_per_packet"]),
+                        f(&row["linear_over_pktpath"])
+                    );
+                }
+            }
+            _ => {}
+        }
+        goals(&mut out, r);
+    }
+    out
+}

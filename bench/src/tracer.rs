@@ -1,0 +1,243 @@
+//! Part 4: the tracer. Start-up time to ready; the highest event rate written as JSON to a
+//! file with nothing lost (paced load, increasing); forwarding throughput with tracing
+//! off, on with a filter matching nothing, on with no filter; and bpftrace on the same
+//! tracepoints printing one line per event, side by side. The router forwards with Linux
+//! policy routing (one rule) throughout.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::Serialize;
+
+use crate::{
+    forward::{self, Kind as Fwd},
+    lab::{Lab, Scratch, check_stop, median},
+    report::Goal,
+    tools::{Kind, Tool},
+};
+
+const STARTUP_RUNS: usize = 5;
+const READY_LIMIT: Duration = Duration::from_secs(60);
+/// Paced rates (frames/s) of the lossless search, one second each.
+const LADDER: [u64; 8] = [
+    2_000, 5_000, 10_000, 25_000, 50_000, 75_000, 100_000, 150_000,
+];
+const ROUNDS: usize = 3;
+const WARMUP: Duration = Duration::from_millis(400);
+const WINDOW: Duration = Duration::from_millis(1500);
+/// Matches nothing in the lab.
+const NOTHING: &str = "host 192.0.2.99";
+
+#[derive(Debug, Serialize)]
+pub struct Startup {
+    pub runs_s: Vec<f64>,
+    pub median: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Step {
+    pub pps: u64,
+    pub seconds: f64,
+    pub events: u64,
+    pub lost: u64,
+    /// (events + lost) / seconds: the event rate offered to the tool.
+    pub events_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Lossless {
+    pub steps: Vec<Step>,
+    pub max_lossless_events_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Throughput {
+    pub mode: String,
+    pub pps: Vec<f64>,
+    pub median_pps: f64,
+    pub vs_off: f64,
+    /// Events the tool lost over all rounds (the load is far beyond what it keeps up with).
+    pub lost: u64,
+    pub events: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Results {
+    pub tool_cpu: usize,
+    pub startup_s: BTreeMap<String, Startup>,
+    pub lossless: BTreeMap<String, Lossless>,
+    pub throughput: Vec<Throughput>,
+    pub goals: Vec<Goal>,
+}
+
+fn start(kind: Kind, filter: Option<&str>, out: &std::path::Path) -> anyhow::Result<Tool> {
+    let mut t = match kind {
+        Kind::Pktpath => Tool::pktpath(&filter.into_iter().collect::<Vec<_>>(), out)?,
+        Kind::Bpftrace => Tool::bpftrace(out)?,
+    };
+    t.wait_ready(READY_LIMIT)?;
+    Ok(t)
+}
+
+fn label(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Pktpath => "pktpath",
+        Kind::Bpftrace => "bpftrace",
+    }
+}
+
+fn startup(kind: Kind, dir: &Scratch) -> anyhow::Result<Startup> {
+    let mut runs = Vec::new();
+    for _ in 0..STARTUP_RUNS {
+        check_stop()?;
+        let out = dir.0.join("startup.out");
+        let mut t = match kind {
+            Kind::Pktpath => Tool::pktpath(&[NOTHING], &out)?,
+            Kind::Bpftrace => Tool::bpftrace(&out)?,
+        };
+        runs.push(t.wait_ready(READY_LIMIT)?.as_secs_f64());
+        t.finish()?;
+    }
+    eprintln!("trace: {} start-up {runs:.3?} s", label(kind));
+    Ok(Startup {
+        median: median(&runs),
+        runs_s: runs,
+    })
+}
+
+fn lossless(
+    kind: Kind,
+    lab: &Lab,
+    tg: &std::path::Path,
+    dir: &Scratch,
+) -> anyhow::Result<Lossless> {
+    let mut steps = Vec::new();
+    for pps in LADDER {
+        check_stop()?;
+        let out = dir.0.join("ladder.out");
+        let t = start(kind, Some("udp"), &out)?;
+        let (_, seconds) = lab.send_paced_timed(tg, pps, pps)?;
+        let (events, lost) = t.finish()?;
+        let _ = std::fs::remove_file(&out);
+        let step = Step {
+            pps,
+            seconds: seconds.as_secs_f64(),
+            events,
+            lost,
+            events_per_s: (events + lost) as f64 / seconds.as_secs_f64(),
+        };
+        eprintln!(
+            "trace: {} at {pps} pps: {events} events, {lost} lost, {:.0} events/s",
+            label(kind),
+            step.events_per_s
+        );
+        let lossy = lost > 0;
+        steps.push(step);
+        if lossy {
+            break;
+        }
+    }
+    let max = steps
+        .iter()
+        .filter(|s| s.lost == 0)
+        .map(|s| s.events_per_s)
+        .fold(0.0, f64::max);
+    Ok(Lossless {
+        steps,
+        max_lossless_events_per_s: max,
+    })
+}
+
+pub fn run() -> anyhow::Result<Results> {
+    // bpftrace resolves tracepoints through tracefs; mounted here if missing, unmounted
+    // at the end if this mounted it.
+    let _tracefs = pktpath_core::sys::mounts::PseudoFs::Trace.ensure()?;
+    let lab = Lab::new()?;
+    let dir = Scratch::new("trace")?;
+    let tg = dir.write("udp64.trafgen", &lab.trafgen_config())?;
+    let _routing = forward::setup(
+        &lab,
+        forward::Config {
+            kind: Fwd::Linux,
+            ahead: 0,
+        },
+        &dir,
+    )?;
+
+    let mut startup_s = BTreeMap::new();
+    let mut lossless_by = BTreeMap::new();
+    for kind in [Kind::Pktpath, Kind::Bpftrace] {
+        startup_s.insert(label(kind).to_owned(), startup(kind, &dir)?);
+        lossless_by.insert(label(kind).to_owned(), lossless(kind, &lab, &tg, &dir)?);
+    }
+
+    type Mode = (&'static str, Option<(Kind, Option<&'static str>)>);
+    let modes: [Mode; 4] = [
+        ("off", None),
+        (
+            "pktpath, filter matching nothing",
+            Some((Kind::Pktpath, Some(NOTHING))),
+        ),
+        ("pktpath, no filter", Some((Kind::Pktpath, None))),
+        ("bpftrace, one line per event", Some((Kind::Bpftrace, None))),
+    ];
+    let mut pps = vec![Vec::new(); modes.len()];
+    let mut lost = vec![0u64; modes.len()];
+    let mut events = vec![0u64; modes.len()];
+    for round in 0..ROUNDS {
+        for (i, (name, tool)) in modes.iter().enumerate() {
+            check_stop()?;
+            let out = dir.0.join("throughput.out");
+            let t = match tool {
+                Some((kind, filter)) => Some(start(*kind, *filter, &out)?),
+                None => None,
+            };
+            let rate = lab.measure_pps(&tg, WARMUP, WINDOW)?;
+            if let Some(t) = t {
+                let (e, l) = t.finish()?;
+                events[i] += e;
+                lost[i] += l;
+            }
+            let _ = std::fs::remove_file(&out);
+            eprintln!("trace: round {} {name:<34} {rate:>10.0} pps", round + 1);
+            pps[i].push(rate);
+        }
+    }
+    let off = median(&pps[0]);
+    let throughput: Vec<Throughput> = modes
+        .iter()
+        .zip(pps)
+        .enumerate()
+        .map(|(i, ((name, _), v))| Throughput {
+            mode: (*name).to_owned(),
+            median_pps: median(&v),
+            vs_off: median(&v) / off,
+            pps: v,
+            lost: lost[i],
+            events: events[i],
+        })
+        .collect();
+    let goals = vec![
+        Goal::at_most(
+            "pktpath trace start-up, median (s)",
+            startup_s["pktpath"].median,
+            0.5,
+        ),
+        Goal::at_least(
+            "pktpath trace lossless events/s (JSON to a file)",
+            lossless_by["pktpath"].max_lossless_events_per_s,
+            1e6,
+        ),
+        Goal::at_least(
+            "forwarding with a filter matching nothing / off",
+            throughput[1].vs_off,
+            0.95,
+        ),
+    ];
+    Ok(Results {
+        tool_cpu: crate::lab::TOOL_CPU,
+        startup_s,
+        lossless: lossless_by,
+        throughput,
+        goals,
+    })
+}
