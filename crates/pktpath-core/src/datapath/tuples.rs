@@ -7,8 +7,10 @@
 //! [`BUCKET_RULES`] candidates); failing that, into a new tuple keyed on its prefixes only
 //! (rounded down to a multiple of 8 bits, 16 for IPv6), then into one of its exact shape,
 //! and as a last resort under port prefixes (a port range split into prefixes widened to 0,
-//! 4, 8, 12 or 16 bits). Each bucket entry carries the rule's complete match, which the
-//! data path checks. So a few tuples serve many rules of many shapes, and the per-packet
+//! 4, 8, 12 or 16 bits). Then tuples that differ only in prefix lengths are merged into the
+//! shorter prefixes wherever the buckets keep room, so the number of tuples depends far
+//! less on the order in which rule shapes arrive. Each bucket entry carries the rule's
+//! complete match, which the data path checks. So a few tuples serve many rules of many shapes, and the per-packet
 //! cost (one hash lookup per tuple, a few candidate checks) grows with neither.
 //!
 //! [`Lookup`] mirrors the kernel's search in plain Rust, so the compilation is tested
@@ -216,18 +218,23 @@ struct Placing {
 impl Placing {
     /// The hash key of this rule in a tuple of shape `t`, with the given port values.
     fn key(&self, t: &Shape, sport: u16, dport: u16) -> ClassKey {
-        ClassKey {
-            family: self.m.family,
-            proto: if t.proto { self.m.proto } else { 0 },
-            dscp: if t.dscp { self.m.dscp } else { 0 },
-            sport: sport & port_mask(t.sport_len),
-            dport: dport & port_mask(t.dport_len),
-            iif: if t.iif { self.m.iif } else { 0 },
-            mark: self.m.mark_value & t.mark_mask,
-            src: and16(&self.m.src, &prefix_mask(t.src_len)),
-            dst: and16(&self.m.dst, &prefix_mask(t.dst_len)),
-            ..Default::default()
-        }
+        key_of(&self.m, t, sport, dport)
+    }
+}
+
+/// The hash key of a rule's match `m` in a tuple of shape `t`, with the given port values.
+fn key_of(m: &RuleMatch, t: &Shape, sport: u16, dport: u16) -> ClassKey {
+    ClassKey {
+        family: m.family,
+        proto: if t.proto { m.proto } else { 0 },
+        dscp: if t.dscp { m.dscp } else { 0 },
+        sport: sport & port_mask(t.sport_len),
+        dport: dport & port_mask(t.dport_len),
+        iif: if t.iif { m.iif } else { 0 },
+        mark: m.mark_value & t.mark_mask,
+        src: and16(&m.src, &prefix_mask(t.src_len)),
+        dst: and16(&m.dst, &prefix_mask(t.dst_len)),
+        ..Default::default()
     }
 }
 
@@ -415,6 +422,86 @@ fn place(tuples: &mut Vec<TupleBuild>, p: &Placing) -> Result<(), CompileError> 
     Ok(())
 }
 
+/// Merges tuples that differ only in their prefix lengths into one with the shorter
+/// prefixes, whenever every bucket of the merged tuple still holds at most
+/// [`BUCKET_RULES`] candidates. Which tuples placement creates depends on the order in
+/// which rule shapes arrive (a /32 before any /16 opens a /32 tuple); this pass undoes
+/// most of that, so a packet does fewer hash lookups. Port-prefix tuples of the last
+/// resort are left alone.
+fn merge_prefix_tuples(tuples: &mut Vec<TupleBuild>) {
+    'again: loop {
+        let mut order: Vec<usize> = (0..tuples.len())
+            .filter(|&i| !tuples[i].expansion)
+            .collect();
+        // Smaller tuples first: cheaper to rebuild, likelier to fit.
+        order.sort_by_key(|&i| tuples[i].buckets.values().map(Vec::len).sum::<usize>());
+        for (x, &i) in order.iter().enumerate() {
+            for &j in &order[x + 1..] {
+                let (a, b) = (&tuples[i].shape, &tuples[j].shape);
+                let same_but_prefixes = Shape {
+                    src_len: 0,
+                    dst_len: 0,
+                    ..*a
+                } == Shape {
+                    src_len: 0,
+                    dst_len: 0,
+                    ..*b
+                };
+                if !same_but_prefixes {
+                    continue;
+                }
+                let shape = Shape {
+                    src_len: a.src_len.min(b.src_len),
+                    dst_len: a.dst_len.min(b.dst_len),
+                    ..*a
+                };
+                if let Some(t) = rebuild(shape, &tuples[i], &tuples[j]) {
+                    let (lo, hi) = (i.min(j), i.max(j));
+                    tuples.remove(hi);
+                    tuples[lo] = t;
+                    continue 'again;
+                }
+            }
+        }
+        return;
+    }
+}
+
+/// The rules of `a` and `b` in one tuple of `shape` (no more specific than either), or None
+/// when a bucket would overflow.
+fn rebuild(shape: Shape, a: &TupleBuild, b: &TupleBuild) -> Option<TupleBuild> {
+    let mut buckets: HashMap<ClassKey, Vec<RuleMatch>> = HashMap::new();
+    for m in a.buckets.values().chain(b.buckets.values()).flatten() {
+        let bucket = buckets
+            .entry(key_of(m, &shape, m.sport_lo, m.dport_lo))
+            .or_default();
+        bucket.push(*m);
+        if bucket.len() > 2 * BUCKET_RULES {
+            return None; // too full even before identical matches are dropped
+        }
+    }
+    for bucket in buckets.values_mut() {
+        bucket.sort_by_key(|m| m.value.priority);
+        // An identical match behind a better one can never be chosen.
+        let mut kept: Vec<RuleMatch> = Vec::with_capacity(bucket.len());
+        for m in bucket.iter() {
+            if !kept.iter().any(|k| same_match(k, m)) {
+                kept.push(*m);
+            }
+        }
+        if kept.len() > BUCKET_RULES {
+            return None;
+        }
+        *bucket = kept;
+    }
+    Some(TupleBuild {
+        shape,
+        expansion: false,
+        min_priority: a.min_priority.min(b.min_priority),
+        buckets,
+    })
+}
+
 /// The families a rule applies to.
 fn families(rule: &Rule) -> Result<&'static [u8], CompileError> {
     Ok(match rule.family {
@@ -442,6 +529,7 @@ pub fn compile(rules: &[Rule]) -> Result<Tables, CompileError> {
         }
     }
     tuples.retain(|t| !t.buckets.is_empty());
+    merge_prefix_tuples(&mut tuples);
     if tuples.len() > MAX_TUPLES as usize {
         return Err(CompileError::TooManyShapes {
             needed: tuples.len(),

@@ -148,6 +148,51 @@ fn the_number_of_tuples_depends_on_shapes_not_on_rules() {
 }
 
 #[test]
+fn tuples_differing_only_in_prefix_lengths_merge_whatever_the_order() {
+    // Longest prefixes first: placement alone opens a /32, a /24 and a /16 tuple.
+    let rules: Vec<Rule> = (0..30u32)
+        .map(|i| Rule {
+            priority: i,
+            family: Some(FAMILY_V4),
+            dst: Some((v4(10, i as u8, 0, 0), [32, 24, 16][(i / 10) as usize])),
+            value: RuleValue {
+                slot: i,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .collect();
+    let tables = compile(&rules).unwrap();
+    assert_eq!(tables.tuples.len(), 1);
+    assert_eq!(tables.tuples[0].dst[..3], [0xff, 0xff, 0]);
+    let lookup = Lookup::new(&tables);
+    for i in 0..30u32 {
+        let p = PacketFields {
+            family: FAMILY_V4,
+            dst: v4(10, i as u8, 0, 0),
+            ..Default::default()
+        };
+        assert_eq!(lookup.find(&p).map(|v| v.priority), Some(i));
+    }
+    // Nine /24s under one /16 cannot share a /16 bucket: they keep their own tuple.
+    let dense: Vec<Rule> = (0..9u32)
+        .map(|i| Rule {
+            priority: i,
+            family: Some(FAMILY_V4),
+            dst: Some((v4(10, 1, i as u8, 0), 24)),
+            ..Default::default()
+        })
+        .chain(std::iter::once(Rule {
+            priority: 9,
+            family: Some(FAMILY_V4),
+            dst: Some((v4(10, 2, 0, 0), 16)),
+            ..Default::default()
+        }))
+        .collect();
+    assert_eq!(compile(&dense).unwrap().tuples.len(), 2);
+}
+
+#[test]
 fn too_many_shapes_overflowing_buckets_and_bad_ranges_are_refused() {
     // Group g: nine rules on the same destination, differing in DSCP, under fwmark mask
     // 1 << g. The first group fills the shared prefix-only bucket; every group then needs a
