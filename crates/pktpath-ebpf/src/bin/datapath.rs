@@ -86,6 +86,27 @@ static DECISION: PerCpuArray<Decision> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "ROUTE_SCRATCH")]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// A packet this program just redirected to the egress of `ifindex`, identified by its
+/// data pointer. `bpf_redirect` to an egress runs that device's transmit path, egress TC
+/// hook included, synchronously on the same CPU right after the program returns; when the
+/// data path is attached at that egress too, the packet must leave as it is, not be
+/// classified a second time (a policy without `iif` would match it again and redirect it
+/// again, in a loop the kernel ends by dropping it). Every run clears the record, so a
+/// stale one (a redirect that never reached the egress hook) lives until the next run only.
+/// Limits: a packet sent back out of the interface it came in by (hairpin) is not
+/// recognised at that interface's egress; a packet `bpf_redirect_neigh` had to queue for
+/// neighbour resolution reaches the egress hook later and is classified there once more.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Handoff {
+    data: u64,
+    ifindex: u32,
+    _pad: u32,
+}
+
+#[map(name = "ROUTE_HANDOFF")]
+static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
+
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
@@ -119,6 +140,23 @@ struct Routed {
 pub fn pktpath_tc(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer the kernel passed; reading fields is allowed.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let handoff = HANDOFF.get_ptr_mut(0);
+    if let Some(h) = handoff {
+        // SAFETY: this CPU's entry, used by this CPU only.
+        let h = unsafe { &mut *h };
+        // At an ingress hook the packet's input interface is the hook's own; a packet
+        // redirected to an egress came in elsewhere. (Without this a reply reusing the
+        // buffer of the request just forwarded, arriving on the interface the request left
+        // by, would match a record that outlived its redirect.)
+        // SAFETY: reading a context field.
+        let came_in_elsewhere = unsafe { (*ctx.skb.skb).ingress_ifindex } != ifindex;
+        let ours = h.ifindex == ifindex && came_in_elsewhere && h.data == ctx.data() as u64;
+        h.ifindex = 0;
+        if ours {
+            // Counted as forwarded where it came in; it leaves unchanged.
+            return TC_ACT_OK;
+        }
+    }
     let len = ctx.len();
     let mut r = Routed {
         verdict: TC_ACT_OK,
@@ -132,6 +170,13 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
         r.outcome = Outcome::Error;
     }
     count_iface(ifindex, len, r.outcome);
+    if let (Outcome::Forwarded, Some(h)) = (r.outcome, handoff) {
+        // SAFETY: as above. `data` is read after any pull that moved the headers.
+        unsafe {
+            (*h).data = ctx.data() as u64;
+            (*h).ifindex = r.egress;
+        }
+    }
     // SAFETY: cb[0] is a readable context field.
     let nonce = unsafe { (*ctx.skb.skb).cb[0] };
     if nonce != 0 {
