@@ -57,16 +57,26 @@ fn bpftrace_script() -> String {
 }
 
 impl Tool {
-    /// `pktpath trace --output json ARGS` with stdout to `out`.
+    /// `pktpath trace --output json ARGS` on `TOOL_CPU`, stdout to `out`.
     pub fn pktpath(args: &[&str], out: &Path) -> anyhow::Result<Self> {
-        let mut c = command(&pktpath_bin()?.display().to_string(), Some(TOOL_CPU));
+        Self::pktpath_on(args, out, Some(TOOL_CPU))
+    }
+
+    /// Like [`Tool::pktpath`], on `cpu` (None: any CPU).
+    pub fn pktpath_on(args: &[&str], out: &Path, cpu: Option<usize>) -> anyhow::Result<Self> {
+        let mut c = command(&pktpath_bin()?.display().to_string(), cpu);
         c.args(["trace", "--output", "json"]).args(args);
         Self::start(Kind::Pktpath, c, out)
     }
 
-    /// bpftrace on the same hooks, stdout to `out`.
+    /// bpftrace on the same hooks on `TOOL_CPU`, stdout to `out`.
     pub fn bpftrace(out: &Path) -> anyhow::Result<Self> {
-        let mut c = command("bpftrace", Some(TOOL_CPU));
+        Self::bpftrace_on(out, Some(TOOL_CPU))
+    }
+
+    /// Like [`Tool::bpftrace`], on `cpu` (None: any CPU).
+    pub fn bpftrace_on(out: &Path, cpu: Option<usize>) -> anyhow::Result<Self> {
+        let mut c = command("bpftrace", cpu);
         c.args(["-e", &bpftrace_script()]);
         Self::start(Kind::Bpftrace, c, out)
     }

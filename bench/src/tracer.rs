@@ -90,9 +90,10 @@ fn startup(kind: Kind, dir: &Scratch) -> anyhow::Result<Startup> {
     for _ in 0..STARTUP_RUNS {
         check_stop()?;
         let out = dir.0.join("startup.out");
+        // Not pinned: a user's start-up, with every CPU for loading and attaching.
         let mut t = match kind {
-            Kind::Pktpath => Tool::pktpath(&[NOTHING], &out)?,
-            Kind::Bpftrace => Tool::bpftrace(&out)?,
+            Kind::Pktpath => Tool::pktpath_on(&[NOTHING], &out, None)?,
+            Kind::Bpftrace => Tool::bpftrace_on(&out, None)?,
         };
         runs.push(t.wait_ready(READY_LIMIT)?.as_secs_f64());
         t.finish()?;
