@@ -249,6 +249,38 @@ impl Drop for ClsactGuard {
     }
 }
 
+/// A root qdisc (`tc qdisc add dev DEV root SPEC...`) on an interface in a namespace;
+/// deleted on drop, which gives the device back its default.
+#[derive(Debug)]
+pub struct RootQdiscGuard {
+    ns: String,
+    dev: String,
+}
+
+impl RootQdiscGuard {
+    pub fn new(ns: &str, dev: &str, spec: &[&str]) -> Self {
+        let mut args = vec!["-n", ns, "qdisc", "add", "dev", dev, "root"];
+        args.extend_from_slice(spec);
+        must("tc", &args);
+        Self {
+            ns: ns.into(),
+            dev: dev.into(),
+        }
+    }
+}
+
+impl Drop for RootQdiscGuard {
+    fn drop(&mut self) {
+        undo(
+            &format!("root qdisc on {}", self.dev),
+            cmd(
+                "tc",
+                &["-n", &self.ns, "qdisc", "del", "dev", &self.dev, "root"],
+            ),
+        );
+    }
+}
+
 /// A path in bpffs that a test pins something at; removed on drop.
 #[derive(Debug)]
 pub struct PinGuard {

@@ -13,8 +13,8 @@ pub mod topo;
 pub mod trace;
 
 pub use guards::{
-    AddrGuard, BpffsGuard, ClsactGuard, NetnsGuard, NftTableGuard, PinGuard, RouteGuard,
-    SysctlGuard, VethGuard,
+    AddrGuard, BpffsGuard, ClsactGuard, NetnsGuard, NftTableGuard, PinGuard, RootQdiscGuard,
+    RouteGuard, SysctlGuard, VethGuard,
 };
 pub use topo::{RouterLab, TwoHosts};
 

@@ -32,8 +32,8 @@ impl Tracing {
         while !done(&kept) && Instant::now() < deadline {
             let builder = &mut self.builder;
             self.collector
-                .poll(Duration::from_millis(50), |raw| {
-                    let ev = builder.build(&raw);
+                .poll(Duration::from_millis(50), |rec| {
+                    let ev = builder.build_record(&rec);
                     if keep(&ev) {
                         kept.push(ev);
                     }

@@ -41,10 +41,84 @@ pub struct KernelOffsets {
     pub possible_net_t_net: u32,
     /// `net.ns.inum`: the inode number that names a network namespace.
     pub net_ns_inum: u32,
-    pub _pad: u32,
+    pub qdisc_handle: u32,
+    pub qdisc_ops: u32,
+    /// `Qdisc_ops.id`: the qdisc's kind (`fq_codel`, `pfifo`, ...).
+    pub qdisc_ops_id: u32,
+    /// `flowi_common` members, at the start of both `flowi4` and `flowi6`.
+    pub flowi_oif: u32,
+    pub flowi_iif: u32,
+    pub flowi_mark: u32,
+    pub flowi_proto: u32,
+    pub flowi4_saddr: u32,
+    pub flowi4_daddr: u32,
+    /// `flowi4.uli`: ports (dport, sport) or ICMP (type, code).
+    pub flowi4_uli: u32,
+    pub flowi6_saddr: u32,
+    pub flowi6_daddr: u32,
+    pub flowi6_uli: u32,
+    pub fib_nh_common_dev: u32,
+    pub fib_nh_common_gw_family: u32,
+    pub fib_nh_common_gw: u32,
+    pub fib6_result_nh: u32,
+    pub fib6_result_type: u32,
+    /// `fib6_nh.nh_common`: the `fib_nh_common` inside an IPv6 next hop.
+    pub fib6_nh_common: u32,
+    pub fib6_table_id: u32,
+    pub task_struct_nsproxy: u32,
+    pub nsproxy_net_ns: u32,
 }
-crate::assert_size!(KernelOffsets, 22 * 4);
+crate::assert_size!(KernelOffsets, 43 * 4);
 crate::impl_pod!(KernelOffsets);
+
+impl KernelOffsets {
+    /// All zero, `magic` unset: what an object holds until user space fills it in.
+    pub const UNSET: Self = Self {
+        magic: 0,
+        skb_size: 0,
+        skb_len: 0,
+        skb_data_len: 0,
+        skb_data: 0,
+        skb_head: 0,
+        skb_end: 0,
+        skb_mac_header: 0,
+        skb_network_header: 0,
+        skb_transport_header: 0,
+        skb_protocol: 0,
+        skb_mark: 0,
+        skb_dev: 0,
+        skb_skb_iif: 0,
+        skb_hash: 0,
+        skb_tstamp: 0,
+        net_device_name: 0,
+        net_device_ifindex: 0,
+        net_device_nd_net: 0,
+        possible_net_t_net: 0,
+        net_ns_inum: 0,
+        qdisc_handle: 0,
+        qdisc_ops: 0,
+        qdisc_ops_id: 0,
+        flowi_oif: 0,
+        flowi_iif: 0,
+        flowi_mark: 0,
+        flowi_proto: 0,
+        flowi4_saddr: 0,
+        flowi4_daddr: 0,
+        flowi4_uli: 0,
+        flowi6_saddr: 0,
+        flowi6_daddr: 0,
+        flowi6_uli: 0,
+        fib_nh_common_dev: 0,
+        fib_nh_common_gw_family: 0,
+        fib_nh_common_gw: 0,
+        fib6_result_nh: 0,
+        fib6_result_type: 0,
+        fib6_nh_common: 0,
+        fib6_table_id: 0,
+        task_struct_nsproxy: 0,
+        nsproxy_net_ns: 0,
+    };
+}
 
 /// Length of a kernel interface name (`IFNAMSIZ`).
 pub const IFNAMSIZ: usize = 16;

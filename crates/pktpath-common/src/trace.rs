@@ -27,7 +27,9 @@ pub const FILTER_MARK_ON: &str = "PKTPATH_FILTER_MARK_ON";
 /// without an expression loads ten times faster.
 pub const FILTER_EXPR_ON: &str = "PKTPATH_FILTER_EXPR_ON";
 
-/// Which kernel hook produced an event. Every hook is a BTF tracepoint with a typed skb.
+/// Which kernel hook produced an event. Every hook is a BTF tracepoint; all but the two
+/// routing lookups (which see a flow, not a packet, and write a [`FibEvent`]) carry a typed
+/// skb and write a [`TraceEvent`].
 #[repr(u16)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Hook {
@@ -39,14 +41,38 @@ pub enum Hook {
     NetDevStartXmit = 6,
     KfreeSkb = 7,
     ConsumeSkb = 8,
+    QdiscEnqueue = 9,
+    QdiscDequeue = 10,
+    FibTableLookup = 11,
+    Fib6TableLookup = 12,
 }
 
 impl Hook {
     /// Every hook, in the order a received-then-forwarded packet would meet them.
-    pub const ALL: [Hook; 8] = [
+    pub const ALL: [Hook; 12] = [
         Self::NapiGroReceiveEntry,
         Self::NetifRx,
         Self::NetifReceiveSkb,
+        Self::FibTableLookup,
+        Self::Fib6TableLookup,
+        Self::NetDevQueue,
+        Self::QdiscEnqueue,
+        Self::QdiscDequeue,
+        Self::NetDevStartXmit,
+        Self::NetDevXmit,
+        Self::KfreeSkb,
+        Self::ConsumeSkb,
+    ];
+
+    /// The hooks attached when none are named: all but the qdisc pair, which doubles the
+    /// events of every packet leaving through a device with a queue (most real NICs) and
+    /// adds to start-up; `--hooks all` or naming them adds them.
+    pub const DEFAULT: [Hook; 10] = [
+        Self::NapiGroReceiveEntry,
+        Self::NetifRx,
+        Self::NetifReceiveSkb,
+        Self::FibTableLookup,
+        Self::Fib6TableLookup,
         Self::NetDevQueue,
         Self::NetDevStartXmit,
         Self::NetDevXmit,
@@ -65,6 +91,10 @@ impl Hook {
             6 => Some(Self::NetDevStartXmit),
             7 => Some(Self::KfreeSkb),
             8 => Some(Self::ConsumeSkb),
+            9 => Some(Self::QdiscEnqueue),
+            10 => Some(Self::QdiscDequeue),
+            11 => Some(Self::FibTableLookup),
+            12 => Some(Self::Fib6TableLookup),
             _ => None,
         }
     }
@@ -80,15 +110,28 @@ impl Hook {
             Self::NetDevStartXmit => "net_dev_start_xmit",
             Self::KfreeSkb => "kfree_skb",
             Self::ConsumeSkb => "consume_skb",
+            Self::QdiscEnqueue => "qdisc_enqueue",
+            Self::QdiscDequeue => "qdisc_dequeue",
+            Self::FibTableLookup => "fib_table_lookup",
+            Self::Fib6TableLookup => "fib6_table_lookup",
         }
     }
 
-    /// The tracepoint's subsystem (`net` or `skb`).
+    /// The tracepoint's subsystem (`net`, `skb`, `qdisc`, `fib` or `fib6`).
     pub fn subsystem(self) -> &'static str {
         match self {
             Self::KfreeSkb | Self::ConsumeSkb => "skb",
+            Self::QdiscEnqueue | Self::QdiscDequeue => "qdisc",
+            Self::FibTableLookup => "fib",
+            Self::Fib6TableLookup => "fib6",
             _ => "net",
         }
+    }
+
+    /// Whether the hook is a routing table lookup (a [`FibEvent`], no skb).
+    #[inline(always)]
+    pub fn is_fib(self) -> bool {
+        matches!(self, Self::FibTableLookup | Self::Fib6TableLookup)
     }
 
     /// The name of the program in the tracer object that implements this hook.
@@ -102,6 +145,10 @@ impl Hook {
             Self::NetDevStartXmit => "trace_net_dev_start_xmit",
             Self::KfreeSkb => "trace_kfree_skb",
             Self::ConsumeSkb => "trace_consume_skb",
+            Self::QdiscEnqueue => "trace_qdisc_enqueue",
+            Self::QdiscDequeue => "trace_qdisc_dequeue",
+            Self::FibTableLookup => "trace_fib_table_lookup",
+            Self::Fib6TableLookup => "trace_fib6_table_lookup",
         }
     }
 
@@ -141,7 +188,8 @@ pub struct TraceEvent {
     pub mark: u32,
     /// `kfree_skb`: the kernel's `enum skb_drop_reason` value; else 0.
     pub drop_reason: u32,
-    pub _pad: u32,
+    /// `qdisc_*`: the qdisc's handle (major:minor in the high:low 16 bits); else 0.
+    pub qdisc_handle: u32,
     /// One of [`Hook`].
     pub hook: u16,
     /// `skb->protocol`, in host byte order (an EtherType).
@@ -152,6 +200,71 @@ pub struct TraceEvent {
     pub ifname: [u8; IFNAMSIZ],
     /// Packet bytes from the network header on.
     pub header: [u8; HEADER_BYTES],
+    /// `qdisc_*`: the qdisc's kind (`fq_codel`, `pfifo`, ...), NUL padded; else zero.
+    pub qdisc_kind: [u8; QDISC_KIND_LEN],
 }
-crate::assert_size!(TraceEvent, 8 * 3 + 4 * 6 + 2 * 4 + IFNAMSIZ + HEADER_BYTES);
+crate::assert_size!(
+    TraceEvent,
+    8 * 3 + 4 * 6 + 2 * 4 + IFNAMSIZ + HEADER_BYTES + QDISC_KIND_LEN
+);
 crate::impl_pod!(TraceEvent);
+
+/// Length of a qdisc kind name (`Qdisc_ops.id`).
+pub const QDISC_KIND_LEN: usize = 16;
+
+/// `FibEvent::family` of an IPv4 lookup.
+pub const FIB_FAMILY_V4: u8 = 4;
+/// `FibEvent::family` of an IPv6 lookup.
+pub const FIB_FAMILY_V6: u8 = 6;
+
+/// One routing table lookup (`fib:fib_table_lookup`, `fib6:fib6_table_lookup`) as written
+/// into the ring buffer: the flow looked up and the result. No skb: user space attaches it
+/// to a packet's journey by the flow's header fields and time. Told apart from a
+/// [`TraceEvent`] by its size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FibEvent {
+    pub ts_ns: u64,
+    /// Inode of the network namespace of the lookup. IPv6: the lookup's own. IPv4: the
+    /// result device's; when the lookup found nothing, for an output lookup the sending
+    /// task's, for an input lookup that of the packet last received on the same CPU (the
+    /// lookup runs in its receive path).
+    pub netns: u32,
+    /// The routing table id (254 main, 255 local, ...).
+    pub table: u32,
+    /// IPv4: `fib_table_lookup`'s return (0, or a negative errno: -EAGAIN when this table
+    /// has no match and the next rule is tried, -ENETUNREACH, ...). IPv6: 0.
+    pub err: i32,
+    /// The flow's input interface (ifindex; 0 for locally generated traffic).
+    pub iif: u32,
+    /// The flow's output interface, when the caller fixed it (ifindex; else 0).
+    pub oif: u32,
+    /// The flow's mark.
+    pub mark: u32,
+    /// The result's output device (ifindex; 0 when none).
+    pub out_ifindex: u32,
+    /// One of [`Hook`].
+    pub hook: u16,
+    pub cpu: u16,
+    /// The flow's transport protocol.
+    pub proto: u8,
+    /// [`FIB_FAMILY_V4`] or [`FIB_FAMILY_V6`].
+    pub family: u8,
+    /// The result's gateway family (`AF_INET` 2, `AF_INET6` 10; 0 when directly connected).
+    pub gw_family: u8,
+    /// IPv6: the result's route type (`RTN_UNICAST` 1, `RTN_UNREACHABLE` 7, ...); IPv4: 0.
+    pub route_type: u8,
+    /// The flow's `uli` bytes as the kernel holds them: TCP/UDP/SCTP destination then
+    /// source port (network order); ICMP type and code.
+    pub uli: [u8; 4],
+    /// Flow addresses: 4 bytes for IPv4, 16 for IPv6 (network order, zero padded).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// The result's gateway (as `gw_family` says), zero padded.
+    pub gw: [u8; 16],
+    /// The result's output device name.
+    pub out_ifname: [u8; IFNAMSIZ],
+}
+crate::assert_size!(FibEvent, 8 + 4 * 7 + 2 * 2 + 4 + 4 + 16 * 3 + IFNAMSIZ);
+crate::impl_pod!(FibEvent);
+const _: () = assert!(size_of::<FibEvent>() != size_of::<TraceEvent>());

@@ -137,7 +137,7 @@ fn trace_cli_json_lines_for_pings_in_a_namespace() {
         ] {
             assert!(ev.get(key).is_some(), "event lacks {key}: {ev}");
         }
-        assert_eq!(ev["schema_version"], 1);
+        assert_eq!(ev["schema_version"], pktpath_core::trace::SCHEMA_VERSION);
         let netns = ev["netns"].as_u64().expect("netns is a number");
         // Frees of packets that passed the filter are reported wherever they happen.
         let free = ev["hook"] == "kfree_skb" || ev["hook"] == "consume_skb";

@@ -8,6 +8,9 @@ use super::{Btf, BtfError};
 pub fn resolve(btf: &Btf) -> Result<KernelOffsets, BtfError> {
     let skb = |path: &str| btf.member_offset("sk_buff", path);
     let dev = |path: &str| btf.member_offset("net_device", path);
+    let fl4 = |path: &str| btf.member_offset("flowi4", path);
+    let fl6 = |path: &str| btf.member_offset("flowi6", path);
+    let nhc = |path: &str| btf.member_offset("fib_nh_common", path);
     let skb_size = btf.size_of(btf.composite("sk_buff")?)?;
     Ok(KernelOffsets {
         magic: KERNEL_OFFSETS_MAGIC,
@@ -31,6 +34,27 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         net_device_nd_net: dev("nd_net")?,
         possible_net_t_net: btf.member_offset("possible_net_t", "net")?,
         net_ns_inum: btf.member_offset("net", "ns.inum")?,
-        _pad: 0,
+        qdisc_handle: btf.member_offset("Qdisc", "handle")?,
+        qdisc_ops: btf.member_offset("Qdisc", "ops")?,
+        qdisc_ops_id: btf.member_offset("Qdisc_ops", "id")?,
+        flowi_oif: fl4("__fl_common.flowic_oif")?,
+        flowi_iif: fl4("__fl_common.flowic_iif")?,
+        flowi_mark: fl4("__fl_common.flowic_mark")?,
+        flowi_proto: fl4("__fl_common.flowic_proto")?,
+        flowi4_saddr: fl4("saddr")?,
+        flowi4_daddr: fl4("daddr")?,
+        flowi4_uli: fl4("uli")?,
+        flowi6_saddr: fl6("saddr")?,
+        flowi6_daddr: fl6("daddr")?,
+        flowi6_uli: fl6("uli")?,
+        fib_nh_common_dev: nhc("nhc_dev")?,
+        fib_nh_common_gw_family: nhc("nhc_gw_family")?,
+        fib_nh_common_gw: nhc("nhc_gw")?,
+        fib6_result_nh: btf.member_offset("fib6_result", "nh")?,
+        fib6_result_type: btf.member_offset("fib6_result", "fib6_type")?,
+        fib6_nh_common: btf.member_offset("fib6_nh", "nh_common")?,
+        fib6_table_id: btf.member_offset("fib6_table", "tb6_id")?,
+        task_struct_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
+        nsproxy_net_ns: btf.member_offset("nsproxy", "net_ns")?,
     })
 }

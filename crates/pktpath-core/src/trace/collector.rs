@@ -19,7 +19,7 @@ use pktpath_common::{
     kernel::KernelOffsets,
     trace::{
         FILTER_EXPR_ON, FILTER_IFINDEX, FILTER_MARK, FILTER_MARK_ON, FILTER_NETNS, Hook,
-        MAP_EVENTS, MAP_LOST, MAP_SEEN, TraceEvent,
+        MAP_EVENTS, MAP_LOST, MAP_SEEN,
     },
 };
 
@@ -27,7 +27,7 @@ use super::{
     config::TraceConfig,
     drops::DropReasons,
     filter::{self, InstallError},
-    wire::{self, WireError},
+    wire::{self, Record, WireError},
 };
 use crate::{
     btf::{self, Btf, BtfError},
@@ -263,7 +263,7 @@ impl Collector {
     pub fn poll(
         &mut self,
         timeout: Duration,
-        mut f: impl FnMut(TraceEvent),
+        mut f: impl FnMut(Record),
     ) -> Result<usize, TraceError> {
         let mut n = self.drain(&mut f)?;
         if n > 0 {
@@ -288,10 +288,10 @@ impl Collector {
         Ok(n)
     }
 
-    fn drain(&mut self, f: &mut impl FnMut(TraceEvent)) -> Result<usize, TraceError> {
+    fn drain(&mut self, f: &mut impl FnMut(Record)) -> Result<usize, TraceError> {
         let mut n = 0;
         while let Some(item) = self.ring.next() {
-            let ev = wire::decode(&item)?;
+            let ev = wire::decode_record(&item)?;
             drop(item);
             f(ev);
             n += 1;

@@ -67,7 +67,7 @@ pub struct TraceConfig {
 impl Default for TraceConfig {
     fn default() -> Self {
         Self {
-            hooks: Hook::ALL.to_vec(),
+            hooks: Hook::DEFAULT.to_vec(),
             netns: None,
             ifindex: None,
             mark: None,
@@ -85,7 +85,8 @@ pub struct TraceRequest {
     /// An interface name, looked up in `netns` (or the current namespace).
     pub iface: Option<String>,
     pub mark: Option<u32>,
-    /// Hook names (`netif_receive_skb`, `net:netif_receive_skb`, ...); empty means all.
+    /// Hook names (`netif_receive_skb`, `net:netif_receive_skb`, ...), or `all` / `default`;
+    /// empty means [`Hook::DEFAULT`].
     pub hooks: Vec<String>,
     /// A filter expression (see [`super::filter`]); empty matches every packet.
     pub filter: String,
@@ -106,7 +107,7 @@ impl TraceRequest {
             return Err(ConfigError::RingSize(n));
         }
         let hooks = if self.hooks.is_empty() {
-            Hook::ALL.to_vec()
+            Hook::DEFAULT.to_vec()
         } else {
             parse_hooks(&self.hooks)?
         };
@@ -139,8 +140,8 @@ impl TraceRequest {
     }
 }
 
-/// Parses hook names, with or without their subsystem (`net:`, `skb:`); `all` selects every
-/// hook. Duplicates are dropped; the order is the kernel path order of [`Hook::ALL`].
+/// Parses hook names, with or without their subsystem (`net:`, `skb:`, `qdisc:`, `fib:`,
+/// `fib6:`); `all` selects every hook, `default` those of [`Hook::DEFAULT`]. Duplicates are dropped; the order is the kernel path order of [`Hook::ALL`].
 pub fn parse_hooks(names: &[String]) -> Result<Vec<Hook>, ConfigError> {
     let mut selected = Vec::new();
     for raw in names.iter().flat_map(|n| n.split(',')) {
@@ -150,6 +151,10 @@ pub fn parse_hooks(names: &[String]) -> Result<Vec<Hook>, ConfigError> {
         }
         if name == "all" {
             selected.extend(Hook::ALL);
+            continue;
+        }
+        if name == "default" {
+            selected.extend(Hook::DEFAULT);
             continue;
         }
         let hook = Hook::ALL
@@ -210,6 +215,15 @@ mod tests {
         let got = parse_hooks(&names(&["skb:kfree_skb,net:net_dev_xmit", "netif_rx"])).unwrap();
         assert_eq!(got, vec![Hook::NetifRx, Hook::NetDevXmit, Hook::KfreeSkb]);
         assert_eq!(parse_hooks(&names(&["all"])).unwrap(), Hook::ALL.to_vec());
+        let fib = parse_hooks(&names(&["fib:fib_table_lookup", "fib6_table_lookup"])).unwrap();
+        assert_eq!(fib, vec![Hook::FibTableLookup, Hook::Fib6TableLookup]);
+        let more = parse_hooks(&names(&["default,qdisc:qdisc_enqueue,qdisc_dequeue"])).unwrap();
+        assert_eq!(more.len(), Hook::DEFAULT.len() + 2);
+        assert!(more.contains(&Hook::QdiscEnqueue) && more.contains(&Hook::QdiscDequeue));
+        assert_eq!(
+            TraceRequest::default().resolve().unwrap().hooks,
+            Hook::DEFAULT
+        );
         assert_eq!(
             parse_hooks(&names(&["consume_skb", "consume_skb"])).unwrap(),
             vec![Hook::ConsumeSkb]

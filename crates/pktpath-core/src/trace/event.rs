@@ -5,20 +5,23 @@
 
 use std::collections::HashMap;
 
-use pktpath_common::trace::{Hook, TraceEvent};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use pktpath_common::trace::{FIB_FAMILY_V6, FibEvent, Hook, TraceEvent};
 use serde::Serialize;
 
 use super::{
     drops::DropReasons,
     headers::{self, Headers},
-    journey::Journeys,
+    journey::{Flow, Journeys},
     kallsyms::Kallsyms,
-    wire,
+    wire::{self, Record},
 };
 use crate::sys::netns;
 
-/// Version of the JSON event schema; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the JSON event schema; bumped on any change of shape. 2: the `qdisc` and
+/// `fib` objects, and the hooks that fill them.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// One event, as printed (`--output json` writes one per line). Absent values are `null`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -64,6 +67,48 @@ pub struct Event {
     pub drop_reason: Option<String>,
     /// `kfree_skb` only: where the kernel dropped it (`symbol+0xoffset`, or the hex address).
     pub drop_location: Option<String>,
+    /// `qdisc_enqueue` / `qdisc_dequeue` only: the queueing discipline.
+    pub qdisc: Option<QdiscInfo>,
+    /// `fib_table_lookup` / `fib6_table_lookup` only: the routing decision. These events
+    /// describe the flow looked up, not a packet: `skb` is `0x0`, `len` 0, `ifname` and
+    /// `ifindex` name the result's output device (or the flow's input one when none);
+    /// `proto` is `-` when the flow names no protocol (the kernel's input route lookup
+    /// fills it in only for policy rules that need it).
+    pub fib: Option<FibInfo>,
+}
+
+/// The qdisc a packet was enqueued to or dequeued from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QdiscInfo {
+    /// The qdisc's kind (`fq_codel`, `pfifo`, `htb`, ...).
+    pub kind: String,
+    /// Its handle as tc prints it (`1:`, `8001:`, `0:`).
+    pub handle: String,
+}
+
+/// A routing table lookup and its result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FibInfo {
+    /// The table's id (254 main, 255 local, 253 default, ...).
+    pub table: u32,
+    /// `ok` when the table gave a route; else why not: for IPv4 the lookup's errno name
+    /// (`EAGAIN`: no match in this table, the next rule is tried; `ENETUNREACH`, `EACCES`
+    /// for prohibit, `EINVAL` for blackhole), for IPv6 the route type (`unreachable`,
+    /// `prohibit`, `blackhole`, `throw`).
+    pub result: String,
+    /// IPv4: the lookup's return value (0 or a negative errno); IPv6: null.
+    pub err: Option<i32>,
+    /// IPv6: the route type (`unicast`, `local`, `unreachable`, ...); IPv4: null.
+    pub route_type: Option<String>,
+    /// The output device of the route found; null when none.
+    pub oif_name: Option<String>,
+    pub oif_index: Option<u32>,
+    /// The next hop's gateway; null when directly connected or no route.
+    pub gateway: Option<String>,
+    /// The flow's input interface (ifindex; 0 for locally generated traffic).
+    pub flow_iif: u32,
+    /// The output interface the caller asked for (ifindex; 0 = any).
+    pub flow_oif: u32,
 }
 
 /// Builds [`Event`]s from wire records, keeping the journeys and the name caches.
@@ -100,15 +145,25 @@ impl EventBuilder {
         self
     }
 
-    /// The rich event for one wire record.
+    /// The rich event for one ring buffer record of either kind.
+    pub fn build_record(&mut self, rec: &Record) -> Event {
+        match rec {
+            Record::Skb(ev) => self.build(ev),
+            Record::Fib(ev) => self.build_fib(ev),
+        }
+    }
+
+    /// The rich event for one packet record.
     pub fn build(&mut self, ev: &TraceEvent) -> Event {
         let hook = Hook::from_u16(ev.hook);
         let h: Headers = headers::parse(ev.protocol, wire::header(ev));
-        let step = self.journeys.step(
+        let step = self.journeys.packet(
             ev.skb_addr,
             ev.ts_ns,
             signature(ev.protocol, &h),
+            flow_of(&h).as_ref(),
             hook.is_some_and(Hook::ends_skb),
+            hook.is_some_and(|h| !h.is_receive()),
         );
         let (drop_reason, drop_location) = if hook == Some(Hook::KfreeSkb) {
             (
@@ -118,11 +173,7 @@ impl EventBuilder {
         } else {
             (None, None)
         };
-        let netns_name = self
-            .netns_names
-            .entry(ev.netns)
-            .or_insert_with(|| netns::name_of_inode(u64::from(ev.netns)))
-            .clone();
+        let netns_name = self.netns_name(ev.netns);
         Event {
             schema_version: SCHEMA_VERSION,
             ts_ns: ev.ts_ns,
@@ -151,7 +202,131 @@ impl EventBuilder {
             cpu: ev.cpu,
             drop_reason,
             drop_location,
+            qdisc: matches!(hook, Some(Hook::QdiscEnqueue | Hook::QdiscDequeue)).then(|| {
+                QdiscInfo {
+                    kind: wire::name(&ev.qdisc_kind),
+                    handle: qdisc_handle(ev.qdisc_handle),
+                }
+            }),
+            fib: None,
         }
+    }
+
+    /// The rich event for one routing lookup record.
+    pub fn build_fib(&mut self, ev: &FibEvent) -> Event {
+        let hook = Hook::from_u16(ev.hook);
+        let v6 = ev.family == FIB_FAMILY_V6;
+        let addr = |b: &[u8; 16]| -> IpAddr {
+            if v6 {
+                Ipv6Addr::from(*b).into()
+            } else {
+                Ipv4Addr::new(b[0], b[1], b[2], b[3]).into()
+            }
+        };
+        let (src, dst) = (addr(&ev.src), addr(&ev.dst));
+        let proto = match (ev.proto, v6) {
+            (0, _) => "-",
+            (1, false) => "icmp",
+            (58, true) => "icmp6",
+            (6, _) => "tcp",
+            (17, _) => "udp",
+            (_, false) => "ipv4",
+            (_, true) => "ipv6",
+        };
+        let ports = matches!(proto, "tcp" | "udp").then(|| {
+            (
+                u16::from_be_bytes([ev.uli[2], ev.uli[3]]),
+                u16::from_be_bytes([ev.uli[0], ev.uli[1]]),
+            )
+        });
+        // ICMPv6 type 0 is reserved: an input lookup that left the type unset.
+        let icmp = matches!(proto, "icmp" | "icmp6")
+            .then_some((ev.uli[0], ev.uli[1]))
+            .filter(|&(t, _)| !(v6 && t == 0));
+        let flow = Flow {
+            src: Some(src),
+            dst: Some(dst),
+            proto: (ev.proto != 0).then(|| proto.to_owned()),
+            ports,
+        };
+        let step = self.journeys.lookup(&flow, ev.ts_ns);
+        let out = wire::name(&ev.out_ifname);
+        let gateway = match ev.gw_family {
+            2 => Some(Ipv4Addr::new(ev.gw[0], ev.gw[1], ev.gw[2], ev.gw[3]).to_string()),
+            10 => Some(Ipv6Addr::from(ev.gw).to_string()),
+            _ => None,
+        };
+        let route_type = v6.then(|| route_type_name(ev.route_type));
+        let result = if v6 {
+            match ev.route_type {
+                1 | 2 => "ok".to_owned(),
+                t => route_type_name(t),
+            }
+        } else if ev.err == 0 {
+            "ok".to_owned()
+        } else {
+            errno_name(ev.err)
+        };
+        let netns_name = self.netns_name(ev.netns);
+        Event {
+            schema_version: SCHEMA_VERSION,
+            ts_ns: ev.ts_ns,
+            packet_id: step.packet_id,
+            hop: step.hop,
+            delta_ns: step.delta_ns,
+            hook: hook.map_or("unknown", Hook::name),
+            skb: "0x0".to_owned(),
+            ifname: out.clone(),
+            ifindex: if ev.out_ifindex != 0 {
+                ev.out_ifindex
+            } else {
+                ev.iif
+            },
+            netns: ev.netns,
+            netns_name,
+            proto: proto.to_owned(),
+            src: Some(src.to_string()),
+            dst: Some(dst.to_string()),
+            sport: ports.map(|p| p.0),
+            dport: ports.map(|p| p.1),
+            icmp_type: icmp.map(|i| i.0),
+            icmp_code: icmp.map(|i| i.1),
+            icmp_id: None,
+            icmp_seq: None,
+            tcp_flags: None,
+            arp_op: None,
+            len: 0,
+            mark: ev.mark,
+            cpu: ev.cpu,
+            drop_reason: None,
+            drop_location: None,
+            qdisc: None,
+            fib: Some(FibInfo {
+                table: ev.table,
+                result,
+                err: (!v6).then_some(ev.err),
+                route_type,
+                oif_name: (!out.is_empty()).then_some(out),
+                oif_index: (ev.out_ifindex != 0).then_some(ev.out_ifindex),
+                gateway,
+                flow_iif: ev.iif,
+                flow_oif: ev.oif,
+            }),
+        }
+    }
+
+    /// Whether `ev` is a routing lookup of a flow that names no protocol and joined no
+    /// packet's journey. The in-kernel filter expression cannot judge such a flow (it lets
+    /// it through), so a filtered trace leaves these out.
+    pub fn is_unjudged_lookup(ev: &Event) -> bool {
+        ev.fib.is_some() && ev.proto == "-" && ev.hop == 1
+    }
+
+    fn netns_name(&mut self, inode: u32) -> Option<String> {
+        self.netns_names
+            .entry(inode)
+            .or_insert_with(|| netns::name_of_inode(u64::from(inode)))
+            .clone()
     }
 
     fn symbolize(&mut self, addr: u64) -> String {
@@ -163,6 +338,63 @@ impl EventBuilder {
         });
         syms.symbolize(addr).unwrap_or_else(|| format!("{addr:#x}"))
     }
+}
+
+/// The flow a packet carries, as a routing lookup would see it (IP packets only).
+fn flow_of(h: &Headers) -> Option<Flow> {
+    Some(Flow {
+        src: Some(h.src?),
+        dst: Some(h.dst?),
+        proto: Some(h.proto.clone()),
+        ports: h
+            .sport
+            .zip(h.dport)
+            .filter(|_| matches!(h.proto.as_str(), "tcp" | "udp")),
+    })
+    .filter(|_| h.proto != "arp")
+}
+
+/// A qdisc handle as tc prints it: `major:` (or `major:minor`), in hex.
+fn qdisc_handle(h: u32) -> String {
+    let (major, minor) = (h >> 16, h & 0xffff);
+    if minor == 0 {
+        format!("{major:x}:")
+    } else {
+        format!("{major:x}:{minor:x}")
+    }
+}
+
+/// The name of a route type (`RTN_*`, lower case without the prefix).
+fn route_type_name(t: u8) -> String {
+    match t {
+        1 => "unicast",
+        2 => "local",
+        3 => "broadcast",
+        4 => "anycast",
+        5 => "multicast",
+        6 => "blackhole",
+        7 => "unreachable",
+        8 => "prohibit",
+        9 => "throw",
+        10 => "nat",
+        _ => return format!("type{t}"),
+    }
+    .to_owned()
+}
+
+/// The name of a negative errno a routing lookup returns.
+fn errno_name(err: i32) -> String {
+    match -err {
+        libc::EAGAIN => "EAGAIN",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::EACCES => "EACCES",
+        libc::EINVAL => "EINVAL",
+        libc::ESRCH => "ESRCH",
+        libc::ENOBUFS => "ENOBUFS",
+        _ => return format!("errno {err}"),
+    }
+    .to_owned()
 }
 
 /// What stays the same along one packet's journey (unless NAT rewrites it): EtherType,
@@ -212,9 +444,23 @@ impl Event {
             line.push(' ');
             line.push_str(&detail);
         }
-        line.push_str(&format!(" len {} #{}", self.len, self.packet_id));
+        if let Some(f) = &self.fib {
+            line.push_str(&format!(" table {} {}", table_name(f.table), f.result));
+            if let Some(dev) = &f.oif_name {
+                line.push_str(&format!(" dev {dev}"));
+            }
+            if let Some(gw) = &f.gateway {
+                line.push_str(&format!(" via {gw}"));
+            }
+            line.push_str(&format!(" #{}", self.packet_id));
+        } else {
+            line.push_str(&format!(" len {} #{}", self.len, self.packet_id));
+        }
         if let Some(d) = self.delta_ns {
             line.push_str(&format!(" +{}", human_ns(d)));
+        }
+        if let Some(q) = &self.qdisc {
+            line.push_str(&format!(" qdisc {} {}", q.kind, q.handle));
         }
         if let Some(r) = &self.drop_reason {
             line.push_str(&format!(" DROP {r}"));
@@ -223,6 +469,17 @@ impl Event {
             }
         }
         line
+    }
+}
+
+/// A routing table by name when it has a well-known one (`main`, `local`, `default`),
+/// else its id.
+pub fn table_name(id: u32) -> String {
+    match id {
+        253 => "default".to_owned(),
+        254 => "main".to_owned(),
+        255 => "local".to_owned(),
+        _ => id.to_string(),
     }
 }
 
@@ -271,13 +528,14 @@ mod tests {
             len: 33,
             mark: 0,
             drop_reason: if drop { 3 } else { 0 },
-            _pad: 0,
+            qdisc_handle: 0,
             hook: hook as u16,
             protocol: 0x0800,
             header_len: 33,
             cpu: 1,
             ifname,
             header,
+            qdisc_kind: [0; 16],
         }
     }
 
@@ -362,6 +620,131 @@ mod tests {
         let ev = b.build(&unnamed);
         assert_eq!(ev.drop_reason.as_deref(), Some("REASON_57005"));
         assert_eq!(ev.drop_location.as_deref(), Some("0x10"));
+    }
+
+    fn fib_record(hook: Hook, ts_ns: u64) -> FibEvent {
+        let mut out_ifname = [0u8; 16];
+        out_ifname[..7].copy_from_slice(b"veth-r2");
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&[10, 99, 0, 1]);
+        let mut dst = [0u8; 16];
+        dst[..4].copy_from_slice(&[10, 99, 0, 2]);
+        FibEvent {
+            ts_ns,
+            netns: 4_026_532_246,
+            table: 254,
+            err: 0,
+            iif: 2,
+            oif: 0,
+            mark: 0,
+            out_ifindex: 3,
+            hook: hook as u16,
+            cpu: 0,
+            proto: 17,
+            family: pktpath_common::trace::FIB_FAMILY_V4,
+            gw_family: 0,
+            route_type: 0,
+            uli: [0, 9, 0x9c, 0x40],
+            src,
+            dst,
+            gw: [0; 16],
+            out_ifname,
+        }
+    }
+
+    #[test]
+    fn a_routing_lookup_joins_the_journey_of_its_packet() {
+        let mut b = builder();
+        let rx = b.build(&udp_record(Hook::NetifReceiveSkb, 1_000));
+        let fib = b.build_record(&Record::Fib(fib_record(Hook::FibTableLookup, 1_800)));
+        let tx = b.build(&udp_record(Hook::NetDevQueue, 2_000));
+        assert_eq!(
+            (fib.packet_id, fib.hop, fib.delta_ns),
+            (rx.packet_id, 2, Some(800))
+        );
+        assert_eq!((tx.hop, tx.delta_ns), (3, Some(200)));
+        assert_eq!(fib.hook, "fib_table_lookup");
+        assert_eq!((fib.sport, fib.dport), (Some(40000), Some(9)));
+        assert_eq!(fib.ifname, "veth-r2");
+        let info = fib.fib.as_ref().unwrap();
+        assert_eq!((info.table, info.result.as_str()), (254, "ok"));
+        assert_eq!(info.oif_name.as_deref(), Some("veth-r2"));
+        assert_eq!(info.err, Some(0));
+        let text = fib.to_text(1_000);
+        assert!(
+            text.contains("10.99.0.1:40000 > 10.99.0.2:9 table main ok dev veth-r2 #1 +800ns"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&fib).unwrap();
+        assert_eq!(json["fib"]["table"], 254);
+        assert!(json["qdisc"].is_null());
+
+        // No route: an IPv6 lookup answered by the unreachable entry, with a gateway-less
+        // result; and an IPv4 table without a match.
+        let mut miss = fib_record(Hook::FibTableLookup, 5_000);
+        miss.err = -libc::EAGAIN;
+        miss.out_ifname = [0; 16];
+        miss.out_ifindex = 0;
+        miss.table = 255;
+        let miss = b.build_fib(&miss);
+        assert_eq!(miss.fib.as_ref().unwrap().result, "EAGAIN");
+        assert!(
+            miss.to_text(0).contains("table local EAGAIN #"),
+            "{}",
+            miss.to_text(0)
+        );
+        let mut v6 = fib_record(Hook::Fib6TableLookup, 6_000);
+        v6.family = pktpath_common::trace::FIB_FAMILY_V6;
+        v6.route_type = 7;
+        v6.gw_family = 10;
+        v6.gw = "fe80::1".parse::<Ipv6Addr>().unwrap().octets();
+        let v6 = b.build_fib(&v6);
+        let info = v6.fib.unwrap();
+        assert_eq!(info.result, "unreachable");
+        assert_eq!(
+            (info.err, info.route_type.as_deref()),
+            (None, Some("unreachable"))
+        );
+        assert_eq!(info.gateway.as_deref(), Some("fe80::1"));
+    }
+
+    #[test]
+    fn an_input_lookup_without_protocol_joins_an_icmp_packet() {
+        let mut b = builder();
+        let mut ping = udp_record(Hook::NetifReceiveSkb, 1_000);
+        ping.header[9] = 1; // ICMP: echo request id 0x9c40 seq 9 where the ports were
+        ping.header[20..24].copy_from_slice(&[8, 0, 0, 0]);
+        let rx = b.build(&ping);
+        assert_eq!(rx.proto, "icmp");
+        let mut input = fib_record(Hook::FibTableLookup, 1_300);
+        input.proto = 0;
+        let fib = b.build_fib(&input);
+        assert_eq!((fib.packet_id, fib.hop), (rx.packet_id, 2));
+        assert_eq!(fib.proto, "-");
+        assert!(!EventBuilder::is_unjudged_lookup(&fib));
+        let mut stray = fib_record(Hook::FibTableLookup, 1_400);
+        stray.proto = 0;
+        stray.dst[3] = 77;
+        assert!(EventBuilder::is_unjudged_lookup(&b.build_fib(&stray)));
+    }
+
+    #[test]
+    fn qdisc_events_name_kind_and_handle() {
+        let mut b = builder();
+        let mut rec = udp_record(Hook::QdiscEnqueue, 10);
+        rec.qdisc_handle = 0x8001_0000;
+        rec.qdisc_kind[..8].copy_from_slice(b"fq_codel");
+        let ev = b.build(&rec);
+        let q = ev.qdisc.as_ref().unwrap();
+        assert_eq!((q.kind.as_str(), q.handle.as_str()), ("fq_codel", "8001:"));
+        assert!(
+            ev.to_text(0).contains("qdisc fq_codel 8001:"),
+            "{}",
+            ev.to_text(0)
+        );
+        assert!(b.build(&udp_record(Hook::NetDevXmit, 20)).qdisc.is_none());
+        assert_eq!(qdisc_handle(0x0001_0002), "1:2");
+        assert_eq!(table_name(100), "100");
     }
 
     #[test]

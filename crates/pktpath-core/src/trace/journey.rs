@@ -6,13 +6,77 @@
 //! frees have no tracepoint (`__kfree_skb`, used by TCP), so an address also starts a new
 //! journey when its packet's header signature (addresses, ports, protocol, ICMP id and
 //! sequence) changes, or when it was not seen for [`IDLE_NS`].
+//!
+//! Routing lookups (`fib_table_lookup`, `fib6_table_lookup`) see a flow, not an skb. A
+//! lookup joins the journey of the packet most recently seen with the same [`Flow`]
+//! (addresses, protocol, ports) within [`FLOW_MATCH_NS`]: a forwarded packet is looked up
+//! right after it was received. A lookup with no such packet opens a *detached* journey
+//! (a locally generated packet is routed before its skb exists); the next new skb with
+//! that flow first seen on its way out (not received, not freed) within [`FLOW_MATCH_NS`]
+//! continues it. A lookup without a protocol is an input lookup (it follows its packet,
+//! never precedes it): it opens no journey another packet could continue. A lookup whose source address is
+//! unspecified (before source address selection) matches any source, one without a
+//! protocol (the kernel's input route lookup fills it in only for policy rules that need
+//! it) any protocol and ports.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::IpAddr};
 
 /// An skb address silent for this long starts a new journey when seen again.
 pub const IDLE_NS: u64 = 2_000_000_000;
 /// Journeys kept before idle ones are swept.
 const MAX_OPEN: usize = 65_536;
+/// How close in time a routing lookup and a packet of the same flow must be to share a
+/// journey.
+pub const FLOW_MATCH_NS: u64 = 10_000_000;
+/// Detached journeys kept (older ones are dropped as they expire).
+const MAX_DETACHED: usize = 1024;
+/// (source, destination) pairs remembered before those idle for [`FLOW_MATCH_NS`] are
+/// swept.
+const MAX_RECENT_PAIRS: usize = 4096;
+/// Flows remembered per (source, destination) pair.
+const MAX_FLOWS_PER_PAIR: usize = 8;
+
+/// What a routing lookup and the packet it is for have in common.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    /// As [`super::headers::Headers::proto`] names it (`icmp`, `tcp`, ...); None when a
+    /// lookup's flow does not say.
+    pub proto: Option<String>,
+    /// TCP/UDP ports; None for other protocols.
+    pub ports: Option<(u16, u16)>,
+}
+
+impl Flow {
+    /// Whether a lookup's flow `self` is the one a packet with `other` carries: equal, or
+    /// equal but for what the lookup leaves unspecified (source, protocol and ports).
+    fn matches(&self, packet: &Flow) -> bool {
+        let src_ok = match self.src {
+            None => true,
+            Some(a) if a.is_unspecified() => true,
+            a => a == packet.src,
+        };
+        let l4_ok =
+            self.proto.is_none() || (self.proto == packet.proto && self.ports == packet.ports);
+        src_ok && self.dst == packet.dst && l4_ok
+    }
+}
+
+/// A flow's (source, destination).
+type AddrPair = (Option<IpAddr>, Option<IpAddr>);
+/// A flow, the skb that last carried it and when.
+type SeenFlow = (Flow, u64, u64);
+
+/// A journey opened by a routing lookup, waiting for its skb.
+#[derive(Clone, Debug)]
+struct Detached {
+    flow: Flow,
+    packet_id: u64,
+    first_seen_ns: u64,
+    last_ns: u64,
+    hops: u32,
+}
 
 /// Where an event stands in its packet's journey.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +105,10 @@ struct Open {
 pub struct Journeys {
     open: HashMap<u64, Open>,
     next_id: u64,
+    /// Per (source, destination): the flows seen lately, each with the skb that last
+    /// carried it and when.
+    recent: HashMap<AddrPair, Vec<SeenFlow>>,
+    detached: Vec<Detached>,
 }
 
 impl Journeys {
@@ -52,6 +120,122 @@ impl Journeys {
     /// header signature `sig`; `ends` when the hook frees the skb. Events must come in time order per skb (a ring buffer from several
     /// CPUs can swap near-simultaneous events; a negative delta is shown as 0).
     pub fn step(&mut self, skb_addr: u64, ts_ns: u64, sig: u64, ends: bool) -> Step {
+        self.packet(skb_addr, ts_ns, sig, None, ends, false)
+    }
+
+    /// [`Self::step`] for a packet carrying `flow` (when it has one): the flow remembers
+    /// the skb for later lookups, and a new skb seen `outbound` (on a transmit hook) continues
+    /// a detached journey of its flow.
+    pub fn packet(
+        &mut self,
+        skb_addr: u64,
+        ts_ns: u64,
+        sig: u64,
+        flow: Option<&Flow>,
+        ends: bool,
+        outbound: bool,
+    ) -> Step {
+        let adopt = flow.filter(|_| outbound && !ends);
+        let step = self.skb_step(skb_addr, ts_ns, sig, adopt, ends);
+        if let Some(flow) = flow {
+            if self.recent.len() >= MAX_RECENT_PAIRS {
+                self.recent.retain(|_, v| {
+                    v.retain(|&(_, _, t)| ts_ns.saturating_sub(t) < FLOW_MATCH_NS);
+                    !v.is_empty()
+                });
+            }
+            let flows = self.recent.entry((flow.src, flow.dst)).or_default();
+            match flows.iter_mut().find(|(f, _, _)| f == flow) {
+                Some(e) => (e.1, e.2) = (skb_addr, ts_ns),
+                None => {
+                    if flows.len() >= MAX_FLOWS_PER_PAIR {
+                        flows.remove(0);
+                    }
+                    flows.push((flow.clone(), skb_addr, ts_ns));
+                }
+            }
+        }
+        step
+    }
+
+    /// The skb that last carried a flow `flow` matches, and when.
+    fn recent_skb(&self, flow: &Flow) -> Option<(u64, u64)> {
+        let best = |v: &Vec<SeenFlow>| {
+            v.iter()
+                .filter(|(f, _, _)| flow.matches(f))
+                .map(|&(_, skb, t)| (skb, t))
+                .max_by_key(|&(_, t)| t)
+        };
+        if flow.src.is_none_or(|a| a.is_unspecified()) {
+            // Before source address selection: any source (a scan, bounded by the sweep).
+            self.recent
+                .values()
+                .filter_map(best)
+                .max_by_key(|&(_, t)| t)
+        } else {
+            self.recent.get(&(flow.src, flow.dst)).and_then(best)
+        }
+    }
+
+    /// Records a routing lookup for `flow` at `ts_ns`: a hop of the journey of the packet
+    /// that carried the flow last (within [`FLOW_MATCH_NS`]), else of a detached journey.
+    pub fn lookup(&mut self, flow: &Flow, ts_ns: u64) -> Step {
+        if let Some((skb, t)) = self.recent_skb(flow)
+            && ts_ns.saturating_sub(t) < FLOW_MATCH_NS
+            && let Some(o) = self.open.get_mut(&skb)
+        {
+            o.hops += 1;
+            let delta = ts_ns.saturating_sub(o.last_ns);
+            o.last_ns = o.last_ns.max(ts_ns);
+            return Step {
+                packet_id: o.packet_id,
+                first_seen_ns: o.first_seen_ns,
+                delta_ns: Some(delta),
+                hop: o.hops,
+            };
+        }
+        self.detached
+            .retain(|d| ts_ns.saturating_sub(d.last_ns) < FLOW_MATCH_NS);
+        if let Some(d) = self.detached.iter_mut().find(|d| d.flow == *flow) {
+            d.hops += 1;
+            let delta = ts_ns.saturating_sub(d.last_ns);
+            d.last_ns = d.last_ns.max(ts_ns);
+            return Step {
+                packet_id: d.packet_id,
+                first_seen_ns: d.first_seen_ns,
+                delta_ns: Some(delta),
+                hop: d.hops,
+            };
+        }
+        self.next_id += 1;
+        if self.detached.len() >= MAX_DETACHED {
+            self.detached.remove(0);
+        }
+        if flow.proto.is_some() {
+            self.detached.push(Detached {
+                flow: flow.clone(),
+                packet_id: self.next_id,
+                first_seen_ns: ts_ns,
+                last_ns: ts_ns,
+                hops: 1,
+            });
+        }
+        Step {
+            packet_id: self.next_id,
+            first_seen_ns: ts_ns,
+            delta_ns: None,
+            hop: 1,
+        }
+    }
+
+    fn skb_step(
+        &mut self,
+        skb_addr: u64,
+        ts_ns: u64,
+        sig: u64,
+        flow: Option<&Flow>,
+        ends: bool,
+    ) -> Step {
         let current = self
             .open
             .get(&skb_addr)
@@ -76,26 +260,44 @@ impl Journeys {
                 }
             }
             None => {
-                self.next_id += 1;
                 if self.open.len() >= MAX_OPEN {
                     self.open
                         .retain(|_, o| ts_ns.saturating_sub(o.last_ns) < IDLE_NS);
                 }
+                // A routing lookup made for this packet before its skb existed?
+                let adopted = flow.and_then(|f| {
+                    let i = self.detached.iter().position(|d| {
+                        d.flow.matches(f) && ts_ns.saturating_sub(d.last_ns) < FLOW_MATCH_NS
+                    })?;
+                    Some(self.detached.remove(i))
+                });
+                let (packet_id, first_seen_ns, hops, delta_ns) = match adopted {
+                    Some(d) => (
+                        d.packet_id,
+                        d.first_seen_ns,
+                        d.hops + 1,
+                        Some(ts_ns.saturating_sub(d.last_ns)),
+                    ),
+                    None => {
+                        self.next_id += 1;
+                        (self.next_id, ts_ns, 1, None)
+                    }
+                };
                 self.open.insert(
                     skb_addr,
                     Open {
-                        packet_id: self.next_id,
-                        first_seen_ns: ts_ns,
+                        packet_id,
+                        first_seen_ns,
                         last_ns: ts_ns,
-                        hops: 1,
+                        hops,
                         sig,
                     },
                 );
                 Step {
-                    packet_id: self.next_id,
-                    first_seen_ns: ts_ns,
-                    delta_ns: None,
-                    hop: 1,
+                    packet_id,
+                    first_seen_ns,
+                    delta_ns,
+                    hop: hops,
                 }
             }
         };
@@ -117,6 +319,8 @@ mod tests {
 
     const A: u64 = 0xffff_8880_0a00_0100;
     const B: u64 = 0xffff_8880_0a00_0200;
+    const C: u64 = 0xffff_8880_0a00_0300;
+    const D: u64 = 0xffff_8880_0a00_0400;
 
     #[test]
     fn hops_of_one_skb_share_an_id_and_chain_deltas() {
@@ -171,6 +375,93 @@ mod tests {
         let other = j.step(A, 20, 8, false);
         assert_eq!((other.packet_id, other.delta_ns), (2, None));
         assert_eq!(j.step(A, 25, 8, false).packet_id, 2);
+    }
+
+    fn flow(src: &str, dst: &str) -> Flow {
+        Flow {
+            src: Some(src.parse().unwrap()),
+            dst: Some(dst.parse().unwrap()),
+            proto: Some("icmp".into()),
+            ports: None,
+        }
+    }
+
+    #[test]
+    fn a_lookup_joins_the_packet_just_received_with_its_flow() {
+        let mut j = Journeys::new();
+        let req = flow("10.0.1.1", "10.0.2.2");
+        j.packet(A, 1_000, 7, Some(&req), false, true);
+        // Another flow's packet in between does not matter.
+        j.packet(
+            B,
+            1_100,
+            9,
+            Some(&flow("10.0.9.9", "10.0.2.2")),
+            false,
+            true,
+        );
+        let fib = j.lookup(&req, 1_500);
+        assert_eq!((fib.packet_id, fib.hop, fib.delta_ns), (1, 2, Some(500)));
+        // The next hop of the skb counts from the lookup.
+        let out = j.packet(A, 2_000, 7, Some(&req), false, true);
+        assert_eq!((out.packet_id, out.hop, out.delta_ns), (1, 3, Some(500)));
+        // Too late: a lookup of the same flow much later is another packet's.
+        let late = j.lookup(&req, 2_000 + FLOW_MATCH_NS);
+        assert_ne!(late.packet_id, 1);
+    }
+
+    #[test]
+    fn a_lookup_before_the_skb_opens_the_journey_the_skb_continues() {
+        let mut j = Journeys::new();
+        let reply = flow("10.0.2.2", "10.0.1.1");
+        // Two lookups (local table: no match; main: found), then the skb is built.
+        let local = j.lookup(&reply, 100);
+        let main = j.lookup(&reply, 150);
+        assert_eq!((local.packet_id, local.hop), (1, 1));
+        assert_eq!((main.packet_id, main.hop, main.delta_ns), (1, 2, Some(50)));
+        let skb = j.packet(A, 400, 7, Some(&reply), false, true);
+        assert_eq!((skb.packet_id, skb.hop, skb.delta_ns), (1, 3, Some(250)));
+        assert_eq!(j.packet(A, 500, 7, Some(&reply), false, true).hop, 4);
+        // A packet of another flow does not adopt a detached lookup.
+        j.lookup(&flow("10.0.3.3", "10.0.1.1"), 600);
+        let other = j.packet(B, 700, 8, Some(&reply), false, true);
+        assert_eq!((other.packet_id, other.hop), (3, 1));
+    }
+
+    #[test]
+    fn a_lookup_without_a_source_matches_any_source() {
+        let mut j = Journeys::new();
+        let mut unsourced = flow("0.0.0.0", "10.0.1.1");
+        let first = j.lookup(&unsourced, 100);
+        let skb = j.packet(A, 300, 7, Some(&flow("10.0.2.2", "10.0.1.1")), false, true);
+        assert_eq!((skb.packet_id, skb.hop), (first.packet_id, 2));
+        unsourced.src = None;
+        let again = j.lookup(&unsourced, 400);
+        assert_eq!((again.packet_id, again.hop), (first.packet_id, 3));
+        // An input route lookup names no protocol.
+        let mut input = flow("10.0.2.2", "10.0.1.1");
+        input.proto = None;
+        let routed = j.lookup(&input, 450);
+        assert_eq!((routed.packet_id, routed.hop), (first.packet_id, 4));
+    }
+
+    #[test]
+    fn only_a_packet_leaving_continues_a_lookup_made_before_it() {
+        let mut j = Journeys::new();
+        let out = flow("10.0.1.1", "10.0.2.2");
+        let lookup = j.lookup(&out, 100);
+        // First seen received, or freed: not the packet the lookup was for.
+        let rx = j.packet(A, 200, 7, Some(&out), false, false);
+        let freed = j.packet(B, 250, 7, Some(&out), true, true);
+        assert!(rx.packet_id != lookup.packet_id && freed.packet_id != lookup.packet_id);
+        let tx = j.packet(C, 300, 7, Some(&out), false, true);
+        assert_eq!((tx.packet_id, tx.hop), (lookup.packet_id, 2));
+        // An input lookup (no protocol) with no packet before it is on its own.
+        let mut input = flow("10.0.2.2", "10.0.1.1");
+        input.proto = None;
+        let alone = j.lookup(&input, 400);
+        let later = j.packet(D, 500, 9, Some(&flow("10.0.2.2", "10.0.1.1")), false, true);
+        assert_ne!(later.packet_id, alone.packet_id);
     }
 
     #[test]

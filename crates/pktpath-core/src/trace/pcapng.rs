@@ -21,7 +21,11 @@
 //! - Per packet: `epb_flags` gives the direction (inbound on receive hooks, outbound on
 //!   transmit hooks, unknown on frees) and `opt_comment` carries
 //!   `hook=... netns=... [netns_name=...] if=... ifindex=... packet_id=... hop=...
-//!   [delta_ns=...] skb_len=... [drop_reason=... drop_location=...]`.
+//!   [delta_ns=...] skb_len=... [drop_reason=... drop_location=...]
+//!   [qdisc_kind=... qdisc_handle=...] [route=...]`.
+//! - Routing lookups are not packets: [`PcapngWriter::note_route`] keeps them, and the next
+//!   packet written of the same journey carries them, one `route=HOOK,table=T,result=R
+//!   [,dev=D][,via=G]` each, in order.
 
 use std::{collections::HashMap, io::Write};
 
@@ -90,7 +94,12 @@ pub struct PcapngWriter<W: Write> {
     interfaces: HashMap<(u32, u32, String), u32>,
     packets: u64,
     block: Vec<u8>,
+    /// Routing lookups per journey, waiting for the journey's next packet.
+    routes: HashMap<u64, Vec<String>>,
 }
+
+/// Journeys with routing lookups waiting for a packet, kept before the oldest are dropped.
+const MAX_PENDING_ROUTES: usize = 4096;
 
 impl<W: Write> PcapngWriter<W> {
     /// Starts a section: writes the Section Header Block, naming `application` as the
@@ -114,6 +123,7 @@ impl<W: Write> PcapngWriter<W> {
             interfaces: HashMap::new(),
             packets: 0,
             block: Vec::new(),
+            routes: HashMap::new(),
         })
     }
 
@@ -154,11 +164,38 @@ impl<W: Write> PcapngWriter<W> {
         if let Some(f) = flags {
             push_option(b, EPB_FLAGS, &f.to_le_bytes())?;
         }
-        push_option(b, OPT_COMMENT, comment(ev, raw.len).as_bytes())?;
+        let mut text = comment(ev, raw.len);
+        for r in self.routes.remove(&ev.packet_id).unwrap_or_default() {
+            text.push_str(" route=");
+            text.push_str(&r);
+        }
+        push_option(b, OPT_COMMENT, text.as_bytes())?;
         push_end(b);
         write_block(&mut self.out, BLOCK_EPB, b)?;
         self.packets += 1;
         Ok(Written::Packet { interface })
+    }
+
+    /// Keeps a routing lookup event (one with `fib` set; others are ignored) for the
+    /// comment of its journey's next packet.
+    pub fn note_route(&mut self, ev: &Event) {
+        let Some(f) = &ev.fib else { return };
+        let mut r = format!(
+            "{},table={},result={}",
+            ev.hook,
+            super::event::table_name(f.table),
+            f.result
+        );
+        if let Some(d) = &f.oif_name {
+            r.push_str(&format!(",dev={d}"));
+        }
+        if let Some(g) = &f.gateway {
+            r.push_str(&format!(",via={g}"));
+        }
+        if self.routes.len() >= MAX_PENDING_ROUTES && !self.routes.contains_key(&ev.packet_id) {
+            self.routes.clear();
+        }
+        self.routes.entry(ev.packet_id).or_default().push(r);
     }
 
     /// The interface id for `ev`'s (netns, interface), describing it on first sight.
@@ -262,6 +299,9 @@ fn comment(ev: &Event, skb_len: u32) -> String {
     }
     if let Some(l) = &ev.drop_location {
         c.push_str(&format!(" drop_location={l}"));
+    }
+    if let Some(q) = &ev.qdisc {
+        c.push_str(&format!(" qdisc_kind={} qdisc_handle={}", q.kind, q.handle));
     }
     c
 }
@@ -404,13 +444,14 @@ mod tests {
             len: bytes.len() as u32 + if hook.is_receive() { 0 } else { 14 },
             mark: 0,
             drop_reason: 0,
-            _pad: 0,
+            qdisc_handle: 0,
             hook: hook as u16,
             protocol,
             header_len: bytes.len() as u16,
             cpu: 0,
             ifname: name,
             header,
+            qdisc_kind: [0; 16],
         }
     }
 

@@ -95,7 +95,8 @@ impl Summary {
                 .push(d);
         }
         let moved = prev.is_none_or(|(_, ns, ifname)| *ns != ev.netns || *ifname != ev.ifname);
-        if moved {
+        // A routing lookup is not a packet on its output device.
+        if moved && ev.fib.is_none() {
             let entry = self
                 .ifaces
                 .entry((ev.netns, ev.ifname.clone()))
@@ -109,6 +110,13 @@ impl Summary {
         }
         if matches!(ev.hook, "kfree_skb" | "consume_skb") {
             self.last.remove(&ev.packet_id);
+        } else if ev.fib.is_some() {
+            // The packet has not moved to the lookup's output device yet.
+            let (ns, ifname) = match prev {
+                Some((_, ns, ifname)) => (*ns, ifname.clone()),
+                None => (0, String::new()),
+            };
+            self.last.insert(ev.packet_id, (here, ns, ifname));
         } else {
             self.last
                 .insert(ev.packet_id, (here, ev.netns, ev.ifname.clone()));
@@ -262,13 +270,14 @@ mod tests {
             len,
             mark: 0,
             drop_reason: 0,
-            _pad: 0,
+            qdisc_handle: 0,
             hook: hook as u16,
             protocol: 0x0800,
             header_len: 84,
             cpu: 0,
             ifname: name,
             header,
+            qdisc_kind: [0; 16],
         }
     }
 

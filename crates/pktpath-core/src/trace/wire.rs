@@ -1,9 +1,11 @@
-//! Decoding ring buffer records into [`TraceEvent`]s: the one place raw record bytes become
-//! events, and the accessors for their variable-length parts (header bytes, interface name).
+//! Decoding ring buffer records into [`Record`]s ([`TraceEvent`] for hooks that see a
+//! packet, [`FibEvent`] for routing lookups, told apart by size): the one place raw record
+//! bytes become events, and the accessors for their variable-length parts (header bytes,
+//! interface names).
 
-use pktpath_common::trace::TraceEvent;
+use pktpath_common::trace::{FibEvent, TraceEvent};
 
-/// A ring buffer record that is not a [`TraceEvent`].
+/// A ring buffer record that is neither a [`TraceEvent`] nor a [`FibEvent`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("trace record of {got} bytes, expected {expected}: tracer and pktpath versions differ?")]
 pub struct WireError {
@@ -11,7 +13,44 @@ pub struct WireError {
     pub expected: usize,
 }
 
-/// Decodes one record (as read from the ring buffer, any alignment).
+/// One record of the tracer's ring buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A hook that saw a packet (`sk_buff`).
+    Skb(TraceEvent),
+    /// A routing table lookup.
+    Fib(FibEvent),
+}
+
+impl Record {
+    /// `bpf_ktime_get_ns()` at the hook.
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Self::Skb(e) => e.ts_ns,
+            Self::Fib(e) => e.ts_ns,
+        }
+    }
+}
+
+/// Decodes one record of either kind, by its size.
+pub fn decode_record(bytes: &[u8]) -> Result<Record, WireError> {
+    if bytes.len() == size_of::<FibEvent>() {
+        // SAFETY: FibEvent is repr(C) plain data (every bit pattern valid) and `bytes` holds
+        // exactly its size; read_unaligned copes with any alignment.
+        return Ok(Record::Fib(unsafe {
+            std::ptr::read_unaligned(bytes.as_ptr().cast::<FibEvent>())
+        }));
+    }
+    decode(bytes).map(Record::Skb)
+}
+
+/// A NUL-padded kernel name (interface, qdisc kind) as a string.
+pub fn name(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Decodes one packet record (as read from the ring buffer, any alignment).
 pub fn decode(bytes: &[u8]) -> Result<TraceEvent, WireError> {
     let expected = size_of::<TraceEvent>();
     if bytes.len() < expected {
@@ -33,12 +72,7 @@ pub fn header(ev: &TraceEvent) -> &[u8] {
 
 /// The interface name in an event, up to its NUL.
 pub fn ifname(ev: &TraceEvent) -> String {
-    let end = ev
-        .ifname
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(ev.ifname.len());
-    String::from_utf8_lossy(&ev.ifname[..end]).into_owned()
+    name(&ev.ifname)
 }
 
 #[cfg(test)]
@@ -61,13 +95,14 @@ mod tests {
             len: 84,
             mark: 0,
             drop_reason: 0,
-            _pad: 0,
+            qdisc_handle: 0,
             hook: Hook::NetifReceiveSkb as u16,
             protocol: 0x0800,
             header_len: 84,
             cpu: 1,
             ifname,
             header,
+            qdisc_kind: [0; 16],
         }
     }
 
@@ -99,6 +134,26 @@ mod tests {
         assert!(header(&ev).is_empty());
         ev.ifname = [b'x'; 16];
         assert_eq!(ifname(&ev), "x".repeat(16));
+    }
+
+    #[test]
+    fn records_are_told_apart_by_size() {
+        let ev = sample();
+        // SAFETY: viewing a repr(C) value as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const TraceEvent).cast::<u8>(),
+                size_of::<TraceEvent>(),
+            )
+        };
+        assert_eq!(decode_record(bytes).unwrap(), Record::Skb(ev));
+        let mut fib = [0u8; size_of::<FibEvent>()];
+        fib[..8].copy_from_slice(&77u64.to_le_bytes());
+        match decode_record(&fib).unwrap() {
+            Record::Fib(f) => assert_eq!(f.ts_ns, 77),
+            other => panic!("a fib-sized record decoded as {other:?}"),
+        }
+        assert!(decode_record(&fib[..50]).is_err());
     }
 
     #[test]

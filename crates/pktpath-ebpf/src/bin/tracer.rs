@@ -11,37 +11,17 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use pktpath_common::{
-    filter::{FilterProgram, key_from_l3},
+    filter::{
+        ETH_P_IP, ETH_P_IPV6, FilterProgram, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_ADDR_V4,
+        KEY_ADDR_V6, KEY_IP, KEY_PORTS, PacketKey, key_from_l3,
+    },
     kernel::KernelOffsets,
-    trace::{HEADER_BYTES, Hook, TraceEvent},
+    trace::{FIB_FAMILY_V4, FIB_FAMILY_V6, FibEvent, HEADER_BYTES, Hook, TraceEvent},
 };
-use pktpath_ebpf::kernel::{SkbInfo, read_at, read_bytes, read_ifname, read_skb};
+use pktpath_ebpf::kernel::{SkbInfo, read_at, read_bytes, read_dev, read_ifname, read_skb};
 
 #[unsafe(no_mangle)]
-static PKTPATH_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
-    magic: 0,
-    skb_size: 0,
-    skb_len: 0,
-    skb_data_len: 0,
-    skb_data: 0,
-    skb_head: 0,
-    skb_end: 0,
-    skb_mac_header: 0,
-    skb_network_header: 0,
-    skb_transport_header: 0,
-    skb_protocol: 0,
-    skb_mark: 0,
-    skb_dev: 0,
-    skb_skb_iif: 0,
-    skb_hash: 0,
-    skb_tstamp: 0,
-    net_device_name: 0,
-    net_device_ifindex: 0,
-    net_device_nd_net: 0,
-    possible_net_t_net: 0,
-    net_ns_inum: 0,
-    _pad: 0,
-});
+static PKTPATH_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNSET);
 
 /// Only packets whose device is in this network namespace (inode) are reported; 0 = all.
 #[unsafe(no_mangle)]
@@ -85,6 +65,12 @@ static TRACE_SCRATCH: PerCpuArray<[u8; HEADER_BYTES]> = PerCpuArray::with_max_en
 #[map(name = "TRACE_SEEN")]
 static TRACE_SEEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Slot 0: per CPU, the namespace (inode) of the packet a receive hook saw last. An IPv4
+/// route lookup that finds nothing names no namespace; on input it runs in the receive path
+/// of that packet, on this CPU.
+#[map(name = "TRACE_RX_NETNS")]
+static TRACE_RX_NETNS: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// Slot 0 counts, per CPU, the events lost because the ring buffer was full.
 #[map(name = "TRACE_LOST")]
 static TRACE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -125,6 +111,63 @@ pub fn trace_net_dev_start_xmit(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "net_dev_xmit")]
 pub fn trace_net_dev_xmit(ctx: BtfTracePointContext) -> i32 {
     let _ = emit(ctx.arg(0), Hook::NetDevXmit, 0, 0, ctx.arg(2));
+    0
+}
+
+/// `qdisc_enqueue(qdisc, txq, skb)`.
+#[btf_tracepoint(function = "qdisc_enqueue")]
+pub fn trace_qdisc_enqueue(ctx: BtfTracePointContext) -> i32 {
+    let q: u64 = ctx.arg(0);
+    let _ = emit_at(ctx.arg(2), Hook::QdiscEnqueue, 0, 0, 0, q);
+    0
+}
+
+/// `qdisc_dequeue(qdisc, txq, packets, skb)`: `skb` is the first of `packets` (none when
+/// the qdisc had nothing to send, which is not reported).
+#[btf_tracepoint(function = "qdisc_dequeue")]
+pub fn trace_qdisc_dequeue(ctx: BtfTracePointContext) -> i32 {
+    let q: u64 = ctx.arg(0);
+    let _ = emit_at(ctx.arg(3), Hook::QdiscDequeue, 0, 0, 0, q);
+    0
+}
+
+/// `fib_table_lookup(tb_id, flp, nhc, err)`.
+#[btf_tracepoint(function = "fib_table_lookup")]
+pub fn trace_fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
+    let table: u64 = ctx.arg(0);
+    let err: i64 = ctx.arg(3);
+    let _ = emit_fib(Fib {
+        hook: Hook::FibTableLookup,
+        table: table as u32,
+        flow: ctx.arg(1),
+        nhc: ctx.arg(2),
+        err: err as i32,
+        net: 0,
+        route_type: 0,
+    });
+    0
+}
+
+/// `fib6_table_lookup(net, res, table, flp)`.
+#[btf_tracepoint(function = "fib6_table_lookup")]
+pub fn trace_fib6_table_lookup(ctx: BtfTracePointContext) -> i32 {
+    let off = PKTPATH_KERNEL_OFFSETS.load();
+    let res: u64 = ctx.arg(1);
+    let table: u64 = ctx.arg(2);
+    let nh: u64 = read_at(res, off.fib6_result_nh).unwrap_or(0);
+    let _ = emit_fib(Fib {
+        hook: Hook::Fib6TableLookup,
+        table: read_at(table, off.fib6_table_id).unwrap_or(0),
+        flow: ctx.arg(3),
+        nhc: if nh == 0 {
+            0
+        } else {
+            nh + off.fib6_nh_common as u64
+        },
+        err: 0,
+        net: ctx.arg(0),
+        route_type: read_at(res, off.fib6_result_type).unwrap_or(0),
+    });
     0
 }
 
@@ -237,8 +280,27 @@ fn wanted(off: &KernelOffsets, skb: u64, hook: Hook, info: &SkbInfo, hdr: &mut H
 /// Reports `skb` at `hook`; `dev`, when not 0, is the device the hook names (else the
 /// skb's own device). Filters run before a ring buffer slot is reserved.
 fn emit(skb: u64, hook: Hook, location: u64, drop_reason: u32, dev: u64) -> Result<(), i32> {
+    emit_at(skb, hook, location, drop_reason, dev, 0)
+}
+
+#[inline(always)]
+/// [`emit`], with the `Qdisc` the packet is in (qdisc hooks; else 0).
+fn emit_at(
+    skb: u64,
+    hook: Hook,
+    location: u64,
+    drop_reason: u32,
+    dev: u64,
+    qdisc: u64,
+) -> Result<(), i32> {
     let off = PKTPATH_KERNEL_OFFSETS.load();
     let info = read_skb(&off, skb, dev)?;
+    if hook.is_receive()
+        && let Some(slot) = TRACE_RX_NETNS.get_ptr_mut(0)
+    {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot = info.netns };
+    }
     let mut hdr = Header {
         bytes: TRACE_SCRATCH.get_ptr_mut(0).ok_or(-1)?,
         len: u16::MAX,
@@ -272,7 +334,15 @@ fn emit(skb: u64, hook: Hook, location: u64, drop_reason: u32, dev: u64) -> Resu
         (*ev).len = info.len;
         (*ev).mark = info.mark;
         (*ev).drop_reason = drop_reason;
-        (*ev)._pad = 0;
+        (*ev).qdisc_handle = 0;
+        (*ev).qdisc_kind = [0; 16];
+        if qdisc != 0 {
+            (*ev).qdisc_handle = read_at(qdisc, off.qdisc_handle).unwrap_or(0);
+            let ops: u64 = read_at(qdisc, off.qdisc_ops).unwrap_or(0);
+            if ops != 0 {
+                read_bytes(ops + off.qdisc_ops_id as u64, &mut (*ev).qdisc_kind);
+            }
+        }
         (*ev).hook = hook as u16;
         (*ev).protocol = info.protocol;
         (*ev).cpu = bpf_get_smp_processor_id() as u16;
@@ -280,6 +350,182 @@ fn emit(skb: u64, hook: Hook, location: u64, drop_reason: u32, dev: u64) -> Resu
         read_ifname(&off, info.dev, &mut (*ev).ifname);
         (*ev).header = *hdr.bytes;
         (*ev).header_len = hdr.len;
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// The kernel's loopback ifindex, which output route lookups carry as their input device.
+const LOOPBACK_IFINDEX: u32 = 1;
+
+/// The network namespace (inode) of the task running the program.
+#[inline(always)]
+fn task_netns(off: &KernelOffsets) -> u32 {
+    // SAFETY: returns the current task's address; only read through bpf_probe_read_kernel.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
+    let nsproxy: u64 = read_at(task, off.task_struct_nsproxy).unwrap_or(0);
+    if nsproxy == 0 {
+        return 0;
+    }
+    let net: u64 = read_at(nsproxy, off.nsproxy_net_ns).unwrap_or(0);
+    if net == 0 {
+        return 0;
+    }
+    read_at(net, off.net_ns_inum).unwrap_or(0)
+}
+
+/// What a routing lookup hook hands to [`emit_fib`].
+struct Fib {
+    hook: Hook,
+    table: u32,
+    /// `flowi4 *` or `flowi6 *`.
+    flow: u64,
+    /// The result's `fib_nh_common *` (0 when none).
+    nhc: u64,
+    err: i32,
+    /// IPv6: the lookup's `struct net *`; IPv4: 0 (the namespace comes from the result's
+    /// device).
+    net: u64,
+    route_type: u8,
+}
+
+/// Reports one routing lookup: its flow, table and result. The flow passes the same
+/// filters as packets (namespace, interface as input, output or result device, mark, and
+/// the filter expression on the flow's addresses, protocol and ports when it names a
+/// protocol).
+#[inline(always)]
+fn emit_fib(f: Fib) -> Result<(), i32> {
+    let off = PKTPATH_KERNEL_OFFSETS.load();
+    if off.magic != pktpath_common::kernel::KERNEL_OFFSETS_MAGIC || f.flow == 0 {
+        return Err(-1);
+    }
+    let v6 = f.hook == Hook::Fib6TableLookup;
+    let fl = f.flow;
+    let iif: u32 = read_at(fl, off.flowi_iif)?;
+    let oif: u32 = read_at(fl, off.flowi_oif)?;
+    let mark: u32 = read_at(fl, off.flowi_mark)?;
+    let proto: u8 = read_at(fl, off.flowi_proto)?;
+    let (src_off, dst_off, uli_off) = if v6 {
+        (off.flowi6_saddr, off.flowi6_daddr, off.flowi6_uli)
+    } else {
+        (off.flowi4_saddr, off.flowi4_daddr, off.flowi4_uli)
+    };
+    let uli: [u8; 4] = read_at(fl, uli_off)?;
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    if v6 {
+        src = read_at(fl, src_off)?;
+        dst = read_at(fl, dst_off)?;
+    } else {
+        let s: [u8; 4] = read_at(fl, src_off)?;
+        let d: [u8; 4] = read_at(fl, dst_off)?;
+        src[..4].copy_from_slice(&s);
+        dst[..4].copy_from_slice(&d);
+    }
+    let dev: u64 = if f.nhc != 0 {
+        read_at(f.nhc, off.fib_nh_common_dev).unwrap_or(0)
+    } else {
+        0
+    };
+    let (out_ifindex, dev_netns) = read_dev(&off, dev).unwrap_or((0, 0));
+    let netns = if f.net != 0 {
+        read_at(f.net, off.net_ns_inum).unwrap_or(0)
+    } else if dev_netns != 0 {
+        dev_netns
+    } else if iif == LOOPBACK_IFINDEX {
+        // An output lookup (the kernel gives those the loopback device as input) runs in
+        // the sending task, in its namespace.
+        task_netns(&off)
+    } else {
+        // An input lookup runs right after its packet's receive hooks on this CPU.
+        TRACE_RX_NETNS.get(0).copied().unwrap_or(0)
+    };
+
+    let want_ns = PKTPATH_FILTER_NETNS.load();
+    let want_if = PKTPATH_FILTER_IFINDEX.load();
+    if (want_ns != 0 && netns != want_ns)
+        || (want_if != 0 && iif != want_if && oif != want_if && out_ifindex != want_if)
+        || (PKTPATH_FILTER_MARK_ON.load() != 0 && mark != PKTPATH_FILTER_MARK.load())
+    {
+        return Ok(());
+    }
+    // A flow without a protocol (the input route lookup's, unless policy rules need one)
+    // cannot be judged by protocol or port tests: it passes, and user space keeps it only
+    // when it joins the journey of a packet that passed.
+    if PKTPATH_FILTER_EXPR_ON.load() != 0
+        && proto != 0
+        && let Some(prog) = PKTPATH_FILTER.get(0).filter(|p| p.len != 0)
+    {
+        let mut key = PacketKey {
+            ethertype: if v6 { ETH_P_IPV6 } else { ETH_P_IP },
+            ip_proto: proto,
+            flags: KEY_IP | if v6 { KEY_ADDR_V6 } else { KEY_ADDR_V4 },
+            ..PacketKey::default()
+        };
+        if v6 {
+            key.src = src;
+            key.dst = dst;
+        } else {
+            // The key's IPv4-mapped form, ::ffff:a.b.c.d.
+            key.src[10] = 0xff;
+            key.src[11] = 0xff;
+            key.dst[10] = 0xff;
+            key.dst[11] = 0xff;
+            key.src[12..].copy_from_slice(&src[..4]);
+            key.dst[12..].copy_from_slice(&dst[..4]);
+        }
+        if matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
+            key.dport = u16::from_be_bytes([uli[0], uli[1]]);
+            key.sport = u16::from_be_bytes([uli[2], uli[3]]);
+            key.flags |= KEY_PORTS;
+        }
+        if !pktpath_ebpf::filter::eval(prog, &key) {
+            return Ok(());
+        }
+    }
+
+    if let Some(seen) = TRACE_SEEN.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *seen += 1 };
+    }
+    let Some(mut entry) = TRACE_EVENTS.reserve::<FibEvent>(0) else {
+        if let Some(lost) = TRACE_LOST.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+            unsafe { *lost += 1 };
+        }
+        return Err(-1);
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved ring buffer record of the right size; every field
+    // is written before submit.
+    unsafe {
+        (*ev).ts_ns = bpf_ktime_get_ns();
+        (*ev).netns = netns;
+        (*ev).table = f.table;
+        (*ev).err = f.err;
+        (*ev).iif = iif;
+        (*ev).oif = oif;
+        (*ev).mark = mark;
+        (*ev).out_ifindex = out_ifindex;
+        (*ev).hook = f.hook as u16;
+        (*ev).cpu = bpf_get_smp_processor_id() as u16;
+        (*ev).proto = proto;
+        (*ev).family = if v6 { FIB_FAMILY_V6 } else { FIB_FAMILY_V4 };
+        (*ev).gw_family = 0;
+        (*ev).route_type = f.route_type;
+        (*ev).uli = uli;
+        (*ev).src = src;
+        (*ev).dst = dst;
+        (*ev).gw = [0; 16];
+        (*ev).out_ifname = [0; 16];
+        if f.nhc != 0 {
+            let gw_family: u8 = read_at(f.nhc, off.fib_nh_common_gw_family).unwrap_or(0);
+            (*ev).gw_family = gw_family;
+            if gw_family != 0 {
+                read_bytes(f.nhc + off.fib_nh_common_gw as u64, &mut (*ev).gw);
+            }
+        }
+        read_ifname(&off, dev, &mut (*ev).out_ifname);
     }
     entry.submit(0);
     Ok(())

@@ -14,6 +14,7 @@ use pktpath_core::{
     trace::{
         Collector, ConfigError, EventBuilder, Summary, TraceRequest,
         pcapng::{PcapngWriter, Written},
+        wire::Record,
     },
 };
 
@@ -38,8 +39,16 @@ use crate::exit;
 ///   pktpath trace --hooks kfree_skb --output json | jq 'select(.drop_reason == "NO_SOCKET")'
 ///   pktpath trace --netns blue -w blue.pcapng -c 100 && tshark -r blue.pcapng
 ///
-/// Hooks: napi_gro_receive_entry, netif_rx, netif_receive_skb, net_dev_queue,
-/// net_dev_start_xmit, net_dev_xmit, kfree_skb, consume_skb (default: all).
+/// Hooks (BTF tracepoints): napi_gro_receive_entry, netif_rx, netif_receive_skb,
+/// fib_table_lookup, fib6_table_lookup (routing decisions: table, result, output device,
+/// gateway; joined to the packet's journey by its addresses and time), net_dev_queue,
+/// qdisc_enqueue, qdisc_dequeue, net_dev_start_xmit, net_dev_xmit, kfree_skb, consume_skb.
+/// Default: all but the qdisc pair (two more events per packet on every device with a
+/// queue, and more to verify at start-up); `--hooks default,qdisc_enqueue,qdisc_dequeue`
+/// or `--hooks all` adds them.
+///
+/// The banner line on stderr ends with the start-up time (process start excluded):
+/// `ready in 180 ms (btf .., maps .., hooks ..; verifier N-M insns/hook)`.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -56,7 +65,8 @@ pub struct Args {
     /// Only packets with this skb mark (decimal or 0x hex).
     #[arg(long, value_name = "N", value_parser = parse_mark)]
     mark: Option<u32>,
-    /// Hooks to attach, comma separated (`net:` and `skb:` prefixes optional).
+    /// Hooks to attach, comma separated (`net:`, `skb:`, `qdisc:`, `fib:`, `fib6:` prefixes
+    /// optional); `all`, `default`.
     #[arg(long, value_name = "a,b", value_delimiter = ',')]
     hooks: Vec<String>,
     /// Stop after this many events.
@@ -164,15 +174,22 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 .min(Duration::from_millis(200))
         });
         let mut write_err = None;
-        let polled = collector.poll(wait, |raw| {
+        let polled = collector.poll(wait, |rec| {
             if write_err.is_some() || args.count.is_some_and(|c| events >= c) {
                 return;
             }
-            let ev = builder.build(&raw);
+            let ev = builder.build_record(&rec);
+            if !args.filter.is_empty() && EventBuilder::is_unjudged_lookup(&ev) {
+                return;
+            }
             summary.add(&ev);
             let t = *t0.get_or_insert(ev.ts_ns);
-            let written: anyhow::Result<()> = match (&mut pcapng, args.output) {
-                (Some(w), _) => match w.write(&raw, &ev) {
+            let written: anyhow::Result<()> = match (&mut pcapng, args.output, &rec) {
+                (Some(w), _, Record::Fib(_)) => {
+                    w.note_route(&ev);
+                    return;
+                }
+                (Some(w), _, Record::Skb(raw)) => match w.write(raw, &ev) {
                     Ok(Written::Packet { .. }) => Ok(()),
                     Ok(Written::Skipped(_)) => {
                         skipped += 1;
@@ -180,11 +197,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                     }
                     Err(e) => Err(e.into()),
                 },
-                (None, Output::Json) => serde_json::to_writer(&mut out, &ev)
+                (None, Output::Json, _) => serde_json::to_writer(&mut out, &ev)
                     .map_err(std::io::Error::from)
                     .and_then(|()| writeln!(out))
                     .map_err(Into::into),
-                (None, Output::Text) => writeln!(out, "{}", ev.to_text(t)).map_err(Into::into),
+                (None, Output::Text, _) => writeln!(out, "{}", ev.to_text(t)).map_err(Into::into),
             };
             match written {
                 Ok(()) => events += 1,
