@@ -17,6 +17,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use pktpath_common::trace::Hook;
 use pktpath_core::{
     datapath::attach::{self, Layout, Stats},
     lab::{self, Lab, traffic},
@@ -235,7 +236,7 @@ impl Tracer {
         loop {
             let (builder, inodes) = (&mut self.builder, &self.inodes);
             let n = self.collector.poll(Duration::from_millis(100), |raw| {
-                let ev = builder.build(&raw);
+                let ev = builder.build_record(&raw);
                 if inodes.contains(&u64::from(ev.netns)) {
                     events.push(ev);
                 }
@@ -290,7 +291,8 @@ fn demo(args: &Args, style: &Style) -> anyhow::Result<i32> {
             })
         },
     )?;
-    let mut tracer = step("loading the tracer (8 hooks)", || Tracer::start(&lab))?;
+    let loading = format!("loading the tracer ({} hooks)", Hook::DEFAULT.len());
+    let mut tracer = step(&loading, || Tracer::start(&lab))?;
 
     // Warm up neighbour entries so the latency runs measure forwarding, not ARP.
     // (through up1, the kernel's route, and to up2's own address).
