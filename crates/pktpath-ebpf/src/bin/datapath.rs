@@ -93,14 +93,19 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// classified a second time (a policy without `iif` would match it again and redirect it
 /// again, in a loop the kernel ends by dropping it). Every run clears the record, so a
 /// stale one (a redirect that never reached the egress hook) lives until the next run only.
-/// Limits: a packet sent back out of the interface it came in by (hairpin) is not
-/// recognised at that interface's egress; a packet `bpf_redirect_neigh` had to queue for
-/// neighbour resolution reaches the egress hook later and is classified there once more.
+/// Limits: a packet sent back out of the interface it came in by (hairpin) and a locally
+/// generated packet redirected at one egress to another are not recognised there; a
+/// packet `bpf_redirect_neigh` had to queue for neighbour resolution reaches the egress
+/// hook later and is classified there once more.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Handoff {
     data: u64,
+    /// The egress the packet was redirected to (0: no record).
     ifindex: u32,
+    /// The interface it came in by, and its length.
+    iif: u32,
+    len: u32,
     _pad: u32,
 }
 
@@ -140,24 +145,28 @@ struct Routed {
 pub fn pktpath_tc(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer the kernel passed; reading fields is allowed.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: reading context fields.
+    let (iif, nonce) = unsafe { ((*ctx.skb.skb).ingress_ifindex, (*ctx.skb.skb).cb[0]) };
+    let len = ctx.len();
     let handoff = HANDOFF.get_ptr_mut(0);
     if let Some(h) = handoff {
         // SAFETY: this CPU's entry, used by this CPU only.
         let h = unsafe { &mut *h };
         // At an ingress hook the packet's input interface is the hook's own; a packet
-        // redirected to an egress came in elsewhere. (Without this a reply reusing the
-        // buffer of the request just forwarded, arriving on the interface the request left
-        // by, would match a record that outlived its redirect.)
-        // SAFETY: reading a context field.
-        let came_in_elsewhere = unsafe { (*ctx.skb.skb).ingress_ifindex } != ifindex;
-        let ours = h.ifindex == ifindex && came_in_elsewhere && h.data == ctx.data() as u64;
+        // redirected to an egress came in elsewhere. (Without that test a reply reusing
+        // the buffer of the request just forwarded, arriving on the interface the request
+        // left by, could match a record that outlived its redirect.)
+        let ours = h.ifindex == ifindex
+            && iif != ifindex
+            && h.iif == iif
+            && h.len == len
+            && h.data == ctx.data() as u64;
         h.ifindex = 0;
         if ours {
             // Counted as forwarded where it came in; it leaves unchanged.
             return TC_ACT_OK;
         }
     }
-    let len = ctx.len();
     let mut r = Routed {
         verdict: TC_ACT_OK,
         outcome: Outcome::Passed,
@@ -170,15 +179,17 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
         r.outcome = Outcome::Error;
     }
     count_iface(ifindex, len, r.outcome);
-    if let (Outcome::Forwarded, Some(h)) = (r.outcome, handoff) {
+    // Only for packets that came in by an interface, not for BPF_PROG_TEST_RUN's frames
+    // (route get's, the benchmarks'), which are not redirected anywhere.
+    if let (Outcome::Forwarded, Some(h), true, 0) = (r.outcome, handoff, iif != 0, nonce) {
         // SAFETY: as above. `data` is read after any pull that moved the headers.
         unsafe {
             (*h).data = ctx.data() as u64;
             (*h).ifindex = r.egress;
+            (*h).iif = iif;
+            (*h).len = len;
         }
     }
-    // SAFETY: cb[0] is a readable context field.
-    let nonce = unsafe { (*ctx.skb.skb).cb[0] };
     if nonce != 0 {
         record(nonce, &r);
     }
