@@ -249,7 +249,10 @@ impl EventBuilder {
             proto: (ev.proto != 0).then(|| proto.to_owned()),
             ports,
         };
-        let step = self.journeys.lookup(&flow, ev.ts_ns);
+        // A local sender's lookup names the loopback device (ifindex 1 in every namespace)
+        // or no device as its input.
+        let output = ev.iif <= 1;
+        let step = self.journeys.lookup(&flow, ev.ts_ns, output);
         let out = wire::name(&ev.out_ifname);
         let gateway = match ev.gw_family {
             2 => Some(Ipv4Addr::new(ev.gw[0], ev.gw[1], ev.gw[2], ev.gw[3]).to_string()),

@@ -177,10 +177,16 @@ impl Journeys {
         }
     }
 
-    /// Records a routing lookup for `flow` at `ts_ns`: a hop of the journey of the packet
-    /// that carried the flow last (within [`FLOW_MATCH_NS`]), else of a detached journey.
-    pub fn lookup(&mut self, flow: &Flow, ts_ns: u64) -> Step {
-        if let Some((skb, t)) = self.recent_skb(flow)
+    /// Records a routing lookup for `flow` at `ts_ns`: an input lookup (`output` false, a
+    /// received packet being routed) is a hop of the journey of the packet that carried the
+    /// flow last (within [`FLOW_MATCH_NS`]); an output lookup (a local sender's, made before
+    /// its packet exists) and an input lookup with no such packet are hops of a detached
+    /// journey, which the next outgoing packet of the flow continues. (An output lookup
+    /// joining the flow's last packet would graft the next datagram's lookup onto the
+    /// previous datagram's journey.)
+    pub fn lookup(&mut self, flow: &Flow, ts_ns: u64, output: bool) -> Step {
+        if !output
+            && let Some((skb, t)) = self.recent_skb(flow)
             && ts_ns.saturating_sub(t) < FLOW_MATCH_NS
             && let Some(o) = self.open.get_mut(&skb)
         {
@@ -400,13 +406,13 @@ mod tests {
             false,
             true,
         );
-        let fib = j.lookup(&req, 1_500);
+        let fib = j.lookup(&req, 1_500, false);
         assert_eq!((fib.packet_id, fib.hop, fib.delta_ns), (1, 2, Some(500)));
         // The next hop of the skb counts from the lookup.
         let out = j.packet(A, 2_000, 7, Some(&req), false, true);
         assert_eq!((out.packet_id, out.hop, out.delta_ns), (1, 3, Some(500)));
         // Too late: a lookup of the same flow much later is another packet's.
-        let late = j.lookup(&req, 2_000 + FLOW_MATCH_NS);
+        let late = j.lookup(&req, 2_000 + FLOW_MATCH_NS, false);
         assert_ne!(late.packet_id, 1);
     }
 
@@ -415,15 +421,15 @@ mod tests {
         let mut j = Journeys::new();
         let reply = flow("10.0.2.2", "10.0.1.1");
         // Two lookups (local table: no match; main: found), then the skb is built.
-        let local = j.lookup(&reply, 100);
-        let main = j.lookup(&reply, 150);
+        let local = j.lookup(&reply, 100, true);
+        let main = j.lookup(&reply, 150, true);
         assert_eq!((local.packet_id, local.hop), (1, 1));
         assert_eq!((main.packet_id, main.hop, main.delta_ns), (1, 2, Some(50)));
         let skb = j.packet(A, 400, 7, Some(&reply), false, true);
         assert_eq!((skb.packet_id, skb.hop, skb.delta_ns), (1, 3, Some(250)));
         assert_eq!(j.packet(A, 500, 7, Some(&reply), false, true).hop, 4);
         // A packet of another flow does not adopt a detached lookup.
-        j.lookup(&flow("10.0.3.3", "10.0.1.1"), 600);
+        j.lookup(&flow("10.0.3.3", "10.0.1.1"), 600, true);
         let other = j.packet(B, 700, 8, Some(&reply), false, true);
         assert_eq!((other.packet_id, other.hop), (3, 1));
     }
@@ -432,16 +438,16 @@ mod tests {
     fn a_lookup_without_a_source_matches_any_source() {
         let mut j = Journeys::new();
         let mut unsourced = flow("0.0.0.0", "10.0.1.1");
-        let first = j.lookup(&unsourced, 100);
+        let first = j.lookup(&unsourced, 100, true);
         let skb = j.packet(A, 300, 7, Some(&flow("10.0.2.2", "10.0.1.1")), false, true);
         assert_eq!((skb.packet_id, skb.hop), (first.packet_id, 2));
         unsourced.src = None;
-        let again = j.lookup(&unsourced, 400);
+        let again = j.lookup(&unsourced, 400, false);
         assert_eq!((again.packet_id, again.hop), (first.packet_id, 3));
         // An input route lookup names no protocol.
         let mut input = flow("10.0.2.2", "10.0.1.1");
         input.proto = None;
-        let routed = j.lookup(&input, 450);
+        let routed = j.lookup(&input, 450, false);
         assert_eq!((routed.packet_id, routed.hop), (first.packet_id, 4));
     }
 
@@ -449,7 +455,7 @@ mod tests {
     fn only_a_packet_leaving_continues_a_lookup_made_before_it() {
         let mut j = Journeys::new();
         let out = flow("10.0.1.1", "10.0.2.2");
-        let lookup = j.lookup(&out, 100);
+        let lookup = j.lookup(&out, 100, true);
         // First seen received, or freed: not the packet the lookup was for.
         let rx = j.packet(A, 200, 7, Some(&out), false, false);
         let freed = j.packet(B, 250, 7, Some(&out), true, true);
@@ -459,9 +465,25 @@ mod tests {
         // An input lookup (no protocol) with no packet before it is on its own.
         let mut input = flow("10.0.2.2", "10.0.1.1");
         input.proto = None;
-        let alone = j.lookup(&input, 400);
+        let alone = j.lookup(&input, 400, false);
         let later = j.packet(D, 500, 9, Some(&flow("10.0.2.2", "10.0.1.1")), false, true);
         assert_ne!(later.packet_id, alone.packet_id);
+    }
+
+    #[test]
+    fn a_senders_lookup_for_the_next_datagram_starts_a_new_journey() {
+        let mut j = Journeys::new();
+        let udp = flow("10.0.1.1", "10.0.2.2");
+        let first = j.lookup(&udp, 100, true);
+        let sent = j.packet(A, 200, 7, Some(&udp), false, true);
+        assert_eq!(sent.packet_id, first.packet_id);
+        // The next datagram of the same flow, a millisecond later: its lookup is not a hop
+        // of the first datagram's journey, and its skb continues the new one.
+        let next = j.lookup(&udp, 1_000_200, true);
+        assert_ne!(next.packet_id, first.packet_id);
+        assert_eq!(next.hop, 1);
+        let second = j.packet(B, 1_000_300, 7, Some(&udp), false, true);
+        assert_eq!((second.packet_id, second.hop), (next.packet_id, 2));
     }
 
     #[test]

@@ -201,6 +201,12 @@ impl Drop for Bpffs {
     }
 }
 
+/// The hooks the demo traces: the default set without the routing lookups, so that each
+/// journey starts with its packet (a sender's lookup comes before its skb exists).
+fn demo_hooks() -> impl Iterator<Item = Hook> {
+    Hook::DEFAULT.into_iter().filter(|h| !h.is_fib())
+}
+
 /// The tracer, with the lab's namespaces: events elsewhere are dropped.
 struct Tracer {
     collector: Collector,
@@ -212,6 +218,7 @@ impl Tracer {
     fn start(lab: &Lab) -> anyhow::Result<Self> {
         let cfg = TraceRequest {
             filter: format!("net {}", lab::LAB_NET),
+            hooks: demo_hooks().map(|h| h.name().to_owned()).collect(),
             ..TraceRequest::default()
         }
         .resolve()?;
@@ -291,7 +298,7 @@ fn demo(args: &Args, style: &Style) -> anyhow::Result<i32> {
             })
         },
     )?;
-    let loading = format!("loading the tracer ({} hooks)", Hook::DEFAULT.len());
+    let loading = format!("loading the tracer ({} hooks)", demo_hooks().count());
     let mut tracer = step(&loading, || Tracer::start(&lab))?;
 
     // Warm up neighbour entries so the latency runs measure forwarding, not ARP.
