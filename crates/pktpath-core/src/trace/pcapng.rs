@@ -615,6 +615,63 @@ mod tests {
     }
 
     #[test]
+    fn route_lookups_and_qdiscs_ride_in_packet_comments() {
+        let mut b = builder();
+        let mut w = PcapngWriter::new(
+            Vec::new(),
+            MonotonicToRealtime::fixed(OFFSET),
+            "pktpath test",
+        )
+        .unwrap();
+        let rx = record(Hook::NetifReceiveSkb, 1_000, NS_BLUE, b"veth-b", &UDP4);
+        w.write(&rx, &b.build(&rx)).unwrap();
+        // The lookup for that datagram: 10.99.0.1:40000 > 10.99.0.2:9, routed out veth-c.
+        let mut out_ifname = [0u8; 16];
+        out_ifname[..6].copy_from_slice(b"veth-c");
+        let (mut src, mut dst, mut gw) = ([0u8; 16], [0u8; 16], [0u8; 16]);
+        src[..4].copy_from_slice(&[10, 99, 0, 1]);
+        dst[..4].copy_from_slice(&[10, 99, 0, 2]);
+        gw[..4].copy_from_slice(&[10, 98, 0, 254]);
+        let fib = pktpath_common::trace::FibEvent {
+            ts_ns: 2_000,
+            netns: NS_BLUE,
+            table: 254,
+            err: 0,
+            iif: 2,
+            oif: 0,
+            mark: 0,
+            out_ifindex: 4,
+            hook: Hook::FibTableLookup as u16,
+            cpu: 0,
+            proto: 17,
+            family: pktpath_common::trace::FIB_FAMILY_V4,
+            gw_family: 2,
+            route_type: 0,
+            uli: [0, 9, 0x9c, 0x40],
+            src,
+            dst,
+            gw,
+            out_ifname,
+        };
+        let ev = b.build_fib(&fib);
+        assert_eq!(ev.packet_id, 1, "the lookup joined the datagram's journey");
+        w.note_route(&ev);
+        let mut enq = record(Hook::QdiscEnqueue, 3_000, NS_BLUE, b"veth-c", &UDP4);
+        enq.qdisc_handle = 0x0008_0000;
+        enq.qdisc_kind[..3].copy_from_slice(b"tbf");
+        w.write(&enq, &b.build(&enq)).unwrap();
+        let file = w.finish().unwrap();
+        let text = String::from_utf8_lossy(&file);
+        assert!(
+            text.contains(
+                "qdisc_kind=tbf qdisc_handle=8: route=fib_table_lookup,table=main,result=ok,dev=veth-c,via=10.98.0.254"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("route=").count(), 1, "carried once");
+    }
+
+    #[test]
     fn packets_raw_ip_cannot_carry_are_skipped() {
         let mut arp = record(Hook::NetifReceiveSkb, 1, NS_BLUE, b"veth-b", &[0, 1, 8, 0]);
         arp.protocol = 0x0806;

@@ -1,5 +1,6 @@
 //! The tracer object: hooks on the kernel's networking tracepoints that describe each packet
-//! they see in a compact [`TraceEvent`] written to a ring buffer.
+//! they see in a compact [`TraceEvent`], and each routing table lookup in a [`FibEvent`],
+//! written to one ring buffer.
 #![no_std]
 #![no_main]
 
