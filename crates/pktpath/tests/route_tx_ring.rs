@@ -8,71 +8,17 @@
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
-    process::{Command, Output},
     time::Duration,
 };
 
-use pktpath_tests::{BpffsGuard, PinGuard, RouterLab, SysctlGuard, require_root, run};
+use pktpath_tests::{BpffsGuard, RouterLab, SysctlGuard, require_root, run};
 
-const PKTPATH: &str = env!("CARGO_BIN_EXE_pktpath");
+mod common;
+use common::{Attachment, Scratch};
+
 const FRAMES: usize = 20;
 const PORT: u16 = 7001;
 const PAYLOAD: &[u8; 18] = b"tx-ring-fast-path!";
-
-/// The data path pinned under a unique directory, detached on drop.
-struct Attachment {
-    router: String,
-    pin: PinGuard,
-}
-
-impl Attachment {
-    fn route(&self, args: &[&str]) -> Output {
-        let pin = self.pin.path.display().to_string();
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.router))
-            .args([PKTPATH, "route", "--pin-dir", &pin])
-            .args(args)
-            .output()
-            .expect("run nsenter (util-linux)")
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.route(args);
-        assert!(
-            out.status.success(),
-            "pktpath route {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Attachment {
-    fn drop(&mut self) {
-        if self.pin.path.exists() {
-            let _ = self.route(&["detach"]);
-        }
-        let escaped = self
-            .pin
-            .path
-            .display()
-            .to_string()
-            .trim_matches('/')
-            .replace('/', "-");
-        let _ = std::fs::remove_dir_all(Path::new("/run/pktpath").join(escaped));
-        let _ = std::fs::remove_dir("/run/pktpath");
-    }
-}
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn mac(ns: &str, dev: &str) -> [u8; 6] {
     let out = run::must("ip", &["-n", ns, "-j", "link", "show", "dev", dev]);
@@ -242,37 +188,28 @@ fn frames_from_an_af_packet_tx_ring_take_the_fast_path() {
             RouterLab::UP1_4,
         ],
     );
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("pktpath-tx-ring-{}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0).unwrap();
+    let scratch = Scratch::new("tx-ring");
     let (to_client, to_up1) = (&lab.client_link.a, &lab.up1_link.a);
-    let config = scratch.0.join("configuration.json");
-    std::fs::write(
-        &config,
-        format!(
+    let config = scratch.write(
+        "configuration.json",
+        &format!(
             r#"{{ "version": 1, "interfaces": [ {{ "name": "{to_client}" }}, {{ "name": "{to_up1}" }} ],
   "next_hops": [ {{ "name": "up1", "interface": "{to_up1}", "gateway4": "{}" }} ] }}"#,
             RouterLab::UP1_4
         ),
-    )
-    .unwrap();
-    let policies = scratch.0.join("policies.json");
-    std::fs::write(
-        &policies,
-        format!(
+    );
+    let policies = scratch.write(
+        "policies.json",
+        &format!(
             r#"{{ "version": 1, "policies": [ {{ "id": "to-up1", "priority": 1,
   "match": {{ "iif": "{to_client}", "dst": "{}/32", "proto": "udp" }},
   "action": {{ "type": "forward", "next_hop": "up1" }} }} ] }}"#,
             RouterLab::UP1_4
         ),
-    )
-    .unwrap();
-    let dp = Attachment {
-        router: r.to_owned(),
-        pin: PinGuard::new("tx-ring"),
-    };
-    dp.ok(&["attach", "--config", &config.display().to_string()]);
-    dp.ok(&["apply", &policies.display().to_string()]);
+    );
+    let dp = Attachment::new(&lab, "tx-ring");
+    dp.ok(&["attach", "--config", &config]);
+    dp.ok(&["apply", &policies]);
 
     let listener = lab
         .up1
