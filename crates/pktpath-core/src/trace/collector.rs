@@ -112,6 +112,9 @@ impl Startup {
     }
 }
 
+/// Most records one [`Collector::poll`] hands over.
+pub const MAX_BATCH: usize = 65_536;
+
 /// A running trace: the loaded tracer with its hooks attached.
 pub struct Collector {
     ring: RingBuf<MapData>,
@@ -257,8 +260,8 @@ impl Collector {
         &self.hooks
     }
 
-    /// Waits up to `timeout` for records, then hands every available record to `f` in ring
-    /// order. Returns how many were read. A signal ends the wait early; records that arrived
+    /// Waits up to `timeout` for records, then hands the available records (at most
+    /// [`MAX_BATCH`]) to `f` in ring order. Returns how many were read. A signal ends the wait early; records that arrived
     /// before it are still read.
     pub fn poll(
         &mut self,
@@ -290,7 +293,11 @@ impl Collector {
 
     fn drain(&mut self, f: &mut impl FnMut(Record)) -> Result<usize, TraceError> {
         let mut n = 0;
-        while let Some(item) = self.ring.next() {
+        // Bounded: under a steady flood the ring never runs empty, and the caller must get
+        // to flush its output, check for signals and report losses now and then.
+        while n < MAX_BATCH
+            && let Some(item) = self.ring.next()
+        {
             let ev = wire::decode_record(&item)?;
             drop(item);
             f(ev);

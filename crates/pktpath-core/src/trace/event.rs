@@ -117,6 +117,10 @@ pub struct EventBuilder {
     journeys: Journeys,
     reasons: DropReasons,
     kallsyms: Option<Kallsyms>,
+    /// /proc/kallsyms being read on another thread (see [`Self::prefetch_kallsyms`]).
+    kallsyms_loading: Option<std::thread::JoinHandle<Kallsyms>>,
+    /// Drop locations already symbolized (a flood of drops comes from a few places).
+    locations: HashMap<u64, String>,
     netns_names: HashMap<u32, Option<String>>,
 }
 
@@ -128,8 +132,23 @@ impl EventBuilder {
             journeys: Journeys::new(),
             reasons,
             kallsyms: None,
+            kallsyms_loading: None,
+            locations: HashMap::new(),
             netns_names: HashMap::new(),
         }
+    }
+
+    /// Starts reading /proc/kallsyms on another thread now, so that the first drop does
+    /// not stall the reader (~0.1 s, while the ring buffer fills) as it would reading it
+    /// then.
+    pub fn prefetch_kallsyms(mut self) -> Self {
+        if self.kallsyms.is_none() && self.kallsyms_loading.is_none() {
+            self.kallsyms_loading = std::thread::Builder::new()
+                .name("kallsyms".into())
+                .spawn(read_kallsyms)
+                .ok();
+        }
+        self
     }
 
     /// Uses this symbol table instead of reading /proc/kallsyms.
@@ -330,14 +349,32 @@ impl EventBuilder {
     }
 
     fn symbolize(&mut self, addr: u64) -> String {
+        if let Some(s) = self.locations.get(&addr) {
+            return s.clone();
+        }
+        let loading = self.kallsyms_loading.take();
         let syms = self.kallsyms.get_or_insert_with(|| {
-            Kallsyms::from_proc().unwrap_or_else(|e| {
-                log::warn!("drop locations will be shown as addresses: {e}");
-                Kallsyms::default()
-            })
+            loading
+                .and_then(|h| h.join().ok())
+                .unwrap_or_else(read_kallsyms)
         });
-        syms.symbolize(addr).unwrap_or_else(|| format!("{addr:#x}"))
+        let s = syms.symbolize(addr).unwrap_or_else(|| format!("{addr:#x}"));
+        if self.locations.len() < MAX_LOCATIONS {
+            self.locations.insert(addr, s.clone());
+        }
+        s
     }
+}
+
+/// Symbolized drop locations kept.
+const MAX_LOCATIONS: usize = 4096;
+
+/// The kernel's symbols, or none (locations shown as addresses) when they cannot be read.
+fn read_kallsyms() -> Kallsyms {
+    Kallsyms::from_proc().unwrap_or_else(|e| {
+        log::warn!("drop locations will be shown as addresses: {e}");
+        Kallsyms::default()
+    })
 }
 
 /// The flow a packet carries, as a routing lookup would see it (IP packets only).

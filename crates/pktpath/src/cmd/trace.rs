@@ -113,6 +113,9 @@ fn parse_mark(s: &str) -> Result<u32, String> {
     parsed.map_err(|e| format!("`{s}` is not a 32-bit mark: {e}"))
 }
 
+/// Bytes of output gathered before a write(2) (also written at the end of each poll round).
+const OUT_BUFFER: usize = 256 * 1024;
+
 pub fn run(args: Args) -> anyhow::Result<i32> {
     Privileges::current().require(
         &[Capability::Bpf, Capability::Perfmon],
@@ -152,13 +155,17 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             e.into()
         }
     })?;
-    let mut builder = EventBuilder::new(collector.drop_reasons().clone());
+    let mut builder = EventBuilder::new(collector.drop_reasons().clone()).prefetch_kallsyms();
     eprintln!("{}", banner(&args, &cfg, &collector));
     log::debug!("start-up: {:#?}", collector.startup());
 
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
-    let mut out = std::io::stdout().lock();
+    // Rust's stdout is line buffered: one write(2) per event, and a scan of every piece
+    // serde writes for a newline. Buffered here instead, flushed after every poll round
+    // (live output stays live: a round ends when the ring buffer is empty, or after
+    // `Collector::poll`'s batch limit).
+    let mut out = BufWriter::with_capacity(OUT_BUFFER, std::io::stdout().lock());
     let mut events: u64 = 0;
     let mut t0: Option<u64> = None;
     let mut summary = Summary::new();
