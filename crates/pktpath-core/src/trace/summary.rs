@@ -3,18 +3,18 @@
 //! (network namespace, interface), and events lost. [`Summary`] is fed the events as they
 //! are printed; [`Summary::report`] gives a serializable [`Report`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::event::Event;
+use super::{event::Event, fasthash::FastMap};
 
 /// Accumulates events into a summary.
 #[derive(Debug, Default)]
 pub struct Summary {
     events: u64,
     /// Per packet id: the hop label and place (netns, interface) of its last event.
-    last: HashMap<u64, (String, u32, String)>,
+    last: FastMap<u64, (String, u32, String)>,
     hops: BTreeMap<(String, String), Vec<u64>>,
     drops: BTreeMap<(String, String), u64>,
     /// (netns, interface) -> (netns name, packets, bytes).

@@ -167,6 +167,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     // `Collector::poll`'s batch limit).
     let mut out = BufWriter::with_capacity(OUT_BUFFER, std::io::stdout().lock());
     let mut events: u64 = 0;
+    // One JSON line, reused.
+    let mut line = Vec::with_capacity(1024);
     let mut t0: Option<u64> = None;
     let mut summary = Summary::new();
     let mut lost_reported = 0;
@@ -204,10 +206,12 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                     }
                     Err(e) => Err(e.into()),
                 },
-                (None, Output::Json, _) => serde_json::to_writer(&mut out, &ev)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| writeln!(out))
-                    .map_err(Into::into),
+                (None, Output::Json, _) => {
+                    line.clear();
+                    ev.write_json(&mut line);
+                    line.push(b'\n');
+                    out.write_all(&line).map_err(Into::into)
+                }
                 (None, Output::Text, _) => writeln!(out, "{}", ev.to_text(t)).map_err(Into::into),
             };
             match written {
