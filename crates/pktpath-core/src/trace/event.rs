@@ -137,15 +137,11 @@ impl EventBuilder {
         }
     }
 
-    /// Starts reading /proc/kallsyms on another thread now, so that the first drop does
-    /// not stall the reader (~0.1 s, while the ring buffer fills) as it would reading it
-    /// then.
-    pub fn prefetch_kallsyms(mut self) -> Self {
-        if self.kallsyms.is_none() && self.kallsyms_loading.is_none() {
-            self.kallsyms_loading = std::thread::Builder::new()
-                .name("kallsyms".into())
-                .spawn(read_kallsyms)
-                .ok();
+    /// Takes the kernel's symbols from `loading` (see [`prefetch_kallsyms`]) when the first
+    /// drop needs them.
+    pub fn with_kallsyms_loading(mut self, loading: Option<KallsymsLoading>) -> Self {
+        if self.kallsyms.is_none() {
+            self.kallsyms_loading = loading.map(|l| l.0);
         }
         self
     }
@@ -367,6 +363,23 @@ impl EventBuilder {
 
 /// Symbolized drop locations kept.
 const MAX_LOCATIONS: usize = 4096;
+
+/// /proc/kallsyms being read on another thread.
+#[derive(Debug)]
+pub struct KallsymsLoading(std::thread::JoinHandle<Kallsyms>);
+
+/// Starts reading /proc/kallsyms on another thread, to hand to
+/// [`EventBuilder::with_kallsyms_loading`]. Started before the tracer loads, it is ready
+/// when the first drop arrives: read then, it stalled the reader for 0.1-0.25 s here, long
+/// enough for a burst to fill the ring buffer. None when no thread could be started (the
+/// symbols are then read at the first drop).
+pub fn prefetch_kallsyms() -> Option<KallsymsLoading> {
+    std::thread::Builder::new()
+        .name("kallsyms".into())
+        .spawn(read_kallsyms)
+        .ok()
+        .map(KallsymsLoading)
+}
 
 /// The kernel's symbols, or none (locations shown as addresses) when they cannot be read.
 fn read_kallsyms() -> Kallsyms {

@@ -148,6 +148,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     };
     let mut skipped: u64 = 0;
     crate::signal::install()?;
+    // Read alongside the loading, for the drop locations.
+    let kallsyms = pktpath_core::trace::event::prefetch_kallsyms();
     let mut collector = Collector::start(&cfg).map_err(|e| {
         if super::trace_kernel_error(&e) {
             super::with_doctor_verdict(e.into(), &["trace"])
@@ -155,7 +157,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             e.into()
         }
     })?;
-    let mut builder = EventBuilder::new(collector.drop_reasons().clone()).prefetch_kallsyms();
+    let mut builder =
+        EventBuilder::new(collector.drop_reasons().clone()).with_kallsyms_loading(kallsyms);
     eprintln!("{}", banner(&args, &cfg, &collector));
     log::debug!("start-up: {:#?}", collector.startup());
 
