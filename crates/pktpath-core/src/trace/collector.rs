@@ -18,7 +18,7 @@ use aya::{
 use pktpath_common::{
     kernel::KernelOffsets,
     trace::{
-        FILTER_EXPR_ON, FILTER_IFINDEX, FILTER_MARK, FILTER_MARK_ON, FILTER_NETNS, Hook,
+        FIB_ON, FILTER_EXPR_ON, FILTER_IFINDEX, FILTER_MARK, FILTER_MARK_ON, FILTER_NETNS, Hook,
         MAP_EVENTS, MAP_LOST, MAP_SEEN,
     },
 };
@@ -156,6 +156,10 @@ impl Collector {
                 GlobalValue::U32(u32::from(cfg.mark.is_some())),
             ),
             (FILTER_EXPR_ON, GlobalValue::U32(u32::from(expr_on))),
+            (
+                FIB_ON,
+                GlobalValue::U32(u32::from(cfg.hooks.contains(&Hook::FibTableLookup))),
+            ),
         ];
         let sizes: Vec<(&str, u32)> = cfg
             .ring_bytes
