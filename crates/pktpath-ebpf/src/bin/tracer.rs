@@ -78,6 +78,12 @@ static TRACE_SEEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "TRACE_RX_NETNS")]
 static TRACE_RX_NETNS: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
+/// Slot 0: per CPU, 1 when the packet a receive hook saw last was reported (passed the
+/// filters). An input route lookup names no protocol, so the filter expression cannot judge
+/// it; it runs right after its packet's receive hooks on this CPU, and follows their verdict.
+#[map(name = "TRACE_RX_PASS")]
+static TRACE_RX_PASS: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// Slot 0 counts, per CPU, the events lost because the ring buffer was full.
 #[map(name = "TRACE_LOST")]
 static TRACE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -382,7 +388,15 @@ fn emit_at(
         bytes: TRACE_SCRATCH.get_ptr_mut(0).ok_or(-1)?,
         len: u16::MAX,
     };
-    if !wanted(&off, skb, hook, dev, &mut hdr) {
+    let pass = wanted(&off, skb, hook, dev, &mut hdr);
+    if hook.is_receive()
+        && PKTPATH_FIB_ON.load() != 0
+        && let Some(slot) = TRACE_RX_PASS.get_ptr_mut(0)
+    {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot = u32::from(pass) };
+    }
+    if !pass {
         return Ok(());
     }
     // Only now, for a packet that is reported: all the rest.
@@ -529,8 +543,16 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
         return Ok(());
     }
     // A flow without a protocol (the input route lookup's, unless policy rules need one)
-    // cannot be judged by protocol or port tests: it passes, and user space keeps it only
-    // when it joins the journey of a packet that passed.
+    // cannot be judged by protocol or port tests: an input lookup follows the verdict on the
+    // packet received last on this CPU (its own); an output one passes. User space keeps
+    // either only when it joins the journey of a packet that passed.
+    if PKTPATH_FILTER_EXPR_ON.load() != 0
+        && proto == 0
+        && iif != LOOPBACK_IFINDEX
+        && TRACE_RX_PASS.get(0).copied().unwrap_or(1) == 0
+    {
+        return Ok(());
+    }
     if PKTPATH_FILTER_EXPR_ON.load() != 0
         && proto != 0
         && let Some(prog) = PKTPATH_FILTER.get(0).filter(|p| p.len != 0)
