@@ -29,7 +29,7 @@ use anyhow::bail;
 
 fn usage() -> String {
     format!(
-        "usage: pktpath-bench [PART...] | table | cleanup\nparts: {}",
+        "usage: pktpath-bench [PART...] | table | cleanup | trace-ladder\nparts: {}",
         report::PARTS.join(" ")
     )
 }
@@ -63,6 +63,17 @@ fn run() -> anyhow::Result<()> {
             return Ok(());
         }
         Some("cleanup") => return cleanup::run(),
+        Some("trace-ladder") => {
+            // SAFETY: geteuid cannot fail.
+            if unsafe { libc::geteuid() } != 0 {
+                bail!("run as root (namespaces, links, eBPF)");
+            }
+            lab::install_signal_handlers();
+            pktpath_tests::names::sweep_stale();
+            let r = tracer::ladder_only()?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            return Ok(());
+        }
         Some("table") => {
             print!("{}", report::table(&report::merge()?));
             return Ok(());

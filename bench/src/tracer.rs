@@ -148,6 +148,24 @@ fn lossless(
     })
 }
 
+/// Only pktpath's lossless ladder of part 4, in the same lab (`pktpath-bench trace-ladder`):
+/// the figure to watch while working on the tracer's event rate, without the start-up,
+/// bpftrace and forwarding runs around it.
+pub fn ladder_only() -> anyhow::Result<Lossless> {
+    let lab = Lab::new()?;
+    let dir = Scratch::new("trace-ladder")?;
+    let tg = dir.write("udp64.trafgen", &lab.trafgen_config())?;
+    let _routing = forward::setup(
+        &lab,
+        forward::Config {
+            kind: Fwd::Linux,
+            ahead: 0,
+        },
+        &dir,
+    )?;
+    lossless(Kind::Pktpath, &lab, &tg, &dir)
+}
+
 pub fn run() -> anyhow::Result<Results> {
     // bpftrace resolves tracepoints through tracefs; mounted here if missing, unmounted
     // at the end if this mounted it.

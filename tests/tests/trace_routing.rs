@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use pktpath_common::trace::Hook;
-use pktpath_core::trace::{Event, TraceConfig};
+use pktpath_core::trace::{Event, TraceConfig, filter::compile_filter};
 use pktpath_tests::{RootQdiscGuard, RouterLab, require_root, run, trace::Tracing};
 
 fn hooks(j: &[&Event]) -> Vec<&'static str> {
@@ -194,4 +194,54 @@ fn trace_router_lookup_without_a_route_reports_the_failure() {
         .find(|e| e.hook == "netif_receive_skb")
         .expect("the router received the packet");
     assert_eq!(lookup.packet_id, recv.packet_id, "{events:#?}");
+}
+
+/// A filter expression cannot judge an input route lookup (its flow names no protocol): the
+/// lookup follows the verdict on the packet the router received just before it on that CPU.
+/// A filter rejecting the forwarded ping reports none of its lookups (each would be an event
+/// per forwarded packet, for user space to throw away); one keeping it reports the lookup in
+/// the ping's journey.
+#[test]
+fn trace_filtered_input_lookups_follow_their_packet() {
+    require_root();
+    let lab = RouterLab::new();
+    let router = u32::try_from(lab.router.inode()).expect("32-bit inode");
+    let dst = RouterLab::UP1_4;
+    assert_eq!(run::ping(&lab.client.name, dst, 1), 1);
+    for (filter, kept) in [("host 192.0.2.99", false), ("icmp", true)] {
+        let cfg = TraceConfig {
+            hooks: vec![
+                Hook::NetifReceiveSkb,
+                Hook::FibTableLookup,
+                Hook::NetDevXmit,
+            ],
+            netns: Some(router),
+            filter: compile_filter(filter).expect("filter compiles"),
+            ..TraceConfig::default()
+        };
+        let mut t = Tracing::start(&cfg);
+        assert_eq!(run::ping(&lab.client.name, dst, 3), 3);
+        let events = t.collect(
+            Duration::from_secs(2),
+            |e| e.netns == router && e.dst.as_deref() == Some(dst),
+            |_| false,
+        );
+        let lookups: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.hook == "fib_table_lookup")
+            .collect();
+        if kept {
+            assert!(!lookups.is_empty(), "`{filter}`: {events:#?}");
+            for l in &lookups {
+                assert!(
+                    events
+                        .iter()
+                        .any(|e| e.hook == "netif_receive_skb" && e.packet_id == l.packet_id),
+                    "`{filter}`: lookup outside a journey: {events:#?}"
+                );
+            }
+        } else {
+            assert!(events.is_empty(), "`{filter}`: {events:#?}");
+        }
+    }
 }

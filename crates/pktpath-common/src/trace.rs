@@ -26,6 +26,9 @@ pub const FILTER_MARK_ON: &str = "PKTPATH_FILTER_MARK_ON";
 /// verifier, which knows read-only globals, drops the evaluator from every hook: a trace
 /// without an expression loads ten times faster.
 pub const FILTER_EXPR_ON: &str = "PKTPATH_FILTER_EXPR_ON";
+/// Global: 1 when the IPv4 routing lookup hook is attached (receive hooks then note the
+/// namespace of each packet for it).
+pub const FIB_ON: &str = "PKTPATH_FIB_ON";
 
 /// Which kernel hook produced an event. Every hook is a BTF tracepoint; all but the two
 /// routing lookups (which see a flow, not a packet, and write a [`FibEvent`]) carry a typed

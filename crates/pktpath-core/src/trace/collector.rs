@@ -18,7 +18,7 @@ use aya::{
 use pktpath_common::{
     kernel::KernelOffsets,
     trace::{
-        FILTER_EXPR_ON, FILTER_IFINDEX, FILTER_MARK, FILTER_MARK_ON, FILTER_NETNS, Hook,
+        FIB_ON, FILTER_EXPR_ON, FILTER_IFINDEX, FILTER_MARK, FILTER_MARK_ON, FILTER_NETNS, Hook,
         MAP_EVENTS, MAP_LOST, MAP_SEEN,
     },
 };
@@ -112,6 +112,9 @@ impl Startup {
     }
 }
 
+/// Most records one [`Collector::poll`] hands over.
+pub const MAX_BATCH: usize = 65_536;
+
 /// A running trace: the loaded tracer with its hooks attached.
 pub struct Collector {
     ring: RingBuf<MapData>,
@@ -153,6 +156,10 @@ impl Collector {
                 GlobalValue::U32(u32::from(cfg.mark.is_some())),
             ),
             (FILTER_EXPR_ON, GlobalValue::U32(u32::from(expr_on))),
+            (
+                FIB_ON,
+                GlobalValue::U32(u32::from(cfg.hooks.contains(&Hook::FibTableLookup))),
+            ),
         ];
         let sizes: Vec<(&str, u32)> = cfg
             .ring_bytes
@@ -257,8 +264,8 @@ impl Collector {
         &self.hooks
     }
 
-    /// Waits up to `timeout` for records, then hands every available record to `f` in ring
-    /// order. Returns how many were read. A signal ends the wait early; records that arrived
+    /// Waits up to `timeout` for records, then hands the available records (at most
+    /// [`MAX_BATCH`]) to `f` in ring order. Returns how many were read. A signal ends the wait early; records that arrived
     /// before it are still read.
     pub fn poll(
         &mut self,
@@ -290,7 +297,11 @@ impl Collector {
 
     fn drain(&mut self, f: &mut impl FnMut(Record)) -> Result<usize, TraceError> {
         let mut n = 0;
-        while let Some(item) = self.ring.next() {
+        // Bounded: under a steady flood the ring never runs empty, and the caller must get
+        // to flush its output, check for signals and report losses now and then.
+        while n < MAX_BATCH
+            && let Some(item) = self.ring.next()
+        {
             let ev = wire::decode_record(&item)?;
             drop(item);
             f(ev);

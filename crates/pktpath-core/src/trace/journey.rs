@@ -19,7 +19,9 @@
 //! protocol (the kernel's input route lookup fills it in only for policy rules that need
 //! it) any protocol and ports.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
+
+use super::fasthash::FastMap;
 
 /// An skb address silent for this long starts a new journey when seen again.
 pub const IDLE_NS: u64 = 2_000_000_000;
@@ -103,11 +105,11 @@ struct Open {
 /// Assigns events to journeys.
 #[derive(Debug, Default)]
 pub struct Journeys {
-    open: HashMap<u64, Open>,
+    open: FastMap<u64, Open>,
     next_id: u64,
     /// Per (source, destination): the flows seen lately, each with the skb that last
     /// carried it and when.
-    recent: HashMap<AddrPair, Vec<SeenFlow>>,
+    recent: FastMap<AddrPair, Vec<SeenFlow>>,
     detached: Vec<Detached>,
 }
 

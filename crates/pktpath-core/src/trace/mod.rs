@@ -8,6 +8,7 @@ pub mod collector;
 pub mod config;
 pub mod drops;
 pub mod event;
+pub mod fasthash;
 pub mod filter;
 pub mod headers;
 pub mod journey;

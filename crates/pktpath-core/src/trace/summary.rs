@@ -3,22 +3,30 @@
 //! (network namespace, interface), and events lost. [`Summary`] is fed the events as they
 //! are printed; [`Summary::report`] gives a serializable [`Report`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::event::Event;
+use super::{event::Event, fasthash::FastMap};
 
 /// Accumulates events into a summary.
 #[derive(Debug, Default)]
 pub struct Summary {
     events: u64,
-    /// Per packet id: the hop label and place (netns, interface) of its last event.
-    last: HashMap<u64, (String, u32, String)>,
-    hops: BTreeMap<(String, String), Vec<u64>>,
+    /// Hop labels (`hook@interface`) by hook and interface name, interned: per event the
+    /// summary hashes and compares small ids, and allocates nothing for a known hop.
+    labels: FastMap<&'static str, FastMap<String, u32>>,
+    label_text: Vec<String>,
+    /// Interface names, interned.
+    ifnames: FastMap<String, u32>,
+    ifname_text: Vec<String>,
+    /// Per packet id: the hop label and place (netns, interface name) of its last event.
+    last: FastMap<u64, (u32, u32, u32)>,
+    /// (from label, to label) -> latencies.
+    hops: FastMap<(u32, u32), Vec<u64>>,
     drops: BTreeMap<(String, String), u64>,
-    /// (netns, interface) -> (netns name, packets, bytes).
-    ifaces: BTreeMap<(u32, String), (Option<String>, u64, u64)>,
+    /// (netns, interface name) -> (netns name, packets, bytes).
+    ifaces: FastMap<(u32, u32), (Option<String>, u64, u64)>,
 }
 
 /// Latency between two consecutive hops of the same packets.
@@ -68,10 +76,6 @@ pub struct Report {
     pub interfaces: Vec<InterfaceCount>,
 }
 
-fn label(ev: &Event) -> String {
-    format!("{}@{}", ev.hook, ev.ifname)
-}
-
 /// Nearest-rank percentile `p` (0-100) of sorted, non-empty `v`.
 pub fn percentile(v: &[u64], p: u64) -> u64 {
     let rank = (p as usize * v.len()).div_ceil(100).max(1);
@@ -83,23 +87,44 @@ impl Summary {
         Self::default()
     }
 
+    /// The id of hop label `hook@ifname`.
+    fn label(&mut self, hook: &'static str, ifname: &str) -> u32 {
+        let by_if = self.labels.entry(hook).or_default();
+        if let Some(&id) = by_if.get(ifname) {
+            return id;
+        }
+        let id = self.label_text.len() as u32;
+        self.label_text.push(format!("{hook}@{ifname}"));
+        by_if.insert(ifname.to_owned(), id);
+        id
+    }
+
+    /// The id of interface name `ifname`.
+    fn ifname(&mut self, ifname: &str) -> u32 {
+        if let Some(&id) = self.ifnames.get(ifname) {
+            return id;
+        }
+        let id = self.ifname_text.len() as u32;
+        self.ifname_text.push(ifname.to_owned());
+        self.ifnames.insert(ifname.to_owned(), id);
+        id
+    }
+
     /// Adds one event (in the order they were read).
     pub fn add(&mut self, ev: &Event) {
         self.events += 1;
-        let here = label(ev);
-        let prev = self.last.get(&ev.packet_id).filter(|_| ev.hop > 1);
+        let here = self.label(ev.hook, &ev.ifname);
+        let ifname = self.ifname(&ev.ifname);
+        let prev = self.last.get(&ev.packet_id).copied().filter(|_| ev.hop > 1);
         if let (Some((from, _, _)), Some(d)) = (prev, ev.delta_ns) {
-            self.hops
-                .entry((from.clone(), here.clone()))
-                .or_default()
-                .push(d);
+            self.hops.entry((from, here)).or_default().push(d);
         }
-        let moved = prev.is_none_or(|(_, ns, ifname)| *ns != ev.netns || *ifname != ev.ifname);
+        let moved = prev.is_none_or(|(_, ns, i)| ns != ev.netns || i != ifname);
         // A routing lookup is not a packet on its output device.
         if moved && ev.fib.is_none() {
             let entry = self
                 .ifaces
-                .entry((ev.netns, ev.ifname.clone()))
+                .entry((ev.netns, ifname))
                 .or_insert_with(|| (ev.netns_name.clone(), 0, 0));
             entry.1 += 1;
             entry.2 += u64::from(ev.len);
@@ -112,14 +137,13 @@ impl Summary {
             self.last.remove(&ev.packet_id);
         } else if ev.fib.is_some() {
             // The packet has not moved to the lookup's output device yet.
-            let (ns, ifname) = match prev {
-                Some((_, ns, ifname)) => (*ns, ifname.clone()),
-                None => (0, String::new()),
+            let (ns, i) = match prev {
+                Some((_, ns, i)) => (ns, i),
+                None => (0, self.ifname("")),
             };
-            self.last.insert(ev.packet_id, (here, ns, ifname));
+            self.last.insert(ev.packet_id, (here, ns, i));
         } else {
-            self.last
-                .insert(ev.packet_id, (here, ev.netns, ev.ifname.clone()));
+            self.last.insert(ev.packet_id, (here, ev.netns, ifname));
         }
     }
 
@@ -130,15 +154,23 @@ impl Summary {
 
     /// The summary so far, with `lost` events.
     pub fn report(&self, lost: Option<u64>) -> Report {
-        let mut hops: Vec<HopLatency> = self
+        // In label order, as ties in the sort below have always been.
+        let by_label: BTreeMap<(&str, &str), &Vec<u64>> = self
             .hops
             .iter()
+            .map(|(&(from, to), v)| {
+                let text = |id: u32| self.label_text[id as usize].as_str();
+                ((text(from), text(to)), v)
+            })
+            .collect();
+        let mut hops: Vec<HopLatency> = by_label
+            .into_iter()
             .map(|((from, to), samples)| {
                 let mut v = samples.clone();
                 v.sort_unstable();
                 HopLatency {
-                    from: from.clone(),
-                    to: to.clone(),
+                    from: from.to_owned(),
+                    to: to.to_owned(),
                     count: v.len() as u64,
                     p50_ns: percentile(&v, 50),
                     p90_ns: percentile(&v, 90),
@@ -158,13 +190,17 @@ impl Summary {
             })
             .collect();
         drops.sort_by_key(|d| std::cmp::Reverse(d.count));
-        let mut interfaces: Vec<InterfaceCount> = self
+        let by_place: BTreeMap<(u32, &str), _> = self
             .ifaces
             .iter()
+            .map(|(&(netns, i), v)| ((netns, self.ifname_text[i as usize].as_str()), v))
+            .collect();
+        let mut interfaces: Vec<InterfaceCount> = by_place
+            .into_iter()
             .map(|((netns, ifname), (name, packets, bytes))| InterfaceCount {
-                netns: *netns,
+                netns,
                 netns_name: name.clone(),
-                ifname: ifname.clone(),
+                ifname: ifname.to_owned(),
                 packets: *packets,
                 bytes: *bytes,
             })

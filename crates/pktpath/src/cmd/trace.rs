@@ -113,6 +113,9 @@ fn parse_mark(s: &str) -> Result<u32, String> {
     parsed.map_err(|e| format!("`{s}` is not a 32-bit mark: {e}"))
 }
 
+/// Bytes of output gathered before a write(2) (also written at the end of each poll round).
+const OUT_BUFFER: usize = 256 * 1024;
+
 pub fn run(args: Args) -> anyhow::Result<i32> {
     Privileges::current().require(
         &[Capability::Bpf, Capability::Perfmon],
@@ -145,6 +148,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     };
     let mut skipped: u64 = 0;
     crate::signal::install()?;
+    // Read alongside the loading, for the drop locations.
+    let kallsyms = pktpath_core::trace::event::prefetch_kallsyms();
     let mut collector = Collector::start(&cfg).map_err(|e| {
         if super::trace_kernel_error(&e) {
             super::with_doctor_verdict(e.into(), &["trace"])
@@ -152,14 +157,21 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             e.into()
         }
     })?;
-    let mut builder = EventBuilder::new(collector.drop_reasons().clone());
+    let mut builder =
+        EventBuilder::new(collector.drop_reasons().clone()).with_kallsyms_loading(kallsyms);
     eprintln!("{}", banner(&args, &cfg, &collector));
     log::debug!("start-up: {:#?}", collector.startup());
 
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
-    let mut out = std::io::stdout().lock();
+    // Rust's stdout is line buffered: one write(2) per event, and a scan of every piece
+    // serde writes for a newline. Buffered here instead, flushed after every poll round
+    // (live output stays live: a round ends when the ring buffer is empty, or after
+    // `Collector::poll`'s batch limit).
+    let mut out = BufWriter::with_capacity(OUT_BUFFER, std::io::stdout().lock());
     let mut events: u64 = 0;
+    // One JSON line, reused.
+    let mut line = Vec::with_capacity(1024);
     let mut t0: Option<u64> = None;
     let mut summary = Summary::new();
     let mut lost_reported = 0;
@@ -197,10 +209,12 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                     }
                     Err(e) => Err(e.into()),
                 },
-                (None, Output::Json, _) => serde_json::to_writer(&mut out, &ev)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| writeln!(out))
-                    .map_err(Into::into),
+                (None, Output::Json, _) => {
+                    line.clear();
+                    ev.write_json(&mut line);
+                    line.push(b'\n');
+                    out.write_all(&line).map_err(Into::into)
+                }
                 (None, Output::Text, _) => writeln!(out, "{}", ev.to_text(t)).map_err(Into::into),
             };
             match written {
