@@ -356,3 +356,52 @@ pub struct Decision {
 }
 crate::assert_size!(Decision, 28);
 crate::impl_pod!(Decision);
+
+/// Pinned map (ring buffer) through which the data path reports its decisions to
+/// `pktpath trace`, while [`TAP_MAP`] says someone listens.
+pub const TAP_EVENTS_MAP: &str = "ROUTE_TAP_EVENTS";
+/// Pinned map (array, one `u32`): how many tracers listen to [`TAP_EVENTS_MAP`]; 0 (the
+/// usual case) costs the data path one array read per packet.
+pub const TAP_MAP: &str = "ROUTE_TAP";
+
+/// One data-path decision as `pktpath trace` receives it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TapEvent {
+    /// `bpf_ktime_get_ns` when the program decided.
+    pub ts_ns: u64,
+    /// Kernel address of the `sk_buff` (the tracer's journeys are keyed by it).
+    pub skb: u64,
+    /// The interface the program ran on.
+    pub ifindex: u32,
+    /// `skb->len` when the program ran.
+    pub len: u32,
+    /// What it decided (`nonce` unused: 0).
+    pub decision: Decision,
+    pub _pad: u32,
+}
+crate::assert_size!(TapEvent, 56);
+crate::impl_pod!(TapEvent);
+
+/// What a decision did, by name: `forward`, `lookup_table`, `drop`, `pass` (also when no
+/// policy matched).
+pub fn action_name(matched: u8, action: u8) -> &'static str {
+    match (matched, action) {
+        (0, _) => "pass",
+        (_, ACTION_FORWARD) => "forward",
+        (_, ACTION_TABLE) => "lookup_table",
+        (_, ACTION_DROP) => "drop",
+        (_, ACTION_PASS) => "pass",
+        _ => "unknown",
+    }
+}
+
+/// How the packet left the program, by name (one of `OUTCOME_*`).
+pub fn outcome_name(outcome: u8) -> &'static str {
+    match outcome {
+        OUTCOME_PASSED => "passed",
+        OUTCOME_FORWARDED => "forwarded",
+        OUTCOME_DROPPED => "dropped",
+        _ => "error",
+    }
+}

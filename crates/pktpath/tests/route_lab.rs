@@ -772,3 +772,90 @@ fn missing_neighbour_still_delivers() {
     assert_eq!(iface_counter(&stats, c, "dropped_packets"), 0, "{stats}");
     assert_eq!(iface_counter(&stats, c, "error_packets"), 0, "{stats}");
 }
+
+/// `pktpath trace --route-pin-dir` shows the data path's decision as a `tc:pktpath` hop of
+/// the packet's journey, between its receive on the router's input interface and its
+/// transmit on the output one, naming the policy, the action and the outcome; requests and
+/// replies alike.
+#[test]
+fn trace_shows_the_fast_path_decision_in_the_journey() {
+    use std::io::{BufRead as _, BufReader};
+    let l = Lab::new(Setup {
+        label: "trace-tc",
+        ..Setup::default()
+    });
+    let c = l.to_client();
+    l.apply(
+        "icmp.json",
+        &format!(
+            r#"{{ "id": "icmp-up1", "priority": 10, "match": {{ "iif": "{c}", "proto": "icmp" }}, "action": {{ "type": "forward", "next_hop": "up1" }} }}"#
+        ),
+    );
+    let pin = l.dp.pin.path.display().to_string();
+    let router = l.lab.router.name.clone();
+    let mut child = Command::new(common::PKTPATH)
+        .args(["trace", "icmp", "--netns", &router, "--output", "json"])
+        .args(["--route-pin-dir", &pin, "--duration", "6"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pktpath trace");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let banner = stderr.next().expect("a banner").expect("stderr");
+    assert!(banner.starts_with("pktpath: tracing"), "{banner}");
+    let out = ping(
+        &l.lab.client.name,
+        &["-4", "-c", "3", "-i", "0.2", "-W", "5", SVC4],
+    );
+    assert!(out.contains("3 received"), "{out}");
+    let status = child.wait().expect("wait for pktpath trace");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(status.success(), "trace: {status}");
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let decisions: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["hook"] == "tc:pktpath")
+        .collect();
+    let up1 = &l.lab.up1_link.a;
+    for (id, iif, egress) in [("icmp-up1", c, up1.as_str()), ("back-v4", up1.as_str(), c)] {
+        let mine: Vec<&&Value> = decisions
+            .iter()
+            .filter(|d| d["tc"]["policy"] == id)
+            .collect();
+        assert_eq!(mine.len(), 3, "three decisions by {id}:\n{stdout}");
+        for d in mine {
+            assert_eq!(d["ifname"], iif, "{d}");
+            assert_eq!(d["tc"]["action"], "forward", "{d}");
+            assert_eq!(d["tc"]["outcome"], "forwarded", "{d}");
+            assert_eq!(d["proto"], "icmp", "the packet's headers repeated: {d}");
+            // Its journey: received on the input interface just before, sent on the output
+            // interface after.
+            let journey: Vec<&Value> = events
+                .iter()
+                .filter(|e| e["packet_id"] == d["packet_id"])
+                .collect();
+            let at = journey.iter().position(|e| e == d).unwrap();
+            assert!(
+                journey[..at]
+                    .iter()
+                    .any(|e| e["hook"] == "netif_receive_skb" && e["ifname"] == iif),
+                "received on {iif} before the decision: {journey:?}"
+            );
+            assert!(
+                journey[at + 1..]
+                    .iter()
+                    .any(|e| e["hook"] == "net_dev_xmit" && e["ifname"] == egress),
+                "sent on {egress} after the decision: {journey:?}"
+            );
+        }
+    }
+}

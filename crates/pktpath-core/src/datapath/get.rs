@@ -13,9 +13,7 @@ use aya::{
     maps::{Map, MapData, PerCpuArray},
     programs::{SchedClassifier, TestRun as _, TestRunOptions},
 };
-use pktpath_common::route::{
-    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, Decision, FAMILY_V4, MAP_DECISION,
-};
+use pktpath_common::route::{ACTION_FORWARD, Decision, FAMILY_V4, MAP_DECISION};
 use serde::Serialize;
 
 use super::{
@@ -180,14 +178,7 @@ impl Attached {
                     .map(|(id, _)| id.clone())
             })
             .flatten();
-        let action = match (d.matched, d.action) {
-            (0, _) => "pass",
-            (_, ACTION_FORWARD) => "forward",
-            (_, ACTION_TABLE) => "lookup_table",
-            (_, ACTION_DROP) => "drop",
-            (_, ACTION_PASS) => "pass",
-            _ => "unknown",
-        };
+        let action = pktpath_common::route::action_name(d.matched, d.action);
         let redirected = verdict == TC_ACT_REDIRECT && d.egress_ifindex != 0;
         let egress = redirected.then(|| {
             iface::name_of(d.egress_ifindex)

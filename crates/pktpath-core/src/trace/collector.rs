@@ -123,6 +123,8 @@ pub struct Collector {
     reasons: DropReasons,
     hooks: Vec<Hook>,
     startup: Startup,
+    /// The data path's decisions, when the trace follows them.
+    tap: Option<super::tap::Tap>,
     // Last: programs and links are released after the maps are closed.
     _ebpf: Ebpf,
 }
@@ -245,6 +247,7 @@ impl Collector {
                 total: t0.elapsed(),
                 ..startup
             },
+            tap: None,
             _ebpf: ebpf,
         })
     }
@@ -276,14 +279,19 @@ impl Collector {
         if n > 0 {
             return Ok(n);
         }
-        let mut pfd = libc::pollfd {
-            fd: self.ring.as_raw_fd(),
+        let mut pfds = [
+            self.ring.as_raw_fd(),
+            self.tap.as_ref().map_or(-1, |t| t.fd()),
+        ]
+        .map(|fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
-        };
+        });
+        let count = if self.tap.is_some() { 2 } else { 1 };
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: one valid pollfd, for the duration of the call.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        // SAFETY: `count` valid pollfds, for the duration of the call.
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), count, ms) };
         if rc < 0 {
             let err = std::io::Error::last_os_error();
             // A signal (the user stopping the trace): still read what arrived before it.
@@ -295,12 +303,45 @@ impl Collector {
         Ok(n)
     }
 
+    /// Follows the decisions of the data path `tap` listens to: they arrive as
+    /// [`Record::Tc`], in time order with the hooks' records of the same poll round.
+    pub fn follow(&mut self, tap: super::tap::Tap) {
+        self.tap = Some(tap);
+    }
+
+    /// The data path being followed, if any.
+    pub fn tap(&self) -> Option<&super::tap::Tap> {
+        self.tap.as_ref()
+    }
+
     fn drain(&mut self, f: &mut impl FnMut(Record)) -> Result<usize, TraceError> {
+        let Some(tap) = &mut self.tap else {
+            return Self::drain_ring(&mut self.ring, f);
+        };
+        // Two rings: merge the round by time, so a decision lands between the hooks the
+        // packet met before and after the TC program.
+        let mut round = Vec::new();
+        Self::drain_ring(&mut self.ring, &mut |r| round.push(r))?;
+        while round.len() < 2 * MAX_BATCH
+            && let Some(ev) = tap.next_event()
+        {
+            round.push(Record::Tc(ev));
+        }
+        round.sort_by_key(Record::ts_ns);
+        let n = round.len();
+        round.into_iter().for_each(f);
+        Ok(n)
+    }
+
+    fn drain_ring(
+        ring: &mut RingBuf<MapData>,
+        f: &mut impl FnMut(Record),
+    ) -> Result<usize, TraceError> {
         let mut n = 0;
         // Bounded: under a steady flood the ring never runs empty, and the caller must get
         // to flush its output, check for signals and report losses now and then.
         while n < MAX_BATCH
-            && let Some(item) = self.ring.next()
+            && let Some(item) = ring.next()
         {
             let ev = wire::decode_record(&item)?;
             drop(item);

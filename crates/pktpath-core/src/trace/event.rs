@@ -5,7 +5,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use pktpath_common::trace::{FIB_FAMILY_V6, FibEvent, Hook, TraceEvent};
+use pktpath_common::{
+    route::{TapEvent, action_name, outcome_name},
+    trace::{FIB_FAMILY_V6, FibEvent, Hook, TraceEvent},
+};
 use serde::Serialize;
 
 use super::{
@@ -19,8 +22,8 @@ use super::{
 use crate::sys::netns;
 
 /// Version of the JSON event schema; bumped on any change of shape. 2: the `qdisc` and
-/// `fib` objects, and the hooks that fill them.
-pub const SCHEMA_VERSION: u32 = 2;
+/// `fib` objects, and the hooks that fill them. 3: the `tc` object (hook `tc:pktpath`).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// One event, as printed (`--output json` writes one per line). Absent values are `null`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -74,6 +77,25 @@ pub struct Event {
     /// `proto` is `-` when the flow names no protocol (the kernel's input route lookup
     /// fills it in only for policy rules that need it).
     pub fib: Option<FibInfo>,
+    /// `tc:pktpath` only (the decision of `pktpath route`'s data path, followed with
+    /// `--route-pin-dir`): the policy and what the program did. The packet fields repeat
+    /// those of the packet's previous event.
+    pub tc: Option<TcInfo>,
+}
+
+/// A decision of the data path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TcInfo {
+    /// The matching policy's id (null: none matched, or the applied set is unknown).
+    pub policy: Option<String>,
+    /// Its priority (null: none matched).
+    pub priority: Option<u32>,
+    /// `forward`, `lookup_table`, `drop` or `pass`.
+    pub action: &'static str,
+    /// `forwarded`, `passed` (to the kernel stack), `dropped` or `error`.
+    pub outcome: &'static str,
+    /// The interface it was redirected to (ifindex in the data path's namespace).
+    pub egress_ifindex: Option<u32>,
 }
 
 /// The qdisc a packet was enqueued to or dequeued from.
@@ -110,6 +132,9 @@ pub struct FibInfo {
     pub flow_oif: u32,
 }
 
+/// The hook name of the data path's decisions (`pktpath route`'s TC program).
+pub const TC_HOOK: &str = "tc:pktpath";
+
 /// Builds [`Event`]s from wire records, keeping the journeys and the name caches.
 #[derive(Debug)]
 pub struct EventBuilder {
@@ -121,6 +146,9 @@ pub struct EventBuilder {
     /// Drop locations already symbolized (a flood of drops comes from a few places).
     locations: FastMap<u64, String>,
     netns_names: FastMap<u32, Option<String>>,
+    /// With [`Self::with_policies`]: each open skb's last event, for the decisions of the
+    /// data path (which carry no headers) to repeat; policy ids by priority.
+    tapping: Option<(FastMap<u64, Event>, std::collections::HashMap<u32, String>)>,
 }
 
 impl EventBuilder {
@@ -134,7 +162,15 @@ impl EventBuilder {
             kallsyms_loading: None,
             locations: FastMap::default(),
             netns_names: FastMap::default(),
+            tapping: None,
         }
+    }
+
+    /// Builds data-path decisions too ([`Record::Tc`]), naming policies from `ids`
+    /// (priority to id).
+    pub fn with_policies(mut self, ids: std::collections::HashMap<u32, String>) -> Self {
+        self.tapping = Some((FastMap::default(), ids));
+        self
     }
 
     /// Takes the kernel's symbols from `loading` (see [`prefetch_kallsyms`]) when the first
@@ -164,7 +200,108 @@ impl EventBuilder {
         match rec {
             Record::Skb(ev) => self.build(ev),
             Record::Fib(ev) => self.build_fib(ev),
+            Record::Tc(ev) => self.build_tc(ev),
         }
+    }
+
+    /// The rich event for one decision of the data path: a `tc:pktpath` hop of the
+    /// packet's journey.
+    pub fn build_tc(&mut self, ev: &TapEvent) -> Event {
+        let step = self.journeys.hop_of(ev.skb, ev.ts_ns);
+        let d = &ev.decision;
+        let (last, ids) = match &mut self.tapping {
+            Some((last, ids)) => (last.get(&ev.skb).cloned(), Some(&*ids)),
+            None => (None, None),
+        };
+        let matched = d.matched != 0;
+        let tc = TcInfo {
+            policy: ids
+                .filter(|_| matched)
+                .and_then(|ids| ids.get(&d.priority).cloned()),
+            priority: matched.then_some(d.priority),
+            action: action_name(d.matched, d.action),
+            outcome: outcome_name(d.outcome),
+            egress_ifindex: (d.egress_ifindex != 0).then_some(d.egress_ifindex),
+        };
+        let base = last.unwrap_or_else(|| Event {
+            schema_version: SCHEMA_VERSION,
+            ts_ns: 0,
+            packet_id: 0,
+            hop: 0,
+            delta_ns: None,
+            hook: "",
+            skb: String::new(),
+            ifname: String::new(),
+            ifindex: ev.ifindex,
+            netns: 0,
+            netns_name: None,
+            proto: "-".to_owned(),
+            src: None,
+            dst: None,
+            sport: None,
+            dport: None,
+            icmp_type: None,
+            icmp_code: None,
+            icmp_id: None,
+            icmp_seq: None,
+            tcp_flags: None,
+            arp_op: None,
+            len: 0,
+            mark: 0,
+            cpu: 0,
+            drop_reason: None,
+            drop_location: None,
+            qdisc: None,
+            fib: None,
+            tc: None,
+        });
+        // The decision is made on the interface the program runs on; the previous event
+        // names it when it was seen there (the usual receive hook just before).
+        let ifname = if base.ifindex == ev.ifindex {
+            base.ifname.clone()
+        } else {
+            format!("ifindex {}", ev.ifindex)
+        };
+        Event {
+            ts_ns: ev.ts_ns,
+            packet_id: step.packet_id,
+            hop: step.hop,
+            delta_ns: step.delta_ns,
+            hook: TC_HOOK,
+            skb: hex(ev.skb),
+            ifname,
+            ifindex: ev.ifindex,
+            len: ev.len,
+            drop_reason: None,
+            drop_location: None,
+            qdisc: None,
+            fib: None,
+            tc: Some(tc),
+            ..base
+        }
+    }
+
+    /// Whether a decision about the skb at `skb` belongs in the trace: the trace reported
+    /// that packet (it passed the trace's filters) and it is still on its way.
+    pub fn follows(&self, skb: u64) -> bool {
+        self.tapping
+            .as_ref()
+            .is_some_and(|(last, _)| last.contains_key(&skb))
+    }
+
+    /// Remembers `ev` as its skb's last event, for the data path's decisions.
+    fn note_for_tap(&mut self, ev: &Event, skb: u64, ends: bool) {
+        let Some((last, _)) = &mut self.tapping else {
+            return;
+        };
+        if ends {
+            last.remove(&skb);
+            return;
+        }
+        if last.len() >= 65_536 {
+            last.clear();
+        }
+        last.insert(skb, ev.clone());
     }
 
     /// The rich event for one packet record.
@@ -188,7 +325,7 @@ impl EventBuilder {
             (None, None)
         };
         let netns_name = self.netns_name(ev.netns);
-        Event {
+        let built = Event {
             schema_version: SCHEMA_VERSION,
             ts_ns: ev.ts_ns,
             packet_id: step.packet_id,
@@ -223,7 +360,12 @@ impl EventBuilder {
                 }
             }),
             fib: None,
+            tc: None,
+        };
+        if self.tapping.is_some() {
+            self.note_for_tap(&built, ev.skb_addr, hook.is_some_and(Hook::ends_skb));
         }
+        built
     }
 
     /// The rich event for one routing lookup record.
@@ -329,6 +471,7 @@ impl EventBuilder {
                 flow_iif: ev.iif,
                 flow_oif: ev.oif,
             }),
+            tc: None,
         }
     }
 
@@ -609,6 +752,8 @@ impl Event {
         j.serde(&self.qdisc);
         j.raw(",\"fib\":");
         j.serde(&self.fib);
+        j.raw(",\"tc\":");
+        j.serde(&self.tc);
         j.raw("}");
     }
 
@@ -666,6 +811,17 @@ impl Event {
         if let Some(q) = &self.qdisc {
             line.push_str(&format!(" qdisc {} {}", q.kind, q.handle));
         }
+        if let Some(d) = &self.tc {
+            match (&d.policy, d.priority) {
+                (Some(id), Some(p)) => line.push_str(&format!(" policy {id} (priority {p})")),
+                (None, Some(p)) => line.push_str(&format!(" policy priority {p}")),
+                _ => line.push_str(" no policy"),
+            }
+            line.push_str(&format!(" {} -> {}", d.action, d.outcome));
+            if let Some(e) = d.egress_ifindex {
+                line.push_str(&format!(" egress ifindex {e}"));
+            }
+        }
         if let Some(r) = &self.drop_reason {
             line.push_str(&format!(" DROP {r}"));
             if let Some(l) = &self.drop_location {
@@ -699,6 +855,62 @@ pub fn human_ns(ns: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_fast_path_decision_is_a_hop_of_the_packets_journey() {
+        use pktpath_common::route::{ACTION_FORWARD, Decision, OUTCOME_FORWARDED, TapEvent};
+        let decision = |ts_ns| TapEvent {
+            ts_ns,
+            skb: 0xffff_8880_0433_2e00,
+            ifindex: 2,
+            len: 47,
+            decision: Decision {
+                matched: 1,
+                action: ACTION_FORWARD,
+                outcome: OUTCOME_FORWARDED,
+                priority: 10,
+                egress_ifindex: 3,
+                ..Decision::default()
+            },
+            _pad: 0,
+        };
+        // Without the policies (no data path followed) nothing follows the packet.
+        let mut plain = builder();
+        plain.build(&udp_record(Hook::NetifReceiveSkb, 1_000));
+        assert!(!plain.follows(0xffff_8880_0433_2e00));
+
+        let ids = [(10, "udp-9-up1".to_owned())].into_iter().collect();
+        let mut b = builder().with_policies(ids);
+        let rx = b.build(&udp_record(Hook::NetifReceiveSkb, 1_000));
+        assert!(b.follows(0xffff_8880_0433_2e00));
+        let tc = b.build_record(&Record::Tc(decision(1_400)));
+        assert_eq!(
+            (tc.packet_id, tc.hop, tc.delta_ns, tc.hook),
+            (rx.packet_id, 2, Some(400), TC_HOOK)
+        );
+        assert_eq!(
+            (tc.ifname.as_str(), tc.netns, tc.len),
+            ("veth-b", rx.netns, 47)
+        );
+        assert_eq!((tc.src.as_deref(), tc.dport), (Some("10.99.0.1"), Some(9)));
+        let info = tc.tc.as_ref().unwrap();
+        assert_eq!(info.policy.as_deref(), Some("udp-9-up1"));
+        assert_eq!((info.action, info.outcome), ("forward", "forwarded"));
+        assert!(
+            tc.to_text(0)
+                .contains("policy udp-9-up1 (priority 10) forward -> forwarded egress ifindex 3"),
+            "{}",
+            tc.to_text(0)
+        );
+        let json = serde_json::to_value(&tc).unwrap();
+        assert_eq!(json["tc"]["egress_ifindex"], 3);
+        // The packet leaves afterwards: the next hop of the same journey.
+        let tx = b.build(&udp_record(Hook::NetDevXmit, 2_000));
+        assert_eq!((tx.packet_id, tx.hop), (rx.packet_id, 3));
+        // Freed: its decisions no longer belong to the trace.
+        b.build(&udp_record(Hook::ConsumeSkb, 3_000));
+        assert!(!b.follows(0xffff_8880_0433_2e00));
+    }
 
     #[test]
     fn write_json_is_what_serde_writes() {

@@ -121,6 +121,13 @@ impl Journeys {
     /// Records an event of the skb at `skb_addr` at time `ts_ns`, carrying a packet with
     /// header signature `sig`; `ends` when the hook frees the skb. Events must come in time order per skb (a ring buffer from several
     /// CPUs can swap near-simultaneous events; a negative delta is shown as 0).
+    /// A hop of the journey the skb at `skb_addr` is on, whatever its headers (a record that
+    /// carries none, as the data path's decision); a journey of its own when none is open.
+    pub fn hop_of(&mut self, skb_addr: u64, ts_ns: u64) -> Step {
+        let sig = self.open.get(&skb_addr).map_or(0, |o| o.sig);
+        self.skb_step(skb_addr, ts_ns, sig, None, false)
+    }
+
     pub fn step(&mut self, skb_addr: u64, ts_ns: u64, sig: u64, ends: bool) -> Step {
         self.packet(skb_addr, ts_ns, sig, None, ends, false)
     }

@@ -15,6 +15,7 @@ pub mod journey;
 pub mod kallsyms;
 pub mod pcapng;
 pub mod summary;
+pub mod tap;
 pub mod wire;
 
 pub use collector::{Collector, HookStartup, Startup, TraceError};

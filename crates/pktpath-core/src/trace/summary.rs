@@ -121,7 +121,7 @@ impl Summary {
         }
         let moved = prev.is_none_or(|(_, ns, i)| ns != ev.netns || i != ifname);
         // A routing lookup is not a packet on its output device.
-        if moved && ev.fib.is_none() {
+        if moved && ev.fib.is_none() && ev.tc.is_none() {
             let entry = self
                 .ifaces
                 .entry((ev.netns, ifname))

@@ -20,6 +20,8 @@ pub enum Record {
     Skb(TraceEvent),
     /// A routing table lookup.
     Fib(FibEvent),
+    /// A decision of `pktpath route`'s data path (from its own ring, see [`super::tap`]).
+    Tc(pktpath_common::route::TapEvent),
 }
 
 impl Record {
@@ -28,6 +30,7 @@ impl Record {
         match self {
             Self::Skb(e) => e.ts_ns,
             Self::Fib(e) => e.ts_ns,
+            Self::Tc(e) => e.ts_ns,
         }
     }
 }

@@ -20,7 +20,7 @@ use aya_ebpf::{
         bpf_fib_lookup as fib_lookup, bpf_loop, bpf_redirect, bpf_redirect_neigh,
     },
     macros::{classifier, map},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TcContext,
 };
 use pktpath_common::route::{
@@ -28,7 +28,7 @@ use pktpath_common::route::{
     ClassKeyV4, Decision, FAMILY_V4, GENERATIONS, IfaceCounters, MAX_IFACES, MAX_NEXTHOPS,
     MAX_POLICY_SLOTS, MAX_RULE_ENTRIES, MAX_TUPLES, NextHop, OUTCOME_DROPPED, OUTCOME_ERROR,
     OUTCOME_FORWARDED, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState,
-    RuleValue, TupleMask,
+    RuleValue, TapEvent, TupleMask,
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
@@ -108,6 +108,14 @@ pub struct Handoff {
     len: u32,
     _pad: u32,
 }
+
+/// How many `pktpath trace` runs listen to [`TAP_EVENTS`] (`pktpath_common::route::TAP_MAP`).
+#[map(name = "ROUTE_TAP")]
+static TAP: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The decisions, while [`TAP`] is not 0 (`pktpath_common::route::TAP_EVENTS_MAP`).
+#[map(name = "ROUTE_TAP_EVENTS")]
+static TAP_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 #[map(name = "ROUTE_HANDOFF")]
 static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
@@ -192,8 +200,42 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
     }
     if nonce != 0 {
         record(nonce, &r);
+    } else if TAP.get(0).is_some_and(|n| *n != 0) {
+        tap(&ctx, ifindex, len, &r);
     }
     r.verdict
+}
+
+/// Reports the decision to the listening tracers (a full ring loses it: the tracer counts
+/// nothing for it, the packet is not affected).
+#[inline(always)]
+fn tap(ctx: &TcContext, ifindex: u32, len: u32, r: &Routed) {
+    let Some(mut slot) = TAP_EVENTS.reserve::<TapEvent>(0) else {
+        return;
+    };
+    let ev = TapEvent {
+        // SAFETY: plain helper call.
+        ts_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
+        // The context of a TC program is the kernel's sk_buff (`__sk_buff` is its view).
+        skb: ctx.skb.skb as u64,
+        ifindex,
+        len,
+        decision: Decision {
+            nonce: 0,
+            matched: r.matched as u8,
+            action: r.rule.action,
+            outcome: r.outcome as u8,
+            _pad: 0,
+            priority: r.rule.priority,
+            slot: r.rule.slot,
+            nexthop: r.rule.nexthop,
+            egress_ifindex: r.egress,
+            verdict: r.verdict,
+        },
+        _pad: 0,
+    };
+    slot.write(ev);
+    slot.submit(0);
 }
 
 /// Writes the decision record `route get` reads.

@@ -8,12 +8,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use pktpath_common::route::TAP_MAP;
 use pktpath_core::{
+    datapath::attach::DEFAULT_PIN_DIR as DEFAULT_ROUTE_PIN_DIR,
     sys::caps::{Capability, Privileges},
     sys::clock::MonotonicToRealtime,
     trace::{
         Collector, ConfigError, EventBuilder, Summary, TraceRequest,
         pcapng::{PcapngWriter, Written},
+        tap::Tap,
         wire::Record,
     },
 };
@@ -97,6 +100,11 @@ pub struct Args {
     /// lose events under load (counted and reported).
     #[arg(long, value_name = "BYTES", hide = true)]
     ring_size: Option<u32>,
+    /// Show the decisions of `pktpath route`'s data path pinned at DIR (hook `tc:pktpath`:
+    /// policy, action, outcome) in the packets' journeys. Default: the data path at
+    /// /sys/fs/bpf/pktpath when one is attached there.
+    #[arg(long, value_name = "DIR")]
+    route_pin_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -159,6 +167,17 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     })?;
     let mut builder =
         EventBuilder::new(collector.drop_reasons().clone()).with_kallsyms_loading(kallsyms);
+    let route_dir = args
+        .route_pin_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROUTE_PIN_DIR));
+    // The default directory is followed when a data path is attached there; a directory
+    // given on the command line must hold one.
+    if args.route_pin_dir.is_some() || route_dir.join(TAP_MAP).exists() {
+        let tap = Tap::open(&route_dir)?;
+        builder = builder.with_policies(tap.ids().clone());
+        collector.follow(tap);
+    }
     eprintln!("{}", banner(&args, &cfg, &collector));
     log::debug!("start-up: {:#?}", collector.startup());
 
@@ -190,6 +209,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             if write_err.is_some() || args.count.is_some_and(|c| events >= c) {
                 return;
             }
+            if let Record::Tc(t) = &rec
+                && !builder.follows(t.skb)
+            {
+                return;
+            }
             let ev = builder.build_record(&rec);
             if !args.filter.is_empty() && EventBuilder::is_unjudged_lookup(&ev) {
                 return;
@@ -197,6 +221,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             summary.add(&ev);
             let t = *t0.get_or_insert(ev.ts_ns);
             let written: anyhow::Result<()> = match (&mut pcapng, args.output, &rec) {
+                (Some(_), _, Record::Tc(_)) => return,
                 (Some(w), _, Record::Fib(_)) => {
                     w.note_route(&ev);
                     return;
