@@ -120,14 +120,7 @@ impl Route {
     }
 
     fn state_dir(&self) -> PathBuf {
-        let escaped = self
-            .pin
-            .path
-            .display()
-            .to_string()
-            .trim_matches('/')
-            .replace('/', "-");
-        Path::new(pktpath_core::datapath::attach::STATE_ROOT).join(escaped)
+        pktpath_core::datapath::attach::Layout::new(&self.pin.path).state_dir()
     }
 }
 

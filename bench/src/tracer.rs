@@ -152,10 +152,19 @@ fn lossless(
 /// the figure to watch while working on the tracer's event rate, without the start-up,
 /// bpftrace and forwarding runs around it.
 pub fn ladder_only() -> anyhow::Result<Lossless> {
+    let (lab, dir, tg, _routing) = forwarding_lab("trace-ladder")?;
+    lossless(Kind::Pktpath, &lab, &tg, &dir)
+}
+
+/// The lab forwarding by Linux routing, its scratch directory and the trafgen
+/// configuration in it; the routing set-up lives as long as the last value.
+fn forwarding_lab(
+    label: &str,
+) -> anyhow::Result<(Lab, Scratch, std::path::PathBuf, Box<dyn std::any::Any>)> {
     let lab = Lab::new()?;
-    let dir = Scratch::new("trace-ladder")?;
+    let dir = Scratch::new(label)?;
     let tg = dir.write("udp64.trafgen", &lab.trafgen_config())?;
-    let _routing = forward::setup(
+    let routing = forward::setup(
         &lab,
         forward::Config {
             kind: Fwd::Linux,
@@ -163,24 +172,14 @@ pub fn ladder_only() -> anyhow::Result<Lossless> {
         },
         &dir,
     )?;
-    lossless(Kind::Pktpath, &lab, &tg, &dir)
+    Ok((lab, dir, tg, routing))
 }
 
 pub fn run() -> anyhow::Result<Results> {
     // bpftrace resolves tracepoints through tracefs; mounted here if missing, unmounted
     // at the end if this mounted it.
     let _tracefs = pktpath_core::sys::mounts::PseudoFs::Trace.ensure()?;
-    let lab = Lab::new()?;
-    let dir = Scratch::new("trace")?;
-    let tg = dir.write("udp64.trafgen", &lab.trafgen_config())?;
-    let _routing = forward::setup(
-        &lab,
-        forward::Config {
-            kind: Fwd::Linux,
-            ahead: 0,
-        },
-        &dir,
-    )?;
+    let (lab, dir, tg, _routing) = forwarding_lab("trace")?;
 
     let mut startup_s = BTreeMap::new();
     let mut lossless_by = BTreeMap::new();

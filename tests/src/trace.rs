@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use pktpath_common::trace::Hook;
 use pktpath_core::trace::{Collector, Event, EventBuilder, TraceConfig};
 
 /// A running collector and the builder that turns its records into events.
@@ -42,4 +43,16 @@ impl Tracing {
         }
         kept
     }
+}
+
+/// The hooks of a journey, in order.
+pub fn hooks(j: &[&Event]) -> Vec<&'static str> {
+    j.iter().map(|e| e.hook).collect()
+}
+
+/// Where `hook` first stands in a journey; panics, naming the journey's hooks, when absent.
+pub fn position(j: &[&Event], hook: Hook) -> usize {
+    j.iter()
+        .position(|e| e.hook == hook.name())
+        .unwrap_or_else(|| panic!("no {} in journey {:?}", hook.name(), hooks(j)))
 }

@@ -6,7 +6,10 @@ use std::{net::UdpSocket, time::Duration};
 
 use pktpath_common::trace::Hook;
 use pktpath_core::trace::{Event, TraceConfig};
-use pktpath_tests::{RouterLab, TwoHosts, require_root, run, trace::Tracing};
+use pktpath_tests::{
+    RouterLab, TwoHosts, require_root, run,
+    trace::{Tracing, hooks, position},
+};
 
 /// Where a hook ran: (netns inode, interface, ifindex).
 fn at(ev: &Event) -> (u64, &str, u32) {
@@ -19,16 +22,6 @@ fn journey(events: &[Event], first: impl Fn(&Event) -> bool) -> Vec<&Event> {
         return Vec::new();
     };
     events.iter().filter(|e| e.packet_id == id).collect()
-}
-
-fn hooks(j: &[&Event]) -> Vec<&'static str> {
-    j.iter().map(|e| e.hook).collect()
-}
-
-fn position(j: &[&Event], hook: Hook) -> usize {
-    j.iter()
-        .position(|e| e.hook == hook.name())
-        .unwrap_or_else(|| panic!("no {} in journey {:?}", hook.name(), hooks(j)))
 }
 
 /// One echo request a -> b and its reply: both journeys show transmit on the sender's veth

@@ -8,17 +8,10 @@ use std::time::Duration;
 
 use pktpath_common::trace::Hook;
 use pktpath_core::trace::{Event, TraceConfig, filter::compile_filter};
-use pktpath_tests::{RootQdiscGuard, RouterLab, require_root, run, trace::Tracing};
-
-fn hooks(j: &[&Event]) -> Vec<&'static str> {
-    j.iter().map(|e| e.hook).collect()
-}
-
-fn position(j: &[&Event], hook: Hook) -> usize {
-    j.iter()
-        .position(|e| e.hook == hook.name())
-        .unwrap_or_else(|| panic!("no {} in journey {:?}", hook.name(), hooks(j)))
-}
+use pktpath_tests::{
+    RootQdiscGuard, RouterLab, require_root, run,
+    trace::{Tracing, hooks, position},
+};
 
 fn forwarded(v6: bool) {
     require_root();

@@ -26,7 +26,7 @@ use crate::sys::netns;
 pub const SCHEMA_VERSION: u32 = 3;
 
 /// One event, as printed (`--output json` writes one per line). Absent values are `null`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Event {
     pub schema_version: u32,
     /// Kernel monotonic clock (`bpf_ktime_get_ns`) at the hook.
@@ -225,35 +225,9 @@ impl EventBuilder {
         };
         let base = last.unwrap_or_else(|| Event {
             schema_version: SCHEMA_VERSION,
-            ts_ns: 0,
-            packet_id: 0,
-            hop: 0,
-            delta_ns: None,
-            hook: "",
-            skb: String::new(),
-            ifname: String::new(),
             ifindex: ev.ifindex,
-            netns: 0,
-            netns_name: None,
             proto: "-".to_owned(),
-            src: None,
-            dst: None,
-            sport: None,
-            dport: None,
-            icmp_type: None,
-            icmp_code: None,
-            icmp_id: None,
-            icmp_seq: None,
-            tcp_flags: None,
-            arp_op: None,
-            len: 0,
-            mark: 0,
-            cpu: 0,
-            drop_reason: None,
-            drop_location: None,
-            qdisc: None,
-            fib: None,
-            tc: None,
+            ..Event::default()
         });
         // The decision is made on the interface the program runs on; the previous event
         // names it when it was seen there (the usual receive hook just before).

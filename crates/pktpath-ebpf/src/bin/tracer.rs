@@ -8,7 +8,7 @@ use aya_ebpf::{
     Global,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
     programs::BtfTracePointContext,
 };
 use pktpath_common::{
@@ -352,6 +352,24 @@ fn wanted(off: &KernelOffsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header)
     }
 }
 
+/// A ring buffer record for one event, counted in [`TRACE_SEEN`]; a failed reservation is
+/// counted in [`TRACE_LOST`].
+#[inline(always)]
+fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
+    if let Some(seen) = TRACE_SEEN.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *seen += 1 };
+    }
+    let entry = TRACE_EVENTS.reserve::<T>(0);
+    if entry.is_none()
+        && let Some(lost) = TRACE_LOST.get_ptr_mut(0)
+    {
+        // SAFETY: as above.
+        unsafe { *lost += 1 };
+    }
+    entry
+}
+
 #[inline(always)]
 /// Reports `skb` at `hook`; `dev`, when not 0, is the device the hook names (else the
 /// skb's own device). Filters run before a ring buffer slot is reserved.
@@ -405,15 +423,7 @@ fn emit_at(
     if hdr.len == u16::MAX {
         read_header(&off, skb, hook, L3::of(&info), &mut hdr);
     }
-    if let Some(seen) = TRACE_SEEN.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-        unsafe { *seen += 1 };
-    }
-    let Some(mut entry) = TRACE_EVENTS.reserve::<TraceEvent>(0) else {
-        if let Some(lost) = TRACE_LOST.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-            unsafe { *lost += 1 };
-        }
+    let Some(mut entry) = reserve::<TraceEvent>() else {
         return Err(-1);
     };
     let ev = entry.as_mut_ptr();
@@ -586,15 +596,7 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
         }
     }
 
-    if let Some(seen) = TRACE_SEEN.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-        unsafe { *seen += 1 };
-    }
-    let Some(mut entry) = TRACE_EVENTS.reserve::<FibEvent>(0) else {
-        if let Some(lost) = TRACE_LOST.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-            unsafe { *lost += 1 };
-        }
+    let Some(mut entry) = reserve::<FibEvent>() else {
         return Err(-1);
     };
     let ev = entry.as_mut_ptr();

@@ -14,7 +14,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Output},
 };
 
@@ -43,14 +43,7 @@ impl Attachment {
     }
 
     pub fn state_dir(&self) -> PathBuf {
-        let escaped = self
-            .pin
-            .path
-            .display()
-            .to_string()
-            .trim_matches('/')
-            .replace('/', "-");
-        Path::new("/run/pktpath").join(escaped)
+        pktpath_core::datapath::attach::Layout::new(&self.pin.path).state_dir()
     }
 
     /// Runs `pktpath route --pin-dir DIR ARGS` inside the router's network namespace.
