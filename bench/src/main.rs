@@ -29,7 +29,7 @@ use anyhow::bail;
 
 fn usage() -> String {
     format!(
-        "usage: pktpath-bench [PART...] | table | cleanup | trace-ladder\nparts: {}",
+        "usage: pktpath-bench [PART...] | table | cleanup | trace-ladder | trace-overhead\nparts: {}",
         report::PARTS.join(" ")
     )
 }
@@ -63,14 +63,18 @@ fn run() -> anyhow::Result<()> {
             return Ok(());
         }
         Some("cleanup") => return cleanup::run(),
-        Some("trace-ladder") => {
+        Some(cmd @ ("trace-ladder" | "trace-overhead")) => {
             // SAFETY: geteuid cannot fail.
             if unsafe { libc::geteuid() } != 0 {
                 bail!("run as root (namespaces, links, eBPF)");
             }
             lab::install_signal_handlers();
             pktpath_tests::names::sweep_stale();
-            let r = tracer::ladder_only()?;
+            let r = if cmd == "trace-ladder" {
+                serde_json::to_value(tracer::ladder_only()?)?
+            } else {
+                serde_json::to_value(tracer::overhead_only()?)?
+            };
             println!("{}", serde_json::to_string_pretty(&r)?);
             return Ok(());
         }

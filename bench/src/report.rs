@@ -246,6 +246,15 @@ pub fn table(doc: &Value) -> String {
                         row["lost"]
                     );
                 }
+                for row in r["hook_cost"].as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        out,
+                        "  hook {:<18} {:>10} hits {:>6.0} ns/hit (filter matching nothing)",
+                        row["program"].as_str().unwrap_or(""),
+                        row["hits"],
+                        f(&row["ns_per_hit"])
+                    );
+                }
             }
             "latency" => {
                 for row in r["rows"].as_array().into_iter().flatten() {

@@ -21,11 +21,14 @@ const READY_LIMIT: Duration = Duration::from_secs(60);
 const LADDER: [u64; 8] = [
     2_000, 5_000, 10_000, 25_000, 50_000, 75_000, 100_000, 150_000,
 ];
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const WARMUP: Duration = Duration::from_millis(400);
 const WINDOW: Duration = Duration::from_millis(1500);
 /// Matches nothing in the lab.
 const NOTHING: &str = "host 192.0.2.99";
+/// `--mark` with a mark nothing in the lab carries: each hook rejects after one load, about
+/// the least a hook can do: the cost of running the hooks at all.
+const NO_MARK: [&str; 2] = ["--mark", "0x7e57"];
 
 #[derive(Debug, Serialize)]
 pub struct Startup {
@@ -66,12 +69,46 @@ pub struct Results {
     pub startup_s: BTreeMap<String, Startup>,
     pub lossless: BTreeMap<String, Lossless>,
     pub throughput: Vec<Throughput>,
+    /// Kernel time per hook hit with the filter matching nothing.
+    pub hook_cost: Vec<HookCost>,
     pub goals: Vec<Goal>,
 }
 
-fn start(kind: Kind, filter: Option<&str>, out: &std::path::Path) -> anyhow::Result<Tool> {
+/// One hook's cost, from the kernel's BPF statistics (run time / run count).
+#[derive(Debug, Serialize)]
+pub struct HookCost {
+    pub program: String,
+    pub hits: u64,
+    pub ns_per_hit: f64,
+}
+
+/// The tracer's cost to forwarding alone (`pktpath-bench trace-overhead`).
+#[derive(Debug, Serialize)]
+pub struct Overhead {
+    pub throughput: Vec<Throughput>,
+    pub hook_cost: Vec<HookCost>,
+}
+
+/// A forwarding mode: its name and the tool running meanwhile (with its arguments), if any.
+type Mode = (&'static str, Option<(Kind, &'static [&'static str])>);
+
+const MODES: [Mode; 5] = [
+    ("off", None),
+    (
+        "pktpath, filter matching nothing",
+        Some((Kind::Pktpath, &[NOTHING])),
+    ),
+    (
+        "pktpath, --mark matching nothing",
+        Some((Kind::Pktpath, &NO_MARK)),
+    ),
+    ("pktpath, no filter", Some((Kind::Pktpath, &[]))),
+    ("bpftrace, one line per event", Some((Kind::Bpftrace, &[]))),
+];
+
+fn start(kind: Kind, args: &[&str], out: &std::path::Path) -> anyhow::Result<Tool> {
     let mut t = match kind {
-        Kind::Pktpath => Tool::pktpath(&filter.into_iter().collect::<Vec<_>>(), out)?,
+        Kind::Pktpath => Tool::pktpath(args, out)?,
         Kind::Bpftrace => Tool::bpftrace(out)?,
     };
     t.wait_ready(READY_LIMIT)?;
@@ -115,7 +152,7 @@ fn lossless(
     for pps in LADDER {
         check_stop()?;
         let out = dir.0.join("ladder.out");
-        let t = start(kind, Some("udp"), &out)?;
+        let t = start(kind, &["udp"], &out)?;
         let (_, seconds) = lab.send_paced_timed(tg, pps, pps)?;
         let (events, lost) = t.finish()?;
         let _ = std::fs::remove_file(&out);
@@ -156,6 +193,112 @@ pub fn ladder_only() -> anyhow::Result<Lossless> {
     lossless(Kind::Pktpath, &lab, &tg, &dir)
 }
 
+/// Forwarding rate in each of `modes` (the first is the reference), alternating the modes
+/// within each of [`ROUNDS`] rounds.
+fn throughput(
+    lab: &Lab,
+    tg: &std::path::Path,
+    dir: &Scratch,
+    modes: &[Mode],
+) -> anyhow::Result<Vec<Throughput>> {
+    let mut pps = vec![Vec::new(); modes.len()];
+    let mut lost = vec![0u64; modes.len()];
+    let mut events = vec![0u64; modes.len()];
+    for round in 0..ROUNDS {
+        for (i, (name, tool)) in modes.iter().enumerate() {
+            check_stop()?;
+            let out = dir.0.join("throughput.out");
+            let t = match tool {
+                Some((kind, args)) => Some(start(*kind, args, &out)?),
+                None => None,
+            };
+            let rate = lab.measure_pps(tg, WARMUP, WINDOW)?;
+            if let Some(t) = t {
+                let (e, l) = t.finish()?;
+                events[i] += e;
+                lost[i] += l;
+            }
+            let _ = std::fs::remove_file(&out);
+            eprintln!("trace: round {} {name:<34} {rate:>10.0} pps", round + 1);
+            pps[i].push(rate);
+        }
+    }
+    let off = median(&pps[0]);
+    Ok(modes
+        .iter()
+        .zip(pps)
+        .enumerate()
+        .map(|(i, ((name, _), v))| Throughput {
+            mode: (*name).to_owned(),
+            median_pps: median(&v),
+            vs_off: median(&v) / off,
+            pps: v,
+            lost: lost[i],
+            events: events[i],
+        })
+        .collect())
+}
+
+/// Kernel time per hit of each pktpath hook while the lab forwards with the filter matching
+/// nothing running: the kernel's BPF run-time statistics, on for this run only (they add a
+/// clock read or two to every hit, so the throughput runs go without).
+fn hook_cost(lab: &Lab, tg: &std::path::Path, dir: &Scratch) -> anyhow::Result<Vec<HookCost>> {
+    let out = dir.0.join("hook-cost.out");
+    let t = start(Kind::Pktpath, &[NOTHING], &out)?;
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)?;
+    let before = hook_stats()?;
+    lab.measure_pps(tg, WARMUP, WINDOW)?;
+    let after = hook_stats()?;
+    drop(stats);
+    t.finish()?;
+    let _ = std::fs::remove_file(&out);
+    let mut costs: Vec<HookCost> = after
+        .into_iter()
+        .filter_map(|(program, (ns, hits))| {
+            let (ns0, hits0) = before.get(&program).copied().unwrap_or((0, 0));
+            let hits = hits.checked_sub(hits0)?;
+            (hits > 0).then(|| HookCost {
+                ns_per_hit: (ns - ns0) as f64 / hits as f64,
+                program,
+                hits,
+            })
+        })
+        .collect();
+    costs.sort_by(|a, b| b.hits.cmp(&a.hits).then(a.program.cmp(&b.program)));
+    for c in &costs {
+        eprintln!(
+            "trace: hook cost {:<28} {:>9} hits {:>6.0} ns",
+            c.program, c.hits, c.ns_per_hit
+        );
+    }
+    Ok(costs)
+}
+
+/// Run time (ns) and run count of each loaded tracer program (`trace_*`), by name.
+fn hook_stats() -> anyhow::Result<BTreeMap<String, (u64, u64)>> {
+    let mut m = BTreeMap::new();
+    for p in aya::programs::loaded_programs() {
+        let p = p?;
+        if let Some(name) = p.name_as_str().filter(|n| n.starts_with("trace_")) {
+            let e = m.entry(name.to_owned()).or_insert((0, 0));
+            e.0 += p.run_time().as_nanos() as u64;
+            e.1 += p.run_count();
+        }
+    }
+    Ok(m)
+}
+
+/// Part 4's forwarding runs alone (tracing off, with the filter matching nothing, with no
+/// filter) and the hooks' cost: the figures to watch while working on the tracer's
+/// overhead.
+pub fn overhead_only() -> anyhow::Result<Overhead> {
+    let (lab, dir, tg, _routing) = forwarding_lab("trace-overhead")?;
+    Ok(Overhead {
+        throughput: throughput(&lab, &tg, &dir, &MODES[..4])?,
+        hook_cost: hook_cost(&lab, &tg, &dir)?,
+    })
+}
+
 /// The lab forwarding by Linux routing, its scratch directory and the trafgen
 /// configuration in it; the routing set-up lives as long as the last value.
 fn forwarding_lab(
@@ -188,52 +331,8 @@ pub fn run() -> anyhow::Result<Results> {
         lossless_by.insert(label(kind).to_owned(), lossless(kind, &lab, &tg, &dir)?);
     }
 
-    type Mode = (&'static str, Option<(Kind, Option<&'static str>)>);
-    let modes: [Mode; 4] = [
-        ("off", None),
-        (
-            "pktpath, filter matching nothing",
-            Some((Kind::Pktpath, Some(NOTHING))),
-        ),
-        ("pktpath, no filter", Some((Kind::Pktpath, None))),
-        ("bpftrace, one line per event", Some((Kind::Bpftrace, None))),
-    ];
-    let mut pps = vec![Vec::new(); modes.len()];
-    let mut lost = vec![0u64; modes.len()];
-    let mut events = vec![0u64; modes.len()];
-    for round in 0..ROUNDS {
-        for (i, (name, tool)) in modes.iter().enumerate() {
-            check_stop()?;
-            let out = dir.0.join("throughput.out");
-            let t = match tool {
-                Some((kind, filter)) => Some(start(*kind, *filter, &out)?),
-                None => None,
-            };
-            let rate = lab.measure_pps(&tg, WARMUP, WINDOW)?;
-            if let Some(t) = t {
-                let (e, l) = t.finish()?;
-                events[i] += e;
-                lost[i] += l;
-            }
-            let _ = std::fs::remove_file(&out);
-            eprintln!("trace: round {} {name:<34} {rate:>10.0} pps", round + 1);
-            pps[i].push(rate);
-        }
-    }
-    let off = median(&pps[0]);
-    let throughput: Vec<Throughput> = modes
-        .iter()
-        .zip(pps)
-        .enumerate()
-        .map(|(i, ((name, _), v))| Throughput {
-            mode: (*name).to_owned(),
-            median_pps: median(&v),
-            vs_off: median(&v) / off,
-            pps: v,
-            lost: lost[i],
-            events: events[i],
-        })
-        .collect();
+    let throughput = throughput(&lab, &tg, &dir, &MODES)?;
+    let hook_cost = hook_cost(&lab, &tg, &dir)?;
     let goals = vec![
         Goal::at_most(
             "pktpath trace start-up, median (s)",
@@ -256,6 +355,7 @@ pub fn run() -> anyhow::Result<Results> {
         startup_s,
         lossless: lossless_by,
         throughput,
+        hook_cost,
         goals,
     })
 }

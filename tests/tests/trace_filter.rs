@@ -114,3 +114,66 @@ fn trace_filters_select_exactly_the_matching_packets() {
         |e| udp(e) && e.dport == Some(5002) || e.proto == "icmp6",
     );
 }
+
+/// The kernel remembers the filter's verdict per header signature (per CPU) and reuses it at
+/// the packet's next hooks and for the flow's next packets. Datagrams alternating between
+/// two ports, otherwise alike (same socket, size and addresses, so the kernel reuses the
+/// same skbs and buffers), must still be told apart at every hook on both ends: each one to
+/// port 5001 is reported at the sender's queue and the receiver's receive hook, none to
+/// port 5002 anywhere.
+#[test]
+fn trace_filter_verdicts_are_not_mixed_up_between_alike_packets() {
+    require_root();
+    let lab = TwoHosts::new();
+    assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, 1), 1);
+    const EACH: usize = 300;
+    let cfg = TraceConfig {
+        hooks: vec![
+            Hook::NetDevQueue,
+            Hook::NetDevStartXmit,
+            Hook::NetifRx,
+            Hook::NetifReceiveSkb,
+            Hook::ConsumeSkb,
+            Hook::KfreeSkb,
+        ],
+        filter: compile_filter("udp and dst port 5001").expect("filter compiles"),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    lab.a
+        .handle()
+        .run(|| {
+            let sock = UdpSocket::bind("10.77.0.1:0").expect("bind in a");
+            for i in 0..2 * EACH {
+                let port = if i % 2 == 0 { 5001 } else { 5002 };
+                sock.send_to(b"alike", format!("{}:{port}", TwoHosts::B4))
+                    .expect("send a datagram");
+            }
+        })
+        .expect("enter namespace a");
+    let ours = |e: &Event| e.proto == "udp" && e.src.as_deref() == Some("10.77.0.1");
+    let at = |evs: &[Event], hook: Hook, ifname: &str| {
+        evs.iter()
+            .filter(|e| e.hook == hook.name() && e.ifname == ifname)
+            .count()
+    };
+    let (a_if, b_if) = (lab.link.a.clone(), lab.link.b.clone());
+    let mut events = t.collect(Duration::from_secs(5), ours, |evs| {
+        at(evs, Hook::NetifReceiveSkb, &b_if) >= EACH && at(evs, Hook::NetDevQueue, &a_if) >= EACH
+    });
+    events.extend(t.collect(Duration::from_millis(300), ours, |_| false));
+    for e in &events {
+        assert_eq!(e.dport, Some(5001), "the filter let through {e:#?}");
+    }
+    assert_eq!(
+        at(&events, Hook::NetDevQueue, &a_if),
+        EACH,
+        "sender's queue"
+    );
+    assert_eq!(
+        at(&events, Hook::NetDevStartXmit, &a_if),
+        EACH,
+        "sender's transmit"
+    );
+    assert_eq!(at(&events, Hook::NetifReceiveSkb, &b_if), EACH, "receiver");
+}

@@ -60,7 +60,7 @@ pub struct TraceConfig {
     /// (`kfree_skb`, `consume_skb`) of an skb that matched earlier is always reported.
     pub filter: FilterProgram,
     /// Ring buffer size in bytes (a power of two, at least one page); None keeps the
-    /// object's default (16 MiB).
+    /// object's default (64 MiB).
     pub ring_bytes: Option<u32>,
 }
 

@@ -14,12 +14,16 @@ use aya_ebpf::{
 use pktpath_common::{
     filter::{
         ETH_P_IP, ETH_P_IPV6, FilterProgram, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_ADDR_V4,
-        KEY_ADDR_V6, KEY_IP, KEY_PORTS, PacketKey, key_from_l3,
+        KEY_ADDR_V6, KEY_IP, KEY_PORTS, PacketKey, SIGNATURE_WORDS, key_from_l3, signature_covers,
+        signature_mask,
     },
     kernel::KernelOffsets,
     trace::{FIB_FAMILY_V4, FIB_FAMILY_V6, FibEvent, HEADER_BYTES, Hook, TraceEvent},
 };
-use pktpath_ebpf::kernel::{SkbInfo, read_at, read_bytes, read_dev, read_ifname, read_skb};
+use pktpath_ebpf::kernel::{
+    Offsets, SkbInfo, dev_netns, load_addr6, load_at, load_name, network_header, read_at,
+    read_bytes, read_dev, read_ifname, read_skb,
+};
 
 #[unsafe(no_mangle)]
 static PKTPATH_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNSET);
@@ -49,10 +53,14 @@ static PKTPATH_FIB_ON: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static PKTPATH_FILTER_EXPR_ON: Global<u32> = Global::new(0);
 
-/// 16 MiB: about 83,000 packet records, a burst of 80 ms at 1M events/s with the reader
-/// stalled (4 MiB held 20,815, which a burst of 5,000 frames at 11 events each overran).
+/// 64 MiB: about 330,000 packet records, 0.6 s of 500,000 events/s with the reader stalled.
+/// The reader keeps up with such rates on average but stalls now and then (output
+/// write-back, scheduling): 16 MiB lost events at 250,000 events/s in most runs of the
+/// benchmark's ladder once the hooks got fast enough to offer that much; 64 MiB lost none
+/// up to 500,000-640,000 (4 MiB had held 20,815 records, which a burst of 5,000 frames at
+/// 11 events each overran).
 #[map(name = "TRACE_EVENTS")]
-static TRACE_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 24, 0);
+static TRACE_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 26, 0);
 
 /// The filter expression (slot 0), written by user space before the hooks are attached; an
 /// empty program (the never-written slot) matches every packet.
@@ -64,6 +72,34 @@ static PKTPATH_FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
 /// freed there) and user space sees each journey end.
 #[map(name = "TRACE_SKBS")]
 static TRACE_SKBS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Slot 0: 1 once any skb has been put in [`TRACE_SKBS`]: until then the frees need not
+/// look it up (with a filter that matches nothing, never).
+#[map(name = "TRACE_SKBS_USED")]
+static TRACE_SKBS_USED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// How many verdicts [`TRACE_VERDICTS`] holds per CPU.
+const VERDICTS: usize = 256;
+
+/// The filter expression's verdict on the headers with one signature (see
+/// [`TRACE_VERDICTS`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Verdict {
+    signature: [u64; SIGNATURE_WORDS],
+    /// The EtherType; 0 = empty.
+    protocol: u16,
+    pass: u16,
+    _pad: u32,
+}
+
+/// Slot 0: per CPU, the filter expression's verdicts on recent headers, by signature
+/// (direct-mapped): the bytes of the network and transport headers the expression can test,
+/// which stay the same from hook to hook of one packet and from packet to packet of one
+/// flow (`signature_mask`). A hook that finds its packet's signature here takes the
+/// verdict from it instead of copying, parsing and testing the headers.
+#[map(name = "TRACE_VERDICTS")]
+static TRACE_VERDICTS: PerCpuArray<[Verdict; VERDICTS]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Slot 0: per-CPU scratch for the header bytes of the event being built.
 #[map(name = "TRACE_SCRATCH")]
@@ -165,22 +201,22 @@ pub fn trace_fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
 /// `fib6_table_lookup(net, res, table, flp)`.
 #[btf_tracepoint(function = "fib6_table_lookup")]
 pub fn trace_fib6_table_lookup(ctx: BtfTracePointContext) -> i32 {
-    let off = PKTPATH_KERNEL_OFFSETS.load();
+    let off = Offsets::of(&PKTPATH_KERNEL_OFFSETS);
     let res: u64 = ctx.arg(1);
     let table: u64 = ctx.arg(2);
-    let nh: u64 = read_at(res, off.fib6_result_nh).unwrap_or(0);
+    let nh: u64 = load_at(res, off.fib6_result_nh());
     let _ = emit_fib(Fib {
         hook: Hook::Fib6TableLookup,
-        table: read_at(table, off.fib6_table_id).unwrap_or(0),
+        table: load_at(table, off.fib6_table_id()),
         flow: ctx.arg(3),
         nhc: if nh == 0 {
             0
         } else {
-            nh + off.fib6_nh_common as u64
+            nh + off.fib6_nh_common() as u64
         },
         err: 0,
         net: ctx.arg(0),
-        route_type: read_at(res, off.fib6_result_type).unwrap_or(0),
+        route_type: load_at(res, off.fib6_result_type()),
     });
     0
 }
@@ -211,29 +247,13 @@ struct Header {
 
 /// Reads up to [`HEADER_BYTES`] of `skb`'s linear data from its network header on.
 #[inline(always)]
-fn read_header(off: &KernelOffsets, skb: u64, hook: Hook, l3: L3, dst: &mut Header) {
-    // On the way in the link-layer header has been pulled: data is at the network header,
-    // which the kernel has not (re)set yet. Elsewhere the network header offset is valid.
-    let data: u64 = read_at(skb, off.skb_data).unwrap_or(0);
-    // Only the linear part (len - data_len bytes from data) is contiguous in memory.
-    let data_len: u32 = read_at(skb, off.skb_data_len).unwrap_or(0);
-    let linear = l3.len.saturating_sub(data_len);
-    let l3 = if hook.is_receive() {
-        data
-    } else {
-        l3.network_header
-    };
-    // Bytes of linear packet data from l3 on.
-    let avail = if l3 == 0 {
-        0
-    } else if l3 >= data {
-        linear.saturating_sub((l3 - data) as u32)
-    } else {
-        linear + (data - l3) as u32
-    };
+fn read_header(off: Offsets, skb: u64, hook: Hook, l3: L3, dst: &mut Header) {
+    let data: u64 = load_at(skb, off.skb_data());
+    let start = l3.start(hook, data);
+    let avail = linear_from(off, skb, l3, data, start);
     // SAFETY: `bytes` is this CPU's scratch slot; programs do not nest on one CPU for these
     // tracepoints while the slot is in use (a nested run would only garble its own event).
-    let copied = read_bytes(l3, unsafe { &mut *dst.bytes });
+    let copied = read_bytes(start, unsafe { &mut *dst.bytes });
     dst.len = if copied == 0 {
         0
     } else if avail < HEADER_BYTES as u32 {
@@ -265,23 +285,147 @@ impl L3 {
     /// Reads them alone (the device and its namespace are not needed to judge a packet by
     /// its headers).
     #[inline(always)]
-    fn read(off: &KernelOffsets, skb: u64) -> Result<Self, i32> {
-        let len: u32 = read_at(skb, off.skb_len)?;
-        let protocol: u16 = u16::from_be(read_at(skb, off.skb_protocol)?);
-        let head: u64 = read_at(skb, off.skb_head)?;
-        let nh: u16 = read_at(skb, off.skb_network_header)?;
-        // The kernel marks an unset header offset with (u16)~0.
-        let network_header = if nh == u16::MAX || head == 0 {
-            0
-        } else {
-            head + nh as u64
-        };
-        Ok(Self {
-            len,
-            protocol,
-            network_header,
-        })
+    fn read(off: Offsets, skb: u64) -> Self {
+        Self {
+            len: load_at(skb, off.skb_len()),
+            protocol: u16::from_be(load_at(skb, off.skb_protocol())),
+            network_header: network_header(off, skb),
+        }
     }
+
+    /// Where the packet's network header starts at `hook`, given `skb->data`: on the way
+    /// in the link-layer header has been pulled and data is at the network header, which
+    /// the kernel has not (re)set yet; elsewhere the network header offset is valid.
+    #[inline(always)]
+    fn start(self, hook: Hook, data: u64) -> u64 {
+        if hook.is_receive() {
+            data
+        } else {
+            self.network_header
+        }
+    }
+}
+
+/// Bytes of linear packet data from `start` on, given `skb->data`.
+#[inline(always)]
+fn linear_from(off: Offsets, skb: u64, l3: L3, data: u64, start: u64) -> u32 {
+    // Only the linear part (len - data_len bytes from data) is contiguous in memory.
+    let data_len: u32 = load_at(skb, off.skb_data_len());
+    let linear = l3.len.saturating_sub(data_len);
+    if start == 0 {
+        0
+    } else if start >= data {
+        linear.saturating_sub((start - data) as u32)
+    } else {
+        linear + (data - start) as u32
+    }
+}
+
+/// Where `skb`'s headers start at `hook`, the mask of their signature (see
+/// `signature_mask`) and their EtherType; `None` when the headers were not captured far
+/// enough to have a signature.
+#[inline(always)]
+fn signature_of(
+    off: Offsets,
+    skb: u64,
+    hook: Hook,
+) -> Option<(u64, &'static [u64; SIGNATURE_WORDS], u16)> {
+    let l3 = L3::read(off, skb);
+    let data: u64 = load_at(skb, off.skb_data());
+    let start = l3.start(hook, data);
+    let captured = linear_from(off, skb, l3, data, start) as usize;
+    // With no network header nothing is captured and the mask reads no byte; `data` stands
+    // in for the null start, which the verifier would not let the signature load from.
+    let start = if start == 0 { data } else { start };
+    Some((start, signature_mask(l3.protocol, captured)?, l3.protocol))
+}
+
+/// This CPU's [`TRACE_VERDICTS`] entry for the signature whose words `word` gives.
+#[inline(always)]
+fn verdict_slot(protocol: u16, word: impl Fn(usize) -> u64) -> Option<*mut Verdict> {
+    let all = TRACE_VERDICTS.get_ptr_mut(0)?;
+    let mut fold = protocol as u64;
+    for i in 0..SIGNATURE_WORDS {
+        fold ^= word(i);
+    }
+    fold ^= fold >> 32;
+    fold ^= fold >> 16;
+    let i = (fold ^ (fold >> 8)) as usize % VERDICTS;
+    // SAFETY: this CPU's array, `i` in bounds.
+    Some(unsafe { (*all).as_mut_ptr().add(i) })
+}
+
+/// The filter expression's verdict on `skb` at `hook` from [`TRACE_VERDICTS`], when this
+/// CPU has judged headers with the same signature.
+#[inline(always)]
+fn remembered(off: Offsets, skb: u64, hook: Hook) -> Option<bool> {
+    let (start, mask, protocol) = signature_of(off, skb, hook)?;
+    let words: [u64; SIGNATURE_WORDS] =
+        core::array::from_fn(|i| load_at::<u64>(start, (i * 8) as u32) & mask[i]);
+    let v = verdict_slot(protocol, |i| words[i])?;
+    // SAFETY: this CPU's entry; see `read_header` on nesting.
+    let seen = unsafe { &*v };
+    let mut diff = u64::from(seen.protocol ^ protocol);
+    for (seen, word) in seen.signature.iter().zip(words) {
+        diff |= seen ^ word;
+    }
+    (diff == 0).then_some(seen.pass != 0)
+}
+
+/// Remembers `pass`, the verdict on `skb` at `hook` whose headers `hdr` holds, in
+/// [`TRACE_VERDICTS`] (when its signature covers them).
+///
+/// Takes nothing from [`remembered`], and the signature from `hdr`: what the two shared
+/// would be live across the parser, and split the verifier's walk of it in as many paths.
+#[inline(always)]
+fn remember(off: Offsets, skb: u64, hook: Hook, hdr: &Header, pass: bool) {
+    let Some((_, mask, protocol)) = signature_of(off, skb, hook) else {
+        return;
+    };
+    // SAFETY: see `read_header`.
+    let bytes = unsafe { &*hdr.bytes };
+    // Headers that could not be copied have no signature to remember (the scratch holds
+    // an older packet's).
+    if (mask[0] != 0 && hdr.len == 0) || !signature_covers(mask, bytes, protocol) {
+        return;
+    }
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+        u64::from_ne_bytes(w) & mask[i]
+    };
+    let Some(v) = verdict_slot(protocol, word) else {
+        return;
+    };
+    // SAFETY: this CPU's entry; see `read_header` on nesting.
+    let v = unsafe { &mut *v };
+    for (i, w) in v.signature.iter_mut().enumerate() {
+        *w = word(i);
+    }
+    v.protocol = protocol;
+    v.pass = u16::from(pass);
+}
+
+/// The filter expression's verdict on `skb` at `hook`: the one remembered for its headers'
+/// signature, else the expression's on the headers it reads into `hdr`.
+#[inline(always)]
+fn judge(off: Offsets, skb: u64, hook: Hook, prog: &FilterProgram, hdr: &mut Header) -> bool {
+    if let Some(pass) = remembered(off, skb, hook) {
+        return pass;
+    }
+    let l3 = L3::read(off, skb);
+    read_header(off, skb, hook, l3, hdr);
+    // The verifier must see len <= HEADER_BYTES on the very register the parser compares
+    // indexes with; read it back opaquely so LLVM cannot fold the check into earlier ones
+    // it was derived from (the verifier loses those bounds).
+    // SAFETY: reads a local.
+    let len = unsafe { core::ptr::read_volatile(&hdr.len) } as usize;
+    let len = if len > HEADER_BYTES { 0 } else { len };
+    // SAFETY: see `read_header`.
+    let key = key_from_l3(unsafe { &*hdr.bytes }, len, l3.protocol);
+    let pass = pktpath_ebpf::filter::eval(prog, &key);
+    remember(off, skb, hook, hdr, pass);
+    pass
 }
 
 /// Whether a packet at `hook` is reported: it passes the load-time filters and the filter
@@ -297,7 +441,7 @@ impl L3 {
 /// A function of its own (a BPF subprogram): inlined, its filter state and the caller's
 /// event state together exceeded the stack of the qdisc hooks.
 #[inline(never)]
-fn wanted(off: &KernelOffsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> bool {
+fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> bool {
     let netns = PKTPATH_FILTER_NETNS.load();
     let ifindex = PKTPATH_FILTER_IFINDEX.load();
     let mark_on = PKTPATH_FILTER_MARK_ON.load();
@@ -309,37 +453,24 @@ fn wanted(off: &KernelOffsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header)
     if netns == 0 && ifindex == 0 && mark_on == 0 && prog.is_none() {
         return true;
     }
-    let mut pass = mark_on == 0
-        || read_at::<u32>(skb, off.skb_mark).is_ok_and(|m| m == PKTPATH_FILTER_MARK.load());
+    let mut pass =
+        mark_on == 0 || load_at::<u32>(skb, off.skb_mark()) == PKTPATH_FILTER_MARK.load();
     if pass && (netns != 0 || ifindex != 0) {
         let dev = if dev != 0 {
             dev
         } else {
-            read_at(skb, off.skb_dev).unwrap_or(0)
+            load_at(skb, off.skb_dev())
         };
-        let (ix, ns) = read_dev(off, dev).unwrap_or((0, 0));
+        let (ix, ns) = read_dev(off, dev);
         pass = (netns == 0 || ns == netns) && (ifindex == 0 || ix == ifindex);
     }
     if pass && let Some(prog) = prog {
-        pass = match L3::read(off, skb) {
-            Ok(l3) => {
-                read_header(off, skb, hook, l3, hdr);
-                // The verifier must see len <= HEADER_BYTES on the very register the parser
-                // compares indexes with; read it back opaquely so LLVM cannot fold the check
-                // into earlier ones it was derived from (the verifier loses those bounds).
-                // SAFETY: reads a local.
-                let len = unsafe { core::ptr::read_volatile(&hdr.len) } as usize;
-                let len = if len > HEADER_BYTES { 0 } else { len };
-                // SAFETY: see `read_header`.
-                let key = key_from_l3(unsafe { &*hdr.bytes }, len, l3.protocol);
-                pktpath_ebpf::filter::eval(prog, &key)
-            }
-            Err(_) => false,
-        };
+        pass = judge(off, skb, hook, prog, hdr);
     }
     if hook.ends_skb() {
         // SAFETY: the value is only tested for presence, never read through.
-        let tracked = unsafe { TRACE_SKBS.get(skb) }.is_some();
+        let tracked = TRACE_SKBS_USED.get(0).is_some_and(|u| *u != 0)
+            && unsafe { TRACE_SKBS.get(skb) }.is_some();
         if tracked {
             let _ = TRACE_SKBS.remove(skb);
         }
@@ -347,6 +478,10 @@ fn wanted(off: &KernelOffsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header)
     } else {
         if pass {
             let _ = TRACE_SKBS.insert(skb, 1, 0);
+            if let Some(used) = TRACE_SKBS_USED.get_ptr_mut(0) {
+                // SAFETY: a plain store of the same value from any CPU.
+                unsafe { *used = 1 };
+            }
         }
         pass
     }
@@ -387,8 +522,8 @@ fn emit_at(
     dev: u64,
     qdisc: u64,
 ) -> Result<(), i32> {
-    let off = PKTPATH_KERNEL_OFFSETS.load();
-    if off.magic != pktpath_common::kernel::KERNEL_OFFSETS_MAGIC || skb == 0 {
+    let off = Offsets::of(&PKTPATH_KERNEL_OFFSETS);
+    if !off.set() || skb == 0 {
         return Err(-1);
     }
     if hook.is_receive()
@@ -398,16 +533,16 @@ fn emit_at(
         let dev = if dev != 0 {
             dev
         } else {
-            read_at(skb, off.skb_dev).unwrap_or(0)
+            load_at(skb, off.skb_dev())
         };
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-        unsafe { *slot = read_dev(&off, dev).map_or(0, |(_, ns)| ns) };
+        unsafe { *slot = if dev == 0 { 0 } else { dev_netns(off, dev) } };
     }
     let mut hdr = Header {
         bytes: TRACE_SCRATCH.get_ptr_mut(0).ok_or(-1)?,
         len: u16::MAX,
     };
-    let pass = wanted(&off, skb, hook, dev, &mut hdr);
+    let pass = wanted(off, skb, hook, dev, &mut hdr);
     if hook.is_receive()
         && PKTPATH_FIB_ON.load() != 0
         && let Some(slot) = TRACE_RX_PASS.get_ptr_mut(0)
@@ -419,9 +554,9 @@ fn emit_at(
         return Ok(());
     }
     // Only now, for a packet that is reported: all the rest.
-    let info = read_skb(&off, skb, dev)?;
+    let info = read_skb(off, skb, dev);
     if hdr.len == u16::MAX {
-        read_header(&off, skb, hook, L3::of(&info), &mut hdr);
+        read_header(off, skb, hook, L3::of(&info), &mut hdr);
     }
     let Some(mut entry) = reserve::<TraceEvent>() else {
         return Err(-1);
@@ -441,17 +576,17 @@ fn emit_at(
         (*ev).qdisc_handle = 0;
         (*ev).qdisc_kind = [0; 16];
         if qdisc != 0 {
-            (*ev).qdisc_handle = read_at(qdisc, off.qdisc_handle).unwrap_or(0);
-            let ops: u64 = read_at(qdisc, off.qdisc_ops).unwrap_or(0);
+            (*ev).qdisc_handle = load_at(qdisc, off.qdisc_handle());
+            let ops: u64 = load_at(qdisc, off.qdisc_ops());
             if ops != 0 {
-                read_bytes(ops + off.qdisc_ops_id as u64, &mut (*ev).qdisc_kind);
+                load_name(ops, off.qdisc_ops_id(), &mut (*ev).qdisc_kind);
             }
         }
         (*ev).hook = hook as u16;
         (*ev).protocol = info.protocol;
         (*ev).cpu = bpf_get_smp_processor_id() as u16;
         (*ev).ifname = [0; 16];
-        read_ifname(&off, info.dev, &mut (*ev).ifname);
+        read_ifname(off, info.dev, &mut (*ev).ifname);
         (*ev).header = *hdr.bytes;
         (*ev).header_len = hdr.len;
     }
@@ -464,18 +599,18 @@ const LOOPBACK_IFINDEX: u32 = 1;
 
 /// The network namespace (inode) of the task running the program.
 #[inline(always)]
-fn task_netns(off: &KernelOffsets) -> u32 {
+fn task_netns(off: Offsets) -> u32 {
     // SAFETY: returns the current task's address; only read through bpf_probe_read_kernel.
     let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
-    let nsproxy: u64 = read_at(task, off.task_struct_nsproxy).unwrap_or(0);
+    let nsproxy: u64 = read_at(task, off.task_struct_nsproxy()).unwrap_or(0);
     if nsproxy == 0 {
         return 0;
     }
-    let net: u64 = read_at(nsproxy, off.nsproxy_net_ns).unwrap_or(0);
+    let net: u64 = read_at(nsproxy, off.nsproxy_net_ns()).unwrap_or(0);
     if net == 0 {
         return 0;
     }
-    read_at(net, off.net_ns_inum).unwrap_or(0)
+    read_at(net, off.net_ns_inum()).unwrap_or(0)
 }
 
 /// What a routing lookup hook hands to [`emit_fib`].
@@ -499,47 +634,63 @@ struct Fib {
 /// protocol).
 #[inline(always)]
 fn emit_fib(f: Fib) -> Result<(), i32> {
-    let off = PKTPATH_KERNEL_OFFSETS.load();
-    if off.magic != pktpath_common::kernel::KERNEL_OFFSETS_MAGIC || f.flow == 0 {
+    let off = Offsets::of(&PKTPATH_KERNEL_OFFSETS);
+    if !off.set() || f.flow == 0 {
         return Err(-1);
     }
     let v6 = f.hook == Hook::Fib6TableLookup;
     let fl = f.flow;
-    let iif: u32 = read_at(fl, off.flowi_iif)?;
-    let oif: u32 = read_at(fl, off.flowi_oif)?;
-    let mark: u32 = read_at(fl, off.flowi_mark)?;
-    let proto: u8 = read_at(fl, off.flowi_proto)?;
+    let iif: u32 = load_at(fl, off.flowi_iif());
+    let proto: u8 = load_at(fl, off.flowi_proto());
+    // A flow without a protocol (the input route lookup's, unless policy rules need one)
+    // cannot be judged by protocol or port tests: an input lookup follows the verdict on the
+    // packet received last on this CPU (its own); an output one passes. User space keeps
+    // either only when it joins the journey of a packet that passed. Tested first: most
+    // lookups are input ones, and a rejected one then costs three loads.
+    if PKTPATH_FILTER_EXPR_ON.load() != 0
+        && proto == 0
+        && iif != LOOPBACK_IFINDEX
+        && TRACE_RX_PASS.get(0).copied().unwrap_or(1) == 0
+    {
+        return Ok(());
+    }
+    let oif: u32 = load_at(fl, off.flowi_oif());
+    let mark: u32 = load_at(fl, off.flowi_mark());
     let (src_off, dst_off, uli_off) = if v6 {
-        (off.flowi6_saddr, off.flowi6_daddr, off.flowi6_uli)
+        (off.flowi6_saddr(), off.flowi6_daddr(), off.flowi6_uli())
     } else {
-        (off.flowi4_saddr, off.flowi4_daddr, off.flowi4_uli)
+        (off.flowi4_saddr(), off.flowi4_daddr(), off.flowi4_uli())
     };
-    let uli: [u8; 4] = read_at(fl, uli_off)?;
+    // Two loads: the union's first member is a pair of 16-bit ports, and the verifier
+    // checks each load against one member.
+    let dport: [u8; 2] = load_at(fl, uli_off);
+    let sport: [u8; 2] = load_at(fl, uli_off + 2);
+    let uli = [dport[0], dport[1], sport[0], sport[1]];
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
     if v6 {
-        src = read_at(fl, src_off)?;
-        dst = read_at(fl, dst_off)?;
+        load_addr6(fl, src_off, &mut src);
+        load_addr6(fl, dst_off, &mut dst);
     } else {
-        let s: [u8; 4] = read_at(fl, src_off)?;
-        let d: [u8; 4] = read_at(fl, dst_off)?;
+        let s: [u8; 4] = load_at(fl, src_off);
+        let d: [u8; 4] = load_at(fl, dst_off);
         src[..4].copy_from_slice(&s);
         dst[..4].copy_from_slice(&d);
     }
     let dev: u64 = if f.nhc != 0 {
-        read_at(f.nhc, off.fib_nh_common_dev).unwrap_or(0)
+        load_at(f.nhc, off.fib_nh_common_dev())
     } else {
         0
     };
-    let (out_ifindex, dev_netns) = read_dev(&off, dev).unwrap_or((0, 0));
+    let (out_ifindex, dev_netns) = read_dev(off, dev);
     let netns = if f.net != 0 {
-        read_at(f.net, off.net_ns_inum).unwrap_or(0)
+        load_at(f.net, off.net_ns_inum())
     } else if dev_netns != 0 {
         dev_netns
     } else if iif == LOOPBACK_IFINDEX {
         // An output lookup (the kernel gives those the loopback device as input) runs in
         // the sending task, in its namespace.
-        task_netns(&off)
+        task_netns(off)
     } else {
         // An input lookup runs right after its packet's receive hooks on this CPU.
         TRACE_RX_NETNS.get(0).copied().unwrap_or(0)
@@ -550,17 +701,6 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
     if (want_ns != 0 && netns != want_ns)
         || (want_if != 0 && iif != want_if && oif != want_if && out_ifindex != want_if)
         || (PKTPATH_FILTER_MARK_ON.load() != 0 && mark != PKTPATH_FILTER_MARK.load())
-    {
-        return Ok(());
-    }
-    // A flow without a protocol (the input route lookup's, unless policy rules need one)
-    // cannot be judged by protocol or port tests: an input lookup follows the verdict on the
-    // packet received last on this CPU (its own); an output one passes. User space keeps
-    // either only when it joins the journey of a packet that passed.
-    if PKTPATH_FILTER_EXPR_ON.load() != 0
-        && proto == 0
-        && iif != LOOPBACK_IFINDEX
-        && TRACE_RX_PASS.get(0).copied().unwrap_or(1) == 0
     {
         return Ok(());
     }
@@ -623,13 +763,13 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
         (*ev).gw = [0; 16];
         (*ev).out_ifname = [0; 16];
         if f.nhc != 0 {
-            let gw_family: u8 = read_at(f.nhc, off.fib_nh_common_gw_family).unwrap_or(0);
+            let gw_family: u8 = load_at(f.nhc, off.fib_nh_common_gw_family());
             (*ev).gw_family = gw_family;
             if gw_family != 0 {
-                read_bytes(f.nhc + off.fib_nh_common_gw as u64, &mut (*ev).gw);
+                read_bytes(f.nhc + off.fib_nh_common_gw() as u64, &mut (*ev).gw);
             }
         }
-        read_ifname(&off, dev, &mut (*ev).out_ifname);
+        read_ifname(off, dev, &mut (*ev).out_ifname);
     }
     entry.submit(0);
     Ok(())
