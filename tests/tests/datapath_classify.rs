@@ -240,3 +240,60 @@ fn forwarding_decrements_ttl_fixes_the_checksum_and_rewrites_macs() {
     let truncated = &frame::build(&p4, &FrameOptions::default())[..36];
     assert_eq!(dp.run(truncated, 0).0, TC_ACT_OK);
 }
+
+/// `route get` marks its test runs in the control buffer (`cb[0]` a nonce, `cb[1..3]`
+/// `GET_MAGIC`) and the data path writes their decision record. A real packet's control
+/// buffer holds what earlier layers left: a nonzero `cb[0]` without the marks must be taken
+/// for a real packet (whose decision goes to the tracers), not for a test run.
+#[test]
+fn a_control_buffer_left_by_other_layers_is_not_a_route_get() {
+    use aya::maps::PerCpuArray;
+    use pktpath_common::route::{Decision, GET_MAGIC, MAP_DECISION};
+
+    require_root();
+    let dp = Datapath::load();
+    let prog: &SchedClassifier = dp.ebpf.program(PROG_DATAPATH).unwrap().try_into().unwrap();
+    let p = PacketFields {
+        iif: 1,
+        ..random_packet(&mut Rng::new(0xcb))
+    };
+    let frame = frame::build(&p, &FrameOptions::default());
+    let records = |nonce: u32| -> usize {
+        let map: PerCpuArray<_, Decision> =
+            PerCpuArray::try_from(dp.ebpf.map(MAP_DECISION).expect("decision map")).unwrap();
+        map.get(&0, 0)
+            .expect("read the decision records")
+            .iter()
+            .filter(|d| d.nonce == nonce)
+            .count()
+    };
+    let run = |cb: [u32; 3]| {
+        let mut ctx_in = [0u8; SKB_CTX];
+        // `__sk_buff.cb` starts at offset 48.
+        for (i, word) in cb.iter().enumerate() {
+            ctx_in[48 + 4 * i..52 + 4 * i].copy_from_slice(&word.to_ne_bytes());
+        }
+        let mut data_out = vec![0u8; frame.len() + 64];
+        prog.test_run(TestRunOptions {
+            data_in: Some(&frame),
+            data_out: Some(&mut data_out),
+            ctx_in: Some(&ctx_in),
+            repeat: 1,
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    };
+    run([0x0abc_def1, 0, 0]);
+    run([0x0abc_def1, GET_MAGIC[0], 0]);
+    assert_eq!(
+        records(0x0abc_def1),
+        0,
+        "garbage in cb[0] taken for a test run"
+    );
+    run([0x0abc_def1, GET_MAGIC[0], GET_MAGIC[1]]);
+    assert_eq!(
+        records(0x0abc_def1),
+        1,
+        "a marked test run writes its record"
+    );
+}

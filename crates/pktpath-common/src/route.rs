@@ -333,6 +333,12 @@ pub const OUTCOME_FORWARDED: u8 = 1;
 pub const OUTCOME_DROPPED: u8 = 2;
 pub const OUTCOME_ERROR: u8 = 3;
 
+/// `__sk_buff.cb[1..3]` of a `route get` test run, beside its nonce in `cb[0]`. A real
+/// packet's control buffer holds whatever the layers before TC left there (the sender's IP
+/// control block, for one): a nonzero `cb[0]` alone made the data path take a real packet
+/// for a test run, write the test run's record and tell no tracer about it.
+pub const GET_MAGIC: [u32; 2] = [0x7061_7468, 0x6765_7421]; // "path", "get!"
+
 /// What the data path decided for one packet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use aya::{
     maps::{Map, MapData, PerCpuArray},
     programs::{SchedClassifier, TestRun as _, TestRunOptions},
 };
-use pktpath_common::route::{ACTION_FORWARD, Decision, FAMILY_V4, MAP_DECISION};
+use pktpath_common::route::{ACTION_FORWARD, Decision, FAMILY_V4, GET_MAGIC, MAP_DECISION};
 use serde::Serialize;
 
 use super::{
@@ -121,6 +121,10 @@ impl Attached {
             ctx_in[CTX_MARK..CTX_MARK + 4].copy_from_slice(&p.mark.to_ne_bytes());
             ctx_in[CTX_IFINDEX..CTX_IFINDEX + 4].copy_from_slice(&input.ifindex.to_ne_bytes());
             ctx_in[CTX_CB0..CTX_CB0 + 4].copy_from_slice(&nonce.to_ne_bytes());
+            for (i, word) in GET_MAGIC.iter().enumerate() {
+                let at = CTX_CB0 + 4 * (i + 1);
+                ctx_in[at..at + 4].copy_from_slice(&word.to_ne_bytes());
+            }
             let mut ctx_out = [0u8; SKB_CTX];
             let mut data_out = vec![0u8; frame.len() + 64];
             let (ret, decision) = std::thread::scope(|s| {

@@ -3,7 +3,10 @@
 //! [`EventBuilder`] turns wire records into these; the JSON form is the fields of [`Event`],
 //! versioned by [`SCHEMA_VERSION`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    borrow::Cow,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use pktpath_common::{
     route::{TapEvent, action_name, outcome_name},
@@ -39,8 +42,9 @@ pub struct Event {
     pub delta_ns: Option<u64>,
     /// Kernel tracepoint name (`netif_receive_skb`, `net_dev_xmit`, `kfree_skb`, ...).
     pub hook: &'static str,
-    /// Kernel address of the sk_buff, hex.
-    pub skb: String,
+    /// Kernel address of the sk_buff (hex in JSON).
+    #[serde(serialize_with = "hex_str")]
+    pub skb: u64,
     pub ifname: String,
     pub ifindex: u32,
     /// Inode number of the device's network namespace.
@@ -48,7 +52,7 @@ pub struct Event {
     /// The namespace's name under /run/netns, if it has one.
     pub netns_name: Option<String>,
     /// `tcp`, `udp`, `icmp`, `icmp6`, `arp`, `ipv4`, `ipv6`, or the EtherType (`0x88cc`).
-    pub proto: String,
+    pub proto: Cow<'static, str>,
     pub src: Option<String>,
     pub dst: Option<String>,
     pub sport: Option<u16>,
@@ -226,7 +230,7 @@ impl EventBuilder {
         let base = last.unwrap_or_else(|| Event {
             schema_version: SCHEMA_VERSION,
             ifindex: ev.ifindex,
-            proto: "-".to_owned(),
+            proto: "-".into(),
             ..Event::default()
         });
         // The decision is made on the interface the program runs on; the previous event
@@ -242,7 +246,7 @@ impl EventBuilder {
             hop: step.hop,
             delta_ns: step.delta_ns,
             hook: TC_HOOK,
-            skb: hex(ev.skb),
+            skb: ev.skb,
             ifname,
             ifindex: ev.ifindex,
             len: ev.len,
@@ -306,7 +310,7 @@ impl EventBuilder {
             hop: step.hop,
             delta_ns: step.delta_ns,
             hook: hook.map_or("unknown", Hook::name),
-            skb: hex(ev.skb_addr),
+            skb: ev.skb_addr,
             ifname: wire::ifname(ev),
             ifindex: ev.ifindex,
             netns: ev.netns,
@@ -376,7 +380,7 @@ impl EventBuilder {
         let flow = Flow {
             src: Some(src),
             dst: Some(dst),
-            proto: (ev.proto != 0).then(|| proto.to_owned()),
+            proto: (ev.proto != 0).then(|| proto.into()),
             ports,
         };
         // A local sender's lookup names the loopback device (ifindex 1 in every namespace)
@@ -408,7 +412,7 @@ impl EventBuilder {
             hop: step.hop,
             delta_ns: step.delta_ns,
             hook: hook.map_or("unknown", Hook::name),
-            skb: "0x0".to_owned(),
+            skb: 0,
             ifname: out.clone(),
             ifindex: if ev.out_ifindex != 0 {
                 ev.out_ifindex
@@ -417,7 +421,7 @@ impl EventBuilder {
             },
             netns: ev.netns,
             netns_name,
-            proto: proto.to_owned(),
+            proto: proto.into(),
             src: Some(src.to_string()),
             dst: Some(dst.to_string()),
             sport: ports.map(|p| p.0),
@@ -518,7 +522,7 @@ fn flow_of(h: &Headers) -> Option<Flow> {
         ports: h
             .sport
             .zip(h.dport)
-            .filter(|_| matches!(h.proto.as_str(), "tcp" | "udp")),
+            .filter(|_| matches!(h.proto.as_ref(), "tcp" | "udp")),
     })
     .filter(|_| h.proto != "arp")
 }
@@ -604,6 +608,13 @@ impl Json<'_> {
         }
     }
 
+    /// `"0x..."`.
+    fn hex(&mut self, x: u64) {
+        self.0.push(b'"');
+        push_hex(self.0, x);
+        self.0.push(b'"');
+    }
+
     fn str(&mut self, s: &str) {
         if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
             self.serde(s);
@@ -627,16 +638,23 @@ impl Json<'_> {
     }
 }
 
-/// `{:#x}` without the formatting machinery (every event carries its skb address).
-fn hex(x: u64) -> String {
+/// `{:#x}` into `out`, without the formatting machinery (every event carries its skb
+/// address).
+fn push_hex(out: &mut Vec<u8>, x: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let n = (16 - x.leading_zeros() as usize / 4).max(1);
-    let mut s = String::with_capacity(2 + n);
-    s.push_str("0x");
+    out.extend_from_slice(b"0x");
     for i in (0..n).rev() {
-        s.push(char::from(DIGITS[(x >> (i * 4)) as usize & 0xf]));
+        out.push(DIGITS[(x >> (i * 4)) as usize & 0xf]);
     }
-    s
+}
+
+/// `{:#x}` as a string (serde's form of [`Event::skb`]).
+fn hex_str<S: serde::Serializer>(x: &u64, s: S) -> Result<S::Ok, S::Error> {
+    let mut buf = Vec::with_capacity(18);
+    push_hex(&mut buf, *x);
+    // Hex digits and "0x" are ASCII.
+    s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
 }
 
 /// An address as `Display` writes it; IPv4 without the formatting machinery (the common
@@ -680,7 +698,7 @@ impl Event {
         j.raw(",\"hook\":");
         j.str(self.hook);
         j.raw(",\"skb\":");
-        j.str(&self.skb);
+        j.hex(self.skb);
         j.raw(",\"ifname\":");
         j.str(&self.ifname);
         j.raw(",\"ifindex\":");
@@ -917,7 +935,17 @@ mod tests {
     #[test]
     fn fast_formatting_matches_display() {
         for x in [0u64, 1, 0xf, 0x10, 0xffff_8880_0433_2e00, u64::MAX] {
-            assert_eq!(hex(x), format!("{x:#x}"));
+            let mut out = Vec::new();
+            push_hex(&mut out, x);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{x:#x}"));
+            assert_eq!(
+                serde_json::to_value(Event {
+                    skb: x,
+                    ..Event::default()
+                })
+                .unwrap()["skb"],
+                format!("{x:#x}")
+            );
         }
         for a in [
             "0.0.0.0",

@@ -2,7 +2,10 @@
 //! ARP, and over IP: TCP, UDP, ICMP, ICMPv6. Every access is bounds-checked; a truncated
 //! header yields what could be read.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    borrow::Cow,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 /// EtherType of IPv4.
 pub const ETH_P_IP: u16 = 0x0800;
@@ -16,7 +19,7 @@ pub const ETH_P_ARP: u16 = 0x0806;
 pub struct Headers {
     /// The innermost protocol recognised: `tcp`, `udp`, `icmp`, `icmp6`, `arp`, `ipv4`,
     /// `ipv6`, or the EtherType in hex (`0x88cc`).
-    pub proto: String,
+    pub proto: Cow<'static, str>,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
     pub sport: Option<u16>,
@@ -50,7 +53,7 @@ fn v6_at(b: &[u8], at: usize) -> Option<Ipv6Addr> {
 /// Parses `bytes` (starting at the network header) of a packet with EtherType `ethertype`.
 pub fn parse(ethertype: u16, bytes: &[u8]) -> Headers {
     let mut h = Headers {
-        proto: format!("{ethertype:#06x}"),
+        proto: format!("{ethertype:#06x}").into(),
         ..Headers::default()
     };
     match ethertype {
@@ -165,7 +168,7 @@ fn tcp_flags(f: u8) -> String {
 
 /// A short human description of the transport details (`echo request id=5 seq=1`).
 pub fn describe(h: &Headers) -> String {
-    match h.proto.as_str() {
+    match h.proto.as_ref() {
         "icmp" | "icmp6" => {
             let v6 = h.proto == "icmp6";
             let name = match (h.icmp_type, v6) {
@@ -228,7 +231,7 @@ mod tests {
         b[20..24].copy_from_slice(&[0x30, 0x39, 0x00, 0x35]);
         let h = parse(ETH_P_IP, &b);
         assert_eq!(
-            (h.proto.as_str(), h.sport, h.dport),
+            (h.proto.as_ref(), h.sport, h.dport),
             ("udp", Some(12345), Some(53))
         );
         b[9] = 6;
@@ -261,12 +264,12 @@ mod tests {
     fn truncated_headers_yield_what_is_there() {
         // The protocol byte is there, the ICMP header is not.
         let h = parse(ETH_P_IP, &ICMP4_ECHO[..16]);
-        assert_eq!((h.proto.as_str(), h.icmp_type), ("icmp", None));
+        assert_eq!((h.proto.as_ref(), h.icmp_type), ("icmp", None));
         assert_eq!(h.src, Some("10.77.0.1".parse().unwrap()));
         assert_eq!(h.dst, None);
         let h = parse(ETH_P_IP, &ICMP4_ECHO[..22]);
         assert_eq!(
-            (h.proto.as_str(), h.icmp_type, h.icmp_id),
+            (h.proto.as_ref(), h.icmp_type, h.icmp_id),
             ("icmp", Some(8), None)
         );
         assert_eq!(parse(ETH_P_IP, &ICMP4_ECHO[..8]).proto, "ipv4");
@@ -291,7 +294,7 @@ mod tests {
         assert_eq!(describe(&h), "echo reply id=7 seq=1");
         let h = parse(ETH_P_IPV6, &ipv6(17, &[0x04, 0xd2, 0x00, 0x35, 0, 8, 0, 0]));
         assert_eq!(
-            (h.proto.as_str(), h.sport, h.dport),
+            (h.proto.as_ref(), h.sport, h.dport),
             ("udp", Some(1234), Some(53))
         );
     }
@@ -303,7 +306,7 @@ mod tests {
             ETH_P_IPV6,
             &ipv6(0, &[58, 0, 5, 2, 0, 0, 1, 0, 143, 0, 0, 0]),
         );
-        assert_eq!((h.proto.as_str(), h.icmp_type), ("icmp6", Some(143)));
+        assert_eq!((h.proto.as_ref(), h.icmp_type), ("icmp6", Some(143)));
         assert_eq!(describe(&h), "mld report");
     }
 

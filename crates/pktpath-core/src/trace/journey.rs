@@ -19,7 +19,7 @@
 //! protocol (the kernel's input route lookup fills it in only for policy rules that need
 //! it) any protocol and ports.
 
-use std::net::IpAddr;
+use std::{borrow::Cow, net::IpAddr};
 
 use super::fasthash::FastMap;
 
@@ -45,7 +45,7 @@ pub struct Flow {
     pub dst: Option<IpAddr>,
     /// As [`super::headers::Headers::proto`] names it (`icmp`, `tcp`, ...); None when a
     /// lookup's flow does not say.
-    pub proto: Option<String>,
+    pub proto: Option<Cow<'static, str>>,
     /// TCP/UDP ports; None for other protocols.
     pub ports: Option<(u16, u16)>,
 }

@@ -25,10 +25,10 @@ use aya_ebpf::{
 };
 use pktpath_common::route::{
     ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, BUCKET_RULES, Bucket, ClassKey,
-    ClassKeyV4, Decision, FAMILY_V4, GENERATIONS, IfaceCounters, MAX_IFACES, MAX_NEXTHOPS,
-    MAX_POLICY_SLOTS, MAX_RULE_ENTRIES, MAX_TUPLES, NextHop, OUTCOME_DROPPED, OUTCOME_ERROR,
-    OUTCOME_FORWARDED, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState,
-    RuleValue, TapEvent, TupleMask,
+    ClassKeyV4, Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, IfaceCounters, MAX_IFACES,
+    MAX_NEXTHOPS, MAX_POLICY_SLOTS, MAX_RULE_ENTRIES, MAX_TUPLES, NextHop, OUTCOME_DROPPED,
+    OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK,
+    RouteState, RuleValue, TapEvent, TupleMask,
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
@@ -154,7 +154,13 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer the kernel passed; reading fields is allowed.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: reading context fields.
-    let (iif, nonce) = unsafe { ((*ctx.skb.skb).ingress_ifindex, (*ctx.skb.skb).cb[0]) };
+    let (iif, cb) = unsafe { ((*ctx.skb.skb).ingress_ifindex, (*ctx.skb.skb).cb) };
+    // A `route get` test run: no input interface, and its marks beside the nonce.
+    let nonce = if iif == 0 && cb[1] == GET_MAGIC[0] && cb[2] == GET_MAGIC[1] {
+        cb[0]
+    } else {
+        0
+    };
     let len = ctx.len();
     let handoff = HANDOFF.get_ptr_mut(0);
     if let Some(h) = handoff {
