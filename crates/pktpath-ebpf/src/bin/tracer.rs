@@ -91,6 +91,15 @@ struct Verdict {
     protocol: u16,
     pass: u16,
     _pad: u32,
+    /// [`verdict_check`] of the rest, written last: an entry torn by a program that
+    /// preempted its writer on this CPU (or wrote it meanwhile) fails it and is a miss.
+    check: u64,
+}
+
+/// What [`Verdict::check`] holds for a signature whose words and EtherType XOR to `sum`.
+#[inline(always)]
+fn verdict_check(sum: u64, pass: u16) -> u64 {
+    sum ^ (u64::from(pass) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// Slot 0: per CPU, the filter expression's verdicts on recent headers, by signature
@@ -340,19 +349,20 @@ fn signature_of(
     Some((start, signature_mask(l3.protocol, captured)?, l3.protocol))
 }
 
-/// This CPU's [`TRACE_VERDICTS`] entry for the signature whose words `word` gives.
+/// This CPU's [`TRACE_VERDICTS`] entry for the signature whose words `word` gives, and
+/// the XOR of the words and the EtherType, for [`verdict_check`].
 #[inline(always)]
-fn verdict_slot(protocol: u16, word: impl Fn(usize) -> u64) -> Option<*mut Verdict> {
+fn verdict_slot(protocol: u16, word: impl Fn(usize) -> u64) -> Option<(*mut Verdict, u64)> {
     let all = TRACE_VERDICTS.get_ptr_mut(0)?;
-    let mut fold = protocol as u64;
+    let mut sum = protocol as u64;
     for i in 0..SIGNATURE_WORDS {
-        fold ^= word(i);
+        sum ^= word(i);
     }
-    fold ^= fold >> 32;
+    let mut fold = sum ^ (sum >> 32);
     fold ^= fold >> 16;
     let i = (fold ^ (fold >> 8)) as usize % VERDICTS;
     // SAFETY: this CPU's array, `i` in bounds.
-    Some(unsafe { (*all).as_mut_ptr().add(i) })
+    Some((unsafe { (*all).as_mut_ptr().add(i) }, sum))
 }
 
 /// The filter expression's verdict on `skb` at `hook` from [`TRACE_VERDICTS`], when this
@@ -362,10 +372,11 @@ fn remembered(off: Offsets, skb: u64, hook: Hook) -> Option<bool> {
     let (start, mask, protocol) = signature_of(off, skb, hook)?;
     let words: [u64; SIGNATURE_WORDS] =
         core::array::from_fn(|i| load_at::<u64>(start, (i * 8) as u32) & mask[i]);
-    let v = verdict_slot(protocol, |i| words[i])?;
+    let (v, sum) = verdict_slot(protocol, |i| words[i])?;
     // SAFETY: this CPU's entry; see `read_header` on nesting.
     let seen = unsafe { &*v };
-    let mut diff = u64::from(seen.protocol ^ protocol);
+    let mut diff =
+        u64::from(seen.protocol ^ protocol) | (seen.check ^ verdict_check(sum, seen.pass));
     for (seen, word) in seen.signature.iter().zip(words) {
         diff |= seen ^ word;
     }
@@ -394,16 +405,20 @@ fn remember(off: Offsets, skb: u64, hook: Hook, hdr: &Header, pass: bool) {
         w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
         u64::from_ne_bytes(w) & mask[i]
     };
-    let Some(v) = verdict_slot(protocol, word) else {
+    let Some((v, sum)) = verdict_slot(protocol, word) else {
         return;
     };
-    // SAFETY: this CPU's entry; see `read_header` on nesting.
-    let v = unsafe { &mut *v };
-    for (i, w) in v.signature.iter_mut().enumerate() {
-        *w = word(i);
+    let pass = u16::from(pass);
+    // SAFETY: this CPU's entry; see `read_header` on nesting. Volatile stores keep the
+    // check last.
+    unsafe {
+        for i in 0..SIGNATURE_WORDS {
+            core::ptr::write_volatile(&raw mut (*v).signature[i], word(i));
+        }
+        core::ptr::write_volatile(&raw mut (*v).protocol, protocol);
+        core::ptr::write_volatile(&raw mut (*v).pass, pass);
+        core::ptr::write_volatile(&raw mut (*v).check, verdict_check(sum, pass));
     }
-    v.protocol = protocol;
-    v.pass = u16::from(pass);
 }
 
 /// The filter expression's verdict on `skb` at `hook`: the one remembered for its headers'
