@@ -9,6 +9,7 @@ use std::{
 };
 
 use pktpath_common::{
+    kernel::IFNAMSIZ,
     route::{TapEvent, action_name, outcome_name},
     trace::{FIB_FAMILY_V6, FibEvent, Hook, TraceEvent},
 };
@@ -20,6 +21,7 @@ use super::{
     headers::{self, Headers},
     journey::{Flow, Journeys},
     kallsyms::Kallsyms,
+    name::Name,
     wire::{self, Record},
 };
 use crate::sys::netns;
@@ -45,16 +47,16 @@ pub struct Event {
     /// Kernel address of the sk_buff (hex in JSON).
     #[serde(serialize_with = "hex_str")]
     pub skb: u64,
-    pub ifname: String,
+    pub ifname: Name,
     pub ifindex: u32,
     /// Inode number of the device's network namespace.
     pub netns: u32,
     /// The namespace's name under /run/netns, if it has one.
-    pub netns_name: Option<String>,
+    pub netns_name: Option<Name>,
     /// `tcp`, `udp`, `icmp`, `icmp6`, `arp`, `ipv4`, `ipv6`, or the EtherType (`0x88cc`).
     pub proto: Cow<'static, str>,
-    pub src: Option<String>,
-    pub dst: Option<String>,
+    pub src: Option<Name>,
+    pub dst: Option<Name>,
     pub sport: Option<u16>,
     pub dport: Option<u16>,
     pub icmp_type: Option<u8>,
@@ -149,7 +151,11 @@ pub struct EventBuilder {
     kallsyms_loading: Option<std::thread::JoinHandle<Kallsyms>>,
     /// Drop locations already symbolized (a flood of drops comes from a few places).
     locations: FastMap<u64, String>,
-    netns_names: FastMap<u32, Option<String>>,
+    netns_names: FastMap<u32, Option<Name>>,
+    /// Interface names by their bytes in the record, made once.
+    ifnames: FastMap<[u8; IFNAMSIZ], Name>,
+    /// Addresses as text, made once (forgotten when they grow many).
+    addrs: FastMap<IpAddr, Name>,
     /// With [`Self::with_policies`]: each open skb's last event, for the decisions of the
     /// data path (which carry no headers) to repeat; policy ids by priority.
     tapping: Option<(FastMap<u64, Event>, std::collections::HashMap<u32, String>)>,
@@ -166,6 +172,8 @@ impl EventBuilder {
             kallsyms_loading: None,
             locations: FastMap::default(),
             netns_names: FastMap::default(),
+            ifnames: FastMap::default(),
+            addrs: FastMap::default(),
             tapping: None,
         }
     }
@@ -195,7 +203,7 @@ impl EventBuilder {
     /// Uses these namespace names (inode to name) instead of looking under /run/netns.
     pub fn with_netns_names(mut self, names: impl IntoIterator<Item = (u32, String)>) -> Self {
         self.netns_names
-            .extend(names.into_iter().map(|(i, n)| (i, Some(n))));
+            .extend(names.into_iter().map(|(i, n)| (i, Some(n.into()))));
         self
     }
 
@@ -238,7 +246,7 @@ impl EventBuilder {
         let ifname = if base.ifindex == ev.ifindex {
             base.ifname.clone()
         } else {
-            format!("ifindex {}", ev.ifindex)
+            format!("ifindex {}", ev.ifindex).into()
         };
         Event {
             ts_ns: ev.ts_ns,
@@ -311,13 +319,13 @@ impl EventBuilder {
             delta_ns: step.delta_ns,
             hook: hook.map_or("unknown", Hook::name),
             skb: ev.skb_addr,
-            ifname: wire::ifname(ev),
+            ifname: self.ifname(&ev.ifname),
             ifindex: ev.ifindex,
             netns: ev.netns,
             netns_name,
             proto: h.proto,
-            src: h.src.map(ip_text),
-            dst: h.dst.map(ip_text),
+            src: h.src.map(|a| self.addr(a)),
+            dst: h.dst.map(|a| self.addr(a)),
             sport: h.sport,
             dport: h.dport,
             icmp_type: h.icmp_type,
@@ -413,7 +421,7 @@ impl EventBuilder {
             delta_ns: step.delta_ns,
             hook: hook.map_or("unknown", Hook::name),
             skb: 0,
-            ifname: out.clone(),
+            ifname: self.ifname(&ev.out_ifname),
             ifindex: if ev.out_ifindex != 0 {
                 ev.out_ifindex
             } else {
@@ -422,8 +430,8 @@ impl EventBuilder {
             netns: ev.netns,
             netns_name,
             proto: proto.into(),
-            src: Some(src.to_string()),
-            dst: Some(dst.to_string()),
+            src: Some(self.addr(src)),
+            dst: Some(self.addr(dst)),
             sport: ports.map(|p| p.0),
             dport: ports.map(|p| p.1),
             icmp_type: icmp.map(|i| i.0),
@@ -460,10 +468,29 @@ impl EventBuilder {
         ev.fib.is_some() && ev.proto == "-" && ev.hop == 1
     }
 
-    fn netns_name(&mut self, inode: u32) -> Option<String> {
+    fn netns_name(&mut self, inode: u32) -> Option<Name> {
         self.netns_names
             .entry(inode)
-            .or_insert_with(|| netns::name_of_inode(u64::from(inode)))
+            .or_insert_with(|| netns::name_of_inode(u64::from(inode)).map(Name::from))
+            .clone()
+    }
+
+    /// `a` as text.
+    fn addr(&mut self, a: IpAddr) -> Name {
+        if self.addrs.len() >= 65_536 {
+            self.addrs.clear();
+        }
+        self.addrs
+            .entry(a)
+            .or_insert_with(|| ip_text(a).into())
+            .clone()
+    }
+
+    /// The interface name `bytes` (NUL-padded) hold.
+    fn ifname(&mut self, bytes: &[u8; IFNAMSIZ]) -> Name {
+        self.ifnames
+            .entry(*bytes)
+            .or_insert_with(|| wire::name(bytes).into())
             .clone()
     }
 
@@ -657,6 +684,17 @@ fn hex_str<S: serde::Serializer>(x: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
 }
 
+/// An address and port as text shows them: `10.0.0.1:53`, `[fd00::1]:53`, the address
+/// alone without a port, `?` without an address.
+pub fn endpoint(addr: &Option<Name>, port: Option<u16>) -> String {
+    match (addr, port) {
+        (Some(a), Some(p)) if a.contains(':') => format!("[{a}]:{p}"),
+        (Some(a), Some(p)) => format!("{a}:{p}"),
+        (Some(a), None) => a.to_string(),
+        (None, _) => "?".into(),
+    }
+}
+
 /// An address as `Display` writes it; IPv4 without the formatting machinery (the common
 /// case, two per event).
 fn ip_text(a: IpAddr) -> String {
@@ -758,12 +796,7 @@ impl Event {
             Some(n) => format!("{} ({n})", self.netns),
             None => self.netns.to_string(),
         };
-        let ep = |a: &Option<String>, p: Option<u16>| match (a, p) {
-            (Some(a), Some(p)) if a.contains(':') => format!("[{a}]:{p}"),
-            (Some(a), Some(p)) => format!("{a}:{p}"),
-            (Some(a), None) => a.clone(),
-            (None, _) => "?".into(),
-        };
+        let ep = endpoint;
         let mut line = format!(
             "{t:12.6} {ns:<32} {:<15} {:<22} {:<6} {} > {}",
             self.ifname,
@@ -913,8 +946,8 @@ mod tests {
             .map(|(i, h)| b.build(&udp_record(h, 1_000 + i as u64 * 500)))
             .collect();
         let mut odd = events[0].clone();
-        odd.ifname = "we\"ird\\\n\u{1}é".to_owned();
-        odd.netns_name = Some("tab\there".to_owned());
+        odd.ifname = "we\"ird\\\n\u{1}é".into();
+        odd.netns_name = Some("tab\there".into());
         odd.tcp_flags = Some("SA".to_owned());
         odd.qdisc = Some(QdiscInfo {
             kind: "fq_codel".to_owned(),

@@ -13,6 +13,7 @@ pub mod filter;
 pub mod headers;
 pub mod journey;
 pub mod kallsyms;
+pub mod name;
 pub mod pcapng;
 pub mod summary;
 pub mod tap;

@@ -31,7 +31,7 @@ use std::{collections::HashMap, io::Write};
 
 use pktpath_common::trace::{HEADER_BYTES, Hook, TraceEvent};
 
-use super::{event::Event, wire};
+use super::{event::Event, name::Name, wire};
 use crate::sys::clock::MonotonicToRealtime;
 
 /// `LINKTYPE_RAW`: the packet starts at an IPv4 or IPv6 header.
@@ -91,7 +91,7 @@ pub struct PcapngWriter<W: Write> {
     out: W,
     clock: MonotonicToRealtime,
     /// (netns inode, ifindex, ifname) to interface id, in order of first sight.
-    interfaces: HashMap<(u32, u32, String), u32>,
+    interfaces: HashMap<(u32, u32, Name), u32>,
     packets: u64,
     block: Vec<u8>,
     /// Routing lookups per journey, waiting for the journey's next packet.
@@ -212,8 +212,8 @@ impl<W: Write> PcapngWriter<W> {
         };
         let ns = ev
             .netns_name
-            .clone()
-            .unwrap_or_else(|| ev.netns.to_string());
+            .as_ref()
+            .map_or_else(|| ev.netns.to_string(), |n| n.to_string());
         let description = match &ev.netns_name {
             Some(n) => format!(
                 "{ifname} (ifindex {}) in network namespace {} ({n})",

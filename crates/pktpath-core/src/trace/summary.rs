@@ -125,7 +125,7 @@ impl Summary {
             let entry = self
                 .ifaces
                 .entry((ev.netns, ifname))
-                .or_insert_with(|| (ev.netns_name.clone(), 0, 0));
+                .or_insert_with(|| (ev.netns_name.as_ref().map(|n| n.to_string()), 0, 0));
             entry.1 += 1;
             entry.2 += u64::from(ev.len);
         }

@@ -661,11 +661,7 @@ fn print_journeys(out: &mut impl std::io::Write, r: &Report) -> anyhow::Result<(
             writeln!(out, "  {title}: (not traced)")?;
             continue;
         };
-        let ep = |a: &Option<String>, p: Option<u16>| match (a, p) {
-            (Some(a), Some(p)) => format!("{a}:{p}"),
-            (Some(a), None) => a.clone(),
-            (None, _) => "?".into(),
-        };
+        let ep = pktpath_core::trace::event::endpoint;
         let e0 = j[0];
         let total = j[j.len() - 1].ts_ns.saturating_sub(e0.ts_ns);
         writeln!(
@@ -790,7 +786,7 @@ fn print_drops(out: &mut impl std::io::Write, r: &Report) -> anyhow::Result<()> 
                     reason.clone(),
                     ev.drop_location.clone().unwrap_or_else(|| "?".into()),
                     role.to_owned(),
-                    ev.ifname.clone(),
+                    ev.ifname.to_string(),
                 ))
                 .or_default() += 1;
         }

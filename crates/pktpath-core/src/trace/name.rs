@@ -1,0 +1,109 @@
+//! [`Name`]: an interface or namespace name as events carry it, shared rather than copied
+//! (every event names its interface, and most its namespace: one allocation each per event
+//! was a good part of the reader's time).
+
+use std::{fmt, ops::Deref, sync::Arc};
+
+use serde::{Serialize, Serializer};
+
+/// A short text shared by reference count: cloning it allocates nothing.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Self {
+        Self(s.into())
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Name {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Name> for String {
+    fn eq(&self, other: &Name) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<Name> for &str {
+    fn eq(&self, other: &Name) -> bool {
+        **self == *other.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compares_prints_and_serializes_as_its_text() {
+        let n = Name::from("veth-b");
+        assert_eq!(n, "veth-b");
+        assert_eq!(n, "veth-b".to_owned());
+        assert_eq!("veth-b".to_owned(), n);
+        assert_eq!(format!("{n} {n:?}"), "veth-b \"veth-b\"");
+        assert_eq!(serde_json::to_string(&n).unwrap(), "\"veth-b\"");
+        assert_eq!(Name::default().as_str(), "");
+        // A clone shares the text.
+        assert!(std::ptr::eq(n.as_str(), n.clone().as_str()));
+    }
+}
