@@ -449,9 +449,11 @@ fn judge(off: Offsets, skb: u64, hook: Hook, prog: &FilterProgram, hdr: &mut Hea
 /// `u16::MAX` otherwise).
 ///
 /// Runs on every hook hit before anything else is read, and reads only what each test needs,
-/// cheapest first: the mark (one read), the device's ifindex and namespace (three), then the
-/// headers (five reads and a copy) for the expression. A packet the filters reject costs no
-/// more than that (plus, on a free, the lookup of [`TRACE_SKBS`]).
+/// cheapest first: the mark (one load), the device's ifindex and namespace (three), then for
+/// the expression the verdict remembered for the headers' signature (a few loads and a
+/// compare), or else a copy of the headers, parsed and tested. A packet the filters reject
+/// costs no more than that (plus, on a free once anything was tracked, the lookup of
+/// [`TRACE_SKBS`]).
 ///
 /// A function of its own (a BPF subprogram): inlined, its filter state and the caller's
 /// event state together exceeded the stack of the qdisc hooks.
