@@ -35,7 +35,7 @@ use pktpath_core::{
 };
 use serde::Serialize;
 
-use crate::report::Goal;
+use crate::{lab::median, report::Goal};
 
 const SIZES: [usize; 5] = [10, 100, 1_000, 10_000, 100_000];
 const FLOWS: usize = 64;
@@ -181,17 +181,6 @@ fn pass(ebpf: &Ebpf, prog: &str, frames: &[Vec<u8>], repeat: u32) -> anyhow::Res
         total += r.duration.as_nanos() as f64;
     }
     Ok(total / frames.len() as f64)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
 }
 
 fn timing(rounds_ns: Vec<f64>, repeat: u32) -> Timing {

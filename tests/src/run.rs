@@ -78,3 +78,25 @@ pub fn as_nobody(bin: &str, args: &[&str]) -> Output {
     let _ = std::fs::remove_dir_all(&dir);
     out.expect("run setpriv (util-linux)")
 }
+
+/// Sends one UDP datagram (`payload`) to each of `to` from a socket bound to `from` in
+/// namespace `ns`; returns the socket's port.
+pub fn udp<I, T>(ns: &crate::NetnsGuard, from: &str, to: I, payload: &[u8]) -> u16
+where
+    I: IntoIterator<Item = T>,
+    T: std::net::ToSocketAddrs,
+{
+    let to: Vec<std::net::SocketAddr> = to
+        .into_iter()
+        .flat_map(|dst| dst.to_socket_addrs().expect("a destination address"))
+        .collect();
+    ns.handle()
+        .run(|| {
+            let sock = std::net::UdpSocket::bind(from).expect("bind");
+            for dst in &to {
+                sock.send_to(payload, dst).expect("send a datagram");
+            }
+            sock.local_addr().expect("local address").port()
+        })
+        .expect("enter namespace")
+}

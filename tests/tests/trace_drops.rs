@@ -2,11 +2,11 @@
 //! packets in fresh namespaces: a flow dropped by an nftables rule, and a packet forwarded
 //! towards a destination the router has no route to.
 
-use std::{net::UdpSocket, time::Duration};
+use std::time::Duration;
 
 use pktpath_common::trace::Hook;
 use pktpath_core::trace::{Event, TraceConfig, filter::compile_filter};
-use pktpath_tests::{NftTableGuard, RouterLab, TwoHosts, require_root, trace::Tracing};
+use pktpath_tests::{NftTableGuard, RouterLab, TwoHosts, require_root, run, trace::Tracing};
 
 /// The first `kfree_skb` among `events`, checked to carry a `symbol+0xoffset` location.
 fn the_drop(events: &[Event]) -> &Event {
@@ -25,13 +25,7 @@ fn the_drop(events: &[Event]) -> &Event {
 /// Sends one UDP datagram from namespace `ns` (bound to `from`) to `to`; returns its source
 /// port.
 fn send_udp(ns: &pktpath_tests::NetnsGuard, from: &str, to: &str) -> u16 {
-    ns.handle()
-        .run(|| {
-            let sock = UdpSocket::bind(from).expect("bind");
-            sock.send_to(b"pktpath", to).expect("send a datagram");
-            sock.local_addr().expect("local address").port()
-        })
-        .expect("enter namespace")
+    run::udp(ns, from, [to], b"pktpath")
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! each filter the distinct packets the tracer reports at `netif_receive_skb` on the
 //! receiver are exactly the sent ones the filter matches.
 
-use std::{collections::BTreeSet, net::UdpSocket, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
 use pktpath_common::trace::Hook;
 use pktpath_core::trace::{Event, TraceConfig, filter::compile_filter};
@@ -19,18 +19,15 @@ const PINGS: u32 = 2;
 
 /// Sends the ground-truth traffic from `a` to `b`.
 fn send(lab: &TwoHosts) {
-    lab.a
-        .handle()
-        .run(|| {
-            for (bind, dst, port, n) in UDP {
-                let sock = UdpSocket::bind(bind).expect("bind in a");
-                for _ in 0..n {
-                    sock.send_to(b"pktpath", format!("{dst}:{port}"))
-                        .expect("send a datagram");
-                }
-            }
-        })
-        .expect("enter namespace a");
+    for (bind, dst, port, n) in UDP {
+        let to = format!("{dst}:{port}");
+        run::udp(
+            &lab.a,
+            bind,
+            std::iter::repeat_n(to.as_str(), n),
+            b"pktpath",
+        );
+    }
     assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, PINGS), PINGS);
     assert_eq!(run::ping(&lab.a.name, TwoHosts::B6, PINGS), PINGS);
 }
@@ -140,17 +137,11 @@ fn trace_filter_verdicts_are_not_mixed_up_between_alike_packets() {
         ..TraceConfig::default()
     };
     let mut t = Tracing::start(&cfg);
-    lab.a
-        .handle()
-        .run(|| {
-            let sock = UdpSocket::bind("10.77.0.1:0").expect("bind in a");
-            for i in 0..2 * EACH {
-                let port = if i % 2 == 0 { 5001 } else { 5002 };
-                sock.send_to(b"alike", format!("{}:{port}", TwoHosts::B4))
-                    .expect("send a datagram");
-            }
-        })
-        .expect("enter namespace a");
+    let to = (0..2 * EACH).map(|i| {
+        let port = if i % 2 == 0 { 5001 } else { 5002 };
+        format!("{}:{port}", TwoHosts::B4)
+    });
+    run::udp(&lab.a, "10.77.0.1:0", to, b"alike");
     let ours = |e: &Event| e.proto == "udp" && e.src.as_deref() == Some("10.77.0.1");
     let at = |evs: &[Event], hook: Hook, ifname: &str| {
         evs.iter()

@@ -2,7 +2,7 @@
 //! passes, the tracer's lost count is exactly what was sent minus what was received, and
 //! its own count of produced events equals what was sent.
 
-use std::{net::UdpSocket, time::Duration};
+use std::time::Duration;
 
 use pktpath_common::trace::Hook;
 use pktpath_core::trace::{TraceConfig, filter::compile_filter};
@@ -26,16 +26,13 @@ fn trace_flood_beyond_the_ring_counts_every_lost_event() {
         ..TraceConfig::default()
     };
     let mut t = Tracing::start(&cfg);
-    lab.a
-        .handle()
-        .run(|| {
-            let sock = UdpSocket::bind("10.77.0.1:0").expect("bind in a");
-            for _ in 0..SENT {
-                sock.send_to(b"pktpath", format!("{}:7100", TwoHosts::B4))
-                    .expect("send a datagram");
-            }
-        })
-        .expect("enter namespace a");
+    let to = format!("{}:7100", TwoHosts::B4);
+    run::udp(
+        &lab.a,
+        "10.77.0.1:0",
+        std::iter::repeat_n(to.as_str(), SENT as usize),
+        b"pktpath",
+    );
     // Not read while flooding; now drain what fitted.
     std::thread::sleep(Duration::from_millis(300));
     let received = t

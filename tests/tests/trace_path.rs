@@ -2,7 +2,7 @@
 //! right interfaces and namespaces (IPv4 and IPv6), a forwarded packet's journey through a
 //! router, and a drop with the kernel's reason and a symbolized location.
 
-use std::{net::UdpSocket, time::Duration};
+use std::time::Duration;
 
 use pktpath_common::trace::Hook;
 use pktpath_core::trace::{Event, TraceConfig};
@@ -223,16 +223,12 @@ fn trace_udp_to_closed_port_is_a_no_socket_drop() {
         ..TraceConfig::default()
     };
     let mut t = Tracing::start(&cfg);
-    let sport = lab
-        .a
-        .handle()
-        .run(|| {
-            let sock = UdpSocket::bind("10.77.0.1:0").expect("bind in a");
-            sock.send_to(b"pktpath", format!("{}:9", TwoHosts::B4))
-                .expect("send a datagram");
-            sock.local_addr().expect("local address").port()
-        })
-        .expect("enter namespace a");
+    let sport = run::udp(
+        &lab.a,
+        "10.77.0.1:0",
+        [format!("{}:9", TwoHosts::B4)],
+        b"pktpath",
+    );
     let ours = |e: &Event| e.proto == "udp" && e.sport == Some(sport) && e.dport == Some(9);
     let events = t.collect(Duration::from_secs(5), ours, |evs| {
         evs.iter().any(|e| e.hook == "kfree_skb")

@@ -89,14 +89,22 @@ fn send_tx_ring(ifindex: u32, frame: &[u8], frames: usize) -> std::io::Result<()
             libc::close(fd);
             e
         };
+        // A SOL_PACKET option of the socket.
+        let set = |name: libc::c_int, value: *const libc::c_void, len: usize| {
+            check(libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                name,
+                value,
+                len as u32,
+            ))
+        };
         let version: libc::c_int = 1; // TPACKET_V2
-        check(libc::setsockopt(
-            fd,
-            libc::SOL_PACKET,
+        set(
             libc::PACKET_VERSION,
-            &version as *const _ as *const libc::c_void,
-            size_of::<libc::c_int>() as u32,
-        ))
+            (&raw const version).cast(),
+            size_of::<libc::c_int>(),
+        )
         .map_err(close)?;
         let req = libc::tpacket_req {
             tp_block_size: BLOCK_SIZE as u32,
@@ -104,13 +112,11 @@ fn send_tx_ring(ifindex: u32, frame: &[u8], frames: usize) -> std::io::Result<()
             tp_frame_size: FRAME_SIZE as u32,
             tp_frame_nr: FRAME_NR as u32,
         };
-        check(libc::setsockopt(
-            fd,
-            libc::SOL_PACKET,
+        set(
             libc::PACKET_TX_RING,
-            &req as *const _ as *const libc::c_void,
-            size_of::<libc::tpacket_req>() as u32,
-        ))
+            (&raw const req).cast(),
+            size_of::<libc::tpacket_req>(),
+        )
         .map_err(close)?;
         let mut sll: libc::sockaddr_ll = std::mem::zeroed();
         sll.sll_family = libc::AF_PACKET as u16;

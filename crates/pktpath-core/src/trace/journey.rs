@@ -74,10 +74,52 @@ type SeenFlow = (Flow, u64, u64);
 #[derive(Clone, Debug)]
 struct Detached {
     flow: Flow,
+    progress: Progress,
+}
+
+/// How far a journey has come: its id, when it began, its last event, its hops so far.
+#[derive(Clone, Copy, Debug)]
+struct Progress {
     packet_id: u64,
     first_seen_ns: u64,
     last_ns: u64,
     hops: u32,
+}
+
+impl Progress {
+    /// A journey whose first event is at `ts_ns`.
+    fn start(packet_id: u64, ts_ns: u64) -> Self {
+        Self {
+            packet_id,
+            first_seen_ns: ts_ns,
+            last_ns: ts_ns,
+            hops: 1,
+        }
+    }
+
+    /// Its first event's step.
+    fn first(&self) -> Step {
+        Step {
+            packet_id: self.packet_id,
+            first_seen_ns: self.first_seen_ns,
+            delta_ns: None,
+            hop: self.hops,
+        }
+    }
+
+    /// One more event, at `ts_ns`: its step (the delta from the previous event, 0 when it
+    /// is older).
+    fn advance(&mut self, ts_ns: u64) -> Step {
+        self.hops += 1;
+        let delta = ts_ns.saturating_sub(self.last_ns);
+        self.last_ns = self.last_ns.max(ts_ns);
+        Step {
+            packet_id: self.packet_id,
+            first_seen_ns: self.first_seen_ns,
+            delta_ns: Some(delta),
+            hop: self.hops,
+        }
+    }
 }
 
 /// Where an event stands in its packet's journey.
@@ -95,10 +137,7 @@ pub struct Step {
 
 #[derive(Clone, Copy, Debug)]
 struct Open {
-    packet_id: u64,
-    first_seen_ns: u64,
-    last_ns: u64,
-    hops: u32,
+    progress: Progress,
     sig: u64,
 }
 
@@ -199,48 +238,25 @@ impl Journeys {
             && ts_ns.saturating_sub(t) < FLOW_MATCH_NS
             && let Some(o) = self.open.get_mut(&skb)
         {
-            o.hops += 1;
-            let delta = ts_ns.saturating_sub(o.last_ns);
-            o.last_ns = o.last_ns.max(ts_ns);
-            return Step {
-                packet_id: o.packet_id,
-                first_seen_ns: o.first_seen_ns,
-                delta_ns: Some(delta),
-                hop: o.hops,
-            };
+            return o.progress.advance(ts_ns);
         }
         self.detached
-            .retain(|d| ts_ns.saturating_sub(d.last_ns) < FLOW_MATCH_NS);
+            .retain(|d| ts_ns.saturating_sub(d.progress.last_ns) < FLOW_MATCH_NS);
         if let Some(d) = self.detached.iter_mut().find(|d| d.flow == *flow) {
-            d.hops += 1;
-            let delta = ts_ns.saturating_sub(d.last_ns);
-            d.last_ns = d.last_ns.max(ts_ns);
-            return Step {
-                packet_id: d.packet_id,
-                first_seen_ns: d.first_seen_ns,
-                delta_ns: Some(delta),
-                hop: d.hops,
-            };
+            return d.progress.advance(ts_ns);
         }
         self.next_id += 1;
         if self.detached.len() >= MAX_DETACHED {
             self.detached.remove(0);
         }
+        let progress = Progress::start(self.next_id, ts_ns);
         if flow.proto.is_some() {
             self.detached.push(Detached {
                 flow: flow.clone(),
-                packet_id: self.next_id,
-                first_seen_ns: ts_ns,
-                last_ns: ts_ns,
-                hops: 1,
+                progress,
             });
         }
-        Step {
-            packet_id: self.next_id,
-            first_seen_ns: ts_ns,
-            delta_ns: None,
-            hop: 1,
-        }
+        progress.first()
     }
 
     fn skb_step(
@@ -253,67 +269,39 @@ impl Journeys {
     ) -> Step {
         let current = self
             .open
-            .get(&skb_addr)
-            .copied()
-            .filter(|o| o.sig == sig && ts_ns.saturating_sub(o.last_ns) < IDLE_NS);
+            .get_mut(&skb_addr)
+            .filter(|o| o.sig == sig && ts_ns.saturating_sub(o.progress.last_ns) < IDLE_NS);
         let step = match current {
-            Some(o) => {
-                let hops = o.hops + 1;
-                self.open.insert(
-                    skb_addr,
-                    Open {
-                        last_ns: ts_ns.max(o.last_ns),
-                        hops,
-                        ..o
-                    },
-                );
-                Step {
-                    packet_id: o.packet_id,
-                    first_seen_ns: o.first_seen_ns,
-                    delta_ns: Some(ts_ns.saturating_sub(o.last_ns)),
-                    hop: hops,
-                }
-            }
+            Some(o) => o.progress.advance(ts_ns),
             None => {
                 if self.open.len() >= MAX_OPEN {
                     self.open
-                        .retain(|_, o| ts_ns.saturating_sub(o.last_ns) < IDLE_NS);
+                        .retain(|_, o| ts_ns.saturating_sub(o.progress.last_ns) < IDLE_NS);
                 }
                 // A routing lookup made for this packet before its skb existed?
                 let adopted = flow.and_then(|f| {
                     let i = self.detached.iter().position(|d| {
-                        d.flow.matches(f) && ts_ns.saturating_sub(d.last_ns) < FLOW_MATCH_NS
+                        d.flow.matches(f)
+                            && ts_ns.saturating_sub(d.progress.last_ns) < FLOW_MATCH_NS
                     })?;
                     Some(self.detached.remove(i))
                 });
-                let (packet_id, first_seen_ns, hops, delta_ns) = match adopted {
-                    Some(d) => (
-                        d.packet_id,
-                        d.first_seen_ns,
-                        d.hops + 1,
-                        Some(ts_ns.saturating_sub(d.last_ns)),
-                    ),
+                let (progress, step) = match adopted {
+                    Some(d) => {
+                        let mut progress = d.progress;
+                        let step = progress.advance(ts_ns);
+                        // The skb's own event is the journey's last from here on.
+                        progress.last_ns = ts_ns;
+                        (progress, step)
+                    }
                     None => {
                         self.next_id += 1;
-                        (self.next_id, ts_ns, 1, None)
+                        let progress = Progress::start(self.next_id, ts_ns);
+                        (progress, progress.first())
                     }
                 };
-                self.open.insert(
-                    skb_addr,
-                    Open {
-                        packet_id,
-                        first_seen_ns,
-                        last_ns: ts_ns,
-                        hops,
-                        sig,
-                    },
-                );
-                Step {
-                    packet_id,
-                    first_seen_ns,
-                    delta_ns,
-                    hop: hops,
-                }
+                self.open.insert(skb_addr, Open { progress, sig });
+                step
             }
         };
         if ends {

@@ -470,14 +470,19 @@ mod tests {
         p
     }
 
-    fn write_all(records: &[TraceEvent]) -> (Vec<u8>, Vec<Written>) {
-        let mut b = builder();
-        let mut w = PcapngWriter::new(
+    /// A writer into memory, at a fixed clock offset.
+    fn writer() -> PcapngWriter<Vec<u8>> {
+        PcapngWriter::new(
             Vec::new(),
             MonotonicToRealtime::fixed(OFFSET),
             "pktpath test",
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    fn write_all(records: &[TraceEvent]) -> (Vec<u8>, Vec<Written>) {
+        let mut b = builder();
+        let mut w = writer();
         let written = records
             .iter()
             .map(|r| w.write(r, &b.build(r)).unwrap())
@@ -617,12 +622,7 @@ mod tests {
     #[test]
     fn route_lookups_and_qdiscs_ride_in_packet_comments() {
         let mut b = builder();
-        let mut w = PcapngWriter::new(
-            Vec::new(),
-            MonotonicToRealtime::fixed(OFFSET),
-            "pktpath test",
-        )
-        .unwrap();
+        let mut w = writer();
         let rx = record(Hook::NetifReceiveSkb, 1_000, NS_BLUE, b"veth-b", &UDP4);
         w.write(&rx, &b.build(&rx)).unwrap();
         // The lookup for that datagram: 10.99.0.1:40000 > 10.99.0.2:9, routed out veth-c.
