@@ -211,6 +211,13 @@ crate::assert_size!(
     8 * 3 + 4 * 6 + 2 * 4 + IFNAMSIZ + HEADER_BYTES + QDISC_KIND_LEN
 );
 crate::impl_pod!(TraceEvent);
+// The hooks copy and clear these arrays 8 bytes at a time.
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(TraceEvent, ifname) % 8 == 0);
+    assert!(offset_of!(TraceEvent, header) % 8 == 0);
+    assert!(offset_of!(TraceEvent, qdisc_kind) % 8 == 0);
+};
 
 /// Length of a qdisc kind name (`Qdisc_ops.id`).
 pub const QDISC_KIND_LEN: usize = 16;
@@ -270,4 +277,10 @@ pub struct FibEvent {
 }
 crate::assert_size!(FibEvent, 8 + 4 * 7 + 2 * 2 + 4 + 4 + 16 * 3 + IFNAMSIZ);
 crate::impl_pod!(FibEvent);
+// The hook clears these 8 bytes at a time.
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(FibEvent, gw) % 8 == 0);
+    assert!(offset_of!(FibEvent, out_ifname) % 8 == 0);
+};
 const _: () = assert!(size_of::<FibEvent>() != size_of::<TraceEvent>());

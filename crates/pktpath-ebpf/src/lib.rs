@@ -5,6 +5,7 @@
 
 pub mod filter;
 pub mod kernel;
+pub mod mem;
 pub mod packet;
 pub mod rule;
 

@@ -8,7 +8,7 @@
 #![no_std]
 #![no_main]
 
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
     bindings::{
@@ -32,6 +32,7 @@ use pktpath_common::route::{
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
+    mem::{copy_words, zero_words},
     packet::{self, Malformed, Parsed},
     rule::{candidate_matches, words, words_mut},
 };
@@ -181,14 +182,19 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
             return TC_ACT_OK;
         }
     }
-    let mut r = Routed {
-        verdict: TC_ACT_OK,
-        outcome: Outcome::Passed,
-        matched: false,
-        rule: RuleValue::default(),
-        egress: 0,
+    // Field by field and used in place, for the reason `classify` gives.
+    let mut slot = MaybeUninit::<Routed>::uninit();
+    let rp = slot.as_mut_ptr();
+    // SAFETY: every field is written before the reference is made.
+    let r = unsafe {
+        (&raw mut (*rp).verdict).write(TC_ACT_OK);
+        (&raw mut (*rp).outcome).write(Outcome::Passed);
+        (&raw mut (*rp).matched).write(false);
+        zero_words(&raw mut (*rp).rule);
+        (&raw mut (*rp).egress).write(0);
+        &mut *rp
     };
-    if try_route(&ctx, ifindex, &mut r).is_err() {
+    if try_route(&ctx, ifindex, r).is_err() {
         r.verdict = TC_ACT_OK;
         r.outcome = Outcome::Error;
     }
@@ -205,9 +211,9 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
         }
     }
     if nonce != 0 {
-        record(nonce, &r);
+        record(nonce, r);
     } else if TAP.get(0).is_some_and(|n| *n != 0) {
-        tap(&ctx, ifindex, len, &r);
+        tap(&ctx, ifindex, len, r);
     }
     r.verdict
 }
@@ -331,18 +337,25 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<RuleValue> {
         return None;
     }
     let key = SCRATCH.get_ptr_mut(0)?;
-    let mut ctx = SearchCtx {
-        p,
-        key,
-        ifindex,
-        mark,
-        generation,
-        count,
-        found: false,
-        best: RuleValue::default(),
+    // Written field by field and used in place: a struct literal's zeroed `best`, or moving
+    // the value out, would be a call to the object's byte-wise memset (see
+    // `pktpath_ebpf::mem`).
+    let mut slot = MaybeUninit::<SearchCtx>::uninit();
+    let c = slot.as_mut_ptr();
+    // SAFETY: every field is written before the reference is made.
+    let ctx = unsafe {
+        (&raw mut (*c).p).write(p);
+        (&raw mut (*c).key).write(key);
+        (&raw mut (*c).ifindex).write(ifindex);
+        (&raw mut (*c).mark).write(mark);
+        (&raw mut (*c).generation).write(generation);
+        (&raw mut (*c).count).write(count);
+        (&raw mut (*c).found).write(false);
+        zero_words(&raw mut (*c).best);
+        &mut *c
     };
     if count == 1 {
-        search_step(0, (&raw mut ctx).cast());
+        search_step(0, (&raw mut *ctx).cast());
     } else {
         // SAFETY: `search_step` has the callback signature bpf_loop expects; `ctx` outlives
         // it.
@@ -350,7 +363,7 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<RuleValue> {
             bpf_loop(
                 MAX_TUPLES,
                 search_step as *mut c_void,
-                (&raw mut ctx).cast(),
+                (&raw mut *ctx).cast(),
                 0,
             )
         };
@@ -398,7 +411,8 @@ extern "C" fn search_step(index: u64, ctx: *mut c_void) -> i64 {
         }
         if candidate_matches(r, p, ctx.ifindex, ctx.mark) {
             ctx.found = true;
-            ctx.best = r.value;
+            // SAFETY: both are RuleValues; the source is in a map value.
+            unsafe { copy_words(&raw mut ctx.best, &raw const r.value) };
             break;
         }
     }
@@ -478,31 +492,27 @@ fn forward_nexthop(
         let r = unsafe { bpf_redirect(nh.ifindex, 0) };
         return Ok((r as i32, Outcome::Forwarded));
     }
-    let mut params = bpf_redir_neigh {
-        nh_family: 0,
-        __bindgen_anon_1: unsafe { core::mem::zeroed() },
-    };
+    // Filled only with a gateway, then completely (family and all 16 address bytes): no
+    // zeroing first, which would be a call to the object's byte-wise memset.
+    let mut params = MaybeUninit::<bpf_redir_neigh>::uninit();
     let with_gateway = nh.gw_family != 0;
-    if with_gateway {
-        params.nh_family = if nh.gw_family == FAMILY_V4 {
-            AF_INET
-        } else {
-            AF_INET6
-        };
-        // SAFETY: writing plain bytes into a union of byte-compatible arrays.
+    let (pp, plen) = if with_gateway {
+        let pp = params.as_mut_ptr();
+        // SAFETY: writing plain data into the parameters: the family, then the address
+        // bytes over the whole 16-byte union of byte-compatible arrays.
         unsafe {
+            (&raw mut (*pp).nh_family).write(if nh.gw_family == FAMILY_V4 {
+                AF_INET
+            } else {
+                AF_INET6
+            });
             core::ptr::copy_nonoverlapping(
                 nh.gateway.as_ptr(),
-                &mut params.__bindgen_anon_1 as *mut _ as *mut u8,
+                (&raw mut (*pp).__bindgen_anon_1).cast::<u8>(),
                 16,
-            )
-        };
-    }
-    let (pp, plen) = if with_gateway {
-        (
-            &mut params as *mut bpf_redir_neigh,
-            size_of::<bpf_redir_neigh>() as i32,
-        )
+            );
+        }
+        (pp, size_of::<bpf_redir_neigh>() as i32)
     } else {
         (core::ptr::null_mut(), 0)
     };
@@ -527,7 +537,7 @@ fn forward_table(
     };
     // SAFETY: this CPU's scratch slot; all-zero is a valid bpf_fib_lookup.
     let fib: &mut bpf_fib_lookup = unsafe {
-        (*scratch).fib = core::mem::zeroed();
+        zero_words(&raw mut (*scratch).fib);
         &mut (*scratch).fib
     };
     fib.family = if p.family == FAMILY_V4 {

@@ -24,6 +24,7 @@ use pktpath_ebpf::kernel::{
     Offsets, SkbInfo, dev_netns, load_addr6, load_at, load_name, network_header, read_at,
     read_bytes, read_dev, read_ifname, read_skb,
 };
+use pktpath_ebpf::mem::{copy8, zero8};
 
 #[unsafe(no_mangle)]
 static PKTPATH_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNSET);
@@ -493,11 +494,19 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
         }
         pass || tracked
     } else {
-        if pass {
+        // Inserted once per skb, at its first reported hook: an LRU map update costs several
+        // times a lookup, and a packet passes some ten hooks. The flag is written once too,
+        // so the CPUs do not keep taking its cache line from each other.
+        // SAFETY: the value is only tested for presence, never read through.
+        if pass && unsafe { TRACE_SKBS.get(skb) }.is_none() {
             let _ = TRACE_SKBS.insert(skb, 1, 0);
             if let Some(used) = TRACE_SKBS_USED.get_ptr_mut(0) {
-                // SAFETY: a plain store of the same value from any CPU.
-                unsafe { *used = 1 };
+                // SAFETY: a plain load and store of the same value from any CPU.
+                unsafe {
+                    if *used == 0 {
+                        *used = 1;
+                    }
+                }
             }
         }
         pass
@@ -591,7 +600,7 @@ fn emit_at(
         (*ev).mark = info.mark;
         (*ev).drop_reason = drop_reason;
         (*ev).qdisc_handle = 0;
-        (*ev).qdisc_kind = [0; 16];
+        zero8(&raw mut (*ev).qdisc_kind);
         if qdisc != 0 {
             (*ev).qdisc_handle = load_at(qdisc, off.qdisc_handle());
             let ops: u64 = load_at(qdisc, off.qdisc_ops());
@@ -602,9 +611,9 @@ fn emit_at(
         (*ev).hook = hook as u16;
         (*ev).protocol = info.protocol;
         (*ev).cpu = bpf_get_smp_processor_id() as u16;
-        (*ev).ifname = [0; 16];
+        zero8(&raw mut (*ev).ifname);
         read_ifname(off, info.dev, &mut (*ev).ifname);
-        (*ev).header = *hdr.bytes;
+        copy8(&raw mut (*ev).header, hdr.bytes);
         (*ev).header_len = hdr.len;
     }
     entry.submit(0);
@@ -735,13 +744,14 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
             key.src = src;
             key.dst = dst;
         } else {
-            // The key's IPv4-mapped form, ::ffff:a.b.c.d.
-            key.src[10] = 0xff;
-            key.src[11] = 0xff;
-            key.dst[10] = 0xff;
-            key.dst[11] = 0xff;
-            key.src[12..].copy_from_slice(&src[..4]);
-            key.dst[12..].copy_from_slice(&dst[..4]);
+            // The key's IPv4-mapped form, ::ffff:a.b.c.d, built as one number (filling
+            // the array byte by byte would call the object's byte-wise memset).
+            let mapped = |a: &[u8; 16]| {
+                (0xffff_u128 << 32 | u128::from(u32::from_be_bytes([a[0], a[1], a[2], a[3]])))
+                    .to_be_bytes()
+            };
+            key.src = mapped(&src);
+            key.dst = mapped(&dst);
         }
         if matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
             key.dport = u16::from_be_bytes([uli[0], uli[1]]);
@@ -777,8 +787,8 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
         (*ev).uli = uli;
         (*ev).src = src;
         (*ev).dst = dst;
-        (*ev).gw = [0; 16];
-        (*ev).out_ifname = [0; 16];
+        zero8(&raw mut (*ev).gw);
+        zero8(&raw mut (*ev).out_ifname);
         if f.nhc != 0 {
             let gw_family: u8 = load_at(f.nhc, off.fib_nh_common_gw_family());
             (*ev).gw_family = gw_family;
