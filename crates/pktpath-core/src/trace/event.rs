@@ -599,35 +599,57 @@ fn errno_name(err: i32) -> String {
 
 /// What stays the same along one packet's journey (unless NAT rewrites it): EtherType,
 /// protocol, addresses, ports, ICMP type, id and sequence.
+/// Packed into a few words before hashing: hashing the fields one by one (each option's
+/// tag, each address byte run) took about a tenth of the reader's time per event.
 fn signature(ethertype: u16, h: &Headers) -> u64 {
-    fasthash::hash_one((
-        (ethertype, &h.proto, h.src, h.dst, h.sport, h.dport),
-        (h.icmp_type, h.icmp_id, h.icmp_seq, h.arp_op),
-    ))
+    let addr = |a: Option<IpAddr>| match a {
+        None => 0,
+        Some(IpAddr::V4(a)) => 1u128 << 127 | u128::from(a.to_bits()),
+        Some(IpAddr::V6(a)) => a.to_bits(),
+    };
+    let opt16 = |v: Option<u16>| v.map_or(0, |v| 1 << 16 | u64::from(v));
+    let mut proto = [0u8; 8];
+    let name = h.proto.as_bytes();
+    let n = name.len().min(8);
+    proto[..n].copy_from_slice(&name[..n]);
+    let (src, dst) = (addr(h.src), addr(h.dst));
+    fasthash::hash_one([
+        u64::from(ethertype) | (name.len() as u64) << 16,
+        u64::from_le_bytes(proto),
+        src as u64,
+        (src >> 64) as u64,
+        dst as u64,
+        (dst >> 64) as u64,
+        opt16(h.sport) | opt16(h.dport) << 17 | opt16(h.arp_op) << 34,
+        opt16(h.icmp_id)
+            | opt16(h.icmp_seq) << 17
+            | h.icmp_type.map_or(0, |t| 1 << 8 | u64::from(t)) << 34,
+    ])
 }
 
 /// JSON pieces appended to a buffer, as `serde_json` writes them.
 struct Json<'a>(&'a mut Vec<u8>);
 
 impl Json<'_> {
+    // Inlined: with a literal argument the copy is a few moves, not a call to memcpy.
+    #[inline(always)]
     fn raw(&mut self, s: &str) {
         self.0.extend_from_slice(s.as_bytes());
     }
 
     fn num(&mut self, mut n: u64) {
-        let mut buf = [0u8; 20];
-        let mut i = buf.len();
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (n % 10) as u8;
+        // Digits written straight into the buffer, last first: no copy through a call.
+        let digits = n.checked_ilog10().unwrap_or(0) as usize + 1;
+        let start = self.0.len();
+        self.0.resize(start + digits, b'0');
+        let out = &mut self.0[start..];
+        for d in out.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
             n /= 10;
-            if n == 0 {
-                break;
-            }
         }
-        self.0.extend_from_slice(&buf[i..]);
     }
 
+    #[inline]
     fn opt_num(&mut self, n: Option<u64>) {
         match n {
             Some(n) => self.num(n),
@@ -652,6 +674,7 @@ impl Json<'_> {
         }
     }
 
+    #[inline]
     fn opt_str(&mut self, s: Option<&str>) {
         match s {
             Some(s) => self.str(s),

@@ -52,15 +52,12 @@ fn v6_at(b: &[u8], at: usize) -> Option<Ipv6Addr> {
 
 /// Parses `bytes` (starting at the network header) of a packet with EtherType `ethertype`.
 pub fn parse(ethertype: u16, bytes: &[u8]) -> Headers {
-    let mut h = Headers {
-        proto: format!("{ethertype:#06x}").into(),
-        ..Headers::default()
-    };
+    let mut h = Headers::default();
     match ethertype {
         ETH_P_IP => parse_ipv4(bytes, &mut h),
         ETH_P_IPV6 => parse_ipv6(bytes, &mut h),
         ETH_P_ARP => parse_arp(bytes, &mut h),
-        _ => {}
+        _ => h.proto = format!("{ethertype:#06x}").into(),
     }
     h
 }

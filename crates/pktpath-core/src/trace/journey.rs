@@ -41,13 +41,14 @@ const MAX_FLOWS_PER_PAIR: usize = 8;
 /// What a routing lookup and the packet it is for have in common.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Flow {
+    /// TCP/UDP ports; None for other protocols. First: the derived comparison goes in field
+    /// order, and the flows of one address pair mostly differ here.
+    pub ports: Option<(u16, u16)>,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
     /// As [`super::headers::Headers::proto`] names it (`icmp`, `tcp`, ...); None when a
     /// lookup's flow does not say.
     pub proto: Option<Cow<'static, str>>,
-    /// TCP/UDP ports; None for other protocols.
-    pub ports: Option<(u16, u16)>,
 }
 
 impl Flow {
