@@ -152,6 +152,22 @@ impl Tool {
         bail!("{:?} not ready within {timeout:?}", self.kind)
     }
 
+    /// CPU time (user and system) the tool has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let pid = self.proc.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("read /proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces): utime and stime are the
+        // 14th and 15th of the line, the 12th and 13th after it.
+        let rest = stat.rsplit_once(')').context("/proc/pid/stat format")?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11).context("utime")?.parse::<u64>()?
+            + f.get(12).context("stime")?.parse::<u64>()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+        Ok(ticks as f64 / hz as f64)
+    }
+
     /// SIGINT, wait for exit; returns (events written, events lost) as the tool reports.
     pub fn finish(mut self) -> anyhow::Result<(u64, u64)> {
         self.proc.stop(Duration::from_secs(20))?;

@@ -44,6 +44,10 @@ pub struct Step {
     pub lost: u64,
     /// (events + lost) / seconds: the event rate offered to the tool.
     pub events_per_s: f64,
+    /// The tool's CPU time from ready until the traffic ended (plus 200 ms), per event:
+    /// what reading, decoding and writing one event costs live. The tool runs on one CPU,
+    /// so 1e9 / this is the rate it could keep up with.
+    pub tool_cpu_ns_per_event: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,7 +157,9 @@ fn lossless(
         check_stop()?;
         let out = dir.0.join("ladder.out");
         let t = start(kind, &["udp"], &out)?;
+        let cpu0 = t.cpu_seconds()?;
         let (_, seconds) = lab.send_paced_timed(tg, pps, pps)?;
+        let cpu = t.cpu_seconds()? - cpu0;
         let (events, lost) = t.finish()?;
         let _ = std::fs::remove_file(&out);
         let step = Step {
@@ -162,11 +168,14 @@ fn lossless(
             events,
             lost,
             events_per_s: (events + lost) as f64 / seconds.as_secs_f64(),
+            tool_cpu_ns_per_event: cpu * 1e9 / events.max(1) as f64,
         };
         eprintln!(
-            "trace: {} at {pps} pps: {events} events, {lost} lost, {:.0} events/s",
+            "trace: {} at {pps} pps: {events} events, {lost} lost, {:.0} events/s, \
+             {:.0} ns of tool CPU per event",
             label(kind),
-            step.events_per_s
+            step.events_per_s,
+            step.tool_cpu_ns_per_event
         );
         let lossy = lost > 0;
         steps.push(step);
