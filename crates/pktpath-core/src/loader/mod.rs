@@ -130,3 +130,40 @@ pub fn load_with_loader<'a>(
         source: Box::new(e),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget};
+
+    use super::Object;
+
+    /// The functions of the object that copy, fill or compare memory one byte per
+    /// iteration (built from compiler_builtins for the BPF target).
+    const BYTEWISE: [&str; 5] = ["memcpy", "memmove", "memset", "memcmp", "bcmp"];
+
+    /// The tracer's hooks and the data path run for every packet: an array or struct copy
+    /// that the compiler turned into a call to a byte-at-a-time function costs hundreds of
+    /// instructions there (see `pktpath_ebpf::mem`). Neither object calls one.
+    #[test]
+    fn per_packet_programs_call_no_bytewise_memory_function() {
+        for obj in [Object::Tracer, Object::Datapath] {
+            let file = object::File::parse(obj.bytes()).unwrap();
+            let mut calls = Vec::new();
+            for section in file.sections() {
+                for (at, reloc) in section.relocations() {
+                    let RelocationTarget::Symbol(i) = reloc.target() else {
+                        continue;
+                    };
+                    let name = file.symbol_by_index(i).unwrap().name().unwrap_or("");
+                    if BYTEWISE.contains(&name) {
+                        calls.push(format!(
+                            "{}+{at:#x} -> {name}",
+                            section.name().unwrap_or("?")
+                        ));
+                    }
+                }
+            }
+            assert!(calls.is_empty(), "{obj:?} calls {calls:#?}");
+        }
+    }
+}
