@@ -122,16 +122,16 @@ pub struct FibInfo {
     /// (`EAGAIN`: no match in this table, the next rule is tried; `ENETUNREACH`, `EACCES`
     /// for prohibit, `EINVAL` for blackhole), for IPv6 the route type (`unreachable`,
     /// `prohibit`, `blackhole`, `throw`).
-    pub result: String,
+    pub result: Cow<'static, str>,
     /// IPv4: the lookup's return value (0 or a negative errno); IPv6: null.
     pub err: Option<i32>,
     /// IPv6: the route type (`unicast`, `local`, `unreachable`, ...); IPv4: null.
-    pub route_type: Option<String>,
+    pub route_type: Option<Cow<'static, str>>,
     /// The output device of the route found; null when none.
-    pub oif_name: Option<String>,
+    pub oif_name: Option<Name>,
     pub oif_index: Option<u32>,
     /// The next hop's gateway; null when directly connected or no route.
-    pub gateway: Option<String>,
+    pub gateway: Option<Name>,
     /// The flow's input interface (ifindex; 0 for locally generated traffic).
     pub flow_iif: u32,
     /// The output interface the caller asked for (ifindex; 0 = any).
@@ -395,20 +395,20 @@ impl EventBuilder {
         // or no device as its input.
         let output = ev.iif <= 1;
         let step = self.journeys.lookup(&flow, ev.ts_ns, output);
-        let out = wire::name(&ev.out_ifname);
+        let out = self.ifname(&ev.out_ifname);
         let gateway = match ev.gw_family {
-            2 => Some(Ipv4Addr::new(ev.gw[0], ev.gw[1], ev.gw[2], ev.gw[3]).to_string()),
-            10 => Some(Ipv6Addr::from(ev.gw).to_string()),
+            2 => Some(self.addr(Ipv4Addr::new(ev.gw[0], ev.gw[1], ev.gw[2], ev.gw[3]).into())),
+            10 => Some(self.addr(Ipv6Addr::from(ev.gw).into())),
             _ => None,
         };
         let route_type = v6.then(|| route_type_name(ev.route_type));
         let result = if v6 {
             match ev.route_type {
-                1 | 2 => "ok".to_owned(),
+                1 | 2 => "ok".into(),
                 t => route_type_name(t),
             }
         } else if ev.err == 0 {
-            "ok".to_owned()
+            "ok".into()
         } else {
             errno_name(ev.err)
         };
@@ -421,7 +421,7 @@ impl EventBuilder {
             delta_ns: step.delta_ns,
             hook: hook.map_or("unknown", Hook::name),
             skb: 0,
-            ifname: self.ifname(&ev.out_ifname),
+            ifname: out.clone(),
             ifindex: if ev.out_ifindex != 0 {
                 ev.out_ifindex
             } else {
@@ -565,8 +565,8 @@ fn qdisc_handle(h: u32) -> String {
 }
 
 /// The name of a route type (`RTN_*`, lower case without the prefix).
-fn route_type_name(t: u8) -> String {
-    match t {
+fn route_type_name(t: u8) -> Cow<'static, str> {
+    Cow::Borrowed(match t {
         1 => "unicast",
         2 => "local",
         3 => "broadcast",
@@ -577,14 +577,13 @@ fn route_type_name(t: u8) -> String {
         8 => "prohibit",
         9 => "throw",
         10 => "nat",
-        _ => return format!("type{t}"),
-    }
-    .to_owned()
+        _ => return format!("type{t}").into(),
+    })
 }
 
 /// The name of a negative errno a routing lookup returns.
-fn errno_name(err: i32) -> String {
-    match -err {
+fn errno_name(err: i32) -> Cow<'static, str> {
+    Cow::Borrowed(match -err {
         libc::EAGAIN => "EAGAIN",
         libc::ENETUNREACH => "ENETUNREACH",
         libc::EHOSTUNREACH => "EHOSTUNREACH",
@@ -592,9 +591,8 @@ fn errno_name(err: i32) -> String {
         libc::EINVAL => "EINVAL",
         libc::ESRCH => "ESRCH",
         libc::ENOBUFS => "ENOBUFS",
-        _ => return format!("errno {err}"),
-    }
-    .to_owned()
+        _ => return format!("errno {err}").into(),
+    })
 }
 
 /// What stays the same along one packet's journey (unless NAT rewrites it): EtherType,
@@ -740,6 +738,38 @@ fn ip_text(a: IpAddr) -> String {
     s
 }
 
+impl FibInfo {
+    /// Its JSON object, as serde writes it (routing lookups are a fair share of a busy
+    /// trace's events).
+    fn write_json(&self, j: &mut Json<'_>) {
+        j.raw("{\"table\":");
+        j.num(self.table.into());
+        j.raw(",\"result\":");
+        j.str(&self.result);
+        j.raw(",\"err\":");
+        match self.err {
+            Some(e) if e < 0 => {
+                j.raw("-");
+                j.num(e.unsigned_abs().into());
+            }
+            e => j.opt_num(e.map(|e| e as u64)),
+        }
+        j.raw(",\"route_type\":");
+        j.opt_str(self.route_type.as_deref());
+        j.raw(",\"oif_name\":");
+        j.opt_str(self.oif_name.as_deref());
+        j.raw(",\"oif_index\":");
+        j.opt_num(self.oif_index.map(u64::from));
+        j.raw(",\"gateway\":");
+        j.opt_str(self.gateway.as_deref());
+        j.raw(",\"flow_iif\":");
+        j.num(self.flow_iif.into());
+        j.raw(",\"flow_oif\":");
+        j.num(self.flow_oif.into());
+        j.raw("}");
+    }
+}
+
 impl Event {
     /// Appends the event's JSON object to `out`: byte for byte what `serde_json` writes for
     /// it (the `--output json` line), about three times faster (no per-field dispatch; strings
@@ -800,11 +830,14 @@ impl Event {
         j.opt_str(self.drop_reason.as_deref());
         j.raw(",\"drop_location\":");
         j.opt_str(self.drop_location.as_deref());
-        // Rare (two hooks each): serde writes these.
+        // Rare (two hooks, or only with a data path followed): serde writes these.
         j.raw(",\"qdisc\":");
         j.serde(&self.qdisc);
         j.raw(",\"fib\":");
-        j.serde(&self.fib);
+        match &self.fib {
+            Some(f) => f.write_json(j),
+            None => j.raw("null"),
+        }
         j.raw(",\"tc\":");
         j.serde(&self.tc);
         j.raw("}");
@@ -977,6 +1010,18 @@ mod tests {
             handle: "0:".to_owned(),
         });
         events.push(odd);
+        // Routing lookups: a route via a gateway, a table without a match (a negative
+        // errno), an IPv6 route type.
+        let mut via = fib_record(Hook::FibTableLookup, 3_000);
+        via.gw_family = 2;
+        via.gw[..4].copy_from_slice(&[10, 99, 0, 254]);
+        let mut miss = fib_record(Hook::FibTableLookup, 3_100);
+        (miss.err, miss.out_ifindex, miss.out_ifname) = (-(libc::EAGAIN), 0, [0; 16]);
+        let mut v6 = fib_record(Hook::Fib6TableLookup, 3_200);
+        (v6.family, v6.route_type) = (pktpath_common::trace::FIB_FAMILY_V6, 7);
+        for r in [via, miss, v6] {
+            events.push(b.build_fib(&r));
+        }
         for ev in &events {
             let mut mine = Vec::new();
             ev.write_json(&mut mine);
@@ -1187,7 +1232,7 @@ mod tests {
         assert_eq!((fib.sport, fib.dport), (Some(40000), Some(9)));
         assert_eq!(fib.ifname, "veth-r2");
         let info = fib.fib.as_ref().unwrap();
-        assert_eq!((info.table, info.result.as_str()), (254, "ok"));
+        assert_eq!((info.table, info.result.as_ref()), (254, "ok"));
         assert_eq!(info.oif_name.as_deref(), Some("veth-r2"));
         assert_eq!(info.err, Some(0));
         let text = fib.to_text(1_000);
