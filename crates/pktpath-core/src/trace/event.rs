@@ -673,6 +673,34 @@ impl Json<'_> {
     }
 
     #[inline]
+    /// A string of pktpath's own making that needs no escaping (hook and protocol names,
+    /// lookup results): copied between quotes without a scan.
+    fn own_str(&mut self, s: &str) {
+        debug_assert!(!s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'));
+        self.0.push(b'"');
+        self.0.extend_from_slice(s.as_bytes());
+        self.0.push(b'"');
+    }
+
+    /// A [`Name`]'s JSON string: no scan for characters to escape in the usual case.
+    fn name(&mut self, n: &Name) {
+        if n.is_json_plain() {
+            self.0.push(b'"');
+            self.0.extend_from_slice(n.as_bytes());
+            self.0.push(b'"');
+        } else {
+            self.serde(n.as_str());
+        }
+    }
+
+    #[inline]
+    fn opt_name(&mut self, n: Option<&Name>) {
+        match n {
+            Some(n) => self.name(n),
+            None => self.raw("null"),
+        }
+    }
+
     fn opt_str(&mut self, s: Option<&str>) {
         match s {
             Some(s) => self.str(s),
@@ -745,7 +773,7 @@ impl FibInfo {
         j.raw("{\"table\":");
         j.num(self.table.into());
         j.raw(",\"result\":");
-        j.str(&self.result);
+        j.own_str(&self.result);
         j.raw(",\"err\":");
         match self.err {
             Some(e) if e < 0 => {
@@ -757,11 +785,11 @@ impl FibInfo {
         j.raw(",\"route_type\":");
         j.opt_str(self.route_type.as_deref());
         j.raw(",\"oif_name\":");
-        j.opt_str(self.oif_name.as_deref());
+        j.opt_name(self.oif_name.as_ref());
         j.raw(",\"oif_index\":");
         j.opt_num(self.oif_index.map(u64::from));
         j.raw(",\"gateway\":");
-        j.opt_str(self.gateway.as_deref());
+        j.opt_name(self.gateway.as_ref());
         j.raw(",\"flow_iif\":");
         j.num(self.flow_iif.into());
         j.raw(",\"flow_oif\":");
@@ -787,23 +815,23 @@ impl Event {
         j.raw(",\"delta_ns\":");
         j.opt_num(self.delta_ns);
         j.raw(",\"hook\":");
-        j.str(self.hook);
+        j.own_str(self.hook);
         j.raw(",\"skb\":");
         j.hex(self.skb);
         j.raw(",\"ifname\":");
-        j.str(&self.ifname);
+        j.name(&self.ifname);
         j.raw(",\"ifindex\":");
         j.num(self.ifindex.into());
         j.raw(",\"netns\":");
         j.num(self.netns.into());
         j.raw(",\"netns_name\":");
-        j.opt_str(self.netns_name.as_deref());
+        j.opt_name(self.netns_name.as_ref());
         j.raw(",\"proto\":");
-        j.str(&self.proto);
+        j.own_str(&self.proto);
         j.raw(",\"src\":");
-        j.opt_str(self.src.as_deref());
+        j.opt_name(self.src.as_ref());
         j.raw(",\"dst\":");
-        j.opt_str(self.dst.as_deref());
+        j.opt_name(self.dst.as_ref());
         j.raw(",\"sport\":");
         j.opt_num(self.sport.map(u64::from));
         j.raw(",\"dport\":");

@@ -6,13 +6,31 @@ use std::{fmt, ops::Deref, sync::Arc};
 
 use serde::{Serialize, Serializer};
 
-/// A short text shared by reference count: cloning it allocates nothing.
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Name(Arc<str>);
+/// A short text shared by reference count: cloning it allocates nothing. It knows whether
+/// JSON can carry it as it is, between quotes (no quote, backslash or control character):
+/// checked once when made, not for every event that writes it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<str>, bool);
 
 impl Name {
+    fn new(text: Arc<str>) -> Self {
+        let plain = !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+        Self(text, plain)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether the JSON string of the name is its text between quotes.
+    pub fn is_json_plain(&self) -> bool {
+        self.1
+    }
+}
+
+impl Default for Name {
+    fn default() -> Self {
+        Self(Arc::from(""), true)
     }
 }
 
@@ -50,13 +68,13 @@ impl Serialize for Name {
 
 impl From<&str> for Name {
     fn from(s: &str) -> Self {
-        Self(s.into())
+        Self::new(s.into())
     }
 }
 
 impl From<String> for Name {
     fn from(s: String) -> Self {
-        Self(s.into())
+        Self::new(s.into())
     }
 }
 
@@ -105,5 +123,9 @@ mod tests {
         assert_eq!(Name::default().as_str(), "");
         // A clone shares the text.
         assert!(std::ptr::eq(n.as_str(), n.clone().as_str()));
+        assert!(n.is_json_plain() && Name::default().is_json_plain());
+        for odd in ["a\"b", "a\\b", "tab\there", "\u{1}"] {
+            assert!(!Name::from(odd).is_json_plain(), "{odd:?}");
+        }
     }
 }

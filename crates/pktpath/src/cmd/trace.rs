@@ -195,8 +195,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     // `Collector::poll`'s batch limit).
     let mut out = BufWriter::with_capacity(OUT_BUFFER, std::io::stdout().lock());
     let mut events: u64 = 0;
-    // One JSON line, reused.
-    let mut line = Vec::with_capacity(1024);
+    // JSON lines are written straight into this buffer (not one by one into `out`, a copy
+    // per event), which goes to `out` when full and at the end of every poll round.
+    let mut json = Vec::with_capacity(OUT_BUFFER + 4096);
     let mut t0: Option<u64> = None;
     let mut summary = Summary::new();
     let mut lost_reported = 0;
@@ -241,10 +242,15 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                     Err(e) => Err(e.into()),
                 },
                 (None, Output::Json, _) => {
-                    line.clear();
-                    ev.write_json(&mut line);
-                    line.push(b'\n');
-                    out.write_all(&line).map_err(Into::into)
+                    ev.write_json(&mut json);
+                    json.push(b'\n');
+                    if json.len() < OUT_BUFFER {
+                        Ok(())
+                    } else {
+                        let w = out.write_all(&json);
+                        json.clear();
+                        w.map_err(Into::into)
+                    }
                 }
                 (None, Output::Text, _) => writeln!(out, "{}", ev.to_text(t)).map_err(Into::into),
             };
@@ -272,7 +278,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         }
         let flushed = match &mut pcapng {
             Some(w) => w.flush().map_err(anyhow::Error::from),
-            None => out.flush().map_err(anyhow::Error::from),
+            None => {
+                let w = out.write_all(&json).and_then(|()| out.flush());
+                json.clear();
+                w.map_err(anyhow::Error::from)
+            }
         };
         if let Some(e) = write_err.or_else(|| flushed.err()) {
             result = Err(e);
