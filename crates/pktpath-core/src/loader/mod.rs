@@ -24,6 +24,8 @@ pub enum Object {
     Floor,
     /// Benchmark baseline: classify by a linear scan over the policies.
     Linear,
+    /// Benchmark baseline: an empty program for each tracer hook (`floor_<tracepoint>`).
+    HookFloor,
 }
 
 impl Object {
@@ -38,6 +40,7 @@ impl Object {
             }
             Self::Floor => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor")),
             Self::Linear => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/linear")),
+            Self::HookFloor => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hookfloor")),
         }
     }
 
