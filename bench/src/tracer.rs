@@ -67,6 +67,8 @@ pub struct Throughput {
     pub mode: String,
     pub pps: Vec<f64>,
     pub median_pps: f64,
+    /// The median over the rounds of the rate relative to "off" in the same round (the
+    /// modes of a round run back to back, so a slow spell of the machine affects both).
     pub vs_off: f64,
     /// Events the tool lost over all rounds (the load is far beyond what it keeps up with).
     pub lost: u64,
@@ -274,7 +276,7 @@ fn throughput(
             pps[i].push(rate);
         }
     }
-    let off = median(&pps[0]);
+    let off = pps[0].clone();
     Ok(modes
         .iter()
         .zip(pps)
@@ -282,7 +284,7 @@ fn throughput(
         .map(|(i, ((name, _), v))| Throughput {
             mode: (*name).to_owned(),
             median_pps: median(&v),
-            vs_off: median(&v) / off,
+            vs_off: median(&v.iter().zip(&off).map(|(m, o)| m / o).collect::<Vec<_>>()),
             pps: v,
             lost: lost[i],
             events: events[i],
