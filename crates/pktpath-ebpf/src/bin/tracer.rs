@@ -459,7 +459,8 @@ fn judge(off: Offsets, skb: u64, hook: Hook, prog: &FilterProgram, hdr: &mut Hea
 /// up to date. Reads the header into `hdr` when the expression needs it (`hdr.len` stays
 /// `u16::MAX` otherwise).
 ///
-/// Runs on every hook hit before anything else is read, and reads only what each test needs,
+/// Runs on every hook hit that [`rejected_early`] did not settle, before anything else is
+/// read, and reads only what each test needs,
 /// cheapest first: the mark (one load), the device's ifindex and namespace (three), then for
 /// the expression the verdict remembered for the headers' signature (a few loads and a
 /// compare), or else a copy of the headers, parsed and tested. A packet the filters reject
