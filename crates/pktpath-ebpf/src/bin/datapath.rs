@@ -87,28 +87,20 @@ static DECISION: PerCpuArray<Decision> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "ROUTE_SCRATCH")]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// A packet this program just redirected to the egress of `ifindex`, identified by its
-/// data pointer. `bpf_redirect` to an egress runs that device's transmit path, egress TC
-/// hook included, synchronously on the same CPU right after the program returns; when the
-/// data path is attached at that egress too, the packet must leave as it is, not be
-/// classified a second time (a policy without `iif` would match it again and redirect it
-/// again, in a loop the kernel ends by dropping it). Every run clears the record, so a
-/// stale one (a redirect that never reached the egress hook) lives until the next run only.
-/// Limits: a packet sent back out of the interface it came in by (hairpin) and a locally
-/// generated packet redirected at one egress to another are not recognised there; a
-/// packet `bpf_redirect_neigh` had to queue for neighbour resolution reaches the egress
-/// hook later and is classified there once more.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Handoff {
-    data: u64,
-    /// The egress the packet was redirected to (0: no record).
-    ifindex: u32,
-    /// The interface it came in by, and its length.
-    iif: u32,
-    len: u32,
-    _pad: u32,
-}
+/// `__sk_buff.tc_index` of a packet this program forwarded, until the program sees it again.
+///
+/// A packet redirected to an egress where the data path is attached too must leave as it
+/// is, not be classified a second time: a policy without `iif` would match it again and
+/// redirect it again, in a loop the kernel ends by dropping it. The mark travels with the
+/// skb, so it also holds for a packet `bpf_redirect_neigh` queued until the neighbour was
+/// resolved (it reaches the egress later, from another context) and for a locally generated
+/// packet redirected at one egress to another. Nothing else on this kernel sets `tc_index`
+/// (the dsmark qdisc and tcindex classifier are gone; TC leaves it alone on a redirect), and
+/// every run of the program clears the mark, so it does not outlive the packet's next hook.
+/// At an ingress hook (input interface = the hook's own) the mark is only cleared: it is
+/// stale there, from a packet that left marked and came back. A packet sent back out of the
+/// interface it came in by (hairpin) looks the same at that egress, and is classified again.
+const FORWARDED: u32 = 0x7070;
 
 /// How many `pktpath trace` runs listen to [`TAP_EVENTS`] (`pktpath_common::route::TAP_MAP`).
 #[map(name = "ROUTE_TAP")]
@@ -117,9 +109,6 @@ static TAP: Array<u32> = Array::with_max_entries(1, 0);
 /// The decisions, while [`TAP`] is not 0 (`pktpath_common::route::TAP_EVENTS_MAP`).
 #[map(name = "ROUTE_TAP_EVENTS")]
 static TAP_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
-
-#[map(name = "ROUTE_HANDOFF")]
-static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -163,22 +152,12 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
         0
     };
     let len = ctx.len();
-    let handoff = HANDOFF.get_ptr_mut(0);
-    if let Some(h) = handoff {
-        // SAFETY: this CPU's entry, used by this CPU only.
-        let h = unsafe { &mut *h };
-        // At an ingress hook the packet's input interface is the hook's own; a packet
-        // redirected to an egress came in elsewhere. (Without that test a reply reusing
-        // the buffer of the request just forwarded, arriving on the interface the request
-        // left by, could match a record that outlived its redirect.)
-        let ours = h.ifindex == ifindex
-            && iif != ifindex
-            && h.iif == iif
-            && h.len == len
-            && h.data == ctx.data() as u64;
-        h.ifindex = 0;
-        if ours {
-            // Counted as forwarded where it came in; it leaves unchanged.
+    // SAFETY: reading and writing `tc_index`, which TC programs may do.
+    if unsafe { (*ctx.skb.skb).tc_index } == FORWARDED {
+        unsafe { (*ctx.skb.skb).tc_index = 0 };
+        if ifindex != iif {
+            // At an egress, a packet this program forwarded: counted as forwarded where it
+            // came in, it leaves unchanged.
             return TC_ACT_OK;
         }
     }
@@ -199,16 +178,9 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
         r.outcome = Outcome::Error;
     }
     count_iface(ifindex, len, r.outcome);
-    // Only for packets that came in by an interface, not for BPF_PROG_TEST_RUN's frames
-    // (route get's, the benchmarks'), which are not redirected anywhere.
-    if let (Outcome::Forwarded, Some(h), true, 0) = (r.outcome, handoff, iif != 0, nonce) {
-        // SAFETY: as above. `data` is read after any pull that moved the headers.
-        unsafe {
-            (*h).data = ctx.data() as u64;
-            (*h).ifindex = r.egress;
-            (*h).iif = iif;
-            (*h).len = len;
-        }
+    if let Outcome::Forwarded = r.outcome {
+        // SAFETY: as above.
+        unsafe { (*ctx.skb.skb).tc_index = FORWARDED };
     }
     if nonce != 0 {
         record(nonce, r);
