@@ -54,6 +54,8 @@ struct Setup<'a> {
     egress_up1: bool,
     /// Attach at egress of to-up2 too.
     egress_up2: bool,
+    /// Attach at egress of to-client too.
+    egress_client: bool,
     /// Routes to the service addresses in the router (via up1), for the stack or a table
     /// lookup.
     service_routes: bool,
@@ -68,6 +70,7 @@ impl Default for Setup<'_> {
             forwarding: false,
             egress_up1: false,
             egress_up2: false,
+            egress_client: false,
             service_routes: false,
             before_attach: &|_| {},
         }
@@ -101,10 +104,14 @@ impl Lab {
         };
         (s.before_attach)(&lab);
         let scratch = Scratch::new(&format!("route-lab-{}", s.label));
-        let egress: Vec<&str> = [(s.egress_up1, &lab.up1_link), (s.egress_up2, &lab.up2_link)]
-            .into_iter()
-            .filter_map(|(on, link)| on.then_some(link.a.as_str()))
-            .collect();
+        let egress: Vec<&str> = [
+            (s.egress_up1, &lab.up1_link),
+            (s.egress_up2, &lab.up2_link),
+            (s.egress_client, &lab.client_link),
+        ]
+        .into_iter()
+        .filter_map(|(on, link)| on.then_some(link.a.as_str()))
+        .collect();
         let config = scratch.write("configuration.json", &common::lab_config(&lab, &egress));
         let dp = Attachment::new(&lab, s.label);
         let report = dp.json(&["attach", "--config", &config]);
@@ -925,6 +932,74 @@ fn locally_sent_packets_redirected_at_an_egress_are_not_classified_again() {
             "{fam}: each datagram matched once: {stats}"
         );
     }
+}
+
+/// A packet the data path sends back out of the interface it came in by (hairpin), with
+/// the data path attached at that egress too, leaves as it is: a policy without input
+/// interface would match it there again. The client sends datagrams to 10.9.0.77 (routed
+/// via the router); a policy forwards them back to the client, which takes packets for
+/// that address that come in from the router (a local route in a table its input-interface
+/// rule selects; `accept_local`, since their source is its own address). Each arrives once
+/// and is counted once.
+#[test]
+fn hairpin_packets_are_not_classified_again_at_an_attached_egress() {
+    const N: u64 = 3;
+    const PORT: u16 = 7204;
+    const DST: &str = "10.9.0.77";
+    let l = Lab::new(Setup {
+        label: "hairpin",
+        egress_client: true,
+        ..Setup::default()
+    });
+    l.apply(
+        "hairpin.json",
+        &format!(
+            r#"{{ "id": "hairpin", "priority": 10, "match": {{ "proto": "udp", "dport": {PORT} }}, "action": {{ "type": "forward", "next_hop": "client" }} }}"#
+        ),
+    );
+    // In the client namespace, removed with it.
+    let (cl, veth) = (&l.lab.client.name, &l.lab.client_link.b);
+    for args in [
+        vec!["rule", "add", "iif", veth, "lookup", "100"],
+        vec!["route", "add", "local", DST, "dev", "lo", "table", "100"],
+    ] {
+        let mut all = vec!["-n", cl.as_str()];
+        all.extend(args);
+        run::must("ip", &all);
+    }
+    let _sysctls = ["all", veth.as_str()]
+        .map(|dev| SysctlGuard::new(cl, &format!("net.ipv4.conf.{dev}.accept_local"), "1"));
+    let rx = in_ns(&l.lab.client.handle(), "bind in the client", || {
+        UdpSocket::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), PORT))
+    });
+    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let tx = in_ns(&l.lab.client.handle(), "bind in the client", || {
+        UdpSocket::bind(SocketAddr::new(client_addr(false), 0))
+    });
+    let dst: IpAddr = DST.parse().unwrap();
+    for n in 0..N as u8 {
+        tx.send_to(&[n; 16], SocketAddr::new(dst, PORT))
+            .expect("send");
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < N as usize {
+        match rx.recv(&mut buf) {
+            Ok(_) => got.push(buf[0]),
+            Err(e) => panic!("{} of {N} datagrams came back ({e})", got.len()),
+        }
+    }
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(rx.recv(&mut buf).is_err(), "a datagram came back twice");
+    got.sort();
+    assert_eq!(got, (0..N as u8).collect::<Vec<_>>());
+    let stats = l.dp.stats();
+    assert_eq!(
+        policy(&stats, "hairpin")["packets"],
+        N,
+        "each datagram matched once: {stats}"
+    );
 }
 
 /// `pktpath trace --route-pin-dir` shows the data path's decision as a `tc:pktpath` hop of

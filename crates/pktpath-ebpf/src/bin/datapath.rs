@@ -99,8 +99,16 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// every run of the program clears the mark, so it does not outlive the packet's next hook.
 /// At an ingress hook (input interface = the hook's own) the mark is only cleared: it is
 /// stale there, from a packet that left marked and came back. A packet sent back out of the
-/// interface it came in by (hairpin) looks the same at that egress, and is classified again.
+/// interface it came in by (hairpin) looks the same at that egress: it carries
+/// [`HAIRPIN`] instead.
 const FORWARDED: u32 = 0x7070;
+
+/// `__sk_buff.tc_index` of a packet this program forwarded back out of the interface it
+/// came in by, until the program sees it again: at that egress the packet's input interface
+/// is the hook's own, as at an ingress hook, and this mark tells them apart. It is stale,
+/// and the packet passed to the stack unclassified, only if the packet left by an egress
+/// where the data path is not attached and came straight back in by the same interface.
+const HAIRPIN: u32 = 0x7071;
 
 /// How many `pktpath trace` runs listen to [`TAP_EVENTS`] (`pktpath_common::route::TAP_MAP`).
 #[map(name = "ROUTE_TAP")]
@@ -153,9 +161,11 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
     };
     let len = ctx.len();
     // SAFETY: reading and writing `tc_index`, which TC programs may do.
-    if unsafe { (*ctx.skb.skb).tc_index } == FORWARDED {
+    let mark = unsafe { (*ctx.skb.skb).tc_index };
+    if mark == FORWARDED || mark == HAIRPIN {
+        // SAFETY: as above.
         unsafe { (*ctx.skb.skb).tc_index = 0 };
-        if ifindex != iif {
+        if ifindex != iif || mark == HAIRPIN {
             // At an egress, a packet this program forwarded: counted as forwarded where it
             // came in, it leaves unchanged.
             return TC_ACT_OK;
@@ -179,8 +189,9 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
     }
     count_iface(ifindex, len, r.outcome);
     if let Outcome::Forwarded = r.outcome {
+        let mark = if r.egress == iif { HAIRPIN } else { FORWARDED };
         // SAFETY: as above.
-        unsafe { (*ctx.skb.skb).tc_index = FORWARDED };
+        unsafe { (*ctx.skb.skb).tc_index = mark };
     }
     if nonce != 0 {
         record(nonce, r);
