@@ -156,6 +156,43 @@ where
         .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
+/// Sends datagrams number 0 to `n` - 1 from `tx` to `to`: 16 bytes each, all the number.
+fn send_numbered(tx: &UdpSocket, to: SocketAddr, n: u8) {
+    for i in 0..n {
+        tx.send_to(&[i; 16], to).expect("send");
+    }
+}
+
+/// Receives on `rx` the `n` datagrams [`send_numbered`] sent, each exactly once: up to 5 s
+/// for each, then 300 ms in which none may arrive twice. `what` names them in a failure,
+/// `context` adds to the one of datagrams that did not arrive.
+fn receive_numbered_once(rx: &UdpSocket, n: u8, what: &str, context: impl Fn() -> String) {
+    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < n as usize {
+        match rx.recv(&mut buf) {
+            Ok(16) => got.push(buf[0]),
+            Ok(len) => panic!("{what}: datagram of {len} bytes"),
+            Err(e) => panic!(
+                "{what}: {} of {n} datagrams arrived ({e}){}",
+                got.len(),
+                context()
+            ),
+        }
+    }
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    if let Ok(len) = rx.recv(&mut buf) {
+        panic!(
+            "{what}: a datagram arrived twice ({len} bytes, number {})",
+            buf[0]
+        );
+    }
+    got.sort();
+    assert_eq!(got, (0..n).collect::<Vec<_>>(), "{what}");
+}
+
 fn svc(v6: bool) -> IpAddr {
     if v6 { SVC6 } else { SVC4 }.parse().unwrap()
 }
@@ -734,7 +771,6 @@ fn missing_neighbour_still_delivers() {
             let rx = in_ns(&l.lab.up1.handle(), "bind in up1", || {
                 UdpSocket::bind(SocketAddr::new(svc(v6), port))
             });
-            rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             run::must("ip", &[fam, "-n", &r, "neigh", "flush", "all"]);
             let neigh = run::must("ip", &[fam, "-n", &r, "neigh", "show", "to", gw]);
             assert!(
@@ -746,25 +782,13 @@ fn missing_neighbour_still_delivers() {
             let tx = in_ns(&l.lab.client.handle(), "bind in the client", || {
                 UdpSocket::bind(SocketAddr::new(client_addr(v6), 0))
             });
-            for i in 0..N as u8 {
-                tx.send_to(&[i; 16], SocketAddr::new(svc(v6), port))
-                    .expect("send");
-            }
-            let mut got = Vec::new();
-            let mut buf = [0u8; 64];
-            while got.len() < N {
-                match rx.recv(&mut buf) {
-                    Ok(16) => got.push(buf[0]),
-                    Ok(n) => panic!("{fam} port {port}: datagram of {n} bytes"),
-                    Err(e) => panic!(
-                        "{fam} port {port}: {} of {N} datagrams arrived ({e}); neighbours: {}",
-                        got.len(),
-                        run::must("ip", &[fam, "-n", &r, "neigh", "show"])
-                    ),
-                }
-            }
-            got.sort();
-            assert_eq!(got, (0..N as u8).collect::<Vec<_>>(), "{fam} port {port}");
+            send_numbered(&tx, SocketAddr::new(svc(v6), port), N as u8);
+            receive_numbered_once(&rx, N as u8, &format!("{fam} port {port}"), || {
+                format!(
+                    "; neighbours: {}",
+                    run::must("ip", &[fam, "-n", &r, "neigh", "show"])
+                )
+            });
             assert_eq!(
                 iface_counter(&l.dp.stats(), c, "forwarded_packets"),
                 before + N as u64,
@@ -812,35 +836,12 @@ fn neighbour_held_packets_are_not_classified_again_at_an_attached_egress() {
         let rx = in_ns(&l.lab.up1.handle(), "bind in up1", || {
             UdpSocket::bind(SocketAddr::new(svc(v6), PORT))
         });
-        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         run::must("ip", &[fam, "-n", &r, "neigh", "flush", "all"]);
         let tx = in_ns(&l.lab.client.handle(), "bind in the client", || {
             UdpSocket::bind(SocketAddr::new(client_addr(v6), 0))
         });
-        for n in 0..N as u8 {
-            tx.send_to(&[n; 16], SocketAddr::new(svc(v6), PORT))
-                .expect("send");
-        }
-        let mut got = Vec::new();
-        let mut buf = [0u8; 64];
-        while got.len() < N as usize {
-            match rx.recv(&mut buf) {
-                Ok(16) => got.push(buf[0]),
-                Ok(n) => panic!("{fam}: datagram of {n} bytes"),
-                Err(e) => panic!("{fam}: {} of {N} datagrams arrived ({e})", got.len()),
-            }
-        }
-        // Nothing more: a packet forwarded again would arrive twice.
-        rx.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        if let Ok(n) = rx.recv(&mut buf) {
-            panic!(
-                "{fam}: a datagram arrived twice ({n} bytes, first byte {})",
-                buf[0]
-            );
-        }
-        got.sort();
-        assert_eq!(got, (0..N as u8).collect::<Vec<_>>(), "{fam}");
+        send_numbered(&tx, SocketAddr::new(svc(v6), PORT), N as u8);
+        receive_numbered_once(&rx, N as u8, fam, String::new);
         let stats = l.dp.stats();
         assert_eq!(
             policy(&stats, "fwd-up1")["packets"],
@@ -876,11 +877,9 @@ fn locally_sent_packets_redirected_at_an_egress_are_not_classified_again() {
     for (i, v6) in [false, true].into_iter().enumerate() {
         let fam = if v6 { "IPv6" } else { "IPv4" };
         let bind = |ns: &NetnsGuard| {
-            let s = in_ns(&ns.handle(), "bind in an upstream", || {
+            in_ns(&ns.handle(), "bind in an upstream", || {
                 UdpSocket::bind(SocketAddr::new(svc(v6), PORT))
-            });
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s
+            })
         };
         // Up2's neighbour entry first: a redirect from an egress hook to a neighbour not yet
         // resolved loses the packet (a limit the README describes).
@@ -901,30 +900,12 @@ fn locally_sent_packets_redirected_at_an_egress_are_not_classified_again() {
         let tx = in_ns(&l.lab.router.handle(), "bind in the router", || {
             UdpSocket::bind(SocketAddr::new(unspecified, 0))
         });
-        for n in 0..N as u8 {
-            tx.send_to(&[n; 16], SocketAddr::new(svc(v6), PORT))
-                .expect("send");
-        }
-        let mut got = Vec::new();
-        let mut buf = [0u8; 64];
-        while got.len() < N as usize {
-            match rx.recv(&mut buf) {
-                Ok(_) => got.push(buf[0]),
-                Err(e) => panic!("{fam}: {} of {N} datagrams arrived at up2 ({e})", got.len()),
-            }
-        }
-        rx.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
+        send_numbered(&tx, SocketAddr::new(svc(v6), PORT), N as u8);
+        receive_numbered_once(&rx, N as u8, &format!("{fam} at up2"), String::new);
         assert!(
-            rx.recv(&mut buf).is_err(),
-            "{fam}: a datagram arrived twice"
-        );
-        assert!(
-            elsewhere.recv(&mut buf).is_err(),
+            elsewhere.recv(&mut [0u8; 64]).is_err(),
             "{fam}: a datagram reached up1"
         );
-        got.sort();
-        assert_eq!(got, (0..N as u8).collect::<Vec<_>>(), "{fam}");
         let stats = l.dp.stats();
         assert_eq!(
             policy(&stats, "to-up2")["packets"],
@@ -972,28 +953,11 @@ fn hairpin_packets_are_not_classified_again_at_an_attached_egress() {
     let rx = in_ns(&l.lab.client.handle(), "bind in the client", || {
         UdpSocket::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), PORT))
     });
-    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let tx = in_ns(&l.lab.client.handle(), "bind in the client", || {
         UdpSocket::bind(SocketAddr::new(client_addr(false), 0))
     });
-    let dst: IpAddr = DST.parse().unwrap();
-    for n in 0..N as u8 {
-        tx.send_to(&[n; 16], SocketAddr::new(dst, PORT))
-            .expect("send");
-    }
-    let mut got = Vec::new();
-    let mut buf = [0u8; 64];
-    while got.len() < N as usize {
-        match rx.recv(&mut buf) {
-            Ok(_) => got.push(buf[0]),
-            Err(e) => panic!("{} of {N} datagrams came back ({e})", got.len()),
-        }
-    }
-    rx.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    assert!(rx.recv(&mut buf).is_err(), "a datagram came back twice");
-    got.sort();
-    assert_eq!(got, (0..N as u8).collect::<Vec<_>>());
+    send_numbered(&tx, SocketAddr::new(DST.parse().unwrap(), PORT), N as u8);
+    receive_numbered_once(&rx, N as u8, "back at the client", String::new);
     let stats = l.dp.stats();
     assert_eq!(
         policy(&stats, "hairpin")["packets"],
