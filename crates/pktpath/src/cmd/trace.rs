@@ -297,6 +297,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             std::thread::sleep(COALESCE);
         }
     }
+    // Lines of a round a poll error ended before its flush.
+    if !json.is_empty() {
+        let written = out.write_all(&json).and_then(|()| out.flush());
+        result = result.and(written.map_err(Into::into));
+    }
     let lost = collector.lost();
     drop(collector);
     if let (Some(w), Some(path)) = (pcapng, &args.write) {
