@@ -247,10 +247,15 @@ pub fn table(doc: &Value) -> String {
                     );
                 }
                 for row in r["hook_cost"].as_array().into_iter().flatten() {
+                    let program = row["program"].as_str().unwrap_or("");
+                    let what = if program.starts_with("floor_") {
+                        "empty program"
+                    } else {
+                        "filter matching nothing"
+                    };
                     let _ = writeln!(
                         out,
-                        "  hook {:<18} {:>10} hits {:>6.0} ns/hit (filter matching nothing)",
-                        row["program"].as_str().unwrap_or(""),
+                        "  hook {program:<18} {:>10} hits {:>6.0} ns/hit ({what})",
                         row["hits"],
                         f(&row["ns_per_hit"])
                     );
