@@ -32,7 +32,7 @@ use pktpath_common::route::{
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
-    mem::{copy_words, zero_words},
+    mem,
     packet::{self, Malformed, Parsed},
     rule::{candidate_matches, words, words_mut},
 };
@@ -179,7 +179,7 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
         (&raw mut (*rp).verdict).write(TC_ACT_OK);
         (&raw mut (*rp).outcome).write(Outcome::Passed);
         (&raw mut (*rp).matched).write(false);
-        zero_words(&raw mut (*rp).rule);
+        mem::zero::<u32, _>(&raw mut (*rp).rule);
         (&raw mut (*rp).egress).write(0);
         &mut *rp
     };
@@ -334,7 +334,7 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<RuleValue> {
         (&raw mut (*c).generation).write(generation);
         (&raw mut (*c).count).write(count);
         (&raw mut (*c).found).write(false);
-        zero_words(&raw mut (*c).best);
+        mem::zero::<u32, _>(&raw mut (*c).best);
         &mut *c
     };
     if count == 1 {
@@ -395,7 +395,7 @@ extern "C" fn search_step(index: u64, ctx: *mut c_void) -> i64 {
         if candidate_matches(r, p, ctx.ifindex, ctx.mark) {
             ctx.found = true;
             // SAFETY: both are RuleValues; the source is in a map value.
-            unsafe { copy_words(&raw mut ctx.best, &raw const r.value) };
+            unsafe { mem::copy::<u32, _>(&raw mut ctx.best, &raw const r.value) };
             break;
         }
     }
@@ -520,7 +520,7 @@ fn forward_table(
     };
     // SAFETY: this CPU's scratch slot; all-zero is a valid bpf_fib_lookup.
     let fib: &mut bpf_fib_lookup = unsafe {
-        zero_words(&raw mut (*scratch).fib);
+        mem::zero::<u32, _>(&raw mut (*scratch).fib);
         &mut (*scratch).fib
     };
     fib.family = if p.family == FAMILY_V4 {

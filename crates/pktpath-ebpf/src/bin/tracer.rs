@@ -24,7 +24,7 @@ use pktpath_ebpf::kernel::{
     Offsets, SkbInfo, dev_netns, load_addr6, load_at, load_name, network_header, read_at,
     read_bytes, read_dev, read_ifname, read_skb,
 };
-use pktpath_ebpf::mem::{copy8, zero8};
+use pktpath_ebpf::mem;
 
 #[unsafe(no_mangle)]
 static PKTPATH_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNSET);
@@ -253,6 +253,8 @@ struct Header {
     bytes: *mut [u8; HEADER_BYTES],
     /// How many of `bytes` are packet data; `u16::MAX` until read.
     len: u16,
+    /// The verdict [`expression_verdict`] found remembered, if it looked: not looked up again.
+    known: Option<bool>,
 }
 
 /// Reads up to [`HEADER_BYTES`] of `skb`'s linear data from its network header on.
@@ -436,7 +438,7 @@ fn remember(off: Offsets, skb: u64, hook: Hook, hdr: &Header, pass: bool) {
 /// signature, else the expression's on the headers it reads into `hdr`.
 #[inline(always)]
 fn judge(off: Offsets, skb: u64, hook: Hook, prog: &FilterProgram, hdr: &mut Header) -> bool {
-    if let Some(pass) = remembered(off, skb, hook) {
+    if let Some(pass) = hdr.known.or_else(|| remembered(off, skb, hook)) {
         return pass;
     }
     let l3 = L3::read(off, skb, hook);
@@ -459,11 +461,11 @@ fn judge(off: Offsets, skb: u64, hook: Hook, prog: &FilterProgram, hdr: &mut Hea
 /// up to date. Reads the header into `hdr` when the expression needs it (`hdr.len` stays
 /// `u16::MAX` otherwise).
 ///
-/// Runs on every hook hit that [`rejected_early`] did not settle, before anything else is
-/// read, and reads only what each test needs,
-/// cheapest first: the mark (one load), the device's ifindex and namespace (three), then for
-/// the expression the verdict remembered for the headers' signature (a few loads and a
-/// compare), or else a copy of the headers, parsed and tested. A packet the filters reject
+/// Runs on every hook hit that `emit_at` did not settle by [`expression_verdict`], before
+/// anything else is read, and reads only what each test needs, cheapest first: the mark
+/// (one load), the device's ifindex and namespace (three), then for the expression the
+/// verdict remembered for the headers' signature (unless `emit_at` found it already: a few
+/// loads and a compare), or else a copy of the headers, parsed and tested. A packet the filters reject
 /// costs no more than that (plus, on a free once anything was tracked, the lookup of
 /// [`TRACE_SKBS`]).
 ///
@@ -524,20 +526,22 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
     }
 }
 
-/// Whether the filter expression alone decides the packet at `hook` and this CPU remembers
-/// its verdict on these headers as a rejection: then it is dropped here, without the call
-/// into [`wanted`] and the scratch it needs. The usual case of a trace that selects a little
-/// of a busy host's traffic: about half of what a rejected hook hit costs.
-/// Not when other filters are set, nor for a free once skbs are tracked (a tracked skb's
-/// free is reported whatever its headers).
+/// When the filter expression alone decides (no `--netns`, `--iface` or `--mark`): the
+/// verdict this CPU remembers for the packet's headers, if any. A rejection is acted on
+/// before the call into [`wanted`] and the scratch it needs (the usual case of a trace that
+/// selects a little of a busy host's traffic: about half of what a rejected hook hit cost);
+/// a pass goes to [`judge`] in [`Header::known`].
 #[inline(always)]
-fn rejected_early(off: Offsets, skb: u64, hook: Hook) -> bool {
-    PKTPATH_FILTER_EXPR_ON.load() != 0
+fn expression_verdict(off: Offsets, skb: u64, hook: Hook) -> Option<bool> {
+    let alone = PKTPATH_FILTER_EXPR_ON.load() != 0
         && PKTPATH_FILTER_NETNS.load() == 0
         && PKTPATH_FILTER_IFINDEX.load() == 0
-        && PKTPATH_FILTER_MARK_ON.load() == 0
-        && (!hook.ends_skb() || TRACE_SKBS_USED.get(0).is_none_or(|u| *u == 0))
-        && remembered(off, skb, hook) == Some(false)
+        && PKTPATH_FILTER_MARK_ON.load() == 0;
+    if alone {
+        remembered(off, skb, hook)
+    } else {
+        None
+    }
 }
 
 /// On a receive hook, when routing lookups are traced: the verdict on the packet, for the
@@ -604,13 +608,18 @@ fn emit_at(
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
         unsafe { *slot = if dev == 0 { 0 } else { dev_netns(off, dev) } };
     }
-    if rejected_early(off, skb, hook) {
+    let known = expression_verdict(off, skb, hook);
+    // Not for a free once skbs are tracked: a tracked skb's free is reported whatever its
+    // headers.
+    if known == Some(false) && (!hook.ends_skb() || TRACE_SKBS_USED.get(0).is_none_or(|u| *u == 0))
+    {
         note_rx_verdict(hook, false);
         return Ok(());
     }
     let mut hdr = Header {
         bytes: TRACE_SCRATCH.get_ptr_mut(0).ok_or(-1)?,
         len: u16::MAX,
+        known,
     };
     let pass = wanted(off, skb, hook, dev, &mut hdr);
     note_rx_verdict(hook, pass);
@@ -638,7 +647,7 @@ fn emit_at(
         (*ev).mark = info.mark;
         (*ev).drop_reason = drop_reason;
         (*ev).qdisc_handle = 0;
-        zero8(&raw mut (*ev).qdisc_kind);
+        mem::zero::<u64, _>(&raw mut (*ev).qdisc_kind);
         if qdisc != 0 {
             (*ev).qdisc_handle = load_at(qdisc, off.qdisc_handle());
             let ops: u64 = load_at(qdisc, off.qdisc_ops());
@@ -649,9 +658,9 @@ fn emit_at(
         (*ev).hook = hook as u16;
         (*ev).protocol = info.protocol;
         (*ev).cpu = bpf_get_smp_processor_id() as u16;
-        zero8(&raw mut (*ev).ifname);
+        mem::zero::<u64, _>(&raw mut (*ev).ifname);
         read_ifname(off, info.dev, &mut (*ev).ifname);
-        copy8(&raw mut (*ev).header, hdr.bytes);
+        mem::copy::<u64, _>(&raw mut (*ev).header, hdr.bytes);
         (*ev).header_len = hdr.len;
     }
     entry.submit(0);
@@ -825,8 +834,8 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
         (*ev).uli = uli;
         (*ev).src = src;
         (*ev).dst = dst;
-        zero8(&raw mut (*ev).gw);
-        zero8(&raw mut (*ev).out_ifname);
+        mem::zero::<u64, _>(&raw mut (*ev).gw);
+        mem::zero::<u64, _>(&raw mut (*ev).out_ifname);
         if f.nhc != 0 {
             let gw_family: u8 = load_at(f.nhc, off.fib_nh_common_gw_family());
             (*ev).gw_family = gw_family;
