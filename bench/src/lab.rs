@@ -433,6 +433,18 @@ impl Lab {
         warmup: Duration,
         window: Duration,
     ) -> anyhow::Result<f64> {
+        self.measure_pps_observed(cfg, warmup, window, |_| Ok(None))
+    }
+
+    /// [`Lab::measure_pps`], with `observe(window)` started when the window opens (a
+    /// profiler that runs for the window) and waited for when it closes.
+    pub fn measure_pps_observed(
+        &self,
+        cfg: &Path,
+        warmup: Duration,
+        window: Duration,
+        observe: impl FnOnce(Duration) -> anyhow::Result<Option<Proc>>,
+    ) -> anyhow::Result<f64> {
         // Bounded: 3 Mpps for the whole time at most.
         let bound = ((warmup + window).as_secs_f64() * 3e6) as u64 + 1_000_000;
         let mut tgen = self.trafgen(cfg, bound, None)?;
@@ -441,8 +453,14 @@ impl Lab {
             bail!("trafgen exited early ({:?})", tgen.child.try_wait()?);
         }
         let (c0, t0) = (self.delivered()?, Instant::now());
+        let observer = observe(window)?;
         sleep(window)?;
         let (c1, t1) = (self.delivered()?, Instant::now());
+        if let Some(mut o) = observer
+            && !o.wait_for(Duration::from_secs(30))?
+        {
+            bail!("{} did not finish with the window", o.what);
+        }
         tgen.stop(Duration::from_secs(2))?;
         Ok((c1 - c0) as f64 / (t1 - t0).as_secs_f64())
     }

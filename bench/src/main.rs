@@ -29,7 +29,7 @@ use anyhow::bail;
 
 fn usage() -> String {
     format!(
-        "usage: pktpath-bench [PART...] | table | cleanup | trace-ladder | trace-overhead\nparts: {}",
+        "usage: pktpath-bench [PART...] | table | cleanup | trace-ladder | trace-overhead | trace-profile\nparts: {}",
         report::PARTS.join(" ")
     )
 }
@@ -63,17 +63,17 @@ fn run() -> anyhow::Result<()> {
             return Ok(());
         }
         Some("cleanup") => return cleanup::run(),
-        Some(cmd @ ("trace-ladder" | "trace-overhead")) => {
+        Some(cmd @ ("trace-ladder" | "trace-overhead" | "trace-profile")) => {
             // SAFETY: geteuid cannot fail.
             if unsafe { libc::geteuid() } != 0 {
                 bail!("run as root (namespaces, links, eBPF)");
             }
             lab::install_signal_handlers();
             pktpath_tests::names::sweep_stale();
-            let r = if cmd == "trace-ladder" {
-                serde_json::to_value(tracer::ladder_only()?)?
-            } else {
-                serde_json::to_value(tracer::overhead_only()?)?
+            let r = match cmd {
+                "trace-ladder" => serde_json::to_value(tracer::ladder_only()?)?,
+                "trace-profile" => serde_json::to_value(tracer::profile_only()?)?,
+                _ => serde_json::to_value(tracer::overhead_only()?)?,
             };
             println!("{}", serde_json::to_string_pretty(&r)?);
             return Ok(());

@@ -366,6 +366,226 @@ pub fn overhead_only() -> anyhow::Result<Overhead> {
     })
 }
 
+/// The filter matching nothing on one receive and one transmit hook per device, and the
+/// frees: the hops of each journey, without the intermediate hooks and routing lookups.
+const HOP_HOOKS_NOTHING: [&str; 3] = [
+    "--hooks",
+    "netif_receive_skb,net_dev_start_xmit,kfree_skb,consume_skb",
+    NOTHING,
+];
+
+/// How many seconds each mode of [`profile_only`] is profiled.
+const PROFILE_WINDOW: Duration = Duration::from_secs(3);
+
+/// Where the forwarding CPU's time went in one mode (`pktpath-bench trace-profile`).
+#[derive(Debug, Serialize)]
+pub struct Profile {
+    pub mode: String,
+    pub pps: f64,
+    /// Samples of the forwarding CPU over the window.
+    pub samples: u64,
+    /// Share of them inside the kernel's runs of tracepoint programs (`bpf_trace_runN`,
+    /// inclusive: the dispatch, the programs and what they call).
+    pub in_tracepoint_runs: f64,
+    /// Share in the programs' own code (`bpf_prog_*`, exclusive).
+    pub in_programs: f64,
+    /// `in_tracepoint_runs` per forwarded frame: that CPU forwards at full load, so a frame
+    /// takes 1 s / pps of it.
+    pub tracepoint_ns_per_frame: f64,
+    /// The symbols with the most samples, inclusive (percent).
+    pub top: Vec<(String, f64)>,
+}
+
+/// Profiles the CPU that forwards (`GEN_CPU`: trafgen and the whole path run there) with
+/// `perf record` in each mode up to the filter matching nothing: what share of its time the
+/// tracepoints' programs take, the kernel's dispatch included. Unlike throughput ratios,
+/// which vary 20-30% between rounds here, this splits one run's time, so the floor (empty
+/// programs) and pktpath's own cost above it can be told apart.
+pub fn profile_only() -> anyhow::Result<Vec<Profile>> {
+    let (lab, dir, tg, _routing) = forwarding_lab("trace-profile")?;
+    let mut out = Vec::new();
+    let modes = MODES[..4].iter().chain(&[(
+        "pktpath, filter matching nothing, hop hooks only",
+        Load::Tool(Kind::Pktpath, &HOP_HOOKS_NOTHING),
+    )]);
+    for (name, load) in modes {
+        check_stop()?;
+        let tool_out = dir.0.join("profile.out");
+        let (t, empty) = match *load {
+            Load::Tool(kind, args) => (Some(start(kind, args, &tool_out)?), None),
+            Load::EmptyHooks => (None, Some(empty_hooks()?)),
+            Load::Nothing => (None, None),
+        };
+        let data = dir.0.join("perf.data");
+        let pps = lab.measure_pps_observed(&tg, WARMUP, PROFILE_WINDOW, |window| {
+            let mut c = crate::lab::command("perf", Some(crate::lab::TOOL_CPU));
+            c.args([
+                "record",
+                "-q",
+                "-g",
+                "-C",
+                &crate::lab::GEN_CPU.to_string(),
+                "-o",
+            ])
+            .arg(&data)
+            .args(["--", "sleep", &window.as_secs_f64().to_string()])
+            .stdout(std::process::Stdio::null());
+            Ok(Some(crate::lab::Proc::spawn(c, "perf record")?))
+        })?;
+        // Read while the programs are still loaded: perf annotates them from the kernel.
+        let p = perf_shares(name, pps, &data)?;
+        if let Some(keep) = std::env::var_os("PKTPATH_BENCH_KEEP_PERF") {
+            keep_annotated(&data, std::path::Path::new(&keep), out.len())?;
+        }
+        drop(empty);
+        if let Some(t) = t {
+            t.finish()?;
+        }
+        let _ = std::fs::remove_file(&tool_out);
+        let _ = std::fs::remove_file(&data);
+        eprintln!(
+            "trace: profile {name:<34} {pps:>9.0} pps, {:>5.1}% in tracepoint runs \
+             ({:.0} ns/frame), {:>5.1}% in programs",
+            p.in_tracepoint_runs, p.tracepoint_ns_per_frame, p.in_programs
+        );
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// With `PKTPATH_BENCH_KEEP_PERF=DIR`: the profile of mode `i` as `DIR/i.data`, the
+/// samples in BPF programs by instruction offset as `DIR/i.hist`, and those programs'
+/// machine code as `DIR/i.jited` (from bpftool, while they are loaded).
+fn keep_annotated(data: &std::path::Path, dir: &std::path::Path, i: usize) -> anyhow::Result<()> {
+    std::fs::copy(data, dir.join(format!("{i}.data"))).context("keep perf.data")?;
+    let o = std::process::Command::new("perf")
+        .args(["script", "-F", "ip,sym,symoff", "-G", "-i"])
+        .arg(data)
+        .output()
+        .context("perf script")?;
+    let mut hist: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        // "ffffffffc00043f0 bpf_prog_<tag>_<name>+0x184"
+        let l = l.trim().split_once(' ').map_or("", |(_, rest)| rest);
+        if let Some((sym, off)) = l.split_once("+0x")
+            && sym.starts_with("bpf_prog_")
+        {
+            *hist.entry((sym.to_owned(), off.to_owned())).or_default() += 1;
+        }
+    }
+    let mut text = String::new();
+    let mut tags = std::collections::BTreeSet::new();
+    for ((sym, off), n) in &hist {
+        text.push_str(&format!("{sym} 0x{off} {n}\n"));
+        if let Some(tag) = sym
+            .strip_prefix("bpf_prog_")
+            .and_then(|r| r.split('_').next())
+        {
+            tags.insert(tag.to_owned());
+        }
+    }
+    std::fs::write(dir.join(format!("{i}.hist")), text).context("write hist")?;
+    let mut jited = String::new();
+    for tag in tags {
+        let o = std::process::Command::new("bpftool")
+            .args(["prog", "dump", "jited", "tag", &tag, "opcodes"])
+            .output()
+            .context("bpftool prog dump jited")?;
+        jited.push_str(&format!(
+            "=== {tag}\n{}\n",
+            String::from_utf8_lossy(&o.stdout)
+        ));
+    }
+    std::fs::write(dir.join(format!("{i}.jited")), jited).context("write jited")?;
+    Ok(())
+}
+
+/// Reads a `perf record -g` file into a [`Profile`].
+fn perf_shares(mode: &str, pps: f64, data: &std::path::Path) -> anyhow::Result<Profile> {
+    let report = |children: bool| -> anyhow::Result<String> {
+        let o = std::process::Command::new("perf")
+            .args([
+                "report",
+                "--stdio",
+                "--sort",
+                "sym",
+                "-g",
+                "none",
+                "--percent-limit",
+                "0",
+            ])
+            .arg(if children {
+                "--children"
+            } else {
+                "--no-children"
+            })
+            .arg("-i")
+            .arg(data)
+            .output()
+            .context("perf report")?;
+        anyhow::ensure!(
+            o.status.success(),
+            "perf report: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(String::from_utf8(o.stdout)?)
+    };
+    // Rows: "  12.34%  0.10%  [k] symbol" with --children, "  12.34%  [k] symbol" without.
+    let rows = |text: &str| -> Vec<(f64, String)> {
+        text.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let pct = w.next()?.strip_suffix('%')?.parse().ok()?;
+                let sym = w.skip_while(|t| !t.starts_with('[')).nth(1)?;
+                Some((pct, sym.to_owned()))
+            })
+            .collect()
+    };
+    let is_run = |s: &str| {
+        s.strip_prefix("bpf_trace_run")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let inclusive = rows(&report(true)?);
+    let exclusive = rows(&report(false)?);
+    let in_runs: f64 = inclusive
+        .iter()
+        .filter(|(_, s)| is_run(s))
+        .map(|(p, _)| p)
+        .sum();
+    let in_programs: f64 = exclusive
+        .iter()
+        .filter(|(_, s)| s.starts_with("bpf_prog_"))
+        .map(|(p, _)| p)
+        .sum();
+    let header = report(false)?;
+    let samples = header
+        .lines()
+        .find_map(|l| l.strip_prefix("# Samples: "))
+        .and_then(|v| v.split_whitespace().next())
+        .map(|v| {
+            let (n, mul) = match v.strip_suffix('K') {
+                Some(n) => (n, 1000.0),
+                None => (v, 1.0),
+            };
+            (n.parse::<f64>().unwrap_or(0.0) * mul) as u64
+        })
+        .unwrap_or(0);
+    Ok(Profile {
+        mode: mode.to_owned(),
+        pps,
+        samples,
+        in_tracepoint_runs: in_runs,
+        in_programs,
+        tracepoint_ns_per_frame: in_runs / 100.0 * 1e9 / pps,
+        top: inclusive
+            .into_iter()
+            .take(25)
+            .map(|(p, s)| (s, p))
+            .collect(),
+    })
+}
+
 /// The lab forwarding by Linux routing, its scratch directory and the trafgen
 /// configuration in it; the routing set-up lives as long as the last value.
 fn forwarding_lab(
