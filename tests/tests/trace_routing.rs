@@ -238,3 +238,32 @@ fn trace_filtered_input_lookups_follow_their_packet() {
         }
     }
 }
+
+/// Without `netif_receive_skb` nothing notes the packets for the input lookups: with a filter
+/// expression those lookups (whose flows name no protocol to judge) are then all reported
+/// for user space to join, not all dropped as following a rejected packet.
+#[test]
+fn trace_filtered_input_lookups_without_the_receive_hook_are_reported() {
+    require_root();
+    let lab = RouterLab::new();
+    let router = u32::try_from(lab.router.inode()).expect("32-bit inode");
+    let dst = RouterLab::UP1_4;
+    assert_eq!(run::ping(&lab.client.name, dst, 1), 1);
+    let cfg = TraceConfig {
+        hooks: vec![Hook::FibTableLookup, Hook::NetDevXmit],
+        netns: Some(router),
+        filter: compile_filter("icmp").expect("filter compiles"),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    assert_eq!(run::ping(&lab.client.name, dst, 3), 3);
+    let events = t.collect(
+        Duration::from_secs(2),
+        |e| e.netns == router && e.dst.as_deref() == Some(dst),
+        |_| false,
+    );
+    assert!(
+        events.iter().any(|e| e.hook == "fib_table_lookup"),
+        "no input lookup of the forwarded pings: {events:#?}"
+    );
+}

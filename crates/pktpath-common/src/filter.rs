@@ -411,11 +411,8 @@ pub const fn signature_mask(
     ethertype: u16,
     captured: usize,
 ) -> Option<&'static [u64; SIGNATURE_WORDS]> {
-    let (mask, need) = match ethertype {
-        ETH_P_IP => (&SIGNATURE_V4, 24),
-        ETH_P_IPV6 => (&SIGNATURE_V6, 44),
-        ETH_P_ARP => (&SIGNATURE_ARP, 28),
-        _ => return Some(&SIGNATURE_NONE),
+    let Some((mask, need)) = signature_span(ethertype) else {
+        return Some(&SIGNATURE_NONE);
     };
     if captured == 0 {
         Some(&SIGNATURE_NONE)
@@ -423,6 +420,19 @@ pub const fn signature_mask(
         Some(mask)
     } else {
         None
+    }
+}
+
+/// The mask of an `ethertype` header's full signature and how many bytes from the network
+/// header on it needs captured; `None` for EtherTypes whose key is the EtherType alone.
+/// (The eBPF side takes IPv4's as constants: [`signature_mask`] for a captured header.)
+#[inline(always)]
+pub const fn signature_span(ethertype: u16) -> Option<(&'static [u64; SIGNATURE_WORDS], usize)> {
+    match ethertype {
+        ETH_P_IP => Some((&SIGNATURE_V4, 24)),
+        ETH_P_IPV6 => Some((&SIGNATURE_V6, 44)),
+        ETH_P_ARP => Some((&SIGNATURE_ARP, 28)),
+        _ => None,
     }
 }
 

@@ -10,6 +10,9 @@ pub const MAP_LOST: &str = "TRACE_LOST";
 /// Name of the per-CPU array (one `u64` slot) counting events the hooks produced (passed the
 /// filters), whether or not the ring buffer had room: received + lost = seen.
 pub const MAP_SEEN: &str = "TRACE_SEEN";
+/// Name of the tracer's array with one slot per possible CPU (what each CPU keeps from one
+/// hook hit to the next); the loader sizes it to the CPUs.
+pub const MAP_CPU: &str = "TRACE_CPU";
 /// Bytes of packet header copied into each event, starting at the network header.
 pub const HEADER_BYTES: usize = 96;
 
@@ -26,8 +29,8 @@ pub const FILTER_MARK_ON: &str = "PKTPATH_FILTER_MARK_ON";
 /// verifier, which knows read-only globals, drops the evaluator from every hook: a trace
 /// without an expression loads ten times faster.
 pub const FILTER_EXPR_ON: &str = "PKTPATH_FILTER_EXPR_ON";
-/// Global: 1 when the IPv4 routing lookup hook is attached (receive hooks then note the
-/// namespace of each packet for it).
+/// Global: 1 when a routing lookup hook and `netif_receive_skb` are attached: that hook
+/// then notes each packet's verdict and namespace for the input lookups that follow it.
 pub const FIB_ON: &str = "PKTPATH_FIB_ON";
 
 /// Which kernel hook produced an event. Every hook is a BTF tracepoint; all but the two

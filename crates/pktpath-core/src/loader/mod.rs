@@ -5,7 +5,10 @@
 //! running kernel's BTF through a load-time global.
 
 use aya::{Ebpf, EbpfLoader};
-use pktpath_common::kernel::{KERNEL_OFFSETS_SYMBOL, KernelOffsets};
+use pktpath_common::{
+    kernel::{KERNEL_OFFSETS_SYMBOL, KernelOffsets},
+    trace::MAP_CPU,
+};
 
 use crate::btf::{self, Btf, BtfError};
 
@@ -55,6 +58,8 @@ impl Object {
 pub enum LoadError {
     #[error("reading kernel struct layouts from BTF failed")]
     Btf(#[from] BtfError),
+    #[error("cannot count the possible CPUs (/sys/devices/system/cpu/possible)")]
+    Cpus(#[source] std::io::Error),
     #[error("loading the {object:?} eBPF object failed")]
     Ebpf {
         object: Object,
@@ -118,6 +123,10 @@ pub fn load_with_loader<'a>(
 ) -> Result<Ebpf, LoadError> {
     for (name, n) in max_entries {
         loader.map_max_entries(name, *n);
+    }
+    if object == Object::Tracer {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| LoadError::Cpus(e))?;
+        loader.map_max_entries(MAP_CPU, cpus as u32);
     }
     if let Some(off) = offsets {
         loader.override_global(KERNEL_OFFSETS_SYMBOL, off, true);

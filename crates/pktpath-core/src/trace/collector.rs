@@ -158,10 +158,7 @@ impl Collector {
                 GlobalValue::U32(u32::from(cfg.mark.is_some())),
             ),
             (FILTER_EXPR_ON, GlobalValue::U32(u32::from(expr_on))),
-            (
-                FIB_ON,
-                GlobalValue::U32(u32::from(cfg.hooks.contains(&Hook::FibTableLookup))),
-            ),
+            (FIB_ON, GlobalValue::U32(u32::from(rx_noted(&cfg.hooks)))),
         ];
         let sizes: Vec<(&str, u32)> = cfg
             .ring_bytes
@@ -363,6 +360,18 @@ impl Collector {
 }
 
 /// A scoped thread's result; its panic goes on in the caller.
+/// Whether `netif_receive_skb` notes each packet for the input route lookups (`FIB_ON`):
+/// with a lookup hook to read the notes and that hook, which every received packet meets
+/// right before its input lookup, to write them. Without it, a lookup hook would read
+/// notes nobody writes (and with a filter expression, drop every input lookup as
+/// following a rejected packet).
+fn rx_noted(hooks: &[Hook]) -> bool {
+    hooks
+        .iter()
+        .any(|h| matches!(h, Hook::FibTableLookup | Hook::Fib6TableLookup))
+        && hooks.contains(&Hook::NetifReceiveSkb)
+}
+
 fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
     h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }

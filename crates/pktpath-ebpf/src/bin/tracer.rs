@@ -15,7 +15,7 @@ use pktpath_common::{
     filter::{
         ETH_P_IP, ETH_P_IPV6, FilterProgram, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_ADDR_V4,
         KEY_ADDR_V6, KEY_IP, KEY_PORTS, PacketKey, SIGNATURE_WORDS, key_from_l3, signature_covers,
-        signature_mask,
+        signature_mask, signature_span,
     },
     kernel::KernelOffsets,
     trace::{FIB_FAMILY_V4, FIB_FAMILY_V6, FibEvent, HEADER_BYTES, Hook, TraceEvent},
@@ -44,8 +44,9 @@ static PKTPATH_FILTER_MARK: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static PKTPATH_FILTER_MARK_ON: Global<u32> = Global::new(0);
 
-/// 1 when a routing lookup hook is attached: receive hooks then note the namespace of the
-/// packet they saw in [`TRACE_RX_NETNS`] (else they skip reading it).
+/// 1 when a routing lookup hook and `netif_receive_skb` are attached: that hook then notes
+/// the packet it saw in [`CpuState`] for the input lookups that follow it (else the lookups
+/// do not look for it).
 #[unsafe(no_mangle)]
 static PKTPATH_FIB_ON: Global<u32> = Global::new(0);
 
@@ -79,12 +80,12 @@ static TRACE_SKBS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65_536, 0
 #[map(name = "TRACE_SKBS_USED")]
 static TRACE_SKBS_USED: Array<u32> = Array::with_max_entries(1, 0);
 
-/// How many verdicts [`TRACE_VERDICTS`] holds per CPU.
+/// How many verdicts [`CpuState::verdicts`] holds.
 const VERDICTS: usize = 256;
 
 /// The filter expression's verdict on the headers with one signature (see
-/// [`TRACE_VERDICTS`]).
-#[repr(C)]
+/// [`CpuState::verdicts`]).
+#[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct Verdict {
     signature: [u64; SIGNATURE_WORDS],
@@ -103,33 +104,55 @@ fn verdict_check(sum: u64, pass: u16) -> u64 {
     sum ^ (u64::from(pass) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-/// Slot 0: per CPU, the filter expression's verdicts on recent headers, by signature
-/// (direct-mapped): the bytes of the network and transport headers the expression can test,
-/// which stay the same from hook to hook of one packet and from packet to packet of one
-/// flow (`signature_mask`). A hook that finds its packet's signature here takes the
-/// verdict from it instead of copying, parsing and testing the headers.
-#[map(name = "TRACE_VERDICTS")]
-static TRACE_VERDICTS: PerCpuArray<[Verdict; VERDICTS]> = PerCpuArray::with_max_entries(1, 0);
+/// What each CPU keeps from one hook hit to the next, in the slot of its number (user space
+/// sizes the array to the possible CPUs). One map, so that a hook hit looks one up: a
+/// lookup is a load or two that the forwarding path between two hits has most likely
+/// pushed out of the cache.
+///
+/// An array, not a per-CPU one, for its alignment: the kernel places a mmapable array's
+/// values at a page boundary, so every slot, and each 64-byte verdict in it, starts a cache
+/// line (a per-CPU map's values are only 8-byte aligned, and a verdict read there spanned
+/// two lines in 7 layouts of 8: two cache misses per hook hit instead of one).
+#[map(name = "TRACE_CPU")]
+static TRACE_CPU: Array<CpuState> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// Slot 0: per-CPU scratch for the header bytes of the event being built.
-#[map(name = "TRACE_SCRATCH")]
-static TRACE_SCRATCH: PerCpuArray<[u8; HEADER_BYTES]> = PerCpuArray::with_max_entries(1, 0);
+/// `BPF_F_MMAPABLE`: the array's values can be mapped by user space, and so are
+/// page-aligned.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// This CPU's [`TRACE_CPU`] slot.
+#[inline(always)]
+fn this_cpu() -> Option<*mut CpuState> {
+    // SAFETY: no preconditions (the verifier inlines it into a per-CPU read).
+    TRACE_CPU.get_ptr_mut(unsafe { bpf_get_smp_processor_id() })
+}
+
+#[repr(C, align(64))]
+struct CpuState {
+    /// The filter expression's verdicts on recent headers, by signature (direct-mapped): the
+    /// bytes of the network and transport headers the expression can test, which stay the
+    /// same from hook to hook of one packet and from packet to packet of one flow
+    /// (`signature_mask`). A hook that finds its packet's signature here takes the verdict
+    /// from it instead of copying, parsing and testing the headers. First, for the line
+    /// alignment.
+    verdicts: [Verdict; VERDICTS],
+    /// The namespace (inode) of the packet `netif_receive_skb` saw last, when it was
+    /// reported or no filter expression is installed (else 0). An IPv4 route lookup that finds
+    /// nothing names no namespace; on input it runs in the receive path of that packet, on
+    /// this CPU.
+    rx_netns: u32,
+    /// 1 when the packet `netif_receive_skb` saw last was reported (passed the filters).
+    /// An input route lookup follows its packet's verdict: it runs right after that hook
+    /// on this CPU.
+    rx_pass: u32,
+    /// The header bytes of the event being built.
+    scratch: [u8; HEADER_BYTES],
+}
+const _: () = assert!(size_of::<Verdict>() == 64 && size_of::<CpuState>().is_multiple_of(64));
 
 /// Slot 0 counts, per CPU, the events produced (reserved or lost).
 #[map(name = "TRACE_SEEN")]
 static TRACE_SEEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// Slot 0: per CPU, the namespace (inode) of the packet a receive hook saw last. An IPv4
-/// route lookup that finds nothing names no namespace; on input it runs in the receive path
-/// of that packet, on this CPU.
-#[map(name = "TRACE_RX_NETNS")]
-static TRACE_RX_NETNS: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
-
-/// Slot 0: per CPU, 1 when the packet a receive hook saw last was reported (passed the
-/// filters). An input route lookup names no protocol, so the filter expression cannot judge
-/// it; it runs right after its packet's receive hooks on this CPU, and follows their verdict.
-#[map(name = "TRACE_RX_PASS")]
-static TRACE_RX_PASS: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Slot 0 counts, per CPU, the events lost because the ring buffer was full.
 #[map(name = "TRACE_LOST")]
@@ -249,7 +272,9 @@ pub fn trace_consume_skb(ctx: BtfTracePointContext) -> i32 {
 /// The first bytes of a packet from its network header on, read once per event: the filter
 /// tests them and the event carries them.
 struct Header {
-    /// Per-CPU scratch (the BPF stack is too small to hold it next to the filter's state).
+    /// This CPU's state.
+    cpu: *mut CpuState,
+    /// Its scratch (the BPF stack is too small to hold it next to the filter's state).
     bytes: *mut [u8; HEADER_BYTES],
     /// How many of `bytes` are packet data; `u16::MAX` until read.
     len: u16,
@@ -337,6 +362,18 @@ fn linear_from(off: Offsets, skb: u64, l3: L3, data: u64, start: u64) -> u32 {
     }
 }
 
+/// Where `skb`'s headers start at `hook`, how many bytes of them are linear from there,
+/// and their EtherType. With no network header nothing is captured; `data` then stands in
+/// for the null start, which the verifier would not let a signature load from.
+#[inline(always)]
+fn headers_of(off: Offsets, skb: u64, hook: Hook) -> (u64, usize, u16) {
+    let l3 = L3::read(off, skb, hook);
+    let data: u64 = load_at(skb, off.skb_data());
+    let start = l3.start(hook, data);
+    let captured = linear_from(off, skb, l3, data, start) as usize;
+    (if start == 0 { data } else { start }, captured, l3.protocol)
+}
+
 /// Where `skb`'s headers start at `hook`, the mask of their signature (see
 /// `signature_mask`) and their EtherType; `None` when the headers were not captured far
 /// enough to have a signature.
@@ -346,21 +383,24 @@ fn signature_of(
     skb: u64,
     hook: Hook,
 ) -> Option<(u64, &'static [u64; SIGNATURE_WORDS], u16)> {
-    let l3 = L3::read(off, skb, hook);
-    let data: u64 = load_at(skb, off.skb_data());
-    let start = l3.start(hook, data);
-    let captured = linear_from(off, skb, l3, data, start) as usize;
-    // With no network header nothing is captured and the mask reads no byte; `data` stands
-    // in for the null start, which the verifier would not let the signature load from.
-    let start = if start == 0 { data } else { start };
-    Some((start, signature_mask(l3.protocol, captured)?, l3.protocol))
+    let (start, captured, protocol) = headers_of(off, skb, hook);
+    Some((start, signature_mask(protocol, captured)?, protocol))
 }
 
-/// This CPU's [`TRACE_VERDICTS`] entry for the signature whose words `word` gives, and
-/// the XOR of the words and the EtherType, for [`verdict_check`].
+/// IPv4's signature mask and the bytes it needs, as constants (see [`remembered`]).
+const V4_SIGNATURE: ([u64; SIGNATURE_WORDS], usize) = match signature_span(ETH_P_IP) {
+    Some((mask, need)) => (*mask, need),
+    None => panic!("IPv4 has a signature"),
+};
+
+/// The entry of `cpu`'s [`CpuState::verdicts`] for the signature whose words `word`
+/// gives, and the XOR of the words and the EtherType, for [`verdict_check`].
 #[inline(always)]
-fn verdict_slot(protocol: u16, word: impl Fn(usize) -> u64) -> Option<(*mut Verdict, u64)> {
-    let all = TRACE_VERDICTS.get_ptr_mut(0)?;
+fn verdict_slot(
+    cpu: *mut CpuState,
+    protocol: u16,
+    word: impl Fn(usize) -> u64,
+) -> (*mut Verdict, u64) {
     let mut sum = protocol as u64;
     for i in 0..SIGNATURE_WORDS {
         sum ^= word(i);
@@ -368,16 +408,36 @@ fn verdict_slot(protocol: u16, word: impl Fn(usize) -> u64) -> Option<(*mut Verd
     let mut fold = sum ^ (sum >> 32);
     fold ^= fold >> 16;
     let i = (fold ^ (fold >> 8)) as usize % VERDICTS;
-    // SAFETY: this CPU's array, `i` in bounds.
-    Some((unsafe { (*all).as_mut_ptr().add(i) }, sum))
+    // SAFETY: this CPU's state, `i` in bounds.
+    (
+        unsafe { (&raw mut (*cpu).verdicts).cast::<Verdict>().add(i) },
+        sum,
+    )
 }
 
-/// The filter expression's verdict on `skb` at `hook` from [`TRACE_VERDICTS`], when this
-/// CPU has judged headers with the same signature.
+/// The filter expression's verdict on `skb` at `hook` from `cpu`'s
+/// [`CpuState::verdicts`], when this CPU has judged headers with the same signature.
+///
+/// IPv4, the usual case, takes its own path with the mask as constants: three loads and
+/// the words the mask clears known to be zero, where the general path reads the mask and
+/// tests each word of it. Every hook hit of a trace that rejects runs this, so its length
+/// is the rejection's cost.
 #[inline(always)]
-fn remembered(off: Offsets, skb: u64, hook: Hook) -> Option<bool> {
-    let (start, mask, protocol) = signature_of(off, skb, hook)?;
-    // Only the words the mask keeps are read (three of six for IPv4).
+fn remembered(off: Offsets, skb: u64, hook: Hook, cpu: *mut CpuState) -> Option<bool> {
+    let (start, captured, protocol) = headers_of(off, skb, hook);
+    let (v4, v4_need) = V4_SIGNATURE;
+    if protocol == ETH_P_IP && captured >= v4_need {
+        let words: [u64; SIGNATURE_WORDS] = core::array::from_fn(|i| {
+            if v4[i] == 0 {
+                0
+            } else {
+                load_at::<u64>(start, (i * 8) as u32) & v4[i]
+            }
+        });
+        return remembered_words(cpu, protocol, words);
+    }
+    let mask = signature_mask(protocol, captured)?;
+    // Only the words the mask keeps are read.
     let words: [u64; SIGNATURE_WORDS] = core::array::from_fn(|i| {
         if mask[i] == 0 {
             0
@@ -385,7 +445,18 @@ fn remembered(off: Offsets, skb: u64, hook: Hook) -> Option<bool> {
             load_at::<u64>(start, (i * 8) as u32) & mask[i]
         }
     });
-    let (v, sum) = verdict_slot(protocol, |i| words[i])?;
+    remembered_words(cpu, protocol, words)
+}
+
+/// The verdict `cpu` remembers for the signature `words` of an EtherType `protocol`
+/// header, if any.
+#[inline(always)]
+fn remembered_words(
+    cpu: *mut CpuState,
+    protocol: u16,
+    words: [u64; SIGNATURE_WORDS],
+) -> Option<bool> {
+    let (v, sum) = verdict_slot(cpu, protocol, |i| words[i]);
     // SAFETY: this CPU's entry; see `read_header` on nesting.
     let seen = unsafe { &*v };
     let mut diff =
@@ -397,7 +468,7 @@ fn remembered(off: Offsets, skb: u64, hook: Hook) -> Option<bool> {
 }
 
 /// Remembers `pass`, the verdict on `skb` at `hook` whose headers `hdr` holds, in
-/// [`TRACE_VERDICTS`] (when its signature covers them).
+/// its CPU's [`CpuState::verdicts`] (when its signature covers them).
 ///
 /// Takes nothing from [`remembered`], and the signature from `hdr`: what the two shared
 /// would be live across the parser, and split the verifier's walk of it in as many paths.
@@ -418,9 +489,7 @@ fn remember(off: Offsets, skb: u64, hook: Hook, hdr: &Header, pass: bool) {
         w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
         u64::from_ne_bytes(w) & mask[i]
     };
-    let Some((v, sum)) = verdict_slot(protocol, word) else {
-        return;
-    };
+    let (v, sum) = verdict_slot(hdr.cpu, protocol, word);
     let pass = u16::from(pass);
     // SAFETY: this CPU's entry; see `read_header` on nesting. Volatile stores keep the
     // check last.
@@ -438,7 +507,7 @@ fn remember(off: Offsets, skb: u64, hook: Hook, hdr: &Header, pass: bool) {
 /// signature, else the expression's on the headers it reads into `hdr`.
 #[inline(always)]
 fn judge(off: Offsets, skb: u64, hook: Hook, prog: &FilterProgram, hdr: &mut Header) -> bool {
-    if let Some(pass) = hdr.known.or_else(|| remembered(off, skb, hook)) {
+    if let Some(pass) = hdr.known.or_else(|| remembered(off, skb, hook, hdr.cpu)) {
         return pass;
     }
     let l3 = L3::read(off, skb, hook);
@@ -532,28 +601,42 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
 /// selects a little of a busy host's traffic: about half of what a rejected hook hit cost);
 /// a pass goes to [`judge`] in [`Header::known`].
 #[inline(always)]
-fn expression_verdict(off: Offsets, skb: u64, hook: Hook) -> Option<bool> {
+fn expression_verdict(off: Offsets, skb: u64, hook: Hook, cpu: *mut CpuState) -> Option<bool> {
     let alone = PKTPATH_FILTER_EXPR_ON.load() != 0
         && PKTPATH_FILTER_NETNS.load() == 0
         && PKTPATH_FILTER_IFINDEX.load() == 0
         && PKTPATH_FILTER_MARK_ON.load() == 0;
     if alone {
-        remembered(off, skb, hook)
+        remembered(off, skb, hook, cpu)
     } else {
         None
     }
 }
 
-/// On a receive hook, when routing lookups are traced: the verdict on the packet, for the
-/// input lookup that follows it on this CPU (see `emit_fib`).
+/// On `netif_receive_skb`, when routing lookups are traced: the verdict on the packet and, when
+/// a lookup may need it, its namespace, for the input lookups that follow it on this CPU
+/// (see `emit_fib`). With a filter expression a lookup after a rejected packet is dropped
+/// unread: the namespace is read only for a packet that passed (its `net_device` and `net`
+/// are two more loads the cache seldom holds).
 #[inline(always)]
-fn note_rx_verdict(hook: Hook, pass: bool) {
-    if hook.is_receive()
-        && PKTPATH_FIB_ON.load() != 0
-        && let Some(slot) = TRACE_RX_PASS.get_ptr_mut(0)
-    {
-        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-        unsafe { *slot = u32::from(pass) };
+fn note_rx(off: Offsets, skb: u64, hook: Hook, dev: u64, cpu: *mut CpuState, pass: bool) {
+    if hook != Hook::NetifReceiveSkb || PKTPATH_FIB_ON.load() == 0 {
+        return;
+    }
+    let netns = if pass || PKTPATH_FILTER_EXPR_ON.load() == 0 {
+        let dev = if dev != 0 {
+            dev
+        } else {
+            load_at(skb, off.skb_dev())
+        };
+        if dev == 0 { 0 } else { dev_netns(off, dev) }
+    } else {
+        0
+    };
+    // SAFETY: this CPU's state, only this CPU writes it while the program runs.
+    unsafe {
+        (*cpu).rx_pass = u32::from(pass);
+        (*cpu).rx_netns = netns;
     }
 }
 
@@ -596,33 +679,24 @@ fn emit_at(
     if !off.set() || skb == 0 {
         return Err(-1);
     }
-    if hook.is_receive()
-        && PKTPATH_FIB_ON.load() != 0
-        && let Some(slot) = TRACE_RX_NETNS.get_ptr_mut(0)
-    {
-        let dev = if dev != 0 {
-            dev
-        } else {
-            load_at(skb, off.skb_dev())
-        };
-        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-        unsafe { *slot = if dev == 0 { 0 } else { dev_netns(off, dev) } };
-    }
-    let known = expression_verdict(off, skb, hook);
+    let cpu = this_cpu().ok_or(-1)?;
+    let known = expression_verdict(off, skb, hook, cpu);
     // Not for a free once skbs are tracked: a tracked skb's free is reported whatever its
     // headers.
     if known == Some(false) && (!hook.ends_skb() || TRACE_SKBS_USED.get(0).is_none_or(|u| *u == 0))
     {
-        note_rx_verdict(hook, false);
+        note_rx(off, skb, hook, dev, cpu, false);
         return Ok(());
     }
     let mut hdr = Header {
-        bytes: TRACE_SCRATCH.get_ptr_mut(0).ok_or(-1)?,
+        cpu,
+        // SAFETY: this CPU's state.
+        bytes: unsafe { &raw mut (*cpu).scratch },
         len: u16::MAX,
         known,
     };
     let pass = wanted(off, skb, hook, dev, &mut hdr);
-    note_rx_verdict(hook, pass);
+    note_rx(off, skb, hook, dev, cpu, pass);
     if !pass {
         return Ok(());
     }
@@ -715,16 +789,18 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
     let fl = f.flow;
     let iif: u32 = load_at(fl, off.flowi_iif());
     let proto: u8 = load_at(fl, off.flowi_proto());
-    // A flow without a protocol (the input route lookup's, unless policy rules need one)
-    // cannot be judged by protocol or port tests: an input lookup follows the verdict on the
-    // packet received last on this CPU (its own); an output one passes. User space keeps
-    // either only when it joins the journey of a packet that passed. Tested first: most
-    // lookups are input ones, and a rejected one then costs three loads.
-    if PKTPATH_FILTER_EXPR_ON.load() != 0
-        && proto == 0
-        && iif != LOOPBACK_IFINDEX
-        && TRACE_RX_PASS.get(0).copied().unwrap_or(1) == 0
-    {
+    // An input lookup runs right after its packet's `netif_receive_skb` on this CPU, and
+    // follows the filter expression's verdict on that packet when that hook noted it (its flow has no
+    // protocol unless policy rules need one, and so could not be judged by protocol or port
+    // tests). Tested first: most lookups are input ones, and a rejected one then costs a
+    // few loads.
+    let rx = if iif != LOOPBACK_IFINDEX && PKTPATH_FIB_ON.load() != 0 {
+        // SAFETY: this CPU's slot.
+        this_cpu().map(|c| unsafe { &*c })
+    } else {
+        None
+    };
+    if PKTPATH_FILTER_EXPR_ON.load() != 0 && rx.is_some_and(|c| c.rx_pass == 0) {
         return Ok(());
     }
     let oif: u32 = load_at(fl, off.flowi_oif());
@@ -765,8 +841,7 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
         // the sending task, in its namespace.
         task_netns(off)
     } else {
-        // An input lookup runs right after its packet's receive hooks on this CPU.
-        TRACE_RX_NETNS.get(0).copied().unwrap_or(0)
+        rx.map_or(0, |c| c.rx_netns)
     };
 
     let want_ns = PKTPATH_FILTER_NETNS.load();
@@ -777,8 +852,11 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
     {
         return Ok(());
     }
+    // The lookups that follow no packet's verdict are judged by their flow, when it names
+    // a protocol.
     if PKTPATH_FILTER_EXPR_ON.load() != 0
         && proto != 0
+        && rx.is_none()
         && let Some(prog) = PKTPATH_FILTER.get(0).filter(|p| p.len != 0)
     {
         let mut key = PacketKey {
