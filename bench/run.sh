@@ -5,8 +5,8 @@
 #   bash bench/run.sh forward    # one part (or several)
 #   bash bench/run.sh table      # merge bench/results/*.json and print the table only
 #
-# Builds pktpath and pktpath-bench in release mode, installs trafgen (netsniff-ng) and
-# bpftrace when missing, runs the parts, writes bench/results/<part>.json and the merged
+# Builds pktpath and pktpath-bench in release mode, installs trafgen (netsniff-ng),
+# bpftrace and perf when missing, runs the parts, writes bench/results/<part>.json and the merged
 # bench/results/latest.json, and prints the table. Everything the run creates (network
 # namespaces, links, pins, nftables tables, tc filters, processes) is removed when it ends,
 # also on failure or Ctrl-C; `pktpath-bench cleanup` then sweeps what a killed run left.
@@ -31,6 +31,8 @@ need() { # need COMMAND DEBIAN-PACKAGE
 need trafgen netsniff-ng
 need bpftrace bpftrace
 need nft nftables
+need perf linux-perf
+need objdump binutils
 
 cargo build --release -p pktpath -p pktpath-bench
 

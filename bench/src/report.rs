@@ -260,6 +260,23 @@ pub fn table(doc: &Value) -> String {
                         f(&row["ns_per_hit"])
                     );
                 }
+                let profile = r["profile"].as_array().into_iter().flatten();
+                for (i, row) in profile.enumerate() {
+                    if i == 0 {
+                        let _ = writeln!(
+                            out,
+                            "  {:<50} {:>17} {:>11}",
+                            "forwarding CPU's time (perf) while", "in tracepoints", "in programs"
+                        );
+                    }
+                    let _ = writeln!(
+                        out,
+                        "  {:<50} {:>16.1}% {:>10.1}%",
+                        row["mode"].as_str().unwrap_or(""),
+                        f(&row["in_tracepoint_runs"]),
+                        f(&row["in_programs"])
+                    );
+                }
             }
             "latency" => {
                 for row in r["rows"].as_array().into_iter().flatten() {

@@ -1,9 +1,10 @@
 //! Part 4: the tracer. Start-up time to ready; the highest event rate written as JSON to a
 //! file with nothing lost (paced load, increasing); forwarding throughput with tracing
 //! off, with empty programs on the same hooks (the floor), on with a filter matching
-//! nothing, on with no filter; and bpftrace on the same
-//! tracepoints printing one line per event, side by side. The router forwards with Linux
-//! policy routing (one rule) throughout.
+//! nothing (on the default hooks and on the hop hooks only), on with no filter; and
+//! bpftrace on the same tracepoints printing one line per event, side by side; the
+//! kernel's run time per hook hit; and a perf profile of the forwarding CPU in the
+//! filtering modes. The router forwards with Linux policy routing (one rule) throughout.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -84,6 +85,8 @@ pub struct Results {
     /// Kernel time per hook hit with the filter matching nothing (`trace_*`), and of the
     /// empty programs (`floor_*`).
     pub hook_cost: Vec<HookCost>,
+    /// Where the forwarding CPU's time went, mode by mode (perf).
+    pub profile: Vec<Profile>,
     pub goals: Vec<Goal>,
 }
 
@@ -116,7 +119,7 @@ enum Load {
 /// A forwarding mode: its name and what runs meanwhile.
 type Mode = (&'static str, Load);
 
-const MODES: [Mode; 6] = [
+const MODES: [Mode; 7] = [
     ("off", Load::Nothing),
     ("empty programs on the same hooks", Load::EmptyHooks),
     (
@@ -128,6 +131,7 @@ const MODES: [Mode; 6] = [
         Load::Tool(Kind::Pktpath, &NO_MARK),
     ),
     ("pktpath, no filter", Load::Tool(Kind::Pktpath, &[])),
+    HOP_MODE,
     (
         "bpftrace, one line per event",
         Load::Tool(Kind::Bpftrace, &[]),
@@ -361,18 +365,21 @@ fn hook_stats(prefix: &str) -> anyhow::Result<BTreeMap<String, (u64, u64)>> {
 pub fn overhead_only() -> anyhow::Result<Overhead> {
     let (lab, dir, tg, _routing) = forwarding_lab("trace-overhead")?;
     Ok(Overhead {
-        throughput: throughput(&lab, &tg, &dir, &MODES[..5])?,
+        throughput: throughput(&lab, &tg, &dir, &MODES[..6])?,
         hook_cost: hook_cost(&lab, &tg, &dir)?,
     })
 }
 
-/// The filter matching nothing on one receive and one transmit hook per device, and the
-/// frees: the hops of each journey, without the intermediate hooks and routing lookups.
-const HOP_HOOKS_NOTHING: [&str; 3] = [
-    "--hooks",
-    "netif_receive_skb,net_dev_start_xmit,kfree_skb,consume_skb",
-    NOTHING,
-];
+/// The filter matching nothing on the hop hooks (`--hooks hops`: one receive and one
+/// transmit hook per device, and the frees), without the intermediate hooks and routing
+/// lookups.
+const HOP_HOOKS_NOTHING: [&str; 3] = ["--hooks", "hops", NOTHING];
+
+/// The filter matching nothing on the hop hooks only.
+const HOP_MODE: Mode = (
+    "pktpath, filter matching nothing, hop hooks",
+    Load::Tool(Kind::Pktpath, &HOP_HOOKS_NOTHING),
+);
 
 /// How many seconds each mode of [`profile_only`] is profiled.
 const PROFILE_WINDOW: Duration = Duration::from_secs(3);
@@ -403,12 +410,13 @@ pub struct Profile {
 /// programs) and pktpath's own cost above it can be told apart.
 pub fn profile_only() -> anyhow::Result<Vec<Profile>> {
     let (lab, dir, tg, _routing) = forwarding_lab("trace-profile")?;
+    profile(&lab, &tg, &dir)
+}
+
+/// [`profile_only`] in a lab already set up.
+fn profile(lab: &Lab, tg: &std::path::Path, dir: &Scratch) -> anyhow::Result<Vec<Profile>> {
     let mut out = Vec::new();
-    let modes = MODES[..4].iter().chain(&[(
-        "pktpath, filter matching nothing, hop hooks only",
-        Load::Tool(Kind::Pktpath, &HOP_HOOKS_NOTHING),
-    )]);
-    for (name, load) in modes {
+    for (name, load) in MODES[..4].iter().chain(&[HOP_MODE]) {
         check_stop()?;
         let tool_out = dir.0.join("profile.out");
         let (t, empty) = match *load {
@@ -417,7 +425,7 @@ pub fn profile_only() -> anyhow::Result<Vec<Profile>> {
             Load::Nothing => (None, None),
         };
         let data = dir.0.join("perf.data");
-        let pps = lab.measure_pps_observed(&tg, WARMUP, PROFILE_WINDOW, |window| {
+        let pps = lab.measure_pps_observed(tg, WARMUP, PROFILE_WINDOW, |window| {
             let mut c = crate::lab::command("perf", Some(crate::lab::TOOL_CPU));
             c.args([
                 "record",
@@ -455,7 +463,8 @@ pub fn profile_only() -> anyhow::Result<Vec<Profile>> {
 
 /// With `PKTPATH_BENCH_KEEP_PERF=DIR`: the profile of mode `i` as `DIR/i.data`, the
 /// samples in BPF programs by instruction offset as `DIR/i.hist`, and those programs'
-/// machine code as `DIR/i.jited` (from bpftool, while they are loaded).
+/// machine code, read while they are loaded, as `DIR/i.NAME.ID.bin` and disassembled
+/// (objdump) as `.asm` (Debian's bpftool cannot disassemble).
 fn keep_annotated(data: &std::path::Path, dir: &std::path::Path, i: usize) -> anyhow::Result<()> {
     std::fs::copy(data, dir.join(format!("{i}.data"))).context("keep perf.data")?;
     let o = std::process::Command::new("perf")
@@ -474,30 +483,79 @@ fn keep_annotated(data: &std::path::Path, dir: &std::path::Path, i: usize) -> an
         }
     }
     let mut text = String::new();
-    let mut tags = std::collections::BTreeSet::new();
+    let mut names = std::collections::BTreeSet::new();
     for ((sym, off), n) in &hist {
         text.push_str(&format!("{sym} 0x{off} {n}\n"));
-        if let Some(tag) = sym
+        // A function's symbol carries its own tag; programs are matched by name.
+        if let Some((_, name)) = sym
             .strip_prefix("bpf_prog_")
-            .and_then(|r| r.split('_').next())
+            .and_then(|r| r.split_once('_'))
         {
-            tags.insert(tag.to_owned());
+            names.insert(name.to_owned());
         }
     }
     std::fs::write(dir.join(format!("{i}.hist")), text).context("write hist")?;
-    let mut jited = String::new();
-    for tag in tags {
-        let o = std::process::Command::new("bpftool")
-            .args(["prog", "dump", "jited", "tag", &tag, "opcodes"])
+    for p in aya::programs::loaded_programs() {
+        let p = p?;
+        // The kernel keeps the first 15 bytes of a program's name.
+        let Some(name) = p
+            .name_as_str()
+            .filter(|n| !n.is_empty() && names.iter().any(|full| full.starts_with(n)))
+        else {
+            continue;
+        };
+        let bin = dir.join(format!("{i}.{name}.{}.bin", p.id()));
+        std::fs::write(&bin, jited_image(p.id())?).context("write the machine code")?;
+        let o = std::process::Command::new("objdump")
+            .args(["-b", "binary", "-m", "i386:x86-64", "-D"])
+            .arg(&bin)
             .output()
-            .context("bpftool prog dump jited")?;
-        jited.push_str(&format!(
-            "=== {tag}\n{}\n",
-            String::from_utf8_lossy(&o.stdout)
-        ));
+            .context("objdump")?;
+        std::fs::write(bin.with_extension("asm"), o.stdout).context("write asm")?;
     }
-    std::fs::write(dir.join(format!("{i}.jited")), jited).context("write jited")?;
     Ok(())
+}
+
+/// The JIT's machine code of the loaded program `id` (its main function and subprograms).
+fn jited_image(id: u32) -> anyhow::Result<Vec<u8>> {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // struct bpf_prog_info: jited_prog_len at 16, jited_prog_insns at 24.
+    let mut attr = [0u64; 16];
+    attr[0] = u64::from(id);
+    // SAFETY: attr is a zeroed bpf_attr holding prog_id.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, attr.as_mut_ptr(), 128) };
+    anyhow::ensure!(fd >= 0, "program {id}: {}", std::io::Error::last_os_error());
+    // SAFETY: the kernel returned a new descriptor we own.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let info = |buf: &mut [u8]| -> anyhow::Result<[u8; 256]> {
+        let mut info = [0u8; 256];
+        info[16..20].copy_from_slice(&(buf.len() as u32).to_ne_bytes());
+        info[24..32].copy_from_slice(&(buf.as_mut_ptr() as u64).to_ne_bytes());
+        let mut attr = [0u64; 16];
+        attr[0] = std::os::fd::AsRawFd::as_raw_fd(&fd) as u64 | (256u64 << 32);
+        attr[1] = info.as_mut_ptr() as u64;
+        // SAFETY: bpf_attr.info: fd, info_len, info pointer; `info` and `buf` outlive the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_OBJ_GET_INFO_BY_FD,
+                attr.as_mut_ptr(),
+                128,
+            )
+        };
+        anyhow::ensure!(
+            r == 0,
+            "program {id} info: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(info)
+    };
+    let first = info(&mut [])?;
+    let len = u32::from_ne_bytes(first[16..20].try_into()?) as usize;
+    let mut code = vec![0u8; len];
+    info(&mut code)?;
+    Ok(code)
 }
 
 /// Reads a `perf record -g` file into a [`Profile`].
@@ -624,6 +682,7 @@ pub fn run() -> anyhow::Result<Results> {
         .find(|t| t.mode == MODES[2].0)
         .map_or(0.0, |t| t.vs_off);
     let hook_cost = hook_cost(&lab, &tg, &dir)?;
+    let profile = profile(&lab, &tg, &dir)?;
     let goals = vec![
         Goal::at_most(
             "pktpath trace start-up, median (s)",
@@ -647,6 +706,7 @@ pub fn run() -> anyhow::Result<Results> {
         lossless: lossless_by,
         throughput,
         hook_cost,
+        profile,
         goals,
     })
 }

@@ -210,6 +210,45 @@ fn trace_forwarded_journey_through_router() {
     assert_eq!(j[out].dst.as_deref(), Some(RouterLab::UP1_4));
 }
 
+/// `--hooks hops` alone (no route lookups, no intermediate steps): the forwarded echo
+/// request is still one journey, received on the client-side interface, then transmitted
+/// on the upstream one, in that order and with the time between them.
+#[test]
+fn trace_hop_hooks_follow_a_forwarded_packet() {
+    require_root();
+    let lab = RouterLab::new();
+    let router = lab.router.inode();
+    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
+    let cfg = TraceConfig {
+        hooks: Hook::HOPS.to_vec(),
+        netns: Some(u32::try_from(router).expect("32-bit inode")),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
+    let events = t.collect(
+        Duration::from_secs(5),
+        |e| e.proto == "icmp",
+        |evs| {
+            evs.iter()
+                .any(|e| e.icmp_type == Some(0) && e.hook == "net_dev_start_xmit")
+        },
+    );
+    let j = journey(&events, |e| e.icmp_type == Some(8));
+    let seq = hooks(&j);
+    assert!(
+        j.iter().all(|e| Hook::HOPS.iter().any(|h| h.name() == e.hook)),
+        "{seq:?}"
+    );
+    let recv = position(&j, Hook::NetifReceiveSkb);
+    let out = position(&j, Hook::NetDevStartXmit);
+    assert!(recv < out, "received before sent: {seq:?}");
+    assert_eq!(j[recv].ifname, lab.client_link.a, "{seq:?}");
+    assert_eq!(j[out].ifname, lab.up1_link.a, "{seq:?}");
+    assert_eq!(j[out].dst.as_deref(), Some(RouterLab::UP1_4));
+    assert!(j[out].delta_ns.is_some_and(|d| d > 0), "{seq:?}");
+}
+
 /// A UDP datagram to a closed port is dropped by the kernel with NO_SOCKET, at a location
 /// that resolves to a kernel symbol.
 #[test]

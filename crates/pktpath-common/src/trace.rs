@@ -86,6 +86,17 @@ impl Hook {
         Self::ConsumeSkb,
     ];
 
+    /// The hooks of `--hooks hops`: one where each device receives a packet, one where it
+    /// transmits it, and the frees: every hop of a journey with its latency, at about half
+    /// the default hooks' cost to forwarding (no route lookups, no intermediate receive
+    /// and transmit steps).
+    pub const HOPS: [Hook; 4] = [
+        Self::NetifReceiveSkb,
+        Self::NetDevStartXmit,
+        Self::KfreeSkb,
+        Self::ConsumeSkb,
+    ];
+
     /// Decodes a hook number from the wire.
     pub fn from_u16(v: u16) -> Option<Self> {
         match v {

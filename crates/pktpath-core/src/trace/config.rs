@@ -42,7 +42,10 @@ fn page_size() -> usize {
 }
 
 fn known_hooks() -> String {
-    Hook::ALL.map(|h| h.name()).join(", ")
+    format!(
+        "{} (and the sets all, default, hops)",
+        Hook::ALL.map(|h| h.name()).join(", ")
+    )
 }
 
 /// A validated trace configuration.
@@ -141,7 +144,8 @@ impl TraceRequest {
 }
 
 /// Parses hook names, with or without their subsystem (`net:`, `skb:`, `qdisc:`, `fib:`,
-/// `fib6:`); `all` selects every hook, `default` those of [`Hook::DEFAULT`]. Duplicates are dropped; the order is the kernel path order of [`Hook::ALL`].
+/// `fib6:`); `all` selects every hook, `default` those of [`Hook::DEFAULT`], `hops` those of
+/// [`Hook::HOPS`]. Duplicates are dropped; the order is the kernel path order of [`Hook::ALL`].
 pub fn parse_hooks(names: &[String]) -> Result<Vec<Hook>, ConfigError> {
     let mut selected = Vec::new();
     for raw in names.iter().flat_map(|n| n.split(',')) {
@@ -155,6 +159,10 @@ pub fn parse_hooks(names: &[String]) -> Result<Vec<Hook>, ConfigError> {
         }
         if name == "default" {
             selected.extend(Hook::DEFAULT);
+            continue;
+        }
+        if name == "hops" {
+            selected.extend(Hook::HOPS);
             continue;
         }
         let hook = Hook::ALL
@@ -228,6 +236,17 @@ mod tests {
             parse_hooks(&names(&["consume_skb", "consume_skb"])).unwrap(),
             vec![Hook::ConsumeSkb]
         );
+        assert_eq!(
+            parse_hooks(&names(&["hops"])).unwrap(),
+            vec![
+                Hook::NetifReceiveSkb,
+                Hook::NetDevStartXmit,
+                Hook::KfreeSkb,
+                Hook::ConsumeSkb
+            ]
+        );
+        let hops_and_fib = parse_hooks(&names(&["hops,fib_table_lookup"])).unwrap();
+        assert_eq!(hops_and_fib.len(), Hook::HOPS.len() + 1);
     }
 
     #[test]

@@ -48,7 +48,9 @@ use crate::exit;
 /// qdisc_enqueue, qdisc_dequeue, net_dev_start_xmit, net_dev_xmit, kfree_skb, consume_skb.
 /// Default: all but the qdisc pair (two more events per packet on every device with a
 /// queue, and more to verify at start-up); `--hooks default,qdisc_enqueue,qdisc_dequeue`
-/// or `--hooks all` adds them.
+/// or `--hooks all` adds them. `--hooks hops` (netif_receive_skb, net_dev_start_xmit and
+/// the frees) shows every hop of each journey with its latency at about half the
+/// default hooks' cost to forwarding; add fib_table_lookup for the routing decisions.
 ///
 /// The banner line on stderr ends with the start-up time (process start excluded):
 /// `ready in 180 ms (btf .., maps .., hooks ..; verifier N-M insns/hook)`.
@@ -69,7 +71,7 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = parse_mark)]
     mark: Option<u32>,
     /// Hooks to attach, comma separated (`net:`, `skb:`, `qdisc:`, `fib:`, `fib6:` prefixes
-    /// optional); `all`, `default`.
+    /// optional); `all`, `default`, `hops`.
     #[arg(long, value_name = "a,b", value_delimiter = ',')]
     hooks: Vec<String>,
     /// Stop after this many events.
