@@ -606,16 +606,15 @@ fn perf_shares(mode: &str, pps: f64, data: &std::path::Path) -> anyhow::Result<P
     };
     let inclusive = rows(&report(true)?);
     let exclusive = rows(&report(false)?);
+    // Folded from +0.0: an empty f64 sum is -0.0, which would print as "-0.0%".
     let in_runs: f64 = inclusive
         .iter()
         .filter(|(_, s)| is_run(s))
-        .map(|(p, _)| p)
-        .sum();
+        .fold(0.0, |acc, (p, _)| acc + p);
     let in_programs: f64 = exclusive
         .iter()
         .filter(|(_, s)| s.starts_with("bpf_prog_"))
-        .map(|(p, _)| p)
-        .sum();
+        .fold(0.0, |acc, (p, _)| acc + p);
     let header = report(false)?;
     let samples = header
         .lines()
