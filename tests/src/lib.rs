@@ -11,6 +11,7 @@ pub mod names;
 pub mod run;
 pub mod topo;
 pub mod trace;
+pub mod txring;
 
 pub use guards::{
     AddrGuard, BpffsGuard, ClsactGuard, NetnsGuard, NftTableGuard, PinGuard, RootQdiscGuard,

@@ -9,6 +9,7 @@ use pktpath_core::trace::{Event, TraceConfig};
 use pktpath_tests::{
     RouterLab, TwoHosts, require_root, run,
     trace::{Tracing, hooks, position},
+    txring,
 };
 
 /// Where a hook ran: (netns inode, interface, ifindex).
@@ -237,7 +238,8 @@ fn trace_hop_hooks_follow_a_forwarded_packet() {
     let j = journey(&events, |e| e.icmp_type == Some(8));
     let seq = hooks(&j);
     assert!(
-        j.iter().all(|e| Hook::HOPS.iter().any(|h| h.name() == e.hook)),
+        j.iter()
+            .all(|e| Hook::HOPS.iter().any(|h| h.name() == e.hook)),
         "{seq:?}"
     );
     let recv = position(&j, Hook::NetifReceiveSkb);
@@ -247,6 +249,62 @@ fn trace_hop_hooks_follow_a_forwarded_packet() {
     assert_eq!(j[out].ifname, lab.up1_link.a, "{seq:?}");
     assert_eq!(j[out].dst.as_deref(), Some(RouterLab::UP1_4));
     assert!(j[out].delta_ns.is_some_and(|d| d > 0), "{seq:?}");
+}
+
+/// A frame sent through an AF_PACKET TX ring (as trafgen sends) reaches the router with its
+/// headers in page fragments: `netif_receive_skb` cannot read them (no addresses), the
+/// transmit hooks after IP pulled them in can. It is one journey all the same.
+#[test]
+fn trace_tx_ring_frame_is_one_journey_though_its_headers_show_late() {
+    const PORT: u16 = 7002;
+    require_root();
+    let lab = RouterLab::new();
+    let router = lab.router.inode();
+    // The router resolves up1 now, so the frame is forwarded at once.
+    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
+    let cfg = TraceConfig {
+        hooks: vec![Hook::NetifReceiveSkb, Hook::NetDevXmit],
+        netns: Some(u32::try_from(router).expect("32-bit inode")),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    let ip = |a: &str| a.parse::<std::net::Ipv4Addr>().unwrap().octets();
+    let frame = txring::udp_frame(
+        txring::mac(&lab.router.name, &lab.client_link.a),
+        txring::mac(&lab.client.name, &lab.client_link.b),
+        ip(RouterLab::CLIENT4),
+        ip(RouterLab::UP1_4),
+        PORT,
+        b"headers-in-frags",
+    );
+    let ifindex = run::ifindex(&lab.client.name, &lab.client_link.b);
+    lab.client
+        .handle()
+        .run(|| txring::send(ifindex, &frame, 1))
+        .expect("enter client")
+        .expect("send through the TX ring");
+    let sent = |e: &Event| e.hook == "net_dev_xmit" && e.dport == Some(PORT);
+    let events = t.collect(Duration::from_secs(5), |_| true, |evs| evs.iter().any(sent));
+    let out = events
+        .iter()
+        .find(|e| sent(e))
+        .expect("the frame forwarded");
+    let j: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.packet_id == out.packet_id)
+        .collect();
+    let seq = hooks(&j);
+    assert!(
+        j.iter().any(|e| e.hook == "netif_receive_skb"),
+        "{seq:?} in {events:#?}"
+    );
+    let recv = position(&j, Hook::NetifReceiveSkb);
+    assert_eq!(j[recv].ifname, lab.client_link.a, "{seq:?}");
+    assert_eq!(
+        j[recv].src, None,
+        "the headers are not linear at the receive hook (what this test is about): {seq:?}"
+    );
+    assert!(recv < position(&j, Hook::NetDevXmit), "{seq:?}");
 }
 
 /// A UDP datagram to a closed port is dropped by the kernel with NO_SOCKET, at a location

@@ -19,7 +19,7 @@ use super::{
     drops::DropReasons,
     fasthash::{self, FastMap},
     headers::{self, Headers},
-    journey::{Flow, Journeys},
+    journey::{self, Flow, Journeys},
     kallsyms::Kallsyms,
     name::Name,
     wire::{self, Record},
@@ -293,11 +293,17 @@ impl EventBuilder {
     /// The rich event for one packet record.
     pub fn build(&mut self, ev: &TraceEvent) -> Event {
         let hook = Hook::from_u16(ev.hook);
-        let h: Headers = headers::parse(ev.protocol, wire::header(ev));
+        let bytes = wire::header(ev);
+        let h: Headers = headers::parse(ev.protocol, bytes);
+        let sig = if bytes.is_empty() {
+            journey::UNKNOWN_SIG
+        } else {
+            signature(ev.protocol, &h)
+        };
         let step = self.journeys.packet(
             ev.skb_addr,
             ev.ts_ns,
-            signature(ev.protocol, &h),
+            sig,
             flow_of(&h).as_ref(),
             hook.is_some_and(Hook::ends_skb),
             hook.is_some_and(|h| !h.is_receive()),
@@ -600,6 +606,11 @@ fn errno_name(err: i32) -> Cow<'static, str> {
 /// Packed into a few words before hashing: hashing the fields one by one (each option's
 /// tag, each address byte run) took about a tenth of the reader's time per event.
 fn signature(ethertype: u16, h: &Headers) -> u64 {
+    let sig = signature_hash(ethertype, h);
+    if sig == journey::UNKNOWN_SIG { 1 } else { sig }
+}
+
+fn signature_hash(ethertype: u16, h: &Headers) -> u64 {
     let addr = |a: Option<IpAddr>| match a {
         None => 0,
         Some(IpAddr::V4(a)) => 1u128 << 127 | u128::from(a.to_bits()),

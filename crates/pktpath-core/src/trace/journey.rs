@@ -5,7 +5,10 @@
 //! (`kfree_skb`, `consume_skb`) ends its journey, so a reused address starts a new one. Some
 //! frees have no tracepoint (`__kfree_skb`, used by TCP), so an address also starts a new
 //! journey when its packet's header signature (addresses, ports, protocol, ICMP id and
-//! sequence) changes, or when it was not seen for [`IDLE_NS`].
+//! sequence) changes, or when it was not seen for [`IDLE_NS`]. Sightings without header
+//! bytes ([`UNKNOWN_SIG`]: the headers were still in page fragments at those hooks) make a
+//! journey of unknown signature, which takes the first signature seen after them; a
+//! sighting without headers after one with them is another packet.
 //!
 //! Routing lookups (`fib_table_lookup`, `fib6_table_lookup`) see a flow, not an skb. A
 //! lookup joins the journey of the packet most recently seen with the same [`Flow`]
@@ -22,6 +25,11 @@
 use std::{borrow::Cow, net::IpAddr};
 
 use super::fasthash::FastMap;
+
+/// The signature of a packet whose header bytes the hook could not read: a journey of such
+/// sightings continues with the first packet signature seen after them (the headers were
+/// pulled into reach). The event builder's signatures are never this value.
+pub const UNKNOWN_SIG: u64 = 0;
 
 /// An skb address silent for this long starts a new journey when seen again.
 pub const IDLE_NS: u64 = 2_000_000_000;
@@ -268,12 +276,17 @@ impl Journeys {
         flow: Option<&Flow>,
         ends: bool,
     ) -> Step {
-        let current = self
-            .open
-            .get_mut(&skb_addr)
-            .filter(|o| o.sig == sig && ts_ns.saturating_sub(o.progress.last_ns) < IDLE_NS);
+        let current = self.open.get_mut(&skb_addr).filter(|o| {
+            (o.sig == sig || o.sig == UNKNOWN_SIG)
+                && ts_ns.saturating_sub(o.progress.last_ns) < IDLE_NS
+        });
         let step = match current {
-            Some(o) => o.progress.advance(ts_ns),
+            Some(o) => {
+                if o.sig == UNKNOWN_SIG {
+                    o.sig = sig;
+                }
+                o.progress.advance(ts_ns)
+            }
             None => {
                 if self.open.len() >= MAX_OPEN {
                     self.open
@@ -379,6 +392,24 @@ mod tests {
         let other = j.step(A, 20, 8, false);
         assert_eq!((other.packet_id, other.delta_ns), (2, None));
         assert_eq!(j.step(A, 25, 8, false).packet_id, 2);
+    }
+
+    #[test]
+    fn a_sighting_without_headers_stays_on_the_journey() {
+        // Headers still in page fragments at the receive hooks, read once IP pulled them.
+        let mut j = Journeys::new();
+        assert_eq!(j.step(A, 10, UNKNOWN_SIG, false).packet_id, 1);
+        assert_eq!(j.step(A, 20, UNKNOWN_SIG, false).packet_id, 1);
+        let known = j.step(A, 30, 7, false);
+        assert_eq!(
+            (known.packet_id, known.delta_ns, known.hop),
+            (1, Some(10), 3)
+        );
+        // The journey now has that signature: another one, or none, is another packet
+        // (the address reused after a free no hook saw).
+        assert_eq!(j.step(A, 40, 8, false).packet_id, 2);
+        assert_eq!(j.step(B, 50, 7, false).packet_id, 3);
+        assert_eq!(j.step(B, 60, UNKNOWN_SIG, false).packet_id, 4);
     }
 
     fn flow(src: &str, dst: &str) -> Flow {
