@@ -391,8 +391,8 @@ pub struct Profile {
     pub pps: f64,
     /// Samples of the forwarding CPU over the window.
     pub samples: u64,
-    /// Share of them inside the kernel's runs of tracepoint programs (`bpf_trace_runN`,
-    /// inclusive: the dispatch, the programs and what they call).
+    /// Share of them inside the kernel's runs of tracepoint programs: the dispatch
+    /// (`bpf_trace_runN` and what it calls), the programs and what they call.
     pub in_tracepoint_runs: f64,
     /// Share in the programs' own code (`bpf_prog_*`, exclusive).
     pub in_programs: f64,
@@ -560,74 +560,74 @@ fn jited_image(id: u32) -> anyhow::Result<Vec<u8>> {
 
 /// Reads a `perf record -g` file into a [`Profile`].
 fn perf_shares(mode: &str, pps: f64, data: &std::path::Path) -> anyhow::Result<Profile> {
-    let report = |children: bool| -> anyhow::Result<String> {
+    let perf = |args: &[&str]| -> anyhow::Result<String> {
         let o = std::process::Command::new("perf")
-            .args([
-                "report",
-                "--stdio",
-                "--sort",
-                "sym",
-                "-g",
-                "none",
-                "--percent-limit",
-                "0",
-            ])
-            .arg(if children {
-                "--children"
-            } else {
-                "--no-children"
-            })
+            .args(args)
             .arg("-i")
             .arg(data)
             .output()
-            .context("perf report")?;
+            .context("perf")?;
         anyhow::ensure!(
             o.status.success(),
-            "perf report: {}",
+            "perf {args:?}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        Ok(String::from_utf8(o.stdout)?)
-    };
-    // Rows: "  12.34%  0.10%  [k] symbol" with --children, "  12.34%  [k] symbol" without.
-    let rows = |text: &str| -> Vec<(f64, String)> {
-        text.lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .filter_map(|l| {
-                let mut w = l.split_whitespace();
-                let pct = w.next()?.strip_suffix('%')?.parse().ok()?;
-                let sym = w.skip_while(|t| !t.starts_with('[')).nth(1)?;
-                Some((pct, sym.to_owned()))
-            })
-            .collect()
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
     };
     let is_run = |s: &str| {
         s.strip_prefix("bpf_trace_run")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     };
-    let inclusive = rows(&report(true)?);
-    let exclusive = rows(&report(false)?);
-    // Folded from +0.0: an empty f64 sum is -0.0, which would print as "-0.0%".
-    let in_runs: f64 = inclusive
-        .iter()
-        .filter(|(_, s)| is_run(s))
-        .fold(0.0, |acc, (p, _)| acc + p);
-    let in_programs: f64 = exclusive
-        .iter()
-        .filter(|(_, s)| s.starts_with("bpf_prog_"))
-        .fold(0.0, |acc, (p, _)| acc + p);
-    let header = report(false)?;
-    let samples = header
+    // Sample by sample, from the call chains ("ADDR SYMBOL+OFF" lines, a blank line after
+    // each sample): a sample is in a tracepoint's run when any frame is the kernel's
+    // dispatch (`bpf_trace_runN`) or a program (`bpf_prog_*`). Both, because the kernel's
+    // unwinder stops at a program's frame: a sample in a program, or in a helper it called,
+    // often has no frame below it, and a report of what runs under `bpf_trace_runN` alone
+    // misses it.
+    let script = perf(&["script", "-F", "ip,sym"])?;
+    let (mut samples, mut in_runs, mut in_programs) = (0u64, 0u64, 0u64);
+    let (mut depth, mut run, mut leaf_program) = (0, false, false);
+    for line in script.lines().chain(std::iter::once("")) {
+        let Some(sym) = line.split_whitespace().nth(1) else {
+            if depth > 0 {
+                samples += 1;
+                in_runs += u64::from(run);
+                in_programs += u64::from(leaf_program);
+            }
+            (depth, run, leaf_program) = (0, false, false);
+            continue;
+        };
+        let sym = sym.split_once('+').map_or(sym, |(s, _)| s);
+        let program = sym.starts_with("bpf_prog_");
+        run |= program || is_run(sym);
+        leaf_program |= depth == 0 && program;
+        depth += 1;
+    }
+    let share = |n: u64| 100.0 * n as f64 / samples.max(1) as f64;
+    let (in_runs, in_programs) = (share(in_runs), share(in_programs));
+    // The symbols with the most samples under them, for a look at where the time went.
+    // Rows: "  12.34%  0.10%  [k] symbol".
+    let report = perf(&[
+        "report",
+        "--stdio",
+        "--children",
+        "--sort",
+        "sym",
+        "-g",
+        "none",
+        "--percent-limit",
+        "0",
+    ])?;
+    let inclusive: Vec<(f64, String)> = report
         .lines()
-        .find_map(|l| l.strip_prefix("# Samples: "))
-        .and_then(|v| v.split_whitespace().next())
-        .map(|v| {
-            let (n, mul) = match v.strip_suffix('K') {
-                Some(n) => (n, 1000.0),
-                None => (v, 1.0),
-            };
-            (n.parse::<f64>().unwrap_or(0.0) * mul) as u64
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let pct = w.next()?.strip_suffix('%')?.parse().ok()?;
+            let sym = w.skip_while(|t| !t.starts_with('[')).nth(1)?;
+            Some((pct, sym.to_owned()))
         })
-        .unwrap_or(0);
+        .collect();
     Ok(Profile {
         mode: mode.to_owned(),
         pps,
