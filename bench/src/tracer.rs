@@ -165,6 +165,19 @@ fn start(kind: Kind, args: &[&str], out: &std::path::Path) -> anyhow::Result<Too
     Ok(t)
 }
 
+/// Starts what `load` runs (a tool writing to `out`, or the empty programs); it stops when
+/// the values are dropped or finished.
+fn start_load(
+    load: Load,
+    out: &std::path::Path,
+) -> anyhow::Result<(Option<Tool>, Option<aya::Ebpf>)> {
+    Ok(match load {
+        Load::Tool(kind, args) => (Some(start(kind, args, out)?), None),
+        Load::EmptyHooks => (None, Some(empty_hooks()?)),
+        Load::Nothing => (None, None),
+    })
+}
+
 fn label(kind: Kind) -> &'static str {
     match kind {
         Kind::Pktpath => "pktpath",
@@ -263,11 +276,7 @@ fn throughput(
         for (i, (name, load)) in modes.iter().enumerate() {
             check_stop()?;
             let out = dir.0.join("throughput.out");
-            let (t, empty) = match *load {
-                Load::Tool(kind, args) => (Some(start(kind, args, &out)?), None),
-                Load::EmptyHooks => (None, Some(empty_hooks()?)),
-                Load::Nothing => (None, None),
-            };
+            let (t, empty) = start_load(*load, &out)?;
             let rate = lab.measure_pps(tg, WARMUP, WINDOW)?;
             drop(empty);
             if let Some(t) = t {
@@ -419,11 +428,7 @@ fn profile(lab: &Lab, tg: &std::path::Path, dir: &Scratch) -> anyhow::Result<Vec
     for (name, load) in MODES[..4].iter().chain(&[HOP_MODE]) {
         check_stop()?;
         let tool_out = dir.0.join("profile.out");
-        let (t, empty) = match *load {
-            Load::Tool(kind, args) => (Some(start(kind, args, &tool_out)?), None),
-            Load::EmptyHooks => (None, Some(empty_hooks()?)),
-            Load::Nothing => (None, None),
-        };
+        let (t, empty) = start_load(*load, &tool_out)?;
         let data = dir.0.join("perf.data");
         let pps = lab.measure_pps_observed(tg, WARMUP, PROFILE_WINDOW, |window| {
             let mut c = crate::lab::command("perf", Some(crate::lab::TOOL_CPU));

@@ -146,6 +146,28 @@ fn trace_ping_hops_ipv6() {
     ping_hops(true);
 }
 
+/// The ICMP events of the router's namespace on `hooks` while the client pings up1 once
+/// (after a ping that resolves ARP, so the traced request is forwarded at once), until the
+/// echo reply is seen at `last`.
+fn trace_forwarded_ping(lab: &RouterLab, hooks: Vec<Hook>, last: Hook) -> Vec<Event> {
+    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
+    let cfg = TraceConfig {
+        hooks,
+        netns: Some(u32::try_from(lab.router.inode()).expect("32-bit inode")),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
+    t.collect(
+        Duration::from_secs(5),
+        |e| e.proto == "icmp",
+        |evs| {
+            evs.iter()
+                .any(|e| e.icmp_type == Some(0) && e.hook == last.name())
+        },
+    )
+}
+
 /// Through a router, filtered in the kernel to the router's namespace: one echo request is
 /// received on the client-side interface and transmitted on the upstream one, as one
 /// journey with growing time.
@@ -156,22 +178,7 @@ fn trace_forwarded_journey_through_router() {
     let router = lab.router.inode();
     let ix_in = run::ifindex(&lab.router.name, &lab.client_link.a);
     let ix_out = run::ifindex(&lab.router.name, &lab.up1_link.a);
-    // Resolve ARP first, so the traced request is forwarded at once.
-    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
-    let cfg = TraceConfig {
-        netns: Some(u32::try_from(router).expect("32-bit inode")),
-        ..TraceConfig::default()
-    };
-    let mut t = Tracing::start(&cfg);
-    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
-    let events = t.collect(
-        Duration::from_secs(5),
-        |e| e.proto == "icmp",
-        |evs| {
-            evs.iter()
-                .any(|e| e.icmp_type == Some(0) && e.hook == "net_dev_xmit")
-        },
-    );
+    let events = trace_forwarded_ping(&lab, Hook::DEFAULT.to_vec(), Hook::NetDevXmit);
     for e in &events {
         if e.hook != "kfree_skb" && e.hook != "consume_skb" {
             assert_eq!(
@@ -218,23 +225,7 @@ fn trace_forwarded_journey_through_router() {
 fn trace_hop_hooks_follow_a_forwarded_packet() {
     require_root();
     let lab = RouterLab::new();
-    let router = lab.router.inode();
-    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
-    let cfg = TraceConfig {
-        hooks: Hook::HOPS.to_vec(),
-        netns: Some(u32::try_from(router).expect("32-bit inode")),
-        ..TraceConfig::default()
-    };
-    let mut t = Tracing::start(&cfg);
-    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
-    let events = t.collect(
-        Duration::from_secs(5),
-        |e| e.proto == "icmp",
-        |evs| {
-            evs.iter()
-                .any(|e| e.icmp_type == Some(0) && e.hook == "net_dev_start_xmit")
-        },
-    );
+    let events = trace_forwarded_ping(&lab, Hook::HOPS.to_vec(), Hook::NetDevStartXmit);
     let j = journey(&events, |e| e.icmp_type == Some(8));
     let seq = hooks(&j);
     assert!(

@@ -198,27 +198,14 @@ fn trace_router_lookup_without_a_route_reports_the_failure() {
 fn trace_filtered_input_lookups_follow_their_packet() {
     require_root();
     let lab = RouterLab::new();
-    let router = u32::try_from(lab.router.inode()).expect("32-bit inode");
-    let dst = RouterLab::UP1_4;
-    assert_eq!(run::ping(&lab.client.name, dst, 1), 1);
+    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
     for (filter, kept) in [("host 192.0.2.99", false), ("icmp", true)] {
-        let cfg = TraceConfig {
-            hooks: vec![
-                Hook::NetifReceiveSkb,
-                Hook::FibTableLookup,
-                Hook::NetDevXmit,
-            ],
-            netns: Some(router),
-            filter: compile_filter(filter).expect("filter compiles"),
-            ..TraceConfig::default()
-        };
-        let mut t = Tracing::start(&cfg);
-        assert_eq!(run::ping(&lab.client.name, dst, 3), 3);
-        let events = t.collect(
-            Duration::from_secs(2),
-            |e| e.netns == router && e.dst.as_deref() == Some(dst),
-            |_| false,
-        );
+        let hooks = vec![
+            Hook::NetifReceiveSkb,
+            Hook::FibTableLookup,
+            Hook::NetDevXmit,
+        ];
+        let events = filtered_while_pinging_up1(&lab, hooks, filter);
         let lookups: Vec<&Event> = events
             .iter()
             .filter(|e| e.hook == "fib_table_lookup")
@@ -239,6 +226,26 @@ fn trace_filtered_input_lookups_follow_their_packet() {
     }
 }
 
+/// The events of the router's namespace toward up1 on `hooks`, with the filter expression
+/// `filter`, while the client pings up1 three times (two seconds of them).
+fn filtered_while_pinging_up1(lab: &RouterLab, hooks: Vec<Hook>, filter: &str) -> Vec<Event> {
+    let router = u32::try_from(lab.router.inode()).expect("32-bit inode");
+    let dst = RouterLab::UP1_4;
+    let cfg = TraceConfig {
+        hooks,
+        netns: Some(router),
+        filter: compile_filter(filter).expect("filter compiles"),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    assert_eq!(run::ping(&lab.client.name, dst, 3), 3);
+    t.collect(
+        Duration::from_secs(2),
+        |e| e.netns == router && e.dst.as_deref() == Some(dst),
+        |_| false,
+    )
+}
+
 /// Without `netif_receive_skb` nothing notes the packets for the input lookups: with a filter
 /// expression those lookups (whose flows name no protocol to judge) are then all reported
 /// for user space to join, not all dropped as following a rejected packet.
@@ -246,22 +253,9 @@ fn trace_filtered_input_lookups_follow_their_packet() {
 fn trace_filtered_input_lookups_without_the_receive_hook_are_reported() {
     require_root();
     let lab = RouterLab::new();
-    let router = u32::try_from(lab.router.inode()).expect("32-bit inode");
-    let dst = RouterLab::UP1_4;
-    assert_eq!(run::ping(&lab.client.name, dst, 1), 1);
-    let cfg = TraceConfig {
-        hooks: vec![Hook::FibTableLookup, Hook::NetDevXmit],
-        netns: Some(router),
-        filter: compile_filter("icmp").expect("filter compiles"),
-        ..TraceConfig::default()
-    };
-    let mut t = Tracing::start(&cfg);
-    assert_eq!(run::ping(&lab.client.name, dst, 3), 3);
-    let events = t.collect(
-        Duration::from_secs(2),
-        |e| e.netns == router && e.dst.as_deref() == Some(dst),
-        |_| false,
-    );
+    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
+    let hooks = vec![Hook::FibTableLookup, Hook::NetDevXmit];
+    let events = filtered_while_pinging_up1(&lab, hooks, "icmp");
     assert!(
         events.iter().any(|e| e.hook == "fib_table_lookup"),
         "no input lookup of the forwarded pings: {events:#?}"
