@@ -29,6 +29,10 @@ pub const FILTER_MARK_ON: &str = "PKTPATH_FILTER_MARK_ON";
 /// verifier, which knows read-only globals, drops the evaluator from every hook: a trace
 /// without an expression loads ten times faster.
 pub const FILTER_EXPR_ON: &str = "PKTPATH_FILTER_EXPR_ON";
+/// Global: 1 when the filter expression is the only filter (no namespace, interface or
+/// mark): a packet's remembered verdict then decides it alone, which each hook hit tests
+/// with this one load instead of four.
+pub const FILTER_EXPR_ALONE: &str = "PKTPATH_FILTER_EXPR_ALONE";
 /// Global: 1 when a routing lookup hook and `netif_receive_skb` are attached: that hook
 /// then notes each packet's verdict and namespace for the input lookups that follow it.
 pub const FIB_ON: &str = "PKTPATH_FIB_ON";

@@ -51,6 +51,12 @@ impl Object {
     pub fn needs_offsets(self) -> bool {
         matches!(self, Self::Tracer)
     }
+
+    /// The array with a slot per CPU the object holds, which loading sizes to the
+    /// possible CPUs.
+    pub fn cpu_slot_map(self) -> Option<&'static str> {
+        matches!(self, Self::Tracer).then_some(MAP_CPU)
+    }
 }
 
 /// Why an object could not be loaded.
@@ -124,9 +130,9 @@ pub fn load_with_loader<'a>(
     for (name, n) in max_entries {
         loader.map_max_entries(name, *n);
     }
-    if object == Object::Tracer {
+    if let Some(map) = object.cpu_slot_map() {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| LoadError::Cpus(e))?;
-        loader.map_max_entries(MAP_CPU, cpus as u32);
+        loader.map_max_entries(map, cpus as u32);
     }
     if let Some(off) = offsets {
         loader.override_global(KERNEL_OFFSETS_SYMBOL, off, true);

@@ -18,8 +18,8 @@ use aya::{
 use pktpath_common::{
     kernel::KernelOffsets,
     trace::{
-        FIB_ON, FILTER_EXPR_ON, FILTER_IFINDEX, FILTER_MARK, FILTER_MARK_ON, FILTER_NETNS, Hook,
-        MAP_EVENTS, MAP_LOST, MAP_SEEN,
+        FIB_ON, FILTER_EXPR_ALONE, FILTER_EXPR_ON, FILTER_IFINDEX, FILTER_MARK, FILTER_MARK_ON,
+        FILTER_NETNS, Hook, MAP_EVENTS, MAP_LOST, MAP_SEEN,
     },
 };
 
@@ -158,6 +158,12 @@ impl Collector {
                 GlobalValue::U32(u32::from(cfg.mark.is_some())),
             ),
             (FILTER_EXPR_ON, GlobalValue::U32(u32::from(expr_on))),
+            (
+                FILTER_EXPR_ALONE,
+                GlobalValue::U32(u32::from(
+                    expr_on && cfg.netns.is_none() && cfg.ifindex.is_none() && cfg.mark.is_none(),
+                )),
+            ),
             (FIB_ON, GlobalValue::U32(u32::from(rx_noted(&cfg.hooks)))),
         ];
         let sizes: Vec<(&str, u32)> = cfg

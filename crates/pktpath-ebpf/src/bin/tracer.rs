@@ -50,6 +50,11 @@ static PKTPATH_FILTER_MARK_ON: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static PKTPATH_FIB_ON: Global<u32> = Global::new(0);
 
+/// 1 when the filter expression is the only filter (set by user space from the four above
+/// and [`PKTPATH_FILTER_EXPR_ON`]): see [`expression_verdict`].
+#[unsafe(no_mangle)]
+static PKTPATH_FILTER_EXPR_ALONE: Global<u32> = Global::new(0);
+
 /// 1 when a filter expression is installed in [`PKTPATH_FILTER`]; 0 lets the verifier
 /// drop the whole evaluator from every hook (the global is read-only, its value known).
 #[unsafe(no_mangle)]
@@ -602,11 +607,7 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
 /// a pass goes to [`judge`] in [`Header::known`].
 #[inline(always)]
 fn expression_verdict(off: Offsets, skb: u64, hook: Hook, cpu: *mut CpuState) -> Option<bool> {
-    let alone = PKTPATH_FILTER_EXPR_ON.load() != 0
-        && PKTPATH_FILTER_NETNS.load() == 0
-        && PKTPATH_FILTER_IFINDEX.load() == 0
-        && PKTPATH_FILTER_MARK_ON.load() == 0;
-    if alone {
+    if PKTPATH_FILTER_EXPR_ALONE.load() != 0 {
         remembered(off, skb, hook, cpu)
     } else {
         None
