@@ -10,7 +10,7 @@ use pktpath_core::{
         frame::{self, FrameOptions},
         synth::v4,
         tables::DatapathMaps,
-        tuples::PacketFields,
+        classifier::PacketFields,
     },
     loader::{self, Object},
 };

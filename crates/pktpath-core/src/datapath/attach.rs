@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     policy::{self, Interfaces, LinkInfo, PolicyError, Slots},
     tables::{Applied, DatapathMaps, TableError},
-    tuples::{self, CompileError},
+    classifier::{self, CompileError, TreeStats},
 };
 use crate::{
     loader::{self, LoadError, Object},
@@ -728,8 +728,11 @@ pub fn open(layout: &Layout) -> Result<Attached, AttachError> {
 pub struct ApplyReport {
     pub policies: usize,
     pub rules: usize,
-    pub tuples: usize,
-    pub entries: usize,
+    /// Decision trees (IPv4 and IPv6 together) and their shape.
+    pub trees: usize,
+    pub tree_stats: TreeStats,
+    /// Bytes of classifier tables the set takes in the kernel.
+    pub table_bytes: u64,
     pub generation: u32,
     /// Counter slots given to new policy ids (zeroed before the swap).
     pub fresh_slots: usize,
@@ -817,23 +820,25 @@ impl Attached {
         let ifaces = resolve(&self.topology)?;
         let plan = self.slots()?.plan(set)?;
         let rules = policy::rules(set, &ifaces, &plan.slots)?;
-        let tables = tuples::compile(&rules)?;
+        let tables = classifier::compile(&rules)?;
         let hops = policy::next_hops(&self.topology, &ifaces)?;
         self.maps
             .reset_policy_counters(plan.fresh.iter().copied())?;
         self.maps.set_nexthops(&hops)?;
         let Applied {
             generation,
-            tuples,
-            entries,
+            stats,
+            arena_bytes,
+            ..
         } = self.maps.apply(&tables)?;
         write_atomic(&self.layout.state(RUNTIME_FILE), source.text())?;
         write_atomic(&self.layout.state(SLOTS_FILE), &slots_json(&plan.slots))?;
         Ok(ApplyReport {
             policies: set.policies.len(),
             rules: rules.len(),
-            tuples,
-            entries,
+            trees: stats.trees[0] + stats.trees[1],
+            tree_stats: stats,
+            table_bytes: arena_bytes,
             generation,
             fresh_slots: plan.fresh.len(),
         })

@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::{
     attach::{AttachError, Attached},
     frame::{self, FrameOptions},
-    tuples::PacketFields,
+    classifier::PacketFields,
 };
 use crate::sys::{SysError, iface};
 

@@ -8,4 +8,4 @@ pub mod get;
 pub mod policy;
 pub mod synth;
 pub mod tables;
-pub mod tuples;
+pub mod classifier;

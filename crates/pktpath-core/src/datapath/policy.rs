@@ -26,10 +26,11 @@ use pktpath_common::route::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::tuples::Rule;
+use super::classifier::{PacketFields, Rule};
 use crate::route::{
     compile::{CompiledAction, CompiledPolicy, NextHopId, PolicySet, Rewrite, Topology},
     config::{Family, Prefix},
+    model,
 };
 
 /// What the kernel says about each interface of a [`Topology`], in the same order.
@@ -114,6 +115,28 @@ impl Slots {
             slots: Slots { by_id },
             fresh,
         })
+    }
+}
+
+/// A packet of the reference model as the data path sees it: the input interface by its
+/// ifindex in `ifaces`; a TCP/UDP/SCTP packet without ports is a fragment.
+pub fn packet_fields(p: &model::PacketFields, ifaces: &Interfaces) -> PacketFields {
+    let family = match p.src {
+        std::net::IpAddr::V4(_) => FAMILY_V4,
+        std::net::IpAddr::V6(_) => FAMILY_V6,
+    };
+    let carries = matches!(p.proto, 6 | 17 | 132);
+    PacketFields {
+        family,
+        iif: ifaces.links.get(p.iif.0).map_or(0, |l| l.ifindex),
+        src: addr_bytes(p.src),
+        dst: addr_bytes(p.dst),
+        proto: p.proto,
+        sport: p.sport.unwrap_or(0),
+        dport: p.dport.unwrap_or(0),
+        dscp: p.dscp,
+        mark: p.mark,
+        fragment: carries && (p.sport.is_none() || p.dport.is_none()),
     }
 }
 
@@ -290,7 +313,7 @@ fn rule(
 mod tests {
     use super::*;
     use crate::{
-        datapath::tuples::{Lookup, PacketFields, compile},
+        datapath::classifier::{Lookup, PacketFields, compile},
         route::config::Source,
     };
 

@@ -1,9 +1,10 @@
 //! The one seam between pktpath and the kernel's non-BPF system calls: capabilities,
-//! clocks, filesystem mounts (bpffs, tracefs), network namespaces and traffic control
-//! (rtnetlink).
+//! clocks, filesystem mounts (bpffs, tracefs), and the few BPF map operations aya lacks (sys::bpfmap),
+//! network namespaces and traffic control (rtnetlink).
 
 pub mod caps;
 pub mod clock;
+pub mod bpfmap;
 pub mod iface;
 pub mod mounts;
 pub mod netns;

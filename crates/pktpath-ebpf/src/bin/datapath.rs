@@ -12,29 +12,30 @@ use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_NO_PREALLOC, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        BPF_F_MMAPABLE, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
         BPF_FIB_LOOKUP_DIRECT, BPF_FIB_LOOKUP_TBID, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup,
         bpf_redir_neigh,
     },
+    btf_maps::{self, ArrayOfMaps},
     helpers::generated::{
         bpf_fib_lookup as fib_lookup, bpf_loop, bpf_redirect, bpf_redirect_neigh,
     },
-    macros::{classifier, map},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    macros::{btf_map, classifier, map},
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TcContext,
 };
 use pktpath_common::route::{
-    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, BUCKET_RULES, Bucket, ClassKey,
-    ClassKeyV4, Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, IfaceCounters, MAX_IFACES,
-    MAX_NEXTHOPS, MAX_POLICY_SLOTS, MAX_RULE_ENTRIES, MAX_TUPLES, NextHop, OUTCOME_DROPPED,
-    OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK,
-    RouteState, RuleValue, TapEvent, TupleMask,
+    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, ArenaLine, CHUNK_LINES, ClassKey,
+    Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, GenTables, IfaceCounters, KEY_WORDS, MAX_CHUNKS,
+    MAX_DEPTH, MAX_IFACES, MAX_LEAF_RULES, MAX_NEXTHOPS, MAX_POLICY_SLOTS, MAX_TREES, NODE_LEAF,
+    NextHop, Node, OUTCOME_DROPPED, OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_PASSED,
+    PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState, RuleMatch, RuleValue, TapEvent,
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
     mem,
     packet::{self, Malformed, Parsed},
-    rule::{candidate_matches, words, words_mut},
+    rule::{candidate_matches, fill_key},
 };
 
 /// Counters of interfaces with an ifindex below MAX_IFACES (an inlined index lookup).
@@ -46,18 +47,17 @@ static IFACE_STATS: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(M
 static IFACE_STATS_HIGH: PerCpuHashMap<u32, IfaceCounters> =
     PerCpuHashMap::with_max_entries(MAX_IFACES, 0);
 
-#[map(name = "ROUTE_TUPLES")]
-static ROUTE_TUPLES: Array<TupleMask> = Array::with_max_entries(MAX_TUPLES * GENERATIONS, 0);
+/// One arena chunk: the type of ROUTE_ARENA's inner maps.
+type Chunk = btf_maps::Array<ArenaLine, { CHUNK_LINES as usize }, { BPF_F_MMAPABLE as usize }>;
 
-/// IPv6 entries.
-#[map(name = "ROUTE_RULES")]
-static ROUTE_RULES: HashMap<ClassKey, Bucket> =
-    HashMap::with_max_entries(MAX_RULE_ENTRIES, BPF_F_NO_PREALLOC);
+/// The arenas of both generations, in chunks (`pktpath_common::route::MAP_ARENA`).
+#[btf_map]
+static ROUTE_ARENA: ArrayOfMaps<Chunk, { (GENERATIONS * MAX_CHUNKS) as usize }> =
+    ArrayOfMaps::new();
 
-/// IPv4 entries, under a key half the size.
-#[map(name = "ROUTE_RULES_V4")]
-static ROUTE_RULES_V4: HashMap<ClassKeyV4, Bucket> =
-    HashMap::with_max_entries(MAX_RULE_ENTRIES, BPF_F_NO_PREALLOC);
+/// Each generation's tree roots (`pktpath_common::route::MAP_TREES`).
+#[map(name = "ROUTE_TREES")]
+static ROUTE_TREES: Array<GenTables> = Array::with_max_entries(GENERATIONS, 0);
 
 #[map(name = "ROUTE_NEXTHOPS")]
 static ROUTE_NEXTHOPS: Array<NextHop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
@@ -69,12 +69,11 @@ static ROUTE_STATE: Array<RouteState> = Array::with_max_entries(1, 0);
 static POLICY_STATS: PerCpuArray<PolicyCounters> =
     PerCpuArray::with_max_entries(MAX_POLICY_SLOTS, 0);
 
-/// Per-CPU scratch space: the BPF stack (512 bytes) is too small for the lookup key and
+/// Per-CPU scratch space: the BPF stack (512 bytes) is too small for the key words and
 /// the FIB lookup parameters on top of the parsed packet.
 #[repr(C)]
 pub struct Scratch {
     key: ClassKey,
-    key4: ClassKeyV4,
     fib: bpf_fib_lookup,
 }
 
@@ -267,11 +266,13 @@ fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malfor
     };
     // SAFETY: reading the context's mark.
     let mark = unsafe { (*ctx.skb.skb).mark };
-    let Some(rule) = classify(&p, ifindex, mark) else {
+    let Some(value) = classify(&p, ifindex, mark) else {
         return Ok(());
     };
     r.matched = true;
-    r.rule = rule;
+    // SAFETY: both are RuleValues; the source is in a map value.
+    unsafe { mem::copy::<u32, _>(&raw mut r.rule, value) };
+    let rule = r.rule;
     if let Some(c) = POLICY_STATS.get_ptr_mut(rule.slot) {
         // SAFETY: per-CPU slot, written only by this CPU.
         unsafe {
@@ -295,163 +296,174 @@ fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malfor
     Ok(())
 }
 
-/// State of one classification, shared with the `bpf_loop` callback.
-struct SearchCtx {
-    p: *const Parsed,
-    key: *mut Scratch,
-    ifindex: u32,
-    mark: u32,
-    generation: u32,
-    count: u32,
-    found: bool,
-    best: RuleValue,
+/// The arena of the generation a packet classifies against, read through a cached chunk:
+/// most reads of one packet stay in the chunk of the one before.
+struct Arena<'a> {
+    /// Index of the generation's first chunk in ROUTE_ARENA.
+    base: u32,
+    id: u32,
+    chunk: &'a Chunk,
 }
 
-/// Tuple space search over the active generation; the best (lowest) priority wins.
-/// With more than one tuple the loop runs through `bpf_loop`, so the verifier checks one
-/// tuple's work once rather than once per tuple and per path; a single tuple (what tuple
-/// merging makes of most policy sets) is searched by a direct call.
+impl Arena<'_> {
+    /// Line `line` of the generation's arena.
+    #[inline(always)]
+    fn line(&mut self, line: u32) -> Option<*const ArenaLine> {
+        let id = line / CHUNK_LINES;
+        if id != self.id {
+            self.chunk = ROUTE_ARENA.get(self.base + id)?;
+            self.id = id;
+        }
+        self.chunk.get_ptr(line % CHUNK_LINES)
+    }
+
+    /// The node in arena slot `slot`.
+    #[inline(always)]
+    fn node(&mut self, slot: u32) -> Option<Node> {
+        let line = self.line(slot / 8)?;
+        // SAFETY: a map value of 64 bytes; the word index is below 8.
+        let word = unsafe { (*line).words[(slot % 8) as usize] };
+        // SAFETY: a Node is 8 bytes of plain data.
+        Some(unsafe { core::mem::transmute::<u64, Node>(word) })
+    }
+}
+
+/// State of one classification, shared with the `bpf_loop` callback that searches one tree.
+struct SearchCtx {
+    key: *const ClassKey,
+    tables: *const GenTables,
+    family: usize,
+    /// ROUTE_ARENA index of the generation's first chunk.
+    base: u32,
+    count: u32,
+    found: bool,
+    best: u32,
+    best_value: u32,
+}
+
+/// Decision tree search over the active generation; the best (lowest) priority wins. Each
+/// tree is searched by one `bpf_loop` iteration, so the verifier checks a tree's walk and
+/// leaf once rather than once per tree.
 #[inline(always)]
-fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<RuleValue> {
+fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
     let state = ROUTE_STATE.get(0)?;
     let generation = state.active & 1;
-    let count = *state.tuples.get(generation as usize)?;
+    let tables = ROUTE_TREES.get_ptr(generation)?;
+    let family = (p.family != FAMILY_V4) as usize;
+    // SAFETY: a map value.
+    let count = *unsafe { &(*tables).counts }.get(family)?;
     if count == 0 {
         return None;
     }
-    let key = SCRATCH.get_ptr_mut(0)?;
-    // Written field by field and used in place: a struct literal's zeroed `best`, or moving
-    // the value out, would be a call to the object's byte-wise memset (see
-    // `pktpath_ebpf::mem`).
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch slot, used by this program run only.
+    let key = unsafe { &mut (*scratch).key };
+    fill_key(key, p, ifindex, mark);
+    let base = generation * MAX_CHUNKS;
+    // Written field by field and used in place (see `pktpath_ebpf::mem`).
     let mut slot = MaybeUninit::<SearchCtx>::uninit();
     let c = slot.as_mut_ptr();
     // SAFETY: every field is written before the reference is made.
     let ctx = unsafe {
-        (&raw mut (*c).p).write(p);
         (&raw mut (*c).key).write(key);
-        (&raw mut (*c).ifindex).write(ifindex);
-        (&raw mut (*c).mark).write(mark);
-        (&raw mut (*c).generation).write(generation);
+        (&raw mut (*c).tables).write(tables);
+        (&raw mut (*c).family).write(family);
+        (&raw mut (*c).base).write(base);
         (&raw mut (*c).count).write(count);
         (&raw mut (*c).found).write(false);
-        mem::zero::<u32, _>(&raw mut (*c).best);
+        (&raw mut (*c).best).write(u32::MAX);
+        (&raw mut (*c).best_value).write(0);
         &mut *c
     };
-    if count == 1 {
-        search_step(0, (&raw mut *ctx).cast());
-    } else {
-        // SAFETY: `search_step` has the callback signature bpf_loop expects; `ctx` outlives
-        // it.
-        unsafe {
-            bpf_loop(
-                MAX_TUPLES,
-                search_step as *mut c_void,
-                (&raw mut *ctx).cast(),
-                0,
-            )
-        };
+    // SAFETY: `search_tree` has the callback signature bpf_loop expects; `ctx` outlives it.
+    unsafe {
+        bpf_loop(
+            MAX_TREES,
+            search_tree as *mut c_void,
+            (&raw mut *ctx).cast(),
+            0,
+        )
+    };
+    if !ctx.found {
+        return None;
     }
-    ctx.found.then_some(ctx.best)
+    // SAFETY: a map value.
+    let slot = unsafe { (*tables).values } + 4 * ctx.best_value;
+    let mut arena = Arena {
+        base,
+        id: 0,
+        chunk: ROUTE_ARENA.get(base)?,
+    };
+    let line = arena.line(slot / 8)?;
+    // SAFETY: values sit at 32-byte strides in their lines: offset 0 or 32 of 64 bytes.
+    Some(unsafe { line.cast::<u8>().add(((slot / 4) % 2) as usize * 32).cast::<RuleValue>() })
 }
 
-/// `bpf_loop` callback: tuple `index`; returns 1 to stop.
-extern "C" fn search_step(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the SearchCtx `classify` passed, alive for the whole loop; `p` points
-    // at the caller's parsed packet and `key` at this CPU's scratch slot.
+/// `bpf_loop` callback: tree `index` of the packet's family; returns 1 to stop.
+extern "C" fn search_tree(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the SearchCtx `classify` passed, alive for the whole loop; `key`
+    // points at this CPU's scratch slot and `tables` at a map value.
     let ctx = unsafe { &mut *ctx.cast::<SearchCtx>() };
-    let i = index as u32;
-    if i >= ctx.count || i >= MAX_TUPLES {
+    let t = index as u32;
+    if t >= ctx.count || t >= MAX_TREES {
         return 1;
     }
-    let Some(t) = ROUTE_TUPLES.get(ctx.generation * MAX_TUPLES + i) else {
+    // SAFETY: as above.
+    let (key, tables) = unsafe { (&*ctx.key, &*ctx.tables) };
+    let Some(root) = tables
+        .roots
+        .get(ctx.family & 1)
+        .and_then(|r| r.get(t as usize))
+    else {
         return 1;
     };
-    if ctx.found && t.min_priority >= ctx.best.priority {
-        return 1; // tuples are sorted by their best priority: nothing later can win
+    if ctx.found && root.min_priority >= ctx.best {
+        return 1; // trees are sorted by their best priority: nothing later can win
     }
-    let p = unsafe { &*ctx.p };
-    if t.family != p.family {
-        return 0;
-    }
-    let bucket = if p.family == FAMILY_V4 {
-        lookup_v4(ctx, p, t, i)
-    } else {
-        lookup_v6(ctx, p, t, i)
+    let Some(chunk) = ROUTE_ARENA.get(ctx.base) else {
+        return 1;
     };
-    let Some(bucket) = bucket else {
-        return 0;
+    let mut arena = Arena {
+        base: ctx.base,
+        id: 0,
+        chunk,
     };
-    // SAFETY: a map value pointer, valid while the program runs.
-    let bucket = unsafe { &*bucket };
-    let count = bucket.count as usize;
-    for c in 0..BUCKET_RULES {
-        if c >= count {
+    let mut n = root.node;
+    for _ in 0..MAX_DEPTH {
+        if n.op & NODE_LEAF != 0 {
             break;
         }
-        let r = &bucket.rules[c];
-        if ctx.found && r.value.priority >= ctx.best.priority {
-            break; // candidates are sorted: none later in this bucket can win
+        let w = key.words[n.op as usize & (KEY_WORDS - 1)];
+        let Some(next) = arena.node(n.base + ((w >> n.shift) & n.mask as u32)) else {
+            return 1;
+        };
+        n = next;
+    }
+    if n.op & NODE_LEAF == 0 {
+        return 1; // deeper than the builder makes trees
+    }
+    let v6 = ctx.family != 0;
+    let first = n.base / 8;
+    for i in 0..MAX_LEAF_RULES {
+        if i >= n.mask as u32 {
+            break;
         }
-        if candidate_matches(r, p, ctx.ifindex, ctx.mark) {
+        let Some(line) = arena.line(first + i) else {
+            return 1;
+        };
+        // SAFETY: a leaf's lines hold RuleMatches (64 bytes, plain data).
+        let r = unsafe { &*line.cast::<RuleMatch>() };
+        if ctx.found && r.priority >= ctx.best {
+            break; // a leaf's rules are sorted: none later can win
+        }
+        if candidate_matches(r, v6, key) {
             ctx.found = true;
-            // SAFETY: both are RuleValues; the source is in a map value.
-            unsafe { mem::copy::<u32, _>(&raw mut ctx.best, &raw const r.value) };
+            ctx.best = r.priority;
+            ctx.best_value = r.value_index();
             break;
         }
     }
     0
-}
-
-/// The bucket of an IPv4 packet under tuple `i`, if any.
-#[inline(always)]
-fn lookup_v4(ctx: &SearchCtx, p: &Parsed, t: &TupleMask, i: u32) -> Option<*const Bucket> {
-    // SAFETY: the scratch slot holds the keys; fields are written one by one so no
-    // key-sized temporary lands on the stack.
-    let k = unsafe { &mut (*ctx.key).key4 };
-    k.tuple = i as u8;
-    k.generation = ctx.generation as u8;
-    k.proto = p.proto & t.proto;
-    k.dscp = p.dscp & t.dscp;
-    k.sport = p.sport & t.sport;
-    k.dport = p.dport & t.dport;
-    k.iif = ctx.ifindex & t.iif;
-    k.mark = ctx.mark & t.mark;
-    k.src = p.src[0] & words(&t.src)[0];
-    k.dst = p.dst[0] & words(&t.dst)[0];
-    #[expect(
-        clippy::needless_borrows_for_generic_args,
-        reason = "the key must stay in the scratch map, not be copied to the stack"
-    )]
-    ROUTE_RULES_V4.get_ptr(&*k)
-}
-
-/// The bucket of an IPv6 packet under tuple `i`, if any.
-#[inline(always)]
-fn lookup_v6(ctx: &SearchCtx, p: &Parsed, t: &TupleMask, i: u32) -> Option<*const Bucket> {
-    // SAFETY: as in `lookup_v4`.
-    let k = unsafe { &mut (*ctx.key).key };
-    k.tuple = i as u8;
-    k.generation = ctx.generation as u8;
-    k.family = p.family;
-    k.proto = p.proto & t.proto;
-    k.dscp = p.dscp & t.dscp;
-    k._pad = [0];
-    k.sport = p.sport & t.sport;
-    k.dport = p.dport & t.dport;
-    k._pad2 = 0;
-    k.iif = ctx.ifindex & t.iif;
-    k.mark = ctx.mark & t.mark;
-    let (src, dst) = (words(&t.src), words(&t.dst));
-    let (ksrc, kdst) = (words_mut(&mut k.src), words_mut(&mut k.dst));
-    for w in 0..4 {
-        ksrc[w] = p.src[w] & src[w];
-        kdst[w] = p.dst[w] & dst[w];
-    }
-    #[expect(
-        clippy::needless_borrows_for_generic_args,
-        reason = "the key must stay in the scratch map, not be copied to the stack"
-    )]
-    ROUTE_RULES.get_ptr(&*k)
 }
 
 #[inline(always)]

@@ -8,7 +8,7 @@ use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
 use pktpath_core::{
     datapath::{
         attach::{self, DEFAULT_PIN_DIR, Layout, TcMode},
-        tuples::PacketFields,
+        classifier::PacketFields,
     },
     route::{
         compile::{PolicySet, Topology},
@@ -297,14 +297,15 @@ fn apply_cmd(layout: &Layout, args: ApplyArgs) -> anyhow::Result<i32> {
         print_json(&serde_json::json!({ "applied": report, "changes": diff }))?;
     } else {
         println!(
-            "applied {}: {} policies ({} added, {} removed, {} changed), {} rules in {} match shapes, generation {}",
+            "applied {}: {} policies ({} added, {} removed, {} changed), {} rules in {} trees ({} KiB), generation {}",
             args.runtime.display(),
             report.policies,
             diff.added.len(),
             diff.removed.len(),
             diff.changed.len(),
             report.rules,
-            report.tuples,
+            report.trees,
+            report.table_bytes / 1024,
             report.generation
         );
     }
