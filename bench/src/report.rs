@@ -200,13 +200,25 @@ pub fn table(doc: &Value) -> String {
                             None => format!("killed after {} s", row["limit_s"]),
                         })
                         .collect();
-                    let _ = writeln!(
-                        out,
-                        "  apply {:>7} policies: median {:>8.1} ms (runs: {} ms)",
-                        row["policies"],
-                        f(&row["median_ms"]),
-                        runs.join(", ")
+                    // Results from before profiles were measured have none: this part's own set.
+                    let profile = row["profile"].as_str().unwrap_or("synthetic");
+                    let head = format!(
+                        "  apply {:>7} {profile:<9} policies:",
+                        row["policies"].as_u64().unwrap_or(0)
                     );
+                    let refused = row["refused"].as_str();
+                    if !runs.is_empty() {
+                        let _ = writeln!(
+                            out,
+                            "{head} median {:>8.1} ms (runs: {} ms)",
+                            f(&row["median_ms"]),
+                            runs.join(", ")
+                        );
+                    }
+                    if let Some(why) = refused {
+                        let which = if runs.is_empty() { "" } else { " the next set" };
+                        let _ = writeln!(out, "{head} refused{which}: {why}");
+                    }
                 }
                 for row in r["loss"].as_array().into_iter().flatten() {
                     let _ = writeln!(
