@@ -2,7 +2,8 @@
 //! which builds this and `pktpath` in release mode first.
 //!
 //! `pktpath-bench [PART...]` runs the named parts (default: all), in this order:
-//! - `classify`: classification cost against policy count (BPF_PROG_TEST_RUN);
+//! - `classify`: classification cost against policy count, on the rule-set generator's
+//!   profiles and the one-shape best case (BPF_PROG_TEST_RUN);
 //! - `forward`: forwarding through a router namespace, pktpath against Linux policy
 //!   routing, nftables `fwd` and tc `mirred`;
 //! - `update`: `pktpath route apply` time, and packets lost while applying under load;
