@@ -22,6 +22,7 @@ mod lab;
 mod latency;
 mod report;
 mod routecli;
+mod shapes;
 mod tools;
 mod tracer;
 mod update;
@@ -30,7 +31,7 @@ use anyhow::bail;
 
 fn usage() -> String {
     format!(
-        "usage: pktpath-bench [PART...] | table | cleanup | trace-ladder | trace-overhead | trace-profile\nparts: {}",
+        "usage: pktpath-bench [PART...] | table | cleanup | shapes [PROFILE[:N]...] | trace-ladder | trace-overhead | trace-profile\nparts: {}",
         report::PARTS.join(" ")
     )
 }
@@ -64,6 +65,7 @@ fn run() -> anyhow::Result<()> {
             return Ok(());
         }
         Some("cleanup") => return cleanup::run(),
+        Some("shapes") => return shapes::run(&args[1..]),
         Some(cmd @ ("trace-ladder" | "trace-overhead" | "trace-profile")) => {
             // SAFETY: geteuid cannot fail.
             if unsafe { libc::geteuid() } != 0 {

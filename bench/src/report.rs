@@ -320,14 +320,15 @@ pub fn table(doc: &Value) -> String {
 /// The column heads of the classify part's rows.
 pub fn classify_header() -> String {
     format!(
-        "{:<9} {:>8} {:>7} {:>5} {:>6} {:>6} {:>5} {:>7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>11}",
+        "{:<9} {:>8} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>7} {:>7} {:>11}",
         "profile",
         "policies",
         "rules",
         "pairs",
-        "tuples",
-        "probes",
-        "max",
+        "trees",
+        "depth",
+        "nodes",
+        "cands",
         "ns mean",
         "ns p99",
         "floor",
@@ -335,12 +336,12 @@ pub fn classify_header() -> String {
         "compile",
         "apply",
         "maps",
-        "rules",
+        "tables",
         "as model",
     ) + "\n"
         + &format!(
-            "{:<9} {:>8} {:>7} {:>5} {:>6} {:>6} {:>5} {:>7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>11}",
-            "", "", "", "", "", "mean", "", "", "", "ns", "ns", "ms", "ms", "MiB", "MiB", ""
+            "{:<9} {:>8} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>7} {:>7} {:>11}",
+            "", "", "", "", "", "max", "mean", "mean", "", "", "ns", "ns", "ms", "ms", "MiB", "MiB", ""
         )
 }
 
@@ -368,10 +369,11 @@ pub fn classify_line(row: &Value) -> String {
     let mib = |v: &Value| f(v) / (1024.0 * 1024.0);
     let agree = format!("{}/{}", int(&row["agree"]), int(&row["headers"]));
     format!(
-        "{head} {:>6} {:>6.2} {:>5} {:>7.0} {:>7.0} {:>6.0} {:>8} {:>8.1} {:>8.1} {:>8.2} {:>8.2} {:>11}",
-        int(&row["tuples"]),
-        f(&row["probes_mean"]),
-        int(&row["probes_max"]),
+        "{head} {:>5} {:>5} {:>5.1} {:>5.1} {:>7.0} {:>7.0} {:>6.0} {:>8} {:>8.1} {:>8.1} {:>7.2} {:>7.2} {:>11}",
+        int(&row["trees"]),
+        int(&row["tree_stats"]["max_depth"]),
+        f(&row["nodes_mean"]),
+        f(&row["candidates_mean"]),
         f(&row["ns_mean"]),
         f(&row["ns_p99"]),
         f(&row["floor_ns_mean"]),
@@ -379,7 +381,7 @@ pub fn classify_line(row: &Value) -> String {
         f(&row["compile_ms"]),
         f(&row["apply_ms"]),
         mib(&row["map_bytes"]),
-        mib(&row["rule_map_bytes"]),
+        mib(&row["table_bytes"]),
         agree,
     )
 }

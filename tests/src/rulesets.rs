@@ -131,14 +131,6 @@ impl FromStr for Profile {
     }
 }
 
-/// Switches of the generator.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Options {
-    /// Port ranges that start at 0 (the low class 0-1023, some arbitrary ranges). Off by
-    /// default: today's compiler refuses port 0 in a policy.
-    pub port_zero: bool,
-}
-
 /// The address pools of a rule set.
 #[derive(Clone, Debug)]
 struct Pools {
@@ -165,13 +157,8 @@ pub struct Files {
     pub runtime: PathBuf,
 }
 
-/// `n` policies of `profile`, deterministic in `seed`, with the default [`Options`].
-pub fn generate(profile: Profile, n: usize, seed: u64) -> RuleSet {
-    generate_with(profile, n, seed, &Options::default())
-}
-
 /// `n` policies of `profile`, deterministic in `seed`.
-pub fn generate_with(profile: Profile, n: usize, seed: u64, options: &Options) -> RuleSet {
+pub fn generate(profile: Profile, n: usize, seed: u64) -> RuleSet {
     // The pools come from a stream of their own, so they are the same at every size.
     let mut pool_rng = Rng::new(seed ^ 0x0070_6f6f_6c73);
     let pools = Pools {
@@ -206,9 +193,13 @@ pub fn generate_with(profile: Profile, n: usize, seed: u64, options: &Options) -
                 Profile::Firewall6 => (Kind::Fw, single(true)),
                 Profile::IpChain6 => (Kind::Ipc, single(true)),
             };
-            shapes::policy(&mut rng, kind, &family, options, id, priority)
+            shapes::policy(&mut rng, kind, &family, id, priority)
         })
         .collect();
+    let mut policies: Vec<_> = policies;
+    if profile != Profile::OneShape {
+        shapes::order_by_specificity(&mut rng, &mut policies);
+    }
     RuleSet {
         profile,
         seed,

@@ -15,20 +15,15 @@ use pktpath_common::{
         GLOBAL_FLOOR_IFINDEX, MAP_LINEAR_COUNT, MAP_LINEAR_RULES, MAX_LINEAR_RULES, PROG_FLOOR,
         PROG_LINEAR,
     },
-    route::{
-        Decision, FAMILY_V4, FAMILY_V6, GET_MAGIC, MAP_DECISION, MAP_RULES, MAP_RULES_V4,
-        PROG_DATAPATH, RuleMatch,
-    },
+    route::{Decision, GET_MAGIC, MAP_ARENA, MAP_DECISION, PROG_DATAPATH, RuleMatch},
 };
 use pktpath_core::{
     datapath::{
+        classifier::{PacketFields, Tables},
         frame::{self, FrameOptions},
-        policy::Interfaces,
         tables::DatapathMaps,
-        tuples::{self, Tables},
     },
     loader::{self, GlobalValue, Object},
-    route::model,
 };
 
 /// Size of `struct __sk_buff`, and offsets of the fields a test run sets.
@@ -43,35 +38,8 @@ pub struct Frame {
     ctx: [u8; SKB_CTX],
 }
 
-/// The data path's fields of a reference-model header, on the interfaces `links`.
-pub fn fields(h: &model::PacketFields, links: &Interfaces) -> tuples::PacketFields {
-    let bytes = |a: std::net::IpAddr| match a {
-        std::net::IpAddr::V4(a) => {
-            let mut x = [0u8; 16];
-            x[..4].copy_from_slice(&a.octets());
-            x
-        }
-        std::net::IpAddr::V6(a) => a.octets(),
-    };
-    tuples::PacketFields {
-        family: if h.src.is_ipv4() {
-            FAMILY_V4
-        } else {
-            FAMILY_V6
-        },
-        iif: links.links[h.iif.0].ifindex,
-        src: bytes(h.src),
-        dst: bytes(h.dst),
-        proto: h.proto,
-        sport: h.sport.unwrap_or(0),
-        dport: h.dport.unwrap_or(0),
-        dscp: h.dscp,
-        mark: h.mark,
-    }
-}
-
 impl Frame {
-    pub fn new(p: &tuples::PacketFields) -> Self {
+    pub fn new(p: &PacketFields) -> Self {
         let mut ctx = [0u8; SKB_CTX];
         ctx[CTX_MARK..CTX_MARK + 4].copy_from_slice(&p.mark.to_ne_bytes());
         ctx[CTX_IFINDEX..CTX_IFINDEX + 4].copy_from_slice(&p.iif.to_ne_bytes());
@@ -105,8 +73,8 @@ pub struct Programs {
     pub maps: DatapathMaps,
     floor: Ebpf,
     linear: Ebpf,
-    /// Ids of the data path object's maps, and whether each is a rule hash.
-    map_ids: Vec<(u32, bool)>,
+    /// Ids of the data path object's maps.
+    map_ids: Vec<u32>,
     nonce: u32,
 }
 
@@ -121,6 +89,14 @@ fn load(object: Object, prog: &str, globals: &[(&str, GlobalValue)]) -> anyhow::
     Ok(ebpf)
 }
 
+/// A field of a BPF object's /proc/self/fdinfo entry.
+fn fdinfo_field(fd: &str, name: &str) -> Option<u64> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// The BPF maps this process holds open: map id and the kernel's `memlock` figure (bytes
 /// charged for the map, entries included), from /proc/self/fdinfo.
 fn open_maps() -> anyhow::Result<HashMap<u32, u64>> {
@@ -133,16 +109,10 @@ fn open_maps() -> anyhow::Result<HashMap<u32, u64>> {
         if target.as_os_str() != "anon_inode:bpf-map" {
             continue;
         }
-        let info_path = std::path::Path::new("/proc/self/fdinfo").join(entry.file_name());
-        let Ok(info) = std::fs::read_to_string(&info_path) else {
-            continue;
-        };
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        if let (Some(id), Some(memlock)) = (field("map_id:"), field("memlock:")) {
+        let fd = entry.file_name().to_string_lossy().into_owned();
+        if let (Some(id), Some(memlock)) =
+            (fdinfo_field(&fd, "map_id:"), fdinfo_field(&fd, "memlock:"))
+        {
             maps.insert(id as u32, memlock);
         }
     }
@@ -154,18 +124,21 @@ impl Programs {
     pub fn load() -> anyhow::Result<Self> {
         let before = open_maps()?;
         let mut datapath = load(Object::Datapath, PROG_DATAPATH, &[])?;
-        let mut map_ids = Vec::new();
-        for id in open_maps()?
+        let map_ids: Vec<u32> = open_maps()?
             .into_keys()
             .filter(|id| !before.contains_key(id))
-        {
-            let info = MapInfo::from_id(id).with_context(|| format!("map {id}"))?;
-            let name = info.name_as_str().unwrap_or_default();
-            map_ids.push((id, name == MAP_RULES || name == MAP_RULES_V4));
-        }
+            .collect();
+        let names: Vec<String> = map_ids
+            .iter()
+            .map(|&id| {
+                MapInfo::from_id(id)
+                    .map(|i| i.name_as_str().unwrap_or_default().to_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
         anyhow::ensure!(
-            map_ids.iter().filter(|(_, rules)| *rules).count() == 2,
-            "the data path's rule maps were not found among its maps {map_ids:?}"
+            names.iter().any(|n| n == MAP_ARENA),
+            "the data path's arena was not found among its maps {names:?}"
         );
         let maps = DatapathMaps::from_ebpf(&mut datapath)?;
         let floor = load(
@@ -196,25 +169,31 @@ impl Programs {
         Ok(t.elapsed().as_secs_f64() * 1e3)
     }
 
-    /// Bytes the kernel charges for the data path's maps: all of them, and the two rule
-    /// hashes alone.
+    /// Bytes the kernel charges for the data path object's maps, and for the arena chunks
+    /// of the active generation (the trees).
     pub fn map_bytes(&self) -> anyhow::Result<(u64, u64)> {
         let open = open_maps()?;
-        let (mut all, mut rules) = (0, 0);
-        for (id, is_rules) in &self.map_ids {
-            let bytes = *open
+        let mut maps = 0;
+        for id in &self.map_ids {
+            maps += *open
                 .get(id)
                 .with_context(|| format!("data path map {id} is no longer open"))?;
-            all += bytes;
-            if *is_rules {
-                rules += bytes;
-            }
         }
-        Ok((all, rules))
+        let mut tables = 0;
+        for chunk in self.maps.active_chunk_maps()? {
+            use std::os::fd::{AsFd as _, AsRawFd as _};
+            let fd = aya::maps::IterableMap::map(&chunk)
+                .fd()
+                .as_fd()
+                .as_raw_fd()
+                .to_string();
+            tables += fdinfo_field(&fd, "memlock:").context("memlock of an arena chunk")?;
+        }
+        Ok((maps, tables))
     }
 
-    /// Writes the linear scan's rules.
-    pub fn set_linear(&mut self, rules: &[RuleMatch]) -> anyhow::Result<()> {
+    /// Writes the linear scan's rules: IPv4 rules then IPv6 rules, and their counts.
+    pub fn set_linear(&mut self, (rules, counts): &(Vec<RuleMatch>, [u32; 2])) -> anyhow::Result<()> {
         anyhow::ensure!(
             rules.len() <= MAX_LINEAR_RULES as usize,
             "{} rules exceed the linear scan's {MAX_LINEAR_RULES}",
@@ -233,7 +212,8 @@ impl Programs {
                 .map_mut(MAP_LINEAR_COUNT)
                 .context(MAP_LINEAR_COUNT)?,
         )?;
-        count.set(0, rules.len() as u32, 0)?;
+        count.set(0, counts[0], 0)?;
+        count.set(1, counts[1], 0)?;
         Ok(())
     }
 

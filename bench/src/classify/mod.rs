@@ -5,7 +5,7 @@
 //! best case, a linear scan over the same policies.
 //!
 //! Each set goes through the real pipeline: configuration text, validation
-//! (`PolicySet`), data path rules, tuple compilation, an apply into the loaded data path.
+//! (`PolicySet`), data path rules, tree compilation, an apply into the loaded data path.
 //! A set the compiler refuses is a row with its message. Headers aimed at the set (with
 //! the generator's locality) become frames that arrive on the interface the header names;
 //! the part runs in a fresh network namespace holding the configuration's interfaces
@@ -19,16 +19,15 @@
 //! and the data path's decision is compared with the reference model's.
 
 mod kernel;
-mod probes;
 
 use std::time::Instant;
 
 use anyhow::Context as _;
-use pktpath_common::route::{ACTION_DROP, ACTION_PASS};
+use pktpath_common::route::{ACTION_DROP, ACTION_PASS, FAMILY_V4, FAMILY_V6, RuleMatch};
 use pktpath_core::{
     datapath::{
+        classifier::{self, Lookup, Rule, TreeStats},
         policy::{self, Interfaces, LinkInfo, Slots},
-        tuples::{self, Rule},
     },
     route::{compile::CompiledAction, model},
     sys::{iface, netns},
@@ -36,10 +35,7 @@ use pktpath_core::{
 use pktpath_tests::rulesets::{self, INTERFACES, Profile};
 use serde::Serialize;
 
-use self::{
-    kernel::{Frame, Prog, Programs},
-    probes::Counter,
-};
+use self::kernel::{Frame, Prog, Programs};
 use crate::{lab::median, report::Goal};
 
 /// Sizes of the realistic profiles (100 for the ratio goal).
@@ -87,13 +83,16 @@ pub struct Mismatch {
 /// What was measured of a set the compiler took.
 #[derive(Debug, Serialize)]
 pub struct Measured {
-    /// The classifier's match shapes, and its hash entries.
-    pub tuples: usize,
-    pub entries: usize,
-    /// Tuples probed (hash lookups) per packet, mean and max; bucket candidates checked.
-    pub probes_mean: f64,
-    pub probes_max: usize,
+    /// The decision trees (IPv4 and IPv6 together) and their shape.
+    pub trees: usize,
+    pub tree_stats: TreeStats,
+    /// Per packet (counted in user space by the kernel's search): trees walked, inner nodes
+    /// passed and leaf rules checked, mean and max.
+    pub trees_mean: f64,
+    pub nodes_mean: f64,
+    pub nodes_max: u32,
     pub candidates_mean: f64,
+    pub candidates_max: u32,
     /// ns per packet over the headers: mean and 99th percentile of the per-header costs.
     pub ns_mean: f64,
     pub ns_p99: f64,
@@ -103,9 +102,10 @@ pub struct Measured {
     pub linear_ns_mean: Option<f64>,
     pub linear_repeat: Option<u32>,
     pub apply_ms: f64,
-    /// The kernel's `memlock` of every data path map, and of the two rule hashes.
+    /// The kernel's `memlock` of the data path object's maps, and of the arena chunks
+    /// that hold this set's trees.
     pub map_bytes: u64,
-    pub rule_map_bytes: u64,
+    pub table_bytes: u64,
     pub headers: usize,
     /// Headers some policy matches (by the model).
     pub model_matched: usize,
@@ -197,7 +197,20 @@ fn run_here() -> anyhow::Result<Results> {
                 .filter(|&p| p != Profile::OneShape)
                 .flat_map(|p| SIZES.iter().map(move |&n| (p, n))),
         );
+    // PKTPATH_BENCH_SETS=acl:10000,fw:100 measures those sets only.
+    let only: Option<Vec<(String, usize)>> = std::env::var("PKTPATH_BENCH_SETS").ok().map(|v| {
+        v.split(',')
+            .filter_map(|s| s.split_once(':'))
+            .filter_map(|(p, n)| Some((p.to_owned(), n.parse().ok()?)))
+            .collect()
+    });
     for (profile, n) in sets {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|(p, m)| p == profile.name() && *m == n))
+        {
+            continue;
+        }
         crate::lab::check_stop()?;
         let row = measure(&mut programs, &links, profile, n)
             .with_context(|| format!("{profile} at {n} policies"))?;
@@ -267,6 +280,24 @@ fn classification_only(mut rules: Vec<Rule>) -> Vec<Rule> {
     rules
 }
 
+/// The rules as the linear scan checks them: the IPv4 rules best priority first, then the
+/// IPv6 ones (a rule without a family in both), and how many of each.
+fn linear_rules(rules: &[Rule]) -> (Vec<RuleMatch>, [u32; 2]) {
+    let mut order: Vec<usize> = (0..rules.len()).collect();
+    order.sort_by_key(|&i| rules[i].priority);
+    let mut out = Vec::with_capacity(rules.len());
+    let mut counts = [0u32; 2];
+    for (f, family) in [FAMILY_V4, FAMILY_V6].into_iter().enumerate() {
+        for &i in &order {
+            if rules[i].family.is_none_or(|x| x == family) {
+                out.push(classifier::rule_match(&rules[i], i as u32));
+                counts[f] += 1;
+            }
+        }
+    }
+    (out, counts)
+}
+
 fn measure(
     programs: &mut Programs,
     links: &Interfaces,
@@ -298,7 +329,7 @@ fn measure(
         measured: None,
     };
     let t = Instant::now();
-    let compiled = tuples::compile(&rules);
+    let compiled = classifier::compile(&rules);
     row.compile_ms = ms_since(t);
     let tables = match compiled {
         Ok(tables) => tables,
@@ -308,18 +339,24 @@ fn measure(
         }
     };
     let apply_ms = programs.apply(&tables)?;
-    let (map_bytes, rule_map_bytes) = programs.map_bytes()?;
+    let (map_bytes, table_bytes) = programs.map_bytes()?;
     let best_case = profile == Profile::OneShape;
     if best_case {
-        programs.set_linear(&tuples::scan_table(&rules)?)?;
+        programs.set_linear(&linear_rules(&rules))?;
     }
 
     let headers = rulesets::headers(&set, HEADERS, HEADER_SEED);
-    let fields: Vec<_> = headers.iter().map(|h| kernel::fields(h, links)).collect();
+    let fields: Vec<_> = headers
+        .iter()
+        .map(|h| policy::packet_fields(h, links))
+        .collect();
     let frames: Vec<Frame> = fields.iter().map(Frame::new).collect();
 
-    let counter = Counter::new(&tables);
-    let work: Vec<_> = fields.iter().map(|p| counter.work(p)).collect();
+    let lookup = Lookup::new(&tables);
+    let work: Vec<_> = fields.iter().map(|p| lookup.probe(p)).collect();
+    let mean_of = |f: fn(&classifier::Probe) -> u32| {
+        work.iter().map(|w| f(w) as f64).sum::<f64>() / work.len() as f64
+    };
 
     let mut agree = 0;
     let mut model_matched = 0;
@@ -369,11 +406,13 @@ fn measure(
     };
     let (dp, fl) = (per_header(&dp), per_header(&fl));
     row.measured = Some(Measured {
-        tuples: tables.tuples.len(),
-        entries: tables.entries.len(),
-        probes_mean: work.iter().map(|w| w.tuples as f64).sum::<f64>() / work.len() as f64,
-        probes_max: work.iter().map(|w| w.tuples).max().unwrap_or(0),
-        candidates_mean: work.iter().map(|w| w.candidates as f64).sum::<f64>() / work.len() as f64,
+        trees: tables.stats.trees[0] + tables.stats.trees[1],
+        tree_stats: tables.stats,
+        trees_mean: mean_of(|w| w.trees),
+        nodes_mean: mean_of(|w| w.nodes),
+        nodes_max: work.iter().map(|w| w.nodes).max().unwrap_or(0),
+        candidates_mean: mean_of(|w| w.candidates),
+        candidates_max: work.iter().map(|w| w.candidates).max().unwrap_or(0),
         ns_mean: mean(&dp),
         ns_p99: p99(&dp),
         floor_ns_mean: mean(&fl),
@@ -382,7 +421,7 @@ fn measure(
         linear_repeat: best_case.then_some(lin_repeat),
         apply_ms,
         map_bytes,
-        rule_map_bytes,
+        table_bytes,
         headers: headers.len(),
         model_matched,
         agree,

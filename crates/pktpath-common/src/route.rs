@@ -58,8 +58,8 @@ impl IfaceCounters {
 // policies) and checks that leaf's rules; trees are searched in order of the best priority
 // they hold, and the search stops when no tree left can beat the match in hand.
 //
-// The arena of a generation lives in chunks: array maps of CHUNK_LINES lines each, held by
-// the map-in-map ROUTE_ARENA, so its memory grows with the compiled set, not with a
+// The arena of a generation lives in chunks of 1 MiB, each an array map of one value held
+// by the map-in-map ROUTE_ARENA, so its memory grows with the compiled set, not with a
 // capacity fixed at load. Two generations exist; `RouteState::active` says which one
 // packets use. An apply builds the inactive generation's chunks and root table, then flips
 // that one word: each packet sees the old set or the new one, never a mix.
@@ -78,16 +78,25 @@ pub const MAX_TREES: u32 = 8;
 pub const MAX_DEPTH: u32 = 24;
 /// Most rules one leaf holds.
 pub const MAX_LEAF_RULES: u32 = 32;
-/// Lines of one arena chunk (64 bytes each: 1 MiB).
-pub const CHUNK_LINES: u32 = 1 << 14;
-/// log2 of the 8-byte slots of one chunk.
+/// Most inner nodes with a side subtree on one path from a root to a leaf.
+pub const MAX_PATH_SIDES: u32 = 3;
+/// Most side subtrees nested in one another (a side subtree's own nodes may have sides).
+pub const MAX_SIDE_NESTING: u32 = 2;
+/// Subtrees one packet may walk: the roots, and the sides of the nodes on their paths.
+pub const MAX_WALKS: u32 = 128;
+/// Subtrees waiting to be walked, at most.
+pub const MAX_PENDING: u32 = 16;
+/// log2 of the 8-byte slots of one arena chunk.
 pub const CHUNK_SLOT_BITS: u32 = 17;
+/// Slots of one arena chunk (1 MiB).
+pub const CHUNK_SLOTS: u32 = 1 << CHUNK_SLOT_BITS;
 /// Chunks one generation's arena may use (512 MiB).
 pub const MAX_CHUNKS: u32 = 512;
 
 /// Map-in-map (array of maps, `GENERATIONS * MAX_CHUNKS` entries): entry
-/// `gen * MAX_CHUNKS + c` is chunk `c` of generation `gen`, an array map of
-/// [`CHUNK_LINES`] [`ArenaLine`]s (BPF_F_MMAPABLE, so user space fills it through mmap).
+/// `gen * MAX_CHUNKS + c` is chunk `c` of generation `gen`, an array map of one [`Chunk`]
+/// (BPF_F_MMAPABLE, so user space fills it through mmap). One value per chunk lets the
+/// program reach any slot of it by an offset from one lookup.
 pub const MAP_ARENA: &str = "ROUTE_ARENA";
 /// Array of [`GenTables`], one per generation.
 pub const MAP_TREES: &str = "ROUTE_TREES";
@@ -139,14 +148,23 @@ pub struct ClassKey {
 crate::assert_size!(ClassKey, 4 * KEY_WORDS);
 crate::impl_pod!(ClassKey);
 
-/// `Node::op` of a leaf; otherwise `op` is the key word an inner node cuts.
+/// `Node::op` of a leaf; otherwise the low bits of `op` ([`NODE_WORD`]) name the key word an
+/// inner node cuts.
 pub const NODE_LEAF: u8 = 0x80;
+/// `Node::op` of an inner node whose block starts with a side subtree: the rules of the node
+/// that every slice would hold, walked by every packet passing through.
+pub const NODE_SIDE: u8 = 0x40;
+/// The key word bits of `Node::op`.
+pub const NODE_WORD: u8 = 0x0f;
 
-/// A tree node, 8 bytes (eight to an arena line).
+/// A tree node, 8 bytes (one arena slot).
 ///
-/// Inner node (`op` < [`NODE_LEAF`]): the child for a packet is the node in arena slot
-/// `base + ((words[op] >> shift) & mask)`. Leaf: `mask` rules, [`RuleMatch`]es in the
-/// lines starting at slot `base` (a multiple of 8), best priority first.
+/// Inner node (`op` without [`NODE_LEAF`]): the child for a packet is the node in arena
+/// slot `base + side + ((words[op & NODE_WORD] >> shift) & mask)`, where `side` is 1 when
+/// `op` has [`NODE_SIDE`] (slot `base` then holds the side subtree's root) and 0 otherwise.
+/// Leaf:
+/// `mask` rules, [`RuleMatch`]es in the lines starting at slot `base` (a multiple of 8),
+/// best priority first.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Node {
@@ -158,15 +176,16 @@ pub struct Node {
 crate::assert_size!(Node, 8);
 crate::impl_pod!(Node);
 
-/// One 64-byte arena line: eight [`Node`]s, one [`RuleMatch`], or two [`RuleValue`]s
-/// (at 32-byte strides), by what points into it.
+/// One arena chunk: [`CHUNK_SLOTS`] 8-byte slots, holding [`Node`]s (one a slot),
+/// [`RuleMatch`]es (eight slots, a 64-byte line each) and [`RuleValue`]s (four slots each),
+/// by what points into it.
 #[repr(C, align(8))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ArenaLine {
-    pub words: [u64; 8],
+#[derive(Clone, Copy, Debug)]
+pub struct Chunk {
+    pub slots: [u64; CHUNK_SLOTS as usize],
 }
-crate::assert_size!(ArenaLine, 64);
-crate::impl_pod!(ArenaLine);
+crate::assert_size!(Chunk, 8 * CHUNK_SLOTS as usize);
+crate::impl_pod!(Chunk);
 
 /// A tree's root and the best (lowest) priority among its rules.
 #[repr(C)]

@@ -10,7 +10,7 @@ use pktpath_core::{
 };
 
 use super::{
-    INTERFACES, NEXT_HOPS, Options, TABLE,
+    INTERFACES, NEXT_HOPS, TABLE,
     pools::{Pool, mask},
     random::{Random as _, zipf},
 };
@@ -297,7 +297,6 @@ pub(super) fn policy(
     rng: &mut Rng,
     kind: Kind,
     family: &Addresses<'_>,
-    options: &Options,
     id: String,
     priority: u32,
 ) -> Policy {
@@ -321,14 +320,14 @@ pub(super) fn policy(
     let mut port = |table: &[(u32, PortClass)]| {
         if ports {
             let class = rng.weighted(table);
-            port_range(rng, class, options)
+            port_range(rng, class)
         } else {
             None
         }
     };
     let sport = port(sport_table);
     let dport = port(dport_table);
-    let matches = Match {
+    let mut matches = Match {
         iif: rng
             .chance(iif_percent)
             .then(|| INTERFACES[rng.weighted(&[(45, 0), (35, 1), (5, 2), (5, 3), (5, 4), (5, 5)])])
@@ -349,12 +348,76 @@ pub(super) fn policy(
             }
         }),
     };
+    if matches_everything(&matches) {
+        // A policy that matches every packet of its family hides every policy after it;
+        // real sets have one at most, last. Wildcard addresses come with a service here.
+        matches.proto = Some(Protocol::TCP);
+        matches.dport = Some(PortRange::single(WELL_KNOWN[zipf(rng, WELL_KNOWN.len())]));
+    }
     Policy {
         id,
         priority,
         matches,
         action: action(rng, action_table),
     }
+}
+
+/// Gives the policies priorities most specific first, as people write rule sets (an
+/// exception before the broad rule it carves out of; otherwise the exception is dead), with
+/// some noise so that broad rules sometimes come first and hide part of what follows.
+/// The policies stay in generation order (ids); only their priorities change.
+pub(super) fn order_by_specificity(rng: &mut Rng, policies: &mut [Policy]) {
+    let mut keyed: Vec<(f64, usize)> = policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let noise = (rng.below(1000) as f64 / 1000.0 - 0.5) * 0.6;
+            (specificity(&p.matches) + noise, i)
+        })
+        .collect();
+    keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (rank, (_, i)) in keyed.into_iter().enumerate() {
+        policies[i].priority = 10 * (rank as u32 + 1);
+    }
+}
+
+/// How narrow a match is: address prefixes by their share of the address, then protocol,
+/// ports and the other fields.
+fn specificity(m: &Match) -> f64 {
+    let prefix = |p: &Option<Prefix>| {
+        p.map_or(0.0, |p| {
+            let bits = if p.addr().is_ipv4() { 32.0 } else { 128.0 };
+            f64::from(p.prefix_len()) / bits
+        })
+    };
+    let port = |r: &Option<PortRange>| {
+        r.map_or(0.0, |r| {
+            let width = f64::from(r.last() - r.first()) + 1.0;
+            0.5 * (1.0 - width.log2() / 16.0)
+        })
+    };
+    let set = |b: bool| if b { 0.25 } else { 0.0 };
+    prefix(&m.src)
+        + prefix(&m.dst)
+        + set(m.proto.is_some())
+        + port(&m.sport)
+        + port(&m.dport)
+        + set(m.iif.is_some())
+        + set(m.dscp.is_some())
+        + set(m.mark.is_some())
+}
+
+/// Whether a match accepts every packet of its family (or of both).
+fn matches_everything(m: &Match) -> bool {
+    let any = |p: &Option<Prefix>| p.is_none_or(|p| p.prefix_len() == 0);
+    any(&m.src)
+        && any(&m.dst)
+        && m.proto.is_none()
+        && m.sport.is_none()
+        && m.dport.is_none()
+        && m.iif.is_none()
+        && m.dscp.is_none()
+        && m.mark.is_none()
 }
 
 /// Source and destination prefixes (None: wildcard).
@@ -392,23 +455,21 @@ fn len(rng: &mut Rng, table: &[(u32, Len)]) -> Option<u8> {
     }
 }
 
-/// A port range of `class`. Ranges starting at port 0 (0-1023, and some arbitrary ranges)
-/// only with `options.port_zero`: today's compiler refuses port 0 in a policy, so by default
-/// the low class is 1-1023 and arbitrary ranges start at 1 or above.
-fn port_range(rng: &mut Rng, class: PortClass, options: &Options) -> Option<PortRange> {
+/// A port range of `class` (the low class is 0-1023; some arbitrary ranges start at 0).
+fn port_range(rng: &mut Rng, class: PortClass) -> Option<PortRange> {
     let range = |lo: u16, hi: u16| Some(PortRange::new(lo, hi).expect("low to high"));
     match class {
         PortClass::Any => None,
         PortClass::WellKnown => Some(PortRange::single(WELL_KNOWN[zipf(rng, WELL_KNOWN.len())])),
         PortClass::Exact => Some(PortRange::single(rng.within(1, 65535) as u16)),
         PortClass::High => range(1024, 65535),
-        PortClass::Low => range(u16::from(!options.port_zero), 1023),
+        PortClass::Low => range(0, 1023),
         PortClass::Range => {
             if rng.chance(40) {
                 let (lo, hi) = COMMON_RANGES[rng.below(COMMON_RANGES.len() as u64) as usize];
                 return range(lo, hi);
             }
-            let lo = if options.port_zero && rng.chance(10) {
+            let lo = if rng.chance(10) {
                 0
             } else {
                 rng.within(1, 65000) as u16
@@ -509,19 +570,14 @@ mod tests {
     }
 
     #[test]
-    fn port_zero_only_behind_the_switch() {
+    fn some_ranges_start_at_port_zero() {
         let mut rng = Rng::new(7);
-        let off = Options::default();
-        let on = Options { port_zero: true };
-        let mut zero_on = false;
-        for _ in 0..5000 {
-            for class in [PortClass::Low, PortClass::Range] {
-                if let Some(r) = port_range(&mut rng, class, &off) {
-                    assert!(r.first() >= 1, "{r} with the switch off");
-                }
-                zero_on |= port_range(&mut rng, class, &on).is_some_and(|r| r.first() == 0);
-            }
-        }
-        assert!(zero_on, "the switch turns ranges from 0 on");
+        let zero = (0..5000).any(|_| {
+            [PortClass::Low, PortClass::Range]
+                .into_iter()
+                .any(|class| port_range(&mut rng, class).is_some_and(|r| r.first() == 0))
+        });
+        assert!(zero, "the low class and some ranges start at 0");
     }
+
 }

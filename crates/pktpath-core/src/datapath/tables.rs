@@ -20,7 +20,7 @@ use aya::{
     util::nr_cpus,
 };
 use pktpath_common::route::{
-    ArenaLine, CHUNK_LINES, GENERATIONS, GenTables, IfaceCounters, MAP_ARENA,
+    CHUNK_SLOTS, Chunk, GENERATIONS, GenTables, IfaceCounters, MAP_ARENA,
     MAP_IFACE_STATS, MAP_IFACE_STATS_HIGH, MAP_NEXTHOPS, MAP_POLICY_STATS, MAP_STATE, MAP_TREES,
     MAX_CHUNKS, MAX_IFACES, NextHop, PolicyCounters, RouteState,
 };
@@ -74,7 +74,7 @@ fn map_err(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> Tabl
 
 /// Handles on the data path's maps.
 pub struct DatapathMaps {
-    arena: ArrayOfMaps<MapData, Array<MapData, ArenaLine>>,
+    arena: ArrayOfMaps<MapData, Array<MapData, Chunk>>,
     /// The arena's descriptor again, for the deletes aya's `ArrayOfMaps` does not offer.
     arena_fd: OwnedFd,
     trees: Array<MapData, GenTables>,
@@ -112,7 +112,7 @@ pub const MAP_NAMES: [&str; 7] = [
 ];
 
 /// Bytes of one arena chunk.
-pub const CHUNK_BYTES: usize = CHUNK_LINES as usize * size_of::<ArenaLine>();
+pub const CHUNK_BYTES: usize = size_of::<Chunk>();
 
 impl DatapathMaps {
     /// Takes the maps out of a loaded data path object (its programs keep using them).
@@ -172,15 +172,14 @@ impl DatapathMaps {
         Ok(self.state()?.active & 1)
     }
 
-    /// A new chunk holding `lines`.
-    fn chunk(lines: &[ArenaLine]) -> Result<Array<MapData, ArenaLine>, TableError> {
-        let chunk = Array::<MapData, ArenaLine>::create(CHUNK_LINES, BPF_F_MMAPABLE)
+    /// A new chunk holding `slots` (at most [`CHUNK_SLOTS`]).
+    fn chunk(slots: &[u64]) -> Result<Array<MapData, Chunk>, TableError> {
+        let chunk = Array::<MapData, Chunk>::create(1, BPF_F_MMAPABLE)
             .map_err(map_err("create a chunk for", MAP_ARENA))?;
         let mut mapped = Mapped::new(chunk.map().fd().as_fd(), CHUNK_BYTES)?;
         let bytes = mapped.bytes_mut();
-        for (i, line) in lines.iter().enumerate() {
-            let at = i * size_of::<ArenaLine>();
-            bytes[at..at + size_of::<ArenaLine>()].copy_from_slice(line_bytes(line));
+        for (word, slot) in bytes.chunks_exact_mut(8).zip(slots) {
+            word.copy_from_slice(&slot.to_ne_bytes());
         }
         Ok(chunk)
     }
@@ -205,8 +204,7 @@ impl DatapathMaps {
         let mut state = self.state()?;
         let active = state.active & 1;
         let next = (active + 1) % GENERATIONS;
-        let lines: Vec<ArenaLine> = tables.lines().collect();
-        let chunks = lines.len().div_ceil(CHUNK_LINES as usize);
+        let chunks = tables.slots.len().div_ceil(CHUNK_SLOTS as usize);
         if chunks > MAX_CHUNKS as usize {
             return Err(TableError::TooManyChunks {
                 needed: chunks,
@@ -214,7 +212,7 @@ impl DatapathMaps {
                 chunk_mib: (CHUNK_BYTES >> 20) as u32,
             });
         }
-        for (c, part) in lines.chunks(CHUNK_LINES as usize).enumerate() {
+        for (c, part) in tables.slots.chunks(CHUNK_SLOTS as usize).enumerate() {
             let chunk = Self::chunk(part)?;
             self.arena
                 .set(next * MAX_CHUNKS + c as u32, &chunk, 0)
@@ -243,18 +241,18 @@ impl DatapathMaps {
         })
     }
 
-    /// Arena chunks of the active generation.
-    pub fn active_chunks(&self) -> Result<usize, TableError> {
+    /// The arena chunks of the active generation (each opened anew).
+    pub fn active_chunk_maps(&self) -> Result<Vec<Array<MapData, Chunk>>, TableError> {
         let base = self.active_generation()? * MAX_CHUNKS;
-        let mut n = 0;
-        while n < MAX_CHUNKS {
-            match self.arena.get(&(base + n), 0) {
-                Ok(_) => n += 1,
+        let mut chunks = Vec::new();
+        for c in 0..MAX_CHUNKS {
+            match self.arena.get(&(base + c), 0) {
+                Ok(chunk) => chunks.push(chunk),
                 Err(MapError::KeyNotFound) => break,
                 Err(e) => return Err(map_err("read", MAP_ARENA)(e)),
             }
         }
-        Ok(n as usize)
+        Ok(chunks)
     }
 
     /// Replaces the next hop table.
@@ -324,9 +322,4 @@ impl DatapathMaps {
             Err(e) => Err(map_err("read", MAP_IFACE_STATS_HIGH)(e)),
         }
     }
-}
-
-fn line_bytes(line: &ArenaLine) -> &[u8] {
-    // SAFETY: ArenaLine is 64 bytes of plain data.
-    unsafe { std::slice::from_raw_parts((line as *const ArenaLine).cast::<u8>(), size_of::<ArenaLine>()) }
 }

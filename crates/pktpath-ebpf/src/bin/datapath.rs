@@ -25,9 +25,10 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use pktpath_common::route::{
-    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, ArenaLine, CHUNK_LINES, ClassKey,
-    Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, GenTables, IfaceCounters, KEY_WORDS, MAX_CHUNKS,
-    MAX_DEPTH, MAX_IFACES, MAX_LEAF_RULES, MAX_NEXTHOPS, MAX_POLICY_SLOTS, MAX_TREES, NODE_LEAF,
+    CHUNK_SLOT_BITS, ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, CHUNK_SLOTS, Chunk, ClassKey,
+    Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, GenTables, IfaceCounters, MAX_CHUNKS, MAX_DEPTH,
+    MAX_IFACES, MAX_LEAF_RULES, MAX_NEXTHOPS, MAX_PENDING, MAX_POLICY_SLOTS, MAX_TREES,
+    MAX_WALKS, NODE_LEAF, NODE_SIDE, NODE_WORD,
     NextHop, Node, OUTCOME_DROPPED, OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_PASSED,
     PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState, RuleMatch, RuleValue, TapEvent,
 };
@@ -48,11 +49,11 @@ static IFACE_STATS_HIGH: PerCpuHashMap<u32, IfaceCounters> =
     PerCpuHashMap::with_max_entries(MAX_IFACES, 0);
 
 /// One arena chunk: the type of ROUTE_ARENA's inner maps.
-type Chunk = btf_maps::Array<ArenaLine, { CHUNK_LINES as usize }, { BPF_F_MMAPABLE as usize }>;
+type ChunkMap = btf_maps::Array<Chunk, 1, { BPF_F_MMAPABLE as usize }>;
 
 /// The arenas of both generations, in chunks (`pktpath_common::route::MAP_ARENA`).
 #[btf_map]
-static ROUTE_ARENA: ArrayOfMaps<Chunk, { (GENERATIONS * MAX_CHUNKS) as usize }> =
+static ROUTE_ARENA: ArrayOfMaps<ChunkMap, { (GENERATIONS * MAX_CHUNKS) as usize }> =
     ArrayOfMaps::new();
 
 /// Each generation's tree roots (`pktpath_common::route::MAP_TREES`).
@@ -74,7 +75,36 @@ static POLICY_STATS: PerCpuArray<PolicyCounters> =
 #[repr(C)]
 pub struct Scratch {
     key: ClassKey,
+    search: SearchState,
     fib: bpf_fib_lookup,
+}
+
+/// What a classification has found so far, and the subtrees still to walk. Kept in the
+/// per-CPU scratch map rather than on the stack: the verifier does not track values it
+/// reads from map memory, so it need not follow each combination of them through the
+/// walk's loops.
+#[repr(C)]
+pub struct SearchState {
+    /// 1 when `best` and `value` hold a match.
+    found: u32,
+    best: u32,
+    value: u32,
+    /// Entries of `pending` in use.
+    pending_len: u32,
+    pending: [Pending; MAX_PENDING as usize],
+}
+
+const _: () = assert!(
+    MAX_PENDING.is_power_of_two() && MAX_TREES.is_power_of_two() && MAX_TREES <= MAX_PENDING
+);
+
+/// A subtree to walk, and the best priority its rules may have (0: unknown).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    node: Node,
+    min_priority: u32,
+    _pad: u32,
 }
 
 /// What the program did with a packet, for `pktpath route get`: written only for a packet
@@ -297,68 +327,101 @@ fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malfor
 }
 
 /// The arena of the generation a packet classifies against, read through a cached chunk:
-/// most reads of one packet stay in the chunk of the one before.
-struct Arena<'a> {
+/// most reads of one walk stay in the chunk of the one before.
+struct Arena {
     /// Index of the generation's first chunk in ROUTE_ARENA.
     base: u32,
     id: u32,
-    chunk: &'a Chunk,
+    chunk: *const Chunk,
 }
 
-impl Arena<'_> {
-    /// Line `line` of the generation's arena.
+impl Arena {
+    /// The generation's first chunk.
     #[inline(always)]
-    fn line(&mut self, line: u32) -> Option<*const ArenaLine> {
-        let id = line / CHUNK_LINES;
+    fn new(base: u32) -> Option<Self> {
+        Some(Self {
+            base,
+            id: 0,
+            chunk: ROUTE_ARENA.get(base)?.get_ptr(0)?,
+        })
+    }
+
+    /// The chunk holding arena slot `slot`, and the slot's index in it.
+    #[inline(always)]
+    fn at(&mut self, slot: u32) -> Option<(*const Chunk, usize)> {
+        let id = slot >> CHUNK_SLOT_BITS;
         if id != self.id {
-            self.chunk = ROUTE_ARENA.get(self.base + id)?;
+            self.chunk = ROUTE_ARENA.get(self.base + id)?.get_ptr(0)?;
             self.id = id;
         }
-        self.chunk.get_ptr(line % CHUNK_LINES)
+        Some((self.chunk, (slot & (CHUNK_SLOTS - 1)) as usize))
     }
 
     /// The node in arena slot `slot`.
     #[inline(always)]
     fn node(&mut self, slot: u32) -> Option<Node> {
-        let line = self.line(slot / 8)?;
-        // SAFETY: a map value of 64 bytes; the word index is below 8.
-        let word = unsafe { (*line).words[(slot % 8) as usize] };
+        let (chunk, i) = self.at(slot)?;
+        // SAFETY: a map value of CHUNK_SLOTS words; `i` is below that.
+        let word = unsafe { (*chunk).slots[i] };
         // SAFETY: a Node is 8 bytes of plain data.
         Some(unsafe { core::mem::transmute::<u64, Node>(word) })
     }
+
+    /// The 64-byte line of 8 slots starting at `slot` (a multiple of 8).
+    #[inline(always)]
+    fn line(&mut self, slot: u32) -> Option<*const u64> {
+        let (chunk, i) = self.at(slot)?;
+        // Masked so that the verifier sees the whole line inside the value.
+        let i = i & (CHUNK_SLOTS as usize - 8);
+        // SAFETY: a map value of CHUNK_SLOTS words; `i + 8` is at most that.
+        Some(unsafe { (&raw const (*chunk).slots).cast::<u64>().add(i) })
+    }
 }
 
-/// State of one classification, shared with the `bpf_loop` callback that searches one tree.
 struct SearchCtx {
     key: *const ClassKey,
-    tables: *const GenTables,
-    family: usize,
+    state: *mut SearchState,
+    v6: bool,
     /// ROUTE_ARENA index of the generation's first chunk.
     base: u32,
-    count: u32,
-    found: bool,
-    best: u32,
-    best_value: u32,
 }
 
-/// Decision tree search over the active generation; the best (lowest) priority wins. Each
-/// tree is searched by one `bpf_loop` iteration, so the verifier checks a tree's walk and
-/// leaf once rather than once per tree.
+/// Decision tree search over the active generation; the best (lowest) priority wins.
+///
+/// The family's roots go on a stack of subtrees to walk; each `bpf_loop` iteration walks
+/// one from its root to a leaf, pushes the side subtrees of the nodes it passes, and checks
+/// the leaf's rules. The verifier checks one walk once rather than once per subtree.
 #[inline(always)]
 fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
     let state = ROUTE_STATE.get(0)?;
     let generation = state.active & 1;
-    let tables = ROUTE_TREES.get_ptr(generation)?;
+    let tables = ROUTE_TREES.get(generation)?;
     let family = (p.family != FAMILY_V4) as usize;
-    // SAFETY: a map value.
-    let count = *unsafe { &(*tables).counts }.get(family)?;
+    let count = (*tables.counts.get(family)?).min(MAX_TREES);
     if count == 0 {
         return None;
     }
+    let roots = tables.roots.get(family)?;
     let scratch = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch slot, used by this program run only.
-    let key = unsafe { &mut (*scratch).key };
+    let (key, state) = unsafe { (&mut (*scratch).key, &mut (*scratch).search) };
     fill_key(key, p, ifindex, mark);
+    state.found = 0;
+    state.best = u32::MAX;
+    state.value = 0;
+    state.pending_len = 0;
+    // Pushed last first, so that they are walked best first. Indexes are masked so that
+    // the verifier sees them in bounds (MAX_TREES is a power of 2).
+    for i in 0..MAX_TREES {
+        if i >= count {
+            break;
+        }
+        let root = &roots[((count - 1 - i) & (MAX_TREES - 1)) as usize];
+        let slot = &mut state.pending[(i & (MAX_PENDING - 1)) as usize];
+        slot.node = root.node;
+        slot.min_priority = root.min_priority;
+        state.pending_len = i + 1;
+    }
     let base = generation * MAX_CHUNKS;
     // Written field by field and used in place (see `pktpath_ebpf::mem`).
     let mut slot = MaybeUninit::<SearchCtx>::uninit();
@@ -366,75 +429,74 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
     // SAFETY: every field is written before the reference is made.
     let ctx = unsafe {
         (&raw mut (*c).key).write(key);
-        (&raw mut (*c).tables).write(tables);
-        (&raw mut (*c).family).write(family);
+        (&raw mut (*c).state).write(state);
+        (&raw mut (*c).v6).write(family == 1);
         (&raw mut (*c).base).write(base);
-        (&raw mut (*c).count).write(count);
-        (&raw mut (*c).found).write(false);
-        (&raw mut (*c).best).write(u32::MAX);
-        (&raw mut (*c).best_value).write(0);
         &mut *c
     };
-    // SAFETY: `search_tree` has the callback signature bpf_loop expects; `ctx` outlives it.
+    // SAFETY: `walk` has the callback signature bpf_loop expects; `ctx` outlives it.
     unsafe {
         bpf_loop(
-            MAX_TREES,
-            search_tree as *mut c_void,
+            MAX_WALKS,
+            walk as *mut c_void,
             (&raw mut *ctx).cast(),
             0,
         )
     };
-    if !ctx.found {
+    // SAFETY: as above.
+    let state = unsafe { &*ctx.state };
+    if state.found == 0 {
         return None;
     }
-    // SAFETY: a map value.
-    let slot = unsafe { (*tables).values } + 4 * ctx.best_value;
-    let mut arena = Arena {
-        base,
-        id: 0,
-        chunk: ROUTE_ARENA.get(base)?,
-    };
-    let line = arena.line(slot / 8)?;
+    let slot = tables.values + 4 * state.value;
+    let mut arena = Arena::new(base)?;
+    let line = arena.line(slot & !7)?;
     // SAFETY: values sit at 32-byte strides in their lines: offset 0 or 32 of 64 bytes.
     Some(unsafe { line.cast::<u8>().add(((slot / 4) % 2) as usize * 32).cast::<RuleValue>() })
 }
 
-/// `bpf_loop` callback: tree `index` of the packet's family; returns 1 to stop.
-extern "C" fn search_tree(index: u64, ctx: *mut c_void) -> i64 {
+/// `bpf_loop` callback: walks the subtree on top of the stack; returns 1 to stop.
+extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the SearchCtx `classify` passed, alive for the whole loop; `key`
-    // points at this CPU's scratch slot and `tables` at a map value.
+    // and `state` point into this CPU's scratch slot.
     let ctx = unsafe { &mut *ctx.cast::<SearchCtx>() };
-    let t = index as u32;
-    if t >= ctx.count || t >= MAX_TREES {
-        return 1;
-    }
     // SAFETY: as above.
-    let (key, tables) = unsafe { (&*ctx.key, &*ctx.tables) };
-    let Some(root) = tables
-        .roots
-        .get(ctx.family & 1)
-        .and_then(|r| r.get(t as usize))
-    else {
+    let (key, state) = unsafe { (&*ctx.key, &mut *ctx.state) };
+    let len = state.pending_len;
+    if len == 0 || len > MAX_PENDING {
         return 1;
-    };
-    if ctx.found && root.min_priority >= ctx.best {
-        return 1; // trees are sorted by their best priority: nothing later can win
     }
-    let Some(chunk) = ROUTE_ARENA.get(ctx.base) else {
+    let top = len - 1;
+    state.pending_len = top;
+    // Masked so that the verifier sees the index in bounds (MAX_PENDING is a power of 2).
+    let entry = state.pending[(top & (MAX_PENDING - 1)) as usize];
+    let (mut n, min) = (entry.node, entry.min_priority);
+    if state.found != 0 && min >= state.best {
+        return 0; // its rules cannot beat the match in hand
+    }
+    let Some(mut arena) = Arena::new(ctx.base) else {
         return 1;
     };
-    let mut arena = Arena {
-        base: ctx.base,
-        id: 0,
-        chunk,
-    };
-    let mut n = root.node;
     for _ in 0..MAX_DEPTH {
         if n.op & NODE_LEAF != 0 {
             break;
         }
-        let w = key.words[n.op as usize & (KEY_WORDS - 1)];
-        let Some(next) = arena.node(n.base + ((w >> n.shift) & n.mask as u32)) else {
+        let side = u32::from(n.op & NODE_SIDE != 0);
+        if side != 0 {
+            let Some(sub) = arena.node(n.base) else {
+                return 1;
+            };
+            // The builder keeps the stack within MAX_PENDING.
+            let len = state.pending_len;
+            if len < MAX_PENDING {
+                let slot = &mut state.pending[(len & (MAX_PENDING - 1)) as usize];
+                slot.node = sub;
+                slot.min_priority = 0;
+                state.pending_len = len + 1;
+            }
+        }
+        let w = key.words[(n.op & NODE_WORD) as usize];
+        let Some(next) = arena.node(n.base + side + ((w >> n.shift) & n.mask as u32)) else {
             return 1;
         };
         n = next;
@@ -442,24 +504,22 @@ extern "C" fn search_tree(index: u64, ctx: *mut c_void) -> i64 {
     if n.op & NODE_LEAF == 0 {
         return 1; // deeper than the builder makes trees
     }
-    let v6 = ctx.family != 0;
-    let first = n.base / 8;
     for i in 0..MAX_LEAF_RULES {
         if i >= n.mask as u32 {
             break;
         }
-        let Some(line) = arena.line(first + i) else {
+        let Some(line) = arena.line(n.base + 8 * i) else {
             return 1;
         };
         // SAFETY: a leaf's lines hold RuleMatches (64 bytes, plain data).
         let r = unsafe { &*line.cast::<RuleMatch>() };
-        if ctx.found && r.priority >= ctx.best {
+        if state.found != 0 && r.priority >= state.best {
             break; // a leaf's rules are sorted: none later can win
         }
-        if candidate_matches(r, v6, key) {
-            ctx.found = true;
-            ctx.best = r.priority;
-            ctx.best_value = r.value_index();
+        if candidate_matches(r, ctx.v6, key) {
+            state.found = 1;
+            state.best = r.priority;
+            state.value = r.value_index();
             break;
         }
     }

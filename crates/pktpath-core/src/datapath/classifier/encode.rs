@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use pktpath_common::route::{
-    ArenaLine, GenTables, MAX_VALUES, NODE_LEAF, Node, RuleMatch, RuleValue, TreeRoot,
+    GenTables, MAX_VALUES, NODE_LEAF, NODE_SIDE, Node, RuleMatch, RuleValue, TreeRoot,
 };
 
 use super::{
@@ -29,12 +29,15 @@ pub struct TreeStats {
     pub rules: usize,
     /// Trees of IPv4 and IPv6.
     pub trees: [usize; 2],
-    /// Distinct inner nodes and leaves.
+    /// Distinct inner nodes (those with a side subtree among them) and leaves.
     pub inner: usize,
+    pub sides: usize,
     pub leaves: usize,
     /// Rule entries in all leaves (a rule shared by several leaves counts in each).
     pub rule_entries: usize,
-    /// Longest root-to-leaf path (inner nodes).
+    /// Rules in some leaf: the others are hidden everywhere by rules before them.
+    pub reachable_rules: usize,
+    /// Longest path from a root (or a side subtree's root) to a leaf, in inner nodes.
     pub max_depth: u32,
     /// Most rules in one leaf.
     pub max_leaf: usize,
@@ -44,15 +47,6 @@ impl Tables {
     /// Bytes of arena the tables take.
     pub fn arena_bytes(&self) -> u64 {
         8 * self.slots.len() as u64
-    }
-
-    /// The arena as lines.
-    pub fn lines(&self) -> impl Iterator<Item = ArenaLine> + '_ {
-        self.slots.chunks(8).map(|c| {
-            let mut line = ArenaLine::default();
-            line.words[..c.len()].copy_from_slice(c);
-            line
-        })
     }
 }
 
@@ -72,6 +66,8 @@ struct Encoder<'a> {
     rules: &'a [Rule],
     slots: Vec<u64>,
     stats: TreeStats,
+    /// Whether each rule is in some leaf.
+    reachable: Vec<bool>,
 }
 
 impl Encoder<'_> {
@@ -99,6 +95,7 @@ impl Encoder<'_> {
                 self.align_line();
                 let base = self.slots.len() as u32;
                 for &g in list {
+                    self.reachable[g as usize] = true;
                     let m = rule_match(&self.rules[g as usize], g);
                     // SAFETY: RuleMatch is 64 bytes of plain data (asserted in the common crate).
                     let words = unsafe { std::mem::transmute::<RuleMatch, [u64; 8]>(m) };
@@ -115,17 +112,25 @@ impl Encoder<'_> {
                 dim,
                 shift,
                 bits,
+                side,
                 children,
             } => {
                 self.stats.inner += 1;
                 let base = self.slots.len();
-                self.slots.resize(base + children.len(), 0);
+                let first = base + usize::from(side.is_some());
+                self.slots.resize(first + children.len(), 0);
+                if let Some(side) = *side {
+                    self.stats.sides += 1;
+                    // A side subtree is walked on its own: its depth counts from 0.
+                    let n = self.emit(forest, side, 0, done);
+                    self.slots[base] = node_word(n);
+                }
                 for (c, &child) in children.iter().enumerate() {
                     let n = self.emit(forest, child, depth + 1, done);
-                    self.slots[base + c] = node_word(n);
+                    self.slots[first + c] = node_word(n);
                 }
                 Node {
-                    op: *dim,
+                    op: *dim | if side.is_some() { NODE_SIDE } else { 0 },
                     shift: *shift,
                     mask: ((1u32 << bits) - 1) as u16,
                     base: base as u32,
@@ -148,6 +153,7 @@ pub(super) fn encode(rules: &[Rule], families: &[(u8, Forest)]) -> Result<Tables
     let mut e = Encoder {
         rules,
         slots: Vec::new(),
+        reachable: vec![false; rules.len()],
         stats: TreeStats {
             rules: rules.len(),
             ..Default::default()
@@ -167,6 +173,7 @@ pub(super) fn encode(rules: &[Rule], families: &[(u8, Forest)]) -> Result<Tables
         roots.counts[f] = forest.trees.len() as u32;
         e.stats.trees[f] = forest.trees.len();
     }
+    e.stats.reachable_rules = e.reachable.iter().filter(|&&r| r).count();
     e.align_line();
     roots.values = e.slots.len() as u32;
     for rule in rules {

@@ -2,7 +2,7 @@
 //! checks in the same order, so tests and benchmarks can count what a packet costs.
 
 use pktpath_common::route::{
-    FAMILY_V4, KEY_WORDS, NODE_LEAF, Node, RuleMatch, RuleValue,
+    FAMILY_V4, NODE_LEAF, NODE_SIDE, NODE_WORD, Node, RuleMatch, RuleValue,
 };
 
 use super::{
@@ -15,7 +15,7 @@ use super::{
 pub struct Probe {
     /// The rule the data path picks.
     pub value: Option<RuleValue>,
-    /// Trees walked, inner nodes passed, leaf rules checked.
+    /// Subtrees walked (roots and side subtrees), inner nodes passed, leaf rules checked.
     pub trees: u32,
     pub nodes: u32,
     pub candidates: u32,
@@ -49,6 +49,28 @@ impl<'a> Lookup<'a> {
         unsafe { std::mem::transmute::<[u64; 3], RuleValue>(words) }
     }
 
+    /// Checks a leaf's rules in order, keeping the best match.
+    fn scan(
+        &self,
+        leaf: Node,
+        p: &PacketFields,
+        key: &pktpath_common::route::ClassKey,
+        best: &mut Option<(u32, u32)>,
+        probe: &mut Probe,
+    ) {
+        for i in 0..leaf.mask as u32 {
+            let r = self.rule(leaf.base + 8 * i);
+            if best.is_some_and(|(b, _)| r.priority >= b) {
+                break;
+            }
+            probe.candidates += 1;
+            if candidate_matches(&r, p.family, key) {
+                *best = Some((r.priority, r.value_index()));
+                break;
+            }
+        }
+    }
+
     /// The rule value the data path picks for a packet.
     pub fn find(&self, p: &PacketFields) -> Option<RuleValue> {
         self.probe(p).value
@@ -58,31 +80,32 @@ impl<'a> Lookup<'a> {
     pub fn probe(&self, p: &PacketFields) -> Probe {
         let key = key_of(p);
         let f = usize::from(p.family != FAMILY_V4);
-        let roots = &self.tables.roots;
+        let tables = &self.tables.roots;
         let mut probe = Probe::default();
         let mut best: Option<(u32, u32)> = None; // (priority, value index)
-        for root in &roots.roots[f][..roots.counts[f] as usize] {
-            if best.is_some_and(|(b, _)| root.min_priority >= b) {
-                break;
+        // As the data path: a stack of subtrees to walk, the roots pushed last first (so
+        // popped in order), each with the best priority it may hold (0 for side subtrees:
+        // unknown); each walk pushes the side subtrees on its path.
+        let mut pending: Vec<(Node, u32)> = tables.roots[f][..tables.counts[f] as usize]
+            .iter()
+            .rev()
+            .map(|r| (r.node, r.min_priority))
+            .collect();
+        while let Some((mut n, min)) = pending.pop() {
+            if best.is_some_and(|(b, _)| min >= b) {
+                continue; // its rules cannot beat the match in hand
             }
             probe.trees += 1;
-            let mut n = root.node;
             while n.op & NODE_LEAF == 0 {
                 probe.nodes += 1;
-                let w = key.words[n.op as usize & (KEY_WORDS - 1)];
-                n = self.node(n.base + ((w >> n.shift) & n.mask as u32));
-            }
-            for i in 0..n.mask as u32 {
-                let r = self.rule(n.base + 8 * i);
-                if best.is_some_and(|(b, _)| r.priority >= b) {
-                    break;
+                let side = u32::from(n.op & NODE_SIDE != 0);
+                if side != 0 {
+                    pending.push((self.node(n.base), 0));
                 }
-                probe.candidates += 1;
-                if candidate_matches(&r, p.family, &key) {
-                    best = Some((r.priority, r.value_index()));
-                    break;
-                }
+                let w = key.words[(n.op & NODE_WORD) as usize];
+                n = self.node(n.base + side + ((w >> n.shift) & n.mask as u32));
             }
+            self.scan(n, p, &key, &mut best, &mut probe);
         }
         probe.value = best.map(|(_, v)| self.value(v));
         probe

@@ -29,6 +29,7 @@
 //! [`Lookup`] searches the encoded arena the way the data path does, so the compilation is
 //! property-tested against the reference model without root.
 
+mod boxes;
 mod build;
 mod encode;
 mod lookup;
