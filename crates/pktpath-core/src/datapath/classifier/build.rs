@@ -22,6 +22,12 @@ const MAX_SLOTS: u64 = (MAX_CHUNKS as u64) << CHUNK_SLOT_BITS;
 /// dropping those a covering rule hides, equal slices once) and copy the rules every slice
 /// holds rather than give them a side subtree.
 const SMALL: usize = MAX_LEAF_RULES as usize;
+/// Rules a small node's cut must take off its largest slice to pay for the node it adds
+/// to every packet's walk (a node read costs about as much as checking this many rules).
+const CUT_GAIN: usize = 4;
+/// Fewest rules worth a side subtree: fewer are copied into every slice, which costs less
+/// than the walk a side subtree adds.
+const SIDE_MIN: usize = 4;
 /// Widest cut scored exactly.
 const EXACT_BITS: u32 = 5;
 /// Widest cut on the first rule's bits (when no other cut shrinks a big node).
@@ -306,10 +312,26 @@ impl Builder<'_> {
             return self.leaf(&list); // no cut shrinks it, and a leaf holds it
         };
         let (mut everywhere, per_cell) = self.split(&list, cut);
+        if std::env::var_os("TREE_DEBUG").is_some() && at.depth <= 3 && at.nesting <= 1 {
+            let sizes: Vec<usize> = per_cell.iter().map(|c| c.len()).collect();
+            eprintln!(
+                "{:indent$}n {} nest {} cut d{} s{} b{} everywhere {} max {} nonempty {}",
+                "",
+                list.len(),
+                at.nesting,
+                cut.dim,
+                cut.shift,
+                cut.bits,
+                everywhere.len(),
+                sizes.iter().max().unwrap_or(&0),
+                sizes.iter().filter(|&&x| x > 0).count(),
+                indent = 2 * (at.depth + 4 * at.nesting) as usize
+            );
+        }
         // The rules every slice would hold: their own subtree, walked by every packet that
         // passes this node, instead of a copy under every slice.
         let mut side = None;
-        if side_ok && !everywhere.is_empty() {
+        if side_ok && everywhere.len() >= SIDE_MIN {
             let place = Place {
                 depth: 0,
                 sides: 0,
@@ -465,7 +487,11 @@ impl Builder<'_> {
                 }
             }
         }
-        let side = if side_ok { everywhere } else { 0 };
+        let side = if side_ok && everywhere >= SIDE_MIN {
+            everywhere
+        } else {
+            0
+        };
         let (mut run, mut max, mut sum) = ((everywhere - side) as i64, 0usize, 0usize);
         for d in &diff[..n] {
             run += d;
@@ -560,8 +586,11 @@ impl Builder<'_> {
                 }
             }
         }
+        // A cut costs a node on the way (about what checking CUT_GAIN rules does): for a
+        // small node it must shrink the largest slice by that much to pay off.
+        let gain = if exact { CUT_GAIN } else { 1 };
         if let Some((s, cut)) = best
-            && s.max + s.side < n
+            && s.max + s.side + gain <= n
         {
             return Some(cut);
         }
