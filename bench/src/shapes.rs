@@ -45,8 +45,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     };
     println!(
         "{:<9} {:>7} {:>7} {:>9} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8} {:>6} {:>5} {:>6} {:>5}",
-        "profile", "policies", "reach", "compile", "trees", "inner", "leaves", "entries",
-        "depth", "leaf", "MiB", "trees", "nodes", "cands", "max"
+        "profile",
+        "policies",
+        "reach",
+        "compile",
+        "trees",
+        "inner",
+        "leaves",
+        "entries",
+        "depth",
+        "leaf",
+        "MiB",
+        "trees",
+        "nodes",
+        "cands",
+        "max"
     );
     for (profile, n) in sets {
         let set = rulesets::generate(profile, n, 2026);
@@ -55,7 +68,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let rules = policy::rules(&policies, &links, &plan.slots)?;
         let t = Instant::now();
         let params = classifier::Params {
-            leaf_rules: env_or("PKTPATH_LEAF_RULES", classifier::Params::default().leaf_rules),
+            leaf_rules: env_or(
+                "PKTPATH_LEAF_RULES",
+                classifier::Params::default().leaf_rules,
+            ),
             space_factor: env_or(
                 "PKTPATH_SPACE_FACTOR",
                 classifier::Params::default().space_factor,

@@ -8,8 +8,10 @@
 //! packets aimed at them.
 //!
 //! The same seed gives the same address pools at every size, and the first `k` policies of
-//! a set of `n` are the set of `k`. Two seeds give two sets with the same ids and
-//! priorities but other matches (what an update benchmark swaps between).
+//! a set of `n` are the set of `k` but for their priorities, which order the whole set most
+//! specific first (see `shapes::order_by_specificity`). Two seeds give two sets with the
+//! same ids and the same priorities, given to other matches (what an update benchmark swaps
+//! between).
 
 mod headers;
 mod pools;

@@ -193,7 +193,10 @@ impl Programs {
     }
 
     /// Writes the linear scan's rules: IPv4 rules then IPv6 rules, and their counts.
-    pub fn set_linear(&mut self, (rules, counts): &(Vec<RuleMatch>, [u32; 2])) -> anyhow::Result<()> {
+    pub fn set_linear(
+        &mut self,
+        (rules, counts): &(Vec<RuleMatch>, [u32; 2]),
+    ) -> anyhow::Result<()> {
         anyhow::ensure!(
             rules.len() <= MAX_LINEAR_RULES as usize,
             "{} rules exceed the linear scan's {MAX_LINEAR_RULES}",

@@ -579,5 +579,4 @@ mod tests {
         });
         assert!(zero, "the low class and some ranges start at 0");
     }
-
 }

@@ -51,9 +51,9 @@ use pktpath_common::route::{IfaceCounters, PROG_DATAPATH, PolicyCounters};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    classifier::{self, CompileError, TreeStats},
     policy::{self, Interfaces, LinkInfo, PolicyError, Slots},
     tables::{Applied, DatapathMaps, TableError},
-    classifier::{self, CompileError, TreeStats},
 };
 use crate::{
     loader::{self, LoadError, Object},

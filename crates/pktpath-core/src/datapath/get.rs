@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use super::{
     attach::{AttachError, Attached},
-    frame::{self, FrameOptions},
     classifier::PacketFields,
+    frame::{self, FrameOptions},
 };
 use crate::sys::{SysError, iface};
 

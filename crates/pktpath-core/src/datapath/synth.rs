@@ -115,7 +115,11 @@ fn mask_to(addr: IpAddr, len: u8) -> IpAddr {
             IpAddr::from((u32::from(x) & m).to_be_bytes())
         }
         IpAddr::V6(x) => {
-            let m = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             IpAddr::from((u128::from(x) & m).to_be_bytes())
         }
     }
@@ -124,7 +128,9 @@ fn mask_to(addr: IpAddr, len: u8) -> IpAddr {
 fn dense_ports(rng: &mut Rng) -> Option<PortRange> {
     match rng.below(7) {
         0..=2 => None,
-        3 => Some(PortRange::single([0, 22, 53, 80, 443][rng.below(5) as usize])),
+        3 => Some(PortRange::single(
+            [0, 22, 53, 80, 443][rng.below(5) as usize],
+        )),
         4 => Some(PortRange::new(0, 1023).expect("a range")),
         5 => Some(PortRange::new(1024, 65535).expect("a range")),
         _ => {

@@ -20,9 +20,9 @@ use aya::{
     util::nr_cpus,
 };
 use pktpath_common::route::{
-    CHUNK_SLOTS, Chunk, GENERATIONS, GenTables, IfaceCounters, MAP_ARENA,
-    MAP_IFACE_STATS, MAP_IFACE_STATS_HIGH, MAP_NEXTHOPS, MAP_POLICY_STATS, MAP_STATE, MAP_TREES,
-    MAX_CHUNKS, MAX_IFACES, NextHop, PolicyCounters, RouteState,
+    CHUNK_SLOTS, Chunk, GENERATIONS, GenTables, IfaceCounters, MAP_ARENA, MAP_IFACE_STATS,
+    MAP_IFACE_STATS_HIGH, MAP_NEXTHOPS, MAP_POLICY_STATS, MAP_STATE, MAP_TREES, MAX_CHUNKS,
+    MAX_IFACES, NextHop, PolicyCounters, RouteState,
 };
 
 use super::classifier::{Tables, TreeStats};

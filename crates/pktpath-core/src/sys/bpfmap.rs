@@ -58,7 +58,13 @@ impl Drop for Mapped {
 pub fn synchronize_programs() -> Result<(), SysError> {
     const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
     // SAFETY: membarrier takes two integers and touches no memory of ours.
-    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0 as libc::c_long) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_GLOBAL,
+            0 as libc::c_long,
+        )
+    };
     if rc < 0 {
         return Err(SysError::last("membarrier(MEMBARRIER_CMD_GLOBAL)"));
     }
@@ -96,7 +102,9 @@ pub fn delete_array_entry(fd: BorrowedFd<'_>, index: u32) -> Result<(), SysError
         )
     };
     if rc < 0 {
-        return Err(SysError::last(format!("bpf(BPF_MAP_DELETE_ELEM, entry {index})")));
+        return Err(SysError::last(format!(
+            "bpf(BPF_MAP_DELETE_ELEM, entry {index})"
+        )));
     }
     Ok(())
 }

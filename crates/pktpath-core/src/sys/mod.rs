@@ -2,9 +2,9 @@
 //! clocks, filesystem mounts (bpffs, tracefs), and the few BPF map operations aya lacks (sys::bpfmap),
 //! network namespaces and traffic control (rtnetlink).
 
+pub mod bpfmap;
 pub mod caps;
 pub mod clock;
-pub mod bpfmap;
 pub mod iface;
 pub mod mounts;
 pub mod netns;

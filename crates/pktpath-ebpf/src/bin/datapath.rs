@@ -12,9 +12,8 @@ use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_MMAPABLE, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-        BPF_FIB_LOOKUP_DIRECT, BPF_FIB_LOOKUP_TBID, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup,
-        bpf_redir_neigh,
+        BPF_F_MMAPABLE, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_DIRECT,
+        BPF_FIB_LOOKUP_TBID, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup, bpf_redir_neigh,
     },
     btf_maps::{self, ArrayOfMaps},
     helpers::generated::{
@@ -25,12 +24,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use pktpath_common::route::{
-    CHUNK_SLOT_BITS, ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, CHUNK_SLOTS, Chunk, ClassKey,
-    Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, GenTables, IfaceCounters, MAX_CHUNKS, MAX_DEPTH,
-    MAX_IFACES, MAX_LEAF_RULES, MAX_NEXTHOPS, MAX_PENDING, MAX_POLICY_SLOTS, MAX_TREES,
-    MAX_WALKS, NODE_LEAF, NODE_SIDE, NODE_WORD,
-    NextHop, Node, OUTCOME_DROPPED, OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_PASSED,
-    PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState, RuleMatch, RuleValue, TapEvent,
+    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, CHUNK_SLOT_BITS, CHUNK_SLOTS, Chunk,
+    ClassKey, Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, GenTables, IfaceCounters, MAX_CHUNKS,
+    MAX_DEPTH, MAX_IFACES, MAX_LEAF_RULES, MAX_NEXTHOPS, MAX_PENDING, MAX_POLICY_SLOTS, MAX_TREES,
+    MAX_WALKS, NODE_LEAF, NODE_SIDE, NODE_WORD, NextHop, Node, OUTCOME_DROPPED, OUTCOME_ERROR,
+    OUTCOME_FORWARDED, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState,
+    RuleMatch, RuleValue, TapEvent,
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
@@ -435,14 +434,7 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
         &mut *c
     };
     // SAFETY: `walk` has the callback signature bpf_loop expects; `ctx` outlives it.
-    unsafe {
-        bpf_loop(
-            MAX_WALKS,
-            walk as *mut c_void,
-            (&raw mut *ctx).cast(),
-            0,
-        )
-    };
+    unsafe { bpf_loop(MAX_WALKS, walk as *mut c_void, (&raw mut *ctx).cast(), 0) };
     // SAFETY: as above.
     let state = unsafe { &*ctx.state };
     if state.found == 0 {
@@ -452,7 +444,11 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
     let mut arena = Arena::new(base)?;
     let line = arena.line(slot & !7)?;
     // SAFETY: values sit at 32-byte strides in their lines: offset 0 or 32 of 64 bytes.
-    Some(unsafe { line.cast::<u8>().add(((slot / 4) % 2) as usize * 32).cast::<RuleValue>() })
+    Some(unsafe {
+        line.cast::<u8>()
+            .add(((slot / 4) % 2) as usize * 32)
+            .cast::<RuleValue>()
+    })
 }
 
 /// `bpf_loop` callback: walks the subtree on top of the stack; returns 1 to stop.

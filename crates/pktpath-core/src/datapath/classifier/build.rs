@@ -10,7 +10,9 @@ use pktpath_common::route::{
 
 use super::{
     Params,
-    boxes::{ALL_DIMS, BRule, Cut, DIMS, Piece, Region, V4_DIMS, child_region, intersect, is_port, width},
+    boxes::{
+        ALL_DIMS, BRule, Cut, DIMS, Piece, Region, V4_DIMS, child_region, intersect, is_port, width,
+    },
     rule::{CompileError, Rule},
 };
 
@@ -579,8 +581,8 @@ impl Builder<'_> {
                 if spread.sum + cut.cells() > room && bits > 1 {
                     continue;
                 }
-                let better = best
-                    .is_none_or(|(bs, bc)| (spread.score(), cut.bits) < (bs.score(), bc.bits));
+                let better =
+                    best.is_none_or(|(bs, bc)| (spread.score(), cut.bits) < (bs.score(), bc.bits));
                 if better {
                     best = Some((spread, cut));
                 }

@@ -37,7 +37,9 @@ impl<'a> Lookup<'a> {
 
     fn rule(&self, slot: u32) -> RuleMatch {
         let s = slot as usize;
-        let words: [u64; 8] = self.tables.slots[s..s + 8].try_into().expect("a whole line");
+        let words: [u64; 8] = self.tables.slots[s..s + 8]
+            .try_into()
+            .expect("a whole line");
         // SAFETY: every bit pattern is a valid RuleMatch.
         unsafe { std::mem::transmute::<[u64; 8], RuleMatch>(words) }
     }

@@ -75,7 +75,9 @@ pub enum CompileError {
 
 /// Address bytes (IPv4 in the first 4) as host-order words.
 fn words(a: &[u8; 16]) -> [u32; 4] {
-    std::array::from_fn(|i| u32::from_be_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]]))
+    std::array::from_fn(|i| {
+        u32::from_be_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
+    })
 }
 
 /// The key words of a packet.

@@ -46,9 +46,11 @@ fn v6(net: u8, tail: u8) -> IpAddr {
 }
 
 fn addr(v6_family: bool) -> impl Strategy<Value = IpAddr> {
-    (0u8..3, 0u8..3, 0u8..4).prop_map(move |(a, b, c)| {
-        if v6_family { v6(a, c) } else { v4(10, a, b, c) }
-    })
+    (0u8..3, 0u8..3, 0u8..4).prop_map(
+        move |(a, b, c)| {
+            if v6_family { v6(a, c) } else { v4(10, a, b, c) }
+        },
+    )
 }
 
 fn prefix(v6_family: bool) -> impl Strategy<Value = Prefix> {
@@ -64,7 +66,11 @@ fn prefix(v6_family: bool) -> impl Strategy<Value = Prefix> {
                 IpAddr::from((u32::from(x) & m).to_be_bytes())
             }
             IpAddr::V6(x) => {
-                let m = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+                let m = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
                 IpAddr::from((u128::from(x) & m).to_be_bytes())
             }
         };
@@ -110,7 +116,10 @@ fn policy() -> impl Strategy<Value = (Match, Action)> {
             proptest::option::weighted(0.15, proptest::sample::select(vec![0u8, 10, 46])),
             proptest::option::weighted(
                 0.15,
-                (0u32..4, proptest::sample::select(vec![0xffu32, 0x0f, u32::MAX])),
+                (
+                    0u32..4,
+                    proptest::sample::select(vec![0xffu32, 0x0f, u32::MAX]),
+                ),
             ),
             0u8..4,
         )
@@ -187,19 +196,21 @@ fn packet() -> impl Strategy<Value = model::PacketFields> {
             0u32..5,
             proptest::bool::weighted(0.1),
         )
-            .prop_map(|(iif, src, dst, proto, sport, dport, dscp, mark, fragment)| {
-                let ports = matches!(proto, 6 | 17) && !fragment;
-                model::PacketFields {
-                    iif: InterfaceId(iif),
-                    src,
-                    dst,
-                    proto,
-                    sport: ports.then_some(sport),
-                    dport: ports.then_some(dport),
-                    dscp,
-                    mark,
-                }
-            })
+            .prop_map(
+                |(iif, src, dst, proto, sport, dport, dscp, mark, fragment)| {
+                    let ports = matches!(proto, 6 | 17) && !fragment;
+                    model::PacketFields {
+                        iif: InterfaceId(iif),
+                        src,
+                        dst,
+                        proto,
+                        sport: ports.then_some(sport),
+                        dport: ports.then_some(dport),
+                        dscp,
+                        mark,
+                    }
+                },
+            )
     })
 }
 
