@@ -95,6 +95,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let mean = |f: fn(&classifier::Probe) -> u32| {
             work.iter().map(|w| f(w) as f64).sum::<f64>() / work.len() as f64
         };
+        eprintln!(
+            "    sides pushed {:.2} rests {:.2}",
+            mean(|w| w.sides),
+            mean(|w| w.rests)
+        );
         let max_cost = work
             .iter()
             .map(|w| w.nodes + w.candidates)

@@ -10,7 +10,7 @@ use pktpath_common::route::{
 };
 use pktpath_core::{
     datapath::{
-        classifier::{PacketFields, Rule, compile},
+        classifier::{PacketFields, Params, Rule, compile, compile_with},
         frame::{self, FrameOptions, ipv4_checksum},
         policy::{self, Slots},
         synth::{self, Rng, v4},
@@ -87,7 +87,18 @@ fn kernel_classification_equals_the_model() {
         let set = synth::dense_policies(&mut rng, n, Some(MARK_BASE));
         let plan = Slots::default().plan(&set).unwrap();
         let rules = policy::rules(&set, &ifaces, &plan.slots).unwrap();
-        let tables = compile(&rules).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        // Every other round, one leaf per tree: longer than a walk checks, so the kernel
+        // walks the rest of it as a leaf of its own.
+        let params = if round % 2 == 0 {
+            Params::default()
+        } else {
+            Params {
+                leaf_rules: 256,
+                ..Params::default()
+            }
+        };
+        let tables =
+            compile_with(&rules, params).unwrap_or_else(|e| panic!("round {round}: {e}"));
         dp.maps.apply(&tables).expect("apply");
         for _ in 0..80 {
             let mut p = synth::dense_packet(&mut rng);
@@ -116,6 +127,77 @@ fn kernel_classification_equals_the_model() {
         matched > 300,
         "only {matched} of {compared} packets matched a policy: generator too sparse"
     );
+}
+
+/// Each realistic rule-set profile at a few thousand policies, through the kernel, against
+/// the model: every policy passes the packet with a mark naming it, so the mark after the
+/// run says which policy the kernel picked.
+#[test]
+fn kernel_classification_of_realistic_rule_sets_equals_the_model() {
+    use std::collections::HashMap;
+
+    use pktpath_core::{
+        datapath::policy::{Interfaces, LinkInfo},
+        route::{compile::InterfaceId, config::Action},
+    };
+    use pktpath_tests::rulesets::{self, INTERFACES, Profile};
+
+    require_root();
+    let mut dp = Datapath::load();
+    // Test runs arrive on the namespace's loopback (ifindex 1): that is `in0`, and every
+    // header arrives there; the other interfaces get ifindexes no packet has.
+    let ifaces = Interfaces {
+        links: (0..INTERFACES.len() as u32)
+            .map(|i| LinkInfo {
+                ifindex: if i == 0 { 1 } else { 1000 + i },
+                mtu: 1500,
+                mac: [2, 0, 0, 0, 0, i as u8],
+            })
+            .collect(),
+    };
+    for profile in Profile::ALL {
+        let mut set = rulesets::generate(profile, 3000, 11);
+        for (i, p) in set.runtime.policies.iter_mut().enumerate() {
+            p.action = Action::Pass {
+                set_mark: Some(MARK_BASE + i as u32),
+                set_dscp: None,
+            };
+        }
+        let index: HashMap<String, u32> = set
+            .runtime
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id.clone(), i as u32))
+            .collect();
+        let policies = set.policy_set().expect("generated sets are valid");
+        let plan = Slots::default().plan(&policies).unwrap();
+        let rules = policy::rules(&policies, &ifaces, &plan.slots).unwrap();
+        let tables = compile(&rules).unwrap_or_else(|e| panic!("{profile}: {e}"));
+        dp.maps.apply(&tables).expect("apply");
+        let (mut compared, mut matched) = (0, 0);
+        for mut h in rulesets::headers(&set, 2000, 3) {
+            h.iif = InterfaceId(0);
+            let frame = frame::build(&policy::packet_fields(&h, &ifaces), &FrameOptions::default());
+            let (verdict, mark_out, _) = dp.run(&frame, h.mark);
+            assert_eq!(verdict, TC_ACT_OK, "{profile}, {h:?}: every policy passes");
+            let want = model::classify(&policies, &h)
+                .policy_id()
+                .map(|id| MARK_BASE + index[id]);
+            assert_eq!(
+                mark_out,
+                want.unwrap_or(h.mark),
+                "{profile}, {h:?}: the model picks {:?}",
+                model::classify(&policies, &h).policy_id()
+            );
+            compared += 1;
+            matched += usize::from(want.is_some());
+        }
+        assert!(
+            matched * 10 >= compared * 9,
+            "{profile}: only {matched} of {compared} headers matched a policy"
+        );
+    }
 }
 
 fn forward_rule(priority: u32, dst: [u8; 16], len: u8, family: u8) -> Rule {

@@ -26,7 +26,7 @@ use aya_ebpf::{
 use pktpath_common::route::{
     ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, CHUNK_SLOT_BITS, CHUNK_SLOTS, Chunk,
     ClassKey, Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, GenTables, IfaceCounters, MAX_CHUNKS,
-    MAX_DEPTH, MAX_IFACES, MAX_LEAF_RULES, MAX_NEXTHOPS, MAX_PENDING, MAX_POLICY_SLOTS, MAX_TREES,
+    MAX_DEPTH, MAX_IFACES, LEAF_SEGMENT, MAX_NEXTHOPS, MAX_PENDING, MAX_POLICY_SLOTS, MAX_TREES,
     MAX_WALKS, NODE_LEAF, NODE_SIDE, NODE_WORD, NextHop, Node, OUTCOME_DROPPED, OUTCOME_ERROR,
     OUTCOME_FORWARDED, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState,
     RuleMatch, RuleValue, TapEvent,
@@ -500,8 +500,10 @@ extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
     if n.op & NODE_LEAF == 0 {
         return 1; // deeper than the builder makes trees
     }
-    for i in 0..MAX_LEAF_RULES {
-        if i >= n.mask as u32 {
+    let count = n.mask as u32;
+    let mut checked = 0u32;
+    for i in 0..LEAF_SEGMENT {
+        if i >= count {
             break;
         }
         let Some(line) = arena.line(n.base + 8 * i) else {
@@ -510,13 +512,29 @@ extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
         // SAFETY: a leaf's lines hold RuleMatches (64 bytes, plain data).
         let r = unsafe { &*line.cast::<RuleMatch>() };
         if state.found != 0 && r.priority >= state.best {
-            break; // a leaf's rules are sorted: none later can win
+            return 0; // a leaf's rules are sorted: none later can win
         }
         if candidate_matches(r, ctx.v6, key) {
             state.found = 1;
             state.best = r.priority;
             state.value = r.value_index();
-            break;
+            return 0;
+        }
+        checked = i + 1;
+    }
+    if count > checked && checked == LEAF_SEGMENT {
+        // The rest of a long leaf, walked next.
+        let len = state.pending_len;
+        if len < MAX_PENDING {
+            let slot = &mut state.pending[(len & (MAX_PENDING - 1)) as usize];
+            slot.node = Node {
+                op: NODE_LEAF,
+                shift: 0,
+                mask: (count - LEAF_SEGMENT) as u16,
+                base: n.base + 8 * LEAF_SEGMENT,
+            };
+            slot.min_priority = 0;
+            state.pending_len = len + 1;
         }
     }
     0

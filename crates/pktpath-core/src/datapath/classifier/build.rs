@@ -4,7 +4,8 @@
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use pktpath_common::route::{
-    CHUNK_SLOT_BITS, FAMILY_V4, KEY_DST, KEY_SRC, MAX_CHUNKS, MAX_DEPTH, MAX_LEAF_RULES,
+    CHUNK_SLOT_BITS, FAMILY_V4, KEY_DST, KEY_SRC, LEAF_SEGMENT, MAX_CHUNKS, MAX_DEPTH,
+    MAX_LEAF_RULES,
     MAX_PATH_SIDES, MAX_SIDE_NESTING, MAX_TREES,
 };
 
@@ -23,7 +24,10 @@ const MAX_SLOTS: u64 = (MAX_CHUNKS as u64) << CHUNK_SLOT_BITS;
 /// Nodes with at most this many rules score cuts exactly (a slice's rules counted after
 /// dropping those a covering rule hides, equal slices once) and copy the rules every slice
 /// holds rather than give them a side subtree.
-const SMALL: usize = MAX_LEAF_RULES as usize;
+const SMALL: usize = LEAF_SEGMENT as usize;
+/// A node no cut shrinks becomes a leaf up to this many rules (two walks' checks); a bigger
+/// one is cut on its first rule's bits.
+const STUCK_LEAF: usize = 2 * LEAF_SEGMENT as usize;
 /// Rules a small node's cut must take off its largest slice to pay for the node it adds
 /// to every packet's walk (a node read costs about as much as checking this many rules).
 const CUT_GAIN: usize = 4;
@@ -314,7 +318,7 @@ impl Builder<'_> {
             return self.leaf(&list); // no cut shrinks it, and a leaf holds it
         };
         let (mut everywhere, per_cell) = self.split(&list, cut);
-        if std::env::var_os("TREE_DEBUG").is_some() && at.depth <= 3 && at.nesting <= 1 {
+        if std::env::var_os("TREE_DEBUG").is_some() && at.depth >= 18 {
             let sizes: Vec<usize> = per_cell.iter().map(|c| c.len()).collect();
             eprintln!(
                 "{:indent$}n {} nest {} cut d{} s{} b{} everywhere {} max {} nonempty {}",
@@ -329,6 +333,10 @@ impl Builder<'_> {
                 sizes.iter().filter(|&&x| x > 0).count(),
                 indent = 2 * (at.depth + 4 * at.nesting) as usize
             );
+            for &i in list.iter().take(40) {
+                let r = self.rule(i);
+                eprintln!("      prio {} {:?}", r.priority, self.dims.iter().map(|&d| (d, r.pieces(d).iter().map(|p| (p.value, p.mask)).filter(|p| p.1 != 0).collect::<Vec<_>>())).filter(|(_, v)| !v.is_empty()).collect::<Vec<_>>());
+            }
         }
         // The rules every slice would hold: their own subtree, walked by every packet that
         // passes this node, instead of a copy under every slice.
@@ -579,7 +587,7 @@ impl Builder<'_> {
                     self.spread(list, cut, side_ok)
                 };
                 if spread.sum + cut.cells() > room && bits > 1 {
-                    continue;
+                    break; // wider cuts copy more
                 }
                 let better =
                     best.is_none_or(|(bs, bc)| (spread.score(), cut.bits) < (bs.score(), bc.bits));
@@ -596,7 +604,7 @@ impl Builder<'_> {
         {
             return Some(cut);
         }
-        if n <= MAX_LEAF_RULES as usize {
+        if n <= STUCK_LEAF {
             return None;
         }
         self.first_rule_cut(list, reach)

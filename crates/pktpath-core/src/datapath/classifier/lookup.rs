@@ -2,7 +2,7 @@
 //! checks in the same order, so tests and benchmarks can count what a packet costs.
 
 use pktpath_common::route::{
-    FAMILY_V4, NODE_LEAF, NODE_SIDE, NODE_WORD, Node, RuleMatch, RuleValue,
+    FAMILY_V4, LEAF_SEGMENT, NODE_LEAF, NODE_SIDE, NODE_WORD, Node, RuleMatch, RuleValue,
 };
 
 use super::{
@@ -19,6 +19,9 @@ pub struct Probe {
     pub trees: u32,
     pub nodes: u32,
     pub candidates: u32,
+    /// Of the walks: side subtrees, and the rests of long leaves.
+    pub sides: u32,
+    pub rests: u32,
 }
 
 /// Searches [`Tables`] as the data path does.
@@ -51,7 +54,9 @@ impl<'a> Lookup<'a> {
         unsafe { std::mem::transmute::<[u64; 3], RuleValue>(words) }
     }
 
-    /// Checks a leaf's rules in order, keeping the best match.
+    /// Checks a leaf's rules in order, keeping the best match; returns the rest of a leaf
+    /// longer than [`LEAF_SEGMENT`] when it must be checked too (as the data path walks it
+    /// next).
     fn scan(
         &self,
         leaf: Node,
@@ -59,18 +64,25 @@ impl<'a> Lookup<'a> {
         key: &pktpath_common::route::ClassKey,
         best: &mut Option<(u32, u32)>,
         probe: &mut Probe,
-    ) {
-        for i in 0..leaf.mask as u32 {
+    ) -> Option<Node> {
+        let count = leaf.mask as u32;
+        for i in 0..count.min(LEAF_SEGMENT) {
             let r = self.rule(leaf.base + 8 * i);
             if best.is_some_and(|(b, _)| r.priority >= b) {
-                break;
+                return None;
             }
             probe.candidates += 1;
             if candidate_matches(&r, p.family, key) {
                 *best = Some((r.priority, r.value_index()));
-                break;
+                return None;
             }
         }
+        (count > LEAF_SEGMENT).then(|| Node {
+            op: NODE_LEAF,
+            shift: 0,
+            mask: (count - LEAF_SEGMENT) as u16,
+            base: leaf.base + 8 * LEAF_SEGMENT,
+        })
     }
 
     /// The rule value the data path picks for a packet.
@@ -102,12 +114,16 @@ impl<'a> Lookup<'a> {
                 probe.nodes += 1;
                 let side = u32::from(n.op & NODE_SIDE != 0);
                 if side != 0 {
+                    probe.sides += 1;
                     pending.push((self.node(n.base), 0));
                 }
                 let w = key.words[(n.op & NODE_WORD) as usize];
                 n = self.node(n.base + side + ((w >> n.shift) & n.mask as u32));
             }
-            self.scan(n, p, &key, &mut best, &mut probe);
+            if let Some(rest) = self.scan(n, p, &key, &mut best, &mut probe) {
+                probe.rests += 1;
+                pending.push((rest, 0));
+            }
         }
         probe.value = best.map(|(_, v)| self.value(v));
         probe

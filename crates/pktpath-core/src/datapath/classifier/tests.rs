@@ -249,8 +249,13 @@ proptest! {
         let ifaces = ifaces();
         let plan = Slots::default().plan(&set).unwrap();
         let rules = policy::rules(&set, &ifaces, &plan.slots).unwrap();
-        // The default shape, and deep trees of tiny leaves with few copies allowed.
-        for params in [Params::default(), Params { leaf_rules: 1, space_factor: 2 }] {
+        // The default shape; deep trees of tiny leaves with few copies allowed; one leaf
+        // per tree, longer than a walk checks (its rest walked after).
+        for params in [
+            Params::default(),
+            Params { leaf_rules: 1, space_factor: 2 },
+            Params { leaf_rules: 256, space_factor: 4 },
+        ] {
             let tables = compile_with(&rules, params).unwrap();
             let lookup = Lookup::new(&tables);
             for p in &packets {
