@@ -20,9 +20,9 @@ use aya::{
     util::nr_cpus,
 };
 use pktpath_common::route::{
-    CHUNK_SLOTS, Chunk, GENERATIONS, GenTables, IfaceCounters, MAP_ARENA,
-    MAP_IFACE_STATS, MAP_IFACE_STATS_HIGH, MAP_NEXTHOPS, MAP_POLICY_STATS, MAP_STATE, MAP_TREES,
-    MAX_CHUNKS, MAX_IFACES, NextHop, PolicyCounters, RouteState,
+    CHUNK_SLOTS, Chunk, GENERATIONS, GenTables, IfaceCounters, MAP_ARENA, MAP_IFACE_STATS,
+    MAP_IFACE_STATS_HIGH, MAP_NEXTHOPS, MAP_POLICY_STATS, MAP_STATE, MAP_TREES, MAX_CHUNKS,
+    MAX_IFACES, NextHop, PolicyCounters, RouteState,
 };
 
 use super::classifier::{Tables, TreeStats};
@@ -70,6 +70,16 @@ pub enum TableError {
 
 fn map_err(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> TableError {
     move |source| TableError::Map { op, map, source }
+}
+
+/// Arena chunks `tables` take.
+pub fn chunks(tables: &Tables) -> usize {
+    tables.slots.len().div_ceil(CHUNK_SLOTS as usize)
+}
+
+/// Bytes `tables` take in the kernel: their arena chunks, whole.
+pub fn kernel_bytes(tables: &Tables) -> u64 {
+    (chunks(tables) * CHUNK_BYTES) as u64
 }
 
 /// Handles on the data path's maps.
@@ -204,7 +214,7 @@ impl DatapathMaps {
         let mut state = self.state()?;
         let active = state.active & 1;
         let next = (active + 1) % GENERATIONS;
-        let chunks = tables.slots.len().div_ceil(CHUNK_SLOTS as usize);
+        let chunks = chunks(tables);
         if chunks > MAX_CHUNKS as usize {
             return Err(TableError::TooManyChunks {
                 needed: chunks,
@@ -237,7 +247,7 @@ impl DatapathMaps {
             generation: next,
             stats: tables.stats,
             chunks,
-            arena_bytes: (chunks * CHUNK_BYTES) as u64,
+            arena_bytes: kernel_bytes(tables),
         })
     }
 
