@@ -1,6 +1,7 @@
-//! `pktpath route`: the policy-routing fast path. `check` (validate the configuration files
-//! and show what would be applied), `schema` (the files' JSON Schema), and on the running
-//! system `attach`, `apply`, `show`, `stats`, `get` and `detach`.
+//! `pktpath route`: the policy-routing fast path. `check` (validate the configuration files,
+//! compile them as `apply` would and show what would be applied), `schema` (the files' JSON
+//! Schema), and on the running system `attach`, `apply`, `show`, `stats`, `get` and
+//! `detach`.
 
 use std::{io::Write as _, net::IpAddr, path::PathBuf};
 
@@ -9,6 +10,7 @@ use pktpath_core::{
     datapath::{
         attach::{self, DEFAULT_PIN_DIR, Layout, TcMode},
         classifier::PacketFields,
+        policy::{self, ClassifierSummary, Interfaces, Slots},
     },
     route::{
         compile::{PolicySet, Topology},
@@ -165,16 +167,22 @@ struct OutputArgs {
     json: bool,
 }
 
-/// Validate configuration.json (and runtimeConfiguration.json) and print what would be
-/// applied: interfaces, next hops, tables, and the policies in priority order.
+/// Validate configuration.json (and runtimeConfiguration.json), compile the policies as
+/// `route apply` would, and print what would be applied.
+///
+/// Prints the interfaces, next hops, tables, the policies in priority order, and the
+/// classifier's rules, trees and table size. The interfaces need not exist: stand-ins take
+/// their place (with the real ones the tables' size may differ slightly).
 ///
 /// Examples:
 ///   pktpath route check --config examples/configuration.json
 ///   pktpath route check --config examples/configuration.json examples/runtimeConfiguration.json
 ///   pktpath route check --config configuration.json runtime.json --json | jq '.policies[].id'
+///   pktpath route check --config configuration.json runtime.json --json | jq .classifier
 ///
 /// Exit status: 0 when the files are valid; 1 with one line on stderr naming the file, line,
-/// column and field when they are not. Needs no privileges and touches nothing.
+/// column and field when they are not, or with what `route apply` would say when the data
+/// path cannot hold the policy set. Needs no privileges and touches nothing.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 struct CheckArgs {
@@ -360,7 +368,7 @@ fn show_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
         serde_json::to_writer_pretty(&mut out, &summary)?;
         writeln!(out)?;
     } else {
-        print_check(&mut out, &set, &summary)?;
+        print_check(&mut out, &set, &summary, None)?;
     }
     out.flush()?;
     Ok(exit::OK)
@@ -446,29 +454,48 @@ fn detach_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
+/// `route check --json`: the summary and what the classifier made of the policies.
+#[derive(serde::Serialize)]
+struct CheckReport<'a> {
+    #[serde(flatten)]
+    summary: &'a Summary,
+    classifier: ClassifierSummary,
+}
+
 fn check(args: CheckArgs) -> anyhow::Result<i32> {
     let topology = Topology::load(&args.config)?;
     let set = match &args.runtime {
         Some(path) => PolicySet::load(&topology, path)?,
         None => PolicySet::empty(topology),
     };
+    // What `route apply` compiles on a freshly attached data path, with stand-ins for the
+    // interfaces: a set it would refuse fails here with its error.
+    let plan = Slots::default().plan(&set)?;
+    let ifaces = Interfaces::placeholder(&set.topology);
+    let classifier = policy::compile_set(&set, &ifaces, &plan.slots)?.summary();
     let runtime_name = args.runtime.as_ref().map(|p| p.display().to_string());
     let summary = Summary::new(&set, runtime_name.as_deref());
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &summary)?;
+        let report = CheckReport {
+            summary: &summary,
+            classifier,
+        };
+        serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
-        print_check(&mut out, &set, &summary)?;
+        print_check(&mut out, &set, &summary, Some(&classifier))?;
     }
     out.flush()?;
     Ok(exit::OK)
 }
 
+/// The `route check` text (also `route show`'s, which has no `classifier`).
 fn print_check(
     out: &mut impl std::io::Write,
     set: &PolicySet,
     summary: &Summary,
+    classifier: Option<&ClassifierSummary>,
 ) -> std::io::Result<()> {
     let topology = &set.topology;
     writeln!(
@@ -481,6 +508,16 @@ fn print_check(
     )?;
     if let Some(runtime) = &summary.runtime_configuration {
         writeln!(out, "{runtime}: valid: {} policies", summary.policies.len())?;
+        if let Some(c) = classifier {
+            writeln!(
+                out,
+                "classifier: {} rules in {} trees ({} KiB of tables, {} KiB in the kernel)",
+                c.rules,
+                c.trees,
+                c.arena_bytes.div_ceil(1024),
+                c.table_bytes / 1024
+            )?;
+        }
     }
 
     writeln!(out)?;

@@ -1,6 +1,7 @@
-//! Helpers shared by the `pktpath route` end-to-end tests (route_datapath.rs, route_lab.rs):
-//! the CLI run inside the router namespace with a unique pin directory, the lab's static
-//! configuration, counter lookups in `route stats --json`, and the "nothing left" check.
+//! Helpers shared by the `pktpath route` end-to-end tests (route.rs, route_datapath.rs,
+//! route_lab.rs): the CLI run inside the router namespace with a unique pin directory, the
+//! lab's static configuration, a policy set the data path cannot hold, counter lookups in
+//! `route stats --json`, and the "nothing left" check.
 //!
 //! The CLI runs in the router namespace through `nsenter --net=...`, not `ip netns exec`:
 //! the latter also unshares the mount namespace and mounts a fresh /sys, so a bpffs
@@ -142,6 +143,38 @@ pub fn lab_config(lab: &RouterLab, egress: &[&str]) -> String {
         e(c),
         e(u1),
         e(u2)
+    )
+}
+
+/// A runtime configuration the classifier refuses (valid against any static configuration:
+/// it names no interface or next hop): 32 policies that each match one bit of the mark,
+/// then 40 that match nested IPv6 prefixes of all ones (sources /31 to /1, destinations /31
+/// to /23). A packet with every mark bit set and such addresses matches all 72, and more
+/// than 32 of them are still together 24 levels down the tree.
+pub fn inseparable_policies() -> String {
+    let mut policies: Vec<String> = (0..32)
+        .map(|bit| {
+            let m = 1u32 << bit;
+            format!(
+                r#"{{ "id": "mark-bit-{bit}", "priority": {}, "match": {{ "mark": {{ "value": {m}, "mask": {m} }} }}, "action": {{ "type": "pass" }} }}"#,
+                bit + 1
+            )
+        })
+        .collect();
+    let prefixes = (1..=31u8)
+        .rev()
+        .map(|len| ("src", len))
+        .chain((23..=31u8).rev().map(|len| ("dst", len)));
+    for (i, (field, len)) in prefixes.enumerate() {
+        let ones = std::net::Ipv6Addr::from(u128::MAX << (128 - len));
+        policies.push(format!(
+            r#"{{ "id": "{field}-ones-{len}", "priority": {}, "match": {{ "{field}": "{ones}/{len}" }}, "action": {{ "type": "drop" }} }}"#,
+            100 + i
+        ));
+    }
+    format!(
+        "{{ \"version\": 1, \"policies\": [\n  {}\n] }}\n",
+        policies.join(",\n  ")
     )
 }
 
