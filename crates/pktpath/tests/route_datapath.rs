@@ -402,6 +402,28 @@ fn steer_and_detach(mode: &str) {
     );
     assert_eq!(dp.json(&["show"])["policies"], show["policies"]);
 
+    // A valid set the data path cannot hold: apply refuses it with the classifier's
+    // message, `route check` (no data path, no interfaces) with the same line and exit code,
+    // and the running set stays.
+    let refused = scratch.write("refused.json", &common::inseparable_policies());
+    let applied = dp.route(&["apply", &refused]);
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert_eq!(applied.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    let checked = std::process::Command::new(common::PKTPATH)
+        .args(["route", "check", "--config", &config, &refused])
+        .output()
+        .expect("run pktpath route check");
+    assert_eq!(checked.status.code(), applied.status.code());
+    assert_eq!(String::from_utf8_lossy(&checked.stderr), stderr);
+    send(&lab, RouterLab::CLIENT4, 5000);
+    assert_eq!(
+        listeners.drain(),
+        expect(&[("up2/v4/5000", N)]),
+        "old steering continues after a refused set"
+    );
+    assert_eq!(dp.json(&["show"])["policies"], show["policies"]);
+
     // `route get` agrees with where the real packets went under the running set.
     let get = |words: &str| {
         dp.json(&[&["get"], words.split(' ').collect::<Vec<_>>().as_slice()].concat())
