@@ -495,6 +495,22 @@ fn steer_and_detach(mode: &str) {
     );
     let out = dp.route(&["get", "iif", to_client, "from", "10.1.0.2"]);
     assert_eq!(out.status.code(), Some(1), "incomplete get is an error");
+    // Without proto the packet is an echo request; proto 0 is protocol 0, which no policy
+    // matches; for IPv6, next header 0 is the hop-by-hop header, not a protocol.
+    let echo = get(&format!("iif {to_client} from 10.1.0.2 to {SVC4}"));
+    assert_eq!(echo["policy"], "icmp-up2", "{echo}");
+    let zero = get(&format!("iif {to_client} from 10.1.0.2 to {SVC4} proto 0"));
+    assert_eq!(
+        (&zero["policy"], &zero["action"]),
+        (&Value::Null, &"pass".into()),
+        "{zero}"
+    );
+    let out = dp.route(&[
+        "get", "iif", to_client, "from", "fd01::2", "to", SVC6, "proto", "0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("hop-by-hop"), "{stderr}");
 
     // Detach leaves nothing: no pins, no state, no TCX program, tc filter or clsact qdisc
     // it added on any router interface (a clsact it did not add stays), and (forwarding
