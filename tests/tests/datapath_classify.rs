@@ -97,8 +97,7 @@ fn kernel_classification_equals_the_model() {
                 ..Params::default()
             }
         };
-        let tables =
-            compile_with(&rules, params).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let tables = compile_with(&rules, params).unwrap_or_else(|e| panic!("round {round}: {e}"));
         dp.maps.apply(&tables).expect("apply");
         for _ in 0..80 {
             let mut p = synth::dense_packet(&mut rng);
@@ -178,7 +177,10 @@ fn kernel_classification_of_realistic_rule_sets_equals_the_model() {
         let (mut compared, mut matched) = (0, 0);
         for mut h in rulesets::headers(&set, 2000, 3) {
             h.iif = InterfaceId(0);
-            let frame = frame::build(&policy::packet_fields(&h, &ifaces), &FrameOptions::default());
+            let frame = frame::build(
+                &policy::packet_fields(&h, &ifaces),
+                &FrameOptions::default(),
+            );
             let (verdict, mark_out, _) = dp.run(&frame, h.mark);
             assert_eq!(verdict, TC_ACT_OK, "{profile}, {h:?}: every policy passes");
             let want = model::classify(&policies, &h)

@@ -51,7 +51,7 @@ use pktpath_common::route::{IfaceCounters, PROG_DATAPATH, PolicyCounters};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    classifier::{self, CompileError, TreeStats},
+    classifier::TreeStats,
     policy::{self, Interfaces, LinkInfo, PolicyError, Slots},
     tables::{Applied, DatapathMaps, TableError},
 };
@@ -137,8 +137,6 @@ pub enum AttachError {
     Table(#[from] TableError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error(transparent)]
-    Compile(#[from] CompileError),
     #[error("{what} {path} failed")]
     Io {
         what: &'static str,
@@ -819,23 +817,21 @@ impl Attached {
     pub fn apply(&mut self, set: &PolicySet, source: &Source) -> Result<ApplyReport, AttachError> {
         let ifaces = resolve(&self.topology)?;
         let plan = self.slots()?.plan(set)?;
-        let rules = policy::rules(set, &ifaces, &plan.slots)?;
-        let tables = classifier::compile(&rules)?;
-        let hops = policy::next_hops(&self.topology, &ifaces)?;
+        let compiled = policy::compile_set(set, &ifaces, &plan.slots)?;
         self.maps
             .reset_policy_counters(plan.fresh.iter().copied())?;
-        self.maps.set_nexthops(&hops)?;
+        self.maps.set_nexthops(&compiled.next_hops)?;
         let Applied {
             generation,
             stats,
             arena_bytes,
             ..
-        } = self.maps.apply(&tables)?;
+        } = self.maps.apply(&compiled.tables)?;
         write_atomic(&self.layout.state(RUNTIME_FILE), source.text())?;
         write_atomic(&self.layout.state(SLOTS_FILE), &slots_json(&plan.slots))?;
         Ok(ApplyReport {
             policies: set.policies.len(),
-            rules: rules.len(),
+            rules: compiled.rules.len(),
             trees: stats.trees[0] + stats.trees[1],
             tree_stats: stats,
             table_bytes: arena_bytes,

@@ -72,6 +72,16 @@ fn map_err(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> Tabl
     move |source| TableError::Map { op, map, source }
 }
 
+/// Arena chunks `tables` take.
+pub fn chunks(tables: &Tables) -> usize {
+    tables.slots.len().div_ceil(CHUNK_SLOTS as usize)
+}
+
+/// Bytes `tables` take in the kernel: their arena chunks, whole.
+pub fn kernel_bytes(tables: &Tables) -> u64 {
+    (chunks(tables) * CHUNK_BYTES) as u64
+}
+
 /// Handles on the data path's maps.
 pub struct DatapathMaps {
     arena: ArrayOfMaps<MapData, Array<MapData, Chunk>>,
@@ -204,7 +214,7 @@ impl DatapathMaps {
         let mut state = self.state()?;
         let active = state.active & 1;
         let next = (active + 1) % GENERATIONS;
-        let chunks = tables.slots.len().div_ceil(CHUNK_SLOTS as usize);
+        let chunks = chunks(tables);
         if chunks > MAX_CHUNKS as usize {
             return Err(TableError::TooManyChunks {
                 needed: chunks,
@@ -237,7 +247,7 @@ impl DatapathMaps {
             generation: next,
             stats: tables.stats,
             chunks,
-            arena_bytes: (chunks * CHUNK_BYTES) as u64,
+            arena_bytes: kernel_bytes(tables),
         })
     }
 

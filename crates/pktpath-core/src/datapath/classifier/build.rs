@@ -5,8 +5,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use pktpath_common::route::{
     CHUNK_SLOT_BITS, FAMILY_V4, KEY_DST, KEY_SRC, LEAF_SEGMENT, MAX_CHUNKS, MAX_DEPTH,
-    MAX_LEAF_RULES,
-    MAX_PATH_SIDES, MAX_SIDE_NESTING, MAX_TREES,
+    MAX_LEAF_RULES, MAX_PATH_SIDES, MAX_SIDE_NESTING, MAX_TREES,
 };
 
 use super::{
@@ -335,7 +334,22 @@ impl Builder<'_> {
             );
             for &i in list.iter().take(40) {
                 let r = self.rule(i);
-                eprintln!("      prio {} {:?}", r.priority, self.dims.iter().map(|&d| (d, r.pieces(d).iter().map(|p| (p.value, p.mask)).filter(|p| p.1 != 0).collect::<Vec<_>>())).filter(|(_, v)| !v.is_empty()).collect::<Vec<_>>());
+                eprintln!(
+                    "      prio {} {:?}",
+                    r.priority,
+                    self.dims
+                        .iter()
+                        .map(|&d| (
+                            d,
+                            r.pieces(d)
+                                .iter()
+                                .map(|p| (p.value, p.mask))
+                                .filter(|p| p.1 != 0)
+                                .collect::<Vec<_>>()
+                        ))
+                        .filter(|(_, v)| !v.is_empty())
+                        .collect::<Vec<_>>()
+                );
             }
         }
         // The rules every slice would hold: their own subtree, walked by every packet that

@@ -56,7 +56,7 @@ impl PacketFields {
 }
 
 /// A rule set the data path cannot hold.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompileError {
     #[error("rule with priority {priority}: {what}")]
     Invalid { priority: u32, what: String },
