@@ -44,7 +44,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .collect(),
     };
     println!(
-        "{:<9} {:>7} {:>7} {:>9} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8} {:>6} {:>5} {:>6} {:>5}",
+        "{:<9} {:>7} {:>7} {:>9} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8} {:>6} {:>5} {:>5} {:>6} {:>5}",
         "profile",
         "policies",
         "reach",
@@ -56,7 +56,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "depth",
         "leaf",
         "MiB",
-        "trees",
+        "walks",
+        "sides",
         "nodes",
         "cands",
         "max"
@@ -95,18 +96,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let mean = |f: fn(&classifier::Probe) -> u32| {
             work.iter().map(|w| f(w) as f64).sum::<f64>() / work.len() as f64
         };
-        eprintln!(
-            "    sides pushed {:.2} rests {:.2}",
-            mean(|w| w.sides),
-            mean(|w| w.rests)
-        );
         let max_cost = work
             .iter()
             .map(|w| w.nodes + w.candidates)
             .max()
             .unwrap_or(0);
         println!(
-            "{:<9} {:>7} {:>7} {:>9.1} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8.2} {:>6.2} {:>5.2} {:>6.2} {:>5}",
+            "{:<9} {:>7} {:>7} {:>9.1} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8.2} {:>6.2} {:>5.2} {:>5.2} {:>6.2} {:>5}",
             profile.name(),
             n,
             s.reachable_rules,
@@ -119,6 +115,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             s.max_leaf,
             tables.arena_bytes() as f64 / (1 << 20) as f64,
             mean(|w| w.trees),
+            mean(|w| w.sides),
             mean(|w| w.nodes),
             mean(|w| w.candidates),
             max_cost,

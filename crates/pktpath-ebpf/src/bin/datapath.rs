@@ -381,8 +381,8 @@ struct SearchCtx {
     key: *const ClassKey,
     state: *mut SearchState,
     v6: bool,
-    /// ROUTE_ARENA index of the generation's first chunk.
-    base: u32,
+    /// The generation's arena, its current chunk kept from walk to walk.
+    arena: Arena,
 }
 
 /// Decision tree search over the active generation; the best (lowest) priority wins.
@@ -430,7 +430,7 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
         (&raw mut (*c).key).write(key);
         (&raw mut (*c).state).write(state);
         (&raw mut (*c).v6).write(family == 1);
-        (&raw mut (*c).base).write(base);
+        (&raw mut (*c).arena).write(Arena::new(base)?);
         &mut *c
     };
     // SAFETY: `walk` has the callback signature bpf_loop expects; `ctx` outlives it.
@@ -441,8 +441,7 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
         return None;
     }
     let slot = tables.values + 4 * state.value;
-    let mut arena = Arena::new(base)?;
-    let line = arena.line(slot & !7)?;
+    let line = ctx.arena.line(slot & !7)?;
     // SAFETY: values sit at 32-byte strides in their lines: offset 0 or 32 of 64 bytes.
     Some(unsafe {
         line.cast::<u8>()
@@ -470,9 +469,7 @@ extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
     if state.found != 0 && min >= state.best {
         return 0; // its rules cannot beat the match in hand
     }
-    let Some(mut arena) = Arena::new(ctx.base) else {
-        return 1;
-    };
+    let arena = &mut ctx.arena;
     for _ in 0..MAX_DEPTH {
         if n.op & NODE_LEAF != 0 {
             break;

@@ -32,7 +32,7 @@ const STUCK_LEAF: usize = 2 * LEAF_SEGMENT as usize;
 const CUT_GAIN: usize = 4;
 /// Fewest rules worth a side subtree: fewer are copied into every slice, which costs less
 /// than the walk a side subtree adds.
-const SIDE_MIN: usize = 4;
+const SIDE_MIN: usize = 8;
 /// Widest cut scored exactly.
 const EXACT_BITS: u32 = 5;
 /// Widest cut on the first rule's bits (when no other cut shrinks a big node).
@@ -317,41 +317,6 @@ impl Builder<'_> {
             return self.leaf(&list); // no cut shrinks it, and a leaf holds it
         };
         let (mut everywhere, per_cell) = self.split(&list, cut);
-        if std::env::var_os("TREE_DEBUG").is_some() && at.depth >= 18 {
-            let sizes: Vec<usize> = per_cell.iter().map(|c| c.len()).collect();
-            eprintln!(
-                "{:indent$}n {} nest {} cut d{} s{} b{} everywhere {} max {} nonempty {}",
-                "",
-                list.len(),
-                at.nesting,
-                cut.dim,
-                cut.shift,
-                cut.bits,
-                everywhere.len(),
-                sizes.iter().max().unwrap_or(&0),
-                sizes.iter().filter(|&&x| x > 0).count(),
-                indent = 2 * (at.depth + 4 * at.nesting) as usize
-            );
-            for &i in list.iter().take(40) {
-                let r = self.rule(i);
-                eprintln!(
-                    "      prio {} {:?}",
-                    r.priority,
-                    self.dims
-                        .iter()
-                        .map(|&d| (
-                            d,
-                            r.pieces(d)
-                                .iter()
-                                .map(|p| (p.value, p.mask))
-                                .filter(|p| p.1 != 0)
-                                .collect::<Vec<_>>()
-                        ))
-                        .filter(|(_, v)| !v.is_empty())
-                        .collect::<Vec<_>>()
-                );
-            }
-        }
         // The rules every slice would hold: their own subtree, walked by every packet that
         // passes this node, instead of a copy under every slice.
         let mut side = None;
