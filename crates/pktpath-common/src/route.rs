@@ -166,9 +166,9 @@ pub const NODE_WORD: u8 = 0x0f;
 /// A tree node, 8 bytes (one arena slot).
 ///
 /// Inner node (`op` without [`NODE_LEAF`]): the child for a packet is the node in arena
-/// slot `base + side + ((words[op & NODE_WORD] >> shift) & mask)`, where `side` is 1 when
-/// `op` has [`NODE_SIDE`] (slot `base` then holds the side subtree's root) and 0 otherwise.
-/// Leaf:
+/// slot `base + side + ((words[op & NODE_WORD] >> shift) & mask)`, where `side` is 2 when
+/// `op` has [`NODE_SIDE`] (slot `base` then holds the side subtree's root, slot `base + 1`
+/// the best priority of its rules) and 0 otherwise. Leaf:
 /// `mask` rules, [`RuleMatch`]es in the lines starting at slot `base` (a multiple of 8),
 /// best priority first.
 #[repr(C)]

@@ -97,7 +97,7 @@ const _: () = assert!(
     MAX_PENDING.is_power_of_two() && MAX_TREES.is_power_of_two() && MAX_TREES <= MAX_PENDING
 );
 
-/// A subtree to walk, and the best priority its rules may have (0: unknown).
+/// A subtree to walk, and the best priority of its rules (0: unknown).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Pending {
@@ -474,9 +474,12 @@ extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
         if n.op & NODE_LEAF != 0 {
             break;
         }
-        let side = u32::from(n.op & NODE_SIDE != 0);
+        let side = if n.op & NODE_SIDE != 0 { 2 } else { 0 };
         if side != 0 {
             let Some(sub) = arena.node(n.base) else {
+                return 1;
+            };
+            let Some(min) = arena.node(n.base + 1) else {
                 return 1;
             };
             // The builder keeps the stack within MAX_PENDING.
@@ -484,7 +487,8 @@ extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
             if len < MAX_PENDING {
                 let slot = &mut state.pending[(len & (MAX_PENDING - 1)) as usize];
                 slot.node = sub;
-                slot.min_priority = 0;
+                // SAFETY: the slot after a side root holds its best priority, as a u64.
+                slot.min_priority = unsafe { core::mem::transmute::<Node, u64>(min) } as u32;
                 state.pending_len = len + 1;
             }
         }

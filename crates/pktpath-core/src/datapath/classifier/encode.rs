@@ -76,17 +76,20 @@ impl Encoder<'_> {
         self.slots.resize(len, 0);
     }
 
+    /// Lays out node `id` (once), and returns its 8-byte form and the best priority of the
+    /// rules under it.
     fn emit(
         &mut self,
         forest: &Forest,
         id: NodeId,
         depth: u32,
-        done: &mut HashMap<NodeId, Node>,
-    ) -> Node {
+        done: &mut HashMap<NodeId, (Node, u32)>,
+    ) -> (Node, u32) {
         self.stats.max_depth = self.stats.max_depth.max(depth);
         if let Some(&n) = done.get(&id) {
             return n;
         }
+        let mut min = u32::MAX;
         let node = match &forest.nodes[id as usize] {
             BNode::Leaf(list) => {
                 self.stats.leaves += 1;
@@ -96,6 +99,7 @@ impl Encoder<'_> {
                 let base = self.slots.len() as u32;
                 for &g in list {
                     self.reachable[g as usize] = true;
+                    min = min.min(self.rules[g as usize].priority);
                     let m = rule_match(&self.rules[g as usize], g);
                     // SAFETY: RuleMatch is 64 bytes of plain data (asserted in the common crate).
                     let words = unsafe { std::mem::transmute::<RuleMatch, [u64; 8]>(m) };
@@ -116,18 +120,22 @@ impl Encoder<'_> {
                 children,
             } => {
                 self.stats.inner += 1;
+                // A side subtree's root and its best priority come first.
                 let base = self.slots.len();
-                let first = base + usize::from(side.is_some());
+                let first = base + if side.is_some() { 2 } else { 0 };
                 self.slots.resize(first + children.len(), 0);
                 if let Some(side) = *side {
                     self.stats.sides += 1;
                     // A side subtree is walked on its own: its depth counts from 0.
-                    let n = self.emit(forest, side, 0, done);
+                    let (n, side_min) = self.emit(forest, side, 0, done);
                     self.slots[base] = node_word(n);
+                    self.slots[base + 1] = u64::from(side_min);
+                    min = min.min(side_min);
                 }
                 for (c, &child) in children.iter().enumerate() {
-                    let n = self.emit(forest, child, depth + 1, done);
+                    let (n, child_min) = self.emit(forest, child, depth + 1, done);
                     self.slots[first + c] = node_word(n);
+                    min = min.min(child_min);
                 }
                 Node {
                     op: *dim | if side.is_some() { NODE_SIDE } else { 0 },
@@ -137,8 +145,8 @@ impl Encoder<'_> {
                 }
             }
         };
-        done.insert(id, node);
-        node
+        done.insert(id, (node, min));
+        (node, min)
     }
 }
 
@@ -163,7 +171,7 @@ pub(super) fn encode(rules: &[Rule], families: &[(u8, Forest)]) -> Result<Tables
     for (f, (_, forest)) in families.iter().enumerate() {
         let mut done = HashMap::new();
         for (t, tree) in forest.trees.iter().enumerate() {
-            let node = e.emit(forest, tree.root, 0, &mut done);
+            let (node, _) = e.emit(forest, tree.root, 0, &mut done);
             roots.roots[f][t] = TreeRoot {
                 node,
                 min_priority: tree.min_priority,

@@ -98,8 +98,8 @@ impl<'a> Lookup<'a> {
         let mut probe = Probe::default();
         let mut best: Option<(u32, u32)> = None; // (priority, value index)
         // As the data path: a stack of subtrees to walk, the roots pushed last first (so
-        // popped in order), each with the best priority it may hold (0 for side subtrees:
-        // unknown); each walk pushes the side subtrees on its path.
+        // popped in order), each with the best priority its rules have (0 for the rest of a
+        // long leaf: unknown); each walk pushes the side subtrees on its path.
         let mut pending: Vec<(Node, u32)> = tables.roots[f][..tables.counts[f] as usize]
             .iter()
             .rev()
@@ -112,10 +112,11 @@ impl<'a> Lookup<'a> {
             probe.trees += 1;
             while n.op & NODE_LEAF == 0 {
                 probe.nodes += 1;
-                let side = u32::from(n.op & NODE_SIDE != 0);
+                let side = if n.op & NODE_SIDE != 0 { 2 } else { 0 };
                 if side != 0 {
                     probe.sides += 1;
-                    pending.push((self.node(n.base), 0));
+                    let min = self.tables.slots[n.base as usize + 1] as u32;
+                    pending.push((self.node(n.base), min));
                 }
                 let w = key.words[(n.op & NODE_WORD) as usize];
                 n = self.node(n.base + side + ((w >> n.shift) & n.mask as u32));
