@@ -82,16 +82,16 @@ pub const MAX_LEAF_RULES: u32 = 256;
 /// walked next (see [`MAX_WALKS`]).
 pub const LEAF_SEGMENT: u32 = 32;
 /// Most inner nodes with a side subtree on one path from a root to a leaf.
-pub const MAX_PATH_SIDES: u32 = 3;
+pub const MAX_PATH_SIDES: u32 = 6;
 /// Most side subtrees nested in one another (a side subtree's own nodes may have sides).
-pub const MAX_SIDE_NESTING: u32 = 2;
+pub const MAX_SIDE_NESTING: u32 = 3;
 /// Walks one packet may take: the roots, the side subtrees of the nodes on their paths, the
 /// rest of each leaf longer than [`LEAF_SEGMENT`]. The limits above bound it well below
 /// (the trees of three roots with every path at its limits: a few hundred).
 pub const MAX_WALKS: u32 = 4096;
-/// Subtrees waiting to be walked, at most (a root, a side per nesting level and path
-/// position, a leaf's rest: 3 + 3 * 3 + 1 within).
-pub const MAX_PENDING: u32 = 16;
+/// Subtrees waiting to be walked, at most: the roots, a side per nesting level and path
+/// position, a leaf's rest (3 + 6 * 4 + 1 within).
+pub const MAX_PENDING: u32 = 32;
 /// log2 of the 8-byte slots of one arena chunk.
 pub const CHUNK_SLOT_BITS: u32 = 17;
 /// Slots of one arena chunk (1 MiB).

@@ -65,8 +65,20 @@ impl Default for Params {
 }
 
 /// Compiles rules into tables. Rules may come in any order; priorities decide.
+///
+/// A set whose trees would not fit the arena with the default shape is compiled again
+/// with fewer copies allowed and longer leaves (slower to search, much smaller).
 pub fn compile(rules: &[Rule]) -> Result<Tables, CompileError> {
-    compile_with(rules, Params::default())
+    match compile_with(rules, Params::default()) {
+        Err(CompileError::TooLarge { .. }) => compile_with(
+            rules,
+            Params {
+                leaf_rules: 16,
+                space_factor: 1,
+            },
+        ),
+        other => other,
+    }
 }
 
 /// [`compile`] with other tree shapes (tests force deep trees with tiny leaves).
