@@ -1,8 +1,8 @@
 //! Part 3: policy updates. The wall time of `pktpath route apply` (the whole command: start,
 //! parse and validate the JSON, compile, write the maps, swap) for 1k, 10k and 100k
 //! policies, of this part's own set and of a realistic one (the rule-set generator's
-//! firewall profile); and frames lost while policy sets are applied in a loop under a
-//! steady paced load, against the same load without applies.
+//! firewall profile); and frames lost while policy sets (1k, and 100k) are applied in a
+//! loop under a steady paced load, against the same load without applies.
 
 use std::{
     path::PathBuf,
@@ -206,9 +206,13 @@ pub fn run() -> anyhow::Result<Results> {
     // A fresh data path: the 100k sets (or a killed apply) are not the loss test's business.
     let route = Route::attach(&lab.router.name, &config)?;
     route.apply(&sets_1k[0])?;
+    // The 100k sets apply_times wrote: a data path swapping sets that big under the load
+    // loses no more than with 1k.
+    let sets_100k = [dir.path("a-100000.json"), dir.path("b-100000.json")];
     let loss = vec![
         loaded(&lab, &route, &tg, &[], "no applies")?,
         loaded(&lab, &route, &tg, &sets_1k, "applying 1k sets")?,
+        loaded(&lab, &route, &tg, &sets_100k, "applying 100k sets")?,
     ];
     let get = |profile: &str, n: usize| {
         apply
@@ -240,7 +244,7 @@ pub fn run() -> anyhow::Result<Results> {
         goals.push(Goal::at_most(
             &what(100_000, "100k"),
             get(profile, 100_000),
-            10_000.0,
+            5_000.0,
         ));
     }
     for row in &loss[1..] {

@@ -311,7 +311,7 @@ fn apply_cmd(layout: &Layout, args: ApplyArgs) -> anyhow::Result<i32> {
         print_json(&serde_json::json!({ "applied": report, "changes": diff }))?;
     } else {
         println!(
-            "applied {}: {} policies ({} added, {} removed, {} changed), {} rules in {} trees ({} KiB), generation {}",
+            "applied {}: {} policies ({} added, {} removed, {} changed), {} rules in {} trees ({} KiB in the kernel), generation {}",
             args.runtime.display(),
             report.policies,
             diff.added.len(),
