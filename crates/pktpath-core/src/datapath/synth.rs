@@ -108,7 +108,7 @@ fn dense_prefix(rng: &mut Rng, v6_family: bool) -> Prefix {
 }
 
 /// `addr` with the bits after the first `len` cleared.
-fn mask_to(addr: IpAddr, len: u8) -> IpAddr {
+pub fn mask_to(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
         IpAddr::V4(x) => {
             let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };

@@ -59,23 +59,8 @@ fn prefix(v6_family: bool) -> impl Strategy<Value = Prefix> {
     } else {
         &[0, 8, 16, 24, 30, 32]
     };
-    (addr(v6_family), proptest::sample::select(lens)).prop_map(|(a, len)| {
-        let masked = match a {
-            IpAddr::V4(x) => {
-                let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                IpAddr::from((u32::from(x) & m).to_be_bytes())
-            }
-            IpAddr::V6(x) => {
-                let m = if len == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - len)
-                };
-                IpAddr::from((u128::from(x) & m).to_be_bytes())
-            }
-        };
-        Prefix::new(masked, len).unwrap()
-    })
+    (addr(v6_family), proptest::sample::select(lens))
+        .prop_map(|(a, len)| Prefix::new(synth::mask_to(a, len), len).unwrap())
 }
 
 fn ports() -> impl Strategy<Value = Option<PortRange>> {
