@@ -196,6 +196,11 @@ impl Scratch {
         std::fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
         Ok(p)
     }
+
+    /// The path of a file written before.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
 }
 
 impl Drop for Scratch {

@@ -2,7 +2,8 @@
 //! which builds this and `pktpath` in release mode first.
 //!
 //! `pktpath-bench [PART...]` runs the named parts (default: all), in this order:
-//! - `classify`: classification cost against policy count (BPF_PROG_TEST_RUN);
+//! - `classify`: classification cost against policy count, on the rule-set generator's
+//!   profiles and the one-shape best case (BPF_PROG_TEST_RUN);
 //! - `forward`: forwarding through a router namespace, pktpath against Linux policy
 //!   routing, nftables `fwd` and tc `mirred`;
 //! - `update`: `pktpath route apply` time, and packets lost while applying under load;
@@ -21,6 +22,7 @@ mod lab;
 mod latency;
 mod report;
 mod routecli;
+mod shapes;
 mod tools;
 mod tracer;
 mod update;
@@ -29,7 +31,7 @@ use anyhow::bail;
 
 fn usage() -> String {
     format!(
-        "usage: pktpath-bench [PART...] | table | cleanup | trace-ladder | trace-overhead | trace-profile\nparts: {}",
+        "usage: pktpath-bench [PART...] | table | cleanup | shapes [PROFILE[:N]...] | trace-ladder | trace-overhead | trace-profile\nparts: {}",
         report::PARTS.join(" ")
     )
 }
@@ -63,6 +65,7 @@ fn run() -> anyhow::Result<()> {
             return Ok(());
         }
         Some("cleanup") => return cleanup::run(),
+        Some("shapes") => return shapes::run(&args[1..]),
         Some(cmd @ ("trace-ladder" | "trace-overhead" | "trace-profile")) => {
             // SAFETY: geteuid cannot fail.
             if unsafe { libc::geteuid() } != 0 {

@@ -200,13 +200,25 @@ pub fn table(doc: &Value) -> String {
                             None => format!("killed after {} s", row["limit_s"]),
                         })
                         .collect();
-                    let _ = writeln!(
-                        out,
-                        "  apply {:>7} policies: median {:>8.1} ms (runs: {} ms)",
-                        row["policies"],
-                        f(&row["median_ms"]),
-                        runs.join(", ")
+                    // Results from before profiles were measured have none: this part's own set.
+                    let profile = row["profile"].as_str().unwrap_or("synthetic");
+                    let head = format!(
+                        "  apply {:>7} {profile:<9} policies:",
+                        row["policies"].as_u64().unwrap_or(0)
                     );
+                    let refused = row["refused"].as_str();
+                    if !runs.is_empty() {
+                        let _ = writeln!(
+                            out,
+                            "{head} median {:>8.1} ms (runs: {} ms)",
+                            f(&row["median_ms"]),
+                            runs.join(", ")
+                        );
+                    }
+                    if let Some(why) = refused {
+                        let which = if runs.is_empty() { "" } else { " the next set" };
+                        let _ = writeln!(out, "{head} refused{which}: {why}");
+                    }
                 }
                 for row in r["loss"].as_array().into_iter().flatten() {
                     let _ = writeln!(
@@ -293,29 +305,9 @@ pub fn table(doc: &Value) -> String {
                 }
             }
             "classify" => {
-                let _ = writeln!(
-                    out,
-                    "  {:>8} {:>6} {:>10} {:>9} {:>10} {:>10} {:>12}",
-                    "policies",
-                    "tuples",
-                    "apply ms",
-                    "floor ns",
-                    "pktpath ns",
-                    "linear ns",
-                    "linear/pktp"
-                );
+                let _ = writeln!(out, "  {}", classify_header());
                 for row in r["rows"].as_array().into_iter().flatten() {
-                    let _ = writeln!(
-                        out,
-                        "  {:>8} {:>6} {:>10.1} {:>9.0} {:>10.0} {:>10.0} {:>12.1}",
-                        row["policies"],
-                        row["tuples"],
-                        f(&row["apply_ms"]),
-                        f(&row["floor"]["ns_per_packet"]),
-                        f(&row["pktpath"]["ns_per_packet"]),
-                        f(&row["linear"]["ns_per_packet"]),
-                        f(&row["linear_over_pktpath"])
-                    );
+                    let _ = writeln!(out, "  {}", classify_line(row));
                 }
             }
             _ => {}
@@ -323,4 +315,89 @@ pub fn table(doc: &Value) -> String {
         goals(&mut out, r);
     }
     out
+}
+
+/// The column heads of the classify part's rows.
+pub fn classify_header() -> String {
+    format!(
+        "{:<9} {:>8} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>7} {:>7} {:>11}",
+        "profile",
+        "policies",
+        "rules",
+        "pairs",
+        "trees",
+        "depth",
+        "nodes",
+        "cands",
+        "ns mean",
+        "ns p99",
+        "floor",
+        "linear",
+        "compile",
+        "apply",
+        "maps",
+        "tables",
+        "as model",
+    ) + "\n"
+        + &format!(
+            "{:<9} {:>8} {:>7} {:>5} {:>5} {:>5} {:>5} {:>5} {:>7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>7} {:>7} {:>11}",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "max",
+            "mean",
+            "mean",
+            "",
+            "",
+            "ns",
+            "ns",
+            "ms",
+            "ms",
+            "MiB",
+            "MiB",
+            ""
+        )
+}
+
+/// One row of the classify part (a refused set shows the compiler's message).
+pub fn classify_line(row: &Value) -> String {
+    // Integers through u64: a JSON value's Display ignores the width.
+    let int = |v: &Value| v.as_u64().map_or_else(|| "?".to_owned(), |n| n.to_string());
+    let head = format!(
+        "{:<9} {:>8} {:>7} {:>5}",
+        row["profile"].as_str().unwrap_or("?"),
+        int(&row["policies"]),
+        int(&row["rules"]),
+        int(&row["len_pairs"]),
+    );
+    if let Some(why) = row["refused"].as_str() {
+        return format!(
+            "{head} refused after {:.1} ms: {why}",
+            f(&row["compile_ms"])
+        );
+    }
+    let linear = match row["linear_ns_mean"].as_f64() {
+        Some(ns) => format!("{ns:.0}"),
+        None => "-".to_owned(),
+    };
+    let mib = |v: &Value| f(v) / (1024.0 * 1024.0);
+    let agree = format!("{}/{}", int(&row["agree"]), int(&row["headers"]));
+    format!(
+        "{head} {:>5} {:>5} {:>5.1} {:>5.1} {:>7.0} {:>7.0} {:>6.0} {:>8} {:>8.1} {:>8.1} {:>7.2} {:>7.2} {:>11}",
+        int(&row["trees"]),
+        int(&row["tree_stats"]["max_depth"]),
+        f(&row["nodes_mean"]),
+        f(&row["candidates_mean"]),
+        f(&row["ns_mean"]),
+        f(&row["ns_p99"]),
+        f(&row["floor_ns_mean"]),
+        linear,
+        f(&row["compile_ms"]),
+        f(&row["apply_ms"]),
+        mib(&row["map_bytes"]),
+        mib(&row["table_bytes"]),
+        agree,
+    )
 }

@@ -27,6 +27,16 @@ pub fn pktpath_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// How a timed `pktpath route apply` ended.
+#[derive(Debug)]
+pub enum Timed {
+    Took(Duration),
+    /// Still running after the limit.
+    Killed,
+    /// It failed; what it said on stderr.
+    Failed(String),
+}
+
 /// The data path attached in the router namespace; detached (pins and state removed) on drop.
 pub struct Route {
     ns: String,
@@ -88,25 +98,33 @@ impl Route {
         Ok(t.elapsed())
     }
 
-    /// `pktpath route apply FILE`, timed; killed after `limit` (Ok(None)).
-    pub fn apply_within(&self, file: &Path, limit: Duration) -> anyhow::Result<Option<Duration>> {
+    /// `pktpath route apply FILE`, timed; killed after `limit`.
+    pub fn apply_within(&self, file: &Path, limit: Duration) -> anyhow::Result<Timed> {
         let pin = self.pin.path.display().to_string();
         let mut c = crate::lab::command("nsenter", None);
         c.arg(format!("--net=/run/netns/{}", self.ns))
             .arg(&self.bin)
             .args(["route", "--pin-dir", &pin, "apply"])
             .arg(file)
-            .stdout(std::process::Stdio::null());
+            .stdout(std::process::Stdio::null())
+            // A few lines at most: the pipe does not fill before the command ends.
+            .stderr(std::process::Stdio::piped());
         let t = Instant::now();
         let mut p = crate::lab::Proc::spawn(c, "pktpath route apply")?;
         if !p.wait_for(limit)? {
-            return Ok(None); // killed on drop
+            return Ok(Timed::Killed); // killed on drop
         }
+        let elapsed = t.elapsed();
         let status = p.child.wait()?;
-        if !status.success() {
-            bail!("pktpath route apply {} failed ({status})", file.display());
+        let mut said = String::new();
+        if let Some(mut err) = p.child.stderr.take() {
+            std::io::Read::read_to_string(&mut err, &mut said)?;
         }
-        Ok(Some(t.elapsed()))
+        if !status.success() {
+            return Ok(Timed::Failed(said.trim().to_owned()));
+        }
+        eprint!("{said}");
+        Ok(Timed::Took(elapsed))
     }
 
     /// Packets the data path forwarded on `iface` (from `route stats --json`).

@@ -8,6 +8,7 @@
 
 pub mod guards;
 pub mod names;
+pub mod rulesets;
 pub mod run;
 pub mod topo;
 pub mod trace;

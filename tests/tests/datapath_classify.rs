@@ -1,22 +1,23 @@
 //! The data path in the kernel, run with BPF_PROG_TEST_RUN on synthesized frames, against
-//! the definition (a linear scan over the rules): random rule sets applied one after the
+//! the reference model (`route::model`): random dense policy sets applied one after the
 //! other to the same loaded program (so each apply flips generations), random packets.
 //! Also the router duties: TTL decrement with a valid checksum, TTL expiry and oversize
 //! packets left to the stack, MAC rewrite on forward.
 
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
 use pktpath_common::route::{
-    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, FAMILY_V4, FAMILY_V6, NextHop, PROG_DATAPATH,
-    RULE_SET_MARK, RuleValue,
+    ACTION_FORWARD, FAMILY_V4, FAMILY_V6, NextHop, PROG_DATAPATH, RuleValue,
 };
 use pktpath_core::{
     datapath::{
+        classifier::{PacketFields, Params, Rule, compile, compile_with},
         frame::{self, FrameOptions, ipv4_checksum},
-        synth::{Rng, linear, random_packet, random_rules, v4},
+        policy::{self, Slots},
+        synth::{self, Rng, v4},
         tables::DatapathMaps,
-        tuples::{PacketFields, Rule, compile},
     },
     loader::{self, Object},
+    route::model,
 };
 use pktpath_tests::{require_root, run};
 
@@ -24,7 +25,6 @@ use pktpath_tests::{require_root, run};
 const SKB_CTX: usize = 192;
 const MARK_BASE: u32 = 100_000;
 const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 
 struct Datapath {
@@ -72,63 +72,134 @@ impl Datapath {
 }
 
 #[test]
-fn kernel_classification_equals_the_linear_definition() {
+fn kernel_classification_equals_the_model() {
     require_root();
     let mut dp = Datapath::load();
     let mut rng = Rng::new(0xda7a);
-    let (mut compared, mut matched, mut rounds) = (0, 0, 0);
-    while rounds < 25 {
-        let n = 1 + rng.below(60) as usize;
-        let mut rules = random_rules(&mut rng, n);
-        // Observable outcome per rule: pass or drop, and a mark naming the rule.
-        for r in &mut rules {
-            r.value.action = if rng.chance(30) {
-                ACTION_DROP
-            } else {
-                ACTION_PASS
-            };
-            r.value.flags = RULE_SET_MARK;
-            r.value.mark = MARK_BASE + r.priority;
-        }
-        let Ok(tables) = compile(&rules) else {
-            continue;
+    // Test runs arrive on the namespace's loopback (ifindex 1): the sets' `in0` is 2, so
+    // policies naming an interface never match here; the packets say iif in0 or in1, which
+    // the conversion below pins to 1 as well, so the model sees what the kernel sees.
+    let mut ifaces = synth::dense_ifaces();
+    ifaces.links[0].ifindex = 1;
+    let (mut compared, mut matched) = (0, 0);
+    for round in 0..25 {
+        let n = 1 + rng.below(120) as usize;
+        let set = synth::dense_policies(&mut rng, n, Some(MARK_BASE));
+        let plan = Slots::default().plan(&set).unwrap();
+        let rules = policy::rules(&set, &ifaces, &plan.slots).unwrap();
+        // Every other round, one leaf per tree: longer than a walk checks, so the kernel
+        // walks the rest of it as a leaf of its own.
+        let params = if round % 2 == 0 {
+            Params::default()
+        } else {
+            Params {
+                leaf_rules: 256,
+                ..Params::default()
+            }
         };
-        rounds += 1;
+        let tables = compile_with(&rules, params).unwrap_or_else(|e| panic!("round {round}: {e}"));
         dp.maps.apply(&tables).expect("apply");
-        for _ in 0..60 {
-            let mut p = random_packet(&mut rng);
-            p.iif = 1; // test runs arrive on the namespace's loopback
-            let frame = frame::build(&p, &FrameOptions::default());
+        for _ in 0..80 {
+            let mut p = synth::dense_packet(&mut rng);
+            p.iif = pktpath_core::route::compile::InterfaceId(0);
+            let fields = policy::packet_fields(&p, &ifaces);
+            let frame = frame::build(&fields, &FrameOptions::default());
             let (verdict, mark_out, _) = dp.run(&frame, p.mark);
-            let want = linear(&rules, &p);
             compared += 1;
-            match want {
-                None => {
-                    assert_eq!(verdict, TC_ACT_OK, "no rule matches {p:?}: pass");
-                    assert_eq!(mark_out, p.mark, "no rule matches {p:?}: mark untouched");
-                }
-                Some(priority) => {
+            assert_eq!(verdict, TC_ACT_OK, "{p:?}: every policy passes");
+            match model::classify(&set, &p).policy_id() {
+                None => assert_eq!(mark_out, p.mark, "no policy matches {p:?}: mark untouched"),
+                Some(id) => {
                     matched += 1;
-                    let rule = rules.iter().find(|r| r.priority == priority).unwrap();
+                    let i: u32 = id[1..].parse().unwrap();
                     assert_eq!(
                         mark_out,
-                        MARK_BASE + priority,
-                        "{p:?}: kernel picked another rule"
+                        MARK_BASE + i,
+                        "round {round}, {p:?}: the model picks {id}, the kernel policy p{}",
+                        mark_out.wrapping_sub(MARK_BASE)
                     );
-                    let want_verdict = if rule.value.action == ACTION_DROP {
-                        TC_ACT_SHOT
-                    } else {
-                        TC_ACT_OK
-                    };
-                    assert_eq!(verdict, want_verdict, "{p:?}: action of rule {priority}");
                 }
             }
         }
     }
     assert!(
-        matched > 200,
-        "only {matched} of {compared} packets matched a rule: generator too sparse"
+        matched > 300,
+        "only {matched} of {compared} packets matched a policy: generator too sparse"
     );
+}
+
+/// Each realistic rule-set profile at a few thousand policies, through the kernel, against
+/// the model: every policy passes the packet with a mark naming it, so the mark after the
+/// run says which policy the kernel picked.
+#[test]
+fn kernel_classification_of_realistic_rule_sets_equals_the_model() {
+    use std::collections::HashMap;
+
+    use pktpath_core::{
+        datapath::policy::{Interfaces, LinkInfo},
+        route::{compile::InterfaceId, config::Action},
+    };
+    use pktpath_tests::rulesets::{self, INTERFACES, Profile};
+
+    require_root();
+    let mut dp = Datapath::load();
+    // Test runs arrive on the namespace's loopback (ifindex 1): that is `in0`, and every
+    // header arrives there; the other interfaces get ifindexes no packet has.
+    let ifaces = Interfaces {
+        links: (0..INTERFACES.len() as u32)
+            .map(|i| LinkInfo {
+                ifindex: if i == 0 { 1 } else { 1000 + i },
+                mtu: 1500,
+                mac: [2, 0, 0, 0, 0, i as u8],
+            })
+            .collect(),
+    };
+    for profile in Profile::ALL {
+        let mut set = rulesets::generate(profile, 3000, 11);
+        for (i, p) in set.runtime.policies.iter_mut().enumerate() {
+            p.action = Action::Pass {
+                set_mark: Some(MARK_BASE + i as u32),
+                set_dscp: None,
+            };
+        }
+        let index: HashMap<String, u32> = set
+            .runtime
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id.clone(), i as u32))
+            .collect();
+        let policies = set.policy_set().expect("generated sets are valid");
+        let plan = Slots::default().plan(&policies).unwrap();
+        let rules = policy::rules(&policies, &ifaces, &plan.slots).unwrap();
+        let tables = compile(&rules).unwrap_or_else(|e| panic!("{profile}: {e}"));
+        dp.maps.apply(&tables).expect("apply");
+        let (mut compared, mut matched) = (0, 0);
+        for mut h in rulesets::headers(&set, 2000, 3) {
+            h.iif = InterfaceId(0);
+            let frame = frame::build(
+                &policy::packet_fields(&h, &ifaces),
+                &FrameOptions::default(),
+            );
+            let (verdict, mark_out, _) = dp.run(&frame, h.mark);
+            assert_eq!(verdict, TC_ACT_OK, "{profile}, {h:?}: every policy passes");
+            let want = model::classify(&policies, &h)
+                .policy_id()
+                .map(|id| MARK_BASE + index[id]);
+            assert_eq!(
+                mark_out,
+                want.unwrap_or(h.mark),
+                "{profile}, {h:?}: the model picks {:?}",
+                model::classify(&policies, &h).policy_id()
+            );
+            compared += 1;
+            matched += usize::from(want.is_some());
+        }
+        assert!(
+            matched * 10 >= compared * 9,
+            "{profile}: only {matched} of {compared} headers matched a policy"
+        );
+    }
 }
 
 fn forward_rule(priority: u32, dst: [u8; 16], len: u8, family: u8) -> Rule {
@@ -253,10 +324,10 @@ fn a_control_buffer_left_by_other_layers_is_not_a_route_get() {
     require_root();
     let dp = Datapath::load();
     let prog: &SchedClassifier = dp.ebpf.program(PROG_DATAPATH).unwrap().try_into().unwrap();
-    let p = PacketFields {
-        iif: 1,
-        ..random_packet(&mut Rng::new(0xcb))
-    };
+    let p = policy::packet_fields(
+        &synth::dense_packet(&mut Rng::new(0xcb)),
+        &synth::dense_ifaces(),
+    );
     let frame = frame::build(&p, &FrameOptions::default());
     let records = |nonce: u32| -> usize {
         let map: PerCpuArray<_, Decision> =

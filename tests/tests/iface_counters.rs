@@ -7,10 +7,10 @@ use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
 use pktpath_common::route::{FAMILY_V4, MAX_IFACES, PROG_DATAPATH};
 use pktpath_core::{
     datapath::{
+        classifier::PacketFields,
         frame::{self, FrameOptions},
         synth::v4,
         tables::DatapathMaps,
-        tuples::PacketFields,
     },
     loader::{self, Object},
 };

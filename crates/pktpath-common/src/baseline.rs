@@ -10,9 +10,9 @@ pub const GLOBAL_FLOOR_IFINDEX: &str = "FLOOR_IFINDEX";
 /// The linear scan program: parses like the data path, then checks the rules of
 /// [`MAP_LINEAR_RULES`] one after the other (through `bpf_loop`); the first match wins.
 pub const PROG_LINEAR: &str = "pktpath_linear";
-/// Array of `route::RuleMatch`, best priority first.
+/// Array of `route::RuleMatch`: the IPv4 rules best priority first, then the IPv6 ones.
 pub const MAP_LINEAR_RULES: &str = "LINEAR_RULES";
-/// Array of one u32: how many entries of [`MAP_LINEAR_RULES`] are in use.
+/// Array of two u32: how many IPv4 and IPv6 rules [`MAP_LINEAR_RULES`] holds.
 pub const MAP_LINEAR_COUNT: &str = "LINEAR_COUNT";
 /// Capacity of [`MAP_LINEAR_RULES`] (a policy without a family takes two entries).
 pub const MAX_LINEAR_RULES: u32 = 1 << 18;

@@ -46,41 +46,66 @@ impl IfaceCounters {
 }
 
 // ---------------------------------------------------------------------------------------
-// Policy classification: tuple space search with merged tuples, over double-buffered
-// tables.
+// Policy classification: decision trees over the packet's key words, in an arena of
+// 64-byte lines that user space builds per generation.
 //
-// User space compiles the policy set into a few "tuples" (masks: family, prefix lengths,
-// protocol or not, exact ports or not, ...). Each policy lives in one tuple whose masks are
-// no more specific than its own match, under the hash key its fields give once masked; the
-// hash value is a small bucket of candidate policies (sorted by priority), each with its
-// complete match. Per packet the program masks its fields with each tuple's masks, looks
-// the key up, and checks the bucket's candidates: the cost is a few hash lookups and a few
-// candidate checks, growing with neither the number of policies nor their variety.
-// Tuples are sorted by the best priority they hold, so the search stops as soon as no
-// later tuple can beat the match in hand.
+// User space compiles each family's rules into a few decision trees (see pktpath-core's
+// `datapath::classifier`). A tree's inner node cuts one key word: it takes `mask + 1`
+// equal slices of the word (`(word >> shift) & mask`) and names the block of child nodes
+// the slice indexes. A leaf holds a short list of rules, best priority first, each with its
+// complete match, which the data path checks in order. Per packet the program walks each
+// tree from its root to a leaf (a few array reads per tree, whatever the number of
+// policies) and checks that leaf's rules; trees are searched in order of the best priority
+// they hold, and the search stops when no tree left can beat the match in hand.
 //
-// Two generations of tables exist; `RouteState::active` (ROUTE_STATE) says which one
-// packets use. An apply fills the other generation, then flips that one word: each packet
-// sees the old set or the new one, never a mix.
+// The arena of a generation lives in chunks of 1 MiB, each an array map of one value held
+// by the map-in-map ROUTE_ARENA, so its memory grows with the compiled set, not with a
+// capacity fixed at load. Two generations exist; `RouteState::active` says which one
+// packets use. An apply builds the inactive generation's chunks and root table, then flips
+// that one word: each packet sees the old set or the new one, never a mix.
 // ---------------------------------------------------------------------------------------
 
-/// Most distinct match shapes one policy set may need.
-pub const MAX_TUPLES: u32 = 32;
 /// Table generations (double buffering).
 pub const GENERATIONS: u32 = 2;
-/// Capacity of the rule hash (both generations together).
-pub const MAX_RULE_ENTRIES: u32 = 1 << 21;
 /// Next hops the static configuration may name.
 pub const MAX_NEXTHOPS: u32 = 256;
 /// Policies with counters (counter slots).
 pub const MAX_POLICY_SLOTS: u32 = 1 << 17;
 
-/// Hash of [`ClassKeyV4`] to [`Bucket`]: the IPv4 entries.
-pub const MAP_RULES_V4: &str = "ROUTE_RULES_V4";
-/// Array of [`TupleMask`], index `gen * MAX_TUPLES + i`.
-pub const MAP_TUPLES: &str = "ROUTE_TUPLES";
-/// Hash of [`ClassKey`] to [`Bucket`]: the IPv6 entries.
-pub const MAP_RULES: &str = "ROUTE_RULES";
+/// Trees per family and generation.
+pub const MAX_TREES: u32 = 8;
+/// Longest path from a root to a leaf (inner nodes).
+pub const MAX_DEPTH: u32 = 24;
+/// Most rules one leaf holds.
+pub const MAX_LEAF_RULES: u32 = 256;
+/// Rules of a leaf one walk checks: a longer leaf goes on as a leaf of its remaining rules,
+/// walked next (see [`MAX_WALKS`]).
+pub const LEAF_SEGMENT: u32 = 32;
+/// Most inner nodes with a side subtree on one path from a root to a leaf.
+pub const MAX_PATH_SIDES: u32 = 6;
+/// Most side subtrees nested in one another (a side subtree's own nodes may have sides).
+pub const MAX_SIDE_NESTING: u32 = 3;
+/// Walks one packet may take: the roots, the side subtrees of the nodes on their paths, the
+/// rest of each leaf longer than [`LEAF_SEGMENT`]. The limits above bound it well below
+/// (the trees of three roots with every path at its limits: a few hundred).
+pub const MAX_WALKS: u32 = 4096;
+/// Subtrees waiting to be walked, at most: the roots, a side per nesting level and path
+/// position, a leaf's rest (3 + 6 * 4 + 1 within).
+pub const MAX_PENDING: u32 = 32;
+/// log2 of the 8-byte slots of one arena chunk.
+pub const CHUNK_SLOT_BITS: u32 = 17;
+/// Slots of one arena chunk (1 MiB).
+pub const CHUNK_SLOTS: u32 = 1 << CHUNK_SLOT_BITS;
+/// Chunks one generation's arena may use (512 MiB).
+pub const MAX_CHUNKS: u32 = 512;
+
+/// Map-in-map (array of maps, `GENERATIONS * MAX_CHUNKS` entries): entry
+/// `gen * MAX_CHUNKS + c` is chunk `c` of generation `gen`, an array map of one [`Chunk`]
+/// (BPF_F_MMAPABLE, so user space fills it through mmap). One value per chunk lets the
+/// program reach any slot of it by an offset from one lookup.
+pub const MAP_ARENA: &str = "ROUTE_ARENA";
+/// Array of [`GenTables`], one per generation.
+pub const MAP_TREES: &str = "ROUTE_TREES";
 /// Array of [`NextHop`] by index.
 pub const MAP_NEXTHOPS: &str = "ROUTE_NEXTHOPS";
 /// Array of one [`RouteState`].
@@ -88,112 +113,111 @@ pub const MAP_STATE: &str = "ROUTE_STATE";
 /// Per-CPU array of [`PolicyCounters`] by slot.
 pub const MAP_POLICY_STATS: &str = "POLICY_STATS";
 
-/// Which generation packets use and how many tuples each generation has: the one entry
-/// of ROUTE_STATE, read with a single lookup per packet.
-///
-/// User space changes one 32-bit word per update (a generation's tuple count while that
-/// generation is inactive, then `active`), so a packet reading the entry while it is
-/// written sees the old value or the new one of that word and the same values of the rest.
+/// Which generation packets use: the one entry of ROUTE_STATE.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouteState {
     /// The active generation (0 or 1).
     pub active: u32,
-    /// Tuples of each generation.
-    pub tuples: [u32; GENERATIONS as usize],
     pub _pad: u32,
 }
-crate::assert_size!(RouteState, 16);
+crate::assert_size!(RouteState, 8);
 crate::impl_pod!(RouteState);
 
-/// Address families, as stored in keys.
+/// Address families, as stored in rules and next hops.
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
-/// The packet fields policies match on, masked by a tuple; also the rule hash key.
-/// IPv4 addresses sit in the first 4 bytes of `src`/`dst`, the rest zero.
-/// Ports are 0 when the packet has none (not TCP/UDP/SCTP, or a non-first fragment); no
-/// policy can match port 0, so such packets never match a port constraint.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ClassKey {
-    pub tuple: u8,
-    pub generation: u8,
-    pub family: u8,
-    pub proto: u8,
-    pub dscp: u8,
-    pub _pad: [u8; 1],
-    pub sport: u16,
-    pub dport: u16,
-    pub _pad2: u16,
-    pub iif: u32,
-    pub mark: u32,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-}
-crate::assert_size!(ClassKey, 52);
-crate::impl_pod!(ClassKey);
+/// The key words a packet is classified by (indexes into [`ClassKey::words`]). Addresses
+/// are in host order, most significant word first (IPv4 uses word 0 of each); a packet
+/// without ports (not TCP/UDP/SCTP, or a fragment) has [`NO_PORT`] in both port words.
+pub const KEY_SRC: usize = 0;
+pub const KEY_DST: usize = 4;
+pub const KEY_SPORT: usize = 8;
+pub const KEY_DPORT: usize = 9;
+pub const KEY_PROTO: usize = 10;
+pub const KEY_IIF: usize = 11;
+pub const KEY_DSCP: usize = 12;
+pub const KEY_MARK: usize = 13;
+/// Words of a [`ClassKey`] (a power of two: a node's word index is masked with
+/// `KEY_WORDS - 1`).
+pub const KEY_WORDS: usize = 16;
+/// The port word of a packet that carries no ports: outside every port range.
+pub const NO_PORT: u32 = 0x1_0000;
 
-/// The hash key of an IPv4 entry: a [`ClassKey`] without the family and the twelve
-/// always-zero address bytes. The kernel hashes and compares a lookup's whole key byte by
-/// byte, so 24 bytes instead of 52 is most of an IPv4 lookup's cost saved.
-/// `src` and `dst` hold the address bytes in packet order (`u32::from_ne_bytes`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ClassKeyV4 {
-    pub tuple: u8,
-    pub generation: u8,
-    pub proto: u8,
-    pub dscp: u8,
-    pub sport: u16,
-    pub dport: u16,
-    pub iif: u32,
-    pub mark: u32,
-    pub src: u32,
-    pub dst: u32,
-}
-crate::assert_size!(ClassKeyV4, 24);
-crate::impl_pod!(ClassKeyV4);
-
-impl ClassKey {
-    /// The IPv4 key of an IPv4 entry (`family` is [`FAMILY_V4`]).
-    pub fn v4(&self) -> ClassKeyV4 {
-        let word = |a: &[u8; 16]| u32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
-        ClassKeyV4 {
-            tuple: self.tuple,
-            generation: self.generation,
-            proto: self.proto,
-            dscp: self.dscp,
-            sport: self.sport,
-            dport: self.dport,
-            iif: self.iif,
-            mark: self.mark,
-            src: word(&self.src),
-            dst: word(&self.dst),
-        }
-    }
-}
-
-/// One match shape: the masks applied to a packet's fields before the hash lookup.
+/// A packet's key words.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TupleMask {
-    pub family: u8,
-    pub proto: u8,
-    pub dscp: u8,
-    pub _pad: u8,
-    pub sport: u16,
-    pub dport: u16,
-    pub iif: u32,
-    pub mark: u32,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    /// The best (lowest) priority of the policies in this tuple.
-    pub min_priority: u32,
-    pub _pad2: u32,
+pub struct ClassKey {
+    pub words: [u32; KEY_WORDS],
 }
-crate::assert_size!(TupleMask, 56);
-crate::impl_pod!(TupleMask);
+crate::assert_size!(ClassKey, 4 * KEY_WORDS);
+crate::impl_pod!(ClassKey);
+
+/// `Node::op` of a leaf; otherwise the low bits of `op` ([`NODE_WORD`]) name the key word an
+/// inner node cuts.
+pub const NODE_LEAF: u8 = 0x80;
+/// `Node::op` of an inner node whose block starts with a side subtree: the rules of the node
+/// that every slice would hold, walked by every packet passing through.
+pub const NODE_SIDE: u8 = 0x40;
+/// The key word bits of `Node::op`.
+pub const NODE_WORD: u8 = 0x0f;
+
+/// A tree node, 8 bytes (one arena slot).
+///
+/// Inner node (`op` without [`NODE_LEAF`]): the child for a packet is the node in arena
+/// slot `base + side + ((words[op & NODE_WORD] >> shift) & mask)`, where `side` is 2 when
+/// `op` has [`NODE_SIDE`] (slot `base` then holds the side subtree's root, slot `base + 1`
+/// the best priority of its rules) and 0 otherwise. Leaf:
+/// `mask` rules, [`RuleMatch`]es in the lines starting at slot `base` (a multiple of 8),
+/// best priority first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Node {
+    pub op: u8,
+    pub shift: u8,
+    pub mask: u16,
+    pub base: u32,
+}
+crate::assert_size!(Node, 8);
+crate::impl_pod!(Node);
+
+/// One arena chunk: [`CHUNK_SLOTS`] 8-byte slots, holding [`Node`]s (one a slot),
+/// [`RuleMatch`]es (eight slots, a 64-byte line each) and [`RuleValue`]s (four slots each),
+/// by what points into it.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug)]
+pub struct Chunk {
+    pub slots: [u64; CHUNK_SLOTS as usize],
+}
+crate::assert_size!(Chunk, 8 * CHUNK_SLOTS as usize);
+crate::impl_pod!(Chunk);
+
+/// A tree's root and the best (lowest) priority among its rules.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TreeRoot {
+    pub node: Node,
+    pub min_priority: u32,
+    pub _pad: u32,
+}
+crate::assert_size!(TreeRoot, 16);
+crate::impl_pod!(TreeRoot);
+
+/// A generation's trees: the entry of ROUTE_TREES the program reads once per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenTables {
+    /// Arena slot of the first [`RuleValue`] (4 slots each: value `i` at `values + 4 * i`).
+    pub values: u32,
+    /// Trees of IPv4 ([0]) and IPv6 ([1]).
+    pub counts: [u32; 2],
+    pub _pad: u32,
+    /// Roots by family, sorted by `min_priority`.
+    pub roots: [[TreeRoot; MAX_TREES as usize]; 2],
+}
+crate::assert_size!(GenTables, 16 + 2 * 16 * MAX_TREES as usize);
+crate::impl_pod!(GenTables);
 
 /// What a matching policy does.
 pub const ACTION_PASS: u8 = 0;
@@ -211,11 +235,10 @@ pub const RULE_SET_DSCP: u8 = 2;
 pub const MATCH_PROTO: u8 = 1;
 pub const MATCH_DSCP: u8 = 2;
 pub const MATCH_IIF: u8 = 4;
+pub const MATCH_SPORT: u8 = 8;
+pub const MATCH_DPORT: u8 = 16;
 
-/// Candidates one bucket holds.
-pub const BUCKET_RULES: usize = 8;
-
-/// The policy a rule hash entry belongs to, and its action.
+/// The policy a rule belongs to, and its action.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleValue {
@@ -233,16 +256,13 @@ pub struct RuleValue {
 crate::assert_size!(RuleValue, 24);
 crate::impl_pod!(RuleValue);
 
-/// One policy's complete match, checked against a packet found in its bucket.
-/// Port ranges are inclusive; an unconstrained port is 0..=65535.
+/// One rule's complete match, as a leaf holds it (one arena line). Addresses are host-order
+/// words like the key's, zero beyond the prefix; port ranges are inclusive.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleMatch {
-    pub family: u8,
-    pub proto: u8,
-    pub dscp: u8,
-    /// MATCH_* bits.
-    pub flags: u8,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
     pub sport_lo: u16,
     pub sport_hi: u16,
     pub dport_lo: u16,
@@ -250,33 +270,45 @@ pub struct RuleMatch {
     pub iif: u32,
     pub mark_value: u32,
     pub mark_mask: u32,
-    pub src: [u8; 16],
-    pub src_mask: [u8; 16],
-    pub dst: [u8; 16],
-    pub dst_mask: [u8; 16],
-    pub value: RuleValue,
+    pub priority: u32,
+    /// Low 24 bits: index of the rule's [`RuleValue`] in its generation's values; high 8
+    /// bits: `MATCH_*` flags (see [`RuleMatch::flags`]).
+    pub value_flags: u32,
+    pub src_len: u8,
+    pub dst_len: u8,
+    pub proto: u8,
+    pub dscp: u8,
 }
-crate::assert_size!(RuleMatch, 112);
+crate::assert_size!(RuleMatch, 64);
 crate::impl_pod!(RuleMatch);
 
-/// The candidates under one hash key, best priority first.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Bucket {
-    pub count: u32,
-    pub _pad: u32,
-    pub rules: [RuleMatch; BUCKET_RULES],
-}
-crate::assert_size!(Bucket, 8 + 112 * BUCKET_RULES);
-crate::impl_pod!(Bucket);
+/// Values one generation may hold (the index width of [`RuleMatch::value_flags`]).
+pub const MAX_VALUES: u32 = 1 << 24;
 
-impl Default for Bucket {
-    fn default() -> Self {
-        Self {
-            count: 0,
-            _pad: 0,
-            rules: [RuleMatch::default(); BUCKET_RULES],
-        }
+impl RuleMatch {
+    /// The `MATCH_*` bits.
+    #[inline(always)]
+    pub const fn flags(&self) -> u8 {
+        (self.value_flags >> 24) as u8
+    }
+
+    /// The index of the rule's [`RuleValue`].
+    #[inline(always)]
+    pub const fn value_index(&self) -> u32 {
+        self.value_flags & (MAX_VALUES - 1)
+    }
+}
+
+/// The mask of word `i` (0-3) of an address prefix `len` bits long, in host order.
+#[inline(always)]
+pub const fn prefix_word_mask(len: u8, i: usize) -> u32 {
+    let bits = len as i32 - 32 * i as i32;
+    if bits <= 0 {
+        0
+    } else if bits >= 32 {
+        u32::MAX
+    } else {
+        u32::MAX << (32 - bits)
     }
 }
 

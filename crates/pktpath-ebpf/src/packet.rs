@@ -31,6 +31,8 @@ pub struct Parsed {
     pub ttl: u8,
     pub sport: u16,
     pub dport: u16,
+    /// Whether `sport` and `dport` were read (TCP, UDP or SCTP, not a fragment).
+    pub ports: bool,
     /// Addresses as four words holding the packet's bytes in order (`u32::from_ne_bytes`
     /// of each 4-byte group), IPv4 in word 0 and the rest zero: aligned words compare and
     /// mask in 4 instructions, and store into a hash key unchanged.
@@ -112,6 +114,7 @@ fn parse_v4(ctx: &TcContext) -> Result<Parsed, Malformed> {
         ttl,
         sport: 0,
         dport: 0,
+        ports: false,
         src: [src, 0, 0, 0],
         dst: [dst, 0, 0, 0],
         l3_len: tot_len as u32,
@@ -123,6 +126,7 @@ fn parse_v4(ctx: &TcContext) -> Result<Parsed, Malformed> {
         let ports = bytes::<4>(ctx, ETH_HLEN + (ihl & 0x3c))?;
         p.sport = u16::from_be_bytes([ports[0], ports[1]]);
         p.dport = u16::from_be_bytes([ports[2], ports[3]]);
+        p.ports = true;
     }
     Ok(p)
 }
@@ -144,6 +148,7 @@ fn parse_v6(ctx: &TcContext) -> Result<Option<Parsed>, Malformed> {
         ttl: ip[7],
         sport: 0,
         dport: 0,
+        ports: false,
         src: [0; 4],
         dst: [0; 4],
         l3_len: payload as u32 + 40,
@@ -189,6 +194,7 @@ fn parse_v6(ctx: &TcContext) -> Result<Option<Parsed>, Malformed> {
         let ports = bytes::<4>(ctx, off & 0x1fff)?;
         p.sport = u16::from_be_bytes([ports[0], ports[1]]);
         p.dport = u16::from_be_bytes([ports[2], ports[3]]);
+        p.ports = true;
     }
     Ok(Some(p))
 }

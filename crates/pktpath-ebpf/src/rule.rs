@@ -1,68 +1,78 @@
-//! Checking a policy's complete match ([`RuleMatch`]) against a parsed packet, shared by
-//! the data path (bucket candidates) and the linear-scan baseline (every rule).
-//!
-//! Address fields of map values are read as aligned words: the shared types put them at
-//! 4-aligned offsets (asserted here) and map values are 8-aligned.
+//! A packet's key words, and checking a rule's complete match ([`RuleMatch`]) against
+//! them: shared by the data path (the rules of the leaf a packet reaches) and the
+//! linear-scan baseline (every rule).
 
 use pktpath_common::route::{
-    Bucket, ClassKey, FAMILY_V4, MATCH_DSCP, MATCH_IIF, MATCH_PROTO, RuleMatch, TupleMask,
+    ClassKey, KEY_DPORT, KEY_DSCP, KEY_DST, KEY_IIF, KEY_MARK, KEY_PROTO, KEY_SPORT, KEY_SRC,
+    MATCH_DPORT, MATCH_DSCP, MATCH_IIF, MATCH_PROTO, MATCH_SPORT, NO_PORT, RuleMatch,
+    prefix_word_mask,
 };
 
 use crate::packet::Parsed;
 
-const _: () = assert!(core::mem::offset_of!(ClassKey, src).is_multiple_of(4));
-const _: () = assert!(core::mem::offset_of!(ClassKey, dst).is_multiple_of(4));
-const _: () = assert!(core::mem::offset_of!(TupleMask, src).is_multiple_of(4));
-const _: () = assert!(core::mem::offset_of!(TupleMask, dst).is_multiple_of(4));
-const _: () = assert!(core::mem::offset_of!(RuleMatch, src).is_multiple_of(4));
-const _: () = assert!(core::mem::offset_of!(RuleMatch, src_mask).is_multiple_of(4));
-const _: () = assert!(core::mem::offset_of!(RuleMatch, dst).is_multiple_of(4));
-const _: () = assert!(core::mem::offset_of!(RuleMatch, dst_mask).is_multiple_of(4));
-const _: () = assert!(core::mem::offset_of!(Bucket, rules).is_multiple_of(4));
-const _: () = assert!(size_of::<RuleMatch>().is_multiple_of(4));
-
-/// A 16-byte address field of a map value (or of a key in per-CPU scratch) as four words.
+/// Writes the packet's key words into `k` (addresses in host order, most significant word
+/// first; [`NO_PORT`] for a packet without ports).
 #[inline(always)]
-pub fn words(a: &[u8; 16]) -> &[u32; 4] {
-    // SAFETY: same size; callers pass fields of map values or per-CPU scratch, at 4-aligned
-    // offsets (asserted above) of 8-aligned values, so the reference is aligned.
-    unsafe { &*(a as *const [u8; 16]).cast::<[u32; 4]>() }
+pub fn fill_key(k: &mut ClassKey, p: &Parsed, ifindex: u32, mark: u32) {
+    let w = &mut k.words;
+    for i in 0..4 {
+        w[KEY_SRC + i] = u32::from_be(p.src[i]);
+        w[KEY_DST + i] = u32::from_be(p.dst[i]);
+    }
+    let (sport, dport) = if p.ports {
+        (p.sport as u32, p.dport as u32)
+    } else {
+        (NO_PORT, NO_PORT)
+    };
+    w[KEY_SPORT] = sport;
+    w[KEY_DPORT] = dport;
+    w[KEY_PROTO] = p.proto as u32;
+    w[KEY_IIF] = ifindex;
+    w[KEY_DSCP] = p.dscp as u32;
+    w[KEY_MARK] = mark;
 }
 
-/// Mutable [`words`].
+/// Whether rule `r` accepts the packet with key `k` (`v6`: compare all four address words,
+/// else only the first).
 #[inline(always)]
-pub fn words_mut(a: &mut [u8; 16]) -> &mut [u32; 4] {
-    // SAFETY: as for `words`.
-    unsafe { &mut *(a as *mut [u8; 16]).cast::<[u32; 4]>() }
+pub fn candidate_matches(r: &RuleMatch, v6: bool, k: &ClassKey) -> bool {
+    let w = &k.words;
+    let flags = r.flags();
+    if flags & MATCH_PROTO != 0 && r.proto as u32 != w[KEY_PROTO] {
+        return false;
+    }
+    if flags & MATCH_DSCP != 0 && r.dscp as u32 != w[KEY_DSCP] {
+        return false;
+    }
+    if flags & MATCH_IIF != 0 && r.iif != w[KEY_IIF] {
+        return false;
+    }
+    if w[KEY_MARK] & r.mark_mask != r.mark_value {
+        return false;
+    }
+    if flags & MATCH_SPORT != 0
+        && (w[KEY_SPORT] < r.sport_lo as u32 || w[KEY_SPORT] > r.sport_hi as u32)
+    {
+        return false;
+    }
+    if flags & MATCH_DPORT != 0
+        && (w[KEY_DPORT] < r.dport_lo as u32 || w[KEY_DPORT] > r.dport_hi as u32)
+    {
+        return false;
+    }
+    addr_matches(v6, &w[KEY_SRC..KEY_SRC + 4], &r.src, r.src_len)
+        && addr_matches(v6, &w[KEY_DST..KEY_DST + 4], &r.dst, r.dst_len)
 }
 
-/// Whether a policy's complete match (a bucket candidate, or a rule of a scan) accepts
-/// the packet.
+/// Whether the address words `a` are in the prefix `want`/`len`.
 #[inline(always)]
-pub fn candidate_matches(r: &RuleMatch, p: &Parsed, ifindex: u32, mark: u32) -> bool {
-    r.family == p.family
-        && (r.flags & MATCH_PROTO == 0 || r.proto == p.proto)
-        && (r.flags & MATCH_DSCP == 0 || r.dscp == p.dscp)
-        && (r.flags & MATCH_IIF == 0 || r.iif == ifindex)
-        && mark & r.mark_mask == r.mark_value
-        && r.sport_lo <= p.sport
-        && p.sport <= r.sport_hi
-        && r.dport_lo <= p.dport
-        && p.dport <= r.dport_hi
-        && addr_matches(p.family, &p.src, &r.src_mask, &r.src)
-        && addr_matches(p.family, &p.dst, &r.dst_mask, &r.dst)
-}
-
-/// `a & mask == want`; for IPv4 only the first word (the others are zero in all three).
-#[inline(always)]
-fn addr_matches(family: u8, a: &[u32; 4], mask: &[u8; 16], want: &[u8; 16]) -> bool {
-    let (m, w) = (words(mask), words(want));
-    if family == FAMILY_V4 {
-        return a[0] & m[0] == w[0];
+fn addr_matches(v6: bool, a: &[u32], want: &[u32; 4], len: u8) -> bool {
+    if !v6 {
+        return (a[0] ^ want[0]) & prefix_word_mask(len, 0) == 0;
     }
     let mut diff = 0u32;
     for i in 0..4 {
-        diff |= (a[i] & m[i]) ^ w[i];
+        diff |= (a[i] ^ want[i]) & prefix_word_mask(len, i);
     }
     diff == 0
 }

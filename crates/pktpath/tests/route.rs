@@ -1,9 +1,17 @@
 //! `pktpath route check` and `pktpath route schema` end to end, on the shipped examples and
-//! on broken files: exit codes, one line on stderr naming file, line and field. No root.
+//! on broken files: exit codes, one line on stderr naming file, line and field, or the
+//! message `route apply` gives for a set the data path cannot hold. No root.
+
+mod common;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Output},
+};
+
+use pktpath_core::{
+    datapath::policy::{self, Interfaces, LinkInfo, PolicyError, Slots},
+    route::compile::{PolicySet, Topology},
 };
 
 const PKTPATH: &str = env!("CARGO_BIN_EXE_pktpath");
@@ -147,6 +155,111 @@ fn check_json_is_one_object_in_the_files_terms() {
     );
     assert_eq!(v["next_hops"][0]["gateway6"], "fd02::2");
     assert_eq!(v["interfaces"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn check_reports_what_the_classifier_makes_of_the_policies() {
+    let args = [
+        "route",
+        "check",
+        "--config",
+        &example("configuration.json"),
+        &example("runtimeConfiguration.json"),
+    ];
+    let out = pktpath(&[&args[..], &["--json"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    // One rule per policy, one per family for a `forward` that names no address.
+    let want_rules: u64 = v["policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .map(|p| {
+            let m = &p["match"];
+            let family_free = m.get("src").is_none() && m.get("dst").is_none();
+            if p["action"]["type"] == "forward" && family_free {
+                2
+            } else {
+                1
+            }
+        })
+        .sum();
+    let c = &v["classifier"];
+    assert_eq!(c["rules"], want_rules, "{c}");
+    assert_eq!(c["tree_stats"]["rules"], want_rules, "{c}");
+    let trees = c["trees"].as_u64().expect("trees");
+    let per_family: u64 = c["tree_stats"]["trees"]
+        .as_array()
+        .expect("trees per family")
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .sum();
+    assert!(trees > 0 && trees == per_family, "{c}");
+    let arena = c["arena_bytes"].as_u64().expect("arena_bytes");
+    let table = c["table_bytes"].as_u64().expect("table_bytes");
+    assert!(
+        arena > 0 && table >= arena && table.is_multiple_of(1 << 20),
+        "{c}"
+    );
+
+    let text = String::from_utf8(pktpath(&args).stdout).expect("utf-8");
+    let line = format!(
+        "classifier: {want_rules} rules in {trees} trees ({} KiB of tables, {} KiB in the kernel)",
+        arena.div_ceil(1024),
+        table / 1024
+    );
+    assert!(text.contains(&line), "{line:?} in {text}");
+}
+
+/// What `route apply` says for the runtime configuration at `runtime` on a freshly attached
+/// data path: its pipeline with interfaces as the kernel might number them.
+fn apply_error(config: &str, runtime: &str) -> PolicyError {
+    let topology = Topology::load(Path::new(config)).expect("valid configuration");
+    let set = PolicySet::load(&topology, Path::new(runtime)).expect("valid runtime file");
+    let kernel = Interfaces {
+        links: (0..topology.interfaces.len() as u32)
+            .map(|i| LinkInfo {
+                ifindex: 17 + 9 * i,
+                mtu: 9000,
+                mac: [2, 0x5e, 0, 0, 0, i as u8],
+            })
+            .collect(),
+    };
+    let plan = match Slots::default().plan(&set) {
+        Ok(plan) => plan,
+        Err(e) => return e,
+    };
+    match policy::compile_set(&set, &kernel, &plan.slots) {
+        Ok(_) => panic!("route apply would take {runtime}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn check_refuses_a_set_the_data_path_cannot_hold_as_apply_does() {
+    let s = Scratch::new("too-many");
+    let config = example("configuration.json");
+    let runtime = s.file("runtimeConfiguration.json", &common::too_many_policies());
+    let refused = apply_error(&config, &runtime);
+    assert!(
+        matches!(refused, PolicyError::TooManySlots { .. }),
+        "the data path refuses the set for its size, not: {refused}"
+    );
+    for json in [false, true] {
+        let mut args = vec!["route", "check", "--config", &config, &runtime];
+        if json {
+            args.push("--json");
+        }
+        let out = pktpath(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "json {json}: {stderr}");
+        assert!(out.stdout.is_empty(), "json {json}: nothing on stdout");
+        assert_eq!(stderr, format!("pktpath: {refused}\n"), "json {json}");
+    }
 }
 
 #[test]

@@ -402,6 +402,27 @@ fn steer_and_detach(mode: &str) {
     );
     assert_eq!(dp.json(&["show"])["policies"], show["policies"]);
 
+    // A valid set the data path cannot hold: apply refuses it, `route check` (no data
+    // path, no interfaces) with the same line and exit code, and the running set stays.
+    let refused = scratch.write("refused.json", &common::too_many_policies());
+    let applied = dp.route(&["apply", &refused]);
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert_eq!(applied.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    let checked = std::process::Command::new(common::PKTPATH)
+        .args(["route", "check", "--config", &config, &refused])
+        .output()
+        .expect("run pktpath route check");
+    assert_eq!(checked.status.code(), applied.status.code());
+    assert_eq!(String::from_utf8_lossy(&checked.stderr), stderr);
+    send(&lab, RouterLab::CLIENT4, 5000);
+    assert_eq!(
+        listeners.drain(),
+        expect(&[("up2/v4/5000", N)]),
+        "old steering continues after a refused set"
+    );
+    assert_eq!(dp.json(&["show"])["policies"], show["policies"]);
+
     // `route get` agrees with where the real packets went under the running set.
     let get = |words: &str| {
         dp.json(&[&["get"], words.split(' ').collect::<Vec<_>>().as_slice()].concat())
@@ -473,6 +494,22 @@ fn steer_and_detach(mode: &str) {
     );
     let out = dp.route(&["get", "iif", to_client, "from", "10.1.0.2"]);
     assert_eq!(out.status.code(), Some(1), "incomplete get is an error");
+    // Without proto the packet is an echo request; proto 0 is protocol 0, which no policy
+    // matches; for IPv6, next header 0 is the hop-by-hop header, not a protocol.
+    let echo = get(&format!("iif {to_client} from 10.1.0.2 to {SVC4}"));
+    assert_eq!(echo["policy"], "icmp-up2", "{echo}");
+    let zero = get(&format!("iif {to_client} from 10.1.0.2 to {SVC4} proto 0"));
+    assert_eq!(
+        (&zero["policy"], &zero["action"]),
+        (&Value::Null, &"pass".into()),
+        "{zero}"
+    );
+    let out = dp.route(&[
+        "get", "iif", to_client, "from", "fd01::2", "to", SVC6, "proto", "0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("hop-by-hop"), "{stderr}");
 
     // Detach leaves nothing: no pins, no state, no TCX program, tc filter or clsact qdisc
     // it added on any router interface (a clsact it did not add stays), and (forwarding

@@ -51,9 +51,9 @@ use pktpath_common::route::{IfaceCounters, PROG_DATAPATH, PolicyCounters};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    classifier::TreeStats,
     policy::{self, Interfaces, LinkInfo, PolicyError, Slots},
     tables::{Applied, DatapathMaps, TableError},
-    tuples::{self, CompileError},
 };
 use crate::{
     loader::{self, LoadError, Object},
@@ -137,8 +137,6 @@ pub enum AttachError {
     Table(#[from] TableError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error(transparent)]
-    Compile(#[from] CompileError),
     #[error("{what} {path} failed")]
     Io {
         what: &'static str,
@@ -728,8 +726,11 @@ pub fn open(layout: &Layout) -> Result<Attached, AttachError> {
 pub struct ApplyReport {
     pub policies: usize,
     pub rules: usize,
-    pub tuples: usize,
-    pub entries: usize,
+    /// Decision trees (IPv4 and IPv6 together) and their shape.
+    pub trees: usize,
+    pub tree_stats: TreeStats,
+    /// Bytes of classifier tables the set takes in the kernel.
+    pub table_bytes: u64,
     pub generation: u32,
     /// Counter slots given to new policy ids (zeroed before the swap).
     pub fresh_slots: usize,
@@ -816,24 +817,24 @@ impl Attached {
     pub fn apply(&mut self, set: &PolicySet, source: &Source) -> Result<ApplyReport, AttachError> {
         let ifaces = resolve(&self.topology)?;
         let plan = self.slots()?.plan(set)?;
-        let rules = policy::rules(set, &ifaces, &plan.slots)?;
-        let tables = tuples::compile(&rules)?;
-        let hops = policy::next_hops(&self.topology, &ifaces)?;
+        let compiled = policy::compile_set(set, &ifaces, &plan.slots)?;
         self.maps
             .reset_policy_counters(plan.fresh.iter().copied())?;
-        self.maps.set_nexthops(&hops)?;
+        self.maps.set_nexthops(&compiled.next_hops)?;
         let Applied {
             generation,
-            tuples,
-            entries,
-        } = self.maps.apply(&tables)?;
+            stats,
+            arena_bytes,
+            ..
+        } = self.maps.apply(&compiled.tables)?;
         write_atomic(&self.layout.state(RUNTIME_FILE), source.text())?;
         write_atomic(&self.layout.state(SLOTS_FILE), &slots_json(&plan.slots))?;
         Ok(ApplyReport {
             policies: set.policies.len(),
-            rules: rules.len(),
-            tuples,
-            entries,
+            rules: compiled.rules.len(),
+            trees: stats.trees[0] + stats.trees[1],
+            tree_stats: stats,
+            table_bytes: arena_bytes,
             generation,
             fresh_slots: plan.fresh.len(),
         })

@@ -3,7 +3,7 @@
 
 use pktpath_common::route::FAMILY_V4;
 
-use super::tuples::PacketFields;
+use super::classifier::PacketFields;
 
 /// Options for the frame around the fields.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +39,9 @@ pub fn ipv4_checksum(header: &[u8]) -> u16 {
 }
 
 fn l4_header(p: &PacketFields) -> Vec<u8> {
+    if p.fragment {
+        return Vec::new(); // a later fragment: payload bytes only
+    }
     match p.proto {
         6 => {
             let mut h = vec![0u8; 20];
@@ -54,6 +57,13 @@ fn l4_header(p: &PacketFields) -> Vec<u8> {
             h[2..4].copy_from_slice(&p.dport.to_be_bytes());
             h
         }
+        132 => {
+            // SCTP common header: ports, verification tag, checksum (not computed).
+            let mut h = vec![0u8; 12];
+            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
+            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
+            h
+        }
         1 | 58 => vec![if p.proto == 1 { 8 } else { 128 }, 0, 0, 0, 0, 1, 0, 1], // echo request
         _ => Vec::new(),
     }
@@ -62,7 +72,7 @@ fn l4_header(p: &PacketFields) -> Vec<u8> {
 /// An Ethernet frame carrying `p` (checksums of L4 are not computed; IPv4's is).
 pub fn build(p: &PacketFields, opts: &FrameOptions) -> Vec<u8> {
     let mut l4 = l4_header(p);
-    if matches!(p.proto, 17) {
+    if p.proto == 17 && !p.fragment {
         let len = (8 + opts.payload) as u16;
         l4[4..6].copy_from_slice(&len.to_be_bytes());
     }
@@ -76,6 +86,9 @@ pub fn build(p: &PacketFields, opts: &FrameOptions) -> Vec<u8> {
         ip[0] = 0x45;
         ip[1] = p.dscp << 2;
         ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+        if p.fragment {
+            ip[6..8].copy_from_slice(&1u16.to_be_bytes()); // offset 8 bytes, no more fragments
+        }
         ip[8] = opts.ttl;
         ip[9] = p.proto;
         ip[12..16].copy_from_slice(&p.src[..4]);
@@ -89,12 +102,19 @@ pub fn build(p: &PacketFields, opts: &FrameOptions) -> Vec<u8> {
         let tclass = p.dscp << 2;
         ip[0] = 0x60 | (tclass >> 4);
         ip[1] = tclass << 4;
-        ip[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
-        ip[6] = p.proto;
+        // A fragment header (offset 8 bytes, no more fragments) before the payload.
+        let frag = if p.fragment {
+            vec![p.proto, 0, 0, 8, 0, 0, 0, 1]
+        } else {
+            Vec::new()
+        };
+        ip[4..6].copy_from_slice(&((frag.len() + l4.len()) as u16).to_be_bytes());
+        ip[6] = if p.fragment { 44 } else { p.proto };
         ip[7] = opts.ttl;
         ip[8..24].copy_from_slice(&p.src);
         ip[24..40].copy_from_slice(&p.dst);
         f.extend_from_slice(&ip);
+        f.extend_from_slice(&frag);
     }
     f.extend_from_slice(&l4);
     f

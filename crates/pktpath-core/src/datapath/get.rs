@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use super::{
     attach::{AttachError, Attached},
+    classifier::PacketFields,
     frame::{self, FrameOptions},
-    tuples::PacketFields,
 };
 use crate::sys::{SysError, iface};
 

@@ -3,9 +3,9 @@
 //! ([`tables`]).
 
 pub mod attach;
+pub mod classifier;
 pub mod frame;
 pub mod get;
 pub mod policy;
 pub mod synth;
 pub mod tables;
-pub mod tuples;

@@ -17,6 +17,10 @@
 //! id gets the lowest slot no policy of the *running* set uses (so no packet can still be
 //! counting into it), and the caller zeroes it before the swap. The assignment is kept as a
 //! small JSON state file next to the pins (see `attach`), rewritten after each apply.
+//!
+//! [`compile_set`] is the one way from a policy set to what the maps hold: `route apply`
+//! runs it with the kernel's interfaces, `route check` with [`Interfaces::placeholder`], so
+//! a set one refuses the other refuses with the same error.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,16 +30,41 @@ use pktpath_common::route::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::tuples::Rule;
+use super::{
+    classifier::{self, CompileError, PacketFields, Rule, Tables, TreeStats},
+    tables,
+};
 use crate::route::{
     compile::{CompiledAction, CompiledPolicy, NextHopId, PolicySet, Rewrite, Topology},
     config::{Family, Prefix},
+    model,
 };
 
 /// What the kernel says about each interface of a [`Topology`], in the same order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interfaces {
     pub links: Vec<LinkInfo>,
+}
+
+impl Interfaces {
+    /// Stand-ins for what the kernel says about `topology`'s interfaces, for compiling a
+    /// policy set where they need not exist (`route check`): ifindexes 1, 2, ... in the
+    /// configuration's order, MTU 1500 and the MAC 02:00:00:00:00:00. Rules name input
+    /// interfaces by ifindex, so with these the rules and the limits they meet are those of
+    /// the real interfaces, while the trees' cuts on the input interface, and so the size of
+    /// the tables, may differ slightly.
+    pub fn placeholder(topology: &Topology) -> Self {
+        Interfaces {
+            links: (1..)
+                .zip(&topology.interfaces)
+                .map(|(ifindex, _)| LinkInfo {
+                    ifindex,
+                    mtu: 1500,
+                    mac: [2, 0, 0, 0, 0, 0],
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One interface as the kernel knows it.
@@ -57,6 +86,8 @@ pub enum PolicyError {
         "interface information for {have} interfaces given, the static configuration has {want}"
     )]
     InterfaceCount { have: usize, want: usize },
+    #[error(transparent)]
+    Compile(#[from] CompileError),
 }
 
 /// Counter slot of each policy id.
@@ -114,6 +145,28 @@ impl Slots {
             slots: Slots { by_id },
             fresh,
         })
+    }
+}
+
+/// A packet of the reference model as the data path sees it: the input interface by its
+/// ifindex in `ifaces`; a TCP/UDP/SCTP packet without ports is a fragment.
+pub fn packet_fields(p: &model::PacketFields, ifaces: &Interfaces) -> PacketFields {
+    let family = match p.src {
+        std::net::IpAddr::V4(_) => FAMILY_V4,
+        std::net::IpAddr::V6(_) => FAMILY_V6,
+    };
+    let carries = matches!(p.proto, 6 | 17 | 132);
+    PacketFields {
+        family,
+        iif: ifaces.links.get(p.iif.0).map_or(0, |l| l.ifindex),
+        src: addr_bytes(p.src),
+        dst: addr_bytes(p.dst),
+        proto: p.proto,
+        sport: p.sport.unwrap_or(0),
+        dport: p.dport.unwrap_or(0),
+        dscp: p.dscp,
+        mark: p.mark,
+        fragment: carries && (p.sport.is_none() || p.dport.is_none()),
     }
 }
 
@@ -231,6 +284,65 @@ pub fn rules(
     Ok(out)
 }
 
+/// A policy set as the data path's maps hold it.
+#[derive(Clone, Debug)]
+pub struct CompiledSet {
+    /// The data path rules (see [`rules`]).
+    pub rules: Vec<Rule>,
+    /// The classifier's trees over those rules.
+    pub tables: Tables,
+    /// The next hop table (see [`next_hops`]).
+    pub next_hops: Vec<NextHop>,
+}
+
+/// What the classifier made of a policy set, in the terms `route apply` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ClassifierSummary {
+    /// Data path rules: one per policy, two for a `forward` policy that names no family.
+    pub rules: usize,
+    /// Decision trees, IPv4 and IPv6 together, and their shape.
+    pub trees: usize,
+    pub tree_stats: TreeStats,
+    /// Bytes the tables take in the kernel (whole arena chunks; `route apply` reports the
+    /// same).
+    pub table_bytes: u64,
+    /// Bytes of those the tables fill.
+    pub arena_bytes: u64,
+}
+
+impl CompiledSet {
+    /// The classifier's figures for this set.
+    pub fn summary(&self) -> ClassifierSummary {
+        let stats = self.tables.stats;
+        ClassifierSummary {
+            rules: self.rules.len(),
+            trees: stats.trees.iter().sum(),
+            tree_stats: stats,
+            table_bytes: tables::kernel_bytes(&self.tables),
+            arena_bytes: self.tables.arena_bytes(),
+        }
+    }
+}
+
+/// Compiles `set` for the data path with the interfaces `ifaces` and the counter slots
+/// `slots` (which must hold every policy id: see [`Slots::plan`]): its rules, their
+/// classifier tables and the next hop table. `route apply` writes the result into the
+/// maps; `route check` runs the same with [`Interfaces::placeholder`].
+pub fn compile_set(
+    set: &PolicySet,
+    ifaces: &Interfaces,
+    slots: &Slots,
+) -> Result<CompiledSet, PolicyError> {
+    let rules = rules(set, ifaces, slots)?;
+    let tables = classifier::compile(&rules)?;
+    let next_hops = next_hops(&set.topology, ifaces)?;
+    Ok(CompiledSet {
+        rules,
+        tables,
+        next_hops,
+    })
+}
+
 fn rule(
     set: &PolicySet,
     policy: &CompiledPolicy,
@@ -290,7 +402,7 @@ fn rule(
 mod tests {
     use super::*;
     use crate::{
-        datapath::tuples::{Lookup, PacketFields, compile},
+        datapath::classifier::{Lookup, PacketFields, compile},
         route::config::Source,
     };
 
@@ -449,6 +561,134 @@ mod tests {
 
         // Same set again: nothing fresh.
         assert_eq!(p3.slots.plan(&third).unwrap().fresh, Vec::<u32>::new());
+    }
+
+    /// Policies that all overlap: 32 that each match one bit of the mark, then 40 that match
+    /// nested IPv6 prefixes of all ones (sources /31 to /1, destinations /31 to /23). A
+    /// packet with every mark bit set and such addresses matches all 72.
+    fn overlapping_policies() -> String {
+        let mut policies: Vec<String> = (0..32)
+            .map(|bit| {
+                let m = 1u32 << bit;
+                format!(
+                    r#"{{ "id": "mark-bit-{bit}", "priority": {}, "match": {{ "mark": {{ "value": {m}, "mask": {m} }} }}, "action": {{ "type": "pass" }} }}"#,
+                    bit + 1
+                )
+            })
+            .collect();
+        let prefixes = (1..=31u8)
+            .rev()
+            .map(|len| ("src", len))
+            .chain((23..=31u8).rev().map(|len| ("dst", len)));
+        for (i, (field, len)) in prefixes.enumerate() {
+            let ones = std::net::Ipv6Addr::from(u128::MAX << (128 - len));
+            policies.push(format!(
+                r#"{{ "id": "{field}-ones-{len}", "priority": {}, "match": {{ "{field}": "{ones}/{len}" }}, "action": {{ "type": "drop" }} }}"#,
+                100 + i
+            ));
+        }
+        policies.join(",\n")
+    }
+
+    #[test]
+    fn compile_set_compiles_alike_for_check_and_apply() {
+        let s = set(&overlapping_policies());
+        // As `route check` runs it: placeholder interfaces, nothing running.
+        let fresh = Slots::default().plan(&s).unwrap().slots;
+        let check = compile_set(&s, &Interfaces::placeholder(&s.topology), &fresh).unwrap();
+        // As `route apply` runs it: the kernel's interfaces, slots planned around the
+        // running set.
+        let running =
+            set(r#"{ "id": "old", "priority": 1, "match": {}, "action": { "type": "pass" } }"#);
+        let running = Slots::default().plan(&running).unwrap().slots;
+        let planned = running.plan(&s).unwrap().slots;
+        assert_ne!(planned, fresh, "the two callers' slots differ");
+        let apply = compile_set(&s, &ifaces(), &planned).unwrap();
+        assert_eq!(check.rules.len(), apply.rules.len());
+        assert_eq!(check.tables.stats, apply.tables.stats);
+        assert_eq!(check.summary().table_bytes, apply.summary().table_bytes);
+        // The classifier's own errors reach both as they are.
+        let refused = CompileError::Invalid {
+            priority: 7,
+            what: "a reason".to_owned(),
+        };
+        assert_eq!(
+            PolicyError::from(refused.clone()).to_string(),
+            refused.to_string()
+        );
+    }
+
+    #[test]
+    fn placeholder_interfaces_compile_the_rules_of_the_real_ones() {
+        let t = topology();
+        let p = Interfaces::placeholder(&t);
+        assert_eq!(
+            p.links.iter().map(|l| l.ifindex).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert!(p.links.iter().all(|l| l.mtu == 1500), "{p:?}");
+        let s = set(r#"
+            { "id": "a", "priority": 5, "match": { "iif": "to-up2", "src": "10.1.0.128/25" },
+              "action": { "type": "forward", "next_hop": "up1" } },
+            { "id": "b", "priority": 6, "match": { "proto": "udp", "dport": "0-10" },
+              "action": { "type": "drop" } },
+            { "id": "c", "priority": 7, "match": { "proto": 0 }, "action": { "type": "drop" } }
+        "#);
+        let slots = Slots::default().plan(&s).unwrap().slots;
+        let placeholder = compile_set(&s, &p, &slots).unwrap();
+        let kernel = compile_set(&s, &ifaces(), &slots).unwrap();
+        assert_eq!(placeholder.rules[0].iif, Some(3));
+        let without_iif = |c: &CompiledSet| -> Vec<Rule> {
+            c.rules
+                .iter()
+                .map(|r| Rule {
+                    iif: None,
+                    ..r.clone()
+                })
+                .collect()
+        };
+        assert_eq!(without_iif(&placeholder), without_iif(&kernel));
+        assert_eq!(placeholder.next_hops.len(), kernel.next_hops.len());
+
+        let summary = placeholder.summary();
+        assert_eq!((summary.rules, summary.tree_stats.rules), (3, 3));
+        assert_eq!(
+            summary.trees,
+            summary.tree_stats.trees.iter().sum::<usize>()
+        );
+        assert!(summary.trees > 0 && summary.arena_bytes > 0, "{summary:?}");
+        assert_eq!(
+            summary.table_bytes,
+            tables::CHUNK_BYTES as u64,
+            "{summary:?}"
+        );
+    }
+
+    #[test]
+    fn compile_set_refuses_more_next_hops_than_the_table_holds() {
+        let hops: Vec<String> = (0..129)
+            .map(|i| {
+                format!(
+                    r#"{{ "name": "h{i}", "interface": "lan", "gateway4": "10.0.0.{}" }}"#,
+                    i % 250 + 1
+                )
+            })
+            .collect();
+        let config = format!(
+            r#"{{ "version": 1, "interfaces": [ {{ "name": "lan" }} ], "next_hops": [ {} ] }}"#,
+            hops.join(", ")
+        );
+        let t = Topology::from_source(&Source::new("configuration.json", config)).unwrap();
+        let s = PolicySet::empty(t);
+        let err =
+            compile_set(&s, &Interfaces::placeholder(&s.topology), &Slots::default()).unwrap_err();
+        assert_eq!(
+            err,
+            PolicyError::TooManyNextHops {
+                count: 129,
+                max: 128
+            }
+        );
     }
 
     #[test]

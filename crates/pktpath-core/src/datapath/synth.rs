@@ -1,9 +1,19 @@
-//! Synthetic rule sets and packets, drawn from a small vocabulary so that packets match
-//! several rules: for property tests (compiled tables, the kernel classifier) and benchmarks.
+//! Deterministic randomness, address helpers and dense random policy sets for tests and
+//! benchmarks (the realistic rule-set profiles live in the test harness crate).
 
-use pktpath_common::route::{FAMILY_V4, FAMILY_V6, RuleValue};
+use std::net::IpAddr;
 
-use super::tuples::{PacketFields, Rule, matches};
+use crate::{
+    datapath::policy::{Interfaces, LinkInfo},
+    route::{
+        compile::{InterfaceId, PolicySet, Topology},
+        config::{
+            Action, MarkMatch, Match, Policy, PortRange, Prefix, Protocol, RUNTIME_VERSION,
+            RuntimeConfiguration, Source,
+        },
+        model,
+    },
+};
 
 /// xorshift64*: deterministic, dependency-free randomness for the property tests.
 pub struct Rng(u64);
@@ -46,124 +56,202 @@ pub fn v6(tail: u8, net: u8) -> [u8; 16] {
     x
 }
 
-/// Rules drawn from a small vocabulary so that packets match several of them.
-pub fn random_rules(rng: &mut Rng, n: usize) -> Vec<Rule> {
-    let mut priorities: Vec<u32> = (0..n as u32).map(|i| i * 3 + 1).collect();
+/// The static configuration of the dense sets: two input interfaces, an uplink, a next hop
+/// with both gateways and one with an IPv4 gateway only, the main table.
+pub const DENSE_CONFIG: &str = r#"{
+  "version": 1,
+  "interfaces": [ { "name": "in0" }, { "name": "in1" }, { "name": "out0" } ],
+  "next_hops": [
+    { "name": "both", "interface": "out0", "gateway4": "10.9.0.1", "gateway6": "fd09::1" },
+    { "name": "v4only", "interface": "out0", "gateway4": "10.9.0.2" }
+  ],
+  "tables": [ { "name": "main", "id": 254 } ]
+}"#;
+
+/// [`DENSE_CONFIG`], validated.
+pub fn dense_topology() -> Topology {
+    Topology::from_source(&Source::new("configuration.json", DENSE_CONFIG))
+        .expect("DENSE_CONFIG is valid")
+}
+
+/// Kernel facts for [`DENSE_CONFIG`]'s interfaces: ifindexes 2, 3 and 4 (`in0` is 2).
+pub fn dense_ifaces() -> Interfaces {
+    Interfaces {
+        links: (0..3)
+            .map(|i| LinkInfo {
+                ifindex: 2 + i,
+                mtu: 1500,
+                mac: [2, 0, 0, 0, 0, i as u8],
+            })
+            .collect(),
+    }
+}
+
+/// An address of the dense vocabulary: `10.a.b.c` or `fd0a::c`.
+fn dense_addr(rng: &mut Rng, v6_family: bool) -> IpAddr {
+    let (a, b, c) = (rng.below(3) as u8, rng.below(3) as u8, rng.below(4) as u8);
+    if v6_family {
+        IpAddr::from(v6(c, a))
+    } else {
+        IpAddr::from([10, a, b, c])
+    }
+}
+
+fn dense_prefix(rng: &mut Rng, v6_family: bool) -> Prefix {
+    let addr = dense_addr(rng, v6_family);
+    let len = if v6_family {
+        [0, 8, 16, 64, 120, 128][rng.below(6) as usize]
+    } else {
+        [0, 8, 16, 24, 30, 32][rng.below(6) as usize]
+    };
+    Prefix::new(mask_to(addr, len), len).expect("a masked address and a valid length")
+}
+
+/// `addr` with the bits after the first `len` cleared.
+pub fn mask_to(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(x) => {
+            let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            IpAddr::from((u32::from(x) & m).to_be_bytes())
+        }
+        IpAddr::V6(x) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            IpAddr::from((u128::from(x) & m).to_be_bytes())
+        }
+    }
+}
+
+fn dense_ports(rng: &mut Rng) -> Option<PortRange> {
+    match rng.below(7) {
+        0..=2 => None,
+        3 => Some(PortRange::single(
+            [0, 22, 53, 80, 443][rng.below(5) as usize],
+        )),
+        4 => Some(PortRange::new(0, 1023).expect("a range")),
+        5 => Some(PortRange::new(1024, 65535).expect("a range")),
+        _ => {
+            let lo = rng.below(600) as u16;
+            Some(PortRange::new(lo, lo + rng.below(300) as u16).expect("a range"))
+        }
+    }
+}
+
+/// `n` policies drawn from a small vocabulary, so that they overlap (nested prefixes of both
+/// families, crossing port ranges, port 0, `proto 0`, wildcards, interfaces, DSCP, marks),
+/// with distinct priorities in an order unrelated to the file's. Policy `i` is `p{i}`;
+/// its action passes the packet with mark `mark_base + i` when `mark_base` is given (so a
+/// test run shows which policy decided), else is drawn from drop, pass, forward and
+/// lookup_table.
+pub fn dense_policies(rng: &mut Rng, n: usize, mark_base: Option<u32>) -> PolicySet {
+    let mut priorities: Vec<u32> = (0..n as u32).map(|i| i * 7 + 1).collect();
     for i in (1..priorities.len()).rev() {
         priorities.swap(i, rng.below(i as u64 + 1) as usize);
     }
-    priorities
+    let policies = priorities
         .into_iter()
         .enumerate()
-        .map(|(slot, priority)| {
-            let family = if rng.chance(70) { FAMILY_V4 } else { FAMILY_V6 };
-            let addr = |rng: &mut Rng| -> ([u8; 16], u8) {
-                if family == FAMILY_V4 {
-                    let lens = [8, 16, 24, 32];
-                    (
-                        v4(
-                            10,
-                            rng.below(3) as u8,
-                            rng.below(3) as u8,
-                            rng.below(4) as u8,
-                        ),
-                        lens[rng.below(4) as usize],
-                    )
-                } else {
-                    let lens = [16, 64, 128];
-                    (
-                        v6(rng.below(4) as u8, rng.below(3) as u8),
-                        lens[rng.below(3) as usize],
-                    )
-                }
+        .map(|(i, priority)| {
+            let family = match rng.below(4) {
+                0 | 1 => Some(false),
+                2 => Some(true),
+                _ => None,
             };
-            let port = |rng: &mut Rng| -> Option<(u16, u16)> {
-                match rng.below(4) {
-                    0 => None,
-                    1 => {
-                        let p = [22, 53, 80, 443][rng.below(4) as usize];
-                        Some((p, p))
-                    }
-                    2 => Some((1024, 65535)),
-                    _ => {
-                        let lo = rng.below(2000) as u16 + 1;
-                        Some((lo, lo + rng.below(300) as u16))
-                    }
-                }
+            let v6_family = family == Some(true);
+            let (src, dst) = match family {
+                None => (None, None),
+                Some(_) => (
+                    rng.chance(60).then(|| dense_prefix(rng, v6_family)),
+                    rng.chance(60).then(|| dense_prefix(rng, v6_family)),
+                ),
             };
-            let src = rng.chance(50).then(|| addr(rng));
-            let dst = rng.chance(50).then(|| addr(rng));
-            let any_family = src.is_none() && dst.is_none() && rng.chance(30);
-            Rule {
-                priority,
-                family: if any_family { None } else { Some(family) },
-                iif: rng.chance(20).then(|| rng.below(3) as u32 + 1),
+            let proto = match rng.below(5) {
+                0 | 1 => None,
+                2 => Some(6),
+                3 => Some(17),
+                _ => Some([0, 1, 47, 58][rng.below(4) as usize]),
+            };
+            let ports_ok = proto.is_none_or(|p| matches!(p, 6 | 17));
+            let sport = dense_ports(rng).filter(|_| ports_ok);
+            let dport = dense_ports(rng).filter(|_| ports_ok);
+            let matches = Match {
+                iif: rng
+                    .chance(20)
+                    .then(|| ["in0", "in1"][rng.below(2) as usize].to_owned()),
                 src,
                 dst,
-                proto: rng.chance(50).then(|| [6, 17, 1][rng.below(3) as usize]),
-                sport: if rng.chance(20) { port(rng) } else { None },
-                dport: port(rng),
+                proto: proto.map(Protocol),
+                sport,
+                dport,
                 dscp: rng.chance(15).then(|| [0, 10, 46][rng.below(3) as usize]),
                 mark: rng.chance(15).then(|| {
-                    (
-                        rng.below(4) as u32,
-                        [0xff, 0x0f, 0xffff_ffff][rng.below(3) as usize],
-                    )
+                    let mask = [0xff, 0x0f, u32::MAX][rng.below(3) as usize];
+                    MarkMatch {
+                        value: rng.below(4) as u32 & mask,
+                        mask,
+                    }
                 }),
-                value: RuleValue {
-                    slot: slot as u32,
-                    action: rng.below(4) as u8,
-                    ..Default::default()
+            };
+            let next_hop = if v6_family { "both" } else { "v4only" }.to_owned();
+            let action = match (mark_base, rng.below(4)) {
+                (Some(base), _) => Action::Pass {
+                    set_mark: Some(base + i as u32),
+                    set_dscp: None,
                 },
+                (None, 0) => Action::Drop {},
+                (None, 1) => Action::Pass {
+                    set_mark: None,
+                    set_dscp: None,
+                },
+                (None, 2) => Action::Forward {
+                    next_hop,
+                    set_mark: None,
+                    set_dscp: None,
+                },
+                (None, _) => Action::LookupTable {
+                    table: "main".to_owned(),
+                    set_mark: None,
+                    set_dscp: None,
+                },
+            };
+            Policy {
+                id: format!("p{i}"),
+                priority,
+                matches,
+                action,
             }
         })
-        .collect()
+        .collect();
+    let runtime = RuntimeConfiguration {
+        version: RUNTIME_VERSION,
+        policies,
+    };
+    let text = serde_json::to_string(&runtime).expect("serializable");
+    PolicySet::from_source(&dense_topology(), &Source::new("runtime.json", text))
+        .expect("dense policies are valid")
 }
 
-pub fn random_packet(rng: &mut Rng) -> PacketFields {
-    let family = if rng.chance(70) { FAMILY_V4 } else { FAMILY_V6 };
-    let addr = |rng: &mut Rng| {
-        if family == FAMILY_V4 {
-            v4(
-                10,
-                rng.below(3) as u8,
-                rng.below(3) as u8,
-                rng.below(4) as u8,
-            )
-        } else {
-            v6(rng.below(4) as u8, rng.below(3) as u8)
-        }
-    };
-    let proto = [6, 17, 1, 47][rng.below(4) as usize];
-    let has_ports = proto == 6 || proto == 17;
-    let port = |rng: &mut Rng| -> u16 {
-        if !has_ports {
-            return 0;
-        }
-        match rng.below(3) {
-            0 => [22, 53, 80, 443][rng.below(4) as usize],
-            1 => rng.below(2300) as u16 + 1,
-            _ => rng.below(65535) as u16 + 1,
-        }
-    };
-    PacketFields {
-        family,
-        iif: rng.below(3) as u32 + 1,
-        src: addr(rng),
-        dst: addr(rng),
+/// A packet from the same vocabulary as [`dense_policies`] (fragments included: TCP or
+/// UDP without ports; `proto 0` for IPv4 only).
+pub fn dense_packet(rng: &mut Rng) -> model::PacketFields {
+    let v6_family = rng.chance(35);
+    // IPv6 next header 0 is the hop-by-hop options header, never an upper layer.
+    let proto = [6, 17, 1, 47, if v6_family { 132 } else { 0 }, 58][rng.below(6) as usize];
+    let fragment = rng.chance(10);
+    let ports = matches!(proto, 6 | 17 | 132) && !fragment;
+    let mut port = || [0, 22, 53, 80, 443, 700, 1023, 1024, 40000][rng.below(9) as usize];
+    let (sport, dport) = (port(), port());
+    model::PacketFields {
+        iif: InterfaceId(rng.below(2) as usize),
+        src: dense_addr(rng, v6_family),
+        dst: dense_addr(rng, v6_family),
         proto,
-        sport: port(rng),
-        dport: port(rng),
+        sport: ports.then_some(sport),
+        dport: ports.then_some(dport),
         dscp: [0, 10, 46][rng.below(3) as usize],
         mark: rng.below(5) as u32,
     }
-}
-
-/// The definition: the lowest-priority matching rule.
-pub fn linear(rules: &[Rule], p: &PacketFields) -> Option<u32> {
-    rules
-        .iter()
-        .filter(|r| matches(r, p))
-        .map(|r| r.priority)
-        .min()
 }

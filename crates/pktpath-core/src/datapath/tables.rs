@@ -1,25 +1,38 @@
 //! Writing compiled tables into the data path's maps, and reading its counters.
 //!
-//! An apply writes the inactive generation completely (tuples, rule entries, tuple count)
-//! and then flips `RouteState::active` in ROUTE_STATE: every packet classifies against the
-//! old set or the new one, never a mix. Each write of the state entry changes one 32-bit
-//! word (see [`RouteState`]). Entries of the generation being rewritten are removed
-//! first; they have been unused since the previous apply.
+//! An apply builds the inactive generation completely (its arena chunks, then its entry of
+//! ROUTE_TREES) and then flips `RouteState::active` in ROUTE_STATE: every packet classifies
+//! against the old set or the new one, never a mix. It then waits until no program can
+//! still be walking the old generation and releases that generation's chunks, so the arena
+//! holds one policy set between applies.
 
-use std::{collections::HashSet, hash::Hash, path::Path};
+use std::{
+    os::fd::{AsFd as _, OwnedFd},
+    sync::atomic::{Ordering, fence},
+};
 
 use aya::{
-    Ebpf, Pod,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    Ebpf,
+    maps::{
+        Array, ArrayOfMaps, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
+        PerCpuValues,
+    },
     util::nr_cpus,
 };
 use pktpath_common::route::{
-    Bucket, ClassKey, ClassKeyV4, FAMILY_V4, GENERATIONS, IfaceCounters, MAP_IFACE_STATS,
-    MAP_IFACE_STATS_HIGH, MAP_NEXTHOPS, MAP_POLICY_STATS, MAP_RULES, MAP_RULES_V4, MAP_STATE,
-    MAP_TUPLES, MAX_IFACES, MAX_TUPLES, NextHop, PolicyCounters, RouteState, TupleMask,
+    CHUNK_SLOTS, Chunk, GENERATIONS, GenTables, IfaceCounters, MAP_ARENA, MAP_IFACE_STATS,
+    MAP_IFACE_STATS_HIGH, MAP_NEXTHOPS, MAP_POLICY_STATS, MAP_STATE, MAP_TREES, MAX_CHUNKS,
+    MAX_IFACES, NextHop, PolicyCounters, RouteState,
 };
 
-use super::tuples::Tables;
+use super::classifier::{Tables, TreeStats};
+use crate::sys::{
+    SysError,
+    bpfmap::{Mapped, delete_array_entry, synchronize_programs},
+};
+
+/// `BPF_F_MMAPABLE`: the arena chunks are filled through a shared mapping.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// A map operation on the data path failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,47 +56,38 @@ pub enum TableError {
     },
     #[error("too many next hops: {0}")]
     TooManyNextHops(usize),
+    #[error(
+        "the classifier tables take {needed} chunks of {chunk_mib} MiB, the data path holds {max}"
+    )]
+    TooManyChunks {
+        needed: usize,
+        max: u32,
+        chunk_mib: u32,
+    },
+    #[error(transparent)]
+    Sys(#[from] SysError),
 }
 
 fn map_err(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> TableError {
     move |source| TableError::Map { op, map, source }
 }
 
-/// Makes generation `generation` of a rule hash hold exactly `entries`: deletes its keys
-/// the new entries do not have (the others are overwritten, so deleting them first would
-/// be wasted syscalls), then writes the entries.
-fn rewrite_generation<'a, K: Pod + Eq + Hash>(
-    map: &mut HashMap<MapData, K, Bucket>,
-    name: &'static str,
-    generation: u32,
-    entries: impl Iterator<Item = (K, &'a Bucket)>,
-    generation_of: impl Fn(&K) -> u8,
-) -> Result<(), TableError> {
-    let entries: Vec<(K, &Bucket)> = entries.collect();
-    let fresh: HashSet<K> = entries.iter().map(|(k, _)| *k).collect();
-    let stale: Vec<K> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| generation_of(k) as u32 == generation && !fresh.contains(k))
-        .collect();
-    for k in &stale {
-        match map.remove(k) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_err("delete", name)(e)),
-        }
-    }
-    for (k, v) in entries {
-        map.insert(k, v, 0).map_err(map_err("insert", name))?;
-    }
-    Ok(())
+/// Arena chunks `tables` take.
+pub fn chunks(tables: &Tables) -> usize {
+    tables.slots.len().div_ceil(CHUNK_SLOTS as usize)
+}
+
+/// Bytes `tables` take in the kernel: their arena chunks, whole.
+pub fn kernel_bytes(tables: &Tables) -> u64 {
+    (chunks(tables) * CHUNK_BYTES) as u64
 }
 
 /// Handles on the data path's maps.
 pub struct DatapathMaps {
-    tuples: Array<MapData, TupleMask>,
-    /// IPv6 entries.
-    rules: HashMap<MapData, ClassKey, Bucket>,
-    rules_v4: HashMap<MapData, ClassKeyV4, Bucket>,
+    arena: ArrayOfMaps<MapData, Array<MapData, Chunk>>,
+    /// The arena's descriptor again, for the deletes aya's `ArrayOfMaps` does not offer.
+    arena_fd: OwnedFd,
+    trees: Array<MapData, GenTables>,
     state: Array<MapData, RouteState>,
     nexthops: Array<MapData, NextHop>,
     policy_stats: PerCpuArray<MapData, PolicyCounters>,
@@ -96,8 +100,10 @@ pub struct DatapathMaps {
 pub struct Applied {
     /// The generation now active.
     pub generation: u32,
-    pub tuples: usize,
-    pub entries: usize,
+    pub stats: TreeStats,
+    /// Arena chunks the set takes, and their bytes.
+    pub chunks: usize,
+    pub arena_bytes: u64,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, TableError> {
@@ -105,16 +111,18 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, TableError> {
 }
 
 /// The maps user space reads and writes (all pinned by `attach`).
-pub const MAP_NAMES: [&str; 8] = [
-    MAP_TUPLES,
-    MAP_RULES,
-    MAP_RULES_V4,
+pub const MAP_NAMES: [&str; 7] = [
+    MAP_ARENA,
+    MAP_TREES,
     MAP_STATE,
     MAP_NEXTHOPS,
     MAP_POLICY_STATS,
     MAP_IFACE_STATS,
     MAP_IFACE_STATS_HIGH,
 ];
+
+/// Bytes of one arena chunk.
+pub const CHUNK_BYTES: usize = size_of::<Chunk>();
 
 impl DatapathMaps {
     /// Takes the maps out of a loaded data path object (its programs keep using them).
@@ -123,7 +131,7 @@ impl DatapathMaps {
     }
 
     /// Opens the maps pinned as `dir/NAME` (see [`MAP_NAMES`]).
-    pub fn from_pins(dir: &Path) -> Result<Self, TableError> {
+    pub fn from_pins(dir: &std::path::Path) -> Result<Self, TableError> {
         Self::from_source(|name| {
             let path = dir.join(name);
             let pin_err = |source| TableError::Pin {
@@ -139,10 +147,21 @@ impl DatapathMaps {
         mut get: impl FnMut(&'static str) -> Result<Map, TableError>,
     ) -> Result<Self, TableError> {
         let conv = |name: &'static str| map_err("open", name);
+        let arena = get(MAP_ARENA)?;
+        let Map::ArrayOfMaps(data) = &arena else {
+            return Err(map_err("open", MAP_ARENA)(MapError::InvalidMapType {
+                map_type: 0,
+            }));
+        };
+        let arena_fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| SysError::io(format!("dup of the {MAP_ARENA} descriptor"), e))?;
         Ok(Self {
-            tuples: Array::try_from(get(MAP_TUPLES)?).map_err(conv(MAP_TUPLES))?,
-            rules: HashMap::try_from(get(MAP_RULES)?).map_err(conv(MAP_RULES))?,
-            rules_v4: HashMap::try_from(get(MAP_RULES_V4)?).map_err(conv(MAP_RULES_V4))?,
+            arena: ArrayOfMaps::try_from(arena).map_err(conv(MAP_ARENA))?,
+            arena_fd,
+            trees: Array::try_from(get(MAP_TREES)?).map_err(conv(MAP_TREES))?,
             state: Array::try_from(get(MAP_STATE)?).map_err(conv(MAP_STATE))?,
             nexthops: Array::try_from(get(MAP_NEXTHOPS)?).map_err(conv(MAP_NEXTHOPS))?,
             policy_stats: PerCpuArray::try_from(get(MAP_POLICY_STATS)?)
@@ -158,62 +177,92 @@ impl DatapathMaps {
         self.state.get(&0, 0).map_err(map_err("read", MAP_STATE))
     }
 
-    fn set_state(&mut self, state: &RouteState) -> Result<(), TableError> {
-        self.state
-            .set(0, state, 0)
-            .map_err(map_err("write", MAP_STATE))
-    }
-
     /// The generation packets use now.
     pub fn active_generation(&self) -> Result<u32, TableError> {
         Ok(self.state()?.active & 1)
     }
 
-    /// Writes `tables` into the inactive generation, then makes it the active one.
+    /// A new chunk holding `slots` (at most [`CHUNK_SLOTS`]).
+    fn chunk(slots: &[u64]) -> Result<Array<MapData, Chunk>, TableError> {
+        let chunk = Array::<MapData, Chunk>::create(1, BPF_F_MMAPABLE)
+            .map_err(map_err("create a chunk for", MAP_ARENA))?;
+        let mut mapped = Mapped::new(chunk.map().fd().as_fd(), CHUNK_BYTES)?;
+        let bytes = mapped.bytes_mut();
+        for (word, slot) in bytes.chunks_exact_mut(8).zip(slots) {
+            word.copy_from_slice(&slot.to_ne_bytes());
+        }
+        Ok(chunk)
+    }
+
+    /// Removes generation `generation`'s chunks from index `from` on.
+    fn release(&mut self, generation: u32, from: u32) -> Result<(), TableError> {
+        let base = generation * MAX_CHUNKS;
+        for c in from..MAX_CHUNKS {
+            match self.arena.get(&(base + c), 0) {
+                Ok(_) => {}
+                Err(MapError::KeyNotFound) => break,
+                Err(e) => return Err(map_err("read", MAP_ARENA)(e)),
+            }
+            delete_array_entry(self.arena_fd.as_fd(), base + c)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `tables` into the inactive generation, then makes it the active one and
+    /// releases the generation it replaced.
     pub fn apply(&mut self, tables: &Tables) -> Result<Applied, TableError> {
         let mut state = self.state()?;
         let active = state.active & 1;
         let next = (active + 1) % GENERATIONS;
-        // Readers of `next` stop at its tuple count; zero it while rewriting.
-        state.tuples[next as usize] = 0;
-        self.set_state(&state)?;
-        for (i, t) in tables.tuples.iter().enumerate() {
-            self.tuples
-                .set(next * MAX_TUPLES + i as u32, t, 0)
-                .map_err(map_err("write", MAP_TUPLES))?;
+        let chunks = chunks(tables);
+        if chunks > MAX_CHUNKS as usize {
+            return Err(TableError::TooManyChunks {
+                needed: chunks,
+                max: MAX_CHUNKS,
+                chunk_mib: (CHUNK_BYTES >> 20) as u32,
+            });
         }
-        let gen_key = |k: &ClassKey| ClassKey {
-            generation: next as u8,
-            ..*k
-        };
-        let (v4, v6): (Vec<_>, Vec<_>) = tables
-            .entries
-            .iter()
-            .partition(|(k, _)| k.family == FAMILY_V4);
-        rewrite_generation(
-            &mut self.rules_v4,
-            MAP_RULES_V4,
-            next,
-            v4.iter().map(|(k, v)| (gen_key(k).v4(), v)),
-            |k| k.generation,
-        )?;
-        rewrite_generation(
-            &mut self.rules,
-            MAP_RULES,
-            next,
-            v6.iter().map(|(k, v)| (gen_key(k), v)),
-            |k| k.generation,
-        )?;
-        state.tuples[next as usize] = tables.tuples.len() as u32;
-        self.set_state(&state)?;
-        // The flip: the only word this write changes.
+        for (c, part) in tables.slots.chunks(CHUNK_SLOTS as usize).enumerate() {
+            let chunk = Self::chunk(part)?;
+            self.arena
+                .set(next * MAX_CHUNKS + c as u32, &chunk, 0)
+                .map_err(map_err("insert a chunk into", MAP_ARENA))?;
+        }
+        // Chunks an interrupted apply may have left beyond the new set's.
+        self.release(next, chunks as u32)?;
+        self.trees
+            .set(next, tables.roots, 0)
+            .map_err(map_err("write", MAP_TREES))?;
+        // The chunks were written through a mapping: make those stores visible before the
+        // flip that publishes them.
+        fence(Ordering::SeqCst);
         state.active = next;
-        self.set_state(&state)?;
+        self.state
+            .set(0, state, 0)
+            .map_err(map_err("write", MAP_STATE))?;
+        // No packet may still be walking the old generation when its chunks go.
+        synchronize_programs()?;
+        self.release(active, 0)?;
         Ok(Applied {
             generation: next,
-            tuples: tables.tuples.len(),
-            entries: tables.entries.len(),
+            stats: tables.stats,
+            chunks,
+            arena_bytes: kernel_bytes(tables),
         })
+    }
+
+    /// The arena chunks of the active generation (each opened anew).
+    pub fn active_chunk_maps(&self) -> Result<Vec<Array<MapData, Chunk>>, TableError> {
+        let base = self.active_generation()? * MAX_CHUNKS;
+        let mut chunks = Vec::new();
+        for c in 0..MAX_CHUNKS {
+            match self.arena.get(&(base + c), 0) {
+                Ok(chunk) => chunks.push(chunk),
+                Err(MapError::KeyNotFound) => break,
+                Err(e) => return Err(map_err("read", MAP_ARENA)(e)),
+            }
+        }
+        Ok(chunks)
     }
 
     /// Replaces the next hop table.

@@ -1,7 +1,8 @@
 //! The one seam between pktpath and the kernel's non-BPF system calls: capabilities,
-//! clocks, filesystem mounts (bpffs, tracefs), network namespaces and traffic control
-//! (rtnetlink).
+//! clocks, filesystem mounts (bpffs, tracefs), and the few BPF map operations aya lacks (sys::bpfmap),
+//! network namespaces and traffic control (rtnetlink).
 
+pub mod bpfmap;
 pub mod caps;
 pub mod clock;
 pub mod iface;

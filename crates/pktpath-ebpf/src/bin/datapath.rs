@@ -12,29 +12,30 @@ use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_NO_PREALLOC, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-        BPF_FIB_LOOKUP_DIRECT, BPF_FIB_LOOKUP_TBID, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup,
-        bpf_redir_neigh,
+        BPF_F_MMAPABLE, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_DIRECT,
+        BPF_FIB_LOOKUP_TBID, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup, bpf_redir_neigh,
     },
+    btf_maps::{self, ArrayOfMaps},
     helpers::generated::{
         bpf_fib_lookup as fib_lookup, bpf_loop, bpf_redirect, bpf_redirect_neigh,
     },
-    macros::{classifier, map},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    macros::{btf_map, classifier, map},
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TcContext,
 };
 use pktpath_common::route::{
-    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, BUCKET_RULES, Bucket, ClassKey,
-    ClassKeyV4, Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, IfaceCounters, MAX_IFACES,
-    MAX_NEXTHOPS, MAX_POLICY_SLOTS, MAX_RULE_ENTRIES, MAX_TUPLES, NextHop, OUTCOME_DROPPED,
-    OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK,
-    RouteState, RuleValue, TapEvent, TupleMask,
+    ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, CHUNK_SLOT_BITS, CHUNK_SLOTS, Chunk,
+    ClassKey, Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, GenTables, IfaceCounters, LEAF_SEGMENT,
+    MAX_CHUNKS, MAX_DEPTH, MAX_IFACES, MAX_NEXTHOPS, MAX_PENDING, MAX_POLICY_SLOTS, MAX_TREES,
+    MAX_WALKS, NODE_LEAF, NODE_SIDE, NODE_WORD, NextHop, Node, OUTCOME_DROPPED, OUTCOME_ERROR,
+    OUTCOME_FORWARDED, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState,
+    RuleMatch, RuleValue, TapEvent,
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
     mem,
     packet::{self, Malformed, Parsed},
-    rule::{candidate_matches, words, words_mut},
+    rule::{candidate_matches, fill_key},
 };
 
 /// Counters of interfaces with an ifindex below MAX_IFACES (an inlined index lookup).
@@ -46,18 +47,17 @@ static IFACE_STATS: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(M
 static IFACE_STATS_HIGH: PerCpuHashMap<u32, IfaceCounters> =
     PerCpuHashMap::with_max_entries(MAX_IFACES, 0);
 
-#[map(name = "ROUTE_TUPLES")]
-static ROUTE_TUPLES: Array<TupleMask> = Array::with_max_entries(MAX_TUPLES * GENERATIONS, 0);
+/// One arena chunk: the type of ROUTE_ARENA's inner maps.
+type ChunkMap = btf_maps::Array<Chunk, 1, { BPF_F_MMAPABLE as usize }>;
 
-/// IPv6 entries.
-#[map(name = "ROUTE_RULES")]
-static ROUTE_RULES: HashMap<ClassKey, Bucket> =
-    HashMap::with_max_entries(MAX_RULE_ENTRIES, BPF_F_NO_PREALLOC);
+/// The arenas of both generations, in chunks (`pktpath_common::route::MAP_ARENA`).
+#[btf_map]
+static ROUTE_ARENA: ArrayOfMaps<ChunkMap, { (GENERATIONS * MAX_CHUNKS) as usize }> =
+    ArrayOfMaps::new();
 
-/// IPv4 entries, under a key half the size.
-#[map(name = "ROUTE_RULES_V4")]
-static ROUTE_RULES_V4: HashMap<ClassKeyV4, Bucket> =
-    HashMap::with_max_entries(MAX_RULE_ENTRIES, BPF_F_NO_PREALLOC);
+/// Each generation's tree roots (`pktpath_common::route::MAP_TREES`).
+#[map(name = "ROUTE_TREES")]
+static ROUTE_TREES: Array<GenTables> = Array::with_max_entries(GENERATIONS, 0);
 
 #[map(name = "ROUTE_NEXTHOPS")]
 static ROUTE_NEXTHOPS: Array<NextHop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
@@ -69,13 +69,41 @@ static ROUTE_STATE: Array<RouteState> = Array::with_max_entries(1, 0);
 static POLICY_STATS: PerCpuArray<PolicyCounters> =
     PerCpuArray::with_max_entries(MAX_POLICY_SLOTS, 0);
 
-/// Per-CPU scratch space: the BPF stack (512 bytes) is too small for the lookup key and
+/// Per-CPU scratch space: the BPF stack (512 bytes) is too small for the key words and
 /// the FIB lookup parameters on top of the parsed packet.
 #[repr(C)]
 pub struct Scratch {
     key: ClassKey,
-    key4: ClassKeyV4,
+    search: SearchState,
     fib: bpf_fib_lookup,
+}
+
+/// What a classification has found so far, and the subtrees still to walk. Kept in the
+/// per-CPU scratch map rather than on the stack: the verifier does not track values it
+/// reads from map memory, so it need not follow each combination of them through the
+/// walk's loops.
+#[repr(C)]
+pub struct SearchState {
+    /// 1 when `best` and `value` hold a match.
+    found: u32,
+    best: u32,
+    value: u32,
+    /// Entries of `pending` in use.
+    pending_len: u32,
+    pending: [Pending; MAX_PENDING as usize],
+}
+
+const _: () = assert!(
+    MAX_PENDING.is_power_of_two() && MAX_TREES.is_power_of_two() && MAX_TREES <= MAX_PENDING
+);
+
+/// A subtree to walk, and the best priority of its rules (0: unknown).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    node: Node,
+    min_priority: u32,
+    _pad: u32,
 }
 
 /// What the program did with a packet, for `pktpath route get`: written only for a packet
@@ -267,11 +295,13 @@ fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malfor
     };
     // SAFETY: reading the context's mark.
     let mark = unsafe { (*ctx.skb.skb).mark };
-    let Some(rule) = classify(&p, ifindex, mark) else {
+    let Some(value) = classify(&p, ifindex, mark) else {
         return Ok(());
     };
     r.matched = true;
-    r.rule = rule;
+    // SAFETY: both are RuleValues; the source is in a map value.
+    unsafe { mem::copy::<u32, _>(&raw mut r.rule, value) };
+    let rule = r.rule;
     if let Some(c) = POLICY_STATS.get_ptr_mut(rule.slot) {
         // SAFETY: per-CPU slot, written only by this CPU.
         unsafe {
@@ -295,163 +325,220 @@ fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malfor
     Ok(())
 }
 
-/// State of one classification, shared with the `bpf_loop` callback.
-struct SearchCtx {
-    p: *const Parsed,
-    key: *mut Scratch,
-    ifindex: u32,
-    mark: u32,
-    generation: u32,
-    count: u32,
-    found: bool,
-    best: RuleValue,
+/// The arena of the generation a packet classifies against, read through a cached chunk:
+/// most reads of one walk stay in the chunk of the one before.
+struct Arena {
+    /// Index of the generation's first chunk in ROUTE_ARENA.
+    base: u32,
+    id: u32,
+    chunk: *const Chunk,
 }
 
-/// Tuple space search over the active generation; the best (lowest) priority wins.
-/// With more than one tuple the loop runs through `bpf_loop`, so the verifier checks one
-/// tuple's work once rather than once per tuple and per path; a single tuple (what tuple
-/// merging makes of most policy sets) is searched by a direct call.
+impl Arena {
+    /// The generation's first chunk.
+    #[inline(always)]
+    fn new(base: u32) -> Option<Self> {
+        Some(Self {
+            base,
+            id: 0,
+            chunk: ROUTE_ARENA.get(base)?.get_ptr(0)?,
+        })
+    }
+
+    /// The chunk holding arena slot `slot`, and the slot's index in it.
+    #[inline(always)]
+    fn at(&mut self, slot: u32) -> Option<(*const Chunk, usize)> {
+        let id = slot >> CHUNK_SLOT_BITS;
+        if id != self.id {
+            self.chunk = ROUTE_ARENA.get(self.base + id)?.get_ptr(0)?;
+            self.id = id;
+        }
+        Some((self.chunk, (slot & (CHUNK_SLOTS - 1)) as usize))
+    }
+
+    /// The node in arena slot `slot`.
+    #[inline(always)]
+    fn node(&mut self, slot: u32) -> Option<Node> {
+        let (chunk, i) = self.at(slot)?;
+        // SAFETY: a map value of CHUNK_SLOTS words; `i` is below that.
+        let word = unsafe { (*chunk).slots[i] };
+        // SAFETY: a Node is 8 bytes of plain data.
+        Some(unsafe { core::mem::transmute::<u64, Node>(word) })
+    }
+
+    /// The 64-byte line of 8 slots starting at `slot` (a multiple of 8).
+    #[inline(always)]
+    fn line(&mut self, slot: u32) -> Option<*const u64> {
+        let (chunk, i) = self.at(slot)?;
+        // Masked so that the verifier sees the whole line inside the value.
+        let i = i & (CHUNK_SLOTS as usize - 8);
+        // SAFETY: a map value of CHUNK_SLOTS words; `i + 8` is at most that.
+        Some(unsafe { (&raw const (*chunk).slots).cast::<u64>().add(i) })
+    }
+}
+
+struct SearchCtx {
+    key: *const ClassKey,
+    state: *mut SearchState,
+    v6: bool,
+    /// The generation's arena, its current chunk kept from walk to walk.
+    arena: Arena,
+}
+
+/// Decision tree search over the active generation; the best (lowest) priority wins.
+///
+/// The family's roots go on a stack of subtrees to walk; each `bpf_loop` iteration walks
+/// one from its root to a leaf, pushes the side subtrees of the nodes it passes, and checks
+/// the leaf's rules. The verifier checks one walk once rather than once per subtree.
 #[inline(always)]
-fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<RuleValue> {
+fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
     let state = ROUTE_STATE.get(0)?;
     let generation = state.active & 1;
-    let count = *state.tuples.get(generation as usize)?;
+    let tables = ROUTE_TREES.get(generation)?;
+    let family = (p.family != FAMILY_V4) as usize;
+    let count = (*tables.counts.get(family)?).min(MAX_TREES);
     if count == 0 {
         return None;
     }
-    let key = SCRATCH.get_ptr_mut(0)?;
-    // Written field by field and used in place: a struct literal's zeroed `best`, or moving
-    // the value out, would be a call to the object's byte-wise memset (see
-    // `pktpath_ebpf::mem`).
+    let roots = tables.roots.get(family)?;
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch slot, used by this program run only.
+    let (key, state) = unsafe { (&mut (*scratch).key, &mut (*scratch).search) };
+    fill_key(key, p, ifindex, mark);
+    state.found = 0;
+    state.best = u32::MAX;
+    state.value = 0;
+    state.pending_len = 0;
+    // Pushed last first, so that they are walked best first. Indexes are masked so that
+    // the verifier sees them in bounds (MAX_TREES is a power of 2).
+    for i in 0..MAX_TREES {
+        if i >= count {
+            break;
+        }
+        let root = &roots[((count - 1 - i) & (MAX_TREES - 1)) as usize];
+        let slot = &mut state.pending[(i & (MAX_PENDING - 1)) as usize];
+        slot.node = root.node;
+        slot.min_priority = root.min_priority;
+        state.pending_len = i + 1;
+    }
+    let base = generation * MAX_CHUNKS;
+    // Written field by field and used in place (see `pktpath_ebpf::mem`).
     let mut slot = MaybeUninit::<SearchCtx>::uninit();
     let c = slot.as_mut_ptr();
     // SAFETY: every field is written before the reference is made.
     let ctx = unsafe {
-        (&raw mut (*c).p).write(p);
         (&raw mut (*c).key).write(key);
-        (&raw mut (*c).ifindex).write(ifindex);
-        (&raw mut (*c).mark).write(mark);
-        (&raw mut (*c).generation).write(generation);
-        (&raw mut (*c).count).write(count);
-        (&raw mut (*c).found).write(false);
-        mem::zero::<u32, _>(&raw mut (*c).best);
+        (&raw mut (*c).state).write(state);
+        (&raw mut (*c).v6).write(family == 1);
+        (&raw mut (*c).arena).write(Arena::new(base)?);
         &mut *c
     };
-    if count == 1 {
-        search_step(0, (&raw mut *ctx).cast());
-    } else {
-        // SAFETY: `search_step` has the callback signature bpf_loop expects; `ctx` outlives
-        // it.
-        unsafe {
-            bpf_loop(
-                MAX_TUPLES,
-                search_step as *mut c_void,
-                (&raw mut *ctx).cast(),
-                0,
-            )
-        };
+    // SAFETY: `walk` has the callback signature bpf_loop expects; `ctx` outlives it.
+    unsafe { bpf_loop(MAX_WALKS, walk as *mut c_void, (&raw mut *ctx).cast(), 0) };
+    // SAFETY: as above.
+    let state = unsafe { &*ctx.state };
+    if state.found == 0 {
+        return None;
     }
-    ctx.found.then_some(ctx.best)
+    let slot = tables.values + 4 * state.value;
+    let line = ctx.arena.line(slot & !7)?;
+    // SAFETY: values sit at 32-byte strides in their lines: offset 0 or 32 of 64 bytes.
+    Some(unsafe {
+        line.cast::<u8>()
+            .add(((slot / 4) % 2) as usize * 32)
+            .cast::<RuleValue>()
+    })
 }
 
-/// `bpf_loop` callback: tuple `index`; returns 1 to stop.
-extern "C" fn search_step(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the SearchCtx `classify` passed, alive for the whole loop; `p` points
-    // at the caller's parsed packet and `key` at this CPU's scratch slot.
+/// `bpf_loop` callback: walks the subtree on top of the stack; returns 1 to stop.
+extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the SearchCtx `classify` passed, alive for the whole loop; `key`
+    // and `state` point into this CPU's scratch slot.
     let ctx = unsafe { &mut *ctx.cast::<SearchCtx>() };
-    let i = index as u32;
-    if i >= ctx.count || i >= MAX_TUPLES {
+    // SAFETY: as above.
+    let (key, state) = unsafe { (&*ctx.key, &mut *ctx.state) };
+    let len = state.pending_len;
+    if len == 0 || len > MAX_PENDING {
         return 1;
     }
-    let Some(t) = ROUTE_TUPLES.get(ctx.generation * MAX_TUPLES + i) else {
-        return 1;
-    };
-    if ctx.found && t.min_priority >= ctx.best.priority {
-        return 1; // tuples are sorted by their best priority: nothing later can win
+    let top = len - 1;
+    state.pending_len = top;
+    // Masked so that the verifier sees the index in bounds (MAX_PENDING is a power of 2).
+    let entry = state.pending[(top & (MAX_PENDING - 1)) as usize];
+    let (mut n, min) = (entry.node, entry.min_priority);
+    if state.found != 0 && min >= state.best {
+        return 0; // its rules cannot beat the match in hand
     }
-    let p = unsafe { &*ctx.p };
-    if t.family != p.family {
-        return 0;
-    }
-    let bucket = if p.family == FAMILY_V4 {
-        lookup_v4(ctx, p, t, i)
-    } else {
-        lookup_v6(ctx, p, t, i)
-    };
-    let Some(bucket) = bucket else {
-        return 0;
-    };
-    // SAFETY: a map value pointer, valid while the program runs.
-    let bucket = unsafe { &*bucket };
-    let count = bucket.count as usize;
-    for c in 0..BUCKET_RULES {
-        if c >= count {
+    let arena = &mut ctx.arena;
+    for _ in 0..MAX_DEPTH {
+        if n.op & NODE_LEAF != 0 {
             break;
         }
-        let r = &bucket.rules[c];
-        if ctx.found && r.value.priority >= ctx.best.priority {
-            break; // candidates are sorted: none later in this bucket can win
+        let side = if n.op & NODE_SIDE != 0 { 2 } else { 0 };
+        if side != 0 {
+            let Some(sub) = arena.node(n.base) else {
+                return 1;
+            };
+            let Some(min) = arena.node(n.base + 1) else {
+                return 1;
+            };
+            // The builder keeps the stack within MAX_PENDING.
+            let len = state.pending_len;
+            if len < MAX_PENDING {
+                let slot = &mut state.pending[(len & (MAX_PENDING - 1)) as usize];
+                slot.node = sub;
+                // SAFETY: the slot after a side root holds its best priority, as a u64.
+                slot.min_priority = unsafe { core::mem::transmute::<Node, u64>(min) } as u32;
+                state.pending_len = len + 1;
+            }
         }
-        if candidate_matches(r, p, ctx.ifindex, ctx.mark) {
-            ctx.found = true;
-            // SAFETY: both are RuleValues; the source is in a map value.
-            unsafe { mem::copy::<u32, _>(&raw mut ctx.best, &raw const r.value) };
+        let w = key.words[(n.op & NODE_WORD) as usize];
+        let Some(next) = arena.node(n.base + side + ((w >> n.shift) & n.mask as u32)) else {
+            return 1;
+        };
+        n = next;
+    }
+    if n.op & NODE_LEAF == 0 {
+        return 1; // deeper than the builder makes trees
+    }
+    let count = n.mask as u32;
+    let mut checked = 0u32;
+    for i in 0..LEAF_SEGMENT {
+        if i >= count {
             break;
+        }
+        let Some(line) = arena.line(n.base + 8 * i) else {
+            return 1;
+        };
+        // SAFETY: a leaf's lines hold RuleMatches (64 bytes, plain data).
+        let r = unsafe { &*line.cast::<RuleMatch>() };
+        if state.found != 0 && r.priority >= state.best {
+            return 0; // a leaf's rules are sorted: none later can win
+        }
+        if candidate_matches(r, ctx.v6, key) {
+            state.found = 1;
+            state.best = r.priority;
+            state.value = r.value_index();
+            return 0;
+        }
+        checked = i + 1;
+    }
+    if count > checked && checked == LEAF_SEGMENT {
+        // The rest of a long leaf, walked next.
+        let len = state.pending_len;
+        if len < MAX_PENDING {
+            let slot = &mut state.pending[(len & (MAX_PENDING - 1)) as usize];
+            slot.node = Node {
+                op: NODE_LEAF,
+                shift: 0,
+                mask: (count - LEAF_SEGMENT) as u16,
+                base: n.base + 8 * LEAF_SEGMENT,
+            };
+            slot.min_priority = 0;
+            state.pending_len = len + 1;
         }
     }
     0
-}
-
-/// The bucket of an IPv4 packet under tuple `i`, if any.
-#[inline(always)]
-fn lookup_v4(ctx: &SearchCtx, p: &Parsed, t: &TupleMask, i: u32) -> Option<*const Bucket> {
-    // SAFETY: the scratch slot holds the keys; fields are written one by one so no
-    // key-sized temporary lands on the stack.
-    let k = unsafe { &mut (*ctx.key).key4 };
-    k.tuple = i as u8;
-    k.generation = ctx.generation as u8;
-    k.proto = p.proto & t.proto;
-    k.dscp = p.dscp & t.dscp;
-    k.sport = p.sport & t.sport;
-    k.dport = p.dport & t.dport;
-    k.iif = ctx.ifindex & t.iif;
-    k.mark = ctx.mark & t.mark;
-    k.src = p.src[0] & words(&t.src)[0];
-    k.dst = p.dst[0] & words(&t.dst)[0];
-    #[expect(
-        clippy::needless_borrows_for_generic_args,
-        reason = "the key must stay in the scratch map, not be copied to the stack"
-    )]
-    ROUTE_RULES_V4.get_ptr(&*k)
-}
-
-/// The bucket of an IPv6 packet under tuple `i`, if any.
-#[inline(always)]
-fn lookup_v6(ctx: &SearchCtx, p: &Parsed, t: &TupleMask, i: u32) -> Option<*const Bucket> {
-    // SAFETY: as in `lookup_v4`.
-    let k = unsafe { &mut (*ctx.key).key };
-    k.tuple = i as u8;
-    k.generation = ctx.generation as u8;
-    k.family = p.family;
-    k.proto = p.proto & t.proto;
-    k.dscp = p.dscp & t.dscp;
-    k._pad = [0];
-    k.sport = p.sport & t.sport;
-    k.dport = p.dport & t.dport;
-    k._pad2 = 0;
-    k.iif = ctx.ifindex & t.iif;
-    k.mark = ctx.mark & t.mark;
-    let (src, dst) = (words(&t.src), words(&t.dst));
-    let (ksrc, kdst) = (words_mut(&mut k.src), words_mut(&mut k.dst));
-    for w in 0..4 {
-        ksrc[w] = p.src[w] & src[w];
-        kdst[w] = p.dst[w] & dst[w];
-    }
-    #[expect(
-        clippy::needless_borrows_for_generic_args,
-        reason = "the key must stay in the scratch map, not be copied to the stack"
-    )]
-    ROUTE_RULES.get_ptr(&*k)
 }
 
 #[inline(always)]

@@ -11,34 +11,36 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::bpf_loop,
     macros::{classifier, map},
-    maps::Array,
+    maps::{Array, PerCpuArray},
     programs::TcContext,
 };
 use pktpath_common::{
     baseline::MAX_LINEAR_RULES,
-    route::{ACTION_DROP, RuleMatch},
+    route::{ClassKey, FAMILY_V4, RuleMatch},
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
-    packet::{self, Parsed},
-    rule::candidate_matches,
+    packet,
+    rule::{candidate_matches, fill_key},
 };
 
 #[map(name = "LINEAR_RULES")]
 static LINEAR_RULES: Array<RuleMatch> = Array::with_max_entries(MAX_LINEAR_RULES, 0);
 
+/// IPv4 rules (entry 0) and IPv6 rules (entry 1): the IPv6 rules follow the IPv4 ones.
 #[map(name = "LINEAR_COUNT")]
-static LINEAR_COUNT: Array<u32> = Array::with_max_entries(1, 0);
+static LINEAR_COUNT: Array<u32> = Array::with_max_entries(2, 0);
+
+#[map(name = "LINEAR_KEY")]
+static LINEAR_KEY: PerCpuArray<ClassKey> = PerCpuArray::with_max_entries(1, 0);
 
 /// State of one scan, shared with the `bpf_loop` callback.
 struct ScanCtx {
-    p: *const Parsed,
-    ifindex: u32,
-    mark: u32,
+    key: *const ClassKey,
+    v6: bool,
+    first: u32,
     count: u32,
-    /// Action of the first matching rule, when `found`.
     found: bool,
-    action: u8,
 }
 
 #[classifier]
@@ -46,16 +48,26 @@ pub fn pktpath_linear(ctx: TcContext) -> i32 {
     let Ok(Some(p)) = packet::parse(&ctx) else {
         return TC_ACT_OK;
     };
-    let count = LINEAR_COUNT.get(0).copied().unwrap_or(0);
+    let v4 = LINEAR_COUNT.get(0).copied().unwrap_or(0);
+    let v6 = p.family != FAMILY_V4;
+    let count = if v6 {
+        LINEAR_COUNT.get(1).copied().unwrap_or(0)
+    } else {
+        v4
+    };
     // SAFETY: reading context fields.
     let (ifindex, mark) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).mark) };
+    let Some(key) = LINEAR_KEY.get_ptr_mut(0) else {
+        return TC_ACT_OK;
+    };
+    // SAFETY: this CPU's scratch slot.
+    fill_key(unsafe { &mut *key }, &p, ifindex, mark);
     let mut scan = ScanCtx {
-        p: &p,
-        ifindex,
-        mark,
+        key,
+        v6,
+        first: if v6 { v4 } else { 0 },
         count,
         found: false,
-        action: 0,
     };
     // SAFETY: `scan_step` has the callback signature bpf_loop expects; `scan` outlives it.
     unsafe {
@@ -66,30 +78,25 @@ pub fn pktpath_linear(ctx: TcContext) -> i32 {
             0,
         )
     };
-    if scan.found && scan.action == ACTION_DROP {
-        TC_ACT_SHOT
-    } else {
-        TC_ACT_OK
-    }
+    // What the first match does is not this baseline's concern: a match drops.
+    if scan.found { TC_ACT_SHOT } else { TC_ACT_OK }
 }
 
 /// `bpf_loop` callback: rule `index`; returns 1 to stop.
 extern "C" fn scan_step(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the ScanCtx the program passed, alive for the whole loop; `p` points
-    // at its parsed packet.
+    // SAFETY: `ctx` is the ScanCtx the program passed, alive for the whole loop; `key`
+    // points at this CPU's key slot.
     let ctx = unsafe { &mut *ctx.cast::<ScanCtx>() };
     let i = index as u32;
     if i >= ctx.count {
         return 1;
     }
-    let Some(r) = LINEAR_RULES.get(i) else {
+    let Some(r) = LINEAR_RULES.get(ctx.first + i) else {
         return 1;
     };
     // SAFETY: as above.
-    let p = unsafe { &*ctx.p };
-    if candidate_matches(r, p, ctx.ifindex, ctx.mark) {
+    if candidate_matches(r, ctx.v6, unsafe { &*ctx.key }) {
         ctx.found = true;
-        ctx.action = r.value.action;
         return 1;
     }
     0

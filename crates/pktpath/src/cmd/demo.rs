@@ -820,10 +820,7 @@ fn print_keep(lab: &Lab) -> anyhow::Result<()> {
     let id = &lab.id;
     let pin = lab.pin_dir();
     let pin = pin.display();
-    let exe = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.to_str().map(str::to_owned))
-        .unwrap_or_else(|| "pktpath".into());
+    let exe = command_name();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -841,6 +838,23 @@ Remove it:
     )?;
     out.flush()?;
     Ok(())
+}
+
+/// How the user runs this binary: `pktpath` when that name on `PATH` is this very file,
+/// else its full path, so the printed commands work when pasted as they are.
+fn command_name() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "pktpath".into();
+    };
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("pktpath"))
+            .find(|candidate| candidate.is_file())
+    });
+    match on_path.and_then(|p| std::fs::canonicalize(p).ok()) {
+        Some(found) if found == exe => "pktpath".into(),
+        _ => exe.to_str().map_or_else(|| "pktpath".into(), str::to_owned),
+    }
 }
 
 /// `--cleanup`: removes the labs whose demo process is gone.

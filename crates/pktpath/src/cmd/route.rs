@@ -1,6 +1,7 @@
-//! `pktpath route`: the policy-routing fast path. `check` (validate the configuration files
-//! and show what would be applied), `schema` (the files' JSON Schema), and on the running
-//! system `attach`, `apply`, `show`, `stats`, `get` and `detach`.
+//! `pktpath route`: the policy-routing fast path. `check` (validate the configuration files,
+//! compile them as `apply` would and show what would be applied), `schema` (the files' JSON
+//! Schema), and on the running system `attach`, `apply`, `show`, `stats`, `get` and
+//! `detach`.
 
 use std::{io::Write as _, net::IpAddr, path::PathBuf};
 
@@ -8,7 +9,8 @@ use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
 use pktpath_core::{
     datapath::{
         attach::{self, DEFAULT_PIN_DIR, Layout, TcMode},
-        tuples::PacketFields,
+        classifier::PacketFields,
+        policy::{self, ClassifierSummary, Interfaces, Slots},
     },
     route::{
         compile::{PolicySet, Topology},
@@ -77,6 +79,12 @@ enum Command {
 /// a frame is synthesized and run through the pinned program (BPF_PROG_TEST_RUN). Prints
 /// the policy that matched (or none), the action, egress interface, next hop, verdict and
 /// the rewritten header fields. The test run counts like one packet in `route stats`.
+///
+/// The packet is never a fragment. Without `proto` it is an ICMP echo request (ICMPv6 for
+/// IPv6); `proto` takes a name or a number 0-255, but not, for IPv6, an extension header
+/// (0 hop-by-hop, 43 routing, 44 fragment, 51 authentication, 60 destination options): the
+/// data path reads past those to the protocol after them. A TCP, UDP or SCTP packet carries
+/// the `sport` and `dport` given (0-65535), 40000 for one not given.
 ///
 /// Examples:
 ///   pktpath route get iif to-client from 10.1.0.2 to 10.9.0.1 proto udp dport 53
@@ -165,16 +173,22 @@ struct OutputArgs {
     json: bool,
 }
 
-/// Validate configuration.json (and runtimeConfiguration.json) and print what would be
-/// applied: interfaces, next hops, tables, and the policies in priority order.
+/// Validate configuration.json (and runtimeConfiguration.json), compile the policies as
+/// `route apply` would, and print what would be applied.
+///
+/// Prints the interfaces, next hops, tables, the policies in priority order, and the
+/// classifier's rules, trees and table size. The interfaces need not exist: stand-ins take
+/// their place (with the real ones the tables' size may differ slightly).
 ///
 /// Examples:
 ///   pktpath route check --config examples/configuration.json
 ///   pktpath route check --config examples/configuration.json examples/runtimeConfiguration.json
 ///   pktpath route check --config configuration.json runtime.json --json | jq '.policies[].id'
+///   pktpath route check --config configuration.json runtime.json --json | jq .classifier
 ///
 /// Exit status: 0 when the files are valid; 1 with one line on stderr naming the file, line,
-/// column and field when they are not. Needs no privileges and touches nothing.
+/// column and field when they are not, or with what `route apply` would say when the data
+/// path cannot hold the policy set. Needs no privileges and touches nothing.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 struct CheckArgs {
@@ -297,14 +311,15 @@ fn apply_cmd(layout: &Layout, args: ApplyArgs) -> anyhow::Result<i32> {
         print_json(&serde_json::json!({ "applied": report, "changes": diff }))?;
     } else {
         println!(
-            "applied {}: {} policies ({} added, {} removed, {} changed), {} rules in {} match shapes, generation {}",
+            "applied {}: {} policies ({} added, {} removed, {} changed), {} rules in {} trees ({} KiB in the kernel), generation {}",
             args.runtime.display(),
             report.policies,
             diff.added.len(),
             diff.removed.len(),
             diff.changed.len(),
             report.rules,
-            report.tuples,
+            report.trees,
+            report.table_bytes / 1024,
             report.generation
         );
     }
@@ -359,7 +374,7 @@ fn show_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
         serde_json::to_writer_pretty(&mut out, &summary)?;
         writeln!(out)?;
     } else {
-        print_check(&mut out, &set, &summary)?;
+        print_check(&mut out, &set, &summary, None)?;
     }
     out.flush()?;
     Ok(exit::OK)
@@ -445,29 +460,48 @@ fn detach_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
+/// `route check --json`: the summary and what the classifier made of the policies.
+#[derive(serde::Serialize)]
+struct CheckReport<'a> {
+    #[serde(flatten)]
+    summary: &'a Summary,
+    classifier: ClassifierSummary,
+}
+
 fn check(args: CheckArgs) -> anyhow::Result<i32> {
     let topology = Topology::load(&args.config)?;
     let set = match &args.runtime {
         Some(path) => PolicySet::load(&topology, path)?,
         None => PolicySet::empty(topology),
     };
+    // What `route apply` compiles on a freshly attached data path, with stand-ins for the
+    // interfaces: a set it would refuse fails here with its error.
+    let plan = Slots::default().plan(&set)?;
+    let ifaces = Interfaces::placeholder(&set.topology);
+    let classifier = policy::compile_set(&set, &ifaces, &plan.slots)?.summary();
     let runtime_name = args.runtime.as_ref().map(|p| p.display().to_string());
     let summary = Summary::new(&set, runtime_name.as_deref());
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &summary)?;
+        let report = CheckReport {
+            summary: &summary,
+            classifier,
+        };
+        serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
-        print_check(&mut out, &set, &summary)?;
+        print_check(&mut out, &set, &summary, Some(&classifier))?;
     }
     out.flush()?;
     Ok(exit::OK)
 }
 
+/// The `route check` text (also `route show`'s, which has no `classifier`).
 fn print_check(
     out: &mut impl std::io::Write,
     set: &PolicySet,
     summary: &Summary,
+    classifier: Option<&ClassifierSummary>,
 ) -> std::io::Result<()> {
     let topology = &set.topology;
     writeln!(
@@ -480,6 +514,16 @@ fn print_check(
     )?;
     if let Some(runtime) = &summary.runtime_configuration {
         writeln!(out, "{runtime}: valid: {} policies", summary.policies.len())?;
+        if let Some(c) = classifier {
+            writeln!(
+                out,
+                "classifier: {} rules in {} trees ({} KiB of tables, {} KiB in the kernel)",
+                c.rules,
+                c.trees,
+                c.arena_bytes.div_ceil(1024),
+                c.table_bytes / 1024
+            )?;
+        }
     }
 
     writeln!(out)?;
@@ -605,6 +649,19 @@ fn schema(args: SchemaArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
+/// Port of a TCP, UDP or SCTP packet `route get` synthesizes where none is given.
+const DEFAULT_PORT: u16 = 40000;
+
+/// The IPv6 extension headers the data path reads past to find the protocol, by next
+/// header number.
+const IPV6_EXTENSION_HEADERS: [(u8, &str); 5] = [
+    (0, "hop-by-hop options"),
+    (43, "routing"),
+    (44, "fragment"),
+    (51, "authentication"),
+    (60, "destination options"),
+];
+
 /// The packet `route get` asks about.
 fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields)> {
     use anyhow::{Context as _, bail};
@@ -615,7 +672,8 @@ fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields)> {
         );
     }
     let (mut iif, mut src, mut dst) = (None, None, None);
-    let mut p = PacketFields::default();
+    let (mut proto, mut sport, mut dport) = (None, None, None);
+    let (mut dscp, mut mark) = (0, 0);
     for pair in words.chunks(2) {
         let (key, value) = (pair[0].as_str(), pair[1].as_str());
         let num = |max: u64| -> anyhow::Result<u64> {
@@ -627,32 +685,27 @@ fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields)> {
             }
             Ok(n)
         };
+        let addr = || {
+            value
+                .parse::<IpAddr>()
+                .with_context(|| format!("{key} {value}: not an IP address"))
+        };
         match key {
             "iif" => iif = Some(value.to_owned()),
-            "from" => {
-                src = Some(
-                    value
-                        .parse::<IpAddr>()
-                        .with_context(|| format!("from {value}: not an IP address"))?,
-                )
-            }
-            "to" => {
-                dst = Some(
-                    value
-                        .parse::<IpAddr>()
-                        .with_context(|| format!("to {value}: not an IP address"))?,
-                )
-            }
+            "from" => src = Some(addr()?),
+            "to" => dst = Some(addr()?),
             "proto" => {
-                p.proto = value
-                    .parse::<Protocol>()
-                    .map_err(|e| anyhow::anyhow!("proto {value}: {e}"))?
-                    .0
+                proto = Some(
+                    value
+                        .parse::<Protocol>()
+                        .map_err(|e| anyhow::anyhow!("proto {value}: {e}"))?
+                        .0,
+                )
             }
-            "sport" => p.sport = num(65535)? as u16,
-            "dport" => p.dport = num(65535)? as u16,
-            "dscp" => p.dscp = num(63)? as u8,
-            "mark" => p.mark = num(u32::MAX as u64)? as u32,
+            "sport" => sport = Some(num(65535)? as u16),
+            "dport" => dport = Some(num(65535)? as u16),
+            "dscp" => dscp = num(63)? as u8,
+            "mark" => mark = num(u32::MAX as u64)? as u32,
             other => {
                 bail!("unknown key `{other}`: use iif, from, to, proto, sport, dport, dscp or mark")
             }
@@ -660,6 +713,33 @@ fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields)> {
     }
     let (Some(iif), Some(src), Some(dst)) = (iif, src, dst) else {
         bail!("`route get` needs iif IF, from SRC and to DST");
+    };
+    if src.is_ipv4() != dst.is_ipv4() {
+        bail!("from {src} and to {dst} are of different families");
+    }
+    let v4 = src.is_ipv4();
+    let proto = match proto {
+        // Like `ip route get`: an ICMP echo request.
+        None if v4 => 1,
+        None => 58,
+        Some(p) if !v4 => {
+            if let Some((_, name)) = IPV6_EXTENSION_HEADERS.iter().find(|(n, _)| *n == p) {
+                bail!(
+                    "proto {p} is the IPv6 {name} extension header, not a protocol a packet is classified by: the data path reads past extension headers to the header after them; give that protocol (tcp, udp, sctp, icmpv6 or its number), or leave out proto for ICMPv6"
+                );
+            }
+            p
+        }
+        Some(p) => p,
+    };
+    let carries_ports = matches!(proto, 6 | 17 | 132);
+    if !carries_ports && (sport.is_some() || dport.is_some()) {
+        bail!("sport/dport need proto tcp, udp or sctp");
+    }
+    let port = |given: Option<u16>| match given {
+        Some(port) => port,
+        None if carries_ports => DEFAULT_PORT,
+        None => 0,
     };
     let bytes = |a: IpAddr| -> [u8; 16] {
         match a {
@@ -671,28 +751,19 @@ fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields)> {
             IpAddr::V6(v) => v.octets(),
         }
     };
-    if src.is_ipv4() != dst.is_ipv4() {
-        bail!("from {src} and to {dst} are of different families");
-    }
-    p.family = if src.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 };
-    p.src = bytes(src);
-    p.dst = bytes(dst);
-    if p.proto == 0 {
-        p.proto = if src.is_ipv4() { 1 } else { 58 }; // like ip route get: ICMP
-    }
-    if !matches!(p.proto, 6 | 17 | 132) && (p.sport != 0 || p.dport != 0) {
-        bail!("sport/dport need proto tcp, udp or sctp");
-    }
-    if matches!(p.proto, 6 | 17 | 132) {
-        // A packet of these protocols always carries ports; 0 is what none looks like.
-        if p.sport == 0 {
-            p.sport = 40000;
-        }
-        if p.dport == 0 {
-            p.dport = 40000;
-        }
-    }
-    Ok((iif, p))
+    let fields = PacketFields {
+        family: if v4 { FAMILY_V4 } else { FAMILY_V6 },
+        iif: 0,
+        src: bytes(src),
+        dst: bytes(dst),
+        proto,
+        sport: port(sport),
+        dport: port(dport),
+        dscp,
+        mark,
+        fragment: false,
+    };
+    Ok((iif, fields))
 }
 
 fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<i32> {
@@ -722,4 +793,117 @@ fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<i32> {
         r.ttl, r.dscp, r.mark, r.dst_mac, r.src_mac
     );
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(words: &str) -> anyhow::Result<PacketFields> {
+        let words: Vec<String> = words.split(' ').map(str::to_owned).collect();
+        parse_get(&words).map(|(iif, fields)| {
+            assert_eq!(iif, "lan");
+            fields
+        })
+    }
+
+    #[track_caller]
+    fn refused(words: &str) -> String {
+        match get(words) {
+            Ok(p) => panic!("`{words}` should be refused, got {p:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn without_proto_the_packet_is_an_echo_request_of_its_family() {
+        let p = get("iif lan from 10.1.0.2 to 10.9.0.1").unwrap();
+        assert_eq!((p.family, p.proto, p.sport, p.dport), (FAMILY_V4, 1, 0, 0));
+        assert_eq!(&p.src[..4], &[10, 1, 0, 2]);
+        let p = get("iif lan from fd01::2 to fd09::1").unwrap();
+        assert_eq!((p.family, p.proto), (FAMILY_V6, 58));
+        assert_eq!(
+            p.dst,
+            "fd09::1".parse::<std::net::Ipv6Addr>().unwrap().octets()
+        );
+    }
+
+    #[test]
+    fn proto_0_stays_0_for_ipv4() {
+        let p = get("iif lan from 10.1.0.2 to 10.9.0.1 proto 0").unwrap();
+        assert_eq!(p.proto, 0);
+        assert!(!p.fragment && !p.has_ports(), "{p:?}");
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_refused_as_proto() {
+        let e = refused("iif lan from fd01::2 to fd09::1 proto 0");
+        assert!(
+            e.contains("proto 0 is the IPv6 hop-by-hop options extension header"),
+            "{e}"
+        );
+        assert!(e.contains("leave out proto for ICMPv6"), "{e}");
+        for (n, name) in [
+            (43, "routing"),
+            (44, "fragment"),
+            (51, "authentication"),
+            (60, "destination options"),
+        ] {
+            let e = refused(&format!("iif lan from fd01::2 to fd09::1 proto {n}"));
+            assert!(
+                e.contains(&format!("proto {n} is the IPv6 {name} extension header")),
+                "{e}"
+            );
+        }
+        let e = refused("iif lan from fd01::2 to fd09::1 proto ah");
+        assert!(e.contains("proto 51 is the IPv6 authentication"), "{e}");
+        // IPv4 has no extension headers: the same numbers are protocols there.
+        for n in [0, 43, 44, 51, 60] {
+            let p = get(&format!("iif lan from 10.1.0.2 to 10.9.0.1 proto {n}")).unwrap();
+            assert_eq!(p.proto, n);
+        }
+        // Upper-layer protocols and "no next header" are what IPv6 packets are classified by.
+        for (words, proto) in [("proto tcp", 6), ("proto icmpv6", 58), ("proto 59", 59)] {
+            let p = get(&format!("iif lan from fd01::2 to fd09::1 {words}")).unwrap();
+            assert_eq!(p.proto, proto, "{words}");
+        }
+    }
+
+    #[test]
+    fn ports_given_are_kept_even_0_and_absent_ones_are_40000() {
+        let p = get("iif lan from 10.1.0.2 to 10.9.0.1 proto udp sport 0").unwrap();
+        assert_eq!((p.proto, p.sport, p.dport), (17, 0, 40000));
+        let p = get("iif lan from fd01::2 to fd09::1 proto tcp dport 0").unwrap();
+        assert_eq!((p.proto, p.sport, p.dport), (6, 40000, 0));
+        let p = get("iif lan from 10.1.0.2 to 10.9.0.1 proto sctp sport 0 dport 0").unwrap();
+        assert_eq!((p.sport, p.dport), (0, 0));
+        assert!(p.has_ports(), "{p:?}");
+        let p = get("iif lan from 10.1.0.2 to 10.9.0.1 proto udp").unwrap();
+        assert_eq!((p.sport, p.dport), (40000, 40000));
+    }
+
+    #[test]
+    fn ports_need_a_protocol_that_carries_them() {
+        for words in [
+            "iif lan from 10.1.0.2 to 10.9.0.1 sport 0",
+            "iif lan from 10.1.0.2 to 10.9.0.1 proto 0 dport 0",
+            "iif lan from fd01::2 to fd09::1 proto icmpv6 dport 53",
+        ] {
+            let e = refused(words);
+            assert!(
+                e.contains("sport/dport need proto tcp, udp or sctp"),
+                "{words}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn dscp_mark_and_malformed_words() {
+        let p = get("iif lan from 10.1.0.2 to 10.9.0.1 dscp 46 mark 4294967295").unwrap();
+        assert_eq!((p.dscp, p.mark), (46, u32::MAX));
+        assert!(refused("iif lan from 10.1.0.2 to 10.9.0.1 dscp 64").contains("at most 63"));
+        assert!(refused("iif lan from 10.1.0.2 to fd09::1").contains("different families"));
+        assert!(refused("iif lan from 10.1.0.2").contains("needs iif IF, from SRC and to DST"));
+        assert!(refused("iif lan from 10.1.0.2 to").contains("has no value"));
+    }
 }

@@ -1,6 +1,7 @@
-//! Helpers shared by the `pktpath route` end-to-end tests (route_datapath.rs, route_lab.rs):
-//! the CLI run inside the router namespace with a unique pin directory, the lab's static
-//! configuration, counter lookups in `route stats --json`, and the "nothing left" check.
+//! Helpers shared by the `pktpath route` end-to-end tests (route.rs, route_datapath.rs,
+//! route_lab.rs): the CLI run inside the router namespace with a unique pin directory, the
+//! lab's static configuration, a policy set the data path cannot hold, counter lookups in
+//! `route stats --json`, and the "nothing left" check.
 //!
 //! The CLI runs in the router namespace through `nsenter --net=...`, not `ip netns exec`:
 //! the latter also unshares the mount namespace and mounts a fresh /sys, so a bpffs
@@ -142,6 +143,24 @@ pub fn lab_config(lab: &RouterLab, egress: &[&str]) -> String {
         e(c),
         e(u1),
         e(u2)
+    )
+}
+
+/// A runtime configuration the data path cannot hold: one policy more than it has counter
+/// slots for (the classifier itself takes any valid set of up to that many).
+pub fn too_many_policies() -> String {
+    let n = pktpath_common::route::MAX_POLICY_SLOTS as usize + 1;
+    let policies: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"id":"p{i}","priority":{},"match":{{}},"action":{{"type":"drop"}}}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    format!(
+        "{{ \"version\": 1, \"policies\": [\n{}\n] }}\n",
+        policies.join(",\n")
     )
 }
 

@@ -1,0 +1,203 @@
+//! Laying the built trees out in the arena the data path reads: inner nodes as blocks of
+//! child nodes, leaves as runs of rule lines, then the rules' values.
+
+use std::collections::HashMap;
+
+use pktpath_common::route::{
+    GenTables, MAX_VALUES, NODE_LEAF, NODE_SIDE, Node, RuleMatch, RuleValue, TreeRoot,
+};
+
+use super::{
+    build::{BNode, Forest, NodeId},
+    rule::{CompileError, Rule, rule_match},
+};
+
+/// Compiled tables of one policy set, generation not yet assigned.
+#[derive(Clone, Debug, Default)]
+pub struct Tables {
+    /// The arena as 8-byte slots (a multiple of 8: whole lines).
+    pub slots: Vec<u64>,
+    /// Roots, tree counts and where the values start.
+    pub roots: GenTables,
+    pub stats: TreeStats,
+}
+
+/// The shape of the compiled trees.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TreeStats {
+    /// Rules compiled (a family-free rule counts once).
+    pub rules: usize,
+    /// Trees of IPv4 and IPv6.
+    pub trees: [usize; 2],
+    /// Distinct inner nodes (those with a side subtree among them) and leaves.
+    pub inner: usize,
+    pub sides: usize,
+    pub leaves: usize,
+    /// Rule entries in all leaves (a rule shared by several leaves counts in each).
+    pub rule_entries: usize,
+    /// Rules in some leaf: the others are hidden everywhere by rules before them.
+    pub reachable_rules: usize,
+    /// Longest path from a root (or a side subtree's root) to a leaf, in inner nodes.
+    pub max_depth: u32,
+    /// Most rules in one leaf.
+    pub max_leaf: usize,
+}
+
+impl Tables {
+    /// Bytes of arena the tables take.
+    pub fn arena_bytes(&self) -> u64 {
+        8 * self.slots.len() as u64
+    }
+}
+
+/// A node as its 8-byte slot.
+pub(super) fn node_word(n: Node) -> u64 {
+    // SAFETY: Node is 8 bytes of plain data without padding (asserted in the common crate).
+    unsafe { std::mem::transmute::<Node, u64>(n) }
+}
+
+/// The node in an 8-byte slot.
+pub(super) fn word_node(w: u64) -> Node {
+    // SAFETY: every bit pattern is a valid Node.
+    unsafe { std::mem::transmute::<u64, Node>(w) }
+}
+
+struct Encoder<'a> {
+    rules: &'a [Rule],
+    slots: Vec<u64>,
+    stats: TreeStats,
+    /// Whether each rule is in some leaf.
+    reachable: Vec<bool>,
+}
+
+impl Encoder<'_> {
+    fn align_line(&mut self) {
+        let len = self.slots.len().next_multiple_of(8);
+        self.slots.resize(len, 0);
+    }
+
+    /// Lays out node `id` (once), and returns its 8-byte form and the best priority of the
+    /// rules under it.
+    fn emit(
+        &mut self,
+        forest: &Forest,
+        id: NodeId,
+        depth: u32,
+        done: &mut HashMap<NodeId, (Node, u32)>,
+    ) -> (Node, u32) {
+        self.stats.max_depth = self.stats.max_depth.max(depth);
+        if let Some(&n) = done.get(&id) {
+            return n;
+        }
+        let mut min = u32::MAX;
+        let node = match &forest.nodes[id as usize] {
+            BNode::Leaf(list) => {
+                self.stats.leaves += 1;
+                self.stats.rule_entries += list.len();
+                self.stats.max_leaf = self.stats.max_leaf.max(list.len());
+                self.align_line();
+                let base = self.slots.len() as u32;
+                for &g in list {
+                    self.reachable[g as usize] = true;
+                    min = min.min(self.rules[g as usize].priority);
+                    let m = rule_match(&self.rules[g as usize], g);
+                    // SAFETY: RuleMatch is 64 bytes of plain data (asserted in the common crate).
+                    let words = unsafe { std::mem::transmute::<RuleMatch, [u64; 8]>(m) };
+                    self.slots.extend_from_slice(&words);
+                }
+                Node {
+                    op: NODE_LEAF,
+                    shift: 0,
+                    mask: list.len() as u16,
+                    base: if list.is_empty() { 0 } else { base },
+                }
+            }
+            BNode::Cut {
+                dim,
+                shift,
+                bits,
+                side,
+                children,
+            } => {
+                self.stats.inner += 1;
+                // A side subtree's root and its best priority come first.
+                let base = self.slots.len();
+                let first = base + if side.is_some() { 2 } else { 0 };
+                self.slots.resize(first + children.len(), 0);
+                if let Some(side) = *side {
+                    self.stats.sides += 1;
+                    // A side subtree is walked on its own: its depth counts from 0.
+                    let (n, side_min) = self.emit(forest, side, 0, done);
+                    self.slots[base] = node_word(n);
+                    self.slots[base + 1] = u64::from(side_min);
+                    min = min.min(side_min);
+                }
+                for (c, &child) in children.iter().enumerate() {
+                    let (n, child_min) = self.emit(forest, child, depth + 1, done);
+                    self.slots[first + c] = node_word(n);
+                    min = min.min(child_min);
+                }
+                Node {
+                    op: *dim | if side.is_some() { NODE_SIDE } else { 0 },
+                    shift: *shift,
+                    mask: ((1u32 << bits) - 1) as u16,
+                    base: base as u32,
+                }
+            }
+        };
+        done.insert(id, (node, min));
+        (node, min)
+    }
+}
+
+/// Lays out each family's forest (IPv4 first) and the values of `rules`.
+pub(super) fn encode(rules: &[Rule], families: &[(u8, Forest)]) -> Result<Tables, CompileError> {
+    if rules.len() >= MAX_VALUES as usize {
+        return Err(CompileError::TooManyRules {
+            needed: rules.len(),
+            max: MAX_VALUES - 1,
+        });
+    }
+    let mut e = Encoder {
+        rules,
+        slots: Vec::new(),
+        reachable: vec![false; rules.len()],
+        stats: TreeStats {
+            rules: rules.len(),
+            ..Default::default()
+        },
+    };
+    let mut roots = GenTables::default();
+    for (f, (_, forest)) in families.iter().enumerate() {
+        let mut done = HashMap::new();
+        for (t, tree) in forest.trees.iter().enumerate() {
+            let (node, _) = e.emit(forest, tree.root, 0, &mut done);
+            roots.roots[f][t] = TreeRoot {
+                node,
+                min_priority: tree.min_priority,
+                _pad: 0,
+            };
+        }
+        roots.counts[f] = forest.trees.len() as u32;
+        e.stats.trees[f] = forest.trees.len();
+    }
+    e.stats.reachable_rules = e.reachable.iter().filter(|&&r| r).count();
+    e.align_line();
+    roots.values = e.slots.len() as u32;
+    for rule in rules {
+        let v = RuleValue {
+            priority: rule.priority,
+            ..rule.value
+        };
+        // SAFETY: RuleValue is 24 bytes of plain data (asserted in the common crate).
+        let words = unsafe { std::mem::transmute::<RuleValue, [u64; 3]>(v) };
+        e.slots.extend_from_slice(&words);
+        e.slots.push(0);
+    }
+    e.align_line();
+    Ok(Tables {
+        slots: e.slots,
+        roots,
+        stats: e.stats,
+    })
+}

@@ -1,0 +1,132 @@
+//! The data path's search, in Rust, over encoded [`Tables`]: the same walk and the same
+//! checks in the same order, so tests and benchmarks can count what a packet costs.
+
+use pktpath_common::route::{
+    FAMILY_V4, LEAF_SEGMENT, NODE_LEAF, NODE_SIDE, NODE_WORD, Node, RuleMatch, RuleValue,
+};
+
+use super::{
+    encode::{Tables, word_node},
+    rule::{PacketFields, candidate_matches, key_of},
+};
+
+/// What one search did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// The rule the data path picks.
+    pub value: Option<RuleValue>,
+    /// Subtrees walked (roots and side subtrees), inner nodes passed, leaf rules checked.
+    pub trees: u32,
+    pub nodes: u32,
+    pub candidates: u32,
+    /// Of the walks: side subtrees, and the rests of long leaves.
+    pub sides: u32,
+    pub rests: u32,
+}
+
+/// Searches [`Tables`] as the data path does.
+pub struct Lookup<'a> {
+    tables: &'a Tables,
+}
+
+impl<'a> Lookup<'a> {
+    pub fn new(tables: &'a Tables) -> Self {
+        Self { tables }
+    }
+
+    fn node(&self, slot: u32) -> Node {
+        word_node(self.tables.slots[slot as usize])
+    }
+
+    fn rule(&self, slot: u32) -> RuleMatch {
+        let s = slot as usize;
+        let words: [u64; 8] = self.tables.slots[s..s + 8]
+            .try_into()
+            .expect("a whole line");
+        // SAFETY: every bit pattern is a valid RuleMatch.
+        unsafe { std::mem::transmute::<[u64; 8], RuleMatch>(words) }
+    }
+
+    fn value(&self, index: u32) -> RuleValue {
+        let s = (self.tables.roots.values + 4 * index) as usize;
+        let words: [u64; 3] = self.tables.slots[s..s + 3].try_into().expect("a value");
+        // SAFETY: every bit pattern is a valid RuleValue.
+        unsafe { std::mem::transmute::<[u64; 3], RuleValue>(words) }
+    }
+
+    /// Checks a leaf's rules in order, keeping the best match; returns the rest of a leaf
+    /// longer than [`LEAF_SEGMENT`] when it must be checked too (as the data path walks it
+    /// next).
+    fn scan(
+        &self,
+        leaf: Node,
+        p: &PacketFields,
+        key: &pktpath_common::route::ClassKey,
+        best: &mut Option<(u32, u32)>,
+        probe: &mut Probe,
+    ) -> Option<Node> {
+        let count = leaf.mask as u32;
+        for i in 0..count.min(LEAF_SEGMENT) {
+            let r = self.rule(leaf.base + 8 * i);
+            if best.is_some_and(|(b, _)| r.priority >= b) {
+                return None;
+            }
+            probe.candidates += 1;
+            if candidate_matches(&r, p.family, key) {
+                *best = Some((r.priority, r.value_index()));
+                return None;
+            }
+        }
+        (count > LEAF_SEGMENT).then(|| Node {
+            op: NODE_LEAF,
+            shift: 0,
+            mask: (count - LEAF_SEGMENT) as u16,
+            base: leaf.base + 8 * LEAF_SEGMENT,
+        })
+    }
+
+    /// The rule value the data path picks for a packet.
+    pub fn find(&self, p: &PacketFields) -> Option<RuleValue> {
+        self.probe(p).value
+    }
+
+    /// The rule value the data path picks, and the work it takes.
+    pub fn probe(&self, p: &PacketFields) -> Probe {
+        let key = key_of(p);
+        let f = usize::from(p.family != FAMILY_V4);
+        let tables = &self.tables.roots;
+        let mut probe = Probe::default();
+        let mut best: Option<(u32, u32)> = None; // (priority, value index)
+        // As the data path: a stack of subtrees to walk, the roots pushed last first (so
+        // popped in order), each with the best priority its rules have (0 for the rest of a
+        // long leaf: unknown); each walk pushes the side subtrees on its path.
+        let mut pending: Vec<(Node, u32)> = tables.roots[f][..tables.counts[f] as usize]
+            .iter()
+            .rev()
+            .map(|r| (r.node, r.min_priority))
+            .collect();
+        while let Some((mut n, min)) = pending.pop() {
+            if best.is_some_and(|(b, _)| min >= b) {
+                continue; // its rules cannot beat the match in hand
+            }
+            probe.trees += 1;
+            while n.op & NODE_LEAF == 0 {
+                probe.nodes += 1;
+                let side = if n.op & NODE_SIDE != 0 { 2 } else { 0 };
+                if side != 0 {
+                    probe.sides += 1;
+                    let min = self.tables.slots[n.base as usize + 1] as u32;
+                    pending.push((self.node(n.base), min));
+                }
+                let w = key.words[(n.op & NODE_WORD) as usize];
+                n = self.node(n.base + side + ((w >> n.shift) & n.mask as u32));
+            }
+            if let Some(rest) = self.scan(n, p, &key, &mut best, &mut probe) {
+                probe.rests += 1;
+                pending.push((rest, 0));
+            }
+        }
+        probe.value = best.map(|(_, v)| self.value(v));
+        probe
+    }
+}

@@ -1,0 +1,321 @@
+//! The compiled trees against the reference model ([`crate::route::model`]), without root:
+//! random policy sets drawn from a small vocabulary (so that policies overlap: nested
+//! prefixes, port ranges that cross, wildcards, both families, protocols without ports,
+//! `proto 0`, port 0, fragments) and random packets from the same vocabulary, looked up in
+//! user space by the kernel's own search ([`Lookup`]). The vocabulary is
+//! [`synth::dense_policies`]'s, as strategies that shrink.
+
+use std::net::IpAddr;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::{
+    datapath::{
+        policy::{self, Interfaces, Slots},
+        synth,
+    },
+    route::{
+        compile::{InterfaceId, PolicySet, Topology},
+        config::{
+            Action, MarkMatch, Match, Policy, PortRange, Prefix, Protocol, RUNTIME_VERSION,
+            RuntimeConfiguration, Source,
+        },
+        model,
+    },
+};
+
+fn topology() -> Topology {
+    synth::dense_topology()
+}
+
+fn ifaces() -> Interfaces {
+    synth::dense_ifaces()
+}
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::from([a, b, c, d])
+}
+
+fn v6(net: u8, tail: u8) -> IpAddr {
+    let mut x = [0u8; 16];
+    x[0] = 0xfd;
+    x[1] = net;
+    x[15] = tail;
+    IpAddr::from(x)
+}
+
+fn addr(v6_family: bool) -> impl Strategy<Value = IpAddr> {
+    (0u8..3, 0u8..3, 0u8..4).prop_map(
+        move |(a, b, c)| {
+            if v6_family { v6(a, c) } else { v4(10, a, b, c) }
+        },
+    )
+}
+
+fn prefix(v6_family: bool) -> impl Strategy<Value = Prefix> {
+    let lens: &'static [u8] = if v6_family {
+        &[0, 8, 16, 64, 120, 128]
+    } else {
+        &[0, 8, 16, 24, 30, 32]
+    };
+    (addr(v6_family), proptest::sample::select(lens))
+        .prop_map(|(a, len)| Prefix::new(synth::mask_to(a, len), len).unwrap())
+}
+
+fn ports() -> impl Strategy<Value = Option<PortRange>> {
+    prop_oneof![
+        3 => Just(None),
+        1 => proptest::sample::select(vec![0u16, 22, 53, 80, 443]).prop_map(|p| Some(PortRange::single(p))),
+        1 => Just(Some(PortRange::new(0, 1023).unwrap())),
+        1 => Just(Some(PortRange::new(1024, 65535).unwrap())),
+        1 => (0u16..600, 0u16..300).prop_map(|(lo, n)| Some(PortRange::new(lo, lo + n).unwrap())),
+    ]
+}
+
+/// A policy's match and action (id and priority come from its place in the set).
+fn policy() -> impl Strategy<Value = (Match, Action)> {
+    let family = prop_oneof![2 => Just(Some(false)), 1 => Just(Some(true)), 1 => Just(None)];
+    family.prop_flat_map(|family| {
+        let v6_family = family.unwrap_or(false);
+        let addrs = match family {
+            None => (Just(None), Just(None)).boxed(),
+            Some(_) => (
+                proptest::option::weighted(0.6, prefix(v6_family)),
+                proptest::option::weighted(0.6, prefix(v6_family)),
+            )
+                .boxed(),
+        };
+        let proto = prop_oneof![
+            2 => Just(None),
+            1 => Just(Some(6u8)),
+            1 => Just(Some(17u8)),
+            1 => proptest::sample::select(vec![0u8, 1, 47, 58]).prop_map(Some),
+        ];
+        (
+            addrs,
+            proto,
+            ports(),
+            ports(),
+            proptest::option::weighted(0.2, proptest::sample::select(vec!["in0", "in1"])),
+            proptest::option::weighted(0.15, proptest::sample::select(vec![0u8, 10, 46])),
+            proptest::option::weighted(
+                0.15,
+                (
+                    0u32..4,
+                    proptest::sample::select(vec![0xffu32, 0x0f, u32::MAX]),
+                ),
+            ),
+            0u8..4,
+        )
+            .prop_map(
+                move |((src, dst), proto, sport, dport, iif, dscp, mark, action)| {
+                    let ports_ok = proto.is_none_or(|p| matches!(p, 6 | 17));
+                    let m = Match {
+                        iif: iif.map(str::to_owned),
+                        src,
+                        dst,
+                        proto: proto.map(Protocol),
+                        sport: sport.filter(|_| ports_ok),
+                        dport: dport.filter(|_| ports_ok),
+                        dscp,
+                        mark: mark.map(|(v, mask)| MarkMatch {
+                            value: v & mask,
+                            mask,
+                        }),
+                    };
+                    let next_hop = if v6_family { "both" } else { "v4only" };
+                    let action = match action {
+                        0 => Action::Drop {},
+                        1 => Action::Pass {
+                            set_mark: None,
+                            set_dscp: None,
+                        },
+                        2 => Action::Forward {
+                            next_hop: next_hop.to_owned(),
+                            set_mark: None,
+                            set_dscp: None,
+                        },
+                        _ => Action::LookupTable {
+                            table: "main".to_owned(),
+                            set_mark: None,
+                            set_dscp: None,
+                        },
+                    };
+                    (m, action)
+                },
+            )
+    })
+}
+
+fn policy_set(policies: Vec<(Match, Action)>, priorities: Vec<u32>) -> PolicySet {
+    let runtime = RuntimeConfiguration {
+        version: RUNTIME_VERSION,
+        policies: policies
+            .into_iter()
+            .zip(priorities)
+            .enumerate()
+            .map(|(i, ((matches, action), priority))| Policy {
+                id: format!("p{i}"),
+                priority,
+                matches,
+                action,
+            })
+            .collect(),
+    };
+    let text = serde_json::to_string(&runtime).unwrap();
+    PolicySet::from_source(&topology(), &Source::new("runtime.json", text))
+        .expect("the strategy makes valid policy sets")
+}
+
+fn packet() -> impl Strategy<Value = model::PacketFields> {
+    any::<bool>().prop_flat_map(|v6_family| {
+        (
+            0usize..2,
+            addr(v6_family),
+            addr(v6_family),
+            proptest::sample::select(vec![6u8, 17, 1, 47, 0, 58]),
+            proptest::sample::select(vec![0u16, 22, 53, 80, 443, 700, 1023, 1024, 40000]),
+            proptest::sample::select(vec![0u16, 22, 53, 80, 443, 700, 1023, 1024, 40000]),
+            proptest::sample::select(vec![0u8, 10, 46]),
+            0u32..5,
+            proptest::bool::weighted(0.1),
+        )
+            .prop_map(
+                |(iif, src, dst, proto, sport, dport, dscp, mark, fragment)| {
+                    let ports = matches!(proto, 6 | 17) && !fragment;
+                    model::PacketFields {
+                        iif: InterfaceId(iif),
+                        src,
+                        dst,
+                        proto,
+                        sport: ports.then_some(sport),
+                        dport: ports.then_some(dport),
+                        dscp,
+                        mark,
+                    }
+                },
+            )
+    })
+}
+
+/// The policy id the compiled tables pick for `p`.
+fn compiled_pick(set: &PolicySet, p: &model::PacketFields) -> Option<String> {
+    let ifaces = ifaces();
+    let plan = Slots::default().plan(set).unwrap();
+    let rules = policy::rules(set, &ifaces, &plan.slots).unwrap();
+    let tables = compile(&rules).unwrap();
+    let value = Lookup::new(&tables).find(&policy::packet_fields(p, &ifaces))?;
+    plan.slots
+        .by_id
+        .iter()
+        .find(|(_, s)| **s == value.slot)
+        .map(|(id, _)| id.clone())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Every packet gets the policy the reference model picks.
+    #[test]
+    fn compiled_trees_pick_what_the_model_picks(
+        policies in proptest::collection::vec(policy(), 1..60),
+        packets in proptest::collection::vec(packet(), 40),
+        seed in any::<u64>(),
+    ) {
+        // Distinct priorities in an order unrelated to the file order.
+        let mut priorities: Vec<u32> = (0..policies.len() as u32).map(|i| i * 7 + 1).collect();
+        let mut s = seed | 1;
+        for i in (1..priorities.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            priorities.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        let set = policy_set(policies, priorities);
+        let ifaces = ifaces();
+        let plan = Slots::default().plan(&set).unwrap();
+        let rules = policy::rules(&set, &ifaces, &plan.slots).unwrap();
+        // The default shape; deep trees of tiny leaves with few copies allowed; one leaf
+        // per tree, longer than a walk checks (its rest walked after).
+        for params in [
+            Params::default(),
+            Params { leaf_rules: 1, space_factor: 2 },
+            Params { leaf_rules: 256, space_factor: 4 },
+        ] {
+            let tables = compile_with(&rules, params).unwrap();
+            let lookup = Lookup::new(&tables);
+            for p in &packets {
+                let want = model::classify(&set, p).policy_id().map(str::to_owned);
+                let got = lookup
+                    .find(&policy::packet_fields(p, &ifaces))
+                    .and_then(|v| plan.slots.by_id.iter().find(|(_, s)| **s == v.slot))
+                    .map(|(id, _)| id.clone());
+                prop_assert_eq!(got, want, "packet {:?} with {:?}", p, params);
+            }
+        }
+    }
+}
+
+#[test]
+fn proto_zero_is_a_protocol_not_icmp() {
+    let set = policy_set(
+        vec![
+            (
+                Match {
+                    proto: Some(Protocol(0)),
+                    ..Default::default()
+                },
+                Action::Drop {},
+            ),
+            (
+                Match {
+                    proto: Some(Protocol(1)),
+                    ..Default::default()
+                },
+                Action::Drop {},
+            ),
+        ],
+        vec![1, 2],
+    );
+    let mut p = model::PacketFields {
+        iif: InterfaceId(0),
+        src: v4(10, 0, 0, 1),
+        dst: v4(10, 0, 0, 2),
+        proto: 0,
+        sport: None,
+        dport: None,
+        dscp: 0,
+        mark: 0,
+    };
+    assert_eq!(compiled_pick(&set, &p).as_deref(), Some("p0"));
+    p.proto = 1;
+    assert_eq!(compiled_pick(&set, &p).as_deref(), Some("p1"));
+}
+
+#[test]
+fn port_zero_matches_and_packets_without_ports_do_not() {
+    let set = policy_set(
+        vec![(
+            Match {
+                dport: Some(PortRange::new(0, 1023).unwrap()),
+                ..Default::default()
+            },
+            Action::Drop {},
+        )],
+        vec![1],
+    );
+    let mut p = model::PacketFields {
+        iif: InterfaceId(0),
+        src: v4(10, 0, 0, 1),
+        dst: v4(10, 0, 0, 2),
+        proto: 17,
+        sport: Some(5000),
+        dport: Some(0),
+        dscp: 0,
+        mark: 0,
+    };
+    assert_eq!(compiled_pick(&set, &p).as_deref(), Some("p0"));
+    p.dport = None; // a fragment
+    assert_eq!(compiled_pick(&set, &p), None);
+    p.proto = 1;
+    assert_eq!(compiled_pick(&set, &p), None);
+}
