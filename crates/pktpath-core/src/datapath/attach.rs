@@ -222,13 +222,25 @@ impl Direction {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     pub pin_dir: PathBuf,
+    /// The directory holding the state directories of pin directories ([`STATE_ROOT`]
+    /// unless set with [`Layout::with_state_root`]).
+    pub state_root: PathBuf,
 }
 
 impl Layout {
+    /// The data path pinned at `pin_dir`, its state under [`STATE_ROOT`].
     pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
         Self {
             pin_dir: pin_dir.into(),
+            state_root: PathBuf::from(STATE_ROOT),
         }
+    }
+
+    /// The same data path with its state under `root` instead.
+    #[must_use]
+    pub fn with_state_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.state_root = root.into();
+        self
     }
 
     /// The program pin.
@@ -242,15 +254,22 @@ impl Layout {
     }
 
     /// The plain directory holding the JSON state: bpffs only holds pins. The pin
-    /// directory's path with `/` as `-` under [`STATE_ROOT`].
+    /// directory's path with `/` as `-` under the state root.
     pub fn state_dir(&self) -> PathBuf {
-        let escaped = self
-            .pin_dir
+        self.state_root.join(self.escaped())
+    }
+
+    /// The file writers lock, beside the state directory (which detach removes).
+    pub fn lock_file(&self) -> PathBuf {
+        self.state_root.join(format!("{}.lock", self.escaped()))
+    }
+
+    fn escaped(&self) -> String {
+        self.pin_dir
             .display()
             .to_string()
             .trim_matches('/')
-            .replace('/', "-");
-        Path::new(STATE_ROOT).join(escaped)
+            .replace('/', "-")
     }
 
     fn state(&self, file: &str) -> PathBuf {
@@ -948,7 +967,7 @@ pub fn detach(layout: &Layout) -> Result<DetachReport, AttachError> {
     std::fs::remove_dir(pin_dir).map_err(io_err("remove pin directory", pin_dir))?;
     std::fs::remove_dir_all(&state_dir).map_err(io_err("remove state directory", &state_dir))?;
     // The root goes too once no data path is left (fails harmlessly while others remain).
-    let _ = std::fs::remove_dir(STATE_ROOT);
+    let _ = std::fs::remove_dir(&layout.state_root);
     Ok(report)
 }
 
