@@ -446,10 +446,29 @@ impl Drop for Undo {
     }
 }
 
+/// Writes a state file readable by its owner only (it holds the policies), through a
+/// temporary file renamed into place so readers see the old text or the new one.
 fn write_atomic(path: &Path, text: &str) -> Result<(), AttachError> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(io_err("write", &tmp))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(io_err("write", &tmp))?;
     std::fs::rename(&tmp, path).map_err(io_err("rename into", path))
+}
+
+/// Creates `dir` and its missing parents, each new one accessible by its owner only.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 fn same_topology(a: &Topology, b: &Topology) -> bool {
@@ -576,7 +595,7 @@ pub fn attach_source(
         // Left from a data path whose pins are gone (bpffs remounted): stale.
         std::fs::remove_dir_all(&state_dir).map_err(io_err("remove stale state", &state_dir))?;
     }
-    std::fs::create_dir_all(&state_dir).map_err(io_err("create state directory", &state_dir))?;
+    create_private_dir(&state_dir).map_err(io_err("create state directory", &state_dir))?;
     undo.dirs.push(state_dir);
 
     let mut ebpf = loader::load(Object::Datapath, &[])?;
