@@ -60,7 +60,7 @@ impl IfaceCounters {
 //
 // The arena of a generation lives in chunks of 1 MiB, each an array map of one value held
 // by the map-in-map ROUTE_ARENA, so its memory grows with the compiled set, not with a
-// capacity fixed at load. Two generations exist; `RouteState::active` says which one
+// capacity fixed at load. Two generations exist; `RouteState::active % 2` says which one
 // packets use. An apply builds the inactive generation's chunks and root table, then flips
 // that one word: each packet sees the old set or the new one, never a mix.
 // ---------------------------------------------------------------------------------------
@@ -117,7 +117,9 @@ pub const MAP_POLICY_STATS: &str = "POLICY_STATS";
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouteState {
-    /// The active generation (0 or 1).
+    /// How many applies the data path has seen; packets use table generation
+    /// `active % GENERATIONS`. User space tags the state of each generation with it, to
+    /// read the state files consistently with the tables.
     pub active: u32,
     pub _pad: u32,
 }

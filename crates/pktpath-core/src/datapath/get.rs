@@ -17,7 +17,7 @@ use pktpath_common::route::{ACTION_FORWARD, Decision, FAMILY_V4, GET_MAGIC, MAP_
 use serde::Serialize;
 
 use super::{
-    attach::{AttachError, Attached},
+    attach::{ActiveSet, AttachError, Attached},
     classifier::PacketFields,
     frame::{self, FrameOptions},
 };
@@ -46,6 +46,8 @@ pub struct Rewritten {
 /// What the data path does with the packet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Explanation {
+    /// The apply serial of the policy set that answered.
+    pub generation: u32,
     /// Id of the policy that matched, or None.
     pub policy: Option<String>,
     pub priority: Option<u32>,
@@ -116,6 +118,8 @@ impl Attached {
             },
         );
         for _attempt in 0..5 {
+            // The policy names come from the set whose tables answer.
+            let active = self.active()?;
             let nonce = nonce();
             let mut ctx_in = [0u8; SKB_CTX];
             ctx_in[CTX_MARK..CTX_MARK + 4].copy_from_slice(&p.mark.to_ne_bytes());
@@ -155,32 +159,38 @@ impl Attached {
             if decision.nonce != nonce {
                 continue; // a real packet overwrote the record; run again
             }
+            if self.maps.serial()? != active.generation {
+                continue; // an apply flipped generations during the run
+            }
             data_out.truncate(ret.data_size_out as usize);
-            return Ok(self.describe(&p, &decision, ret.return_value as i32, &data_out, &ctx_out));
+            return Ok(self.describe(
+                &active,
+                &p,
+                &decision,
+                ret.return_value as i32,
+                &data_out,
+                &ctx_out,
+            ));
         }
         Err(AttachError::Sys(SysError::io(
             "reading the data path's decision",
-            std::io::Error::other("another packet overwrote it five times in a row; try again"),
+            std::io::Error::other(
+                "another packet or an apply overwrote it five times in a row; try again",
+            ),
         )))
     }
 
     fn describe(
         &self,
+        active: &ActiveSet,
         p: &PacketFields,
         d: &Decision,
         verdict: i32,
         out: &[u8],
         ctx_out: &[u8],
     ) -> Explanation {
-        let slots = self.slots().unwrap_or_default();
         let policy = (d.matched != 0)
-            .then(|| {
-                slots
-                    .by_id
-                    .iter()
-                    .find(|(_, s)| **s == d.slot)
-                    .map(|(id, _)| id.clone())
-            })
+            .then(|| active.policy_of_slot(d.slot).map(str::to_owned))
             .flatten();
         let action = pktpath_common::route::action_name(d.matched, d.action);
         let redirected = verdict == TC_ACT_REDIRECT && d.egress_ifindex != 0;
@@ -216,6 +226,7 @@ impl Attached {
         };
         let mark = u32::from_ne_bytes(ctx_out[CTX_MARK..CTX_MARK + 4].try_into().expect("4 bytes"));
         Explanation {
+            generation: active.generation,
             policy,
             priority: (d.matched != 0).then_some(d.priority),
             action,

@@ -64,6 +64,10 @@ pub enum TableError {
         max: u32,
         chunk_mib: u32,
     },
+    #[error(
+        "another writer changed the data path while this apply ran (generation {expected} became {found}); nothing was applied, run the command again"
+    )]
+    Raced { expected: u32, found: u32 },
     #[error(transparent)]
     Sys(#[from] SysError),
 }
@@ -98,12 +102,23 @@ pub struct DatapathMaps {
 /// What an apply did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Applied {
-    /// The generation now active.
+    /// The apply count now active (its tables are generation `generation % GENERATIONS`).
     pub generation: u32,
     pub stats: TreeStats,
     /// Arena chunks the set takes, and their bytes.
     pub chunks: usize,
     pub arena_bytes: u64,
+}
+
+/// Tables written into the inactive generation, not yet seen by packets.
+#[derive(Debug)]
+#[must_use = "staged tables take effect only when flipped"]
+pub struct Staged {
+    /// The serial active when they were staged.
+    from: u32,
+    /// The serial they become active as.
+    pub serial: u32,
+    applied: Applied,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, TableError> {
@@ -177,9 +192,15 @@ impl DatapathMaps {
         self.state.get(&0, 0).map_err(map_err("read", MAP_STATE))
     }
 
-    /// The generation packets use now.
+    /// How many applies this data path has seen: packets use table generation
+    /// `serial % GENERATIONS`.
+    pub fn serial(&self) -> Result<u32, TableError> {
+        Ok(self.state()?.active)
+    }
+
+    /// The table generation packets use now.
     pub fn active_generation(&self) -> Result<u32, TableError> {
-        Ok(self.state()?.active & 1)
+        Ok(self.serial()? % GENERATIONS)
     }
 
     /// A new chunk holding `slots` (at most [`CHUNK_SLOTS`]).
@@ -211,9 +232,16 @@ impl DatapathMaps {
     /// Writes `tables` into the inactive generation, then makes it the active one and
     /// releases the generation it replaced.
     pub fn apply(&mut self, tables: &Tables) -> Result<Applied, TableError> {
-        let mut state = self.state()?;
-        let active = state.active & 1;
-        let next = (active + 1) % GENERATIONS;
+        let staged = self.stage(tables)?;
+        self.flip(staged)
+    }
+
+    /// Writes `tables` into the inactive generation; packets do not see them until
+    /// [`DatapathMaps::flip`]. Whatever an interrupted apply left there is replaced.
+    pub fn stage(&mut self, tables: &Tables) -> Result<Staged, TableError> {
+        let state = self.state()?;
+        let serial = state.active.wrapping_add(1);
+        let next = serial % GENERATIONS;
         let chunks = chunks(tables);
         if chunks > MAX_CHUNKS as usize {
             return Err(TableError::TooManyChunks {
@@ -233,22 +261,58 @@ impl DatapathMaps {
         self.trees
             .set(next, tables.roots, 0)
             .map_err(map_err("write", MAP_TREES))?;
+        Ok(Staged {
+            from: state.active,
+            serial,
+            applied: Applied {
+                generation: serial,
+                stats: tables.stats,
+                chunks,
+                arena_bytes: kernel_bytes(tables),
+            },
+        })
+    }
+
+    /// Makes the staged generation the active one (one word written: each packet sees the
+    /// old set or the new one), then releases the one it replaced.
+    pub fn flip(&mut self, staged: Staged) -> Result<Applied, TableError> {
+        let mut state = self.state()?;
+        if state.active != staged.from {
+            return Err(TableError::Raced {
+                expected: staged.from,
+                found: state.active,
+            });
+        }
         // The chunks were written through a mapping: make those stores visible before the
         // flip that publishes them.
         fence(Ordering::SeqCst);
-        state.active = next;
+        state.active = staged.serial;
         self.state
             .set(0, state, 0)
             .map_err(map_err("write", MAP_STATE))?;
         // No packet may still be walking the old generation when its chunks go.
         synchronize_programs()?;
-        self.release(active, 0)?;
-        Ok(Applied {
-            generation: next,
-            stats: tables.stats,
-            chunks,
-            arena_bytes: kernel_bytes(tables),
-        })
+        self.release(staged.from % GENERATIONS, 0)?;
+        Ok(staged.applied)
+    }
+
+    /// Whether the inactive generation holds tables: an apply was interrupted (before its
+    /// flip, or after it but before the old generation was released).
+    pub fn inactive_in_use(&self) -> Result<bool, TableError> {
+        let inactive = (self.serial()?.wrapping_add(1)) % GENERATIONS;
+        match self.arena.get(&(inactive * MAX_CHUNKS), 0) {
+            Ok(_) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(map_err("read", MAP_ARENA)(e)),
+        }
+    }
+
+    /// Releases the inactive generation's tables (what an interrupted apply left), once no
+    /// packet can still be walking them.
+    pub fn release_inactive(&mut self) -> Result<(), TableError> {
+        let inactive = (self.serial()?.wrapping_add(1)) % GENERATIONS;
+        synchronize_programs()?;
+        self.release(inactive, 0)
     }
 
     /// The arena chunks of the active generation (each opened anew).

@@ -13,7 +13,7 @@ use std::{
 use aya::maps::{Array, Map, MapData, MapError, RingBuf};
 use pktpath_common::route::{TAP_EVENTS_MAP, TAP_MAP, TapEvent};
 
-use crate::datapath::attach::Layout;
+use crate::datapath::attach::{self, Layout};
 
 /// Why the data path's decisions cannot be followed.
 #[derive(Debug, thiserror::Error)]
@@ -114,25 +114,16 @@ impl Drop for Tap {
     }
 }
 
-/// Policy ids by priority in the runtime configuration last applied to the data path at
-/// `layout` (empty when none was, or it cannot be read: the decisions then show priorities).
+/// Policy ids by priority in the policy set the data path at `layout` runs (empty when none
+/// was applied, or it cannot be read: the decisions then show priorities).
 fn policy_ids(layout: &Layout) -> HashMap<u32, String> {
-    let path = layout.state_dir().join("runtimeConfiguration.json");
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(active) = attach::open(layout).and_then(|a| a.active()) else {
         return HashMap::new();
     };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return HashMap::new();
-    };
-    v["policies"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            Some((
-                u32::try_from(p["priority"].as_u64()?).ok()?,
-                p["id"].as_str()?.to_owned(),
-            ))
-        })
+    active
+        .set
+        .policies
+        .iter()
+        .map(|p| (p.priority, p.id.clone()))
         .collect()
 }

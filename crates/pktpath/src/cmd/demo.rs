@@ -19,7 +19,7 @@ use std::{
 use anyhow::Context as _;
 use pktpath_common::trace::Hook;
 use pktpath_core::{
-    datapath::attach::{self, Layout, Stats},
+    datapath::attach::{self, DEFAULT_WAIT, Layout, Stats, Writer},
     lab::{self, Lab, traffic},
     route::{compile::PolicySet, config::Source},
     sys::{
@@ -175,7 +175,8 @@ struct Datapath {
 impl Drop for Datapath {
     fn drop(&mut self) {
         if !self.keep
-            && let Err(e) = attach::detach(&self.layout)
+            && let Err(e) =
+                Writer::lock(&self.layout, DEFAULT_WAIT).and_then(|w| attach::detach(&w))
         {
             eprintln!("pktpath demo: removing the data path: {e}");
         }
@@ -284,7 +285,10 @@ fn demo(args: &Args, style: &Style) -> anyhow::Result<i32> {
             // A failed attach removes what it created.
             lab.router
                 .handle
-                .run(|| attach::attach_source(&layout, &source, None))?
+                .run(|| {
+                    let writer = Writer::lock(&layout, DEFAULT_WAIT)?;
+                    attach::attach_source(&writer, &source, None)
+                })?
                 .map_err(|e| {
                     if crate::cmd::attach_kernel_error(&e) {
                         crate::cmd::with_doctor_verdict(e.into(), &["route"])
@@ -345,9 +349,10 @@ fn demo(args: &Args, style: &Style) -> anyhow::Result<i32> {
     let runtime = Source::new(RUNTIME_NAME, RUNTIME);
     step(&format!("applying {RUNTIME_NAME}"), || {
         lab.router.handle.run(|| -> anyhow::Result<()> {
+            let writer = Writer::lock(&layout, DEFAULT_WAIT)?;
             let mut attached = attach::open(&layout)?;
             let set = PolicySet::from_source(&attached.topology, &runtime)?;
-            attached.apply(&set, &runtime)?;
+            attached.apply(&writer, &set, &runtime)?;
             Ok(())
         })?
     })?;
@@ -868,9 +873,12 @@ fn cleanup() -> anyhow::Result<i32> {
         let pin_dir = Path::new("/sys/fs/bpf").join(&f.id);
         let mut removed = Vec::new();
         if pin_dir.exists() {
-            let report = attach::detach(&Layout::new(&pin_dir)).with_context(|| {
-                format!("removing the data path pinned at {}", pin_dir.display())
-            })?;
+            let layout = Layout::new(&pin_dir);
+            let report = Writer::lock(&layout, DEFAULT_WAIT)
+                .and_then(|w| attach::detach(&w))
+                .with_context(|| {
+                    format!("removing the data path pinned at {}", pin_dir.display())
+                })?;
             removed.push(format!(
                 "data path at {} ({} pins)",
                 report.pin_dir, report.pins

@@ -3,12 +3,12 @@
 //! Schema), and on the running system `attach`, `apply`, `show`, `stats`, `get` and
 //! `detach`.
 
-use std::{io::Write as _, net::IpAddr, path::PathBuf};
+use std::{io::Write as _, net::IpAddr, path::PathBuf, time::Duration};
 
 use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
 use pktpath_core::{
     datapath::{
-        attach::{self, DEFAULT_PIN_DIR, Layout, TcMode},
+        attach::{self, DEFAULT_PIN_DIR, Layout, TcMode, Writer},
         classifier::PacketFields,
         policy::{self, ClassifierSummary, Interfaces, Slots},
     },
@@ -46,8 +46,29 @@ pub struct Args {
     )]
     pin_dir: PathBuf,
 
+    /// How long attach, apply and detach wait for another pktpath changing the same data
+    /// path (one writer at a time) before they give up.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        env = "PKTPATH_WAIT",
+        default_value = "20",
+        value_parser = parse_wait
+    )]
+    wait: Duration,
+
     #[command(subcommand)]
     command: Command,
+}
+
+fn parse_wait(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0 to 86400 (e.g. 20, or 0.5)"
+        )),
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -233,11 +254,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     match args.command {
         Command::Check(args) => check(args),
         Command::Schema(args) => schema(args),
-        Command::Attach(a) => attach_cmd(&layout, a),
-        Command::Apply(a) => apply_cmd(&layout, a),
+        Command::Attach(a) => attach_cmd(&layout, args.wait, a),
+        Command::Apply(a) => apply_cmd(&layout, args.wait, a),
         Command::Show(a) => show_cmd(&layout, a),
         Command::Stats(a) => stats_cmd(&layout, a),
-        Command::Detach(a) => detach_cmd(&layout, a),
+        Command::Detach(a) => detach_cmd(&layout, args.wait, a),
         Command::Get(a) => get_cmd(&layout, a),
     }
 }
@@ -258,14 +279,25 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn attach_cmd(layout: &Layout, args: AttachArgs) -> anyhow::Result<i32> {
+/// Takes the writer lock, and says on stderr what was done about a writer killed before it
+/// finished.
+fn writer(layout: &Layout, wait: Duration) -> anyhow::Result<Writer> {
+    let writer = Writer::lock(layout, wait)?;
+    for line in writer.recovered() {
+        eprintln!("pktpath: {line}");
+    }
+    Ok(writer)
+}
+
+fn attach_cmd(layout: &Layout, wait: Duration, args: AttachArgs) -> anyhow::Result<i32> {
     require_privileges()?;
     let mode = match args.tc_mode {
         TcModeArg::Auto => None,
         TcModeArg::Tcx => Some(TcMode::Tcx),
         TcModeArg::Netlink => Some(TcMode::Netlink),
     };
-    let report = attach::attach(layout, &args.config, mode).map_err(|e| {
+    let writer = writer(layout, wait)?;
+    let report = attach::attach(&writer, &args.config, mode).map_err(|e| {
         if super::attach_kernel_error(&e) {
             super::with_doctor_verdict(e.into(), &["route"])
         } else {
@@ -292,12 +324,18 @@ fn attach_cmd(layout: &Layout, args: AttachArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-fn apply_cmd(layout: &Layout, args: ApplyArgs) -> anyhow::Result<i32> {
+fn apply_cmd(layout: &Layout, wait: Duration, args: ApplyArgs) -> anyhow::Result<i32> {
     require_privileges()?;
+    // A dry run only reads; an apply holds the lock from reading the running set on.
+    let writer = if args.dry_run {
+        None
+    } else {
+        Some(writer(layout, wait)?)
+    };
     let mut attached = attach::open(layout)?;
     let source = Source::read(&args.runtime)?;
     let set = PolicySet::from_source(&attached.topology, &source)?;
-    let diff = Diff::between(&attached.active()?, &set);
+    let diff = Diff::between(&attached.active()?.set, &set);
     if args.dry_run {
         if args.json {
             print_json(&serde_json::json!({ "dry_run": true, "changes": diff }))?;
@@ -306,7 +344,8 @@ fn apply_cmd(layout: &Layout, args: ApplyArgs) -> anyhow::Result<i32> {
         }
         return Ok(exit::OK);
     }
-    let report = attached.apply(&set, &source)?;
+    let writer = writer.expect("taken unless a dry run");
+    let report = attached.apply(&writer, &set, &source)?;
     if args.json {
         print_json(&serde_json::json!({ "applied": report, "changes": diff }))?;
     } else {
@@ -366,8 +405,9 @@ fn print_diff(diff: &Diff) {
 fn show_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
     require_privileges()?;
     let attached = attach::open(layout)?;
-    let set = attached.active()?;
-    let runtime = attached.runtime_source()?.map(|s| s.name().to_owned());
+    let active = attached.active()?;
+    let set = active.set;
+    let runtime = active.source.map(|s| s.name().to_owned());
     let summary = Summary::new(&set, runtime.as_deref());
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -437,9 +477,9 @@ pub(crate) fn print_stats(
     Ok(())
 }
 
-fn detach_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
+fn detach_cmd(layout: &Layout, wait: Duration, args: OutputArgs) -> anyhow::Result<i32> {
     require_privileges()?;
-    let report = attach::detach(layout)?;
+    let report = attach::detach(&writer(layout, wait)?)?;
     if args.json {
         print_json(&report)?;
     } else {

@@ -44,21 +44,20 @@ use std::{
 
 use aya::programs::{
     LinkOrder, SchedClassifier, TcAttachType,
-    links::{FdLink, PinnedLink},
+    links::FdLink,
     tc::{NlOptions, SchedClassifierLink, TcAttachOptions},
 };
-use pktpath_common::route::{IfaceCounters, PROG_DATAPATH, PolicyCounters};
+use pktpath_common::route::PROG_DATAPATH;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    classifier::TreeStats,
-    policy::{self, Interfaces, LinkInfo, PolicyError, Slots},
-    tables::{Applied, DatapathMaps, TableError},
+    policy::{self, Interfaces, LinkInfo, PolicyError},
+    tables::{DatapathMaps, TableError},
 };
 use crate::{
     loader::{self, LoadError, Object},
     route::{
-        compile::{PolicySet, Topology},
+        compile::Topology,
         config::{ConfigError, Source},
     },
     sys::{SysError, iface, mounts::PseudoFs, tc},
@@ -70,10 +69,19 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/pktpath";
 pub const STATE_ROOT: &str = "/run/pktpath";
 
 const CONFIG_FILE: &str = "configuration.json";
-const RUNTIME_FILE: &str = "runtimeConfiguration.json";
-const SLOTS_FILE: &str = "slots.json";
 const ATTACH_FILE: &str = "attach.json";
 const PROG_PIN: &str = "prog";
+
+mod detach;
+mod lock;
+mod recover;
+mod running;
+mod state;
+
+pub use detach::{DetachReport, detach};
+pub use lock::{DEFAULT_WAIT, Writer};
+pub use running::{ActiveSet, ApplyReport, Attached, IfaceStats, PolicyStats, Stats, open};
+use state::{AttachState, NlFilter, NlQdisc, Phase, SetFile, create_private_dir, write_atomic};
 
 /// Attaching, opening, applying to or detaching the data path failed.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +152,20 @@ pub enum AttachError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "another pktpath is changing the data path at {dir}: {holder}; gave up after waiting {waited:.1} s (wait longer with --wait SECONDS)"
+    )]
+    Busy {
+        dir: String,
+        holder: String,
+        waited: f64,
+    },
+    #[error("changing the data path at {dir} needs its writer lock")]
+    NotWriter { dir: String },
+    #[error(
+        "no state file {path} for the tables in use (generation {generation}); a data path attached by an older pktpath: `pktpath route detach` and attach again"
+    )]
+    NoSetFile { path: String, generation: u32 },
     #[error("state file {path} is damaged; `pktpath route detach` and attach again")]
     State {
         path: String,
@@ -277,69 +299,6 @@ impl Layout {
     }
 }
 
-/// `attach.json`: how the data path is hooked in, and in netlink mode what attach created.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AttachState {
-    mode: TcMode,
-    /// Netlink mode: one cls_bpf filter per hook.
-    #[serde(default)]
-    filters: Vec<NlFilter>,
-    /// Netlink mode: the clsact qdiscs attach added (those that existed before stay).
-    #[serde(default)]
-    clsact_created: Vec<NlQdisc>,
-}
-
-impl AttachState {
-    fn new(mode: TcMode) -> Self {
-        Self {
-            mode,
-            filters: Vec::new(),
-            clsact_created: Vec::new(),
-        }
-    }
-
-    /// The state of the data path at `layout`; TCX when there is no `attach.json` (data
-    /// paths attached before the file existed were TCX only).
-    fn read(layout: &Layout) -> Result<Self, AttachError> {
-        let path = layout.state(ATTACH_FILE);
-        if !path.exists() {
-            return Ok(Self::new(TcMode::Tcx));
-        }
-        let text = std::fs::read_to_string(&path).map_err(io_err("read", &path))?;
-        serde_json::from_str(&text).map_err(|source| AttachError::State {
-            path: path.display().to_string(),
-            source,
-        })
-    }
-
-    fn write(&self, layout: &Layout) -> Result<(), AttachError> {
-        let text = serde_json::to_string_pretty(self).expect("attach state serializes");
-        write_atomic(&layout.state(ATTACH_FILE), &text)
-    }
-}
-
-/// A cls_bpf filter attach created.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NlFilter {
-    interface: String,
-    /// The interface's index when the filter was added: a recreated interface with the
-    /// same name is another device, whose filters are not ours.
-    ifindex: u32,
-    direction: Direction,
-    priority: u16,
-    handle: u32,
-}
-
-/// A clsact qdisc attach added.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NlQdisc {
-    interface: String,
-    ifindex: u32,
-}
-
 /// The kernel id of the pinned program.
 fn pinned_prog_id(layout: &Layout) -> Result<u32, AttachError> {
     let what = || format!("reading the pinned program {}", layout.prog().display());
@@ -411,64 +370,26 @@ pub struct AttachReport {
     pub attached: Vec<String>,
     /// Links that were already in place.
     pub unchanged: Vec<String>,
+    /// What was done about writers killed before they finished (see [`Writer::lock`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recovered: Vec<String>,
 }
 
-/// Removes, on drop, what a failing attach created.
-struct Undo {
-    dirs: Vec<PathBuf>,
-    /// Netlink filters and qdiscs created so far (TCX links go with their pins).
-    state: AttachState,
+/// Rolls back, on drop, what a failing attach created (as the next writer would after a
+/// killed one, see `recover`).
+struct Undo<'a> {
+    layout: &'a Layout,
     armed: bool,
 }
 
-impl Drop for Undo {
+impl Drop for Undo<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            for f in &self.state.filters {
-                let egress = f.direction == Direction::Egress;
-                if let Err(e) = tc::del_filter(f.ifindex, egress, f.priority, f.handle) {
-                    log::warn!("cleaning up a filter after a failed attach: {e}");
-                }
-            }
-            for q in &self.state.clsact_created {
-                if let Err(e) = tc::del_clsact(q.ifindex) {
-                    log::warn!("cleaning up a clsact qdisc after a failed attach: {e}");
-                }
-            }
-            for d in &self.dirs {
-                if let Err(e) = std::fs::remove_dir_all(d)
-                    && e.kind() != io::ErrorKind::NotFound
-                {
-                    log::warn!("cleaning up {} after a failed attach: {e}", d.display());
-                }
-            }
+        if self.armed
+            && let Err(e) = recover::roll_back_attach(self.layout)
+        {
+            log::warn!("cleaning up after a failed attach: {e}");
         }
     }
-}
-
-/// Writes a state file readable by its owner only (it holds the policies), through a
-/// temporary file renamed into place so readers see the old text or the new one.
-fn write_atomic(path: &Path, text: &str) -> Result<(), AttachError> {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    let tmp = path.with_extension("tmp");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(io_err("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err("rename into", path))
-}
-
-/// Creates `dir` and its missing parents, each new one accessible by its owner only.
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }
 
 fn same_topology(a: &Topology, b: &Topology) -> bool {
@@ -479,19 +400,20 @@ fn same_topology(a: &Topology, b: &Topology) -> bool {
 /// `layout`, in TC mode `mode` (None: probe, TCX where the kernel has it). Mounts bpffs at
 /// /sys/fs/bpf when it is missing and leaves it mounted (the pins live there).
 pub fn attach(
-    layout: &Layout,
+    writer: &Writer,
     config: &Path,
     mode: Option<TcMode>,
 ) -> Result<AttachReport, AttachError> {
-    attach_source(layout, &Source::read(config)?, mode)
+    attach_source(writer, &Source::read(config)?, mode)
 }
 
 /// [`attach`] for a static configuration already read (or built in, as `pktpath demo`'s).
 pub fn attach_source(
-    layout: &Layout,
+    writer: &Writer,
     source: &Source,
     mode: Option<TcMode>,
 ) -> Result<AttachReport, AttachError> {
+    let layout = writer.layout();
     let topology = Topology::from_source(source)?;
     let ifaces = resolve(&topology)?;
     if let Some(guard) = PseudoFs::Bpf.ensure()? {
@@ -528,6 +450,7 @@ pub fn attach_source(
             mode: state.mode,
             attached: Vec::new(),
             unchanged: Vec::new(),
+            recovered: writer.recovered().to_vec(),
         };
         let prog_id = match state.mode {
             TcMode::Tcx => 0,
@@ -566,8 +489,7 @@ pub fn attach_source(
                         state
                             .filters
                             .retain(|f| !(f.interface == name && f.direction == d));
-                        attach_filter(&mut prog, &name, d, &mut state)?;
-                        state.write(layout)?;
+                        attach_filter(&mut prog, layout, &name, d, &mut state)?;
                     }
                 }
                 report.attached.push(format!("{name}/{}", d.name()));
@@ -583,20 +505,23 @@ pub fn attach_source(
         });
     }
     let mode = mode.unwrap_or_else(TcMode::probe);
-    let mut undo = Undo {
-        dirs: Vec::new(),
-        state: AttachState::new(mode),
-        armed: true,
-    };
-    std::fs::create_dir(pin_dir).map_err(io_err("create pin directory", pin_dir))?;
-    undo.dirs.push(pin_dir.clone());
     let state_dir = layout.state_dir();
     if state_dir.exists() {
         // Left from a data path whose pins are gone (bpffs remounted): stale.
         std::fs::remove_dir_all(&state_dir).map_err(io_err("remove stale state", &state_dir))?;
     }
     create_private_dir(&state_dir).map_err(io_err("create state directory", &state_dir))?;
-    undo.dirs.push(state_dir);
+    // Recorded before anything is created: a writer killed from here on is rolled back by
+    // the next one.
+    let mut state = AttachState::new(mode);
+    state.phase = Phase::Attaching;
+    state.interfaces = topology.interfaces.iter().map(|i| i.name.clone()).collect();
+    state.write(layout)?;
+    let mut undo = Undo {
+        layout,
+        armed: true,
+    };
+    std::fs::create_dir(pin_dir).map_err(io_err("create pin directory", pin_dir))?;
 
     let mut ebpf = loader::load(Object::Datapath, &[])?;
     for (name, map) in ebpf.maps() {
@@ -626,32 +551,31 @@ pub fn attach_source(
     // Tables before links: next hops known, no policies (every packet passes).
     let mut maps = DatapathMaps::from_pins(pin_dir)?;
     maps.set_nexthops(&policy::next_hops(&topology, &ifaces)?)?;
-    write_atomic(&layout.state(SLOTS_FILE), &slots_json(&Slots::default()))?;
+    SetFile {
+        serial: maps.serial()?,
+        ..SetFile::default()
+    }
+    .write(layout)?;
 
     let mut report = AttachReport {
         pin_dir: dir_text,
         mode,
         attached: Vec::new(),
         unchanged: Vec::new(),
+        recovered: writer.recovered().to_vec(),
     };
-    undo.state.write(layout)?;
     for (_, name, d) in wanted_links(&topology) {
         match mode {
             TcMode::Tcx => attach_link(prog, layout, &name, d)?,
-            TcMode::Netlink => {
-                attach_filter(prog, &name, d, &mut undo.state)?;
-                undo.state.write(layout)?;
-            }
+            TcMode::Netlink => attach_filter(prog, layout, &name, d, &mut state)?,
         }
         report.attached.push(format!("{name}/{}", d.name()));
     }
     write_atomic(&state_config, source.text())?;
+    state.phase = Phase::Attached;
+    state.write(layout)?;
     undo.armed = false;
     Ok(report)
-}
-
-fn slots_json(slots: &Slots) -> String {
-    serde_json::to_string_pretty(slots).expect("slots serialize")
 }
 
 /// Attaches `prog` on hook `dir` of `iface` and takes the link out of the program, so that
@@ -703,16 +627,26 @@ fn attach_link(
 /// recorded in `state`.
 fn attach_filter(
     prog: &mut SchedClassifier,
+    layout: &Layout,
     name: &str,
     dir: Direction,
     state: &mut AttachState,
 ) -> Result<(), AttachError> {
     let ifindex = iface::index(name)?;
-    if tc::add_clsact(ifindex)? {
-        state.clsact_created.push(NlQdisc {
-            interface: name.to_owned(),
-            ifindex,
-        });
+    // Recorded before it is added, so that a writer killed in between is rolled back
+    // (detach removes a recorded qdisc only when no filter is left on it).
+    let qdisc = NlQdisc {
+        interface: name.to_owned(),
+        ifindex,
+    };
+    let recorded = !state.clsact_created.contains(&qdisc);
+    if recorded {
+        state.clsact_created.push(qdisc);
+        state.write(layout)?;
+    }
+    if !tc::add_clsact(ifindex)? && recorded {
+        state.clsact_created.pop();
+        state.write(layout)?;
     }
     let what = format!("netlink clsact {} attach on {name}", dir.name());
     let options = TcAttachOptions::Netlink(NlOptions::default());
@@ -731,312 +665,6 @@ fn attach_filter(
         priority,
         handle,
     });
-    Ok(())
-}
-
-/// An attached data path, opened from its pins.
-pub struct Attached {
-    pub layout: Layout,
-    pub topology: Topology,
-    pub maps: DatapathMaps,
-}
-
-/// Opens the data path attached at `layout`.
-pub fn open(layout: &Layout) -> Result<Attached, AttachError> {
-    let state_config = layout.state(CONFIG_FILE);
-    if !layout.pin_dir.exists() || !state_config.exists() {
-        return Err(AttachError::NotAttached {
-            dir: layout.pin_dir.display().to_string(),
-        });
-    }
-    let source = Source::read(&state_config)?;
-    let topology = Topology::from_source(&source)?;
-    let maps = DatapathMaps::from_pins(&layout.pin_dir)?;
-    Ok(Attached {
-        layout: layout.clone(),
-        topology,
-        maps,
-    })
-}
-
-/// What an apply did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ApplyReport {
-    pub policies: usize,
-    pub rules: usize,
-    /// Decision trees (IPv4 and IPv6 together) and their shape.
-    pub trees: usize,
-    pub tree_stats: TreeStats,
-    /// Bytes of classifier tables the set takes in the kernel.
-    pub table_bytes: u64,
-    pub generation: u32,
-    /// Counter slots given to new policy ids (zeroed before the swap).
-    pub fresh_slots: usize,
-}
-
-/// One policy's counters.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PolicyStats {
-    pub id: String,
-    pub priority: u32,
-    pub slot: u32,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-/// One interface's counters.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct IfaceStats {
-    pub name: String,
-    pub ifindex: u32,
-    pub passed_packets: u64,
-    pub passed_bytes: u64,
-    pub forwarded_packets: u64,
-    pub forwarded_bytes: u64,
-    pub dropped_packets: u64,
-    pub dropped_bytes: u64,
-    pub error_packets: u64,
-}
-
-impl IfaceStats {
-    fn new(name: &str, ifindex: u32, c: IfaceCounters) -> Self {
-        Self {
-            name: name.to_owned(),
-            ifindex,
-            passed_packets: c.passed_packets,
-            passed_bytes: c.passed_bytes,
-            forwarded_packets: c.forwarded_packets,
-            forwarded_bytes: c.forwarded_bytes,
-            dropped_packets: c.dropped_packets,
-            dropped_bytes: c.dropped_bytes,
-            error_packets: c.error_packets,
-        }
-    }
-}
-
-/// Counters of the running data path.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Stats {
-    /// In priority order.
-    pub policies: Vec<PolicyStats>,
-    pub interfaces: Vec<IfaceStats>,
-}
-
-impl Attached {
-    /// The source text of the policy set last applied, if any.
-    pub fn runtime_source(&self) -> Result<Option<Source>, AttachError> {
-        let path = self.layout.state(RUNTIME_FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        Ok(Some(Source::read(&path)?))
-    }
-
-    /// The policy set last applied (an empty one before the first apply).
-    pub fn active(&self) -> Result<PolicySet, AttachError> {
-        Ok(match self.runtime_source()? {
-            Some(src) => PolicySet::from_source(&self.topology, &src)?,
-            None => PolicySet::empty(self.topology.clone()),
-        })
-    }
-
-    pub(crate) fn slots(&self) -> Result<Slots, AttachError> {
-        let path = self.layout.state(SLOTS_FILE);
-        let text = std::fs::read_to_string(&path).map_err(io_err("read", &path))?;
-        serde_json::from_str(&text).map_err(|source| AttachError::State {
-            path: path.display().to_string(),
-            source,
-        })
-    }
-
-    /// Swaps in `set` (validated against this data path's topology; `source` is its text,
-    /// kept for `show`). Packets see the old set or the new one, never a mix. On error the
-    /// running set stays.
-    pub fn apply(&mut self, set: &PolicySet, source: &Source) -> Result<ApplyReport, AttachError> {
-        let ifaces = resolve(&self.topology)?;
-        let plan = self.slots()?.plan(set)?;
-        let compiled = policy::compile_set(set, &ifaces, &plan.slots)?;
-        self.maps
-            .reset_policy_counters(plan.fresh.iter().copied())?;
-        self.maps.set_nexthops(&compiled.next_hops)?;
-        let Applied {
-            generation,
-            stats,
-            arena_bytes,
-            ..
-        } = self.maps.apply(&compiled.tables)?;
-        write_atomic(&self.layout.state(RUNTIME_FILE), source.text())?;
-        write_atomic(&self.layout.state(SLOTS_FILE), &slots_json(&plan.slots))?;
-        Ok(ApplyReport {
-            policies: set.policies.len(),
-            rules: compiled.rules.len(),
-            trees: stats.trees[0] + stats.trees[1],
-            tree_stats: stats,
-            table_bytes: arena_bytes,
-            generation,
-            fresh_slots: plan.fresh.len(),
-        })
-    }
-
-    /// Per-policy (priority order) and per-interface counters, summed over CPUs.
-    pub fn stats(&self) -> Result<Stats, AttachError> {
-        let set = self.active()?;
-        let slots = self.slots()?;
-        let mut policies = Vec::with_capacity(set.policies.len());
-        for p in &set.policies {
-            let slot = slots
-                .by_id
-                .get(&p.id)
-                .copied()
-                .ok_or_else(|| AttachError::State {
-                    path: self.layout.state(SLOTS_FILE).display().to_string(),
-                    source: serde::de::Error::custom(format!("no slot for policy {}", p.id)),
-                })?;
-            let PolicyCounters { packets, bytes } = self.maps.policy_counters(slot)?;
-            policies.push(PolicyStats {
-                id: p.id.clone(),
-                priority: p.priority,
-                slot,
-                packets,
-                bytes,
-            });
-        }
-        let ifaces = resolve(&self.topology)?;
-        let mut interfaces = Vec::new();
-        for (i, link) in self.topology.interfaces.iter().zip(&ifaces.links) {
-            let c = self.maps.iface_counters(link.ifindex)?;
-            interfaces.push(IfaceStats::new(&i.name, link.ifindex, c));
-        }
-        Ok(Stats {
-            policies,
-            interfaces,
-        })
-    }
-}
-
-/// What [`detach`] removed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DetachReport {
-    pub pin_dir: String,
-    pub mode: TcMode,
-    /// The hooks the program was removed from (`ifname/direction`).
-    pub links: Vec<String>,
-    pub pins: usize,
-    /// Netlink mode: interfaces whose clsact qdisc (added by attach) was removed.
-    pub clsact_removed: Vec<String>,
-}
-
-/// Removes the data path attached at `layout`: links first (the program stops running on
-/// every interface), then the program and map pins, the state files and both directories.
-pub fn detach(layout: &Layout) -> Result<DetachReport, AttachError> {
-    let pin_dir = &layout.pin_dir;
-    let state_dir = layout.state_dir();
-    if !pin_dir.exists() {
-        return Err(AttachError::NotAttached {
-            dir: pin_dir.display().to_string(),
-        });
-    }
-    if !state_dir.join(CONFIG_FILE).exists() {
-        return Err(AttachError::Foreign {
-            dir: pin_dir.display().to_string(),
-            state: state_dir.join(CONFIG_FILE).display().to_string(),
-        });
-    }
-    let state = AttachState::read(layout)?;
-    let mut report = DetachReport {
-        pin_dir: pin_dir.display().to_string(),
-        mode: state.mode,
-        links: Vec::new(),
-        pins: 0,
-        clsact_removed: Vec::new(),
-    };
-    if state.mode == TcMode::Netlink {
-        detach_filters(layout, &state, &mut report)?;
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(pin_dir)
-        .map_err(io_err("list", pin_dir))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(io_err("list", pin_dir))?;
-    entries.sort();
-    // Links first, explicitly detached (not only unpinned), so no packet meets a program
-    // whose maps are going away.
-    for path in entries.iter().filter(|p| is_link_pin(p)) {
-        let link = PinnedLink::from_pin(path).map_err(|source| AttachError::Link {
-            what: format!("opening the pinned link {}", path.display()),
-            source,
-        })?;
-        let fd = link.unpin().map_err(io_err("unpin link", path))?;
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let name = name.trim_start_matches("link_");
-        report.links.push(match name.rsplit_once('_') {
-            Some((iface, dir)) => format!("{iface}/{dir}"),
-            None => name.to_owned(),
-        });
-        aya::programs::links::Link::detach(fd).map_err(|source| AttachError::Program {
-            what: format!("detaching the link {}", path.display()),
-            source,
-        })?;
-        report.pins += 1;
-    }
-    for path in entries.iter().filter(|p| !is_link_pin(p)) {
-        std::fs::remove_file(path).map_err(io_err("unpin", path))?;
-        report.pins += 1;
-    }
-    std::fs::remove_dir(pin_dir).map_err(io_err("remove pin directory", pin_dir))?;
-    std::fs::remove_dir_all(&state_dir).map_err(io_err("remove state directory", &state_dir))?;
-    // The root goes too once no data path is left (fails harmlessly while others remain).
-    let _ = std::fs::remove_dir(&layout.state_root);
-    Ok(report)
-}
-
-/// Netlink mode: deletes the filters attach recorded (those still running our program on
-/// the same device), then each clsact qdisc attach added, unless a filter someone else
-/// added is still on it.
-fn detach_filters(
-    layout: &Layout,
-    state: &AttachState,
-    report: &mut DetachReport,
-) -> Result<(), AttachError> {
-    let prog_id = pinned_prog_id(layout)?;
-    for f in &state.filters {
-        report
-            .links
-            .push(format!("{}/{}", f.interface, f.direction.name()));
-        if filter_present(f, prog_id)? {
-            tc::del_filter(
-                f.ifindex,
-                f.direction == Direction::Egress,
-                f.priority,
-                f.handle,
-            )?;
-        } else {
-            log::info!(
-                "the {} filter on {} is already gone",
-                f.direction.name(),
-                f.interface
-            );
-        }
-    }
-    for q in &state.clsact_created {
-        if iface::index(&q.interface).ok() != Some(q.ifindex) {
-            continue; // the device (and its qdisc) went away
-        }
-        let others = tc::filters(q.ifindex, false)?.len() + tc::filters(q.ifindex, true)?.len();
-        if others > 0 {
-            log::warn!(
-                "keeping the clsact qdisc on {}: {others} filters not added by pktpath are on it",
-                q.interface
-            );
-            continue;
-        }
-        tc::del_clsact(q.ifindex)?;
-        report.clsact_removed.push(q.interface.clone());
-    }
-    Ok(())
-}
-
-fn is_link_pin(p: &Path) -> bool {
-    p.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+    // A writer killed before this write is rolled back by program id (see `recover`).
+    state.write(layout)
 }

@@ -1,0 +1,310 @@
+//! The attached data path as readers and writers see it: its active policy set (read
+//! consistently with the tables, see `state`), applies and counters.
+
+use pktpath_common::route::{IfaceCounters, PolicyCounters};
+use serde::Serialize;
+
+use super::{AttachError, CONFIG_FILE, Layout, io_err, lock::Writer, resolve, state::SetFile};
+use crate::{
+    datapath::{
+        classifier::TreeStats,
+        policy::{self, Slots},
+        tables::{Applied, DatapathMaps},
+    },
+    route::{
+        compile::{PolicySet, Topology},
+        config::Source,
+    },
+};
+
+/// An attached data path, opened from its pins.
+pub struct Attached {
+    pub layout: Layout,
+    pub topology: Topology,
+    pub maps: DatapathMaps,
+}
+
+/// Opens the data path attached at `layout`.
+pub fn open(layout: &Layout) -> Result<Attached, AttachError> {
+    let state_config = layout.state(CONFIG_FILE);
+    if !layout.pin_dir.exists() || !state_config.exists() {
+        return Err(AttachError::NotAttached {
+            dir: layout.pin_dir.display().to_string(),
+        });
+    }
+    let source = Source::read(&state_config)?;
+    let topology = Topology::from_source(&source)?;
+    let maps = DatapathMaps::from_pins(&layout.pin_dir)?;
+    Ok(Attached {
+        layout: layout.clone(),
+        topology,
+        maps,
+    })
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApplyReport {
+    pub policies: usize,
+    pub rules: usize,
+    /// Decision trees (IPv4 and IPv6 together) and their shape.
+    pub trees: usize,
+    pub tree_stats: TreeStats,
+    /// Bytes of classifier tables the set takes in the kernel.
+    pub table_bytes: u64,
+    pub generation: u32,
+    /// Counter slots given to new policy ids (zeroed before the swap).
+    pub fresh_slots: usize,
+    /// What was done about writers killed before they finished (see [`Writer::lock`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recovered: Vec<String>,
+}
+
+/// One policy's counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PolicyStats {
+    pub id: String,
+    pub priority: u32,
+    pub slot: u32,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One interface's counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IfaceStats {
+    pub name: String,
+    pub ifindex: u32,
+    pub passed_packets: u64,
+    pub passed_bytes: u64,
+    pub forwarded_packets: u64,
+    pub forwarded_bytes: u64,
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+    pub error_packets: u64,
+}
+
+impl IfaceStats {
+    fn new(name: &str, ifindex: u32, c: IfaceCounters) -> Self {
+        Self {
+            name: name.to_owned(),
+            ifindex,
+            passed_packets: c.passed_packets,
+            passed_bytes: c.passed_bytes,
+            forwarded_packets: c.forwarded_packets,
+            forwarded_bytes: c.forwarded_bytes,
+            dropped_packets: c.dropped_packets,
+            dropped_bytes: c.dropped_bytes,
+            error_packets: c.error_packets,
+        }
+    }
+}
+
+/// Counters of the running data path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// The apply serial of the set counted.
+    pub generation: u32,
+    /// In priority order.
+    pub policies: Vec<PolicyStats>,
+    pub interfaces: Vec<IfaceStats>,
+}
+
+/// The policy set packets are classified by now, read consistently with the tables.
+#[derive(Clone, Debug)]
+pub struct ActiveSet {
+    /// The apply serial of the tables in use ([`ApplyReport::generation`]).
+    pub generation: u32,
+    /// The runtime configuration as `apply` was given it (None before the first apply).
+    pub source: Option<Source>,
+    pub set: PolicySet,
+    pub slots: Slots,
+}
+
+impl ActiveSet {
+    /// The id of the policy counted in `slot`.
+    pub fn policy_of_slot(&self, slot: u32) -> Option<&str> {
+        self.slots
+            .by_id
+            .iter()
+            .find(|(_, s)| **s == slot)
+            .map(|(id, _)| id.as_str())
+    }
+}
+
+/// How often a reader tries for a consistent view while writers flip generations.
+const READ_TRIES: usize = 100;
+
+impl Attached {
+    /// The policy set the tables in use were compiled from. A writer may flip generations
+    /// meanwhile: the set file is taken only when it carries the serial that is active
+    /// before and after it is read.
+    pub fn active(&self) -> Result<ActiveSet, AttachError> {
+        let mut last = 0;
+        for _ in 0..READ_TRIES {
+            let serial = self.maps.serial()?;
+            last = serial;
+            if let Some(file) = SetFile::read(&self.layout, serial)?
+                && file.serial == serial
+                && self.maps.serial()? == serial
+            {
+                return self.active_from(file);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Err(AttachError::NoSetFile {
+            path: SetFile::path(&self.layout, last).display().to_string(),
+            generation: last,
+        })
+    }
+
+    fn active_from(&self, file: SetFile) -> Result<ActiveSet, AttachError> {
+        let source = match (file.name, file.text) {
+            (Some(name), Some(text)) => Some(Source::new(name, text)),
+            _ => None,
+        };
+        let set = match &source {
+            Some(src) => PolicySet::from_source(&self.topology, src)?,
+            None => PolicySet::empty(self.topology.clone()),
+        };
+        Ok(ActiveSet {
+            generation: file.serial,
+            source,
+            set,
+            slots: file.slots,
+        })
+    }
+
+    /// Swaps in `set` (validated against this data path's topology; `source` is its text,
+    /// kept for `show`). Packets see the old set or the new one, never a mix. On error the
+    /// running set stays.
+    pub fn apply(
+        &mut self,
+        writer: &Writer,
+        set: &PolicySet,
+        source: &Source,
+    ) -> Result<ApplyReport, AttachError> {
+        if writer.layout() != &self.layout {
+            return Err(AttachError::NotWriter {
+                dir: self.layout.pin_dir.display().to_string(),
+            });
+        }
+        let ifaces = resolve(&self.topology)?;
+        let running = self.active()?;
+        let plan = running.slots.plan(set)?;
+        let compiled = policy::compile_set(set, &ifaces, &plan.slots)?;
+        // Slots the running set does not use: packets do not count into them until the flip.
+        self.maps
+            .reset_policy_counters(plan.fresh.iter().copied())?;
+        self.maps.set_nexthops(&compiled.next_hops)?;
+        let staged = self.maps.stage(&compiled.tables)?;
+        // The set file before the flip: whenever the tables are in use, their file exists.
+        SetFile {
+            serial: staged.serial,
+            name: Some(source.name().to_owned()),
+            text: Some(source.text().to_owned()),
+            slots: plan.slots,
+        }
+        .write(&self.layout)?;
+        let Applied {
+            generation,
+            stats,
+            arena_bytes,
+            ..
+        } = self.maps.flip(staged)?;
+        Ok(ApplyReport {
+            policies: set.policies.len(),
+            rules: compiled.rules.len(),
+            trees: stats.trees[0] + stats.trees[1],
+            tree_stats: stats,
+            table_bytes: arena_bytes,
+            generation,
+            fresh_slots: plan.fresh.len(),
+            recovered: writer.recovered().to_vec(),
+        })
+    }
+
+    /// Per-policy (priority order) and per-interface counters, summed over CPUs.
+    /// Per-policy counters are read again when an apply flipped generations meanwhile (it
+    /// may have given a removed policy's slot to a new one).
+    pub fn stats(&self) -> Result<Stats, AttachError> {
+        let mut tries = 0;
+        loop {
+            let stats = self.stats_once()?;
+            tries += 1;
+            if self.maps.serial()? == stats.generation || tries == READ_TRIES {
+                return Ok(stats);
+            }
+        }
+    }
+
+    fn stats_once(&self) -> Result<Stats, AttachError> {
+        let ActiveSet {
+            generation,
+            set,
+            slots,
+            ..
+        } = self.active()?;
+        let mut policies = Vec::with_capacity(set.policies.len());
+        for p in &set.policies {
+            let slot = slots
+                .by_id
+                .get(&p.id)
+                .copied()
+                .ok_or_else(|| AttachError::State {
+                    path: SetFile::path(&self.layout, self.maps.serial().unwrap_or(0))
+                        .display()
+                        .to_string(),
+                    source: serde::de::Error::custom(format!("no slot for policy {}", p.id)),
+                })?;
+            let PolicyCounters { packets, bytes } = self.maps.policy_counters(slot)?;
+            policies.push(PolicyStats {
+                id: p.id.clone(),
+                priority: p.priority,
+                slot,
+                packets,
+                bytes,
+            });
+        }
+        let ifaces = resolve(&self.topology)?;
+        let mut interfaces = Vec::new();
+        for (i, link) in self.topology.interfaces.iter().zip(&ifaces.links) {
+            let c = self.maps.iface_counters(link.ifindex)?;
+            interfaces.push(IfaceStats::new(&i.name, link.ifindex, c));
+        }
+        Ok(Stats {
+            generation,
+            policies,
+            interfaces,
+        })
+    }
+}
+
+/// Releases what an apply killed before it finished left in the inactive generation,
+/// and says what happened to it: rolled back (killed before its flip: the set before
+/// it runs) or finished (killed after: its set runs).
+pub(super) fn recover_apply(
+    layout: &Layout,
+    maps: &mut DatapathMaps,
+) -> Result<Option<String>, AttachError> {
+    let serial = maps.serial()?;
+    let staged = SetFile::read(layout, serial.wrapping_add(1))?
+        .filter(|f| f.serial == serial.wrapping_add(1));
+    if !maps.inactive_in_use()? && staged.is_none() {
+        return Ok(None);
+    }
+    maps.release_inactive()?;
+    Ok(Some(match staged {
+        Some(f) => {
+            let path = SetFile::path(layout, f.serial);
+            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            format!(
+                "rolled back an apply of {} that was interrupted before it took effect; generation {serial} stayed in use",
+                f.name.as_deref().unwrap_or("an empty set")
+            )
+        }
+        None => format!(
+            "finished an apply that was interrupted after it took effect: released the tables generation {serial} replaced"
+        ),
+    }))
+}
