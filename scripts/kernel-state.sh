@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prints the kernel state tests could leave behind, one sorted line each: network namespaces,
-# links, TC filters and qdiscs of the root namespace, bpffs pins, mounts of bpffs/tracefs.
+# links, TC filters and qdiscs of the root namespace, bpffs pins, mounts of bpffs/tracefs,
+# and pktpath's state and lock files under /run/pktpath.
 set -uo pipefail
 ip netns list 2>/dev/null | awk '{print "netns " $1}'
 ip -o link show 2>/dev/null | awk -F': ' '{print "link " $2}' | sed 's/@.*//'
@@ -14,5 +15,6 @@ if command -v bpftool >/dev/null; then
     bpftool net show 2>/dev/null | grep -E 'tcx|xdp|clsact' | sed 's/^/bpf-net /'
 fi
 [ -d /sys/fs/bpf ] && find /sys/fs/bpf -mindepth 1 2>/dev/null | sed 's/^/pin /'
+[ -d /run/pktpath ] && find /run/pktpath 2>/dev/null | sed 's/^/state /'
 grep -E ' (bpf|tracefs) ' /proc/self/mounts | awk '{print "mount " $2 " " $3}'
 exit 0
