@@ -47,7 +47,7 @@ use aya::programs::{
     links::{FdLink, PinnedLink},
     tc::{NlOptions, SchedClassifierLink, TcAttachOptions},
 };
-use pktpath_common::route::{IfaceCounters, PROG_DATAPATH, PolicyCounters};
+use pktpath_common::route::{IfaceCounters, PROG_DATAPATH, PROG_TAP, PolicyCounters, TAP_PROG_MAP};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -113,8 +113,10 @@ pub enum AttachError {
     NotAttached { dir: String },
     #[error("loading the data path failed")]
     Load(#[from] LoadError),
-    #[error("the data path object has no program {PROG_DATAPATH}")]
-    NoProgram,
+    #[error("the data path object has no program {0}")]
+    NoProgram(&'static str),
+    #[error("putting {PROG_TAP} into {TAP_PROG_MAP} failed")]
+    TapProgram(#[source] aya::maps::MapError),
     #[error("{what} failed")]
     Program {
         what: String,
@@ -608,7 +610,7 @@ pub fn attach_source(
     }
     let prog: &mut SchedClassifier = ebpf
         .program_mut(PROG_DATAPATH)
-        .ok_or(AttachError::NoProgram)?
+        .ok_or(AttachError::NoProgram(PROG_DATAPATH))?
         .try_into()
         .map_err(|source| AttachError::Program {
             what: format!("{PROG_DATAPATH} as a TC classifier"),
@@ -622,6 +624,15 @@ pub fn attach_source(
         what: format!("pinning the program at {}", layout.prog().display()),
         source,
     })?;
+    load_tap(&mut ebpf)?;
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(PROG_DATAPATH)
+        .ok_or(AttachError::NoProgram(PROG_DATAPATH))?
+        .try_into()
+        .map_err(|source| AttachError::Program {
+            what: format!("{PROG_DATAPATH} as a TC classifier"),
+            source,
+        })?;
 
     // Tables before links: next hops known, no policies (every packet passes).
     let mut maps = DatapathMaps::from_pins(pin_dir)?;
@@ -671,6 +682,37 @@ fn attach_and_take(
         .attach_with_options(iface, dir.attach_type(), options)
         .map_err(err)?;
     prog.take_link(id).map_err(err)
+}
+
+/// Loads the tap program and puts it where the data path tail-calls it. The pinned program
+/// array keeps it loaded after this process exits.
+fn load_tap(ebpf: &mut aya::Ebpf) -> Result<(), AttachError> {
+    let tap: &mut SchedClassifier = ebpf
+        .program_mut(PROG_TAP)
+        .ok_or(AttachError::NoProgram(PROG_TAP))?
+        .try_into()
+        .map_err(|source| AttachError::Program {
+            what: format!("{PROG_TAP} as a TC classifier"),
+            source,
+        })?;
+    tap.load().map_err(|source| AttachError::Program {
+        what: "loading the tap program into the kernel (verifier)".to_owned(),
+        source,
+    })?;
+    let fd = tap
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .map_err(|source| AttachError::Program {
+            what: format!("a descriptor of {PROG_TAP}"),
+            source,
+        })?;
+    let map = ebpf.map_mut(TAP_PROG_MAP).ok_or(AttachError::TapProgram(
+        aya::maps::MapError::InvalidName {
+            name: TAP_PROG_MAP.to_owned(),
+        },
+    ))?;
+    let mut progs = aya::maps::ProgramArray::try_from(map).map_err(AttachError::TapProgram)?;
+    progs.set(0, &fd, 0).map_err(AttachError::TapProgram)
 }
 
 fn attach_link(
