@@ -20,6 +20,9 @@
 //!                           the maps user space reads and writes
 //! link_<ifname>_ingress     one TCX link per interface and direction (TCX mode)
 //! link_<ifname>_egress
+//! ROUTE_TAP ROUTE_TAP_SOCKS ROUTE_TAP_RINGS ROUTE_TAP_PROG ROUTE_TAP_SCRATCH
+//!                           the decision taps of `pktpath trace` (see `trace::tap`); the
+//!                           program array holds the pktpath_tap program, loaded here
 //! ROUTE_SCRATCH             (pinned too, with every other map of the object)
 //! ```
 //!
