@@ -2,7 +2,8 @@
 //! `pktpath trace --route-pin-dir` runs at once each see every decision; a trace killed
 //! with SIGKILL gives its slot back (the kernel drops its socket from the sockmap) and the
 //! data path stops writing for it at the next packet (its byte in ROUTE_TAP clears), while
-//! a trace still running keeps seeing every decision.
+//! a trace still running keeps seeing every decision. Beyond the slots a tap is refused
+//! with an error saying what to do, and a slot given back is taken again.
 //!
 //! The lab: client – router – up1, the data path attached at the router's three ingresses
 //! with no policies (every packet passes to the kernel, which forwards it), pings from the
@@ -289,4 +290,27 @@ fn tap_trace_alongside_a_killed_one_still_sees_every_decision() {
     // 3 before the kill, 3 after it, and those that cleared the killed trace's byte.
     assert_eq!(l.requests(&eb), 6 + sent, "the surviving trace: {eb:#?}");
     assert_eq!(l.live(), TapLive::default());
+}
+
+#[test]
+fn tap_beyond_the_slots_is_refused_and_a_freed_slot_is_taken_again() {
+    let l = Lab::new("taps-full");
+    let pin = &l.dp.pin.path;
+    let mut taps: Vec<Tap> = (0..TAP_SLOTS)
+        .map(|i| Tap::open(pin).unwrap_or_else(|e| panic!("tap {i}: {e}")))
+        .collect();
+    let mut slots: Vec<u32> = taps.iter().map(Tap::slot).collect();
+    slots.sort_unstable();
+    assert_eq!(slots, (0..TAP_SLOTS).collect::<Vec<_>>());
+    let err = Tap::open(pin).expect_err("a tap beyond the slots");
+    let text = err.to_string();
+    assert!(
+        text.contains("tap slots") && text.contains("stop one of them"),
+        "{text}"
+    );
+    let freed = taps.remove(3).slot();
+    assert_eq!(
+        Tap::open(pin).expect("a tap in the freed slot").slot(),
+        freed
+    );
 }
