@@ -135,14 +135,14 @@ impl Tap {
             return Err(map_err(TAP_MAP)(MapError::InvalidMapType { map_type: 0 }));
         };
         let live = Mapped::new(live_data.fd().as_fd(), size_of::<TapLive>())?;
-        let ring_data = MapData::from_fd(create_ringbuf(TAP_RING_BYTES, "pktpath_tap")?)
-            .map_err(map_err("a new decision ring"))?;
-        let sock = UnixDatagram::unbound().map_err(TapError::Socket)?;
         let register = |what, source| TapError::Register {
             dir: pin_dir.to_path_buf(),
             what,
             source,
         };
+        let ring_data = MapData::from_fd(create_ringbuf(TAP_RING_BYTES, "pktpath_tap")?)
+            .map_err(|e| register("open the new ring", e))?;
+        let sock = UnixDatagram::unbound().map_err(TapError::Socket)?;
         let mut slot = None;
         for i in 0..TAP_SLOTS {
             match socks.set(i, &sock, BPF_NOEXIST) {
@@ -163,7 +163,8 @@ impl Tap {
         rings
             .set(slot, &ring_data, 0)
             .map_err(|e| register("put the ring into its slot", e))?;
-        let ring = RingBuf::try_from(Map::RingBuf(ring_data)).map_err(map_err(TAP_RINGS_MAP))?;
+        let ring = RingBuf::try_from(Map::RingBuf(ring_data))
+            .map_err(|e| register("read the new ring", e))?;
         let tap = Self {
             slot,
             ring,
