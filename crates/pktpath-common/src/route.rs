@@ -8,6 +8,9 @@ pub const MAP_IFACE_STATS: &str = "IFACE_STATS";
 pub const MAP_IFACE_STATS_HIGH: &str = "IFACE_STATS_HIGH";
 /// Name of the data path classifier program.
 pub const PROG_DATAPATH: &str = "pktpath_tc";
+/// Name of the program [`PROG_DATAPATH`] tail-calls (through [`TAP_PROG_MAP`]) to hand its
+/// decision to the tracers listening.
+pub const PROG_TAP: &str = "pktpath_tap";
 /// Interfaces whose counters sit in the array (ifindex below this), and capacity of the
 /// hash for the others.
 pub const MAX_IFACES: u32 = 1024;
@@ -397,12 +400,58 @@ pub struct Decision {
 crate::assert_size!(Decision, 28);
 crate::impl_pod!(Decision);
 
-/// Pinned map (ring buffer) through which the data path reports its decisions to
-/// `pktpath trace`, while [`TAP_MAP`] says someone listens.
-pub const TAP_EVENTS_MAP: &str = "ROUTE_TAP_EVENTS";
-/// Pinned map (array, one `u32`): how many tracers listen to [`TAP_EVENTS_MAP`]; 0 (the
-/// usual case) costs the data path one array read per packet.
+/// How many `pktpath trace` runs can follow one data path at once: each holds a slot of
+/// [`TAP_SOCKS_MAP`], [`TAP_RINGS_MAP`] and [`TapLive`].
+pub const TAP_SLOTS: u32 = 8;
+
+/// Bytes of each tracer's decision ring (the inner maps of [`TAP_RINGS_MAP`] must all have
+/// this size: the kernel checks them against the template the data path was loaded with).
+pub const TAP_RING_BYTES: u32 = 1 << 20;
+
+/// Pinned map (array of [`TAP_SLOTS`] ring buffers of [`TAP_RING_BYTES`]): slot `i` holds
+/// the ring of the tracer registered in slot `i` of [`TAP_SOCKS_MAP`], which the data path
+/// writes each decision into while that tracer lives. The tracer creates its ring and puts
+/// it there; one a killed tracer left is replaced by the next tracer taking the slot, and
+/// freed with the data path at `route detach`.
+pub const TAP_RINGS_MAP: &str = "ROUTE_TAP_RINGS";
+
+/// Pinned map (sockmap, [`TAP_SLOTS`] entries): a tracer's registration. A tracer inserts
+/// a socket of its own into a free slot (`BPF_NOEXIST`); the kernel removes a socket from
+/// the map when it is closed, so a registration ends with its process however that ends
+/// (`kill -9` included).
+pub const TAP_SOCKS_MAP: &str = "ROUTE_TAP_SOCKS";
+
+/// Pinned map (program array, one entry): [`PROG_TAP`], which the data path tail-calls
+/// when [`TAP_MAP`] is not 0. Decided in a program of its own, the tap's work costs the
+/// data path's verification nothing.
+pub const TAP_PROG_MAP: &str = "ROUTE_TAP_PROG";
+
+/// Pinned map (per-CPU array, one [`TapEvent`]): the decision [`PROG_DATAPATH`] hands to
+/// [`PROG_TAP`].
+pub const TAP_SCRATCH_MAP: &str = "ROUTE_TAP_SCRATCH";
+
+/// Pinned map (array, one [`TapLive`], `BPF_F_MMAPABLE`): which slots may hold a live
+/// tracer. The data path reads it as one 64-bit word per packet and does nothing more
+/// when it is 0, the usual case.
 pub const TAP_MAP: &str = "ROUTE_TAP";
+
+/// The value of [`TAP_MAP`]: byte `i` is 1 while slot `i` may hold a live tracer.
+///
+/// A tracer sets its byte after registering in [`TAP_SOCKS_MAP`] and clears it when it
+/// stops. A byte left set by a killed tracer is cleared by the data path, at the first
+/// packet that finds the slot's socket gone (it then looks again, and sets the byte back
+/// if a new tracer took the slot meanwhile); a live tracer sets its byte again whenever it
+/// finds it clear, so a clear racing with its registration costs it one poll round at
+/// most.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TapLive {
+    pub live: [u8; TAP_SLOTS as usize],
+}
+crate::assert_size!(TapLive, 8);
+// One byte per slot in one 64-bit word; slot indexes are masked with TAP_SLOTS - 1.
+const _: () = assert!(TAP_SLOTS == 8);
+crate::impl_pod!(TapLive);
 
 /// One data-path decision as `pktpath trace` receives it.
 #[repr(C)]

@@ -1,9 +1,9 @@
-//! What the data path's tables need of the kernel that aya 0.14 does not offer: shared
-//! mappings of array maps (user space writes a chunk's values in place instead of one
-//! update syscall per entry), deleting an entry of an array of maps, and waiting until
-//! running BPF programs have returned.
+//! What the data path's tables and the trace's tap need of the kernel that aya 0.14 does
+//! not offer: shared mappings of array maps (user space writes a chunk's values in place
+//! instead of one update syscall per entry), deleting an entry of an array of maps, waiting
+//! until running BPF programs have returned, and standalone ring buffers.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::SysError;
 
@@ -35,6 +35,11 @@ impl Mapped {
             ptr: ptr.cast(),
             len,
         })
+    }
+
+    /// The first mapped byte, for atomic access to bytes others write too.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
     }
 
     /// The mapped bytes.
@@ -107,4 +112,54 @@ pub fn delete_array_entry(fd: BorrowedFd<'_>, index: u32) -> Result<(), SysError
         )));
     }
     Ok(())
+}
+
+/// Creates a ring buffer map of `bytes` bytes (a power of 2, a multiple of the page size)
+/// named `name` (at most 15 bytes are kept). aya 0.14 creates standalone maps of some
+/// types only, not ring buffers.
+pub fn create_ringbuf(bytes: u32, name: &str) -> Result<OwnedFd, SysError> {
+    /// The `BPF_MAP_CREATE` part of `union bpf_attr`, up to the name.
+    #[repr(C)]
+    struct CreateAttr {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+        inner_map_fd: u32,
+        numa_node: u32,
+        map_name: [u8; 16],
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+    let mut map_name = [0u8; 16];
+    for (d, s) in map_name.iter_mut().zip(name.bytes().take(15)) {
+        *d = s;
+    }
+    let attr = CreateAttr {
+        map_type: BPF_MAP_TYPE_RINGBUF,
+        key_size: 0,
+        value_size: 0,
+        max_entries: bytes,
+        map_flags: 0,
+        inner_map_fd: 0,
+        numa_node: 0,
+        map_name,
+    };
+    // SAFETY: the attribute is plain data that outlives the call; the size passed is its.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            &raw const attr,
+            size_of::<CreateAttr>() as libc::c_long,
+        )
+    };
+    if rc < 0 {
+        return Err(SysError::last(format!(
+            "bpf(BPF_MAP_CREATE, ring buffer of {bytes} bytes)"
+        )));
+    }
+    // SAFETY: a descriptor the kernel just returned (an int), owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
 }

@@ -15,12 +15,13 @@ use aya_ebpf::{
         BPF_F_MMAPABLE, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_DIRECT,
         BPF_FIB_LOOKUP_TBID, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup, bpf_redir_neigh,
     },
-    btf_maps::{self, ArrayOfMaps},
+    btf_maps::{self, ArrayOfMaps, SockMap},
     helpers::generated::{
-        bpf_fib_lookup as fib_lookup, bpf_loop, bpf_redirect, bpf_redirect_neigh,
+        bpf_fib_lookup as fib_lookup, bpf_loop, bpf_map_lookup_elem, bpf_redirect,
+        bpf_redirect_neigh, bpf_sk_release,
     },
     macros::{btf_map, classifier, map},
-    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, PerCpuArray, PerCpuHashMap, ProgramArray},
     programs::TcContext,
 };
 use pktpath_common::route::{
@@ -29,7 +30,7 @@ use pktpath_common::route::{
     MAX_CHUNKS, MAX_DEPTH, MAX_IFACES, MAX_NEXTHOPS, MAX_PENDING, MAX_POLICY_SLOTS, MAX_TREES,
     MAX_WALKS, NODE_LEAF, NODE_SIDE, NODE_WORD, NextHop, Node, OUTCOME_DROPPED, OUTCOME_ERROR,
     OUTCOME_FORWARDED, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState,
-    RuleMatch, RuleValue, TapEvent,
+    RuleMatch, RuleValue, TAP_RING_BYTES, TAP_SLOTS, TapEvent, TapLive,
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
@@ -138,13 +139,35 @@ const FORWARDED: u32 = 0x7070;
 /// where the data path is not attached and came straight back in by the same interface.
 const HAIRPIN: u32 = 0x7071;
 
-/// How many `pktpath trace` runs listen to [`TAP_EVENTS`] (`pktpath_common::route::TAP_MAP`).
+/// Which tap slots may hold a live tracer, one byte each (`pktpath_common::route::TAP_MAP`,
+/// where [`TapLive`] says who sets and clears them).
 #[map(name = "ROUTE_TAP")]
-static TAP: Array<u32> = Array::with_max_entries(1, 0);
+static TAP: Array<TapLive> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// The decisions, while [`TAP`] is not 0 (`pktpath_common::route::TAP_EVENTS_MAP`).
-#[map(name = "ROUTE_TAP_EVENTS")]
-static TAP_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+/// The tracers' registrations: slot `i` holds a socket of the tracer in slot `i` until that
+/// socket is closed (`pktpath_common::route::TAP_SOCKS_MAP`).
+#[btf_map]
+static ROUTE_TAP_SOCKS: SockMap<{ TAP_SLOTS as usize }> = SockMap::new();
+
+/// One tracer's decision ring: the type of ROUTE_TAP_RINGS's inner maps.
+type TapRing = btf_maps::RingBuf<TapEvent, { TAP_RING_BYTES as usize }>;
+
+/// Each registered tracer's own ring, by slot (`pktpath_common::route::TAP_RINGS_MAP`).
+#[btf_map]
+static ROUTE_TAP_RINGS: ArrayOfMaps<TapRing, { TAP_SLOTS as usize }> = ArrayOfMaps::new();
+
+/// The tap program ([`pktpath_tap`]) at index 0 (`pktpath_common::route::TAP_PROG_MAP`).
+///
+/// The decision goes to the tracers by a tail call: the verifier checks the tap's work in
+/// a program of its own instead of once more for each way a packet reaches the end of this
+/// one (this program is close to the verifier's million-instruction budget).
+#[map(name = "ROUTE_TAP_PROG")]
+static TAP_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// The decision handed from [`pktpath_tc`] to [`pktpath_tap`] on this CPU
+/// (`pktpath_common::route::TAP_SCRATCH_MAP`).
+#[map(name = "ROUTE_TAP_SCRATCH")]
+static TAP_SCRATCH: PerCpuArray<TapEvent> = PerCpuArray::with_max_entries(1, 0);
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -223,42 +246,129 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
     }
     if nonce != 0 {
         record(nonce, r);
-    } else if TAP.get(0).is_some_and(|n| *n != 0) {
-        tap(&ctx, ifindex, len, r);
+    } else if let Some(live) = TAP.get_ptr_mut(0) {
+        // The one read a packet pays when nobody traces: all slots' bytes as one word
+        // (a map value is 8-byte aligned).
+        // SAFETY: the map's value, 8 bytes.
+        if unsafe { core::ptr::read_volatile(live.cast::<u64>()) } != 0 {
+            tap(&ctx, ifindex, len, r);
+        }
     }
     r.verdict
 }
 
-/// Reports the decision to the listening tracers (a full ring loses it: the tracer counts
-/// nothing for it, the packet is not affected).
+/// Hands the decision to [`pktpath_tap`], which reports it to each live tracer; when that
+/// program is not there (a data path loaded without it), nobody hears of it. Either way the
+/// packet gets `r.verdict`.
 #[inline(always)]
 fn tap(ctx: &TcContext, ifindex: u32, len: u32, r: &Routed) {
-    let Some(mut slot) = TAP_EVENTS.reserve::<TapEvent>(0) else {
+    let Some(ev) = TAP_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let ev = TapEvent {
-        // SAFETY: plain helper call.
-        ts_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
-        // The context of a TC program is the kernel's sk_buff (`__sk_buff` is its view).
-        skb: ctx.skb.skb as u64,
-        ifindex,
-        len,
-        decision: Decision {
-            nonce: 0,
-            matched: r.matched as u8,
-            action: r.rule.action,
-            outcome: r.outcome as u8,
+    // SAFETY: this CPU's scratch entry, used by this packet's programs only.
+    unsafe {
+        ev.write(TapEvent {
+            ts_ns: aya_ebpf::helpers::bpf_ktime_get_ns(),
+            // The context of a TC program is the kernel's sk_buff (`__sk_buff` is its view).
+            skb: ctx.skb.skb as u64,
+            ifindex,
+            len,
+            decision: Decision {
+                nonce: 0,
+                matched: r.matched as u8,
+                action: r.rule.action,
+                outcome: r.outcome as u8,
+                _pad: 0,
+                priority: r.rule.priority,
+                slot: r.rule.slot,
+                nexthop: r.rule.nexthop,
+                egress_ifindex: r.egress,
+                verdict: r.verdict,
+            },
             _pad: 0,
-            priority: r.rule.priority,
-            slot: r.rule.slot,
-            nexthop: r.rule.nexthop,
-            egress_ifindex: r.egress,
-            verdict: r.verdict,
-        },
-        _pad: 0,
+        });
+        // Returns only when there is no program to go to.
+        TAP_PROG.tail_call(ctx, 0);
+    }
+}
+
+/// The tail of [`pktpath_tc`] while a tracer may listen: writes the decision in this CPU's
+/// scratch entry into the ring of each live tracer (a full ring loses it: that tracer
+/// counts nothing for it, the packet is not affected) and returns the packet's verdict.
+/// A slot whose socket is gone (its tracer died without clearing its byte) gets its byte
+/// cleared, so the packets after this one pay the one read again.
+#[classifier]
+pub fn pktpath_tap(_ctx: TcContext) -> i32 {
+    let (Some(ev), Some(live)) = (TAP_SCRATCH.get_ptr_mut(0), TAP.get_ptr_mut(0)) else {
+        return TC_ACT_OK;
     };
-    slot.write(ev);
-    slot.submit(0);
+    let mut slots = TapSlots { ev, live };
+    // One slot per iteration, as a bpf_loop callback: the verifier checks one slot's work
+    // once rather than TAP_SLOTS times over.
+    // SAFETY: `tap_slot` has the callback signature bpf_loop expects; `slots` outlives it.
+    unsafe {
+        bpf_loop(
+            TAP_SLOTS,
+            tap_slot as *mut c_void,
+            (&raw mut slots).cast(),
+            0,
+        )
+    };
+    // SAFETY: this CPU's scratch entry, which pktpath_tc wrote just before.
+    unsafe { (*ev).decision.verdict }
+}
+
+/// What each slot's turn of [`pktpath_tap`] needs: the decision and the slots' bytes.
+#[repr(C)]
+struct TapSlots {
+    ev: *mut TapEvent,
+    live: *mut TapLive,
+}
+
+/// `bpf_loop` callback: the decision for the tracer in slot `index`, if one lives there;
+/// returns 0 to go on.
+extern "C" fn tap_slot(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the TapSlots `pktpath_tap` passed, alive for the whole loop.
+    let slots = unsafe { &*ctx.cast::<TapSlots>() };
+    let i = (index as u32) & (TAP_SLOTS - 1);
+    // SAFETY: byte `i` of the map's value (TAP_SLOTS bytes, a power of 2).
+    let byte = unsafe { (&raw mut (*slots.live).live).cast::<u8>().add(i as usize) };
+    // SAFETY: as above.
+    if unsafe { core::ptr::read_volatile(byte) } == 0 {
+        return 0;
+    }
+    if !tracer_registered(i) {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(byte, 0) };
+        // A tracer that registered between the two looks has its byte back.
+        if !tracer_registered(i) {
+            return 0;
+        }
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(byte, 1) };
+    }
+    if let Some(ring) = ROUTE_TAP_RINGS.get(i) {
+        // SAFETY: this CPU's scratch entry, a whole TapEvent (output copies it from there).
+        let ev: &TapEvent = unsafe { &*slots.ev };
+        let _ = ring.output(ev, 0);
+    }
+    0
+}
+
+/// Whether slot `i` of the tap's sockmap holds a socket (a tracer that has not died).
+#[inline(always)]
+fn tracer_registered(i: u32) -> bool {
+    let map = core::ptr::from_ref(&ROUTE_TAP_SOCKS)
+        .cast_mut()
+        .cast::<c_void>();
+    // SAFETY: a lookup in a sockmap returns a counted reference to the socket, or null.
+    let sk = unsafe { bpf_map_lookup_elem(map, (&raw const i).cast()) };
+    if sk.is_null() {
+        return false;
+    }
+    // SAFETY: releasing the reference the lookup took.
+    unsafe { bpf_sk_release(sk) };
+    true
 }
 
 /// Writes the decision record `route get` reads.

@@ -20,6 +20,9 @@
 //!                           the maps user space reads and writes
 //! link_<ifname>_ingress     one TCX link per interface and direction (TCX mode)
 //! link_<ifname>_egress
+//! ROUTE_TAP ROUTE_TAP_SOCKS ROUTE_TAP_RINGS ROUTE_TAP_PROG ROUTE_TAP_SCRATCH
+//!                           the decision taps of `pktpath trace` (see `trace::tap`); the
+//!                           program array holds the pktpath_tap program, loaded here
 //! ROUTE_SCRATCH             (pinned too, with every other map of the object)
 //! ```
 //!
@@ -47,7 +50,7 @@ use aya::programs::{
     links::FdLink,
     tc::{NlOptions, SchedClassifierLink, TcAttachOptions},
 };
-use pktpath_common::route::PROG_DATAPATH;
+use pktpath_common::route::{PROG_DATAPATH, PROG_TAP, TAP_PROG_MAP};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -121,8 +124,10 @@ pub enum AttachError {
     NotAttached { dir: String },
     #[error("loading the data path failed")]
     Load(#[from] LoadError),
-    #[error("the data path object has no program {PROG_DATAPATH}")]
-    NoProgram,
+    #[error("the data path object has no program {0}")]
+    NoProgram(&'static str),
+    #[error("putting {PROG_TAP} into {TAP_PROG_MAP} failed")]
+    TapProgram(#[source] aya::maps::MapError),
     #[error("{what} failed")]
     Program {
         what: String,
@@ -533,7 +538,7 @@ pub fn attach_source(
     }
     let prog: &mut SchedClassifier = ebpf
         .program_mut(PROG_DATAPATH)
-        .ok_or(AttachError::NoProgram)?
+        .ok_or(AttachError::NoProgram(PROG_DATAPATH))?
         .try_into()
         .map_err(|source| AttachError::Program {
             what: format!("{PROG_DATAPATH} as a TC classifier"),
@@ -547,6 +552,15 @@ pub fn attach_source(
         what: format!("pinning the program at {}", layout.prog().display()),
         source,
     })?;
+    load_tap(&mut ebpf)?;
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(PROG_DATAPATH)
+        .ok_or(AttachError::NoProgram(PROG_DATAPATH))?
+        .try_into()
+        .map_err(|source| AttachError::Program {
+            what: format!("{PROG_DATAPATH} as a TC classifier"),
+            source,
+        })?;
 
     // Tables before links: next hops known, no policies (every packet passes).
     let mut maps = DatapathMaps::from_pins(pin_dir)?;
@@ -595,6 +609,37 @@ fn attach_and_take(
         .attach_with_options(iface, dir.attach_type(), options)
         .map_err(err)?;
     prog.take_link(id).map_err(err)
+}
+
+/// Loads the tap program and puts it where the data path tail-calls it. The pinned program
+/// array keeps it loaded after this process exits.
+fn load_tap(ebpf: &mut aya::Ebpf) -> Result<(), AttachError> {
+    let tap: &mut SchedClassifier = ebpf
+        .program_mut(PROG_TAP)
+        .ok_or(AttachError::NoProgram(PROG_TAP))?
+        .try_into()
+        .map_err(|source| AttachError::Program {
+            what: format!("{PROG_TAP} as a TC classifier"),
+            source,
+        })?;
+    tap.load().map_err(|source| AttachError::Program {
+        what: "loading the tap program into the kernel (verifier)".to_owned(),
+        source,
+    })?;
+    let fd = tap
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .map_err(|source| AttachError::Program {
+            what: format!("a descriptor of {PROG_TAP}"),
+            source,
+        })?;
+    let map = ebpf.map_mut(TAP_PROG_MAP).ok_or(AttachError::TapProgram(
+        aya::maps::MapError::InvalidName {
+            name: TAP_PROG_MAP.to_owned(),
+        },
+    ))?;
+    let mut progs = aya::maps::ProgramArray::try_from(map).map_err(AttachError::TapProgram)?;
+    progs.set(0, &fd, 0).map_err(AttachError::TapProgram)
 }
 
 fn attach_link(
