@@ -7,5 +7,6 @@ pub mod classifier;
 pub mod frame;
 pub mod get;
 pub mod policy;
+pub mod state_root;
 pub mod synth;
 pub mod tables;

@@ -9,6 +9,7 @@ pub mod iface;
 pub mod mounts;
 pub mod netns;
 pub mod tc;
+pub mod tcxquery;
 
 use std::io;
 

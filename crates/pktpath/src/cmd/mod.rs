@@ -5,6 +5,7 @@ mod demo;
 mod doctor;
 mod man;
 mod route;
+mod state_dir;
 mod trace;
 
 use clap::{Parser, Subcommand};
@@ -79,14 +80,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Checks that are not kernel features: privileges and mounts (pktpath mounts what it needs).
-const NOT_KERNEL_FEATURES: [&str; 6] = [
+/// Checks that are not kernel features: privileges, directories and mounts (pktpath mounts
+/// what it needs).
+const NOT_KERNEL_FEATURES: [&str; 8] = [
     "root",
     "cap_bpf",
     "cap_net_admin",
     "cap_perfmon",
     "bpffs",
     "tracefs",
+    "state_dir",
+    "pin_dir",
 ];
 
 /// Whether a tracer start-up error may come from a missing kernel feature (not from the
@@ -178,6 +182,7 @@ mod tests {
             error: (!available).then(|| format!("{feature} refused")),
             detail: None,
             used_by: used_by.to_vec(),
+            needed: false,
         };
         let report = Report {
             kernel_release: "test".into(),
@@ -199,6 +204,7 @@ mod tests {
                 ),
                 check("tcx", "TCX", true, &["route"]),
             ],
+            commands: Vec::new(),
         };
         let v = super::verdict(&report, &["trace"]).expect("tp_btf is missing");
         assert_eq!(v.feature, "BTF tracepoints (tp_btf)");
