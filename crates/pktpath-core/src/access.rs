@@ -153,11 +153,12 @@ pub enum AccessError {
     )]
     NotOwner { path: PathBuf, owner: u32, uid: u32 },
     #[error(
-        "the data path pinned at {pin_dir} has no state under {state_root}; give the --state-dir (or PKTPATH_STATE_DIR) it was attached with"
+        "the data path pinned at {pin_dir} has no state under {state_root} that uid {uid} can read; give the --state-dir (or PKTPATH_STATE_DIR) it was attached with"
     )]
     NoState {
         pin_dir: PathBuf,
         state_root: PathBuf,
+        uid: u32,
     },
 }
 
@@ -203,18 +204,14 @@ pub fn check_files(command: Command, layout: &Layout) -> Result<(), AccessError>
                 uid,
             });
         }
+        // The pins are this user's: a state root it cannot enter, or without the state
+        // directory, is not the one the data path was attached with.
         let root = &layout.state_root;
-        if root.exists() && !may(root, libc::X_OK) {
-            return Err(AccessError::NotOwner {
-                owner: owner(root),
-                path: root.clone(),
-                uid,
-            });
-        }
-        if !state_dir.exists() {
+        if (root.exists() && !may(root, libc::X_OK)) || !state_dir.exists() {
             return Err(AccessError::NoState {
                 pin_dir: layout.pin_dir.clone(),
                 state_root: root.clone(),
+                uid,
             });
         }
         if !may(&state_dir, libc::R_OK | libc::W_OK | libc::X_OK) {
