@@ -224,6 +224,15 @@ pub fn check_files(command: Command, layout: &Layout) -> Result<(), AccessError>
         return Ok(());
     }
     if command != Command::RouteAttach {
+        // A directory on the way this user may not enter hides the pins.
+        let visible = existing_ancestor(&layout.pin_dir);
+        if visible != layout.pin_dir.as_path() && !may(visible, libc::X_OK) {
+            return Err(AccessError::NotOwner {
+                owner: owner(visible),
+                path: visible.to_path_buf(),
+                uid,
+            });
+        }
         // Nothing attached: the verb says so itself.
         return Ok(());
     }

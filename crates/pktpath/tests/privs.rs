@@ -468,3 +468,37 @@ fn privs_doctor_with_the_documented_capabilities_says_ready() {
     // One capability short: refused, naming it.
     refused_for(&doctor(TRACE, true, false), "CAP_NET_ADMIN", "doctor");
 }
+
+#[test]
+fn privs_systemd_example_unit_verifies_and_grants_what_route_needs() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/systemd/pktpath-route.service"),
+    )
+    .expect("read the example unit");
+    // Exactly route attach's set (the largest of the verbs it runs).
+    let caps = pktpath_core::access::Command::RouteAttach
+        .needs()
+        .iter()
+        .map(|c| c.name())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        unit.contains(&format!("\nAmbientCapabilities={caps}\n")),
+        "{unit}"
+    );
+    assert!(unit.contains("\nRuntimeDirectory=pktpath\n"), "{unit}");
+    let scratch = Scratch::new("privs-unit");
+    let path = scratch.write(
+        "pktpath-route.service",
+        &unit.replace("/usr/local/bin/pktpath", PKTPATH),
+    );
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", &path])
+        .output()
+        .expect("run systemd-analyze (package systemd)");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -20,6 +20,7 @@ use crate::exit;
 ///   pktpath doctor
 ///   pktpath doctor --json | jq '.checks[] | select(.available | not)'
 ///   pktpath doctor --mount      # mount bpffs and tracefs where missing
+///   pktpath doctor --state-dir /run/user/$UID/pktpath --pin-dir /sys/fs/bpf/$USER/pktpath
 ///
 /// Judges the setup it runs in: the kernel's features, and what this user with its
 /// capabilities may run (COMMAND table), the state directory (--state-dir,

@@ -34,6 +34,19 @@ use crate::exit;
 ///   pktpath route get iif eth1 from 10.1.0.2 to 10.9.0.1 proto udp dport 53
 ///   pktpath route detach
 ///   nsenter --net=/run/netns/router pktpath route --pin-dir /sys/fs/bpf/lab stats
+///   pktpath route --state-dir /run/user/$UID/pktpath --pin-dir /sys/fs/bpf/$USER/pktpath attach --config configuration.json
+///
+/// State: the pins under --pin-dir (bpffs), the JSON state files under --state-dir
+/// (PKTPATH_STATE_DIR, else systemd's $RUNTIME_DIRECTORY, else /run/pktpath); every verb
+/// on one data path takes the same two directories.
+///
+/// Privileges: root, or any user holding exactly these capabilities: attach CAP_BPF,
+/// CAP_NET_ADMIN and CAP_PERFMON; apply CAP_BPF; show, stats, get and detach none (detach
+/// of a netlink-mode data path CAP_NET_ADMIN); check none. The pins and state files belong
+/// to the user who attached (mode 0600): only that user, or root, runs the other verbs. A
+/// user other than root needs a state directory it can write and a pin directory under a
+/// bpffs directory it can write (`install -d -m 0700 -o USER /sys/fs/bpf/USER` as root).
+/// See docs/route.md.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {

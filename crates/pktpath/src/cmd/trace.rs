@@ -53,6 +53,10 @@ use crate::exit;
 /// the frees) shows every hop of each journey with its latency at about half the
 /// default hooks' cost to forwarding; add fib_table_lookup for the routing decisions.
 ///
+/// Privileges: root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN too for --iface with
+/// --netns, which enters the namespace). Following a route data path (--route-pin-dir)
+/// takes the user who attached it, and its --state-dir for the policy ids.
+///
 /// The banner line on stderr ends with the start-up time (process start excluded):
 /// `ready in 180 ms (btf .., maps .., hooks ..; verifier N-M insns/hook)`.
 #[derive(Debug, clap::Args)]
