@@ -502,3 +502,56 @@ fn privs_systemd_example_unit_verifies_and_grants_what_route_needs() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Leaves the data path pinned at `pin_dir` as an apply killed after its flip leaves it:
+/// the generation it replaced still holds its tables (the first chunk of the active
+/// generation is put into the inactive generation's first entry too). As root, which may
+/// open the chunk by id.
+fn interrupt_an_apply(pin_dir: &Path) {
+    use aya::maps::{Array, ArrayOfMaps, Map, MapData};
+    use pktpath_common::route::{Chunk, MAP_ARENA, MAX_CHUNKS};
+    let data = MapData::from_pin(pin_dir.join(MAP_ARENA)).expect("open the pinned arena");
+    let map = Map::from_map_data(data).expect("arena map");
+    let mut arena: ArrayOfMaps<MapData, Array<MapData, Chunk>> =
+        ArrayOfMaps::try_from(map).expect("an array of maps");
+    let (from, to) = match arena.get(&0, 0) {
+        Ok(_) => (0, MAX_CHUNKS),
+        Err(_) => (MAX_CHUNKS, 0),
+    };
+    let chunk = arena
+        .get(&from, 0)
+        .expect("the active generation's first chunk");
+    arena
+        .set(to, &chunk, 0)
+        .expect("fill the inactive generation");
+    assert!(arena.get(&to, 0).is_ok(), "inactive generation in use");
+}
+
+#[test]
+fn privs_an_interrupted_apply_is_finished_with_cap_bpf_only() {
+    let s = Setup::new("recover");
+    s.attach();
+    let runtime = s.scratch.write(
+        "runtime.json",
+        r#"{ "version": 1, "policies": [
+  { "id": "drop-9999", "priority": 5, "match": { "proto": "udp", "dport": 9999 }, "action": { "type": "drop" } }
+] }"#,
+    );
+    s.route_json(APPLY, false, &["apply", &runtime]);
+    interrupt_an_apply(&s.pin_dir());
+    // The next writer finds the leftover generation and releases it: reading the arena's
+    // entries must not need CAP_SYS_ADMIN (opening a chunk by id would).
+    let out = s.route(USER, APPLY, false, &["apply", &runtime]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "apply after an interrupted one: {stderr}"
+    );
+    assert!(
+        stderr.contains("finished an apply that was interrupted"),
+        "recovery says what it did: {stderr}"
+    );
+    let stats = s.route_json(NONE, false, &["stats"]);
+    assert_eq!(stats["policies"][0]["id"], "drop-9999", "{stats}");
+    s.route_json(NONE, false, &["detach"]);
+}

@@ -28,7 +28,7 @@ use pktpath_common::route::{
 use super::classifier::{Tables, TreeStats};
 use crate::sys::{
     SysError,
-    bpfmap::{Mapped, delete_array_entry, synchronize_programs},
+    bpfmap::{Mapped, array_of_maps_entry, delete_array_entry, synchronize_programs},
 };
 
 /// `BPF_F_MMAPABLE`: the arena chunks are filled through a shared mapping.
@@ -301,11 +301,8 @@ impl DatapathMaps {
     /// flip, or after it but before the old generation was released).
     pub fn inactive_in_use(&self) -> Result<bool, TableError> {
         let inactive = (self.serial()?.wrapping_add(1)) % GENERATIONS;
-        match self.arena.get(&(inactive * MAX_CHUNKS), 0) {
-            Ok(_) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(map_err("read", MAP_ARENA)(e)),
-        }
+        // The entry's id only: opening the chunk by id would need CAP_SYS_ADMIN.
+        Ok(array_of_maps_entry(self.arena_fd.as_fd(), inactive * MAX_CHUNKS)?.is_some())
     }
 
     /// Releases the inactive generation's tables (what an interrupted apply left), once no

@@ -163,3 +163,45 @@ pub fn create_ringbuf(bytes: u32, name: &str) -> Result<OwnedFd, SysError> {
     // SAFETY: a descriptor the kernel just returned (an int), owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
 }
+
+/// The id of the inner map at entry `index` of the array of maps behind `fd`, or None when
+/// the entry is empty. Reads the id only: aya's `ArrayOfMaps::get` also opens the inner
+/// map by id, which needs CAP_SYS_ADMIN.
+pub fn array_of_maps_entry(fd: BorrowedFd<'_>, index: u32) -> Result<Option<u32>, SysError> {
+    /// The `BPF_MAP_*_ELEM` part of `union bpf_attr`.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    let mut id: u32 = 0;
+    let attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: (&raw const index) as u64,
+        value: (&raw mut id) as u64,
+        flags: 0,
+    };
+    // SAFETY: the attribute points at `index` and `id`, which outlive the call; the kernel
+    // writes the 4-byte inner map id into `id`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_ELEM,
+            &raw const attr,
+            size_of::<ElemAttr>() as libc::c_long,
+        )
+    };
+    if rc < 0 {
+        let err = SysError::last(format!("bpf(BPF_MAP_LOOKUP_ELEM, entry {index})"));
+        if err.source.raw_os_error() == Some(libc::ENOENT) {
+            return Ok(None);
+        }
+        return Err(err);
+    }
+    Ok(Some(id))
+}
