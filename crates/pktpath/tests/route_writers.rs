@@ -10,12 +10,8 @@
 mod common;
 
 use std::{
-    net::{SocketAddr, UdpSocket},
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -181,22 +177,6 @@ fn kill_within(mut child: Child, span: Duration, next: &mut impl FnMut() -> u64)
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// SO_RCVBUFFORCE (root may exceed net.core.rmem_max).
-fn set_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: the option value is a c_int of the size given, on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&raw const bytes).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
-}
-
 fn dst(i: usize) -> String {
     format!("10.200.{}.{}", i / 250, 1 + i % 250)
 }
@@ -326,63 +306,8 @@ fn applies_killed_at_random_points_leave_one_whole_set() {
     assert!(out.status.success());
     let span = start.elapsed().mul_f64(1.2);
 
-    let rx = l
-        .lab
-        .up1
-        .handle()
-        .run(|| UdpSocket::bind(SocketAddr::new(SVC4.parse().unwrap(), STREAM_PORT)))
-        .expect("enter up1")
-        .expect("bind in up1");
-    rx.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    // A receive buffer that rides out a receiver thread starved for a second on a loaded
-    // machine: a loss must then be the router's.
-    set_receive_buffer(&rx, 16 << 20);
-    let tx = l
-        .lab
-        .client
-        .handle()
-        .run(|| UdpSocket::bind(SocketAddr::new(RouterLab::CLIENT4.parse().unwrap(), 0)))
-        .expect("enter the client")
-        .expect("bind in the client");
-    let stop_tx = Arc::new(AtomicBool::new(false));
-    let stop_rx = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
-    let receiver = {
-        let (stop, received) = (stop_rx.clone(), received.clone());
-        std::thread::spawn(move || {
-            let mut seen = Vec::<bool>::new();
-            let mut buf = [0u8; 64];
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(8) = rx.recv(&mut buf) else { continue };
-                let seq = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
-                if seen.len() <= seq {
-                    seen.resize(seq + 1, false);
-                }
-                seen[seq] = true;
-                received.fetch_add(1, Ordering::Relaxed);
-            }
-            seen
-        })
-    };
-    // A few thousand datagrams a second: far below what the veth backlogs and the receive
-    // buffer hold, so a loss would be the data path's.
-    let sender = {
-        let stop = stop_tx.clone();
-        let dst = SocketAddr::new(SVC4.parse().unwrap(), STREAM_PORT);
-        std::thread::spawn(move || {
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                for _ in 0..4 {
-                    tx.send_to(&seq.to_be_bytes(), dst).expect("send");
-                    seq += 1;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            seq
-        })
-    };
-
+    let stream = common::Stream::start(&l.lab, STREAM_PORT);
+    stream.wait_for(50, "stream running before the kills");
     eprintln!("kill points over {span:?}");
     let mut next = random();
     let mut recovered = Vec::new();
@@ -430,17 +355,7 @@ fn applies_killed_at_random_points_leave_one_whole_set() {
         "some kill interrupted an apply that the next one recovered"
     );
 
-    stop_tx.store(true, Ordering::Relaxed);
-    let sent = sender.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    stop_rx.store(true, Ordering::Relaxed);
-    let seen = receiver.join().unwrap();
-    let missing: Vec<usize> = (0..sent as usize)
-        .filter(|&s| !seen.get(s).copied().unwrap_or(false))
-        .collect();
+    let (sent, missing) = stream.stop();
     if !missing.is_empty() {
         // Where they went: the data path's counters, the receiver's socket, the backlogs.
         let stats = l.dp.stats();

@@ -2,7 +2,7 @@
 //! without opening them (aya's `SchedClassifier::query_tcx` opens each program by id, which
 //! needs CAP_SYS_ADMIN). Needs CAP_NET_ADMIN; a kernel without TCX answers EINVAL.
 
-use super::SysError;
+use super::{SysError, bpfmap::bpf_call};
 
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_TCX_INGRESS: u32 = 46;
@@ -41,19 +41,13 @@ pub fn tcx_query(ifindex: u32, ingress: bool) -> Result<(u32, u64), SysError> {
     };
     // SAFETY: the attribute is ours and outlives the call; with no id buffers given the
     // kernel only writes the count and revision into it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_QUERY,
-            &raw mut attr,
-            size_of::<QueryAttr>() as libc::c_long,
-        )
-    };
-    if rc < 0 {
-        return Err(SysError::last(format!(
-            "bpf(BPF_PROG_QUERY, tcx {}, ifindex {ifindex})",
-            if ingress { "ingress" } else { "egress" }
-        )));
-    }
+    unsafe {
+        bpf_call(BPF_PROG_QUERY, &mut attr, || {
+            format!(
+                "bpf(BPF_PROG_QUERY, tcx {}, ifindex {ifindex})",
+                if ingress { "ingress" } else { "egress" }
+            )
+        })
+    }?;
     Ok((attr.count, attr.revision))
 }

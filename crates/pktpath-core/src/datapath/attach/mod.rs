@@ -536,14 +536,8 @@ pub fn attach_source(
             source,
         })?;
     }
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROG_DATAPATH)
-        .ok_or(AttachError::NoProgram(PROG_DATAPATH))?
-        .try_into()
-        .map_err(|source| AttachError::Program {
-            what: format!("{PROG_DATAPATH} as a TC classifier"),
-            source,
-        })?;
+    load_tap(&mut ebpf)?;
+    let prog = classifier(&mut ebpf, PROG_DATAPATH)?;
     prog.load().map_err(|source| AttachError::Program {
         what: "loading the data path program into the kernel (verifier)".to_owned(),
         source,
@@ -552,15 +546,6 @@ pub fn attach_source(
         what: format!("pinning the program at {}", layout.prog().display()),
         source,
     })?;
-    load_tap(&mut ebpf)?;
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROG_DATAPATH)
-        .ok_or(AttachError::NoProgram(PROG_DATAPATH))?
-        .try_into()
-        .map_err(|source| AttachError::Program {
-            what: format!("{PROG_DATAPATH} as a TC classifier"),
-            source,
-        })?;
 
     // Tables before links: next hops known, no policies (every packet passes).
     let mut maps = DatapathMaps::from_pins(pin_dir)?;
@@ -611,17 +596,24 @@ fn attach_and_take(
     prog.take_link(id).map_err(err)
 }
 
+/// The TC program `name` of the data path object.
+fn classifier<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, AttachError> {
+    ebpf.program_mut(name)
+        .ok_or(AttachError::NoProgram(name))?
+        .try_into()
+        .map_err(|source| AttachError::Program {
+            what: format!("{name} as a TC classifier"),
+            source,
+        })
+}
+
 /// Loads the tap program and puts it where the data path tail-calls it. The pinned program
 /// array keeps it loaded after this process exits.
 fn load_tap(ebpf: &mut aya::Ebpf) -> Result<(), AttachError> {
-    let tap: &mut SchedClassifier = ebpf
-        .program_mut(PROG_TAP)
-        .ok_or(AttachError::NoProgram(PROG_TAP))?
-        .try_into()
-        .map_err(|source| AttachError::Program {
-            what: format!("{PROG_TAP} as a TC classifier"),
-            source,
-        })?;
+    let tap = classifier(ebpf, PROG_TAP)?;
     tap.load().map_err(|source| AttachError::Program {
         what: "loading the tap program into the kernel (verifier)".to_owned(),
         source,
