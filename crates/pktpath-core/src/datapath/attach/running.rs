@@ -197,21 +197,39 @@ impl Attached {
         self.maps
             .reset_policy_counters(plan.fresh.iter().copied())?;
         self.maps.set_nexthops(&compiled.next_hops)?;
-        let staged = self.maps.stage(&compiled.tables)?;
-        // The set file before the flip: whenever the tables are in use, their file exists.
+        // The set file first, tagged with the serial the tables will be active as: whenever
+        // tables are in use their file exists, and a next writer that finds the file of a
+        // serial not yet active knows the apply was interrupted before its flip.
+        let serial = self.maps.serial()?.wrapping_add(1);
         SetFile {
-            serial: staged.serial,
+            serial,
             name: Some(source.name().to_owned()),
             text: Some(source.text().to_owned()),
             slots: plan.slots,
         }
         .write(&self.layout)?;
+        let flipped = self
+            .maps
+            .stage(&compiled.tables)
+            .and_then(|staged| self.maps.flip(staged));
         let Applied {
             generation,
             stats,
             arena_bytes,
             ..
-        } = self.maps.flip(staged)?;
+        } = match flipped {
+            Ok(applied) => applied,
+            Err(e) => {
+                // Not in use: undo what the next writer would otherwise roll back.
+                if self.maps.serial().ok() != Some(serial) {
+                    let _ = std::fs::remove_file(SetFile::path(&self.layout, serial));
+                    if let Err(e) = self.maps.release_inactive() {
+                        log::warn!("releasing the tables of a failed apply: {e}");
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         Ok(ApplyReport {
             policies: set.policies.len(),
             rules: compiled.rules.len(),
@@ -288,6 +306,7 @@ pub(super) fn recover_apply(
     maps: &mut DatapathMaps,
 ) -> Result<Option<String>, AttachError> {
     let serial = maps.serial()?;
+    // Written before the tables: present when an apply was interrupted before its flip.
     let staged = SetFile::read(layout, serial.wrapping_add(1))?
         .filter(|f| f.serial == serial.wrapping_add(1));
     if !maps.inactive_in_use()? && staged.is_none() {
@@ -304,7 +323,7 @@ pub(super) fn recover_apply(
             )
         }
         None => format!(
-            "finished an apply that was interrupted after it took effect: released the tables generation {serial} replaced"
+            "finished an apply that was interrupted after it took effect (generation {serial}): released the tables it replaced"
         ),
     }))
 }
