@@ -150,6 +150,9 @@ fn verdict(report: &pktpath_core::doctor::Report, needs: &[&str]) -> Option<Unsu
 }
 
 #[cfg(test)]
+mod doc_tests;
+
+#[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;
 
