@@ -476,7 +476,14 @@ pub(crate) fn print_stats(
     table(
         out,
         "interfaces (packets)",
-        &["NAME", "PASSED", "FORWARDED", "DROPPED", "ERRORS"],
+        &[
+            "NAME",
+            "PASSED",
+            "FORWARDED",
+            "DROPPED",
+            "ERRORS",
+            "INVALID",
+        ],
         stats
             .interfaces
             .iter()
@@ -487,6 +494,7 @@ pub(crate) fn print_stats(
                     i.forwarded_packets.to_string(),
                     i.dropped_packets.to_string(),
                     i.error_packets.to_string(),
+                    i.invalid_packets.to_string(),
                 ]
             })
             .collect(),

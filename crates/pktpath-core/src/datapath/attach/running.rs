@@ -82,6 +82,8 @@ pub struct IfaceStats {
     pub dropped_packets: u64,
     pub dropped_bytes: u64,
     pub error_packets: u64,
+    /// Headers the kernel would refuse, passed to the stack untouched (also in `passed_*`).
+    pub invalid_packets: u64,
 }
 
 impl IfaceStats {
@@ -96,6 +98,7 @@ impl IfaceStats {
             dropped_packets: c.dropped_packets,
             dropped_bytes: c.dropped_bytes,
             error_packets: c.error_packets,
+            invalid_packets: c.invalid_packets,
         }
     }
 }
