@@ -15,8 +15,8 @@
 //!
 //! ```text
 //! prog                      the pktpath_tc program
-//! ROUTE_TUPLES ROUTE_RULES ROUTE_RULES_V4 ROUTE_STATE ROUTE_NEXTHOPS POLICY_STATS
-//! IFACE_STATS IFACE_STATS_HIGH
+//! ROUTE_ARENA ROUTE_TREES ROUTE_STATE ROUTE_NEXTHOPS POLICY_STATS IFACE_STATS
+//! IFACE_STATS_HIGH ROUTE_DECISION
 //!                           the maps user space reads and writes
 //! link_<ifname>_ingress     one TCX link per interface and direction (TCX mode)
 //! link_<ifname>_egress
@@ -27,11 +27,12 @@
 //! ```
 //!
 //! bpffs holds pins only, not regular files, so the JSON state sits in a plain directory
-//! under [`STATE_ROOT`] named after the pin directory (see [`Layout::state_dir`]):
-//! `configuration.json` (a copy of the static configuration attached with; `apply` needs
-//! it), `runtimeConfiguration.json` (the policy set last applied; absent before the first
-//! apply), `slots.json` (the counter slot of each applied policy id, see `policy`) and
-//! `attach.json` (the TC mode and, in netlink mode, the filters and qdiscs created).
+//! under the state root (default [`STATE_ROOT`]) named after the pin directory (see
+//! [`Layout::state_dir`]): `configuration.json` (a copy of the static configuration
+//! attached with; `apply` needs it), `set-0.json` and `set-1.json` (the policy set and
+//! counter slots of each table generation, see `state`) and `attach.json` (the TC mode, the
+//! phase attach or detach got to and, in netlink mode, the filters and qdiscs created).
+//! Writers hold the lock of `lock`; what a killed one left is handled by `recover`.
 //!
 //! [`attach`] is idempotent: the same configuration again changes nothing (links missing
 //! since, say after an interface was recreated, are re-created from the pinned program, in
