@@ -147,7 +147,12 @@ pub(super) fn build_family(
         diff: Vec::new(),
     };
     let mut trees = Vec::new();
-    for group in partition(&b.rules, family) {
+    let groups = if params.split_trees {
+        partition(&b.rules, family)
+    } else {
+        vec![(0..b.rules.len() as u32).collect()]
+    };
+    for group in groups.into_iter().filter(|g: &Vec<u32>| !g.is_empty()) {
         let min_priority = group
             .iter()
             .map(|&i| b.rule(i).priority)

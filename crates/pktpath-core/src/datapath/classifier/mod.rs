@@ -4,9 +4,10 @@
 //! # Why decision trees
 //!
 //! A packet is classified by its key words (addresses, ports, protocol, input interface,
-//! DSCP, mark: [`ClassKey`]). Each family's rules are split into at most three groups by
-//! which address is specific ([`partition`](build)): rules with a long destination prefix,
-//! rules with a long source prefix, and the rest. Each group becomes one tree. An inner
+//! DSCP, mark: [`ClassKey`]). With [`Params::split_trees`], each family's rules are split
+//! into at most three groups by which address is specific: rules with a long destination
+//! prefix, rules with a long source prefix, and the rest; each group becomes one tree.
+//! Otherwise each family has one tree. An inner
 //! node cuts one key word into `2^bits` equal slices (`(word >> shift) & mask` picks the
 //! child), a leaf holds at most [`MAX_LEAF_RULES`] rules, best priority first, each with its
 //! complete match. Per packet the data path walks each tree (one 8-byte node read per
@@ -23,8 +24,8 @@
 //! children together hold at most [`Params::space_factor`] times the node's rules (rules wider
 //! than a slice are copied into every slice they touch). A rule that covers a node's whole
 //! region hides every rule after it there, so those are dropped. Children with the same
-//! rules share one subtree. Grouping rules by their specific address keeps the copies few:
-//! a tree only cuts words its rules are specific in.
+//! rules share one subtree. Grouping rules by their specific address (three trees) keeps
+//! the copies few: a tree only cuts words its rules are specific in.
 //!
 //! Sets of up to [`ROOMY_RULES`] rules get [`Params::roomy`] trees: more copies, fewer and
 //! better-pruned walks (docs/classifier.md has the measurements behind both shapes).
@@ -65,13 +66,17 @@ pub struct Params {
     /// the node's other rules are copied into every slice instead (a few of them), so the
     /// side's best priority prunes its walk more often. 0: none.
     pub copy_quantile: usize,
+    /// Three trees per family, by which address is specific (see the module's docs);
+    /// otherwise one.
+    pub split_trees: bool,
     /// Tables larger than this (MiB) are refused with [`CompileError::TooLarge`] (at most
     /// the arena).
     pub max_mib: u64,
 }
 
 impl Default for Params {
-    /// The shape for any set: few copies, side subtrees for broad rules.
+    /// The shape for any set: few copies, side subtrees for broad rules, one tree per
+    /// family.
     fn default() -> Self {
         Self {
             leaf_rules: 8,
@@ -79,6 +84,7 @@ impl Default for Params {
             cell_factor: 4,
             cut_gain: 4,
             copy_quantile: 0,
+            split_trees: false,
             max_mib: u64::MAX,
         }
     }
@@ -93,6 +99,7 @@ impl Params {
             cell_factor: 64,
             cut_gain: 1,
             copy_quantile: 75,
+            split_trees: true,
             max_mib: ROOMY_MIB,
             ..Self::default()
         }
@@ -103,6 +110,7 @@ impl Params {
         Self {
             leaf_rules: 16,
             space_factor: 1,
+            split_trees: true,
             ..Self::default()
         }
     }
