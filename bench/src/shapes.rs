@@ -44,7 +44,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .collect(),
     };
     println!(
-        "{:<9} {:>7} {:>7} {:>9} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8} {:>6} {:>5} {:>5} {:>6} {:>5}",
+        "{:<9} {:>7} {:>7} {:>9} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8} {:>6} {:>5} {:>5} {:>6} {:>5} {:>5} {:>6} {:>6}",
         "profile",
         "policies",
         "reach",
@@ -60,7 +60,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "sides",
         "nodes",
         "cands",
-        "max"
+        "max",
+        "waste",
+        "model",
+        "p99"
     );
     for (profile, n) in sets {
         let set = rulesets::generate(profile, n, 2026);
@@ -68,17 +71,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let plan = Slots::default().plan(&policies)?;
         let rules = policy::rules(&policies, &links, &plan.slots)?;
         let t = Instant::now();
-        let params = classifier::Params {
-            leaf_rules: env_or(
-                "PKTPATH_LEAF_RULES",
-                classifier::Params::default().leaf_rules,
-            ),
-            space_factor: env_or(
-                "PKTPATH_SPACE_FACTOR",
-                classifier::Params::default().space_factor,
-            ),
+        let compiled = match shape_params() {
+            Some(params) => classifier::compile_with(&rules, params),
+            None => classifier::compile(&rules),
         };
-        let tables = match classifier::compile_with(&rules, params) {
+        let tables = match compiled {
             Ok(t) => t,
             Err(e) => {
                 println!("{profile:<9} {n:>7} refused: {e}");
@@ -101,8 +98,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .map(|w| w.nodes + w.candidates)
             .max()
             .unwrap_or(0);
+        let mut model: Vec<f64> = headers
+            .iter()
+            .zip(&work)
+            .map(|(h, w)| {
+                let p = policy::packet_fields(h, &links);
+                let f = usize::from(p.family != pktpath_common::route::FAMILY_V4);
+                let iters = tables.roots.counts[f] + w.sides + w.rests + 1;
+                model_ns(iters, w.nodes, w.candidates)
+            })
+            .collect();
+        model.sort_by(f64::total_cmp);
+        let model_mean = model.iter().sum::<f64>() / model.len() as f64;
+        let model_p99 = model[(model.len() * 99).div_ceil(100) - 1];
         println!(
-            "{:<9} {:>7} {:>7} {:>9.1} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8.2} {:>6.2} {:>5.2} {:>5.2} {:>6.2} {:>5}",
+            "{:<9} {:>7} {:>7} {:>9.1} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8.2} {:>6.2} {:>5.2} {:>5.2} {:>6.2} {:>5} {:>5.2} {:>6.1} {:>6.1}",
             profile.name(),
             n,
             s.reachable_rules,
@@ -119,9 +129,48 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             mean(|w| w.nodes),
             mean(|w| w.candidates),
             max_cost,
+            mean(|w| w.wasted_walks),
+            model_mean,
+            model_p99,
         );
     }
     Ok(())
+}
+
+/// ns per packet as fitted to the kernel's per-header times (`PKTPATH_BENCH_DUMP`):
+/// a fixed part, then per loop iteration (walks and pruned subtrees), per inner node and
+/// per rule checked.
+fn model_ns(iters: u32, nodes: u32, candidates: u32) -> f64 {
+    34.2 + 4.1 * f64::from(iters) + 4.5 * f64::from(nodes) + 3.2 * f64::from(candidates)
+}
+
+/// The tree shape the environment asks for: `PKTPATH_SHAPE=default|roomy`, then
+/// `PKTPATH_LEAF_RULES`, `PKTPATH_SPACE_FACTOR`, `PKTPATH_CELL_FACTOR`, `PKTPATH_CUT_GAIN`,
+/// `PKTPATH_COPY_QUANTILE` over it; None (what `route apply` compiles) when none is set.
+fn shape_params() -> Option<classifier::Params> {
+    let vars = [
+        "PKTPATH_SHAPE",
+        "PKTPATH_LEAF_RULES",
+        "PKTPATH_SPACE_FACTOR",
+        "PKTPATH_CELL_FACTOR",
+        "PKTPATH_CUT_GAIN",
+        "PKTPATH_COPY_QUANTILE",
+    ];
+    if !vars.iter().any(|v| std::env::var_os(v).is_some()) {
+        return None;
+    }
+    let base = match std::env::var("PKTPATH_SHAPE").as_deref() {
+        Ok("roomy") => classifier::Params::roomy(),
+        _ => classifier::Params::default(),
+    };
+    Some(classifier::Params {
+        leaf_rules: env_or("PKTPATH_LEAF_RULES", base.leaf_rules),
+        space_factor: env_or("PKTPATH_SPACE_FACTOR", base.space_factor),
+        cell_factor: env_or("PKTPATH_CELL_FACTOR", base.cell_factor),
+        cut_gain: env_or("PKTPATH_CUT_GAIN", base.cut_gain),
+        copy_quantile: env_or("PKTPATH_COPY_QUANTILE", base.copy_quantile),
+        ..base
+    })
 }
 
 /// A tree-shape parameter from the environment (for sweeps), or its default.

@@ -87,15 +87,15 @@ fn kernel_classification_equals_the_model() {
         let set = synth::dense_policies(&mut rng, n, Some(MARK_BASE));
         let plan = Slots::default().plan(&set).unwrap();
         let rules = policy::rules(&set, &ifaces, &plan.slots).unwrap();
-        // Every other round, one leaf per tree: longer than a walk checks, so the kernel
-        // walks the rest of it as a leaf of its own.
-        let params = if round % 2 == 0 {
-            Params::default()
-        } else {
-            Params {
+        // The default shape, the roomy one, and one leaf per tree: longer than a walk
+        // checks, so the kernel walks the rest of it as a leaf of its own.
+        let params = match round % 3 {
+            0 => Params::default(),
+            1 => Params::roomy(),
+            _ => Params {
                 leaf_rules: 256,
                 ..Params::default()
-            }
+            },
         };
         let tables = compile_with(&rules, params).unwrap_or_else(|e| panic!("round {round}: {e}"));
         dp.maps.apply(&tables).expect("apply");

@@ -405,6 +405,9 @@ fn measure(
             .collect()
     };
     let (dp, fl) = (per_header(&dp), per_header(&fl));
+    if let Ok(dir) = std::env::var("PKTPATH_BENCH_DUMP") {
+        dump_headers(&dir, profile, n, &tables, &fields, &work, &dp)?;
+    }
     row.measured = Some(Measured {
         trees: tables.stats.trees[0] + tables.stats.trees[1],
         tree_stats: tables.stats,
@@ -429,6 +432,40 @@ fn measure(
         repeat: REPEAT,
     });
     Ok(row)
+}
+
+/// Writes one line per header (ns, then the work the user-space search counts) to
+/// `DIR/PROFILE-N.tsv`, for fitting what a walk, a node and a rule check cost
+/// (`PKTPATH_BENCH_DUMP=DIR`).
+fn dump_headers(
+    dir: &str,
+    profile: Profile,
+    n: usize,
+    tables: &classifier::Tables,
+    fields: &[classifier::PacketFields],
+    work: &[classifier::Probe],
+    ns: &[f64],
+) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut out = String::from("ns\troots\twalks\tsides\trests\tnodes\tcands\tmatched\tchunks\n");
+    for ((p, w), ns) in fields.iter().zip(work).zip(ns) {
+        let f = usize::from(p.family != FAMILY_V4);
+        let _ = writeln!(
+            out,
+            "{ns:.1}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            tables.roots.counts[f],
+            w.trees,
+            w.sides,
+            w.rests,
+            w.nodes,
+            w.candidates,
+            u8::from(w.value.is_some()),
+            w.chunk_switches
+        );
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(format!("{dir}/{}-{n}.tsv", profile.name()), out)?;
+    Ok(())
 }
 
 /// The part's goals, judged on this run's rows; a refused set misses its goals.

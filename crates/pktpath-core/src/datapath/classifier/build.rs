@@ -27,9 +27,6 @@ const SMALL: usize = LEAF_SEGMENT as usize;
 /// A node no cut shrinks becomes a leaf up to this many rules (two walks' checks); a bigger
 /// one is cut on its first rule's bits.
 const STUCK_LEAF: usize = 2 * LEAF_SEGMENT as usize;
-/// Rules a small node's cut must take off its largest slice to pay for the node it adds
-/// to every packet's walk (a node read costs about as much as checking this many rules).
-const CUT_GAIN: usize = 4;
 /// Fewest rules worth a side subtree: fewer are copied into every slice, which costs less
 /// than the walk a side subtree adds.
 const SIDE_MIN: usize = 8;
@@ -37,6 +34,8 @@ const SIDE_MIN: usize = 8;
 const EXACT_BITS: u32 = 5;
 /// Widest cut on the first rule's bits (when no other cut shrinks a big node).
 const FIRST_RULE_BITS: u32 = 8;
+/// Most rules of a node's side that [`Params::copy_quantile`] copies into its slices.
+const COPY_MAX: usize = 16;
 
 const _: () = assert!(EXACT_BITS <= MAX_CUT_BITS && FIRST_RULE_BITS <= MAX_CUT_BITS);
 const _: () = assert!(MAX_TREES >= 3);
@@ -148,7 +147,12 @@ pub(super) fn build_family(
         diff: Vec::new(),
     };
     let mut trees = Vec::new();
-    for group in partition(&b.rules, family) {
+    let groups = if params.split_trees {
+        partition(&b.rules, family)
+    } else {
+        vec![(0..b.rules.len() as u32).collect()]
+    };
+    for group in groups.into_iter().filter(|g: &Vec<u32>| !g.is_empty()) {
         let min_priority = group
             .iter()
             .map(|&i| b.rule(i).priority)
@@ -231,7 +235,8 @@ impl Builder<'_> {
             BNode::Leaf(rules) => 8 * rules.len() as u64,
             BNode::Cut { bits, side, .. } => (1 << bits) + u64::from(side.is_some()),
         };
-        if self.slots > MAX_SLOTS {
+        let max_slots = self.params.max_mib.saturating_mul(1 << 17).min(MAX_SLOTS);
+        if self.slots > max_slots {
             let (local, copies) = self
                 .copies
                 .iter()
@@ -240,7 +245,7 @@ impl Builder<'_> {
                 .map_or((0, 0), |(i, c)| (i, *c));
             return Err(CompileError::TooLarge {
                 needed: (self.slots * 8) >> 20,
-                max: (MAX_SLOTS * 8) >> 20,
+                max: (max_slots * 8) >> 20,
                 priority: self.rules.get(local).map_or(0, |r| r.priority),
                 copies,
             });
@@ -320,6 +325,10 @@ impl Builder<'_> {
         // The rules every slice would hold: their own subtree, walked by every packet that
         // passes this node, instead of a copy under every slice.
         let mut side = None;
+        let mut copied = Vec::new();
+        if side_ok && everywhere.len() >= SIDE_MIN {
+            copied = self.best_of_side(&mut everywhere, &per_cell);
+        }
         if side_ok && everywhere.len() >= SIDE_MIN {
             let place = Place {
                 depth: 0,
@@ -335,6 +344,7 @@ impl Builder<'_> {
         };
         let mut memo: HashMap<Vec<u64>, NodeId> = HashMap::default();
         let mut children = Vec::with_capacity(per_cell.len());
+        let everywhere = merge(&copied, &everywhere);
         for (c, own) in per_cell.into_iter().enumerate() {
             let child_list = merge(&everywhere, &own);
             let child = child_region(&region, cut, c as u32);
@@ -359,6 +369,34 @@ impl Builder<'_> {
             side,
             children,
         })
+    }
+
+    /// Takes from a side's rules (`everywhere`, priority order) those better than the
+    /// [`Params::copy_quantile`] of the slices' own rules' priorities, at most [`COPY_MAX`]:
+    /// they are copied into every slice instead. A side is walked unless the match in hand
+    /// beats its best rule; without its best rules that bound holds more often.
+    fn best_of_side(&self, everywhere: &mut Vec<u32>, per_cell: &[Vec<u32>]) -> Vec<u32> {
+        let q = self.params.copy_quantile;
+        if q == 0 {
+            return Vec::new();
+        }
+        let mut own: Vec<u32> = per_cell
+            .iter()
+            .flatten()
+            .map(|&i| self.rule(i).priority)
+            .collect();
+        if own.is_empty() {
+            return Vec::new();
+        }
+        own.sort_unstable();
+        own.dedup();
+        let bound = own[(own.len() * q / 100).min(own.len() - 1)];
+        let k = everywhere
+            .iter()
+            .take_while(|&&i| self.rule(i).priority < bound)
+            .count()
+            .min(COPY_MAX);
+        everywhere.drain(..k).collect()
     }
 
     /// What makes two slices of a cut on word `d` build the same subtree: their rules, and
@@ -547,7 +585,7 @@ impl Builder<'_> {
         let n = list.len();
         let exact = n <= SMALL;
         let room = (self.params.space_factor * n).max(64);
-        let max_cells = (4 * n).max(16);
+        let max_cells = (self.params.cell_factor * n).max(16);
         let mut best: Option<(Spread, Cut)> = None;
         for (d, top, run) in self.candidates(list, reach) {
             let widest = run.min(if exact { EXACT_BITS } else { MAX_CUT_BITS });
@@ -575,9 +613,9 @@ impl Builder<'_> {
                 }
             }
         }
-        // A cut costs a node on the way (about what checking CUT_GAIN rules does): for a
-        // small node it must shrink the largest slice by that much to pay off.
-        let gain = if exact { CUT_GAIN } else { 1 };
+        // A cut costs a node on the way (about what checking a rule or two does): for a
+        // small node it must shrink the largest slice by `cut_gain` to pay off.
+        let gain = if exact { self.params.cut_gain } else { 1 };
         if let Some((s, cut)) = best
             && s.max + s.side + gain <= n
         {

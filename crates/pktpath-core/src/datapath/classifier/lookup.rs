@@ -1,8 +1,11 @@
 //! The data path's search, in Rust, over encoded [`Tables`]: the same walk and the same
 //! checks in the same order, so tests and benchmarks can count what a packet costs.
 
+use std::cell::Cell;
+
 use pktpath_common::route::{
-    FAMILY_V4, LEAF_SEGMENT, NODE_LEAF, NODE_SIDE, NODE_WORD, Node, RuleMatch, RuleValue,
+    CHUNK_SLOT_BITS, FAMILY_V4, LEAF_SEGMENT, NODE_LEAF, NODE_SIDE, NODE_WORD, Node, RuleMatch,
+    RuleValue,
 };
 
 use super::{
@@ -22,23 +25,46 @@ pub struct Probe {
     /// Of the walks: side subtrees, and the rests of long leaves.
     pub sides: u32,
     pub rests: u32,
+    /// Arena chunk changes (the data path looks the new chunk up), from chunk 0.
+    pub chunk_switches: u32,
+    /// Of the walks, those that did not better the match in hand, and their inner nodes
+    /// and rule checks: the work a tighter priority bound would save.
+    pub wasted_walks: u32,
+    pub wasted_nodes: u32,
+    pub wasted_candidates: u32,
 }
 
 /// Searches [`Tables`] as the data path does.
 pub struct Lookup<'a> {
     tables: &'a Tables,
+    /// The arena chunk the data path would hold during a search, and the changes so far.
+    chunk: Cell<(u32, u32)>,
 }
 
 impl<'a> Lookup<'a> {
     pub fn new(tables: &'a Tables) -> Self {
-        Self { tables }
+        Self {
+            tables,
+            chunk: Cell::new((0, 0)),
+        }
+    }
+
+    /// Follows the data path's cached chunk.
+    fn touch(&self, slot: u32) {
+        let (id, n) = self.chunk.get();
+        let c = slot >> CHUNK_SLOT_BITS;
+        if c != id {
+            self.chunk.set((c, n + 1));
+        }
     }
 
     fn node(&self, slot: u32) -> Node {
+        self.touch(slot);
         word_node(self.tables.slots[slot as usize])
     }
 
     fn rule(&self, slot: u32) -> RuleMatch {
+        self.touch(slot);
         let s = slot as usize;
         let words: [u64; 8] = self.tables.slots[s..s + 8]
             .try_into()
@@ -93,6 +119,7 @@ impl<'a> Lookup<'a> {
     /// The rule value the data path picks, and the work it takes.
     pub fn probe(&self, p: &PacketFields) -> Probe {
         let key = key_of(p);
+        self.chunk.set((0, 0));
         let f = usize::from(p.family != FAMILY_V4);
         let tables = &self.tables.roots;
         let mut probe = Probe::default();
@@ -110,6 +137,7 @@ impl<'a> Lookup<'a> {
                 continue; // its rules cannot beat the match in hand
             }
             probe.trees += 1;
+            let (b0, n0, c0) = (best, probe.nodes, probe.candidates);
             while n.op & NODE_LEAF == 0 {
                 probe.nodes += 1;
                 let side = if n.op & NODE_SIDE != 0 { 2 } else { 0 };
@@ -125,7 +153,16 @@ impl<'a> Lookup<'a> {
                 probe.rests += 1;
                 pending.push((rest, 0));
             }
+            if best == b0 {
+                probe.wasted_walks += 1;
+                probe.wasted_nodes += probe.nodes - n0;
+                probe.wasted_candidates += probe.candidates - c0;
+            }
         }
+        if let Some((_, v)) = best {
+            self.touch(tables.values + 4 * v);
+        }
+        probe.chunk_switches = self.chunk.get().1;
         probe.value = best.map(|(_, v)| self.value(v));
         probe
     }

@@ -4,9 +4,10 @@
 //! # Why decision trees
 //!
 //! A packet is classified by its key words (addresses, ports, protocol, input interface,
-//! DSCP, mark: [`ClassKey`]). Each family's rules are split into at most three groups by
-//! which address is specific ([`partition`](build)): rules with a long destination prefix,
-//! rules with a long source prefix, and the rest. Each group becomes one tree. An inner
+//! DSCP, mark: [`ClassKey`]). With [`Params::split_trees`], each family's rules are split
+//! into at most three groups by which address is specific: rules with a long destination
+//! prefix, rules with a long source prefix, and the rest; each group becomes one tree.
+//! Otherwise each family has one tree. An inner
 //! node cuts one key word into `2^bits` equal slices (`(word >> shift) & mask` picks the
 //! child), a leaf holds at most [`MAX_LEAF_RULES`] rules, best priority first, each with its
 //! complete match. Per packet the data path walks each tree (one 8-byte node read per
@@ -23,8 +24,11 @@
 //! children together hold at most [`Params::space_factor`] times the node's rules (rules wider
 //! than a slice are copied into every slice they touch). A rule that covers a node's whole
 //! region hides every rule after it there, so those are dropped. Children with the same
-//! rules share one subtree. Grouping rules by their specific address keeps the copies few:
-//! a tree only cuts words its rules are specific in.
+//! rules share one subtree. Grouping rules by their specific address (three trees) keeps
+//! the copies few: a tree only cuts words its rules are specific in.
+//!
+//! Sets of up to [`ROOMY_RULES`] rules get [`Params::roomy`] trees: more copies, fewer and
+//! better-pruned walks (docs/classifier.md has the measurements behind both shapes).
 //!
 //! [`Lookup`] searches the encoded arena the way the data path does, so the compilation is
 //! property-tested against the reference model without root.
@@ -53,30 +57,86 @@ pub struct Params {
     /// How many times a node's rules its children may hold together (copies of rules that
     /// span several slices).
     pub space_factor: usize,
+    /// Slices a cut of a node may have per rule of the node (within the space factor).
+    pub cell_factor: usize,
+    /// Rule checks a cut of a small node must save from its largest slice to be made (a
+    /// node read costs about as much as checking one or two rules).
+    pub cut_gain: usize,
+    /// Percent: the rules of a side subtree better than this quantile of the priorities of
+    /// the node's other rules are copied into every slice instead (a few of them), so the
+    /// side's best priority prunes its walk more often. 0: none.
+    pub copy_quantile: usize,
+    /// Three trees per family, by which address is specific (see the module's docs);
+    /// otherwise one.
+    pub split_trees: bool,
+    /// Tables larger than this (MiB) are refused with [`CompileError::TooLarge`] (at most
+    /// the arena).
+    pub max_mib: u64,
 }
 
 impl Default for Params {
+    /// The shape for any set: few copies, side subtrees for broad rules, one tree per
+    /// family.
     fn default() -> Self {
         Self {
             leaf_rules: 8,
             space_factor: 4,
+            cell_factor: 4,
+            cut_gain: 4,
+            copy_quantile: 0,
+            split_trees: false,
+            max_mib: u64::MAX,
         }
     }
 }
 
+impl Params {
+    /// The shape tried first for sets of up to [`ROOMY_RULES`] rules: more copies for fewer
+    /// and better-pruned walks, within [`ROOMY_MIB`] of tables.
+    pub fn roomy() -> Self {
+        Self {
+            space_factor: 16,
+            cell_factor: 64,
+            cut_gain: 1,
+            copy_quantile: 75,
+            split_trees: true,
+            max_mib: ROOMY_MIB,
+            ..Self::default()
+        }
+    }
+
+    /// Few copies and long leaves: for sets too large for the default shape.
+    fn compact() -> Self {
+        Self {
+            leaf_rules: 16,
+            space_factor: 1,
+            split_trees: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// Largest set compiled with [`Params::roomy`] first: up to here it compiles in about a
+/// second (the generator's profiles at 20k rules: 0.3-1.0 s, 12-24 MiB).
+pub const ROOMY_RULES: usize = 20_000;
+/// Tables a [`Params::roomy`] compile may take before the default shape is used instead.
+pub const ROOMY_MIB: u64 = 48;
+
 /// Compiles rules into tables. Rules may come in any order; priorities decide.
 ///
-/// A set whose trees would not fit the arena with the default shape is compiled again
-/// with fewer copies allowed and longer leaves (slower to search, much smaller).
+/// A set of up to [`ROOMY_RULES`] rules is compiled with [`Params::roomy`] first; a larger
+/// one, or one whose roomy tables would exceed [`ROOMY_MIB`] (or that fails otherwise: the
+/// default shape then says why), with the default shape; a set
+/// whose trees would not fit the arena with that is compiled again with fewer copies
+/// allowed and longer leaves (slower to search, much smaller).
 pub fn compile(rules: &[Rule]) -> Result<Tables, CompileError> {
+    if rules.len() <= ROOMY_RULES
+        && let Ok(tables) = compile_with(rules, Params::roomy())
+    {
+        return Ok(tables);
+    }
     match compile_with(rules, Params::default()) {
-        Err(CompileError::TooLarge { .. }) => compile_with(
-            rules,
-            Params {
-                leaf_rules: 16,
-                space_factor: 1,
-            },
-        ),
+        Err(CompileError::TooLarge { .. }) => compile_with(rules, Params::compact()),
         other => other,
     }
 }
@@ -86,6 +146,9 @@ pub fn compile_with(rules: &[Rule], params: Params) -> Result<Tables, CompileErr
     let params = Params {
         leaf_rules: params.leaf_rules.clamp(1, MAX_LEAF_RULES as usize),
         space_factor: params.space_factor.max(1),
+        cell_factor: params.cell_factor.max(1),
+        copy_quantile: params.copy_quantile.min(100),
+        ..params
     };
     let mut order: Vec<usize> = (0..rules.len()).collect();
     order.sort_by_key(|&i| rules[i].priority);

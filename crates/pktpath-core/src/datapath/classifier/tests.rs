@@ -234,12 +234,22 @@ proptest! {
         let ifaces = ifaces();
         let plan = Slots::default().plan(&set).unwrap();
         let rules = policy::rules(&set, &ifaces, &plan.slots).unwrap();
-        // The default shape; deep trees of tiny leaves with few copies allowed; one leaf
-        // per tree, longer than a walk checks (its rest walked after).
+        // The default shape; the roomy one (more copies, a side's best rules copied into
+        // the slices); deep trees of tiny leaves with few copies allowed; one leaf per
+        // tree, longer than a walk checks (its rest walked after).
         for params in [
             Params::default(),
-            Params { leaf_rules: 1, space_factor: 2 },
-            Params { leaf_rules: 256, space_factor: 4 },
+            Params::roomy(),
+            Params {
+                leaf_rules: 1,
+                space_factor: 2,
+                ..Params::default()
+            },
+            Params {
+                leaf_rules: 256,
+                space_factor: 4,
+                ..Params::default()
+            },
         ] {
             let tables = compile_with(&rules, params).unwrap();
             let lookup = Lookup::new(&tables);
