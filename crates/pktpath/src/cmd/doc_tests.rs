@@ -1,5 +1,6 @@
 //! Docs that cannot rot: every `pktpath ...` command line shown in README.md and docs/
-//! parses with the CLI definition, and every relative link points at a file that exists.
+//! parses with the CLI definition, and every relative link points at a file (and heading)
+//! that exists.
 
 use std::path::{Path, PathBuf};
 
@@ -161,6 +162,49 @@ fn every_command_line_in_the_docs_parses() {
     );
 }
 
+/// GitHub's anchor for a heading: lower case, punctuation other than `-` and `_` dropped,
+/// spaces as `-`.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of a Markdown document's headings (outside code blocks); a repeated
+/// heading's anchors get `-1`, `-2`, ... as on GitHub.
+fn anchors(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        let Some(heading) = line.strip_prefix('#').map(|h| h.trim_start_matches('#')) else {
+            continue;
+        };
+        if fenced || !heading.starts_with(' ') {
+            continue;
+        }
+        let base = slug(&heading.replace('`', ""));
+        let mut anchor = base.clone();
+        let mut n = 0;
+        while out.contains(&anchor) {
+            n += 1;
+            anchor = format!("{base}-{n}");
+        }
+        out.push(anchor);
+    }
+    out
+}
+
 #[test]
 fn every_relative_link_in_the_docs_exists() {
     let mut broken = Vec::new();
@@ -170,16 +214,21 @@ fn every_relative_link_in_the_docs_exists() {
             for part in line.split("](").skip(1) {
                 let Some(end) = part.find(')') else { continue };
                 let target = &part[..end];
-                if target.is_empty()
-                    || target.starts_with('#')
-                    || target.contains("://")
-                    || target.starts_with("mailto:")
-                {
+                if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
                     continue;
                 }
-                let file = target.split('#').next().unwrap_or(target);
-                let path = doc.parent().expect("in a directory").join(file);
-                if !path.exists() {
+                let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+                let path = if file.is_empty() {
+                    doc.clone()
+                } else {
+                    doc.parent().expect("in a directory").join(file)
+                };
+                let found = path.exists()
+                    && (anchor.is_empty()
+                        || path.extension().is_none_or(|e| e != "md")
+                        || std::fs::read_to_string(&path)
+                            .is_ok_and(|t| anchors(&t).iter().any(|a| a == anchor)));
+                if !found {
                     broken.push(format!(
                         "{}:{}: {target}",
                         doc.strip_prefix(root()).unwrap_or(&doc).display(),
@@ -190,6 +239,14 @@ fn every_relative_link_in_the_docs_exists() {
         }
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn anchors_are_made_as_github_makes_them() {
+    assert_eq!(
+        anchors("# A b\n```\n# not\n```\n## The `route` verbs (2026-12-05, 01:16 UTC)\n### A b\n"),
+        ["a-b", "the-route-verbs-2026-12-05-0116-utc", "a-b-1"]
+    );
 }
 
 #[test]
