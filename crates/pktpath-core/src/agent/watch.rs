@@ -1,0 +1,111 @@
+//! Noticing that the configuration files changed: inotify on the directories that hold
+//! them. Editors and configuration management replace a file by renaming a new one over
+//! it, which a watch on the file itself would miss (it follows the old inode); a watch on
+//! the directory sees the rename, a write in place and a re-creation alike.
+
+use std::{
+    ffi::OsString,
+    os::fd::{AsRawFd, RawFd},
+    path::{Path, PathBuf},
+};
+
+use inotify::{Inotify, WatchMask};
+
+use super::AgentError;
+
+/// Watches the directories of a set of files and says when one of the files changed.
+pub struct FileWatch {
+    inotify: Inotify,
+    /// (directory watch, file name) of each file watched.
+    files: Vec<(inotify::WatchDescriptor, OsString)>,
+    buffer: Vec<u8>,
+}
+
+impl FileWatch {
+    /// Watches `files` (each through its directory, which must exist).
+    pub fn new(files: &[&Path]) -> Result<Self, AgentError> {
+        let inotify = Inotify::init().map_err(|source| AgentError::Watch {
+            what: "inotify_init".to_owned(),
+            source,
+        })?;
+        let mut watches = Vec::new();
+        for file in files {
+            let dir = directory_of(file);
+            let name = file
+                .file_name()
+                .ok_or_else(|| AgentError::NotAFile {
+                    path: file.display().to_string(),
+                })?
+                .to_owned();
+            let wd = inotify
+                .watches()
+                .add(
+                    &dir,
+                    WatchMask::CLOSE_WRITE
+                        | WatchMask::MOVED_TO
+                        | WatchMask::CREATE
+                        | WatchMask::DELETE
+                        | WatchMask::MOVED_FROM,
+                )
+                .map_err(|source| AgentError::Watch {
+                    what: format!("watching directory {}", dir.display()),
+                    source,
+                })?;
+            watches.push((wd, name));
+        }
+        Ok(Self {
+            inotify,
+            files: watches,
+            buffer: vec![0; 4096],
+        })
+    }
+
+    /// Reads the events pending (never blocks); true when one concerns a watched file.
+    pub fn changed(&mut self) -> Result<bool, AgentError> {
+        let mut hit = false;
+        loop {
+            let events = match self.inotify.read_events(&mut self.buffer) {
+                Ok(events) => events,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(hit),
+                Err(source) => {
+                    return Err(AgentError::Watch {
+                        what: "reading inotify events".to_owned(),
+                        source,
+                    });
+                }
+            };
+            let mut any = false;
+            for event in events {
+                any = true;
+                if event.mask.contains(inotify::EventMask::Q_OVERFLOW) {
+                    hit = true;
+                }
+                if let Some(name) = event.name
+                    && self
+                        .files
+                        .iter()
+                        .any(|(wd, file)| *wd == event.wd && file == name)
+                {
+                    hit = true;
+                }
+            }
+            if !any {
+                return Ok(hit);
+            }
+        }
+    }
+}
+
+impl AsRawFd for FileWatch {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inotify.as_raw_fd()
+    }
+}
+
+/// The directory holding `file` (`.` for a bare file name).
+fn directory_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
