@@ -336,7 +336,8 @@ impl Drop for Prometheus {
 #[test]
 fn prometheus_scrapes_counters_equal_to_route_stats_and_the_data_path_outlives_the_agent() {
     let l = Lab::new("agent-prom");
-    let agent = l.agent(&[]);
+    // Netlink clsact here, TCX (probed) in the reload test: the agent adopts either.
+    let agent = l.agent(&["--tc-mode", "netlink"]);
     assert!(
         agent.log().contains("attached at"),
         "attach logged: {}",

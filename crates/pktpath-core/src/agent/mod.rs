@@ -30,7 +30,7 @@ use self::{
     watch::FileWatch,
 };
 use crate::{
-    datapath::attach::{self, AttachError, Layout, Writer},
+    datapath::attach::{self, AttachError, Layout, TcMode, Writer},
     route::{
         compile::PolicySet,
         config::{ConfigError, Source},
@@ -73,6 +73,8 @@ pub struct Options {
     pub layout: Layout,
     /// Where to serve /metrics, /healthz and /readyz (None: no HTTP server).
     pub metrics_listen: Option<SocketAddr>,
+    /// How to hook into TC when attaching (None: probe, TCX where the kernel has it).
+    pub tc_mode: Option<TcMode>,
     /// Detach the data path when stopping (otherwise it keeps forwarding).
     pub detach_on_exit: bool,
     /// How long a reload waits for another writer of the data path.
@@ -187,7 +189,7 @@ impl Agent {
         let layout = &self.options.layout;
         let writer = self.lock()?;
         let config = Source::read(&self.options.config)?;
-        let report = attach::attach_source(&writer, &config, None)?;
+        let report = attach::attach_source(&writer, &config, self.options.tc_mode)?;
         if report.attached.is_empty() {
             log::info!(
                 "adopted the data path attached at {} ({}, {})",
@@ -235,7 +237,7 @@ impl Agent {
         skip_unchanged: bool,
     ) -> Result<Option<attach::ApplyReport>, AgentError> {
         let config = Source::read(&self.options.config)?;
-        let report = attach::attach_source(writer, &config, None)?;
+        let report = attach::attach_source(writer, &config, self.options.tc_mode)?;
         if !report.attached.is_empty() {
             log::warn!(
                 "re-attached {} (missing from the data path at {})",

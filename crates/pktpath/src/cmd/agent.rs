@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use pktpath_core::{
     agent::{self, Options},
-    datapath::attach::{DEFAULT_PIN_DIR, Layout},
+    datapath::attach::{DEFAULT_PIN_DIR, Layout, TcMode},
     sys::caps::{Capability, Privileges},
 };
 
@@ -53,12 +53,26 @@ pub struct Args {
         default_value = DEFAULT_PIN_DIR
     )]
     pin_dir: PathBuf,
+    /// How to hook into TC: `auto` probes the kernel (in a scratch network namespace) and
+    /// takes TCX when it works.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    tc_mode: TcModeArg,
     /// Detach the data path (remove its pins) when the agent stops.
     #[arg(long)]
     detach_on_exit: bool,
     /// How long a reload waits for another pktpath changing the data path.
     #[arg(long, value_name = "SECONDS", default_value = "20", value_parser = parse_wait)]
     wait: Duration,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TcModeArg {
+    /// TCX where the kernel has it (probed), netlink clsact otherwise.
+    Auto,
+    /// TCX links (bpf_link, Linux 6.6+), pinned.
+    Tcx,
+    /// A clsact qdisc and cls_bpf direct-action filters, over netlink.
+    Netlink,
 }
 
 fn parse_wait(text: &str) -> Result<Duration, String> {
@@ -80,6 +94,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         runtime: args.runtime,
         layout: Layout::new(args.pin_dir),
         metrics_listen: args.metrics_listen,
+        tc_mode: match args.tc_mode {
+            TcModeArg::Auto => None,
+            TcModeArg::Tcx => Some(TcMode::Tcx),
+            TcModeArg::Netlink => Some(TcMode::Netlink),
+        },
         detach_on_exit: args.detach_on_exit,
         wait: args.wait,
     })?;
