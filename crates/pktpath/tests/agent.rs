@@ -536,6 +536,11 @@ fn reloads_swap_good_files_and_keep_the_running_set_on_bad_ones() {
         generation(&agent).filter(|&g| g != first)
     });
     assert_eq!(agent.sample("pktpath_policies"), Some(4.0));
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("{} changed: reloading", l.runtime)),
+        "the reload names the file: {log}"
+    );
     let ids: Vec<String> = l.dp.json(&["show"])["policies"]
         .as_array()
         .unwrap()
@@ -619,4 +624,50 @@ fn reloads_swap_good_files_and_keep_the_running_set_on_bad_ones() {
     eprintln!("{sent} datagrams across 4 generations and a refused file, none lost");
     let (code, log) = agent.stop(libc::SIGTERM);
     assert_eq!(code, Some(0), "{log}");
+}
+
+/// A data path that cannot be attached stops the agent at start: exit 1, one line naming
+/// what to fix, nothing left behind.
+#[test]
+fn an_agent_that_cannot_attach_exits_with_one_line() {
+    require_root();
+    let _bpffs = BpffsGuard::ensure();
+    let ns = pktpath_tests::NetnsGuard::new("agent-fail");
+    let scratch = Scratch::new("agent-fail");
+    let config = scratch.write(
+        "configuration.json",
+        r#"{ "version": 1, "interfaces": [ { "name": "nosuch0" } ], "next_hops": [], "tables": [] }"#,
+    );
+    let runtime = scratch.write(
+        "runtimeConfiguration.json",
+        "{ \"version\": 1, \"policies\": [] }",
+    );
+    let pin = pktpath_tests::PinGuard::new("agent-fail");
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", ns.name))
+        .args([
+            PKTPATH,
+            "agent",
+            "--config",
+            &config,
+            "--runtime",
+            &runtime,
+            "--pin-dir",
+        ])
+        .arg(&pin.path)
+        .output()
+        .expect("run nsenter");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("pktpath: interface nosuch0 (named in") && last.contains("create it"),
+        "{err}"
+    );
+    assert!(!pin.path.exists(), "no pins left");
+    let layout = pktpath_core::datapath::attach::Layout::new(&pin.path);
+    assert!(
+        !layout.state_dir().exists() && !layout.lock_file().exists(),
+        "no state left"
+    );
 }

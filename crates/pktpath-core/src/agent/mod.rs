@@ -139,6 +139,7 @@ pub fn run(options: Options) -> Result<(), AgentError> {
     };
 
     let mut pending: Option<Instant> = None;
+    let mut changed = Vec::new();
     let stop = loop {
         let timeout = pending.map(|at| at.saturating_duration_since(Instant::now()));
         let ready = poll_readable(&[signals.as_raw_fd(), watch.as_raw_fd()], timeout)?;
@@ -156,18 +157,15 @@ pub fn run(options: Options) -> Result<(), AgentError> {
         if let Some(sig) = stop {
             break sig;
         }
-        if ready[1] && watch.changed()? {
+        if ready[1] && watch.changed(&mut changed)? {
             // Let the writer finish (an editor's write, rename and chmod come apart).
             pending = Some(Instant::now() + SETTLE);
             continue;
         }
         if pending.is_some_and(|at| Instant::now() >= at) {
             pending = None;
-            log::info!(
-                "{} or {} changed: reloading",
-                options.config.display(),
-                options.runtime.display()
-            );
+            let names: Vec<String> = changed.drain(..).map(|p| p.display().to_string()).collect();
+            log::info!("{} changed: reloading", names.join(" and "));
             agent.reload(true);
         }
     };

@@ -16,8 +16,8 @@ use super::AgentError;
 /// Watches the directories of a set of files and says when one of the files changed.
 pub struct FileWatch {
     inotify: Inotify,
-    /// (directory watch, file name) of each file watched.
-    files: Vec<(inotify::WatchDescriptor, OsString)>,
+    /// (directory watch, file name, the path as given) of each file watched.
+    files: Vec<(inotify::WatchDescriptor, OsString, PathBuf)>,
     buffer: Vec<u8>,
 }
 
@@ -51,7 +51,7 @@ impl FileWatch {
                     what: format!("watching directory {}", dir.display()),
                     source,
                 })?;
-            watches.push((wd, name));
+            watches.push((wd, name, file.to_path_buf()));
         }
         Ok(Self {
             inotify,
@@ -60,13 +60,21 @@ impl FileWatch {
         })
     }
 
-    /// Reads the events pending (never blocks); true when one concerns a watched file.
-    pub fn changed(&mut self) -> Result<bool, AgentError> {
-        let mut hit = false;
+    /// Reads the events pending (never blocks); adds the watched files they concern to
+    /// `changed` (all of them when the kernel's queue overflowed). True when an event
+    /// concerned a watched file.
+    pub fn changed(&mut self, changed: &mut Vec<PathBuf>) -> Result<bool, AgentError> {
+        let mut seen = false;
+        let mut hit = |path: &PathBuf| {
+            seen = true;
+            if !changed.contains(path) {
+                changed.push(path.clone());
+            }
+        };
         loop {
             let events = match self.inotify.read_events(&mut self.buffer) {
                 Ok(events) => events,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(hit),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(seen),
                 Err(source) => {
                     return Err(AgentError::Watch {
                         what: "reading inotify events".to_owned(),
@@ -77,20 +85,15 @@ impl FileWatch {
             let mut any = false;
             for event in events {
                 any = true;
-                if event.mask.contains(inotify::EventMask::Q_OVERFLOW) {
-                    hit = true;
-                }
-                if let Some(name) = event.name
-                    && self
-                        .files
-                        .iter()
-                        .any(|(wd, file)| *wd == event.wd && file == name)
-                {
-                    hit = true;
+                for (wd, file, path) in &self.files {
+                    let overflow = event.mask.contains(inotify::EventMask::Q_OVERFLOW);
+                    if overflow || (*wd == event.wd && event.name == Some(file.as_os_str())) {
+                        hit(path);
+                    }
                 }
             }
             if !any {
-                return Ok(hit);
+                return Ok(seen);
             }
         }
     }
