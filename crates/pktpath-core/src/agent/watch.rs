@@ -112,3 +112,43 @@ fn directory_of(file: &Path) -> PathBuf {
         _ => PathBuf::from("."),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FileWatch;
+
+    #[test]
+    fn renames_over_writes_in_place_and_recreations_are_seen_other_files_are_not() {
+        let dir = std::env::temp_dir().join(format!("pktpath-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+        std::fs::write(&a, "1").unwrap();
+        let mut watch = FileWatch::new(&[&a, &b]).expect("watch the directory");
+        let mut changed = Vec::new();
+
+        // Nothing yet; a file beside them is not theirs.
+        assert!(!watch.changed(&mut changed).unwrap());
+        std::fs::write(dir.join("a.json.tmp"), "2").unwrap();
+        assert!(!watch.changed(&mut changed).unwrap());
+        assert!(changed.is_empty());
+
+        // An editor's save: a new file renamed over the old one.
+        std::fs::rename(dir.join("a.json.tmp"), &a).unwrap();
+        assert!(watch.changed(&mut changed).unwrap());
+        assert_eq!(changed, std::slice::from_ref(&a));
+
+        // A write in place, and a file that did not exist at start.
+        std::fs::write(&a, "3").unwrap();
+        std::fs::write(&b, "1").unwrap();
+        assert!(watch.changed(&mut changed).unwrap());
+        assert_eq!(changed, [a.clone(), b.clone()], "each file once");
+
+        // Removed and created again.
+        changed.clear();
+        std::fs::remove_file(&b).unwrap();
+        std::fs::write(&b, "2").unwrap();
+        assert!(watch.changed(&mut changed).unwrap());
+        assert_eq!(changed, [b]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

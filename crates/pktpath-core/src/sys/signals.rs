@@ -114,3 +114,32 @@ pub fn poll_readable(
         .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{os::fd::AsRawFd as _, time::Duration};
+
+    use super::{SignalPipe, poll_readable};
+
+    #[test]
+    fn a_signal_becomes_a_readable_byte_in_order() {
+        let pipe = SignalPipe::install(&[libc::SIGUSR1, libc::SIGUSR2]).expect("install");
+        let fd = pipe.as_raw_fd();
+        assert_eq!(
+            poll_readable(&[fd], Some(Duration::from_millis(10))).unwrap(),
+            [false]
+        );
+        assert!(pipe.take().is_empty());
+        // SAFETY: raise(3) with signals whose handlers were just installed.
+        unsafe {
+            libc::raise(libc::SIGUSR1);
+            libc::raise(libc::SIGUSR2);
+        }
+        assert_eq!(
+            poll_readable(&[fd], Some(Duration::from_secs(1))).unwrap(),
+            [true]
+        );
+        assert_eq!(pipe.take(), [libc::SIGUSR1, libc::SIGUSR2]);
+        assert!(pipe.take().is_empty());
+    }
+}
