@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# pktpath's benchmarks (issue 5) in one command, as root:
+# pktpath's benchmarks in one command, as root:
 #
 #   bash bench/run.sh            # every part: classify forward update trace latency
 #   bash bench/run.sh forward    # one part (or several)

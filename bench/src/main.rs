@@ -1,4 +1,4 @@
-//! pktpath benchmarks (issue 5). Run as root, normally through `bash bench/run.sh [PART...]`,
+//! pktpath benchmarks. Run as root, normally through `bash bench/run.sh [PART...]`,
 //! which builds this and `pktpath` in release mode first.
 //!
 //! `pktpath-bench [PART...]` runs the named parts (default: all), in this order:

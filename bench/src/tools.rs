@@ -18,7 +18,8 @@ use crate::{
     routecli::pktpath_bin,
 };
 
-/// The hooks both tools attach to (pktpath trace's default set).
+/// The hooks both tools attach to: the eight of pktpath trace's default set that see
+/// packets (the default adds two route lookup hooks).
 pub const HOOKS: [&str; 8] = [
     "net:napi_gro_receive_entry",
     "net:netif_rx",

@@ -387,3 +387,35 @@ impl Drop for BpffsGuard {
         }
     }
 }
+
+/// A directory created for another user (owner `uid`, group the same number, `mode`), as an
+/// administrator prepares one for a service; removed with its contents on drop.
+#[derive(Debug)]
+pub struct OwnedDirGuard {
+    pub path: PathBuf,
+}
+
+impl OwnedDirGuard {
+    /// A fresh, unique directory under `parent`.
+    pub fn new(parent: &std::path::Path, label: &str, uid: u32, mode: u32) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = parent.join(names::netns(label));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        let guard = Self { path };
+        std::os::unix::fs::chown(&guard.path, Some(uid), Some(uid))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", guard.path.display()));
+        std::fs::set_permissions(&guard.path, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", guard.path.display()));
+        guard
+    }
+}
+
+impl Drop for OwnedDirGuard {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("cleanup of {}: {e}", self.path.display());
+        }
+    }
+}

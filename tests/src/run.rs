@@ -100,3 +100,86 @@ where
         })
         .expect("enter namespace")
 }
+
+/// A copy of a binary that other users can run (the build tree may not be reachable for
+/// them), in a world-readable temporary directory removed on drop.
+pub struct SharedBinary {
+    dir: std::path::PathBuf,
+    pub path: std::path::PathBuf,
+}
+
+impl SharedBinary {
+    pub fn new(bin: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(crate::names::netns("bin"));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod temp dir");
+        let path = dir.join("pktpath");
+        std::fs::copy(bin, &path).expect("copy binary");
+        Self { dir, path }
+    }
+
+    /// The binary run as `uid` (group the same number, no supplementary groups) holding
+    /// exactly the capabilities `caps` (setpriv's names: `bpf`, `net_admin`, `perfmon`) as
+    /// ambient capabilities, in network namespace `netns` when given (`nsenter --net`, the
+    /// mount namespace stays the host's). PKTPATH_* and RUNTIME_DIRECTORY are not passed on.
+    pub fn command(&self, uid: u32, caps: &[&str], netns: Option<&str>) -> Command {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("setpriv");
+                c
+            }
+            None => Command::new("setpriv"),
+        };
+        cmd.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .arg("--clear-groups");
+        if caps.is_empty() {
+            cmd.arg("--inh-caps=-all");
+        } else {
+            let list: Vec<String> = caps.iter().map(|c| format!("+{c}")).collect();
+            let list = list.join(",");
+            cmd.arg(format!("--inh-caps={list}"))
+                .arg(format!("--ambient-caps={list}"));
+        }
+        cmd.arg("--")
+            .arg(&self.path)
+            .current_dir("/")
+            .env_remove("PKTPATH_STATE_DIR")
+            .env_remove("PKTPATH_PIN_DIR")
+            .env_remove("RUNTIME_DIRECTORY");
+        cmd
+    }
+}
+
+impl Drop for SharedBinary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `cmd` to its end, killing it after `limit`; panics when it had to be killed.
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("wait for child").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "{cmd:?} still running after {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect output")
+}

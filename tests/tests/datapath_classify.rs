@@ -310,6 +310,50 @@ fn forwarding_decrements_ttl_fixes_the_checksum_and_rewrites_macs() {
     assert_eq!(dp.run(&arp, 0).0, TC_ACT_OK);
     let truncated = &frame::build(&p4, &FrameOptions::default())[..36];
     assert_eq!(dp.run(truncated, 0).0, TC_ACT_OK);
+
+    // Headers the kernel's IP input refuses go to the stack untouched, although a policy
+    // forwards the packet: a wrong IPv4 checksum, an IPv4 total length beyond the frame or
+    // under the header's, an IPv6 payload length beyond the frame.
+    let good = frame::build(&p4, &FrameOptions::default());
+    assert_eq!(
+        dp.run(&good, 0).0,
+        TC_ACT_REDIRECT,
+        "the valid frame is forwarded"
+    );
+    let mut odd = Vec::new();
+    let mut bad_sum = good.clone();
+    bad_sum[14 + 10] ^= 0x01;
+    odd.push(("wrong IPv4 header checksum", bad_sum));
+    let with_len = |len: u16| {
+        let mut f = good.clone();
+        f[16..18].copy_from_slice(&len.to_be_bytes());
+        let sum = ipv4_checksum(&{
+            let mut h = f[14..34].to_vec();
+            h[10] = 0;
+            h[11] = 0;
+            h
+        });
+        f[24..26].copy_from_slice(&sum.to_be_bytes());
+        f
+    };
+    odd.push((
+        "IPv4 total length beyond the frame",
+        with_len(good.len() as u16),
+    ));
+    odd.push(("IPv4 total length under the header's", with_len(19)));
+    let mut v6 = frame::build(&p6, &FrameOptions::default());
+    let beyond = (v6.len() - 14 - 40 + 1) as u16;
+    v6[18..20].copy_from_slice(&beyond.to_be_bytes());
+    odd.push(("IPv6 payload length beyond the frame", v6));
+    for (what, f) in &odd {
+        let (verdict, _, out) = dp.run(f, 0);
+        assert_eq!(verdict, TC_ACT_OK, "{what}: passed to the stack");
+        assert_eq!(&out, f, "{what}: untouched");
+    }
+    // A valid total length shorter than the frame (Ethernet padding) is forwarded.
+    let mut padded = good.clone();
+    padded.extend_from_slice(&[0; 8]);
+    assert_eq!(dp.run(&padded, 0).0, TC_ACT_REDIRECT, "padded frame");
 }
 
 /// `route get` marks its test runs in the control buffer (`cb[0]` a nonce, `cb[1..3]`

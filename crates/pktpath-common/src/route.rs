@@ -28,9 +28,12 @@ pub struct IfaceCounters {
     /// Packets dropped by a policy.
     pub dropped_packets: u64,
     pub dropped_bytes: u64,
-    /// Packets the program could not handle (malformed, helper failure); passed on.
+    /// Packets the program could not handle (a helper failed); passed on.
     pub error_packets: u64,
-    pub _reserved: u64,
+    /// Packets whose headers the kernel's IP input would refuse (bad checksum, lengths
+    /// beyond the frame, cut headers); passed on untouched (the stack drops them). Also
+    /// counted in `passed_*`.
+    pub invalid_packets: u64,
 }
 crate::assert_size!(IfaceCounters, 64);
 crate::impl_pod!(IfaceCounters);
@@ -45,6 +48,7 @@ impl IfaceCounters {
         self.dropped_packets += other.dropped_packets;
         self.dropped_bytes += other.dropped_bytes;
         self.error_packets += other.error_packets;
+        self.invalid_packets += other.invalid_packets;
     }
 }
 
@@ -369,6 +373,7 @@ pub const OUTCOME_PASSED: u8 = 0;
 pub const OUTCOME_FORWARDED: u8 = 1;
 pub const OUTCOME_DROPPED: u8 = 2;
 pub const OUTCOME_ERROR: u8 = 3;
+pub const OUTCOME_INVALID: u8 = 4;
 
 /// `__sk_buff.cb[1..3]` of a `route get` test run, beside its nonce in `cb[0]`. A real
 /// packet's control buffer holds whatever the layers before TC left there (the sender's IP
@@ -491,6 +496,7 @@ pub fn outcome_name(outcome: u8) -> &'static str {
         OUTCOME_PASSED => "passed",
         OUTCOME_FORWARDED => "forwarded",
         OUTCOME_DROPPED => "dropped",
+        OUTCOME_INVALID => "invalid",
         _ => "error",
     }
 }

@@ -2,6 +2,7 @@
 //! running kernel's layout, probing kernel features, the demo's lab of network namespaces, and the system seams (capabilities,
 //! mounts, network namespaces) the trace and route features stand on.
 
+pub mod access;
 pub mod agent;
 pub mod btf;
 pub mod datapath;

@@ -4,6 +4,14 @@
 //! What is classified: fragments (first or not) carry no ports, so every fragment of a
 //! datagram gets the same decision; an IPv6 packet whose extension headers do not resolve
 //! to an upper layer within four headers is not classified (passed to the stack).
+//!
+//! What is refused as malformed, as the kernel's IP input would (the stack then drops it
+//! and counts the reason): an IPv4 header whose version is not 4, whose length is under 20
+//! bytes, whose total length is under its header length or beyond the frame, or (without
+//! options) whose checksum is wrong; an IPv6 header whose version is not 6 or whose payload
+//! length reaches beyond the frame. A length of 0 on a packet larger than 64 KiB is the
+//! kernel's own BIG TCP aggregate, not an error. (The checksum of a header with options is
+//! left to the stack, which gets such packets anyway.)
 
 use aya_ebpf::{
     bindings::{bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, bpf_check_mtu_ret::BPF_MTU_CHK_RET_SUCCESS},
@@ -87,15 +95,45 @@ unsafe fn word(p: *const u8) -> u32 {
     unsafe { p.cast::<u32>().read_unaligned() }
 }
 
+/// Whether the 20-byte IPv4 header at `ip` has a valid checksum: its 16-bit words add up,
+/// in ones' complement, to 0xffff. The sum does not depend on byte order, so the words are
+/// read as they lie, four bytes at a time.
+///
+/// # Safety
+/// `ip` must be valid for 20 bytes.
+#[inline(always)]
+unsafe fn checksum_ok(ip: *const u8) -> bool {
+    let mut sum = 0u64;
+    for i in 0..5 {
+        // SAFETY: the caller checked 20 bytes; word reads unaligned.
+        sum += u64::from(unsafe { word(ip.add(4 * i)) });
+    }
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum == 0xffff
+}
+
 #[inline(always)]
 fn parse_v4(ctx: &TcContext) -> Result<Parsed, Malformed> {
     let ip = ptr_at::<[u8; 20]>(ctx, ETH_HLEN)?.cast::<u8>();
+    // Checked first, before the fields are read: fewer values live at once (the program's
+    // stack is at its limit).
     // SAFETY: ptr_at checked that the 20 bytes of a minimal IPv4 header are in the packet.
-    let (ver_ihl, tos, tot_len, frag, ttl, proto, src, dst) = unsafe {
+    let (ver_ihl, tot_len) = unsafe { (*ip, u16::from_be_bytes([*ip.add(2), *ip.add(3)])) };
+    let ihl = (ver_ihl & 0x0f) as usize * 4;
+    let room = ctx.len().saturating_sub(ETH_HLEN as u32);
+    let len_ok =
+        (tot_len as u32 >= ihl as u32 && tot_len as u32 <= room) || (tot_len == 0 && room > 0xffff);
+    // SAFETY: as above, 20 bytes.
+    if ver_ihl >> 4 != 4 || ihl < 20 || !len_ok || (ihl == 20 && !unsafe { checksum_ok(ip) }) {
+        return Err(Malformed);
+    }
+    // SAFETY: as above.
+    let (tos, frag, ttl, proto, src, dst) = unsafe {
         (
-            *ip,
             *ip.add(1),
-            u16::from_be_bytes([*ip.add(2), *ip.add(3)]),
             u16::from_be_bytes([*ip.add(6), *ip.add(7)]),
             *ip.add(8),
             *ip.add(9),
@@ -103,10 +141,6 @@ fn parse_v4(ctx: &TcContext) -> Result<Parsed, Malformed> {
             word(ip.add(16)),
         )
     };
-    let ihl = (ver_ihl & 0x0f) as usize * 4;
-    if ver_ihl >> 4 != 4 || ihl < 20 {
-        return Err(Malformed);
-    }
     let mut p = Parsed {
         family: FAMILY_V4,
         proto,
@@ -139,7 +173,10 @@ fn parse_v6(ctx: &TcContext) -> Result<Option<Parsed>, Malformed> {
         return Err(Malformed);
     }
     let tclass = ((b0 & 0x0f) << 4) | (b1 >> 4);
-    let payload = u16::from_be_bytes([ip[4], ip[5]]);
+    let payload = u16::from_be_bytes([ip[4], ip[5]]) as u32;
+    if payload > ctx.len().saturating_sub(ETH_HLEN as u32 + 40) {
+        return Err(Malformed);
+    }
     let mut next = ip[6];
     let mut p = Parsed {
         family: FAMILY_V6,
@@ -151,7 +188,7 @@ fn parse_v6(ctx: &TcContext) -> Result<Option<Parsed>, Malformed> {
         ports: false,
         src: [0; 4],
         dst: [0; 4],
-        l3_len: payload as u32 + 40,
+        l3_len: payload + 40,
         has_options: false,
         fragment: false,
         hdr: [b0, b1],

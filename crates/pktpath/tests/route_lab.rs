@@ -15,14 +15,10 @@ use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
     time::{Duration, Instant},
 };
 
-use common::{Attachment, SVC4, SVC6, Scratch, iface_counter, in_echos, policy};
+use common::{Attachment, SVC4, SVC6, Scratch, Stream, iface_counter, in_echos, policy};
 use pktpath_core::sys::netns::NetNs;
 use pktpath_tests::{
     AddrGuard, BpffsGuard, NetnsGuard, RouteGuard, RouterLab, SysctlGuard, require_root, run,
@@ -531,78 +527,14 @@ fn policy_swaps_under_a_running_stream_lose_nothing() {
     );
     l.dp.json(&["apply", &a]);
 
-    let rx = in_ns(&l.lab.up1.handle(), "bind in up1", || {
-        UdpSocket::bind(SocketAddr::new(svc(false), PORT))
-    });
-    rx.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let tx = in_ns(&l.lab.client.handle(), "bind in the client", || {
-        UdpSocket::bind(SocketAddr::new(client_addr(false), 0))
-    });
-    let stop_tx = Arc::new(AtomicBool::new(false));
-    let stop_rx = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
-    let receiver = {
-        let (stop, received) = (stop_rx.clone(), received.clone());
-        std::thread::spawn(move || {
-            let mut seen = Vec::<bool>::new();
-            let mut buf = [0u8; 64];
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(n) = rx.recv(&mut buf) else { continue };
-                assert_eq!(n, 8, "datagram arrived intact");
-                let seq = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
-                if seen.len() <= seq {
-                    seen.resize(seq + 1, false);
-                }
-                seen[seq] = true;
-                received.fetch_add(1, Ordering::Relaxed);
-            }
-            seen
-        })
-    };
-    // Bursts of 4 datagrams a millisecond at most (a few thousand a second): far below
-    // what veth backlogs (1000 packets per CPU, drained continuously) and the receive
-    // buffer hold, so any loss would be the data path's.
-    let sender = {
-        let stop = stop_tx.clone();
-        let dst = SocketAddr::new(svc(false), PORT);
-        std::thread::spawn(move || {
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                for _ in 0..4 {
-                    tx.send_to(&seq.to_be_bytes(), dst).expect("send");
-                    seq += 1;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            seq
-        })
-    };
-    let wait_for = |n: u64, what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while received.load(Ordering::Relaxed) < n {
-            assert!(
-                Instant::now() < deadline,
-                "{what}: {} of {n} datagrams arrived",
-                received.load(Ordering::Relaxed)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait_for(50, "stream running before the swaps");
+    let stream = Stream::start(&l.lab, PORT);
+    stream.wait_for(50, "stream running before the swaps");
     let mut generations = Vec::new();
     for i in 0..SWAPS {
         let set = if i % 2 == 0 { &b } else { &a };
         generations.push(l.dp.json(&["apply", set])["applied"]["generation"].clone());
     }
-    stop_tx.store(true, Ordering::Relaxed);
-    let sent = sender.join().unwrap();
-    wait_for(sent, "stream drained after the swaps");
-    stop_rx.store(true, Ordering::Relaxed);
-    let seen = receiver.join().unwrap();
-    let missing: Vec<usize> = (0..sent as usize)
-        .filter(|&s| !seen.get(s).copied().unwrap_or(false))
-        .collect();
+    let (sent, missing) = stream.stop();
     assert!(
         missing.is_empty(),
         "{} of {sent} datagrams lost across {SWAPS} swaps: {missing:?}",

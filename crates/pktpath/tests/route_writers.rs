@@ -10,12 +10,8 @@
 mod common;
 
 use std::{
-    net::{SocketAddr, UdpSocket},
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -37,6 +33,7 @@ struct Lab {
     _bpffs: BpffsGuard,
     a: String,
     b: String,
+    config: String,
 }
 
 impl Lab {
@@ -65,7 +62,13 @@ impl Lab {
             _bpffs: bpffs,
             a,
             b,
+            config,
         }
+    }
+
+    /// The apply serial in use (`route stats`).
+    fn generation(&self) -> u64 {
+        self.dp.stats()["generation"].as_u64().expect("generation")
     }
 
     /// `pktpath route ... apply FILE` started in the router namespace, not waited for.
@@ -172,13 +175,27 @@ fn random() -> impl FnMut() -> u64 {
     }
 }
 
-/// Runs `child` for a random part of `span`, then kills it (SIGKILL); its stderr.
-fn kill_within(mut child: Child, span: Duration, next: &mut impl FnMut() -> u64) -> String {
-    std::thread::sleep(span.mul_f64((next() % 1000) as f64 / 1000.0));
+/// Runs `child` for `from` and a random part of `window`, then kills it (SIGKILL): its
+/// stderr, and whether the kill found it still running.
+fn kill_within(
+    mut child: Child,
+    from: Duration,
+    window: Duration,
+    next: &mut impl FnMut() -> u64,
+) -> (String, bool) {
+    std::thread::sleep(from + window.mul_f64((next() % 1000) as f64 / 1000.0));
+    let running = child.try_wait().expect("poll pktpath").is_none();
     // nsenter execs pktpath: the child is pktpath itself.
     let _ = child.kill();
     let out = child.wait_with_output().expect("wait for pktpath");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    (String::from_utf8_lossy(&out.stderr).into_owned(), running)
+}
+
+/// The lines of `stderr` that say what was done about a killed writer.
+fn recoveries(stderr: &str) -> impl Iterator<Item = &str> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("rolled back") || l.contains("finished"))
 }
 
 fn dst(i: usize) -> String {
@@ -296,7 +313,7 @@ fn a_second_writer_waits_then_names_the_holder() {
     assert_eq!(l.running_set(5, 1), 'a');
 }
 
-/// Applies killed with SIGKILL at random points, 30 times, while a UDP stream that both
+/// Applies killed with SIGKILL at random points, 30 times or more, while a UDP stream that both
 /// sets forward crosses the router: after each kill the answers come from one whole set
 /// (the one `show` names), the next apply recovers and succeeds, and no datagram of the
 /// stream is lost.
@@ -310,78 +327,55 @@ fn applies_killed_at_random_points_leave_one_whole_set() {
     assert!(out.status.success());
     let span = start.elapsed().mul_f64(1.2);
 
-    let rx = l
-        .lab
-        .up1
-        .handle()
-        .run(|| UdpSocket::bind(SocketAddr::new(SVC4.parse().unwrap(), STREAM_PORT)))
-        .expect("enter up1")
-        .expect("bind in up1");
-    rx.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let tx = l
-        .lab
-        .client
-        .handle()
-        .run(|| UdpSocket::bind(SocketAddr::new(RouterLab::CLIENT4.parse().unwrap(), 0)))
-        .expect("enter the client")
-        .expect("bind in the client");
-    let stop_tx = Arc::new(AtomicBool::new(false));
-    let stop_rx = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
-    let receiver = {
-        let (stop, received) = (stop_rx.clone(), received.clone());
-        std::thread::spawn(move || {
-            let mut seen = Vec::<bool>::new();
-            let mut buf = [0u8; 64];
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(8) = rx.recv(&mut buf) else { continue };
-                let seq = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
-                if seen.len() <= seq {
-                    seen.resize(seq + 1, false);
-                }
-                seen[seq] = true;
-                received.fetch_add(1, Ordering::Relaxed);
-            }
-            seen
-        })
-    };
-    // A few thousand datagrams a second: far below what the veth backlogs and the receive
-    // buffer hold, so a loss would be the data path's.
-    let sender = {
-        let stop = stop_tx.clone();
-        let dst = SocketAddr::new(SVC4.parse().unwrap(), STREAM_PORT);
-        std::thread::spawn(move || {
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                for _ in 0..4 {
-                    tx.send_to(&seq.to_be_bytes(), dst).expect("send");
-                    seq += 1;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            seq
-        })
-    };
-
+    let stream = common::Stream::start(&l.lab, STREAM_PORT);
+    stream.wait_for(50, "stream running before the kills");
     eprintln!("kill points over {span:?}");
     let mut next = random();
     let mut recovered = Vec::new();
     let mut killed_mid_run = 0;
-    for kill in 0..30 {
-        let file = if kill % 2 == 0 { &l.a } else { &l.b };
-        let start = Instant::now();
-        let err = kill_within(l.spawn_apply(file, &[]), span, &mut next);
-        if !err.contains("\"applied\"") && start.elapsed() < span {
-            killed_mid_run += 1;
-        }
-        recovered.extend(
-            err.lines()
-                .filter(|l| l.contains("rolled back") || l.contains("finished"))
-                .map(str::to_owned),
+    // At least 30 kills, and more (up to 90) until one left something to recover.
+    let mut kill = 0;
+    while kill < 30 || (recovered.is_empty() && kill < 90) {
+        kill += 1;
+        let (x, file) = if kill % 2 == 0 {
+            ('a', &l.a)
+        } else {
+            ('b', &l.b)
+        };
+        let (set_before, gen_before) = (l.running_set(2, kill), l.generation());
+        // Every other kill lands in the apply's last part, where it writes the tables and
+        // flips: the part a kill can leave half done.
+        let (from, window) = if kill % 2 == 0 {
+            (Duration::ZERO, span)
+        } else {
+            (span.mul_f64(0.55), span.mul_f64(0.4))
+        };
+        let (_, running) = kill_within(l.spawn_apply(file, &[]), from, window, &mut next);
+        killed_mid_run += usize::from(running);
+        // A writer that changes nothing else (the same configuration again): what it
+        // reports is about this kill alone, and must be true.
+        let out = l.dp.route(&["attach", "--config", &l.config]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "kill {kill}: the next writer: {err}");
+        let (set_after, gen_after) = (l.running_set(6, kill), l.generation());
+        let took_effect = gen_after == gen_before + 1 && set_after == x;
+        let unchanged = gen_after == gen_before && set_after == set_before;
+        let state = format!(
+            "set {set_before} (generation {gen_before}) before, set {set_after} (generation {gen_after}) after; the killed apply carried set {x}"
         );
-        let named = l.running_set(6, kill);
-        eprintln!("kill {kill}: set {named} in use");
+        for line in recoveries(&err) {
+            if line.contains("rolled back") {
+                assert!(
+                    line.contains(file.as_str()) && unchanged,
+                    "kill {kill}: {line:?}, but {state}"
+                );
+            } else {
+                assert!(took_effect, "kill {kill}: {line:?}, but {state}");
+            }
+            recovered.push(line.to_owned());
+        }
+        assert!(took_effect || unchanged, "kill {kill}: {state}");
+        eprintln!("kill {kill}: {state}");
     }
     let out = l.spawn_apply(&l.a, &[]).wait_with_output().unwrap();
     assert!(
@@ -399,36 +393,37 @@ fn applies_killed_at_random_points_leave_one_whole_set() {
     );
     assert_eq!(l.running_set(20, 99), 'a');
     eprintln!(
-        "{killed_mid_run} of 30 applies killed while running; recoveries reported:\n  {}",
+        "{killed_mid_run} of {kill} applies killed while running; recoveries reported:\n  {}",
         recovered.join("\n  ")
     );
     assert!(
-        killed_mid_run >= 10,
-        "most kills land while the apply runs ({killed_mid_run} of 30)"
+        killed_mid_run >= kill / 3,
+        "most kills land while the apply runs ({killed_mid_run} of {kill})"
     );
     assert!(
         !recovered.is_empty(),
         "some kill interrupted an apply that the next one recovered"
     );
 
-    stop_tx.store(true, Ordering::Relaxed);
-    let sent = sender.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    let (sent, missing) = stream.stop();
+    if !missing.is_empty() {
+        // Where they went: the data path's counters, the receiver's socket, the backlogs.
+        let stats = l.dp.stats();
+        let up1 = l.lab.up1.handle();
+        panic!(
+            "{} of {sent} datagrams of the stream lost across {kill} killed applies: {:?}\n\
+             stream policy counted {}, router interfaces {}\n\
+             up1 UDP RcvbufErrors {} InErrors {}; softnet_stat:\n{}",
+            missing.len(),
+            &missing[..missing.len().min(20)],
+            common::policy(&stats, "stream")["packets"],
+            stats["interfaces"],
+            common::snmp(&up1, "Udp", "RcvbufErrors"),
+            common::snmp(&up1, "Udp", "InErrors"),
+            std::fs::read_to_string("/proc/net/softnet_stat").unwrap_or_default()
+        );
     }
-    stop_rx.store(true, Ordering::Relaxed);
-    let seen = receiver.join().unwrap();
-    let missing: Vec<usize> = (0..sent as usize)
-        .filter(|&s| !seen.get(s).copied().unwrap_or(false))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {sent} datagrams of the stream lost across 30 killed applies: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(20)]
-    );
-    eprintln!("{sent} datagrams across 30 killed applies, none lost");
+    eprintln!("{sent} datagrams across {kill} killed applies, none lost");
 }
 
 /// Attach and detach killed at random points, six times each in either TC mode: the next
@@ -459,7 +454,8 @@ fn attach_and_detach_killed_at_random_points_leave_nothing_half_done() {
         let attach_span = timed(&attach).mul_f64(1.2);
         let detach_span = timed(&["detach"]).mul_f64(1.2);
         for round in 0..6 {
-            recovered.push(kill_within(spawn(&dp, &attach), attach_span, &mut next));
+            recovered
+                .push(kill_within(spawn(&dp, &attach), Duration::ZERO, attach_span, &mut next).0);
             let out = spawn(&dp, &attach).wait_with_output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr).into_owned();
             assert!(
@@ -468,7 +464,15 @@ fn attach_and_detach_killed_at_random_points_leave_nothing_half_done() {
             );
             recovered.push(err);
             assert_eq!(dp.json(&["show"])["policies"], serde_json::json!([]));
-            recovered.push(kill_within(spawn(&dp, &["detach"]), detach_span, &mut next));
+            recovered.push(
+                kill_within(
+                    spawn(&dp, &["detach"]),
+                    Duration::ZERO,
+                    detach_span,
+                    &mut next,
+                )
+                .0,
+            );
             let out = spawn(&dp, &["detach"]).wait_with_output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr).into_owned();
             assert!(
@@ -491,10 +495,6 @@ fn attach_and_detach_killed_at_random_points_leave_nothing_half_done() {
             );
         }
     }
-    let lines: Vec<&str> = recovered
-        .iter()
-        .flat_map(|e| e.lines())
-        .filter(|l| l.contains("rolled back") || l.contains("finished"))
-        .collect();
+    let lines: Vec<&str> = recovered.iter().flat_map(|e| recoveries(e)).collect();
     eprintln!("recoveries reported:\n  {}", lines.join("\n  "));
 }

@@ -7,7 +7,7 @@
 //! ```text
 //! pktpath_policy_packets_total{id,priority}      counter  packets matched per policy
 //! pktpath_policy_bytes_total{id,priority}        counter  bytes matched per policy
-//! pktpath_interface_packets_total{interface,outcome}  counter  outcome: passed|forwarded|dropped|error
+//! pktpath_interface_packets_total{interface,outcome}  counter  outcome: passed|forwarded|dropped|error|invalid
 //! pktpath_interface_bytes_total{interface,outcome}    counter  outcome: passed|forwarded|dropped
 //! pktpath_attached                               gauge    1 when the data path is attached
 //! pktpath_generation                             gauge    the apply serial of the tables in use
@@ -160,6 +160,7 @@ impl DatapathCollector {
                     dropped_packets: c.dropped_packets,
                     dropped_bytes: c.dropped_bytes,
                     error_packets: c.error_packets,
+                    invalid_packets: c.invalid_packets,
                 });
             }
             if attached.maps.serial()? == generation {
@@ -272,13 +273,14 @@ impl Collector for DatapathCollector {
             counters(
                 e,
                 "pktpath_interface_packets",
-                "Packets the data path saw on each interface, by outcome (passed to the kernel, forwarded, dropped, error).",
+                "Packets the data path saw on each interface, by outcome (passed to the kernel, forwarded, dropped, error; invalid: headers the kernel would refuse, passed on and also counted as passed).",
                 s.interfaces.iter().flat_map(|i| {
                     [
                         ("passed", i.passed_packets),
                         ("forwarded", i.forwarded_packets),
                         ("dropped", i.dropped_packets),
                         ("error", i.error_packets),
+                        ("invalid", i.invalid_packets),
                     ]
                     .map(|(outcome, v)| ([("interface", i.name.as_str()), ("outcome", outcome)], v))
                 }),

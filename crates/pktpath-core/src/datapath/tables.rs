@@ -28,7 +28,7 @@ use pktpath_common::route::{
 use super::classifier::{Tables, TreeStats};
 use crate::sys::{
     SysError,
-    bpfmap::{Mapped, delete_array_entry, synchronize_programs},
+    bpfmap::{Mapped, array_of_maps_entry, delete_array_entry, synchronize_programs},
 };
 
 /// `BPF_F_MMAPABLE`: the arena chunks are filled through a shared mapping.
@@ -215,16 +215,17 @@ impl DatapathMaps {
         Ok(chunk)
     }
 
-    /// Removes generation `generation`'s chunks from index `from` on.
+    /// Removes generation `generation`'s chunks from index `from` on. Deleting tells
+    /// whether an entry was there (ENOENT: the generation ends before it); reading it would
+    /// open the chunk by id, which needs CAP_SYS_ADMIN.
     fn release(&mut self, generation: u32, from: u32) -> Result<(), TableError> {
         let base = generation * MAX_CHUNKS;
         for c in from..MAX_CHUNKS {
-            match self.arena.get(&(base + c), 0) {
-                Ok(_) => {}
-                Err(MapError::KeyNotFound) => break,
-                Err(e) => return Err(map_err("read", MAP_ARENA)(e)),
+            match delete_array_entry(self.arena_fd.as_fd(), base + c) {
+                Ok(()) => {}
+                Err(e) if e.source.raw_os_error() == Some(libc::ENOENT) => break,
+                Err(e) => return Err(e.into()),
             }
-            delete_array_entry(self.arena_fd.as_fd(), base + c)?;
         }
         Ok(())
     }
@@ -300,11 +301,8 @@ impl DatapathMaps {
     /// flip, or after it but before the old generation was released).
     pub fn inactive_in_use(&self) -> Result<bool, TableError> {
         let inactive = (self.serial()?.wrapping_add(1)) % GENERATIONS;
-        match self.arena.get(&(inactive * MAX_CHUNKS), 0) {
-            Ok(_) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(map_err("read", MAP_ARENA)(e)),
-        }
+        // The entry's id only: opening the chunk by id would need CAP_SYS_ADMIN.
+        Ok(array_of_maps_entry(self.arena_fd.as_fd(), inactive * MAX_CHUNKS)?.is_some())
     }
 
     /// Releases the inactive generation's tables (what an interrupted apply left), once no

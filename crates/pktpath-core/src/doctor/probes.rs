@@ -22,8 +22,10 @@ use crate::{
     btf::{Btf, offsets},
     loader::{self, Object},
     sys::{
+        caps::{Capability, Privileges},
+        iface,
         mounts::{self, PseudoFs},
-        netns,
+        netns, tcxquery,
     },
 };
 
@@ -182,47 +184,102 @@ fn probe(ebpf: &mut Ebpf, id: &str) -> Outcome {
                 r.return_value
             )))
         }
-        "tc_netlink" => in_fresh_netns(|| {
-            let p = classifier(ebpf)?;
-            tc::qdisc_add_clsact("lo").map_err(e)?;
-            let link = p
-                .attach_with_options(
-                    "lo",
-                    TcAttachType::Ingress,
-                    TcAttachOptions::Netlink(NlOptions::default()),
-                )
-                .map_err(e)?;
-            p.detach(link).map_err(e)?;
-            Ok(Some(
-                "clsact qdisc + direct-action filter on lo of a scratch netns".into(),
-            ))
-        }),
-        "tcx" => in_fresh_netns(|| {
-            let p = classifier(ebpf)?;
-            let link = p
-                .attach_with_options(
-                    "lo",
-                    TcAttachType::Ingress,
-                    TcAttachOptions::TcxOrder(LinkOrder::default()),
-                )
-                .map_err(e)?;
-            p.detach(link).map_err(e)?;
-            Ok(Some("tcx ingress link on lo of a scratch netns".into()))
-        }),
-        "xdp" => in_fresh_netns(|| {
-            let p: &mut Xdp = program(ebpf, PROG_XDP)?;
-            p.load().map_err(e)?;
-            let link = p.attach("lo", XdpMode::Skb).map_err(e)?;
-            p.detach(link).map_err(e)?;
-            Ok(Some("generic XDP on lo of a scratch netns".into()))
-        }),
+        "tc_netlink" => in_fresh_netns_or(
+            ebpf,
+            |ebpf| {
+                let p = classifier(ebpf)?;
+                tc::qdisc_add_clsact("lo").map_err(e)?;
+                let link = p
+                    .attach_with_options(
+                        "lo",
+                        TcAttachType::Ingress,
+                        TcAttachOptions::Netlink(NlOptions::default()),
+                    )
+                    .map_err(e)?;
+                p.detach(link).map_err(e)?;
+                Ok(Some(
+                    "clsact qdisc + direct-action filter on lo of a scratch netns".into(),
+                ))
+            },
+            |ebpf| {
+                classifier(ebpf)?;
+                net_admin()?;
+                Ok(Some(format!(
+                    "sched_cls program loaded, CAP_NET_ADMIN held; {NOT_TRIED}"
+                )))
+            },
+        ),
+        "tcx" => in_fresh_netns_or(
+            ebpf,
+            |ebpf| {
+                let p = classifier(ebpf)?;
+                let link = p
+                    .attach_with_options(
+                        "lo",
+                        TcAttachType::Ingress,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(e)?;
+                p.detach(link).map_err(e)?;
+                Ok(Some("tcx ingress link on lo of a scratch netns".into()))
+            },
+            |ebpf| {
+                classifier(ebpf)?;
+                net_admin()?;
+                let lo = iface::index("lo").map_err(e)?;
+                let (_, revision) = tcxquery::tcx_query(lo, true).map_err(e)?;
+                Ok(Some(format!(
+                    "the TCX ingress hook of lo answers a query (revision {revision}); {NOT_TRIED}"
+                )))
+            },
+        ),
+        "xdp" => in_fresh_netns_or(
+            ebpf,
+            |ebpf| {
+                let p: &mut Xdp = program(ebpf, PROG_XDP)?;
+                p.load().map_err(e)?;
+                let link = p.attach("lo", XdpMode::Skb).map_err(e)?;
+                p.detach(link).map_err(e)?;
+                Ok(Some("generic XDP on lo of a scratch netns".into()))
+            },
+            |ebpf| {
+                let p: &mut Xdp = program(ebpf, PROG_XDP)?;
+                p.load().map_err(e)?;
+                Ok(Some(format!("XDP program loaded; {NOT_TRIED}")))
+            },
+        ),
         "pinning" => pinning(ebpf),
         other => Err(format!("no probe for {other}")),
     }
 }
 
-fn in_fresh_netns(f: impl FnOnce() -> Outcome + Send) -> Outcome {
-    netns::run_in_fresh(f).map_err(e)?
+/// Why a probe judged by loading alone did not attach.
+const NOT_TRIED: &str =
+    "attach not tried: a scratch network namespace needs CAP_SYS_ADMIN (route does not)";
+
+/// Runs `attach` in a scratch network namespace; where this process may not create one
+/// (EPERM: no CAP_SYS_ADMIN), judges by `without`, which changes nothing on the system.
+fn in_fresh_netns_or(
+    ebpf: &mut Ebpf,
+    attach: impl FnOnce(&mut Ebpf) -> Outcome + Send,
+    without: impl FnOnce(&mut Ebpf) -> Outcome,
+) -> Outcome {
+    match netns::run_in_fresh(|| attach(&mut *ebpf)) {
+        Ok(outcome) => outcome,
+        Err(err) if err.source.raw_os_error() == Some(libc::EPERM) => without(ebpf),
+        Err(err) => Err(e(err)),
+    }
+}
+
+fn net_admin() -> Result<(), String> {
+    if Privileges::current().has(Capability::NetAdmin) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not in the effective set",
+            Capability::NetAdmin
+        ))
+    }
 }
 
 fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, String> {
@@ -236,14 +293,25 @@ fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, String> {
 fn tracepoint(ebpf: &mut Ebpf) -> Outcome {
     // Attaching needs the tracepoint's id from tracefs; it is mounted for the probe only
     // (privately) when the host has not mounted it.
-    mounts::with_mounted(PseudoFs::Trace, || {
-        let p: &mut TracePoint = program(ebpf, PROG_TRACEPOINT)?;
+    let attached = mounts::with_mounted(PseudoFs::Trace, || {
+        let p: &mut TracePoint = program(&mut *ebpf, PROG_TRACEPOINT)?;
         p.load().map_err(e)?;
         let link = p.attach("net", "netif_receive_skb").map_err(e)?;
         p.detach(link).map_err(e)?;
         Ok(Some("attached to net:netif_receive_skb".into()))
-    })
-    .map_err(e)?
+    });
+    match attached {
+        Ok(outcome) => outcome,
+        // No tracefs, and no CAP_SYS_ADMIN to mount it privately: judge by loading.
+        Err(err) if err.source.raw_os_error() == Some(libc::EPERM) => {
+            let p: &mut TracePoint = program(ebpf, PROG_TRACEPOINT)?;
+            p.load().map_err(e)?;
+            Ok(Some(
+                "tracepoint program loaded; attach not tried: tracefs is not mounted and mounting it needs CAP_SYS_ADMIN".into(),
+            ))
+        }
+        Err(err) => Err(e(err)),
+    }
 }
 
 fn tp_btf(ebpf: &mut Ebpf) -> Outcome {

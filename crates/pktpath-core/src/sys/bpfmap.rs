@@ -7,6 +7,31 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::SysError;
 
+/// `bpf(cmd, attr, size of attr)`: the return value, or the error named by `what`.
+///
+/// # Safety
+/// `A` must be the `repr(C)` part of `union bpf_attr` that `cmd` reads, and every pointer
+/// in it valid (and, where the kernel writes through it, writable) for the call.
+pub(crate) unsafe fn bpf_call<A>(
+    cmd: libc::c_long,
+    attr: &mut A,
+    what: impl FnOnce() -> String,
+) -> Result<libc::c_long, SysError> {
+    // SAFETY: the caller vouches for the attribute; the size passed is its.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            size_of::<A>() as libc::c_long,
+        )
+    };
+    if rc < 0 {
+        return Err(SysError::last(what()));
+    }
+    Ok(rc)
+}
+
 /// A read-write shared mapping of a map's values, unmapped on drop.
 pub struct Mapped {
     ptr: *mut u8,
@@ -89,28 +114,19 @@ pub fn delete_array_entry(fd: BorrowedFd<'_>, index: u32) -> Result<(), SysError
         flags: u64,
     }
     const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-    let attr = ElemAttr {
+    let mut attr = ElemAttr {
         map_fd: fd.as_raw_fd() as u32,
         _pad: 0,
         key: (&raw const index) as u64,
         value: 0,
         flags: 0,
     };
-    // SAFETY: the attribute points at `index`, which outlives the call; the size passed is
-    // the attribute's.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_DELETE_ELEM,
-            &raw const attr,
-            size_of::<ElemAttr>() as libc::c_long,
-        )
-    };
-    if rc < 0 {
-        return Err(SysError::last(format!(
-            "bpf(BPF_MAP_DELETE_ELEM, entry {index})"
-        )));
-    }
+    // SAFETY: the attribute points at `index`, which outlives the call.
+    unsafe {
+        bpf_call(BPF_MAP_DELETE_ELEM, &mut attr, || {
+            format!("bpf(BPF_MAP_DELETE_ELEM, entry {index})")
+        })
+    }?;
     Ok(())
 }
 
@@ -136,7 +152,7 @@ pub fn create_ringbuf(bytes: u32, name: &str) -> Result<OwnedFd, SysError> {
     for (d, s) in map_name.iter_mut().zip(name.bytes().take(15)) {
         *d = s;
     }
-    let attr = CreateAttr {
+    let mut attr = CreateAttr {
         map_type: BPF_MAP_TYPE_RINGBUF,
         key_size: 0,
         value_size: 0,
@@ -146,20 +162,48 @@ pub fn create_ringbuf(bytes: u32, name: &str) -> Result<OwnedFd, SysError> {
         numa_node: 0,
         map_name,
     };
-    // SAFETY: the attribute is plain data that outlives the call; the size passed is its.
+    // SAFETY: the attribute is plain data that outlives the call.
     let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_CREATE,
-            &raw const attr,
-            size_of::<CreateAttr>() as libc::c_long,
-        )
-    };
-    if rc < 0 {
-        return Err(SysError::last(format!(
-            "bpf(BPF_MAP_CREATE, ring buffer of {bytes} bytes)"
-        )));
-    }
+        bpf_call(BPF_MAP_CREATE, &mut attr, || {
+            format!("bpf(BPF_MAP_CREATE, ring buffer of {bytes} bytes)")
+        })
+    }?;
     // SAFETY: a descriptor the kernel just returned (an int), owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
+}
+
+/// The id of the inner map at entry `index` of the array of maps behind `fd`, or None when
+/// the entry is empty. Reads the id only: aya's `ArrayOfMaps::get` also opens the inner
+/// map by id, which needs CAP_SYS_ADMIN.
+pub fn array_of_maps_entry(fd: BorrowedFd<'_>, index: u32) -> Result<Option<u32>, SysError> {
+    /// The `BPF_MAP_*_ELEM` part of `union bpf_attr`.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    let mut id: u32 = 0;
+    let mut attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: (&raw const index) as u64,
+        value: (&raw mut id) as u64,
+        flags: 0,
+    };
+    // SAFETY: the attribute points at `index` and `id`, which outlive the call; the kernel
+    // writes the 4-byte inner map id into `id`.
+    let found = unsafe {
+        bpf_call(BPF_MAP_LOOKUP_ELEM, &mut attr, || {
+            format!("bpf(BPF_MAP_LOOKUP_ELEM, entry {index})")
+        })
+    };
+    match found {
+        Ok(_) => Ok(Some(id)),
+        Err(e) if e.source.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
 }

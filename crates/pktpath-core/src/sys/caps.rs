@@ -31,23 +31,28 @@ impl fmt::Display for Capability {
 
 /// A capability the current process lacks.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "missing capability {cap}: {why}; {}", hint(*.cap)
-)]
+#[error("missing capability {cap}: {why}; {}", hint(*.cap, .needs))]
 pub struct MissingCapability {
     pub cap: Capability,
     pub why: &'static str,
+    /// Every capability the command needs (the one missing among them).
+    pub needs: &'static [Capability],
 }
 
-/// What to do about a missing capability.
-fn hint(cap: Capability) -> &'static str {
-    match cap {
+/// What to do about a missing capability: root, or exactly the capabilities `needs`.
+fn hint(cap: Capability, needs: &[Capability]) -> String {
+    if cap == Capability::SysAdmin || needs.contains(&Capability::SysAdmin) {
         // Namespaces under /run/netns and mounts: root, not a file capability.
-        Capability::SysAdmin => "run pktpath as root (sudo)",
-        _ => {
-            "run pktpath as root (sudo) or grant it with `setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(command -v pktpath)`"
-        }
+        return "run pktpath as root (sudo)".into();
     }
+    let names: Vec<&str> = needs.iter().map(|c| c.name()).collect();
+    let lower: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+    format!(
+        "run pktpath as root (sudo), or with exactly {} (systemd: AmbientCapabilities={}; or `setcap {}+ep $(command -v pktpath)`)",
+        names.join(", "),
+        names.join(" "),
+        lower.join(",")
+    )
 }
 
 /// The effective user and capability set of this process.
@@ -83,11 +88,24 @@ impl Privileges {
     }
 
     /// Fails with the first of `caps` this process lacks.
-    pub fn require(&self, caps: &[Capability], why: &'static str) -> Result<(), MissingCapability> {
+    pub fn require(
+        &self,
+        caps: &'static [Capability],
+        why: &'static str,
+    ) -> Result<(), MissingCapability> {
         match caps.iter().find(|&&c| !self.has(c)) {
-            Some(&cap) => Err(MissingCapability { cap, why }),
+            Some(&cap) => Err(MissingCapability {
+                cap,
+                why,
+                needs: caps,
+            }),
             None => Ok(()),
         }
+    }
+
+    /// The capabilities of `caps` this process lacks.
+    pub fn lacking(&self, caps: &[Capability]) -> Vec<Capability> {
+        caps.iter().copied().filter(|&c| !self.has(c)).collect()
     }
 }
 
@@ -122,6 +140,11 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("sudo"), "{msg}");
+        assert!(
+            msg.contains("AmbientCapabilities=CAP_NET_ADMIN CAP_BPF")
+                && msg.contains("setcap cap_net_admin,cap_bpf+ep"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod mounts;
 pub mod netns;
 pub mod signals;
 pub mod tc;
+pub mod tcxquery;
 
 use std::io;
 

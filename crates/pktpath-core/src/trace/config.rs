@@ -5,7 +5,12 @@
 use pktpath_common::{filter::FilterProgram, trace::Hook};
 
 use super::filter::{FilterError, compile_filter};
-use crate::sys::{SysError, iface as sys_iface, netns::NetNs};
+use crate::sys::{
+    SysError,
+    caps::{Capability, MissingCapability, Privileges},
+    iface as sys_iface,
+    netns::NetNs,
+};
 
 /// The user's trace request could not be turned into a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +37,8 @@ pub enum ConfigError {
     RingSize(u32),
     #[error("invalid filter expression: {0}")]
     Filter(#[from] FilterError),
+    #[error(transparent)]
+    Privilege(#[from] MissingCapability),
 }
 
 /// The system's page size.
@@ -190,11 +197,22 @@ pub fn parse_hooks(names: &[String]) -> Result<Vec<Hook>, ConfigError> {
 /// namespace).
 fn ifindex_in(ns: &NetNs, iface: &str, enter: bool) -> Result<u32, ConfigError> {
     let found = if enter {
-        ns.run(|| sys_iface::index(iface))
-            .map_err(|source| ConfigError::Netns {
+        ns.run(|| sys_iface::index(iface)).map_err(|source| {
+            if source.source.raw_os_error() == Some(libc::EPERM) {
+                // setns(2) into another network namespace.
+                let entering = Privileges::current().require(
+                    &[Capability::SysAdmin],
+                    "trace --iface with --netns enters that network namespace to find the interface",
+                );
+                if let Err(missing) = entering {
+                    return ConfigError::Privilege(missing);
+                }
+            }
+            ConfigError::Netns {
                 spec: ns.path().display().to_string(),
                 source,
-            })?
+            }
+        })?
     } else {
         sys_iface::index(iface)
     };

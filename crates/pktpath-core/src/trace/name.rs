@@ -55,8 +55,10 @@ impl fmt::Debug for Name {
 }
 
 impl fmt::Display for Name {
+    /// Honours width, fill and alignment (`{:<15}`), as `str` does: the text view lines up
+    /// its interface column with them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -119,6 +121,10 @@ mod tests {
         assert_eq!(n, "veth-b".to_owned());
         assert_eq!("veth-b".to_owned(), n);
         assert_eq!(format!("{n} {n:?}"), "veth-b \"veth-b\"");
+        assert_eq!(
+            format!("[{n:<8}] [{n:>8}] [{n:.4}]"),
+            "[veth-b  ] [  veth-b] [veth]"
+        );
         assert_eq!(serde_json::to_string(&n).unwrap(), "\"veth-b\"");
         assert_eq!(Name::default().as_str(), "");
         // A clone shares the text.

@@ -108,6 +108,13 @@ impl Tap {
     /// Opens the decisions of the data path pinned at `pin_dir` and starts them flowing to
     /// this listener (besides any others).
     pub fn open(pin_dir: &Path) -> Result<Self, TapError> {
+        Self::open_at(&Layout::new(pin_dir))
+    }
+
+    /// [`Tap::open`] for the data path at `layout`: its pins, and the policy ids in its
+    /// state directory (`--state-dir`).
+    pub fn open_at(layout: &Layout) -> Result<Self, TapError> {
+        let pin_dir = layout.pin_dir.as_path();
         if !pin_dir.exists() {
             return Err(TapError::NotAttached(pin_dir.to_path_buf()));
         }
@@ -170,7 +177,7 @@ impl Tap {
             ring,
             rings_fd,
             live,
-            ids: policy_ids(&Layout::new(pin_dir)),
+            ids: policy_ids(layout),
             pin_dir: pin_dir.to_path_buf(),
             _sock: sock,
         };

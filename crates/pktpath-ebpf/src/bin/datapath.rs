@@ -29,8 +29,8 @@ use pktpath_common::route::{
     ClassKey, Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, GenTables, IfaceCounters, LEAF_SEGMENT,
     MAX_CHUNKS, MAX_DEPTH, MAX_IFACES, MAX_NEXTHOPS, MAX_PENDING, MAX_POLICY_SLOTS, MAX_TREES,
     MAX_WALKS, NODE_LEAF, NODE_SIDE, NODE_WORD, NextHop, Node, OUTCOME_DROPPED, OUTCOME_ERROR,
-    OUTCOME_FORWARDED, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState,
-    RuleMatch, RuleValue, TAP_RING_BYTES, TAP_SLOTS, TapEvent, TapLive,
+    OUTCOME_FORWARDED, OUTCOME_INVALID, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP,
+    RULE_SET_MARK, RouteState, RuleMatch, RuleValue, TAP_RING_BYTES, TAP_SLOTS, TapEvent, TapLive,
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
@@ -181,6 +181,7 @@ enum Outcome {
     Forwarded = OUTCOME_FORWARDED,
     Dropped = OUTCOME_DROPPED,
     Error = OUTCOME_ERROR,
+    Invalid = OUTCOME_INVALID,
 }
 
 /// Bytes made linear before parsing when the skb's linear part is shorter: Ethernet, an
@@ -400,8 +401,15 @@ fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malfor
         // On failure the parse below finds the headers short and reports Malformed.
         let _ = ctx.pull_data(want);
     }
-    let Some(p) = packet::parse(ctx)? else {
-        return Ok(());
+    // A header the kernel's IP input would refuse goes to the stack untouched (which
+    // drops it and counts why), counted here as invalid.
+    let p = match packet::parse(ctx) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(()),
+        Err(Malformed) => {
+            r.outcome = Outcome::Invalid;
+            return Ok(());
+        }
     };
     // SAFETY: reading the context's mark.
     let mark = unsafe { (*ctx.skb.skb).mark };
@@ -812,6 +820,11 @@ fn count_iface(ifindex: u32, len: u32, outcome: Outcome) {
         }
         Outcome::Error => {
             c.error_packets += 1;
+            c.passed_packets += 1;
+            c.passed_bytes += len as u64;
+        }
+        Outcome::Invalid => {
+            c.invalid_packets += 1;
             c.passed_packets += 1;
             c.passed_bytes += len as u64;
         }

@@ -4,9 +4,10 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use pktpath_core::{
+    access,
     agent::{self, Options},
-    datapath::attach::{DEFAULT_PIN_DIR, Layout, TcMode},
-    sys::caps::{Capability, Privileges},
+    datapath::attach::{DEFAULT_PIN_DIR, TcMode},
+    sys::caps::Privileges,
 };
 
 use crate::exit;
@@ -31,8 +32,11 @@ use crate::exit;
 ///   pktpath agent --config c.json --runtime r.json --metrics-listen 127.0.0.1:9471
 ///   kill -HUP $(pidof pktpath)      # re-apply now
 ///
+/// Needs what `route attach` needs: CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, a writable
+/// state directory (--state-dir) and pin directory parent.
+///
 /// Exit status: 0 after SIGTERM/SIGINT; 1 when the data path cannot be attached or the
-/// metrics address cannot be bound; 3 without CAP_BPF and CAP_NET_ADMIN.
+/// metrics address cannot be bound; 3 without those capabilities.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -53,6 +57,8 @@ pub struct Args {
         default_value = DEFAULT_PIN_DIR
     )]
     pin_dir: PathBuf,
+    #[command(flatten)]
+    state: super::state_dir::StateDirArg,
     /// How to hook into TC: `auto` probes the kernel (in a scratch network namespace) and
     /// takes TCX when it works.
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
@@ -85,14 +91,14 @@ fn parse_wait(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    Privileges::current().require(
-        &[Capability::Bpf, Capability::NetAdmin],
-        "the data path is loaded, attached and read through BPF system calls",
-    )?;
+    let layout = args.state.layout(&args.pin_dir);
+    // What `route attach` needs (the agent attaches, applies and reads).
+    access::Command::RouteAttach.require(&Privileges::current())?;
+    access::check_files(access::Command::RouteAttach, &layout)?;
     agent::run(Options {
         config: args.config,
         runtime: args.runtime,
-        layout: Layout::new(args.pin_dir),
+        layout,
         metrics_listen: args.metrics_listen,
         tc_mode: match args.tc_mode {
             TcModeArg::Auto => None,

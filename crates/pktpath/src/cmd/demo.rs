@@ -62,6 +62,8 @@ pub struct Args {
     /// Remove the labs left by `--keep` (or by a demo that was killed), then exit.
     #[arg(long, conflicts_with = "keep")]
     cleanup: bool,
+    #[command(flatten)]
+    state: super::state_dir::StateDirArg,
     /// Datagrams in each run of the latency flow (kernel, then fast path).
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(10..=100_000))]
     latency_packets: u32,
@@ -83,7 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         "the demo creates network namespaces, attaches the fast path and traces packets",
     )?;
     if args.cleanup {
-        return cleanup();
+        return cleanup(&args.state);
     }
     signal::install()?;
     let style = Style::detect();
@@ -277,7 +279,7 @@ fn demo(args: &Args, style: &Style) -> anyhow::Result<i32> {
             .ensure()
             .context("mounting bpffs at /sys/fs/bpf")?,
     );
-    let layout = Layout::new(lab.pin_dir());
+    let layout = args.state.layout(&lab.pin_dir());
     let mut datapath = step(
         &format!("attaching the fast path to the router ({CONFIG_NAME})"),
         || {
@@ -413,7 +415,7 @@ fn demo(args: &Args, style: &Style) -> anyhow::Result<i32> {
             guard.keep();
         }
         drop(tracer);
-        print_keep(&lab)?;
+        print_keep(&lab, &layout)?;
         return Ok(exit::OK);
     }
     step("removing the lab", || {
@@ -821,10 +823,18 @@ fn print_drops(out: &mut impl std::io::Write, r: &Report) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn print_keep(lab: &Lab) -> anyhow::Result<()> {
+fn print_keep(lab: &Lab, layout: &Layout) -> anyhow::Result<()> {
     let id = &lab.id;
     let pin = lab.pin_dir();
-    let pin = pin.display();
+    let pin = if layout.state_root == Path::new(attach::STATE_ROOT) {
+        pin.display().to_string()
+    } else {
+        format!(
+            "{} --state-dir {}",
+            pin.display(),
+            layout.state_root.display()
+        )
+    };
     let exe = command_name();
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -863,7 +873,7 @@ fn command_name() -> String {
 }
 
 /// `--cleanup`: removes the labs whose demo process is gone.
-fn cleanup() -> anyhow::Result<i32> {
+fn cleanup(state: &super::state_dir::StateDirArg) -> anyhow::Result<i32> {
     let found = lab::stale();
     if found.is_empty() {
         println!("no demo lab to remove");
@@ -873,7 +883,7 @@ fn cleanup() -> anyhow::Result<i32> {
         let pin_dir = Path::new("/sys/fs/bpf").join(&f.id);
         let mut removed = Vec::new();
         if pin_dir.exists() {
-            let layout = Layout::new(&pin_dir);
+            let layout = state.layout(&pin_dir);
             let report = Writer::lock(&layout, DEFAULT_WAIT)
                 .and_then(|w| attach::detach(&w))
                 .with_context(|| {

@@ -6,6 +6,7 @@ mod demo;
 mod doctor;
 mod man;
 mod route;
+mod state_dir;
 mod trace;
 
 use clap::{Parser, Subcommand};
@@ -85,14 +86,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Checks that are not kernel features: privileges and mounts (pktpath mounts what it needs).
-const NOT_KERNEL_FEATURES: [&str; 6] = [
+/// Checks that are not kernel features: privileges, directories and mounts (pktpath mounts
+/// what it needs).
+const NOT_KERNEL_FEATURES: [&str; 8] = [
     "root",
     "cap_bpf",
     "cap_net_admin",
     "cap_perfmon",
     "bpffs",
     "tracefs",
+    "state_dir",
+    "pin_dir",
 ];
 
 /// Whether a tracer start-up error may come from a missing kernel feature (not from the
@@ -152,6 +156,9 @@ fn verdict(report: &pktpath_core::doctor::Report, needs: &[&str]) -> Option<Unsu
 }
 
 #[cfg(test)]
+mod doc_tests;
+
+#[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;
 
@@ -184,6 +191,7 @@ mod tests {
             error: (!available).then(|| format!("{feature} refused")),
             detail: None,
             used_by: used_by.to_vec(),
+            needed: false,
         };
         let report = Report {
             kernel_release: "test".into(),
@@ -205,6 +213,7 @@ mod tests {
                 ),
                 check("tcx", "TCX", true, &["route"]),
             ],
+            commands: Vec::new(),
         };
         let v = super::verdict(&report, &["trace"]).expect("tp_btf is missing");
         assert_eq!(v.feature, "BTF tracepoints (tp_btf)");

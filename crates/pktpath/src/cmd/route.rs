@@ -7,6 +7,7 @@ use std::{io::Write as _, net::IpAddr, path::PathBuf, time::Duration};
 
 use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
 use pktpath_core::{
+    access,
     datapath::{
         attach::{self, DEFAULT_PIN_DIR, Layout, TcMode, Writer},
         classifier::PacketFields,
@@ -18,7 +19,7 @@ use pktpath_core::{
         diff::Diff,
         summary::{self, Summary},
     },
-    sys::caps::{Capability, Privileges},
+    sys::caps::Privileges,
 };
 
 use crate::exit;
@@ -33,6 +34,19 @@ use crate::exit;
 ///   pktpath route get iif eth1 from 10.1.0.2 to 10.9.0.1 proto udp dport 53
 ///   pktpath route detach
 ///   nsenter --net=/run/netns/router pktpath route --pin-dir /sys/fs/bpf/lab stats
+///   pktpath route --state-dir /run/user/$UID/pktpath --pin-dir /sys/fs/bpf/$USER/pktpath attach --config configuration.json
+///
+/// State: the pins under --pin-dir (bpffs), the JSON state files under --state-dir
+/// (PKTPATH_STATE_DIR, else systemd's $RUNTIME_DIRECTORY, else /run/pktpath); every verb
+/// on one data path takes the same two directories.
+///
+/// Privileges: root, or any user holding exactly these capabilities: attach CAP_BPF,
+/// CAP_NET_ADMIN and CAP_PERFMON; apply CAP_BPF; show, stats, get and detach none (detach
+/// of a netlink-mode data path CAP_NET_ADMIN); check none. The pins and state files belong
+/// to the user who attached (mode 0600): only that user, or root, runs the other verbs. A
+/// user other than root needs a state directory it can write and a pin directory under a
+/// bpffs directory it can write (`install -d -m 0700 -o USER /sys/fs/bpf/USER` as root).
+/// See docs/route.md.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -57,6 +71,9 @@ pub struct Args {
         value_parser = parse_wait
     )]
     wait: Duration,
+
+    #[command(flatten)]
+    state: super::state_dir::StateDirArg,
 
     #[command(subcommand)]
     command: Command,
@@ -250,7 +267,7 @@ enum Which {
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let layout = Layout::new(&args.pin_dir);
+    let layout = args.state.layout(&args.pin_dir);
     match args.command {
         Command::Check(args) => check(args),
         Command::Schema(args) => schema(args),
@@ -263,11 +280,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     }
 }
 
-fn require_privileges() -> anyhow::Result<()> {
-    Privileges::current().require(
-        &[Capability::Bpf, Capability::NetAdmin],
-        "the data path is loaded, attached and read through BPF system calls",
-    )?;
+/// What `command` needs before it touches anything: its capabilities (exactly those, see
+/// docs/privileges.md) and access to the data path's pins and state files.
+fn require(command: access::Command, layout: &Layout) -> anyhow::Result<()> {
+    command.require(&Privileges::current())?;
+    access::check_files(command, layout)?;
     Ok(())
 }
 
@@ -290,7 +307,7 @@ fn writer(layout: &Layout, wait: Duration) -> anyhow::Result<Writer> {
 }
 
 fn attach_cmd(layout: &Layout, wait: Duration, args: AttachArgs) -> anyhow::Result<i32> {
-    require_privileges()?;
+    require(access::Command::RouteAttach, layout)?;
     let mode = match args.tc_mode {
         TcModeArg::Auto => None,
         TcModeArg::Tcx => Some(TcMode::Tcx),
@@ -325,7 +342,7 @@ fn attach_cmd(layout: &Layout, wait: Duration, args: AttachArgs) -> anyhow::Resu
 }
 
 fn apply_cmd(layout: &Layout, wait: Duration, args: ApplyArgs) -> anyhow::Result<i32> {
-    require_privileges()?;
+    require(access::Command::RouteApply, layout)?;
     // A dry run only reads; an apply holds the lock from reading the running set on.
     let writer = if args.dry_run {
         None
@@ -403,7 +420,7 @@ fn print_diff(diff: &Diff) {
 }
 
 fn show_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
-    require_privileges()?;
+    require(access::Command::RouteShow, layout)?;
     let attached = attach::open(layout)?;
     let active = attached.active()?;
     let set = active.set;
@@ -421,7 +438,7 @@ fn show_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
 }
 
 fn stats_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
-    require_privileges()?;
+    require(access::Command::RouteStats, layout)?;
     let attached = attach::open(layout)?;
     let stats = attached.stats()?;
     if args.json {
@@ -459,7 +476,14 @@ pub(crate) fn print_stats(
     table(
         out,
         "interfaces (packets)",
-        &["NAME", "PASSED", "FORWARDED", "DROPPED", "ERRORS"],
+        &[
+            "NAME",
+            "PASSED",
+            "FORWARDED",
+            "DROPPED",
+            "ERRORS",
+            "INVALID",
+        ],
         stats
             .interfaces
             .iter()
@@ -470,6 +494,7 @@ pub(crate) fn print_stats(
                     i.forwarded_packets.to_string(),
                     i.dropped_packets.to_string(),
                     i.error_packets.to_string(),
+                    i.invalid_packets.to_string(),
                 ]
             })
             .collect(),
@@ -478,8 +503,8 @@ pub(crate) fn print_stats(
 }
 
 fn detach_cmd(layout: &Layout, wait: Duration, args: OutputArgs) -> anyhow::Result<i32> {
-    require_privileges()?;
-    let report = attach::detach(&writer(layout, wait)?)?;
+    require(access::Command::RouteDetach, layout)?;
+    let report = attach::detach(&writer(layout, wait)?).map_err(detach_error)?;
     if args.json {
         print_json(&report)?;
     } else {
@@ -498,6 +523,34 @@ fn detach_cmd(layout: &Layout, wait: Duration, args: OutputArgs) -> anyhow::Resu
         }
     }
     Ok(exit::OK)
+}
+
+/// A detach refused by the kernel (EPERM) for want of CAP_NET_ADMIN: a data path attached
+/// in netlink mode has tc filters to remove (TCX links need no capability to detach).
+fn detach_error(e: attach::AttachError) -> anyhow::Error {
+    let eperm = {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut found = false;
+        while let Some(c) = cur {
+            if c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM))
+            {
+                found = true;
+            }
+            cur = c.source();
+        }
+        found
+    };
+    match Privileges::current().require(
+        access::DETACH_NETLINK_NEEDS,
+        "route detach removes the tc filters of a data path attached in netlink mode",
+    ) {
+        Err(missing) if eperm => {
+            log::info!("{e}");
+            missing.into()
+        }
+        _ => e.into(),
+    }
 }
 
 /// `route check --json`: the summary and what the classifier made of the policies.
@@ -808,7 +861,7 @@ fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields)> {
 
 fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<i32> {
     let (iif, fields) = parse_get(&args.words)?;
-    require_privileges()?;
+    require(access::Command::RouteGet, layout)?;
     let attached = attach::open(layout)?;
     let e = attached.explain(&iif, &fields)?;
     if args.json {

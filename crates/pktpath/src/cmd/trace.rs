@@ -10,8 +10,9 @@ use std::{
 
 use pktpath_common::route::TAP_MAP;
 use pktpath_core::{
+    access,
     datapath::attach::DEFAULT_PIN_DIR as DEFAULT_ROUTE_PIN_DIR,
-    sys::caps::{Capability, Privileges},
+    sys::caps::Privileges,
     sys::clock::MonotonicToRealtime,
     trace::{
         Collector, ConfigError, EventBuilder, Summary, TraceRequest,
@@ -51,6 +52,10 @@ use crate::exit;
 /// or `--hooks all` adds them. `--hooks hops` (netif_receive_skb, net_dev_start_xmit and
 /// the frees) shows every hop of each journey with its latency at about half the
 /// default hooks' cost to forwarding; add fib_table_lookup for the routing decisions.
+///
+/// Privileges: root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN too for --iface with
+/// --netns, which enters the namespace). Following a route data path (--route-pin-dir)
+/// takes the user who attached it, and its --state-dir for the policy ids.
 ///
 /// The banner line on stderr ends with the start-up time (process start excluded):
 /// `ready in 180 ms (btf .., maps .., hooks ..; verifier N-M insns/hook)`.
@@ -107,6 +112,8 @@ pub struct Args {
     /// /sys/fs/bpf/pktpath when one is attached there.
     #[arg(long, value_name = "DIR")]
     route_pin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    state: super::state_dir::StateDirArg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -133,10 +140,7 @@ const COALESCE_BELOW: usize = 256;
 const COALESCE: Duration = Duration::from_millis(1);
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    Privileges::current().require(
-        &[Capability::Bpf, Capability::Perfmon],
-        "tracing loads BPF programs and attaches them to kernel tracepoints",
-    )?;
+    access::Command::Trace.require(&Privileges::current())?;
     if let Some(d) = args.duration
         && !(d.is_finite() && d > 0.0)
     {
@@ -156,6 +160,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             eprintln!("pktpath: {e}");
             return Ok(exit::USAGE);
         }
+        Err(ConfigError::Privilege(missing)) => return Err(missing.into()),
         Err(e) => return Err(e.into()),
     };
     let mut pcapng = match &args.write {
@@ -182,7 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     // The default directory is followed when a data path is attached there; a directory
     // given on the command line must hold one.
     if args.route_pin_dir.is_some() || route_dir.join(TAP_MAP).exists() {
-        let tap = Tap::open(&route_dir)?;
+        let tap = Tap::open_at(&args.state.layout(&route_dir))?;
         builder = builder.with_policies(tap.ids().clone());
         collector.follow(tap);
     }

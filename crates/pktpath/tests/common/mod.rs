@@ -15,8 +15,14 @@
 
 use std::{
     collections::BTreeMap,
+    net::{SocketAddr, UdpSocket},
     path::PathBuf,
     process::{Command, Output},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use aya::programs::{SchedClassifier, TcAttachType};
@@ -270,4 +276,125 @@ pub fn pktpath_filters(lab: &RouterLab, ifname: &str, dir: &str) -> usize {
         &["-n", &lab.router.name, "filter", "show", "dev", ifname, dir],
     );
     out.lines().filter(|l| l.contains("pktpath_tc")).count()
+}
+
+/// A paced, numbered UDP stream from the client to `SVC4:port`, received in up1 (which must
+/// own SVC4): a few thousand datagrams a second, far below what the veth backlogs hold, into
+/// a receive buffer that rides out a starved receiver thread, so a loss is the router's.
+pub struct Stream {
+    stop_tx: Arc<AtomicBool>,
+    stop_rx: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+    sender: std::thread::JoinHandle<u64>,
+    receiver: std::thread::JoinHandle<Vec<bool>>,
+}
+
+impl Stream {
+    pub fn start(lab: &RouterLab, port: u16) -> Self {
+        let dst = SocketAddr::new(SVC4.parse().unwrap(), port);
+        let rx = lab
+            .up1
+            .handle()
+            .run(|| UdpSocket::bind(dst))
+            .expect("enter up1")
+            .expect("bind in up1");
+        rx.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        set_receive_buffer(&rx, 16 << 20);
+        let tx = lab
+            .client
+            .handle()
+            .run(|| UdpSocket::bind(SocketAddr::new(RouterLab::CLIENT4.parse().unwrap(), 0)))
+            .expect("enter the client")
+            .expect("bind in the client");
+        let stop_tx = Arc::new(AtomicBool::new(false));
+        let stop_rx = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let receiver = {
+            let (stop, received) = (stop_rx.clone(), received.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::<bool>::new();
+                let mut buf = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(n) = rx.recv(&mut buf) else { continue };
+                    assert_eq!(n, 8, "datagram arrived intact");
+                    let seq = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
+                    if seen.len() <= seq {
+                        seen.resize(seq + 1, false);
+                    }
+                    seen[seq] = true;
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+                seen
+            })
+        };
+        let sender = {
+            let stop = stop_tx.clone();
+            std::thread::spawn(move || {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..4 {
+                        tx.send_to(&seq.to_be_bytes(), dst).expect("send");
+                        seq += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                seq
+            })
+        };
+        Self {
+            stop_tx,
+            stop_rx,
+            received,
+            sender,
+            receiver,
+        }
+    }
+
+    /// Waits up to 30 s until `n` datagrams arrived.
+    #[track_caller]
+    pub fn wait_for(&self, n: u64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.received.load(Ordering::Relaxed) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} of {n} datagrams arrived",
+                self.received.load(Ordering::Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops sending, waits for what was sent (up to 30 s), and returns how many datagrams
+    /// were sent and the numbers of those that never arrived.
+    pub fn stop(self) -> (u64, Vec<usize>) {
+        self.stop_tx.store(true, Ordering::Relaxed);
+        let sent = self.sender.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop_rx.store(true, Ordering::Relaxed);
+        let seen = self.receiver.join().unwrap();
+        let missing = (0..sent as usize)
+            .filter(|&s| !seen.get(s).copied().unwrap_or(false))
+            .collect();
+        (sent, missing)
+    }
+}
+
+/// SO_RCVBUFFORCE (root may exceed net.core.rmem_max).
+fn set_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: the option value is a c_int of the size given, on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const bytes).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
 }

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{AttachError, Layout, io_err, recover, state::create_private_dir};
+use super::{AttachError, Layout, STATE_ROOT, io_err, recover, state::create_private_dir};
 
 /// How long a writer waits for another by default.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(20);
@@ -117,11 +117,14 @@ impl Writer {
 
 impl Drop for Writer {
     /// Without a data path left (detached, or an attach that failed or never began), the
-    /// lock file goes too, unlinked while still held; so does the state root once empty.
+    /// lock file goes too, unlinked while still held; so does the default state root once
+    /// empty (a directory the user named stays: it may be theirs).
     fn drop(&mut self) {
         if !self.layout.state_dir().exists() {
             let _ = std::fs::remove_file(&self.path);
-            let _ = std::fs::remove_dir(&self.layout.state_root);
+            if self.layout.state_root == std::path::Path::new(STATE_ROOT) {
+                let _ = std::fs::remove_dir(&self.layout.state_root);
+            }
         }
         // Closing the file releases the lock.
         let _ = self.file.unlock();

@@ -15,8 +15,8 @@
 //!
 //! ```text
 //! prog                      the pktpath_tc program
-//! ROUTE_TUPLES ROUTE_RULES ROUTE_RULES_V4 ROUTE_STATE ROUTE_NEXTHOPS POLICY_STATS
-//! IFACE_STATS IFACE_STATS_HIGH
+//! ROUTE_ARENA ROUTE_TREES ROUTE_STATE ROUTE_NEXTHOPS POLICY_STATS IFACE_STATS
+//! IFACE_STATS_HIGH ROUTE_DECISION
 //!                           the maps user space reads and writes
 //! link_<ifname>_ingress     one TCX link per interface and direction (TCX mode)
 //! link_<ifname>_egress
@@ -27,11 +27,12 @@
 //! ```
 //!
 //! bpffs holds pins only, not regular files, so the JSON state sits in a plain directory
-//! under [`STATE_ROOT`] named after the pin directory (see [`Layout::state_dir`]):
-//! `configuration.json` (a copy of the static configuration attached with; `apply` needs
-//! it), `runtimeConfiguration.json` (the policy set last applied; absent before the first
-//! apply), `slots.json` (the counter slot of each applied policy id, see `policy`) and
-//! `attach.json` (the TC mode and, in netlink mode, the filters and qdiscs created).
+//! under the state root (default [`STATE_ROOT`]) named after the pin directory (see
+//! [`Layout::state_dir`]): `configuration.json` (a copy of the static configuration
+//! attached with; `apply` needs it), `set-0.json` and `set-1.json` (the policy set and
+//! counter slots of each table generation, see `state`) and `attach.json` (the TC mode, the
+//! phase attach or detach got to and, in netlink mode, the filters and qdiscs created).
+//! Writers hold the lock of `lock`; what a killed one left is handled by `recover`.
 //!
 //! [`attach`] is idempotent: the same configuration again changes nothing (links missing
 //! since, say after an interface was recreated, are re-created from the pinned program, in
@@ -536,14 +537,8 @@ pub fn attach_source(
             source,
         })?;
     }
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROG_DATAPATH)
-        .ok_or(AttachError::NoProgram(PROG_DATAPATH))?
-        .try_into()
-        .map_err(|source| AttachError::Program {
-            what: format!("{PROG_DATAPATH} as a TC classifier"),
-            source,
-        })?;
+    load_tap(&mut ebpf)?;
+    let prog = classifier(&mut ebpf, PROG_DATAPATH)?;
     prog.load().map_err(|source| AttachError::Program {
         what: "loading the data path program into the kernel (verifier)".to_owned(),
         source,
@@ -552,15 +547,6 @@ pub fn attach_source(
         what: format!("pinning the program at {}", layout.prog().display()),
         source,
     })?;
-    load_tap(&mut ebpf)?;
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROG_DATAPATH)
-        .ok_or(AttachError::NoProgram(PROG_DATAPATH))?
-        .try_into()
-        .map_err(|source| AttachError::Program {
-            what: format!("{PROG_DATAPATH} as a TC classifier"),
-            source,
-        })?;
 
     // Tables before links: next hops known, no policies (every packet passes).
     let mut maps = DatapathMaps::from_pins(pin_dir)?;
@@ -611,17 +597,24 @@ fn attach_and_take(
     prog.take_link(id).map_err(err)
 }
 
+/// The TC program `name` of the data path object.
+fn classifier<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, AttachError> {
+    ebpf.program_mut(name)
+        .ok_or(AttachError::NoProgram(name))?
+        .try_into()
+        .map_err(|source| AttachError::Program {
+            what: format!("{name} as a TC classifier"),
+            source,
+        })
+}
+
 /// Loads the tap program and puts it where the data path tail-calls it. The pinned program
 /// array keeps it loaded after this process exits.
 fn load_tap(ebpf: &mut aya::Ebpf) -> Result<(), AttachError> {
-    let tap: &mut SchedClassifier = ebpf
-        .program_mut(PROG_TAP)
-        .ok_or(AttachError::NoProgram(PROG_TAP))?
-        .try_into()
-        .map_err(|source| AttachError::Program {
-            what: format!("{PROG_TAP} as a TC classifier"),
-            source,
-        })?;
+    let tap = classifier(ebpf, PROG_TAP)?;
     tap.load().map_err(|source| AttachError::Program {
         what: "loading the tap program into the kernel (verifier)".to_owned(),
         source,

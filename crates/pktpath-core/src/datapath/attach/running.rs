@@ -82,6 +82,8 @@ pub struct IfaceStats {
     pub dropped_packets: u64,
     pub dropped_bytes: u64,
     pub error_packets: u64,
+    /// Headers the kernel would refuse, passed to the stack untouched (also in `passed_*`).
+    pub invalid_packets: u64,
 }
 
 impl IfaceStats {
@@ -96,6 +98,7 @@ impl IfaceStats {
             dropped_packets: c.dropped_packets,
             dropped_bytes: c.dropped_bytes,
             error_packets: c.error_packets,
+            invalid_packets: c.invalid_packets,
         }
     }
 }
@@ -197,21 +200,39 @@ impl Attached {
         self.maps
             .reset_policy_counters(plan.fresh.iter().copied())?;
         self.maps.set_nexthops(&compiled.next_hops)?;
-        let staged = self.maps.stage(&compiled.tables)?;
-        // The set file before the flip: whenever the tables are in use, their file exists.
+        // The set file first, tagged with the serial the tables will be active as: whenever
+        // tables are in use their file exists, and a next writer that finds the file of a
+        // serial not yet active knows the apply was interrupted before its flip.
+        let serial = self.maps.serial()?.wrapping_add(1);
         SetFile {
-            serial: staged.serial,
+            serial,
             name: Some(source.name().to_owned()),
             text: Some(source.text().to_owned()),
             slots: plan.slots,
         }
         .write(&self.layout)?;
+        let flipped = self
+            .maps
+            .stage(&compiled.tables)
+            .and_then(|staged| self.maps.flip(staged));
         let Applied {
             generation,
             stats,
             arena_bytes,
             ..
-        } = self.maps.flip(staged)?;
+        } = match flipped {
+            Ok(applied) => applied,
+            Err(e) => {
+                // Not in use: undo what the next writer would otherwise roll back.
+                if self.maps.serial().ok() != Some(serial) {
+                    let _ = std::fs::remove_file(SetFile::path(&self.layout, serial));
+                    if let Err(e) = self.maps.release_inactive() {
+                        log::warn!("releasing the tables of a failed apply: {e}");
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         Ok(ApplyReport {
             policies: set.policies.len(),
             rules: compiled.rules.len(),
@@ -288,6 +309,7 @@ pub(super) fn recover_apply(
     maps: &mut DatapathMaps,
 ) -> Result<Option<String>, AttachError> {
     let serial = maps.serial()?;
+    // Written before the tables: present when an apply was interrupted before its flip.
     let staged = SetFile::read(layout, serial.wrapping_add(1))?
         .filter(|f| f.serial == serial.wrapping_add(1));
     if !maps.inactive_in_use()? && staged.is_none() {
@@ -304,7 +326,7 @@ pub(super) fn recover_apply(
             )
         }
         None => format!(
-            "finished an apply that was interrupted after it took effect: released the tables generation {serial} replaced"
+            "finished an apply that was interrupted after it took effect (generation {serial}): released the tables it replaced"
         ),
     }))
 }

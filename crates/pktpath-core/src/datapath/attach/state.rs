@@ -2,8 +2,8 @@
 //! (how the program is hooked in) and one `set-G.json` per table generation G (the policy
 //! set whose tables that generation holds).
 //!
-//! A set file is written before the flip that makes its generation active, and carries
-//! the apply serial (`RouteState::active`) it becomes active as. A reader takes the serial,
+//! An apply writes the set file before the generation's tables, and tags it with the apply
+//! serial (`RouteState::active`) it becomes active as. A reader takes the serial,
 //! then the file of generation `serial % 2`, and accepts it when the file carries that
 //! serial and the serial has not moved: the file and the tables are then the same set.
 
