@@ -671,3 +671,99 @@ fn an_agent_that_cannot_attach_exits_with_one_line() {
         "no state left"
     );
 }
+
+/// The agent as an unprivileged user (nobody) holding exactly the capabilities of
+/// dist/pktpath-agent.service as ambient ones, with its own state directory and a pin
+/// directory under a bpffs directory made for it (as the unit's ExecStartPre= does): it
+/// attaches in TCX mode, counts traffic, reloads an edit, and detaches on SIGTERM with
+/// --detach-on-exit.
+#[test]
+fn the_agent_runs_unprivileged_with_the_units_capabilities() {
+    const NOBODY: u32 = 65534;
+    let l = Lab::new("agent-nobody");
+    // The configuration files must be readable by nobody.
+    std::fs::set_permissions(
+        &l.scratch.0,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod scratch");
+    let unit = include_str!("../../../dist/pktpath-agent.service");
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("AmbientCapabilities= in the unit")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect();
+    let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+    let bin = pktpath_tests::run::SharedBinary::new(PKTPATH);
+    let state =
+        pktpath_tests::OwnedDirGuard::new(&std::env::temp_dir(), "agent-state", NOBODY, 0o700);
+    let pin_parent = pktpath_tests::OwnedDirGuard::new(
+        std::path::Path::new("/sys/fs/bpf"),
+        "agent-nobody",
+        NOBODY,
+        0o700,
+    );
+    let pin = pin_parent.path.join("agent");
+    let log = l.scratch.0.join("agent-nobody.log");
+    let listen = format!("127.0.0.1:{AGENT_PORT}");
+    let mut cmd = bin.command(NOBODY, &caps, Some(&l.lab.router.name));
+    cmd.args(["agent", "--config", &l.config, "--runtime", &l.runtime])
+        .arg("--pin-dir")
+        .arg(&pin)
+        .arg("--state-dir")
+        .arg(&state.path)
+        .args([
+            "--tc-mode",
+            "tcx",
+            "--detach-on-exit",
+            "--metrics-listen",
+            &listen,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let agent = Agent {
+        child: Some(cmd.spawn().expect("run setpriv (util-linux)")),
+        log,
+        router: l.lab.router.name.clone(),
+    };
+    agent.wait_ready();
+    assert!(
+        agent.log().contains("(tcx)"),
+        "attached in TCX mode: {}",
+        agent.log()
+    );
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&pin).unwrap());
+    assert_eq!(owner, NOBODY, "the pins are nobody's");
+    l.send(5001, 20);
+    assert_eq!(
+        agent.sample("pktpath_policy_packets_total{id=\"web\",priority=\"20\"}"),
+        Some(20.0)
+    );
+    let first = agent.sample("pktpath_generation").unwrap();
+    let tmp = l.scratch.write(
+        "runtimeConfiguration.json.tmp",
+        &policies(
+            r#",
+  { "id": "extra", "priority": 40, "match": { "proto": "udp", "dport": 6000 }, "action": { "type": "drop" } }"#,
+        ),
+    );
+    std::fs::rename(&tmp, &l.runtime).unwrap();
+    wait_for(Duration::from_secs(30), "a new generation", || {
+        agent
+            .sample("pktpath_generation")
+            .filter(|&g| g != first)
+            .map(|_| ())
+    });
+    assert_eq!(agent.sample("pktpath_policies"), Some(4.0));
+    let (code, log) = agent.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("detached from"), "{log}");
+    assert!(!pin.exists(), "pins removed: {log}");
+    for link in [&l.lab.client_link.a, &l.lab.up1_link.a, &l.lab.up2_link.a] {
+        let left = common::tc_hooks_in_use(&l.lab, link);
+        assert!(left.is_empty(), "left on {link}: {left:?}");
+    }
+}
