@@ -4,7 +4,8 @@
 #   - bpf-linker 0.10.x (the series that uses the LLVM inside the rust toolchain)
 #   - cargo-nextest (the test runner)
 #   - Debian packages the demo and the tests drive (iproute2, ping, setpriv, socat, tshark,
-#     nftables; groff-base for the man page test)
+#     nftables; groff-base for the man page test; prometheus: the server and promtool for
+#     the agent tests)
 set -euo pipefail
 
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
@@ -27,7 +28,7 @@ if ! command -v cargo-nextest >/dev/null; then
     cargo install cargo-nextest --locked
 fi
 
-packages=(iproute2 iputils-ping util-linux socat procps tshark nftables groff-base)
+packages=(iproute2 iputils-ping util-linux socat procps tshark nftables groff-base prometheus)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -3,6 +3,7 @@
 //! mounts, network namespaces) the trace and route features stand on.
 
 pub mod access;
+pub mod agent;
 pub mod btf;
 pub mod datapath;
 pub mod doctor;

@@ -1,6 +1,6 @@
 //! The one seam between pktpath and the kernel's non-BPF system calls: capabilities,
 //! clocks, filesystem mounts (bpffs, tracefs), and the few BPF map operations aya lacks (sys::bpfmap),
-//! network namespaces and traffic control (rtnetlink).
+//! network namespaces, traffic control (rtnetlink) and signals as a pipe (sys::signals).
 
 pub mod bpfmap;
 pub mod caps;
@@ -8,6 +8,7 @@ pub mod clock;
 pub mod iface;
 pub mod mounts;
 pub mod netns;
+pub mod signals;
 pub mod tc;
 pub mod tcxquery;
 

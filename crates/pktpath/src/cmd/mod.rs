@@ -1,5 +1,6 @@
 //! Command-line definition (clap derive): one module per subcommand.
 
+mod agent;
 mod completions;
 mod demo;
 mod doctor;
@@ -23,6 +24,7 @@ use clap::{Parser, Subcommand};
   pktpath doctor                     # what this kernel offers
   pktpath trace --netns blue icmp    # follow packets hop by hop
   pktpath route attach --config configuration.json && pktpath route apply runtimeConfiguration.json
+  pktpath agent --config configuration.json --runtime runtimeConfiguration.json --metrics-listen 127.0.0.1:9471
   pktpath completions bash > /etc/bash_completion.d/pktpath
   pktpath man | man -l -
 
@@ -42,6 +44,8 @@ impl Cli {
     /// The env_logger filter for the chosen verbosity (RUST_LOG overrides it).
     pub fn log_level(&self) -> &'static str {
         match self.verbose {
+            // The agent logs one line per event (reloads, signals) by default.
+            0 if matches!(self.command, Command::Agent(_)) => "info",
             0 => "warn",
             1 => "info",
             2 => "debug",
@@ -56,6 +60,7 @@ enum Command {
     Route(route::Args),
     Trace(trace::Args),
     Demo(demo::Args),
+    Agent(agent::Args),
     Completions(completions::Args),
     Man(man::Args),
 }
@@ -75,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Route(args) => route::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
     }

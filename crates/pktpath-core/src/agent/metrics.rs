@@ -1,0 +1,381 @@
+//! The agent's metrics: a prometheus-client collector that reads the data path's counters
+//! from the pinned maps at scrape time (nothing is copied on a timer), beside what the
+//! agent's loop records about its reloads ([`Status`]).
+//!
+//! Metric names and labels (documented in docs/agent.md):
+//!
+//! ```text
+//! pktpath_policy_packets_total{id,priority}      counter  packets matched per policy
+//! pktpath_policy_bytes_total{id,priority}        counter  bytes matched per policy
+//! pktpath_interface_packets_total{interface,outcome}  counter  outcome: passed|forwarded|dropped|error|invalid
+//! pktpath_interface_bytes_total{interface,outcome}    counter  outcome: passed|forwarded|dropped
+//! pktpath_attached                               gauge    1 when the data path is attached
+//! pktpath_generation                             gauge    the apply serial of the tables in use
+//! pktpath_policies                               gauge    policies in the set in use
+//! pktpath_rules / pktpath_trees / pktpath_table_bytes  gauge  of the agent's last apply
+//! pktpath_reloads_total / pktpath_reload_failures_total  counter
+//! pktpath_last_reload_timestamp_seconds / pktpath_last_reload_success  gauge
+//! pktpath_apply_duration_seconds                 gauge    of the last successful apply
+//! pktpath_scrape_read_seconds                    gauge    time this scrape took reading the maps
+//! process_resident_memory_bytes                  gauge    the agent's resident memory
+//! ```
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    sync::{Arc, Mutex},
+    time::{Instant, UNIX_EPOCH},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet},
+    metrics::MetricType,
+    registry::Registry,
+};
+
+use super::status::Status;
+use crate::datapath::attach::{self, AttachError, IfaceStats, Layout};
+
+/// One policy's counters at scrape time.
+struct PolicyRow {
+    id: String,
+    priority: String,
+    packets: u64,
+    bytes: u64,
+}
+
+/// The data path's counters, read consistently with one generation.
+struct Snapshot {
+    generation: u32,
+    policies: Vec<PolicyRow>,
+    interfaces: Vec<IfaceStats>,
+}
+
+/// (id, priority, counter slot) of each policy of one generation, parsed once from the set
+/// file and kept while that generation is in use.
+struct PolicyIndex {
+    /// The generation and the state directory's change time (a detach and a new attach
+    /// start generations again in a new directory).
+    key: (u32, i64, i64),
+    rows: Vec<(String, String, u32)>,
+}
+
+/// Reads the data path at scrape time.
+#[derive(Debug)]
+pub struct DatapathCollector {
+    layout: Layout,
+    status: Arc<Status>,
+    index: Mutex<Option<PolicyIndexBox>>,
+}
+
+/// [`PolicyIndex`] behind a Debug the collector trait needs.
+struct PolicyIndexBox(PolicyIndex);
+
+impl std::fmt::Debug for PolicyIndexBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PolicyIndex(generation {}, {} policies)",
+            self.0.key.0,
+            self.0.rows.len()
+        )
+    }
+}
+
+/// How often a scrape reads again when an apply flipped generations meanwhile.
+const READ_TRIES: usize = 20;
+
+impl DatapathCollector {
+    pub fn new(layout: Layout, status: Arc<Status>) -> Self {
+        Self {
+            layout,
+            status,
+            index: Mutex::new(None),
+        }
+    }
+
+    /// A registry serving this collector.
+    pub fn registry(self: &Arc<Self>) -> Registry {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        registry
+    }
+
+    /// Reads the data path once, so that the first scrape after an apply finds the policy
+    /// index built (parsing a set of 100k policies takes about a second).
+    pub fn warm(&self) {
+        if let Err(e) = self.snapshot() {
+            log::debug!("reading the data path after an apply: {e}");
+        }
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, AttachError> {
+        let attached = attach::open(&self.layout)?;
+        let stamp = std::fs::metadata(self.layout.state_dir())
+            .map(|m| (m.ctime(), m.ctime_nsec()))
+            .unwrap_or((0, 0));
+        for _ in 0..READ_TRIES {
+            let generation = attached.maps.serial()?;
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            if index
+                .as_ref()
+                .is_none_or(|i| i.0.key != (generation, stamp.0, stamp.1))
+            {
+                // The set as read is consistent with its own generation (see `active`).
+                let active = attached.active()?;
+                let mut rows = Vec::with_capacity(active.set.policies.len());
+                for p in &active.set.policies {
+                    if let Some(&slot) = active.slots.by_id.get(&p.id) {
+                        rows.push((p.id.clone(), p.priority.to_string(), slot));
+                    }
+                }
+                let key = (active.generation, stamp.0, stamp.1);
+                *index = Some(PolicyIndexBox(PolicyIndex { key, rows }));
+            }
+            let index = &index.as_ref().expect("just set").0;
+            if index.key.0 != generation {
+                continue;
+            }
+            let mut policies = Vec::with_capacity(index.rows.len());
+            for (id, priority, slot) in &index.rows {
+                let c = attached.maps.policy_counters(*slot)?;
+                policies.push(PolicyRow {
+                    id: id.clone(),
+                    priority: priority.clone(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                });
+            }
+            let ifaces = attach::resolve(&attached.topology)?;
+            let mut interfaces = Vec::with_capacity(ifaces.links.len());
+            for (i, link) in attached.topology.interfaces.iter().zip(&ifaces.links) {
+                let c = attached.maps.iface_counters(link.ifindex)?;
+                interfaces.push(IfaceStats {
+                    name: i.name.clone(),
+                    ifindex: link.ifindex,
+                    passed_packets: c.passed_packets,
+                    passed_bytes: c.passed_bytes,
+                    forwarded_packets: c.forwarded_packets,
+                    forwarded_bytes: c.forwarded_bytes,
+                    dropped_packets: c.dropped_packets,
+                    dropped_bytes: c.dropped_bytes,
+                    error_packets: c.error_packets,
+                    invalid_packets: c.invalid_packets,
+                });
+            }
+            if attached.maps.serial()? == generation {
+                return Ok(Snapshot {
+                    generation,
+                    policies,
+                    interfaces,
+                });
+            }
+        }
+        Err(AttachError::Busy {
+            dir: self.layout.pin_dir.display().to_string(),
+            holder: "applies flipping generations faster than a scrape reads".to_owned(),
+            waited: 0.0,
+        })
+    }
+}
+
+fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: V,
+) -> Result<(), std::fmt::Error> {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&value)
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, u64, f64>(&value, None)
+}
+
+/// A counter family: one sample per label set.
+fn counters<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        family
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, u64, f64>(&value, None)?;
+    }
+    Ok(())
+}
+
+impl Collector for DatapathCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let start = Instant::now();
+        let snapshot = match self.snapshot() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::debug!("scrape: the data path cannot be read: {e}");
+                None
+            }
+        };
+        let read = start.elapsed();
+        let e = &mut encoder;
+        gauge(
+            e,
+            "pktpath_attached",
+            "Whether the data path is attached and readable (1) or not (0).",
+            u32::from(snapshot.is_some()),
+        )?;
+        if let Some(s) = &snapshot {
+            gauge(
+                e,
+                "pktpath_generation",
+                "Apply serial of the policy tables in use.",
+                s.generation,
+            )?;
+            gauge(
+                e,
+                "pktpath_policies",
+                "Policies in the set in use.",
+                s.policies.len() as u64,
+            )?;
+            counters(
+                e,
+                "pktpath_policy_packets",
+                "Packets matched by each policy of the set in use.",
+                s.policies.iter().map(|p| {
+                    (
+                        [("id", p.id.as_str()), ("priority", p.priority.as_str())],
+                        p.packets,
+                    )
+                }),
+            )?;
+            counters(
+                e,
+                "pktpath_policy_bytes",
+                "Bytes matched by each policy of the set in use.",
+                s.policies.iter().map(|p| {
+                    (
+                        [("id", p.id.as_str()), ("priority", p.priority.as_str())],
+                        p.bytes,
+                    )
+                }),
+            )?;
+            counters(
+                e,
+                "pktpath_interface_packets",
+                "Packets the data path saw on each interface, by outcome (passed to the kernel, forwarded, dropped, error; invalid: headers the kernel would refuse, passed on and also counted as passed).",
+                s.interfaces.iter().flat_map(|i| {
+                    [
+                        ("passed", i.passed_packets),
+                        ("forwarded", i.forwarded_packets),
+                        ("dropped", i.dropped_packets),
+                        ("error", i.error_packets),
+                        ("invalid", i.invalid_packets),
+                    ]
+                    .map(|(outcome, v)| ([("interface", i.name.as_str()), ("outcome", outcome)], v))
+                }),
+            )?;
+            counters(
+                e,
+                "pktpath_interface_bytes",
+                "Bytes the data path saw on each interface, by outcome (passed to the kernel, forwarded, dropped).",
+                s.interfaces.iter().flat_map(|i| {
+                    [
+                        ("passed", i.passed_bytes),
+                        ("forwarded", i.forwarded_bytes),
+                        ("dropped", i.dropped_bytes),
+                    ]
+                    .map(|(outcome, v)| ([("interface", i.name.as_str()), ("outcome", outcome)], v))
+                }),
+            )?;
+        }
+        let record = self.status.get();
+        if let Some(a) = &record.applied {
+            gauge(
+                e,
+                "pktpath_rules",
+                "Classifier rules of the agent's last successful apply.",
+                a.rules as u64,
+            )?;
+            gauge(
+                e,
+                "pktpath_trees",
+                "Decision trees (IPv4 and IPv6) of the agent's last successful apply.",
+                a.trees as u64,
+            )?;
+            gauge(
+                e,
+                "pktpath_table_bytes",
+                "Bytes of classifier tables in the kernel after the agent's last successful apply.",
+                a.table_bytes,
+            )?;
+            gauge(
+                e,
+                "pktpath_apply_duration_seconds",
+                "How long the agent's last successful apply took (compile, write, swap).",
+                a.duration.as_secs_f64(),
+            )?;
+        }
+        counter(
+            e,
+            "pktpath_reloads",
+            "Reloads the agent tried (the apply at start included).",
+            record.reloads,
+        )?;
+        counter(
+            e,
+            "pktpath_reload_failures",
+            "Reloads that failed (a bad file, a refused policy set, a busy writer lock); the running set stayed.",
+            record.failures,
+        )?;
+        if let Some((when, ok)) = record.last_reload {
+            gauge(
+                e,
+                "pktpath_last_reload_timestamp_seconds",
+                "When the last reload ended (Unix time).",
+                when.duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+            )?;
+            gauge(
+                e,
+                "pktpath_last_reload_success",
+                "Whether the last reload succeeded (1) or failed (0).",
+                u32::from(ok),
+            )?;
+        }
+        gauge(
+            e,
+            "pktpath_scrape_read_seconds",
+            "How long this scrape took to read the data path's maps.",
+            read.as_secs_f64(),
+        )?;
+        if let Some(rss) = resident_bytes() {
+            gauge(
+                e,
+                "process_resident_memory_bytes",
+                "Resident memory of the agent process.",
+                rss,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// This process's resident memory (/proc/self/statm).
+pub fn resident_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}

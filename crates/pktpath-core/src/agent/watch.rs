@@ -1,0 +1,154 @@
+//! Noticing that the configuration files changed: inotify on the directories that hold
+//! them. Editors and configuration management replace a file by renaming a new one over
+//! it, which a watch on the file itself would miss (it follows the old inode); a watch on
+//! the directory sees the rename, a write in place and a re-creation alike.
+
+use std::{
+    ffi::OsString,
+    os::fd::{AsRawFd, RawFd},
+    path::{Path, PathBuf},
+};
+
+use inotify::{Inotify, WatchMask};
+
+use super::AgentError;
+
+/// Watches the directories of a set of files and says when one of the files changed.
+pub struct FileWatch {
+    inotify: Inotify,
+    /// (directory watch, file name, the path as given) of each file watched.
+    files: Vec<(inotify::WatchDescriptor, OsString, PathBuf)>,
+    buffer: Vec<u8>,
+}
+
+impl FileWatch {
+    /// Watches `files` (each through its directory, which must exist).
+    pub fn new(files: &[&Path]) -> Result<Self, AgentError> {
+        let inotify = Inotify::init().map_err(|source| AgentError::Watch {
+            what: "inotify_init".to_owned(),
+            source,
+        })?;
+        let mut watches = Vec::new();
+        for file in files {
+            let dir = directory_of(file);
+            let name = file
+                .file_name()
+                .ok_or_else(|| AgentError::NotAFile {
+                    path: file.display().to_string(),
+                })?
+                .to_owned();
+            let wd = inotify
+                .watches()
+                .add(
+                    &dir,
+                    WatchMask::CLOSE_WRITE
+                        | WatchMask::MOVED_TO
+                        | WatchMask::CREATE
+                        | WatchMask::DELETE
+                        | WatchMask::MOVED_FROM,
+                )
+                .map_err(|source| AgentError::Watch {
+                    what: format!("watching directory {}", dir.display()),
+                    source,
+                })?;
+            watches.push((wd, name, file.to_path_buf()));
+        }
+        Ok(Self {
+            inotify,
+            files: watches,
+            buffer: vec![0; 4096],
+        })
+    }
+
+    /// Reads the events pending (never blocks); adds the watched files they concern to
+    /// `changed` (all of them when the kernel's queue overflowed). True when an event
+    /// concerned a watched file.
+    pub fn changed(&mut self, changed: &mut Vec<PathBuf>) -> Result<bool, AgentError> {
+        let mut seen = false;
+        let mut hit = |path: &PathBuf| {
+            seen = true;
+            if !changed.contains(path) {
+                changed.push(path.clone());
+            }
+        };
+        loop {
+            let events = match self.inotify.read_events(&mut self.buffer) {
+                Ok(events) => events,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(seen),
+                Err(source) => {
+                    return Err(AgentError::Watch {
+                        what: "reading inotify events".to_owned(),
+                        source,
+                    });
+                }
+            };
+            let mut any = false;
+            for event in events {
+                any = true;
+                for (wd, file, path) in &self.files {
+                    let overflow = event.mask.contains(inotify::EventMask::Q_OVERFLOW);
+                    if overflow || (*wd == event.wd && event.name == Some(file.as_os_str())) {
+                        hit(path);
+                    }
+                }
+            }
+            if !any {
+                return Ok(seen);
+            }
+        }
+    }
+}
+
+impl AsRawFd for FileWatch {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inotify.as_raw_fd()
+    }
+}
+
+/// The directory holding `file` (`.` for a bare file name).
+fn directory_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileWatch;
+
+    #[test]
+    fn renames_over_writes_in_place_and_recreations_are_seen_other_files_are_not() {
+        let dir = std::env::temp_dir().join(format!("pktpath-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+        std::fs::write(&a, "1").unwrap();
+        let mut watch = FileWatch::new(&[&a, &b]).expect("watch the directory");
+        let mut changed = Vec::new();
+
+        // Nothing yet; a file beside them is not theirs.
+        assert!(!watch.changed(&mut changed).unwrap());
+        std::fs::write(dir.join("a.json.tmp"), "2").unwrap();
+        assert!(!watch.changed(&mut changed).unwrap());
+        assert!(changed.is_empty());
+
+        // An editor's save: a new file renamed over the old one.
+        std::fs::rename(dir.join("a.json.tmp"), &a).unwrap();
+        assert!(watch.changed(&mut changed).unwrap());
+        assert_eq!(changed, std::slice::from_ref(&a));
+
+        // A write in place, and a file that did not exist at start.
+        std::fs::write(&a, "3").unwrap();
+        std::fs::write(&b, "1").unwrap();
+        assert!(watch.changed(&mut changed).unwrap());
+        assert_eq!(changed, [a.clone(), b.clone()], "each file once");
+
+        // Removed and created again.
+        changed.clear();
+        std::fs::remove_file(&b).unwrap();
+        std::fs::write(&b, "2").unwrap();
+        assert!(watch.changed(&mut changed).unwrap());
+        assert_eq!(changed, [b]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

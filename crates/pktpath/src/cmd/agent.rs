@@ -1,0 +1,112 @@
+//! `pktpath agent`: the data path as a long-running service with live reload and
+//! Prometheus metrics (the loop lives in `pktpath_core::agent`).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use pktpath_core::{
+    access,
+    agent::{self, Options},
+    datapath::attach::{DEFAULT_PIN_DIR, TcMode},
+    sys::caps::Privileges,
+};
+
+use crate::exit;
+
+/// Run the data path as a service: attach (or adopt the data path already attached with
+/// the same configuration), apply the runtime configuration, then re-apply it whenever
+/// either file changes (inotify on their directories) or on SIGHUP. A file that cannot be
+/// applied is logged (`file:line:col: field: ...`, as `route apply` says it), counted in
+/// pktpath_reload_failures_total, and the running policy set stays.
+///
+/// Each reload takes the data path's writer lock for its own duration only, so
+/// `pktpath route apply/show/stats/...` work beside the agent. SIGTERM or SIGINT stop the
+/// agent and leave the data path forwarding (pins stay; a restarted agent adopts it and no
+/// counter is lost), unless --detach-on-exit. Logs: one line per event on stderr (info
+/// level unless -v or RUST_LOG say otherwise).
+///
+/// With --metrics-listen: /metrics (Prometheus text format, or OpenMetrics when asked for),
+/// /healthz (the process runs), /readyz (attached, and the last reload succeeded).
+///
+/// Examples:
+///   pktpath agent --config /etc/pktpath/configuration.json --runtime /etc/pktpath/runtimeConfiguration.json
+///   pktpath agent --config c.json --runtime r.json --metrics-listen 127.0.0.1:9471
+///   kill -HUP $(pidof pktpath)      # re-apply now
+///
+/// Needs what `route attach` needs: CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, a writable
+/// state directory (--state-dir) and pin directory parent.
+///
+/// Exit status: 0 after SIGTERM/SIGINT; 1 when the data path cannot be attached or the
+/// metrics address cannot be bound; 3 without those capabilities.
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The static configuration (interfaces, next hops, tables).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The runtime configuration (policies), re-applied when it changes.
+    #[arg(long, value_name = "FILE")]
+    runtime: PathBuf,
+    /// Serve /metrics, /healthz and /readyz on this address (port 0: any free port, logged).
+    #[arg(long, value_name = "ADDR:PORT", env = "PKTPATH_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// The bpffs directory the data path is pinned under.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "PKTPATH_PIN_DIR",
+        default_value = DEFAULT_PIN_DIR
+    )]
+    pin_dir: PathBuf,
+    #[command(flatten)]
+    state: super::state_dir::StateDirArg,
+    /// How to hook into TC: `auto` probes the kernel (in a scratch network namespace) and
+    /// takes TCX when it works.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    tc_mode: TcModeArg,
+    /// Detach the data path (remove its pins) when the agent stops.
+    #[arg(long)]
+    detach_on_exit: bool,
+    /// How long a reload waits for another pktpath changing the data path.
+    #[arg(long, value_name = "SECONDS", default_value = "20", value_parser = parse_wait)]
+    wait: Duration,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TcModeArg {
+    /// TCX where the kernel has it (probed), netlink clsact otherwise.
+    Auto,
+    /// TCX links (bpf_link, Linux 6.6+), pinned.
+    Tcx,
+    /// A clsact qdisc and cls_bpf direct-action filters, over netlink.
+    Netlink,
+}
+
+fn parse_wait(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0 to 86400 (e.g. 20, or 0.5)"
+        )),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let layout = args.state.layout(&args.pin_dir);
+    // What `route attach` needs (the agent attaches, applies and reads).
+    access::Command::RouteAttach.require(&Privileges::current())?;
+    access::check_files(access::Command::RouteAttach, &layout)?;
+    agent::run(Options {
+        config: args.config,
+        runtime: args.runtime,
+        layout,
+        metrics_listen: args.metrics_listen,
+        tc_mode: match args.tc_mode {
+            TcModeArg::Auto => None,
+            TcModeArg::Tcx => Some(TcMode::Tcx),
+            TcModeArg::Netlink => Some(TcMode::Netlink),
+        },
+        detach_on_exit: args.detach_on_exit,
+        wait: args.wait,
+    })?;
+    Ok(exit::OK)
+}
