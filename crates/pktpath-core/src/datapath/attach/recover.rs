@@ -45,9 +45,16 @@ pub(super) fn run(layout: &Layout) -> Result<Vec<String>, AttachError> {
             "finished a detach that was interrupted: {}",
             removed(&remove_all(layout, &state)?)
         )),
+        // Maps that do not open (a data path from an older pktpath) hold no interrupted
+        // apply of this one: that must not stop a detach.
         Phase::Attached if layout.pin_dir.exists() => {
-            let mut maps = DatapathMaps::from_pins(&layout.pin_dir)?;
-            running::recover_apply(layout, &mut maps)?
+            match DatapathMaps::from_pins(&layout.pin_dir) {
+                Ok(mut maps) => running::recover_apply(layout, &mut maps)?,
+                Err(e) => {
+                    log::warn!("not looking for an interrupted apply: {e}");
+                    None
+                }
+            }
         }
         Phase::Attached => None,
     };
