@@ -12,6 +12,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use pktpath_core::trace::summary::percentile;
 use serde::Serialize;
 
 use crate::{
@@ -45,11 +46,6 @@ pub struct Results {
     pub frames: u64,
     pub pps: u64,
     pub rows: Vec<Row>,
-}
-
-fn percentile(sorted: &[u64], p: usize) -> u64 {
-    let rank = (p * sorted.len()).div_ceil(100).max(1);
-    sorted[rank.min(sorted.len()) - 1]
 }
 
 /// Per packet id: receive time on `r_in`, first start-of-transmit time on `r_out`.

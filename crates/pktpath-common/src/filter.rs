@@ -54,19 +54,11 @@ pub const KEY_PORTS: u8 = 1 << 3;
 /// `PacketKey::flags`: the packet is a fragment other than the first (no L4 header).
 pub const KEY_FRAGMENT: u8 = 1 << 4;
 
-/// EtherType of IPv4.
-pub const ETH_P_IP: u16 = 0x0800;
-/// EtherType of IPv6.
-pub const ETH_P_IPV6: u16 = 0x86dd;
-/// EtherType of ARP.
-pub const ETH_P_ARP: u16 = 0x0806;
-
-/// IP protocol numbers the filter language names.
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ICMPV6: u8 = 58;
-pub const IPPROTO_SCTP: u8 = 132;
+/// The EtherTypes and IP protocol numbers the filter language names (defined in [`crate::net`]).
+pub use crate::net::{
+    ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
+    IPPROTO_UDP,
+};
 
 /// How many IPv6 extension headers [`key_from_l3`] walks before giving up: enough for the
 /// usual chain (hop-by-hop, destination options, routing, fragment). Each one more costs

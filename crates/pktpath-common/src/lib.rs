@@ -8,6 +8,7 @@
 pub mod baseline;
 pub mod filter;
 pub mod kernel;
+pub mod net;
 pub mod probe;
 pub mod route;
 pub mod trace;

@@ -18,14 +18,12 @@ use aya_ebpf::{
     helpers::generated::bpf_check_mtu,
     programs::TcContext,
 };
-use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
+use pktpath_common::{
+    net::{ETH_P_IP, ETH_P_IPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP},
+    route::{FAMILY_V4, FAMILY_V6},
+};
 
 const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_SCTP: u8 = 132;
 
 /// A header was truncated or malformed, or a helper refused a rewrite.
 #[derive(Clone, Copy, Debug)]

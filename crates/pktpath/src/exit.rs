@@ -1,16 +1,21 @@
-//! Turning errors into one line on stderr and an exit code.
+//! Exit codes, and turning errors into one line on stderr and an exit code.
+//!
+//! The codes are `u8` because that is what an exit status holds; `main` turns the one it
+//! gets into a `std::process::ExitCode`.
 
 use pktpath_core::sys::caps::MissingCapability;
 
-pub const OK: i32 = 0;
-pub const ERROR: i32 = 1;
+pub const OK: u8 = 0;
+pub const ERROR: u8 = 1;
 /// A usage error found after argument parsing (e.g. a filter expression), as clap's.
-pub const USAGE: i32 = 2;
-pub const PRIVILEGE: i32 = 3;
-pub const UNSUPPORTED: i32 = 4;
+pub const USAGE: u8 = 2;
+pub const PRIVILEGE: u8 = 3;
+pub const UNSUPPORTED: u8 = 4;
+/// Interrupted by a signal (Ctrl-C), as a shell reports it: 128 + SIGINT.
+pub const INTERRUPTED: u8 = 130;
 
 /// Prints `err` (with its causes) as one line and returns the exit code for it.
-pub fn report(err: &anyhow::Error) -> i32 {
+pub fn report(err: &anyhow::Error) -> u8 {
     if err.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)

@@ -1,16 +1,18 @@
 //! The `pktpath` command: parses arguments, runs a subcommand, maps errors to exit codes.
 //!
 //! Exit codes: 0 success; 1 error; 2 bad usage; 3 missing privilege; 4 kernel lacks a
-//! feature the command needs. Data goes to stdout, diagnostics to stderr. A closed stdout
-//! (`pktpath ... | head`) is success.
+//! feature the command needs; 130 interrupted (demo). Data goes to stdout, diagnostics to
+//! stderr. A closed stdout (`pktpath ... | head`) is success.
 
 mod cmd;
 mod exit;
 mod signal;
 
+use std::process::ExitCode;
+
 use clap::Parser as _;
 
-fn main() {
+fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(cli.log_level()))
         .format_timestamp(None)
@@ -19,5 +21,5 @@ fn main() {
         Ok(code) => code,
         Err(err) => exit::report(&err),
     };
-    std::process::exit(code);
+    ExitCode::from(code)
 }

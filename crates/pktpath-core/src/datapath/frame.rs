@@ -1,7 +1,10 @@
 //! Synthesizing Ethernet frames from packet fields, for `route get` and for tests that run
 //! the data path with BPF_PROG_TEST_RUN.
 
-use pktpath_common::route::FAMILY_V4;
+use pktpath_common::{
+    net::{ETH_P_IP, ETH_P_IPV6},
+    route::FAMILY_V4,
+};
 
 use super::classifier::PacketFields;
 
@@ -81,7 +84,7 @@ pub fn build(p: &PacketFields, opts: &FrameOptions) -> Vec<u8> {
     f.extend_from_slice(&opts.dst_mac);
     f.extend_from_slice(&opts.src_mac);
     if p.family == FAMILY_V4 {
-        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        f.extend_from_slice(&ETH_P_IP.to_be_bytes());
         let mut ip = [0u8; 20];
         ip[0] = 0x45;
         ip[1] = p.dscp << 2;
@@ -97,7 +100,7 @@ pub fn build(p: &PacketFields, opts: &FrameOptions) -> Vec<u8> {
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         f.extend_from_slice(&ip);
     } else {
-        f.extend_from_slice(&0x86ddu16.to_be_bytes());
+        f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
         let mut ip = [0u8; 40];
         let tclass = p.dscp << 2;
         ip[0] = 0x60 | (tclass >> 4);

@@ -7,12 +7,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-/// EtherType of IPv4.
-pub const ETH_P_IP: u16 = 0x0800;
-/// EtherType of IPv6.
-pub const ETH_P_IPV6: u16 = 0x86dd;
-/// EtherType of ARP.
-pub const ETH_P_ARP: u16 = 0x0806;
+pub use pktpath_common::net::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6};
 
 /// What the header bytes say about a packet.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -29,7 +29,10 @@
 
 use std::{collections::HashMap, io::Write};
 
-use pktpath_common::trace::{HEADER_BYTES, Hook, TraceEvent};
+use pktpath_common::{
+    net::{ETH_P_IP, ETH_P_IPV6},
+    trace::{HEADER_BYTES, Hook, TraceEvent},
+};
 
 use super::{event::Event, name::Name, wire};
 use crate::sys::clock::MonotonicToRealtime;
@@ -55,9 +58,6 @@ const EPB_FLAGS: u16 = 2;
 /// `epb_flags` direction bits.
 const FLAG_INBOUND: u32 = 0b01;
 const FLAG_OUTBOUND: u32 = 0b10;
-
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86DD;
 
 /// Writing the pcapng stream failed.
 #[derive(Debug, thiserror::Error)]
@@ -132,8 +132,8 @@ impl<W: Write> PcapngWriter<W> {
     pub fn write(&mut self, raw: &TraceEvent, ev: &Event) -> Result<Written, PcapngError> {
         let bytes = wire::header(raw);
         let ip_version = match raw.protocol {
-            ETHERTYPE_IPV4 => 4,
-            ETHERTYPE_IPV6 => 6,
+            ETH_P_IP => 4,
+            ETH_P_IPV6 => 6,
             _ => return Ok(Written::Skipped(Skip::NotIp)),
         };
         if bytes.is_empty() {
@@ -432,8 +432,8 @@ mod tests {
         let mut name = [0u8; 16];
         name[..ifname.len()].copy_from_slice(ifname);
         let protocol = match bytes.first().map(|b| b >> 4) {
-            Some(6) => ETHERTYPE_IPV6,
-            _ => ETHERTYPE_IPV4,
+            Some(6) => ETH_P_IPV6,
+            _ => ETH_P_IP,
         };
         TraceEvent {
             ts_ns,
@@ -678,7 +678,7 @@ mod tests {
         let mut empty = record(Hook::NetifReceiveSkb, 2, NS_BLUE, b"veth-b", &UDP4);
         empty.header_len = 0;
         let mut lying = record(Hook::NetifReceiveSkb, 3, NS_BLUE, b"veth-b", &icmp6());
-        lying.protocol = ETHERTYPE_IPV4;
+        lying.protocol = ETH_P_IP;
         let (file, written) = write_all(&[arp, empty, lying]);
         assert_eq!(
             written,

@@ -90,7 +90,7 @@ fn parse_wait(text: &str) -> Result<Duration, String> {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<i32> {
+pub fn run(args: Args) -> anyhow::Result<u8> {
     let layout = args.state.layout(&args.pin_dir);
     // What `route attach` needs (the agent attaches, applies and reads).
     access::Command::RouteAttach.require(&Privileges::current())?;

@@ -74,7 +74,7 @@ pub struct Args {
 #[error("interrupted")]
 struct Interrupted;
 
-pub fn run(args: Args) -> anyhow::Result<i32> {
+pub fn run(args: Args) -> anyhow::Result<u8> {
     Privileges::current().require(
         &[
             Capability::SysAdmin,
@@ -92,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     match demo(&args, &style) {
         Err(e) if e.is::<Interrupted>() => {
             eprintln!("pktpath demo: interrupted; the lab was removed");
-            Ok(130)
+            Ok(exit::INTERRUPTED)
         }
         other => other,
     }
@@ -269,7 +269,7 @@ struct Outcome {
     ok: bool,
 }
 
-fn demo(args: &Args, style: &Style) -> anyhow::Result<i32> {
+fn demo(args: &Args, style: &Style) -> anyhow::Result<u8> {
     let mut lab = step(
         "building the lab (4 network namespaces, 3 veth pairs)",
         || Ok(Lab::build(std::process::id())?),
@@ -873,7 +873,7 @@ fn command_name() -> String {
 }
 
 /// `--cleanup`: removes the labs whose demo process is gone.
-fn cleanup(state: &super::state_dir::StateDirArg) -> anyhow::Result<i32> {
+fn cleanup(state: &super::state_dir::StateDirArg) -> anyhow::Result<u8> {
     let found = lab::stale();
     if found.is_empty() {
         println!("no demo lab to remove");

@@ -48,7 +48,7 @@ pub struct Args {
     state: super::state_dir::StateDirArg,
 }
 
-pub fn run(args: Args) -> anyhow::Result<i32> {
+pub fn run(args: Args) -> anyhow::Result<u8> {
     let report = doctor::run(doctor::Options {
         mount: args.mount,
         state_root: Some(args.state.root()),

@@ -47,7 +47,7 @@ pub fn render(path: &[String]) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-pub fn run(args: Args) -> anyhow::Result<i32> {
+pub fn run(args: Args) -> anyhow::Result<u8> {
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         clap_mangen::generate_to(super::Cli::command(), dir)

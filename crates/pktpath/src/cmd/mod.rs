@@ -74,7 +74,7 @@ pub struct Unsupported {
 }
 
 /// Runs the chosen subcommand; returns the exit code.
-pub fn run(cli: Cli) -> anyhow::Result<i32> {
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
         Command::Route(args) => route::run(args),

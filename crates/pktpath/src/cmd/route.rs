@@ -266,7 +266,7 @@ enum Which {
     Runtime,
 }
 
-pub fn run(args: Args) -> anyhow::Result<i32> {
+pub fn run(args: Args) -> anyhow::Result<u8> {
     let layout = args.state.layout(&args.pin_dir);
     match args.command {
         Command::Check(args) => check(args),
@@ -306,7 +306,7 @@ fn writer(layout: &Layout, wait: Duration) -> anyhow::Result<Writer> {
     Ok(writer)
 }
 
-fn attach_cmd(layout: &Layout, wait: Duration, args: AttachArgs) -> anyhow::Result<i32> {
+fn attach_cmd(layout: &Layout, wait: Duration, args: AttachArgs) -> anyhow::Result<u8> {
     require(access::Command::RouteAttach, layout)?;
     let mode = match args.tc_mode {
         TcModeArg::Auto => None,
@@ -341,7 +341,7 @@ fn attach_cmd(layout: &Layout, wait: Duration, args: AttachArgs) -> anyhow::Resu
     Ok(exit::OK)
 }
 
-fn apply_cmd(layout: &Layout, wait: Duration, args: ApplyArgs) -> anyhow::Result<i32> {
+fn apply_cmd(layout: &Layout, wait: Duration, args: ApplyArgs) -> anyhow::Result<u8> {
     require(access::Command::RouteApply, layout)?;
     // A dry run only reads; an apply holds the lock from reading the running set on.
     let writer = if args.dry_run {
@@ -419,7 +419,7 @@ fn print_diff(diff: &Diff) {
     );
 }
 
-fn show_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
+fn show_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<u8> {
     require(access::Command::RouteShow, layout)?;
     let attached = attach::open(layout)?;
     let active = attached.active()?;
@@ -437,7 +437,7 @@ fn show_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-fn stats_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<i32> {
+fn stats_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<u8> {
     require(access::Command::RouteStats, layout)?;
     let attached = attach::open(layout)?;
     let stats = attached.stats()?;
@@ -502,7 +502,7 @@ pub(crate) fn print_stats(
     Ok(())
 }
 
-fn detach_cmd(layout: &Layout, wait: Duration, args: OutputArgs) -> anyhow::Result<i32> {
+fn detach_cmd(layout: &Layout, wait: Duration, args: OutputArgs) -> anyhow::Result<u8> {
     require(access::Command::RouteDetach, layout)?;
     let report = attach::detach(&writer(layout, wait)?).map_err(detach_error)?;
     if args.json {
@@ -561,7 +561,7 @@ struct CheckReport<'a> {
     classifier: ClassifierSummary,
 }
 
-fn check(args: CheckArgs) -> anyhow::Result<i32> {
+fn check(args: CheckArgs) -> anyhow::Result<u8> {
     let topology = Topology::load(&args.config)?;
     let set = match &args.runtime {
         Some(path) => PolicySet::load(&topology, path)?,
@@ -719,7 +719,7 @@ fn table(
     writeln!(out)
 }
 
-fn schema(args: SchemaArgs) -> anyhow::Result<i32> {
+fn schema(args: SchemaArgs) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     match args.which {
         Some(which) => {
@@ -859,7 +859,7 @@ fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields)> {
     Ok((iif, fields))
 }
 
-fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<i32> {
+fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<u8> {
     let (iif, fields) = parse_get(&args.words)?;
     require(access::Command::RouteGet, layout)?;
     let attached = attach::open(layout)?;

@@ -139,7 +139,7 @@ const COALESCE_BELOW: usize = 256;
 /// How long the reader lets records gather after a small round.
 const COALESCE: Duration = Duration::from_millis(1);
 
-pub fn run(args: Args) -> anyhow::Result<i32> {
+pub fn run(args: Args) -> anyhow::Result<u8> {
     access::Command::Trace.require(&Privileges::current())?;
     if let Some(d) = args.duration
         && !(d.is_finite() && d > 0.0)

@@ -46,11 +46,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::programs::{
-    LinkOrder, SchedClassifier, TcAttachType,
-    links::FdLink,
-    tc::{NlOptions, SchedClassifierLink, TcAttachOptions},
-};
+use aya::programs::{SchedClassifier, TcAttachType};
 use pktpath_common::route::{PROG_DATAPATH, PROG_TAP, TAP_PROG_MAP};
 use serde::{Deserialize, Serialize};
 
@@ -77,15 +73,17 @@ const ATTACH_FILE: &str = "attach.json";
 const PROG_PIN: &str = "prog";
 
 mod detach;
+mod hooks;
 mod lock;
 mod recover;
 mod running;
 mod state;
 
 pub use detach::{DetachReport, detach};
+use hooks::{Hook, TcBackend};
 pub use lock::{DEFAULT_WAIT, Writer};
 pub use running::{ActiveSet, ApplyReport, Attached, IfaceStats, PolicyStats, Stats, open};
-use state::{AttachState, NlFilter, NlQdisc, Phase, SetFile, create_private_dir, write_atomic};
+use state::{AttachState, NlFilter, Phase, SetFile, create_private_dir, write_atomic};
 
 /// Attaching, opening, applying to or detaching the data path failed.
 #[derive(Debug, thiserror::Error)]
@@ -334,15 +332,15 @@ fn filter_present(f: &NlFilter, prog_id: u32) -> Result<bool, AttachError> {
         }))
 }
 
-/// The links one configuration calls for: (interface position, name, direction).
-fn wanted_links(topology: &Topology) -> Vec<(usize, String, Direction)> {
+/// The hooks one configuration calls for, in the order attach makes them.
+fn wanted_hooks(topology: &Topology) -> Vec<Hook> {
     let mut out = Vec::new();
-    for (i, iface) in topology.interfaces.iter().enumerate() {
+    for iface in &topology.interfaces {
         if iface.ingress {
-            out.push((i, iface.name.clone(), Direction::Ingress));
+            out.push((iface.name.clone(), Direction::Ingress));
         }
         if iface.egress {
-            out.push((i, iface.name.clone(), Direction::Egress));
+            out.push((iface.name.clone(), Direction::Egress));
         }
     }
     out
@@ -379,6 +377,19 @@ pub struct AttachReport {
     /// What was done about writers killed before they finished (see [`Writer::lock`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub recovered: Vec<String>,
+}
+
+impl AttachReport {
+    /// A report of nothing done yet, for the pin directory of `writer`.
+    fn empty(writer: &Writer, mode: TcMode) -> Self {
+        Self {
+            pin_dir: writer.layout().pin_dir.display().to_string(),
+            mode,
+            attached: Vec::new(),
+            unchanged: Vec::new(),
+            recovered: writer.recovered().to_vec(),
+        }
+    }
 }
 
 /// Rolls back, on drop, what a failing attach created (as the next writer would after a
@@ -419,91 +430,82 @@ pub fn attach_source(
     source: &Source,
     mode: Option<TcMode>,
 ) -> Result<AttachReport, AttachError> {
-    let layout = writer.layout();
     let topology = Topology::from_source(source)?;
     let ifaces = resolve(&topology)?;
     if let Some(guard) = PseudoFs::Bpf.ensure()? {
         guard.keep();
     }
-    let pin_dir = &layout.pin_dir;
-    let dir_text = pin_dir.display().to_string();
-    let state_config = layout.state(CONFIG_FILE);
-
-    if pin_dir.exists() {
-        if !state_config.exists() {
-            return Err(AttachError::Foreign {
-                dir: dir_text,
-                state: state_config.display().to_string(),
-            });
-        }
-        let running = open(layout)?;
-        if !same_topology(&running.topology, &topology) {
-            return Err(AttachError::OtherConfig { dir: dir_text });
-        }
-        let mut state = AttachState::read(layout)?;
-        if let Some(requested) = mode
-            && requested != state.mode
-        {
-            return Err(AttachError::OtherMode {
-                dir: dir_text,
-                running: state.mode,
-                requested,
-            });
-        }
-        // Same configuration: only re-create links (filters) that went missing.
-        let mut report = AttachReport {
-            pin_dir: dir_text,
-            mode: state.mode,
-            attached: Vec::new(),
-            unchanged: Vec::new(),
-            recovered: writer.recovered().to_vec(),
-        };
-        let prog_id = match state.mode {
-            TcMode::Tcx => 0,
-            TcMode::Netlink => pinned_prog_id(layout)?,
-        };
-        let mut missing = Vec::new();
-        for (_, name, d) in wanted_links(&topology) {
-            let present = match state.mode {
-                TcMode::Tcx => layout.link(&name, d).exists(),
-                TcMode::Netlink => match state
-                    .filters
-                    .iter()
-                    .find(|f| f.interface == name && f.direction == d)
-                {
-                    Some(f) => filter_present(f, prog_id)?,
-                    None => false,
-                },
-            };
-            if present {
-                report.unchanged.push(format!("{name}/{}", d.name()));
-            } else {
-                missing.push((name, d));
-            }
-        }
-        if !missing.is_empty() {
-            let mut prog = SchedClassifier::from_pin(layout.prog()).map_err(|source| {
-                AttachError::Program {
-                    what: format!("opening the pinned program {}", layout.prog().display()),
-                    source,
-                }
-            })?;
-            for (name, d) in missing {
-                match state.mode {
-                    TcMode::Tcx => attach_link(&mut prog, layout, &name, d)?,
-                    TcMode::Netlink => {
-                        state
-                            .filters
-                            .retain(|f| !(f.interface == name && f.direction == d));
-                        attach_filter(&mut prog, layout, &name, d, &mut state)?;
-                    }
-                }
-                report.attached.push(format!("{name}/{}", d.name()));
-            }
-        }
-        return Ok(report);
+    if writer.layout().pin_dir.exists() {
+        return reattach(writer, &topology, mode);
     }
+    attach_new(writer, source, &topology, &ifaces, mode)
+}
 
+/// A data path is pinned already: checks it runs `topology` in the mode asked for, and
+/// re-creates only the hooks that went missing (say after an interface was recreated).
+fn reattach(
+    writer: &Writer,
+    topology: &Topology,
+    mode: Option<TcMode>,
+) -> Result<AttachReport, AttachError> {
+    let layout = writer.layout();
+    let dir_text = layout.pin_dir.display().to_string();
+    let state_config = layout.state(CONFIG_FILE);
+    if !state_config.exists() {
+        return Err(AttachError::Foreign {
+            dir: dir_text,
+            state: state_config.display().to_string(),
+        });
+    }
+    let running = open(layout)?;
+    if !same_topology(&running.topology, topology) {
+        return Err(AttachError::OtherConfig { dir: dir_text });
+    }
+    let mut state = AttachState::read(layout)?;
+    if let Some(requested) = mode
+        && requested != state.mode
+    {
+        return Err(AttachError::OtherMode {
+            dir: dir_text,
+            running: state.mode,
+            requested,
+        });
+    }
+    let backend = TcBackend::new(layout, state.mode);
+    let mut report = AttachReport::empty(writer, state.mode);
+    let (present, missing) = backend.in_place(&state, wanted_hooks(topology))?;
+    report.unchanged = present
+        .iter()
+        .map(|(name, d)| hook_name(name, *d))
+        .collect();
+    if !missing.is_empty() {
+        let mut prog =
+            SchedClassifier::from_pin(layout.prog()).map_err(|source| AttachError::Program {
+                what: format!("opening the pinned program {}", layout.prog().display()),
+                source,
+            })?;
+        for (name, d) in missing {
+            backend.attach(&mut prog, &mut state, &name, d)?;
+            report.attached.push(hook_name(&name, d));
+        }
+    }
+    Ok(report)
+}
+
+/// Attaches a new data path. The order is what makes a writer killed midway recoverable
+/// (see `recover`): `attach.json` (phase attaching, the interfaces) before the pin
+/// directory; maps and program pinned; tables filled before any hook; each hook recorded
+/// as it is made (see [`TcBackend::attach`]); the configuration copy, then phase attached,
+/// last.
+fn attach_new(
+    writer: &Writer,
+    source: &Source,
+    topology: &Topology,
+    ifaces: &Interfaces,
+    mode: Option<TcMode>,
+) -> Result<AttachReport, AttachError> {
+    let layout = writer.layout();
+    let pin_dir = &layout.pin_dir;
     let parent = pin_dir.parent().unwrap_or(Path::new("/"));
     if !PseudoFs::Bpf.holds(parent) {
         return Err(AttachError::NotBpffs {
@@ -511,27 +513,57 @@ pub fn attach_source(
         });
     }
     let mode = mode.unwrap_or_else(TcMode::probe);
-    let state_dir = layout.state_dir();
-    if state_dir.exists() {
-        // Left from a data path whose pins are gone (bpffs remounted): stale.
-        std::fs::remove_dir_all(&state_dir).map_err(io_err("remove stale state", &state_dir))?;
-    }
-    create_private_dir(&state_dir).map_err(io_err("create state directory", &state_dir))?;
-    // Recorded before anything is created: a writer killed from here on is rolled back by
-    // the next one.
-    let mut state = AttachState::new(mode);
-    state.phase = Phase::Attaching;
-    state.interfaces = topology.interfaces.iter().map(|i| i.name.clone()).collect();
-    state.write(layout)?;
+    let mut state = begin_attach(layout, topology, mode)?;
     let mut undo = Undo {
         layout,
         armed: true,
     };
     std::fs::create_dir(pin_dir).map_err(io_err("create pin directory", pin_dir))?;
 
+    let mut ebpf = load_and_pin(layout)?;
+    let prog = classifier(&mut ebpf, PROG_DATAPATH)?;
+    fill_tables(layout, topology, ifaces)?;
+
+    let backend = TcBackend::new(layout, mode);
+    let mut report = AttachReport::empty(writer, mode);
+    for (name, d) in wanted_hooks(topology) {
+        backend.attach(prog, &mut state, &name, d)?;
+        report.attached.push(hook_name(&name, d));
+    }
+    write_atomic(&layout.state(CONFIG_FILE), source.text())?;
+    state.phase = Phase::Attached;
+    state.write(layout)?;
+    undo.armed = false;
+    Ok(report)
+}
+
+/// Makes a fresh state directory and records in it, before anything else is created, that
+/// an attach in `mode` on the interfaces of `topology` began: a writer killed from here on
+/// is rolled back by the next one.
+fn begin_attach(
+    layout: &Layout,
+    topology: &Topology,
+    mode: TcMode,
+) -> Result<AttachState, AttachError> {
+    let state_dir = layout.state_dir();
+    if state_dir.exists() {
+        // Left from a data path whose pins are gone (bpffs remounted): stale.
+        std::fs::remove_dir_all(&state_dir).map_err(io_err("remove stale state", &state_dir))?;
+    }
+    create_private_dir(&state_dir).map_err(io_err("create state directory", &state_dir))?;
+    let mut state = AttachState::new(mode);
+    state.phase = Phase::Attaching;
+    state.interfaces = topology.interfaces.iter().map(|i| i.name.clone()).collect();
+    state.write(layout)?;
+    Ok(state)
+}
+
+/// Loads the data path object, pins its maps, loads the tap program into its program
+/// array, and loads (verifier) and pins the data path program.
+fn load_and_pin(layout: &Layout) -> Result<aya::Ebpf, AttachError> {
     let mut ebpf = loader::load(Object::Datapath, &[])?;
     for (name, map) in ebpf.maps() {
-        let path = pin_dir.join(name);
+        let path = layout.pin_dir.join(name);
         map.pin(&path).map_err(|source| AttachError::Pin {
             what: format!("pinning map {name} at {}", path.display()),
             source,
@@ -547,54 +579,28 @@ pub fn attach_source(
         what: format!("pinning the program at {}", layout.prog().display()),
         source,
     })?;
+    Ok(ebpf)
+}
 
-    // Tables before links: next hops known, no policies (every packet passes).
-    let mut maps = DatapathMaps::from_pins(pin_dir)?;
-    maps.set_nexthops(&policy::next_hops(&topology, &ifaces)?)?;
+/// Tables before hooks: next hops known, no policies (every packet passes); the set file
+/// of the generation in use says so.
+fn fill_tables(
+    layout: &Layout,
+    topology: &Topology,
+    ifaces: &Interfaces,
+) -> Result<(), AttachError> {
+    let mut maps = DatapathMaps::from_pins(&layout.pin_dir)?;
+    maps.set_nexthops(&policy::next_hops(topology, ifaces)?)?;
     SetFile {
         serial: maps.serial()?,
         ..SetFile::default()
     }
-    .write(layout)?;
-
-    let mut report = AttachReport {
-        pin_dir: dir_text,
-        mode,
-        attached: Vec::new(),
-        unchanged: Vec::new(),
-        recovered: writer.recovered().to_vec(),
-    };
-    for (_, name, d) in wanted_links(&topology) {
-        match mode {
-            TcMode::Tcx => attach_link(prog, layout, &name, d)?,
-            TcMode::Netlink => attach_filter(prog, layout, &name, d, &mut state)?,
-        }
-        report.attached.push(format!("{name}/{}", d.name()));
-    }
-    write_atomic(&state_config, source.text())?;
-    state.phase = Phase::Attached;
-    state.write(layout)?;
-    undo.armed = false;
-    Ok(report)
+    .write(layout)
 }
 
-/// Attaches `prog` on hook `dir` of `iface` and takes the link out of the program, so that
-/// dropping the program does not detach it.
-fn attach_and_take(
-    prog: &mut SchedClassifier,
-    iface: &str,
-    dir: Direction,
-    options: TcAttachOptions,
-    what: &str,
-) -> Result<SchedClassifierLink, AttachError> {
-    let err = |source| AttachError::Program {
-        what: what.to_owned(),
-        source,
-    };
-    let id = prog
-        .attach_with_options(iface, dir.attach_type(), options)
-        .map_err(err)?;
-    prog.take_link(id).map_err(err)
+/// `ifname/direction`, as reports name a hook.
+fn hook_name(name: &str, d: Direction) -> String {
+    format!("{name}/{}", d.name())
 }
 
 /// The TC program `name` of the data path object.
@@ -633,76 +639,4 @@ fn load_tap(ebpf: &mut aya::Ebpf) -> Result<(), AttachError> {
     ))?;
     let mut progs = aya::maps::ProgramArray::try_from(map).map_err(AttachError::TapProgram)?;
     progs.set(0, &fd, 0).map_err(AttachError::TapProgram)
-}
-
-fn attach_link(
-    prog: &mut SchedClassifier,
-    layout: &Layout,
-    iface: &str,
-    dir: Direction,
-) -> Result<(), AttachError> {
-    let what = format!("TCX {} attach on {iface}", dir.name());
-    let options = TcAttachOptions::TcxOrder(LinkOrder::default());
-    let link = attach_and_take(prog, iface, dir, options, &what)?;
-    let fd: FdLink = link.try_into().map_err(|source| AttachError::Link {
-        what: format!("{what}: the link is not a TCX link"),
-        source,
-    })?;
-    let path = layout.link(iface, dir);
-    fd.pin(&path).map_err(|source| AttachError::Pin {
-        what: format!(
-            "pinning the {} link of {iface} at {}",
-            dir.name(),
-            path.display()
-        ),
-        source,
-    })?;
-    Ok(())
-}
-
-/// Adds the clsact qdisc to `name` unless it has one, then a cls_bpf direct-action filter
-/// running `prog` on hook `dir` (priority and handle picked by the kernel); both are
-/// recorded in `state`.
-fn attach_filter(
-    prog: &mut SchedClassifier,
-    layout: &Layout,
-    name: &str,
-    dir: Direction,
-    state: &mut AttachState,
-) -> Result<(), AttachError> {
-    let ifindex = iface::index(name)?;
-    // Recorded before it is added, so that a writer killed in between is rolled back
-    // (detach removes a recorded qdisc only when no filter is left on it).
-    let qdisc = NlQdisc {
-        interface: name.to_owned(),
-        ifindex,
-    };
-    let recorded = !state.clsact_created.contains(&qdisc);
-    if recorded {
-        state.clsact_created.push(qdisc);
-        state.write(layout)?;
-    }
-    if !tc::add_clsact(ifindex)? && recorded {
-        state.clsact_created.pop();
-        state.write(layout)?;
-    }
-    let what = format!("netlink clsact {} attach on {name}", dir.name());
-    let options = TcAttachOptions::Netlink(NlOptions::default());
-    let link = attach_and_take(prog, name, dir, options, &what)?;
-    let (priority, handle) = match (link.priority(), link.handle()) {
-        (Ok(p), Ok(h)) => (p, u32::from(h)),
-        (Err(source), _) | (_, Err(source)) => return Err(AttachError::Program { what, source }),
-    };
-    // Dropping the link would delete the filter: it must outlive this process, and is
-    // found again through the state file.
-    std::mem::forget(link);
-    state.filters.push(NlFilter {
-        interface: name.to_owned(),
-        ifindex,
-        direction: dir,
-        priority,
-        handle,
-    });
-    // A writer killed before this write is rolled back by program id (see `recover`).
-    state.write(layout)
 }
