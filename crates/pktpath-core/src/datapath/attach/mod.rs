@@ -514,11 +514,15 @@ fn attach_new(
     }
     let mode = mode.unwrap_or_else(TcMode::probe);
     let mut state = begin_attach(layout, topology, mode)?;
+    if let Err(e) = std::fs::create_dir(pin_dir) {
+        // Nothing of ours in it (it may not even be ours): only the state goes.
+        let _ = std::fs::remove_dir_all(layout.state_dir());
+        return Err(io_err("create pin directory", pin_dir)(e));
+    }
     let mut undo = Undo {
         layout,
         armed: true,
     };
-    std::fs::create_dir(pin_dir).map_err(io_err("create pin directory", pin_dir))?;
 
     let mut ebpf = load_and_pin(layout)?;
     let prog = classifier(&mut ebpf, PROG_DATAPATH)?;
