@@ -11,13 +11,9 @@ mod common;
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{SocketAddr, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -470,60 +466,8 @@ fn reloads_swap_good_files_and_keep_the_running_set_on_bad_ones() {
     let generation = |a: &Agent| a.sample("pktpath_generation").map(|g| g as u64);
     let first = generation(&agent).expect("a generation");
 
-    let rx = l
-        .lab
-        .up1
-        .handle()
-        .run(|| UdpSocket::bind(SocketAddr::new(SVC4.parse().unwrap(), STREAM_PORT)))
-        .expect("enter up1")
-        .expect("bind in up1");
-    rx.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let tx = l
-        .lab
-        .client
-        .handle()
-        .run(|| UdpSocket::bind(SocketAddr::new(RouterLab::CLIENT4.parse().unwrap(), 0)))
-        .expect("enter the client")
-        .expect("bind in the client");
-    let stop_tx = Arc::new(AtomicBool::new(false));
-    let stop_rx = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
-    let receiver = {
-        let (stop, received) = (stop_rx.clone(), received.clone());
-        std::thread::spawn(move || {
-            let mut seen = Vec::<bool>::new();
-            let mut buf = [0u8; 64];
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(8) = rx.recv(&mut buf) else { continue };
-                let seq = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
-                if seen.len() <= seq {
-                    seen.resize(seq + 1, false);
-                }
-                seen[seq] = true;
-                received.fetch_add(1, Ordering::Relaxed);
-            }
-            seen
-        })
-    };
-    // A few thousand datagrams a second: far below what the veth backlogs and the receive
-    // buffer hold, so a loss would be the data path's.
-    let sender = {
-        let stop = stop_tx.clone();
-        let dst = SocketAddr::new(SVC4.parse().unwrap(), STREAM_PORT);
-        std::thread::spawn(move || {
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                for _ in 0..4 {
-                    tx.send_to(&seq.to_be_bytes(), dst).expect("send");
-                    seq += 1;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            seq
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
+    let stream = common::Stream::start(&l.lab, STREAM_PORT);
+    stream.wait_for(50, "stream running before the reloads");
 
     // A good edit, written beside the file and renamed over it (as editors do).
     let extra = r#",
@@ -596,17 +540,7 @@ fn reloads_swap_good_files_and_keep_the_running_set_on_bad_ones() {
     assert!(generation(&agent).unwrap() > third);
     assert_eq!(agent.sample("pktpath_reload_failures_total"), Some(1.0));
 
-    stop_tx.store(true, Ordering::Relaxed);
-    let sent = sender.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    stop_rx.store(true, Ordering::Relaxed);
-    let seen = receiver.join().unwrap();
-    let missing: Vec<usize> = (0..sent as usize)
-        .filter(|&s| !seen.get(s).copied().unwrap_or(false))
-        .collect();
+    let (sent, missing) = stream.stop();
     assert!(
         missing.is_empty(),
         "{} of {sent} datagrams lost across the reloads: {:?}",
