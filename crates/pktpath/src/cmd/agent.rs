@@ -6,10 +6,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use pktpath_core::{
     access,
     agent::{self, Options},
-    datapath::attach::{DEFAULT_PIN_DIR, TcMode},
+    datapath::attach::DEFAULT_PIN_DIR,
     sys::caps::Privileges,
 };
 
+use super::writer_args::{TcModeArg, parse_wait};
 use crate::exit;
 
 /// Run the data path as a service: attach (or adopt the data path already attached with
@@ -71,25 +72,6 @@ pub struct Args {
     wait: Duration,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum TcModeArg {
-    /// TCX where the kernel has it (probed), netlink clsact otherwise.
-    Auto,
-    /// TCX links (bpf_link, Linux 6.6+), pinned.
-    Tcx,
-    /// A clsact qdisc and cls_bpf direct-action filters, over netlink.
-    Netlink,
-}
-
-fn parse_wait(text: &str) -> Result<Duration, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!(
-            "{text:?} is not a number of seconds from 0 to 86400 (e.g. 20, or 0.5)"
-        )),
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let layout = args.state.layout(&args.pin_dir);
     // What `route attach` needs (the agent attaches, applies and reads).
@@ -100,11 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         runtime: args.runtime,
         layout,
         metrics_listen: args.metrics_listen,
-        tc_mode: match args.tc_mode {
-            TcModeArg::Auto => None,
-            TcModeArg::Tcx => Some(TcMode::Tcx),
-            TcModeArg::Netlink => Some(TcMode::Netlink),
-        },
+        tc_mode: args.tc_mode.mode(),
         detach_on_exit: args.detach_on_exit,
         wait: args.wait,
     })?;

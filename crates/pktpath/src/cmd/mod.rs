@@ -8,6 +8,7 @@ mod man;
 mod route;
 mod state_dir;
 mod trace;
+mod writer_args;
 
 use clap::{Parser, Subcommand};
 

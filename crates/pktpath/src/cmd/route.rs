@@ -9,7 +9,7 @@ use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
 use pktpath_core::{
     access,
     datapath::{
-        attach::{self, DEFAULT_PIN_DIR, Layout, TcMode, Writer},
+        attach::{self, DEFAULT_PIN_DIR, Layout, Writer},
         classifier::PacketFields,
         policy::{self, ClassifierSummary, Interfaces, Slots},
     },
@@ -22,6 +22,7 @@ use pktpath_core::{
     sys::caps::Privileges,
 };
 
+use super::writer_args::{TcModeArg, parse_wait};
 use crate::exit;
 
 /// Policy routing in a TC eBPF fast path, configured from JSON.
@@ -77,15 +78,6 @@ pub struct Args {
 
     #[command(subcommand)]
     command: Command,
-}
-
-fn parse_wait(text: &str) -> Result<Duration, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!(
-            "{text:?} is not a number of seconds from 0 to 86400 (e.g. 20, or 0.5)"
-        )),
-    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -170,16 +162,6 @@ struct AttachArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum TcModeArg {
-    /// TCX where the kernel has it (probed), netlink clsact otherwise.
-    Auto,
-    /// TCX links (bpf_link, Linux 6.6+), pinned.
-    Tcx,
-    /// A clsact qdisc and cls_bpf direct-action filters, over netlink.
-    Netlink,
 }
 
 /// Validate runtimeConfiguration.json against the attached configuration and swap it in
@@ -308,11 +290,7 @@ fn writer(layout: &Layout, wait: Duration) -> anyhow::Result<Writer> {
 
 fn attach_cmd(layout: &Layout, wait: Duration, args: AttachArgs) -> anyhow::Result<u8> {
     require(access::Command::RouteAttach, layout)?;
-    let mode = match args.tc_mode {
-        TcModeArg::Auto => None,
-        TcModeArg::Tcx => Some(TcMode::Tcx),
-        TcModeArg::Netlink => Some(TcMode::Netlink),
-    };
+    let mode = args.tc_mode.mode();
     let writer = writer(layout, wait)?;
     let report = attach::attach(&writer, &args.config, mode).map_err(|e| {
         if super::attach_kernel_error(&e) {

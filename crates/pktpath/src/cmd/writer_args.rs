@@ -1,0 +1,38 @@
+//! Options shared by the commands that change a data path (`route attach/apply/detach`,
+//! `agent`): the TC mode to attach in, and how long to wait for another writer.
+
+use std::time::Duration;
+
+use pktpath_core::datapath::attach::TcMode;
+
+/// How to hook the data path into TC.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TcModeArg {
+    /// TCX where the kernel has it (probed), netlink clsact otherwise.
+    Auto,
+    /// TCX links (bpf_link, Linux 6.6+), pinned.
+    Tcx,
+    /// A clsact qdisc and cls_bpf direct-action filters, over netlink.
+    Netlink,
+}
+
+impl TcModeArg {
+    /// The mode forced, or None to probe.
+    pub fn mode(self) -> Option<TcMode> {
+        match self {
+            Self::Auto => None,
+            Self::Tcx => Some(TcMode::Tcx),
+            Self::Netlink => Some(TcMode::Netlink),
+        }
+    }
+}
+
+/// `--wait SECONDS`: a number of seconds, fractions allowed, up to a day.
+pub fn parse_wait(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0 to 86400 (e.g. 20, or 0.5)"
+        )),
+    }
+}
