@@ -146,23 +146,7 @@ impl DatapathCollector {
                     bytes: c.bytes,
                 });
             }
-            let ifaces = attach::resolve(&attached.topology)?;
-            let mut interfaces = Vec::with_capacity(ifaces.links.len());
-            for (i, link) in attached.topology.interfaces.iter().zip(&ifaces.links) {
-                let c = attached.maps.iface_counters(link.ifindex)?;
-                interfaces.push(IfaceStats {
-                    name: i.name.clone(),
-                    ifindex: link.ifindex,
-                    passed_packets: c.passed_packets,
-                    passed_bytes: c.passed_bytes,
-                    forwarded_packets: c.forwarded_packets,
-                    forwarded_bytes: c.forwarded_bytes,
-                    dropped_packets: c.dropped_packets,
-                    dropped_bytes: c.dropped_bytes,
-                    error_packets: c.error_packets,
-                    invalid_packets: c.invalid_packets,
-                });
-            }
+            let interfaces = attached.interface_stats()?;
             if attached.maps.serial()? == generation {
                 return Ok(Snapshot {
                     generation,
@@ -171,10 +155,8 @@ impl DatapathCollector {
                 });
             }
         }
-        Err(AttachError::Busy {
+        Err(AttachError::Unsettled {
             dir: self.layout.pin_dir.display().to_string(),
-            holder: "applies flipping generations faster than a scrape reads".to_owned(),
-            waited: 0.0,
         })
     }
 }

@@ -164,6 +164,10 @@ pub enum AttachError {
         holder: String,
         waited: f64,
     },
+    #[error(
+        "applies at {dir} flipped generations faster than the counters could be read; try again"
+    )]
+    Unsettled { dir: String },
     #[error("changing the data path at {dir} needs its writer lock")]
     NotWriter { dir: String },
     #[error(

@@ -245,6 +245,18 @@ impl Attached {
         })
     }
 
+    /// Each configured interface's counters, summed over CPUs (they do not depend on the
+    /// policy set).
+    pub fn interface_stats(&self) -> Result<Vec<IfaceStats>, AttachError> {
+        let ifaces = resolve(&self.topology)?;
+        let mut out = Vec::with_capacity(ifaces.links.len());
+        for (i, link) in self.topology.interfaces.iter().zip(&ifaces.links) {
+            let c = self.maps.iface_counters(link.ifindex)?;
+            out.push(IfaceStats::new(&i.name, link.ifindex, c));
+        }
+        Ok(out)
+    }
+
     /// Per-policy (priority order) and per-interface counters, summed over CPUs.
     /// Per-policy counters are read again when an apply flipped generations meanwhile (it
     /// may have given a removed policy's slot to a new one).
@@ -273,7 +285,7 @@ impl Attached {
                 .get(&p.id)
                 .copied()
                 .ok_or_else(|| AttachError::State {
-                    path: SetFile::path(&self.layout, self.maps.serial().unwrap_or(0))
+                    path: SetFile::path(&self.layout, generation)
                         .display()
                         .to_string(),
                     source: serde::de::Error::custom(format!("no slot for policy {}", p.id)),
@@ -287,16 +299,10 @@ impl Attached {
                 bytes,
             });
         }
-        let ifaces = resolve(&self.topology)?;
-        let mut interfaces = Vec::new();
-        for (i, link) in self.topology.interfaces.iter().zip(&ifaces.links) {
-            let c = self.maps.iface_counters(link.ifindex)?;
-            interfaces.push(IfaceStats::new(&i.name, link.ifindex, c));
-        }
         Ok(Stats {
             generation,
             policies,
-            interfaces,
+            interfaces: self.interface_stats()?,
         })
     }
 }
