@@ -114,10 +114,8 @@ pub struct Applied {
 #[derive(Debug)]
 #[must_use = "staged tables take effect only when flipped"]
 pub struct Staged {
-    /// The serial active when they were staged.
+    /// The serial active when they were staged (they become active as the next one).
     from: u32,
-    /// The serial they become active as.
-    pub serial: u32,
     applied: Applied,
 }
 
@@ -264,7 +262,6 @@ impl DatapathMaps {
             .map_err(map_err("write", MAP_TREES))?;
         Ok(Staged {
             from: state.active,
-            serial,
             applied: Applied {
                 generation: serial,
                 stats: tables.stats,
@@ -287,7 +284,7 @@ impl DatapathMaps {
         // The chunks were written through a mapping: make those stores visible before the
         // flip that publishes them.
         fence(Ordering::SeqCst);
-        state.active = staged.serial;
+        state.active = staged.from.wrapping_add(1);
         self.state
             .set(0, state, 0)
             .map_err(map_err("write", MAP_STATE))?;
@@ -300,15 +297,20 @@ impl DatapathMaps {
     /// Whether the inactive generation holds tables: an apply was interrupted (before its
     /// flip, or after it but before the old generation was released).
     pub fn inactive_in_use(&self) -> Result<bool, TableError> {
-        let inactive = (self.serial()?.wrapping_add(1)) % GENERATIONS;
+        let inactive = self.inactive_generation()?;
         // The entry's id only: opening the chunk by id would need CAP_SYS_ADMIN.
         Ok(array_of_maps_entry(self.arena_fd.as_fd(), inactive * MAX_CHUNKS)?.is_some())
+    }
+
+    /// The table generation packets do not use now (the next apply writes it).
+    fn inactive_generation(&self) -> Result<u32, TableError> {
+        Ok(self.serial()?.wrapping_add(1) % GENERATIONS)
     }
 
     /// Releases the inactive generation's tables (what an interrupted apply left), once no
     /// packet can still be walking them.
     pub fn release_inactive(&mut self) -> Result<(), TableError> {
-        let inactive = (self.serial()?.wrapping_add(1)) % GENERATIONS;
+        let inactive = self.inactive_generation()?;
         synchronize_programs()?;
         self.release(inactive, 0)
     }
