@@ -101,26 +101,35 @@ pub fn synchronize_programs() -> Result<(), SysError> {
     Ok(())
 }
 
+/// The `BPF_MAP_*_ELEM` part of `union bpf_attr`, for a `u32` key.
+#[repr(C)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+impl ElemAttr {
+    /// The attribute for `key` of the map behind `fd`; `value` is the address of the value
+    /// buffer, or 0. The key's address is taken: it must outlive the call.
+    fn new(fd: BorrowedFd<'_>, key: &u32, value: u64) -> Self {
+        Self {
+            map_fd: fd.as_raw_fd() as u32,
+            _pad: 0,
+            key: std::ptr::from_ref(key) as u64,
+            value,
+            flags: 0,
+        }
+    }
+}
+
 /// Deletes entry `index` of the array of maps behind `fd` (aya 0.14's `ArrayOfMaps` has no
 /// delete). The kernel drops its reference to the inner map once no program can hold it.
 pub fn delete_array_entry(fd: BorrowedFd<'_>, index: u32) -> Result<(), SysError> {
-    /// The `BPF_MAP_*_ELEM` part of `union bpf_attr`.
-    #[repr(C)]
-    struct ElemAttr {
-        map_fd: u32,
-        _pad: u32,
-        key: u64,
-        value: u64,
-        flags: u64,
-    }
     const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-    let mut attr = ElemAttr {
-        map_fd: fd.as_raw_fd() as u32,
-        _pad: 0,
-        key: (&raw const index) as u64,
-        value: 0,
-        flags: 0,
-    };
+    let mut attr = ElemAttr::new(fd, &index, 0);
     // SAFETY: the attribute points at `index`, which outlives the call.
     unsafe {
         bpf_call(BPF_MAP_DELETE_ELEM, &mut attr, || {
@@ -176,24 +185,9 @@ pub fn create_ringbuf(bytes: u32, name: &str) -> Result<OwnedFd, SysError> {
 /// the entry is empty. Reads the id only: aya's `ArrayOfMaps::get` also opens the inner
 /// map by id, which needs CAP_SYS_ADMIN.
 pub fn array_of_maps_entry(fd: BorrowedFd<'_>, index: u32) -> Result<Option<u32>, SysError> {
-    /// The `BPF_MAP_*_ELEM` part of `union bpf_attr`.
-    #[repr(C)]
-    struct ElemAttr {
-        map_fd: u32,
-        _pad: u32,
-        key: u64,
-        value: u64,
-        flags: u64,
-    }
     const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
     let mut id: u32 = 0;
-    let mut attr = ElemAttr {
-        map_fd: fd.as_raw_fd() as u32,
-        _pad: 0,
-        key: (&raw const index) as u64,
-        value: (&raw mut id) as u64,
-        flags: 0,
-    };
+    let mut attr = ElemAttr::new(fd, &index, (&raw mut id) as u64);
     // SAFETY: the attribute points at `index` and `id`, which outlive the call; the kernel
     // writes the 4-byte inner map id into `id`.
     let found = unsafe {
