@@ -13,18 +13,9 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 /// Installs the stop handler for SIGINT and SIGTERM (without SA_RESTART, so a blocked poll
 /// returns at once).
 pub fn install() -> std::io::Result<()> {
+    // The handler only stores to an atomic, which is async-signal-safe.
     for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction is valid; the handler only stores to an atomic, which
-        // is async-signal-safe.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        pktpath_core::sys::signals::set_handler(sig, on_signal)?;
     }
     Ok(())
 }

@@ -49,16 +49,8 @@ impl SignalPipe {
             unsafe { libc::close(old) };
         }
         for &sig in signals {
-            // SAFETY: a zeroed sigaction is valid; the handler only writes to a pipe.
-            let rc = unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_signal as *const () as usize;
-                libc::sigemptyset(&mut sa.sa_mask);
-                libc::sigaction(sig, &sa, std::ptr::null_mut())
-            };
-            if rc != 0 {
-                return Err(SysError::last(format!("sigaction({sig})")));
-            }
+            set_handler(sig, on_signal)
+                .map_err(|e| SysError::io(format!("sigaction({sig})"), e))?;
         }
         Ok(Self { read })
     }
@@ -113,6 +105,22 @@ pub fn poll_readable(
         .iter()
         .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
         .collect())
+}
+
+/// Installs `handler` for `sig`, without SA_RESTART (a blocked system call returns at once
+/// with EINTR). The handler must be async-signal-safe (store to an atomic, write to a pipe).
+pub fn set_handler(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid; the caller vouches for the handler.
+    let rc = unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
