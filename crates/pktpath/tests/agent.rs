@@ -17,8 +17,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Attachment, PKTPATH, SVC4, Scratch};
-use pktpath_tests::{AddrGuard, BpffsGuard, RouterLab, SysctlGuard, require_root, run};
+use common::{Attachment, DataPathOnlyLab, PKTPATH, SVC4, Scratch};
+use pktpath_tests::{BpffsGuard, RouterLab, require_root, run};
 use serde_json::Value;
 
 const AGENT_PORT: u16 = 9471;
@@ -30,10 +30,7 @@ const STREAM_PORT: u16 = 7100;
 struct Lab {
     dp: Attachment,
     scratch: Scratch,
-    _guards: Vec<SysctlGuard>,
-    _addr: AddrGuard,
-    lab: RouterLab,
-    _bpffs: BpffsGuard,
+    lab: DataPathOnlyLab,
     config: String,
     runtime: String,
 }
@@ -53,15 +50,7 @@ fn policies(extra: &str) -> String {
 
 impl Lab {
     fn new(label: &str) -> Self {
-        require_root();
-        let bpffs = BpffsGuard::ensure();
-        let lab = RouterLab::new();
-        let r = lab.router.name.clone();
-        let addr = AddrGuard::new(&lab.up1.name, "lo", &format!("{SVC4}/32"));
-        let guards = vec![
-            SysctlGuard::new(&r, "net.ipv4.ip_forward", "0"),
-            SysctlGuard::new(&r, "net.ipv6.conf.all.forwarding", "0"),
-        ];
+        let lab = DataPathOnlyLab::new();
         let scratch = Scratch::new(&format!("agent-{label}"));
         let config = scratch.write("configuration.json", &common::lab_config(&lab, &[]));
         let runtime = scratch.write("runtimeConfiguration.json", &policies(""));
@@ -69,10 +58,7 @@ impl Lab {
         Self {
             dp,
             scratch,
-            _guards: guards,
-            _addr: addr,
             lab,
-            _bpffs: bpffs,
             config,
             runtime,
         }

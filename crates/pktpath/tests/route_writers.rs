@@ -15,9 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Attachment, PKTPATH, SVC4, Scratch};
+use common::{Attachment, DataPathOnlyLab, PKTPATH, Scratch};
 use pktpath_core::datapath::attach::{Layout, Writer};
-use pktpath_tests::{AddrGuard, BpffsGuard, RouterLab, SysctlGuard, require_root};
+use pktpath_tests::{BpffsGuard, RouterLab, require_root};
 use serde_json::Value;
 
 /// Policies per set: enough that an apply takes a while to compile and write.
@@ -27,10 +27,7 @@ const STREAM_PORT: u16 = 7100;
 struct Lab {
     dp: Attachment,
     _scratch: Scratch,
-    _guards: Vec<SysctlGuard>,
-    _addr: AddrGuard,
-    lab: RouterLab,
-    _bpffs: BpffsGuard,
+    lab: DataPathOnlyLab,
     a: String,
     b: String,
     config: String,
@@ -38,15 +35,7 @@ struct Lab {
 
 impl Lab {
     fn new(label: &str) -> Self {
-        require_root();
-        let bpffs = BpffsGuard::ensure();
-        let lab = RouterLab::new();
-        let r = lab.router.name.clone();
-        let addr = AddrGuard::new(&lab.up1.name, "lo", &format!("{SVC4}/32"));
-        let guards = vec![
-            SysctlGuard::new(&r, "net.ipv4.ip_forward", "0"),
-            SysctlGuard::new(&r, "net.ipv6.conf.all.forwarding", "0"),
-        ];
+        let lab = DataPathOnlyLab::new();
         let scratch = Scratch::new(&format!("route-writers-{label}"));
         let config = scratch.write("configuration.json", &common::lab_config(&lab, &[]));
         let a = scratch.write("a.json", &set('a', "forward\", \"next_hop\": \"up1"));
@@ -56,10 +45,7 @@ impl Lab {
         Self {
             dp,
             _scratch: scratch,
-            _guards: guards,
-            _addr: addr,
             lab,
-            _bpffs: bpffs,
             a,
             b,
             config,

@@ -27,7 +27,7 @@ use std::{
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use pktpath_core::sys::netns::NetNs;
-use pktpath_tests::{PinGuard, RouterLab, run};
+use pktpath_tests::{AddrGuard, BpffsGuard, PinGuard, RouterLab, SysctlGuard, require_root, run};
 use serde_json::Value;
 
 pub const PKTPATH: &str = env!("CARGO_BIN_EXE_pktpath");
@@ -397,4 +397,40 @@ fn set_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
         )
     };
     assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+}
+
+/// The router lab with the kernel's forwarding off in the router, so that only the data
+/// path moves packets across it, and the service address SVC4 on up1's loopback (where
+/// [`Stream`] sends). Fields drop in order: the lab and bpffs last.
+pub struct DataPathOnlyLab {
+    _guards: Vec<SysctlGuard>,
+    _addr: AddrGuard,
+    lab: RouterLab,
+    _bpffs: BpffsGuard,
+}
+
+impl DataPathOnlyLab {
+    pub fn new() -> Self {
+        require_root();
+        let bpffs = BpffsGuard::ensure();
+        let lab = RouterLab::new();
+        let r = lab.router.name.clone();
+        Self {
+            _guards: vec![
+                SysctlGuard::new(&r, "net.ipv4.ip_forward", "0"),
+                SysctlGuard::new(&r, "net.ipv6.conf.all.forwarding", "0"),
+            ],
+            _addr: AddrGuard::new(&lab.up1.name, "lo", &format!("{SVC4}/32")),
+            lab,
+            _bpffs: bpffs,
+        }
+    }
+}
+
+impl std::ops::Deref for DataPathOnlyLab {
+    type Target = RouterLab;
+
+    fn deref(&self) -> &RouterLab {
+        &self.lab
+    }
 }
