@@ -247,7 +247,7 @@ impl Agent {
         let source = Source::read(&self.options.runtime)?;
         let set = PolicySet::from_source(&attached.topology, &source)?;
         if skip_unchanged
-            && let Some(running) = attached.active()?.source
+            && let Some(running) = attached.active_file()?.source
             && running.name() == source.name()
             && running.text() == source.text()
         {

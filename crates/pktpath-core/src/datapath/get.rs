@@ -17,7 +17,7 @@ use pktpath_common::route::{ACTION_FORWARD, Decision, FAMILY_V4, GET_MAGIC, MAP_
 use serde::Serialize;
 
 use super::{
-    attach::{ActiveSet, AttachError, Attached},
+    attach::{ActiveFile, AttachError, Attached},
     classifier::PacketFields,
     frame::{self, FrameOptions},
 };
@@ -119,7 +119,7 @@ impl Attached {
         );
         for _attempt in 0..5 {
             // The policy names come from the set whose tables answer.
-            let active = self.active()?;
+            let active = self.active_file()?;
             let nonce = nonce();
             let mut ctx_in = [0u8; SKB_CTX];
             ctx_in[CTX_MARK..CTX_MARK + 4].copy_from_slice(&p.mark.to_ne_bytes());
@@ -182,7 +182,7 @@ impl Attached {
 
     fn describe(
         &self,
-        active: &ActiveSet,
+        active: &ActiveFile,
         p: &PacketFields,
         d: &Decision,
         verdict: i32,

@@ -82,7 +82,9 @@ mod state;
 pub use detach::{DetachReport, detach};
 use hooks::{Hook, TcBackend};
 pub use lock::{DEFAULT_WAIT, Writer};
-pub use running::{ActiveSet, ApplyReport, Attached, IfaceStats, PolicyStats, Stats, open};
+pub use running::{
+    ActiveFile, ActiveSet, ApplyReport, Attached, IfaceStats, PolicyStats, Stats, open,
+};
 use state::{AttachState, NlFilter, Phase, SetFile, create_private_dir, write_atomic};
 
 /// Attaching, opening, applying to or detaching the data path failed.

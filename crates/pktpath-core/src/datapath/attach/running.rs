@@ -124,7 +124,16 @@ pub struct ActiveSet {
     pub slots: Slots,
 }
 
-impl ActiveSet {
+/// What [`ActiveSet`] holds but the parsed policies: all a reader needs that only names
+/// policies by their counter slot, or compares texts, read at the same cost for any size.
+#[derive(Clone, Debug)]
+pub struct ActiveFile {
+    pub generation: u32,
+    pub source: Option<Source>,
+    pub slots: Slots,
+}
+
+impl ActiveFile {
     /// The id of the policy counted in `slot`.
     pub fn policy_of_slot(&self, slot: u32) -> Option<&str> {
         self.slots
@@ -139,10 +148,30 @@ impl ActiveSet {
 const READ_TRIES: usize = 100;
 
 impl Attached {
-    /// The policy set the tables in use were compiled from. A writer may flip generations
-    /// meanwhile: the set file is taken only when it carries the serial that is active
-    /// before and after it is read.
+    /// The policy set the tables in use were compiled from (its policies parsed: about a
+    /// second at 100k; [`Attached::active_file`] when they are not needed).
     pub fn active(&self) -> Result<ActiveSet, AttachError> {
+        let ActiveFile {
+            generation,
+            source,
+            slots,
+        } = self.active_file()?;
+        let set = match &source {
+            Some(src) => PolicySet::from_source(&self.topology, src)?,
+            None => PolicySet::empty(self.topology.clone()),
+        };
+        Ok(ActiveSet {
+            generation,
+            source,
+            set,
+            slots,
+        })
+    }
+
+    /// The set file of the tables in use. A writer may flip generations meanwhile: the
+    /// file is taken only when it carries the serial that is active before and after it is
+    /// read.
+    pub fn active_file(&self) -> Result<ActiveFile, AttachError> {
         let mut last = 0;
         for _ in 0..READ_TRIES {
             let serial = self.maps.serial()?;
@@ -151,30 +180,20 @@ impl Attached {
                 && file.serial == serial
                 && self.maps.serial()? == serial
             {
-                return self.active_from(file);
+                return Ok(ActiveFile {
+                    generation: file.serial,
+                    source: match (file.name, file.text) {
+                        (Some(name), Some(text)) => Some(Source::new(name, text)),
+                        _ => None,
+                    },
+                    slots: file.slots,
+                });
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         Err(AttachError::NoSetFile {
             path: SetFile::path(&self.layout, last).display().to_string(),
             generation: last,
-        })
-    }
-
-    fn active_from(&self, file: SetFile) -> Result<ActiveSet, AttachError> {
-        let source = match (file.name, file.text) {
-            (Some(name), Some(text)) => Some(Source::new(name, text)),
-            _ => None,
-        };
-        let set = match &source {
-            Some(src) => PolicySet::from_source(&self.topology, src)?,
-            None => PolicySet::empty(self.topology.clone()),
-        };
-        Ok(ActiveSet {
-            generation: file.serial,
-            source,
-            set,
-            slots: file.slots,
         })
     }
 
@@ -193,8 +212,7 @@ impl Attached {
             });
         }
         let ifaces = resolve(&self.topology)?;
-        let running = self.active()?;
-        let plan = running.slots.plan(set)?;
+        let plan = self.active_file()?.slots.plan(set)?;
         let compiled = policy::compile_set(set, &ifaces, &plan.slots)?;
         // Slots the running set does not use: packets do not count into them until the flip.
         self.maps
