@@ -3,9 +3,11 @@
 //! a one-line count on stderr; without privileges it prints one line and exits 3; a bad
 //! filter expression exits 2 with a caret under the token.
 
+mod common;
+
+use common::stderr_lines;
 use std::{
-    io::{BufRead as _, BufReader},
-    process::{Child, ChildStderr, Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -21,19 +23,6 @@ impl Drop for Reaper {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Forwards the child's stderr lines to a channel.
-fn stderr_lines(stderr: ChildStderr) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// Starts `pktpath trace ARGS` and waits until it says it is attached.

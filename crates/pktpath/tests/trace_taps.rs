@@ -12,9 +12,11 @@
 
 mod common;
 
+use common::stderr_lines;
+
 use std::{
-    io::{BufRead as _, BufReader, Read as _},
-    process::{Child, ChildStderr, Command, Stdio},
+    io::Read as _,
+    process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -134,19 +136,6 @@ impl Lab {
             .filter(|e| e["hook"] == "tc:pktpath" && e["ifname"] == self.lab.client_link.a.as_str())
             .count()
     }
-}
-
-/// Forwards the child's stderr lines to a channel.
-fn stderr_lines(stderr: ChildStderr) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// A running `pktpath trace`, killed if the test fails before it ends.

@@ -1,6 +1,6 @@
-//! Helpers shared by the `pktpath route` end-to-end tests (route.rs, route_datapath.rs,
-//! route_lab.rs): the CLI run inside the router namespace with a unique pin directory, the
-//! lab's static configuration, a policy set the data path cannot hold, counter lookups in
+//! Helpers shared by the end-to-end tests of the built binary (route, agent and trace
+//! tests): the CLI run inside the router namespace with a unique pin directory, the lab's
+//! static configuration, a policy set the data path cannot hold, counter lookups in
 //! `route stats --json`, and the "nothing left" check.
 //!
 //! The CLI runs in the router namespace through `nsenter --net=...`, not `ip netns exec`:
@@ -433,4 +433,17 @@ impl std::ops::Deref for DataPathOnlyLab {
     fn deref(&self) -> &RouterLab {
         &self.lab
     }
+}
+
+/// Forwards the child's stderr lines to a channel.
+pub fn stderr_lines(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
