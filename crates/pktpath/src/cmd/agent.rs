@@ -1,7 +1,7 @@
 //! `pktpath agent`: the data path as a long-running service with live reload and
 //! Prometheus metrics (the loop lives in `pktpath_core::agent`).
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf};
 
 use pktpath_core::{
     access,
@@ -10,7 +10,7 @@ use pktpath_core::{
     sys::caps::Privileges,
 };
 
-use super::writer_args::{TcModeArg, parse_wait};
+use super::writer_args::{TcModeArg, WaitArg};
 use crate::exit;
 
 /// Run the data path as a service: attach (or adopt the data path already attached with
@@ -67,9 +67,8 @@ pub struct Args {
     /// Detach the data path (remove its pins) when the agent stops.
     #[arg(long)]
     detach_on_exit: bool,
-    /// How long a reload waits for another pktpath changing the data path.
-    #[arg(long, value_name = "SECONDS", default_value = "20", value_parser = parse_wait)]
-    wait: Duration,
+    #[command(flatten)]
+    wait: WaitArg,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
@@ -84,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         metrics_listen: args.metrics_listen,
         tc_mode: args.tc_mode.mode(),
         detach_on_exit: args.detach_on_exit,
-        wait: args.wait,
+        wait: args.wait.wait,
     })?;
     Ok(exit::OK)
 }

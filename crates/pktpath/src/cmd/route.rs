@@ -22,7 +22,7 @@ use pktpath_core::{
     sys::caps::Privileges,
 };
 
-use super::writer_args::{TcModeArg, parse_wait};
+use super::writer_args::{TcModeArg, WaitArg};
 use crate::exit;
 
 /// Policy routing in a TC eBPF fast path, configured from JSON.
@@ -61,17 +61,8 @@ pub struct Args {
     )]
     pin_dir: PathBuf,
 
-    /// How long attach, apply and detach wait for another pktpath changing the same data
-    /// path (one writer at a time) before they give up.
-    #[arg(
-        long,
-        global = true,
-        value_name = "SECONDS",
-        env = "PKTPATH_WAIT",
-        default_value = "20",
-        value_parser = parse_wait
-    )]
-    wait: Duration,
+    #[command(flatten)]
+    wait: WaitArg,
 
     #[command(flatten)]
     state: super::state_dir::StateDirArg,
@@ -253,11 +244,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     match args.command {
         Command::Check(args) => check(args),
         Command::Schema(args) => schema(args),
-        Command::Attach(a) => attach_cmd(&layout, args.wait, a),
-        Command::Apply(a) => apply_cmd(&layout, args.wait, a),
+        Command::Attach(a) => attach_cmd(&layout, args.wait.wait, a),
+        Command::Apply(a) => apply_cmd(&layout, args.wait.wait, a),
         Command::Show(a) => show_cmd(&layout, a),
         Command::Stats(a) => stats_cmd(&layout, a),
-        Command::Detach(a) => detach_cmd(&layout, args.wait, a),
+        Command::Detach(a) => detach_cmd(&layout, args.wait.wait, a),
         Command::Get(a) => get_cmd(&layout, a),
     }
 }

@@ -27,8 +27,24 @@ impl TcModeArg {
     }
 }
 
-/// `--wait SECONDS`: a number of seconds, fractions allowed, up to a day.
-pub fn parse_wait(text: &str) -> Result<Duration, String> {
+/// `--wait SECONDS`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitArg {
+    /// How long to wait for another pktpath changing the same data path (one writer at a
+    /// time) before giving up.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        env = "PKTPATH_WAIT",
+        default_value = "20",
+        value_parser = parse_wait
+    )]
+    pub wait: Duration,
+}
+
+/// A number of seconds, fractions allowed, up to a day.
+fn parse_wait(text: &str) -> Result<Duration, String> {
     match text.parse::<f64>() {
         Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
         _ => Err(format!(
