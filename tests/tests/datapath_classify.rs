@@ -87,13 +87,19 @@ fn kernel_classification_equals_the_model() {
         let set = synth::dense_policies(&mut rng, n, Some(MARK_BASE));
         let plan = Slots::default().plan(&set).unwrap();
         let rules = policy::rules(&set, &ifaces, &plan.slots).unwrap();
-        // The default shape, the roomy one, and one leaf per tree: longer than a walk
-        // checks, so the kernel walks the rest of it as a leaf of its own.
-        let params = match round % 3 {
+        // The default shape, the roomy one, one leaf per tree (longer than a walk checks,
+        // so the kernel walks the rest of it as a leaf of its own), and tiny leaves with
+        // every node a walk of its own (as if each block were in a chunk of its own).
+        let params = match round % 4 {
             0 => Params::default(),
             1 => Params::roomy(),
-            _ => Params {
+            2 => Params {
                 leaf_rules: 256,
+                ..Params::default()
+            },
+            _ => Params {
+                leaf_rules: 1,
+                far_all: true,
                 ..Params::default()
             },
         };

@@ -65,7 +65,7 @@ impl IfaceCounters {
 // policies) and checks that leaf's rules; trees are searched in order of the best priority
 // they hold, and the search stops when no tree left can beat the match in hand.
 //
-// The arena of a generation lives in chunks of 1 MiB, each an array map of one value held
+// The arena of a generation lives in chunks of 16 MiB, each an array map of one value held
 // by the map-in-map ROUTE_ARENA, so its memory grows with the compiled set, not with a
 // capacity fixed at load. Two generations exist; `RouteState::active % 2` says which one
 // packets use. An apply builds the inactive generation's chunks and root table, then flips
@@ -97,14 +97,15 @@ pub const MAX_SIDE_NESTING: u32 = 3;
 /// (the trees of three roots with every path at its limits: a few hundred).
 pub const MAX_WALKS: u32 = 4096;
 /// Subtrees waiting to be walked, at most: the roots, a side per nesting level and path
-/// position, a leaf's rest (3 + 6 * 4 + 1 within).
+/// position, and per nesting level one walk's continuation (its path in another chunk, or
+/// a leaf's rest): 3 + 4 * (6 + 1) within.
 pub const MAX_PENDING: u32 = 32;
 /// log2 of the 8-byte slots of one arena chunk.
-pub const CHUNK_SLOT_BITS: u32 = 17;
-/// Slots of one arena chunk (1 MiB).
+pub const CHUNK_SLOT_BITS: u32 = 21;
+/// Slots of one arena chunk (16 MiB: a chunk per walk, see [`NODE_FAR`]).
 pub const CHUNK_SLOTS: u32 = 1 << CHUNK_SLOT_BITS;
 /// Chunks one generation's arena may use (512 MiB).
-pub const MAX_CHUNKS: u32 = 512;
+pub const MAX_CHUNKS: u32 = 32;
 
 /// Map-in-map (array of maps, `GENERATIONS * MAX_CHUNKS` entries): entry
 /// `gen * MAX_CHUNKS + c` is chunk `c` of generation `gen`, an array map of one [`Chunk`]
@@ -169,6 +170,11 @@ pub const NODE_LEAF: u8 = 0x80;
 /// `Node::op` of an inner node whose block starts with a side subtree: the rules of the node
 /// that every slice would hold, walked by every packet passing through.
 pub const NODE_SIDE: u8 = 0x40;
+/// `Node::op` of a child (inner node or leaf) whose block lies in another arena chunk than
+/// its parent's: the walk ends there and the child is walked next, as a walk of its own.
+/// A walk reads one chunk only, the one its first node's block is in (see
+/// `datapath::classifier::encode`).
+pub const NODE_FAR: u8 = 0x20;
 /// The key word bits of `Node::op`.
 pub const NODE_WORD: u8 = 0x0f;
 

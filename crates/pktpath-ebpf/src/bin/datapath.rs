@@ -28,9 +28,10 @@ use pktpath_common::route::{
     ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, CHUNK_SLOT_BITS, CHUNK_SLOTS, Chunk,
     ClassKey, Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, GenTables, IfaceCounters, LEAF_SEGMENT,
     MAX_CHUNKS, MAX_DEPTH, MAX_IFACES, MAX_NEXTHOPS, MAX_PENDING, MAX_POLICY_SLOTS, MAX_TREES,
-    MAX_WALKS, NODE_LEAF, NODE_SIDE, NODE_WORD, NextHop, Node, OUTCOME_DROPPED, OUTCOME_ERROR,
-    OUTCOME_FORWARDED, OUTCOME_INVALID, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP,
-    RULE_SET_MARK, RouteState, RuleMatch, RuleValue, TAP_RING_BYTES, TAP_SLOTS, TapEvent, TapLive,
+    MAX_WALKS, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD, NextHop, Node, OUTCOME_DROPPED,
+    OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_INVALID, OUTCOME_PASSED, PolicyCounters,
+    RULE_SET_DSCP, RULE_SET_MARK, RouteState, RuleMatch, RuleValue, TAP_RING_BYTES, TAP_SLOTS,
+    TapEvent, TapLive,
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
@@ -91,6 +92,11 @@ pub struct SearchState {
     value: u32,
     /// Entries of `pending` in use.
     pending_len: u32,
+    /// Index (in the generation) of the chunk `Arena` keeps. Kept here, in map memory,
+    /// rather than on the stack: the verifier then learns nothing lasting from comparing
+    /// it (see `Arena::enter`).
+    kept: u32,
+    _pad: u32,
     pending: [Pending; MAX_PENDING as usize],
 }
 
@@ -448,36 +454,55 @@ fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malfor
 struct Arena {
     /// Index of the generation's first chunk in ROUTE_ARENA.
     base: u32,
-    id: u32,
+    /// The chunk kept for reads, and where its index is.
     chunk: *const Chunk,
+    kept: *mut u32,
 }
 
 impl Arena {
     /// The generation's first chunk.
     #[inline(always)]
-    fn new(base: u32) -> Option<Self> {
+    fn new(base: u32, kept: *mut u32) -> Option<Self> {
+        // SAFETY: a field of this CPU's scratch entry.
+        unsafe { kept.write_volatile(0) };
         Some(Self {
             base,
-            id: 0,
             chunk: ROUTE_ARENA.get(base)?.get_ptr(0)?,
+            kept,
         })
     }
 
-    /// The chunk holding arena slot `slot`, and the slot's index in it.
+    /// Keeps the chunk holding arena slot `slot` for the reads that follow: called when a
+    /// walk starts (a walk reads one chunk, see `NODE_FAR`) and for the value picked.
+    ///
+    /// A chunk looked up inside the walk's loops would make the verifier check the rest of
+    /// the walk once for each place its pointer could have come from (each lookup's pointer
+    /// is its own to the verifier), which took most of the program's budget. The index is
+    /// kept in map memory rather than on the stack for a like reason: comparing it teaches
+    /// the verifier nothing it would carry on.
     #[inline(always)]
-    fn at(&mut self, slot: u32) -> Option<(*const Chunk, usize)> {
+    fn enter(&mut self, slot: u32) -> Option<()> {
         let id = slot >> CHUNK_SLOT_BITS;
-        if id != self.id {
+        // SAFETY: as in `new`.
+        if id != unsafe { self.kept.read_volatile() } {
             self.chunk = ROUTE_ARENA.get(self.base + id)?.get_ptr(0)?;
-            self.id = id;
+            // SAFETY: as in `new`.
+            unsafe { self.kept.write_volatile(id) };
         }
-        Some((self.chunk, (slot & (CHUNK_SLOTS - 1)) as usize))
+        Some(())
+    }
+
+    /// The kept chunk, and the index in it of arena slot `slot` (which the encoder put in
+    /// that chunk).
+    #[inline(always)]
+    fn at(&self, slot: u32) -> (*const Chunk, usize) {
+        (self.chunk, (slot & (CHUNK_SLOTS - 1)) as usize)
     }
 
     /// The node in arena slot `slot`.
     #[inline(always)]
-    fn node(&mut self, slot: u32) -> Option<Node> {
-        let (chunk, i) = self.at(slot)?;
+    fn node(&self, slot: u32) -> Option<Node> {
+        let (chunk, i) = self.at(slot);
         // SAFETY: a map value of CHUNK_SLOTS words; `i` is below that.
         let word = unsafe { (*chunk).slots[i] };
         // SAFETY: a Node is 8 bytes of plain data.
@@ -486,8 +511,8 @@ impl Arena {
 
     /// The 64-byte line of 8 slots starting at `slot` (a multiple of 8).
     #[inline(always)]
-    fn line(&mut self, slot: u32) -> Option<*const u64> {
-        let (chunk, i) = self.at(slot)?;
+    fn line(&self, slot: u32) -> Option<*const u64> {
+        let (chunk, i) = self.at(slot);
         // Masked so that the verifier sees the whole line inside the value.
         let i = i & (CHUNK_SLOTS as usize - 8);
         // SAFETY: a map value of CHUNK_SLOTS words; `i + 8` is at most that.
@@ -548,7 +573,7 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
         (&raw mut (*c).key).write(key);
         (&raw mut (*c).state).write(state);
         (&raw mut (*c).v6).write(family == 1);
-        (&raw mut (*c).arena).write(Arena::new(base)?);
+        (&raw mut (*c).arena).write(Arena::new(base, &raw mut state.kept)?);
         &mut *c
     };
     // SAFETY: `walk` has the callback signature bpf_loop expects; `ctx` outlives it.
@@ -559,6 +584,7 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
         return None;
     }
     let slot = tables.values + 4 * state.value;
+    ctx.arena.enter(slot)?;
     let line = ctx.arena.line(slot & !7)?;
     // SAFETY: values sit at 32-byte strides in their lines: offset 0 or 32 of 64 bytes.
     Some(unsafe {
@@ -588,6 +614,10 @@ extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
         return 0; // its rules cannot beat the match in hand
     }
     let arena = &mut ctx.arena;
+    if arena.enter(n.base).is_none() {
+        return 1;
+    }
+    let arena = &*arena;
     for _ in 0..MAX_DEPTH {
         if n.op & NODE_LEAF != 0 {
             break;
@@ -615,6 +645,20 @@ extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
             return 1;
         };
         n = next;
+        if n.op & NODE_FAR != 0 {
+            // The path goes on in another chunk: walked next, as a walk of its own.
+            let len = state.pending_len;
+            if len < MAX_PENDING {
+                let slot = &mut state.pending[(len & (MAX_PENDING - 1)) as usize];
+                slot.node = Node {
+                    op: n.op & !NODE_FAR,
+                    ..n
+                };
+                slot.min_priority = 0;
+                state.pending_len = len + 1;
+            }
+            return 0;
+        }
     }
     if n.op & NODE_LEAF == 0 {
         return 1; // deeper than the builder makes trees

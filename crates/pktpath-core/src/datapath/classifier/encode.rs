@@ -1,10 +1,19 @@
 //! Laying the built trees out in the arena the data path reads: inner nodes as blocks of
 //! child nodes, leaves as runs of rule lines, then the rules' values.
+//!
+//! The arena is read in chunks (one array map value each). A walk reads the chunk its
+//! first block is in and no other: the data path keeps one chunk for the walk, and a chunk
+//! looked up in the middle of a walk would cost the verifier a copy of the walk for every
+//! place the lookup could be made (the program's whole budget). So no block straddles two
+//! chunks, and a child whose block is in another chunk than its parent's is marked
+//! [`NODE_FAR`]: the walk stops there and goes on as a walk of its own. Blocks are laid
+//! out depth first, so most children sit in their parent's chunk.
 
 use std::collections::HashMap;
 
 use pktpath_common::route::{
-    GenTables, MAX_VALUES, NODE_LEAF, NODE_SIDE, Node, RuleMatch, RuleValue, TreeRoot,
+    CHUNK_SLOTS, GenTables, MAX_LEAF_RULES, MAX_VALUES, NODE_FAR, NODE_LEAF, NODE_SIDE, Node,
+    RuleMatch, RuleValue, TreeRoot,
 };
 
 use super::{
@@ -39,6 +48,10 @@ pub struct TreeStats {
     pub reachable_rules: usize,
     /// Longest path from a root (or a side subtree's root) to a leaf, in inner nodes.
     pub max_depth: u32,
+    /// Child references marked [`NODE_FAR`] (their block in another chunk), and the slots
+    /// of padding that keep blocks from straddling chunks.
+    pub far: usize,
+    pub padding: usize,
     /// Most rules in one leaf.
     pub max_leaf: usize,
 }
@@ -62,18 +75,40 @@ pub(super) fn word_node(w: u64) -> Node {
     unsafe { std::mem::transmute::<u64, Node>(w) }
 }
 
+// The largest blocks fit a chunk: a cut of 2^16 children after a side subtree, a leaf.
+const _: () = assert!((1 << 16) + 2 <= CHUNK_SLOTS && 8 * MAX_LEAF_RULES <= CHUNK_SLOTS);
+
 struct Encoder<'a> {
     rules: &'a [Rule],
     slots: Vec<u64>,
     stats: TreeStats,
     /// Whether each rule is in some leaf.
     reachable: Vec<bool>,
+    /// Every non-empty child reference far (tests: each node is then a walk of its own).
+    far_all: bool,
+}
+
+/// The arena chunk of a slot.
+fn chunk_of(slot: usize) -> usize {
+    slot / CHUNK_SLOTS as usize
 }
 
 impl Encoder<'_> {
     fn align_line(&mut self) {
         let len = self.slots.len().next_multiple_of(8);
         self.slots.resize(len, 0);
+    }
+
+    /// Where a block of `len` slots starts: here, or at the next chunk when it would
+    /// straddle two.
+    fn reserve(&mut self, len: usize) -> usize {
+        let at = self.slots.len();
+        let room = CHUNK_SLOTS as usize - at % CHUNK_SLOTS as usize;
+        if len > room {
+            self.stats.padding += room;
+            self.slots.resize(at + room, 0);
+        }
+        self.slots.len()
     }
 
     /// Lays out node `id` (once), and returns its 8-byte form and the best priority of the
@@ -96,7 +131,7 @@ impl Encoder<'_> {
                 self.stats.rule_entries += list.len();
                 self.stats.max_leaf = self.stats.max_leaf.max(list.len());
                 self.align_line();
-                let base = self.slots.len() as u32;
+                let base = self.reserve(8 * list.len()) as u32;
                 for &g in list {
                     self.reachable[g as usize] = true;
                     min = min.min(self.rules[g as usize].priority);
@@ -121,8 +156,9 @@ impl Encoder<'_> {
             } => {
                 self.stats.inner += 1;
                 // A side subtree's root and its best priority come first.
-                let base = self.slots.len();
-                let first = base + if side.is_some() { 2 } else { 0 };
+                let first_at = if side.is_some() { 2 } else { 0 };
+                let base = self.reserve(first_at + children.len());
+                let first = base + first_at;
                 self.slots.resize(first + children.len(), 0);
                 if let Some(side) = *side {
                     self.stats.sides += 1;
@@ -133,7 +169,12 @@ impl Encoder<'_> {
                     min = min.min(side_min);
                 }
                 for (c, &child) in children.iter().enumerate() {
-                    let (n, child_min) = self.emit(forest, child, depth + 1, done);
+                    let (mut n, child_min) = self.emit(forest, child, depth + 1, done);
+                    let empty = n.op & NODE_LEAF != 0 && n.mask == 0;
+                    if !empty && (self.far_all || chunk_of(n.base as usize) != chunk_of(base)) {
+                        n.op |= NODE_FAR;
+                        self.stats.far += 1;
+                    }
                     self.slots[first + c] = node_word(n);
                     min = min.min(child_min);
                 }
@@ -150,8 +191,13 @@ impl Encoder<'_> {
     }
 }
 
-/// Lays out each family's forest (IPv4 first) and the values of `rules`.
-pub(super) fn encode(rules: &[Rule], families: &[(u8, Forest)]) -> Result<Tables, CompileError> {
+/// Lays out each family's forest (IPv4 first) and the values of `rules`; with `far_all`,
+/// every child reference is far.
+pub(super) fn encode(
+    rules: &[Rule],
+    families: &[(u8, Forest)],
+    far_all: bool,
+) -> Result<Tables, CompileError> {
     if rules.len() >= MAX_VALUES as usize {
         return Err(CompileError::TooManyRules {
             needed: rules.len(),
@@ -162,6 +208,7 @@ pub(super) fn encode(rules: &[Rule], families: &[(u8, Forest)]) -> Result<Tables
         rules,
         slots: Vec::new(),
         reachable: vec![false; rules.len()],
+        far_all,
         stats: TreeStats {
             rules: rules.len(),
             ..Default::default()

@@ -4,8 +4,8 @@
 use std::cell::Cell;
 
 use pktpath_common::route::{
-    CHUNK_SLOT_BITS, FAMILY_V4, LEAF_SEGMENT, NODE_LEAF, NODE_SIDE, NODE_WORD, Node, RuleMatch,
-    RuleValue,
+    CHUNK_SLOT_BITS, FAMILY_V4, LEAF_SEGMENT, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD, Node,
+    RuleMatch, RuleValue,
 };
 
 use super::{
@@ -22,10 +22,13 @@ pub struct Probe {
     pub trees: u32,
     pub nodes: u32,
     pub candidates: u32,
-    /// Of the walks: side subtrees, and the rests of long leaves.
+    /// Of the walks: side subtrees, the rests of long leaves, and paths going on in
+    /// another chunk.
     pub sides: u32,
     pub rests: u32,
-    /// Arena chunk changes (the data path looks the new chunk up), from chunk 0.
+    pub jumps: u32,
+    /// Arena chunk changes (the data path looks the new chunk up at the start of a walk,
+    /// and for the value it picks), from chunk 0.
     pub chunk_switches: u32,
     /// Of the walks, those that did not better the match in hand, and their inner nodes
     /// and rule checks: the work a tighter priority bound would save.
@@ -49,8 +52,8 @@ impl<'a> Lookup<'a> {
         }
     }
 
-    /// Follows the data path's cached chunk.
-    fn touch(&self, slot: u32) {
+    /// Follows the data path's kept chunk: it changes when a walk starts, and for the value.
+    fn enter(&self, slot: u32) {
         let (id, n) = self.chunk.get();
         let c = slot >> CHUNK_SLOT_BITS;
         if c != id {
@@ -58,13 +61,23 @@ impl<'a> Lookup<'a> {
         }
     }
 
+    /// A read inside a walk: from the chunk the walk started in (the encoder's promise; the
+    /// data path would read another chunk's slot there).
+    fn read(&self, slot: u32) {
+        assert_eq!(
+            slot >> CHUNK_SLOT_BITS,
+            self.chunk.get().0,
+            "a walk left its chunk at slot {slot}"
+        );
+    }
+
     fn node(&self, slot: u32) -> Node {
-        self.touch(slot);
+        self.read(slot);
         word_node(self.tables.slots[slot as usize])
     }
 
     fn rule(&self, slot: u32) -> RuleMatch {
-        self.touch(slot);
+        self.read(slot);
         let s = slot as usize;
         let words: [u64; 8] = self.tables.slots[s..s + 8]
             .try_into()
@@ -137,30 +150,42 @@ impl<'a> Lookup<'a> {
                 continue; // its rules cannot beat the match in hand
             }
             probe.trees += 1;
+            self.enter(n.base);
             let (b0, n0, c0) = (best, probe.nodes, probe.candidates);
+            let mut far = None;
             while n.op & NODE_LEAF == 0 {
                 probe.nodes += 1;
                 let side = if n.op & NODE_SIDE != 0 { 2 } else { 0 };
                 if side != 0 {
                     probe.sides += 1;
+                    self.read(n.base + 1);
                     let min = self.tables.slots[n.base as usize + 1] as u32;
                     pending.push((self.node(n.base), min));
                 }
                 let w = key.words[(n.op & NODE_WORD) as usize];
                 n = self.node(n.base + side + ((w >> n.shift) & n.mask as u32));
+                if n.op & NODE_FAR != 0 {
+                    n.op &= !NODE_FAR;
+                    far = Some(n);
+                    break;
+                }
             }
-            if let Some(rest) = self.scan(n, p, &key, &mut best, &mut probe) {
+            if let Some(next) = far {
+                probe.jumps += 1;
+                pending.push((next, 0));
+            } else if let Some(rest) = self.scan(n, p, &key, &mut best, &mut probe) {
                 probe.rests += 1;
                 pending.push((rest, 0));
             }
-            if best == b0 {
+            // (A walk that goes on in another chunk is one with its continuation.)
+            if far.is_none() && best == b0 {
                 probe.wasted_walks += 1;
                 probe.wasted_nodes += probe.nodes - n0;
                 probe.wasted_candidates += probe.candidates - c0;
             }
         }
         if let Some((_, v)) = best {
-            self.touch(tables.values + 4 * v);
+            self.enter(tables.values + 4 * v);
         }
         probe.chunk_switches = self.chunk.get().1;
         probe.value = best.map(|(_, v)| self.value(v));

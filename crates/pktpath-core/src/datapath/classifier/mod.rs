@@ -72,6 +72,9 @@ pub struct Params {
     /// Tables larger than this (MiB) are refused with [`CompileError::TooLarge`] (at most
     /// the arena).
     pub max_mib: u64,
+    /// Every child reference marked far, as if each block were in a chunk of its own, so
+    /// that each node is walked on its own (tests of the walk's continuations).
+    pub far_all: bool,
 }
 
 impl Default for Params {
@@ -86,6 +89,7 @@ impl Default for Params {
             copy_quantile: 0,
             split_trees: false,
             max_mib: u64::MAX,
+            far_all: false,
         }
     }
 }
@@ -165,5 +169,5 @@ pub fn compile_with(rules: &[Rule], params: Params) -> Result<Tables, CompileErr
         let trees = build::build_family(rules, &members, family, params)?;
         families.push((family, trees));
     }
-    encode::encode(rules, &families)
+    encode::encode(rules, &families, params.far_all)
 }

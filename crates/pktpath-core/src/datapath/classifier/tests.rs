@@ -235,14 +235,16 @@ proptest! {
         let plan = Slots::default().plan(&set).unwrap();
         let rules = policy::rules(&set, &ifaces, &plan.slots).unwrap();
         // The default shape; the roomy one (more copies, a side's best rules copied into
-        // the slices); deep trees of tiny leaves with few copies allowed; one leaf per
-        // tree, longer than a walk checks (its rest walked after).
+        // the slices); deep trees of tiny leaves with few copies allowed, each node a walk
+        // of its own (as if in a chunk of its own); one leaf per tree, longer than a walk
+        // checks (its rest walked after).
         for params in [
             Params::default(),
             Params::roomy(),
             Params {
                 leaf_rules: 1,
                 space_factor: 2,
+                far_all: true,
                 ..Params::default()
             },
             Params {
