@@ -75,6 +75,8 @@ pub struct DropMonitor {
     counts: PerCpuHashMap<MapData, DropKey, u64>,
     overflow: PerCpuArray<MapData, u64>,
     reasons: DropReasons,
+    /// The kernel's id of the loaded program (`bpftool prog show id N`).
+    program_id: u32,
     /// Owns the program and its link.
     _ebpf: Ebpf,
 }
@@ -114,14 +116,22 @@ impl DropMonitor {
         prog.load(TRACEPOINT, &aya_btf)
             .map_err(DropMonitorError::Program)?;
         prog.attach().map_err(DropMonitorError::Program)?;
+        let program_id = prog.info().map_err(DropMonitorError::Program)?.id();
         let counts = take_map(&mut ebpf, MAP_DROPS)?;
         let overflow = take_map(&mut ebpf, MAP_DROPS_OVERFLOW)?;
         Ok(Self {
             counts,
             overflow,
             reasons,
+            program_id,
             _ebpf: ebpf,
         })
+    }
+
+    /// The kernel's id of the monitor's program (its run time with
+    /// `kernel.bpf_stats_enabled=1`: `bpftool prog show id N`).
+    pub fn program_id(&self) -> u32 {
+        self.program_id
     }
 
     /// The counters now, summed over CPUs, one row per key.
