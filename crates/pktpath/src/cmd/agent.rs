@@ -95,3 +95,6 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     })?;
     Ok(exit::OK)
 }
+
+#[cfg(test)]
+mod k8s_tests;
