@@ -316,8 +316,13 @@ pub fn run() -> anyhow::Result<Results> {
             .collect(),
         Err(_) => all(),
     };
+    // PKTPATH_BENCH_ROUNDS=N: more rounds, for ratios closer than the noise of three.
+    let rounds = std::env::var("PKTPATH_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(ROUNDS);
     let mut pps: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         for (i, cfg) in configs.iter().enumerate() {
             check_stop()?;
             let guard =
@@ -398,7 +403,7 @@ pub fn run() -> anyhow::Result<Results> {
     ];
     Ok(Results {
         frame_bytes: 60,
-        rounds: ROUNDS,
+        rounds,
         warmup_s: WARMUP.as_secs_f64(),
         window_s: WINDOW.as_secs_f64(),
         generator: format!(
