@@ -101,7 +101,7 @@ pub fn all() -> Vec<Config> {
 /// pktpath's data path with an empty program on `skb:kfree_skb`; both removed on drop.
 pub struct WithKfreeFloor {
     pub route: routecli::Route,
-    _ebpf: aya::Ebpf,
+    pub ebpf: aya::Ebpf,
 }
 
 /// Loads the benchmark's empty `skb:kfree_skb` program and attaches it (tp_btf, as the
@@ -218,7 +218,7 @@ pub fn setup(lab: &Lab, cfg: Config, dir: &Scratch) -> anyhow::Result<Box<dyn An
             let route = routecli::setup(lab, dir, cfg.ahead)?;
             Box::new(WithKfreeFloor {
                 route,
-                _ebpf: empty_kfree_skb()?,
+                ebpf: empty_kfree_skb()?,
             })
         }
     })
@@ -258,27 +258,52 @@ pub struct DropMonitorCost {
     /// Frames the sink received (and dropped) in the window.
     pub frames: u64,
     /// The program's mean run time per event (`kernel.bpf_stats_enabled`: run_time_ns /
-    /// run_cnt), excluding the kernel's dispatch to it.
+    /// run_cnt).
     pub ns_per_event: f64,
+    /// The same for an empty program on `kfree_skb`, in another window of the same run.
+    pub empty_ns_per_event: f64,
 }
 
-/// One window of `pktpath-drops-1` with BPF run-time statistics on: the monitor's cost per
-/// event as the kernel measures it.
+/// One window of `pktpath-drops-1` and one of `pktpath-kfree-empty-1` with BPF run-time
+/// statistics on: the monitor's time per event as the kernel measures it, beside an empty
+/// program's (what the measurement itself adds: two clock reads per run).
 fn drop_monitor_cost(
     lab: &Lab,
     dir: &Scratch,
     tg: &std::path::Path,
 ) -> anyhow::Result<DropMonitorCost> {
-    let cfg = Config {
-        kind: Kind::PktpathDrops,
-        ahead: 0,
+    let (events, frames, ns) = timed_window(lab, dir, tg, Kind::PktpathDrops)?;
+    let (empty_events, _, empty_ns) = timed_window(lab, dir, tg, Kind::PktpathKfreeFloor)?;
+    Ok(DropMonitorCost {
+        events,
+        frames,
+        ns_per_event: ns as f64 / events.max(1) as f64,
+        empty_ns_per_event: empty_ns as f64 / empty_events.max(1) as f64,
+    })
+}
+
+/// (runs, frames delivered, run time in ns) of the `kfree_skb` program `kind` attaches,
+/// over one forwarding window.
+fn timed_window(
+    lab: &Lab,
+    dir: &Scratch,
+    tg: &std::path::Path,
+    kind: Kind,
+) -> anyhow::Result<(u64, u64, u64)> {
+    let guard = setup(lab, Config { kind, ahead: 0 }, dir)?;
+    let id = if let Some(w) = guard.downcast_ref::<WithDropMonitor>() {
+        w.monitor.program_id()
+    } else if let Some(w) = guard.downcast_ref::<WithKfreeFloor>() {
+        w.ebpf
+            .programs()
+            .find(|(name, _)| *name == "floor_kfree_skb")
+            .context("floor_kfree_skb")?
+            .1
+            .info()?
+            .id()
+    } else {
+        anyhow::bail!("{kind:?} attaches no kfree_skb program");
     };
-    let guard = setup(lab, cfg, dir)?;
-    let id = guard
-        .downcast_ref::<WithDropMonitor>()
-        .expect("pktpath-drops sets up a monitor")
-        .monitor
-        .program_id();
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)?;
     let run = |id: u32| -> anyhow::Result<(u64, u64)> {
         for p in aya::programs::loaded_programs() {
@@ -287,7 +312,7 @@ fn drop_monitor_cost(
                 return Ok((p.run_time().as_nanos() as u64, p.run_count()));
             }
         }
-        anyhow::bail!("the drop monitor's program {id} is not loaded")
+        anyhow::bail!("program {id} is not loaded")
     };
     let (ns0, n0) = run(id)?;
     let d0 = lab.delivered()?;
@@ -296,12 +321,7 @@ fn drop_monitor_cost(
     let d1 = lab.delivered()?;
     drop(stats);
     drop(guard);
-    let events = n1 - n0;
-    Ok(DropMonitorCost {
-        events,
-        frames: d1 - d0,
-        ns_per_event: (ns1 - ns0) as f64 / events.max(1) as f64,
-    })
+    Ok((n1 - n0, d1 - d0, ns1 - ns0))
 }
 
 pub fn run() -> anyhow::Result<Results> {
@@ -353,8 +373,8 @@ pub fn run() -> anyhow::Result<Results> {
         check_stop()?;
         let cost = drop_monitor_cost(&lab, &dir, &tg)?;
         eprintln!(
-            "forward: drop monitor {:.1} ns per event, {} events for {} frames",
-            cost.ns_per_event, cost.events, cost.frames
+            "forward: drop monitor {:.1} ns per event ({} events for {} frames); an empty kfree_skb program {:.1} ns",
+            cost.ns_per_event, cost.events, cost.frames, cost.empty_ns_per_event
         );
         Some(cost)
     } else {

@@ -13,7 +13,8 @@ use aya::{
     programs::{BtfTracePoint, ProgramError},
 };
 use pktpath_common::drops::{
-    DropKey, GLOBAL_REASON_CONSUMED, GLOBAL_REASON_NOT_DROPPED, MAP_DROPS, MAP_DROPS_OVERFLOW,
+    DROP_KEYS_MAX, DropKey, GLOBAL_REASON_CONSUMED, GLOBAL_REASON_NOT_DROPPED, MAP_DROPS,
+    MAP_DROPS_OVERFLOW,
 };
 
 use crate::{
@@ -89,8 +90,14 @@ impl std::fmt::Debug for DropMonitor {
 
 impl DropMonitor {
     /// Loads the aggregator with this kernel's layout and drop reasons (from
-    /// /sys/kernel/btf/vmlinux) and attaches it to `skb:kfree_skb`.
+    /// /sys/kernel/btf/vmlinux) and attaches it to `skb:kfree_skb`, with room for
+    /// [`DROP_KEYS_MAX`] keys.
     pub fn start() -> Result<Self, DropMonitorError> {
+        Self::with_capacity(DROP_KEYS_MAX)
+    }
+
+    /// Like [`DropMonitor::start`] with room for `keys` (reason, device, namespace) keys.
+    pub fn with_capacity(keys: u32) -> Result<Self, DropMonitorError> {
         let kernel = Btf::from_sys_fs()?;
         let offsets = btf::offsets::resolve(&kernel)?;
         let reasons = DropReasons::from_btf(&kernel).unwrap_or_else(|e| {
@@ -104,7 +111,12 @@ impl DropMonitor {
             (GLOBAL_REASON_CONSUMED, GlobalValue::U32(consumed)),
             (GLOBAL_REASON_NOT_DROPPED, GlobalValue::U32(not_dropped)),
         ];
-        let mut ebpf = loader::load_with(Object::Drops, Some(&offsets), &globals)?;
+        let mut ebpf = loader::load_sized(
+            Object::Drops,
+            Some(&offsets),
+            &globals,
+            &[(MAP_DROPS, keys)],
+        )?;
         let aya_btf = aya::Btf::from_sys_fs()?;
         let prog: &mut BtfTracePoint = ebpf
             .program_mut(PROGRAM)
