@@ -2,12 +2,21 @@
 //! frames per second at the sink, for each way of steering the flow, each with the
 //! matching rule alone and behind 1,000 rules that do not match. Configurations alternate
 //! (every round visits each once, in order), and each is set up and torn down per round.
+//! `pktpath-drops-1` adds the agent's kernel drop monitor to `pktpath-1` (the sink drops every
+//! frame: one `skb:kfree_skb` event per frame, the monitor's worst case), beside an empty
+//! program on the same tracepoint (`pktpath-kfree-empty-1`), the floor of any program there.
 
 use std::{any::Any, time::Duration};
 
 use anyhow::Context as _;
 use pktpath_tests::ClsactGuard;
 use serde::Serialize;
+
+use aya::programs::BtfTracePoint;
+use pktpath_core::{
+    dropmon::DropMonitor,
+    loader::{self, Object},
+};
 
 use crate::{
     lab::{self, Lab, NftNetdev, ROUTE_TABLE, Scratch, check_stop, ip_batch, median, tc_batch},
@@ -32,6 +41,12 @@ pub enum Kind {
     Tc,
     /// `pktpath route attach` + `apply`.
     Pktpath,
+    /// [`Kind::Pktpath`] with the agent's kernel drop monitor attached (every frame the
+    /// sink drops is one `skb:kfree_skb` event it counts).
+    PktpathDrops,
+    /// [`Kind::Pktpath`] with an empty program on `skb:kfree_skb` (tp_btf): the floor any
+    /// program there costs, against which [`Kind::PktpathDrops`] is judged.
+    PktpathKfreeFloor,
 }
 
 impl Kind {
@@ -41,6 +56,8 @@ impl Kind {
             Kind::Nft => "nft",
             Kind::Tc => "tc",
             Kind::Pktpath => "pktpath",
+            Kind::PktpathDrops => "pktpath-drops",
+            Kind::PktpathKfreeFloor => "pktpath-kfree-empty",
         }
     }
 }
@@ -70,7 +87,41 @@ pub fn all() -> Vec<Config> {
             v.push(Config { kind, ahead });
         }
     }
+    // Right after pktpath-1 in each round: the monitor's cost is the ratio of the two.
+    let at = v
+        .iter()
+        .position(|c| c.kind == Kind::Pktpath && c.ahead == 0)
+        .map_or(v.len(), |i| i + 1);
+    for kind in [Kind::PktpathKfreeFloor, Kind::PktpathDrops] {
+        v.insert(at, Config { kind, ahead: 0 });
+    }
     v
+}
+
+/// pktpath's data path with an empty program on `skb:kfree_skb`; both removed on drop.
+pub struct WithKfreeFloor {
+    pub route: routecli::Route,
+    pub ebpf: aya::Ebpf,
+}
+
+/// Loads the benchmark's empty `skb:kfree_skb` program and attaches it (tp_btf, as the
+/// drop monitor is); detached when the returned object is dropped.
+fn empty_kfree_skb() -> anyhow::Result<aya::Ebpf> {
+    let mut ebpf = loader::load(Object::HookFloor, &[]).context("load the empty hooks")?;
+    let btf = aya::Btf::from_sys_fs().context("kernel BTF")?;
+    let p: &mut BtfTracePoint = ebpf
+        .program_mut("floor_kfree_skb")
+        .context("program floor_kfree_skb")?
+        .try_into()?;
+    p.load("kfree_skb", &btf).context("load floor_kfree_skb")?;
+    p.attach().context("attach floor_kfree_skb")?;
+    Ok(ebpf)
+}
+
+/// pktpath's data path with the kernel drop monitor attached; both removed on drop.
+pub struct WithDropMonitor {
+    pub route: routecli::Route,
+    pub monitor: DropMonitor,
 }
 
 /// `ip rule`s in the router; deleted (by preference) on drop.
@@ -158,6 +209,18 @@ pub fn setup(lab: &Lab, cfg: Config, dir: &Scratch) -> anyhow::Result<Box<dyn An
             Box::new(guard)
         }
         Kind::Pktpath => Box::new(routecli::setup(lab, dir, cfg.ahead)?),
+        Kind::PktpathDrops => {
+            let route = routecli::setup(lab, dir, cfg.ahead)?;
+            let monitor = DropMonitor::start().context("start the drop monitor")?;
+            Box::new(WithDropMonitor { route, monitor })
+        }
+        Kind::PktpathKfreeFloor => {
+            let route = routecli::setup(lab, dir, cfg.ahead)?;
+            Box::new(WithKfreeFloor {
+                route,
+                ebpf: empty_kfree_skb()?,
+            })
+        }
     })
 }
 
@@ -182,7 +245,83 @@ pub struct Results {
     pub window_s: f64,
     pub generator: String,
     pub rows: Vec<Row>,
+    /// The drop monitor's program, timed by the kernel over one extra window of
+    /// `pktpath-drops-1` (None when that configuration was not run).
+    pub drop_monitor: Option<DropMonitorCost>,
     pub goals: Vec<crate::report::Goal>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DropMonitorCost {
+    /// Runs of the program (drops counted) in the window.
+    pub events: u64,
+    /// Frames the sink received (and dropped) in the window.
+    pub frames: u64,
+    /// The program's mean run time per event (`kernel.bpf_stats_enabled`: run_time_ns /
+    /// run_cnt).
+    pub ns_per_event: f64,
+    /// The same for an empty program on `kfree_skb`, in another window of the same run.
+    pub empty_ns_per_event: f64,
+}
+
+/// One window of `pktpath-drops-1` and one of `pktpath-kfree-empty-1` with BPF run-time
+/// statistics on: the monitor's time per event as the kernel measures it, beside an empty
+/// program's (what the measurement itself adds: two clock reads per run).
+fn drop_monitor_cost(
+    lab: &Lab,
+    dir: &Scratch,
+    tg: &std::path::Path,
+) -> anyhow::Result<DropMonitorCost> {
+    let (events, frames, ns) = timed_window(lab, dir, tg, Kind::PktpathDrops)?;
+    let (empty_events, _, empty_ns) = timed_window(lab, dir, tg, Kind::PktpathKfreeFloor)?;
+    Ok(DropMonitorCost {
+        events,
+        frames,
+        ns_per_event: ns as f64 / events.max(1) as f64,
+        empty_ns_per_event: empty_ns as f64 / empty_events.max(1) as f64,
+    })
+}
+
+/// (runs, frames delivered, run time in ns) of the `kfree_skb` program `kind` attaches,
+/// over one forwarding window.
+fn timed_window(
+    lab: &Lab,
+    dir: &Scratch,
+    tg: &std::path::Path,
+    kind: Kind,
+) -> anyhow::Result<(u64, u64, u64)> {
+    let guard = setup(lab, Config { kind, ahead: 0 }, dir)?;
+    let id = if let Some(w) = guard.downcast_ref::<WithDropMonitor>() {
+        w.monitor.program_id()
+    } else if let Some(w) = guard.downcast_ref::<WithKfreeFloor>() {
+        w.ebpf
+            .programs()
+            .find(|(name, _)| *name == "floor_kfree_skb")
+            .context("floor_kfree_skb")?
+            .1
+            .info()?
+            .id()
+    } else {
+        anyhow::bail!("{kind:?} attaches no kfree_skb program");
+    };
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)?;
+    let run = |id: u32| -> anyhow::Result<(u64, u64)> {
+        for p in aya::programs::loaded_programs() {
+            let p = p?;
+            if p.id() == id {
+                return Ok((p.run_time().as_nanos() as u64, p.run_count()));
+            }
+        }
+        anyhow::bail!("program {id} is not loaded")
+    };
+    let (ns0, n0) = run(id)?;
+    let d0 = lab.delivered()?;
+    lab.measure_pps(tg, WARMUP, WINDOW)?;
+    let (ns1, n1) = run(id)?;
+    let d1 = lab.delivered()?;
+    drop(stats);
+    drop(guard);
+    Ok((n1 - n0, d1 - d0, ns1 - ns0))
 }
 
 pub fn run() -> anyhow::Result<Results> {
@@ -197,15 +336,26 @@ pub fn run() -> anyhow::Result<Results> {
             .collect(),
         Err(_) => all(),
     };
+    // PKTPATH_BENCH_ROUNDS=N: more rounds, for ratios closer than the noise of three.
+    let rounds = std::env::var("PKTPATH_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(ROUNDS);
     let mut pps: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         for (i, cfg) in configs.iter().enumerate() {
             check_stop()?;
             let guard =
                 setup(&lab, *cfg, &dir).with_context(|| format!("set up {}", cfg.name()))?;
             let rate = lab.measure_pps(&tg, WARMUP, WINDOW)?;
             // pktpath's own count: proof that its data path, not the kernel, forwarded.
-            let by_pktpath = match guard.downcast_ref::<routecli::Route>() {
+            let route = guard.downcast_ref::<routecli::Route>().or_else(|| {
+                guard
+                    .downcast_ref::<WithDropMonitor>()
+                    .map(|w| &w.route)
+                    .or_else(|| guard.downcast_ref::<WithKfreeFloor>().map(|w| &w.route))
+            });
+            let by_pktpath = match route {
                 Some(route) => format!(", pktpath forwarded {}", route.forwarded(lab.r_in())?),
                 None => String::new(),
             };
@@ -219,6 +369,17 @@ pub fn run() -> anyhow::Result<Results> {
             pps[i].push(rate);
         }
     }
+    let drop_monitor = if configs.iter().any(|c| c.kind == Kind::PktpathDrops) {
+        check_stop()?;
+        let cost = drop_monitor_cost(&lab, &dir, &tg)?;
+        eprintln!(
+            "forward: drop monitor {:.1} ns per event ({} events for {} frames); an empty kfree_skb program {:.1} ns",
+            cost.ns_per_event, cost.events, cost.frames, cost.empty_ns_per_event
+        );
+        Some(cost)
+    } else {
+        None
+    };
     let med: Vec<f64> = pps.iter().map(|v| median(v)).collect();
     let linux = |ahead: usize| {
         configs
@@ -241,18 +402,28 @@ pub fn run() -> anyhow::Result<Results> {
         })
         .collect();
     let get = |name: &str| rows.iter().find(|r| r.config == name).map(|r| r.median_pps);
-    let (p1, pk) = (
+    let (p1, pk, pd) = (
         get("pktpath-1").unwrap_or(f64::NAN),
         get("pktpath-1k").unwrap_or(f64::NAN),
+        get("pktpath-drops-1").unwrap_or(f64::NAN),
     );
+    if let Some(floor) = get("pktpath-kfree-empty-1") {
+        eprintln!(
+            "forward: pktpath-drops-1 / pktpath-1 = {:.3}; an empty kfree_skb program alone: {:.3}",
+            pd / p1,
+            floor / p1
+        );
+    }
     let goals = vec![
         crate::report::Goal::at_least("pktpath-1 / linux-1", p1 / linux(0), 1.3),
         crate::report::Goal::at_least("pktpath-1k / linux-1k", pk / linux(AHEAD), 5.0),
         crate::report::Goal::at_least("pktpath-1k / pktpath-1", pk / p1, 0.9),
+        // The drop monitor costs at most 3% of forwarding throughput.
+        crate::report::Goal::at_least("pktpath-drops-1 / pktpath-1", pd / p1, 0.97),
     ];
     Ok(Results {
         frame_bytes: 60,
-        rounds: ROUNDS,
+        rounds,
         warmup_s: WARMUP.as_secs_f64(),
         window_s: WINDOW.as_secs_f64(),
         generator: format!(
@@ -260,6 +431,7 @@ pub fn run() -> anyhow::Result<Results> {
             lab::GEN_CPU
         ),
         rows,
+        drop_monitor,
         goals,
     })
 }

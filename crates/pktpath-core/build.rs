@@ -1,4 +1,4 @@
-//! Builds the eBPF objects (probe, tracer, datapath) with the nightly toolchain and
+//! Builds the eBPF objects (probe, tracer, drops, datapath, ...) with the nightly toolchain and
 //! bpf-linker, into OUT_DIR, where `loader` embeds them.
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};

@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod baseline;
+pub mod drops;
 pub mod filter;
 pub mod kernel;
 pub mod net;

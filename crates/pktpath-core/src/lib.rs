@@ -7,6 +7,7 @@ pub mod agent;
 pub mod btf;
 pub mod datapath;
 pub mod doctor;
+pub mod dropmon;
 pub mod lab;
 pub mod loader;
 pub mod route;

@@ -687,3 +687,155 @@ fn the_agent_runs_unprivileged_with_the_units_capabilities() {
         assert!(left.is_empty(), "left on {link}: {left:?}");
     }
 }
+
+/// The inode number that names network namespace `ns` (the drop monitor's `netns` label).
+fn netns_inode(ns: &str) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(format!("/run/netns/{ns}")).expect("stat the namespace"),
+    )
+}
+
+/// Whether process `pid` holds a BPF tracing program (prog_type 26 in its fds' fdinfo):
+/// the drop monitor is the agent's only one.
+fn holds_tracing_program(pid: u32) -> bool {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("read fdinfo");
+    fds.filter_map(Result::ok).any(|fd| {
+        std::fs::read_to_string(fd.path())
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split_whitespace().eq(["prog_type:", "26"]))
+    })
+}
+
+/// The kernel drop monitor: the agent attaches it at start; drops the test makes (the data
+/// path's `drop` policy on the router's client-side interface, an nftables drop rule in
+/// up1's namespace) appear in /metrics and in Prometheus by reason, interface and netns
+/// with exactly the packets dropped; promtool accepts the exposition; the monitor is
+/// detached when the agent stops.
+#[test]
+fn kernel_drops_by_reason_reach_prometheus_with_exactly_the_packets_dropped() {
+    const NFT_PORT: u16 = 5003;
+    const DP_DROPS: u64 = 30;
+    const NFT_DROPS: u64 = 25;
+    let l = Lab::new("agent-drops");
+    let nft_policy = format!(
+        r#",
+  {{ "id": "to-nft", "priority": 40, "match": {{ "proto": "udp", "dport": {NFT_PORT} }}, "action": {{ "type": "forward", "next_hop": "up1" }} }}"#
+    );
+    std::fs::write(&l.runtime, policies(&nft_policy)).unwrap();
+    let _nft = pktpath_tests::NftTableGuard::input(
+        &l.lab.up1.name,
+        &[&format!("udp dport {NFT_PORT} drop")],
+    );
+    let agent = l.agent(&[]);
+    let pid = agent.child.as_ref().unwrap().id();
+    assert!(
+        agent.log().contains("kernel drop monitor attached"),
+        "{}",
+        agent.log()
+    );
+    assert!(holds_tracing_program(pid), "the agent holds the monitor");
+
+    l.send(5002, DP_DROPS as usize);
+    l.send(NFT_PORT, NFT_DROPS as usize);
+    let stats = l.dp.stats();
+    assert_eq!(common::policy(&stats, "blocked")["packets"], DP_DROPS);
+    assert_eq!(common::policy(&stats, "to-nft")["packets"], NFT_DROPS);
+
+    let router_ns = netns_inode(&l.lab.router.name);
+    let up1_ns = netns_inode(&l.lab.up1.name);
+    let dp_series = format!(
+        "pktpath_kernel_drops_total{{reason=\"TC_INGRESS\",interface=\"{}\",netns=\"{router_ns}\"}}",
+        l.lab.client_link.a
+    );
+    let nft_series = format!(
+        "pktpath_kernel_drops_total{{reason=\"NETFILTER_DROP\",interface=\"{}\",netns=\"{up1_ns}\"}}",
+        l.lab.up1_link.b
+    );
+    let (_, body) = agent.get("/metrics").expect("GET /metrics");
+    for line in body
+        .lines()
+        .filter(|l| l.starts_with("pktpath_kernel_drop"))
+    {
+        eprintln!("{line}");
+    }
+    for (series, want) in [(&dp_series, DP_DROPS), (&nft_series, NFT_DROPS)] {
+        assert!(
+            body.lines().any(|line| line == format!("{series} {want}")),
+            "{series} {want} in:\n{body}"
+        );
+    }
+    assert!(
+        body.lines()
+            .any(|line| line.starts_with("pktpath_kernel_drops_unkeyed_total ")),
+        "{body}"
+    );
+    // The data path's own count of what it dropped there agrees.
+    assert_eq!(
+        common::iface_counter(&stats, &l.lab.client_link.a, "dropped_packets"),
+        DP_DROPS
+    );
+    let exposition = l.scratch.write("metrics.txt", &body);
+    let lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&exposition).unwrap())
+        .output()
+        .expect("run promtool (Debian package prometheus)");
+    assert!(
+        lint.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
+    // Prometheus, filtered by the lab's namespaces: other traffic on the machine has other
+    // namespaces.
+    let prometheus = Prometheus::start(&l.lab.router.name);
+    for (query, want) in [
+        (
+            format!(
+                "sum(pktpath_kernel_drops_total{{reason=\"TC_INGRESS\",netns=\"{router_ns}\"}})"
+            ),
+            DP_DROPS,
+        ),
+        (
+            format!(
+                "sum(pktpath_kernel_drops_total{{reason=\"NETFILTER_DROP\",netns=\"{up1_ns}\"}})"
+            ),
+            NFT_DROPS,
+        ),
+    ] {
+        wait_for(
+            Duration::from_secs(30),
+            &format!("Prometheus has {query} = {want}"),
+            || {
+                let got = prometheus.query(&query);
+                (got.len() == 1 && got[0]["value"][1].as_str() == Some(want.to_string().as_str()))
+                    .then_some(())
+            },
+        );
+    }
+    drop(prometheus);
+    let (code, log) = agent.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// `--no-drop-monitor`: the agent loads no tracing program and exports no kernel drops.
+#[test]
+fn the_drop_monitor_off_switch_loads_nothing() {
+    let l = Lab::new("agent-nodrops");
+    let agent = l.agent(&["--no-drop-monitor"]);
+    let pid = agent.child.as_ref().unwrap().id();
+    assert!(
+        agent.log().contains("kernel drop monitor off"),
+        "{}",
+        agent.log()
+    );
+    assert!(!holds_tracing_program(pid), "no tracing program loaded");
+    l.send(5002, 5);
+    let (_, body) = agent.get("/metrics").expect("GET /metrics");
+    assert!(!body.contains("pktpath_kernel_drop"), "{body}");
+    assert!(body.contains("pktpath_policy_packets_total"), "{body}");
+    let (code, log) = agent.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{log}");
+}

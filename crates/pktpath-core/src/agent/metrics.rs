@@ -18,6 +18,9 @@
 //! pktpath_apply_duration_seconds                 gauge    of the last successful apply
 //! pktpath_scrape_read_seconds                    gauge    time this scrape took reading the maps
 //! process_resident_memory_bytes                  gauge    the agent's resident memory
+//! pktpath_kernel_drops_total{reason,interface,netns}  counter  kernel drops (skb:kfree_skb)
+//! pktpath_kernel_drops_unkeyed_total             counter  drops that found the key map full
+//! pktpath_kernel_drop_keys                       gauge    keys in use in the kernel's map
 //! ```
 
 use std::{
@@ -34,7 +37,10 @@ use prometheus_client::{
 };
 
 use super::status::Status;
-use crate::datapath::attach::{self, AttachError, IfaceStats, Layout};
+use crate::{
+    datapath::attach::{self, AttachError, IfaceStats, Layout},
+    dropmon::DropMonitor,
+};
 
 /// One policy's counters at scrape time.
 struct PolicyRow {
@@ -66,6 +72,8 @@ pub struct DatapathCollector {
     layout: Layout,
     status: Arc<Status>,
     index: Mutex<Option<PolicyIndexBox>>,
+    /// The kernel drop monitor, when on.
+    drops: Option<Arc<DropMonitor>>,
 }
 
 /// [`PolicyIndex`] behind a Debug the collector trait needs.
@@ -86,11 +94,12 @@ impl std::fmt::Debug for PolicyIndexBox {
 const READ_TRIES: usize = 20;
 
 impl DatapathCollector {
-    pub fn new(layout: Layout, status: Arc<Status>) -> Self {
+    pub fn new(layout: Layout, status: Arc<Status>, drops: Option<Arc<DropMonitor>>) -> Self {
         Self {
             layout,
             status,
             index: Mutex::new(None),
+            drops,
         }
     }
 
@@ -341,6 +350,54 @@ impl Collector for DatapathCollector {
             "How long this scrape took to read the data path's maps.",
             read.as_secs_f64(),
         )?;
+        if let Some(monitor) = &self.drops {
+            match monitor.read() {
+                Ok(drops) => {
+                    let netns: Vec<String> = drops
+                        .rows
+                        .iter()
+                        .map(|r| {
+                            if r.netns == 0 {
+                                String::new()
+                            } else {
+                                r.netns.to_string()
+                            }
+                        })
+                        .collect();
+                    counters(
+                        e,
+                        "pktpath_kernel_drops",
+                        "Packets the kernel dropped (skb:kfree_skb), by drop reason, the device the packet had and the inode of that device's network namespace (both empty without a device).",
+                        drops.rows.iter().zip(&netns).map(|(r, ns)| {
+                            (
+                                [
+                                    ("reason", r.reason.as_str()),
+                                    ("interface", r.interface.as_str()),
+                                    ("netns", ns.as_str()),
+                                ],
+                                r.packets,
+                            )
+                        }),
+                    )?;
+                    counter(
+                        e,
+                        "pktpath_kernel_drops_unkeyed",
+                        "Kernel drops counted without reason, interface and netns because the monitor's key map was full.",
+                        drops.overflow,
+                    )?;
+                    gauge(
+                        e,
+                        "pktpath_kernel_drop_keys",
+                        "(reason, interface, netns) keys in use in the drop monitor's kernel map.",
+                        drops.rows.len() as u64,
+                    )?;
+                }
+                Err(err) => log::warn!(
+                    "scrape: the drop monitor cannot be read: {}",
+                    super::one_line(&err)
+                ),
+            }
+        }
         if let Some(rss) = resident_bytes() {
             gauge(
                 e,

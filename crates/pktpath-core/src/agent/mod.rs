@@ -6,7 +6,8 @@
 //! logged with the message `route apply` gives, counted, and the running set stays.
 //! SIGTERM/SIGINT stop the agent and leave the data path forwarding (pins stay) unless
 //! `detach_on_exit`. The metrics endpoint ([`http`]) reads the counters from the maps at
-//! scrape time ([`metrics`]).
+//! scrape time ([`metrics`]). Unless turned off, the kernel drop monitor ([`DropMonitor`])
+//! is attached for the agent's life and read at scrape time too.
 //!
 //! Logs: one line per event, through `log` (the binary prints them on stderr).
 
@@ -31,6 +32,7 @@ use self::{
 };
 use crate::{
     datapath::attach::{self, AttachError, Layout, TcMode, Writer},
+    dropmon::{DropMonitor, DropMonitorError},
     route::{
         compile::PolicySet,
         config::{ConfigError, Source},
@@ -50,6 +52,8 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Sys(#[from] SysError),
+    #[error(transparent)]
+    DropMonitor(#[from] DropMonitorError),
     #[error("{what} failed")]
     Watch {
         what: String,
@@ -79,6 +83,8 @@ pub struct Options {
     pub detach_on_exit: bool,
     /// How long a reload waits for another writer of the data path.
     pub wait: Duration,
+    /// Attach the kernel drop monitor (`skb:kfree_skb` counters) for the agent's life.
+    pub drop_monitor: bool,
 }
 
 /// How long the agent waits after a file event for the rest of an editor's write.
@@ -114,9 +120,19 @@ pub fn run(options: Options) -> Result<(), AgentError> {
     let signals = SignalPipe::install(&[libc::SIGHUP, libc::SIGTERM, libc::SIGINT])?;
     let mut watch = FileWatch::new(&[&options.config, &options.runtime])?;
     let status = Arc::new(Status::default());
+    // Before the data path: a monitor that cannot start stops the agent with nothing attached.
+    let drops = if options.drop_monitor {
+        let monitor = DropMonitor::start()?;
+        log::info!("kernel drop monitor attached to skb:kfree_skb");
+        Some(Arc::new(monitor))
+    } else {
+        log::info!("kernel drop monitor off (--no-drop-monitor)");
+        None
+    };
     let collector = Arc::new(DatapathCollector::new(
         options.layout.clone(),
         status.clone(),
+        drops,
     ));
     let agent = Agent {
         options: options.clone(),

@@ -2,6 +2,11 @@
 //! them. Editors and configuration management replace a file by renaming a new one over
 //! it, which a watch on the file itself would miss (it follows the old inode); a watch on
 //! the directory sees the rename, a write in place and a re-creation alike.
+//!
+//! A Kubernetes ConfigMap mounted as a volume changes none of its file names: each file is
+//! a symlink through `..data`, a symlink to a timestamped directory, and kubelet updates
+//! all files at once by renaming a new `..data` over the old one. A change of `..data` is
+//! therefore a change of every file watched in that directory.
 
 use std::{
     ffi::OsString,
@@ -12,6 +17,9 @@ use std::{
 use inotify::{Inotify, WatchMask};
 
 use super::AgentError;
+
+/// The symlink kubelet's atomic writer swaps to update a ConfigMap volume's files.
+const KUBELET_DATA: &str = "..data";
 
 /// Watches the directories of a set of files and says when one of the files changed.
 pub struct FileWatch {
@@ -87,7 +95,10 @@ impl FileWatch {
                 any = true;
                 for (wd, file, path) in &self.files {
                     let overflow = event.mask.contains(inotify::EventMask::Q_OVERFLOW);
-                    if overflow || (*wd == event.wd && event.name == Some(file.as_os_str())) {
+                    let ours = *wd == event.wd
+                        && (event.name == Some(file.as_os_str())
+                            || event.name == Some(std::ffi::OsStr::new(KUBELET_DATA)));
+                    if overflow || ours {
                         hit(path);
                     }
                 }
@@ -149,6 +160,43 @@ mod tests {
         std::fs::write(&b, "2").unwrap();
         assert!(watch.changed(&mut changed).unwrap());
         assert_eq!(changed, [b]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What kubelet's atomic writer does to a ConfigMap volume: the files are symlinks
+    /// through `..data`, and an update renames a new `..data` symlink over the old one.
+    #[test]
+    fn a_configmap_update_through_the_data_symlink_is_a_change_of_every_file() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("pktpath-watch-cm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let version = |n: u32| {
+            let v = dir.join(format!("..2026_12_05_0{n}"));
+            std::fs::create_dir_all(&v).unwrap();
+            std::fs::write(v.join("a.json"), n.to_string()).unwrap();
+            std::fs::write(v.join("b.json"), n.to_string()).unwrap();
+            v
+        };
+        let v1 = version(1);
+        symlink(v1.file_name().unwrap(), dir.join("..data")).unwrap();
+        let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+        symlink("..data/a.json", &a).unwrap();
+        symlink("..data/b.json", &b).unwrap();
+        let mut watch = FileWatch::new(&[&a, &b]).expect("watch the directory");
+        let mut changed = Vec::new();
+        assert!(!watch.changed(&mut changed).unwrap());
+
+        // The update: a new version directory, `..data_tmp` renamed over `..data`.
+        let v2 = version(2);
+        assert!(
+            !watch.changed(&mut changed).unwrap(),
+            "a new version directory alone changes nothing yet"
+        );
+        symlink(v2.file_name().unwrap(), dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        assert!(watch.changed(&mut changed).unwrap());
+        assert_eq!(changed, [a.clone(), b]);
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "2");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

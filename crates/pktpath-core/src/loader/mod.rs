@@ -19,6 +19,8 @@ pub enum Object {
     Probe,
     /// The tracer's hooks.
     Tracer,
+    /// The agent's kernel drop monitor (`skb:kfree_skb` counters).
+    Drops,
     /// The TC data path.
     Datapath,
     /// A classifier that runs a packet filter on a frame (filter tests).
@@ -37,6 +39,7 @@ impl Object {
         match self {
             Self::Probe => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe")),
             Self::Tracer => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer")),
+            Self::Drops => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drops")),
             Self::Datapath => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/datapath")),
             Self::FilterTest => {
                 aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filtertest"))
@@ -49,7 +52,7 @@ impl Object {
 
     /// Whether the object reads kernel structs and so needs [`KernelOffsets`].
     pub fn needs_offsets(self) -> bool {
-        matches!(self, Self::Tracer)
+        matches!(self, Self::Tracer | Self::Drops)
     }
 
     /// The array with a slot per CPU the object holds, which loading sizes to the

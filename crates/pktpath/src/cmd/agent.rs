@@ -28,6 +28,10 @@ use crate::exit;
 /// With --metrics-listen: /metrics (Prometheus text format, or OpenMetrics when asked for),
 /// /healthz (the process runs), /readyz (attached, and the last reload succeeded).
 ///
+/// Kernel drops: unless --no-drop-monitor, a program on skb:kfree_skb counts every packet
+/// the kernel drops, per CPU in the kernel, by drop reason, interface and network
+/// namespace (pktpath_kernel_drops_total); detached when the agent stops.
+///
 /// Examples:
 ///   pktpath agent --config /etc/pktpath/configuration.json --runtime /etc/pktpath/runtimeConfiguration.json
 ///   pktpath agent --config c.json --runtime r.json --metrics-listen 127.0.0.1:9471
@@ -36,8 +40,8 @@ use crate::exit;
 /// Needs what `route attach` needs: CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, a writable
 /// state directory (--state-dir) and pin directory parent.
 ///
-/// Exit status: 0 after SIGTERM/SIGINT; 1 when the data path cannot be attached or the
-/// metrics address cannot be bound; 3 without those capabilities.
+/// Exit status: 0 after SIGTERM/SIGINT; 1 when the data path or the drop monitor cannot be
+/// attached or the metrics address cannot be bound; 3 without those capabilities.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -67,6 +71,9 @@ pub struct Args {
     /// Detach the data path (remove its pins) when the agent stops.
     #[arg(long)]
     detach_on_exit: bool,
+    /// Do not attach the kernel drop monitor (skb:kfree_skb): no pktpath_kernel_drops_* metrics.
+    #[arg(long)]
+    no_drop_monitor: bool,
     #[command(flatten)]
     wait: WaitArg,
 }
@@ -84,6 +91,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         tc_mode: args.tc_mode.mode(),
         detach_on_exit: args.detach_on_exit,
         wait: args.wait.wait,
+        drop_monitor: !args.no_drop_monitor,
     })?;
     Ok(exit::OK)
 }
+
+#[cfg(test)]
+mod k8s_tests;

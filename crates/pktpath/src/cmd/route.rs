@@ -530,17 +530,26 @@ struct CheckReport<'a> {
     classifier: ClassifierSummary,
 }
 
-fn check(args: CheckArgs) -> anyhow::Result<u8> {
-    let topology = Topology::load(&args.config)?;
-    let set = match &args.runtime {
+/// What `route check` checks: the files parse and `route apply` would compile the set on
+/// a freshly attached data path (with stand-ins for the interfaces).
+pub(super) fn validate(
+    config: &std::path::Path,
+    runtime: Option<&std::path::Path>,
+) -> anyhow::Result<(PolicySet, ClassifierSummary)> {
+    let topology = Topology::load(config)?;
+    let set = match runtime {
         Some(path) => PolicySet::load(&topology, path)?,
         None => PolicySet::empty(topology),
     };
-    // What `route apply` compiles on a freshly attached data path, with stand-ins for the
-    // interfaces: a set it would refuse fails here with its error.
+    // A set `route apply` would refuse fails here with its error.
     let plan = Slots::default().plan(&set)?;
     let ifaces = Interfaces::placeholder(&set.topology);
     let classifier = policy::compile_set(&set, &ifaces, &plan.slots)?.summary();
+    Ok((set, classifier))
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<u8> {
+    let (set, classifier) = validate(&args.config, args.runtime.as_deref())?;
     let runtime_name = args.runtime.as_ref().map(|p| p.display().to_string());
     let summary = Summary::new(&set, runtime_name.as_deref());
     let mut out = std::io::stdout().lock();

@@ -1,0 +1,95 @@
+//! The kernel drop monitor: one program on `skb:kfree_skb` (tp_btf) that counts every
+//! dropped skb, per CPU, by (drop reason, device, network namespace). Nothing is sent to
+//! user space per event; the agent reads the sums when Prometheus scrapes it.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    Global,
+    macros::{btf_tracepoint, map},
+    maps::{PerCpuArray, PerCpuHashMap},
+    programs::BtfTracePointContext,
+};
+use pktpath_common::{
+    drops::{DROP_KEYS_MAX, DropKey},
+    kernel::KernelOffsets,
+};
+use pktpath_ebpf::kernel::{Offsets, load_at, load_name, read_dev};
+
+#[unsafe(no_mangle)]
+static PKTPATH_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNSET);
+
+/// `SKB_CONSUMED` on this kernel (set from its BTF): a free that is not a drop.
+#[unsafe(no_mangle)]
+static PKTPATH_REASON_CONSUMED: Global<u32> = Global::new(u32::MAX);
+
+/// `SKB_NOT_DROPPED_YET` on this kernel (set from its BTF).
+#[unsafe(no_mangle)]
+static PKTPATH_REASON_NOT_DROPPED: Global<u32> = Global::new(u32::MAX);
+
+#[map(name = "DROP_COUNTS")]
+static DROP_COUNTS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(DROP_KEYS_MAX, 0);
+
+#[map(name = "DROP_OVERFLOW")]
+static DROP_OVERFLOW: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `BPF_NOEXIST`: insert only a key not yet present.
+const BPF_NOEXIST: u64 = 1;
+/// `-EEXIST`: another CPU inserted the key between our lookup and insert.
+const EEXIST: i32 = -17;
+
+/// `kfree_skb(skb, location, reason[, rx_sk])`.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn drops_kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let reason: u64 = ctx.arg(2);
+    count(skb, reason as u32);
+    0
+}
+
+#[inline(always)]
+fn count(skb: u64, reason: u32) {
+    let off = Offsets::of(&PKTPATH_KERNEL_OFFSETS);
+    if !off.set()
+        || skb == 0
+        || reason == PKTPATH_REASON_CONSUMED.load()
+        || reason == PKTPATH_REASON_NOT_DROPPED.load()
+    {
+        return;
+    }
+    let dev: u64 = load_at(skb, off.skb_dev());
+    let (ifindex, netns) = read_dev(off, dev);
+    let mut key = DropKey {
+        reason,
+        ifindex,
+        netns,
+        _pad: 0,
+        ifname: [0; 16],
+    };
+    if dev != 0 {
+        load_name(dev, off.net_device_name(), &mut key.ifname);
+    }
+    // Tracing programs do not nest on one CPU (the kernel skips a recursive run), so this
+    // CPU's value is ours for the increment: no atomic needed.
+    if let Some(n) = DROP_COUNTS.get_ptr_mut(key) {
+        // SAFETY: a per-CPU value of a live entry (entries are never removed).
+        unsafe { *n += 1 };
+        return;
+    }
+    match DROP_COUNTS.insert(key, 1u64, BPF_NOEXIST) {
+        Ok(()) => {}
+        Err(EEXIST) => {
+            if let Some(n) = DROP_COUNTS.get_ptr_mut(key) {
+                // SAFETY: as above.
+                unsafe { *n += 1 };
+            }
+        }
+        Err(_) => {
+            // The map is full (-E2BIG): counted without its key.
+            if let Some(n) = DROP_OVERFLOW.get_ptr_mut(0) {
+                // SAFETY: this CPU's slot of a per-CPU array.
+                unsafe { *n += 1 };
+            }
+        }
+    }
+}

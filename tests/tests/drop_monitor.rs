@@ -1,0 +1,83 @@
+//! The agent's kernel drop monitor on real drops in a namespace of the test's own: UDP to a
+//! closed port on loopback (`NO_SOCKET`) and to a port an nftables rule drops
+//! (`NETFILTER_DROP`), counted by reason, device and namespace; a map too small for the
+//! keys counts the rest as unkeyed.
+
+use pktpath_core::dropmon::{DropCounts, DropMonitor};
+use pktpath_tests::{NetnsGuard, NftTableGuard, require_root, run};
+
+const CLOSED: u16 = 7001;
+const FILTERED: u16 = 7002;
+
+/// Sends `n` datagrams to 127.0.0.1:`port` in `ns`.
+fn send(ns: &NetnsGuard, port: u16, n: usize) {
+    let dst = format!("127.0.0.1:{port}");
+    run::udp(
+        ns,
+        "127.0.0.1:0",
+        std::iter::repeat_n(dst.as_str(), n),
+        b"drop me",
+    );
+}
+
+/// Packets counted for `reason` on `lo` in namespace `inode`.
+fn on_lo(counts: &DropCounts, inode: u64, reason: &str) -> u64 {
+    counts
+        .rows
+        .iter()
+        .filter(|r| u64::from(r.netns) == inode && r.interface == "lo" && r.reason == reason)
+        .map(|r| r.packets)
+        .sum()
+}
+
+/// A namespace with loopback up and an nftables drop rule for [`FILTERED`].
+fn lab(label: &str) -> (NetnsGuard, NftTableGuard) {
+    let ns = NetnsGuard::new(label);
+    run::in_ns(&ns.name, "ip", &["link", "set", "lo", "up"]).expect("lo up");
+    let nft = NftTableGuard::input(&ns.name, &[&format!("udp dport {FILTERED} drop")]);
+    (ns, nft)
+}
+
+#[test]
+fn drops_are_counted_by_reason_device_and_namespace() {
+    require_root();
+    let (ns, _nft) = lab("dropmon");
+    let inode = ns.inode();
+    let monitor = DropMonitor::start().expect("start the drop monitor");
+    send(&ns, CLOSED, 40);
+    send(&ns, FILTERED, 15);
+    let counts = monitor.read().expect("read the counters");
+    assert_eq!(on_lo(&counts, inode, "NO_SOCKET"), 40, "{counts:#?}");
+    assert_eq!(on_lo(&counts, inode, "NETFILTER_DROP"), 15, "{counts:#?}");
+    assert!(
+        counts.rows.iter().all(|r| r.reason != "CONSUMED"),
+        "frees that are not drops are not counted: {counts:#?}"
+    );
+    // Detached with the monitor: a new one starts from zero and sees only new drops.
+    drop(monitor);
+    let monitor = DropMonitor::start().expect("start again");
+    send(&ns, FILTERED, 3);
+    let counts = monitor.read().expect("read the counters");
+    assert_eq!(on_lo(&counts, inode, "NETFILTER_DROP"), 3, "{counts:#?}");
+    assert_eq!(on_lo(&counts, inode, "NO_SOCKET"), 0, "{counts:#?}");
+}
+
+#[test]
+fn drops_that_find_the_map_full_are_counted_unkeyed() {
+    require_root();
+    let (ns, _nft) = lab("dropmon-full");
+    let inode = ns.inode();
+    // One key: the first drop anywhere on the machine takes it; our two reasons cannot
+    // both fit, so some of ours are counted without a key.
+    let monitor = DropMonitor::with_capacity(1).expect("start the drop monitor");
+    send(&ns, CLOSED, 20);
+    send(&ns, FILTERED, 20);
+    let counts = monitor.read().expect("read the counters");
+    assert!(counts.rows.len() <= 1, "{counts:#?}");
+    let keyed = on_lo(&counts, inode, "NO_SOCKET") + on_lo(&counts, inode, "NETFILTER_DROP");
+    assert!(keyed <= 20, "at most one of our keys fits: {counts:#?}");
+    assert!(
+        keyed + counts.overflow >= 40,
+        "every drop is counted, keyed or not: {counts:#?}"
+    );
+}
