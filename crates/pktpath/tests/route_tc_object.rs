@@ -10,8 +10,10 @@
 mod common;
 
 use std::{
+    io::Read as _,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
+    time::Duration,
 };
 
 use common::{DataPathOnlyLab, PKTPATH, SVC4, Scratch};
@@ -348,6 +350,26 @@ fn the_object_attached_with_tc_by_hand_is_filled_by_apply_and_steers_traffic() {
         "{err}"
     );
     assert!(!err.contains(&format!("{client}/ingress")), "{err}");
+    // A trace following the data path hears its decisions (the tap apply loaded).
+    let mut trace = Command::new(PKTPATH)
+        .args([
+            "trace",
+            "udp",
+            "--netns",
+            &lab.router.name,
+            "--output",
+            "json",
+        ])
+        .args(["--route-pin-dir", TC_PIN_DIR, "--duration", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pktpath trace");
+    let stderr = common::stderr_lines(trace.stderr.take().unwrap());
+    let banner = stderr
+        .recv_timeout(Duration::from_secs(30))
+        .expect("pktpath trace says something on stderr");
+    assert!(banner.starts_with("pktpath: tracing"), "{banner}");
     let stream = common::Stream::start(&lab, STREAM_PORT);
     stream.wait_for(
         200,
@@ -355,6 +377,24 @@ fn the_object_attached_with_tc_by_hand_is_filled_by_apply_and_steers_traffic() {
     );
     let (sent, missing) = stream.stop();
     assert!(missing.is_empty(), "{} of {sent} missing", missing.len());
+    let mut out = String::new();
+    trace
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(trace.wait().unwrap().success(), "trace failed");
+    let decisions = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|e| e["hook"] == "tc:pktpath" && e["ifname"] == client.as_str())
+        .count();
+    eprintln!("{decisions} decisions traced");
+    assert!(
+        decisions >= 100,
+        "{decisions} decisions traced: {out:.2000}"
+    );
 
     // A second apply needs no --config; show, stats and get work on the adopted pins.
     ok(route(&lab, &["apply", &runtime]), "second apply");

@@ -2,7 +2,8 @@
 //! `tc filter add ... bpf direct-action obj FILE`, its maps pinned by name by tc (libbpf)
 //! under the pin directory (`/sys/fs/bpf/tc/globals`). [`adopt`] takes it in: it checks
 //! the pinned maps are this pktpath's, records the static configuration in a state
-//! directory as `route attach` does (mode [`TcMode::Tc`]), fills the next hops, and says
+//! directory as `route attach` does (mode [`TcMode::Tc`]), fills the next hops, loads the
+//! decision taps' program (tc loads only the program it attaches), and says
 //! which configured hooks run no filter of the object. From then on `apply`, `show`,
 //! `stats` and `get` work on it as on an attached one; the filters stay the operator's.
 
@@ -12,7 +13,7 @@ use aya::{maps::MapInfo, programs::ProgramInfo};
 use pktpath_common::route::{MAP_STATE, PROG_DATAPATH};
 
 use super::{
-    AttachError, CONFIG_FILE, Direction, TcMode, fill_tables, io_err,
+    AttachError, CONFIG_FILE, Direction, TcMode, fill_tables, io_err, load_tap,
     lock::Writer,
     open, resolve, same_topology,
     state::{AttachState, create_private_dir, write_atomic},
@@ -20,6 +21,7 @@ use super::{
 };
 use crate::{
     datapath::{object, policy::Interfaces, tables::TableError},
+    loader::{self, Object},
     route::{compile::Topology, config::Source},
     sys::tc,
 };
@@ -56,6 +58,7 @@ pub fn adopt(writer: &Writer, config: &Path) -> Result<Adopted, AttachError> {
         state.interfaces = topology.interfaces.iter().map(|i| i.name.clone()).collect();
         state.write(layout)?;
         fill_tables(layout, &topology, &ifaces)?;
+        load_tap_into(&layout.pin_dir)?;
         // Last: the data path counts as taken in once its configuration is there.
         write_atomic(&state_config, source.text())?;
     }
@@ -89,6 +92,27 @@ fn check_maps(pin_dir: &Path) -> Result<(), AttachError> {
         }
     }
     Ok(())
+}
+
+/// Loads the tap program on the pinned maps and puts it where the data path tail-calls it,
+/// as `route attach` does: tc loads only the program it attaches, and without the tap
+/// `pktpath trace --route-pin-dir` would hear no decisions. The pinned program array keeps
+/// it loaded.
+fn load_tap_into(pin_dir: &Path) -> Result<(), AttachError> {
+    let paths: Vec<(String, std::path::PathBuf)> = object::pinned_maps()?
+        .into_iter()
+        .map(|m| {
+            let path = pin_dir.join(&m.name);
+            (m.name, path)
+        })
+        .collect();
+    let mut loader = aya::EbpfLoader::new();
+    for (name, path) in &paths {
+        // Every one exists (`check_maps`): aya opens it instead of creating a map.
+        loader.map_pin_path(name.as_str(), path.as_path());
+    }
+    let mut ebpf = loader::load_with_loader(loader, Object::Datapath, None, &[], &[])?;
+    load_tap(&mut ebpf)
 }
 
 /// The loaded data path programs (`pktpath_tc`) that use the maps pinned at `pin_dir`:
