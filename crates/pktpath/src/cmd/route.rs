@@ -46,10 +46,11 @@ use crate::exit;
 ///
 /// Privileges: root, or any user holding exactly these capabilities: attach CAP_BPF,
 /// CAP_NET_ADMIN and CAP_PERFMON; apply CAP_BPF; show, stats, get and detach none (detach
-/// of a netlink-mode data path CAP_NET_ADMIN); check none. The pins and state files belong
-/// to the user who attached (mode 0600): only that user, or root, runs the other verbs. A
-/// user other than root needs a state directory it can write and a pin directory under a
-/// bpffs directory it can write (`install -d -m 0700 -o USER /sys/fs/bpf/USER` as root).
+/// of a netlink-mode data path CAP_NET_ADMIN); check and object none; apply --config (a
+/// data path attached by hand with tc) root. The pins and state files belong to the user
+/// who attached (mode 0600): only that user, or root, runs the other verbs. A user other
+/// than root needs a state directory it can write and a pin directory under a bpffs
+/// directory it can write (`install -d -m 0700 -o USER /sys/fs/bpf/USER` as root).
 /// See docs/route.md.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]

@@ -49,6 +49,9 @@ pub fn adopt(writer: &Writer, config: &Path) -> Result<Adopted, AttachError> {
         check_maps(&layout.pin_dir)?;
     } else if !same_topology(&open(layout)?.topology, &topology) {
         return Err(AttachError::OtherConfig { dir });
+    } else if AttachState::read(layout)?.mode != TcMode::Tc {
+        // Attached by `route attach`: its hooks are links or filters of its own.
+        return Ok(Adopted::default());
     }
     let unhooked = check_hooks(layout.pin_dir.as_path(), &topology, &ifaces)?;
     if new {
