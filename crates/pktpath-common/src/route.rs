@@ -506,3 +506,14 @@ pub fn outcome_name(outcome: u8) -> &'static str {
         _ => "error",
     }
 }
+
+/// The `pinning` attribute the data path object's maps are built with: a value that is not
+/// a pinning type. aya reads it as "no pinning" (`route attach` pins the maps itself under
+/// its `--pin-dir`, tests load throwaway maps); `pktpath route object` rewrites it to
+/// [`PIN_BY_NAME`] in the object it writes for `tc ... bpf obj`, so that libbpf pins
+/// each map by name where iproute2 asks (`/sys/fs/bpf/tc/globals`).
+pub const PIN_PLACEHOLDER: u32 = 0x0050_494e;
+/// libbpf's `LIBBPF_PIN_BY_NAME`.
+pub const PIN_BY_NAME: u32 = 1;
+/// The ELF section holding [`PROG_DATAPATH`] (and [`PROG_TAP`]): `tc ... obj FILE sec`.
+pub const DATAPATH_SECTION: &str = "classifier";

@@ -7,6 +7,7 @@ pub mod filter;
 pub mod kernel;
 pub mod mem;
 pub mod packet;
+pub mod pinned;
 pub mod rule;
 
 /// eBPF programs cannot unwind; the verifier rejects any reachable panic path anyway.

@@ -346,6 +346,28 @@ impl Btf {
         })
     }
 
+    /// The type a pointer points to, or a variable has.
+    pub fn target(&self, id: u32) -> Result<u32, BtfError> {
+        let t = self.ty(id)?;
+        if !matches!(t.kind, Kind::Ptr | Kind::Var) {
+            return Err(BtfError::Malformed(format!(
+                "type {id} is not a pointer or variable"
+            )));
+        }
+        Ok(t.size_or_type)
+    }
+
+    /// An array's element count, and where that count sits in the blob (a byte offset, for
+    /// a caller that rewrites it: see `datapath::object`).
+    pub fn array_len(&self, id: u32) -> Result<(u32, usize), BtfError> {
+        let t = self.ty(id)?;
+        if t.kind != Kind::Array {
+            return Err(BtfError::Malformed(format!("type {id} is not an array")));
+        }
+        let at = t.extra + 8;
+        Ok((u32_at(&self.data, at)?, at))
+    }
+
     /// The members of a struct or union.
     pub fn members(&self, id: u32) -> Result<Vec<Member>, BtfError> {
         let t = self.ty(id)?;

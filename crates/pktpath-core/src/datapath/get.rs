@@ -13,7 +13,9 @@ use aya::{
     maps::{Map, MapData, PerCpuArray},
     programs::{SchedClassifier, TestRun as _, TestRunOptions},
 };
-use pktpath_common::route::{ACTION_FORWARD, Decision, FAMILY_V4, GET_MAGIC, MAP_DECISION};
+use pktpath_common::route::{
+    ACTION_FORWARD, Decision, FAMILY_V4, GET_MAGIC, MAP_DECISION, PROG_DATAPATH,
+};
 use serde::Serialize;
 
 use super::{
@@ -92,10 +94,22 @@ impl Attached {
             source,
         })?;
         let prog_path = self.layout.prog();
-        let prog = SchedClassifier::from_pin(&prog_path).map_err(prog_err(&format!(
-            "opening the pinned program {}",
-            prog_path.display()
-        )))?;
+        let prog = if prog_path.exists() {
+            SchedClassifier::from_pin(&prog_path).map_err(prog_err(&format!(
+                "opening the pinned program {}",
+                prog_path.display()
+            )))?
+        } else {
+            // Attached by hand with tc: no program pin, but a program on the pinned maps.
+            let info = super::attach::hand_programs(&self.layout.pin_dir)
+                .into_iter()
+                .next()
+                .ok_or_else(|| AttachError::NoHandProgram {
+                    dir: self.layout.pin_dir.display().to_string(),
+                })?;
+            SchedClassifier::from_program_info(info, PROG_DATAPATH.into())
+                .map_err(prog_err("opening the data path program tc loaded"))?
+        };
         let map_path = self.layout.pin_dir.join(MAP_DECISION);
         let decisions: PerCpuArray<MapData, Decision> = MapData::from_pin(&map_path)
             .and_then(Map::from_map_data)

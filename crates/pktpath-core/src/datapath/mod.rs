@@ -6,6 +6,7 @@ pub mod attach;
 pub mod classifier;
 pub mod frame;
 pub mod get;
+pub mod object;
 pub mod policy;
 pub mod state_root;
 pub mod synth;

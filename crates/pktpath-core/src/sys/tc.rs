@@ -20,6 +20,8 @@ const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
 const TCA_BPF_NAME: u16 = 7;
 const TCA_BPF_ID: u16 = 11;
+const TCA_BPF_FLAGS: u16 = 8;
+const TCA_BPF_FLAG_ACT_DIRECT: u32 = 1;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 const RECV_BUF: usize = 64 * 1024;
 
@@ -64,6 +66,8 @@ pub struct Filter {
     pub prog_id: Option<u32>,
     /// The name cls_bpf shows (the loader's program name).
     pub name: Option<String>,
+    /// Whether cls_bpf runs the program with direct-action (its return code is the action).
+    pub direct_action: bool,
 }
 
 struct Socket(OwnedFd);
@@ -296,6 +300,7 @@ pub fn filters(ifindex: u32, egress: bool) -> Result<Vec<Filter>, SysError> {
             kind,
             prog_id: None,
             name: None,
+            direct_action: false,
         };
         if f.kind == "bpf"
             && let Some((_, opts)) = attrs.iter().find(|(ty, _)| *ty == TCA_OPTIONS)
@@ -306,6 +311,10 @@ pub fn filters(ifindex: u32, egress: bool) -> Result<Vec<Filter>, SysError> {
                         f.prog_id = Some(u32::from_ne_bytes(d[..4].try_into().unwrap()))
                     }
                     TCA_BPF_NAME => f.name = Some(c_string(d)),
+                    TCA_BPF_FLAGS if d.len() >= 4 => {
+                        let flags = u32::from_ne_bytes(d[..4].try_into().unwrap());
+                        f.direct_action = flags & TCA_BPF_FLAG_ACT_DIRECT != 0;
+                    }
                     _ => {}
                 }
             }

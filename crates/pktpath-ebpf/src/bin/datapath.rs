@@ -15,13 +15,12 @@ use aya_ebpf::{
         BPF_F_MMAPABLE, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_DIRECT,
         BPF_FIB_LOOKUP_TBID, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup, bpf_redir_neigh,
     },
-    btf_maps::{self, ArrayOfMaps, SockMap},
+    btf_maps,
     helpers::generated::{
         bpf_fib_lookup as fib_lookup, bpf_loop, bpf_map_lookup_elem, bpf_redirect,
         bpf_redirect_neigh, bpf_sk_release,
     },
-    macros::{btf_map, classifier, map},
-    maps::{Array, PerCpuArray, PerCpuHashMap, ProgramArray},
+    macros::{btf_map, classifier},
     programs::TcContext,
 };
 use pktpath_common::route::{
@@ -37,39 +36,47 @@ use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
     mem,
     packet::{self, Malformed, Parsed},
+    pinned::{self, Array, ArrayOfMaps, PerCpuArray, PerCpuHashMap, ProgramArray, SockMap},
     rule::{candidate_matches, fill_key},
 };
 
+/// The license the kernel checks before it lets a program call GPL-only helpers
+/// (`bpf_fib_lookup`...). aya assumes "GPL" for an object without one; libbpf (`tc ... obj`)
+/// reads this section. pktpath is MIT or Apache-2.0, and MIT is GPL-compatible.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "license")]
+pub static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
 /// Counters of interfaces with an ifindex below MAX_IFACES (an inlined index lookup).
-#[map(name = "IFACE_STATS")]
-static IFACE_STATS: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(MAX_IFACES, 0);
+#[btf_map(name = "IFACE_STATS")]
+static IFACE_STATS: PerCpuArray<IfaceCounters, { MAX_IFACES as usize }, 0> = PerCpuArray::new();
 
 /// Counters of the other interfaces (a hash lookup).
-#[map(name = "IFACE_STATS_HIGH")]
-static IFACE_STATS_HIGH: PerCpuHashMap<u32, IfaceCounters> =
-    PerCpuHashMap::with_max_entries(MAX_IFACES, 0);
+#[btf_map(name = "IFACE_STATS_HIGH")]
+static IFACE_STATS_HIGH: PerCpuHashMap<u32, IfaceCounters, { MAX_IFACES as usize }, 0> =
+    PerCpuHashMap::new();
 
 /// One arena chunk: the type of ROUTE_ARENA's inner maps.
 type ChunkMap = btf_maps::Array<Chunk, 1, { BPF_F_MMAPABLE as usize }>;
 
 /// The arenas of both generations, in chunks (`pktpath_common::route::MAP_ARENA`).
 #[btf_map]
-static ROUTE_ARENA: ArrayOfMaps<ChunkMap, { (GENERATIONS * MAX_CHUNKS) as usize }> =
+static ROUTE_ARENA: ArrayOfMaps<ChunkMap, { (GENERATIONS * MAX_CHUNKS) as usize }, 0> =
     ArrayOfMaps::new();
 
 /// Each generation's tree roots (`pktpath_common::route::MAP_TREES`).
-#[map(name = "ROUTE_TREES")]
-static ROUTE_TREES: Array<GenTables> = Array::with_max_entries(GENERATIONS, 0);
+#[btf_map(name = "ROUTE_TREES")]
+static ROUTE_TREES: Array<GenTables, { GENERATIONS as usize }, 0> = Array::new();
 
-#[map(name = "ROUTE_NEXTHOPS")]
-static ROUTE_NEXTHOPS: Array<NextHop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
+#[btf_map(name = "ROUTE_NEXTHOPS")]
+static ROUTE_NEXTHOPS: Array<NextHop, { MAX_NEXTHOPS as usize }, 0> = Array::new();
 
-#[map(name = "ROUTE_STATE")]
-static ROUTE_STATE: Array<RouteState> = Array::with_max_entries(1, 0);
+#[btf_map(name = "ROUTE_STATE")]
+static ROUTE_STATE: Array<RouteState, 1, 0> = Array::new();
 
-#[map(name = "POLICY_STATS")]
-static POLICY_STATS: PerCpuArray<PolicyCounters> =
-    PerCpuArray::with_max_entries(MAX_POLICY_SLOTS, 0);
+#[btf_map(name = "POLICY_STATS")]
+static POLICY_STATS: PerCpuArray<PolicyCounters, { MAX_POLICY_SLOTS as usize }, 0> =
+    PerCpuArray::new();
 
 /// Per-CPU scratch space: the BPF stack (512 bytes) is too small for the key words and
 /// the FIB lookup parameters on top of the parsed packet.
@@ -116,11 +123,11 @@ pub struct Pending {
 /// What the program did with a packet, for `pktpath route get`: written only for a packet
 /// whose `__sk_buff.cb[0]` is non-zero (the nonce route get's test run sets), so ordinary
 /// traffic does not pay for it.
-#[map(name = "ROUTE_DECISION")]
-static DECISION: PerCpuArray<Decision> = PerCpuArray::with_max_entries(1, 0);
+#[btf_map(name = "ROUTE_DECISION")]
+static DECISION: PerCpuArray<Decision, 1, 0> = PerCpuArray::new();
 
-#[map(name = "ROUTE_SCRATCH")]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+#[btf_map(name = "ROUTE_SCRATCH")]
+static SCRATCH: PerCpuArray<Scratch, 1, 0> = PerCpuArray::new();
 
 /// `__sk_buff.tc_index` of a packet this program forwarded, until the program sees it again.
 ///
@@ -147,33 +154,33 @@ const HAIRPIN: u32 = 0x7071;
 
 /// Which tap slots may hold a live tracer, one byte each (`pktpath_common::route::TAP_MAP`,
 /// where [`TapLive`] says who sets and clears them).
-#[map(name = "ROUTE_TAP")]
-static TAP: Array<TapLive> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[btf_map(name = "ROUTE_TAP")]
+static TAP: Array<TapLive, 1, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// The tracers' registrations: slot `i` holds a socket of the tracer in slot `i` until that
 /// socket is closed (`pktpath_common::route::TAP_SOCKS_MAP`).
 #[btf_map]
-static ROUTE_TAP_SOCKS: SockMap<{ TAP_SLOTS as usize }> = SockMap::new();
+static ROUTE_TAP_SOCKS: SockMap<{ TAP_SLOTS as usize }, 0> = SockMap::new();
 
 /// One tracer's decision ring: the type of ROUTE_TAP_RINGS's inner maps.
-type TapRing = btf_maps::RingBuf<TapEvent, { TAP_RING_BYTES as usize }>;
+type TapRing = pinned::RingBuf<{ TAP_RING_BYTES as usize }>;
 
 /// Each registered tracer's own ring, by slot (`pktpath_common::route::TAP_RINGS_MAP`).
 #[btf_map]
-static ROUTE_TAP_RINGS: ArrayOfMaps<TapRing, { TAP_SLOTS as usize }> = ArrayOfMaps::new();
+static ROUTE_TAP_RINGS: ArrayOfMaps<TapRing, { TAP_SLOTS as usize }, 0> = ArrayOfMaps::new();
 
 /// The tap program ([`pktpath_tap`]) at index 0 (`pktpath_common::route::TAP_PROG_MAP`).
 ///
 /// The decision goes to the tracers by a tail call: the verifier checks the tap's work in
 /// a program of its own instead of once more for each way a packet reaches the end of this
 /// one (this program is close to the verifier's million-instruction budget).
-#[map(name = "ROUTE_TAP_PROG")]
-static TAP_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[btf_map(name = "ROUTE_TAP_PROG")]
+static TAP_PROG: ProgramArray<1, 0> = ProgramArray::new();
 
 /// The decision handed from [`pktpath_tc`] to [`pktpath_tap`] on this CPU
 /// (`pktpath_common::route::TAP_SCRATCH_MAP`).
-#[map(name = "ROUTE_TAP_SCRATCH")]
-static TAP_SCRATCH: PerCpuArray<TapEvent> = PerCpuArray::with_max_entries(1, 0);
+#[btf_map(name = "ROUTE_TAP_SCRATCH")]
+static TAP_SCRATCH: PerCpuArray<TapEvent, 1, 0> = PerCpuArray::new();
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -304,8 +311,13 @@ fn tap(ctx: &TcContext, ifindex: u32, len: u32, r: &Routed) {
 /// counts nothing for it, the packet is not affected) and returns the packet's verdict.
 /// A slot whose socket is gone (its tracer died without clearing its byte) gets its byte
 /// cleared, so the packets after this one pay the one read again.
-#[classifier]
-pub fn pktpath_tap(_ctx: TcContext) -> i32 {
+///
+/// Written out rather than with `#[classifier]`, which puts every program in section
+/// `classifier`: `tc ... bpf obj FILE` attaches the first program of that section, which
+/// must be [`pktpath_tc`]. aya reads `classifier/tap` as a TC classifier too.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "classifier/tap")]
+pub fn pktpath_tap(_ctx: *mut aya_ebpf::bindings::__sk_buff) -> i32 {
     let (Some(ev), Some(live)) = (TAP_SCRATCH.get_ptr_mut(0), TAP.get_ptr_mut(0)) else {
         return TC_ACT_OK;
     };
@@ -357,7 +369,7 @@ extern "C" fn tap_slot(index: u64, ctx: *mut c_void) -> i64 {
     if let Some(ring) = ROUTE_TAP_RINGS.get(i) {
         // SAFETY: this CPU's scratch entry, a whole TapEvent (output copies it from there).
         let ev: &TapEvent = unsafe { &*slots.ev };
-        let _ = ring.output(ev, 0);
+        let _ = ring.output_untyped::<TapEvent>(ev, 0);
     }
     0
 }

@@ -1,16 +1,18 @@
 //! `pktpath route`: the policy-routing fast path. `check` (validate the configuration files,
 //! compile them as `apply` would and show what would be applied), `schema` (the files' JSON
-//! Schema), and on the running system `attach`, `apply`, `show`, `stats`, `get` and
-//! `detach`.
+//! Schema), `object` (the data path object, for attaching it by hand with tc), and on the
+//! running system `attach`, `apply`, `show`, `stats`, `get` and `detach`.
 
 use std::{io::Write as _, net::IpAddr, path::PathBuf, time::Duration};
 
-use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
+use anyhow::Context as _;
+use pktpath_common::route::{DATAPATH_SECTION, FAMILY_V4, FAMILY_V6};
 use pktpath_core::{
     access,
     datapath::{
         attach::{self, DEFAULT_PIN_DIR, Layout, Writer},
         classifier::PacketFields,
+        object,
         policy::{self, ClassifierSummary, Interfaces, Slots},
     },
     route::{
@@ -34,6 +36,7 @@ use crate::exit;
 ///   pktpath route stats
 ///   pktpath route get iif eth1 from 10.1.0.2 to 10.9.0.1 proto udp dport 53
 ///   pktpath route detach
+///   pktpath route object -o pktpath.o
 ///   nsenter --net=/run/netns/router pktpath route --pin-dir /sys/fs/bpf/lab stats
 ///   pktpath route --state-dir /run/user/$UID/pktpath --pin-dir /sys/fs/bpf/$USER/pktpath attach --config configuration.json
 ///
@@ -43,10 +46,11 @@ use crate::exit;
 ///
 /// Privileges: root, or any user holding exactly these capabilities: attach CAP_BPF,
 /// CAP_NET_ADMIN and CAP_PERFMON; apply CAP_BPF; show, stats, get and detach none (detach
-/// of a netlink-mode data path CAP_NET_ADMIN); check none. The pins and state files belong
-/// to the user who attached (mode 0600): only that user, or root, runs the other verbs. A
-/// user other than root needs a state directory it can write and a pin directory under a
-/// bpffs directory it can write (`install -d -m 0700 -o USER /sys/fs/bpf/USER` as root).
+/// of a netlink-mode data path CAP_NET_ADMIN); check and object none; apply --config (a
+/// data path attached by hand with tc) root. The pins and state files belong to the user
+/// who attached (mode 0600): only that user, or root, runs the other verbs. A user other
+/// than root needs a state directory it can write and a pin directory under a bpffs
+/// directory it can write (`install -d -m 0700 -o USER /sys/fs/bpf/USER` as root).
 /// See docs/route.md.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -94,6 +98,28 @@ enum Command {
     )]
     Detach(OutputArgs),
     Get(GetArgs),
+    Object(ObjectArgs),
+}
+
+/// Write the data path's eBPF object, for attaching it by hand with iproute2's `tc`
+/// instead of `route attach`. Its maps are pinned by name where tc pins them
+/// (/sys/fs/bpf/tc/globals/): every interface it is attached to shares them, and
+/// `route --pin-dir /sys/fs/bpf/tc/globals apply --config FILE RUNTIME` fills them.
+///
+/// The program is the first of section `classifier` (tc's default: `sec classifier` may be
+/// left out). Attach it with direct-action: its return codes are TC actions.
+///
+/// Examples:
+///   pktpath route object -o pktpath.o
+///   tc qdisc add dev eth1 clsact
+///   tc filter add dev eth1 ingress bpf direct-action obj pktpath.o sec classifier
+///   pktpath route --pin-dir /sys/fs/bpf/tc/globals apply --config configuration.json runtimeConfiguration.json
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+struct ObjectArgs {
+    /// Write the object to FILE (replacing it) instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 /// Say what the attached data path does with one packet, in the spirit of `ip route get`:
@@ -159,15 +185,24 @@ struct AttachArgs {
 /// atomically: each packet sees the old policy set or the new one, never a mix. A rejected
 /// file leaves the running set untouched (exit 1).
 ///
+/// With --config, the data path is one attached by hand with tc (the object of `pktpath
+/// route object`; --pin-dir where tc pinned its maps, /sys/fs/bpf/tc/globals): the first
+/// apply takes it in with that static configuration and fills its next hops; the next
+/// ones need not repeat it. Warns about configured hooks that run no filter of the object.
+///
 /// Examples:
 ///   pktpath route apply runtimeConfiguration.json
 ///   pktpath route apply runtimeConfiguration.json --dry-run
+///   pktpath route --pin-dir /sys/fs/bpf/tc/globals apply --config configuration.json runtimeConfiguration.json
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 struct ApplyArgs {
     /// The policy set.
     #[arg(value_name = "RUNTIME_CONFIGURATION")]
     runtime: PathBuf,
+    /// The static configuration of a data path attached by hand with tc.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Only print what would change (policies added, removed, changed).
     #[arg(long)]
     dry_run: bool,
@@ -250,7 +285,30 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Command::Stats(a) => stats_cmd(&layout, a),
         Command::Detach(a) => detach_cmd(&layout, args.wait.wait, a),
         Command::Get(a) => get_cmd(&layout, a),
+        Command::Object(a) => object_cmd(a),
     }
+}
+
+fn object_cmd(args: ObjectArgs) -> anyhow::Result<u8> {
+    let (bytes, maps) = object::tc_object()?;
+    let Some(path) = args.output else {
+        let mut out = std::io::stdout().lock();
+        if std::io::IsTerminal::is_terminal(&out) {
+            anyhow::bail!("not writing a binary object to a terminal: give -o FILE or redirect");
+        }
+        out.write_all(&bytes)?;
+        out.flush()?;
+        return Ok(exit::OK);
+    };
+    std::fs::write(&path, &bytes).with_context(|| format!("writing {} failed", path.display()))?;
+    eprintln!(
+        "wrote {} ({} bytes, {maps} maps pinned by name under {}); attach it with:\n  tc qdisc add dev IFACE clsact\n  tc filter add dev IFACE ingress bpf direct-action obj {} sec {DATAPATH_SECTION}",
+        path.display(),
+        bytes.len(),
+        object::TC_PIN_DIR,
+        path.display(),
+    );
+    Ok(exit::OK)
 }
 
 /// What `command` needs before it touches anything: its capabilities (exactly those, see
@@ -318,6 +376,26 @@ fn apply_cmd(layout: &Layout, wait: Duration, args: ApplyArgs) -> anyhow::Result
     } else {
         Some(writer(layout, wait)?)
     };
+    if let Some(config) = &args.config {
+        let Some(writer) = &writer else {
+            anyhow::bail!("--dry-run with --config: take the data path in with an apply first");
+        };
+        // A file that does not fit the configuration is refused before anything changes.
+        let topology = Topology::from_source(&Source::read(config)?)?;
+        PolicySet::from_source(&topology, &Source::read(&args.runtime)?)?;
+        let adopted = attach::adopt(writer, config)?;
+        if adopted.new {
+            eprintln!(
+                "pktpath: took in the data path attached with tc at {}",
+                layout.pin_dir.display()
+            );
+        }
+        for hook in adopted.unhooked {
+            eprintln!(
+                "pktpath: warning: no filter of the data path object on {hook} (tc filter add dev IFACE ingress|egress bpf direct-action obj FILE)"
+            );
+        }
+    }
     let mut attached = attach::open(layout)?;
     let source = Source::read(&args.runtime)?;
     let set = PolicySet::from_source(&attached.topology, &source)?;

@@ -75,6 +75,11 @@ pub(super) fn remove_all(
     if state.mode == TcMode::Netlink {
         detach_filters(layout, state, &mut report)?;
     }
+    if state.mode == TcMode::Tc {
+        // Attached by hand: the filters and the pins tc made are the operator's (the pin
+        // directory may hold other objects' maps); pktpath forgets the data path.
+        return remove_state(layout, report);
+    }
     let mut entries: Vec<PathBuf> = match std::fs::read_dir(pin_dir) {
         Ok(dir) => dir
             .map(|e| e.map(|e| e.path()))
@@ -111,6 +116,11 @@ pub(super) fn remove_all(
     if pin_dir.exists() {
         std::fs::remove_dir(pin_dir).map_err(io_err("remove pin directory", pin_dir))?;
     }
+    remove_state(layout, report)
+}
+
+/// Removes the state directory of the data path at `layout`.
+fn remove_state(layout: &Layout, report: DetachReport) -> Result<DetachReport, AttachError> {
     let state_dir = layout.state_dir();
     match std::fs::remove_dir_all(&state_dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -40,6 +40,7 @@ impl<'a> TcBackend<'a> {
         let prog_id = match self.mode {
             TcMode::Tcx => 0,
             TcMode::Netlink => pinned_prog_id(self.layout)?,
+            TcMode::Tc => return Err(self.by_hand()),
         };
         let mut present = Vec::new();
         let mut missing = Vec::new();
@@ -54,6 +55,7 @@ impl<'a> TcBackend<'a> {
                     Some(f) => filter_present(f, prog_id)?,
                     None => false,
                 },
+                TcMode::Tc => return Err(self.by_hand()),
             };
             if found {
                 present.push((name, d));
@@ -82,6 +84,14 @@ impl<'a> TcBackend<'a> {
                     .retain(|f| !(f.interface == name && f.direction == dir));
                 attach_filter(prog, self.layout, name, dir, state)
             }
+            TcMode::Tc => Err(self.by_hand()),
+        }
+    }
+
+    /// Hooks made by hand are the operator's.
+    fn by_hand(&self) -> AttachError {
+        AttachError::ByHand {
+            dir: self.layout.pin_dir.display().to_string(),
         }
     }
 }

@@ -9,7 +9,9 @@
 //! what was created (each filter's priority and handle, and which clsact qdiscs attach
 //! added) is recorded in `attach.json` in the state directory; [`detach`] removes exactly
 //! that: the filters, and a clsact qdisc only if attach created it and no filter is left
-//! on it.
+//! on it. A third mode, [`TcMode::Tc`], is a data path the operator attached by hand with
+//! `tc` and `apply --config` took in (see `adopt`): pktpath fills its maps and never
+//! touches its filters or pins.
 //!
 //! Pin layout under the pin directory (default [`DEFAULT_PIN_DIR`]):
 //!
@@ -72,6 +74,7 @@ const CONFIG_FILE: &str = "configuration.json";
 const ATTACH_FILE: &str = "attach.json";
 const PROG_PIN: &str = "prog";
 
+mod adopt;
 mod detach;
 mod hooks;
 mod lock;
@@ -79,6 +82,8 @@ mod recover;
 mod running;
 mod state;
 
+pub(crate) use adopt::hand_programs;
+pub use adopt::{Adopted, adopt};
 pub use detach::{DetachReport, detach};
 use hooks::{Hook, TcBackend};
 pub use lock::{DEFAULT_WAIT, Writer};
@@ -123,6 +128,31 @@ pub enum AttachError {
     },
     #[error("no data path is attached at {dir}; run `pktpath route attach --config FILE` first")]
     NotAttached { dir: String },
+    #[error(
+        "no map {map} is pinned at {dir}: attach the object of `pktpath route object -o FILE` with `tc filter add dev IFACE ingress bpf direct-action obj FILE` first"
+    )]
+    NoHandMaps { dir: String, map: String },
+    #[error(
+        "map {map} at {dir} was pinned by another pktpath's object (key/value size/entries {found}, this pktpath's {want}): `tc filter del` its filters, remove the pins, and attach the object of this pktpath (`pktpath route object`)"
+    )]
+    OlderMaps {
+        dir: String,
+        map: String,
+        found: String,
+        want: String,
+    },
+    #[error(
+        "the data path's filter on {hook} (pref {priority}) is attached without direct-action, so its return codes would be read as classids: `tc filter del` it and add it again with `bpf direct-action obj FILE`"
+    )]
+    NotDirectAction { hook: String, priority: u16 },
+    #[error(
+        "the data path at {dir} was attached by hand with tc: add or remove its filters with tc, and fill it with `pktpath route apply --config FILE`"
+    )]
+    ByHand { dir: String },
+    #[error(
+        "no program uses the data path maps pinned at {dir}: attach the object with `tc filter add dev IFACE ingress bpf direct-action obj FILE`"
+    )]
+    NoHandProgram { dir: String },
     #[error("loading the data path failed")]
     Load(#[from] LoadError),
     #[error("the data path object has no program {0}")]
@@ -149,6 +179,8 @@ pub enum AttachError {
     },
     #[error(transparent)]
     Table(#[from] TableError),
+    #[error(transparent)]
+    Object(#[from] crate::datapath::object::ObjectError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error("{what} {path} failed")]
@@ -197,6 +229,9 @@ pub enum TcMode {
     Tcx,
     /// A clsact qdisc with a cls_bpf direct-action filter per hook, set up over netlink.
     Netlink,
+    /// Filters the operator added with `tc` (the object of `pktpath route object`); pktpath
+    /// fills the maps tc pinned and never touches the filters.
+    Tc,
 }
 
 impl TcMode {
@@ -204,6 +239,7 @@ impl TcMode {
         match self {
             Self::Tcx => "tcx",
             Self::Netlink => "netlink",
+            Self::Tc => "tc",
         }
     }
 
@@ -468,6 +504,9 @@ fn reattach(
         return Err(AttachError::OtherConfig { dir: dir_text });
     }
     let mut state = AttachState::read(layout)?;
+    if state.mode == TcMode::Tc {
+        return Err(AttachError::ByHand { dir: dir_text });
+    }
     if let Some(requested) = mode
         && requested != state.mode
     {
