@@ -160,6 +160,23 @@ fn url_encode(text: &str) -> String {
         .collect()
 }
 
+/// `promtool check metrics` (Debian package prometheus) accepts the exposition `body`.
+#[track_caller]
+fn promtool_accepts(l: &Lab, body: &str) {
+    let exposition = l.scratch.write("metrics.txt", body);
+    let lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&exposition).unwrap())
+        .output()
+        .expect("run promtool (Debian package prometheus)");
+    assert!(
+        lint.status.success(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+}
+
 /// Polls `f` every 100 ms until it returns Some, for up to `limit`; panics with `what`.
 #[track_caller]
 fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -334,18 +351,7 @@ fn prometheus_scrapes_counters_equal_to_route_stats_and_the_data_path_outlives_t
     // The exposition (Prometheus text format) passes promtool's lint.
     let (code, body) = agent.get("/metrics").expect("GET /metrics");
     assert_eq!(code, 200);
-    let exposition = l.scratch.write("metrics.txt", &body);
-    let lint = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&exposition).unwrap())
-        .output()
-        .expect("run promtool (Debian package prometheus)");
-    assert!(
-        lint.status.success(),
-        "promtool check metrics: {}{}\n{body}",
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
+    promtool_accepts(&l, &body);
     for line in [
         "pktpath_policy_packets_total{id=\"web\",priority=\"20\"} 50",
         "pktpath_policy_packets_total{id=\"blocked\",priority=\"30\"} 30",
@@ -775,18 +781,7 @@ fn kernel_drops_by_reason_reach_prometheus_with_exactly_the_packets_dropped() {
         common::iface_counter(&stats, &l.lab.client_link.a, "dropped_packets"),
         DP_DROPS
     );
-    let exposition = l.scratch.write("metrics.txt", &body);
-    let lint = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&exposition).unwrap())
-        .output()
-        .expect("run promtool (Debian package prometheus)");
-    assert!(
-        lint.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
+    promtool_accepts(&l, &body);
 
     // Prometheus, filtered by the lab's namespaces: other traffic on the machine has other
     // namespaces.

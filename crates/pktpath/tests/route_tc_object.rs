@@ -98,6 +98,23 @@ fn in_router(lab: &DataPathOnlyLab, program: &str, args: &[&str]) -> Output {
         .expect("run nsenter (util-linux)")
 }
 
+/// `route --pin-dir DIR apply --config CONFIG RUNTIME` in the router.
+fn apply_with_config(lab: &DataPathOnlyLab, dir: &str, config: &str, runtime: &str) -> Output {
+    in_router(
+        lab,
+        PKTPATH,
+        &[
+            "route",
+            "--pin-dir",
+            dir,
+            "apply",
+            "--config",
+            config,
+            runtime,
+        ],
+    )
+}
+
 #[track_caller]
 fn ok(out: Output, what: &str) -> String {
     assert!(
@@ -194,19 +211,7 @@ fn the_object_attached_with_tc_by_hand_is_filled_by_apply_and_steers_traffic() {
     let elsewhere = PinGuard::new("tcobj");
     std::fs::create_dir(&elsewhere.path).unwrap();
     let dir = elsewhere.path.to_str().unwrap();
-    let out = in_router(
-        &lab,
-        PKTPATH,
-        &[
-            "route",
-            "--pin-dir",
-            dir,
-            "apply",
-            "--config",
-            &config,
-            &runtime,
-        ],
-    );
+    let out = apply_with_config(&lab, dir, &config, &runtime);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("is pinned at"),
@@ -224,19 +229,7 @@ fn the_object_attached_with_tc_by_hand_is_filled_by_apply_and_steers_traffic() {
             .pin(elsewhere.path.join(m))
             .unwrap();
     }
-    let out = in_router(
-        &lab,
-        PKTPATH,
-        &[
-            "route",
-            "--pin-dir",
-            dir,
-            "apply",
-            "--config",
-            &config,
-            &runtime,
-        ],
-    );
+    let out = apply_with_config(&lab, dir, &config, &runtime);
     let err = String::from_utf8_lossy(&out.stderr);
     eprint!("apply, other maps: {err}");
     assert!(
