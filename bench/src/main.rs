@@ -110,6 +110,7 @@ fn run() -> anyhow::Result<()> {
         eprintln!("== {part}");
         if let Err(e) = run_part(part) {
             eprintln!("{part} failed: {e:#}");
+            report::write_failed(part, &e)?;
             failed.push(part);
             if lab::check_stop().is_err() {
                 break;

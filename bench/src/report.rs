@@ -102,6 +102,33 @@ pub fn write_part(part: &str, results: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Marks a part failed in bench/results/<part>.json: the error and the date, so that no
+/// figure of an earlier run is shown as this run's (see [`failed_doc`]).
+pub fn write_failed(part: &str, error: &anyhow::Error) -> anyhow::Result<()> {
+    let dir = results_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = dir.join(format!("{part}.json"));
+    let previous = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let doc = failed_doc(part, &format!("{error:#}"), previous, machine());
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("write {}", path.display()))?;
+    eprintln!("wrote {} (failed)", path.display());
+    Ok(())
+}
+
+/// A failed part's document: no results; the previous run's document is kept whole under
+/// `last_good` (its own date says how old it is), and a part failing again keeps the last
+/// good run rather than the failure before.
+fn failed_doc(part: &str, error: &str, previous: Option<Value>, machine: Value) -> Value {
+    let last_good = previous.and_then(|p| match p.get("last_good") {
+        Some(good) => (!good.is_null()).then(|| good.clone()),
+        None => Some(p),
+    });
+    json!({ "part": part, "machine": machine, "failed": error, "last_good": last_good })
+}
+
 /// The parts in the order they are run and shown.
 pub const PARTS: [&str; 5] = ["classify", "forward", "update", "trace", "latency"];
 
@@ -163,6 +190,16 @@ pub fn table(doc: &Value) -> String {
         };
         let r = &p["results"];
         let when = p["machine"]["date"].as_str().unwrap_or("?");
+        if let Some(error) = p["failed"].as_str() {
+            let good = p["last_good"]["machine"]["date"].as_str();
+            let _ = writeln!(out, "\n== {part} FAILED {when}: {error}");
+            let _ = writeln!(
+                out,
+                "  no figures of this run; the last good run ({}) is kept in bench/results/{part}.json under last_good",
+                good.unwrap_or("none")
+            );
+            continue;
+        }
         let _ = writeln!(out, "\n== {part} (measured {when})");
         match part {
             "forward" => {
@@ -242,6 +279,13 @@ pub fn table(doc: &Value) -> String {
                         "  {k:<10} highest lossless event rate: {:.0} events/s",
                         f(&v["max_lossless_events_per_s"])
                     );
+                    if let Some(why) = v["stopped"]["reason"].as_str() {
+                        let _ = writeln!(
+                            out,
+                            "  {k:<10} ladder stopped at {} frames/s: {why}",
+                            v["stopped"]["pps"]
+                        );
+                    }
                 }
                 let _ = writeln!(
                     out,
@@ -400,4 +444,69 @@ pub fn classify_line(row: &Value) -> String {
         mib(&row["table_bytes"]),
         agree,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine_at(date: &str) -> Value {
+        json!({ "date": date })
+    }
+
+    #[test]
+    fn a_failed_part_shows_no_figures_and_keeps_the_last_good_run() {
+        let good = json!({
+            "part": "trace",
+            "machine": machine_at("2026-11-26T06:00:00Z"),
+            "results": { "lossless": { "pktpath": { "max_lossless_events_per_s": 1.23e6 } } }
+        });
+        let failed = failed_doc(
+            "trace",
+            "trafgen did not finish",
+            Some(good.clone()),
+            machine_at("2026-12-05T03:00:00Z"),
+        );
+        assert_eq!(failed["last_good"], good);
+        // Failing again keeps the good run, not the first failure.
+        let again = failed_doc(
+            "trace",
+            "again",
+            Some(failed),
+            machine_at("2026-12-06T03:00:00Z"),
+        );
+        assert_eq!(again["last_good"], good);
+        let doc =
+            json!({ "machine": machine_at("2026-12-06T03:00:00Z"), "parts": { "trace": again } });
+        let text = table(&doc);
+        assert!(
+            text.contains("== trace FAILED 2026-12-06T03:00:00Z: again"),
+            "{text}"
+        );
+        assert!(text.contains("(2026-11-26T06:00:00Z)"), "{text}");
+        assert!(!text.contains("highest lossless"), "{text}");
+    }
+
+    #[test]
+    fn a_ladder_stopped_by_the_sender_is_shown_with_its_ceiling() {
+        let doc = json!({
+            "machine": machine_at("2026-12-05T03:00:00Z"),
+            "parts": { "trace": {
+                "machine": machine_at("2026-12-05T03:00:00Z"),
+                "results": { "lossless": { "bpftrace": {
+                    "max_lossless_events_per_s": 300000.0,
+                    "stopped": { "pps": 150000, "reason": "trafgen did not finish" }
+                } } }
+            } }
+        });
+        let text = table(&doc);
+        assert!(
+            text.contains("bpftrace   highest lossless event rate: 300000 events/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bpftrace   ladder stopped at 150000 frames/s: trafgen did not finish"),
+            "{text}"
+        );
+    }
 }

@@ -61,6 +61,16 @@ pub struct Step {
 pub struct Lossless {
     pub steps: Vec<Step>,
     pub max_lossless_events_per_s: f64,
+    /// The step at which the ladder stopped before losing an event, and why: the sender
+    /// could not keep the pace while the tool traced (the tool's load slowed the machine
+    /// down). The steps before it are the tool's ceiling on this machine.
+    pub stopped: Option<Stopped>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stopped {
+    pub pps: u64,
+    pub reason: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -212,12 +222,26 @@ fn lossless(
     dir: &Scratch,
 ) -> anyhow::Result<Lossless> {
     let mut steps = Vec::new();
+    let mut stopped = None;
     for pps in LADDER {
         check_stop()?;
         let out = dir.0.join("ladder.out");
         let t = start(kind, &["udp"], &out)?;
         let cpu0 = t.cpu_seconds()?;
-        let (_, seconds) = lab.send_paced_timed(tg, pps, pps)?;
+        let seconds = match lab.send_paced_timed(tg, pps, pps) {
+            Ok((_, seconds)) => seconds,
+            Err(e) => {
+                // The tool stops with `t` dropped; a Ctrl-C is not a ceiling.
+                check_stop()?;
+                let reason = format!("{e:#}");
+                eprintln!(
+                    "trace: {} at {pps} pps: {reason}; ladder stopped",
+                    label(kind)
+                );
+                stopped = Some(Stopped { pps, reason });
+                break;
+            }
+        };
         let cpu = t.cpu_seconds()? - cpu0;
         let (events, lost) = t.finish()?;
         let _ = std::fs::remove_file(&out);
@@ -250,6 +274,7 @@ fn lossless(
     Ok(Lossless {
         steps,
         max_lossless_events_per_s: max,
+        stopped,
     })
 }
 
