@@ -259,6 +259,7 @@ mod tests {
             vec![
                 Hook::NetifReceiveSkb,
                 Hook::NetDevStartXmit,
+                Hook::SkDataReady,
                 Hook::KfreeSkb,
                 Hook::ConsumeSkb
             ]

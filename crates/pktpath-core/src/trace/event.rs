@@ -11,7 +11,7 @@ use std::{
 use pktpath_common::{
     kernel::IFNAMSIZ,
     route::{TapEvent, action_name, outcome_name},
-    trace::{FIB_FAMILY_V6, FibEvent, Hook, TraceEvent},
+    trace::{EVENT_DELIVERED, FIB_FAMILY_V6, FibEvent, Hook, TraceEvent},
 };
 use serde::Serialize;
 
@@ -28,7 +28,9 @@ use crate::sys::netns;
 
 /// Version of the JSON event schema; bumped on any change of shape. 2: the `qdisc` and
 /// `fib` objects, and the hooks that fill them. 3: the `tc` object (hook `tc:pktpath`).
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: the `delivered` object (a `kfree_skb` of a packet a socket got a clone of has it
+/// instead of `drop_reason` and `drop_location`).
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// One event, as printed (`--output json` writes one per line). Absent values are `null`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -72,6 +74,7 @@ pub struct Event {
     pub mark: u32,
     pub cpu: u16,
     /// `kfree_skb` only: the kernel's drop reason, without the `SKB_DROP_REASON_` prefix.
+    /// Null when the packet was delivered (see `delivered`).
     pub drop_reason: Option<String>,
     /// `kfree_skb` only: where the kernel dropped it (`symbol+0xoffset`, or the hex address).
     pub drop_location: Option<String>,
@@ -87,6 +90,21 @@ pub struct Event {
     /// `--route-pin-dir`): the policy and what the program did. The packet fields repeat
     /// those of the packet's previous event.
     pub tc: Option<TcInfo>,
+    /// `kfree_skb` only, of a packet that reached a socket: a clone of it was queued to an
+    /// IP socket (`sk_data_ready`) before the kernel freed the original with the reason
+    /// given here (a raw socket's copy of an ICMP echo reply, the original freed by
+    /// `ping_rcv` as `NO_SOCKET`). Not a drop.
+    pub delivered: Option<FreeReason>,
+}
+
+/// The kernel's reason and place for freeing a packet it had delivered (see
+/// [`Event::delivered`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FreeReason {
+    /// As `drop_reason` would name it.
+    pub reason: String,
+    /// As `drop_location` would name it.
+    pub location: String,
 }
 
 /// A decision of the data path.
@@ -263,6 +281,7 @@ impl EventBuilder {
             qdisc: None,
             fib: None,
             tc: Some(tc),
+            delivered: None,
             ..base
         }
     }
@@ -308,13 +327,16 @@ impl EventBuilder {
             hook.is_some_and(Hook::ends_skb),
             hook.is_some_and(|h| !h.is_receive()),
         );
-        let (drop_reason, drop_location) = if hook == Some(Hook::KfreeSkb) {
-            (
-                Some(self.reasons.name(ev.drop_reason)),
-                Some(self.symbolize(ev.location)),
-            )
+        let (drop_reason, drop_location, delivered) = if hook == Some(Hook::KfreeSkb) {
+            let reason = self.reasons.name(ev.drop_reason);
+            let location = self.symbolize(ev.location);
+            if ev.flags & EVENT_DELIVERED != 0 {
+                (None, None, Some(FreeReason { reason, location }))
+            } else {
+                (Some(reason), Some(location), None)
+            }
         } else {
-            (None, None)
+            (None, None, None)
         };
         let netns_name = self.netns_name(ev.netns);
         let built = Event {
@@ -353,6 +375,7 @@ impl EventBuilder {
             }),
             fib: None,
             tc: None,
+            delivered,
         };
         if self.tapping.is_some() {
             self.note_for_tap(&built, ev.skb_addr, hook.is_some_and(Hook::ends_skb));
@@ -464,6 +487,7 @@ impl EventBuilder {
                 flow_oif: ev.oif,
             }),
             tc: None,
+            delivered: None,
         }
     }
 
@@ -879,6 +903,8 @@ impl Event {
         }
         j.raw(",\"tc\":");
         j.serde(&self.tc);
+        j.raw(",\"delivered\":");
+        j.serde(&self.delivered);
         j.raw("}");
     }
 
@@ -947,6 +973,12 @@ impl Event {
             if let Some(l) = &self.drop_location {
                 line.push_str(&format!(" at {l}"));
             }
+        }
+        if let Some(d) = &self.delivered {
+            line.push_str(&format!(
+                " DELIVERED to a socket (freed as {} at {})",
+                d.reason, d.location
+            ));
         }
         line
     }
@@ -1133,6 +1165,8 @@ mod tests {
             mark: 0,
             drop_reason: if drop { 3 } else { 0 },
             qdisc_handle: 0,
+            flags: 0,
+            _pad: 0,
             hook: hook as u16,
             protocol: 0x0800,
             header_len: 33,

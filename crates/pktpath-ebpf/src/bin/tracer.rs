@@ -18,7 +18,9 @@ use pktpath_common::{
         signature_mask, signature_span,
     },
     kernel::KernelOffsets,
-    trace::{FIB_FAMILY_V4, FIB_FAMILY_V6, FibEvent, HEADER_BYTES, Hook, TraceEvent},
+    trace::{
+        EVENT_DELIVERED, FIB_FAMILY_V4, FIB_FAMILY_V6, FibEvent, HEADER_BYTES, Hook, TraceEvent,
+    },
 };
 use pktpath_ebpf::kernel::{
     Offsets, SkbInfo, dev_netns, load_addr6, load_at, load_name, network_header, read_at,
@@ -84,6 +86,16 @@ static TRACE_SKBS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65_536, 0
 /// look it up (with a filter that matches nothing, never).
 #[map(name = "TRACE_SKBS_USED")]
 static TRACE_SKBS_USED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Data buffers (`sk_buff.head`) of clones that `sk_data_ready` saw queued to an IP socket:
+/// the original's free with a drop reason is then a delivery ([`EVENT_DELIVERED`]). An
+/// entry is removed when that free is reported; the LRU bounds the ones never freed so.
+#[map(name = "TRACE_DELIVERED")]
+static TRACE_DELIVERED: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
+
+/// `AF_INET`, `AF_INET6`.
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
 
 /// How many verdicts [`CpuState::verdicts`] holds.
 const VERDICTS: usize = 256;
@@ -272,6 +284,58 @@ pub fn trace_kfree_skb(ctx: BtfTracePointContext) -> i32 {
 pub fn trace_consume_skb(ctx: BtfTracePointContext) -> i32 {
     let _ = emit(ctx.arg(0), Hook::ConsumeSkb, ctx.arg(1), 0, 0);
     0
+}
+
+/// `sk_data_ready(sk)`: a socket was handed data. Reports nothing itself: when the skb it
+/// queued last is a clone (a raw socket's copy of a packet that goes on to its protocol
+/// handler), notes the clone's data buffer in [`TRACE_DELIVERED`], so that the original's
+/// free is reported as the delivery it is, not as the drop its reason says.
+#[btf_tracepoint(function = "sk_data_ready")]
+pub fn trace_sk_data_ready(ctx: BtfTracePointContext) -> i32 {
+    let _ = note_delivery(ctx.arg(0));
+    0
+}
+
+#[inline(always)]
+fn note_delivery(sk: u64) -> Result<(), i32> {
+    let off = Offsets::of(&PKTPATH_KERNEL_OFFSETS);
+    if !off.set() || sk == 0 {
+        return Err(-1);
+    }
+    let family: u16 = load_at(sk, off.sock_family());
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    let skb: u64 = load_at(sk, off.sock_receive_queue_prev());
+    // An empty queue's `prev` is the queue itself (a stream socket may have taken the
+    // data into another queue).
+    if skb == 0 || skb == sk + u64::from(off.sock_receive_queue()) {
+        return Ok(());
+    }
+    // A bit in a bitfield byte: read with the helper, which any address may be passed to.
+    let cloned: u8 = read_at(skb, off.skb_cloned_byte())?;
+    if u32::from(cloned) & off.skb_cloned_mask() == 0 {
+        return Ok(());
+    }
+    let head: u64 = load_at(skb, off.skb_head());
+    TRACE_DELIVERED.insert(head, 1, 0).map_err(|_| -1)
+}
+
+/// [`EVENT_DELIVERED`] when `skb`, freed with a drop reason, shares its data with a clone a
+/// socket was handed (see [`trace_sk_data_ready`]); else 0.
+#[inline(always)]
+fn delivered_flag(off: Offsets, skb: u64, hook: Hook, drop_reason: u32) -> u32 {
+    if hook != Hook::KfreeSkb || drop_reason == 0 {
+        return 0;
+    }
+    let head: u64 = load_at(skb, off.skb_head());
+    // SAFETY: the value is only tested for presence, never read through.
+    if head != 0 && unsafe { TRACE_DELIVERED.get(head) }.is_some() {
+        let _ = TRACE_DELIVERED.remove(head);
+        EVENT_DELIVERED
+    } else {
+        0
+    }
 }
 
 /// The first bytes of a packet from its network header on, read once per event: the filter
@@ -703,6 +767,7 @@ fn emit_at(
     }
     // Only now, for a packet that is reported: all the rest.
     let info = read_skb(off, skb, dev);
+    let flags = delivered_flag(off, skb, hook, drop_reason);
     if hdr.len == u16::MAX {
         read_header(off, skb, hook, L3::of(&info), &mut hdr);
     }
@@ -721,6 +786,10 @@ fn emit_at(
         (*ev).len = info.len;
         (*ev).mark = info.mark;
         (*ev).drop_reason = drop_reason;
+        // Volatile: next to the other zeroed fields, plain stores were merged into a call
+        // to a byte-wise memset.
+        core::ptr::write_volatile(&raw mut (*ev).flags, flags);
+        core::ptr::write_volatile(&raw mut (*ev)._pad, 0);
         (*ev).qdisc_handle = 0;
         mem::zero::<u64, _>(&raw mut (*ev).qdisc_kind);
         if qdisc != 0 {
