@@ -19,6 +19,7 @@ use super::{
     drops::DropReasons,
     fasthash::{self, FastMap},
     headers::{self, Headers},
+    identity,
     journey::{self, Flow, Journeys},
     kallsyms::Kallsyms,
     name::Name,
@@ -29,7 +30,8 @@ use crate::sys::netns;
 /// Version of the JSON event schema; bumped on any change of shape. 2: the `qdisc` and
 /// `fib` objects, and the hooks that fill them. 3: the `tc` object (hook `tc:pktpath`).
 /// 4: the `delivered` object (a `kfree_skb` of a packet a socket got a clone of has it
-/// instead of `drop_reason` and `drop_location`).
+/// instead of `drop_reason` and `drop_location`), and the `rewrite` object (the headers
+/// before a rewrite, on the event that first shows the new ones).
 pub const SCHEMA_VERSION: u32 = 4;
 
 /// One event, as printed (`--output json` writes one per line). Absent values are `null`.
@@ -95,6 +97,19 @@ pub struct Event {
     /// given here (a raw socket's copy of an ICMP echo reply, the original freed by
     /// `ping_rcv` as `NO_SOCKET`). Not a drop.
     pub delivered: Option<FreeReason>,
+    /// On the first event of a packet with rewritten headers (NAT, a tunnel's encapsulation
+    /// or decapsulation; the journey goes on): what they were before.
+    pub rewrite: Option<Rewrite>,
+}
+
+/// A packet's headers before a rewrite (see [`Event::rewrite`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Rewrite {
+    pub proto: Option<Cow<'static, str>>,
+    pub src: Option<Name>,
+    pub dst: Option<Name>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
 }
 
 /// The kernel's reason and place for freeing a packet it had delivered (see
@@ -177,6 +192,9 @@ pub struct EventBuilder {
     /// With [`Self::with_policies`]: each open skb's last event, for the decisions of the
     /// data path (which carry no headers) to repeat; policy ids by priority.
     tapping: Option<(FastMap<u64, Event>, std::collections::HashMap<u32, String>)>,
+    /// Per CPU: the skb `netif_receive_skb` saw last, for the input route lookup that
+    /// follows it there (see [`Journeys::lookup`]).
+    received: Vec<u64>,
 }
 
 impl EventBuilder {
@@ -193,6 +211,7 @@ impl EventBuilder {
             ifnames: FastMap::default(),
             addrs: FastMap::default(),
             tapping: None,
+            received: Vec::new(),
         }
     }
 
@@ -282,6 +301,7 @@ impl EventBuilder {
             fib: None,
             tc: Some(tc),
             delivered: None,
+            rewrite: None,
             ..base
         }
     }
@@ -319,10 +339,18 @@ impl EventBuilder {
         } else {
             signature(ev.protocol, &h)
         };
+        let ident = identity::identity(ev.protocol, bytes);
+        if hook == Some(Hook::NetifReceiveSkb) {
+            let cpu = usize::from(ev.cpu);
+            if cpu >= self.received.len() {
+                self.received.resize(cpu + 1, 0);
+            }
+            self.received[cpu] = ev.skb_addr;
+        }
         let step = self.journeys.packet(
             ev.skb_addr,
             ev.ts_ns,
-            sig,
+            (sig, ident),
             flow_of(&h).as_ref(),
             hook.is_some_and(Hook::ends_skb),
             hook.is_some_and(|h| !h.is_receive()),
@@ -338,6 +366,21 @@ impl EventBuilder {
         } else {
             (None, None, None)
         };
+        let rewrite = self.journeys.take_rewrite().map(|before| {
+            let before = before.unwrap_or(Flow {
+                ports: None,
+                src: None,
+                dst: None,
+                proto: None,
+            });
+            Rewrite {
+                proto: before.proto,
+                src: before.src.map(|a| self.addr(a)),
+                dst: before.dst.map(|a| self.addr(a)),
+                sport: before.ports.map(|p| p.0),
+                dport: before.ports.map(|p| p.1),
+            }
+        });
         let netns_name = self.netns_name(ev.netns);
         let built = Event {
             schema_version: SCHEMA_VERSION,
@@ -376,6 +419,7 @@ impl EventBuilder {
             fib: None,
             tc: None,
             delivered,
+            rewrite,
         };
         if self.tapping.is_some() {
             self.note_for_tap(&built, ev.skb_addr, hook.is_some_and(Hook::ends_skb));
@@ -423,7 +467,8 @@ impl EventBuilder {
         // A local sender's lookup names the loopback device (ifindex 1 in every namespace)
         // or no device as its input.
         let output = ev.iif <= 1;
-        let step = self.journeys.lookup(&flow, ev.ts_ns, output);
+        let received = self.received.get(usize::from(ev.cpu)).copied();
+        let step = self.journeys.lookup(&flow, ev.ts_ns, output, received);
         let out = self.ifname(&ev.out_ifname);
         let gateway = match ev.gw_family {
             2 => Some(self.addr(Ipv4Addr::new(ev.gw[0], ev.gw[1], ev.gw[2], ev.gw[3]).into())),
@@ -488,6 +533,7 @@ impl EventBuilder {
             }),
             tc: None,
             delivered: None,
+            rewrite: None,
         }
     }
 
@@ -905,6 +951,8 @@ impl Event {
         j.serde(&self.tc);
         j.raw(",\"delivered\":");
         j.serde(&self.delivered);
+        j.raw(",\"rewrite\":");
+        j.serde(&self.rewrite);
         j.raw("}");
     }
 
@@ -973,6 +1021,15 @@ impl Event {
             if let Some(l) = &self.drop_location {
                 line.push_str(&format!(" at {l}"));
             }
+        }
+        if let Some(r) = &self.rewrite {
+            line.push_str(&format!(
+                " rewrite: {} > {} becomes {} > {}",
+                endpoint(&r.src, r.sport),
+                endpoint(&r.dst, r.dport),
+                endpoint(&self.src, self.sport),
+                endpoint(&self.dst, self.dport),
+            ));
         }
         if let Some(d) = &self.delivered {
             line.push_str(&format!(
