@@ -71,28 +71,48 @@ fn the_rewrite<'a>(events: &[&'a Event], before: (&str, &str), after: (&str, &st
     e
 }
 
+/// The router lab with the router answering for [`PUBLIC`]: DNAT to up1 in prerouting,
+/// masquerade out of up1's link in postrouting. Fields drop in order: rules, address, lab.
+struct NatLab {
+    _nat: NftTableGuard,
+    _public: AddrGuard,
+    lab: RouterLab,
+}
+
+impl NatLab {
+    fn new() -> Self {
+        let lab = RouterLab::new();
+        let r = lab.router.name.as_str();
+        let public = AddrGuard::new(r, &lab.client_link.a, &format!("{PUBLIC}/32"));
+        let dnat = format!("ip daddr {PUBLIC} dnat to {}", RouterLab::UP1_4);
+        let masquerade = format!("oifname \"{}\" masquerade", lab.up1_link.a);
+        let nat = NftTableGuard::chains(
+            r,
+            "ip",
+            &[
+                (
+                    "type nat hook prerouting priority dstnat;",
+                    &[dnat.as_str()],
+                ),
+                (
+                    "type nat hook postrouting priority srcnat;",
+                    &[masquerade.as_str()],
+                ),
+            ],
+        );
+        Self {
+            _nat: nat,
+            _public: public,
+            lab,
+        }
+    }
+}
+
 #[test]
 fn trace_dnat_and_masquerade_keep_one_journey_each_way() {
     require_root();
-    let lab = RouterLab::new();
-    let r = lab.router.name.as_str();
-    let _public = AddrGuard::new(r, &lab.client_link.a, &format!("{PUBLIC}/32"));
-    let dnat = format!("ip daddr {PUBLIC} dnat to {}", RouterLab::UP1_4);
-    let masquerade = format!("oifname \"{}\" masquerade", lab.up1_link.a);
-    let _nat = NftTableGuard::chains(
-        r,
-        "ip",
-        &[
-            (
-                "type nat hook prerouting priority dstnat;",
-                &[dnat.as_str()],
-            ),
-            (
-                "type nat hook postrouting priority srcnat;",
-                &[masquerade.as_str()],
-            ),
-        ],
-    );
+    let nat_lab = NatLab::new();
+    let lab = &nat_lab.lab;
     let here = [lab.client.inode(), lab.router.inode(), lab.up1.inode()];
     let cfg = TraceConfig {
         filter: compile_filter("icmp").expect("filter"),
@@ -218,4 +238,43 @@ fn trace_vxlan_encapsulation_and_decapsulation_are_one_journey() {
         "consumed in b:\n{}",
         lines(&events)
     );
+}
+
+/// Traces `host PUBLIC` (the address before DNAT) in the NAT lab, tracking as `track` says,
+/// while the client pings once; returns the request's events in up1, after the rewrite.
+fn requests_in_up1(nat_lab: &NatLab, track: bool) -> Vec<Event> {
+    let lab = &nat_lab.lab;
+    let cfg = TraceConfig {
+        filter: compile_filter(&format!("host {PUBLIC}")).expect("filter"),
+        track,
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    assert_eq!(run::ping(&lab.client.name, PUBLIC, 1), 1, "NAT answers");
+    let up1 = lab.up1.inode();
+    // Until the request's free in up1, which either way is reported.
+    t.collect(
+        Duration::from_secs(5),
+        |e| u64::from(e.netns) == up1 && e.icmp_type == Some(8),
+        |evs| evs.iter().any(|e| e.hook == Hook::ConsumeSkb.name()),
+    )
+}
+
+#[test]
+fn trace_a_filter_on_the_address_before_nat_follows_the_packet_after_it() {
+    require_root();
+    let nat_lab = NatLab::new();
+    let tracked = requests_in_up1(&nat_lab, true);
+    // Received and consumed in up1, with headers the filter does not match.
+    for hook in [Hook::NetifReceiveSkb, Hook::ConsumeSkb] {
+        let e = tracked
+            .iter()
+            .find(|e| e.hook == hook.name())
+            .unwrap_or_else(|| panic!("no {} in up1:\n{}", hook.name(), lines(&tracked)));
+        assert_eq!(addr(&e.dst), RouterLab::UP1_4, "{}", e.to_text(0));
+    }
+    // --no-track: only the free of the packet that matched is reported there.
+    let untracked = requests_in_up1(&nat_lab, false);
+    let hooks: Vec<&str> = untracked.iter().map(|e| e.hook).collect();
+    assert_eq!(hooks, [Hook::ConsumeSkb.name()], "{}", lines(&untracked));
 }

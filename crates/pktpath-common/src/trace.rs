@@ -36,6 +36,9 @@ pub const FILTER_EXPR_ALONE: &str = "PKTPATH_FILTER_EXPR_ALONE";
 /// Global: 1 when a routing lookup hook and `netif_receive_skb` are attached: that hook
 /// then notes each packet's verdict and namespace for the input lookups that follow it.
 pub const FIB_ON: &str = "PKTPATH_FIB_ON";
+/// Global: 1 when a packet the filter expression matched once is reported at every later
+/// hook until freed (tracking; `--no-track` sets 0).
+pub const TRACK: &str = "PKTPATH_TRACK";
 
 /// Which kernel hook produced an event. Every hook is a BTF tracepoint; all but the two
 /// routing lookups (which see a flow, not a packet, and write a [`FibEvent`]) carry a typed

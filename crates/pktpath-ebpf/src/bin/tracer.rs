@@ -57,6 +57,12 @@ static PKTPATH_FIB_ON: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static PKTPATH_FILTER_EXPR_ALONE: Global<u32> = Global::new(0);
 
+/// 1 when a packet that passed the filters is reported at every later hook until it is
+/// freed even when its headers no longer pass the expression (NAT, tunnels): tracking. 0
+/// with `--no-track`, and without an expression (nothing to track).
+#[unsafe(no_mangle)]
+static PKTPATH_TRACK: Global<u32> = Global::new(0);
+
 /// 1 when a filter expression is installed in [`PKTPATH_FILTER`]; 0 lets the verifier
 /// drop the whole evaluator from every hook (the global is read-only, its value known).
 #[unsafe(no_mangle)]
@@ -78,9 +84,12 @@ static PKTPATH_FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
 
 /// With a filter on: the skbs that passed it and are not yet freed, so that their free is
 /// reported wherever it happens (a packet sent from the traced namespace into another one is
-/// freed there) and user space sees each journey end.
+/// freed there), user space sees each journey end, and (tracking) their later hooks are
+/// reported whatever their headers. The value is the skb's data buffer (`head`) when it
+/// passed: an skb freed where no tracepoint fires (TCP) and reused for another packet has
+/// another buffer, and is not tracked as the packet that passed.
 #[map(name = "TRACE_SKBS")]
-static TRACE_SKBS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65_536, 0);
+static TRACE_SKBS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
 
 /// Slot 0: 1 once any skb has been put in [`TRACE_SKBS`]: until then the frees need not
 /// look it up (with a filter that matches nothing, never).
@@ -635,6 +644,17 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
     }
     if pass && let Some(prog) = prog {
         pass = judge(off, skb, hook, prog, hdr);
+        // Tracking: the expression does not judge a packet it matched before (and the
+        // other filters passed, here and then).
+        if !pass
+            && !hook.ends_skb()
+            && PKTPATH_TRACK.load() != 0
+            && TRACE_SKBS_USED.get(0).is_some_and(|u| *u != 0)
+        {
+            let head: u64 = load_at(skb, off.skb_head());
+            // SAFETY: a map value of this program's type, read once.
+            pass = unsafe { TRACE_SKBS.get(skb) }.is_some_and(|h| *h == head);
+        }
     }
     if hook.ends_skb() {
         // SAFETY: the value is only tested for presence, never read through.
@@ -648,9 +668,14 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
         // Inserted once per skb, at its first reported hook: an LRU map update costs several
         // times a lookup, and a packet passes some ten hooks. The flag is written once too,
         // so the CPUs do not keep taking its cache line from each other.
-        // SAFETY: the value is only tested for presence, never read through.
-        if pass && unsafe { TRACE_SKBS.get(skb) }.is_none() {
-            let _ = TRACE_SKBS.insert(skb, 1, 0);
+        let head: u64 = if pass {
+            load_at(skb, off.skb_head())
+        } else {
+            0
+        };
+        // SAFETY: a map value of this program's type, read once.
+        if pass && unsafe { TRACE_SKBS.get(skb) }.is_none_or(|h| *h != head) {
+            let _ = TRACE_SKBS.insert(skb, head, 0);
             if let Some(used) = TRACE_SKBS_USED.get_ptr_mut(0) {
                 // SAFETY: a plain load and store of the same value from any CPU.
                 unsafe {
@@ -747,8 +772,10 @@ fn emit_at(
     let cpu = this_cpu().ok_or(-1)?;
     let known = expression_verdict(off, skb, hook, cpu);
     // Not for a free once skbs are tracked: a tracked skb's free is reported whatever its
-    // headers.
-    if known == Some(false) && (!hook.ends_skb() || TRACE_SKBS_USED.get(0).is_none_or(|u| *u == 0))
+    // headers; with tracking, nor for any hook of a tracked skb.
+    if known == Some(false)
+        && ((!hook.ends_skb() && PKTPATH_TRACK.load() == 0)
+            || TRACE_SKBS_USED.get(0).is_none_or(|u| *u == 0))
     {
         note_rx(off, skb, hook, dev, cpu, false);
         return Ok(());

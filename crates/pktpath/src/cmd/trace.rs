@@ -104,6 +104,10 @@ pub struct Args {
     /// A short form is always printed to stderr.
     #[arg(long)]
     summary: bool,
+    /// Judge every hook by the filter expression alone: without it, a packet the expression
+    /// matched once is followed until freed, whatever NAT or a tunnel makes of its headers.
+    #[arg(long)]
+    no_track: bool,
     /// Ring buffer size in bytes (power of two, at least one page). Advanced: small sizes
     /// lose events under load (counted and reported).
     #[arg(long, value_name = "BYTES", hide = true)]
@@ -154,6 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         hooks: args.hooks.clone(),
         filter: args.filter.join(" "),
         ring_bytes: args.ring_size,
+        no_track: args.no_track,
     };
     let cfg = match request.resolve() {
         Ok(cfg) => cfg,
