@@ -415,6 +415,25 @@ const HOP_MODE: Mode = (
     Load::Tool(Kind::Pktpath, &HOP_HOOKS_NOTHING),
 );
 
+/// A filter that matches the one ping [`profile`] sends before a tracking mode (client to
+/// the router) and none of trafgen's frames: once a packet matched, each hook hit the
+/// filter rejects pays tracking's lookup of its skb (unless `--no-track`).
+const ONE_PING: &str = "host 192.0.2.99 or host 10.1.0.1";
+const ONE_PING_NO_TRACK: [&str; 2] = [ONE_PING, "--no-track"];
+
+/// Tracking's cost: the filter matching nothing after one ping matched it, with tracking
+/// (the default) and without.
+const TRACK_MODES: [Mode; 2] = [
+    (
+        "pktpath, nothing after one match, tracking",
+        Load::Tool(Kind::Pktpath, &[ONE_PING]),
+    ),
+    (
+        "pktpath, nothing after one match, --no-track",
+        Load::Tool(Kind::Pktpath, &ONE_PING_NO_TRACK),
+    ),
+];
+
 /// How many seconds each mode of [`profile_only`] is profiled.
 const PROFILE_WINDOW: Duration = Duration::from_secs(3);
 
@@ -450,10 +469,18 @@ pub fn profile_only() -> anyhow::Result<Vec<Profile>> {
 /// [`profile_only`] in a lab already set up.
 fn profile(lab: &Lab, tg: &std::path::Path, dir: &Scratch) -> anyhow::Result<Vec<Profile>> {
     let mut out = Vec::new();
-    for (name, load) in MODES[..4].iter().chain(&[HOP_MODE]) {
+    for (name, load) in MODES[..4].iter().chain(&[HOP_MODE]).chain(&TRACK_MODES) {
         check_stop()?;
         let tool_out = dir.0.join("profile.out");
         let (t, empty) = start_load(*load, &tool_out)?;
+        if TRACK_MODES.iter().any(|m| m.0 == *name) {
+            pktpath_tests::run::in_ns(
+                &lab.client.name,
+                "ping",
+                &["-c", "1", "-W", "1", "10.1.0.1"],
+            )
+            .map_err(|e| anyhow::anyhow!("ping the router before `{name}`: {e}"))?;
+        }
         let data = dir.0.join("perf.data");
         let pps = lab.measure_pps_observed(tg, WARMUP, PROFILE_WINDOW, |window| {
             let mut c = crate::lab::command("perf", Some(crate::lab::TOOL_CPU));

@@ -316,6 +316,7 @@ impl Drop for PinGuard {
 #[derive(Debug)]
 pub struct NftTableGuard {
     ns: String,
+    family: &'static str,
     pub table: String,
 }
 
@@ -323,14 +324,26 @@ impl NftTableGuard {
     /// Creates `inet <unique table>` with a filter chain on `input` (policy accept) and
     /// `rules` (nft rule syntax, e.g. `udp dport 7001 drop`) in it.
     pub fn input(ns: &str, rules: &[&str]) -> Self {
+        Self::chains(
+            ns,
+            "inet",
+            &[("type filter hook input priority 0; policy accept;", rules)],
+        )
+    }
+
+    /// Creates `family <unique table>` with one chain per `(declaration, rules)`: the
+    /// declaration as nft writes it (`type nat hook prerouting priority dstnat;`).
+    pub fn chains(ns: &str, family: &'static str, chains: &[(&str, &[&str])]) -> Self {
         let table = format!("pktpath_{}", crate::names::ifname('t'));
-        let mut script = format!(
-            "table inet {table} {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n"
-        );
-        for r in rules {
-            script.push_str(&format!("  {r}\n"));
+        let mut script = format!("table {family} {table} {{\n");
+        for (i, (decl, rules)) in chains.iter().enumerate() {
+            script.push_str(&format!(" chain c{i} {{\n  {decl}\n"));
+            for r in *rules {
+                script.push_str(&format!("  {r}\n"));
+            }
+            script.push_str(" }\n");
         }
-        script.push_str(" }\n}\n");
+        script.push_str("}\n");
         let path = std::env::temp_dir().join(format!("{table}.nft"));
         std::fs::write(&path, &script).expect("write nft script");
         let done = crate::run::in_ns(ns, "nft", &["-f", path.to_str().expect("utf-8 path")]);
@@ -338,6 +351,7 @@ impl NftTableGuard {
         done.unwrap_or_else(|e| panic!("nft -f in {ns}: {e}\n{script}"));
         Self {
             ns: ns.into(),
+            family,
             table,
         }
     }
@@ -347,7 +361,44 @@ impl Drop for NftTableGuard {
     fn drop(&mut self) {
         undo(
             &format!("nft table {}", self.table),
-            crate::run::in_ns(&self.ns, "nft", &["delete", "table", "inet", &self.table]),
+            crate::run::in_ns(
+                &self.ns,
+                "nft",
+                &["delete", "table", self.family, &self.table],
+            ),
+        );
+    }
+}
+
+/// A link of any type in a namespace (`ip -n NS link add NAME ARGS...`), up; deleted on
+/// drop.
+#[derive(Debug)]
+pub struct LinkGuard {
+    pub ns: String,
+    pub name: String,
+}
+
+impl LinkGuard {
+    /// `args` follow the name: `["type", "vxlan", "id", "42", ...]`.
+    pub fn new(ns: &str, args: &[&str]) -> Self {
+        let name = names::ifname('l');
+        let mut all = vec!["-n", ns, "link", "add", name.as_str()];
+        all.extend_from_slice(args);
+        must("ip", &all);
+        let g = Self {
+            ns: ns.into(),
+            name,
+        };
+        must("ip", &["-n", &g.ns, "link", "set", &g.name, "up"]);
+        g
+    }
+}
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        undo(
+            &format!("link {}", self.name),
+            cmd("ip", &["-n", &self.ns, "link", "del", &self.name]),
         );
     }
 }

@@ -15,8 +15,8 @@ pub mod trace;
 pub mod txring;
 
 pub use guards::{
-    AddrGuard, BpffsGuard, ClsactGuard, NetnsGuard, NftTableGuard, OwnedDirGuard, PinGuard,
-    RootQdiscGuard, RouteGuard, SysctlGuard, VethGuard,
+    AddrGuard, BpffsGuard, ClsactGuard, LinkGuard, NetnsGuard, NftTableGuard, OwnedDirGuard,
+    PinGuard, RootQdiscGuard, RouteGuard, SysctlGuard, VethGuard,
 };
 pub use topo::{RouterLab, TwoHosts};
 

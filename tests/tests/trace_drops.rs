@@ -87,3 +87,86 @@ fn trace_forwarding_without_a_route_names_the_reason() {
     assert_eq!(drop.ifname, lab.client_link.a);
     assert_eq!(u64::from(drop.netns), lab.router.inode());
 }
+
+/// The frees of ICMP echo packets among `events` that happened in `a` or `b`.
+fn echo_frees<'a>(events: &'a [Event], lab: &TwoHosts) -> Vec<&'a Event> {
+    let here = [lab.a.inode(), lab.b.inode()];
+    events
+        .iter()
+        .filter(|e| e.hook == Hook::KfreeSkb.name() || e.hook == Hook::ConsumeSkb.name())
+        .filter(|e| here.contains(&u64::from(e.netns)))
+        .collect()
+}
+
+#[test]
+fn trace_a_lossless_ping_shows_deliveries_not_drops() {
+    require_root();
+    let lab = TwoHosts::new();
+    // No namespace filter: the echo request ends in b, the reply in a.
+    let cfg = TraceConfig {
+        filter: compile_filter("icmp").expect("filter"),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, 3), 3, "no loss");
+    let here = [lab.a.inode(), lab.b.inode()];
+    let events = t.collect(
+        Duration::from_secs(5),
+        |e| here.contains(&u64::from(e.netns)),
+        |evs| {
+            evs.iter()
+                .filter(|e| e.hook == Hook::KfreeSkb.name() && e.icmp_type == Some(0))
+                .count()
+                >= 3
+        },
+    );
+    let frees = echo_frees(&events, &lab);
+    // iputils' raw socket gets a clone of each reply; ping_rcv frees the original.
+    let replies: Vec<&&Event> = frees.iter().filter(|e| e.icmp_type == Some(0)).collect();
+    assert_eq!(replies.len(), 3, "{frees:#?}");
+    for r in &replies {
+        assert_eq!(r.drop_reason, None, "a delivered reply is no drop: {r:#?}");
+        let d = r.delivered.as_ref().expect("delivered");
+        assert_eq!(d.reason, "NO_SOCKET", "the kernel's reason stays visible");
+        assert!(d.location.starts_with("ping_rcv+0x"), "{d:?}");
+        assert!(
+            r.to_text(0)
+                .contains("DELIVERED to a socket (freed as NO_SOCKET at ping_rcv+0x")
+        );
+    }
+    let mut summary = pktpath_core::trace::Summary::new();
+    for e in &events {
+        summary.add(e);
+    }
+    let report = summary.report(Some(0));
+    assert!(report.drops.is_empty(), "{:?}", report.drops);
+    assert_eq!(report.deliveries.iter().map(|d| d.count).sum::<u64>(), 3);
+    assert!(
+        report
+            .short()
+            .contains(" 0 drops (3 deliveries not counted as drops)")
+    );
+
+    // A real drop stays one: nftables in b drops the next echo request.
+    let _nft = NftTableGuard::input(&lab.b.name, &["icmp type echo-request drop"]);
+    assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, 1), 0, "dropped");
+    let events = t.collect(
+        Duration::from_secs(5),
+        |e| here.contains(&u64::from(e.netns)),
+        |evs| {
+            evs.iter()
+                .any(|e| e.hook == Hook::KfreeSkb.name() && e.icmp_type == Some(8))
+        },
+    );
+    let drop = echo_frees(&events, &lab)
+        .into_iter()
+        .find(|e| e.hook == Hook::KfreeSkb.name() && e.icmp_type == Some(8))
+        .unwrap_or_else(|| panic!("no drop among {events:#?}"));
+    assert_eq!(
+        drop.drop_reason.as_deref(),
+        Some("NETFILTER_DROP"),
+        "{drop:#?}"
+    );
+    assert_eq!(drop.delivered, None);
+    assert_eq!(u64::from(drop.netns), lab.b.inode());
+}

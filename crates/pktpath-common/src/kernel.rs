@@ -67,8 +67,17 @@ pub struct KernelOffsets {
     pub fib6_table_id: u32,
     pub task_struct_nsproxy: u32,
     pub nsproxy_net_ns: u32,
+    /// The byte of `sk_buff` holding the `cloned` bit, and the bit's mask in it.
+    pub skb_cloned_byte: u32,
+    pub skb_cloned_mask: u32,
+    /// `sock.__sk_common.skc_family`.
+    pub sock_family: u32,
+    /// `sock.sk_receive_queue` and its `prev` (the queue's last skb; the queue itself when
+    /// empty).
+    pub sock_receive_queue: u32,
+    pub sock_receive_queue_prev: u32,
 }
-crate::assert_size!(KernelOffsets, 43 * 4);
+crate::assert_size!(KernelOffsets, 48 * 4);
 crate::impl_pod!(KernelOffsets);
 
 impl KernelOffsets {
@@ -117,6 +126,11 @@ impl KernelOffsets {
         fib6_table_id: 0,
         task_struct_nsproxy: 0,
         nsproxy_net_ns: 0,
+        skb_cloned_byte: 0,
+        skb_cloned_mask: 0,
+        sock_family: 0,
+        sock_receive_queue: 0,
+        sock_receive_queue_prev: 0,
     };
 }
 

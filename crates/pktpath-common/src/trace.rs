@@ -36,6 +36,9 @@ pub const FILTER_EXPR_ALONE: &str = "PKTPATH_FILTER_EXPR_ALONE";
 /// Global: 1 when a routing lookup hook and `netif_receive_skb` are attached: that hook
 /// then notes each packet's verdict and namespace for the input lookups that follow it.
 pub const FIB_ON: &str = "PKTPATH_FIB_ON";
+/// Global: 1 when a packet the filter expression matched once is reported at every later
+/// hook until freed (tracking; `--no-track` sets 0).
+pub const TRACK: &str = "PKTPATH_TRACK";
 
 /// Which kernel hook produced an event. Every hook is a BTF tracepoint; all but the two
 /// routing lookups (which see a flow, not a packet, and write a [`FibEvent`]) carry a typed
@@ -55,11 +58,12 @@ pub enum Hook {
     QdiscDequeue = 10,
     FibTableLookup = 11,
     Fib6TableLookup = 12,
+    SkDataReady = 13,
 }
 
 impl Hook {
     /// Every hook, in the order a received-then-forwarded packet would meet them.
-    pub const ALL: [Hook; 12] = [
+    pub const ALL: [Hook; 13] = [
         Self::NapiGroReceiveEntry,
         Self::NetifRx,
         Self::NetifReceiveSkb,
@@ -70,6 +74,7 @@ impl Hook {
         Self::QdiscDequeue,
         Self::NetDevStartXmit,
         Self::NetDevXmit,
+        Self::SkDataReady,
         Self::KfreeSkb,
         Self::ConsumeSkb,
     ];
@@ -77,7 +82,7 @@ impl Hook {
     /// The hooks attached when none are named: all but the qdisc pair, which doubles the
     /// events of every packet leaving through a device with a queue (most real NICs) and
     /// adds to start-up; `--hooks all` or naming them adds them.
-    pub const DEFAULT: [Hook; 10] = [
+    pub const DEFAULT: [Hook; 11] = [
         Self::NapiGroReceiveEntry,
         Self::NetifRx,
         Self::NetifReceiveSkb,
@@ -86,6 +91,7 @@ impl Hook {
         Self::NetDevQueue,
         Self::NetDevStartXmit,
         Self::NetDevXmit,
+        Self::SkDataReady,
         Self::KfreeSkb,
         Self::ConsumeSkb,
     ];
@@ -93,10 +99,12 @@ impl Hook {
     /// The hooks of `--hooks hops`: one where each device receives a packet, one where it
     /// transmits it, and the frees: every hop of a journey with its latency, at about half
     /// the default hooks' cost to forwarding (no route lookups, no intermediate receive
-    /// and transmit steps).
-    pub const HOPS: [Hook; 4] = [
+    /// and transmit steps). `sk_data_ready`, which tells deliveries from drops, runs only
+    /// when a socket is handed data, never on the forwarding path.
+    pub const HOPS: [Hook; 5] = [
         Self::NetifReceiveSkb,
         Self::NetDevStartXmit,
+        Self::SkDataReady,
         Self::KfreeSkb,
         Self::ConsumeSkb,
     ];
@@ -116,6 +124,7 @@ impl Hook {
             10 => Some(Self::QdiscDequeue),
             11 => Some(Self::FibTableLookup),
             12 => Some(Self::Fib6TableLookup),
+            13 => Some(Self::SkDataReady),
             _ => None,
         }
     }
@@ -135,16 +144,18 @@ impl Hook {
             Self::QdiscDequeue => "qdisc_dequeue",
             Self::FibTableLookup => "fib_table_lookup",
             Self::Fib6TableLookup => "fib6_table_lookup",
+            Self::SkDataReady => "sk_data_ready",
         }
     }
 
-    /// The tracepoint's subsystem (`net`, `skb`, `qdisc`, `fib` or `fib6`).
+    /// The tracepoint's subsystem (`net`, `skb`, `qdisc`, `fib`, `fib6` or `sock`).
     pub fn subsystem(self) -> &'static str {
         match self {
             Self::KfreeSkb | Self::ConsumeSkb => "skb",
             Self::QdiscEnqueue | Self::QdiscDequeue => "qdisc",
             Self::FibTableLookup => "fib",
             Self::Fib6TableLookup => "fib6",
+            Self::SkDataReady => "sock",
             _ => "net",
         }
     }
@@ -170,6 +181,7 @@ impl Hook {
             Self::QdiscDequeue => "trace_qdisc_dequeue",
             Self::FibTableLookup => "trace_fib_table_lookup",
             Self::Fib6TableLookup => "trace_fib6_table_lookup",
+            Self::SkDataReady => "trace_sk_data_ready",
         }
     }
 
@@ -211,6 +223,9 @@ pub struct TraceEvent {
     pub drop_reason: u32,
     /// `qdisc_*`: the qdisc's handle (major:minor in the high:low 16 bits); else 0.
     pub qdisc_handle: u32,
+    /// [`EVENT_DELIVERED`] and other flags; 0 when none applies.
+    pub flags: u32,
+    pub _pad: u32,
     /// One of [`Hook`].
     pub hook: u16,
     /// `skb->protocol`, in host byte order (an EtherType).
@@ -226,7 +241,7 @@ pub struct TraceEvent {
 }
 crate::assert_size!(
     TraceEvent,
-    8 * 3 + 4 * 6 + 2 * 4 + IFNAMSIZ + HEADER_BYTES + QDISC_KIND_LEN
+    8 * 3 + 4 * 8 + 2 * 4 + IFNAMSIZ + HEADER_BYTES + QDISC_KIND_LEN
 );
 crate::impl_pod!(TraceEvent);
 // The hooks copy and clear these arrays 8 bytes at a time.
@@ -236,6 +251,16 @@ const _: () = {
     assert!(offset_of!(TraceEvent, header) % 8 == 0);
     assert!(offset_of!(TraceEvent, qdisc_kind) % 8 == 0);
 };
+
+/// [`TraceEvent::flags`] of a `kfree_skb` whose packet reached a socket: a clone of it was
+/// queued to an IP socket (`sk_data_ready` saw it) before the kernel freed the original with
+/// a drop reason (a raw socket's copy of an ICMP echo reply, freed by `ping_rcv` as
+/// `NO_SOCKET` when no ping socket wants it).
+pub const EVENT_DELIVERED: u32 = 1;
+
+/// Name of the tracer's LRU hash of data buffers (`sk_buff.head`) that a socket was handed
+/// a clone of (see [`EVENT_DELIVERED`]).
+pub const MAP_DELIVERED: &str = "TRACE_DELIVERED";
 
 /// Length of a qdisc kind name (`Qdisc_ops.id`).
 pub const QDISC_KIND_LEN: usize = 16;

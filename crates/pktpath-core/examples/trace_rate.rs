@@ -46,6 +46,8 @@ fn record(i: u64, step: usize) -> Vec<u8> {
         mark: 0,
         drop_reason: if drop { 3 } else { 0 },
         qdisc_handle: 0,
+        flags: 0,
+        _pad: 0,
         hook: hook as u16,
         protocol: 0x0800,
         header_len: 46,

@@ -77,6 +77,11 @@ offset_accessors!(
     fib6_table_id,
     task_struct_nsproxy,
     nsproxy_net_ns,
+    skb_cloned_byte,
+    skb_cloned_mask,
+    sock_family,
+    sock_receive_queue,
+    sock_receive_queue_prev,
 );
 
 impl Offsets {

@@ -12,6 +12,8 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, BtfError> {
     let fl6 = |path: &str| btf.member_offset("flowi6", path);
     let nhc = |path: &str| btf.member_offset("fib_nh_common", path);
     let skb_size = btf.size_of(btf.composite("sk_buff")?)?;
+    // A one-bit field (little-endian bit numbering within its byte).
+    let cloned = btf.member_location("sk_buff", "cloned")?;
     Ok(KernelOffsets {
         magic: KERNEL_OFFSETS_MAGIC,
         skb_size,
@@ -56,5 +58,10 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         fib6_table_id: btf.member_offset("fib6_table", "tb6_id")?,
         task_struct_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
         nsproxy_net_ns: btf.member_offset("nsproxy", "net_ns")?,
+        skb_cloned_byte: cloned.bit_offset / 8,
+        skb_cloned_mask: 1 << (cloned.bit_offset % 8),
+        sock_family: btf.member_offset("sock", "__sk_common.skc_family")?,
+        sock_receive_queue: btf.member_offset("sock", "sk_receive_queue")?,
+        sock_receive_queue_prev: btf.member_offset("sock", "sk_receive_queue.prev")?,
     })
 }

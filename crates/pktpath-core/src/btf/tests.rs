@@ -259,6 +259,16 @@ fn kernel_offsets_match_the_c_compilers_layout_on_6_18() {
     assert_eq!(off.net_device_nd_net, 264);
     assert_eq!(off.possible_net_t_net, 0);
     assert_eq!(off.net_ns_inum, 176);
+    // sk_data_ready's reads: `cloned` is one bit, handed over as its byte and mask.
+    let cloned = btf.member_location("sk_buff", "cloned").unwrap();
+    assert_eq!(cloned.bitfield_size, 1);
+    assert_eq!(
+        off.skb_cloned_byte * 8 + off.skb_cloned_mask.trailing_zeros(),
+        cloned.bit_offset
+    );
+    assert_eq!(off.skb_cloned_mask.count_ones(), 1);
+    assert_eq!(off.sock_receive_queue_prev, off.sock_receive_queue + 8);
+    assert_eq!(off.sock_family, 16);
 }
 
 #[test]

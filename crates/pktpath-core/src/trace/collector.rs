@@ -19,7 +19,7 @@ use pktpath_common::{
     kernel::KernelOffsets,
     trace::{
         FIB_ON, FILTER_EXPR_ALONE, FILTER_EXPR_ON, FILTER_IFINDEX, FILTER_MARK, FILTER_MARK_ON,
-        FILTER_NETNS, Hook, MAP_EVENTS, MAP_LOST, MAP_SEEN,
+        FILTER_NETNS, Hook, MAP_EVENTS, MAP_LOST, MAP_SEEN, TRACK,
     },
 };
 
@@ -165,6 +165,7 @@ impl Collector {
                 )),
             ),
             (FIB_ON, GlobalValue::U32(u32::from(rx_noted(&cfg.hooks)))),
+            (TRACK, GlobalValue::U32(u32::from(cfg.track && expr_on))),
         ];
         let sizes: Vec<(&str, u32)> = cfg
             .ring_bytes

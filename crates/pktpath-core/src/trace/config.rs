@@ -69,6 +69,10 @@ pub struct TraceConfig {
     /// Only packets the filter expression matches (the empty program matches all). A free
     /// (`kfree_skb`, `consume_skb`) of an skb that matched earlier is always reported.
     pub filter: FilterProgram,
+    /// Tracking: a packet the expression matched once is reported at every later hook
+    /// until it is freed, whatever its headers become (NAT, tunnels); the namespace,
+    /// interface and mark filters still apply at each hook. `--no-track` turns it off.
+    pub track: bool,
     /// Ring buffer size in bytes (a power of two, at least one page); None keeps the
     /// object's default (64 MiB).
     pub ring_bytes: Option<u32>,
@@ -82,6 +86,7 @@ impl Default for TraceConfig {
             ifindex: None,
             mark: None,
             filter: FilterProgram::match_all(),
+            track: true,
             ring_bytes: None,
         }
     }
@@ -102,6 +107,8 @@ pub struct TraceRequest {
     pub filter: String,
     /// Ring buffer size in bytes.
     pub ring_bytes: Option<u32>,
+    /// Judge every hook by the expression alone (see [`TraceConfig::track`]).
+    pub no_track: bool,
 }
 
 impl TraceRequest {
@@ -145,6 +152,7 @@ impl TraceRequest {
             ifindex,
             mark: self.mark,
             filter,
+            track: !self.no_track,
             ring_bytes: self.ring_bytes,
         })
     }
@@ -259,6 +267,7 @@ mod tests {
             vec![
                 Hook::NetifReceiveSkb,
                 Hook::NetDevStartXmit,
+                Hook::SkDataReady,
                 Hook::KfreeSkb,
                 Hook::ConsumeSkb
             ]

@@ -11,7 +11,7 @@ use std::{
 use pktpath_common::{
     kernel::IFNAMSIZ,
     route::{TapEvent, action_name, outcome_name},
-    trace::{FIB_FAMILY_V6, FibEvent, Hook, TraceEvent},
+    trace::{EVENT_DELIVERED, FIB_FAMILY_V6, FibEvent, Hook, TraceEvent},
 };
 use serde::Serialize;
 
@@ -19,6 +19,7 @@ use super::{
     drops::DropReasons,
     fasthash::{self, FastMap},
     headers::{self, Headers},
+    identity,
     journey::{self, Flow, Journeys},
     kallsyms::Kallsyms,
     name::Name,
@@ -28,7 +29,10 @@ use crate::sys::netns;
 
 /// Version of the JSON event schema; bumped on any change of shape. 2: the `qdisc` and
 /// `fib` objects, and the hooks that fill them. 3: the `tc` object (hook `tc:pktpath`).
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: the `delivered` object (a `kfree_skb` of a packet a socket got a clone of has it
+/// instead of `drop_reason` and `drop_location`), and the `rewrite` object (the headers
+/// before a rewrite, on the event that first shows the new ones).
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// One event, as printed (`--output json` writes one per line). Absent values are `null`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -72,6 +76,7 @@ pub struct Event {
     pub mark: u32,
     pub cpu: u16,
     /// `kfree_skb` only: the kernel's drop reason, without the `SKB_DROP_REASON_` prefix.
+    /// Null when the packet was delivered (see `delivered`).
     pub drop_reason: Option<String>,
     /// `kfree_skb` only: where the kernel dropped it (`symbol+0xoffset`, or the hex address).
     pub drop_location: Option<String>,
@@ -87,6 +92,34 @@ pub struct Event {
     /// `--route-pin-dir`): the policy and what the program did. The packet fields repeat
     /// those of the packet's previous event.
     pub tc: Option<TcInfo>,
+    /// `kfree_skb` only, of a packet that reached a socket: a clone of it was queued to an
+    /// IP socket (`sk_data_ready`) before the kernel freed the original with the reason
+    /// given here (a raw socket's copy of an ICMP echo reply, the original freed by
+    /// `ping_rcv` as `NO_SOCKET`). Not a drop.
+    pub delivered: Option<FreeReason>,
+    /// On the first event of a packet with rewritten headers (NAT, a tunnel's encapsulation
+    /// or decapsulation; the journey goes on): what they were before.
+    pub rewrite: Option<Rewrite>,
+}
+
+/// A packet's headers before a rewrite (see [`Event::rewrite`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Rewrite {
+    pub proto: Option<Cow<'static, str>>,
+    pub src: Option<Name>,
+    pub dst: Option<Name>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+}
+
+/// The kernel's reason and place for freeing a packet it had delivered (see
+/// [`Event::delivered`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FreeReason {
+    /// As `drop_reason` would name it.
+    pub reason: String,
+    /// As `drop_location` would name it.
+    pub location: String,
 }
 
 /// A decision of the data path.
@@ -159,6 +192,9 @@ pub struct EventBuilder {
     /// With [`Self::with_policies`]: each open skb's last event, for the decisions of the
     /// data path (which carry no headers) to repeat; policy ids by priority.
     tapping: Option<(FastMap<u64, Event>, std::collections::HashMap<u32, String>)>,
+    /// Per CPU: the skb `netif_receive_skb` saw last, for the input route lookup that
+    /// follows it there (see [`Journeys::lookup`]).
+    received: Vec<u64>,
 }
 
 impl EventBuilder {
@@ -175,6 +211,7 @@ impl EventBuilder {
             ifnames: FastMap::default(),
             addrs: FastMap::default(),
             tapping: None,
+            received: Vec::new(),
         }
     }
 
@@ -263,6 +300,8 @@ impl EventBuilder {
             qdisc: None,
             fib: None,
             tc: Some(tc),
+            delivered: None,
+            rewrite: None,
             ..base
         }
     }
@@ -300,22 +339,48 @@ impl EventBuilder {
         } else {
             signature(ev.protocol, &h)
         };
+        let ident = identity::identity(ev.protocol, bytes);
+        if hook == Some(Hook::NetifReceiveSkb) {
+            let cpu = usize::from(ev.cpu);
+            if cpu >= self.received.len() {
+                self.received.resize(cpu + 1, 0);
+            }
+            self.received[cpu] = ev.skb_addr;
+        }
         let step = self.journeys.packet(
             ev.skb_addr,
             ev.ts_ns,
-            sig,
+            (sig, ident),
             flow_of(&h).as_ref(),
             hook.is_some_and(Hook::ends_skb),
             hook.is_some_and(|h| !h.is_receive()),
         );
-        let (drop_reason, drop_location) = if hook == Some(Hook::KfreeSkb) {
-            (
-                Some(self.reasons.name(ev.drop_reason)),
-                Some(self.symbolize(ev.location)),
-            )
+        let (drop_reason, drop_location, delivered) = if hook == Some(Hook::KfreeSkb) {
+            let reason = self.reasons.name(ev.drop_reason);
+            let location = self.symbolize(ev.location);
+            if ev.flags & EVENT_DELIVERED != 0 {
+                (None, None, Some(FreeReason { reason, location }))
+            } else {
+                (Some(reason), Some(location), None)
+            }
         } else {
-            (None, None)
+            (None, None, None)
         };
+        let rewrite = self.journeys.take_rewrite().map(|before| {
+            let before = before.unwrap_or(Flow {
+                ports: None,
+                src: None,
+                dst: None,
+                proto: None,
+            });
+            Rewrite {
+                proto: before.proto,
+                src: before.src.map(|a| self.addr(a)),
+                dst: before.dst.map(|a| self.addr(a)),
+                sport: before.ports.map(|p| p.0),
+                dport: before.ports.map(|p| p.1),
+            }
+        });
         let netns_name = self.netns_name(ev.netns);
         let built = Event {
             schema_version: SCHEMA_VERSION,
@@ -353,6 +418,8 @@ impl EventBuilder {
             }),
             fib: None,
             tc: None,
+            delivered,
+            rewrite,
         };
         if self.tapping.is_some() {
             self.note_for_tap(&built, ev.skb_addr, hook.is_some_and(Hook::ends_skb));
@@ -400,7 +467,8 @@ impl EventBuilder {
         // A local sender's lookup names the loopback device (ifindex 1 in every namespace)
         // or no device as its input.
         let output = ev.iif <= 1;
-        let step = self.journeys.lookup(&flow, ev.ts_ns, output);
+        let received = self.received.get(usize::from(ev.cpu)).copied();
+        let step = self.journeys.lookup(&flow, ev.ts_ns, output, received);
         let out = self.ifname(&ev.out_ifname);
         let gateway = match ev.gw_family {
             2 => Some(self.addr(Ipv4Addr::new(ev.gw[0], ev.gw[1], ev.gw[2], ev.gw[3]).into())),
@@ -464,6 +532,8 @@ impl EventBuilder {
                 flow_oif: ev.oif,
             }),
             tc: None,
+            delivered: None,
+            rewrite: None,
         }
     }
 
@@ -879,6 +949,10 @@ impl Event {
         }
         j.raw(",\"tc\":");
         j.serde(&self.tc);
+        j.raw(",\"delivered\":");
+        j.serde(&self.delivered);
+        j.raw(",\"rewrite\":");
+        j.serde(&self.rewrite);
         j.raw("}");
     }
 
@@ -947,6 +1021,21 @@ impl Event {
             if let Some(l) = &self.drop_location {
                 line.push_str(&format!(" at {l}"));
             }
+        }
+        if let Some(r) = &self.rewrite {
+            line.push_str(&format!(
+                " rewrite: {} > {} becomes {} > {}",
+                endpoint(&r.src, r.sport),
+                endpoint(&r.dst, r.dport),
+                endpoint(&self.src, self.sport),
+                endpoint(&self.dst, self.dport),
+            ));
+        }
+        if let Some(d) = &self.delivered {
+            line.push_str(&format!(
+                " DELIVERED to a socket (freed as {} at {})",
+                d.reason, d.location
+            ));
         }
         line
     }
@@ -1133,6 +1222,8 @@ mod tests {
             mark: 0,
             drop_reason: if drop { 3 } else { 0 },
             qdisc_handle: 0,
+            flags: 0,
+            _pad: 0,
             hook: hook as u16,
             protocol: 0x0800,
             header_len: 33,

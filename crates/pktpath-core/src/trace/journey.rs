@@ -1,11 +1,15 @@
 //! One packet, one journey: packet ids and per-hop latency.
 //!
 //! A packet is identified by its `sk_buff` address together with the time it was first seen:
-//! the same skb crosses veth pairs, namespaces and forwarding unchanged. An skb freed
-//! (`kfree_skb`, `consume_skb`) ends its journey, so a reused address starts a new one. Some
-//! frees have no tracepoint (`__kfree_skb`, used by TCP), so an address also starts a new
-//! journey when its packet's header signature (addresses, ports, protocol, ICMP id and
-//! sequence) changes, or when it was not seen for [`IDLE_NS`]. Sightings without header
+//! the same skb crosses veth pairs, namespaces, forwarding, address translation and VXLAN
+//! encapsulation unchanged. An skb freed (`kfree_skb`, `consume_skb`) ends its journey, so a
+//! reused address starts a new one. Some frees have no tracepoint (`__kfree_skb`, used by
+//! TCP), so an address also starts a new journey when it was not seen for [`IDLE_NS`], or
+//! when its packet's header signature (addresses, ports, protocol, ICMP id and sequence)
+//! changes and its identity ([`super::identity`]: the fields a rewrite keeps) changes too.
+//! A new signature with the same identity is a rewrite (NAT, a tunnel's encapsulation or
+//! decapsulation): the journey goes on, and [`Journeys::take_rewrite`] gives the flow
+//! before it. Sightings without header
 //! bytes ([`UNKNOWN_SIG`]: the headers were still in page fragments at those hooks) make a
 //! journey of unknown signature, which takes the first signature seen after them; a
 //! sighting without headers after one with them is another packet.
@@ -144,10 +148,15 @@ pub struct Step {
     pub hop: u32,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Open {
     progress: Progress,
     sig: u64,
+    /// The packet's identity ([`super::identity`]); 0 when unknown.
+    ident: u64,
+    /// The flow the headers carried since the journey began or was last rewritten (None
+    /// when they had none): what a rewrite changed them from.
+    flow: Option<Flow>,
 }
 
 /// Assigns events to journeys.
@@ -159,6 +168,8 @@ pub struct Journeys {
     /// carried it and when.
     recent: FastMap<AddrPair, Vec<SeenFlow>>,
     detached: Vec<Detached>,
+    /// The flow before the rewrite the last packet event was (see [`Self::take_rewrite`]).
+    rewritten: Option<Option<Flow>>,
 }
 
 impl Journeys {
@@ -172,28 +183,39 @@ impl Journeys {
     /// A hop of the journey the skb at `skb_addr` is on, whatever its headers (a record that
     /// carries none, as the data path's decision); a journey of its own when none is open.
     pub fn hop_of(&mut self, skb_addr: u64, ts_ns: u64) -> Step {
-        let sig = self.open.get(&skb_addr).map_or(0, |o| o.sig);
-        self.skb_step(skb_addr, ts_ns, sig, None, false)
+        let (sig, ident) = self
+            .open
+            .get(&skb_addr)
+            .map_or((0, 0), |o| (o.sig, o.ident));
+        self.skb_step(skb_addr, ts_ns, (sig, ident), None, false, false)
     }
 
     pub fn step(&mut self, skb_addr: u64, ts_ns: u64, sig: u64, ends: bool) -> Step {
-        self.packet(skb_addr, ts_ns, sig, None, ends, false)
+        self.packet(skb_addr, ts_ns, (sig, 0), None, ends, false)
     }
 
-    /// [`Self::step`] for a packet carrying `flow` (when it has one): the flow remembers
-    /// the skb for later lookups, and a new skb seen `outbound` (on a transmit hook) continues
-    /// a detached journey of its flow.
+    /// When the last event given to [`Self::packet`] was a rewrite of its packet's headers
+    /// (a new signature, the same identity): the flow before it (None inside when the
+    /// headers before had no flow). None when it was not.
+    pub fn take_rewrite(&mut self) -> Option<Option<Flow>> {
+        self.rewritten.take()
+    }
+
+    /// [`Self::step`] for a packet with header signature and identity `(sig, ident)`
+    /// carrying `flow` (when it has one): the flow remembers the skb for later lookups, and a
+    /// new skb seen `outbound` (on a transmit hook) continues a detached journey of its
+    /// flow.
     pub fn packet(
         &mut self,
         skb_addr: u64,
         ts_ns: u64,
-        sig: u64,
+        (sig, ident): (u64, u64),
         flow: Option<&Flow>,
         ends: bool,
         outbound: bool,
     ) -> Step {
-        let adopt = flow.filter(|_| outbound && !ends);
-        let step = self.skb_step(skb_addr, ts_ns, sig, adopt, ends);
+        let adopt = outbound && !ends;
+        let step = self.skb_step(skb_addr, ts_ns, (sig, ident), flow, adopt, ends);
         if let Some(flow) = flow {
             if self.recent.len() >= MAX_RECENT_PAIRS {
                 self.recent.retain(|_, v| {
@@ -241,11 +263,22 @@ impl Journeys {
     /// journey, which the next outgoing packet of the flow continues. (An output lookup
     /// joining the flow's last packet would graft the next datagram's lookup onto the
     /// previous datagram's journey.)
-    pub fn lookup(&mut self, flow: &Flow, ts_ns: u64, output: bool) -> Step {
+    ///
+    /// `received` is the skb the lookup's CPU last saw received, for an input lookup whose
+    /// flow no packet carried: its destination was translated (DNAT) between the receive
+    /// hook and the lookup, which runs right after it in the same receive path.
+    pub fn lookup(&mut self, flow: &Flow, ts_ns: u64, output: bool, received: Option<u64>) -> Step {
         if !output
             && let Some((skb, t)) = self.recent_skb(flow)
             && ts_ns.saturating_sub(t) < FLOW_MATCH_NS
             && let Some(o) = self.open.get_mut(&skb)
+        {
+            return o.progress.advance(ts_ns);
+        }
+        if !output
+            && let Some(skb) = received
+            && let Some(o) = self.open.get_mut(&skb)
+            && ts_ns.saturating_sub(o.progress.last_ns) < FLOW_MATCH_NS
         {
             return o.progress.advance(ts_ns);
         }
@@ -272,18 +305,26 @@ impl Journeys {
         &mut self,
         skb_addr: u64,
         ts_ns: u64,
-        sig: u64,
+        (sig, ident): (u64, u64),
         flow: Option<&Flow>,
+        adopt: bool,
         ends: bool,
     ) -> Step {
+        self.rewritten = None;
         let current = self.open.get_mut(&skb_addr).filter(|o| {
-            (o.sig == sig || o.sig == UNKNOWN_SIG)
-                && ts_ns.saturating_sub(o.progress.last_ns) < IDLE_NS
+            let same = o.sig == sig || o.sig == UNKNOWN_SIG;
+            let rewritten = sig != UNKNOWN_SIG && ident != 0 && o.ident == ident;
+            (same || rewritten) && ts_ns.saturating_sub(o.progress.last_ns) < IDLE_NS
         });
         let step = match current {
             Some(o) => {
                 if o.sig == UNKNOWN_SIG {
                     o.sig = sig;
+                    o.ident = ident;
+                    o.flow = flow.cloned();
+                } else if o.sig != sig {
+                    o.sig = sig;
+                    self.rewritten = Some(std::mem::replace(&mut o.flow, flow.cloned()));
                 }
                 o.progress.advance(ts_ns)
             }
@@ -293,7 +334,7 @@ impl Journeys {
                         .retain(|_, o| ts_ns.saturating_sub(o.progress.last_ns) < IDLE_NS);
                 }
                 // A routing lookup made for this packet before its skb existed?
-                let adopted = flow.and_then(|f| {
+                let adopted = flow.filter(|_| adopt).and_then(|f| {
                     let i = self.detached.iter().position(|d| {
                         d.flow.matches(f)
                             && ts_ns.saturating_sub(d.progress.last_ns) < FLOW_MATCH_NS
@@ -314,7 +355,15 @@ impl Journeys {
                         (progress, progress.first())
                     }
                 };
-                self.open.insert(skb_addr, Open { progress, sig });
+                self.open.insert(
+                    skb_addr,
+                    Open {
+                        progress,
+                        sig,
+                        ident,
+                        flow: flow.cloned(),
+                    },
+                );
                 step
             }
         };
@@ -425,23 +474,23 @@ mod tests {
     fn a_lookup_joins_the_packet_just_received_with_its_flow() {
         let mut j = Journeys::new();
         let req = flow("10.0.1.1", "10.0.2.2");
-        j.packet(A, 1_000, 7, Some(&req), false, true);
+        j.packet(A, 1_000, (7, 0), Some(&req), false, true);
         // Another flow's packet in between does not matter.
         j.packet(
             B,
             1_100,
-            9,
+            (9, 0),
             Some(&flow("10.0.9.9", "10.0.2.2")),
             false,
             true,
         );
-        let fib = j.lookup(&req, 1_500, false);
+        let fib = j.lookup(&req, 1_500, false, None);
         assert_eq!((fib.packet_id, fib.hop, fib.delta_ns), (1, 2, Some(500)));
         // The next hop of the skb counts from the lookup.
-        let out = j.packet(A, 2_000, 7, Some(&req), false, true);
+        let out = j.packet(A, 2_000, (7, 0), Some(&req), false, true);
         assert_eq!((out.packet_id, out.hop, out.delta_ns), (1, 3, Some(500)));
         // Too late: a lookup of the same flow much later is another packet's.
-        let late = j.lookup(&req, 2_000 + FLOW_MATCH_NS, false);
+        let late = j.lookup(&req, 2_000 + FLOW_MATCH_NS, false, None);
         assert_ne!(late.packet_id, 1);
     }
 
@@ -450,16 +499,16 @@ mod tests {
         let mut j = Journeys::new();
         let reply = flow("10.0.2.2", "10.0.1.1");
         // Two lookups (local table: no match; main: found), then the skb is built.
-        let local = j.lookup(&reply, 100, true);
-        let main = j.lookup(&reply, 150, true);
+        let local = j.lookup(&reply, 100, true, None);
+        let main = j.lookup(&reply, 150, true, None);
         assert_eq!((local.packet_id, local.hop), (1, 1));
         assert_eq!((main.packet_id, main.hop, main.delta_ns), (1, 2, Some(50)));
-        let skb = j.packet(A, 400, 7, Some(&reply), false, true);
+        let skb = j.packet(A, 400, (7, 0), Some(&reply), false, true);
         assert_eq!((skb.packet_id, skb.hop, skb.delta_ns), (1, 3, Some(250)));
-        assert_eq!(j.packet(A, 500, 7, Some(&reply), false, true).hop, 4);
+        assert_eq!(j.packet(A, 500, (7, 0), Some(&reply), false, true).hop, 4);
         // A packet of another flow does not adopt a detached lookup.
-        j.lookup(&flow("10.0.3.3", "10.0.1.1"), 600, true);
-        let other = j.packet(B, 700, 8, Some(&reply), false, true);
+        j.lookup(&flow("10.0.3.3", "10.0.1.1"), 600, true, None);
+        let other = j.packet(B, 700, (8, 0), Some(&reply), false, true);
         assert_eq!((other.packet_id, other.hop), (3, 1));
     }
 
@@ -467,16 +516,23 @@ mod tests {
     fn a_lookup_without_a_source_matches_any_source() {
         let mut j = Journeys::new();
         let mut unsourced = flow("0.0.0.0", "10.0.1.1");
-        let first = j.lookup(&unsourced, 100, true);
-        let skb = j.packet(A, 300, 7, Some(&flow("10.0.2.2", "10.0.1.1")), false, true);
+        let first = j.lookup(&unsourced, 100, true, None);
+        let skb = j.packet(
+            A,
+            300,
+            (7, 0),
+            Some(&flow("10.0.2.2", "10.0.1.1")),
+            false,
+            true,
+        );
         assert_eq!((skb.packet_id, skb.hop), (first.packet_id, 2));
         unsourced.src = None;
-        let again = j.lookup(&unsourced, 400, false);
+        let again = j.lookup(&unsourced, 400, false, None);
         assert_eq!((again.packet_id, again.hop), (first.packet_id, 3));
         // An input route lookup names no protocol.
         let mut input = flow("10.0.2.2", "10.0.1.1");
         input.proto = None;
-        let routed = j.lookup(&input, 450, false);
+        let routed = j.lookup(&input, 450, false, None);
         assert_eq!((routed.packet_id, routed.hop), (first.packet_id, 4));
     }
 
@@ -484,18 +540,25 @@ mod tests {
     fn only_a_packet_leaving_continues_a_lookup_made_before_it() {
         let mut j = Journeys::new();
         let out = flow("10.0.1.1", "10.0.2.2");
-        let lookup = j.lookup(&out, 100, true);
+        let lookup = j.lookup(&out, 100, true, None);
         // First seen received, or freed: not the packet the lookup was for.
-        let rx = j.packet(A, 200, 7, Some(&out), false, false);
-        let freed = j.packet(B, 250, 7, Some(&out), true, true);
+        let rx = j.packet(A, 200, (7, 0), Some(&out), false, false);
+        let freed = j.packet(B, 250, (7, 0), Some(&out), true, true);
         assert!(rx.packet_id != lookup.packet_id && freed.packet_id != lookup.packet_id);
-        let tx = j.packet(C, 300, 7, Some(&out), false, true);
+        let tx = j.packet(C, 300, (7, 0), Some(&out), false, true);
         assert_eq!((tx.packet_id, tx.hop), (lookup.packet_id, 2));
         // An input lookup (no protocol) with no packet before it is on its own.
         let mut input = flow("10.0.2.2", "10.0.1.1");
         input.proto = None;
-        let alone = j.lookup(&input, 400, false);
-        let later = j.packet(D, 500, 9, Some(&flow("10.0.2.2", "10.0.1.1")), false, true);
+        let alone = j.lookup(&input, 400, false, None);
+        let later = j.packet(
+            D,
+            500,
+            (9, 0),
+            Some(&flow("10.0.2.2", "10.0.1.1")),
+            false,
+            true,
+        );
         assert_ne!(later.packet_id, alone.packet_id);
     }
 
@@ -503,16 +566,52 @@ mod tests {
     fn a_senders_lookup_for_the_next_datagram_starts_a_new_journey() {
         let mut j = Journeys::new();
         let udp = flow("10.0.1.1", "10.0.2.2");
-        let first = j.lookup(&udp, 100, true);
-        let sent = j.packet(A, 200, 7, Some(&udp), false, true);
+        let first = j.lookup(&udp, 100, true, None);
+        let sent = j.packet(A, 200, (7, 0), Some(&udp), false, true);
         assert_eq!(sent.packet_id, first.packet_id);
         // The next datagram of the same flow, a millisecond later: its lookup is not a hop
         // of the first datagram's journey, and its skb continues the new one.
-        let next = j.lookup(&udp, 1_000_200, true);
+        let next = j.lookup(&udp, 1_000_200, true, None);
         assert_ne!(next.packet_id, first.packet_id);
         assert_eq!(next.hop, 1);
-        let second = j.packet(B, 1_000_300, 7, Some(&udp), false, true);
+        let second = j.packet(B, 1_000_300, (7, 0), Some(&udp), false, true);
         assert_eq!((second.packet_id, second.hop), (next.packet_id, 2));
+    }
+
+    #[test]
+    fn a_rewrite_keeps_the_journey_and_names_the_flow_before_it() {
+        let mut j = Journeys::new();
+        let before = flow("10.0.1.2", "10.0.1.100");
+        let after = flow("10.0.2.1", "10.0.2.2");
+        j.packet(A, 10, (7, 99), Some(&before), false, false);
+        assert_eq!(j.take_rewrite(), None);
+        // DNAT and masquerade: a new signature, the same identity.
+        let nat = j.packet(A, 20, (8, 99), Some(&after), false, true);
+        assert_eq!((nat.packet_id, nat.hop, nat.delta_ns), (1, 2, Some(10)));
+        assert_eq!(j.take_rewrite(), Some(Some(before)));
+        assert_eq!(j.take_rewrite(), None, "taken");
+        assert_eq!(j.packet(A, 30, (8, 99), Some(&after), false, true).hop, 3);
+        assert_eq!(j.take_rewrite(), None, "no rewrite since");
+        // Another packet in the reused skb (another identity), or an unknown one.
+        assert_eq!(j.packet(A, 40, (9, 100), None, false, true).packet_id, 2);
+        assert_eq!(j.packet(A, 50, (10, 0), None, false, true).packet_id, 3);
+        assert_eq!(j.take_rewrite(), None);
+    }
+
+    #[test]
+    fn an_input_lookup_after_dnat_joins_the_packet_its_cpu_received() {
+        let mut j = Journeys::new();
+        let received = flow("10.0.1.2", "10.0.1.100");
+        j.packet(A, 1_000, (7, 99), Some(&received), false, false);
+        // The lookup sees the translated destination, which no packet carried yet.
+        let mut translated = flow("10.0.1.2", "10.0.2.2");
+        translated.proto = None;
+        let fib = j.lookup(&translated, 1_200, false, Some(A));
+        assert_eq!((fib.packet_id, fib.hop), (1, 2));
+        // Not an output lookup, and not once the packet is long gone.
+        assert_ne!(j.lookup(&translated, 1_300, true, Some(A)).packet_id, 1);
+        let late = j.lookup(&translated, 1_200 + FLOW_MATCH_NS, false, Some(A));
+        assert_ne!(late.packet_id, 1);
     }
 
     #[test]

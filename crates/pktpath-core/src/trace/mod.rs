@@ -1,6 +1,7 @@
 //! The tracer's user side: what to trace ([`config`]), running it ([`collector`]), decoding
 //! what the hooks write ([`wire`], [`headers`]), and turning records into the events pktpath
-//! prints ([`event`]) with journeys ([`journey`]), drop reasons ([`drops`]) and kernel
+//! prints ([`event`]) with journeys ([`journey`], packets known across rewrites by their
+//! [`identity`]), drop reasons ([`drops`]) and kernel
 //! symbols ([`kallsyms`]); the pcap-like filter language ([`filter`]); writing packets as
 //! pcapng ([`pcapng`]); and what a trace adds up to ([`summary`]).
 
@@ -11,6 +12,7 @@ pub mod event;
 pub mod fasthash;
 pub mod filter;
 pub mod headers;
+pub mod identity;
 pub mod journey;
 pub mod kallsyms;
 pub mod name;

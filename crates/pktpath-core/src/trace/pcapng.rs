@@ -445,6 +445,8 @@ mod tests {
             mark: 0,
             drop_reason: 0,
             qdisc_handle: 0,
+            flags: 0,
+            _pad: 0,
             hook: hook as u16,
             protocol,
             header_len: bytes.len() as u16,

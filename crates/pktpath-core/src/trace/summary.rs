@@ -1,5 +1,6 @@
 //! What a trace adds up to: latency between consecutive hops of the same packet per hop
-//! pair (count, p50/p90/p99/max), drops by reason and location, packets and bytes per
+//! pair (count, p50/p90/p99/max), drops by reason and location, deliveries the kernel freed
+//! with a drop reason (by that reason and location), packets and bytes per
 //! (network namespace, interface), and events lost. [`Summary`] is fed the events as they
 //! are printed; [`Summary::report`] gives a serializable [`Report`].
 
@@ -25,6 +26,8 @@ pub struct Summary {
     /// (from label, to label) -> latencies.
     hops: FastMap<(u32, u32), Latencies>,
     drops: BTreeMap<(String, String), u64>,
+    /// Deliveries (see [`Event::delivered`]) by the kernel's reason and location.
+    deliveries: BTreeMap<(String, String), u64>,
     /// (netns, interface name) -> (netns name, packets, bytes).
     ifaces: FastMap<(u32, u32), (Option<String>, u64, u64)>,
 }
@@ -74,6 +77,9 @@ pub struct Report {
     pub hops: Vec<HopLatency>,
     /// Most frequent first.
     pub drops: Vec<DropCount>,
+    /// Packets that reached a socket although the kernel freed them with a drop reason
+    /// (that reason and location), most frequent first; not in `drops`.
+    pub deliveries: Vec<DropCount>,
     /// Most packets first.
     pub interfaces: Vec<InterfaceCount>,
 }
@@ -235,6 +241,12 @@ impl Summary {
             let location = ev.drop_location.clone().unwrap_or_default();
             *self.drops.entry((reason.clone(), location)).or_default() += 1;
         }
+        if let Some(d) = &ev.delivered {
+            *self
+                .deliveries
+                .entry((d.reason.clone(), d.location.clone()))
+                .or_default() += 1;
+        }
         if matches!(ev.hook, "kfree_skb" | "consume_skb") {
             self.last.remove(&ev.packet_id);
         } else if ev.fib.is_some() {
@@ -281,16 +293,20 @@ impl Summary {
             })
             .collect();
         hops.sort_by_key(|h| std::cmp::Reverse(h.p99_ns));
-        let mut drops: Vec<DropCount> = self
-            .drops
-            .iter()
-            .map(|((reason, location), &count)| DropCount {
-                reason: reason.clone(),
-                location: location.clone(),
-                count,
-            })
-            .collect();
-        drops.sort_by_key(|d| std::cmp::Reverse(d.count));
+        let counts = |m: &BTreeMap<(String, String), u64>| {
+            let mut v: Vec<DropCount> = m
+                .iter()
+                .map(|((reason, location), &count)| DropCount {
+                    reason: reason.clone(),
+                    location: location.clone(),
+                    count,
+                })
+                .collect();
+            v.sort_by_key(|d| std::cmp::Reverse(d.count));
+            v
+        };
+        let drops = counts(&self.drops);
+        let deliveries = counts(&self.deliveries);
         let by_place: BTreeMap<(u32, &str), _> = self
             .ifaces
             .iter()
@@ -312,6 +328,7 @@ impl Summary {
             lost,
             hops,
             drops,
+            deliveries,
             interfaces,
         }
     }
@@ -350,6 +367,12 @@ impl Report {
         for d in &self.drops {
             s.push_str(&format!("  {} at {}: {}\n", d.reason, d.location, d.count));
         }
+        if !self.deliveries.is_empty() {
+            s.push_str("deliveries freed with a drop reason (reason at location: count):\n");
+            for d in &self.deliveries {
+                s.push_str(&format!("  {} at {}: {}\n", d.reason, d.location, d.count));
+            }
+        }
         s.push_str("interfaces (netns interface: packets bytes):\n");
         for i in &self.interfaces {
             let ns = match &i.netns_name {
@@ -369,6 +392,10 @@ impl Report {
             "{packets} packet sightings on {} interfaces, {drops} drops",
             self.interfaces.len()
         );
+        let delivered: u64 = self.deliveries.iter().map(|d| d.count).sum();
+        if delivered != 0 {
+            s.push_str(&format!(" ({delivered} deliveries not counted as drops)"));
+        }
         if let Some(h) = self.hops.first() {
             s.push_str(&format!(
                 ", slowest hop {} -> {} p99 {}",
@@ -460,6 +487,8 @@ mod tests {
             mark: 0,
             drop_reason: 0,
             qdisc_handle: 0,
+            flags: 0,
+            _pad: 0,
             hook: hook as u16,
             protocol: 0x0800,
             header_len: 84,

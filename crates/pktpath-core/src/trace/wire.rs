@@ -99,6 +99,8 @@ mod tests {
             mark: 0,
             drop_reason: 0,
             qdisc_handle: 0,
+            flags: 0,
+            _pad: 0,
             hook: Hook::NetifReceiveSkb as u16,
             protocol: 0x0800,
             header_len: 84,

@@ -33,4 +33,5 @@ empty_hooks! {
     "qdisc_dequeue" => floor_qdisc_dequeue,
     "fib_table_lookup" => floor_fib_table_lookup,
     "fib6_table_lookup" => floor_fib6_table_lookup,
+    "sk_data_ready" => floor_sk_data_ready,
 }

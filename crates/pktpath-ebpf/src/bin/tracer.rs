@@ -18,7 +18,9 @@ use pktpath_common::{
         signature_mask, signature_span,
     },
     kernel::KernelOffsets,
-    trace::{FIB_FAMILY_V4, FIB_FAMILY_V6, FibEvent, HEADER_BYTES, Hook, TraceEvent},
+    trace::{
+        EVENT_DELIVERED, FIB_FAMILY_V4, FIB_FAMILY_V6, FibEvent, HEADER_BYTES, Hook, TraceEvent,
+    },
 };
 use pktpath_ebpf::kernel::{
     Offsets, SkbInfo, dev_netns, load_addr6, load_at, load_name, network_header, read_at,
@@ -55,6 +57,12 @@ static PKTPATH_FIB_ON: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static PKTPATH_FILTER_EXPR_ALONE: Global<u32> = Global::new(0);
 
+/// 1 when a packet that passed the filters is reported at every later hook until it is
+/// freed even when its headers no longer pass the expression (NAT, tunnels): tracking. 0
+/// with `--no-track`, and without an expression (nothing to track).
+#[unsafe(no_mangle)]
+static PKTPATH_TRACK: Global<u32> = Global::new(0);
+
 /// 1 when a filter expression is installed in [`PKTPATH_FILTER`]; 0 lets the verifier
 /// drop the whole evaluator from every hook (the global is read-only, its value known).
 #[unsafe(no_mangle)]
@@ -76,14 +84,27 @@ static PKTPATH_FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
 
 /// With a filter on: the skbs that passed it and are not yet freed, so that their free is
 /// reported wherever it happens (a packet sent from the traced namespace into another one is
-/// freed there) and user space sees each journey end.
+/// freed there), user space sees each journey end, and (tracking) their later hooks are
+/// reported whatever their headers. The value is the skb's data buffer (`head`) when it
+/// passed: an skb freed where no tracepoint fires (TCP) and reused for another packet has
+/// another buffer, and is not tracked as the packet that passed.
 #[map(name = "TRACE_SKBS")]
-static TRACE_SKBS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65_536, 0);
+static TRACE_SKBS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
 
 /// Slot 0: 1 once any skb has been put in [`TRACE_SKBS`]: until then the frees need not
 /// look it up (with a filter that matches nothing, never).
 #[map(name = "TRACE_SKBS_USED")]
 static TRACE_SKBS_USED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Data buffers (`sk_buff.head`) of clones that `sk_data_ready` saw queued to an IP socket:
+/// the original's free with a drop reason is then a delivery ([`EVENT_DELIVERED`]). An
+/// entry is removed when that free is reported; the LRU bounds the ones never freed so.
+#[map(name = "TRACE_DELIVERED")]
+static TRACE_DELIVERED: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
+
+/// `AF_INET`, `AF_INET6`.
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
 
 /// How many verdicts [`CpuState::verdicts`] holds.
 const VERDICTS: usize = 256;
@@ -272,6 +293,58 @@ pub fn trace_kfree_skb(ctx: BtfTracePointContext) -> i32 {
 pub fn trace_consume_skb(ctx: BtfTracePointContext) -> i32 {
     let _ = emit(ctx.arg(0), Hook::ConsumeSkb, ctx.arg(1), 0, 0);
     0
+}
+
+/// `sk_data_ready(sk)`: a socket was handed data. Reports nothing itself: when the skb it
+/// queued last is a clone (a raw socket's copy of a packet that goes on to its protocol
+/// handler), notes the clone's data buffer in [`TRACE_DELIVERED`], so that the original's
+/// free is reported as the delivery it is, not as the drop its reason says.
+#[btf_tracepoint(function = "sk_data_ready")]
+pub fn trace_sk_data_ready(ctx: BtfTracePointContext) -> i32 {
+    let _ = note_delivery(ctx.arg(0));
+    0
+}
+
+#[inline(always)]
+fn note_delivery(sk: u64) -> Result<(), i32> {
+    let off = Offsets::of(&PKTPATH_KERNEL_OFFSETS);
+    if !off.set() || sk == 0 {
+        return Err(-1);
+    }
+    let family: u16 = load_at(sk, off.sock_family());
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    let skb: u64 = load_at(sk, off.sock_receive_queue_prev());
+    // An empty queue's `prev` is the queue itself (a stream socket may have taken the
+    // data into another queue).
+    if skb == 0 || skb == sk + u64::from(off.sock_receive_queue()) {
+        return Ok(());
+    }
+    // A bit in a bitfield byte: read with the helper, which any address may be passed to.
+    let cloned: u8 = read_at(skb, off.skb_cloned_byte())?;
+    if u32::from(cloned) & off.skb_cloned_mask() == 0 {
+        return Ok(());
+    }
+    let head: u64 = load_at(skb, off.skb_head());
+    TRACE_DELIVERED.insert(head, 1, 0).map_err(|_| -1)
+}
+
+/// [`EVENT_DELIVERED`] when `skb`, freed with a drop reason, shares its data with a clone a
+/// socket was handed (see [`trace_sk_data_ready`]); else 0.
+#[inline(always)]
+fn delivered_flag(off: Offsets, skb: u64, hook: Hook, drop_reason: u32) -> u32 {
+    if hook != Hook::KfreeSkb || drop_reason == 0 {
+        return 0;
+    }
+    let head: u64 = load_at(skb, off.skb_head());
+    // SAFETY: the value is only tested for presence, never read through.
+    if head != 0 && unsafe { TRACE_DELIVERED.get(head) }.is_some() {
+        let _ = TRACE_DELIVERED.remove(head);
+        EVENT_DELIVERED
+    } else {
+        0
+    }
 }
 
 /// The first bytes of a packet from its network header on, read once per event: the filter
@@ -571,6 +644,17 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
     }
     if pass && let Some(prog) = prog {
         pass = judge(off, skb, hook, prog, hdr);
+        // Tracking: the expression does not judge a packet it matched before (and the
+        // other filters passed, here and then).
+        if !pass
+            && !hook.ends_skb()
+            && PKTPATH_TRACK.load() != 0
+            && TRACE_SKBS_USED.get(0).is_some_and(|u| *u != 0)
+        {
+            let head: u64 = load_at(skb, off.skb_head());
+            // SAFETY: a map value of this program's type, read once.
+            pass = unsafe { TRACE_SKBS.get(skb) }.is_some_and(|h| *h == head);
+        }
     }
     if hook.ends_skb() {
         // SAFETY: the value is only tested for presence, never read through.
@@ -584,9 +668,14 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
         // Inserted once per skb, at its first reported hook: an LRU map update costs several
         // times a lookup, and a packet passes some ten hooks. The flag is written once too,
         // so the CPUs do not keep taking its cache line from each other.
-        // SAFETY: the value is only tested for presence, never read through.
-        if pass && unsafe { TRACE_SKBS.get(skb) }.is_none() {
-            let _ = TRACE_SKBS.insert(skb, 1, 0);
+        let head: u64 = if pass {
+            load_at(skb, off.skb_head())
+        } else {
+            0
+        };
+        // SAFETY: a map value of this program's type, read once.
+        if pass && unsafe { TRACE_SKBS.get(skb) }.is_none_or(|h| *h != head) {
+            let _ = TRACE_SKBS.insert(skb, head, 0);
             if let Some(used) = TRACE_SKBS_USED.get_ptr_mut(0) {
                 // SAFETY: a plain load and store of the same value from any CPU.
                 unsafe {
@@ -683,8 +772,10 @@ fn emit_at(
     let cpu = this_cpu().ok_or(-1)?;
     let known = expression_verdict(off, skb, hook, cpu);
     // Not for a free once skbs are tracked: a tracked skb's free is reported whatever its
-    // headers.
-    if known == Some(false) && (!hook.ends_skb() || TRACE_SKBS_USED.get(0).is_none_or(|u| *u == 0))
+    // headers; with tracking, nor for any hook of a tracked skb.
+    if known == Some(false)
+        && ((!hook.ends_skb() && PKTPATH_TRACK.load() == 0)
+            || TRACE_SKBS_USED.get(0).is_none_or(|u| *u == 0))
     {
         note_rx(off, skb, hook, dev, cpu, false);
         return Ok(());
@@ -703,6 +794,7 @@ fn emit_at(
     }
     // Only now, for a packet that is reported: all the rest.
     let info = read_skb(off, skb, dev);
+    let flags = delivered_flag(off, skb, hook, drop_reason);
     if hdr.len == u16::MAX {
         read_header(off, skb, hook, L3::of(&info), &mut hdr);
     }
@@ -721,6 +813,10 @@ fn emit_at(
         (*ev).len = info.len;
         (*ev).mark = info.mark;
         (*ev).drop_reason = drop_reason;
+        // Volatile: next to the other zeroed fields, plain stores were merged into a call
+        // to a byte-wise memset.
+        core::ptr::write_volatile(&raw mut (*ev).flags, flags);
+        core::ptr::write_volatile(&raw mut (*ev)._pad, 0);
         (*ev).qdisc_handle = 0;
         mem::zero::<u64, _>(&raw mut (*ev).qdisc_kind);
         if qdisc != 0 {

@@ -46,11 +46,12 @@ use crate::exit;
 /// Hooks (BTF tracepoints): napi_gro_receive_entry, netif_rx, netif_receive_skb,
 /// fib_table_lookup, fib6_table_lookup (routing decisions: table, result, output device,
 /// gateway; joined to the packet's journey by its addresses and time), net_dev_queue,
-/// qdisc_enqueue, qdisc_dequeue, net_dev_start_xmit, net_dev_xmit, kfree_skb, consume_skb.
+/// qdisc_enqueue, qdisc_dequeue, net_dev_start_xmit, net_dev_xmit, sk_data_ready (tells a
+/// packet a socket got a clone of from a drop), kfree_skb, consume_skb.
 /// Default: all but the qdisc pair (two more events per packet on every device with a
 /// queue, and more to verify at start-up); `--hooks default,qdisc_enqueue,qdisc_dequeue`
-/// or `--hooks all` adds them. `--hooks hops` (netif_receive_skb, net_dev_start_xmit and
-/// the frees) shows every hop of each journey with its latency at about half the
+/// or `--hooks all` adds them. `--hooks hops` (netif_receive_skb, net_dev_start_xmit,
+/// sk_data_ready and the frees) shows every hop of each journey with its latency at about half the
 /// default hooks' cost to forwarding; add fib_table_lookup for the routing decisions.
 ///
 /// Privileges: root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN too for --iface with
@@ -103,6 +104,10 @@ pub struct Args {
     /// A short form is always printed to stderr.
     #[arg(long)]
     summary: bool,
+    /// Judge every hook by the filter expression alone: without it, a packet the expression
+    /// matched once is followed until freed, whatever NAT or a tunnel makes of its headers.
+    #[arg(long)]
+    no_track: bool,
     /// Ring buffer size in bytes (power of two, at least one page). Advanced: small sizes
     /// lose events under load (counted and reported).
     #[arg(long, value_name = "BYTES", hide = true)]
@@ -153,6 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         hooks: args.hooks.clone(),
         filter: args.filter.join(" "),
         ring_bytes: args.ring_size,
+        no_track: args.no_track,
     };
     let cfg = match request.resolve() {
         Ok(cfg) => cfg,

@@ -1,0 +1,280 @@
+//! One journey through header rewrites, on real pings in fresh namespaces: a router that
+//! DNATs and masquerades (nftables), and a VXLAN tunnel between two namespaces. The `sk_buff`
+//! is the same throughout; the journey follows it by the fields a rewrite keeps, and the
+//! event that first shows the new headers says what they were.
+
+use std::time::Duration;
+
+use pktpath_common::trace::Hook;
+use pktpath_core::trace::{Event, TraceConfig, filter::compile_filter};
+use pktpath_tests::{
+    AddrGuard, LinkGuard, NftTableGuard, RouterLab, TwoHosts, require_root, run, trace::Tracing,
+};
+
+/// The address the router answers for, translated to up1's.
+const PUBLIC: &str = "10.1.0.100";
+
+/// The journey of the ICMP echo `icmp_type` (8 request, 0 reply) sent (`net_dev_queue`)
+/// from namespace `netns`: every event with its packet id.
+fn journey_of(events: &[Event], icmp_type: u8, netns: u64) -> Vec<&Event> {
+    let sent = events
+        .iter()
+        .find(|e| {
+            e.hook == Hook::NetDevQueue.name()
+                && e.icmp_type == Some(icmp_type)
+                && u64::from(e.netns) == netns
+        })
+        .unwrap_or_else(|| panic!("no echo {icmp_type} sent from {netns}:\n{}", lines(events)));
+    events
+        .iter()
+        .filter(|e| e.packet_id == sent.packet_id)
+        .collect()
+}
+
+/// The events as text lines, for failure messages.
+fn lines<'a>(events: impl IntoIterator<Item = &'a Event>) -> String {
+    events
+        .into_iter()
+        .map(|e| e.to_text(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn addr(n: &Option<pktpath_core::trace::name::Name>) -> String {
+    n.as_ref().map(|n| n.to_string()).unwrap_or_default()
+}
+
+/// The event of `events` with a rewrite, checked to name `before` and `after`
+/// (`(src, dst)` each).
+fn the_rewrite<'a>(events: &[&'a Event], before: (&str, &str), after: (&str, &str)) -> &'a Event {
+    let rewritten: Vec<&&Event> = events.iter().filter(|e| e.rewrite.is_some()).collect();
+    assert_eq!(rewritten.len(), 1, "one rewrite in {events:#?}");
+    let e = rewritten[0];
+    let r = e.rewrite.as_ref().expect("rewrite");
+    assert_eq!(
+        (addr(&r.src), addr(&r.dst)),
+        (before.0.into(), before.1.into())
+    );
+    assert_eq!(
+        (addr(&e.src), addr(&e.dst)),
+        (after.0.into(), after.1.into())
+    );
+    let text = e.to_text(0);
+    let says = format!(
+        "rewrite: {} > {} becomes {} > {}",
+        before.0, before.1, after.0, after.1
+    );
+    assert!(text.contains(&says), "{text}");
+    let json = serde_json::to_value(e).expect("JSON");
+    assert_eq!(json["rewrite"]["src"], before.0, "{json}");
+    assert_eq!(json["rewrite"]["dst"], before.1, "{json}");
+    e
+}
+
+/// The router lab with the router answering for [`PUBLIC`]: DNAT to up1 in prerouting,
+/// masquerade out of up1's link in postrouting. Fields drop in order: rules, address, lab.
+struct NatLab {
+    _nat: NftTableGuard,
+    _public: AddrGuard,
+    lab: RouterLab,
+}
+
+impl NatLab {
+    fn new() -> Self {
+        let lab = RouterLab::new();
+        let r = lab.router.name.as_str();
+        let public = AddrGuard::new(r, &lab.client_link.a, &format!("{PUBLIC}/32"));
+        let dnat = format!("ip daddr {PUBLIC} dnat to {}", RouterLab::UP1_4);
+        let masquerade = format!("oifname \"{}\" masquerade", lab.up1_link.a);
+        let nat = NftTableGuard::chains(
+            r,
+            "ip",
+            &[
+                (
+                    "type nat hook prerouting priority dstnat;",
+                    &[dnat.as_str()],
+                ),
+                (
+                    "type nat hook postrouting priority srcnat;",
+                    &[masquerade.as_str()],
+                ),
+            ],
+        );
+        Self {
+            _nat: nat,
+            _public: public,
+            lab,
+        }
+    }
+}
+
+#[test]
+fn trace_dnat_and_masquerade_keep_one_journey_each_way() {
+    require_root();
+    let nat_lab = NatLab::new();
+    let lab = &nat_lab.lab;
+    let here = [lab.client.inode(), lab.router.inode(), lab.up1.inode()];
+    let cfg = TraceConfig {
+        filter: compile_filter("icmp").expect("filter"),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    assert_eq!(run::ping(&lab.client.name, PUBLIC, 1), 1, "NAT answers");
+    let client = lab.client.inode();
+    let events = t.collect(
+        Duration::from_secs(5),
+        |e| here.contains(&u64::from(e.netns)),
+        |evs| {
+            evs.iter().any(|e| {
+                e.hook == Hook::KfreeSkb.name()
+                    && e.icmp_type == Some(0)
+                    && u64::from(e.netns) == client
+            })
+        },
+    );
+    // Neighbour resolution may free a copy of the first request (an skb of its own):
+    // the journey is that of the request the client sent.
+    let request = journey_of(&events, 8, client);
+    for ns in [client, lab.router.inode(), lab.up1.inode()] {
+        assert!(
+            request.iter().any(|e| u64::from(e.netns) == ns),
+            "the request's journey reaches netns {ns}:\n{}",
+            lines(&events)
+        );
+    }
+    let nat = the_rewrite(
+        &request,
+        (RouterLab::CLIENT4, PUBLIC),
+        ("10.2.0.1", RouterLab::UP1_4),
+    );
+    assert_eq!(nat.ifname, lab.up1_link.a, "rewritten on the way out");
+    assert_eq!(u64::from(nat.netns), lab.router.inode());
+
+    let reply = journey_of(&events, 0, lab.up1.inode());
+    assert!(
+        reply
+            .iter()
+            .any(|e| e.hook == Hook::KfreeSkb.name() && u64::from(e.netns) == client),
+        "the reply's journey ends in the client:\n{}",
+        lines(&events)
+    );
+    the_rewrite(
+        &reply,
+        (RouterLab::UP1_4, "10.2.0.1"),
+        (PUBLIC, RouterLab::CLIENT4),
+    );
+    // The router's input lookup, made after DNAT, is a hop of the request's journey.
+    let lookup = events
+        .iter()
+        .find(|e| e.fib.is_some() && u64::from(e.netns) == lab.router.inode())
+        .unwrap_or_else(|| panic!("no lookup in the router: {events:#?}"));
+    assert_eq!(addr(&lookup.dst), RouterLab::UP1_4);
+    assert_eq!(lookup.packet_id, request[0].packet_id);
+}
+
+#[test]
+fn trace_vxlan_encapsulation_and_decapsulation_are_one_journey() {
+    require_root();
+    let lab = TwoHosts::new();
+    let vxlan = |ns: &str, local: &str, remote: &str, dev: &str| {
+        LinkGuard::new(
+            ns,
+            &[
+                "type", "vxlan", "id", "42", "dstport", "4789", "local", local, "remote", remote,
+                "dev", dev,
+            ],
+        )
+    };
+    let vx_a = vxlan(&lab.a.name, TwoHosts::A4, TwoHosts::B4, &lab.link.a);
+    let vx_b = vxlan(&lab.b.name, TwoHosts::B4, TwoHosts::A4, &lab.link.b);
+    let _addrs = [
+        AddrGuard::new(&lab.a.name, &vx_a.name, "10.78.0.1/24"),
+        AddrGuard::new(&lab.b.name, &vx_b.name, "10.78.0.2/24"),
+    ];
+    let here = [lab.a.inode(), lab.b.inode()];
+    let cfg = TraceConfig {
+        filter: compile_filter("host 10.78.0.1 or udp port 4789").expect("filter"),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    assert_eq!(
+        run::ping(&lab.a.name, "10.78.0.2", 1),
+        1,
+        "the tunnel works"
+    );
+    let events = t.collect(
+        Duration::from_secs(5),
+        |e| here.contains(&u64::from(e.netns)),
+        |evs| {
+            evs.iter()
+                .any(|e| e.hook == Hook::KfreeSkb.name() && e.icmp_type == Some(0))
+        },
+    );
+    // The request's journey: sent on vx_a, encapsulated, received on b's underlay,
+    // decapsulated onto vx_b, consumed in b.
+    let journey = journey_of(&events, 8, lab.a.inode());
+    assert_eq!(journey[0].ifname, vx_a.name, "sent on the tunnel");
+    let encap = journey
+        .iter()
+        .find(|e| e.dport == Some(4789))
+        .unwrap_or_else(|| panic!("no encapsulated hop in\n{}", lines(&events)));
+    assert_eq!(encap.ifname, lab.link.a);
+    let r = encap.rewrite.as_ref().expect("encapsulation shown");
+    assert_eq!(
+        (addr(&r.src), addr(&r.dst)),
+        ("10.78.0.1".into(), "10.78.0.2".into())
+    );
+    let decap = journey
+        .iter()
+        .find(|e| e.ifname == vx_b.name && e.icmp_type == Some(8))
+        .unwrap_or_else(|| panic!("not decapsulated onto {}:\n{}", vx_b.name, lines(&events)));
+    let r = decap.rewrite.as_ref().expect("decapsulation shown");
+    assert_eq!(r.dport, Some(4789), "{r:?}");
+    assert_eq!(addr(&r.src), TwoHosts::A4);
+    assert!(
+        journey
+            .iter()
+            .any(|e| e.hook == Hook::ConsumeSkb.name() && u64::from(e.netns) == lab.b.inode()),
+        "consumed in b:\n{}",
+        lines(&events)
+    );
+}
+
+/// Traces `host PUBLIC` (the address before DNAT) in the NAT lab, tracking as `track` says,
+/// while the client pings once; returns the request's events in up1, after the rewrite.
+fn requests_in_up1(nat_lab: &NatLab, track: bool) -> Vec<Event> {
+    let lab = &nat_lab.lab;
+    let cfg = TraceConfig {
+        filter: compile_filter(&format!("host {PUBLIC}")).expect("filter"),
+        track,
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    assert_eq!(run::ping(&lab.client.name, PUBLIC, 1), 1, "NAT answers");
+    let up1 = lab.up1.inode();
+    // Until the request's free in up1, which either way is reported.
+    t.collect(
+        Duration::from_secs(5),
+        |e| u64::from(e.netns) == up1 && e.icmp_type == Some(8),
+        |evs| evs.iter().any(|e| e.hook == Hook::ConsumeSkb.name()),
+    )
+}
+
+#[test]
+fn trace_a_filter_on_the_address_before_nat_follows_the_packet_after_it() {
+    require_root();
+    let nat_lab = NatLab::new();
+    let tracked = requests_in_up1(&nat_lab, true);
+    // Received and consumed in up1, with headers the filter does not match.
+    for hook in [Hook::NetifReceiveSkb, Hook::ConsumeSkb] {
+        let e = tracked
+            .iter()
+            .find(|e| e.hook == hook.name())
+            .unwrap_or_else(|| panic!("no {} in up1:\n{}", hook.name(), lines(&tracked)));
+        assert_eq!(addr(&e.dst), RouterLab::UP1_4, "{}", e.to_text(0));
+    }
+    // --no-track: only the free of the packet that matched is reported there.
+    let untracked = requests_in_up1(&nat_lab, false);
+    let hooks: Vec<&str> = untracked.iter().map(|e| e.hook).collect();
+    assert_eq!(hooks, [Hook::ConsumeSkb.name()], "{}", lines(&untracked));
+}
