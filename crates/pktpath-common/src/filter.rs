@@ -463,18 +463,30 @@ pub fn signature_covers<const N: usize>(
 /// - Anything else: only `ethertype`.
 #[inline(always)]
 pub fn key_from_l3<const N: usize>(header: &[u8; N], len: usize, ethertype: u16) -> PacketKey {
+    let mut key = PacketKey::default();
+    key_from_l3_onto(header, len, ethertype, &mut key);
+    key
+}
+
+/// [`key_from_l3`] written into `key`, which must be zeroed ([`PacketKey::default`]).
+/// eBPF programs pass a key in map memory: built in a local, its address bytes become as
+/// many scalars, which LLVM spills to the BPF stack (hundreds of bytes of a 512-byte
+/// stack); zeroing it here would be a call to `memset`.
+#[inline(always)]
+pub fn key_from_l3_onto<const N: usize>(
+    header: &[u8; N],
+    len: usize,
+    ethertype: u16,
+    key: &mut PacketKey,
+) {
     let len = if len > N { N } else { len };
-    let mut key = PacketKey {
-        ethertype,
-        ..PacketKey::default()
-    };
+    key.ethertype = ethertype;
     match ethertype {
-        ETH_P_IP => parse_ipv4(header, len, &mut key),
-        ETH_P_IPV6 => parse_ipv6(header, len, &mut key),
-        ETH_P_ARP => parse_arp(header, len, &mut key),
+        ETH_P_IP => parse_ipv4(header, len, key),
+        ETH_P_IPV6 => parse_ipv6(header, len, key),
+        ETH_P_ARP => parse_arp(header, len, key),
         _ => {}
     }
-    key
 }
 
 #[inline(always)]

@@ -85,9 +85,15 @@ pub const MAX_TREES: u32 = 8;
 pub const MAX_DEPTH: u32 = 24;
 /// Most rules one leaf holds.
 pub const MAX_LEAF_RULES: u32 = 256;
+/// Rules the builder lets a leaf hold before it tries to cut it (a leaf no cut shrinks may
+/// hold twice as many, up to [`MAX_LEAF_RULES`] where cuts stop helping).
+pub const LEAF_TARGET: u32 = 32;
 /// Rules of a leaf one walk checks: a longer leaf goes on as a leaf of its remaining rules,
-/// walked next (see [`MAX_WALKS`]).
-pub const LEAF_SEGMENT: u32 = 32;
+/// walked next (see [`MAX_WALKS`]). Fewer than [`LEAF_TARGET`] because the verifier checks
+/// each rule of a walk's bounded loop on its own: its work grows by some 20k instructions
+/// per rule (32 rules took the data path past the 1M instruction limit on kernel 6.18.44),
+/// while a continuation walk costs a few nanoseconds.
+pub const LEAF_SEGMENT: u32 = 8;
 /// Most inner nodes with a side subtree on one path from a root to a leaf.
 pub const MAX_PATH_SIDES: u32 = 6;
 /// Most side subtrees nested in one another (a side subtree's own nodes may have sides).

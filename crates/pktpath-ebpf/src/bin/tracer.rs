@@ -14,8 +14,8 @@ use aya_ebpf::{
 use pktpath_common::{
     filter::{
         ETH_P_IP, ETH_P_IPV6, FilterProgram, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_ADDR_V4,
-        KEY_ADDR_V6, KEY_IP, KEY_PORTS, PacketKey, SIGNATURE_WORDS, key_from_l3, signature_covers,
-        signature_mask, signature_span,
+        KEY_ADDR_V6, KEY_IP, KEY_PORTS, PacketKey, SIGNATURE_WORDS, key_from_l3_onto,
+        signature_covers, signature_mask, signature_span,
     },
     kernel::KernelOffsets,
     trace::{
@@ -173,7 +173,15 @@ struct CpuState {
     rx_pass: u32,
     /// The header bytes of the event being built.
     scratch: [u8; HEADER_BYTES],
+    /// The filter's view of those headers (see `key_from_l3_onto` on why not a local).
+    key: KeySlot,
 }
+
+/// A [`PacketKey`] that can be zeroed a word at a time.
+#[repr(C, align(8))]
+struct KeySlot(PacketKey);
+const KEY_WORDS: usize = size_of::<KeySlot>() / 8;
+const _: () = assert!(size_of::<KeySlot>() == size_of::<PacketKey>());
 const _: () = assert!(size_of::<Verdict>() == 64 && size_of::<CpuState>().is_multiple_of(64));
 
 /// Slot 0 counts, per CPU, the events produced (reserved or lost).
@@ -597,8 +605,17 @@ fn judge(off: Offsets, skb: u64, hook: Hook, prog: &FilterProgram, hdr: &mut Hea
     let len = unsafe { core::ptr::read_volatile(&hdr.len) } as usize;
     let len = if len > HEADER_BYTES { 0 } else { len };
     // SAFETY: see `read_header`.
-    let key = key_from_l3(unsafe { &*hdr.bytes }, len, l3.protocol);
-    let pass = pktpath_ebpf::filter::eval(prog, &key);
+    // SAFETY: this CPU's slot, as for `bytes` (see `read_header`); zeroed word by word
+    // (`write_bytes` would be a call to memset).
+    let key = unsafe {
+        let slot = &raw mut (*hdr.cpu).key;
+        for i in 0..KEY_WORDS {
+            slot.cast::<u64>().add(i).write_volatile(0);
+        }
+        &mut (*slot).0
+    };
+    key_from_l3_onto(unsafe { &*hdr.bytes }, len, l3.protocol, key);
+    let pass = pktpath_ebpf::filter::eval(prog, key);
     remember(off, skb, hook, hdr, pass);
     pass
 }

@@ -4,7 +4,7 @@
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use pktpath_common::route::{
-    CHUNK_SLOT_BITS, FAMILY_V4, KEY_DST, KEY_SRC, LEAF_SEGMENT, MAX_CHUNKS, MAX_DEPTH,
+    CHUNK_SLOT_BITS, FAMILY_V4, KEY_DST, KEY_SRC, LEAF_TARGET, MAX_CHUNKS, MAX_DEPTH,
     MAX_LEAF_RULES, MAX_PATH_SIDES, MAX_SIDE_NESTING, MAX_TREES,
 };
 
@@ -23,10 +23,10 @@ const MAX_SLOTS: u64 = (MAX_CHUNKS as u64) << CHUNK_SLOT_BITS;
 /// Nodes with at most this many rules score cuts exactly (a slice's rules counted after
 /// dropping those a covering rule hides, equal slices once) and copy the rules every slice
 /// holds rather than give them a side subtree.
-const SMALL: usize = LEAF_SEGMENT as usize;
-/// A node no cut shrinks becomes a leaf up to this many rules (two walks' checks); a bigger
-/// one is cut on its first rule's bits.
-const STUCK_LEAF: usize = 2 * LEAF_SEGMENT as usize;
+const SMALL: usize = LEAF_TARGET as usize;
+/// A node no cut shrinks becomes a leaf up to this many rules; a bigger one is cut on its
+/// first rule's bits.
+const STUCK_LEAF: usize = 2 * LEAF_TARGET as usize;
 /// Fewest rules worth a side subtree: fewer are copied into every slice, which costs less
 /// than the walk a side subtree adds.
 const SIDE_MIN: usize = 8;
