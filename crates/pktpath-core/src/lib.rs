@@ -5,6 +5,8 @@
 pub mod access;
 pub mod agent;
 pub mod btf;
+#[cfg(test)]
+mod committed;
 pub mod datapath;
 pub mod doctor;
 pub mod dropmon;

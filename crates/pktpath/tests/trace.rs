@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pktpath_tests::{TwoHosts, require_root, run};
+use pktpath_tests::{TwoHosts, require_root, run, trace::EventSchema};
 
 const PKTPATH: &str = env!("CARGO_BIN_EXE_pktpath");
 
@@ -89,6 +89,8 @@ fn trace_cli_json_lines_for_pings_in_a_namespace() {
     let ix_b = run::ifindex(&lab.b.name, &lab.link.b);
     let count = 20;
     let (stdout, stderr) = trace_pings_as_json(&lab, &[], count);
+    // Every line is an event as the committed schema describes it.
+    assert_eq!(EventSchema::committed().check_lines(&stdout), count);
     // Until EOF: the child has exited, so the reader thread ends after its last line.
     let summary: Vec<String> = stderr.iter().collect();
     assert_eq!(summary.len(), 2, "{summary:?}");
@@ -205,6 +207,31 @@ fn trace_cli_without_privileges_is_one_line_and_exit_3() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty());
+}
+
+/// `--print-schema` needs no privilege and prints the committed schema of the JSON events;
+/// with any other argument it is a usage error.
+#[test]
+fn trace_cli_print_schema_as_nobody() {
+    require_root();
+    let out = pktpath_tests::run::as_nobody(PKTPATH, &["trace", "--print-schema"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let committed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../schema")
+            .join(pktpath_core::trace::schema::FILE_NAME),
+    )
+    .expect("committed schema");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+    let out = Command::new(PKTPATH)
+        .args(["trace", "--print-schema", "-c", "1"])
+        .output()
+        .expect("run pktpath trace");
+    assert_eq!(out.status.code(), Some(2));
 }
 
 /// A filter expression with a typo: exit 2 (usage) before anything is loaded, with the

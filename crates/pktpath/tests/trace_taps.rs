@@ -25,7 +25,7 @@ use aya::maps::{Array, ArrayOfMaps, Map, MapData};
 use common::{Attachment, Scratch};
 use pktpath_common::route::{TAP_MAP, TAP_RINGS_MAP, TAP_SLOTS, TapLive};
 use pktpath_core::trace::tap::Tap;
-use pktpath_tests::{BpffsGuard, RouterLab, require_root, run};
+use pktpath_tests::{BpffsGuard, RouterLab, require_root, run, trace::EventSchema};
 use serde_json::Value;
 
 /// The lab with the data path attached. Fields drop in order: detach first.
@@ -191,6 +191,7 @@ impl Trace {
             .join()
             .expect("the stdout reader")
             .expect("read the trace's output");
+        EventSchema::committed().check_lines(&stdout);
         stdout
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))

@@ -35,7 +35,8 @@ use crate::sys::netns;
 pub const SCHEMA_VERSION: u32 = 4;
 
 /// One event, as printed (`--output json` writes one per line). Absent values are `null`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Event {
     pub schema_version: u32,
     /// Kernel monotonic clock (`bpf_ktime_get_ns`) at the hook.
@@ -50,6 +51,7 @@ pub struct Event {
     pub hook: &'static str,
     /// Kernel address of the sk_buff (hex in JSON).
     #[serde(serialize_with = "hex_str")]
+    #[schemars(with = "String", regex(pattern = r"^0x[0-9a-f]+$"))]
     pub skb: u64,
     pub ifname: Name,
     pub ifindex: u32,
@@ -103,7 +105,8 @@ pub struct Event {
 }
 
 /// A packet's headers before a rewrite (see [`Event::rewrite`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Rewrite {
     pub proto: Option<Cow<'static, str>>,
     pub src: Option<Name>,
@@ -114,7 +117,8 @@ pub struct Rewrite {
 
 /// The kernel's reason and place for freeing a packet it had delivered (see
 /// [`Event::delivered`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct FreeReason {
     /// As `drop_reason` would name it.
     pub reason: String,
@@ -123,7 +127,8 @@ pub struct FreeReason {
 }
 
 /// A decision of the data path.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct TcInfo {
     /// The matching policy's id (null: none matched, or the applied set is unknown).
     pub policy: Option<String>,
@@ -138,7 +143,8 @@ pub struct TcInfo {
 }
 
 /// The qdisc a packet was enqueued to or dequeued from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct QdiscInfo {
     /// The qdisc's kind (`fq_codel`, `pfifo`, `htb`, ...).
     pub kind: String,
@@ -147,7 +153,8 @@ pub struct QdiscInfo {
 }
 
 /// A routing table lookup and its result.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct FibInfo {
     /// The table's id (254 main, 255 local, 253 default, ...).
     pub table: u32,
@@ -1138,6 +1145,30 @@ mod tests {
             handle: "0:".to_owned(),
         });
         events.push(odd);
+        // The objects of a decision of the fast path, a delivery and a rewrite.
+        let mut more = events[1].clone();
+        more.tc = Some(TcInfo {
+            policy: Some("web".to_owned()),
+            priority: Some(10),
+            action: "forward",
+            outcome: "forwarded",
+            egress_ifindex: Some(7),
+        });
+        more.rewrite = Some(Rewrite {
+            proto: Some("icmp".into()),
+            src: Some("10.0.1.2".into()),
+            dst: Some("10.0.1.100".into()),
+            sport: None,
+            dport: None,
+        });
+        events.push(more);
+        let mut delivered = events[2].clone();
+        (delivered.drop_reason, delivered.drop_location) = (None, None);
+        delivered.delivered = Some(FreeReason {
+            reason: "NO_SOCKET".to_owned(),
+            location: "ping_rcv+0xb3".to_owned(),
+        });
+        events.push(delivered);
         // Routing lookups: a route via a gateway, a table without a match (a negative
         // errno), an IPv6 route type.
         let mut via = fib_record(Hook::FibTableLookup, 3_000);
@@ -1150,15 +1181,31 @@ mod tests {
         for r in [via, miss, v6] {
             events.push(b.build_fib(&r));
         }
+        // Each is also an event as the schema describes it.
+        let mut schemas = boon::Schemas::new();
+        let mut compiler = boon::Compiler::new();
+        compiler
+            .add_resource("event.json", crate::trace::schema::event_schema())
+            .unwrap();
+        let schema = compiler.compile("event.json", &mut schemas).unwrap();
         for ev in &events {
             let mut mine = Vec::new();
             ev.write_json(&mut mine);
             let theirs = serde_json::to_vec(ev).unwrap();
-            assert_eq!(
-                String::from_utf8(mine).unwrap(),
-                String::from_utf8(theirs).unwrap()
-            );
+            let text = String::from_utf8(mine).unwrap();
+            assert_eq!(text, String::from_utf8(theirs).unwrap());
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if let Err(e) = schemas.validate(&value, schema) {
+                panic!("{e:#}\n{text}");
+            }
         }
+        // And the schema is strict: a key it does not know, or a missing one, is refused.
+        let mut extra = serde_json::to_value(&events[0]).unwrap();
+        extra["surprise"] = 1.into();
+        assert!(schemas.validate(&extra, schema).is_err());
+        let mut short = serde_json::to_value(&events[0]).unwrap();
+        short.as_object_mut().unwrap().remove("hop");
+        assert!(schemas.validate(&short, schema).is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod journey;
 pub mod kallsyms;
 pub mod name;
 pub mod pcapng;
+pub mod schema;
 pub mod summary;
 pub mod tap;
 pub mod wire;

@@ -68,6 +68,20 @@ impl Serialize for Name {
     }
 }
 
+impl schemars::JsonSchema for Name {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Name".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string" })
+    }
+}
+
 impl From<&str> for Name {
     fn from(s: &str) -> Self {
         Self::new(s.into())

@@ -119,6 +119,10 @@ pub struct Args {
     route_pin_dir: Option<PathBuf>,
     #[command(flatten)]
     state: super::state_dir::StateDirArg,
+    /// Print the JSON Schema of the events `--output json` writes (one per line) and exit;
+    /// needs no privileges.
+    #[arg(long, exclusive = true)]
+    print_schema: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -145,6 +149,12 @@ const COALESCE_BELOW: usize = 256;
 const COALESCE: Duration = Duration::from_millis(1);
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
+    if args.print_schema {
+        let mut out = std::io::stdout().lock();
+        out.write_all(pktpath_core::trace::schema::render().as_bytes())?;
+        out.flush()?;
+        return Ok(exit::OK);
+    }
     access::Command::Trace.require(&Privileges::current())?;
     if let Some(d) = args.duration
         && !(d.is_finite() && d > 0.0)

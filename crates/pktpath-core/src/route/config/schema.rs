@@ -54,30 +54,15 @@ fn schema_of<T: JsonSchema>() -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-
-    /// Set to regenerate the committed schema files instead of checking them.
-    const UPDATE: &str = "PKTPATH_UPDATE_SCHEMA";
 
     #[test]
     fn committed_schemas_are_current() {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schema");
         for kind in SchemaKind::ALL {
-            let path = dir.join(kind.file_name());
-            let want = kind.render();
-            if std::env::var_os(UPDATE).is_some() {
-                std::fs::create_dir_all(&dir).expect("create schema/");
-                std::fs::write(&path, &want).expect("write schema");
-                continue;
-            }
-            let have = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(
-                have == want,
-                "schema/{} is stale; regenerate it with `{UPDATE}=1 cargo nextest run -p pktpath-core committed_schemas` \
-                 (or `pktpath route schema`) and commit it",
-                kind.file_name()
+            crate::committed::check_or_update(
+                kind.file_name(),
+                &kind.render(),
+                "committed_schemas` (or `pktpath route schema",
             );
         }
     }
