@@ -6,6 +6,7 @@
 //! per call, so tests run in parallel. Namespaces left by a test process that was killed are
 //! swept by the next run (their names carry the dead process's pid).
 
+pub mod datapath;
 pub mod guards;
 pub mod names;
 pub mod rulesets;

@@ -14,62 +14,15 @@ use pktpath_core::{
         frame::{self, FrameOptions, ipv4_checksum},
         policy::{self, Slots},
         synth::{self, Rng, v4},
-        tables::DatapathMaps,
     },
-    loader::{self, Object},
     route::model,
 };
-use pktpath_tests::{require_root, run};
+use pktpath_tests::{
+    datapath::{Datapath, SKB_CTX, TC_ACT_OK, TC_ACT_REDIRECT},
+    require_root, run,
+};
 
-/// `struct __sk_buff` is 192 bytes; `mark` is at offset 8.
-const SKB_CTX: usize = 192;
 const MARK_BASE: u32 = 100_000;
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_REDIRECT: u32 = 7;
-
-struct Datapath {
-    ebpf: aya::Ebpf,
-    maps: DatapathMaps,
-}
-
-impl Datapath {
-    fn load() -> Self {
-        let mut ebpf = loader::load(Object::Datapath, &[]).expect("load datapath object");
-        let prog: &mut SchedClassifier =
-            ebpf.program_mut(PROG_DATAPATH).unwrap().try_into().unwrap();
-        prog.load()
-            .unwrap_or_else(|e| panic!("verifier rejected the data path: {e:?}"));
-        let maps = DatapathMaps::from_ebpf(&mut ebpf).expect("maps");
-        Self { ebpf, maps }
-    }
-
-    /// Runs the program on `frame` with `mark`; returns (verdict, mark after, frame after).
-    fn run(&self, frame: &[u8], mark: u32) -> (u32, u32, Vec<u8>) {
-        let prog: &SchedClassifier = self
-            .ebpf
-            .program(PROG_DATAPATH)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let mut ctx_in = [0u8; SKB_CTX];
-        ctx_in[8..12].copy_from_slice(&mark.to_ne_bytes());
-        let mut ctx_out = [0u8; SKB_CTX];
-        let mut data_out = vec![0u8; frame.len() + 64];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut data_out),
-                ctx_in: Some(&ctx_in),
-                ctx_out: Some(&mut ctx_out),
-                repeat: 1,
-                ..Default::default()
-            })
-            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e:?}", frame.len()));
-        data_out.truncate(r.data_size_out as usize);
-        let mark_out = u32::from_ne_bytes(ctx_out[8..12].try_into().unwrap());
-        (r.return_value, mark_out, data_out)
-    }
-}
 
 #[test]
 fn kernel_classification_equals_the_model() {

@@ -240,11 +240,31 @@ fn has_ports(proto: u8) -> bool {
 }
 
 /// Whether the fast path may forward this packet itself: the TTL / hop limit survives the
-/// hop, and there are no IPv4 options (the stack processes those). Otherwise the stack
-/// forwards it, or answers with ICMP time exceeded.
+/// hop, there are no IPv4 options (the stack processes those), and the destination is one
+/// host. Otherwise the stack forwards it, answers with ICMP time exceeded, or (a group
+/// destination) delivers it locally or routes it as multicast: a policy written for
+/// unicast must not send a broadcast or multicast to one next hop.
 #[inline(always)]
-pub fn fast_forwardable(p: &Parsed) -> bool {
-    p.ttl > 1 && !(p.family == FAMILY_V4 && p.has_options)
+pub fn fast_forwardable(ctx: &TcContext, p: &Parsed) -> bool {
+    p.ttl > 1 && !(p.family == FAMILY_V4 && p.has_options) && !group_destination(ctx, p)
+}
+
+/// Whether the frame is addressed to a group: an Ethernet group address (broadcast or
+/// multicast; the stack does not forward such a frame even to a unicast IP address), IPv4
+/// multicast (224/4) or limited broadcast, IPv6 multicast (ff00::/8).
+#[inline(always)]
+fn group_destination(ctx: &TcContext, p: &Parsed) -> bool {
+    // The I/G bit, the low bit of the first byte of the Ethernet destination. (Two bytes
+    // read: the verifier learns no range from a one-byte bounds check, see `bytes`.)
+    let l2_group = bytes::<2>(ctx, 0).map_or(true, |b| b[0] & 1 != 0);
+    // `dst[0]` holds the address's first four bytes in packet order.
+    let first = p.dst[0].to_ne_bytes()[0];
+    let l3_group = if p.family == FAMILY_V4 {
+        first & 0xf0 == 0xe0 || p.dst[0] == u32::MAX
+    } else {
+        first == 0xff
+    };
+    l2_group || l3_group
 }
 
 /// Whether the packet fits the MTU of the device `ifindex` as it is now, asked of the

@@ -658,6 +658,119 @@ fn ttl_expiry_and_oversize_are_answered_by_the_stack() {
     }
 }
 
+/// IPv4 options through the router with real traffic: echo requests with a record-route
+/// option, matched by a policy that forwards to up2, are handed to the router's stack
+/// (which processes options, recording its address) and reach the destination by the
+/// stack's own route, via up1; their replies come back the same way. Plain echo requests
+/// of the same flow follow the policy to up2. This asserts what the code does today: once
+/// the policy holds on the slow path too, the options ping will reach up2.
+#[test]
+fn ipv4_options_reach_the_destination_through_the_stack() {
+    let l = Lab::new(Setup {
+        label: "ip-opts",
+        forwarding: true,
+        service_routes: true,
+        ..Setup::default()
+    });
+    let c = l.to_client().to_owned();
+    l.apply(
+        "opts.json",
+        &format!(
+            r#"{{ "id": "v4-up2", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
+        ),
+    );
+    let client = l.lab.client.name.clone();
+    let counters = |stats: &Value| {
+        (
+            iface_counter(stats, &c, "passed_packets"),
+            iface_counter(stats, &c, "forwarded_packets"),
+        )
+    };
+    let before = counters(&l.dp.stats());
+    let out = pings_reach(&l, &client, false, &[], true);
+    assert!(out.contains("3 received"), "plain ping: {out}");
+    let after = counters(&l.dp.stats());
+    assert!(
+        after.1 >= before.1 + 3,
+        "plain echoes fast-forwarded: {out}"
+    );
+
+    let before = after;
+    let out = pings_reach(&l, &client, false, &["-R"], false);
+    assert!(out.contains("3 received"), "record-route ping: {out}");
+    assert!(
+        out.contains("RR:") && out.contains("10.1.0.1"),
+        "the router's stack recorded its address in the option: {out}"
+    );
+    let after = counters(&l.dp.stats());
+    assert!(
+        after.0 >= before.0 + 3,
+        "echoes with options passed to the stack ({before:?} -> {after:?})"
+    );
+    assert_eq!(after.1, before.1, "nothing with options fast-forwarded");
+    assert_eq!(
+        policy(&l.dp.stats(), "v4-up2")["packets"],
+        6,
+        "the policy matched all six echo requests"
+    );
+}
+
+/// A broadcast is not forwarded by a unicast policy, with real traffic: a policy sends
+/// every IPv4 datagram from the client to up1, and up1 listens on all its addresses.
+/// Datagrams to the service address reach it through the fast path; datagrams the client
+/// broadcasts (255.255.255.255, Ethernet broadcast) go to the router's stack, which does
+/// not forward them: up1 sees none. (Before the data path checked group destinations, it
+/// redirected them to up1 with up1's MAC, and up1 took them in.)
+#[test]
+fn broadcasts_are_not_forwarded_by_a_unicast_policy() {
+    let l = Lab::new(Setup {
+        label: "bcast",
+        ..Setup::default()
+    });
+    let c = l.to_client().to_owned();
+    l.apply(
+        "bcast.json",
+        &format!(
+            r#"{{ "id": "all-v4-up1", "priority": 10, "match": {{ "iif": "{c}", "dst": "0.0.0.0/0" }}, "action": {{ "type": "forward", "next_hop": "up1" }} }}"#
+        ),
+    );
+    const PORT: u16 = 7411;
+    let rx = in_ns(&l.lab.up1.handle(), "bind in up1", || {
+        UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT))
+    });
+    let tx = in_ns(&l.lab.client.handle(), "bind in client", || {
+        let tx = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        tx.set_broadcast(true)?;
+        Ok(tx)
+    });
+    let counters = |stats: &Value| {
+        (
+            iface_counter(stats, &c, "passed_packets"),
+            iface_counter(stats, &c, "forwarded_packets"),
+        )
+    };
+    let before = counters(&l.dp.stats());
+    send_numbered(&tx, SocketAddr::new(svc(false), PORT), 3);
+    receive_numbered_once(&rx, 3, "unicast to the service address", String::new);
+    let after = counters(&l.dp.stats());
+    assert!(after.1 >= before.1 + 3, "unicast fast-forwarded");
+
+    let before = after;
+    send_numbered(&tx, SocketAddr::new(Ipv4Addr::BROADCAST.into(), PORT), 3);
+    rx.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    if let Ok(len) = rx.recv(&mut buf) {
+        panic!("up1 received a broadcast datagram ({len} bytes): the router forwarded it");
+    }
+    let after = counters(&l.dp.stats());
+    assert!(
+        after.0 >= before.0 + 3,
+        "broadcasts passed to the stack ({before:?} -> {after:?})"
+    );
+    assert_eq!(after.1, before.1, "no broadcast fast-forwarded");
+}
+
 /// Next hops given by gateway address only: after `ip neigh flush` in the router, the
 /// first datagrams towards a next hop with no neighbour entry still arrive (the data path
 /// hands them to bpf_redirect_neigh, which resolves the neighbour and queues them), for a

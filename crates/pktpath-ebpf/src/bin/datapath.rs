@@ -3,8 +3,9 @@
 //! Per packet: parse Ethernet + IPv4/IPv6 (+ ports), classify against the active policy
 //! set by tuple space search (see pktpath_common::route), apply the action, count.
 //! Anything the fast path does not handle itself (TTL about to expire, too big for the
-//! egress MTU, IPv4 options, unresolvable headers) goes to the kernel stack unchanged, which
-//! answers with the right ICMP error or forwards it the slow way: never a silent drop.
+//! egress MTU, IPv4 options, broadcast or multicast destinations, unresolvable headers)
+//! goes to the kernel stack (with no change but the policy's mark and DSCP), which answers
+//! with the right ICMP error or forwards it the slow way: never a silent drop.
 #![no_std]
 #![no_main]
 
@@ -725,7 +726,7 @@ fn forward_nexthop(
     let Some(nh) = ROUTE_NEXTHOPS.get(index) else {
         return Ok((TC_ACT_OK, Outcome::Error));
     };
-    if nh.ifindex == 0 || !packet::fast_forwardable(p) || !packet::fits_mtu(ctx, nh.ifindex) {
+    if nh.ifindex == 0 || !packet::fast_forwardable(ctx, p) || !packet::fits_mtu(ctx, nh.ifindex) {
         return Ok((TC_ACT_OK, Outcome::Passed));
     }
     packet::decrement_ttl(ctx, p)?;
@@ -773,7 +774,7 @@ fn forward_table(
     table: u32,
     egress: &mut u32,
 ) -> Result<(i32, Outcome), Malformed> {
-    if !packet::fast_forwardable(p) {
+    if !packet::fast_forwardable(ctx, p) {
         return Ok((TC_ACT_OK, Outcome::Passed));
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {

@@ -1,0 +1,67 @@
+//! The data path program loaded on its own (not attached) and run on synthesized frames
+//! with BPF_PROG_TEST_RUN: what the classification and odd-frame tests share.
+
+use aya::programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions};
+use pktpath_common::route::PROG_DATAPATH;
+use pktpath_core::{
+    datapath::tables::DatapathMaps,
+    loader::{self, Object},
+};
+
+/// `struct __sk_buff` is 192 bytes; `mark` is at offset 8.
+pub const SKB_CTX: usize = 192;
+/// The verdicts the data path returns (`TC_ACT_*` of linux/pkt_cls.h).
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// A loaded data path program and its maps.
+pub struct Datapath {
+    pub ebpf: aya::Ebpf,
+    pub maps: DatapathMaps,
+}
+
+impl Datapath {
+    /// Loads the data path object and its program (panics if the verifier refuses it).
+    pub fn load() -> Self {
+        let mut ebpf = loader::load(Object::Datapath, &[]).expect("load datapath object");
+        let prog: &mut SchedClassifier =
+            ebpf.program_mut(PROG_DATAPATH).unwrap().try_into().unwrap();
+        prog.load()
+            .unwrap_or_else(|e| panic!("verifier rejected the data path: {e:?}"));
+        let maps = DatapathMaps::from_ebpf(&mut ebpf).expect("maps");
+        Self { ebpf, maps }
+    }
+
+    /// Runs the program on `frame` with `mark`; returns (verdict, mark after, frame after).
+    pub fn run(&self, frame: &[u8], mark: u32) -> (u32, u32, Vec<u8>) {
+        self.try_run(frame, mark)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame: {e:?}", frame.len()))
+    }
+
+    /// As [`Datapath::run`], with the kernel's refusal of the test run as an error (it
+    /// refuses frames too short for the headers their ethertype announces).
+    pub fn try_run(&self, frame: &[u8], mark: u32) -> Result<(u32, u32, Vec<u8>), ProgramError> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROG_DATAPATH)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut ctx_in = [0u8; SKB_CTX];
+        ctx_in[8..12].copy_from_slice(&mark.to_ne_bytes());
+        let mut ctx_out = [0u8; SKB_CTX];
+        let mut data_out = vec![0u8; frame.len() + 64];
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut data_out),
+            ctx_in: Some(&ctx_in),
+            ctx_out: Some(&mut ctx_out),
+            repeat: 1,
+            ..Default::default()
+        })?;
+        data_out.truncate(r.data_size_out as usize);
+        let mark_out = u32::from_ne_bytes(ctx_out[8..12].try_into().unwrap());
+        Ok((r.return_value, mark_out, data_out))
+    }
+}
