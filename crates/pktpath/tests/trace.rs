@@ -209,6 +209,49 @@ fn trace_cli_without_privileges_is_one_line_and_exit_3() {
     assert!(out.stdout.is_empty());
 }
 
+/// `--read FILE` of a trace saved with `--summary --output json`, as nobody: the same
+/// events and the same summary as the live run; in text, one line per event; a filter over
+/// the saved events selects as the kernel's filter would.
+#[test]
+fn trace_cli_read_gives_back_the_live_run() {
+    require_root();
+    let lab = TwoHosts::new();
+    let count = 20;
+    let (live, _stderr) = trace_pings_as_json(&lab, &["--summary"], count);
+    let dir = std::env::temp_dir().join(format!("pktpath-trace-read-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory for the saved trace");
+    let file = dir.join("saved.jsonl");
+    std::fs::write(&file, &live).expect("save the trace");
+    let file = file.to_str().expect("utf-8 path");
+    let read = |args: &[&str]| {
+        let mut all = vec!["trace", "--read", file];
+        all.extend_from_slice(args);
+        let out = pktpath_tests::run::as_nobody(PKTPATH, &all);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{all:?}: {stderr}");
+        (String::from_utf8(out.stdout).expect("utf-8"), stderr)
+    };
+    let (again, stderr) = read(&["--summary", "--output", "json"]);
+    assert_eq!(again, live, "read back as it was written");
+    assert!(
+        stderr.contains(&format!("pktpath: {count} events, 0 lost when recorded")),
+        "{stderr}"
+    );
+    let (text, _) = read(&[]);
+    assert_eq!(text.lines().count(), count, "{text}");
+    // Echo requests only: every event of a request's journey (ICMP type 8 is not in the
+    // filter language; the requests are the packets to b's address).
+    let (requests, _) = read(&["--output", "json", "dst", "host", TwoHosts::B4]);
+    let want = live
+        .lines()
+        .filter(|l| l.contains(&format!("\"dst\":\"{}\"", TwoHosts::B4)))
+        .count();
+    assert!(want > 0 && requests.lines().count() == want, "{requests}");
+    let (none, _) = read(&["tcp"]);
+    assert!(none.is_empty(), "{none}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `--print-schema` needs no privilege and prints the committed schema of the JSON events;
 /// with any other argument it is a usage error.
 #[test]

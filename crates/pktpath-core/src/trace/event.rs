@@ -13,7 +13,7 @@ use pktpath_common::{
     route::{TapEvent, action_name, outcome_name},
     trace::{EVENT_DELIVERED, FIB_FAMILY_V6, FibEvent, Hook, TraceEvent},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     drops::DropReasons,
@@ -23,6 +23,7 @@ use super::{
     journey::{self, Flow, Journeys},
     kallsyms::Kallsyms,
     name::Name,
+    saved,
     wire::{self, Record},
 };
 use crate::sys::netns;
@@ -35,7 +36,7 @@ use crate::sys::netns;
 pub const SCHEMA_VERSION: u32 = 4;
 
 /// One event, as printed (`--output json` writes one per line). Absent values are `null`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Event {
     pub schema_version: u32,
@@ -48,9 +49,10 @@ pub struct Event {
     /// Time since the previous event of the same packet; null on its first event.
     pub delta_ns: Option<u64>,
     /// Kernel tracepoint name (`netif_receive_skb`, `net_dev_xmit`, `kfree_skb`, ...).
+    #[serde(deserialize_with = "saved::hook")]
     pub hook: &'static str,
     /// Kernel address of the sk_buff (hex in JSON).
-    #[serde(serialize_with = "hex_str")]
+    #[serde(serialize_with = "hex_str", deserialize_with = "saved::hex")]
     #[schemars(with = "String", regex(pattern = r"^0x[0-9a-f]+$"))]
     pub skb: u64,
     pub ifname: Name,
@@ -105,7 +107,7 @@ pub struct Event {
 }
 
 /// A packet's headers before a rewrite (see [`Event::rewrite`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Rewrite {
     pub proto: Option<Cow<'static, str>>,
@@ -117,7 +119,7 @@ pub struct Rewrite {
 
 /// The kernel's reason and place for freeing a packet it had delivered (see
 /// [`Event::delivered`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct FreeReason {
     /// As `drop_reason` would name it.
@@ -127,7 +129,7 @@ pub struct FreeReason {
 }
 
 /// A decision of the data path.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct TcInfo {
     /// The matching policy's id (null: none matched, or the applied set is unknown).
@@ -135,15 +137,17 @@ pub struct TcInfo {
     /// Its priority (null: none matched).
     pub priority: Option<u32>,
     /// `forward`, `lookup_table`, `drop` or `pass`.
+    #[serde(deserialize_with = "saved::action")]
     pub action: &'static str,
-    /// `forwarded`, `passed` (to the kernel stack), `dropped` or `error`.
+    /// `forwarded`, `passed` (to the kernel stack), `dropped`, `invalid` or `error`.
+    #[serde(deserialize_with = "saved::outcome")]
     pub outcome: &'static str,
     /// The interface it was redirected to (ifindex in the data path's namespace).
     pub egress_ifindex: Option<u32>,
 }
 
 /// The qdisc a packet was enqueued to or dequeued from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct QdiscInfo {
     /// The qdisc's kind (`fq_codel`, `pfifo`, `htb`, ...).
@@ -153,7 +157,7 @@ pub struct QdiscInfo {
 }
 
 /// A routing table lookup and its result.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct FibInfo {
     /// The table's id (254 main, 255 local, 253 default, ...).
@@ -1198,6 +1202,9 @@ mod tests {
             if let Err(e) = schemas.validate(&value, schema) {
                 panic!("{e:#}\n{text}");
             }
+            // And reads back as the same event (`pktpath trace --read`).
+            let back = Event::deserialize(value.clone()).unwrap();
+            assert_eq!(&back, ev, "{text}");
         }
         // And the schema is strict: a key it does not know, or a missing one, is refused.
         let mut extra = serde_json::to_value(&events[0]).unwrap();

@@ -17,6 +17,7 @@ pub mod journey;
 pub mod kallsyms;
 pub mod name;
 pub mod pcapng;
+pub mod saved;
 pub mod schema;
 pub mod summary;
 pub mod tap;

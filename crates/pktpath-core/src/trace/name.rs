@@ -68,6 +68,13 @@ impl Serialize for Name {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(Self::from(text.as_ref()))
+    }
+}
+
 impl schemars::JsonSchema for Name {
     fn inline_schema() -> bool {
         true

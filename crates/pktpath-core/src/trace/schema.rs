@@ -43,7 +43,8 @@ mod tests {
         crate::committed::check_or_update(
             FILE_NAME,
             &render(),
-            "committed_event_schema` (or `pktpath trace --print-schema",
+            "committed_event_schema",
+            "pktpath trace --print-schema",
         );
     }
 }

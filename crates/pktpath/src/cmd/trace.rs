@@ -16,7 +16,9 @@ use pktpath_core::{
     sys::clock::MonotonicToRealtime,
     trace::{
         Collector, ConfigError, EventBuilder, Summary, TraceRequest,
+        filter::compile_filter,
         pcapng::{PcapngWriter, Written},
+        saved::{SavedFilter, SavedTrace},
         tap::Tap,
         wire::Record,
     },
@@ -123,6 +125,16 @@ pub struct Args {
     /// needs no privileges.
     #[arg(long, exclusive = true)]
     print_schema: bool,
+    /// Read a trace `--output json` saved (`-`: standard input) instead of tracing, and
+    /// print its events, `--summary`, or those FILTER, --netns, --iface and --mark select,
+    /// as the live trace would have (tracking too, unless --no-track). Needs no privileges.
+    #[arg(
+        short = 'r',
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["write", "hooks", "duration", "ring_size", "route_pin_dir"]
+    )]
+    read: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -154,6 +166,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         out.write_all(pktpath_core::trace::schema::render().as_bytes())?;
         out.flush()?;
         return Ok(exit::OK);
+    }
+    if let Some(path) = &args.read {
+        return read_saved(&args, path);
     }
     access::Command::Trace.require(&Privileges::current())?;
     if let Some(d) = args.duration
@@ -391,4 +406,66 @@ fn banner(args: &Args, cfg: &pktpath_core::trace::TraceConfig, collector: &Colle
         collector.hooks().len(),
         collector.startup().to_text()
     )
+}
+
+/// `--read FILE`: the saved events through the same filters, output and summary as a live
+/// trace.
+fn read_saved(args: &Args, path: &Path) -> anyhow::Result<u8> {
+    let program = if args.filter.is_empty() {
+        None
+    } else {
+        match compile_filter(&args.filter.join(" ")) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("pktpath: {}", ConfigError::Filter(e));
+                return Ok(exit::USAGE);
+            }
+        }
+    };
+    let saved = SavedTrace::read(path)?;
+    let mut filter = SavedFilter::new(program, args.no_track);
+    filter.netns = args.netns.clone();
+    filter.iface = args.iface.clone();
+    filter.mark = args.mark;
+    let mut out = BufWriter::with_capacity(OUT_BUFFER, std::io::stdout().lock());
+    let mut summary = Summary::new();
+    let mut json = Vec::new();
+    let mut events: u64 = 0;
+    let t0 = saved.events.first().map_or(0, |e| e.ts_ns);
+    for ev in &saved.events {
+        if args.count.is_some_and(|c| events >= c) {
+            break;
+        }
+        if !filter.wants(ev) {
+            continue;
+        }
+        summary.add(ev);
+        match args.output {
+            Output::Json => {
+                json.clear();
+                ev.write_json(&mut json);
+                json.push(b'\n');
+                out.write_all(&json)?;
+            }
+            Output::Text => writeln!(out, "{}", ev.to_text(t0))?,
+        }
+        events += 1;
+    }
+    let report = summary.report(saved.lost);
+    if args.summary {
+        match args.output {
+            Output::Json => {
+                serde_json::to_writer(&mut out, &serde_json::json!({ "summary": report }))?;
+                writeln!(out)?;
+            }
+            Output::Text => write!(out, "{}", report.to_text())?,
+        }
+    }
+    out.flush()?;
+    eprintln!("pktpath: summary: {}", report.short());
+    match saved.lost {
+        Some(lost) => eprintln!("pktpath: {events} events, {lost} lost when recorded"),
+        None => eprintln!("pktpath: {events} events (the file does not say how many were lost)"),
+    }
+    Ok(exit::OK)
 }

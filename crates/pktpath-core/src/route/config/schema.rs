@@ -62,7 +62,8 @@ mod tests {
             crate::committed::check_or_update(
                 kind.file_name(),
                 &kind.render(),
-                "committed_schemas` (or `pktpath route schema",
+                "committed_schemas",
+                "pktpath route schema",
             );
         }
     }
