@@ -252,6 +252,93 @@ fn trace_cli_read_gives_back_the_live_run() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `trace diff` of a ping traced as JSON in b, without and then with an nftables rule
+/// that drops echo requests in b's input: names the drop only B has, and where the echo
+/// request's path parts (its free in b with NETFILTER_DROP instead of a delivery and a
+/// reply); run as nobody, in text and JSON.
+#[test]
+fn trace_cli_diff_names_the_drop_and_where_the_paths_part() {
+    require_root();
+    let lab = TwoHosts::new();
+    let dir = std::env::temp_dir().join(format!("pktpath-trace-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory for the traces");
+    let record = |name: &str, replies: u32| {
+        let args = [
+            "icmp",
+            "--netns",
+            &lab.b.name,
+            "--output",
+            "json",
+            "--duration",
+            "3",
+        ];
+        let (mut child, _stderr) = start(&args);
+        assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, 3), replies, "{name}");
+        let status = wait_exit(&mut child, Duration::from_secs(10));
+        assert!(status.success(), "exit status {status}");
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(child.0.stdout.as_mut().expect("stdout"), &mut stdout)
+            .expect("read stdout");
+        let path = dir.join(name);
+        std::fs::write(&path, stdout).expect("save the trace");
+        path.to_str().expect("utf-8 path").to_owned()
+    };
+    let working = record("working.jsonl", 3);
+    let failing = {
+        let _nft =
+            pktpath_tests::NftTableGuard::input(&lab.b.name, &["icmp type echo-request drop"]);
+        record("failing.jsonl", 0)
+    };
+    let out = pktpath_tests::run::as_nobody(PKTPATH, &["trace", "diff", &working, &failing]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("drops only in B: NETFILTER_DROP at "),
+        "{text}"
+    );
+    let out =
+        pktpath_tests::run::as_nobody(PKTPATH, &["trace", "diff", &working, &failing, "--json"]);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let request = format!("icmp {} > {} type 8", TwoHosts::A4, TwoHosts::B4);
+    let parted = d["diverging"]
+        .as_array()
+        .expect("diverging")
+        .iter()
+        .find(|v| v["flow"] == request.as_str())
+        .unwrap_or_else(|| panic!("{request} does not diverge: {d:#}"));
+    let b_hops: Vec<&str> = parted["b"]
+        .as_array()
+        .expect("b")
+        .iter()
+        .filter_map(|h| h.as_str())
+        .collect();
+    assert!(
+        b_hops
+            .last()
+            .is_some_and(|h| h.starts_with("kfree_skb@") && h.ends_with("(NETFILTER_DROP)")),
+        "{parted:#}"
+    );
+    assert_eq!(parted["packets_b"], 3, "{parted:#}");
+    // The echo replies only the working trace has.
+    let reply = format!("icmp {} > {} type 0", TwoHosts::B4, TwoHosts::A4);
+    assert!(
+        d["only_in_a"]
+            .as_array()
+            .expect("only_in_a")
+            .iter()
+            .any(|f| f["flow"] == reply.as_str()),
+        "{d:#}"
+    );
+    // A trace against itself: nothing differs.
+    let out = pktpath_tests::run::as_nobody(PKTPATH, &["trace", "diff", &working, &working]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no difference"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `--print-schema` needs no privilege and prints the committed schema of the JSON events;
 /// with any other argument it is a usage error.
 #[test]

@@ -7,6 +7,7 @@
 
 pub mod collector;
 pub mod config;
+pub mod diff;
 pub mod drops;
 pub mod event;
 pub mod fasthash;

@@ -63,8 +63,10 @@ use crate::exit;
 /// The banner line on stderr ends with the start-up time (process start excluded):
 /// `ready in 180 ms (btf .., maps .., hooks ..; verifier N-M insns/hook)`.
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(verbatim_doc_comment, args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    command: Option<TraceCommand>,
     /// Filter expression, e.g. `udp and dst port 53` (default: every packet).
     #[arg(value_name = "FILTER")]
     filter: Vec<String>,
@@ -137,6 +139,53 @@ pub struct Args {
     read: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum TraceCommand {
+    Diff(DiffArgs),
+}
+
+/// Compare two traces saved with `--output json` (a working and a failing case, before and
+/// after a change): the flows whose packets took another path and where the paths part,
+/// the flows one trace has only, the drop reasons one trace has only, and the hop pairs
+/// whose latency moved (by 20% or more in text; all of them with --json). Needs no
+/// privileges. Exits 0 whether or not the traces differ.
+///
+/// A flow is `proto src > dst` with its ports or ICMP type, as its packets' first event
+/// shows it; its path is the most common hop sequence of its packets (`hook@interface`,
+/// a drop with its reason).
+///
+/// Examples:
+///   pktpath trace diff working.jsonl failing.jsonl
+///   pktpath trace diff before.jsonl after.jsonl --json | jq '.diverging'
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+struct DiffArgs {
+    /// The first trace (A).
+    #[arg(value_name = "A")]
+    a: PathBuf,
+    /// The second trace (B).
+    #[arg(value_name = "B")]
+    b: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `trace diff A B`.
+fn diff(args: &DiffArgs) -> anyhow::Result<u8> {
+    let (a, b) = (SavedTrace::read(&args.a)?, SavedTrace::read(&args.b)?);
+    let d = pktpath_core::trace::diff::diff(&a.events, &b.events);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &d)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", d.to_text())?;
+    }
+    out.flush()?;
+    Ok(exit::OK)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Output {
     Text,
@@ -166,6 +215,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         out.write_all(pktpath_core::trace::schema::render().as_bytes())?;
         out.flush()?;
         return Ok(exit::OK);
+    }
+    if let Some(TraceCommand::Diff(d)) = &args.command {
+        return diff(d);
     }
     if let Some(path) = &args.read {
         return read_saved(&args, path);
