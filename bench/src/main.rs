@@ -23,6 +23,7 @@ mod latency;
 mod report;
 mod routecli;
 mod shapes;
+mod soak;
 mod tools;
 mod tracer;
 mod update;
@@ -31,7 +32,7 @@ use anyhow::bail;
 
 fn usage() -> String {
     format!(
-        "usage: pktpath-bench [PART...] | table | cleanup | shapes [PROFILE[:N]...] | trace-ladder | trace-overhead | trace-profile\nparts: {}",
+        "usage: pktpath-bench [PART...] | table | cleanup | shapes [PROFILE[:N]...] | trace-ladder | trace-overhead | trace-profile | trace-soak [SECS]\nparts: {}",
         report::PARTS.join(" ")
     )
 }
@@ -66,7 +67,7 @@ fn run() -> anyhow::Result<()> {
         }
         Some("cleanup") => return cleanup::run(),
         Some("shapes") => return shapes::run(&args[1..]),
-        Some(cmd @ ("trace-ladder" | "trace-overhead" | "trace-profile")) => {
+        Some(cmd @ ("trace-ladder" | "trace-overhead" | "trace-profile" | "trace-soak")) => {
             // SAFETY: geteuid cannot fail.
             if unsafe { libc::geteuid() } != 0 {
                 bail!("run as root (namespaces, links, eBPF)");
@@ -76,6 +77,16 @@ fn run() -> anyhow::Result<()> {
             let r = match cmd {
                 "trace-ladder" => serde_json::to_value(tracer::ladder_only()?)?,
                 "trace-profile" => serde_json::to_value(tracer::profile_only()?)?,
+                "trace-soak" => {
+                    let secs = match args.get(1) {
+                        Some(s) => anyhow::Context::context(
+                            s.parse::<u64>(),
+                            "trace-soak SECS: a whole number",
+                        )?,
+                        None => 600,
+                    };
+                    serde_json::to_value(soak::run(secs)?)?
+                }
                 _ => serde_json::to_value(tracer::overhead_only()?)?,
             };
             println!("{}", serde_json::to_string_pretty(&r)?);

@@ -169,6 +169,19 @@ impl Tool {
         Ok(ticks as f64 / hz as f64)
     }
 
+    /// The process's resident memory (`VmRSS`), in MiB.
+    pub fn rss_mib(&self) -> anyhow::Result<f64> {
+        let pid = self.proc.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("read /proc/{pid}/status"))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("VmRSS in /proc/pid/status")?;
+        Ok(kib / 1024.0)
+    }
+
     /// SIGINT, wait for exit; returns (events written, events lost) as the tool reports.
     pub fn finish(mut self) -> anyhow::Result<(u64, u64)> {
         self.proc.stop(Duration::from_secs(20))?;

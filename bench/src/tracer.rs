@@ -702,7 +702,7 @@ fn perf_shares(mode: &str, pps: f64, data: &std::path::Path) -> anyhow::Result<P
 
 /// The lab forwarding by Linux routing, its scratch directory and the trafgen
 /// configuration in it; the routing set-up lives as long as the last value.
-fn forwarding_lab(
+pub(crate) fn forwarding_lab(
     label: &str,
 ) -> anyhow::Result<(Lab, Scratch, std::path::PathBuf, Box<dyn std::any::Any>)> {
     let lab = Lab::new()?;

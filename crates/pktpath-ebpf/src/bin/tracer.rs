@@ -604,7 +604,6 @@ fn judge(off: Offsets, skb: u64, hook: Hook, prog: &FilterProgram, hdr: &mut Hea
     // SAFETY: reads a local.
     let len = unsafe { core::ptr::read_volatile(&hdr.len) } as usize;
     let len = if len > HEADER_BYTES { 0 } else { len };
-    // SAFETY: see `read_header`.
     // SAFETY: this CPU's slot, as for `bytes` (see `read_header`); zeroed word by word
     // (`write_bytes` would be a call to memset).
     let key = unsafe {
@@ -614,6 +613,7 @@ fn judge(off: Offsets, skb: u64, hook: Hook, prog: &FilterProgram, hdr: &mut Hea
         }
         &mut (*slot).0
     };
+    // SAFETY: see `read_header`.
     key_from_l3_onto(unsafe { &*hdr.bytes }, len, l3.protocol, key);
     let pass = pktpath_ebpf::filter::eval(prog, key);
     remember(off, skb, hook, hdr, pass);

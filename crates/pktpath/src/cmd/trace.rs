@@ -44,6 +44,9 @@ use crate::exit;
 ///   pktpath trace --netns blue --iface veth0 -c 20
 ///   pktpath trace --hooks kfree_skb --output json | jq 'select(.drop_reason == "NO_SOCKET")'
 ///   pktpath trace --netns blue -w blue.pcapng -c 100 && tshark -r blue.pcapng
+///   pktpath trace --netns blue --output json --summary > blue.jsonl
+///   pktpath trace --read blue.jsonl 'tcp and port 443' --summary
+///   pktpath trace diff working.jsonl failing.jsonl
 ///
 /// Hooks (BTF tracepoints): napi_gro_receive_entry, netif_rx, netif_receive_skb,
 /// fib_table_lookup, fib6_table_lookup (routing decisions: table, result, output device,
