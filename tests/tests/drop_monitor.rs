@@ -1,6 +1,7 @@
 //! The agent's kernel drop monitor on real drops in a namespace of the test's own: UDP to a
 //! closed port on loopback (`NO_SOCKET`) and to a port an nftables rule drops
-//! (`NETFILTER_DROP`), counted by reason, device and namespace; a map too small for the
+//! (`NETFILTER_DROP`), counted by reason, device and namespace; deliveries that the kernel
+//! frees with a drop reason (ping's echo replies) not counted; a map too small for the
 //! keys counts the rest as unkeyed.
 
 use pktpath_core::dropmon::{DropCounts, DropMonitor};
@@ -60,6 +61,25 @@ fn drops_are_counted_by_reason_device_and_namespace() {
     let counts = monitor.read().expect("read the counters");
     assert_eq!(on_lo(&counts, inode, "NETFILTER_DROP"), 3, "{counts:#?}");
     assert_eq!(on_lo(&counts, inode, "NO_SOCKET"), 0, "{counts:#?}");
+}
+
+/// A ping to 127.0.0.1 with no loss: ping's raw socket gets a clone of each echo reply
+/// and the kernel frees the original as `NO_SOCKET` (no ping socket wanted it). Those are
+/// deliveries, as the tracer shows them, not drops; UDP to a closed port still is one.
+#[test]
+fn a_ping_without_loss_counts_no_drop() {
+    require_root();
+    let (ns, _nft) = lab("dropping");
+    let inode = ns.inode();
+    let monitor = DropMonitor::start().expect("start the drop monitor");
+    assert_eq!(run::ping(&ns.name, "127.0.0.1", 10), 10, "no loss");
+    send(&ns, CLOSED, 4);
+    let counts = monitor.read().expect("read the counters");
+    assert_eq!(
+        on_lo(&counts, inode, "NO_SOCKET"),
+        4,
+        "only the datagrams to the closed port: {counts:#?}"
+    );
 }
 
 #[test]

@@ -4,8 +4,10 @@
 //! sums the per-CPU counters when asked (the agent does at scrape time).
 //!
 //! Frees that are not drops are not counted: `SKB_CONSUMED` (the kernel reports those on
-//! `skb:consume_skb` anyway) and `SKB_NOT_DROPPED_YET`. The program is attached for the
-//! life of the [`DropMonitor`] and detached when it is dropped; nothing is pinned.
+//! `skb:consume_skb` anyway), `SKB_NOT_DROPPED_YET`, and deliveries: the free of a packet
+//! a socket got a clone of (a second program, on `sk_data_ready`, notes those). The
+//! programs are attached for the life of the [`DropMonitor`] and detached when it is
+//! dropped; nothing is pinned.
 
 use aya::{
     Ebpf,
@@ -27,6 +29,11 @@ use crate::{
 pub const PROGRAM: &str = "drops_kfree_skb";
 /// The tracepoint it is attached to.
 const TRACEPOINT: &str = "kfree_skb";
+/// The program that notes clones handed to sockets, so that the original's free with a
+/// drop reason (a ping reply's `NO_SOCKET` once ping's raw socket had its copy) is not
+/// counted: it is a delivery.
+const DELIVERIES: &str = "drops_sk_data_ready";
+const DELIVERIES_TRACEPOINT: &str = "sk_data_ready";
 
 /// The drop monitor could not start or be read.
 #[derive(Debug, thiserror::Error)]
@@ -118,17 +125,9 @@ impl DropMonitor {
             &[(MAP_DROPS, keys)],
         )?;
         let aya_btf = aya::Btf::from_sys_fs()?;
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(DropMonitorError::Program(
-                ProgramError::UnexpectedProgramType,
-            ))?
-            .try_into()
-            .map_err(DropMonitorError::Program)?;
-        prog.load(TRACEPOINT, &aya_btf)
-            .map_err(DropMonitorError::Program)?;
-        prog.attach().map_err(DropMonitorError::Program)?;
-        let program_id = prog.info().map_err(DropMonitorError::Program)?.id();
+        // Deliveries first: a delivery is never counted as a drop in between.
+        attach(&mut ebpf, DELIVERIES, DELIVERIES_TRACEPOINT, &aya_btf)?;
+        let program_id = attach(&mut ebpf, PROGRAM, TRACEPOINT, &aya_btf)?;
         let counts = take_map(&mut ebpf, MAP_DROPS)?;
         let overflow = take_map(&mut ebpf, MAP_DROPS_OVERFLOW)?;
         Ok(Self {
@@ -191,4 +190,24 @@ where
         },
     })?;
     M::try_from(map).map_err(|source| DropMonitorError::Map { name, source })
+}
+
+/// Loads program `name` of `ebpf` and attaches it to tp_btf `tracepoint`; returns its id.
+fn attach(
+    ebpf: &mut Ebpf,
+    name: &str,
+    tracepoint: &str,
+    btf: &aya::Btf,
+) -> Result<u32, DropMonitorError> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(DropMonitorError::Program(
+            ProgramError::UnexpectedProgramType,
+        ))?
+        .try_into()
+        .map_err(DropMonitorError::Program)?;
+    prog.load(tracepoint, btf)
+        .map_err(DropMonitorError::Program)?;
+    prog.attach().map_err(DropMonitorError::Program)?;
+    Ok(prog.info().map_err(DropMonitorError::Program)?.id())
 }

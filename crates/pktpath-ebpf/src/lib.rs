@@ -3,6 +3,7 @@
 //! needs.
 #![no_std]
 
+pub mod delivery;
 pub mod filter;
 pub mod kernel;
 pub mod mem;

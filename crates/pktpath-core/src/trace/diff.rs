@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{
     event::Event,
-    summary::{DropCount, HopLatency, Summary},
+    summary::{DropCount, HopLatency, Summary, us},
 };
 
 /// A latency change smaller than this share of the earlier value is not shown in text.
@@ -306,10 +306,6 @@ fn rest(hops: &[String]) -> String {
     } else {
         hops.join(" > ")
     }
-}
-
-fn us(ns: u64) -> String {
-    format!("{:.1}us", ns as f64 / 1000.0)
 }
 
 #[cfg(test)]

@@ -335,7 +335,8 @@ impl Summary {
 }
 
 /// Microseconds with one decimal.
-fn us(ns: u64) -> String {
+/// Nanoseconds as microseconds with one decimal (`12.3us`).
+pub(super) fn us(ns: u64) -> String {
     format!("{:.1}us", ns as f64 / 1000.0)
 }
 

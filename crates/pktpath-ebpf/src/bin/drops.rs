@@ -7,7 +7,7 @@
 use aya_ebpf::{
     Global,
     macros::{btf_tracepoint, map},
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::BtfTracePointContext,
 };
 use pktpath_common::{
@@ -38,6 +38,19 @@ const BPF_NOEXIST: u64 = 1;
 /// `-EEXIST`: another CPU inserted the key between our lookup and insert.
 const EEXIST: i32 = -17;
 
+/// Data buffers of clones handed to IP sockets (see `pktpath_ebpf::delivery`): the
+/// original's free with a drop reason is a delivery, not counted.
+#[map(name = "DROP_DELIVERED")]
+static DROP_DELIVERED: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
+
+/// `sk_data_ready(sk)`: notes a clone queued to an IP socket.
+#[btf_tracepoint(function = "sk_data_ready")]
+pub fn drops_sk_data_ready(ctx: BtfTracePointContext) -> i32 {
+    let off = Offsets::of(&PKTPATH_KERNEL_OFFSETS);
+    let _ = pktpath_ebpf::delivery::note(off, ctx.arg(0), &DROP_DELIVERED);
+    0
+}
+
 /// `kfree_skb(skb, location, reason[, rx_sk])`.
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn drops_kfree_skb(ctx: BtfTracePointContext) -> i32 {
@@ -54,6 +67,7 @@ fn count(skb: u64, reason: u32) {
         || skb == 0
         || reason == PKTPATH_REASON_CONSUMED.load()
         || reason == PKTPATH_REASON_NOT_DROPPED.load()
+        || pktpath_ebpf::delivery::take(off, skb, &DROP_DELIVERED)
     {
         return;
     }

@@ -102,10 +102,6 @@ static TRACE_SKBS_USED: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "TRACE_DELIVERED")]
 static TRACE_DELIVERED: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
 
-/// `AF_INET`, `AF_INET6`.
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-
 /// How many verdicts [`CpuState::verdicts`] holds.
 const VERDICTS: usize = 256;
 
@@ -309,33 +305,9 @@ pub fn trace_consume_skb(ctx: BtfTracePointContext) -> i32 {
 /// free is reported as the delivery it is, not as the drop its reason says.
 #[btf_tracepoint(function = "sk_data_ready")]
 pub fn trace_sk_data_ready(ctx: BtfTracePointContext) -> i32 {
-    let _ = note_delivery(ctx.arg(0));
-    0
-}
-
-#[inline(always)]
-fn note_delivery(sk: u64) -> Result<(), i32> {
     let off = Offsets::of(&PKTPATH_KERNEL_OFFSETS);
-    if !off.set() || sk == 0 {
-        return Err(-1);
-    }
-    let family: u16 = load_at(sk, off.sock_family());
-    if family != AF_INET && family != AF_INET6 {
-        return Ok(());
-    }
-    let skb: u64 = load_at(sk, off.sock_receive_queue_prev());
-    // An empty queue's `prev` is the queue itself (a stream socket may have taken the
-    // data into another queue).
-    if skb == 0 || skb == sk + u64::from(off.sock_receive_queue()) {
-        return Ok(());
-    }
-    // A bit in a bitfield byte: read with the helper, which any address may be passed to.
-    let cloned: u8 = read_at(skb, off.skb_cloned_byte())?;
-    if u32::from(cloned) & off.skb_cloned_mask() == 0 {
-        return Ok(());
-    }
-    let head: u64 = load_at(skb, off.skb_head());
-    TRACE_DELIVERED.insert(head, 1, 0).map_err(|_| -1)
+    let _ = pktpath_ebpf::delivery::note(off, ctx.arg(0), &TRACE_DELIVERED);
+    0
 }
 
 /// [`EVENT_DELIVERED`] when `skb`, freed with a drop reason, shares its data with a clone a
@@ -345,10 +317,7 @@ fn delivered_flag(off: Offsets, skb: u64, hook: Hook, drop_reason: u32) -> u32 {
     if hook != Hook::KfreeSkb || drop_reason == 0 {
         return 0;
     }
-    let head: u64 = load_at(skb, off.skb_head());
-    // SAFETY: the value is only tested for presence, never read through.
-    if head != 0 && unsafe { TRACE_DELIVERED.get(head) }.is_some() {
-        let _ = TRACE_DELIVERED.remove(head);
+    if pktpath_ebpf::delivery::take(off, skb, &TRACE_DELIVERED) {
         EVENT_DELIVERED
     } else {
         0
