@@ -1,12 +1,13 @@
-//! Deliveries that look like drops: a raw socket (ping's, a packet capture's) gets a clone
-//! of a packet, and the kernel then frees the original with a drop reason because no other
-//! socket wanted it (an echo reply freed by `ping_rcv` as `NO_SOCKET`). `sk_data_ready`
-//! notes the data buffer of each clone queued to an IP socket in an LRU map of the
-//! caller's; a free with a drop reason whose buffer is there is the delivery it is. Shared
-//! by the tracer (which shows it as a delivery) and the drop monitor (which does not count
-//! it).
+//! Deliveries that look like drops: a raw socket (ping's, say) gets a clone of a packet,
+//! and the kernel then frees the original with a drop reason because no other socket
+//! wanted it (an echo reply freed by `ping_rcv` as `NO_SOCKET`). Both happen in one pass of
+//! the receive path on one CPU, microseconds apart: `sk_data_ready` notes, in a per-CPU
+//! slot of the caller's, the data buffer of a clone just queued to an IP socket, and a free
+//! with a drop reason of a cloned packet with that buffer, on that CPU and soon after, is
+//! the delivery it is. Shared by the tracer (which shows it as a delivery) and the drop
+//! monitor (which does not count it).
 
-use aya_ebpf::maps::LruHashMap;
+use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::PerCpuArray};
 
 use crate::kernel::{Offsets, load_at, read_at};
 
@@ -14,10 +15,25 @@ use crate::kernel::{Offsets, load_at, read_at};
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
+/// How long after its clone was queued the original's free counts as the delivery's. The
+/// two are microseconds apart; a buffer reused for a new packet within this time, on the
+/// same CPU, that is cloned too and dropped, is the only case misjudged.
+const WINDOW_NS: u64 = 1_000_000;
+
+/// The last clone queued to an IP socket on this CPU.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Noted {
+    /// Its data buffer (`sk_buff.head`); 0 once taken.
+    head: u64,
+    /// `bpf_ktime_get_ns` when it was queued.
+    at_ns: u64,
+}
+
 /// At `sk_data_ready(sk)`: when the skb `sk` queued last is a clone, notes its data
-/// buffer (`sk_buff.head`) in `noted`.
+/// buffer in this CPU's slot of `slot`.
 #[inline(always)]
-pub fn note(off: Offsets, sk: u64, noted: &LruHashMap<u64, u32>) -> Result<(), i32> {
+pub fn note(off: Offsets, sk: u64, slot: &PerCpuArray<Noted>) -> Result<(), i32> {
     if !off.set() || sk == 0 {
         return Err(-1);
     }
@@ -37,26 +53,40 @@ pub fn note(off: Offsets, sk: u64, noted: &LruHashMap<u64, u32>) -> Result<(), i
         return Ok(());
     }
     let head: u64 = load_at(skb, off.skb_head());
-    noted.insert(head, 1, 0).map_err(|_| -1)
+    let noted = slot.get_ptr_mut(0).ok_or(-1)?;
+    // SAFETY: this CPU's slot; a program that preempted this one on the CPU at worst
+    // leaves its own clone noted instead.
+    unsafe {
+        *noted = Noted {
+            head,
+            // SAFETY: no preconditions.
+            at_ns: bpf_ktime_get_ns(),
+        }
+    };
+    Ok(())
 }
 
-/// At a free with a drop reason: whether `skb` shares its data with a clone `note` saw
-/// delivered (forgotten then: the buffer is freed with it). Only a cloned skb can be such
-/// an original: a buffer noted for a packet that was then consumed (never freed with a
-/// reason, so never forgotten here) and reused for a new packet must not make that new
-/// packet's drop a delivery. Most drops are of skbs never cloned, and cost no lookup.
+/// At a free with a drop reason: whether `skb` is the original of the clone this CPU
+/// noted last (forgotten then). Only a cloned skb can be; most drops are of skbs never
+/// cloned, and cost no more than that check.
 #[inline(always)]
-pub fn take(off: Offsets, skb: u64, noted: &LruHashMap<u64, u32>) -> bool {
+pub fn take(off: Offsets, skb: u64, slot: &PerCpuArray<Noted>) -> bool {
     let cloned: u8 = read_at(skb, off.skb_cloned_byte()).unwrap_or(0);
     if u32::from(cloned) & off.skb_cloned_mask() == 0 {
         return false;
     }
     let head: u64 = load_at(skb, off.skb_head());
-    // SAFETY: the value is only tested for presence, never read through.
-    if head != 0 && unsafe { noted.get(head) }.is_some() {
-        let _ = noted.remove(head);
-        true
-    } else {
-        false
+    let Some(noted) = slot.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot, as in `note`.
+    unsafe {
+        // SAFETY: no preconditions.
+        let now = bpf_ktime_get_ns();
+        if head != 0 && (*noted).head == head && now.wrapping_sub((*noted).at_ns) < WINDOW_NS {
+            (*noted).head = 0;
+            return true;
+        }
     }
+    false
 }

@@ -7,7 +7,7 @@
 use aya_ebpf::{
     Global,
     macros::{btf_tracepoint, map},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{PerCpuArray, PerCpuHashMap},
     programs::BtfTracePointContext,
 };
 use pktpath_common::{
@@ -38,10 +38,11 @@ const BPF_NOEXIST: u64 = 1;
 /// `-EEXIST`: another CPU inserted the key between our lookup and insert.
 const EEXIST: i32 = -17;
 
-/// Data buffers of clones handed to IP sockets (see `pktpath_ebpf::delivery`): the
-/// original's free with a drop reason is a delivery, not counted.
+/// Per CPU, the clone last handed to an IP socket (see `pktpath_ebpf::delivery`): the
+/// original's free with a drop reason right after is a delivery, not counted.
 #[map(name = "DROP_DELIVERED")]
-static DROP_DELIVERED: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
+static DROP_DELIVERED: PerCpuArray<pktpath_ebpf::delivery::Noted> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// `sk_data_ready(sk)`: notes a clone queued to an IP socket.
 #[btf_tracepoint(function = "sk_data_ready")]

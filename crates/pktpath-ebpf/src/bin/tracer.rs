@@ -96,11 +96,12 @@ static TRACE_SKBS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0
 #[map(name = "TRACE_SKBS_USED")]
 static TRACE_SKBS_USED: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Data buffers (`sk_buff.head`) of clones that `sk_data_ready` saw queued to an IP socket:
-/// the original's free with a drop reason is then a delivery ([`EVENT_DELIVERED`]). An
-/// entry is removed when that free is reported; the LRU bounds the ones never freed so.
+/// Per CPU, the data buffer (`sk_buff.head`) of the clone `sk_data_ready` saw queued to an
+/// IP socket last: the original's free with a drop reason right after is a delivery
+/// ([`EVENT_DELIVERED`]; see `pktpath_ebpf::delivery`).
 #[map(name = "TRACE_DELIVERED")]
-static TRACE_DELIVERED: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
+static TRACE_DELIVERED: PerCpuArray<pktpath_ebpf::delivery::Noted> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// How many verdicts [`CpuState::verdicts`] holds.
 const VERDICTS: usize = 256;
