@@ -33,6 +33,18 @@ impl Datapath {
         Self { ebpf, maps }
     }
 
+    /// How many instructions the verifier processed to accept the program (None on a
+    /// kernel that does not say).
+    pub fn verified_instructions(&self) -> Option<u32> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROG_DATAPATH)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        prog.info().ok()?.verified_instruction_count()
+    }
+
     /// Runs the program on `frame` with `mark`; returns (verdict, mark after, frame after).
     pub fn run(&self, frame: &[u8], mark: u32) -> (u32, u32, Vec<u8>) {
         self.try_run(frame, mark)
