@@ -36,13 +36,16 @@ impl Datapath {
     /// How many instructions the verifier processed to accept the program (None on a
     /// kernel that does not say).
     pub fn verified_instructions(&self) -> Option<u32> {
-        let prog: &SchedClassifier = self
-            .ebpf
+        self.program().info().ok()?.verified_instruction_count()
+    }
+
+    /// The loaded program.
+    fn program(&self) -> &SchedClassifier {
+        self.ebpf
             .program(PROG_DATAPATH)
-            .unwrap()
+            .expect("the data path program")
             .try_into()
-            .unwrap();
-        prog.info().ok()?.verified_instruction_count()
+            .expect("a classifier")
     }
 
     /// Runs the program on `frame` with `mark`; returns (verdict, mark after, frame after).
@@ -54,12 +57,7 @@ impl Datapath {
     /// As [`Datapath::run`], with the kernel's refusal of the test run as an error (it
     /// refuses frames too short for the headers their ethertype announces).
     pub fn try_run(&self, frame: &[u8], mark: u32) -> Result<(u32, u32, Vec<u8>), ProgramError> {
-        let prog: &SchedClassifier = self
-            .ebpf
-            .program(PROG_DATAPATH)
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let prog = self.program();
         let mut ctx_in = [0u8; SKB_CTX];
         ctx_in[8..12].copy_from_slice(&mark.to_ne_bytes());
         let mut ctx_out = [0u8; SKB_CTX];

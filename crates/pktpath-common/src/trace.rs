@@ -129,6 +129,11 @@ impl Hook {
         }
     }
 
+    /// The hook named `name` (as [`Hook::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.name() == name)
+    }
+
     /// The tracepoint name, as the kernel spells it.
     pub fn name(self) -> &'static str {
         match self {

@@ -297,36 +297,23 @@ fn the_object_attached_with_tc_by_hand_is_filled_by_apply_and_steers_traffic() {
     );
 
     // Before the first apply pktpath does not know the data path.
+    let flow = [
+        "get",
+        "iif",
+        &client,
+        "from",
+        RouterLab::CLIENT4,
+        "to",
+        SVC4,
+    ];
+    let port = STREAM_PORT.to_string();
     let get = |lab: &DataPathOnlyLab| {
         route_json(
             lab,
-            &[
-                "get",
-                "iif",
-                &client,
-                "from",
-                RouterLab::CLIENT4,
-                "to",
-                SVC4,
-                "proto",
-                "udp",
-                "dport",
-                &STREAM_PORT.to_string(),
-            ],
+            &[&flow[..], &["proto", "udp", "dport", &port]].concat(),
         )
     };
-    let out = route(
-        &lab,
-        &[
-            "get",
-            "iif",
-            &client,
-            "from",
-            RouterLab::CLIENT4,
-            "to",
-            SVC4,
-        ],
-    );
+    let out = route(&lab, &flow);
     assert!(
         !out.status.success(),
         "get before the data path was taken in"

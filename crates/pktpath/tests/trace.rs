@@ -218,11 +218,9 @@ fn trace_cli_read_gives_back_the_live_run() {
     let lab = TwoHosts::new();
     let count = 20;
     let (live, _stderr) = trace_pings_as_json(&lab, &["--summary"], count);
-    let dir = std::env::temp_dir().join(format!("pktpath-trace-read-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a directory for the saved trace");
-    let file = dir.join("saved.jsonl");
-    std::fs::write(&file, &live).expect("save the trace");
-    let file = file.to_str().expect("utf-8 path");
+    let dir = common::Scratch::new("trace-read");
+    let file = dir.write("saved.jsonl", &live);
+    let file = file.as_str();
     let read = |args: &[&str]| {
         let mut all = vec!["trace", "--read", file];
         all.extend_from_slice(args);
@@ -249,7 +247,6 @@ fn trace_cli_read_gives_back_the_live_run() {
     assert!(want > 0 && requests.lines().count() == want, "{requests}");
     let (none, _) = read(&["tcp"]);
     assert!(none.is_empty(), "{none}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `trace diff` of a ping traced as JSON in b, without and then with an nftables rule
@@ -260,8 +257,7 @@ fn trace_cli_read_gives_back_the_live_run() {
 fn trace_cli_diff_names_the_drop_and_where_the_paths_part() {
     require_root();
     let lab = TwoHosts::new();
-    let dir = std::env::temp_dir().join(format!("pktpath-trace-diff-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a directory for the traces");
+    let dir = common::Scratch::new("trace-diff");
     let record = |name: &str, replies: u32| {
         let args = [
             "icmp",
@@ -279,9 +275,7 @@ fn trace_cli_diff_names_the_drop_and_where_the_paths_part() {
         let mut stdout = String::new();
         std::io::Read::read_to_string(child.0.stdout.as_mut().expect("stdout"), &mut stdout)
             .expect("read stdout");
-        let path = dir.join(name);
-        std::fs::write(&path, stdout).expect("save the trace");
-        path.to_str().expect("utf-8 path").to_owned()
+        dir.write(name, &stdout)
     };
     let working = record("working.jsonl", 3);
     let failing = {
@@ -336,7 +330,6 @@ fn trace_cli_diff_names_the_drop_and_where_the_paths_part() {
     // A trace against itself: nothing differs.
     let out = pktpath_tests::run::as_nobody(PKTPATH, &["trace", "diff", &working, &working]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no difference"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `--print-schema` needs no privilege and prints the committed schema of the JSON events;

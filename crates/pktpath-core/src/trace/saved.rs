@@ -14,6 +14,7 @@ use pktpath_common::{
     net::{
         ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
     },
+    route::{action_name, outcome_name},
     trace::Hook,
 };
 use serde::{Deserialize, Deserializer, de::Error as _};
@@ -154,9 +155,7 @@ impl SavedFilter {
         if super::EventBuilder::is_unjudged_lookup(ev) {
             return false;
         }
-        let ends = Hook::ALL
-            .iter()
-            .any(|h| h.ends_skb() && h.name() == ev.hook);
+        let ends = Hook::from_name(ev.hook).is_some_and(Hook::ends_skb);
         let pass = if eval(program, &key_of(ev)) {
             if !self.no_track && !ends {
                 self.tracked.insert(ev.packet_id);
@@ -216,34 +215,37 @@ pub fn key_of(ev: &Event) -> PacketKey {
 /// `hook`: one of the names this build writes.
 pub(super) fn hook<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
     let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-    Hook::ALL
-        .iter()
-        .map(|h| h.name())
-        .chain([TC_HOOK])
-        .find(|h| *h == name)
-        .ok_or_else(|| D::Error::custom(format!("unknown hook `{name}`")))
+    match Hook::from_name(&name) {
+        Some(h) => Ok(h.name()),
+        None if name == TC_HOOK => Ok(TC_HOOK),
+        None => Err(D::Error::custom(format!("unknown hook `{name}`"))),
+    }
 }
 
-/// `tc.action`.
+/// `tc.action`: a name [`action_name`] gives.
 pub(super) fn action<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
-    one_of(d, &["forward", "lookup_table", "drop", "pass", "unknown"])
+    one_of(
+        d,
+        (0..=u8::MAX)
+            .map(|a| action_name(1, a))
+            .chain([action_name(0, 0)]),
+    )
 }
 
-/// `tc.outcome`.
+/// `tc.outcome`: a name [`outcome_name`] gives.
 pub(super) fn outcome<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
-    one_of(d, &["forwarded", "passed", "dropped", "invalid", "error"])
+    one_of(d, (0..=u8::MAX).map(outcome_name))
 }
 
+/// The one of `names` the next string is.
 fn one_of<'de, D: Deserializer<'de>>(
     d: D,
-    names: &[&'static str],
+    mut names: impl Iterator<Item = &'static str>,
 ) -> Result<&'static str, D::Error> {
     let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
     names
-        .iter()
-        .find(|n| **n == name)
-        .copied()
-        .ok_or_else(|| D::Error::custom(format!("`{name}` is not one of {names:?}")))
+        .find(|n| *n == name)
+        .ok_or_else(|| D::Error::custom(format!("`{name}` is not a name this pktpath writes")))
 }
 
 /// `skb`: `0x` and hex digits.
