@@ -44,7 +44,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .collect(),
     };
     println!(
-        "{:<9} {:>7} {:>7} {:>9} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8} {:>6} {:>5} {:>5} {:>6} {:>5} {:>5} {:>6} {:>6}",
+        "{:<9} {:>7} {:>7} {:>9} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8} {:>6} {:>5} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5} {:>6} {:>6}",
         "profile",
         "policies",
         "reach",
@@ -62,6 +62,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "cands",
         "max",
         "waste",
+        "wnode",
+        "wcand",
         "model",
         "p99"
     );
@@ -98,21 +100,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .map(|w| w.nodes + w.candidates)
             .max()
             .unwrap_or(0);
-        let mut model: Vec<f64> = headers
+        let mut model: Vec<f64> = work
             .iter()
-            .zip(&work)
-            .map(|(h, w)| {
-                let p = policy::packet_fields(h, &links);
-                let f = usize::from(p.family != pktpath_common::route::FAMILY_V4);
-                let iters = tables.roots.counts[f] + w.sides + w.rests + 1;
-                model_ns(iters, w.nodes, w.candidates)
-            })
+            .map(|w| model_ns(w.calls, w.pruned, w.nodes, w.candidates))
             .collect();
         model.sort_by(f64::total_cmp);
         let model_mean = model.iter().sum::<f64>() / model.len() as f64;
         let model_p99 = model[(model.len() * 99).div_ceil(100) - 1];
         println!(
-            "{:<9} {:>7} {:>7} {:>9.1} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8.2} {:>6.2} {:>5.2} {:>5.2} {:>6.2} {:>5} {:>5.2} {:>6.1} {:>6.1}",
+            "{:<9} {:>7} {:>7} {:>9.1} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8.2} {:>6.2} {:>5.2} {:>5.2} {:>6.2} {:>5} {:>5.2} {:>5.2} {:>5.2} {:>6.1} {:>6.1}",
             profile.name(),
             n,
             s.reachable_rules,
@@ -130,6 +126,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             mean(|w| w.candidates),
             max_cost,
             mean(|w| w.wasted_walks),
+            mean(|w| w.wasted_nodes),
+            mean(|w| w.wasted_candidates),
             model_mean,
             model_p99,
         );
@@ -137,11 +135,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// ns per packet as fitted to the kernel's per-header times (`PKTPATH_BENCH_DUMP`):
-/// a fixed part, then per loop iteration (walks and pruned subtrees), per inner node and
-/// per rule checked.
-fn model_ns(iters: u32, nodes: u32, candidates: u32) -> f64 {
-    34.2 + 4.1 * f64::from(iters) + 4.5 * f64::from(nodes) + 3.2 * f64::from(candidates)
+/// ns per packet as fitted to the kernel's per-header times (`PKTPATH_BENCH_DUMP`, 6,000
+/// headers of six sets, r^2 = 0.99, on a kernel with retpolines and SRSO): a fixed part,
+/// then per call of the walk's `bpf_loop` callback, per subtree pruned by its priority
+/// bound, per inner node and per rule checked.
+fn model_ns(calls: u32, pruned: u32, nodes: u32, candidates: u32) -> f64 {
+    58.7 + 9.9 * f64::from(calls)
+        + 1.9 * f64::from(pruned)
+        + 4.9 * f64::from(nodes)
+        + 3.5 * f64::from(candidates)
 }
 
 /// The tree shape the environment asks for: `PKTPATH_SHAPE=default|roomy`, then

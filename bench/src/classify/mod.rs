@@ -447,12 +447,14 @@ fn dump_headers(
     ns: &[f64],
 ) -> anyhow::Result<()> {
     use std::fmt::Write as _;
-    let mut out = String::from("ns\troots\twalks\tsides\trests\tnodes\tcands\tmatched\tchunks\n");
+    let mut out = String::from(
+        "ns\troots\twalks\tsides\trests\tnodes\tcands\tmatched\tchunks\tcalls\tpruned\n",
+    );
     for ((p, w), ns) in fields.iter().zip(work).zip(ns) {
         let f = usize::from(p.family != FAMILY_V4);
         let _ = writeln!(
             out,
-            "{ns:.1}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{ns:.1}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             tables.roots.counts[f],
             w.trees,
             w.sides,
@@ -460,7 +462,9 @@ fn dump_headers(
             w.nodes,
             w.candidates,
             u8::from(w.value.is_some()),
-            w.chunk_switches
+            w.chunk_switches,
+            w.calls,
+            w.pruned
         );
     }
     std::fs::create_dir_all(dir)?;

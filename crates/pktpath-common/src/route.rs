@@ -102,6 +102,9 @@ pub const MAX_SIDE_NESTING: u32 = 3;
 /// rest of each leaf longer than [`LEAF_SEGMENT`]. The limits above bound it well below
 /// (the trees of three roots with every path at its limits: a few hundred).
 pub const MAX_WALKS: u32 = 4096;
+/// Popped subtrees a walk may drop, by their priority bound, before it walks one: pruning
+/// costs a comparison, a call of the walk's `bpf_loop` callback much more.
+pub const PRUNE_PER_CALL: u32 = 8;
 /// Subtrees waiting to be walked, at most: the roots, a side per nesting level and path
 /// position, and per nesting level one walk's continuation (its path in another chunk, or
 /// a leaf's rest): 3 + 4 * (6 + 1) within.

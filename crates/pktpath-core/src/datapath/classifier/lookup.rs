@@ -5,7 +5,7 @@ use std::cell::Cell;
 
 use pktpath_common::route::{
     CHUNK_SLOT_BITS, FAMILY_V4, LEAF_SEGMENT, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD, Node,
-    RuleMatch, RuleValue,
+    PRUNE_PER_CALL, RuleMatch, RuleValue,
 };
 
 use super::{
@@ -22,6 +22,11 @@ pub struct Probe {
     pub trees: u32,
     pub nodes: u32,
     pub candidates: u32,
+    /// Calls of the walk's `bpf_loop` callback (each walks a subtree, or drops up to
+    /// [`PRUNE_PER_CALL`] popped ones by their priority bound, or finds the stack empty),
+    /// and the subtrees dropped by their bound.
+    pub calls: u32,
+    pub pruned: u32,
     /// Of the walks: side subtrees, the rests of long leaves, and paths going on in
     /// another chunk.
     pub sides: u32,
@@ -145,10 +150,25 @@ impl<'a> Lookup<'a> {
             .rev()
             .map(|r| (r.node, r.min_priority))
             .collect();
-        while let Some((mut n, min)) = pending.pop() {
-            if best.is_some_and(|(b, _)| min >= b) {
-                continue; // its rules cannot beat the match in hand
+        // Each call of the callback pops subtrees until one whose rules can beat the match
+        // in hand (up to PRUNE_PER_CALL of them) and walks it; it ends the loop when it
+        // finds the stack empty, or leaves it empty.
+        'calls: loop {
+            probe.calls += 1;
+            let mut next = None;
+            for _ in 0..PRUNE_PER_CALL {
+                let Some((n, min)) = pending.pop() else {
+                    break 'calls;
+                };
+                if best.is_none_or(|(b, _)| min < b) {
+                    next = Some(n);
+                    break;
+                }
+                probe.pruned += 1;
             }
+            let Some(mut n) = next else {
+                continue;
+            };
             probe.trees += 1;
             self.enter(n.base);
             let (b0, n0, c0) = (best, probe.nodes, probe.candidates);
@@ -182,6 +202,9 @@ impl<'a> Lookup<'a> {
                 probe.wasted_walks += 1;
                 probe.wasted_nodes += probe.nodes - n0;
                 probe.wasted_candidates += probe.candidates - c0;
+            }
+            if pending.is_empty() {
+                break;
             }
         }
         if let Some((_, v)) = best {
