@@ -208,7 +208,13 @@ impl Agent {
 
     #[track_caller]
     fn wait_ready(&self) {
-        wait_for(Duration::from_secs(60), "the agent is ready", || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        wait_for(Duration::from_secs(61), "the agent is ready", || {
+            assert!(
+                Instant::now() < deadline,
+                "the agent is not ready after 60 s; its log:\n{}",
+                self.log()
+            );
             if let Some(child) = &self.child {
                 let pid = child.id();
                 assert!(
@@ -751,12 +757,12 @@ fn kernel_drops_by_reason_reach_prometheus_with_exactly_the_packets_dropped() {
     let router_ns = netns_inode(&l.lab.router.name);
     let up1_ns = netns_inode(&l.lab.up1.name);
     let dp_series = format!(
-        "pktpath_kernel_drops_total{{reason=\"TC_INGRESS\",interface=\"{}\",netns=\"{router_ns}\"}}",
-        l.lab.client_link.a
+        "pktpath_kernel_drops_total{{reason=\"TC_INGRESS\",interface=\"{}\",netns=\"{router_ns}\",netns_name=\"{}\"}}",
+        l.lab.client_link.a, l.lab.router.name
     );
     let nft_series = format!(
-        "pktpath_kernel_drops_total{{reason=\"NETFILTER_DROP\",interface=\"{}\",netns=\"{up1_ns}\"}}",
-        l.lab.up1_link.b
+        "pktpath_kernel_drops_total{{reason=\"NETFILTER_DROP\",interface=\"{}\",netns=\"{up1_ns}\",netns_name=\"{}\"}}",
+        l.lab.up1_link.b, l.lab.up1.name
     );
     let (_, body) = agent.get("/metrics").expect("GET /metrics");
     for line in body

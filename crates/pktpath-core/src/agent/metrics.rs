@@ -18,12 +18,13 @@
 //! pktpath_apply_duration_seconds                 gauge    of the last successful apply
 //! pktpath_scrape_read_seconds                    gauge    time this scrape took reading the maps
 //! process_resident_memory_bytes                  gauge    the agent's resident memory
-//! pktpath_kernel_drops_total{reason,interface,netns}  counter  kernel drops (skb:kfree_skb)
+//! pktpath_kernel_drops_total{reason,interface,netns,netns_name}  counter  kernel drops (skb:kfree_skb)
 //! pktpath_kernel_drops_unkeyed_total             counter  drops that found the key map full
 //! pktpath_kernel_drop_keys                       gauge    keys in use in the kernel's map
 //! ```
 
 use std::{
+    collections::HashMap,
     os::unix::fs::MetadataExt as _,
     sync::{Arc, Mutex},
     time::{Instant, UNIX_EPOCH},
@@ -40,6 +41,7 @@ use super::status::Status;
 use crate::{
     datapath::attach::{self, AttachError, IfaceStats, Layout},
     dropmon::DropMonitor,
+    sys::netns,
 };
 
 /// One policy's counters at scrape time.
@@ -353,27 +355,33 @@ impl Collector for DatapathCollector {
         if let Some(monitor) = &self.drops {
             match monitor.read() {
                 Ok(drops) => {
-                    let netns: Vec<String> = drops
+                    // Inode and name (under /run/netns) of each namespace, looked up once
+                    // per scrape: a name reads better, an inode names every namespace.
+                    let mut names: HashMap<u32, String> = HashMap::new();
+                    let netns: Vec<(String, String)> = drops
                         .rows
                         .iter()
                         .map(|r| {
                             if r.netns == 0 {
-                                String::new()
-                            } else {
-                                r.netns.to_string()
+                                return (String::new(), String::new());
                             }
+                            let name = names.entry(r.netns).or_insert_with(|| {
+                                netns::name_of_inode(u64::from(r.netns)).unwrap_or_default()
+                            });
+                            (r.netns.to_string(), name.clone())
                         })
                         .collect();
                     counters(
                         e,
                         "pktpath_kernel_drops",
-                        "Packets the kernel dropped (skb:kfree_skb), by drop reason, the device the packet had and the inode of that device's network namespace (both empty without a device).",
-                        drops.rows.iter().zip(&netns).map(|(r, ns)| {
+                        "Packets the kernel dropped (skb:kfree_skb), by drop reason, the device the packet had, the inode of that device's network namespace and its name under /run/netns (empty without a device, or without a name).",
+                        drops.rows.iter().zip(&netns).map(|(r, (ns, name))| {
                             (
                                 [
                                     ("reason", r.reason.as_str()),
                                     ("interface", r.interface.as_str()),
                                     ("netns", ns.as_str()),
+                                    ("netns_name", name.as_str()),
                                 ],
                                 r.packets,
                             )
