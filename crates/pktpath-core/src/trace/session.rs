@@ -231,7 +231,7 @@ mod tests {
     use super::*;
     use crate::trace::{
         Event,
-        sink::{JsonSink, TextSink},
+        sink::{JsonSink, Output, TextSink},
     };
 
     fn saved() -> SavedTrace {
@@ -254,29 +254,30 @@ mod tests {
         }
     }
 
+    /// What a replay of [`saved`] writes (as JSON Lines or text) and the notes it makes.
+    fn replayed(options: SessionOptions, json: bool) -> (String, Vec<String>) {
+        let (mut out, mut notes) = (Vec::new(), Vec::new());
+        let mut sink: Output<_, std::io::Sink> = if json {
+            Output::Json(JsonSink::new(&mut out))
+        } else {
+            Output::Text(TextSink::new(&mut out))
+        };
+        let mut filter = SavedFilter::default();
+        replay(&saved(), &mut filter, options, &mut sink, |n| notes.push(n)).unwrap();
+        drop(sink);
+        (String::from_utf8(out).unwrap(), notes)
+    }
+
     #[test]
     fn a_replay_writes_the_events_then_the_summary_and_tells_the_counts() {
-        let saved = saved();
         let options = SessionOptions {
             summary: true,
             ..SessionOptions::default()
         };
-        let mut out = Vec::new();
-        let mut notes = Vec::new();
-        let mut sink = JsonSink::new(&mut out);
-        replay(
-            &saved,
-            &mut SavedFilter::default(),
-            options,
-            &mut sink,
-            |n| notes.push(n),
-        )
-        .unwrap();
-        drop(sink);
-        let text = String::from_utf8(out).unwrap();
+        let (text, notes) = replayed(options, true);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        for (line, ev) in lines.iter().zip(&saved.events) {
+        for (line, ev) in lines.iter().zip(&saved().events) {
             assert_eq!(*line, serde_json::to_string(ev).unwrap());
         }
         let summary: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
@@ -289,23 +290,11 @@ mod tests {
 
     #[test]
     fn a_replay_stops_at_the_count_and_times_text_from_the_first_event() {
-        let saved = saved();
         let options = SessionOptions {
             count: Some(1),
             ..SessionOptions::default()
         };
-        let mut out = Vec::new();
-        let mut sink = TextSink::new(&mut out);
-        replay(
-            &saved,
-            &mut SavedFilter::default(),
-            options,
-            &mut sink,
-            |_| {},
-        )
-        .unwrap();
-        drop(sink);
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(text, format!("{}\n", saved.events[0].to_text(1_000)));
+        let (text, _) = replayed(options, false);
+        assert_eq!(text, format!("{}\n", saved().events[0].to_text(1_000)));
     }
 }

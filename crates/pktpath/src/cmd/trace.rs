@@ -21,6 +21,7 @@ use pktpath_core::{
         pcapng::PcapngWriter,
         saved::{SavedFilter, SavedTrace},
         session::replay,
+        sink,
         tap::Tap,
     },
 };
@@ -276,14 +277,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     eprintln!("{}", banner(&args, &cfg, session.collector()));
     log::debug!("start-up: {:#?}", session.collector().startup());
     let stdout = std::io::stdout().lock();
-    let stop = crate::signal::stopped;
-    let ran = match (pcapng, &args.write, args.output) {
-        (Some(w), Some(path), _) => {
-            session.run(&mut PcapngSink::new(w, path.clone(), stdout), stop, note)
-        }
-        (_, _, Output::Json) => session.run(&mut JsonSink::new(stdout), stop, note),
-        (_, _, Output::Text) => session.run(&mut TextSink::new(stdout), stop, note),
+    let mut out = match (pcapng, &args.write, args.output) {
+        (Some(w), Some(path), _) => sink::Output::Pcapng(PcapngSink::new(w, path.clone(), stdout)),
+        (_, _, Output::Json) => sink::Output::Json(JsonSink::new(stdout)),
+        (_, _, Output::Text) => sink::Output::Text(TextSink::new(stdout)),
     };
+    let ran = session.run(&mut out, crate::signal::stopped, note);
     ran.map_err(output_error)?;
     Ok(exit::OK)
 }
@@ -363,22 +362,11 @@ fn read_saved(args: &Args, path: &Path) -> anyhow::Result<u8> {
         ..SessionOptions::default()
     };
     let stdout = std::io::stdout().lock();
-    let replayed = match args.output {
-        Output::Json => replay(
-            &saved,
-            &mut filter,
-            options,
-            &mut JsonSink::new(stdout),
-            note,
-        ),
-        Output::Text => replay(
-            &saved,
-            &mut filter,
-            options,
-            &mut TextSink::new(stdout),
-            note,
-        ),
+    let mut out: sink::Output<_, std::io::Sink> = match args.output {
+        Output::Json => sink::Output::Json(JsonSink::new(stdout)),
+        Output::Text => sink::Output::Text(TextSink::new(stdout)),
     };
+    let replayed = replay(&saved, &mut filter, options, &mut out, note);
     replayed.map_err(output_error)?;
     Ok(exit::OK)
 }
