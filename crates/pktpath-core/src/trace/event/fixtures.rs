@@ -27,6 +27,7 @@ pub(super) fn udp_record(hook: Hook, ts_ns: u64) -> TraceEvent {
     ifname[..6].copy_from_slice(b"veth-b");
     let drop = hook == Hook::KfreeSkb;
     TraceEvent {
+        head: pktpath_common::trace::RecordHead::SKB,
         ts_ns,
         skb_addr: 0xffff_8880_0433_2e00,
         location: if drop { 0xffffffff820a64d0 + 0x2f } else { 0 },
@@ -56,6 +57,7 @@ pub(super) fn fib_record(hook: Hook, ts_ns: u64) -> FibEvent {
     let mut dst = [0u8; 16];
     dst[..4].copy_from_slice(&[10, 99, 0, 2]);
     FibEvent {
+        head: pktpath_common::trace::RecordHead::FIB,
         ts_ns,
         netns: 4_026_532_246,
         table: 254,
