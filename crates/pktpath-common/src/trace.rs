@@ -207,10 +207,42 @@ impl Hook {
     }
 }
 
+/// The first field of every record the tracer writes into its ring buffer: what the record
+/// is, so that user space decodes it by its kind, never by its size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHead {
+    /// [`RECORD_SKB`] or [`RECORD_FIB`].
+    pub kind: u32,
+    pub _pad: u32,
+}
+crate::assert_size!(RecordHead, 8);
+crate::impl_pod!(RecordHead);
+
+/// [`RecordHead::kind`] of a [`TraceEvent`].
+pub const RECORD_SKB: u32 = 1;
+/// [`RecordHead::kind`] of a [`FibEvent`].
+pub const RECORD_FIB: u32 = 2;
+
+impl RecordHead {
+    /// The head of a [`TraceEvent`].
+    pub const SKB: Self = Self {
+        kind: RECORD_SKB,
+        _pad: 0,
+    };
+    /// The head of a [`FibEvent`].
+    pub const FIB: Self = Self {
+        kind: RECORD_FIB,
+        _pad: 0,
+    };
+}
+
 /// One event as written by a hook into the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceEvent {
+    /// [`RecordHead::SKB`].
+    pub head: RecordHead,
     /// `bpf_ktime_get_ns()` at the hook.
     pub ts_ns: u64,
     /// Kernel address of the `sk_buff`: with `ts_ns` of its first sighting, the packet id.
@@ -246,7 +278,7 @@ pub struct TraceEvent {
 }
 crate::assert_size!(
     TraceEvent,
-    8 * 3 + 4 * 8 + 2 * 4 + IFNAMSIZ + HEADER_BYTES + QDISC_KIND_LEN
+    8 + 8 * 3 + 4 * 8 + 2 * 4 + IFNAMSIZ + HEADER_BYTES + QDISC_KIND_LEN
 );
 crate::impl_pod!(TraceEvent);
 // The hooks copy and clear these arrays 8 bytes at a time.
@@ -277,11 +309,12 @@ pub const FIB_FAMILY_V6: u8 = 6;
 
 /// One routing table lookup (`fib:fib_table_lookup`, `fib6:fib6_table_lookup`) as written
 /// into the ring buffer: the flow looked up and the result. No skb: user space attaches it
-/// to a packet's journey by the flow's header fields and time. Told apart from a
-/// [`TraceEvent`] by its size.
+/// to a packet's journey by the flow's header fields and time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FibEvent {
+    /// [`RecordHead::FIB`].
+    pub head: RecordHead,
     pub ts_ns: u64,
     /// Inode of the network namespace of the lookup. IPv6: the lookup's own. IPv4: the
     /// result device's; when the lookup found nothing, for an output lookup the sending
@@ -323,7 +356,7 @@ pub struct FibEvent {
     /// The result's output device name.
     pub out_ifname: [u8; IFNAMSIZ],
 }
-crate::assert_size!(FibEvent, 8 + 4 * 7 + 2 * 2 + 4 + 4 + 16 * 3 + IFNAMSIZ);
+crate::assert_size!(FibEvent, 8 + 8 + 4 * 7 + 2 * 2 + 4 + 4 + 16 * 3 + IFNAMSIZ);
 crate::impl_pod!(FibEvent);
 // The hook clears these 8 bytes at a time.
 const _: () = {
@@ -331,4 +364,3 @@ const _: () = {
     assert!(offset_of!(FibEvent, gw) % 8 == 0);
     assert!(offset_of!(FibEvent, out_ifname) % 8 == 0);
 };
-const _: () = assert!(size_of::<FibEvent>() != size_of::<TraceEvent>());

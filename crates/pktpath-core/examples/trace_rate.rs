@@ -33,6 +33,7 @@ fn record(i: u64, step: usize) -> Vec<u8> {
     ifname[..name.len()].copy_from_slice(name);
     let drop = hook == Hook::KfreeSkb;
     let ev = TraceEvent {
+        head: pktpath_common::trace::RecordHead::SKB,
         ts_ns: 1_000_000 + i * 10_000 + step as u64 * 700,
         skb_addr: 0xffff_8880_0400_0000 + (i % 4096) * 0x100,
         location: if drop {

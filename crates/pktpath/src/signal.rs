@@ -1,21 +1,19 @@
 //! SIGINT/SIGTERM as a flag: long-running commands (`trace`, `demo`) check it between steps
 //! and stop cleanly, so their RAII guards undo what they did.
+//!
+//! signal-hook installs the handlers with SA_RESTART. That does not delay a stop: the calls
+//! these commands wait in are poll(2) (the trace's ring buffer) and socket calls with a
+//! timeout set, which the kernel never restarts after a handler (signal(7)), and sleeps.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Set by SIGINT/SIGTERM.
 static STOP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_sig: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Installs the stop handler for SIGINT and SIGTERM (without SA_RESTART, so a blocked poll
-/// returns at once).
+/// Installs the stop handler for SIGINT and SIGTERM.
 pub fn install() -> std::io::Result<()> {
-    // The handler only stores to an atomic, which is async-signal-safe.
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        pktpath_core::sys::signals::set_handler(sig, on_signal)?;
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, &STOP)?;
     }
     Ok(())
 }

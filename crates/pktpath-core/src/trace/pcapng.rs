@@ -436,6 +436,7 @@ mod tests {
             _ => ETH_P_IP,
         };
         TraceEvent {
+            head: pktpath_common::trace::RecordHead::SKB,
             ts_ns,
             skb_addr: 0xffff_8880_0433_2e00,
             location: 0,
@@ -635,6 +636,7 @@ mod tests {
         dst[..4].copy_from_slice(&[10, 99, 0, 2]);
         gw[..4].copy_from_slice(&[10, 98, 0, 254]);
         let fib = pktpath_common::trace::FibEvent {
+            head: pktpath_common::trace::RecordHead::FIB,
             ts_ns: 2_000,
             netns: NS_BLUE,
             table: 254,

@@ -479,6 +479,7 @@ mod tests {
         let mut name = [0u8; 16];
         name[..ifname.len()].copy_from_slice(ifname.as_bytes());
         TraceEvent {
+            head: pktpath_common::trace::RecordHead::SKB,
             ts_ns: ts,
             skb_addr: skb,
             location: 0,

@@ -1,16 +1,19 @@
 //! Decoding ring buffer records into [`Record`]s ([`TraceEvent`] for hooks that see a
-//! packet, [`FibEvent`] for routing lookups, told apart by size): the one place raw record
-//! bytes become events, and the accessors for their variable-length parts (header bytes,
-//! interface names).
+//! packet, [`FibEvent`] for routing lookups, told apart by the kind their [`RecordHead`]
+//! names): the one place raw record bytes become events, and the accessors for their
+//! variable-length parts (header bytes, interface names).
 
-use pktpath_common::trace::{FibEvent, TraceEvent};
+use pktpath_common::trace::{FibEvent, RECORD_FIB, RECORD_SKB, RecordHead, TraceEvent};
 
 /// A ring buffer record that is neither a [`TraceEvent`] nor a [`FibEvent`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("trace record of {got} bytes, expected {expected}: tracer and pktpath versions differ?")]
-pub struct WireError {
-    pub got: usize,
-    pub expected: usize,
+pub enum WireError {
+    #[error(
+        "trace record of {got} bytes, expected {expected}: tracer and pktpath versions differ?"
+    )]
+    Short { got: usize, expected: usize },
+    #[error("trace record of unknown kind {0}: tracer and pktpath versions differ?")]
+    Kind(u32),
 }
 
 /// One record of the tracer's ring buffer.
@@ -35,16 +38,27 @@ impl Record {
     }
 }
 
-/// Decodes one record of either kind, by its size.
+/// Decodes one record of either kind, by the kind its head names.
 pub fn decode_record(bytes: &[u8]) -> Result<Record, WireError> {
-    if bytes.len() == size_of::<FibEvent>() {
-        // SAFETY: FibEvent is repr(C) plain data (every bit pattern valid) and `bytes` holds
-        // exactly its size; read_unaligned copes with any alignment.
-        return Ok(Record::Fib(unsafe {
-            std::ptr::read_unaligned(bytes.as_ptr().cast::<FibEvent>())
-        }));
+    match read::<RecordHead>(bytes)?.kind {
+        RECORD_SKB => read(bytes).map(Record::Skb),
+        RECORD_FIB => read(bytes).map(Record::Fib),
+        kind => Err(WireError::Kind(kind)),
     }
-    decode(bytes).map(Record::Skb)
+}
+
+/// A `T` from the start of `bytes` (any alignment), which must hold at least its size.
+fn read<T: aya::Pod>(bytes: &[u8]) -> Result<T, WireError> {
+    let expected = size_of::<T>();
+    if bytes.len() < expected {
+        return Err(WireError::Short {
+            got: bytes.len(),
+            expected,
+        });
+    }
+    // SAFETY: T is plain data (Pod: every bit pattern valid) and `bytes` holds at least its
+    // size; read_unaligned copes with any alignment.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
 /// A NUL-padded kernel name (interface, qdisc kind) as a string.
@@ -55,16 +69,11 @@ pub fn name(bytes: &[u8]) -> String {
 
 /// Decodes one packet record (as read from the ring buffer, any alignment).
 pub fn decode(bytes: &[u8]) -> Result<TraceEvent, WireError> {
-    let expected = size_of::<TraceEvent>();
-    if bytes.len() < expected {
-        return Err(WireError {
-            got: bytes.len(),
-            expected,
-        });
+    let ev: TraceEvent = read(bytes)?;
+    match ev.head.kind {
+        RECORD_SKB => Ok(ev),
+        kind => Err(WireError::Kind(kind)),
     }
-    // SAFETY: TraceEvent is repr(C) plain data (every bit pattern valid) and `bytes` holds at
-    // least size_of::<TraceEvent>() bytes; read_unaligned copes with any alignment.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<TraceEvent>()) })
 }
 
 /// The valid packet header bytes of an event (from the network header on).
@@ -90,6 +99,7 @@ mod tests {
         let mut header = [0u8; HEADER_BYTES];
         header[0] = 0x45;
         TraceEvent {
+            head: pktpath_common::trace::RecordHead::SKB,
             ts_ns: 1_000_000_123,
             skb_addr: 0xffff_8880_1234_5600,
             location: 0,
@@ -142,7 +152,7 @@ mod tests {
     }
 
     #[test]
-    fn records_are_told_apart_by_size() {
+    fn records_are_told_apart_by_kind() {
         let ev = sample();
         // SAFETY: viewing a repr(C) value as bytes.
         let bytes = unsafe {
@@ -153,18 +163,32 @@ mod tests {
         };
         assert_eq!(decode_record(bytes).unwrap(), Record::Skb(ev));
         let mut fib = [0u8; size_of::<FibEvent>()];
-        fib[..8].copy_from_slice(&77u64.to_le_bytes());
+        fib[..4].copy_from_slice(&RECORD_FIB.to_ne_bytes());
+        fib[8..16].copy_from_slice(&77u64.to_ne_bytes());
         match decode_record(&fib).unwrap() {
             Record::Fib(f) => assert_eq!(f.ts_ns, 77),
-            other => panic!("a fib-sized record decoded as {other:?}"),
+            other => panic!("a fib record decoded as {other:?}"),
         }
         assert!(decode_record(&fib[..50]).is_err());
+        // An unknown kind is refused whatever the record's size, and a packet's decoding
+        // takes nothing but a packet record.
+        let mut odd = bytes.to_vec();
+        odd[..4].copy_from_slice(&9u32.to_ne_bytes());
+        assert_eq!(decode_record(&odd), Err(WireError::Kind(9)));
+        odd[..4].copy_from_slice(&RECORD_FIB.to_ne_bytes());
+        assert_eq!(decode(&odd), Err(WireError::Kind(RECORD_FIB)));
     }
 
     #[test]
     fn short_records_are_refused() {
         let err = decode(&[0u8; 10]).unwrap_err();
-        assert_eq!(err.got, 10);
+        assert_eq!(
+            err,
+            WireError::Short {
+                got: 10,
+                expected: size_of::<TraceEvent>()
+            }
+        );
         assert!(err.to_string().contains("expected"));
     }
 }

@@ -19,7 +19,8 @@ use pktpath_common::{
     },
     kernel::KernelOffsets,
     trace::{
-        EVENT_DELIVERED, FIB_FAMILY_V4, FIB_FAMILY_V6, FibEvent, HEADER_BYTES, Hook, TraceEvent,
+        EVENT_DELIVERED, FIB_FAMILY_V4, FIB_FAMILY_V6, FibEvent, HEADER_BYTES, Hook, RecordHead,
+        TraceEvent,
     },
 };
 use pktpath_ebpf::kernel::{
@@ -792,6 +793,7 @@ fn emit_at(
     // SAFETY: `ev` points at a reserved ring buffer record of the right size; every field
     // is written before submit.
     unsafe {
+        (*ev).head = RecordHead::SKB;
         (*ev).ts_ns = bpf_ktime_get_ns();
         (*ev).skb_addr = skb;
         (*ev).location = location;
@@ -979,6 +981,7 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
     // SAFETY: `ev` points at a reserved ring buffer record of the right size; every field
     // is written before submit.
     unsafe {
+        (*ev).head = RecordHead::FIB;
         (*ev).ts_ns = bpf_ktime_get_ns();
         (*ev).netns = netns;
         (*ev).table = f.table;

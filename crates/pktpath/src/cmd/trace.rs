@@ -5,7 +5,7 @@ use std::{
     io::BufWriter,
     io::Write as _,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use pktpath_common::route::TAP_MAP;
@@ -15,12 +15,14 @@ use pktpath_core::{
     sys::caps::Privileges,
     sys::clock::MonotonicToRealtime,
     trace::{
-        Collector, ConfigError, EventBuilder, Summary, TraceRequest,
+        Collector, ConfigError, JsonSink, PcapngSink, Session, SessionError, SessionOptions,
+        TextSink, TraceRequest,
         filter::compile_filter,
-        pcapng::{PcapngWriter, Written},
+        pcapng::PcapngWriter,
         saved::{SavedFilter, SavedTrace},
+        session::replay,
+        sink,
         tap::Tap,
-        wire::Record,
     },
 };
 
@@ -203,15 +205,6 @@ fn parse_mark(s: &str) -> Result<u32, String> {
     parsed.map_err(|e| format!("`{s}` is not a 32-bit mark: {e}"))
 }
 
-/// Bytes of output gathered before a write(2) (also written at the end of each poll round).
-const OUT_BUFFER: usize = 256 * 1024;
-
-/// A poll round of fewer records than this is followed by a [`COALESCE`] pause.
-const COALESCE_BELOW: usize = 256;
-
-/// How long the reader lets records gather after a small round.
-const COALESCE: Duration = Duration::from_millis(1);
-
 pub fn run(args: Args) -> anyhow::Result<u8> {
     if args.print_schema {
         let mut out = std::io::stdout().lock();
@@ -249,183 +242,64 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Err(ConfigError::Privilege(missing)) => return Err(missing.into()),
         Err(e) => return Err(e.into()),
     };
-    let mut pcapng = match &args.write {
+    let pcapng = match &args.write {
         Some(path) => Some(open_pcapng(path)?),
         None => None,
     };
-    let mut skipped: u64 = 0;
     crate::signal::install()?;
     // Read alongside the loading, for the drop locations.
     let kallsyms = pktpath_core::trace::event::prefetch_kallsyms();
-    let mut collector = Collector::start(&cfg).map_err(|e| {
+    let collector = Collector::start(&cfg).map_err(|e| {
         if super::trace_kernel_error(&e) {
             super::with_doctor_verdict(e.into(), &["trace"])
         } else {
             e.into()
         }
     })?;
-    let mut builder =
-        EventBuilder::new(collector.drop_reasons().clone()).with_kallsyms_loading(kallsyms);
     let route_dir = args
         .route_pin_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ROUTE_PIN_DIR));
     // The default directory is followed when a data path is attached there; a directory
     // given on the command line must hold one.
-    if args.route_pin_dir.is_some() || route_dir.join(TAP_MAP).exists() {
-        let tap = Tap::open_at(&args.state.layout(&route_dir))?;
-        builder = builder.with_policies(tap.ids().clone());
-        collector.follow(tap);
-    }
-    eprintln!("{}", banner(&args, &cfg, &collector));
-    log::debug!("start-up: {:#?}", collector.startup());
-
-    let started = Instant::now();
-    let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
-    // Rust's stdout is line buffered: one write(2) per event, and a scan of every piece
-    // serde writes for a newline. Buffered here instead, flushed after every poll round
-    // (live output stays live: a round ends when the ring buffer is empty, or after
-    // `Collector::poll`'s batch limit).
-    let mut out = BufWriter::with_capacity(OUT_BUFFER, std::io::stdout().lock());
-    let mut events: u64 = 0;
-    // JSON lines are written straight into this buffer (not one by one into `out`, a copy
-    // per event), which goes to `out` when full and at the end of every poll round.
-    let mut json = Vec::with_capacity(OUT_BUFFER + 4096);
-    let mut t0: Option<u64> = None;
-    let mut summary = Summary::new();
-    let mut lost_reported = 0;
-    let mut lost_checked = Instant::now();
-    let mut result: anyhow::Result<()> = Ok(());
-    while !crate::signal::stopped()
-        && args.count.is_none_or(|c| events < c)
-        && deadline.is_none_or(|d| Instant::now() < d)
-    {
-        let wait = deadline.map_or(Duration::from_millis(200), |d| {
-            d.saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(200))
-        });
-        let mut write_err = None;
-        let polled = collector.poll(wait, |rec| {
-            if write_err.is_some() || args.count.is_some_and(|c| events >= c) {
-                return;
-            }
-            if let Record::Tc(t) = &rec
-                && !builder.follows(t.skb)
-            {
-                return;
-            }
-            let ev = builder.build_record(&rec);
-            if !args.filter.is_empty() && EventBuilder::is_unjudged_lookup(&ev) {
-                return;
-            }
-            summary.add(&ev);
-            let t = *t0.get_or_insert(ev.ts_ns);
-            let written: anyhow::Result<()> = match (&mut pcapng, args.output, &rec) {
-                (Some(_), _, Record::Tc(_)) => return,
-                (Some(w), _, Record::Fib(_)) => {
-                    w.note_route(&ev);
-                    return;
-                }
-                (Some(w), _, Record::Skb(raw)) => match w.write(raw, &ev) {
-                    Ok(Written::Packet { .. }) => Ok(()),
-                    Ok(Written::Skipped(_)) => {
-                        skipped += 1;
-                        return;
-                    }
-                    Err(e) => Err(e.into()),
-                },
-                (None, Output::Json, _) => {
-                    ev.write_json(&mut json);
-                    json.push(b'\n');
-                    if json.len() < OUT_BUFFER {
-                        Ok(())
-                    } else {
-                        let w = out.write_all(&json);
-                        json.clear();
-                        w.map_err(Into::into)
-                    }
-                }
-                (None, Output::Text, _) => writeln!(out, "{}", ev.to_text(t)).map_err(Into::into),
-            };
-            match written {
-                Ok(()) => events += 1,
-                Err(e) => write_err = Some(e),
-            }
-        });
-        let round = match polled {
-            Ok(n) => n,
-            Err(e) => {
-                result = Err(e.into());
-                break;
-            }
-        };
-        // Live: once a second, when the count grew.
-        if lost_checked.elapsed() >= Duration::from_secs(1) {
-            lost_checked = Instant::now();
-            if let Ok(lost) = collector.lost()
-                && lost > lost_reported
-            {
-                eprintln!("pktpath: {lost} lost");
-                lost_reported = lost;
-            }
-        }
-        let flushed = match &mut pcapng {
-            Some(w) => w.flush().map_err(anyhow::Error::from),
-            None => {
-                let w = out.write_all(&json).and_then(|()| out.flush());
-                json.clear();
-                w.map_err(anyhow::Error::from)
-            }
-        };
-        if let Some(e) = write_err.or_else(|| flushed.err()) {
-            result = Err(e);
-            break;
-        }
-        // A small round means the reader caught up with the hooks. Waiting a moment before
-        // the next makes each round (a poll, a wake-up, an output write) carry a
-        // millisecond of a steady stream rather than one packet's few hops: at a few
-        // hundred thousand events a second, those per-round costs were what the reader ran
-        // out of time on. Output stays live.
-        if (1..COALESCE_BELOW).contains(&round) {
-            std::thread::sleep(COALESCE);
-        }
-    }
-    // Lines of a round a poll error ended before its flush.
-    if !json.is_empty() {
-        let written = out.write_all(&json).and_then(|()| out.flush());
-        result = result.and(written.map_err(Into::into));
-    }
-    let lost = collector.lost();
-    drop(collector);
-    if let (Some(w), Some(path)) = (pcapng, &args.write) {
-        let interfaces = w.interfaces();
-        if let Err(e) = w.finish() {
-            result = result.and(Err(e.into()));
-        }
-        eprintln!(
-            "pktpath: {events} packets on {interfaces} interfaces written to {}, {skipped} non-IP events skipped",
-            path.display()
-        );
-    }
-    let report = summary.report(lost.as_ref().ok().copied());
-    if args.summary && result.is_ok() {
-        let written = match args.output {
-            Output::Json => {
-                serde_json::to_writer(&mut out, &serde_json::json!({ "summary": report }))
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| writeln!(out))
-            }
-            Output::Text => write!(out, "{}", report.to_text()),
-        };
-        result = written.and_then(|()| out.flush()).map_err(Into::into);
-    }
-    eprintln!("pktpath: summary: {}", report.short());
-    match lost {
-        Ok(lost) => eprintln!("pktpath: {events} events, {lost} lost"),
-        Err(e) => eprintln!("pktpath: {events} events, lost count unavailable: {e}"),
-    }
-    result?;
+    let tap = if args.route_pin_dir.is_some() || route_dir.join(TAP_MAP).exists() {
+        Some(Tap::open_at(&args.state.layout(&route_dir))?)
+    } else {
+        None
+    };
+    let options = SessionOptions {
+        count: args.count,
+        duration: args.duration.map(Duration::from_secs_f64),
+        filtered: !args.filter.is_empty(),
+        summary: args.summary,
+    };
+    let session = Session::new(collector, kallsyms, tap, options);
+    eprintln!("{}", banner(&args, &cfg, session.collector()));
+    log::debug!("start-up: {:#?}", session.collector().startup());
+    let stdout = std::io::stdout().lock();
+    let mut out = match (pcapng, &args.write, args.output) {
+        (Some(w), Some(path), _) => sink::Output::Pcapng(PcapngSink::new(w, path.clone(), stdout)),
+        (_, _, Output::Json) => sink::Output::Json(JsonSink::new(stdout)),
+        (_, _, Output::Text) => sink::Output::Text(TextSink::new(stdout)),
+    };
+    let ran = session.run(&mut out, crate::signal::stopped, note);
+    ran.map_err(output_error)?;
     Ok(exit::OK)
+}
+
+/// A session's note to the user, on stderr.
+fn note(line: String) {
+    eprintln!("pktpath: {line}");
+}
+
+/// The error a session failed with, as itself: a broken pipe stays an `io::Error` in the
+/// chain, which `exit::report` takes for success.
+fn output_error(e: SessionError) -> anyhow::Error {
+    match e {
+        SessionError::Trace(e) => e.into(),
+        SessionError::Pcapng(e) => e.into(),
+        SessionError::Io(e) => e.into(),
+    }
 }
 
 /// Creates `path` and starts a pcapng section in it, with the clock offset measured now.
@@ -482,45 +356,17 @@ fn read_saved(args: &Args, path: &Path) -> anyhow::Result<u8> {
     filter.netns = args.netns.clone();
     filter.iface = args.iface.clone();
     filter.mark = args.mark;
-    let mut out = BufWriter::with_capacity(OUT_BUFFER, std::io::stdout().lock());
-    let mut summary = Summary::new();
-    let mut json = Vec::new();
-    let mut events: u64 = 0;
-    let t0 = saved.events.first().map_or(0, |e| e.ts_ns);
-    for ev in &saved.events {
-        if args.count.is_some_and(|c| events >= c) {
-            break;
-        }
-        if !filter.wants(ev) {
-            continue;
-        }
-        summary.add(ev);
-        match args.output {
-            Output::Json => {
-                json.clear();
-                ev.write_json(&mut json);
-                json.push(b'\n');
-                out.write_all(&json)?;
-            }
-            Output::Text => writeln!(out, "{}", ev.to_text(t0))?,
-        }
-        events += 1;
-    }
-    let report = summary.report(saved.lost);
-    if args.summary {
-        match args.output {
-            Output::Json => {
-                serde_json::to_writer(&mut out, &serde_json::json!({ "summary": report }))?;
-                writeln!(out)?;
-            }
-            Output::Text => write!(out, "{}", report.to_text())?,
-        }
-    }
-    out.flush()?;
-    eprintln!("pktpath: summary: {}", report.short());
-    match saved.lost {
-        Some(lost) => eprintln!("pktpath: {events} events, {lost} lost when recorded"),
-        None => eprintln!("pktpath: {events} events (the file does not say how many were lost)"),
-    }
+    let options = SessionOptions {
+        count: args.count,
+        summary: args.summary,
+        ..SessionOptions::default()
+    };
+    let stdout = std::io::stdout().lock();
+    let mut out: sink::Output<_, std::io::Sink> = match args.output {
+        Output::Json => sink::Output::Json(JsonSink::new(stdout)),
+        Output::Text => sink::Output::Text(TextSink::new(stdout)),
+    };
+    let replayed = replay(&saved, &mut filter, options, &mut out, note);
+    replayed.map_err(output_error)?;
     Ok(exit::OK)
 }

@@ -1,0 +1,616 @@
+//! Building [`Event`]s from wire records: headers parsed, the packet's journey and the time
+//! since its previous hop, drop reasons and locations named, interface, namespace and
+//! address names made once and kept.
+
+use std::net::IpAddr;
+
+use pktpath_common::{
+    kernel::IFNAMSIZ,
+    route::{TapEvent, action_name, outcome_name},
+    trace::{EVENT_DELIVERED, Hook, TraceEvent},
+};
+
+use super::{Event, FreeReason, QdiscInfo, Rewrite, SCHEMA_VERSION, TC_HOOK, TcInfo};
+use crate::{
+    sys::netns,
+    trace::{
+        drops::DropReasons,
+        fasthash::{self, FastMap},
+        headers::{self, Headers},
+        identity,
+        journey::{self, Flow, Journeys},
+        kallsyms::Kallsyms,
+        name::Name,
+        wire::{self, Record},
+    },
+};
+
+mod fib;
+
+/// Builds [`Event`]s from wire records, keeping the journeys and the name caches.
+#[derive(Debug)]
+pub struct EventBuilder {
+    journeys: Journeys,
+    reasons: DropReasons,
+    kallsyms: Option<Kallsyms>,
+    /// /proc/kallsyms being read on another thread (see [`Self::prefetch_kallsyms`]).
+    kallsyms_loading: Option<std::thread::JoinHandle<Kallsyms>>,
+    /// Drop locations already symbolized (a flood of drops comes from a few places).
+    locations: FastMap<u64, String>,
+    netns_names: FastMap<u32, Option<Name>>,
+    /// Interface names by their bytes in the record, made once.
+    ifnames: FastMap<[u8; IFNAMSIZ], Name>,
+    /// Addresses as text, made once (forgotten when they grow many).
+    addrs: FastMap<IpAddr, Name>,
+    /// With [`Self::with_policies`]: each open skb's last event, for the decisions of the
+    /// data path (which carry no headers) to repeat; policy ids by priority.
+    tapping: Option<(FastMap<u64, Event>, std::collections::HashMap<u32, String>)>,
+    /// Per CPU: the skb `netif_receive_skb` saw last, for the input route lookup that
+    /// follows it there (see [`Journeys::lookup`]).
+    received: Vec<u64>,
+}
+
+impl EventBuilder {
+    /// A builder naming drop reasons with `reasons`. Kernel symbols are read on the first
+    /// drop (not at start-up).
+    pub fn new(reasons: DropReasons) -> Self {
+        Self {
+            journeys: Journeys::new(),
+            reasons,
+            kallsyms: None,
+            kallsyms_loading: None,
+            locations: FastMap::default(),
+            netns_names: FastMap::default(),
+            ifnames: FastMap::default(),
+            addrs: FastMap::default(),
+            tapping: None,
+            received: Vec::new(),
+        }
+    }
+
+    /// Builds data-path decisions too ([`Record::Tc`]), naming policies from `ids`
+    /// (priority to id).
+    pub fn with_policies(mut self, ids: std::collections::HashMap<u32, String>) -> Self {
+        self.tapping = Some((FastMap::default(), ids));
+        self
+    }
+
+    /// Takes the kernel's symbols from `loading` (see [`prefetch_kallsyms`]) when the first
+    /// drop needs them.
+    pub fn with_kallsyms_loading(mut self, loading: Option<KallsymsLoading>) -> Self {
+        if self.kallsyms.is_none() {
+            self.kallsyms_loading = loading.map(|l| l.0);
+        }
+        self
+    }
+
+    /// Uses this symbol table instead of reading /proc/kallsyms.
+    pub fn with_kallsyms(mut self, kallsyms: Kallsyms) -> Self {
+        self.kallsyms = Some(kallsyms);
+        self
+    }
+
+    /// Uses these namespace names (inode to name) instead of looking under /run/netns.
+    pub fn with_netns_names(mut self, names: impl IntoIterator<Item = (u32, String)>) -> Self {
+        self.netns_names
+            .extend(names.into_iter().map(|(i, n)| (i, Some(n.into()))));
+        self
+    }
+
+    /// The rich event for one ring buffer record of either kind.
+    pub fn build_record(&mut self, rec: &Record) -> Event {
+        match rec {
+            Record::Skb(ev) => self.build(ev),
+            Record::Fib(ev) => self.build_fib(ev),
+            Record::Tc(ev) => self.build_tc(ev),
+        }
+    }
+
+    /// The rich event for one decision of the data path: a `tc:pktpath` hop of the
+    /// packet's journey.
+    pub fn build_tc(&mut self, ev: &TapEvent) -> Event {
+        let step = self.journeys.hop_of(ev.skb, ev.ts_ns);
+        let d = &ev.decision;
+        let (last, ids) = match &mut self.tapping {
+            Some((last, ids)) => (last.get(&ev.skb).cloned(), Some(&*ids)),
+            None => (None, None),
+        };
+        let matched = d.matched != 0;
+        let tc = TcInfo {
+            policy: ids
+                .filter(|_| matched)
+                .and_then(|ids| ids.get(&d.priority).cloned()),
+            priority: matched.then_some(d.priority),
+            action: action_name(d.matched, d.action),
+            outcome: outcome_name(d.outcome),
+            egress_ifindex: (d.egress_ifindex != 0).then_some(d.egress_ifindex),
+        };
+        let base = last.unwrap_or_else(|| Event {
+            schema_version: SCHEMA_VERSION,
+            ifindex: ev.ifindex,
+            proto: "-".into(),
+            ..Event::default()
+        });
+        // The decision is made on the interface the program runs on; the previous event
+        // names it when it was seen there (the usual receive hook just before).
+        let ifname = if base.ifindex == ev.ifindex {
+            base.ifname.clone()
+        } else {
+            format!("ifindex {}", ev.ifindex).into()
+        };
+        Event {
+            ts_ns: ev.ts_ns,
+            packet_id: step.packet_id,
+            hop: step.hop,
+            delta_ns: step.delta_ns,
+            hook: TC_HOOK,
+            skb: ev.skb,
+            ifname,
+            ifindex: ev.ifindex,
+            len: ev.len,
+            drop_reason: None,
+            drop_location: None,
+            qdisc: None,
+            fib: None,
+            tc: Some(tc),
+            delivered: None,
+            rewrite: None,
+            ..base
+        }
+    }
+
+    /// Whether a decision about the skb at `skb` belongs in the trace: the trace reported
+    /// that packet (it passed the trace's filters) and it is still on its way.
+    pub fn follows(&self, skb: u64) -> bool {
+        self.tapping
+            .as_ref()
+            .is_some_and(|(last, _)| last.contains_key(&skb))
+    }
+
+    /// Remembers `ev` as its skb's last event, for the data path's decisions.
+    fn note_for_tap(&mut self, ev: &Event, skb: u64, ends: bool) {
+        let Some((last, _)) = &mut self.tapping else {
+            return;
+        };
+        if ends {
+            last.remove(&skb);
+            return;
+        }
+        if last.len() >= 65_536 {
+            last.clear();
+        }
+        last.insert(skb, ev.clone());
+    }
+
+    /// The rich event for one packet record.
+    pub fn build(&mut self, ev: &TraceEvent) -> Event {
+        let hook = Hook::from_u16(ev.hook);
+        let bytes = wire::header(ev);
+        let h: Headers = headers::parse(ev.protocol, bytes);
+        let sig = if bytes.is_empty() {
+            journey::UNKNOWN_SIG
+        } else {
+            signature(ev.protocol, &h)
+        };
+        let ident = identity::identity(ev.protocol, bytes);
+        if hook == Some(Hook::NetifReceiveSkb) {
+            let cpu = usize::from(ev.cpu);
+            if cpu >= self.received.len() {
+                self.received.resize(cpu + 1, 0);
+            }
+            self.received[cpu] = ev.skb_addr;
+        }
+        let step = self.journeys.packet(
+            ev.skb_addr,
+            ev.ts_ns,
+            (sig, ident),
+            flow_of(&h).as_ref(),
+            hook.is_some_and(Hook::ends_skb),
+            hook.is_some_and(|h| !h.is_receive()),
+        );
+        let (drop_reason, drop_location, delivered) = if hook == Some(Hook::KfreeSkb) {
+            let reason = self.reasons.name(ev.drop_reason);
+            let location = self.symbolize(ev.location);
+            if ev.flags & EVENT_DELIVERED != 0 {
+                (None, None, Some(FreeReason { reason, location }))
+            } else {
+                (Some(reason), Some(location), None)
+            }
+        } else {
+            (None, None, None)
+        };
+        let rewrite = self.journeys.take_rewrite().map(|before| {
+            let before = before.unwrap_or(Flow {
+                ports: None,
+                src: None,
+                dst: None,
+                proto: None,
+            });
+            Rewrite {
+                proto: before.proto,
+                src: before.src.map(|a| self.addr(a)),
+                dst: before.dst.map(|a| self.addr(a)),
+                sport: before.ports.map(|p| p.0),
+                dport: before.ports.map(|p| p.1),
+            }
+        });
+        let netns_name = self.netns_name(ev.netns);
+        let built = Event {
+            schema_version: SCHEMA_VERSION,
+            ts_ns: ev.ts_ns,
+            packet_id: step.packet_id,
+            hop: step.hop,
+            delta_ns: step.delta_ns,
+            hook: hook.map_or("unknown", Hook::name),
+            skb: ev.skb_addr,
+            ifname: self.ifname(&ev.ifname),
+            ifindex: ev.ifindex,
+            netns: ev.netns,
+            netns_name,
+            proto: h.proto,
+            src: h.src.map(|a| self.addr(a)),
+            dst: h.dst.map(|a| self.addr(a)),
+            sport: h.sport,
+            dport: h.dport,
+            icmp_type: h.icmp_type,
+            icmp_code: h.icmp_code,
+            icmp_id: h.icmp_id,
+            icmp_seq: h.icmp_seq,
+            tcp_flags: h.tcp_flags,
+            arp_op: h.arp_op,
+            len: ev.len,
+            mark: ev.mark,
+            cpu: ev.cpu,
+            drop_reason,
+            drop_location,
+            qdisc: matches!(hook, Some(Hook::QdiscEnqueue | Hook::QdiscDequeue)).then(|| {
+                QdiscInfo {
+                    kind: wire::name(&ev.qdisc_kind),
+                    handle: qdisc_handle(ev.qdisc_handle),
+                }
+            }),
+            fib: None,
+            tc: None,
+            delivered,
+            rewrite,
+        };
+        if self.tapping.is_some() {
+            self.note_for_tap(&built, ev.skb_addr, hook.is_some_and(Hook::ends_skb));
+        }
+        built
+    }
+
+    fn netns_name(&mut self, inode: u32) -> Option<Name> {
+        self.netns_names
+            .entry(inode)
+            .or_insert_with(|| netns::name_of_inode(u64::from(inode)).map(Name::from))
+            .clone()
+    }
+
+    /// `a` as text.
+    fn addr(&mut self, a: IpAddr) -> Name {
+        if self.addrs.len() >= 65_536 {
+            self.addrs.clear();
+        }
+        self.addrs
+            .entry(a)
+            .or_insert_with(|| ip_text(a).into())
+            .clone()
+    }
+
+    /// The interface name `bytes` (NUL-padded) hold.
+    fn ifname(&mut self, bytes: &[u8; IFNAMSIZ]) -> Name {
+        self.ifnames
+            .entry(*bytes)
+            .or_insert_with(|| wire::name(bytes).into())
+            .clone()
+    }
+
+    fn symbolize(&mut self, addr: u64) -> String {
+        if let Some(s) = self.locations.get(&addr) {
+            return s.clone();
+        }
+        let loading = self.kallsyms_loading.take();
+        let syms = self.kallsyms.get_or_insert_with(|| {
+            loading
+                .and_then(|h| h.join().ok())
+                .unwrap_or_else(read_kallsyms)
+        });
+        let s = syms.symbolize(addr).unwrap_or_else(|| format!("{addr:#x}"));
+        if self.locations.len() < MAX_LOCATIONS {
+            self.locations.insert(addr, s.clone());
+        }
+        s
+    }
+}
+
+/// Symbolized drop locations kept.
+const MAX_LOCATIONS: usize = 4096;
+
+/// /proc/kallsyms being read on another thread.
+#[derive(Debug)]
+pub struct KallsymsLoading(std::thread::JoinHandle<Kallsyms>);
+
+/// Starts reading /proc/kallsyms on another thread, to hand to
+/// [`EventBuilder::with_kallsyms_loading`]. Started before the tracer loads, it is ready
+/// when the first drop arrives: read then, it stalled the reader for 0.1-0.25 s here, long
+/// enough for a burst to fill the ring buffer. None when no thread could be started (the
+/// symbols are then read at the first drop).
+pub fn prefetch_kallsyms() -> Option<KallsymsLoading> {
+    std::thread::Builder::new()
+        .name("kallsyms".into())
+        .spawn(read_kallsyms)
+        .ok()
+        .map(KallsymsLoading)
+}
+
+/// The kernel's symbols, or none (locations shown as addresses) when they cannot be read.
+fn read_kallsyms() -> Kallsyms {
+    Kallsyms::from_proc().unwrap_or_else(|e| {
+        log::warn!("drop locations will be shown as addresses: {e}");
+        Kallsyms::default()
+    })
+}
+
+/// The flow a packet carries, as a routing lookup would see it (IP packets only).
+fn flow_of(h: &Headers) -> Option<Flow> {
+    Some(Flow {
+        src: Some(h.src?),
+        dst: Some(h.dst?),
+        proto: Some(h.proto.clone()),
+        ports: h
+            .sport
+            .zip(h.dport)
+            .filter(|_| matches!(h.proto.as_ref(), "tcp" | "udp")),
+    })
+    .filter(|_| h.proto != "arp")
+}
+
+/// A qdisc handle as tc prints it: `major:` (or `major:minor`), in hex.
+fn qdisc_handle(h: u32) -> String {
+    let (major, minor) = (h >> 16, h & 0xffff);
+    if minor == 0 {
+        format!("{major:x}:")
+    } else {
+        format!("{major:x}:{minor:x}")
+    }
+}
+
+/// What stays the same along one packet's journey (unless NAT rewrites it): EtherType,
+/// protocol, addresses, ports, ICMP type, id and sequence.
+/// Packed into a few words before hashing: hashing the fields one by one (each option's
+/// tag, each address byte run) took about a tenth of the reader's time per event.
+fn signature(ethertype: u16, h: &Headers) -> u64 {
+    let sig = signature_hash(ethertype, h);
+    if sig == journey::UNKNOWN_SIG { 1 } else { sig }
+}
+
+fn signature_hash(ethertype: u16, h: &Headers) -> u64 {
+    let addr = |a: Option<IpAddr>| match a {
+        None => 0,
+        Some(IpAddr::V4(a)) => 1u128 << 127 | u128::from(a.to_bits()),
+        Some(IpAddr::V6(a)) => a.to_bits(),
+    };
+    let opt16 = |v: Option<u16>| v.map_or(0, |v| 1 << 16 | u64::from(v));
+    let mut proto = [0u8; 8];
+    let name = h.proto.as_bytes();
+    let n = name.len().min(8);
+    proto[..n].copy_from_slice(&name[..n]);
+    let (src, dst) = (addr(h.src), addr(h.dst));
+    fasthash::hash_one([
+        u64::from(ethertype) | (name.len() as u64) << 16,
+        u64::from_le_bytes(proto),
+        src as u64,
+        (src >> 64) as u64,
+        dst as u64,
+        (dst >> 64) as u64,
+        opt16(h.sport) | opt16(h.dport) << 17 | opt16(h.arp_op) << 34,
+        opt16(h.icmp_id)
+            | opt16(h.icmp_seq) << 17
+            | h.icmp_type.map_or(0, |t| 1 << 8 | u64::from(t)) << 34,
+    ])
+}
+
+/// An address as `Display` writes it; IPv4 without the formatting machinery (the common
+/// case, two per event).
+fn ip_text(a: IpAddr) -> String {
+    let IpAddr::V4(v4) = a else {
+        return a.to_string();
+    };
+    let mut s = String::with_capacity(15);
+    for (i, b) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if b >= 100 {
+            s.push(char::from(b'0' + b / 100));
+        }
+        if b >= 10 {
+            s.push(char::from(b'0' + b / 10 % 10));
+        }
+        s.push(char::from(b'0' + b % 10));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::event::{
+        fixtures::{builder, udp_record},
+        table_name,
+    };
+
+    #[test]
+    fn a_fast_path_decision_is_a_hop_of_the_packets_journey() {
+        use pktpath_common::route::{ACTION_FORWARD, Decision, OUTCOME_FORWARDED, TapEvent};
+        let decision = |ts_ns| TapEvent {
+            ts_ns,
+            skb: 0xffff_8880_0433_2e00,
+            ifindex: 2,
+            len: 47,
+            decision: Decision {
+                matched: 1,
+                action: ACTION_FORWARD,
+                outcome: OUTCOME_FORWARDED,
+                priority: 10,
+                egress_ifindex: 3,
+                ..Decision::default()
+            },
+            _pad: 0,
+        };
+        // Without the policies (no data path followed) nothing follows the packet.
+        let mut plain = builder();
+        plain.build(&udp_record(Hook::NetifReceiveSkb, 1_000));
+        assert!(!plain.follows(0xffff_8880_0433_2e00));
+
+        let ids = [(10, "udp-9-up1".to_owned())].into_iter().collect();
+        let mut b = builder().with_policies(ids);
+        let rx = b.build(&udp_record(Hook::NetifReceiveSkb, 1_000));
+        assert!(b.follows(0xffff_8880_0433_2e00));
+        let tc = b.build_record(&Record::Tc(decision(1_400)));
+        assert_eq!(
+            (tc.packet_id, tc.hop, tc.delta_ns, tc.hook),
+            (rx.packet_id, 2, Some(400), TC_HOOK)
+        );
+        assert_eq!(
+            (tc.ifname.as_str(), tc.netns, tc.len),
+            ("veth-b", rx.netns, 47)
+        );
+        assert_eq!((tc.src.as_deref(), tc.dport), (Some("10.99.0.1"), Some(9)));
+        let info = tc.tc.as_ref().unwrap();
+        assert_eq!(info.policy.as_deref(), Some("udp-9-up1"));
+        assert_eq!((info.action, info.outcome), ("forward", "forwarded"));
+        assert!(
+            tc.to_text(0)
+                .contains("policy udp-9-up1 (priority 10) forward -> forwarded egress ifindex 3"),
+            "{}",
+            tc.to_text(0)
+        );
+        let json = serde_json::to_value(&tc).unwrap();
+        assert_eq!(json["tc"]["egress_ifindex"], 3);
+        // The packet leaves afterwards: the next hop of the same journey.
+        let tx = b.build(&udp_record(Hook::NetDevXmit, 2_000));
+        assert_eq!((tx.packet_id, tx.hop), (rx.packet_id, 3));
+        // Freed: its decisions no longer belong to the trace.
+        b.build(&udp_record(Hook::ConsumeSkb, 3_000));
+        assert!(!b.follows(0xffff_8880_0433_2e00));
+    }
+
+    /// The bytes a record travels as (what the ring buffer hands over).
+    fn as_bytes(ev: &TraceEvent) -> Vec<u8> {
+        // SAFETY: viewing a repr(C) plain-data value as bytes.
+        unsafe {
+            std::slice::from_raw_parts(
+                (ev as *const TraceEvent).cast::<u8>(),
+                size_of::<TraceEvent>(),
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn a_drop_is_decoded_with_reason_location_and_journey() {
+        let mut b = builder();
+        let rx = wire::decode(&as_bytes(&udp_record(Hook::NetifReceiveSkb, 1_000))).unwrap();
+        let first = b.build(&rx);
+        let drop = b.build(&wire::decode(&as_bytes(&udp_record(Hook::KfreeSkb, 4_500))).unwrap());
+        assert_eq!(first.hook, "netif_receive_skb");
+        assert_eq!(
+            (first.packet_id, first.delta_ns, first.drop_reason),
+            (1, None, None)
+        );
+        assert_eq!(drop.packet_id, 1);
+        assert_eq!(drop.delta_ns, Some(3_500));
+        assert_eq!(drop.drop_reason.as_deref(), Some("NO_SOCKET"));
+        assert_eq!(
+            drop.drop_location.as_deref(),
+            Some("udp_queue_rcv_one_skb+0x2f")
+        );
+        assert_eq!(drop.proto, "udp");
+        assert_eq!(
+            (drop.src.as_deref(), drop.sport),
+            (Some("10.99.0.1"), Some(40000))
+        );
+        assert_eq!(
+            (drop.dst.as_deref(), drop.dport),
+            (Some("10.99.0.2"), Some(9))
+        );
+        assert_eq!(drop.netns_name.as_deref(), Some("blue"));
+        assert_eq!(drop.ifname, "veth-b");
+
+        let json: serde_json::Value = serde_json::to_value(&drop).unwrap();
+        assert_eq!(json["schema_version"], SCHEMA_VERSION);
+        assert_eq!(json["drop_reason"], "NO_SOCKET");
+        assert_eq!(json["delta_ns"], 3_500);
+        assert_eq!(json["skb"], "0xffff888004332e00");
+        assert!(json["icmp_type"].is_null());
+
+        let text = drop.to_text(1_000);
+        assert!(text.starts_with("    0.000003 4026532246 (blue)"), "{text}");
+        assert!(
+            text.contains("10.99.0.1:40000 > 10.99.0.2:9 len 33 #1 +3.5us DROP NO_SOCKET at udp_queue_rcv_one_skb+0x2f"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_freed_skb_ends_its_journey_and_unknown_values_stay_visible() {
+        let mut b = builder();
+        b.build(&udp_record(Hook::NetDevQueue, 10));
+        let consumed = b.build(&udp_record(Hook::ConsumeSkb, 20));
+        assert_eq!((consumed.packet_id, consumed.drop_reason), (1, None));
+        let again = b.build(&udp_record(Hook::NetDevQueue, 30));
+        assert_eq!((again.packet_id, again.delta_ns), (2, None));
+
+        let mut odd = udp_record(Hook::KfreeSkb, 40);
+        odd.drop_reason = 0xdead;
+        odd.location = 0x10;
+        odd.hook = 99;
+        odd.protocol = 0x88cc;
+        let ev = b.build(&odd);
+        assert_eq!(ev.hook, "unknown");
+        assert_eq!(ev.proto, "0x88cc");
+        assert_eq!(ev.drop_reason, None, "only kfree_skb events carry a reason");
+        let mut unnamed = udp_record(Hook::KfreeSkb, 50);
+        unnamed.drop_reason = 0xdead;
+        unnamed.location = 0x10;
+        let ev = b.build(&unnamed);
+        assert_eq!(ev.drop_reason.as_deref(), Some("REASON_57005"));
+        assert_eq!(ev.drop_location.as_deref(), Some("0x10"));
+    }
+
+    #[test]
+    fn qdisc_events_name_kind_and_handle() {
+        let mut b = builder();
+        let mut rec = udp_record(Hook::QdiscEnqueue, 10);
+        rec.qdisc_handle = 0x8001_0000;
+        rec.qdisc_kind[..8].copy_from_slice(b"fq_codel");
+        let ev = b.build(&rec);
+        let q = ev.qdisc.as_ref().unwrap();
+        assert_eq!((q.kind.as_str(), q.handle.as_str()), ("fq_codel", "8001:"));
+        assert!(
+            ev.to_text(0).contains("qdisc fq_codel 8001:"),
+            "{}",
+            ev.to_text(0)
+        );
+        assert!(b.build(&udp_record(Hook::NetDevXmit, 20)).qdisc.is_none());
+        assert_eq!(qdisc_handle(0x0001_0002), "1:2");
+        assert_eq!(table_name(100), "100");
+    }
+
+    #[test]
+    fn fast_ip_text_matches_display() {
+        for a in [
+            "0.0.0.0",
+            "10.99.0.1",
+            "192.168.100.255",
+            "255.255.255.255",
+            "::1",
+            "fe80::1",
+        ] {
+            let ip: IpAddr = a.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
+}
