@@ -33,7 +33,8 @@
 //! [`Layout::state_dir`]): `configuration.json` (a copy of the static configuration
 //! attached with; `apply` needs it), `set-0.json` and `set-1.json` (the policy set and
 //! counter slots of each table generation, see `state`) and `attach.json` (the TC mode, the
-//! phase attach or detach got to and, in netlink mode, the filters and qdiscs created).
+//! phase attach or detach got to, the slow path's routes and rules (see `slow_path`) and,
+//! in netlink mode, the filters and qdiscs created).
 //! Writers hold the lock of `lock`; what a killed one left is handled by `recover`.
 //!
 //! [`attach`] is idempotent: the same configuration again changes nothing (links missing
@@ -552,8 +553,9 @@ fn reattach(
 }
 
 /// Attaches a new data path. The order is what makes a writer killed midway recoverable
-/// (see `recover`): `attach.json` (phase attaching, the interfaces) before the pin
-/// directory; maps and program pinned; tables filled before any hook; each hook recorded
+/// (see `recover`): `attach.json` (phase attaching, the interfaces, the slow path's plan)
+/// before the pin directory; maps and program pinned; the slow path installed and the
+/// tables filled before any hook; each hook recorded
 /// as it is made (see [`TcBackend::attach`]); the configuration copy, then phase attached,
 /// last.
 fn attach_new(
