@@ -250,6 +250,7 @@ fn configuration() -> String {
             name: TABLE.to_owned(),
             id: 254,
         }],
+        slow_path: Default::default(),
     };
     serde_json::to_string_pretty(&config).expect("the configuration serializes") + "\n"
 }

@@ -35,18 +35,26 @@ const HOP: NextHop = NextHop {
     gw_family: 0,
     _pad: [0; 2],
     gateway: [0; 16],
+    slow_mark: 0x0300_0000,
+    slow_mask: 0xff00_0000,
 };
+
+/// The mark every frame arrives with: bits of the user's, and a stale slow-path mark
+/// (0x01) the data path must overwrite when it hands a packet to the stack for a policy.
+const MARK_IN: u32 = 0x0100_0005;
 
 /// What a router does with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Want {
     /// Redirected to [`HOP`], TTL decremented, checksum valid, DSCP set to `dscp`.
     Forwarded { dscp: u8 },
-    /// Handed to the stack untouched and counted passed (`invalid`: also counted invalid).
-    Stack { invalid: bool },
+    /// Handed to the stack untouched and counted passed (`invalid`: also counted invalid);
+    /// `slow`: with the next hop's slow-path mark (see [`Want::StackMarked`]).
+    Stack { invalid: bool, slow: bool },
     /// Handed to the stack and counted passed, with the DSCP the matching policy sets (a
     /// policy's marking holds on the slow path too) and a valid checksum, nothing else
-    /// changed.
+    /// changed; the mark carries the next hop's slow-path mark within its mask, the other
+    /// bits kept, so the stack's forwarding follows the policy.
     StackMarked,
     /// Dropped by a drop policy.
     Dropped,
@@ -216,7 +224,7 @@ fn counts(c: &IfaceCounters) -> [u64; 4] {
 /// Runs `f` and checks the verdict, the frame after and the counters' movement.
 fn check(dp: &Datapath, what: &str, f: &[u8], want: Want) {
     let before = counts(&dp.maps.iface_counters(1).expect("interface counters"));
-    let (verdict, _, out) = dp.run(f, 0);
+    let (verdict, mark, out) = dp.run(f, MARK_IN);
     let after = counts(&dp.maps.iface_counters(1).expect("interface counters"));
     let moved: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     match want {
@@ -247,9 +255,15 @@ fn check(dp: &Datapath, what: &str, f: &[u8], want: Want) {
             }
             assert_eq!(&out[ETH + 20..], &f[ETH + 20..], "{what}: rest untouched");
         }
-        Want::Stack { invalid } => {
+        Want::Stack { invalid, slow } => {
             assert_eq!(verdict, TC_ACT_OK, "{what}: handed to the stack");
             assert_eq!(out, f, "{what}: untouched");
+            let want = if slow {
+                (MARK_IN & !HOP.slow_mask) | HOP.slow_mark
+            } else {
+                MARK_IN
+            };
+            assert_eq!(mark, want, "{what}: mark (slow-path mark: {slow})");
             let want = [1, 0, 0, u64::from(invalid)];
             assert_eq!(moved, want, "{what}: counted passed, invalid: {invalid}");
         }
@@ -259,6 +273,11 @@ fn check(dp: &Datapath, what: &str, f: &[u8], want: Want) {
                 out,
                 with_dscp(f, POLICY_DSCP),
                 "{what}: only DSCP rewritten"
+            );
+            assert_eq!(
+                mark,
+                (MARK_IN & !HOP.slow_mask) | HOP.slow_mark,
+                "{what}: the next hop's slow-path mark, the other bits kept"
             );
             assert_eq!(moved, [1, 0, 0, 0], "{what}: counted passed");
         }
@@ -279,9 +298,15 @@ fn loaded() -> Datapath {
 }
 
 const FWD: Want = Want::Forwarded { dscp: POLICY_DSCP };
-const STACK: Want = Want::Stack { invalid: false };
+const STACK: Want = Want::Stack {
+    invalid: false,
+    slow: false,
+};
 const MARKED: Want = Want::StackMarked;
-const INVALID: Want = Want::Stack { invalid: true };
+const INVALID: Want = Want::Stack {
+    invalid: true,
+    slow: false,
+};
 
 #[test]
 fn ordinary_frames_are_forwarded_and_dropped_by_policy() {
@@ -328,9 +353,14 @@ fn ipv4_options_go_to_the_stack_unless_dropped() {
     // With options the stack checks the header checksum (over the whole header): a wrong
     // one goes there too, which drops the packet. (To the catch-all policy, which leaves
     // DSCP alone: a DSCP rewrite updates the checksum incrementally, keeping it wrong.)
+    // It carries the policy's slow-path mark, as any packet with options does.
     let mut bad = with_v4_options(build(&udp4(v4(10, 9, 0, 2), 53)), &[1, 1, 1, 1]);
     bad[ETH + 10] ^= 1;
-    check(&dp, "options, wrong checksum", &bad, STACK);
+    let slow = Want::Stack {
+        invalid: false,
+        slow: true,
+    };
+    check(&dp, "options, wrong checksum", &bad, slow);
 }
 
 /// No fragment carries ports for the classifier, the first one included (its later

@@ -353,8 +353,18 @@ pub struct NextHop {
     /// path asks the kernel for the device's MTU per packet (bpf_check_mtu), so an MTU
     /// changed later counts, and packets that do not fit go to the stack.
     pub mtu: u32,
+    /// The mark bits (within `slow_mask`) the data path sets on a packet of a `forward`
+    /// policy to this next hop that it hands to the kernel stack instead of forwarding it
+    /// (TTL about to expire, too big for the egress MTU, IPv4 options): `route attach`
+    /// installs an `ip rule fwmark slow_mark/slow_mask` that looks up a routing table
+    /// holding a route to this next hop, so the stack forwards such a packet as the policy
+    /// says. The packet's other mark bits are kept.
+    pub slow_mark: u32,
+    /// The mark bits the slow path reserves; 0: no rule for this entry, the stack routes
+    /// such packets by its own tables.
+    pub slow_mask: u32,
 }
-crate::assert_size!(NextHop, 40);
+crate::assert_size!(NextHop, 48);
 crate::impl_pod!(NextHop);
 
 /// Per-policy, per-CPU counters.
@@ -390,6 +400,11 @@ pub const OUTCOME_DROPPED: u8 = 2;
 pub const OUTCOME_ERROR: u8 = 3;
 pub const OUTCOME_INVALID: u8 = 4;
 
+/// `Decision::flags`: the packet, matched by a `forward` policy, was handed to the kernel
+/// stack with its next hop's slow-path mark ([`NextHop::slow_mark`]), so the stack's
+/// forwarding follows the policy.
+pub const DECISION_VIA_STACK: u8 = 1;
+
 /// `__sk_buff.cb[1..3]` of a `route get` test run, beside its nonce in `cb[0]`. A real
 /// packet's control buffer holds whatever the layers before TC left there (the sender's IP
 /// control block, for one): a nonzero `cb[0]` alone made the data path take a real packet
@@ -408,7 +423,8 @@ pub struct Decision {
     pub action: u8,
     /// One of `OUTCOME_*`.
     pub outcome: u8,
-    pub _pad: u8,
+    /// `DECISION_*` bits.
+    pub flags: u8,
     pub priority: u32,
     pub slot: u32,
     pub nexthop: u32,

@@ -90,7 +90,7 @@ impl Command {
                 "as the user who attached the data path (owner of its pins and state files)"
             }
             Self::RouteDetach => {
-                "as the user who attached the data path; CAP_NET_ADMIN too in netlink mode"
+                "as the user who attached the data path; CAP_NET_ADMIN too with a slow path (the default) or in netlink mode"
             }
             Self::RouteAttach => {
                 "a writable state directory and pin directory parent (see doctor's checks)"

@@ -253,7 +253,7 @@ pub fn fast_forwardable(ctx: &TcContext, p: &Parsed) -> bool {
 /// multicast; the stack does not forward such a frame even to a unicast IP address), IPv4
 /// multicast (224/4) or limited broadcast, IPv6 multicast (ff00::/8).
 #[inline(always)]
-fn group_destination(ctx: &TcContext, p: &Parsed) -> bool {
+pub fn group_destination(ctx: &TcContext, p: &Parsed) -> bool {
     // The I/G bit, the low bit of the first byte of the Ethernet destination. (Two bytes
     // read: the verifier learns no range from a one-byte bounds check, see `bytes`.)
     let l2_group = bytes::<2>(ctx, 0).map_or(true, |b| b[0] & 1 != 0);

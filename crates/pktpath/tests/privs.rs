@@ -30,6 +30,8 @@ const APPLY: &[&str] = &["bpf"];
 const TRACE: &[&str] = &["bpf", "perfmon"];
 const DOCTOR: &[&str] = &["bpf", "net_admin", "perfmon"];
 const NONE: &[&str] = &[];
+/// `route detach` of a data path with a slow path (the default): its ip rules and routes.
+const DETACH: &[&str] = &["net_admin"];
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// A lab, the binary runnable by nobody, and the directories root prepares for nobody: a
@@ -277,8 +279,23 @@ fn privs_route_verbs_and_trace_run_as_nobody_with_exactly_the_documented_capabil
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--state-dir"), "{stderr}");
 
-    // detach (TCX): no capability; everything goes.
-    let detached = s.route_json(NONE, true, &["detach"]);
+    // detach without CAP_NET_ADMIN: refused before anything goes (the slow path's rules
+    // need it), in one line naming the capability.
+    let out = s.route(USER, NONE, true, &["detach"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("missing capability CAP_NET_ADMIN") && stderr.contains("slow path"),
+        "{stderr}"
+    );
+    assert!(
+        s.pin_dir().exists() && state_dir.exists(),
+        "nothing removed"
+    );
+    let rules = pktpath_tests::run::must("ip", &["-n", &s.lab.router.name, "rule", "show"]);
+    assert!(rules.contains("fwmark"), "slow path kept: {rules}");
+    // detach (TCX) with CAP_NET_ADMIN: everything goes.
+    let detached = s.route_json(DETACH, true, &["detach"]);
     assert_eq!(detached["mode"], "tcx", "{detached}");
     assert!(!s.pin_dir().exists(), "pins removed");
     assert!(!state_dir.exists(), "state removed");
@@ -286,6 +303,8 @@ fn privs_route_verbs_and_trace_run_as_nobody_with_exactly_the_documented_capabil
         common::tc_hooks_in_use(&s.lab, &to_client).is_empty(),
         "nothing left on {to_client}"
     );
+    let rules = pktpath_tests::run::must("ip", &["-n", &s.lab.router.name, "rule", "show"]);
+    assert!(!rules.contains("fwmark"), "no slow-path rule left: {rules}");
 }
 
 /// The outcome of `BPF_OBJ_GET`: the errno on failure.
@@ -402,7 +421,7 @@ fn privs_another_user_can_neither_read_the_state_nor_open_the_pinned_maps() {
         "{stderr}"
     );
 
-    let detached = s.route_json(NONE, false, &["detach"]);
+    let detached = s.route_json(DETACH, false, &["detach"]);
     assert_eq!(detached["mode"], "tcx", "{detached}");
 }
 
@@ -553,5 +572,5 @@ fn privs_an_interrupted_apply_is_finished_with_cap_bpf_only() {
     );
     let stats = s.route_json(NONE, false, &["stats"]);
     assert_eq!(stats["policies"][0]["id"], "drop-9999", "{stats}");
-    s.route_json(NONE, false, &["detach"]);
+    s.route_json(DETACH, false, &["detach"]);
 }

@@ -660,12 +660,13 @@ fn ttl_expiry_and_oversize_are_answered_by_the_stack() {
 
 /// IPv4 options through the router with real traffic: echo requests with a record-route
 /// option, matched by a policy that forwards to up2, are handed to the router's stack
-/// (which processes options, recording its address) and reach the destination by the
-/// stack's own route, via up1; their replies come back the same way. Plain echo requests
-/// of the same flow follow the policy to up2. This asserts what the code does today: once
-/// the policy holds on the slow path too, the options ping will reach up2.
+/// (which processes options, recording its address) with up2's slow-path mark, and the
+/// stack forwards them by the table `route attach` installed for up2: they reach up2, not
+/// up1, where the main table's route to the service leads. Their replies, with options
+/// too, go back by the client's table. Plain echo requests of the same flow follow the
+/// policy to up2 in the fast path.
 #[test]
-fn ipv4_options_reach_the_destination_through_the_stack() {
+fn ipv4_options_follow_the_policy_through_the_stack() {
     let l = Lab::new(Setup {
         label: "ip-opts",
         forwarding: true,
@@ -696,11 +697,11 @@ fn ipv4_options_reach_the_destination_through_the_stack() {
     );
 
     let before = after;
-    let out = pings_reach(&l, &client, false, &["-R"], false);
+    let out = pings_reach(&l, &client, false, &["-R"], true);
     assert!(out.contains("3 received"), "record-route ping: {out}");
     assert!(
-        out.contains("RR:") && out.contains("10.1.0.1"),
-        "the router's stack recorded its address in the option: {out}"
+        out.contains("RR:") && out.contains("10.3.0.1") && out.contains("10.1.0.1"),
+        "the router's stack recorded its to-up2 address going out and its to-client address coming back: {out}"
     );
     let after = counters(&l.dp.stats());
     assert!(
@@ -713,6 +714,207 @@ fn ipv4_options_reach_the_destination_through_the_stack() {
         6,
         "the policy matched all six echo requests"
     );
+}
+
+/// Packets too big for the policy's egress follow the policy through the stack: to-up2
+/// has MTU 1280, the main table's route to the service leads to up1 (MTU 1500). A 1300-byte
+/// echo with DF gets "fragmentation needed" with to-up2's MTU from the router (the main
+/// table's route would have carried it whole to up1); one without DF is fragmented by the
+/// router's stack and reaches up2.
+#[test]
+fn too_big_packets_follow_the_policy_through_the_stack() {
+    let l = Lab::new(Setup {
+        label: "too-big",
+        forwarding: true,
+        service_routes: true,
+        before_attach: &|lab| {
+            run::must(
+                "ip",
+                &[
+                    "-n",
+                    &lab.router.name,
+                    "link",
+                    "set",
+                    "dev",
+                    &lab.up2_link.a,
+                    "mtu",
+                    "1280",
+                ],
+            );
+            // up2's end too, or the router's end would not take its big replies.
+            run::must(
+                "ip",
+                &[
+                    "-n",
+                    &lab.up2.name,
+                    "link",
+                    "set",
+                    "dev",
+                    &lab.up2_link.b,
+                    "mtu",
+                    "1280",
+                ],
+            );
+        },
+        ..Setup::default()
+    });
+    let r = l.lab.router.name.clone();
+    let _no_ratelimit = SysctlGuard::new(&r, "net.ipv4.icmp_ratelimit", "0");
+    let c = l.to_client().to_owned();
+    l.apply(
+        "big.json",
+        &format!(
+            r#"{{ "id": "v4-up2", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
+        ),
+    );
+    let client = l.lab.client.name.clone();
+    let dst = SVC4.to_string();
+    let echos = || {
+        (
+            in_echos(&l.lab.up1.handle(), false),
+            in_echos(&l.lab.up2.handle(), false),
+        )
+    };
+    let before = echos();
+    let out = ping(
+        &client,
+        &["-4", "-c", "1", "-W", "5", "-M", "do", "-s", "1300", &dst],
+    );
+    assert!(
+        out.contains("From 10.1.0.1") && out.contains("Frag needed and DF set (mtu = 1280)"),
+        "the router answers with the policy's egress MTU: {out}"
+    );
+    assert_eq!(echos(), before, "nothing reached up1 or up2: {out}");
+    let out = pings_reach(&l, &client, false, &["-M", "dont", "-s", "1300"], true);
+    assert!(out.contains("3 received"), "fragmented to up2: {out}");
+}
+
+/// `route attach` installs the slow path (a table per next hop, a fwmark rule per family
+/// it serves), `route get` says when a packet goes through it, and `route detach` leaves
+/// no rule and no route behind.
+#[test]
+fn the_slow_path_is_installed_shown_and_removed() {
+    let l = Lab::new(Setup {
+        label: "slow",
+        ..Setup::default()
+    });
+    let r = l.lab.router.name.clone();
+    let ip = |args: &[&str]| {
+        let mut full = vec!["-n", r.as_str()];
+        full.extend_from_slice(args);
+        run::must("ip", &full)
+    };
+    let (up1, up2, c) = (&l.lab.up1_link.a, &l.lab.up2_link.a, &l.lab.client_link.a);
+    for fam in ["-4", "-6"] {
+        let rules = ip(&[fam, "rule", "show"]);
+        for (i, table) in ["7070", "7071", "7072"].into_iter().enumerate() {
+            let want = format!(
+                "from all fwmark {:#x}/0xff000000 lookup {table}",
+                (i as u32 + 1) << 24
+            );
+            assert!(
+                rules
+                    .lines()
+                    .any(|line| line.starts_with("1000:") && line.contains(&want)),
+                "{fam} rule {want:?} at priority 1000: {rules}"
+            );
+        }
+    }
+    for (fam, table, via, dev) in [
+        ("-4", "7070", "10.2.0.2", up1),
+        ("-6", "7070", "fd02::2", up1),
+        ("-4", "7071", "10.3.0.2", up2),
+        ("-6", "7071", "fd03::2", up2),
+        ("-4", "7072", "10.1.0.2", c),
+        ("-6", "7072", "fd01::2", c),
+    ] {
+        let routes = ip(&[fam, "route", "show", "table", table]);
+        assert!(
+            routes.contains(&format!("default via {via} dev {dev}")) && routes.contains("onlink"),
+            "{fam} table {table}: {routes}"
+        );
+    }
+    l.apply(
+        "slow.json",
+        &format!(
+            r#"{{ "id": "v4-up2", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
+        ),
+    );
+    let get = |ttl: &str| {
+        l.dp.ok(&[
+            "get", "iif", c, "from", "10.1.0.2", "to", SVC4, "proto", "udp", "dport", "53", "ttl",
+            ttl,
+        ])
+    };
+    let text = get("1");
+    assert!(
+        text.contains(
+            "verdict pass, via stack following policy v4-up2 (next hop up2: table 7071, mark 0x2000000/0xff000000)"
+        ),
+        "{text}"
+    );
+    assert!(
+        get("64").contains("verdict redirect\n"),
+        "TTL 64 fast-forwarded"
+    );
+    let json = l.dp.json(&[
+        "get", "iif", c, "from", "10.1.0.2", "to", SVC4, "mark", "5", "ttl", "1",
+    ]);
+    let via = &json["via_stack"];
+    assert_eq!(via["policy"], "v4-up2", "{json}");
+    assert_eq!(via["next_hop"], "up2", "{json}");
+    assert_eq!(via["table"], 7071, "{json}");
+    assert_eq!(
+        json["rewritten"]["mark"], 0x0200_0005,
+        "the slow-path mark, the packet's own bits kept: {json}"
+    );
+    let plain =
+        l.dp.json(&["get", "iif", c, "from", "10.1.0.2", "to", SVC4]);
+    assert!(plain["via_stack"].is_null(), "{plain}");
+
+    let detached = l.dp.json(&["detach"]);
+    assert_eq!(detached["slow_path"]["rules"], 6, "{detached}");
+    assert_eq!(detached["slow_path"]["routes"], 6, "{detached}");
+    for fam in ["-4", "-6"] {
+        let rules = ip(&[fam, "rule", "show"]);
+        assert!(!rules.contains("fwmark"), "{fam}: rules left: {rules}");
+        let routes = ip(&[fam, "route", "show", "table", "all"]);
+        assert!(
+            !routes.contains("table 707"),
+            "{fam}: slow-path routes left: {routes}"
+        );
+    }
+}
+
+/// A routing table the slow path would use that already holds a route: attach refuses,
+/// names it and what to do, and leaves nothing (no pins, no state, no rule).
+#[test]
+fn attach_refuses_a_slow_path_table_in_use_and_leaves_nothing() {
+    require_root();
+    let _bpffs = BpffsGuard::ensure();
+    let lab = RouterLab::new();
+    let r = lab.router.name.clone();
+    let _taken = RouteGuard::new(
+        &r,
+        &["192.0.2.0/24", "dev", &lab.up1_link.a, "table", "7071"],
+    );
+    let scratch = Scratch::new("route-lab-taken");
+    let config = scratch.write("configuration.json", &common::lab_config(&lab, &[]));
+    let dp = Attachment::new(&lab, "taken");
+    let out = dp.route(&["attach", "--config", &config]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("routing table 7071 (ipv4) already holds 1 routes")
+            && stderr.contains("slow_path.table_base"),
+        "{stderr}"
+    );
+    assert!(!dp.pin.path.exists(), "no pins");
+    assert!(!dp.state_dir().exists(), "no state");
+    let rules = run::must("ip", &["-n", &r, "rule", "show"]);
+    assert!(!rules.contains("fwmark"), "no rule: {rules}");
+    let t = run::must("ip", &["-n", &r, "route", "show", "table", "all"]);
+    assert!(!t.contains("table 7070"), "no slow-path route: {t}");
 }
 
 /// A broadcast is not forwarded by a unicast policy, with real traffic: a policy sends

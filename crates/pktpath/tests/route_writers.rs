@@ -474,6 +474,22 @@ fn attach_and_detach_killed_at_random_points_leave_nothing_half_done() {
                 );
             }
             assert!(!dp.pin.path.exists(), "{mode} round {round}: pins left");
+            for fam in ["-4", "-6"] {
+                let r = &lab.router.name;
+                let rules = pktpath_tests::run::must("ip", &[fam, "-n", r, "rule", "show"]);
+                assert!(
+                    !rules.contains("fwmark"),
+                    "{mode} round {round}: slow-path rules left: {rules}"
+                );
+                let routes = pktpath_tests::run::must(
+                    "ip",
+                    &[fam, "-n", r, "route", "show", "table", "all"],
+                );
+                assert!(
+                    !routes.contains("table 707"),
+                    "{mode} round {round}: slow-path routes left: {routes}"
+                );
+            }
             let layout = Layout::new(&dp.pin.path);
             assert!(
                 !layout.state_dir().exists() && !layout.lock_file().exists(),

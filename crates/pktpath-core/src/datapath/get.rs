@@ -14,7 +14,7 @@ use aya::{
     programs::{SchedClassifier, TestRun as _, TestRunOptions},
 };
 use pktpath_common::route::{
-    ACTION_FORWARD, Decision, FAMILY_V4, GET_MAGIC, MAP_DECISION, PROG_DATAPATH,
+    ACTION_FORWARD, DECISION_VIA_STACK, Decision, FAMILY_V4, GET_MAGIC, MAP_DECISION, PROG_DATAPATH,
 };
 use serde::Serialize;
 
@@ -61,7 +61,22 @@ pub struct Explanation {
     pub next_hop: Option<String>,
     /// `redirect`, `pass` (to the kernel stack) or `drop`.
     pub verdict: String,
+    /// A packet of a `forward` policy passed to the stack with its next hop's slow-path
+    /// mark: the stack's forwarding follows the policy (see `datapath::slow_path`).
+    pub via_stack: Option<ViaStack>,
     pub rewritten: Rewritten,
+}
+
+/// How the stack forwards a packet the data path handed it for a `forward` policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ViaStack {
+    /// The policy it follows.
+    pub policy: Option<String>,
+    /// The policy's next hop, and the routing table and mark that lead the stack there.
+    pub next_hop: Option<String>,
+    pub table: u32,
+    pub mark: u32,
+    pub mask: u32,
 }
 
 fn mac(b: &[u8]) -> String {
@@ -87,7 +102,13 @@ fn prog_err(what: &str) -> impl FnOnce(aya::programs::ProgramError) -> AttachErr
 impl Attached {
     /// Runs the pinned program on a frame with `fields` arriving on interface `iif` (of the
     /// calling thread's network namespace) and says what it did.
-    pub fn explain(&self, iif: &str, fields: &PacketFields) -> Result<Explanation, AttachError> {
+    /// `ttl` is the frame's IPv4 TTL or IPv6 hop limit.
+    pub fn explain(
+        &self,
+        iif: &str,
+        fields: &PacketFields,
+        ttl: u8,
+    ) -> Result<Explanation, AttachError> {
         let input = iface::lookup(iif).map_err(|source| AttachError::NoInterface {
             name: iif.to_owned(),
             config: "the command line".to_owned(),
@@ -128,6 +149,7 @@ impl Attached {
             &p,
             &FrameOptions {
                 dst_mac: input.mac,
+                ttl,
                 ..Default::default()
             },
         );
@@ -239,6 +261,19 @@ impl Attached {
             (out.get(14 + 7).copied().unwrap_or(0), tc as u8)
         };
         let mark = u32::from_ne_bytes(ctx_out[CTX_MARK..CTX_MARK + 4].try_into().expect("4 bytes"));
+        let via_stack =
+            (d.matched != 0 && d.action == ACTION_FORWARD && d.flags & DECISION_VIA_STACK != 0)
+                .then(|| {
+                    let hop = (d.nexthop / 2) as usize;
+                    let slow = &self.topology.slow_path;
+                    ViaStack {
+                        policy: policy.clone(),
+                        next_hop: self.topology.next_hops.get(hop).map(|h| h.name.clone()),
+                        table: slow.table(hop),
+                        mark: mark & slow.mark_mask,
+                        mask: slow.mark_mask,
+                    }
+                });
         Explanation {
             generation: active.generation,
             policy,
@@ -247,6 +282,7 @@ impl Attached {
             egress,
             next_hop,
             verdict: verdict_text,
+            via_stack,
             rewritten: Rewritten {
                 ttl,
                 dscp: tos >> 2,

@@ -1,6 +1,7 @@
 //! The TC data path: compiling policies into decision trees ([`classifier`], [`policy`]),
 //! writing them into the kernel maps with an atomic generation flip ([`tables`]), and
-//! attaching, applying, reading and detaching the pinned program ([`attach`], [`get`]).
+//! attaching, applying, reading and detaching the pinned program ([`attach`], [`get`]), and
+//! the routing tables and rules that keep the stack's forwarding to a policy ([`slow_path`]).
 
 pub mod attach;
 pub mod classifier;
@@ -8,6 +9,7 @@ pub mod frame;
 pub mod get;
 pub mod object;
 pub mod policy;
+pub mod slow_path;
 pub mod state_root;
 pub mod synth;
 pub mod tables;

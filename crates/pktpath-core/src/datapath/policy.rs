@@ -208,7 +208,8 @@ pub fn next_hops(topology: &Topology, ifaces: &Interfaces) -> Result<Vec<NextHop
         });
     }
     let mut table = Vec::with_capacity(topology.next_hops.len() * 2);
-    for hop in &topology.next_hops {
+    let slow_mask = topology.slow_mark_mask();
+    for (index, hop) in topology.next_hops.iter().enumerate() {
         let link = ifaces.links[hop.interface.0];
         for family in [Family::Ipv4, Family::Ipv6] {
             let mut entry = NextHop {
@@ -229,6 +230,12 @@ pub fn next_hops(topology: &Topology, ifaces: &Interfaces) -> Result<Vec<NextHop
                 entry.gateway = addr_bytes(gw);
             } else {
                 entry = NextHop::default();
+            }
+            if entry.ifindex != 0 && slow_mask != 0 {
+                // The stack reaches this next hop through its slow-path table (see
+                // `datapath::slow_path`).
+                entry.slow_mask = slow_mask;
+                entry.slow_mark = topology.slow_path.mark(index);
             }
             table.push(entry);
         }

@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use crate::route::config::{
     Action, CONFIGURATION_VERSION, ConfigError, Configuration, Family, FieldPath, Interface,
-    MacAddr, MarkMatch, Match, PortRange, Prefix, Protocol, RUNTIME_VERSION, RuntimeConfiguration,
-    Source, Table,
+    Location, MacAddr, MarkMatch, Match, PortRange, Prefix, Protocol, RUNTIME_VERSION,
+    RuntimeConfiguration, SlowPath, Source, Table,
 };
 
 /// Longest policy id.
@@ -61,6 +61,8 @@ pub struct Topology {
     pub interfaces: Vec<Interface>,
     pub next_hops: Vec<CompiledNextHop>,
     pub tables: Vec<Table>,
+    /// How the stack's forwarding follows `forward` policies (see [`SlowPath`]).
+    pub slow_path: SlowPath,
 }
 
 impl Topology {
@@ -183,13 +185,24 @@ impl Topology {
             }
             table_ids.insert(table.id, i);
         }
+        check_slow_path(config, source)?;
 
         Ok(Topology {
             file: source.name().to_owned(),
             interfaces: config.interfaces.clone(),
             next_hops,
             tables: config.tables.clone(),
+            slow_path: config.slow_path,
         })
+    }
+
+    /// The mark bits the slow path reserves (0 when it is off).
+    pub fn slow_mark_mask(&self) -> u32 {
+        if self.slow_path.follow_policy {
+            self.slow_path.mark_mask
+        } else {
+            0
+        }
     }
 
     /// The interface called `name`.
@@ -377,6 +390,105 @@ impl PolicySet {
     }
 }
 
+/// Checks `slow_path` against itself and the next hops and tables it serves. An error
+/// caused by a default value points at what collides with it.
+fn check_slow_path(config: &Configuration, source: &Source) -> Result<(), ConfigError> {
+    let slow = &config.slow_path;
+    if !slow.follow_policy {
+        return Ok(());
+    }
+    let root = FieldPath::root();
+    let key = |k: &str| root.key("slow_path").key(k);
+    // The setting itself when the file writes it, else `fallback` (what collides with it).
+    let at = |k: &str, fallback: &FieldPath| {
+        if source.has(&key(k)) {
+            source.at(&key(k))
+        } else {
+            source.at(fallback)
+        }
+    };
+    let fail = |at: Box<Location>, message: String| Err(ConfigError::SlowPath { at, message });
+    let mask = slow.mark_mask;
+    if mask == 0 {
+        return fail(
+            source.at(&key("mark_mask")),
+            "mark mask 0 leaves no bits to name next hops by; give one run of contiguous bits such as 4278190080 (0xff000000), or set follow_policy to false".to_owned(),
+        );
+    }
+    let run = mask >> mask.trailing_zeros();
+    if run & (run.wrapping_add(1)) != 0 {
+        let low = mask.trailing_zeros();
+        let fixed = (u32::MAX >> (32 - (32 - mask.leading_zeros() - low))) << low;
+        return fail(
+            source.at(&key("mark_mask")),
+            format!(
+                "mark mask {mask:#x} is not one run of contiguous bits; use one, such as {fixed:#x} ({fixed})"
+            ),
+        );
+    }
+    let hops = config.next_hops.len() as u64;
+    if hops > slow.capacity() {
+        return fail(
+            at("mark_mask", &root.key("next_hops")),
+            format!(
+                "mark mask {mask:#x} names at most {} next hops and {} has {hops}; widen slow_path.mark_mask (each added bit doubles it)",
+                slow.capacity(),
+                source.name()
+            ),
+        );
+    }
+    if !(1..=32765).contains(&slow.rule_priority) {
+        return fail(
+            source.at(&key("rule_priority")),
+            format!(
+                "rule priority {} is out of range; use 1-32765 (after the local table's rule at 0, before main's at 32766)",
+                slow.rule_priority
+            ),
+        );
+    }
+    if hops == 0 {
+        return Ok(());
+    }
+    if slow.table_base == 0 || u64::from(slow.table_base) + hops - 1 > u64::from(u32::MAX) {
+        return fail(
+            source.at(&key("table_base")),
+            format!(
+                "table base {} leaves no room for {hops} tables; use 1-{}",
+                slow.table_base,
+                u64::from(u32::MAX) + 1 - hops
+            ),
+        );
+    }
+    for (i, hop) in config.next_hops.iter().enumerate() {
+        let table = slow.table(i);
+        let hop_at = root.key("next_hops").index(i);
+        if (253..=255).contains(&table) {
+            return fail(
+                at("table_base", &hop_at),
+                format!(
+                    "next hop {:?} would get routing table {table} (slow_path.table_base + {i}), one of the kernel's own (253 default, 254 main, 255 local); move slow_path.table_base",
+                    hop.name
+                ),
+            );
+        }
+        if let Some((j, t)) = config
+            .tables
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.id == table)
+        {
+            return fail(
+                at("table_base", &root.key("tables").index(j).key("id")),
+                format!(
+                    "next hop {:?} would get routing table {table} (slow_path.table_base + {i}), which tables names {:?}; move slow_path.table_base",
+                    hop.name, t.name
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 fn compile_match(
     topology: &Topology,
     m: &Match,
@@ -464,6 +576,17 @@ fn compile_action(
     let rewrite = |set_mark: &Option<u32>, set_dscp: &Option<u8>| {
         if let Some(value) = *set_dscp {
             check_dscp(value, source, &path.key("set_dscp"))?;
+        }
+        let reserved = topology.slow_mark_mask();
+        if let Some(mark) = *set_mark
+            && mark & reserved != 0
+        {
+            return Err(ConfigError::MarkInSlowPathMask {
+                at: source.at(&path.key("set_mark")),
+                mark,
+                mask: reserved,
+                config: topology.file.clone(),
+            });
         }
         Ok(Rewrite {
             mark: *set_mark,

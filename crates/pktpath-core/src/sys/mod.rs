@@ -1,13 +1,15 @@
 //! The one seam between pktpath and the kernel's non-BPF system calls: capabilities,
 //! clocks, filesystem mounts (bpffs, tracefs), and the few BPF map operations aya lacks (sys::bpfmap),
-//! network namespaces, traffic control (rtnetlink) and signals as a pipe (sys::signals).
+//! network namespaces, traffic control and policy routing (rtnetlink) and signals as a pipe (sys::signals).
 
 pub mod bpfmap;
 pub mod caps;
 pub mod clock;
 pub mod iface;
 pub mod mounts;
+mod netlink;
 pub mod netns;
+pub mod policy_routing;
 pub mod signals;
 pub mod tc;
 pub mod tcxquery;

@@ -6,12 +6,12 @@
 //!
 //! All calls act on the calling thread's network namespace.
 
-use std::{
-    io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-};
+use std::io;
 
-use super::SysError;
+use super::{
+    SysError,
+    netlink::{Socket, attributes, c_string},
+};
 
 const TC_H_CLSACT: u32 = 0xffff_fff1;
 const TC_H_MIN_INGRESS: u32 = 0xfff2;
@@ -22,8 +22,6 @@ const TCA_BPF_NAME: u16 = 7;
 const TCA_BPF_ID: u16 = 11;
 const TCA_BPF_FLAGS: u16 = 8;
 const TCA_BPF_FLAG_ACT_DIRECT: u32 = 1;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-const RECV_BUF: usize = 64 * 1024;
 
 /// `struct tcmsg` of <linux/rtnetlink.h>.
 #[repr(C)]
@@ -38,11 +36,19 @@ struct TcMsg {
     info: u32,
 }
 
-const NLMSG_HDRLEN: usize = size_of::<libc::nlmsghdr>();
 const TCMSG_LEN: usize = size_of::<TcMsg>();
 
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
+/// One rtnetlink request with a `struct tcmsg` header (see [`Socket::transact`]).
+fn transact(
+    sock: &Socket,
+    kind: u16,
+    flags: u16,
+    msg: TcMsg,
+    attrs: &[(u16, &[u8])],
+) -> io::Result<Vec<Vec<u8>>> {
+    // SAFETY: TcMsg is repr(C) plain data.
+    let body: [u8; TCMSG_LEN] = unsafe { std::mem::transmute(msg) };
+    sock.transact(kind, flags, &body, attrs)
 }
 
 /// The clsact hook a filter sits on.
@@ -68,134 +74,6 @@ pub struct Filter {
     pub name: Option<String>,
     /// Whether cls_bpf runs the program with direct-action (its return code is the action).
     pub direct_action: bool,
-}
-
-struct Socket(OwnedFd);
-
-impl Socket {
-    fn open() -> Result<Self, SysError> {
-        // SAFETY: plain socket(2) call; the fd is owned below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(SysError::last("socket(AF_NETLINK, NETLINK_ROUTE)"));
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    /// Sends one request and collects the payloads of the replies (for a dump, every
-    /// message up to NLMSG_DONE; otherwise up to the ACK). An NLMSG_ERROR with a code is
-    /// returned as that OS error.
-    fn transact(
-        &self,
-        kind: u16,
-        flags: u16,
-        msg: TcMsg,
-        attrs: &[(u16, &[u8])],
-    ) -> io::Result<Vec<Vec<u8>>> {
-        let mut buf = vec![0u8; NLMSG_HDRLEN];
-        // SAFETY: TcMsg is repr(C) plain data.
-        let body: [u8; TCMSG_LEN] = unsafe { std::mem::transmute(msg) };
-        buf.extend_from_slice(&body);
-        for (ty, data) in attrs {
-            let len = 4 + data.len();
-            buf.extend_from_slice(&(len as u16).to_ne_bytes());
-            buf.extend_from_slice(&ty.to_ne_bytes());
-            buf.extend_from_slice(data);
-            buf.resize(align4(buf.len()), 0);
-        }
-        let seq = 1u32;
-        // NLM_F_DUMP shares bits with NLM_F_EXCL; only GET requests dump.
-        let dump = kind % 4 == 2 && flags & libc::NLM_F_DUMP as u16 == libc::NLM_F_DUMP as u16;
-        let hdr = libc::nlmsghdr {
-            nlmsg_len: buf.len() as u32,
-            nlmsg_type: kind,
-            nlmsg_flags: libc::NLM_F_REQUEST as u16 | libc::NLM_F_ACK as u16 | flags,
-            nlmsg_seq: seq,
-            nlmsg_pid: 0,
-        };
-        // SAFETY: nlmsghdr is plain data of NLMSG_HDRLEN bytes.
-        let hdr: [u8; NLMSG_HDRLEN] = unsafe { std::mem::transmute(hdr) };
-        buf[..NLMSG_HDRLEN].copy_from_slice(&hdr);
-        // SAFETY: buf is valid for its length.
-        let sent = unsafe { libc::send(self.0.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut out = Vec::new();
-        let mut rbuf = vec![0u8; RECV_BUF];
-        loop {
-            // SAFETY: rbuf is valid for its length.
-            let n =
-                unsafe { libc::recv(self.0.as_raw_fd(), rbuf.as_mut_ptr().cast(), rbuf.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            let mut rest = &rbuf[..n as usize];
-            while rest.len() >= NLMSG_HDRLEN {
-                let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
-                let ty = u16::from_ne_bytes(rest[4..6].try_into().unwrap());
-                let rseq = u32::from_ne_bytes(rest[8..12].try_into().unwrap());
-                if len < NLMSG_HDRLEN || len > rest.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "truncated netlink message",
-                    ));
-                }
-                let payload = &rest[NLMSG_HDRLEN..len];
-                rest = &rest[align4(len).min(rest.len())..];
-                if rseq != seq {
-                    continue;
-                }
-                match ty as i32 {
-                    libc::NLMSG_DONE => return Ok(out),
-                    libc::NLMSG_ERROR => {
-                        let code = payload
-                            .get(0..4)
-                            .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
-                            .unwrap_or(-libc::EPROTO);
-                        if code != 0 {
-                            return Err(io::Error::from_raw_os_error(-code));
-                        }
-                        if !dump {
-                            return Ok(out);
-                        }
-                    }
-                    _ => out.push(payload.to_vec()),
-                }
-            }
-        }
-    }
-}
-
-/// Attributes of a message body (after the fixed header), as (type, data).
-fn attributes(mut b: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > b.len() {
-            break;
-        }
-        out.push((ty, &b[4..len]));
-        b = &b[align4(len).min(b.len())..];
-    }
-    out
-}
-
-fn c_string(data: &[u8]) -> String {
-    let end = data.iter().position(|&c| c == 0).unwrap_or(data.len());
-    String::from_utf8_lossy(&data[..end]).into_owned()
 }
 
 fn tcmsg(payload: &[u8]) -> Option<TcMsg> {
@@ -226,7 +104,8 @@ fn clsact_msg(ifindex: u32) -> TcMsg {
 pub fn add_clsact(ifindex: u32) -> Result<bool, SysError> {
     let sock = Socket::open()?;
     let flags = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
-    match sock.transact(
+    match transact(
+        &sock,
         libc::RTM_NEWQDISC,
         flags,
         clsact_msg(ifindex),
@@ -245,7 +124,8 @@ pub fn add_clsact(ifindex: u32) -> Result<bool, SysError> {
 /// is not an error.
 pub fn del_clsact(ifindex: u32) -> Result<(), SysError> {
     let sock = Socket::open()?;
-    match sock.transact(
+    match transact(
+        &sock,
         libc::RTM_DELQDISC,
         0,
         clsact_msg(ifindex),
@@ -270,7 +150,13 @@ pub fn filters(ifindex: u32, egress: bool) -> Result<Vec<Filter>, SysError> {
         parent: hook_parent(egress),
         ..TcMsg::default()
     };
-    let replies = match sock.transact(libc::RTM_GETTFILTER, libc::NLM_F_DUMP as u16, msg, &[]) {
+    let replies = match transact(
+        &sock,
+        libc::RTM_GETTFILTER,
+        libc::NLM_F_DUMP as u16,
+        msg,
+        &[],
+    ) {
         Ok(r) => r,
         // No clsact qdisc: nothing to list.
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => Vec::new(),
@@ -337,7 +223,7 @@ pub fn del_filter(ifindex: u32, egress: bool, priority: u16, handle: u32) -> Res
         info: ((priority as u32) << 16) | (libc::ETH_P_ALL as u16).to_be() as u32,
         ..TcMsg::default()
     };
-    match sock.transact(libc::RTM_DELTFILTER, 0, msg, &[(TCA_KIND, b"bpf\0")]) {
+    match transact(&sock, libc::RTM_DELTFILTER, 0, msg, &[(TCA_KIND, b"bpf\0")]) {
         Ok(_) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) => Ok(()),
         Err(e) => Err(SysError::io(

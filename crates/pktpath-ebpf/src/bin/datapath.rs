@@ -5,7 +5,9 @@
 //! Anything the fast path does not handle itself (TTL about to expire, too big for the
 //! egress MTU, IPv4 options, broadcast or multicast destinations, unresolvable headers)
 //! goes to the kernel stack (with no change but the policy's mark and DSCP), which answers
-//! with the right ICMP error or forwards it the slow way: never a silent drop.
+//! with the right ICMP error or forwards it the slow way: never a silent drop. A packet of a
+//! `forward` policy goes with its next hop's slow-path mark too (`NextHop::slow_mark`), for
+//! which `route attach` installed a rule and table: the stack forwards it as the policy says.
 #![no_std]
 #![no_main]
 
@@ -26,12 +28,12 @@ use aya_ebpf::{
 };
 use pktpath_common::route::{
     ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, CHUNK_SLOT_BITS, CHUNK_SLOTS, Chunk,
-    ClassKey, Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, GenTables, IfaceCounters, LEAF_SEGMENT,
-    MAX_CHUNKS, MAX_DEPTH, MAX_IFACES, MAX_NEXTHOPS, MAX_PENDING, MAX_POLICY_SLOTS, MAX_TREES,
-    MAX_WALKS, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD, NextHop, Node, OUTCOME_DROPPED,
-    OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_INVALID, OUTCOME_PASSED, PRUNE_PER_CALL,
-    PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState, RuleMatch, RuleValue, TAP_RING_BYTES,
-    TAP_SLOTS, TapEvent, TapLive,
+    ClassKey, DECISION_VIA_STACK, Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, GenTables,
+    IfaceCounters, LEAF_SEGMENT, MAX_CHUNKS, MAX_DEPTH, MAX_IFACES, MAX_NEXTHOPS, MAX_PENDING,
+    MAX_POLICY_SLOTS, MAX_TREES, MAX_WALKS, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD, NextHop,
+    Node, OUTCOME_DROPPED, OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_INVALID, OUTCOME_PASSED,
+    PRUNE_PER_CALL, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState, RuleMatch, RuleValue,
+    TAP_RING_BYTES, TAP_SLOTS, TapEvent, TapLive,
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
@@ -211,6 +213,8 @@ struct Routed {
     rule: RuleValue,
     /// Interface the packet is redirected to (0 when not).
     egress: u32,
+    /// `DECISION_*` bits.
+    flags: u8,
 }
 
 #[classifier]
@@ -247,6 +251,7 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
         (&raw mut (*rp).matched).write(false);
         mem::zero::<u32, _>(&raw mut (*rp).rule);
         (&raw mut (*rp).egress).write(0);
+        (&raw mut (*rp).flags).write(0);
         &mut *rp
     };
     if try_route(&ctx, ifindex, r).is_err() {
@@ -293,7 +298,7 @@ fn tap(ctx: &TcContext, ifindex: u32, len: u32, r: &Routed) {
                 matched: r.matched as u8,
                 action: r.rule.action,
                 outcome: r.outcome as u8,
-                _pad: 0,
+                flags: r.flags,
                 priority: r.rule.priority,
                 slot: r.rule.slot,
                 nexthop: r.rule.nexthop,
@@ -403,6 +408,7 @@ fn record(nonce: u32, r: &Routed) {
     d.matched = r.matched as u8;
     d.action = r.rule.action;
     d.outcome = r.outcome as u8;
+    d.flags = r.flags;
     d.priority = r.rule.priority;
     d.slot = r.rule.slot;
     d.nexthop = r.rule.nexthop;
@@ -454,7 +460,7 @@ fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malfor
     }
     (r.verdict, r.outcome) = match rule.action {
         ACTION_DROP => (TC_ACT_SHOT, Outcome::Dropped),
-        ACTION_FORWARD => forward_nexthop(ctx, &p, rule.nexthop, &mut r.egress)?,
+        ACTION_FORWARD => forward_nexthop(ctx, &p, rule.nexthop, &mut r.egress, &mut r.flags)?,
         ACTION_TABLE => forward_table(ctx, &p, ifindex, rule.table, &mut r.egress)?,
         ACTION_PASS => (TC_ACT_OK, Outcome::Passed),
         _ => (TC_ACT_OK, Outcome::Error),
@@ -745,11 +751,20 @@ fn forward_nexthop(
     p: &Parsed,
     index: u32,
     egress: &mut u32,
+    flags: &mut u8,
 ) -> Result<(i32, Outcome), Malformed> {
     let Some(nh) = ROUTE_NEXTHOPS.get(index) else {
         return Ok((TC_ACT_OK, Outcome::Error));
     };
     if nh.ifindex == 0 || !packet::fast_forwardable(ctx, p) || !packet::fits_mtu(ctx, nh.ifindex) {
+        // To the stack, which forwards it by the rule `route attach` installed for this
+        // next hop's mark (group destinations excepted: never sent to a next hop).
+        if nh.slow_mask != 0 && !packet::group_destination(ctx, p) {
+            // SAFETY: reading the context's mark.
+            let mark = unsafe { (*ctx.skb.skb).mark };
+            ctx.set_mark((mark & !nh.slow_mask) | nh.slow_mark);
+            *flags |= DECISION_VIA_STACK;
+        }
         return Ok((TC_ACT_OK, Outcome::Passed));
     }
     packet::decrement_ttl(ctx, p)?;

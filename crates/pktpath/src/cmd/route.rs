@@ -45,8 +45,9 @@ use crate::exit;
 /// on one data path takes the same two directories.
 ///
 /// Privileges: root, or any user holding exactly these capabilities: attach CAP_BPF,
-/// CAP_NET_ADMIN and CAP_PERFMON; apply CAP_BPF; show, stats, get and detach none (detach
-/// of a netlink-mode data path CAP_NET_ADMIN); check and object none; apply --config (a
+/// CAP_NET_ADMIN and CAP_PERFMON; apply CAP_BPF; show, stats, get none; detach none, but
+/// CAP_NET_ADMIN for a data path with a slow path (the default) or in netlink mode; check
+/// and object none; apply --config (a
 /// data path attached by hand with tc) root. The pins and state files belong to the user
 /// who attached (mode 0600): only that user, or root, runs the other verbs. A user other
 /// than root needs a state directory it can write and a pin directory under a bpffs
@@ -153,8 +154,11 @@ struct GetArgs {
 /// keeps forwarding after pktpath exits. Starts with no policies (every packet passes).
 ///
 /// TC mode: TCX links where the kernel has TCX (probed), otherwise a clsact qdisc with a
-/// cls_bpf direct-action filter per hook; --tc-mode forces one. Detach removes exactly what
-/// attach created (a clsact qdisc only if attach added it).
+/// cls_bpf direct-action filter per hook; --tc-mode forces one. Installs the slow path
+/// (configuration.json's `slow_path`): per next hop a routing table with a route to it and
+/// an `ip rule fwmark ... lookup TABLE`, so packets a `forward` policy matched that the
+/// fast path hands to the kernel stack are forwarded by the stack as the policy says.
+/// Detach removes exactly what attach created (a clsact qdisc only if attach added it).
 ///
 /// Idempotent: attaching the same configuration again changes nothing. A different
 /// configuration, or a --tc-mode other than the running one, is refused until
@@ -568,12 +572,23 @@ fn detach_cmd(layout: &Layout, wait: Duration, args: OutputArgs) -> anyhow::Resu
                 report.clsact_removed.join(", ")
             );
         }
+        let slow = report.slow_path;
+        if slow.rules + slow.routes > 0 {
+            let tables: Vec<String> = report.slow_path_tables.iter().map(u32::to_string).collect();
+            println!(
+                "removed the slow path's {} ip rules and {} routes (tables {})",
+                slow.rules,
+                slow.routes,
+                tables.join(", ")
+            );
+        }
     }
     Ok(exit::OK)
 }
 
-/// A detach refused by the kernel (EPERM) for want of CAP_NET_ADMIN: a data path attached
-/// in netlink mode has tc filters to remove (TCX links need no capability to detach).
+/// A detach refused (EPERM) for want of CAP_NET_ADMIN: a data path with a slow path has ip
+/// rules and routes to remove, one attached in netlink mode tc filters (TCX links need no
+/// capability to detach).
 fn detach_error(e: attach::AttachError) -> anyhow::Error {
     let eperm = {
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
@@ -590,7 +605,7 @@ fn detach_error(e: attach::AttachError) -> anyhow::Error {
     };
     match Privileges::current().require(
         access::DETACH_NETLINK_NEEDS,
-        "route detach removes the tc filters of a data path attached in netlink mode",
+        "route detach removes the tc filters of a data path attached in netlink mode, and the ip rules and routes of its slow path",
     ) {
         Err(missing) if eperm => {
             log::info!("{e}");
@@ -812,17 +827,18 @@ const IPV6_EXTENSION_HEADERS: [(u8, &str); 5] = [
 ];
 
 /// The packet `route get` asks about.
-fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields)> {
+/// The input interface, the packet's fields and its TTL / hop limit.
+fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields, u8)> {
     use anyhow::{Context as _, bail};
     if !words.len().is_multiple_of(2) {
         bail!(
-            "`{}` has no value: write `route get iif IF from SRC to DST [proto P] [sport N] [dport N] [dscp N] [mark N]`",
+            "`{}` has no value: write `route get iif IF from SRC to DST [proto P] [sport N] [dport N] [dscp N] [mark N] [ttl N]`",
             words[words.len() - 1]
         );
     }
     let (mut iif, mut src, mut dst) = (None, None, None);
     let (mut proto, mut sport, mut dport) = (None, None, None);
-    let (mut dscp, mut mark) = (0, 0);
+    let (mut dscp, mut mark, mut ttl) = (0, 0, 64);
     for pair in words.chunks(2) {
         let (key, value) = (pair[0].as_str(), pair[1].as_str());
         let num = |max: u64| -> anyhow::Result<u64> {
@@ -855,8 +871,11 @@ fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields)> {
             "dport" => dport = Some(num(65535)? as u16),
             "dscp" => dscp = num(63)? as u8,
             "mark" => mark = num(u32::MAX as u64)? as u32,
+            "ttl" => ttl = num(255)? as u8,
             other => {
-                bail!("unknown key `{other}`: use iif, from, to, proto, sport, dport, dscp or mark")
+                bail!(
+                    "unknown key `{other}`: use iif, from, to, proto, sport, dport, dscp, mark or ttl"
+                )
             }
         }
     }
@@ -912,21 +931,35 @@ fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields)> {
         mark,
         fragment: false,
     };
-    Ok((iif, fields))
+    Ok((iif, fields, ttl))
 }
 
 fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<u8> {
-    let (iif, fields) = parse_get(&args.words)?;
+    let (iif, fields, ttl) = parse_get(&args.words)?;
     require(access::Command::RouteGet, layout)?;
     let attached = attach::open(layout)?;
-    let e = attached.explain(&iif, &fields)?;
+    let e = attached.explain(&iif, &fields, ttl)?;
     if args.json {
         print_json(&e)?;
         return Ok(exit::OK);
     }
     let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    let via_stack = e
+        .via_stack
+        .as_ref()
+        .map(|v| {
+            format!(
+                ", via stack following policy {} (next hop {}: table {}, mark {:#x}/{:#x})",
+                or_dash(&v.policy),
+                or_dash(&v.next_hop),
+                v.table,
+                v.mark,
+                v.mask
+            )
+        })
+        .unwrap_or_default();
     println!(
-        "policy {} action {} egress {} next_hop {} verdict {}",
+        "policy {} action {} egress {} next_hop {} verdict {}{via_stack}",
         e.policy
             .as_ref()
             .map(|id| format!("{id} (priority {})", e.priority.unwrap_or_default()))
@@ -950,7 +983,7 @@ mod tests {
 
     fn get(words: &str) -> anyhow::Result<PacketFields> {
         let words: Vec<String> = words.split(' ').map(str::to_owned).collect();
-        parse_get(&words).map(|(iif, fields)| {
+        parse_get(&words).map(|(iif, fields, _)| {
             assert_eq!(iif, "lan");
             fields
         })
@@ -975,6 +1008,19 @@ mod tests {
             p.dst,
             "fd09::1".parse::<std::net::Ipv6Addr>().unwrap().octets()
         );
+    }
+
+    #[test]
+    fn ttl_defaults_to_64_and_takes_0_to_255() {
+        let ttl = |w: &str| {
+            let words: Vec<String> = w.split(' ').map(str::to_owned).collect();
+            parse_get(&words).map(|(_, _, ttl)| ttl)
+        };
+        assert_eq!(ttl("iif lan from 10.1.0.2 to 10.9.0.1").unwrap(), 64);
+        assert_eq!(ttl("iif lan from 10.1.0.2 to 10.9.0.1 ttl 1").unwrap(), 1);
+        assert_eq!(ttl("iif lan from fd01::2 to fd09::1 ttl 0").unwrap(), 0);
+        let e = ttl("iif lan from 10.1.0.2 to 10.9.0.1 ttl 256").unwrap_err();
+        assert!(e.to_string().contains("ttl 256: at most 255"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::{
     wanted_hooks,
 };
 use crate::{
-    datapath::{object, policy::Interfaces, tables::TableError},
+    datapath::{object, policy::Interfaces, slow_path, tables::TableError},
     loader::{self, Object},
     route::{compile::Topology, config::Source},
     sys::tc,
@@ -57,9 +57,15 @@ pub fn adopt(writer: &Writer, config: &Path) -> Result<Adopted, AttachError> {
     if new {
         let state_dir = layout.state_dir();
         create_private_dir(&state_dir).map_err(io_err("create state directory", &state_dir))?;
+        let slow = slow_path::plan(&topology, &ifaces);
+        slow_path::check_free(&slow, &topology.file)?;
         let mut state = AttachState::new(TcMode::Tc);
         state.interfaces = topology.interfaces.iter().map(|i| i.name.clone()).collect();
+        state.slow_path = slow;
         state.write(layout)?;
+        // Recorded first: `route detach` removes it (this taking in has no rollback of its
+        // own; a failure from here on leaves a data path detach clears).
+        slow_path::install(&state.slow_path)?;
         fill_tables(layout, &topology, &ifaces)?;
         load_tap_into(&layout.pin_dir)?;
         // Last: the data path counts as taken in once its configuration is there.

@@ -12,7 +12,14 @@ use super::{
     pinned_prog_id,
     state::{AttachState, Phase},
 };
-use crate::sys::{iface, tc};
+use crate::{
+    datapath::slow_path,
+    sys::{
+        SysError,
+        caps::{Capability, Privileges},
+        iface, tc,
+    },
+};
 
 /// What [`detach`] removed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -24,6 +31,9 @@ pub struct DetachReport {
     pub pins: usize,
     /// Netlink mode: interfaces whose clsact qdisc (added by attach) was removed.
     pub clsact_removed: Vec<String>,
+    /// The slow path's ip rules and routes removed, and the tables they were in.
+    pub slow_path: slow_path::Removed,
+    pub slow_path_tables: Vec<u32>,
     /// What was done about writers killed before they finished (see [`Writer::lock`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub recovered: Vec<String>,
@@ -48,6 +58,14 @@ pub fn detach(writer: &Writer) -> Result<DetachReport, AttachError> {
         });
     }
     let mut state = AttachState::read(layout)?;
+    if !state.slow_path.is_empty() && !Privileges::current().has(Capability::NetAdmin) {
+        // Refused before anything changes: the kernel would refuse to remove the rules.
+        return Err(SysError::io(
+            "removing the slow path's ip rules and routes",
+            std::io::Error::from_raw_os_error(libc::EPERM),
+        )
+        .into());
+    }
     // From here a killed detach is finished by the next writer.
     state.phase = Phase::Detaching;
     state.write(layout)?;
@@ -70,8 +88,12 @@ pub(super) fn remove_all(
         links: Vec::new(),
         pins: 0,
         clsact_removed: Vec::new(),
+        slow_path: slow_path::Removed::default(),
+        slow_path_tables: state.slow_path.tables(),
         recovered: Vec::new(),
     };
+    // First: what a user without CAP_NET_ADMIN cannot remove fails before anything went.
+    report.slow_path = slow_path::remove(&state.slow_path)?;
     if state.mode == TcMode::Netlink {
         detach_filters(layout, state, &mut report)?;
     }

@@ -33,7 +33,8 @@
 //! [`Layout::state_dir`]): `configuration.json` (a copy of the static configuration
 //! attached with; `apply` needs it), `set-0.json` and `set-1.json` (the policy set and
 //! counter slots of each table generation, see `state`) and `attach.json` (the TC mode, the
-//! phase attach or detach got to and, in netlink mode, the filters and qdiscs created).
+//! phase attach or detach got to, the slow path's routes and rules (see `slow_path`) and,
+//! in netlink mode, the filters and qdiscs created).
 //! Writers hold the lock of `lock`; what a killed one left is handled by `recover`.
 //!
 //! [`attach`] is idempotent: the same configuration again changes nothing (links missing
@@ -54,6 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     policy::{self, Interfaces, LinkInfo, PolicyError},
+    slow_path::{self, SlowPathError, SlowPlan},
     tables::{DatapathMaps, TableError},
 };
 use crate::{
@@ -183,6 +185,8 @@ pub enum AttachError {
     Object(#[from] crate::datapath::object::ObjectError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    SlowPath(#[from] SlowPathError),
     #[error("{what} {path} failed")]
     Io {
         what: &'static str,
@@ -452,7 +456,10 @@ impl Drop for Undo<'_> {
 }
 
 fn same_topology(a: &Topology, b: &Topology) -> bool {
-    a.interfaces == b.interfaces && a.next_hops == b.next_hops && a.tables == b.tables
+    a.interfaces == b.interfaces
+        && a.next_hops == b.next_hops
+        && a.tables == b.tables
+        && a.slow_path == b.slow_path
 }
 
 /// Attaches the data path for the static configuration at `config` (a file), pinning under
@@ -478,7 +485,7 @@ pub fn attach_source(
         guard.keep();
     }
     if writer.layout().pin_dir.exists() {
-        return reattach(writer, &topology, mode);
+        return reattach(writer, &topology, &ifaces, mode);
     }
     attach_new(writer, source, &topology, &ifaces, mode)
 }
@@ -488,6 +495,7 @@ pub fn attach_source(
 fn reattach(
     writer: &Writer,
     topology: &Topology,
+    ifaces: &Interfaces,
     mode: Option<TcMode>,
 ) -> Result<AttachReport, AttachError> {
     let layout = writer.layout();
@@ -516,6 +524,13 @@ fn reattach(
             requested,
         });
     }
+    // Routes through an interface recreated since went with it: put them back.
+    let slow = slow_path::plan(topology, ifaces);
+    if slow != state.slow_path {
+        state.slow_path = slow;
+        state.write(layout)?;
+    }
+    slow_path::install(&state.slow_path)?;
     let backend = TcBackend::new(layout, state.mode);
     let mut report = AttachReport::empty(writer, state.mode);
     let (present, missing) = backend.in_place(&state, wanted_hooks(topology))?;
@@ -538,8 +553,9 @@ fn reattach(
 }
 
 /// Attaches a new data path. The order is what makes a writer killed midway recoverable
-/// (see `recover`): `attach.json` (phase attaching, the interfaces) before the pin
-/// directory; maps and program pinned; tables filled before any hook; each hook recorded
+/// (see `recover`): `attach.json` (phase attaching, the interfaces, the slow path's plan)
+/// before the pin directory; maps and program pinned; the slow path installed and the
+/// tables filled before any hook; each hook recorded
 /// as it is made (see [`TcBackend::attach`]); the configuration copy, then phase attached,
 /// last.
 fn attach_new(
@@ -558,7 +574,9 @@ fn attach_new(
         });
     }
     let mode = mode.unwrap_or_else(TcMode::probe);
-    let mut state = begin_attach(layout, topology, mode)?;
+    let slow = slow_path::plan(topology, ifaces);
+    slow_path::check_free(&slow, &topology.file)?;
+    let mut state = begin_attach(layout, topology, mode, slow)?;
     if let Err(e) = std::fs::create_dir(pin_dir) {
         // Nothing of ours in it (it may not even be ours): only the state goes.
         let _ = std::fs::remove_dir_all(layout.state_dir());
@@ -571,6 +589,8 @@ fn attach_new(
 
     let mut ebpf = load_and_pin(layout)?;
     let prog = classifier(&mut ebpf, PROG_DATAPATH)?;
+    // Before the next hops that carry its marks, and before any packet meets the program.
+    slow_path::install(&state.slow_path)?;
     fill_tables(layout, topology, ifaces)?;
 
     let backend = TcBackend::new(layout, mode);
@@ -587,12 +607,13 @@ fn attach_new(
 }
 
 /// Makes a fresh state directory and records in it, before anything else is created, that
-/// an attach in `mode` on the interfaces of `topology` began: a writer killed from here on
-/// is rolled back by the next one.
+/// an attach in `mode` on the interfaces of `topology`, with the slow path `slow`, began: a
+/// writer killed from here on is rolled back by the next one.
 fn begin_attach(
     layout: &Layout,
     topology: &Topology,
     mode: TcMode,
+    slow: SlowPlan,
 ) -> Result<AttachState, AttachError> {
     let state_dir = layout.state_dir();
     if state_dir.exists() {
@@ -603,6 +624,7 @@ fn begin_attach(
     let mut state = AttachState::new(mode);
     state.phase = Phase::Attaching;
     state.interfaces = topology.interfaces.iter().map(|i| i.name.clone()).collect();
+    state.slow_path = slow;
     state.write(layout)?;
     Ok(state)
 }

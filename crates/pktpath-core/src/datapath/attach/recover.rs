@@ -75,5 +75,11 @@ fn removed(r: &DetachReport) -> String {
     if !r.clsact_removed.is_empty() {
         text += &format!(", the clsact qdisc on {}", r.clsact_removed.join(", "));
     }
+    if r.slow_path.rules + r.slow_path.routes > 0 {
+        text += &format!(
+            ", the slow path's {} ip rules and {} routes",
+            r.slow_path.rules, r.slow_path.routes
+        );
+    }
     text
 }

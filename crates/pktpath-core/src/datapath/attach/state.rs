@@ -16,7 +16,7 @@ use pktpath_common::route::GENERATIONS;
 use serde::{Deserialize, Serialize};
 
 use super::{ATTACH_FILE, AttachError, Direction, Layout, TcMode, io_err};
-use crate::datapath::policy::Slots;
+use crate::datapath::{policy::Slots, slow_path::SlowPlan};
 
 /// `attach.json`: how the data path is hooked in, and in netlink mode what attach created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,10 @@ pub(super) struct AttachState {
     /// Netlink mode: the clsact qdiscs attach added (those that existed before stay).
     #[serde(default)]
     pub(super) clsact_created: Vec<NlQdisc>,
+    /// The slow path's routes and rules (see `datapath::slow_path`), recorded before any is
+    /// installed: a rollback or detach removes those that exist.
+    #[serde(default, skip_serializing_if = "SlowPlan::is_empty")]
+    pub(super) slow_path: SlowPlan,
 }
 
 impl AttachState {
@@ -46,6 +50,7 @@ impl AttachState {
             interfaces: Vec::new(),
             filters: Vec::new(),
             clsact_created: Vec::new(),
+            slow_path: SlowPlan::default(),
         }
     }
 

@@ -32,6 +32,85 @@ pub struct Configuration {
     /// Kernel routing tables that policies may look up, by name.
     #[serde(default)]
     pub tables: Vec<Table>,
+    /// How packets of a `forward` policy that the fast path hands to the kernel stack keep
+    /// to the policy's next hop. Default: on, with the values below.
+    #[serde(default)]
+    pub slow_path: SlowPath,
+}
+
+/// Packets a `forward` policy matched but the fast path does not forward itself (TTL about
+/// to expire, too big for the egress MTU, IPv4 options, an unresolvable next hop) go to the
+/// kernel stack with a mark naming the policy's next hop; `route attach` installs, per next
+/// hop, a routing table with a default route to it and an `ip rule fwmark MARK/MASK lookup
+/// TABLE`, so the stack forwards them (or answers them) as the policy says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlowPath {
+    /// Install the tables and rules and mark such packets (default true). false: the stack
+    /// routes them by its own tables, as if no policy had matched.
+    #[serde(default = "yes")]
+    pub follow_policy: bool,
+    /// The packet mark bits reserved for naming next hops: one run of contiguous bits,
+    /// wide enough for the number of next hops plus one. Default 4278190080 (0xff000000).
+    /// Policies may not `set_mark` bits inside it; the other bits stay the packet's.
+    #[serde(default = "default_mark_mask")]
+    pub mark_mask: u32,
+    /// The routing table of the first next hop; next hop N (from 0, in file order) gets
+    /// `table_base + N`. None of them may be 253-255 (default, main, local) or a table of
+    /// `tables`, and each must hold no route when attaching. Default 7070.
+    #[serde(default = "default_table_base")]
+    pub table_base: u32,
+    /// The `ip rule` priority of the rules (1-32765: after `local` at 0, before `main` at
+    /// 32766). Default 1000.
+    #[serde(default = "default_rule_priority")]
+    pub rule_priority: u32,
+}
+
+/// Default [`SlowPath::mark_mask`]: the mark's top byte.
+pub const DEFAULT_SLOW_MARK_MASK: u32 = 0xff00_0000;
+/// Default [`SlowPath::table_base`].
+pub const DEFAULT_SLOW_TABLE_BASE: u32 = 7070;
+/// Default [`SlowPath::rule_priority`].
+pub const DEFAULT_SLOW_RULE_PRIORITY: u32 = 1000;
+
+fn default_mark_mask() -> u32 {
+    DEFAULT_SLOW_MARK_MASK
+}
+
+fn default_table_base() -> u32 {
+    DEFAULT_SLOW_TABLE_BASE
+}
+
+fn default_rule_priority() -> u32 {
+    DEFAULT_SLOW_RULE_PRIORITY
+}
+
+impl Default for SlowPath {
+    fn default() -> Self {
+        Self {
+            follow_policy: true,
+            mark_mask: DEFAULT_SLOW_MARK_MASK,
+            table_base: DEFAULT_SLOW_TABLE_BASE,
+            rule_priority: DEFAULT_SLOW_RULE_PRIORITY,
+        }
+    }
+}
+
+impl SlowPath {
+    /// The mark that names next hop `index` (0-based): `index + 1` in the mask's bits.
+    pub fn mark(&self, index: usize) -> u32 {
+        ((index as u32 + 1) << self.mark_mask.trailing_zeros()) & self.mark_mask
+    }
+
+    /// How many next hops the mask can name (its values but 0).
+    pub fn capacity(&self) -> u64 {
+        (1u64 << self.mark_mask.count_ones()) - 1
+    }
+
+    /// The routing table of next hop `index`.
+    pub fn table(&self, index: usize) -> u32 {
+        self.table_base.wrapping_add(index as u32)
+    }
 }
 
 /// An interface the data path attaches to, and in which directions.

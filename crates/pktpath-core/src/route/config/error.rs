@@ -180,6 +180,21 @@ pub enum ConfigError {
         fixed: u32,
     },
 
+    /// A `slow_path` setting of configuration.json that cannot work (the message says why
+    /// and what to change).
+    #[error("{at}: {message}")]
+    SlowPath { at: Box<Location>, message: String },
+
+    #[error(
+        "{at}: set_mark {mark:#x} sets bits of the mark mask {mask:#x} that {config} reserves for the slow path (slow_path.mark_mask); use other bits, or move the mask"
+    )]
+    MarkInSlowPathMask {
+        at: Box<Location>,
+        mark: u32,
+        mask: u32,
+        config: String,
+    },
+
     #[error(
         "{at}: the policy matches only {family} packets but next hop {next_hop:?} has no gateway{digit} and no mac; add one to the next hop"
     )]
@@ -216,7 +231,9 @@ impl ConfigError {
             | ConfigError::PortsWithoutPorts { at, .. }
             | ConfigError::DscpOutOfRange { at, .. }
             | ConfigError::MarkOutsideMask { at, .. }
-            | ConfigError::NextHopFamily { at, .. } => Some(at.as_ref()),
+            | ConfigError::NextHopFamily { at, .. }
+            | ConfigError::SlowPath { at, .. }
+            | ConfigError::MarkInSlowPathMask { at, .. } => Some(at.as_ref()),
         }
     }
 }

@@ -11,7 +11,10 @@ pub mod schema;
 mod source;
 mod values;
 
-pub use configuration::{CONFIGURATION_VERSION, Configuration, Interface, NextHop, Table};
+pub use configuration::{
+    CONFIGURATION_VERSION, Configuration, DEFAULT_SLOW_MARK_MASK, DEFAULT_SLOW_RULE_PRIORITY,
+    DEFAULT_SLOW_TABLE_BASE, Interface, NextHop, SlowPath, Table,
+};
 pub use error::{ConfigError, Location};
 pub use locate::{FieldPath, Segment};
 pub use runtime::{Action, MarkMatch, Match, Policy, RUNTIME_VERSION, RuntimeConfiguration};

@@ -53,6 +53,11 @@ impl Source {
         self.location(line, column, path)
     }
 
+    /// Whether the file writes the field at `path`.
+    pub fn has(&self, path: &FieldPath) -> bool {
+        locate(&self.text, path).is_some()
+    }
+
     /// The line each element of the array at `path` starts on (empty if there is none).
     pub fn element_lines(&self, path: &FieldPath) -> Vec<usize> {
         let starts = locate_elements(&self.text, path).unwrap_or_default();

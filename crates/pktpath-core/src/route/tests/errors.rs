@@ -674,3 +674,135 @@ fn semantic_errors_point_at_the_field_line_in_multi_line_files() {
         &["host bits set", "10.1.0.128/25"],
     );
 }
+
+/// The static configuration with a `slow_path` object on line 3 (the lines after it move
+/// down by one).
+#[track_caller]
+fn slow_path_error(slow_path: &str) -> ConfigError {
+    static_with(
+        r#""version": 1,"#,
+        &format!("\"version\": 1,\n  \"slow_path\": {slow_path},"),
+    )
+}
+
+#[test]
+fn slow_path_settings_that_cannot_work() {
+    let err = slow_path_error(r#"{ "mark_mask": 0 }"#);
+    assert_error(
+        &err,
+        ST,
+        3,
+        "slow_path.mark_mask",
+        &["mark mask 0", "follow_policy"],
+    );
+    let err = slow_path_error(r#"{ "mark_mask": 3855 }"#);
+    assert_error(
+        &err,
+        ST,
+        3,
+        "slow_path.mark_mask",
+        &["0xf0f is not one run of contiguous bits", "0xfff (4095)"],
+    );
+    let err = slow_path_error(r#"{ "mark_mask": 2 }"#);
+    assert_error(
+        &err,
+        ST,
+        3,
+        "slow_path.mark_mask",
+        &["names at most 1 next hops", "has 3", "widen"],
+    );
+    let err = slow_path_error(r#"{ "rule_priority": 32766 }"#);
+    assert_error(
+        &err,
+        ST,
+        3,
+        "slow_path.rule_priority",
+        &["rule priority 32766 is out of range", "1-32765"],
+    );
+    let err = slow_path_error(r#"{ "table_base": 98 }"#);
+    assert_error(
+        &err,
+        ST,
+        3,
+        "slow_path.table_base",
+        &["next hop \"tap\" would get routing table 100", "\"alt\""],
+    );
+    let err = slow_path_error(r#"{ "table_base": 252 }"#);
+    assert_error(
+        &err,
+        ST,
+        3,
+        "slow_path.table_base",
+        &["\"isp2\" would get routing table 253", "kernel's own"],
+    );
+    let err = slow_path_error(r#"{ "table_base": 4294967295 }"#);
+    assert_error(
+        &err,
+        ST,
+        3,
+        "slow_path.table_base",
+        &["leaves no room for 3 tables", "1-4294967293"],
+    );
+    let err = slow_path_error(r#"{ "mark_mask": 255, "rules": 1 }"#);
+    assert_error(&err, ST, 3, "slow_path.rules", &["unknown field `rules`"]);
+}
+
+#[test]
+fn a_default_slow_path_table_taken_by_tables_is_named_where_it_is_taken() {
+    // No slow_path in the file: next hop isp2 gets the default table base + 1.
+    let err = static_with(r#""id": 100"#, r#""id": 7071"#);
+    assert_error(
+        &err,
+        ST,
+        16,
+        "tables[1].id",
+        &[
+            "next hop \"isp2\" would get routing table 7071",
+            "slow_path.table_base",
+        ],
+    );
+}
+
+#[test]
+fn a_slow_path_that_does_not_follow_the_policy_reserves_nothing() {
+    let text = CONFIGURATION.replacen(
+        r#""version": 1,"#,
+        r#""version": 1, "slow_path": { "follow_policy": false, "mark_mask": 0 },"#,
+        1,
+    );
+    let topology = Topology::from_source(&Source::new(ST, &text)).expect("valid");
+    assert_eq!(topology.slow_mark_mask(), 0);
+    let set = crate::route::compile::PolicySet::from_source(
+        &topology,
+        &Source::new(
+            RT,
+            runtime(&[
+                r#"{ "id": "m", "priority": 1, "match": {}, "action": { "type": "pass", "set_mark": 4278190080 } }"#,
+            ]),
+        ),
+    );
+    assert!(set.is_ok(), "{:?}", set.err());
+}
+
+#[test]
+fn set_mark_may_not_touch_the_slow_path_mask() {
+    let err = runtime_error(&[
+        OK,
+        r#"{ "id": "f", "priority": 2, "match": {}, "action": { "type": "forward", "next_hop": "isp1", "set_mark": 16777217 } }"#,
+    ]);
+    assert_error(
+        &err,
+        RT,
+        5,
+        "policies[1].action.set_mark",
+        &[
+            "set_mark 0x1000001 sets bits of the mark mask 0xff000000",
+            "configuration.json reserves for the slow path",
+        ],
+    );
+    // Below the mask: accepted.
+    compile(&runtime(&[
+        r#"{ "id": "f", "priority": 2, "match": {}, "action": { "type": "pass", "set_mark": 16777215 } }"#,
+    ]))
+    .expect("a mark below the mask is the user's");
+}
