@@ -102,7 +102,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .unwrap_or(0);
         let mut model: Vec<f64> = work
             .iter()
-            .map(|w| model_ns(w.calls, w.pruned, w.nodes, w.candidates))
+            .map(model_ns)
             .collect();
         model.sort_by(f64::total_cmp);
         let model_mean = model.iter().sum::<f64>() / model.len() as f64;
@@ -137,13 +137,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
 /// ns per packet as fitted to the kernel's per-header times (`PKTPATH_BENCH_DUMP`, 6,000
 /// headers of six sets, r^2 = 0.99, on a kernel with retpolines and SRSO): a fixed part,
-/// then per call of the walk's `bpf_loop` callback, per subtree pruned by its priority
-/// bound, per inner node and per rule checked.
-fn model_ns(calls: u32, pruned: u32, nodes: u32, candidates: u32) -> f64 {
-    58.7 + 9.9 * f64::from(calls)
-        + 1.9 * f64::from(pruned)
-        + 4.9 * f64::from(nodes)
-        + 3.5 * f64::from(candidates)
+/// then per call of the walk's `bpf_loop` callback, per subtree walked, per subtree pruned
+/// by its priority bound, per inner node and per rule checked.
+fn model_ns(w: &classifier::Probe) -> f64 {
+    62.0 + 11.2 * f64::from(w.calls)
+        + 0.8 * f64::from(w.trees)
+        + 1.8 * f64::from(w.pruned)
+        + 5.2 * f64::from(w.nodes)
+        + 3.4 * f64::from(w.candidates)
 }
 
 /// The tree shape the environment asks for: `PKTPATH_SHAPE=default|roomy`, then

@@ -102,6 +102,9 @@ pub const MAX_SIDE_NESTING: u32 = 3;
 /// rest of each leaf longer than [`LEAF_SEGMENT`]. The limits above bound it well below
 /// (the trees of three roots with every path at its limits: a few hundred).
 pub const MAX_WALKS: u32 = 4096;
+/// Subtrees one call of the walk's `bpf_loop` callback walks, at most: a call costs more
+/// than the work of most walks, and the verifier checks each walk of a call once.
+pub const WALKS_PER_CALL: u32 = 2;
 /// Popped subtrees a walk may drop, by their priority bound, before it walks one: pruning
 /// costs a comparison, a call of the walk's `bpf_loop` callback much more.
 pub const PRUNE_PER_CALL: u32 = 8;

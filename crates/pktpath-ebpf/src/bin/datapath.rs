@@ -33,7 +33,7 @@ use pktpath_common::route::{
     MAX_POLICY_SLOTS, MAX_TREES, MAX_WALKS, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD, NextHop,
     Node, OUTCOME_DROPPED, OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_INVALID, OUTCOME_PASSED,
     PRUNE_PER_CALL, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState, RuleMatch, RuleValue,
-    TAP_RING_BYTES, TAP_SLOTS, TapEvent, TapLive,
+    TAP_RING_BYTES, TAP_SLOTS, TapEvent, TapLive, WALKS_PER_CALL,
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
@@ -102,11 +102,6 @@ pub struct SearchState {
     value: u32,
     /// Entries of `pending` in use.
     pending_len: u32,
-    /// Index (in the generation) of the chunk `Arena` keeps. Kept here, in map memory,
-    /// rather than on the stack: the verifier then learns nothing lasting from comparing
-    /// it (see `Arena::enter`).
-    kept: u32,
-    _pad: u32,
     pending: [Pending; MAX_PENDING as usize],
 }
 
@@ -468,51 +463,41 @@ fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malfor
     Ok(())
 }
 
-/// The arena of the generation a packet classifies against, read through a cached chunk:
-/// most reads of one walk stay in the chunk of the one before.
+/// The arena of the generation a packet classifies against.
+#[derive(Clone, Copy)]
 struct Arena {
     /// Index of the generation's first chunk in ROUTE_ARENA.
     base: u32,
-    /// The chunk kept for reads, and where its index is.
-    chunk: *const Chunk,
-    kept: *mut u32,
 }
 
 impl Arena {
-    /// The generation's first chunk.
+    /// The chunk holding arena slot `slot`, for the reads of one walk (a walk reads one
+    /// chunk, see `NODE_FAR`) or of the value picked.
+    ///
+    /// Looked up afresh each time, and never inside a walk's loops: the verifier knows each
+    /// lookup's pointer as its own, and a pointer that outlived a walk, or came from one of
+    /// several lookups, made it check what follows once per place it could have come from.
+    /// A chunk kept from walk to walk (looked up only when the next walk needed another)
+    /// made it check each walk once per way the walk before had ended: two walks per call
+    /// of the loop's callback then took 930,000 to 990,000 instructions, against 387,092
+    /// with a lookup per walk.
     #[inline(always)]
-    fn new(base: u32, kept: *mut u32) -> Option<Self> {
-        // SAFETY: a field of this CPU's scratch entry.
-        unsafe { kept.write_volatile(0) };
-        Some(Self {
-            base,
-            chunk: ROUTE_ARENA.get(base)?.get_ptr(0)?,
-            kept,
+    fn reader(self, slot: u32) -> Option<Reader> {
+        Some(Reader {
+            chunk: ROUTE_ARENA
+                .get(self.base + (slot >> CHUNK_SLOT_BITS))?
+                .get_ptr(0)?,
         })
     }
+}
 
-    /// Keeps the chunk holding arena slot `slot` for the reads that follow: called when a
-    /// walk starts (a walk reads one chunk, see `NODE_FAR`) and for the value picked.
-    ///
-    /// A chunk looked up inside the walk's loops would make the verifier check the rest of
-    /// the walk once for each place its pointer could have come from (each lookup's pointer
-    /// is its own to the verifier), which took most of the program's budget. The index is
-    /// kept in map memory rather than on the stack for a like reason: comparing it teaches
-    /// the verifier nothing it would carry on.
-    #[inline(always)]
-    fn enter(&mut self, slot: u32) -> Option<()> {
-        let id = slot >> CHUNK_SLOT_BITS;
-        // SAFETY: as in `new`.
-        if id != unsafe { self.kept.read_volatile() } {
-            self.chunk = ROUTE_ARENA.get(self.base + id)?.get_ptr(0)?;
-            // SAFETY: as in `new`.
-            unsafe { self.kept.write_volatile(id) };
-        }
-        Some(())
-    }
+/// Reads of one arena chunk.
+struct Reader {
+    chunk: *const Chunk,
+}
 
-    /// The kept chunk, and the index in it of arena slot `slot` (which the encoder put in
-    /// that chunk).
+impl Reader {
+    /// The chunk, and the index in it of arena slot `slot` (which the encoder put in it).
     #[inline(always)]
     fn at(&self, slot: u32) -> (*const Chunk, usize) {
         (self.chunk, (slot & (CHUNK_SLOTS - 1)) as usize)
@@ -543,7 +528,7 @@ struct SearchCtx {
     key: *const ClassKey,
     state: *mut SearchState,
     v6: bool,
-    /// The generation's arena, its current chunk kept from walk to walk.
+    /// The generation's arena.
     arena: Arena,
 }
 
@@ -592,7 +577,7 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
         (&raw mut (*c).key).write(key);
         (&raw mut (*c).state).write(state);
         (&raw mut (*c).v6).write(family == 1);
-        (&raw mut (*c).arena).write(Arena::new(base, &raw mut state.kept)?);
+        (&raw mut (*c).arena).write(Arena { base });
         &mut *c
     };
     // SAFETY: `walk` has the callback signature bpf_loop expects; `ctx` outlives it.
@@ -603,8 +588,7 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
         return None;
     }
     let slot = tables.values + 4 * state.value;
-    ctx.arena.enter(slot)?;
-    let line = ctx.arena.line(slot & !7)?;
+    let line = ctx.arena.reader(slot)?.line(slot & !7)?;
     // SAFETY: values sit at 32-byte strides in their lines: offset 0 or 32 of 64 bytes.
     Some(unsafe {
         line.cast::<u8>()
@@ -620,119 +604,124 @@ extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
     let ctx = unsafe { &mut *ctx.cast::<SearchCtx>() };
     // SAFETY: as above.
     let (key, state) = unsafe { (&*ctx.key, &mut *ctx.state) };
-    // Pops subtrees until one whose rules can beat the match in hand, up to
-    // PRUNE_PER_CALL of them: each call of this callback costs a call and a return, dear
-    // on a kernel with retpolines and SRSO (about 10 ns here, against a comparison for a
-    // subtree dropped here), and most side subtrees popped at 100k policies are pruned.
-    // (Dropping them after the walk instead, which would also save the call that finds
-    // them last, made the verifier check that loop once per way a walk ends: too much.)
-    let mut n = Node::default();
-    let mut pruned = true;
-    for _ in 0..PRUNE_PER_CALL {
-        let len = state.pending_len;
-        if len == 0 || len > MAX_PENDING {
+    // Walks up to WALKS_PER_CALL subtrees: each call of this callback costs a call and a
+    // return, dear on a kernel with retpolines and SRSO (about 10 ns here, twice an inner
+    // node). Before each walk it pops subtrees until one whose rules can beat the match
+    // in hand, up to PRUNE_PER_CALL of them (about 2 ns each): most side subtrees popped
+    // at 100k policies are pruned. (Dropping them after a walk instead, which would also
+    // save the call that finds them last, made the verifier check that loop once per way
+    // a walk ends: too much.)
+    'walks: for w in 0..WALKS_PER_CALL {
+        if w > 0 && walk_end(state) != 0 {
             return 1;
         }
-        let top = len - 1;
-        state.pending_len = top;
-        // Masked so that the verifier sees the index in bounds (MAX_PENDING is a power of 2).
-        let entry = state.pending[(top & (MAX_PENDING - 1)) as usize];
-        if state.found == 0 || entry.min_priority < state.best {
-            n = entry.node;
-            pruned = false;
-            break;
-        }
-    }
-    if pruned {
-        return 0;
-    }
-    let arena = &mut ctx.arena;
-    if arena.enter(n.base).is_none() {
-        return 1;
-    }
-    let arena = &*arena;
-    for _ in 0..MAX_DEPTH {
-        if n.op & NODE_LEAF != 0 {
-            break;
-        }
-        let side = if n.op & NODE_SIDE != 0 { 2 } else { 0 };
-        if side != 0 {
-            let Some(sub) = arena.node(n.base) else {
-                return 1;
-            };
-            let Some(min) = arena.node(n.base + 1) else {
-                return 1;
-            };
-            // The builder keeps the stack within MAX_PENDING. (Not pushing a side that
-            // cannot beat the match in hand would save its pop, but testing that here
-            // doubled the verifier's work, past its limit.)
+        let mut n = Node::default();
+        let mut pruned = true;
+        for _ in 0..PRUNE_PER_CALL {
             let len = state.pending_len;
-            if len < MAX_PENDING {
-                let slot = &mut state.pending[(len & (MAX_PENDING - 1)) as usize];
-                slot.node = sub;
-                // SAFETY: the slot after a side root holds its best priority, as a u64.
-                slot.min_priority = unsafe { core::mem::transmute::<Node, u64>(min) } as u32;
-                state.pending_len = len + 1;
+            if len == 0 || len > MAX_PENDING {
+                return 1;
+            }
+            let top = len - 1;
+            state.pending_len = top;
+            // Masked so that the verifier sees the index in bounds (MAX_PENDING is a
+            // power of 2).
+            let entry = state.pending[(top & (MAX_PENDING - 1)) as usize];
+            if state.found == 0 || entry.min_priority < state.best {
+                n = entry.node;
+                pruned = false;
+                break;
             }
         }
-        let w = key.words[(n.op & NODE_WORD) as usize];
-        let Some(next) = arena.node(n.base + side + ((w >> n.shift) & n.mask as u32)) else {
+        if pruned {
+            return 0;
+        }
+        let Some(arena) = ctx.arena.reader(n.base) else {
             return 1;
         };
-        n = next;
-        if n.op & NODE_FAR != 0 {
-            // The path goes on in another chunk: walked next, as a walk of its own.
+        for _ in 0..MAX_DEPTH {
+            if n.op & NODE_LEAF != 0 {
+                break;
+            }
+            let side = if n.op & NODE_SIDE != 0 { 2 } else { 0 };
+            if side != 0 {
+                let Some(sub) = arena.node(n.base) else {
+                    return 1;
+                };
+                let Some(min) = arena.node(n.base + 1) else {
+                    return 1;
+                };
+                // The builder keeps the stack within MAX_PENDING. (Not pushing a side that
+                // cannot beat the match in hand would save its pop, but testing that here
+                // doubled the verifier's work, past its limit.)
+                let len = state.pending_len;
+                if len < MAX_PENDING {
+                    let slot = &mut state.pending[(len & (MAX_PENDING - 1)) as usize];
+                    slot.node = sub;
+                    // SAFETY: the slot after a side root holds its best priority, as a u64.
+                    slot.min_priority = unsafe { core::mem::transmute::<Node, u64>(min) } as u32;
+                    state.pending_len = len + 1;
+                }
+            }
+            let w = key.words[(n.op & NODE_WORD) as usize];
+            let Some(next) = arena.node(n.base + side + ((w >> n.shift) & n.mask as u32)) else {
+                return 1;
+            };
+            n = next;
+            if n.op & NODE_FAR != 0 {
+                // The path goes on in another chunk: walked next, as a walk of its own.
+                let len = state.pending_len;
+                if len < MAX_PENDING {
+                    let slot = &mut state.pending[(len & (MAX_PENDING - 1)) as usize];
+                    slot.node = Node {
+                        op: n.op & !NODE_FAR,
+                        ..n
+                    };
+                    slot.min_priority = 0;
+                    state.pending_len = len + 1;
+                }
+                continue 'walks;
+            }
+        }
+        if n.op & NODE_LEAF == 0 {
+            return 1; // deeper than the builder makes trees
+        }
+        let count = n.mask as u32;
+        let mut checked = 0u32;
+        for i in 0..LEAF_SEGMENT {
+            if i >= count {
+                break;
+            }
+            let Some(line) = arena.line(n.base + 8 * i) else {
+                return 1;
+            };
+            // SAFETY: a leaf's lines hold RuleMatches (64 bytes, plain data).
+            let r = unsafe { &*line.cast::<RuleMatch>() };
+            if state.found != 0 && r.priority >= state.best {
+                continue 'walks; // a leaf's rules are sorted: none later can win
+            }
+            if candidate_matches(r, ctx.v6, key) {
+                state.found = 1;
+                state.best = r.priority;
+                state.value = r.value_index();
+                continue 'walks;
+            }
+            checked = i + 1;
+        }
+        if count > checked && checked == LEAF_SEGMENT {
+            // The rest of a long leaf, walked next.
             let len = state.pending_len;
             if len < MAX_PENDING {
                 let slot = &mut state.pending[(len & (MAX_PENDING - 1)) as usize];
                 slot.node = Node {
-                    op: n.op & !NODE_FAR,
-                    ..n
+                    op: NODE_LEAF,
+                    shift: 0,
+                    mask: (count - LEAF_SEGMENT) as u16,
+                    base: n.base + 8 * LEAF_SEGMENT,
                 };
                 slot.min_priority = 0;
                 state.pending_len = len + 1;
             }
-            return 0;
-        }
-    }
-    if n.op & NODE_LEAF == 0 {
-        return 1; // deeper than the builder makes trees
-    }
-    let count = n.mask as u32;
-    let mut checked = 0u32;
-    for i in 0..LEAF_SEGMENT {
-        if i >= count {
-            break;
-        }
-        let Some(line) = arena.line(n.base + 8 * i) else {
-            return 1;
-        };
-        // SAFETY: a leaf's lines hold RuleMatches (64 bytes, plain data).
-        let r = unsafe { &*line.cast::<RuleMatch>() };
-        if state.found != 0 && r.priority >= state.best {
-            return walk_end(state); // a leaf's rules are sorted: none later can win
-        }
-        if candidate_matches(r, ctx.v6, key) {
-            state.found = 1;
-            state.best = r.priority;
-            state.value = r.value_index();
-            return walk_end(state);
-        }
-        checked = i + 1;
-    }
-    if count > checked && checked == LEAF_SEGMENT {
-        // The rest of a long leaf, walked next.
-        let len = state.pending_len;
-        if len < MAX_PENDING {
-            let slot = &mut state.pending[(len & (MAX_PENDING - 1)) as usize];
-            slot.node = Node {
-                op: NODE_LEAF,
-                shift: 0,
-                mask: (count - LEAF_SEGMENT) as u16,
-                base: n.base + 8 * LEAF_SEGMENT,
-            };
-            slot.min_priority = 0;
-            state.pending_len = len + 1;
         }
     }
     walk_end(state)

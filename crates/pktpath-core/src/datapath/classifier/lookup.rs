@@ -5,7 +5,7 @@ use std::cell::Cell;
 
 use pktpath_common::route::{
     CHUNK_SLOT_BITS, FAMILY_V4, LEAF_SEGMENT, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD, Node,
-    PRUNE_PER_CALL, RuleMatch, RuleValue,
+    PRUNE_PER_CALL, RuleMatch, RuleValue, WALKS_PER_CALL,
 };
 
 use super::{
@@ -32,8 +32,8 @@ pub struct Probe {
     pub sides: u32,
     pub rests: u32,
     pub jumps: u32,
-    /// Arena chunk changes (the data path looks the new chunk up at the start of a walk,
-    /// and for the value it picks), from chunk 0.
+    /// Walks (and the value read) that read another arena chunk than the read before,
+    /// from chunk 0 (the data path looks a chunk up at the start of every walk).
     pub chunk_switches: u32,
     /// Of the walks, those that did not better the match in hand, and their inner nodes
     /// and rule checks: the work a tighter priority bound would save.
@@ -150,11 +150,17 @@ impl<'a> Lookup<'a> {
             .rev()
             .map(|r| (r.node, r.min_priority))
             .collect();
-        // Each call of the callback pops subtrees until one whose rules can beat the match
-        // in hand (up to PRUNE_PER_CALL of them) and walks it; it ends the loop when it
-        // finds the stack empty, or leaves it empty.
+        // Each call of the callback walks up to WALKS_PER_CALL subtrees, popping before
+        // each those whose rules cannot beat the match in hand (up to PRUNE_PER_CALL of
+        // them; a call that drops that many ends there); it ends the loop when it finds
+        // the stack empty, or leaves it empty.
+        let mut walks_in_call = WALKS_PER_CALL;
         'calls: loop {
-            probe.calls += 1;
+            if walks_in_call == WALKS_PER_CALL {
+                probe.calls += 1;
+                walks_in_call = 0;
+            }
+            walks_in_call += 1;
             let mut next = None;
             for _ in 0..PRUNE_PER_CALL {
                 let Some((n, min)) = pending.pop() else {
@@ -167,6 +173,7 @@ impl<'a> Lookup<'a> {
                 probe.pruned += 1;
             }
             let Some(mut n) = next else {
+                walks_in_call = WALKS_PER_CALL; // the call ends
                 continue;
             };
             probe.trees += 1;
