@@ -917,6 +917,43 @@ fn attach_refuses_a_slow_path_table_in_use_and_leaves_nothing() {
     assert!(!t.contains("table 7070"), "no slow-path route: {t}");
 }
 
+/// An egress interface that is down when the data path is attached: the kernel refuses a
+/// route through it, so its next hop's slow-path table stays empty, with a warning that
+/// says so, and the attach goes on (the other next hop's table is filled); detach then
+/// leaves no rule and no route.
+#[test]
+fn attach_with_an_egress_down_leaves_its_slow_path_table_empty_and_warns() {
+    require_root();
+    let _bpffs = BpffsGuard::ensure();
+    let lab = RouterLab::new();
+    let r = lab.router.name.clone();
+    run::must("ip", &["-n", &r, "link", "set", &lab.up2_link.a, "down"]);
+    let scratch = Scratch::new("route-lab-down");
+    let config = scratch.write("configuration.json", &common::lab_config(&lab, &[]));
+    let dp = Attachment::new(&lab, "egress-down");
+    let out = dp.route(&["attach", "--config", &config]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("table 7071 left empty") && stderr.contains("is down"),
+        "{stderr}"
+    );
+    let t = run::must("ip", &["-n", &r, "route", "show", "table", "7070"]);
+    assert!(t.contains("default via"), "up1's table filled: {t}");
+    let t = run::must("ip", &["-n", &r, "route", "show", "table", "7071"]);
+    assert!(t.trim().is_empty(), "up2's table empty: {t}");
+    let out = dp.route(&["detach"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules = run::must("ip", &["-n", &r, "rule", "show"]);
+    assert!(!rules.contains("fwmark"), "no rule left: {rules}");
+    let t = run::must("ip", &["-n", &r, "route", "show", "table", "all"]);
+    assert!(!t.contains("table 707"), "no slow-path route left: {t}");
+}
+
 /// A broadcast is not forwarded by a unicast policy, with real traffic: a policy sends
 /// every IPv4 datagram from the client to up1, and up1 listens on all its addresses.
 /// Datagrams to the service address reach it through the fast path; datagrams the client

@@ -169,9 +169,23 @@ pub fn check_free(plan: &SlowPlan, config: &str) -> Result<(), SlowPathError> {
 
 /// Installs `plan`: routes first (a rule never looks up an empty table), then the rules.
 /// Idempotent: routes are replaced, rules already there are kept.
+///
+/// The kernel refuses a route through an interface that is down (ENETDOWN). Such a next
+/// hop's table is left empty, with a warning: its rule then finds no route there and the
+/// stack goes on to the main table, as it would without a slow path, and the fast path
+/// cannot forward to that interface either. `route attach` run again fills it.
 pub fn install(plan: &SlowPlan) -> Result<(), SysError> {
     for r in &plan.routes {
-        policy_routing::replace_default_route(r)?;
+        match policy_routing::replace_default_route(r) {
+            Err(e) if e.source.raw_os_error() == Some(libc::ENETDOWN) => log::warn!(
+                "slow path: table {} left empty, its interface (index {}) is down; packets \
+                 of its next hop handed to the stack follow the main table until `pktpath \
+                 route attach` runs again with the interface up",
+                r.table,
+                r.ifindex
+            ),
+            other => other?,
+        }
     }
     for r in &plan.rules {
         policy_routing::add_rule(r)?;
