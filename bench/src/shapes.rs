@@ -100,10 +100,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .map(|w| w.nodes + w.candidates)
             .max()
             .unwrap_or(0);
-        let mut model: Vec<f64> = work
-            .iter()
-            .map(model_ns)
-            .collect();
+        let mut model: Vec<f64> = work.iter().map(model_ns).collect();
         model.sort_by(f64::total_cmp);
         let model_mean = model.iter().sum::<f64>() / model.len() as f64;
         let model_p99 = model[(model.len() * 99).div_ceil(100) - 1];
