@@ -70,10 +70,11 @@ pub struct Filter {
     pub direct_action: bool,
 }
 
-struct Socket(OwnedFd);
+/// An rtnetlink socket (also used by [`super::link`]).
+pub(super) struct Socket(OwnedFd);
 
 impl Socket {
-    fn open() -> Result<Self, SysError> {
+    pub(super) fn open() -> Result<Self, SysError> {
         // SAFETY: plain socket(2) call; the fd is owned below.
         let fd = unsafe {
             libc::socket(
@@ -99,10 +100,22 @@ impl Socket {
         msg: TcMsg,
         attrs: &[(u16, &[u8])],
     ) -> io::Result<Vec<Vec<u8>>> {
-        let mut buf = vec![0u8; NLMSG_HDRLEN];
         // SAFETY: TcMsg is repr(C) plain data.
         let body: [u8; TCMSG_LEN] = unsafe { std::mem::transmute(msg) };
-        buf.extend_from_slice(&body);
+        self.transact_body(kind, flags, &body, attrs)
+    }
+
+    /// [`Self::transact`] with the message's fixed header (`tcmsg`, `ifinfomsg`, ...) given
+    /// as bytes.
+    pub(super) fn transact_body(
+        &self,
+        kind: u16,
+        flags: u16,
+        body: &[u8],
+        attrs: &[(u16, &[u8])],
+    ) -> io::Result<Vec<Vec<u8>>> {
+        let mut buf = vec![0u8; NLMSG_HDRLEN];
+        buf.extend_from_slice(body);
         for (ty, data) in attrs {
             let len = 4 + data.len();
             buf.extend_from_slice(&(len as u16).to_ne_bytes());
