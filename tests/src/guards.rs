@@ -381,16 +381,22 @@ pub struct LinkGuard {
 impl LinkGuard {
     /// `args` follow the name: `["type", "vxlan", "id", "42", ...]`.
     pub fn new(ns: &str, args: &[&str]) -> Self {
+        Self::try_new(ns, args).unwrap_or_else(|e| panic!("ip link add {args:?}: {e}"))
+    }
+
+    /// [`Self::new`], with `ip link add`'s complaint when the link could not be created
+    /// (`Unknown device type` where the kernel lacks the type).
+    pub fn try_new(ns: &str, args: &[&str]) -> Result<Self, String> {
         let name = names::ifname('l');
         let mut all = vec!["-n", ns, "link", "add", name.as_str()];
         all.extend_from_slice(args);
-        must("ip", &all);
+        cmd("ip", &all)?;
         let g = Self {
             ns: ns.into(),
             name,
         };
         must("ip", &["-n", &g.ns, "link", "set", &g.name, "up"]);
-        g
+        Ok(g)
     }
 }
 

@@ -1,12 +1,19 @@
 //! One journey through header rewrites, on real pings in fresh namespaces: a router that
-//! DNATs and masquerades (nftables), and a VXLAN tunnel between two namespaces. The `sk_buff`
-//! is the same throughout; the journey follows it by the fields a rewrite keeps, and the
-//! event that first shows the new headers says what they were.
+//! DNATs and masquerades (nftables), and tunnels between two namespaces (VXLAN; GRE, gretap,
+//! IPIP, ip6gre and ip6tnl where `pktpath doctor` finds the link type, and otherwise a check
+//! that doctor reports it missing). The `sk_buff` is the same throughout; the journey follows
+//! it by the fields a rewrite keeps, and the event that first shows the new headers says what
+//! they were.
 
 use std::time::Duration;
 
+use serde_json::json;
+
 use pktpath_common::trace::Hook;
-use pktpath_core::trace::{Event, TraceConfig, filter::compile_filter};
+use pktpath_core::{
+    doctor,
+    trace::{Event, TraceConfig, filter::compile_filter},
+};
 use pktpath_tests::{
     AddrGuard, LinkGuard, NftTableGuard, RouterLab, TwoHosts, require_root, run, trace::Tracing,
 };
@@ -238,6 +245,195 @@ fn trace_vxlan_encapsulation_and_decapsulation_are_one_journey() {
         "consumed in b:\n{}",
         lines(&events)
     );
+}
+
+/// Inside addresses of the tunnel tests below.
+const INNER_A: &str = "10.79.0.1";
+const INNER_B: &str = "10.79.0.2";
+
+/// A tunnel link of type `kind` in `ns` (`args` follow the type), or None where the kernel
+/// has no such link type: then `pktpath doctor` must report it missing, as it must report
+/// present a type the kernel has.
+fn tunnel_or_doctors_word(ns: &str, kind: &str, args: &[&str]) -> Option<LinkGuard> {
+    let mut all = vec!["type", kind];
+    all.extend_from_slice(args);
+    let id = format!("tunnel_{kind}");
+    let doctor_says = doctor::probe(&id);
+    match LinkGuard::try_new(ns, &all) {
+        Ok(link) => {
+            assert!(
+                doctor_says.is_ok(),
+                "the kernel has {kind} links, doctor says not: {doctor_says:?}"
+            );
+            Some(link)
+        }
+        Err(e) if e.contains("Unknown device type") => {
+            let why = doctor_says.expect_err(&format!(
+                "`ip link` knows no {kind} links ({e}), doctor says it does"
+            ));
+            assert!(why.contains("EOPNOTSUPP"), "doctor on {kind}: {why}");
+            eprintln!(
+                "no {kind} links in this kernel, as doctor reports ({why}): journey not traced"
+            );
+            None
+        }
+        Err(e) => panic!("{kind} link: {e}"),
+    }
+}
+
+/// An address as the text view shows it, with its port when it has one (VXLAN's UDP).
+fn shown(addr: &str, port: Option<u16>) -> String {
+    match port {
+        Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
+        Some(p) => format!("{addr}:{p}"),
+        None => addr.to_owned(),
+    }
+}
+
+/// The underlay: IPv4 (`TwoHosts::A4`, `B4`) or IPv6 (`A6`, `B6`).
+#[derive(Clone, Copy)]
+enum Underlay {
+    V4,
+    V6,
+}
+
+impl Underlay {
+    fn addrs(self) -> (&'static str, &'static str) {
+        match self {
+            Self::V4 => (TwoHosts::A4, TwoHosts::B4),
+            Self::V6 => (TwoHosts::A6, TwoHosts::B6),
+        }
+    }
+}
+
+/// A tunnel of type `kind` (`extra` arguments after local and remote) between the two
+/// hosts over `underlay`, [`INNER_A`] pinging [`INNER_B`] through it once: the request's
+/// journey is one `packet_id` from the tunnel in a, through its encapsulation on a's
+/// underlay, the outer packet's hops and its decapsulation onto the tunnel in b, to its
+/// consumption in b; the text view names the headers before and after at both changes.
+fn trace_tunnel_journey(kind: &str, underlay: Underlay, extra: &[&str]) {
+    require_root();
+    let lab = TwoHosts::new();
+    let (out_a, out_b) = underlay.addrs();
+    let mut args_a = vec!["local", out_a, "remote", out_b];
+    args_a.extend_from_slice(extra);
+    let Some(tun_a) = tunnel_or_doctors_word(&lab.a.name, kind, &args_a) else {
+        return;
+    };
+    let mut args_b = vec!["type", kind, "local", out_b, "remote", out_a];
+    args_b.extend_from_slice(extra);
+    let tun_b = LinkGuard::new(&lab.b.name, &args_b);
+    let _addrs = [
+        AddrGuard::new(&lab.a.name, &tun_a.name, &format!("{INNER_A}/24")),
+        AddrGuard::new(&lab.b.name, &tun_b.name, &format!("{INNER_B}/24")),
+    ];
+    let here = [lab.a.inode(), lab.b.inode()];
+    let cfg = TraceConfig {
+        filter: compile_filter(&format!("host {INNER_A} or host {out_a}")).expect("filter"),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    assert_eq!(
+        run::ping(&lab.a.name, INNER_B, 1),
+        1,
+        "the {kind} tunnel works"
+    );
+    let events = t.collect(
+        Duration::from_secs(5),
+        |e| here.contains(&u64::from(e.netns)),
+        |evs| {
+            evs.iter()
+                .any(|e| e.hook == Hook::KfreeSkb.name() && e.icmp_type == Some(0))
+        },
+    );
+    let journey = journey_of(&events, 8, lab.a.inode());
+    assert_eq!(journey[0].ifname, tun_a.name, "sent on the tunnel");
+    // Encapsulated: the first hop of a packet (not a route lookup) with the outer headers.
+    let encap = journey
+        .iter()
+        .find(|e| e.fib.is_none() && addr(&e.src) == out_a)
+        .unwrap_or_else(|| panic!("no encapsulated hop in\n{}", lines(&events)));
+    assert_eq!(encap.ifname, lab.link.a, "encapsulated onto a's underlay");
+    assert_eq!(addr(&encap.dst), out_b);
+    let r = encap.rewrite.as_ref().expect("encapsulation shown");
+    assert_eq!(
+        (addr(&r.src), addr(&r.dst)),
+        (INNER_A.into(), INNER_B.into())
+    );
+    let says = format!(
+        "rewrite: {INNER_A} > {INNER_B} becomes {} > {}",
+        shown(out_a, encap.sport),
+        shown(out_b, encap.dport)
+    );
+    assert!(encap.to_text(0).contains(&says), "{}", encap.to_text(0));
+    let json = serde_json::to_value(encap).expect("JSON");
+    assert_eq!(json["rewrite"]["src"], INNER_A, "{json}");
+    assert_eq!(json["packet_id"], json!(journey[0].packet_id), "{json}");
+    // The outer packet's hops: received on b's underlay.
+    assert!(
+        journey
+            .iter()
+            .any(|e| e.ifname == lab.link.b && addr(&e.src) == out_a),
+        "the outer packet reaches b's underlay:\n{}",
+        lines(&events)
+    );
+    // Decapsulated onto b's tunnel.
+    let decap = journey
+        .iter()
+        .find(|e| e.ifname == tun_b.name && e.icmp_type == Some(8))
+        .unwrap_or_else(|| panic!("not decapsulated onto {}:\n{}", tun_b.name, lines(&events)));
+    let r = decap.rewrite.as_ref().expect("decapsulation shown");
+    assert_eq!((addr(&r.src), addr(&r.dst)), (out_a.into(), out_b.into()));
+    let says = format!(
+        "rewrite: {} > {} becomes {INNER_A} > {INNER_B}",
+        shown(out_a, r.sport),
+        shown(out_b, r.dport)
+    );
+    assert!(decap.to_text(0).contains(&says), "{}", decap.to_text(0));
+    assert!(
+        journey
+            .iter()
+            .any(|e| e.hook == Hook::ConsumeSkb.name() && u64::from(e.netns) == lab.b.inode()),
+        "consumed in b:\n{}",
+        lines(&events)
+    );
+}
+
+/// The check the other tunnels get, on the tunnel this kernel surely has: proof that it
+/// passes where the journey is followed.
+#[test]
+fn trace_vxlan_in_the_common_tunnel_check() {
+    trace_tunnel_journey("vxlan", Underlay::V4, &["id", "42", "dstport", "4789"]);
+}
+
+#[test]
+fn trace_gre_encapsulation_and_decapsulation_are_one_journey() {
+    trace_tunnel_journey("gre", Underlay::V4, &["ttl", "64"]);
+}
+
+#[test]
+fn trace_gre_with_key_and_sequence_numbers_is_one_journey() {
+    trace_tunnel_journey("gre", Underlay::V4, &["key", "42", "seq", "csum"]);
+}
+
+#[test]
+fn trace_gretap_encapsulation_and_decapsulation_are_one_journey() {
+    trace_tunnel_journey("gretap", Underlay::V4, &[]);
+}
+
+#[test]
+fn trace_ipip_encapsulation_and_decapsulation_are_one_journey() {
+    trace_tunnel_journey("ipip", Underlay::V4, &["ttl", "64"]);
+}
+
+#[test]
+fn trace_ip6gre_encapsulation_and_decapsulation_are_one_journey() {
+    trace_tunnel_journey("ip6gre", Underlay::V6, &[]);
+}
+
+#[test]
+fn trace_ip6tnl_encapsulation_and_decapsulation_are_one_journey() {
+    trace_tunnel_journey("ip6tnl", Underlay::V6, &["mode", "any"]);
 }
 
 /// Traces `host PUBLIC` (the address before DNAT) in the NAT lab, tracking as `track` says,

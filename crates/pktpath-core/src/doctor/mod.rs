@@ -5,9 +5,13 @@
 //! Probes that attach in a scratch network namespace (TC, TCX, XDP) need CAP_SYS_ADMIN to
 //! create it; without it they judge by what needs no namespace (the program loads, the hook
 //! answers a query, the capability is held). kprobes and fentry are informational: pktpath
-//! uses neither.
+//! uses neither. Tunnel link types (`tunnel_gre`, ...) are informational too: each is
+//! created in a scratch namespace.
 
 mod probes;
+mod tunnels;
+
+pub use tunnels::KINDS as TUNNEL_KINDS;
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +34,7 @@ pub mod uses {
     pub const ROUTE_GET: &str = "route get";
     pub const ROUTE_PERSIST: &str = "route attach (pinning)";
     pub const FUTURE_HOOKS: &str = "extra trace hooks (not needed here)";
+    pub const TRACE_TUNNELS: &str = "trace through tunnels";
 }
 
 /// The answer for one kernel feature.
@@ -136,7 +141,10 @@ impl Report {
 /// learned when the kernel offers the feature, Err with the kernel's reason otherwise.
 /// `route attach` uses it to pick its TC attach mode.
 pub fn probe(id: &str) -> Result<Option<String>, String> {
-    probes::run_one(id)
+    match tunnels::KINDS.iter().find(|(tid, ..)| *tid == id) {
+        Some((_, kind, _)) => tunnels::probe(kind),
+        None => probes::run_one(id),
+    }
 }
 
 /// Options for [`run`].
@@ -242,6 +250,7 @@ pub fn run(opts: Options) -> Report {
     );
 
     checks.extend(probes::run());
+    checks.extend(tunnels::run());
     let commands = Command::ALL
         .iter()
         .map(|&c| CommandAccess {

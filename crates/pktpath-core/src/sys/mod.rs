@@ -1,11 +1,13 @@
 //! The one seam between pktpath and the kernel's non-BPF system calls: capabilities,
 //! clocks, filesystem mounts (bpffs, tracefs), and the few BPF map operations aya lacks (sys::bpfmap),
-//! network namespaces, traffic control and policy routing (rtnetlink) and signals as a pipe (sys::signals).
+//! network namespaces, network devices, traffic control and policy routing (rtnetlink) and
+//! signals as a pipe (sys::signals).
 
 pub mod bpfmap;
 pub mod caps;
 pub mod clock;
 pub mod iface;
+pub mod link;
 pub mod mounts;
 mod netlink;
 pub mod netns;
