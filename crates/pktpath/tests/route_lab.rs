@@ -875,12 +875,21 @@ fn the_slow_path_is_installed_shown_and_removed() {
     let detached = l.dp.json(&["detach"]);
     assert_eq!(detached["slow_path"]["rules"], 6, "{detached}");
     assert_eq!(detached["slow_path"]["routes"], 6, "{detached}");
+    assert_no_slow_path(&l.lab.router.name);
+}
+
+/// Namespace `ns` holds no fwmark rule and no default route in a slow-path table (7070
+/// and up), in either family.
+#[track_caller]
+fn assert_no_slow_path(ns: &str) {
     for fam in ["-4", "-6"] {
-        let rules = ip(&[fam, "rule", "show"]);
+        let rules = run::must("ip", &[fam, "-n", ns, "rule", "show"]);
         assert!(!rules.contains("fwmark"), "{fam}: rules left: {rules}");
-        let routes = ip(&[fam, "route", "show", "table", "all"]);
+        let routes = run::must("ip", &[fam, "-n", ns, "route", "show", "table", "all"]);
         assert!(
-            !routes.contains("table 707"),
+            !routes
+                .lines()
+                .any(|l| l.starts_with("default") && l.contains("table 707")),
             "{fam}: slow-path routes left: {routes}"
         );
     }
@@ -911,10 +920,7 @@ fn attach_refuses_a_slow_path_table_in_use_and_leaves_nothing() {
     );
     assert!(!dp.pin.path.exists(), "no pins");
     assert!(!dp.state_dir().exists(), "no state");
-    let rules = run::must("ip", &["-n", &r, "rule", "show"]);
-    assert!(!rules.contains("fwmark"), "no rule: {rules}");
-    let t = run::must("ip", &["-n", &r, "route", "show", "table", "all"]);
-    assert!(!t.contains("table 7070"), "no slow-path route: {t}");
+    assert_no_slow_path(&r);
 }
 
 /// An egress interface that is down when the data path is attached: the kernel refuses a
@@ -948,10 +954,7 @@ fn attach_with_an_egress_down_leaves_its_slow_path_table_empty_and_warns() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rules = run::must("ip", &["-n", &r, "rule", "show"]);
-    assert!(!rules.contains("fwmark"), "no rule left: {rules}");
-    let t = run::must("ip", &["-n", &r, "route", "show", "table", "all"]);
-    assert!(!t.contains("table 707"), "no slow-path route left: {t}");
+    assert_no_slow_path(&r);
 }
 
 /// A broadcast is not forwarded by a unicast policy, with real traffic: a policy sends
