@@ -513,6 +513,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use pktpath_common::trace::{HEADER_BYTES, Hook, TraceEvent};
+    use proptest::prelude::*;
 
     use super::*;
     use crate::trace::{drops::DropReasons, event::EventBuilder, kallsyms::Kallsyms};
@@ -550,23 +551,25 @@ mod tests {
             }
         }
         assert!(l.samples.is_empty() && !l.counts.is_empty());
-        for v in [
-            0,
-            1,
-            255,
-            256,
-            257,
-            1000,
-            4095,
-            4096,
-            u64::MAX / 3,
-            u64::MAX,
-        ] {
-            let low = Latencies::low(Latencies::bucket(v));
-            assert!(low <= v && v - low <= v / 128, "{v}: bucket from {low}");
-            assert_eq!(Latencies::bucket(low), Latencies::bucket(v), "{v}");
-        }
         assert_eq!(Latencies::default().percentiles([50]), [0]);
+    }
+
+    /// Values of every magnitude, the bucket edges among them.
+    fn latency() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            proptest::sample::select(vec![0, 1, 255, 256, 257, 4095, 4096, u64::MAX]),
+            (any::<u64>(), 0u32..64).prop_map(|(x, shift)| x >> shift),
+        ]
+    }
+
+    proptest! {
+        /// A value lies in its bucket, at most 1/128 above the bucket's lowest value.
+        #[test]
+        fn every_value_is_within_a_128th_of_its_bucket(v in latency()) {
+            let low = Latencies::low(Latencies::bucket(v));
+            prop_assert!(low <= v && v - low <= v / 128, "{}: bucket from {}", v, low);
+            prop_assert_eq!(Latencies::bucket(low), Latencies::bucket(v));
+        }
     }
 
     /// A recorded-style wire event: an ICMP echo request header on `ifname`.
