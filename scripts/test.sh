@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (as root): bootstrap, format, lints (user-space crates
-# and the eBPF crate, warnings are errors), unit tests and privileged integration tests,
+# and the eBPF crates, warnings are errors), unit tests and privileged integration tests,
 # then a check that the suite left no kernel state behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,9 @@ cargo fmt --all --check
 echo "== clippy (user space)"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== clippy (eBPF)"
-(cd crates/pktpath-ebpf && cargo +nightly clippy --locked --target bpfel-unknown-none -Z build-std=core --release -- -D warnings)
+for crate in crates/pktpath-ebpf crates/pktpath-ebpf-test; do
+    (cd "$crate" && cargo +nightly clippy --locked --target bpfel-unknown-none -Z build-std=core --release -- -D warnings)
+done
 
 # bpffs is where `route attach` pins the data path; it mounts bpffs when missing and leaves
 # it mounted (as every BPF host has it). Mount it first so the state comparison below sees

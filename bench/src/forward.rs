@@ -9,14 +9,14 @@
 use std::{any::Any, time::Duration};
 
 use anyhow::Context as _;
-use pktpath_tests::ClsactGuard;
+use pktpath_tests::{
+    ClsactGuard,
+    objects::{self, TestObject},
+};
 use serde::Serialize;
 
 use aya::programs::BtfTracePoint;
-use pktpath_core::{
-    dropmon::DropMonitor,
-    loader::{self, Object},
-};
+use pktpath_core::dropmon::DropMonitor;
 
 use crate::{
     lab::{self, Lab, NftNetdev, ROUTE_TABLE, Scratch, check_stop, ip_batch, median, tc_batch},
@@ -107,7 +107,7 @@ pub struct WithKfreeFloor {
 /// Loads the benchmark's empty `skb:kfree_skb` program and attaches it (tp_btf, as the
 /// drop monitor is); detached when the returned object is dropped.
 fn empty_kfree_skb() -> anyhow::Result<aya::Ebpf> {
-    let mut ebpf = loader::load(Object::HookFloor, &[]).context("load the empty hooks")?;
+    let mut ebpf = objects::load(TestObject::HookFloor, &[]).context("load the empty hooks")?;
     let btf = aya::Btf::from_sys_fs().context("kernel BTF")?;
     let p: &mut BtfTracePoint = ebpf
         .program_mut("floor_kfree_skb")

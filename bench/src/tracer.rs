@@ -13,7 +13,7 @@ use serde::Serialize;
 use anyhow::Context as _;
 use aya::programs::BtfTracePoint;
 use pktpath_common::trace::Hook;
-use pktpath_core::loader::{self, Object};
+use pktpath_tests::objects::{self, TestObject};
 
 use crate::{
     forward::{self, Kind as Fwd},
@@ -151,7 +151,7 @@ const MODES: [Mode; 7] = [
 /// Empty programs attached to the tracer's default hooks, as the tracer attaches its own
 /// (tp_btf); detached when the returned object is dropped.
 fn empty_hooks() -> anyhow::Result<aya::Ebpf> {
-    let mut ebpf = loader::load(Object::HookFloor, &[]).context("load the empty hooks")?;
+    let mut ebpf = objects::load(TestObject::HookFloor, &[]).context("load the empty hooks")?;
     let btf = aya::Btf::from_sys_fs().context("kernel BTF")?;
     for hook in Hook::DEFAULT {
         let name = format!("floor_{}", hook.name());

@@ -9,6 +9,7 @@
 pub mod datapath;
 pub mod guards;
 pub mod names;
+pub mod objects;
 pub mod rulesets;
 pub mod run;
 pub mod topo;

@@ -18,11 +18,12 @@ use pktpath_common::filter::{
     IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAP_FILTER_LAST_KEY, PROG_FILTER_TEST,
     PROG_FILTER_TEST_UNROLLED, PacketKey, eval, key_from_l3,
 };
-use pktpath_core::{
-    loader::{self, Object},
-    trace::filter::{self, compile, compile_filter, parse, sample::*},
+use pktpath_core::trace::filter::{self, compile, compile_filter, parse, sample::*};
+use pktpath_tests::{
+    TwoHosts,
+    objects::{self, TestObject},
+    require_root, run,
 };
-use pktpath_tests::{TwoHosts, require_root, run};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -32,7 +33,7 @@ const PROGRAMS: [&str; 2] = [PROG_FILTER_TEST, PROG_FILTER_TEST_UNROLLED];
 
 /// Loads the filter test object and its classifiers; a verifier rejection fails with its log.
 fn load() -> Ebpf {
-    let mut ebpf = loader::load(Object::FilterTest, &[]).expect("load the filter test object");
+    let mut ebpf = objects::load(TestObject::FilterTest, &[]).expect("load the filter test object");
     for name in PROGRAMS {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)

@@ -25,6 +25,7 @@ use pktpath_core::{
     },
     loader::{self, GlobalValue, Object},
 };
+use pktpath_tests::objects::{self, TestObject};
 
 /// Size of `struct __sk_buff`, and offsets of the fields a test run sets.
 const SKB_CTX: usize = 192;
@@ -78,9 +79,8 @@ pub struct Programs {
     nonce: u32,
 }
 
-/// Loads an object and its classifier program.
-fn load(object: Object, prog: &str, globals: &[(&str, GlobalValue)]) -> anyhow::Result<Ebpf> {
-    let mut ebpf = loader::load(object, globals).with_context(|| format!("load {object:?}"))?;
+/// Loads the classifier program `prog` of a loaded object.
+fn load_prog(mut ebpf: Ebpf, prog: &str) -> anyhow::Result<Ebpf> {
     let p: &mut SchedClassifier = ebpf
         .program_mut(prog)
         .with_context(|| format!("program {prog}"))?
@@ -123,7 +123,8 @@ impl Programs {
     /// Loads the data path, the floor (redirecting to ifindex 1) and the linear scan.
     pub fn load() -> anyhow::Result<Self> {
         let before = open_maps()?;
-        let mut datapath = load(Object::Datapath, PROG_DATAPATH, &[])?;
+        let datapath = loader::load(Object::Datapath, &[]).context("load Datapath")?;
+        let mut datapath = load_prog(datapath, PROG_DATAPATH)?;
         let map_ids: Vec<u32> = open_maps()?
             .into_keys()
             .filter(|id| !before.contains_key(id))
@@ -141,12 +142,12 @@ impl Programs {
             "the data path's arena was not found among its maps {names:?}"
         );
         let maps = DatapathMaps::from_ebpf(&mut datapath)?;
-        let floor = load(
-            Object::Floor,
-            PROG_FLOOR,
+        let floor = objects::load(
+            TestObject::Floor,
             &[(GLOBAL_FLOOR_IFINDEX, GlobalValue::U32(1))],
         )?;
-        let linear = load(Object::Linear, PROG_LINEAR, &[])?;
+        let floor = load_prog(floor, PROG_FLOOR)?;
+        let linear = load_prog(objects::load(TestObject::Linear, &[])?, PROG_LINEAR)?;
         Ok(Self {
             datapath,
             maps,

@@ -1,5 +1,6 @@
 //! The lab `pktpath demo` runs in: four network namespaces (client, router, two upstreams)
-//! joined by veth pairs, built with `ip` (iproute2), every change owned by an RAII guard.
+//! joined by veth pairs, built with `ip` (iproute2), every change owned by an RAII guard;
+//! the traffic it sends ([`traffic`]) and the demo's run on it ([`demo`]).
 //!
 //! ```text
 //! client 10.80.1.2 (+ 10.80.1.66) --eth0 -- to-client-- router --to-up1 -- eth0-- up1 10.80.2.2
@@ -17,6 +18,7 @@
 //! [`Lab`] owns one guard per namespace. [`sweep`] removes labs whose process is gone
 //! (kept with `--keep`, or left by a process that was killed).
 
+pub mod demo;
 pub mod traffic;
 
 use std::{

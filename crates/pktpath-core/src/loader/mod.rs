@@ -2,7 +2,9 @@
 //!
 //! Objects are compiled by build.rs (aya-build) and embedded; nothing is compiled at run
 //! time. Every object that reads kernel structs gets [`KernelOffsets`] resolved from the
-//! running kernel's BTF through a load-time global.
+//! running kernel's BTF through a load-time global. The objects that exist only for tests
+//! and benchmarks are not among them: `pktpath-tests` embeds those and loads them through
+//! [`load_elf`].
 
 use aya::{Ebpf, EbpfLoader};
 use pktpath_common::{
@@ -23,14 +25,6 @@ pub enum Object {
     Drops,
     /// The TC data path.
     Datapath,
-    /// A classifier that runs a packet filter on a frame (filter tests).
-    FilterTest,
-    /// Benchmark baseline: rewrite MACs and redirect, nothing else.
-    Floor,
-    /// Benchmark baseline: classify by a linear scan over the policies.
-    Linear,
-    /// Benchmark baseline: an empty program for each tracer hook (`floor_<tracepoint>`).
-    HookFloor,
 }
 
 impl Object {
@@ -41,12 +35,6 @@ impl Object {
             Self::Tracer => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer")),
             Self::Drops => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drops")),
             Self::Datapath => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/datapath")),
-            Self::FilterTest => {
-                aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filtertest"))
-            }
-            Self::Floor => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor")),
-            Self::Linear => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/linear")),
-            Self::HookFloor => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hookfloor")),
         }
     }
 
@@ -140,16 +128,31 @@ pub fn load_with_loader<'a>(
     if let Some(off) = offsets {
         loader.override_global(KERNEL_OFFSETS_SYMBOL, off, true);
     }
+    set_globals(&mut loader, globals);
+    loader.load(object.bytes()).map_err(|e| LoadError::Ebpf {
+        object,
+        source: Box::new(e),
+    })
+}
+
+/// Loads an object pktpath does not ship, from its ELF bytes (the test and benchmark
+/// objects `pktpath-tests` embeds), setting the given globals; it gets no kernel offsets.
+pub fn load_elf<'a>(
+    elf: &[u8],
+    globals: &'a [(&'a str, GlobalValue)],
+) -> Result<Ebpf, aya::EbpfError> {
+    let mut loader = EbpfLoader::new();
+    set_globals(&mut loader, globals);
+    loader.load(elf)
+}
+
+fn set_globals<'a>(loader: &mut EbpfLoader<'a>, globals: &'a [(&'a str, GlobalValue)]) {
     for (name, value) in globals {
         match value {
             GlobalValue::U32(v) => loader.override_global(name, v, true),
             GlobalValue::U64(v) => loader.override_global(name, v, true),
         };
     }
-    loader.load(object.bytes()).map_err(|e| LoadError::Ebpf {
-        object,
-        source: Box::new(e),
-    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! pair (count, p50/p90/p99/max), drops by reason and location, deliveries the kernel freed
 //! with a drop reason (by that reason and location), packets and bytes per
 //! (network namespace, interface), and events lost. [`Summary`] is fed the events as they
-//! are printed; [`Summary::report`] gives a serializable [`Report`].
+//! are printed; [`Summary::report`] gives a serializable [`Report`]. `pktpath demo` also
+//! asks it for drops by place ([`Summary::drops_by_place`]) and the latency of one span of
+//! hops ([`Summary::with_span`]).
 
 use std::collections::BTreeMap;
 
@@ -25,11 +27,52 @@ pub struct Summary {
     last: FastMap<u64, (u32, u32, u32)>,
     /// (from label, to label) -> latencies.
     hops: FastMap<(u32, u32), Latencies>,
-    drops: BTreeMap<(String, String), u64>,
+    /// (reason, location, netns, interface name) -> drops.
+    drops: BTreeMap<(String, String, u32, u32), u64>,
     /// Deliveries (see [`Event::delivered`]) by the kernel's reason and location.
     deliveries: BTreeMap<(String, String), u64>,
     /// (netns, interface name) -> (netns name, packets, bytes).
     ifaces: FastMap<(u32, u32), (Option<String>, u64, u64)>,
+    /// The span measured, if any ([`Summary::with_span`]).
+    span: Option<Span>,
+}
+
+/// Latency from one hop label to a later one of the same packet, whatever hops lie between.
+#[derive(Debug)]
+struct Span {
+    from: u32,
+    to: u32,
+    /// Per packet id: the time of its first `from` hop not yet followed by a `to` hop.
+    started: FastMap<u64, u64>,
+    latencies: Latencies,
+}
+
+impl Span {
+    /// One event of packet `id` at hop label `here`; `ends` when it frees the packet.
+    fn see(&mut self, id: u64, here: u32, ts_ns: u64, ends: bool) {
+        if here == self.to
+            && let Some(&t0) = self.started.get(&id)
+            && ts_ns >= t0
+        {
+            self.started.remove(&id);
+            self.latencies.add(ts_ns - t0);
+        } else if here == self.from {
+            self.started.entry(id).or_insert(ts_ns);
+        }
+        if ends {
+            self.started.remove(&id);
+        }
+    }
+}
+
+/// Drops with one reason at one location, in one network namespace on one interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedDrop {
+    pub reason: String,
+    pub location: String,
+    pub netns: u32,
+    pub ifname: String,
+    pub count: u64,
 }
 
 /// Latency between two consecutive hops of the same packets. `count` and `max_ns` are
@@ -195,6 +238,19 @@ impl Summary {
         Self::default()
     }
 
+    /// Also measures, per packet, the time from its first `from` hop (hook, interface
+    /// name) to the first `to` hop after it, whatever hops lie between: [`Self::span`].
+    #[must_use]
+    pub fn with_span(mut self, from: (&'static str, &str), to: (&'static str, &str)) -> Self {
+        self.span = Some(Span {
+            from: self.label(from.0, from.1),
+            to: self.label(to.0, to.1),
+            started: FastMap::default(),
+            latencies: Latencies::default(),
+        });
+        self
+    }
+
     /// The id of hop label `hook@ifname`.
     fn label(&mut self, hook: &'static str, ifname: &str) -> u32 {
         let by_if = self.labels.entry(hook).or_default();
@@ -239,7 +295,10 @@ impl Summary {
         }
         if let Some(reason) = &ev.drop_reason {
             let location = ev.drop_location.clone().unwrap_or_default();
-            *self.drops.entry((reason.clone(), location)).or_default() += 1;
+            *self
+                .drops
+                .entry((reason.clone(), location, ev.netns, ifname))
+                .or_default() += 1;
         }
         if let Some(d) = &ev.delivered {
             *self
@@ -247,7 +306,11 @@ impl Summary {
                 .entry((d.reason.clone(), d.location.clone()))
                 .or_default() += 1;
         }
-        if matches!(ev.hook, "kfree_skb" | "consume_skb") {
+        let ends = matches!(ev.hook, "kfree_skb" | "consume_skb");
+        if let Some(span) = &mut self.span {
+            span.see(ev.packet_id, here, ev.ts_ns, ends);
+        }
+        if ends {
             self.last.remove(&ev.packet_id);
         } else if ev.fib.is_some() {
             // The packet has not moved to the lookup's output device yet.
@@ -266,6 +329,31 @@ impl Summary {
         self.events
     }
 
+    /// The latency of the span set with [`Self::with_span`] (`from` and `to` as hop
+    /// labels); None without one.
+    pub fn span(&self) -> Option<HopLatency> {
+        let span = self.span.as_ref()?;
+        Some(hop_latency(
+            &self.label_text[span.from as usize],
+            &self.label_text[span.to as usize],
+            &span.latencies,
+        ))
+    }
+
+    /// Drops by reason, location, network namespace and interface, in that order.
+    pub fn drops_by_place(&self) -> Vec<PlacedDrop> {
+        self.drops
+            .iter()
+            .map(|((reason, location, netns, i), &count)| PlacedDrop {
+                reason: reason.clone(),
+                location: location.clone(),
+                netns: *netns,
+                ifname: self.ifname_text[*i as usize].clone(),
+                count,
+            })
+            .collect()
+    }
+
     /// The summary so far, with `lost` events.
     pub fn report(&self, lost: Option<u64>) -> Report {
         // In label order, as ties in the sort below have always been.
@@ -279,34 +367,34 @@ impl Summary {
             .collect();
         let mut hops: Vec<HopLatency> = by_label
             .into_iter()
-            .map(|((from, to), l)| {
-                let [p50_ns, p90_ns, p99_ns] = l.percentiles([50, 90, 99]);
-                HopLatency {
-                    from: from.to_owned(),
-                    to: to.to_owned(),
-                    count: l.count(),
-                    p50_ns,
-                    p90_ns,
-                    p99_ns,
-                    max_ns: l.max(),
-                }
-            })
+            .map(|((from, to), l)| hop_latency(from, to, l))
             .collect();
         hops.sort_by_key(|h| std::cmp::Reverse(h.p99_ns));
-        let counts = |m: &BTreeMap<(String, String), u64>| {
+        let counts = |m: BTreeMap<(&str, &str), u64>| {
             let mut v: Vec<DropCount> = m
-                .iter()
-                .map(|((reason, location), &count)| DropCount {
-                    reason: reason.clone(),
-                    location: location.clone(),
+                .into_iter()
+                .map(|((reason, location), count)| DropCount {
+                    reason: reason.to_owned(),
+                    location: location.to_owned(),
                     count,
                 })
                 .collect();
             v.sort_by_key(|d| std::cmp::Reverse(d.count));
             v
         };
-        let drops = counts(&self.drops);
-        let deliveries = counts(&self.deliveries);
+        let mut drops = BTreeMap::new();
+        for ((reason, location, _, _), count) in &self.drops {
+            *drops
+                .entry((reason.as_str(), location.as_str()))
+                .or_default() += count;
+        }
+        let drops = counts(drops);
+        let deliveries = counts(
+            self.deliveries
+                .iter()
+                .map(|((reason, location), &count)| ((reason.as_str(), location.as_str()), count))
+                .collect(),
+        );
         let by_place: BTreeMap<(u32, &str), _> = self
             .ifaces
             .iter()
@@ -334,7 +422,20 @@ impl Summary {
     }
 }
 
-/// Microseconds with one decimal.
+/// The latency figures of hop pair `from` -> `to`.
+fn hop_latency(from: &str, to: &str, l: &Latencies) -> HopLatency {
+    let [p50_ns, p90_ns, p99_ns] = l.percentiles([50, 90, 99]);
+    HopLatency {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        count: l.count(),
+        p50_ns,
+        p90_ns,
+        p99_ns,
+        max_ns: l.max(),
+    }
+}
+
 /// Nanoseconds as microseconds with one decimal (`12.3us`).
 pub(super) fn us(ns: u64) -> String {
     format!("{:.1}us", ns as f64 / 1000.0)
@@ -412,6 +513,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use pktpath_common::trace::{HEADER_BYTES, Hook, TraceEvent};
+    use proptest::prelude::*;
 
     use super::*;
     use crate::trace::{drops::DropReasons, event::EventBuilder, kallsyms::Kallsyms};
@@ -449,23 +551,25 @@ mod tests {
             }
         }
         assert!(l.samples.is_empty() && !l.counts.is_empty());
-        for v in [
-            0,
-            1,
-            255,
-            256,
-            257,
-            1000,
-            4095,
-            4096,
-            u64::MAX / 3,
-            u64::MAX,
-        ] {
-            let low = Latencies::low(Latencies::bucket(v));
-            assert!(low <= v && v - low <= v / 128, "{v}: bucket from {low}");
-            assert_eq!(Latencies::bucket(low), Latencies::bucket(v), "{v}");
-        }
         assert_eq!(Latencies::default().percentiles([50]), [0]);
+    }
+
+    /// Values of every magnitude, the bucket edges among them.
+    fn latency() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            proptest::sample::select(vec![0, 1, 255, 256, 257, 4095, 4096, u64::MAX]),
+            (any::<u64>(), 0u32..64).prop_map(|(x, shift)| x >> shift),
+        ]
+    }
+
+    proptest! {
+        /// A value lies in its bucket, at most 1/128 above the bucket's lowest value.
+        #[test]
+        fn every_value_is_within_a_128th_of_its_bucket(v in latency()) {
+            let low = Latencies::low(Latencies::bucket(v));
+            prop_assert!(low <= v && v - low <= v / 128, "{}: bucket from {}", v, low);
+            prop_assert_eq!(Latencies::bucket(low), Latencies::bucket(v));
+        }
     }
 
     /// A recorded-style wire event: an ICMP echo request header on `ifname`.
@@ -508,6 +612,14 @@ mod tests {
         raws.iter().map(|r| b.build(r)).collect()
     }
 
+    /// `s` after it was fed the events of `raws`.
+    fn fed(mut s: Summary, raws: &[TraceEvent]) -> Summary {
+        for e in events(raws) {
+            s.add(&e);
+        }
+        s
+    }
+
     #[test]
     fn hop_pairs_interfaces_and_drops_add_up() {
         let mut raws = Vec::new();
@@ -536,11 +648,7 @@ mod tests {
             free.drop_reason = if i < 3 { 2 } else { 0 };
             raws.push(free);
         }
-        let mut s = Summary::new();
-        for e in events(&raws) {
-            s.add(&e);
-        }
-        let r = s.report(Some(0));
+        let r = fed(Summary::new(), &raws).report(Some(0));
         assert_eq!(r.events, 40);
         let pair = r
             .hops
@@ -591,6 +699,82 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_span_times_each_packet_from_its_first_hop_to_the_next_later_one() {
+        let mut raws = Vec::new();
+        // Four packets: receive on veth-a, two hops between, transmit on veth-b after
+        // (i+1) us; the last packet is freed before it is transmitted.
+        for i in 0..4u64 {
+            let skb = 0x1000 + i * 0x100;
+            let t = 1_000_000 * (i + 1);
+            raws.push(raw(t, skb, Hook::NetifReceiveSkb, 1, "veth-a", 84));
+            raws.push(raw(t + 100, skb, Hook::NetifReceiveSkb, 1, "veth-a", 84));
+            raws.push(raw(t + 200, skb, Hook::NetDevQueue, 1, "veth-b", 84));
+            if i == 3 {
+                raws.push(raw(t + 300, skb, Hook::KfreeSkb, 1, "veth-b", 84));
+            } else {
+                raws.push(raw(
+                    t + (i + 1) * 1000,
+                    skb,
+                    Hook::NetDevXmit,
+                    1,
+                    "veth-b",
+                    84,
+                ));
+            }
+        }
+        let s = fed(
+            Summary::new().with_span(("netif_receive_skb", "veth-a"), ("net_dev_xmit", "veth-b")),
+            &raws,
+        );
+        let span = s.span().expect("a span was set");
+        assert_eq!(
+            (span.from.as_str(), span.to.as_str()),
+            ("netif_receive_skb@veth-a", "net_dev_xmit@veth-b")
+        );
+        assert_eq!(
+            (span.count, span.p50_ns, span.p99_ns, span.max_ns),
+            (3, 2_000, 3_000, 3_000)
+        );
+        // Hop pairs and the report are what they are without a span.
+        let plain = fed(Summary::new(), &raws);
+        assert_eq!(plain.span(), None);
+        assert_eq!(plain.report(Some(0)), s.report(Some(0)));
+    }
+
+    #[test]
+    fn drops_by_place_add_up_to_the_drops_by_reason() {
+        let mut raws = Vec::new();
+        for (i, (netns, ifname)) in [(1, "veth-a"), (2, "veth-b"), (2, "veth-b")]
+            .into_iter()
+            .enumerate()
+        {
+            let mut free = raw(
+                1000 * i as u64,
+                0x1000 + i as u64,
+                Hook::KfreeSkb,
+                netns,
+                ifname,
+                84,
+            );
+            free.drop_reason = 2;
+            raws.push(free);
+        }
+        let s = fed(Summary::new(), &raws);
+        let placed: Vec<_> = s
+            .drops_by_place()
+            .into_iter()
+            .map(|d| (d.netns, d.ifname, d.count))
+            .collect();
+        assert_eq!(
+            placed,
+            [(1, "veth-a".to_owned(), 1), (2, "veth-b".to_owned(), 2)]
+        );
+        let r = s.report(None);
+        assert_eq!(r.drops.len(), 1, "{:?}", r.drops);
+        assert_eq!(r.drops[0].count, 3);
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! The reference model: each match field on its own, priority order, the no-match default,
-//! resolved actions; and a randomized cross-check of compile + classify against a
+//! resolved actions; and a property test (proptest) of compile + classify against a
 //! separately written oracle that works on the uncompiled configuration.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use proptest::prelude::*;
+
 use super::{compiled, topology};
 use crate::route::{
-    compile::{CompiledAction, PolicySet, Rewrite},
-    config::{Action, Match, Policy, RUNTIME_VERSION, RuntimeConfiguration, Source},
+    compile::{CompiledAction, InterfaceId, PolicySet, Rewrite},
+    config::{
+        Action, MarkMatch, Match, Policy, PortRange, Prefix, Protocol, RUNTIME_VERSION,
+        RuntimeConfiguration, Source,
+    },
     model::{NO_MATCH, PacketFields, classify},
 };
 
@@ -230,48 +235,128 @@ fn actions_are_resolved() {
     );
 }
 
-/// A small deterministic generator (xorshift), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+/// The interfaces of [`topology`].
+const IFACES: [&str; 3] = ["lan", "wan1", "wan2"];
 
 /// Addresses from a small pool so random prefixes and packets meet often.
-fn address(rng: &mut Rng, v6: bool) -> IpAddr {
-    let low = rng.below(4) as u8 * 64 + rng.below(3) as u8;
-    if v6 {
-        IpAddr::V6(Ipv6Addr::new(0xfd01, 0, 0, 0, 0, 0, 0, u16::from(low)))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(10, 1, 0, low))
-    }
+fn address(v6: bool) -> impl Strategy<Value = IpAddr> {
+    (0u8..4, 0u8..3).prop_map(move |(high, low)| {
+        let low = high * 64 + low;
+        if v6 {
+            IpAddr::V6(Ipv6Addr::new(0xfd01, 0, 0, 0, 0, 0, 0, u16::from(low)))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(10, 1, 0, low))
+        }
+    })
 }
 
-/// A prefix string containing `addr`'s network at a random length near the pool's width.
-fn prefix(rng: &mut Rng, addr: IpAddr) -> String {
-    match addr {
-        IpAddr::V4(a) => {
-            let len = [0, 24, 25, 26, 32][rng.below(5) as usize];
-            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-            format!("{}/{len}", Ipv4Addr::from(u32::from(a) & mask))
-        }
-        IpAddr::V6(a) => {
-            let len = [0, 64, 120, 121, 128][rng.below(5) as usize];
-            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-            format!("{}/{len}", Ipv6Addr::from(u128::from(a) & mask))
-        }
-    }
+/// A prefix containing an address of the pool, at a length near the pool's width.
+fn prefix(v6: bool) -> impl Strategy<Value = Prefix> {
+    (address(v6), 0usize..5).prop_map(|(addr, i)| {
+        let text = match addr {
+            IpAddr::V4(a) => {
+                let len = [0, 24, 25, 26, 32][i];
+                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                format!("{}/{len}", Ipv4Addr::from(u32::from(a) & mask))
+            }
+            IpAddr::V6(a) => {
+                let len = [0, 64, 120, 121, 128][i];
+                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                format!("{}/{len}", Ipv6Addr::from(u128::from(a) & mask))
+            }
+        };
+        text.parse().unwrap()
+    })
+}
+
+/// A policy's match of one address family: each field present or not.
+fn match_of_one_family() -> impl Strategy<Value = Match> {
+    any::<bool>()
+        .prop_flat_map(|v6| {
+            (
+                proptest::option::weighted(0.3, proptest::sample::select(IFACES.to_vec())),
+                proptest::option::weighted(0.5, prefix(v6)),
+                proptest::option::weighted(0.3, prefix(v6)),
+                proptest::option::weighted(
+                    0.4,
+                    (
+                        proptest::sample::select(vec![6u8, 17]),
+                        proptest::option::weighted(0.5, (0u16..4, 0u16..150)),
+                        proptest::option::weighted(0.2, 0u16..3),
+                    ),
+                ),
+                proptest::option::weighted(0.2, 0u8..3),
+                proptest::option::weighted(
+                    0.2,
+                    (
+                        proptest::sample::select(vec![0xffu32, 0x0f, 0xffff_ffff]),
+                        0u32..4,
+                    ),
+                ),
+            )
+        })
+        .prop_map(|(iif, src, dst, ports, dscp, mark)| {
+            let (proto, dport, sport) = match ports {
+                Some((proto, dport, sport)) => (Some(proto), dport, sport),
+                None => (None, None, None),
+            };
+            Match {
+                iif: iif.map(str::to_owned),
+                src,
+                dst,
+                proto: proto.map(Protocol),
+                sport: sport.map(PortRange::single),
+                dport: dport
+                    .map(|(first, more)| PortRange::new(first * 100, first * 100 + more).unwrap()),
+                dscp,
+                mark: mark.map(|(mask, value)| MarkMatch {
+                    value: value & mask,
+                    mask,
+                }),
+            }
+        })
+}
+
+/// A packet from the pool: its input interface's name, and its fields (`iif` to be set
+/// from that name).
+fn random_packet() -> impl Strategy<Value = (&'static str, PacketFields)> {
+    any::<bool>()
+        .prop_flat_map(|v6| {
+            (
+                proptest::sample::select(IFACES.to_vec()),
+                address(v6),
+                address(v6),
+                proptest::sample::select(vec![6u8, 17, 1]),
+                proptest::bool::weighted(0.9),
+                (0u16..3, 0u16..500),
+                0u8..3,
+                (0u32..4, any::<bool>()),
+            )
+        })
+        .prop_map(
+            |(iif, src, dst, proto, ports, (sport, dport), dscp, (mark, high))| {
+                let ports = proto != 1 && ports;
+                let fields = PacketFields {
+                    iif: InterfaceId(0),
+                    src,
+                    dst,
+                    proto,
+                    sport: ports.then_some(sport),
+                    dport: ports.then_some(dport),
+                    dscp,
+                    mark: mark | if high { 0x100 } else { 0 },
+                };
+                (iif, fields)
+            },
+        )
+}
+
+/// Policy matches, and distinct priorities for them in an order unrelated to theirs.
+fn matches_and_priorities() -> impl Strategy<Value = (Vec<Match>, Vec<u32>)> {
+    proptest::collection::vec(match_of_one_family(), 0..12).prop_flat_map(|matches| {
+        let priorities: Vec<u32> = (0..matches.len() as u32).map(|i| i * 10).collect();
+        (Just(matches), Just(priorities).prop_shuffle())
+    })
 }
 
 /// The oracle: whether the uncompiled `m` accepts `p`, field by field, comparing
@@ -307,68 +392,24 @@ fn oracle_accepts(m: &Match, p: &PacketFields, iif_name: &str) -> bool {
         && m.mark.is_none_or(|mk| p.mark & mk.mask == mk.value)
 }
 
-#[test]
-fn classify_agrees_with_an_oracle_on_random_policy_sets() {
-    let topology = topology();
-    let ifaces = ["lan", "wan1", "wan2"];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for round in 0..300 {
-        let count = rng.below(12) as usize;
-        let mut priorities: Vec<u32> = (0..count as u32).map(|i| i * 10).collect();
-        // Shuffle so file order and priority order differ.
-        for i in (1..priorities.len()).rev() {
-            priorities.swap(i, rng.below(i as u64 + 1) as usize);
-        }
-        let policies: Vec<Policy> = (0..count)
-            .map(|i| {
-                let v6 = rng.chance(50);
-                let mut m = Match::default();
-                if rng.chance(30) {
-                    m.iif = Some(ifaces[rng.below(3) as usize].to_owned());
-                }
-                if rng.chance(50) {
-                    let a = address(&mut rng, v6);
-                    m.src = Some(prefix(&mut rng, a).parse().unwrap());
-                }
-                if rng.chance(30) {
-                    let a = address(&mut rng, v6);
-                    m.dst = Some(prefix(&mut rng, a).parse().unwrap());
-                }
-                if rng.chance(40) {
-                    m.proto = Some(crate::route::config::Protocol(
-                        [6, 17][rng.below(2) as usize],
-                    ));
-                    if rng.chance(50) {
-                        let first = rng.below(4) as u16 * 100;
-                        m.dport = Some(
-                            crate::route::config::PortRange::new(
-                                first,
-                                first + rng.below(150) as u16,
-                            )
-                            .unwrap(),
-                        );
-                    }
-                    if rng.chance(20) {
-                        m.sport =
-                            Some(crate::route::config::PortRange::single(rng.below(3) as u16));
-                    }
-                }
-                if rng.chance(20) {
-                    m.dscp = Some(rng.below(3) as u8);
-                }
-                if rng.chance(20) {
-                    let mask = [0xff, 0x0f, 0xffff_ffff][rng.below(3) as usize];
-                    m.mark = Some(crate::route::config::MarkMatch {
-                        value: rng.below(4) as u32 & mask,
-                        mask,
-                    });
-                }
-                Policy {
-                    id: format!("p{i}"),
-                    priority: priorities[i],
-                    matches: m,
-                    action: Action::Drop {},
-                }
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn classify_agrees_with_an_oracle_on_random_policy_sets(
+        (matches, priorities) in matches_and_priorities(),
+        packets in proptest::collection::vec(random_packet(), 200),
+    ) {
+        let topology = topology();
+        let policies: Vec<Policy> = matches
+            .into_iter()
+            .zip(priorities)
+            .enumerate()
+            .map(|(i, (matches, priority))| Policy {
+                id: format!("p{i}"),
+                priority,
+                matches,
+                action: Action::Drop {},
             })
             .collect();
         let runtime = RuntimeConfiguration {
@@ -377,29 +418,16 @@ fn classify_agrees_with_an_oracle_on_random_policy_sets() {
         };
         let text = serde_json::to_string_pretty(&runtime).unwrap();
         let set = PolicySet::from_source(&topology, &Source::new("random.json", text.clone()))
-            .unwrap_or_else(|e| panic!("round {round}: {e}"));
-        for _ in 0..200 {
-            let v6 = rng.chance(50);
-            let proto = [6, 17, 1][rng.below(3) as usize];
-            let ports = proto != 1 && rng.chance(90);
-            let iif = ifaces[rng.below(3) as usize];
-            let p = PacketFields {
-                iif: topology.interface_id(iif).unwrap(),
-                src: address(&mut rng, v6),
-                dst: address(&mut rng, v6),
-                proto,
-                sport: ports.then(|| rng.below(3) as u16),
-                dport: ports.then(|| rng.below(500) as u16),
-                dscp: rng.below(3) as u8,
-                mark: rng.below(4) as u32 | [0, 0x100][rng.below(2) as usize],
-            };
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (iif, mut p) in packets {
+            p.iif = topology.interface_id(iif).unwrap();
             let want = runtime
                 .policies
                 .iter()
                 .filter(|pol| oracle_accepts(&pol.matches, &p, iif))
                 .min_by_key(|pol| pol.priority)
                 .map(|pol| pol.id.clone());
-            assert_eq!(pick(&set, &p), want, "round {round}, packet {p:?}\n{text}");
+            prop_assert_eq!(pick(&set, &p), want, "packet {:?}\n{}", p, text);
         }
     }
 }

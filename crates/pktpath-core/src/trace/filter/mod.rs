@@ -40,7 +40,7 @@
 //! expression; without one the verifier drops the evaluator from the hooks). A never-written slot is all zeroes: the empty
 //! program, which matches everything.
 //!
-//! eBPF side (see `pktpath-ebpf/src/bin/filtertest.rs` for a working example):
+//! eBPF side (see `pktpath-ebpf-test/src/bin/filtertest.rs` for a working example):
 //!
 //! ```text
 //! #[map(name = "PKTPATH_FILTER")]
