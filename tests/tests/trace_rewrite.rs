@@ -21,6 +21,21 @@ use pktpath_tests::{
 /// The address the router answers for, translated to up1's.
 const PUBLIC: &str = "10.1.0.100";
 
+/// Traces with `cfg` while namespace `from` pings `dst` once (`what` says why it must be
+/// answered), and returns the events of namespaces `here` up to an echo reply's free.
+fn ping_traced(cfg: &TraceConfig, from: &str, dst: &str, here: &[u64], what: &str) -> Vec<Event> {
+    let mut t = Tracing::start(cfg);
+    assert_eq!(run::ping(from, dst, 1), 1, "{what}");
+    t.collect(
+        Duration::from_secs(5),
+        |e| here.contains(&u64::from(e.netns)),
+        |evs| {
+            evs.iter()
+                .any(|e| e.hook == Hook::KfreeSkb.name() && e.icmp_type == Some(0))
+        },
+    )
+}
+
 /// The journey of the ICMP echo `icmp_type` (8 request, 0 reply) sent (`net_dev_queue`)
 /// from namespace `netns`: every event with its packet id.
 fn journey_of(events: &[Event], icmp_type: u8, netns: u64) -> Vec<&Event> {
@@ -203,20 +218,7 @@ fn trace_vxlan_encapsulation_and_decapsulation_are_one_journey() {
         filter: compile_filter("host 10.78.0.1 or udp port 4789").expect("filter"),
         ..TraceConfig::default()
     };
-    let mut t = Tracing::start(&cfg);
-    assert_eq!(
-        run::ping(&lab.a.name, "10.78.0.2", 1),
-        1,
-        "the tunnel works"
-    );
-    let events = t.collect(
-        Duration::from_secs(5),
-        |e| here.contains(&u64::from(e.netns)),
-        |evs| {
-            evs.iter()
-                .any(|e| e.hook == Hook::KfreeSkb.name() && e.icmp_type == Some(0))
-        },
-    );
+    let events = ping_traced(&cfg, &lab.a.name, "10.78.0.2", &here, "the tunnel works");
     // The request's journey: sent on vx_a, encapsulated, received on b's underlay,
     // decapsulated onto vx_b, consumed in b.
     let journey = journey_of(&events, 8, lab.a.inode());
@@ -332,19 +334,12 @@ fn trace_tunnel_journey(kind: &str, underlay: Underlay, extra: &[&str]) {
         filter: compile_filter(&format!("host {INNER_A} or host {out_a}")).expect("filter"),
         ..TraceConfig::default()
     };
-    let mut t = Tracing::start(&cfg);
-    assert_eq!(
-        run::ping(&lab.a.name, INNER_B, 1),
-        1,
-        "the {kind} tunnel works"
-    );
-    let events = t.collect(
-        Duration::from_secs(5),
-        |e| here.contains(&u64::from(e.netns)),
-        |evs| {
-            evs.iter()
-                .any(|e| e.hook == Hook::KfreeSkb.name() && e.icmp_type == Some(0))
-        },
+    let events = ping_traced(
+        &cfg,
+        &lab.a.name,
+        INNER_B,
+        &here,
+        &format!("the {kind} tunnel works"),
     );
     let journey = journey_of(&events, 8, lab.a.inode());
     assert_eq!(journey[0].ifname, tun_a.name, "sent on the tunnel");

@@ -555,6 +555,14 @@ fn policy_swaps_under_a_running_stream_lose_nothing() {
     assert_eq!(iface_counter(&stats, c, "dropped_packets"), 0, "{stats}");
 }
 
+/// Sets the MTU of interface `dev` in namespace `ns`.
+fn set_mtu(ns: &str, dev: &str, mtu: u32) {
+    run::must(
+        "ip",
+        &["-n", ns, "link", "set", "dev", dev, "mtu", &mtu.to_string()],
+    );
+}
+
 /// With the router's forwarding ON (the stack must answer), packets the fast path must not
 /// forward itself are passed to the stack: TTL 1 gets ICMP time exceeded, a packet with DF
 /// larger than the egress MTU (1280 on to-up1) gets "fragmentation needed" (IPv4) / "packet
@@ -567,19 +575,7 @@ fn ttl_expiry_and_oversize_are_answered_by_the_stack() {
         forwarding: true,
         service_routes: true,
         before_attach: &|lab| {
-            run::must(
-                "ip",
-                &[
-                    "-n",
-                    &lab.router.name,
-                    "link",
-                    "set",
-                    "dev",
-                    &lab.up1_link.a,
-                    "mtu",
-                    "1280",
-                ],
-            );
+            set_mtu(&lab.router.name, &lab.up1_link.a, 1280);
         },
         ..Setup::default()
     });
@@ -728,33 +724,9 @@ fn too_big_packets_follow_the_policy_through_the_stack() {
         forwarding: true,
         service_routes: true,
         before_attach: &|lab| {
-            run::must(
-                "ip",
-                &[
-                    "-n",
-                    &lab.router.name,
-                    "link",
-                    "set",
-                    "dev",
-                    &lab.up2_link.a,
-                    "mtu",
-                    "1280",
-                ],
-            );
+            set_mtu(&lab.router.name, &lab.up2_link.a, 1280);
             // up2's end too, or the router's end would not take its big replies.
-            run::must(
-                "ip",
-                &[
-                    "-n",
-                    &lab.up2.name,
-                    "link",
-                    "set",
-                    "dev",
-                    &lab.up2_link.b,
-                    "mtu",
-                    "1280",
-                ],
-            );
+            set_mtu(&lab.up2.name, &lab.up2_link.b, 1280);
         },
         ..Setup::default()
     });
