@@ -478,9 +478,8 @@ impl Arena {
     /// lookup's pointer as its own, and a pointer that outlived a walk, or came from one of
     /// several lookups, made it check what follows once per place it could have come from.
     /// A chunk kept from walk to walk (looked up only when the next walk needed another)
-    /// made it check each walk once per way the walk before had ended: two walks per call
-    /// of the loop's callback then took 930,000 to 990,000 instructions, against 387,092
-    /// with a lookup per walk.
+    /// made it check each walk once per way the walk before had ended, which two walks per
+    /// call of the loop's callback could not afford (docs/classifier.md has the counts).
     #[inline(always)]
     fn reader(self, slot: u32) -> Option<Reader> {
         Some(Reader {
