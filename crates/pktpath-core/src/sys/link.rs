@@ -3,7 +3,10 @@
 //!
 //! All calls act on the calling thread's network namespace.
 
-use super::{SysError, netlink::Socket};
+use super::{
+    SysError,
+    netlink::{Socket, push_attr},
+};
 
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINKINFO: u16 = 18;
@@ -12,16 +15,6 @@ const IFLA_INFO_DATA: u16 = 2;
 const NLA_F_NESTED: u16 = 0x8000;
 /// `sizeof(struct ifinfomsg)`: family, pad, type, index, flags, change.
 const IFINFOMSG_LEN: usize = 16;
-
-/// One netlink attribute, padded to 4 bytes.
-fn attr(ty: u16, data: &[u8]) -> Vec<u8> {
-    let len = u16::try_from(4 + data.len()).expect("netlink attribute under 64 KiB");
-    let mut b = len.to_ne_bytes().to_vec();
-    b.extend_from_slice(&ty.to_ne_bytes());
-    b.extend_from_slice(data);
-    b.resize(b.len().next_multiple_of(4), 0);
-    b
-}
 
 /// Creates the device `name` of kind `kind` (`gre`, `vxlan`, ...), down, with the kind's
 /// own attributes `data` (`IFLA_INFO_DATA`, as (type, value)). A kind the kernel does not
@@ -32,10 +25,14 @@ pub fn add(name: &str, kind: &str, data: &[(u16, &[u8])]) -> Result<(), SysError
     ifname.push(0);
     let mut kind_z = kind.as_bytes().to_vec();
     kind_z.push(0);
-    let mut info = attr(IFLA_INFO_KIND, &kind_z);
+    let mut info = Vec::new();
+    push_attr(&mut info, IFLA_INFO_KIND, &kind_z);
     if !data.is_empty() {
-        let inner: Vec<u8> = data.iter().flat_map(|(t, v)| attr(*t, v)).collect();
-        info.extend(attr(IFLA_INFO_DATA | NLA_F_NESTED, &inner));
+        let mut inner = Vec::new();
+        for (t, v) in data {
+            push_attr(&mut inner, *t, v);
+        }
+        push_attr(&mut info, IFLA_INFO_DATA | NLA_F_NESTED, &inner);
     }
     let body = [0u8; IFINFOMSG_LEN]; // AF_UNSPEC, no index, no flags
     let sock = Socket::open()?;

@@ -53,11 +53,7 @@ impl Socket {
         buf.extend_from_slice(header);
         buf.resize(align4(buf.len()), 0);
         for (ty, data) in attrs {
-            let len = 4 + data.len();
-            buf.extend_from_slice(&(len as u16).to_ne_bytes());
-            buf.extend_from_slice(&ty.to_ne_bytes());
-            buf.extend_from_slice(data);
-            buf.resize(align4(buf.len()), 0);
+            push_attr(&mut buf, *ty, data);
         }
         let seq = 1u32;
         // NLM_F_DUMP shares bits with NLM_F_EXCL; only GET requests dump.
@@ -125,6 +121,15 @@ impl Socket {
             }
         }
     }
+}
+
+/// Appends one attribute (`struct nlattr` and `data`) to `buf`, padded to 4 bytes.
+pub(super) fn push_attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
+    let len = u16::try_from(4 + data.len()).expect("netlink attribute under 64 KiB");
+    buf.extend_from_slice(&len.to_ne_bytes());
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(data);
+    buf.resize(align4(buf.len()), 0);
 }
 
 /// Attributes of a message body (after the fixed header), as (type, data).
