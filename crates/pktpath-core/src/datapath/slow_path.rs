@@ -129,9 +129,16 @@ fn family_name(f: Family) -> &'static str {
 /// Checks that nothing else uses the tables and marks of `plan` (`config` names the
 /// configuration file, for the message).
 pub fn check_free(plan: &SlowPlan, config: &str) -> Result<(), SlowPathError> {
-    for r in &plan.routes {
-        let count = policy_routing::routes_in_table(r.family, r.table)?;
-        if count > 0 {
+    for family in [Family::Ipv4, Family::Ipv6] {
+        if !plan.routes.iter().any(|r| r.family == family) {
+            continue;
+        }
+        let counts = policy_routing::routes_per_table(family)?;
+        for r in plan.routes.iter().filter(|r| r.family == family) {
+            let count = counts.get(&r.table).copied().unwrap_or(0);
+            if count == 0 {
+                continue;
+            }
             return Err(SlowPathError::TableInUse {
                 table: r.table,
                 family: family_name(r.family),

@@ -4,7 +4,7 @@
 //!
 //! All calls act on the calling thread's network namespace.
 
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -278,26 +278,28 @@ pub fn del_default_route(family: Family, table: u32) -> Result<bool, SysError> {
     }
 }
 
-/// How many routes of `family` table `table` holds.
-pub fn routes_in_table(family: Family, table: u32) -> Result<usize, SysError> {
+/// How many routes of `family` each table holds (one dump, whatever the tables asked
+/// about: a router's main table may hold a full routing table).
+pub fn routes_per_table(family: Family) -> Result<HashMap<u32, usize>, SysError> {
     let sock = Socket::open()?;
     let header = route_header(family, 0, 0, 0, 0, 0);
     let replies = sock
         .transact(libc::RTM_GETROUTE, libc::NLM_F_DUMP as u16, &header, &[])
         .map_err(|e| SysError::io(format!("RTM_GETROUTE dump ({})", family.flag()), e))?;
-    Ok(replies
+    let mut counts = HashMap::new();
+    for p in replies
         .iter()
         .filter(|p| p.len() >= 12 && p[0] == family.af())
-        .filter(|p| {
-            let mut t = u32::from(p[4]);
-            for (ty, d) in attributes(&p[12..]) {
-                if ty == RTA_TABLE {
-                    t = u32_attr(d).unwrap_or(t);
-                }
+    {
+        let mut t = u32::from(p[4]);
+        for (ty, d) in attributes(&p[12..]) {
+            if ty == RTA_TABLE {
+                t = u32_attr(d).unwrap_or(t);
             }
-            t == table
-        })
-        .count())
+        }
+        *counts.entry(t).or_insert(0) += 1;
+    }
+    Ok(counts)
 }
 
 #[cfg(test)]
