@@ -161,11 +161,33 @@ pub const KEY_PROTO: usize = 10;
 pub const KEY_IIF: usize = 11;
 pub const KEY_DSCP: usize = 12;
 pub const KEY_MARK: usize = 13;
+/// The packet's class for priority bounds ([`packet_class`]), computed once per packet;
+/// no rule matches on it.
+pub const KEY_CLASS: usize = 14;
 /// Words of a [`ClassKey`] (a power of two: a node's word index is masked with
 /// `KEY_WORDS - 1`).
 pub const KEY_WORDS: usize = 16;
 /// The port word of a packet that carries no ports: outside every port range.
 pub const NO_PORT: u32 = 0x1_0000;
+
+/// Classes of packets (by protocol and destination port) that subtrees keep a priority
+/// bound for: the best priority among their rules that a packet of the class may match.
+/// A side subtree of broad addresses often holds only rules for other protocols or ports
+/// than the packet's, and is then skipped without a walk.
+pub const BOUND_CLASSES: usize = 6;
+
+/// A packet's class for priority bounds: TCP and UDP by destination port below 1024 or
+/// not (a packet without ports, [`NO_PORT`], counts as below), ICMP (1 or 58), the rest.
+#[inline(always)]
+pub const fn packet_class(proto: u32, dport: u32) -> u32 {
+    let high = (dport >= 1024 && dport < NO_PORT) as u32;
+    match proto {
+        6 => high,
+        17 => 2 + high,
+        1 | 58 => 4,
+        _ => 5,
+    }
+}
 
 /// A packet's key words.
 #[repr(C)]
@@ -189,13 +211,17 @@ pub const NODE_SIDE: u8 = 0x40;
 pub const NODE_FAR: u8 = 0x20;
 /// The key word bits of `Node::op`.
 pub const NODE_WORD: u8 = 0x0f;
+/// Slots before an inner node's children when it has a side subtree: the side's root and
+/// its priority bounds.
+pub const SIDE_SLOTS: u32 = 1 + BOUND_CLASSES as u32;
 
 /// A tree node, 8 bytes (one arena slot).
 ///
 /// Inner node (`op` without [`NODE_LEAF`]): the child for a packet is the node in arena
-/// slot `base + side + ((words[op & NODE_WORD] >> shift) & mask)`, where `side` is 2 when
-/// `op` has [`NODE_SIDE`] (slot `base` then holds the side subtree's root, slot `base + 1`
-/// the best priority of its rules) and 0 otherwise. Leaf:
+/// slot `base + side + ((words[op & NODE_WORD] >> shift) & mask)`, where `side` is
+/// [`SIDE_SLOTS`] when `op` has [`NODE_SIDE`] (slot `base` then holds the side subtree's
+/// root, slot `base + 1 + c` its priority bound for packet class `c` as a `u64`) and 0
+/// otherwise. Leaf:
 /// `mask` rules, [`RuleMatch`]es in the lines starting at slot `base` (a multiple of 8),
 /// best priority first.
 #[repr(C)]
@@ -220,15 +246,15 @@ pub struct Chunk {
 crate::assert_size!(Chunk, 8 * CHUNK_SLOTS as usize);
 crate::impl_pod!(Chunk);
 
-/// A tree's root and the best (lowest) priority among its rules.
+/// A tree's root and, per packet class ([`packet_class`]), the best (lowest) priority among
+/// its rules that a packet of the class may match (`u32::MAX`: none).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TreeRoot {
     pub node: Node,
-    pub min_priority: u32,
-    pub _pad: u32,
+    pub bounds: [u32; BOUND_CLASSES],
 }
-crate::assert_size!(TreeRoot, 16);
+crate::assert_size!(TreeRoot, 32);
 crate::impl_pod!(TreeRoot);
 
 /// A generation's trees: the entry of ROUTE_TREES the program reads once per packet.
@@ -240,10 +266,10 @@ pub struct GenTables {
     /// Trees of IPv4 ([0]) and IPv6 ([1]).
     pub counts: [u32; 2],
     pub _pad: u32,
-    /// Roots by family, sorted by `min_priority`.
+    /// Roots by family, best priority first.
     pub roots: [[TreeRoot; MAX_TREES as usize]; 2],
 }
-crate::assert_size!(GenTables, 16 + 2 * 16 * MAX_TREES as usize);
+crate::assert_size!(GenTables, 16 + 2 * 32 * MAX_TREES as usize);
 crate::impl_pod!(GenTables);
 
 /// What a matching policy does.
@@ -323,6 +349,28 @@ impl RuleMatch {
     #[inline(always)]
     pub const fn value_index(&self) -> u32 {
         self.value_flags & (MAX_VALUES - 1)
+    }
+
+    /// Whether some packet of class `class` ([`packet_class`]) may match the rule: what a
+    /// subtree's priority bound for the class counts. Never false for a rule that matches a
+    /// packet of the class.
+    pub fn may_match_class(&self, class: u32) -> bool {
+        let f = self.flags();
+        let any_proto = f & MATCH_PROTO == 0;
+        let dport_meets =
+            |lo: u16, hi: u16| f & MATCH_DPORT == 0 || (self.dport_lo <= hi && lo <= self.dport_hi);
+        match class {
+            0 => (any_proto || self.proto == 6) && dport_meets(0, 1023),
+            1 => (any_proto || self.proto == 6) && dport_meets(1024, 65535),
+            2 => (any_proto || self.proto == 17) && dport_meets(0, 1023),
+            3 => (any_proto || self.proto == 17) && dport_meets(1024, 65535),
+            // No ports: a rule on a port never matches.
+            4 => {
+                (any_proto || self.proto == 1 || self.proto == 58)
+                    && f & (MATCH_DPORT | MATCH_SPORT) == 0
+            }
+            _ => any_proto || !matches!(self.proto, 1 | 6 | 17 | 58),
+        }
     }
 }
 

@@ -3,9 +3,9 @@
 //! linear-scan baseline (every rule).
 
 use pktpath_common::route::{
-    ClassKey, KEY_DPORT, KEY_DSCP, KEY_DST, KEY_IIF, KEY_MARK, KEY_PROTO, KEY_SPORT, KEY_SRC,
-    MATCH_DPORT, MATCH_DSCP, MATCH_IIF, MATCH_PROTO, MATCH_SPORT, NO_PORT, RuleMatch,
-    prefix_word_mask,
+    ClassKey, KEY_CLASS, KEY_DPORT, KEY_DSCP, KEY_DST, KEY_IIF, KEY_MARK, KEY_PROTO, KEY_SPORT,
+    KEY_SRC, MATCH_DPORT, MATCH_DSCP, MATCH_IIF, MATCH_PROTO, MATCH_SPORT, NO_PORT, RuleMatch,
+    packet_class, prefix_word_mask,
 };
 
 use crate::packet::Parsed;
@@ -30,6 +30,7 @@ pub fn fill_key(k: &mut ClassKey, p: &Parsed, ifindex: u32, mark: u32) {
     w[KEY_IIF] = ifindex;
     w[KEY_DSCP] = p.dscp as u32;
     w[KEY_MARK] = mark;
+    w[KEY_CLASS] = packet_class(p.proto as u32, dport);
 }
 
 /// Whether rule `r` accepts the packet with key `k` (`v6`: compare all four address words,

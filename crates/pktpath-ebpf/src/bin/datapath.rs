@@ -29,11 +29,11 @@ use aya_ebpf::{
 use pktpath_common::route::{
     ACTION_DROP, ACTION_FORWARD, ACTION_PASS, ACTION_TABLE, CHUNK_SLOT_BITS, CHUNK_SLOTS, Chunk,
     ClassKey, DECISION_VIA_STACK, Decision, FAMILY_V4, GENERATIONS, GET_MAGIC, GenTables,
-    IfaceCounters, LEAF_SEGMENT, MAX_CHUNKS, MAX_DEPTH, MAX_IFACES, MAX_NEXTHOPS, MAX_PENDING,
-    MAX_POLICY_SLOTS, MAX_TREES, MAX_WALKS, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD, NextHop,
-    Node, OUTCOME_DROPPED, OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_INVALID, OUTCOME_PASSED,
-    PRUNE_PER_CALL, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState, RuleMatch, RuleValue,
-    TAP_RING_BYTES, TAP_SLOTS, TapEvent, TapLive, WALKS_PER_CALL,
+    IfaceCounters, KEY_CLASS, LEAF_SEGMENT, MAX_CHUNKS, MAX_DEPTH, MAX_IFACES, MAX_NEXTHOPS,
+    MAX_PENDING, MAX_POLICY_SLOTS, MAX_TREES, MAX_WALKS, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD,
+    NextHop, Node, OUTCOME_DROPPED, OUTCOME_ERROR, OUTCOME_FORWARDED, OUTCOME_INVALID,
+    OUTCOME_PASSED, PRUNE_PER_CALL, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState,
+    RuleMatch, RuleValue, SIDE_SLOTS, TAP_RING_BYTES, TAP_SLOTS, TapEvent, TapLive, WALKS_PER_CALL,
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
@@ -555,6 +555,7 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
     state.best = u32::MAX;
     state.value = 0;
     state.pending_len = 0;
+    let class = key.words[KEY_CLASS] as usize;
     // Pushed last first, so that they are walked best first. Indexes are masked so that
     // the verifier sees them in bounds (MAX_TREES is a power of 2).
     for i in 0..MAX_TREES {
@@ -564,7 +565,7 @@ fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
         let root = &roots[((count - 1 - i) & (MAX_TREES - 1)) as usize];
         let slot = &mut state.pending[(i & (MAX_PENDING - 1)) as usize];
         slot.node = root.node;
-        slot.min_priority = root.min_priority;
+        slot.min_priority = *root.bounds.get(class)?;
         state.pending_len = i + 1;
     }
     let base = generation * MAX_CHUNKS;
@@ -642,12 +643,16 @@ extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
             if n.op & NODE_LEAF != 0 {
                 break;
             }
-            let side = if n.op & NODE_SIDE != 0 { 2 } else { 0 };
+            let side = if n.op & NODE_SIDE != 0 { SIDE_SLOTS } else { 0 };
             if side != 0 {
                 let Some(sub) = arena.node(n.base) else {
                     return 1;
                 };
-                let Some(min) = arena.node(n.base + 1) else {
+                // The side's bound for this packet's class, one per slot after its root (a
+                // shift by the class to pick half a slot took the verifier 250k more
+                // instructions).
+                let class = key.words[KEY_CLASS];
+                let Some(bound) = arena.node(n.base + 1 + class) else {
                     return 1;
                 };
                 // The builder keeps the stack within MAX_PENDING. (Not pushing a side that
@@ -657,8 +662,8 @@ extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
                 if len < MAX_PENDING {
                     let slot = &mut state.pending[(len & (MAX_PENDING - 1)) as usize];
                     slot.node = sub;
-                    // SAFETY: the slot after a side root holds its best priority, as a u64.
-                    slot.min_priority = unsafe { core::mem::transmute::<Node, u64>(min) } as u32;
+                    // SAFETY: the slots after a side root hold its bounds, as u64s.
+                    slot.min_priority = unsafe { core::mem::transmute::<Node, u64>(bound) } as u32;
                     state.pending_len = len + 1;
                 }
             }

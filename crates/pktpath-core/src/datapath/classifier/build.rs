@@ -5,7 +5,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use pktpath_common::route::{
     CHUNK_SLOT_BITS, FAMILY_V4, KEY_DST, KEY_SRC, LEAF_TARGET, MAX_CHUNKS, MAX_DEPTH,
-    MAX_LEAF_RULES, MAX_PATH_SIDES, MAX_SIDE_NESTING, MAX_TREES,
+    MAX_LEAF_RULES, MAX_PATH_SIDES, MAX_SIDE_NESTING, MAX_TREES, SIDE_SLOTS,
 };
 
 use super::{
@@ -233,7 +233,14 @@ impl Builder<'_> {
         }
         self.slots += match &node {
             BNode::Leaf(rules) => 8 * rules.len() as u64,
-            BNode::Cut { bits, side, .. } => (1 << bits) + u64::from(side.is_some()),
+            BNode::Cut { bits, side, .. } => {
+                (1 << bits)
+                    + if side.is_some() {
+                        u64::from(SIDE_SLOTS)
+                    } else {
+                        0
+                    }
+            }
         };
         let max_slots = self.params.max_mib.saturating_mul(1 << 17).min(MAX_SLOTS);
         if self.slots > max_slots {

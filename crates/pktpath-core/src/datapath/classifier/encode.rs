@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 
 use pktpath_common::route::{
-    CHUNK_SLOTS, GenTables, MAX_LEAF_RULES, MAX_VALUES, NODE_FAR, NODE_LEAF, NODE_SIDE, Node,
-    RuleMatch, RuleValue, TreeRoot,
+    BOUND_CLASSES, CHUNK_SLOTS, GenTables, MAX_LEAF_RULES, MAX_VALUES, NODE_FAR, NODE_LEAF,
+    NODE_SIDE, Node, RuleMatch, RuleValue, SIDE_SLOTS, TreeRoot,
 };
 
 use super::{
@@ -76,7 +76,17 @@ pub(super) fn word_node(w: u64) -> Node {
 }
 
 // The largest blocks fit a chunk: a cut of 2^16 children after a side subtree, a leaf.
-const _: () = assert!((1 << 16) + 2 <= CHUNK_SLOTS && 8 * MAX_LEAF_RULES <= CHUNK_SLOTS);
+const _: () = assert!((1 << 16) + SIDE_SLOTS <= CHUNK_SLOTS && 8 * MAX_LEAF_RULES <= CHUNK_SLOTS);
+
+/// Per packet class, the best priority of the rules under a node that a packet of the
+/// class may match (`u32::MAX`: none).
+type Bounds = [u32; BOUND_CLASSES];
+
+fn bounds_min(a: &mut Bounds, b: &Bounds) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x = (*x).min(*y);
+    }
+}
 
 struct Encoder<'a> {
     rules: &'a [Rule],
@@ -111,20 +121,20 @@ impl Encoder<'_> {
         self.slots.len()
     }
 
-    /// Lays out node `id` (once), and returns its 8-byte form and the best priority of the
-    /// rules under it.
+    /// Lays out node `id` (once), and returns its 8-byte form and the priority bounds of
+    /// the rules under it.
     fn emit(
         &mut self,
         forest: &Forest,
         id: NodeId,
         depth: u32,
-        done: &mut HashMap<NodeId, (Node, u32)>,
-    ) -> (Node, u32) {
+        done: &mut HashMap<NodeId, (Node, Bounds)>,
+    ) -> (Node, Bounds) {
         self.stats.max_depth = self.stats.max_depth.max(depth);
         if let Some(&n) = done.get(&id) {
             return n;
         }
-        let mut min = u32::MAX;
+        let mut min = [u32::MAX; BOUND_CLASSES];
         let node = match &forest.nodes[id as usize] {
             BNode::Leaf(list) => {
                 self.stats.leaves += 1;
@@ -134,8 +144,12 @@ impl Encoder<'_> {
                 let base = self.reserve(8 * list.len()) as u32;
                 for &g in list {
                     self.reachable[g as usize] = true;
-                    min = min.min(self.rules[g as usize].priority);
                     let m = rule_match(&self.rules[g as usize], g);
+                    for (class, b) in min.iter_mut().enumerate() {
+                        if m.may_match_class(class as u32) {
+                            *b = (*b).min(m.priority);
+                        }
+                    }
                     // SAFETY: RuleMatch is 64 bytes of plain data (asserted in the common crate).
                     let words = unsafe { std::mem::transmute::<RuleMatch, [u64; 8]>(m) };
                     self.slots.extend_from_slice(&words);
@@ -155,8 +169,12 @@ impl Encoder<'_> {
                 children,
             } => {
                 self.stats.inner += 1;
-                // A side subtree's root and its best priority come first.
-                let first_at = if side.is_some() { 2 } else { 0 };
+                // A side subtree's root and its priority bounds come first.
+                let first_at = if side.is_some() {
+                    SIDE_SLOTS as usize
+                } else {
+                    0
+                };
                 let base = self.reserve(first_at + children.len());
                 let first = base + first_at;
                 self.slots.resize(first + children.len(), 0);
@@ -165,8 +183,10 @@ impl Encoder<'_> {
                     // A side subtree is walked on its own: its depth counts from 0.
                     let (n, side_min) = self.emit(forest, side, 0, done);
                     self.slots[base] = node_word(n);
-                    self.slots[base + 1] = u64::from(side_min);
-                    min = min.min(side_min);
+                    for (c, &bound) in side_min.iter().enumerate() {
+                        self.slots[base + 1 + c] = u64::from(bound);
+                    }
+                    bounds_min(&mut min, &side_min);
                 }
                 for (c, &child) in children.iter().enumerate() {
                     let (mut n, child_min) = self.emit(forest, child, depth + 1, done);
@@ -176,7 +196,7 @@ impl Encoder<'_> {
                         self.stats.far += 1;
                     }
                     self.slots[first + c] = node_word(n);
-                    min = min.min(child_min);
+                    bounds_min(&mut min, &child_min);
                 }
                 Node {
                     op: *dim | if side.is_some() { NODE_SIDE } else { 0 },
@@ -218,12 +238,8 @@ pub(super) fn encode(
     for (f, (_, forest)) in families.iter().enumerate() {
         let mut done = HashMap::new();
         for (t, tree) in forest.trees.iter().enumerate() {
-            let (node, _) = e.emit(forest, tree.root, 0, &mut done);
-            roots.roots[f][t] = TreeRoot {
-                node,
-                min_priority: tree.min_priority,
-                _pad: 0,
-            };
+            let (node, bounds) = e.emit(forest, tree.root, 0, &mut done);
+            roots.roots[f][t] = TreeRoot { node, bounds };
         }
         roots.counts[f] = forest.trees.len() as u32;
         e.stats.trees[f] = forest.trees.len();

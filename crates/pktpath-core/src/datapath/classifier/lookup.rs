@@ -4,8 +4,8 @@
 use std::cell::Cell;
 
 use pktpath_common::route::{
-    CHUNK_SLOT_BITS, FAMILY_V4, LEAF_SEGMENT, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD, Node,
-    PRUNE_PER_CALL, RuleMatch, RuleValue, WALKS_PER_CALL,
+    CHUNK_SLOT_BITS, FAMILY_V4, KEY_CLASS, LEAF_SEGMENT, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD,
+    Node, PRUNE_PER_CALL, RuleMatch, RuleValue, SIDE_SLOTS, WALKS_PER_CALL,
 };
 
 use super::{
@@ -145,10 +145,11 @@ impl<'a> Lookup<'a> {
         // As the data path: a stack of subtrees to walk, the roots pushed last first (so
         // popped in order), each with the best priority its rules have (0 for the rest of a
         // long leaf: unknown); each walk pushes the side subtrees on its path.
+        let class = key.words[KEY_CLASS] as usize;
         let mut pending: Vec<(Node, u32)> = tables.roots[f][..tables.counts[f] as usize]
             .iter()
             .rev()
-            .map(|r| (r.node, r.min_priority))
+            .map(|r| (r.node, r.bounds[class]))
             .collect();
         // Each call of the callback walks up to WALKS_PER_CALL subtrees, popping before
         // each those whose rules cannot beat the match in hand (up to PRUNE_PER_CALL of
@@ -182,11 +183,12 @@ impl<'a> Lookup<'a> {
             let mut far = None;
             while n.op & NODE_LEAF == 0 {
                 probe.nodes += 1;
-                let side = if n.op & NODE_SIDE != 0 { 2 } else { 0 };
+                let side = if n.op & NODE_SIDE != 0 { SIDE_SLOTS } else { 0 };
                 if side != 0 {
                     probe.sides += 1;
-                    self.read(n.base + 1);
-                    let min = self.tables.slots[n.base as usize + 1] as u32;
+                    let at = n.base + 1 + class as u32;
+                    self.read(at);
+                    let min = self.tables.slots[at as usize] as u32;
                     pending.push((self.node(n.base), min));
                 }
                 let w = key.words[(n.op & NODE_WORD) as usize];

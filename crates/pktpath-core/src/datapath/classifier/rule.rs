@@ -2,9 +2,9 @@
 //! words, and the complete match a leaf checks.
 
 use pktpath_common::route::{
-    ClassKey, FAMILY_V4, FAMILY_V6, KEY_DPORT, KEY_DSCP, KEY_DST, KEY_IIF, KEY_MARK, KEY_PROTO,
-    KEY_SPORT, KEY_SRC, MATCH_DPORT, MATCH_DSCP, MATCH_IIF, MATCH_PROTO, MATCH_SPORT, MAX_VALUES,
-    NO_PORT, RuleMatch, RuleValue, prefix_word_mask,
+    ClassKey, FAMILY_V4, FAMILY_V6, KEY_CLASS, KEY_DPORT, KEY_DSCP, KEY_DST, KEY_IIF, KEY_MARK,
+    KEY_PROTO, KEY_SPORT, KEY_SRC, MATCH_DPORT, MATCH_DSCP, MATCH_IIF, MATCH_PROTO, MATCH_SPORT,
+    MAX_VALUES, NO_PORT, RuleMatch, RuleValue, packet_class, prefix_word_mask,
 };
 
 /// One rule, as the data path sees it: what it matches and what it does.
@@ -100,6 +100,7 @@ pub fn key_of(p: &PacketFields) -> ClassKey {
     k.words[KEY_IIF] = p.iif;
     k.words[KEY_DSCP] = (p.dscp & 0x3f) as u32;
     k.words[KEY_MARK] = p.mark;
+    k.words[KEY_CLASS] = packet_class(p.proto as u32, dport);
     k
 }
 

@@ -216,6 +216,31 @@ fn compiled_pick(set: &PolicySet, p: &model::PacketFields) -> Option<String> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
+    /// A rule that matches a packet counts in its subtrees' priority bound for the
+    /// packet's class: a bound never skips a subtree holding the packet's match.
+    #[test]
+    fn a_rule_matching_a_packet_counts_in_the_bound_of_its_class(
+        policies in proptest::collection::vec(policy(), 1..40),
+        packets in proptest::collection::vec(packet(), 40),
+    ) {
+        let n = policies.len() as u32;
+        let set = policy_set(policies, (1..=n).collect());
+        let ifaces = ifaces();
+        let plan = Slots::default().plan(&set).unwrap();
+        let rules = policy::rules(&set, &ifaces, &plan.slots).unwrap();
+        for p in &packets {
+            let fields = policy::packet_fields(p, &ifaces);
+            let key = key_of(&fields);
+            let class = key.words[pktpath_common::route::KEY_CLASS];
+            for r in &rules {
+                let m = rule_match(r, 0);
+                if candidate_matches(&m, fields.family, &key) {
+                    prop_assert!(m.may_match_class(class), "{:?} matches {:?}, class {}", r, p, class);
+                }
+            }
+        }
+    }
+
     /// Every packet gets the policy the reference model picks.
     #[test]
     fn compiled_trees_pick_what_the_model_picks(
