@@ -170,3 +170,71 @@ fn trace_a_lossless_ping_shows_deliveries_not_drops() {
     assert_eq!(drop.delivered, None);
     assert_eq!(u64::from(drop.netns), lab.b.inode());
 }
+
+/// The clone of the echo reply iputils' raw socket was handed is a packet of its own: an skb
+/// of its own, freed (`consume_skb` when ping reads it) after the original's free. Its free
+/// is the first event of a journey of its own, not a hop after the original's end.
+#[test]
+fn trace_the_clone_a_socket_was_handed_is_a_journey_of_its_own() {
+    require_root();
+    let lab = TwoHosts::new();
+    let cfg = TraceConfig {
+        filter: compile_filter("icmp").expect("filter"),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, 1), 1, "no loss");
+    let a = lab.a.inode();
+    // The original reply's free in a, and the later frees of echo replies anywhere (the
+    // clone's, read off the socket, names no device: namespace 0).
+    let is_reply_free = |e: &Event| {
+        e.icmp_type == Some(0)
+            && (e.hook == Hook::KfreeSkb.name() || e.hook == Hook::ConsumeSkb.name())
+    };
+    let original = |evs: &[Event]| -> Option<Event> {
+        evs.iter()
+            .find(|e| u64::from(e.netns) == a && e.delivered.is_some())
+            .cloned()
+    };
+    let clone_of = |evs: &[Event], o: &Event| -> Option<Event> {
+        evs.iter()
+            .find(|e| {
+                e.skb != o.skb
+                    && is_reply_free(e)
+                    && (e.icmp_id, e.icmp_seq, &e.src, &e.dst)
+                        == (o.icmp_id, o.icmp_seq, &o.src, &o.dst)
+            })
+            .cloned()
+    };
+    let events = t.collect(
+        Duration::from_secs(5),
+        |e| u64::from(e.netns) == a || is_reply_free(e),
+        |evs| original(evs).is_some_and(|o| clone_of(evs, &o).is_some()),
+    );
+    let o =
+        original(&events).unwrap_or_else(|| panic!("no delivered reply in a:\n{}", text(&events)));
+    let c = clone_of(&events, &o)
+        .unwrap_or_else(|| panic!("no free of the reply's clone:\n{}", text(&events)));
+    assert_ne!(c.packet_id, o.packet_id, "{}", text(&events));
+    assert_eq!(
+        (c.hop, c.delta_ns),
+        (1, None),
+        "a journey's first event: {c:#?}"
+    );
+    assert_eq!(c.hook, Hook::ConsumeSkb.name(), "read by ping: {c:#?}");
+    // The original's journey ended at its free: nothing of it after.
+    let after: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.packet_id == o.packet_id && e.ts_ns > o.ts_ns)
+        .collect();
+    assert!(after.is_empty(), "{after:#?}");
+}
+
+/// The events as text lines, for failure messages.
+fn text(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(|e| e.to_text(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

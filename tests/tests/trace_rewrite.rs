@@ -401,6 +401,13 @@ fn trace_vxlan_in_the_common_tunnel_check() {
     trace_tunnel_journey("vxlan", Underlay::V4, &["id", "42", "dstport", "4789"]);
 }
 
+/// VXLAN over IPv6: its headers before the inner packet's transport header take 90 bytes
+/// (40 + 8 + 8 + 14 + 20), the inner ICMP sequence ends at 98.
+#[test]
+fn trace_vxlan_over_ipv6_is_one_journey() {
+    trace_tunnel_journey("vxlan", Underlay::V6, &["id", "42", "dstport", "4789"]);
+}
+
 #[test]
 fn trace_gre_encapsulation_and_decapsulation_are_one_journey() {
     trace_tunnel_journey("gre", Underlay::V4, &["ttl", "64"]);

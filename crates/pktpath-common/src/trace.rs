@@ -13,8 +13,12 @@ pub const MAP_SEEN: &str = "TRACE_SEEN";
 /// Name of the tracer's array with one slot per possible CPU (what each CPU keeps from one
 /// hook hit to the next); the loader sizes it to the CPUs.
 pub const MAP_CPU: &str = "TRACE_CPU";
-/// Bytes of packet header copied into each event, starting at the network header.
-pub const HEADER_BYTES: usize = 96;
+/// Bytes of packet header copied into each event, starting at the network header: enough
+/// for every tunnel user space follows (`identity`), over IPv6 as over IPv4, to show the
+/// carried packet's IP header and the first 8 bytes of its transport header. The longest,
+/// ip6gretap with checksum, key and sequence number and its encapsulation limit, carrying
+/// IPv6, needs 126 (40 + 8 + 16 + 14 + 40 + 8); VXLAN over IPv6 carrying IPv4 98.
+pub const HEADER_BYTES: usize = 128;
 
 /// Global (`u32`): only packets whose device is in the network namespace with this inode
 /// are reported; 0 reports every namespace.

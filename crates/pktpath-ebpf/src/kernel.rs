@@ -10,7 +10,7 @@
 //!   for a helper call.
 //! - [`read_at`] / [`read_bytes`]: through `bpf_probe_read_kernel`, for addresses the
 //!   verifier has no type for (the current task), and for copies of packet data (a
-//!   96-byte copy of loads verifies slower than one helper call).
+//!   128-byte copy of loads verifies slower than one helper call).
 
 use aya_ebpf::{
     Global,

@@ -2,9 +2,9 @@
 //!
 //! The BPF backend lowers a plain copy or fill of an array or struct (`a = *b`,
 //! `a = [0; 16]`, `T::default()`) to a call to the object's `memmove` or `memset`, which
-//! move one byte per iteration: the 96-byte header copy of every trace event cost some 800
-//! instructions. These move whole words `W` (`u32`, `u64`) through volatile stores, which
-//! LLVM does not merge back into such a call.
+//! move one byte per iteration: some 8 instructions per byte of every trace event's header
+//! copy. These move whole words `W` (`u32`, `u64`) through volatile stores, which LLVM does
+//! not merge back into such a call.
 
 /// Copies `*src` to `*dst` one `W` at a time.
 ///

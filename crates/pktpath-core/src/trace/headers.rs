@@ -12,8 +12,9 @@ pub use pktpath_common::net::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6};
 /// What the header bytes say about a packet.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers {
-    /// The innermost protocol recognised: `tcp`, `udp`, `icmp`, `icmp6`, `arp`, `ipv4`,
-    /// `ipv6`, or the EtherType in hex (`0x88cc`).
+    /// The innermost protocol recognised: `tcp`, `udp`, `icmp`, `icmp6`, a tunnel's outer
+    /// protocol (`gre`, `ipip`, `ipv6-in-ip`: see [`ip_proto_name`]), `arp`, `ipv4`, `ipv6`
+    /// (another IP protocol, or a later fragment), or the EtherType in hex (`0x88cc`).
     pub proto: Cow<'static, str>,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
@@ -102,21 +103,39 @@ fn parse_ipv6(b: &[u8], h: &mut Headers) {
     parse_l4(next, b.get(at..).unwrap_or(&[]), true, h);
 }
 
+/// The name of IP protocol `proto` over IPv6 (`v6`) or IPv4, as [`Headers::proto`] and a
+/// routing lookup's flow give it, for the protocols pktpath names; None for the others
+/// (shown as the IP version). The tunnels' protocols are named after what they carry: 47
+/// `gre` (`gre`, `gretap` and their IPv6 forms), 4 `ipip` (IPv4 inside: `ipip`, `ip6tnl`),
+/// 41 `ipv6-in-ip` (IPv6 inside: `sit`, `ip6tnl`).
+pub fn ip_proto_name(proto: u8, v6: bool) -> Option<&'static str> {
+    match (proto, v6) {
+        (6, _) => Some("tcp"),
+        (17, _) => Some("udp"),
+        (1, false) => Some("icmp"),
+        (58, true) => Some("icmp6"),
+        (47, _) => Some("gre"),
+        (4, _) => Some("ipip"),
+        (41, _) => Some("ipv6-in-ip"),
+        _ => None,
+    }
+}
+
 fn parse_l4(proto: u8, l4: &[u8], v6: bool, h: &mut Headers) {
+    if let Some(name) = ip_proto_name(proto, v6) {
+        h.proto = name.into();
+    }
     match (proto, v6) {
         (6, _) => {
-            h.proto = "tcp".into();
             h.sport = u16_at(l4, 0);
             h.dport = u16_at(l4, 2);
             h.tcp_flags = l4.get(13).map(|&f| tcp_flags(f));
         }
         (17, _) => {
-            h.proto = "udp".into();
             h.sport = u16_at(l4, 0);
             h.dport = u16_at(l4, 2);
         }
         (1, false) | (58, true) => {
-            h.proto = if v6 { "icmp6" } else { "icmp" }.into();
             h.icmp_type = l4.first().copied();
             h.icmp_code = l4.get(1).copied();
             // Echo request/reply: 8/0 for ICMP, 128/129 for ICMPv6.

@@ -310,6 +310,78 @@ mod tests {
         );
     }
 
+    /// `payload` after a UDP header to VXLAN's port and a VXLAN header.
+    fn vxlan_udp(inner: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(8 + VXLAN_AND_ETHERNET + inner.len()).expect("short");
+        let mut b = vec![0xc3, 0x50, 0x12, 0xb5];
+        b.extend_from_slice(&len.to_be_bytes());
+        b.extend_from_slice(&[0, 0, 8, 0, 0, 0, 0, 0, 42, 0]);
+        b.extend_from_slice(inner);
+        b
+    }
+
+    /// The tracer copies `HEADER_BYTES` of each packet: every tunnel kind followed, over
+    /// IPv6 (the longer outer header) with its options at their longest, carrying IPv4 or
+    /// IPv6, keeps the carried packet's identity within them. An echo request has its
+    /// sequence in the last bytes its identity reads.
+    #[test]
+    fn every_tunnel_over_ipv6_fits_the_bytes_the_tracer_copies() {
+        use pktpath_common::trace::HEADER_BYTES;
+        let all = GRE_CSUM | GRE_KEY | GRE_SEQ;
+        for (what, inner_type, inner) in [
+            (
+                "IPv4",
+                ETH_P_IP,
+                echo([10, 0, 9, 1], [10, 0, 9, 2], 4242, 5, 3),
+            ),
+            ("IPv6", ETH_P_IPV6, echo6(0x12345, 9)),
+        ] {
+            let id = identity(inner_type, &inner);
+            // ip6tnl's and ip6gre's encapsulation limit, before the tunnel header.
+            let limited = |next: u8, tunnel: &[u8]| {
+                let mut b = vec![next, 0, 4, 1, 4, 1, 1, 0];
+                b.extend_from_slice(tunnel);
+                outer6(IPPROTO_DSTOPTS, &b)
+            };
+            let ip_in_ip = if inner_type == ETH_P_IP {
+                IPPROTO_IPIP
+            } else {
+                IPPROTO_IPV6
+            };
+            let cases = [
+                (
+                    "vxlan",
+                    outer6(IPPROTO_UDP, &vxlan_udp(&ethernet(inner_type, &inner))),
+                ),
+                (
+                    "ip6gre",
+                    limited(IPPROTO_GRE, &gre(all, inner_type, &inner)),
+                ),
+                (
+                    "ip6gretap",
+                    limited(
+                        IPPROTO_GRE,
+                        &gre(all, ETH_P_TEB, &ethernet(inner_type, &inner)),
+                    ),
+                ),
+                ("ip6tnl", limited(ip_in_ip, &inner)),
+            ];
+            for (kind, packet) in cases {
+                let copied = &packet[..packet.len().min(HEADER_BYTES)];
+                assert_eq!(
+                    identity(ETH_P_IPV6, copied),
+                    id,
+                    "{kind} over IPv6 carrying {what}: {} bytes, {HEADER_BYTES} copied",
+                    packet.len()
+                );
+                // One byte fewer of the carried packet and it would not be followed: the
+                // test measures what it claims.
+                let short = &packet[..packet.len() - 1];
+                assert_ne!(identity(ETH_P_IPV6, short), id, "{kind} carrying {what}");
+            }
+        }
+    }
+
     #[test]
     fn headers_that_only_look_like_a_tunnel_are_known_by_themselves() {
         let inner = echo([10, 0, 9, 1], [10, 0, 9, 2], 4242, 5, 3);

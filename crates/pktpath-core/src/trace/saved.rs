@@ -11,9 +11,7 @@ use std::{
 
 use pktpath_common::{
     filter::{FilterProgram, KEY_ADDR_V4, KEY_ADDR_V6, KEY_IP, KEY_PORTS, PacketKey, eval},
-    net::{
-        ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-    },
+    net::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6},
     route::{action_name, outcome_name},
     trace::Hook,
 };
@@ -172,8 +170,9 @@ impl SavedFilter {
 }
 
 /// What the filter expression can test of an event: the headers it shows. An event names
-/// its transport protocol only for TCP, UDP, ICMP and ICMPv6, so `ip proto N` of another
-/// protocol does not match a saved event, and fragments are not told apart.
+/// its IP protocol only for those `headers::ip_proto_name` names (TCP, UDP, ICMP, ICMPv6
+/// and the tunnels' GRE, IPIP and IPv6 in IP), so `ip proto N` of another protocol does
+/// not match a saved event, and fragments are not told apart.
 pub fn key_of(ev: &Event) -> PacketKey {
     let mut key = PacketKey::default();
     let addr = |a: &Option<super::name::Name>| a.as_deref().and_then(|t| t.parse::<IpAddr>().ok());
@@ -197,13 +196,10 @@ pub fn key_of(ev: &Event) -> PacketKey {
     }
     if key.ethertype == ETH_P_IP || key.ethertype == ETH_P_IPV6 {
         key.flags |= KEY_IP;
-        key.ip_proto = match ev.proto.as_ref() {
-            "tcp" => IPPROTO_TCP,
-            "udp" => IPPROTO_UDP,
-            "icmp" => IPPROTO_ICMP,
-            "icmp6" => IPPROTO_ICMPV6,
-            _ => 0,
-        };
+        let (named, v6) = (ev.proto.as_ref(), key.ethertype == ETH_P_IPV6);
+        key.ip_proto = (0..=u8::MAX)
+            .find(|&p| super::headers::ip_proto_name(p, v6) == Some(named))
+            .unwrap_or(0);
     }
     if let (Some(s), Some(d)) = (ev.sport, ev.dport) {
         (key.sport, key.dport) = (s, d);

@@ -10,7 +10,7 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::bpf_skb_load_bytes,
     macros::{classifier, map},
-    maps::Array,
+    maps::{Array, PerCpuArray},
     programs::TcContext,
 };
 use pktpath_common::filter::{FILTER_TEST_HEADER_BYTES, FilterProgram, PacketKey, key_from_l3};
@@ -23,6 +23,12 @@ static PKTPATH_FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
 
 #[map(name = "FILTER_LAST_KEY")]
 static FILTER_LAST_KEY: Array<PacketKey> = Array::with_max_entries(1, 0);
+
+/// The frame's header bytes: as many as the tracer copies do not fit on the BPF stack next
+/// to the key (the tracer keeps them in map memory too).
+#[map(name = "FILTER_TEST_SCRATCH")]
+static FILTER_TEST_SCRATCH: PerCpuArray<[u8; FILTER_TEST_HEADER_BYTES]> =
+    PerCpuArray::with_max_entries(1, 0);
 
 #[classifier]
 pub fn filter_test(ctx: TcContext) -> i32 {
@@ -45,7 +51,8 @@ fn verdict(r: Result<bool, i64>) -> i32 {
 #[inline(always)]
 fn try_filter_test(ctx: &TcContext, unrolled: bool) -> Result<bool, i64> {
     let ethertype = u16::from_be(ctx.load::<u16>(12)?);
-    let mut header = [0u8; FILTER_TEST_HEADER_BYTES];
+    // SAFETY: this CPU's slot; a program run does not nest on one CPU.
+    let header = unsafe { &mut *FILTER_TEST_SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
     let avail = ctx.len().saturating_sub(ETH_HLEN);
     let n = if avail > FILTER_TEST_HEADER_BYTES as u32 {
         FILTER_TEST_HEADER_BYTES as u32
@@ -60,7 +67,7 @@ fn try_filter_test(ctx: &TcContext, unrolled: bool) -> Result<bool, i64> {
     let n = if n == 0 || n > FILTER_TEST_HEADER_BYTES as u32 {
         0
     } else {
-        // SAFETY: `header` is a stack buffer of FILTER_TEST_HEADER_BYTES bytes and
+        // SAFETY: `header` is a buffer of FILTER_TEST_HEADER_BYTES bytes and
         // 0 < n <= FILTER_TEST_HEADER_BYTES.
         let ret = unsafe {
             bpf_skb_load_bytes(ctx.skb.skb.cast(), ETH_HLEN, header.as_mut_ptr().cast(), n)
@@ -70,7 +77,7 @@ fn try_filter_test(ctx: &TcContext, unrolled: bool) -> Result<bool, i64> {
         }
         n
     };
-    let key = key_from_l3(&header, n as usize, ethertype);
+    let key = key_from_l3(header, n as usize, ethertype);
     if let Some(slot) = FILTER_LAST_KEY.get_ptr_mut(0) {
         // SAFETY: array slot 0 exists; test runs are not concurrent with readers that care.
         unsafe { *slot = key };

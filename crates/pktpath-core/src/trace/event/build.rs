@@ -436,9 +436,12 @@ fn ip_text(a: IpAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::event::{
-        fixtures::{builder, udp_record},
-        table_name,
+    use crate::trace::{
+        event::{
+            fixtures::{builder, packet_record, udp_record},
+            table_name,
+        },
+        headers::{ETH_P_IP, ETH_P_IPV6},
     };
 
     #[test]
@@ -578,6 +581,102 @@ mod tests {
         let ev = b.build(&unnamed);
         assert_eq!(ev.drop_reason.as_deref(), Some("REASON_57005"));
         assert_eq!(ev.drop_location.as_deref(), Some("0x10"));
+    }
+
+    /// An IPv4 echo request 10.79.0.1 > 10.79.0.2, sequence 3.
+    const INNER: [u8; 28] = [
+        0x45, 0, 0, 84, 0x10, 0x92, 0x40, 0, 64, 1, 0, 0, 10, 79, 0, 1, 10, 79, 0, 2, 8, 0, 0xab,
+        0xcd, 0, 5, 0, 3,
+    ];
+
+    /// `payload` after an IPv4 header 172.16.0.1 > 172.16.0.2 of protocol `proto`.
+    fn outer4(proto: u8, payload: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(20 + payload.len()).unwrap();
+        let mut b = vec![0x45, 0];
+        b.extend_from_slice(&len.to_be_bytes());
+        b.extend_from_slice(&[
+            0x56, 0x78, 0, 0, 64, proto, 0, 0, 172, 16, 0, 1, 172, 16, 0, 2,
+        ]);
+        b.extend_from_slice(payload);
+        b
+    }
+
+    /// `payload` after an IPv6 header fd16::1 > fd16::2, next header `next`.
+    fn outer6(next: u8, payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![0x60, 0, 0, 0];
+        b.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
+        b.extend_from_slice(&[next, 64]);
+        for last in [1, 2] {
+            b.extend_from_slice(&[0xfd, 0x16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, last]);
+        }
+        b.extend_from_slice(payload);
+        b
+    }
+
+    #[test]
+    fn a_tunnels_outer_packet_is_named_by_its_ip_protocol() {
+        let gre = [&[0u8, 0, 0x08, 0][..], &INNER].concat();
+        let mut vxlan = vec![0xc3, 0x50, 0x12, 0xb5, 0, 58, 0, 0, 8, 0, 0, 0, 0, 0, 42, 0];
+        vxlan.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00]);
+        vxlan.extend_from_slice(&INNER);
+        // ip6tnl's and ip6gre's encapsulation limit (a Destination Options header).
+        let limit = |next: u8, rest: &[u8]| [&[next, 0, 4, 1, 4, 1, 1, 0][..], rest].concat();
+        let inner6 = outer6(58, &[128, 0, 0, 0, 0, 5, 0, 3]);
+        let cases = [
+            ("gre", ETH_P_IP, outer4(47, &gre)),
+            ("ipip", ETH_P_IP, outer4(4, &INNER)),
+            ("ipv6-in-ip", ETH_P_IP, outer4(41, &inner6)),
+            ("gre", ETH_P_IPV6, outer6(60, &limit(47, &gre))),
+            ("ipip", ETH_P_IPV6, outer6(60, &limit(4, &INNER))),
+            ("ipv6-in-ip", ETH_P_IPV6, outer6(60, &limit(41, &inner6))),
+            ("udp", ETH_P_IP, outer4(17, &vxlan)),
+        ];
+        for (i, (proto, ethertype, bytes)) in cases.into_iter().enumerate() {
+            let (inner_type, inner_bytes, inner_proto) = if proto == "ipv6-in-ip" {
+                (ETH_P_IPV6, inner6.as_slice(), "icmp6")
+            } else {
+                (ETH_P_IP, INNER.as_slice(), "icmp")
+            };
+            let mut b = builder();
+            let ts = 1_000 * (i as u64 + 1);
+            let ev = b.build(&packet_record(Hook::NetDevXmit, ts, ethertype, &bytes));
+            assert_eq!(ev.proto, proto, "{}", ev.to_text(0));
+            let text = ev.to_text(0);
+            let outer = if ethertype == ETH_P_IP {
+                "172.16.0.1 > 172.16.0.2"
+            } else {
+                "fd16::1 > fd16::2"
+            };
+            if proto != "udp" {
+                assert!(text.contains(&format!(" {proto} ")), "{text}");
+                assert!(text.contains(outer), "{text}");
+            }
+            let json = serde_json::to_value(&ev).unwrap();
+            assert_eq!(json["proto"], proto, "{json}");
+            // Read back from JSON, the event's protocol number is the header's (`ip proto
+            // 47` matches it there as live).
+            let saved = <Event as serde::Deserialize>::deserialize(json).unwrap();
+            let number = bytes[if ethertype == ETH_P_IP { 9 } else { 40 }];
+            assert_eq!(
+                crate::trace::saved::key_of(&saved).ip_proto,
+                number,
+                "{proto}"
+            );
+            // Decapsulated in the same skb: one journey, the rewrite naming the outer
+            // protocol.
+            let inner = b.build(&packet_record(
+                Hook::NetifRx,
+                ts + 1,
+                inner_type,
+                inner_bytes,
+            ));
+            assert_eq!(
+                (inner.proto.as_ref(), inner.packet_id),
+                (inner_proto, ev.packet_id)
+            );
+            let r = inner.rewrite.as_ref().expect("decapsulation shown");
+            assert_eq!(r.proto.as_deref(), Some(proto), "{}", inner.to_text(0));
+        }
     }
 
     #[test]

@@ -49,6 +49,19 @@ pub(super) fn udp_record(hook: Hook, ts_ns: u64) -> TraceEvent {
     }
 }
 
+/// [`udp_record`]'s event carrying the packet `bytes` (from the network header on, at most
+/// `HEADER_BYTES` of them) of EtherType `protocol` instead.
+pub(super) fn packet_record(hook: Hook, ts_ns: u64, protocol: u16, bytes: &[u8]) -> TraceEvent {
+    let mut ev = udp_record(hook, ts_ns);
+    let n = bytes.len().min(HEADER_BYTES);
+    ev.header = [0; HEADER_BYTES];
+    ev.header[..n].copy_from_slice(&bytes[..n]);
+    ev.header_len = u16::try_from(n).expect("fits");
+    ev.len = u32::try_from(bytes.len()).expect("fits");
+    ev.protocol = protocol;
+    ev
+}
+
 pub(super) fn fib_record(hook: Hook, ts_ns: u64) -> FibEvent {
     let mut out_ifname = [0u8; 16];
     out_ifname[..7].copy_from_slice(b"veth-r2");

@@ -52,7 +52,10 @@ pub struct Event {
     pub netns: u32,
     /// The namespace's name under /run/netns, if it has one.
     pub netns_name: Option<Name>,
-    /// `tcp`, `udp`, `icmp`, `icmp6`, `arp`, `ipv4`, `ipv6`, or the EtherType (`0x88cc`).
+    /// `tcp`, `udp`, `icmp`, `icmp6`, a tunnel's outer protocol (`gre`: IP protocol 47;
+    /// `ipip`: 4, IPv4 in IPv4 or IPv6; `ipv6-in-ip`: 41, IPv6 in IPv4 or IPv6), `arp`,
+    /// `ipv4`, `ipv6` (another IP protocol, or a later fragment), or the EtherType
+    /// (`0x88cc`).
     pub proto: Cow<'static, str>,
     pub src: Option<Name>,
     pub dst: Option<Name>,

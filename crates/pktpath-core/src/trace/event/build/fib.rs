@@ -11,6 +11,7 @@ use pktpath_common::trace::{FIB_FAMILY_V6, FibEvent, Hook};
 use super::EventBuilder;
 use crate::trace::{
     event::{Event, FibInfo, SCHEMA_VERSION},
+    headers,
     journey::Flow,
 };
 
@@ -27,14 +28,10 @@ impl EventBuilder {
             }
         };
         let (src, dst) = (addr(&ev.src), addr(&ev.dst));
+        // Named as the packet's headers name it, so that a lookup's flow matches its packet's.
         let proto = match (ev.proto, v6) {
             (0, _) => "-",
-            (1, false) => "icmp",
-            (58, true) => "icmp6",
-            (6, _) => "tcp",
-            (17, _) => "udp",
-            (_, false) => "ipv4",
-            (_, true) => "ipv6",
+            (p, v6) => headers::ip_proto_name(p, v6).unwrap_or(if v6 { "ipv6" } else { "ipv4" }),
         };
         let ports = matches!(proto, "tcp" | "udp").then(|| {
             (
