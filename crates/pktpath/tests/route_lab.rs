@@ -57,6 +57,8 @@ struct Setup<'a> {
     service_routes: bool,
     /// Applied before attach (MTU changes, ...).
     before_attach: &'a dyn Fn(&RouterLab),
+    /// Routing tables configuration.json names besides main, as `{ "name", "id" }` JSON.
+    extra_tables: &'a str,
 }
 
 impl Default for Setup<'_> {
@@ -69,6 +71,7 @@ impl Default for Setup<'_> {
             egress_client: false,
             service_routes: false,
             before_attach: &|_| {},
+            extra_tables: "",
         }
     }
 }
@@ -108,7 +111,13 @@ impl Lab {
         .into_iter()
         .filter_map(|(on, link)| on.then_some(link.a.as_str()))
         .collect();
-        let config = scratch.write("configuration.json", &common::lab_config(&lab, &egress));
+        let mut config = common::lab_config(&lab, &egress);
+        if !s.extra_tables.is_empty() {
+            let main = r#"{ "name": "main", "id": 254 }"#;
+            assert!(config.contains(main), "{config}");
+            config = config.replace(main, &format!("{main}, {}", s.extra_tables));
+        }
+        let config = scratch.write("configuration.json", &config);
         let dp = Attachment::new(&lab, s.label);
         let report = dp.json(&["attach", "--config", &config]);
         assert_eq!(
@@ -761,6 +770,115 @@ fn too_big_packets_follow_the_policy_through_the_stack() {
     assert!(out.contains("3 received"), "fragmented to up2: {out}");
 }
 
+/// A `lookup_table` policy holds on the slow path: the router's table 100 (`alt`) routes
+/// the service addresses via up2, its main table via up1, and a policy looks the service
+/// up in `alt`. Plain echoes are forwarded by the fast path to up2. Echoes with a record
+/// route option, and packets too big for to-up2 (MTU 1280), go to the router's stack with
+/// alt's mark, whose rule `route attach` installed: the record-route echoes reach up2, not
+/// up1; too-big packets get "fragmentation needed" / "packet too big" with to-up2's MTU,
+/// where the main table would have carried them whole to up1. `route get` says so.
+#[test]
+fn lookup_table_packets_follow_their_table_through_the_stack() {
+    let l = Lab::new(Setup {
+        label: "lookup-slow",
+        forwarding: true,
+        service_routes: true,
+        extra_tables: r#"{ "name": "alt", "id": 100 }"#,
+        before_attach: &|lab| {
+            set_mtu(&lab.router.name, &lab.up2_link.a, 1280);
+            set_mtu(&lab.up2.name, &lab.up2_link.b, 1280);
+        },
+        ..Setup::default()
+    });
+    let r = l.lab.router.name.clone();
+    let _alt = [
+        RouteGuard::new(&r, &[SVC4, "via", RouterLab::UP2_4, "table", "100"]),
+        RouteGuard::new(&r, &[SVC6, "via", RouterLab::UP2_6, "table", "100"]),
+    ];
+    let _no_ratelimit = [
+        SysctlGuard::new(&r, "net.ipv4.icmp_ratelimit", "0"),
+        SysctlGuard::new(&r, "net.ipv6.icmp.ratelimit", "0"),
+    ];
+    // Next hops up1, up2, client take marks 1-3; tables main and alt 4 and 5.
+    for fam in ["-4", "-6"] {
+        let rules = run::must("ip", &[fam, "-n", &r, "rule", "show"]);
+        for want in [
+            "1000:	from all fwmark 0x4000000/0xff000000 lookup main",
+            "1000:	from all fwmark 0x5000000/0xff000000 lookup 100",
+        ] {
+            assert!(rules.contains(want), "{fam}: {want:?} in {rules}");
+        }
+    }
+    let c = l.to_client().to_owned();
+    l.apply(
+        "alt.json",
+        &format!(
+            r#"{{ "id": "svc4-alt", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "lookup_table", "table": "alt" }} }},
+  {{ "id": "svc6-alt", "priority": 11, "match": {{ "iif": "{c}", "dst": "{SVC6}" }}, "action": {{ "type": "lookup_table", "table": "alt" }} }}"#
+        ),
+    );
+    let text = l.dp.ok(&[
+        "get", "iif", &c, "from", "10.1.0.2", "to", SVC4, "proto", "udp", "dport", "53", "ttl", "1",
+    ]);
+    assert!(
+        text.contains(
+            "action lookup_table egress - next_hop - verdict pass, via stack following policy svc4-alt (lookup table alt: table 100, mark 0x5000000/0xff000000)"
+        ),
+        "{text}"
+    );
+    let json = l.dp.json(&[
+        "get", "iif", &c, "from", "fd01::2", "to", SVC6, "mark", "5", "ttl", "1",
+    ]);
+    let via = &json["via_stack"];
+    assert_eq!(via["policy"], "svc6-alt", "{json}");
+    assert_eq!(via["lookup_table"], "alt", "{json}");
+    assert_eq!(via["table"], 100, "{json}");
+    assert!(via["next_hop"].is_null(), "{json}");
+    assert_eq!(json["rewritten"]["mark"], 0x0500_0005, "{json}");
+
+    let client = l.lab.client.name.clone();
+    let passed = || iface_counter(&l.dp.stats(), &c, "passed_packets");
+    let out = pings_reach(&l, &client, false, &[], true);
+    assert!(
+        out.contains("3 received"),
+        "plain ping, by alt in the fast path: {out}"
+    );
+    let before = passed();
+    let out = pings_reach(&l, &client, false, &["-R"], true);
+    assert!(
+        out.contains("3 received") && out.contains("RR:") && out.contains("10.3.0.1"),
+        "record-route echoes routed by the router's stack through alt to up2: {out}"
+    );
+    assert!(
+        passed() >= before + 3,
+        "the echoes with options went to the stack"
+    );
+
+    let echos = || {
+        (
+            in_echos(&l.lab.up1.handle(), false),
+            in_echos(&l.lab.up2.handle(), false),
+            in_echos(&l.lab.up1.handle(), true),
+            in_echos(&l.lab.up2.handle(), true),
+        )
+    };
+    for (fam, dst, error) in [
+        ("-4", SVC4, "Frag needed and DF set (mtu = 1280)"),
+        ("-6", SVC6, "Packet too big: mtu=1280"),
+    ] {
+        let before = echos();
+        let out = ping(
+            &client,
+            &[fam, "-c", "1", "-W", "5", "-M", "do", "-s", "1300", dst],
+        );
+        assert!(
+            out.contains(error),
+            "{fam}: the router answers with alt's egress MTU, not main's route to up1: {out}"
+        );
+        assert_eq!(echos(), before, "{fam}: nothing reached up1 or up2: {out}");
+    }
+}
+
 /// `route attach` installs the slow path (a table per next hop, a fwmark rule per family
 /// it serves), `route get` says when a packet goes through it, and `route detach` leaves
 /// no rule and no route behind.
@@ -845,7 +963,8 @@ fn the_slow_path_is_installed_shown_and_removed() {
     assert!(plain["via_stack"].is_null(), "{plain}");
 
     let detached = l.dp.json(&["detach"]);
-    assert_eq!(detached["slow_path"]["rules"], 6, "{detached}");
+    // 3 next hops and table main, each in both families.
+    assert_eq!(detached["slow_path"]["rules"], 8, "{detached}");
     assert_eq!(detached["slow_path"]["routes"], 6, "{detached}");
     assert_no_slow_path(&l.lab.router.name);
 }
