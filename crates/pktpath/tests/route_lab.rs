@@ -1430,3 +1430,102 @@ fn trace_shows_the_fast_path_decision_in_the_journey() {
         }
     }
 }
+
+/// A `pktpath trace --route-pin-dir` running in the router namespace while `args` are
+/// pinged from the client, for `secs` seconds: its stdout once it ended.
+fn traced_ping(l: &Lab, output: &str, secs: &str, pings: &[&[&str]]) -> String {
+    use std::io::{BufRead as _, BufReader};
+    let pin = l.dp.pin.path.display().to_string();
+    let router = l.lab.router.name.clone();
+    let mut child = Command::new(common::PKTPATH)
+        .args(["trace", "icmp", "--netns", &router, "--output", output])
+        .args(["--route-pin-dir", &pin, "--duration", secs])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pktpath trace");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let banner = stderr.next().expect("a banner").expect("stderr");
+    assert!(banner.starts_with("pktpath: tracing"), "{banner}");
+    for args in pings {
+        let out = ping(&l.lab.client.name, args);
+        assert!(out.contains("received"), "{args:?}: {out}");
+    }
+    let status = child.wait().expect("wait for pktpath trace");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(status.success(), "trace: {status}");
+    stdout
+}
+
+/// The trace shows when the fast path hands a packet to the stack with its policy's
+/// slow-path mark: echo requests with a record-route option, matched by a policy that
+/// forwards to up2, are `forward -> passed via stack following the policy` in text and
+/// `"via_stack": true` in JSON; the plain echoes of the same policy are forwarded, and
+/// are not.
+#[test]
+fn trace_shows_a_packet_handed_to_the_stack_following_its_policy() {
+    let l = Lab::new(Setup {
+        label: "trace-via",
+        forwarding: true,
+        service_routes: true,
+        ..Setup::default()
+    });
+    let c = l.to_client().to_owned();
+    l.apply(
+        "via.json",
+        &format!(
+            r#"{{ "id": "icmp-up2", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
+        ),
+    );
+    let plain: &[&str] = &["-4", "-c", "2", "-i", "0.2", "-W", "5", SVC4];
+    let rr: &[&str] = &["-4", "-c", "2", "-i", "0.2", "-W", "5", "-R", SVC4];
+
+    let stdout = traced_ping(&l, "json", "5", &[plain, rr]);
+    let decisions: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
+        .filter(|e| e["hook"] == "tc:pktpath" && e["tc"]["policy"] == "icmp-up2")
+        .collect();
+    let seen: Vec<(&str, bool)> = decisions
+        .iter()
+        .map(|d| {
+            (
+                d["tc"]["outcome"].as_str().unwrap_or("?"),
+                d["tc"]["via_stack"]
+                    .as_bool()
+                    .expect("via_stack is a boolean"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("forwarded", false),
+            ("forwarded", false),
+            ("passed", true),
+            ("passed", true)
+        ],
+        "plain echoes forwarded, record-route ones via the stack:\n{stdout}"
+    );
+
+    let stdout = traced_ping(&l, "text", "3", &[rr]);
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.contains("tc:pktpath") && line.contains("icmp-up2"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for line in lines {
+        assert!(
+            line.contains(
+                "policy icmp-up2 (priority 10) forward -> passed via stack following the policy"
+            ),
+            "{line}"
+        );
+    }
+}
