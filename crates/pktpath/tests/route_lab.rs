@@ -1048,6 +1048,87 @@ fn attach_with_an_egress_down_leaves_its_slow_path_table_empty_and_warns() {
     assert_no_slow_path(&r);
 }
 
+/// An egress interface deleted and created again (as a container runtime or a VPN client
+/// does): the kernel deleted up2's slow-path route with it, so record-route echoes a
+/// policy forwards to up2 go by the main table to up1; `route apply` (CAP_BPF would do for
+/// the policies; here as root) puts the route back through the new interface, says so,
+/// and the echoes reach up2 again. Detach then leaves nothing.
+#[test]
+fn apply_puts_back_the_slow_path_route_of_a_recreated_interface() {
+    let l = Lab::new(Setup {
+        label: "recreated",
+        forwarding: true,
+        service_routes: true,
+        ..Setup::default()
+    });
+    let (r, up2) = (l.lab.router.name.clone(), l.lab.up2.name.clone());
+    let (a, b) = (&l.lab.up2_link.a, &l.lab.up2_link.b);
+    let c = l.to_client().to_owned();
+    let policies = format!(
+        r#"{{ "id": "v4-up2", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
+    );
+    l.apply("up2.json", &policies);
+    let client = l.lab.client.name.clone();
+    pings_reach(&l, &client, false, &["-R"], true);
+
+    // The same names and addresses on a new veth pair (removed with the namespaces).
+    run::must("ip", &["-n", &r, "link", "del", a]);
+    run::must(
+        "ip",
+        &[
+            "-n", &r, "link", "add", a, "type", "veth", "peer", "name", b, "netns", &up2,
+        ],
+    );
+    for (ns, dev, addr) in [(&r, a, "10.3.0.1/24"), (&up2, b, "10.3.0.2/24")] {
+        run::must("ip", &["-n", ns, "addr", "add", addr, "dev", dev]);
+        run::must("ip", &["-n", ns, "link", "set", dev, "up"]);
+    }
+    run::must(
+        "ip",
+        &["-n", &up2, "route", "add", "10.1.0.0/24", "via", "10.3.0.1"],
+    );
+    let table = || run::must("ip", &["-4", "-n", &r, "route", "show", "table", "7071"]);
+    assert!(
+        table().trim().is_empty(),
+        "gone with the interface: {}",
+        table()
+    );
+    let out = pings_reach(&l, &client, false, &["-R"], false);
+    assert!(
+        out.contains("3 received"),
+        "by main to up1 meanwhile: {out}"
+    );
+
+    let path = l.write_set("up2.json", &policies);
+    let out = l.dp.route(&["apply", &path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("put back the slow path's routes in tables 7071"),
+        "{stderr}"
+    );
+    assert!(
+        table().contains(&format!("default via 10.3.0.2 dev {a}")),
+        "{}",
+        table()
+    );
+    let out = pings_reach(&l, &client, false, &["-R"], true);
+    assert!(
+        out.contains("3 received"),
+        "by the policy's table to up2: {out}"
+    );
+    // Nothing missing: the next apply puts back nothing.
+    let report = l.dp.json(&["apply", &path]);
+    assert!(
+        report["applied"]["slow_path_restored"].is_null(),
+        "{report}"
+    );
+
+    let detached = l.dp.json(&["detach"]);
+    assert_eq!(detached["slow_path"]["routes"], 6, "{detached}");
+    assert_no_slow_path(&r);
+}
+
 /// A broadcast is not forwarded by a unicast policy, with real traffic: a policy sends
 /// every IPv4 datagram from the client to up1, and up1 listens on all its addresses.
 /// Datagrams to the service address reach it through the fast path; datagrams the client

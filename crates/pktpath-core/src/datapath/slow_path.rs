@@ -21,7 +21,8 @@
 //!
 //! [`plan`] is pure: what a configuration calls for, with the kernel's ifindexes.
 //! `attach` records the plan in `attach.json` before it installs anything, so a failed or
-//! killed attach and every detach remove exactly that ([`remove`]).
+//! killed attach and every detach remove exactly that ([`remove`]). `apply` puts back the
+//! routes an interface deleted and created again took with it ([`restore`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -212,17 +213,12 @@ pub fn check_free(plan: &SlowPlan, config: &str) -> Result<(), SlowPathError> {
 /// The kernel refuses a route through an interface that is down (ENETDOWN). Such a next
 /// hop's table is left empty, with a warning: its rule then finds no route there and the
 /// stack goes on to the main table, as it would without a slow path, and the fast path
-/// cannot forward to that interface either. `route attach` run again fills it.
+/// cannot forward to that interface either. `route attach` or `route apply` run again
+/// fills it ([`restore`]).
 pub fn install(plan: &SlowPlan) -> Result<(), SysError> {
     for r in &plan.routes {
         match policy_routing::replace_default_route(r) {
-            Err(e) if e.source.raw_os_error() == Some(libc::ENETDOWN) => log::warn!(
-                "slow path: table {} left empty, its interface (index {}) is down; packets \
-                 of its next hop handed to the stack follow the main table until `pktpath \
-                 route attach` runs again with the interface up",
-                r.table,
-                r.ifindex
-            ),
+            Err(e) if e.source.raw_os_error() == Some(libc::ENETDOWN) => warn_down(r),
             other => other?,
         }
     }
@@ -230,6 +226,48 @@ pub fn install(plan: &SlowPlan) -> Result<(), SysError> {
         policy_routing::add_rule(r)?;
     }
     Ok(())
+}
+
+/// Puts back the routes of `plan` whose table lacks them: the kernel deletes a route with
+/// its interface, so a next hop's table empties when its interface is deleted, and stays
+/// empty when the interface comes back. Returns the tables filled again, lowest first. A
+/// table whose interface is down stays empty, with the warning [`install`] gives.
+///
+/// Adds nothing when nothing is missing, so it needs no privilege then (the listing
+/// takes none); adding a route takes CAP_NET_ADMIN.
+pub fn restore(plan: &SlowPlan) -> Result<Vec<u32>, SysError> {
+    let mut restored = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        if !plan.routes.iter().any(|r| r.family == family) {
+            continue;
+        }
+        let counts = policy_routing::routes_per_table(family)?;
+        for r in plan.routes.iter().filter(|r| r.family == family) {
+            if counts.get(&r.table).copied().unwrap_or(0) != 0 {
+                continue;
+            }
+            match policy_routing::replace_default_route(r) {
+                Err(e) if e.source.raw_os_error() == Some(libc::ENETDOWN) => {
+                    warn_down(r);
+                }
+                Err(e) => return Err(e),
+                Ok(()) => restored.push(r.table),
+            }
+        }
+    }
+    restored.sort_unstable();
+    restored.dedup();
+    Ok(restored)
+}
+
+fn warn_down(r: &DefaultRoute) {
+    log::warn!(
+        "slow path: table {} left empty, its interface (index {}) is down; packets of its \
+         next hop handed to the stack follow the main table until `pktpath route apply` or \
+         `pktpath route attach` runs again with the interface up",
+        r.table,
+        r.ifindex
+    );
 }
 
 /// What [`remove`] removed.

@@ -415,6 +415,17 @@ fn apply_cmd(layout: &Layout, wait: Duration, args: ApplyArgs) -> anyhow::Result
     }
     let writer = writer.expect("taken unless a dry run");
     let report = attached.apply(&writer, &set, &source)?;
+    if !report.slow_path_restored.is_empty() {
+        let tables: Vec<String> = report
+            .slow_path_restored
+            .iter()
+            .map(u32::to_string)
+            .collect();
+        eprintln!(
+            "pktpath: put back the slow path's routes in tables {} (an interface they go through was deleted and is back)",
+            tables.join(", ")
+        );
+    }
     if args.json {
         print_json(&serde_json::json!({ "applied": report, "changes": diff }))?;
     } else {
