@@ -1061,8 +1061,8 @@ fn apply_puts_back_the_slow_path_route_of_a_recreated_interface() {
         service_routes: true,
         ..Setup::default()
     });
-    let (r, up2) = (l.lab.router.name.clone(), l.lab.up2.name.clone());
-    let (a, b) = (&l.lab.up2_link.a, &l.lab.up2_link.b);
+    let r = l.lab.router.name.clone();
+    let a = &l.lab.up2_link.a;
     let c = l.to_client().to_owned();
     let policies = format!(
         r#"{{ "id": "v4-up2", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
@@ -1071,22 +1071,7 @@ fn apply_puts_back_the_slow_path_route_of_a_recreated_interface() {
     let client = l.lab.client.name.clone();
     pings_reach(&l, &client, false, &["-R"], true);
 
-    // The same names and addresses on a new veth pair (removed with the namespaces).
-    run::must("ip", &["-n", &r, "link", "del", a]);
-    run::must(
-        "ip",
-        &[
-            "-n", &r, "link", "add", a, "type", "veth", "peer", "name", b, "netns", &up2,
-        ],
-    );
-    for (ns, dev, addr) in [(&r, a, "10.3.0.1/24"), (&up2, b, "10.3.0.2/24")] {
-        run::must("ip", &["-n", ns, "addr", "add", addr, "dev", dev]);
-        run::must("ip", &["-n", ns, "link", "set", dev, "up"]);
-    }
-    run::must(
-        "ip",
-        &["-n", &up2, "route", "add", "10.1.0.0/24", "via", "10.3.0.1"],
-    );
+    recreate_up2_link(&l);
     let table = || run::must("ip", &["-4", "-n", &r, "route", "show", "table", "7071"]);
     assert!(
         table().trim().is_empty(),
@@ -1127,6 +1112,79 @@ fn apply_puts_back_the_slow_path_route_of_a_recreated_interface() {
     let detached = l.dp.json(&["detach"]);
     assert_eq!(detached["slow_path"]["routes"], 6, "{detached}");
     assert_no_slow_path(&r);
+}
+
+/// Deletes the router – up2 veth pair and makes a new one with the same names, addresses
+/// (IPv4) and up2's route back to the client (all removed with the namespaces).
+fn recreate_up2_link(l: &Lab) {
+    let (r, up2) = (&l.lab.router.name, &l.lab.up2.name);
+    let (a, b) = (&l.lab.up2_link.a, &l.lab.up2_link.b);
+    run::must("ip", &["-n", r, "link", "del", a]);
+    run::must(
+        "ip",
+        &[
+            "-n", r, "link", "add", a, "type", "veth", "peer", "name", b, "netns", up2,
+        ],
+    );
+    for (ns, dev, addr) in [(r, a, "10.3.0.1/24"), (up2, b, "10.3.0.2/24")] {
+        run::must("ip", &["-n", ns, "addr", "add", addr, "dev", dev]);
+        run::must("ip", &["-n", ns, "link", "set", dev, "up"]);
+    }
+    run::must(
+        "ip",
+        &["-n", up2, "route", "add", "10.1.0.0/24", "via", "10.3.0.1"],
+    );
+}
+
+/// `route attach` run again after an interface was deleted and created again (TCX): the
+/// link pinned for its hook outlived the old interface, and the new one has no program;
+/// attach puts the program on it, the next hops through it follow its new ifindex, and its
+/// slow-path route comes back. With the router's own forwarding off, echoes to up2 and
+/// their replies (classified on up2's new interface) cross only if all of that happened.
+#[test]
+fn attach_again_rehooks_an_interface_created_again() {
+    let l = Lab::new(Setup {
+        label: "rehook",
+        ..Setup::default()
+    });
+    let c = l.to_client().to_owned();
+    l.apply(
+        "up2.json",
+        &format!(
+            r#"{{ "id": "v4-up2", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
+        ),
+    );
+    let client = l.lab.client.name.clone();
+    let out = pings_reach(&l, &client, false, &[], true);
+    assert!(out.contains("3 received"), "{out}");
+
+    recreate_up2_link(&l);
+    let config = l
+        .scratch
+        .write("configuration.json", &common::lab_config(&l.lab, &[]));
+    let report = l.dp.json(&["attach", "--config", &config]);
+    let up2 = format!("{}/ingress", l.lab.up2_link.a);
+    assert_eq!(report["attached"], serde_json::json!([up2]), "{report}");
+    let t = run::must(
+        "ip",
+        &[
+            "-4",
+            "-n",
+            &l.lab.router.name,
+            "route",
+            "show",
+            "table",
+            "7071",
+        ],
+    );
+    assert!(t.contains("default via 10.3.0.2"), "{t}");
+    let out = pings_reach(&l, &client, false, &[], true);
+    assert!(
+        out.contains("3 received"),
+        "through the new interface: {out}"
+    );
+    let again = l.dp.json(&["attach", "--config", &config]);
+    assert_eq!(again["attached"], serde_json::json!([]), "{again}");
 }
 
 /// A broadcast is not forwarded by a unicast policy, with real traffic: a policy sends
