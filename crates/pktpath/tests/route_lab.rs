@@ -776,7 +776,9 @@ fn too_big_packets_follow_the_policy_through_the_stack() {
 /// route option, and packets too big for to-up2 (MTU 1280), go to the router's stack with
 /// alt's mark, whose rule `route attach` installed: the record-route echoes reach up2, not
 /// up1; too-big packets get "fragmentation needed" / "packet too big" with to-up2's MTU,
-/// where the main table would have carried them whole to up1. `route get` says so.
+/// where the main table would have carried them whole to up1; and a destination alt
+/// holds an `unreachable` route for (which the fast path cannot use either) gets the
+/// router's "host unreachable", where main would have sent it to up1. `route get` says so.
 #[test]
 fn lookup_table_packets_follow_their_table_through_the_stack() {
     let l = Lab::new(Setup {
@@ -791,9 +793,12 @@ fn lookup_table_packets_follow_their_table_through_the_stack() {
         ..Setup::default()
     });
     let r = l.lab.router.name.clone();
+    // 10.9.0.99: main forwards it to up1, alt says unreachable.
     let _alt = [
         RouteGuard::new(&r, &[SVC4, "via", RouterLab::UP2_4, "table", "100"]),
         RouteGuard::new(&r, &[SVC6, "via", RouterLab::UP2_6, "table", "100"]),
+        RouteGuard::new(&r, &["10.9.0.99", "via", RouterLab::UP1_4]),
+        RouteGuard::new(&r, &["unreachable", "10.9.0.99", "table", "100"]),
     ];
     let _no_ratelimit = [
         SysctlGuard::new(&r, "net.ipv4.icmp_ratelimit", "0"),
@@ -814,7 +819,8 @@ fn lookup_table_packets_follow_their_table_through_the_stack() {
         "alt.json",
         &format!(
             r#"{{ "id": "svc4-alt", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "lookup_table", "table": "alt" }} }},
-  {{ "id": "svc6-alt", "priority": 11, "match": {{ "iif": "{c}", "dst": "{SVC6}" }}, "action": {{ "type": "lookup_table", "table": "alt" }} }}"#
+  {{ "id": "svc6-alt", "priority": 11, "match": {{ "iif": "{c}", "dst": "{SVC6}" }}, "action": {{ "type": "lookup_table", "table": "alt" }} }},
+  {{ "id": "gone-alt", "priority": 12, "match": {{ "iif": "{c}", "dst": "10.9.0.99" }}, "action": {{ "type": "lookup_table", "table": "alt" }} }}"#
         ),
     );
     let text = l.dp.ok(&[
@@ -877,6 +883,14 @@ fn lookup_table_packets_follow_their_table_through_the_stack() {
         );
         assert_eq!(echos(), before, "{fam}: nothing reached up1 or up2: {out}");
     }
+    // A route of the table that the fast path cannot use holds in the stack too.
+    let before = echos();
+    let out = ping(&client, &["-4", "-c", "1", "-W", "5", "10.9.0.99"]);
+    assert!(
+        out.contains("From 10.1.0.1") && out.contains("Destination Host Unreachable"),
+        "alt's unreachable route answers, not main's route to up1: {out}"
+    );
+    assert_eq!(echos(), before, "nothing reached up1: {out}");
 }
 
 /// `route attach` installs the slow path (a table per next hop, a fwmark rule per family
