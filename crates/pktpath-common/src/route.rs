@@ -302,6 +302,8 @@ pub struct RuleValue {
     pub flags: u8,
     pub dscp: u8,
     pub _pad: u8,
+    /// Index in the next hop table: the next hop's entry for a `forward` rule, the
+    /// table's entry (its slow-path mark only) for a `lookup_table` rule.
     pub nexthop: u32,
     pub table: u32,
     pub mark: u32,
@@ -387,7 +389,9 @@ pub const fn prefix_word_mask(len: u8, i: usize) -> u32 {
     }
 }
 
-/// A next hop: egress interface, gateway, and optionally fixed MAC addresses.
+/// A next hop: egress interface, gateway, and optionally fixed MAC addresses. The entries
+/// after the next hops' (one per routing table of the configuration) carry only a
+/// `lookup_table` rule's slow-path mark.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NextHop {
@@ -405,11 +409,12 @@ pub struct NextHop {
     /// changed later counts, and packets that do not fit go to the stack.
     pub mtu: u32,
     /// The mark bits (within `slow_mask`) the data path sets on a packet of a `forward`
-    /// policy to this next hop that it hands to the kernel stack instead of forwarding it
-    /// (TTL about to expire, too big for the egress MTU, IPv4 options): `route attach`
-    /// installs an `ip rule fwmark slow_mark/slow_mask` that looks up a routing table
-    /// holding a route to this next hop, so the stack forwards such a packet as the policy
-    /// says. The packet's other mark bits are kept.
+    /// policy to this next hop (or of a `lookup_table` policy, for a table's entry) that it
+    /// hands to the kernel stack instead of forwarding it (TTL about to expire, too big for
+    /// the egress MTU, IPv4 options): `route attach` installs an `ip rule fwmark
+    /// slow_mark/slow_mask` that looks up a routing table holding a route to this next hop
+    /// (or the policy's table), so the stack forwards such a packet as the policy says. The
+    /// packet's other mark bits are kept.
     pub slow_mark: u32,
     /// The mark bits the slow path reserves; 0: no rule for this entry, the stack routes
     /// such packets by its own tables.
@@ -451,9 +456,10 @@ pub const OUTCOME_DROPPED: u8 = 2;
 pub const OUTCOME_ERROR: u8 = 3;
 pub const OUTCOME_INVALID: u8 = 4;
 
-/// `Decision::flags`: the packet, matched by a `forward` policy, was handed to the kernel
-/// stack with its next hop's slow-path mark ([`NextHop::slow_mark`]), so the stack's
-/// forwarding follows the policy.
+/// `Decision::flags`: the packet, matched by a `forward` or `lookup_table` policy, was
+/// handed to the kernel stack with its next hop's or table's slow-path mark
+/// ([`NextHop::slow_mark`]; `Decision::nexthop` is that entry), so the stack's forwarding
+/// follows the policy.
 pub const DECISION_VIA_STACK: u8 = 1;
 
 /// `__sk_buff.cb[1..3]` of a `route get` test run, beside its nonce in `cb[0]`. A real

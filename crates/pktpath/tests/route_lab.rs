@@ -57,6 +57,8 @@ struct Setup<'a> {
     service_routes: bool,
     /// Applied before attach (MTU changes, ...).
     before_attach: &'a dyn Fn(&RouterLab),
+    /// Routing tables configuration.json names besides main, as `{ "name", "id" }` JSON.
+    extra_tables: &'a str,
 }
 
 impl Default for Setup<'_> {
@@ -69,6 +71,7 @@ impl Default for Setup<'_> {
             egress_client: false,
             service_routes: false,
             before_attach: &|_| {},
+            extra_tables: "",
         }
     }
 }
@@ -108,7 +111,13 @@ impl Lab {
         .into_iter()
         .filter_map(|(on, link)| on.then_some(link.a.as_str()))
         .collect();
-        let config = scratch.write("configuration.json", &common::lab_config(&lab, &egress));
+        let mut config = common::lab_config(&lab, &egress);
+        if !s.extra_tables.is_empty() {
+            let main = r#"{ "name": "main", "id": 254 }"#;
+            assert!(config.contains(main), "{config}");
+            config = config.replace(main, &format!("{main}, {}", s.extra_tables));
+        }
+        let config = scratch.write("configuration.json", &config);
         let dp = Attachment::new(&lab, s.label);
         let report = dp.json(&["attach", "--config", &config]);
         assert_eq!(
@@ -761,6 +770,129 @@ fn too_big_packets_follow_the_policy_through_the_stack() {
     assert!(out.contains("3 received"), "fragmented to up2: {out}");
 }
 
+/// A `lookup_table` policy holds on the slow path: the router's table 100 (`alt`) routes
+/// the service addresses via up2, its main table via up1, and a policy looks the service
+/// up in `alt`. Plain echoes are forwarded by the fast path to up2. Echoes with a record
+/// route option, and packets too big for to-up2 (MTU 1280), go to the router's stack with
+/// alt's mark, whose rule `route attach` installed: the record-route echoes reach up2, not
+/// up1; too-big packets get "fragmentation needed" / "packet too big" with to-up2's MTU,
+/// where the main table would have carried them whole to up1; and a destination alt
+/// holds an `unreachable` route for (which the fast path cannot use either) gets the
+/// router's "host unreachable", where main would have sent it to up1. `route get` says so.
+#[test]
+fn lookup_table_packets_follow_their_table_through_the_stack() {
+    let l = Lab::new(Setup {
+        label: "lookup-slow",
+        forwarding: true,
+        service_routes: true,
+        extra_tables: r#"{ "name": "alt", "id": 100 }"#,
+        before_attach: &|lab| {
+            set_mtu(&lab.router.name, &lab.up2_link.a, 1280);
+            set_mtu(&lab.up2.name, &lab.up2_link.b, 1280);
+        },
+        ..Setup::default()
+    });
+    let r = l.lab.router.name.clone();
+    // 10.9.0.99: main forwards it to up1, alt says unreachable.
+    let _alt = [
+        RouteGuard::new(&r, &[SVC4, "via", RouterLab::UP2_4, "table", "100"]),
+        RouteGuard::new(&r, &[SVC6, "via", RouterLab::UP2_6, "table", "100"]),
+        RouteGuard::new(&r, &["10.9.0.99", "via", RouterLab::UP1_4]),
+        RouteGuard::new(&r, &["unreachable", "10.9.0.99", "table", "100"]),
+    ];
+    let _no_ratelimit = [
+        SysctlGuard::new(&r, "net.ipv4.icmp_ratelimit", "0"),
+        SysctlGuard::new(&r, "net.ipv6.icmp.ratelimit", "0"),
+    ];
+    // Next hops up1, up2, client take marks 1-3; tables main and alt 4 and 5.
+    for fam in ["-4", "-6"] {
+        let rules = run::must("ip", &[fam, "-n", &r, "rule", "show"]);
+        for want in [
+            "1000:	from all fwmark 0x4000000/0xff000000 lookup main",
+            "1000:	from all fwmark 0x5000000/0xff000000 lookup 100",
+        ] {
+            assert!(rules.contains(want), "{fam}: {want:?} in {rules}");
+        }
+    }
+    let c = l.to_client().to_owned();
+    l.apply(
+        "alt.json",
+        &format!(
+            r#"{{ "id": "svc4-alt", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "lookup_table", "table": "alt" }} }},
+  {{ "id": "svc6-alt", "priority": 11, "match": {{ "iif": "{c}", "dst": "{SVC6}" }}, "action": {{ "type": "lookup_table", "table": "alt" }} }},
+  {{ "id": "gone-alt", "priority": 12, "match": {{ "iif": "{c}", "dst": "10.9.0.99" }}, "action": {{ "type": "lookup_table", "table": "alt" }} }}"#
+        ),
+    );
+    let text = l.dp.ok(&[
+        "get", "iif", &c, "from", "10.1.0.2", "to", SVC4, "proto", "udp", "dport", "53", "ttl", "1",
+    ]);
+    assert!(
+        text.contains(
+            "action lookup_table egress - next_hop - verdict pass, via stack following policy svc4-alt (lookup table alt: table 100, mark 0x5000000/0xff000000)"
+        ),
+        "{text}"
+    );
+    let json = l.dp.json(&[
+        "get", "iif", &c, "from", "fd01::2", "to", SVC6, "mark", "5", "ttl", "1",
+    ]);
+    let via = &json["via_stack"];
+    assert_eq!(via["policy"], "svc6-alt", "{json}");
+    assert_eq!(via["lookup_table"], "alt", "{json}");
+    assert_eq!(via["table"], 100, "{json}");
+    assert!(via["next_hop"].is_null(), "{json}");
+    assert_eq!(json["rewritten"]["mark"], 0x0500_0005, "{json}");
+
+    let client = l.lab.client.name.clone();
+    let passed = || iface_counter(&l.dp.stats(), &c, "passed_packets");
+    let out = pings_reach(&l, &client, false, &[], true);
+    assert!(
+        out.contains("3 received"),
+        "plain ping, by alt in the fast path: {out}"
+    );
+    let before = passed();
+    let out = pings_reach(&l, &client, false, &["-R"], true);
+    assert!(
+        out.contains("3 received") && out.contains("RR:") && out.contains("10.3.0.1"),
+        "record-route echoes routed by the router's stack through alt to up2: {out}"
+    );
+    assert!(
+        passed() >= before + 3,
+        "the echoes with options went to the stack"
+    );
+
+    let echos = || {
+        (
+            in_echos(&l.lab.up1.handle(), false),
+            in_echos(&l.lab.up2.handle(), false),
+            in_echos(&l.lab.up1.handle(), true),
+            in_echos(&l.lab.up2.handle(), true),
+        )
+    };
+    for (fam, dst, error) in [
+        ("-4", SVC4, "Frag needed and DF set (mtu = 1280)"),
+        ("-6", SVC6, "Packet too big: mtu=1280"),
+    ] {
+        let before = echos();
+        let out = ping(
+            &client,
+            &[fam, "-c", "1", "-W", "5", "-M", "do", "-s", "1300", dst],
+        );
+        assert!(
+            out.contains(error),
+            "{fam}: the router answers with alt's egress MTU, not main's route to up1: {out}"
+        );
+        assert_eq!(echos(), before, "{fam}: nothing reached up1 or up2: {out}");
+    }
+    // A route of the table that the fast path cannot use holds in the stack too.
+    let before = echos();
+    let out = ping(&client, &["-4", "-c", "1", "-W", "5", "10.9.0.99"]);
+    assert!(
+        out.contains("From 10.1.0.1") && out.contains("Destination Host Unreachable"),
+        "alt's unreachable route answers, not main's route to up1: {out}"
+    );
+    assert_eq!(echos(), before, "nothing reached up1: {out}");
+}
+
 /// `route attach` installs the slow path (a table per next hop, a fwmark rule per family
 /// it serves), `route get` says when a packet goes through it, and `route detach` leaves
 /// no rule and no route behind.
@@ -845,7 +977,8 @@ fn the_slow_path_is_installed_shown_and_removed() {
     assert!(plain["via_stack"].is_null(), "{plain}");
 
     let detached = l.dp.json(&["detach"]);
-    assert_eq!(detached["slow_path"]["rules"], 6, "{detached}");
+    // 3 next hops and table main, each in both families.
+    assert_eq!(detached["slow_path"]["rules"], 8, "{detached}");
     assert_eq!(detached["slow_path"]["routes"], 6, "{detached}");
     assert_no_slow_path(&l.lab.router.name);
 }
@@ -927,6 +1060,145 @@ fn attach_with_an_egress_down_leaves_its_slow_path_table_empty_and_warns() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_no_slow_path(&r);
+}
+
+/// An egress interface deleted and created again (as a container runtime or a VPN client
+/// does): the kernel deleted up2's slow-path route with it, so record-route echoes a
+/// policy forwards to up2 go by the main table to up1; `route apply` (CAP_BPF would do for
+/// the policies; here as root) puts the route back through the new interface, says so,
+/// and the echoes reach up2 again. Detach then leaves nothing.
+#[test]
+fn apply_puts_back_the_slow_path_route_of_a_recreated_interface() {
+    let l = Lab::new(Setup {
+        label: "recreated",
+        forwarding: true,
+        service_routes: true,
+        ..Setup::default()
+    });
+    let r = l.lab.router.name.clone();
+    let a = &l.lab.up2_link.a;
+    let c = l.to_client().to_owned();
+    let policies = format!(
+        r#"{{ "id": "v4-up2", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
+    );
+    l.apply("up2.json", &policies);
+    let client = l.lab.client.name.clone();
+    pings_reach(&l, &client, false, &["-R"], true);
+
+    recreate_up2_link(&l);
+    let table = || run::must("ip", &["-4", "-n", &r, "route", "show", "table", "7071"]);
+    assert!(
+        table().trim().is_empty(),
+        "gone with the interface: {}",
+        table()
+    );
+    let out = pings_reach(&l, &client, false, &["-R"], false);
+    assert!(
+        out.contains("3 received"),
+        "by main to up1 meanwhile: {out}"
+    );
+
+    let path = l.write_set("up2.json", &policies);
+    let out = l.dp.route(&["apply", &path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("put back the slow path's routes in tables 7071"),
+        "{stderr}"
+    );
+    assert!(
+        table().contains(&format!("default via 10.3.0.2 dev {a}")),
+        "{}",
+        table()
+    );
+    let out = pings_reach(&l, &client, false, &["-R"], true);
+    assert!(
+        out.contains("3 received"),
+        "by the policy's table to up2: {out}"
+    );
+    // Nothing missing: the next apply puts back nothing.
+    let report = l.dp.json(&["apply", &path]);
+    assert!(
+        report["applied"]["slow_path_restored"].is_null(),
+        "{report}"
+    );
+
+    let detached = l.dp.json(&["detach"]);
+    assert_eq!(detached["slow_path"]["routes"], 6, "{detached}");
+    assert_no_slow_path(&r);
+}
+
+/// Deletes the router – up2 veth pair and makes a new one with the same names, addresses
+/// (IPv4) and up2's route back to the client (all removed with the namespaces).
+fn recreate_up2_link(l: &Lab) {
+    let (r, up2) = (&l.lab.router.name, &l.lab.up2.name);
+    let (a, b) = (&l.lab.up2_link.a, &l.lab.up2_link.b);
+    run::must("ip", &["-n", r, "link", "del", a]);
+    run::must(
+        "ip",
+        &[
+            "-n", r, "link", "add", a, "type", "veth", "peer", "name", b, "netns", up2,
+        ],
+    );
+    for (ns, dev, addr) in [(r, a, "10.3.0.1/24"), (up2, b, "10.3.0.2/24")] {
+        run::must("ip", &["-n", ns, "addr", "add", addr, "dev", dev]);
+        run::must("ip", &["-n", ns, "link", "set", dev, "up"]);
+    }
+    run::must(
+        "ip",
+        &["-n", up2, "route", "add", "10.1.0.0/24", "via", "10.3.0.1"],
+    );
+}
+
+/// `route attach` run again after an interface was deleted and created again (TCX): the
+/// link pinned for its hook outlived the old interface, and the new one has no program;
+/// attach puts the program on it, the next hops through it follow its new ifindex, and its
+/// slow-path route comes back. With the router's own forwarding off, echoes to up2 and
+/// their replies (classified on up2's new interface) cross only if all of that happened.
+#[test]
+fn attach_again_rehooks_an_interface_created_again() {
+    let l = Lab::new(Setup {
+        label: "rehook",
+        ..Setup::default()
+    });
+    let c = l.to_client().to_owned();
+    l.apply(
+        "up2.json",
+        &format!(
+            r#"{{ "id": "v4-up2", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
+        ),
+    );
+    let client = l.lab.client.name.clone();
+    let out = pings_reach(&l, &client, false, &[], true);
+    assert!(out.contains("3 received"), "{out}");
+
+    recreate_up2_link(&l);
+    let config = l
+        .scratch
+        .write("configuration.json", &common::lab_config(&l.lab, &[]));
+    let report = l.dp.json(&["attach", "--config", &config]);
+    let up2 = format!("{}/ingress", l.lab.up2_link.a);
+    assert_eq!(report["attached"], serde_json::json!([up2]), "{report}");
+    let t = run::must(
+        "ip",
+        &[
+            "-4",
+            "-n",
+            &l.lab.router.name,
+            "route",
+            "show",
+            "table",
+            "7071",
+        ],
+    );
+    assert!(t.contains("default via 10.3.0.2"), "{t}");
+    let out = pings_reach(&l, &client, false, &[], true);
+    assert!(
+        out.contains("3 received"),
+        "through the new interface: {out}"
+    );
+    let again = l.dp.json(&["attach", "--config", &config]);
+    assert_eq!(again["attached"], serde_json::json!([]), "{again}");
 }
 
 /// A broadcast is not forwarded by a unicast policy, with real traffic: a policy sends
@@ -1309,5 +1581,104 @@ fn trace_shows_the_fast_path_decision_in_the_journey() {
                 "sent on {egress} after the decision: {journey:?}"
             );
         }
+    }
+}
+
+/// A `pktpath trace --route-pin-dir` running in the router namespace while `args` are
+/// pinged from the client, for `secs` seconds: its stdout once it ended.
+fn traced_ping(l: &Lab, output: &str, secs: &str, pings: &[&[&str]]) -> String {
+    use std::io::{BufRead as _, BufReader};
+    let pin = l.dp.pin.path.display().to_string();
+    let router = l.lab.router.name.clone();
+    let mut child = Command::new(common::PKTPATH)
+        .args(["trace", "icmp", "--netns", &router, "--output", output])
+        .args(["--route-pin-dir", &pin, "--duration", secs])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pktpath trace");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let banner = stderr.next().expect("a banner").expect("stderr");
+    assert!(banner.starts_with("pktpath: tracing"), "{banner}");
+    for args in pings {
+        let out = ping(&l.lab.client.name, args);
+        assert!(out.contains("received"), "{args:?}: {out}");
+    }
+    let status = child.wait().expect("wait for pktpath trace");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(status.success(), "trace: {status}");
+    stdout
+}
+
+/// The trace shows when the fast path hands a packet to the stack with its policy's
+/// slow-path mark: echo requests with a record-route option, matched by a policy that
+/// forwards to up2, are `forward -> passed via stack following the policy` in text and
+/// `"via_stack": true` in JSON; the plain echoes of the same policy are forwarded, and
+/// are not.
+#[test]
+fn trace_shows_a_packet_handed_to_the_stack_following_its_policy() {
+    let l = Lab::new(Setup {
+        label: "trace-via",
+        forwarding: true,
+        service_routes: true,
+        ..Setup::default()
+    });
+    let c = l.to_client().to_owned();
+    l.apply(
+        "via.json",
+        &format!(
+            r#"{{ "id": "icmp-up2", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
+        ),
+    );
+    let plain: &[&str] = &["-4", "-c", "2", "-i", "0.2", "-W", "5", SVC4];
+    let rr: &[&str] = &["-4", "-c", "2", "-i", "0.2", "-W", "5", "-R", SVC4];
+
+    let stdout = traced_ping(&l, "json", "5", &[plain, rr]);
+    let decisions: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
+        .filter(|e| e["hook"] == "tc:pktpath" && e["tc"]["policy"] == "icmp-up2")
+        .collect();
+    let seen: Vec<(&str, bool)> = decisions
+        .iter()
+        .map(|d| {
+            (
+                d["tc"]["outcome"].as_str().unwrap_or("?"),
+                d["tc"]["via_stack"]
+                    .as_bool()
+                    .expect("via_stack is a boolean"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("forwarded", false),
+            ("forwarded", false),
+            ("passed", true),
+            ("passed", true)
+        ],
+        "plain echoes forwarded, record-route ones via the stack:\n{stdout}"
+    );
+
+    let stdout = traced_ping(&l, "text", "3", &[rr]);
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.contains("tc:pktpath") && line.contains("icmp-up2"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for line in lines {
+        assert!(
+            line.contains(
+                "policy icmp-up2 (priority 10) forward -> passed via stack following the policy"
+            ),
+            "{line}"
+        );
     }
 }

@@ -14,7 +14,8 @@ use aya::{
     programs::{SchedClassifier, TestRun as _, TestRunOptions},
 };
 use pktpath_common::route::{
-    ACTION_FORWARD, DECISION_VIA_STACK, Decision, FAMILY_V4, GET_MAGIC, MAP_DECISION, PROG_DATAPATH,
+    ACTION_FORWARD, ACTION_TABLE, DECISION_VIA_STACK, Decision, FAMILY_V4, GET_MAGIC, MAP_DECISION,
+    PROG_DATAPATH,
 };
 use serde::Serialize;
 
@@ -61,19 +62,25 @@ pub struct Explanation {
     pub next_hop: Option<String>,
     /// `redirect`, `pass` (to the kernel stack) or `drop`.
     pub verdict: String,
-    /// A packet of a `forward` policy passed to the stack with its next hop's slow-path
-    /// mark: the stack's forwarding follows the policy (see `datapath::slow_path`).
+    /// A packet of a `forward` or `lookup_table` policy passed to the stack with its next
+    /// hop's or table's slow-path mark: the stack's forwarding follows the policy (see
+    /// `datapath::slow_path`).
     pub via_stack: Option<ViaStack>,
     pub rewritten: Rewritten,
 }
 
-/// How the stack forwards a packet the data path handed it for a `forward` policy.
+/// How the stack forwards a packet the data path handed it for a `forward` or
+/// `lookup_table` policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ViaStack {
     /// The policy it follows.
     pub policy: Option<String>,
-    /// The policy's next hop, and the routing table and mark that lead the stack there.
+    /// The policy's next hop (`forward`), and the routing table and mark that lead the
+    /// stack there.
     pub next_hop: Option<String>,
+    /// The name of the policy's table (`lookup_table`), whose id is `table`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lookup_table: Option<String>,
     pub table: u32,
     pub mark: u32,
     pub mask: u32,
@@ -261,19 +268,36 @@ impl Attached {
             (out.get(14 + 7).copied().unwrap_or(0), tc as u8)
         };
         let mark = u32::from_ne_bytes(ctx_out[CTX_MARK..CTX_MARK + 4].try_into().expect("4 bytes"));
-        let via_stack =
-            (d.matched != 0 && d.action == ACTION_FORWARD && d.flags & DECISION_VIA_STACK != 0)
-                .then(|| {
+        let slow = &self.topology.slow_path;
+        let via_stack = (d.matched != 0 && d.flags & DECISION_VIA_STACK != 0)
+            .then(|| match d.action {
+                ACTION_FORWARD => {
                     let hop = (d.nexthop / 2) as usize;
-                    let slow = &self.topology.slow_path;
-                    ViaStack {
+                    Some(ViaStack {
                         policy: policy.clone(),
                         next_hop: self.topology.next_hops.get(hop).map(|h| h.name.clone()),
+                        lookup_table: None,
                         table: slow.table(hop),
                         mark: mark & slow.mark_mask,
                         mask: slow.mark_mask,
-                    }
-                });
+                    })
+                }
+                ACTION_TABLE => {
+                    // A table's entry follows the next hops' two each (policy::table_entry).
+                    let j = (d.nexthop as usize).checked_sub(2 * self.topology.next_hops.len());
+                    let t = j.and_then(|j| self.topology.tables.get(j))?;
+                    Some(ViaStack {
+                        policy: policy.clone(),
+                        next_hop: None,
+                        lookup_table: Some(t.name.clone()),
+                        table: t.id,
+                        mark: mark & slow.mark_mask,
+                        mask: slow.mark_mask,
+                    })
+                }
+                _ => None,
+            })
+            .flatten();
         Explanation {
             generation: active.generation,
             policy,

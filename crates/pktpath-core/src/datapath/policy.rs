@@ -78,8 +78,14 @@ pub struct LinkInfo {
 /// The policy set cannot be turned into data path tables.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
-    #[error("the static configuration names {count} next hops; the data path holds at most {max}")]
-    TooManyNextHops { count: usize, max: u32 },
+    #[error(
+        "the static configuration names {count} next hops and {tables} tables; the data path's next hop table holds {max} entries, two per next hop and one per table"
+    )]
+    TooManyNextHops {
+        count: usize,
+        tables: usize,
+        max: u32,
+    },
     #[error("{count} policies need counter slots; the data path has {max}")]
     TooManySlots { count: usize, max: u32 },
     #[error(
@@ -175,6 +181,13 @@ pub fn nexthop_index(id: NextHopId, family: u8) -> u32 {
     2 * id.0 as u32 + u32::from(family == FAMILY_V6)
 }
 
+/// Index of the entry of the table with kernel id `table` in the next hop table: after the
+/// next hops' (see [`next_hops`]). None when `topology` names no such table.
+pub fn table_entry(topology: &Topology, table: u32) -> Option<u32> {
+    let j = topology.tables.iter().position(|t| t.id == table)?;
+    Some((2 * topology.next_hops.len() + j) as u32)
+}
+
 /// Bytes of an address in a rule / next hop (IPv4 in the first 4).
 fn addr_bytes(addr: std::net::IpAddr) -> [u8; 16] {
     let mut out = [0u8; 16];
@@ -196,18 +209,21 @@ fn family_byte(f: Family) -> u8 {
     }
 }
 
-/// The next hop table for `topology`: two entries per next hop (IPv4, IPv6). An entry the
-/// next hop cannot serve has ifindex 0 (the data path passes such packets on).
+/// The next hop table for `topology`: two entries per next hop (IPv4, IPv6), then one per
+/// table. An entry the next hop cannot serve has ifindex 0 (the data path passes such
+/// packets on), as does every table's.
 pub fn next_hops(topology: &Topology, ifaces: &Interfaces) -> Result<Vec<NextHop>, PolicyError> {
     check_ifaces(topology, ifaces)?;
     let max = pktpath_common::route::MAX_NEXTHOPS;
-    if topology.next_hops.len() * 2 > max as usize {
+    let entries = topology.next_hops.len() * 2 + topology.tables.len();
+    if entries > max as usize {
         return Err(PolicyError::TooManyNextHops {
             count: topology.next_hops.len(),
-            max: max / 2,
+            tables: topology.tables.len(),
+            max,
         });
     }
-    let mut table = Vec::with_capacity(topology.next_hops.len() * 2);
+    let mut table = Vec::with_capacity(entries);
     let slow_mask = topology.slow_mark_mask();
     for (index, hop) in topology.next_hops.iter().enumerate() {
         let link = ifaces.links[hop.interface.0];
@@ -239,6 +255,17 @@ pub fn next_hops(topology: &Topology, ifaces: &Interfaces) -> Result<Vec<NextHop
             }
             table.push(entry);
         }
+    }
+    // A `lookup_table` rule's entry (see `table_entry`): no interface, so never a next hop
+    // the data path forwards to; only the mark that sends what it hands the stack to the
+    // table's rule.
+    for j in 0..topology.tables.len() {
+        let mut entry = NextHop::default();
+        if slow_mask != 0 {
+            entry.slow_mask = slow_mask;
+            entry.slow_mark = topology.slow_path.table_mark(topology.next_hops.len(), j);
+        }
+        table.push(entry);
     }
     Ok(table)
 }
@@ -382,6 +409,8 @@ fn rule(
         CompiledAction::LookupTable { table, rewrite } => {
             value.action = ACTION_TABLE;
             value.table = table;
+            // Compiled from the topology's tables, so it has an entry.
+            value.nexthop = table_entry(&set.topology, table).unwrap_or(u32::MAX);
             rewrite_value(&mut value, &rewrite);
         }
         CompiledAction::Pass { rewrite } => {
@@ -456,7 +485,8 @@ mod tests {
     #[test]
     fn next_hops_have_one_entry_per_family() {
         let t = next_hops(&topology(), &ifaces()).unwrap();
-        assert_eq!(t.len(), 6);
+        assert_eq!(t.len(), 7, "two per next hop, then one for table main");
+        assert_eq!(t[6].ifindex, 0, "a table's entry is never forwarded to");
         let up1_v4 = t[nexthop_index(NextHopId(0), FAMILY_V4) as usize];
         assert_eq!(
             (up1_v4.ifindex, up1_v4.gw_family, up1_v4.mtu),
@@ -693,7 +723,8 @@ mod tests {
             err,
             PolicyError::TooManyNextHops {
                 count: 129,
-                max: 128
+                tables: 0,
+                max: 256
             }
         );
     }

@@ -1,20 +1,28 @@
-//! The slow path: how the kernel stack's forwarding follows a `forward` policy for the
-//! packets the fast path hands it (TTL about to expire, too big for the egress MTU, IPv4
-//! options, a next hop it cannot reach itself).
+//! The slow path: how the kernel stack's forwarding follows a `forward` or `lookup_table`
+//! policy for the packets the fast path hands it (TTL about to expire, too big for the
+//! egress MTU, IPv4 options, a next hop it cannot reach itself).
 //!
-//! The data path marks such a packet with its next hop's mark (`slow_path.mark_mask` bits,
-//! the rest of the mark kept; see `NextHop::slow_mark`). Per next hop, `route attach`
-//! installs a routing table (`slow_path.table_base + N`) holding a default route to it
-//! (`via GATEWAY dev EGRESS onlink`, or `dev EGRESS` for a next hop given by MAC only) and
-//! per family an `ip rule fwmark MARK/MASK lookup TABLE pref slow_path.rule_priority`. The
-//! stack's route lookup of the marked packet so finds the policy's next hop: it forwards
-//! the packet there (fragmenting it, processing its options), or answers with the ICMP
-//! error the policy's route calls for (time exceeded, fragmentation needed with that
-//! egress's MTU).
+//! The data path marks such a packet with its next hop's or table's mark
+//! (`slow_path.mark_mask` bits, the rest of the mark kept; see `NextHop::slow_mark`). Per
+//! next hop, `route attach` installs a routing table (`slow_path.table_base + N`) holding a
+//! default route to it (`via GATEWAY dev EGRESS onlink`, or `dev EGRESS` for a next hop
+//! given by MAC only) and per family an `ip rule fwmark MARK/MASK lookup TABLE pref
+//! slow_path.rule_priority`. The stack's route lookup of the marked packet so finds the
+//! policy's next hop: it forwards the packet there (fragmenting it, processing its
+//! options), or answers with the ICMP error the policy's route calls for (time exceeded,
+//! fragmentation needed with that egress's MTU).
+//!
+//! Per table of the configuration's `tables` (the only ones a `lookup_table` policy can
+//! name, so an apply never needs another) it installs per family an `ip rule fwmark
+//! MARK/MASK lookup` that table: the stack looks the packet up where the policy said. Those
+//! tables are the user's: pktpath adds no route to them and does not need them empty. A
+//! destination the table has no route for falls through to the rules after it (`main`),
+//! as the fast path passes such a packet to the stack too.
 //!
 //! [`plan`] is pure: what a configuration calls for, with the kernel's ifindexes.
 //! `attach` records the plan in `attach.json` before it installs anything, so a failed or
-//! killed attach and every detach remove exactly that ([`remove`]).
+//! killed attach and every detach remove exactly that ([`remove`]). `apply` puts back the
+//! routes an interface deleted and created again took with it ([`restore`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -31,15 +39,21 @@ use crate::{
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlowPlan {
+    /// A default route per next hop and family, in the next hop's own table.
     #[serde(default)]
     pub routes: Vec<DefaultRoute>,
+    /// The rules that send a next hop's marked packets to its table.
     #[serde(default)]
     pub rules: Vec<FwmarkRule>,
+    /// The rules that send a `lookup_table` policy's marked packets to that table, one per
+    /// table of the configuration and family. The tables are the user's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lookups: Vec<FwmarkRule>,
 }
 
 impl SlowPlan {
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty() && self.rules.is_empty()
+        self.routes.is_empty() && self.rules.is_empty() && self.lookups.is_empty()
     }
 
     /// The tables it fills, lowest to highest.
@@ -52,8 +66,8 @@ impl SlowPlan {
 }
 
 /// The slow path of `topology` with the interfaces `ifaces`: for each next hop and family
-/// it serves, a default route in its table and a rule for its mark. Empty when
-/// `slow_path.follow_policy` is false.
+/// it serves, a default route in its table and a rule for its mark; for each table and
+/// family, a rule for the table's mark. Empty when `slow_path.follow_policy` is false.
 pub fn plan(topology: &Topology, ifaces: &Interfaces) -> SlowPlan {
     let slow = &topology.slow_path;
     let mut out = SlowPlan::default();
@@ -85,6 +99,17 @@ pub fn plan(topology: &Topology, ifaces: &Interfaces) -> SlowPlan {
                 mark: slow.mark(i),
                 mask: slow.mark_mask,
                 table,
+            });
+        }
+    }
+    for (j, table) in topology.tables.iter().enumerate() {
+        for family in [Family::Ipv4, Family::Ipv6] {
+            out.lookups.push(FwmarkRule {
+                family,
+                priority: slow.rule_priority,
+                mark: slow.table_mark(topology.next_hops.len(), j),
+                mask: slow.mark_mask,
+                table: table.id,
             });
         }
     }
@@ -149,13 +174,21 @@ pub fn check_free(plan: &SlowPlan, config: &str) -> Result<(), SlowPathError> {
         }
     }
     for family in [Family::Ipv4, Family::Ipv6] {
-        let ours: Vec<&FwmarkRule> = plan.rules.iter().filter(|r| r.family == family).collect();
+        // A next hop's table is ours alone; a lookup table is the user's, which other rules
+        // may look up too: only its mark must be free.
+        let ours: Vec<(&FwmarkRule, bool)> = plan
+            .rules
+            .iter()
+            .map(|r| (r, true))
+            .chain(plan.lookups.iter().map(|r| (r, false)))
+            .filter(|(r, _)| r.family == family)
+            .collect();
         if ours.is_empty() {
             continue;
         }
         for existing in policy_routing::rules(family)? {
-            if let Some(r) = ours.iter().find(|r| {
-                existing.table == r.table
+            if let Some((r, _)) = ours.iter().find(|(r, own_table)| {
+                (*own_table && existing.table == r.table)
                     || (existing.priority == r.priority
                         && existing.mark == Some(r.mark)
                         && existing.mask.unwrap_or(u32::MAX) == r.mask)
@@ -180,24 +213,61 @@ pub fn check_free(plan: &SlowPlan, config: &str) -> Result<(), SlowPathError> {
 /// The kernel refuses a route through an interface that is down (ENETDOWN). Such a next
 /// hop's table is left empty, with a warning: its rule then finds no route there and the
 /// stack goes on to the main table, as it would without a slow path, and the fast path
-/// cannot forward to that interface either. `route attach` run again fills it.
+/// cannot forward to that interface either. `route attach` or `route apply` run again
+/// fills it ([`restore`]).
 pub fn install(plan: &SlowPlan) -> Result<(), SysError> {
     for r in &plan.routes {
         match policy_routing::replace_default_route(r) {
-            Err(e) if e.source.raw_os_error() == Some(libc::ENETDOWN) => log::warn!(
-                "slow path: table {} left empty, its interface (index {}) is down; packets \
-                 of its next hop handed to the stack follow the main table until `pktpath \
-                 route attach` runs again with the interface up",
-                r.table,
-                r.ifindex
-            ),
+            Err(e) if e.source.raw_os_error() == Some(libc::ENETDOWN) => warn_down(r),
             other => other?,
         }
     }
-    for r in &plan.rules {
+    for r in plan.rules.iter().chain(&plan.lookups) {
         policy_routing::add_rule(r)?;
     }
     Ok(())
+}
+
+/// Puts back the routes of `plan` whose table lacks them: the kernel deletes a route with
+/// its interface, so a next hop's table empties when its interface is deleted, and stays
+/// empty when the interface comes back. Returns the tables filled again, lowest first. A
+/// table whose interface is down stays empty, with the warning [`install`] gives.
+///
+/// Adds nothing when nothing is missing, so it needs no privilege then (the listing
+/// takes none); adding a route takes CAP_NET_ADMIN.
+pub fn restore(plan: &SlowPlan) -> Result<Vec<u32>, SysError> {
+    let mut restored = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        if !plan.routes.iter().any(|r| r.family == family) {
+            continue;
+        }
+        let counts = policy_routing::routes_per_table(family)?;
+        for r in plan.routes.iter().filter(|r| r.family == family) {
+            if counts.get(&r.table).copied().unwrap_or(0) != 0 {
+                continue;
+            }
+            match policy_routing::replace_default_route(r) {
+                Err(e) if e.source.raw_os_error() == Some(libc::ENETDOWN) => {
+                    warn_down(r);
+                }
+                Err(e) => return Err(e),
+                Ok(()) => restored.push(r.table),
+            }
+        }
+    }
+    restored.sort_unstable();
+    restored.dedup();
+    Ok(restored)
+}
+
+fn warn_down(r: &DefaultRoute) {
+    log::warn!(
+        "slow path: table {} left empty, its interface (index {}) is down; packets of its \
+         next hop handed to the stack follow the main table until `pktpath route apply` or \
+         `pktpath route attach` runs again with the interface up",
+        r.table,
+        r.ifindex
+    );
 }
 
 /// What [`remove`] removed.
@@ -211,7 +281,7 @@ pub struct Removed {
 /// emptied), then the routes.
 pub fn remove(plan: &SlowPlan) -> Result<Removed, SysError> {
     let mut out = Removed::default();
-    for r in &plan.rules {
+    for r in plan.rules.iter().chain(&plan.lookups) {
         out.rules += usize::from(policy_routing::del_rule(r)?);
     }
     for r in &plan.routes {
@@ -328,6 +398,47 @@ mod tests {
                 (0x300, 0xf00),
                 (0x300, 0xf00),
             ]
+        );
+    }
+
+    #[test]
+    fn each_table_gets_a_rule_per_family_with_the_marks_after_the_next_hops() {
+        let text = TWO_HOPS.replace(
+            r#"  ] }"#,
+            r#"  ], "tables": [ { "name": "main", "id": 254 }, { "name": "alt", "id": 100 } ] }"#,
+        );
+        let t = topology(&text);
+        let p = plan(&t, &ifaces(3));
+        let lookups: Vec<(Family, u32, u32, u32, u32)> = p
+            .lookups
+            .iter()
+            .map(|r| (r.family, r.priority, r.mark, r.mask, r.table))
+            .collect();
+        assert_eq!(
+            lookups,
+            vec![
+                (Family::Ipv4, 1000, 0x0400_0000, 0xff00_0000, 254),
+                (Family::Ipv6, 1000, 0x0400_0000, 0xff00_0000, 254),
+                (Family::Ipv4, 1000, 0x0500_0000, 0xff00_0000, 100),
+                (Family::Ipv6, 1000, 0x0500_0000, 0xff00_0000, 100),
+            ]
+        );
+        // No route goes into the user's tables.
+        assert_eq!(p.tables(), vec![7070, 7071, 7072]);
+        // The data path's entries for them, after the next hops', carry the same marks.
+        let hops = crate::datapath::policy::next_hops(&t, &ifaces(3)).expect("next hops");
+        let tail: Vec<(u32, u32, u32)> = hops[6..]
+            .iter()
+            .map(|h| (h.ifindex, h.slow_mark, h.slow_mask))
+            .collect();
+        assert_eq!(
+            tail,
+            vec![(0, 0x0400_0000, 0xff00_0000), (0, 0x0500_0000, 0xff00_0000)]
+        );
+        assert_eq!(
+            crate::datapath::policy::table_entry(&t, 100),
+            Some(7),
+            "alt's entry"
         );
     }
 

@@ -427,13 +427,16 @@ fn check_slow_path(config: &Configuration, source: &Source) -> Result<(), Config
         );
     }
     let hops = config.next_hops.len() as u64;
-    if hops > slow.capacity() {
+    // Tables take the marks after the next hops' (see `SlowPath::table_mark`).
+    let named = hops + config.tables.len() as u64;
+    if named > slow.capacity() {
         return fail(
             at("mark_mask", &root.key("next_hops")),
             format!(
-                "mark mask {mask:#x} names at most {} next hops and {} has {hops}; widen slow_path.mark_mask (each added bit doubles it)",
+                "mark mask {mask:#x} names at most {} next hops and tables together and {} has {hops} next hops and {} tables; widen slow_path.mark_mask (each added bit doubles it)",
                 slow.capacity(),
-                source.name()
+                source.name(),
+                config.tables.len()
             ),
         );
     }

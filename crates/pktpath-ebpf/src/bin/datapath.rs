@@ -6,8 +6,9 @@
 //! egress MTU, IPv4 options, broadcast or multicast destinations, unresolvable headers)
 //! goes to the kernel stack (with no change but the policy's mark and DSCP), which answers
 //! with the right ICMP error or forwards it the slow way: never a silent drop. A packet of a
-//! `forward` policy goes with its next hop's slow-path mark too (`NextHop::slow_mark`), for
-//! which `route attach` installed a rule and table: the stack forwards it as the policy says.
+//! `forward` or `lookup_table` policy goes with its next hop's or table's slow-path mark too
+//! (`NextHop::slow_mark`), for which `route attach` installed a rule: the stack forwards it
+//! as the policy says.
 #![no_std]
 #![no_main]
 
@@ -456,7 +457,15 @@ fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malfor
     (r.verdict, r.outcome) = match rule.action {
         ACTION_DROP => (TC_ACT_SHOT, Outcome::Dropped),
         ACTION_FORWARD => forward_nexthop(ctx, &p, rule.nexthop, &mut r.egress, &mut r.flags)?,
-        ACTION_TABLE => forward_table(ctx, &p, ifindex, rule.table, &mut r.egress)?,
+        ACTION_TABLE => match forward_table(ctx, &p, ifindex, rule.table, &mut r.egress)? {
+            Some(done) => done,
+            // To the stack, with the mark of the rule `route attach` installed for the
+            // table (`rule.nexthop` is its entry): the stack looks it up there too.
+            None => match ROUTE_NEXTHOPS.get(rule.nexthop) {
+                Some(nh) => to_stack(ctx, &p, nh, &mut r.flags),
+                None => (TC_ACT_OK, Outcome::Passed),
+            },
+        },
         ACTION_PASS => (TC_ACT_OK, Outcome::Passed),
         _ => (TC_ACT_OK, Outcome::Error),
     };
@@ -750,15 +759,7 @@ fn forward_nexthop(
         return Ok((TC_ACT_OK, Outcome::Error));
     };
     if nh.ifindex == 0 || !packet::fast_forwardable(ctx, p) || !packet::fits_mtu(ctx, nh.ifindex) {
-        // To the stack, which forwards it by the rule `route attach` installed for this
-        // next hop's mark (group destinations excepted: never sent to a next hop).
-        if nh.slow_mask != 0 && !packet::group_destination(ctx, p) {
-            // SAFETY: reading the context's mark.
-            let mark = unsafe { (*ctx.skb.skb).mark };
-            ctx.set_mark((mark & !nh.slow_mask) | nh.slow_mark);
-            *flags |= DECISION_VIA_STACK;
-        }
-        return Ok((TC_ACT_OK, Outcome::Passed));
+        return Ok(to_stack(ctx, p, nh, flags));
     }
     packet::decrement_ttl(ctx, p)?;
     *egress = nh.ifindex;
@@ -797,6 +798,22 @@ fn forward_nexthop(
     Ok((r as i32, Outcome::Forwarded))
 }
 
+/// Passes a packet of a policy to the stack with the slow-path mark of `nh` (a next hop's
+/// or a table's entry), which the stack's rule for that mark routes as the policy says
+/// (see `datapath::slow_path`). Group destinations go unmarked: never sent to a next hop.
+#[inline(always)]
+fn to_stack(ctx: &TcContext, p: &Parsed, nh: &NextHop, flags: &mut u8) -> (i32, Outcome) {
+    if nh.slow_mask != 0 && !packet::group_destination(ctx, p) {
+        // SAFETY: reading the context's mark.
+        let mark = unsafe { (*ctx.skb.skb).mark };
+        ctx.set_mark((mark & !nh.slow_mask) | nh.slow_mark);
+        *flags |= DECISION_VIA_STACK;
+    }
+    (TC_ACT_OK, Outcome::Passed)
+}
+
+/// Looks the packet up in routing table `table` and forwards it by the route found; None
+/// when the stack must have it (TTL about to expire, options, too big, no usable route).
 #[inline(always)]
 fn forward_table(
     ctx: &TcContext,
@@ -804,12 +821,12 @@ fn forward_table(
     ifindex: u32,
     table: u32,
     egress: &mut u32,
-) -> Result<(i32, Outcome), Malformed> {
+) -> Result<Option<(i32, Outcome)>, Malformed> {
     if !packet::fast_forwardable(ctx, p) {
-        return Ok((TC_ACT_OK, Outcome::Passed));
+        return Ok(None);
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return Ok((TC_ACT_OK, Outcome::Error));
+        return Ok(Some((TC_ACT_OK, Outcome::Error)));
     };
     // SAFETY: this CPU's scratch slot; all-zero is a valid bpf_fib_lookup.
     let fib: &mut bpf_fib_lookup = unsafe {
@@ -851,7 +868,7 @@ fn forward_table(
         && packet::fits_mtu(ctx, fib.ifindex);
     if !fits {
         // Too big, blackhole, unreachable, no route...: the stack says what to say.
-        return Ok((TC_ACT_OK, Outcome::Passed));
+        return Ok(None);
     }
     if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
         packet::decrement_ttl(ctx, p)?;
@@ -859,7 +876,7 @@ fn forward_table(
         packet::set_macs(ctx, &fib.dmac, &fib.smac)?;
         // SAFETY: plain helper call.
         let r = unsafe { bpf_redirect(fib.ifindex, 0) };
-        return Ok((r as i32, Outcome::Forwarded));
+        return Ok(Some((r as i32, Outcome::Forwarded)));
     }
     if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
         // The route is known but not the neighbour: let the kernel resolve it.
@@ -886,9 +903,9 @@ fn forward_table(
                 0,
             )
         };
-        return Ok((r as i32, Outcome::Forwarded));
+        return Ok(Some((r as i32, Outcome::Forwarded)));
     }
-    Ok((TC_ACT_OK, Outcome::Passed))
+    Ok(None)
 }
 
 #[inline(always)]

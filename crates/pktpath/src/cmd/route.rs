@@ -156,8 +156,9 @@ struct GetArgs {
 /// TC mode: TCX links where the kernel has TCX (probed), otherwise a clsact qdisc with a
 /// cls_bpf direct-action filter per hook; --tc-mode forces one. Installs the slow path
 /// (configuration.json's `slow_path`): per next hop a routing table with a route to it and
-/// an `ip rule fwmark ... lookup TABLE`, so packets a `forward` policy matched that the
-/// fast path hands to the kernel stack are forwarded by the stack as the policy says.
+/// an `ip rule fwmark ... lookup TABLE`, and per table of `tables` a rule that looks it
+/// up, so packets a `forward` or `lookup_table` policy matched that the fast path hands
+/// to the kernel stack are forwarded by the stack as the policy says.
 /// Detach removes exactly what attach created (a clsact qdisc only if attach added it).
 ///
 /// Idempotent: attaching the same configuration again changes nothing. A different
@@ -414,6 +415,17 @@ fn apply_cmd(layout: &Layout, wait: Duration, args: ApplyArgs) -> anyhow::Result
     }
     let writer = writer.expect("taken unless a dry run");
     let report = attached.apply(&writer, &set, &source)?;
+    if !report.slow_path_restored.is_empty() {
+        let tables: Vec<String> = report
+            .slow_path_restored
+            .iter()
+            .map(u32::to_string)
+            .collect();
+        eprintln!(
+            "pktpath: put back the slow path's routes in tables {} (an interface they go through was deleted and is back)",
+            tables.join(", ")
+        );
+    }
     if args.json {
         print_json(&serde_json::json!({ "applied": report, "changes": diff }))?;
     } else {
@@ -948,11 +960,13 @@ fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<u8> {
         .via_stack
         .as_ref()
         .map(|v| {
+            let to = match &v.lookup_table {
+                Some(name) => format!("lookup table {name}: table {}", v.table),
+                None => format!("next hop {}: table {}", or_dash(&v.next_hop), v.table),
+            };
             format!(
-                ", via stack following policy {} (next hop {}: table {}, mark {:#x}/{:#x})",
+                ", via stack following policy {} ({to}, mark {:#x}/{:#x})",
                 or_dash(&v.policy),
-                or_dash(&v.next_hop),
-                v.table,
                 v.mark,
                 v.mask
             )

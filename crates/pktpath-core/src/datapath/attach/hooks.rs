@@ -13,7 +13,7 @@ use super::{
     AttachError, Direction, Layout, TcMode, filter_present, pinned_prog_id,
     state::{AttachState, NlFilter, NlQdisc},
 };
-use crate::sys::{iface, tc};
+use crate::sys::{iface, tc, tcxquery};
 
 /// One hook: an interface name and a direction.
 pub(super) type Hook = (String, Direction);
@@ -30,23 +30,28 @@ impl<'a> TcBackend<'a> {
     }
 
     /// Splits `hooks` into those still running the pinned program and those missing (TCX:
-    /// whether the link pin exists; netlink: whether the recorded filter is on its hook
-    /// with the pinned program's id).
+    /// whether the link pin exists and the interface's hook runs the program; netlink:
+    /// whether the recorded filter is on its hook with the pinned program's id).
     pub(super) fn in_place(
         &self,
         state: &AttachState,
         hooks: Vec<Hook>,
     ) -> Result<(Vec<Hook>, Vec<Hook>), AttachError> {
         let prog_id = match self.mode {
-            TcMode::Tcx => 0,
-            TcMode::Netlink => pinned_prog_id(self.layout)?,
+            TcMode::Tcx | TcMode::Netlink => pinned_prog_id(self.layout)?,
             TcMode::Tc => return Err(self.by_hand()),
         };
         let mut present = Vec::new();
         let mut missing = Vec::new();
         for (name, d) in hooks {
             let found = match self.mode {
-                TcMode::Tcx => self.layout.link(&name, d).exists(),
+                // The pin of a link outlives the interface it was on: an interface deleted
+                // and created again under its name has a hook without the program.
+                TcMode::Tcx => {
+                    self.layout.link(&name, d).exists()
+                        && tcxquery::tcx_prog_ids(iface::index(&name)?, d == Direction::Ingress)?
+                            .contains(&prog_id)
+                }
                 TcMode::Netlink => match state
                     .filters
                     .iter()
@@ -77,7 +82,16 @@ impl<'a> TcBackend<'a> {
         dir: Direction,
     ) -> Result<(), AttachError> {
         match self.mode {
-            TcMode::Tcx => attach_link(prog, self.layout, name, dir),
+            TcMode::Tcx => {
+                // A link left from an interface deleted since: its pin goes, and the link
+                // with it (nothing else holds it).
+                let stale = self.layout.link(name, dir);
+                if stale.exists() {
+                    std::fs::remove_file(&stale)
+                        .map_err(super::io_err("remove stale link pin", &stale))?;
+                }
+                attach_link(prog, self.layout, name, dir)
+            }
             TcMode::Netlink => {
                 state
                     .filters

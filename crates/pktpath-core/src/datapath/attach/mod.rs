@@ -491,7 +491,8 @@ pub fn attach_source(
 }
 
 /// A data path is pinned already: checks it runs `topology` in the mode asked for, and
-/// re-creates only the hooks that went missing (say after an interface was recreated).
+/// re-creates only what went missing (say after an interface was recreated: its hooks, its
+/// slow-path routes, its next hops' ifindexes).
 fn reattach(
     writer: &Writer,
     topology: &Topology,
@@ -531,6 +532,10 @@ fn reattach(
         state.write(layout)?;
     }
     slow_path::install(&state.slow_path)?;
+    // A next hop's interface created again has another ifindex: the running set's next
+    // hops (they depend on the interfaces only) follow it.
+    DatapathMaps::from_pins(&layout.pin_dir)?
+        .set_nexthops(&policy::next_hops(topology, ifaces)?)?;
     let backend = TcBackend::new(layout, state.mode);
     let mut report = AttachReport::empty(writer, state.mode);
     let (present, missing) = backend.in_place(&state, wanted_hooks(topology))?;

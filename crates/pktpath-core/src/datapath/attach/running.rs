@@ -4,11 +4,17 @@
 use pktpath_common::route::{IfaceCounters, PolicyCounters};
 use serde::Serialize;
 
-use super::{AttachError, CONFIG_FILE, Layout, io_err, lock::Writer, resolve, state::SetFile};
+use super::{
+    AttachError, CONFIG_FILE, Layout, io_err,
+    lock::Writer,
+    resolve,
+    state::{AttachState, SetFile},
+};
 use crate::{
     datapath::{
         classifier::TreeStats,
-        policy::{self, Slots},
+        policy::{self, Interfaces, Slots},
+        slow_path,
         tables::{Applied, DatapathMaps},
     },
     route::{
@@ -58,6 +64,10 @@ pub struct ApplyReport {
     /// What was done about writers killed before they finished (see [`Writer::lock`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub recovered: Vec<String>,
+    /// The slow path's tables whose routes were put back (their interface had been
+    /// deleted and is back).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slow_path_restored: Vec<u32>,
 }
 
 /// One policy's counters.
@@ -212,6 +222,7 @@ impl Attached {
             });
         }
         let ifaces = resolve(&self.topology)?;
+        let slow_path_restored = self.restore_slow_path(&ifaces);
         let plan = self.active_file()?.slots.plan(set)?;
         let compiled = policy::compile_set(set, &ifaces, &plan.slots)?;
         // Slots the running set does not use: packets do not count into them until the flip.
@@ -260,6 +271,39 @@ impl Attached {
             generation,
             fresh_slots: plan.fresh.len(),
             recovered: writer.recovered().to_vec(),
+            slow_path_restored,
+        })
+    }
+
+    /// Puts back the slow path's routes that an interface deleted and created again took
+    /// with it (see `slow_path::restore`), through the interfaces `ifaces` as they are now;
+    /// the tables filled again. It costs the slow path only, never the apply (which needs
+    /// no more than CAP_BPF): a failure is a warning.
+    fn restore_slow_path(&self, ifaces: &Interfaces) -> Vec<u32> {
+        let restore = || -> Result<Vec<u32>, AttachError> {
+            let mut state = AttachState::read(&self.layout)?;
+            if state.slow_path.routes.is_empty() {
+                return Ok(Vec::new());
+            }
+            // Recorded before any is created, as attach does: detach removes them by table.
+            let routes = slow_path::plan(&self.topology, ifaces).routes;
+            if routes != state.slow_path.routes {
+                state.slow_path.routes = routes;
+                state.write(&self.layout)?;
+            }
+            Ok(slow_path::restore(&state.slow_path)?)
+        };
+        restore().unwrap_or_else(|e| {
+            let hint = match &e {
+                AttachError::Sys(s) if s.source.raw_os_error() == Some(libc::EPERM) => {
+                    "; adding them takes CAP_NET_ADMIN: run this apply as root, or `pktpath route attach` again"
+                }
+                _ => "",
+            };
+            log::warn!(
+                "slow path: could not put back the routes of its tables ({e}){hint}; until then packets of their next hops handed to the stack follow the main table"
+            );
+            Vec::new()
         })
     }
 

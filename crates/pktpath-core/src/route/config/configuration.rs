@@ -38,11 +38,13 @@ pub struct Configuration {
     pub slow_path: SlowPath,
 }
 
-/// Packets a `forward` policy matched but the fast path does not forward itself (TTL about
-/// to expire, too big for the egress MTU, IPv4 options, an unresolvable next hop) go to the
-/// kernel stack with a mark naming the policy's next hop; `route attach` installs, per next
-/// hop, a routing table with a default route to it and an `ip rule fwmark MARK/MASK lookup
-/// TABLE`, so the stack forwards them (or answers them) as the policy says.
+/// Packets a `forward` or `lookup_table` policy matched but the fast path does not forward
+/// itself (TTL about to expire, too big for the egress MTU, IPv4 options, an unresolvable
+/// next hop) go to the kernel stack with a mark naming the policy's next hop or table;
+/// `route attach` installs, per next hop, a routing table with a default route to it and
+/// an `ip rule fwmark MARK/MASK lookup TABLE`, and per table of `tables` an `ip rule
+/// fwmark MARK/MASK lookup` that table, so the stack forwards them (or answers them) as the
+/// policy says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlowPath {
@@ -50,8 +52,9 @@ pub struct SlowPath {
     /// routes them by its own tables, as if no policy had matched.
     #[serde(default = "yes")]
     pub follow_policy: bool,
-    /// The packet mark bits reserved for naming next hops: one run of contiguous bits,
-    /// wide enough for the number of next hops plus one. Default 4278190080 (0xff000000).
+    /// The packet mark bits reserved for naming next hops and tables: one run of contiguous
+    /// bits, wide enough for the number of next hops plus the number of tables plus one.
+    /// Default 4278190080 (0xff000000).
     /// Policies may not `set_mark` bits inside it; the other bits stay the packet's.
     #[serde(default = "default_mark_mask")]
     pub mark_mask: u32,
@@ -102,7 +105,13 @@ impl SlowPath {
         ((index as u32 + 1) << self.mark_mask.trailing_zeros()) & self.mark_mask
     }
 
-    /// How many next hops the mask can name (its values but 0).
+    /// The mark that names table `index` (0-based, in `tables` order) of a configuration
+    /// with `next_hops` next hops: the values after the next hops'.
+    pub fn table_mark(&self, next_hops: usize, index: usize) -> u32 {
+        self.mark(next_hops + index)
+    }
+
+    /// How many next hops and tables the mask can name (its values but 0).
     pub fn capacity(&self) -> u64 {
         (1u64 << self.mark_mask.count_ones()) - 1
     }

@@ -709,8 +709,28 @@ fn slow_path_settings_that_cannot_work() {
         ST,
         3,
         "slow_path.mark_mask",
-        &["names at most 1 next hops", "has 3", "widen"],
+        &[
+            "names at most 1 next hops and tables together",
+            "has 3 next hops and 2 tables",
+            "widen",
+        ],
     );
+    // 3 next hops fit in 2 bits, not with the 2 tables whose marks follow theirs.
+    let err = slow_path_error(r#"{ "mark_mask": 3 }"#);
+    assert_error(
+        &err,
+        ST,
+        3,
+        "slow_path.mark_mask",
+        &["names at most 3 next hops and tables together", "widen"],
+    );
+    let enough = CONFIGURATION.replacen(
+        r#""version": 1,"#,
+        r#""version": 1, "slow_path": { "mark_mask": 7 },"#,
+        1,
+    );
+    Topology::from_source(&Source::new(ST, enough))
+        .unwrap_or_else(|e| panic!("3 bits name 3 next hops and 2 tables: {e}"));
     let err = slow_path_error(r#"{ "rule_priority": 32766 }"#);
     assert_error(
         &err,

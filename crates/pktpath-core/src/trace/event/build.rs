@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use pktpath_common::{
     kernel::IFNAMSIZ,
-    route::{TapEvent, action_name, outcome_name},
+    route::{DECISION_VIA_STACK, TapEvent, action_name, outcome_name},
     trace::{EVENT_DELIVERED, Hook, TraceEvent},
 };
 
@@ -124,6 +124,7 @@ impl EventBuilder {
             action: action_name(d.matched, d.action),
             outcome: outcome_name(d.outcome),
             egress_ifindex: (d.egress_ifindex != 0).then_some(d.egress_ifindex),
+            via_stack: d.flags & DECISION_VIA_STACK != 0,
         };
         let base = last.unwrap_or_else(|| Event {
             schema_version: SCHEMA_VERSION,
@@ -492,9 +493,29 @@ mod tests {
         );
         let json = serde_json::to_value(&tc).unwrap();
         assert_eq!(json["tc"]["egress_ifindex"], 3);
+        assert_eq!(json["tc"]["via_stack"], false);
+        // A packet handed to the stack with its policy's slow-path mark says so.
+        let mut slow = decision(1_450);
+        slow.decision.outcome = pktpath_common::route::OUTCOME_PASSED;
+        slow.decision.egress_ifindex = 0;
+        slow.decision.flags = pktpath_common::route::DECISION_VIA_STACK;
+        let via = b.build_record(&Record::Tc(slow));
+        assert!(via.tc.as_ref().unwrap().via_stack);
+        assert!(
+            via.to_text(0).contains(
+                "policy udp-9-up1 (priority 10) forward -> passed via stack following the policy"
+            ),
+            "{}",
+            via.to_text(0)
+        );
+        assert_eq!(serde_json::to_value(&via).unwrap()["tc"]["via_stack"], true);
         // The packet leaves afterwards: the next hop of the same journey.
         let tx = b.build(&udp_record(Hook::NetDevXmit, 2_000));
-        assert_eq!((tx.packet_id, tx.hop), (rx.packet_id, 3));
+        assert_eq!(
+            (tx.packet_id, tx.hop),
+            (rx.packet_id, 4),
+            "after two decisions"
+        );
         // Freed: its decisions no longer belong to the trace.
         b.build(&udp_record(Hook::ConsumeSkb, 3_000));
         assert!(!b.follows(0xffff_8880_0433_2e00));

@@ -260,6 +260,7 @@ mod tests {
             action: "forward",
             outcome: "forwarded",
             egress_ifindex: Some(7),
+            via_stack: false,
         });
         more.rewrite = Some(Rewrite {
             proto: Some("icmp".into()),

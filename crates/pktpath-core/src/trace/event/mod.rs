@@ -23,8 +23,8 @@ pub use text::{endpoint, human_ns, table_name};
 /// `fib` objects, and the hooks that fill them. 3: the `tc` object (hook `tc:pktpath`).
 /// 4: the `delivered` object (a `kfree_skb` of a packet a socket got a clone of has it
 /// instead of `drop_reason` and `drop_location`), and the `rewrite` object (the headers
-/// before a rewrite, on the event that first shows the new ones).
-pub const SCHEMA_VERSION: u32 = 4;
+/// before a rewrite, on the event that first shows the new ones). 5: `tc.via_stack`.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// One event, as printed (`--output json` writes one per line). Absent values are `null`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -138,6 +138,11 @@ pub struct TcInfo {
     pub outcome: &'static str,
     /// The interface it was redirected to (ifindex in the data path's namespace).
     pub egress_ifindex: Option<u32>,
+    /// Passed to the kernel stack with the slow-path mark of the policy's next hop or
+    /// table, so the stack forwards it as the policy says (`route get`'s `via_stack`).
+    /// False in events saved before schema version 5.
+    #[serde(default)]
+    pub via_stack: bool,
 }
 
 /// The qdisc a packet was enqueued to or dequeued from.

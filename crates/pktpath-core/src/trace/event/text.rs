@@ -78,6 +78,10 @@ impl Event {
             if let Some(e) = d.egress_ifindex {
                 line.push_str(&format!(" egress ifindex {e}"));
             }
+            if d.via_stack {
+                // The policy is named just before.
+                line.push_str(" via stack following the policy");
+            }
         }
         if let Some(r) = &self.drop_reason {
             line.push_str(&format!(" DROP {r}"));
