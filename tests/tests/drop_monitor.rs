@@ -4,6 +4,7 @@
 //! frees with a drop reason (ping's echo replies) not counted; a map too small for the
 //! keys counts the rest as unkeyed.
 
+use pktpath_common::drops::{DROP_CACHE_SLOTS, drop_cache_slot};
 use pktpath_core::dropmon::{DropCounts, DropMonitor};
 use pktpath_tests::{NetnsGuard, NftTableGuard, require_root, run};
 
@@ -100,4 +101,73 @@ fn drops_that_find_the_map_full_are_counted_unkeyed() {
         keyed + counts.overflow >= 40,
         "every drop is counted, keyed or not: {counts:#?}"
     );
+}
+
+/// Two devices whose drops share one slot of the monitor's per-CPU cache (their indexes
+/// differ by the number of slots): drops alternating between them move each one's count
+/// from the slot to the hash at every turn, and every drop is counted at its own device.
+#[test]
+fn drops_that_share_a_cache_slot_are_each_counted_at_their_device() {
+    require_root();
+    let (senders, receivers) = (NetnsGuard::new("dropslot-a"), NetnsGuard::new("dropslot-b"));
+    // Indexes from 2,000 up: far above what a fresh namespace hands out.
+    let index = |k: u32| 2000 + k * DROP_CACHE_SLOTS;
+    for reason in [1, 2, 77] {
+        assert_eq!(
+            drop_cache_slot(reason, index(0), 12345),
+            drop_cache_slot(reason, index(1), 12345),
+            "the devices share their slots"
+        );
+    }
+    let mut peers = Vec::new();
+    for k in 0..2u32 {
+        let (a, b) = (format!("dsa{k}"), format!("dsb{k}"));
+        let idx = index(k).to_string();
+        let args = format!(
+            "link add {b} index {idx} type veth peer name {a} netns {}",
+            senders.name
+        );
+        run::in_ns(&receivers.name, "ip", &args.split(' ').collect::<Vec<_>>())
+            .expect("a veth pair with the receiving end's index chosen");
+        let net = format!("10.77.{k}");
+        run::in_ns(
+            &senders.name,
+            "ip",
+            &["addr", "add", &format!("{net}.1/24"), "dev", &a],
+        )
+        .expect("address");
+        run::in_ns(
+            &receivers.name,
+            "ip",
+            &["addr", "add", &format!("{net}.2/24"), "dev", &b],
+        )
+        .expect("address");
+        run::in_ns(&senders.name, "ip", &["link", "set", &a, "up"]).expect("up");
+        run::in_ns(&receivers.name, "ip", &["link", "set", &b, "up"]).expect("up");
+        assert_eq!(run::ifindex(&receivers.name, &b), index(k));
+        assert_eq!(
+            run::ping(&senders.name, &format!("{net}.2"), 1),
+            1,
+            "{net}.2 answers"
+        );
+        peers.push((b, format!("{net}.2:{FILTERED}")));
+    }
+    let _nft = NftTableGuard::input(&receivers.name, &[&format!("udp dport {FILTERED} drop")]);
+    let inode = receivers.inode();
+    let monitor = DropMonitor::start().expect("start the drop monitor");
+    let turns = 150;
+    let to = (0..2 * turns).map(|i| peers[i % 2].1.as_str());
+    run::udp(&senders, "0.0.0.0:0", to, b"drop me");
+    let counts = monitor.read().expect("read the counters");
+    for (dev, _) in &peers {
+        let at: u64 = counts
+            .rows
+            .iter()
+            .filter(|r| u64::from(r.netns) == inode && &r.interface == dev)
+            .filter(|r| r.reason == "NETFILTER_DROP")
+            .map(|r| r.packets)
+            .sum();
+        assert_eq!(at, turns as u64, "{dev}: {counts:#?}");
+    }
+    assert_eq!(counts.overflow, 0, "{counts:#?}");
 }

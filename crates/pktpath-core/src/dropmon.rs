@@ -1,7 +1,9 @@
 //! The kernel drop monitor: an always-on aggregator on `skb:kfree_skb` (the `drops` eBPF
 //! object) that counts dropped packets per CPU in the kernel by (drop reason, device,
 //! network namespace). Nothing is copied to user space per event: [`DropMonitor::read`]
-//! sums the per-CPU counters when asked (the agent does at scrape time).
+//! sums the per-CPU counters when asked (the agent does at scrape time). Each CPU counts in
+//! a few cache slots in front of the hash of keys, whose lookup cost more than the rest of
+//! the program (see [`DropCacheSlot`]); a key's count is its hash value plus its slots'.
 //!
 //! Frees that are not drops are not counted: `SKB_CONSUMED` (the kernel reports those on
 //! `skb:consume_skb` anyway), `SKB_NOT_DROPPED_YET`, and deliveries: the free of a packet
@@ -14,9 +16,11 @@ use aya::{
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePoint, ProgramError},
 };
+use std::{collections::HashMap, sync::Mutex};
+
 use pktpath_common::drops::{
-    DROP_KEYS_MAX, DropKey, GLOBAL_REASON_CONSUMED, GLOBAL_REASON_NOT_DROPPED, MAP_DROPS,
-    MAP_DROPS_OVERFLOW,
+    DROP_CACHE_SLOTS, DROP_KEYS_MAX, DropCacheSlot, DropKey, GLOBAL_REASON_CONSUMED,
+    GLOBAL_REASON_NOT_DROPPED, MAP_DROP_CACHE, MAP_DROPS, MAP_DROPS_OVERFLOW,
 };
 
 use crate::{
@@ -81,7 +85,12 @@ pub struct DropCounts {
 /// The attached aggregator; detached when dropped.
 pub struct DropMonitor {
     counts: PerCpuHashMap<MapData, DropKey, u64>,
+    cache: PerCpuArray<MapData, DropCacheSlot>,
     overflow: PerCpuArray<MapData, u64>,
+    /// What [`DropMonitor::read`] last reported per key: a count moving from a cache slot
+    /// to the hash between the two reads is seen in neither, and a counter must not go
+    /// down.
+    reported: Mutex<HashMap<DropKey, u64>>,
     reasons: DropReasons,
     /// The kernel's id of the loaded program (`bpftool prog show id N`).
     program_id: u32,
@@ -129,10 +138,13 @@ impl DropMonitor {
         attach(&mut ebpf, DELIVERIES, DELIVERIES_TRACEPOINT, &aya_btf)?;
         let program_id = attach(&mut ebpf, PROGRAM, TRACEPOINT, &aya_btf)?;
         let counts = take_map(&mut ebpf, MAP_DROPS)?;
+        let cache = take_map(&mut ebpf, MAP_DROP_CACHE)?;
         let overflow = take_map(&mut ebpf, MAP_DROPS_OVERFLOW)?;
         Ok(Self {
             counts,
+            cache,
             overflow,
+            reported: Mutex::default(),
             reasons,
             program_id,
             _ebpf: ebpf,
@@ -145,10 +157,15 @@ impl DropMonitor {
         self.program_id
     }
 
-    /// The counters now, summed over CPUs, one row per key.
+    /// The counters now, summed over CPUs, one row per key: each key's hash value plus
+    /// what the CPUs' cache slots hold for it. The hash is read first, so a count the
+    /// kernel moves from a slot to the hash meanwhile is missed, never counted twice; it
+    /// is seen at the next read, and a row never reports less than it did before.
+    /// (A slot read while the kernel hands it to another key may add that key's first
+    /// drops to the slot's old key once: a count or two early, never lost.)
     pub fn read(&self) -> Result<DropCounts, DropMonitorError> {
         let map_err = |name| move |source| DropMonitorError::Map { name, source };
-        let mut rows = Vec::new();
+        let mut sums: HashMap<DropKey, u64> = HashMap::new();
         for entry in self.counts.iter() {
             let (key, values) = match entry {
                 Ok(e) => e,
@@ -157,13 +174,42 @@ impl DropMonitor {
                 Err(MapError::KeyNotFound) => continue,
                 Err(e) => return Err(map_err(MAP_DROPS)(e)),
             };
+            *sums.entry(key).or_default() += values.iter().sum::<u64>();
+        }
+        // Twice, slot by slot: a slot the kernel was giving to another key while it was
+        // copied may read as a mix of both; it is only taken when both reads agree on its
+        // key, and only for a key the hash holds (the kernel registers a key there before
+        // a slot takes it).
+        let read_slots = || -> Result<Vec<DropCacheSlot>, DropMonitorError> {
+            let mut all = Vec::new();
+            for i in 0..DROP_CACHE_SLOTS {
+                let slots = self.cache.get(&i, 0).map_err(map_err(MAP_DROP_CACHE))?;
+                all.extend(slots.iter().copied());
+            }
+            Ok(all)
+        };
+        let (first, second) = (read_slots()?, read_slots()?);
+        for (a, b) in first.iter().zip(&second) {
+            if a.count != 0
+                && a.key == b.key
+                && b.count != 0
+                && let Some(sum) = sums.get_mut(&a.key)
+            {
+                *sum += a.count.min(b.count);
+            }
+        }
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows = Vec::with_capacity(sums.len());
+        for (key, now) in sums {
+            let last = reported.entry(key).or_default();
+            *last = (*last).max(now);
             let len = key.ifname.iter().position(|&b| b == 0).unwrap_or(16);
             rows.push(DropRow {
                 reason: self.reasons.name(key.reason),
                 interface: String::from_utf8_lossy(&key.ifname[..len]).into_owned(),
                 ifindex: key.ifindex,
                 netns: key.netns,
-                packets: values.iter().sum(),
+                packets: *last,
             });
         }
         rows.sort_by(|a, b| {

@@ -9,7 +9,7 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::PerCpuArray};
 
-use crate::kernel::{Offsets, load_at, read_at};
+use crate::kernel::{Offsets, load_at};
 
 /// `AF_INET`, `AF_INET6`.
 const AF_INET: u16 = 2;
@@ -47,8 +47,9 @@ pub fn note(off: Offsets, sk: u64, slot: &PerCpuArray<Noted>) -> Result<(), i32>
     if skb == 0 || skb == sk + u64::from(off.sock_receive_queue()) {
         return Ok(());
     }
-    // A bit in a bitfield byte: read with the helper, which any address may be passed to.
-    let cloned: u8 = read_at(skb, off.skb_cloned_byte())?;
+    // The byte of the `cloned` bitfield: a load the verifier checks against the byte's
+    // bitfields (a helper read of it cost about 35 ns per drop on a kernel with SRSO).
+    let cloned: u8 = load_at(skb, off.skb_cloned_byte());
     if u32::from(cloned) & off.skb_cloned_mask() == 0 {
         return Ok(());
     }
@@ -71,7 +72,7 @@ pub fn note(off: Offsets, sk: u64, slot: &PerCpuArray<Noted>) -> Result<(), i32>
 /// cloned, and cost no more than that check.
 #[inline(always)]
 pub fn take(off: Offsets, skb: u64, slot: &PerCpuArray<Noted>) -> bool {
-    let cloned: u8 = read_at(skb, off.skb_cloned_byte()).unwrap_or(0);
+    let cloned: u8 = load_at(skb, off.skb_cloned_byte());
     if u32::from(cloned) & off.skb_cloned_mask() == 0 {
         return false;
     }

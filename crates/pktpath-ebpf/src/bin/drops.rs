@@ -11,10 +11,10 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use pktpath_common::{
-    drops::{DROP_KEYS_MAX, DropKey},
+    drops::{DROP_CACHE_SLOTS, DROP_KEYS_MAX, DropCacheSlot, DropKey, drop_cache_slot},
     kernel::KernelOffsets,
 };
-use pktpath_ebpf::kernel::{Offsets, load_at, load_name, read_dev};
+use pktpath_ebpf::kernel::{Offsets, load_at, read_dev};
 
 #[unsafe(no_mangle)]
 static PKTPATH_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNSET);
@@ -32,6 +32,9 @@ static DROP_COUNTS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entrie
 
 #[map(name = "DROP_OVERFLOW")]
 static DROP_OVERFLOW: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "DROP_CACHE")]
+static DROP_CACHE: PerCpuArray<DropCacheSlot> = PerCpuArray::with_max_entries(DROP_CACHE_SLOTS, 0);
 
 /// `BPF_NOEXIST`: insert only a key not yet present.
 const BPF_NOEXIST: u64 = 1;
@@ -74,37 +77,90 @@ fn count(skb: u64, reason: u32) {
     }
     let dev: u64 = load_at(skb, off.skb_dev());
     let (ifindex, netns) = read_dev(off, dev);
-    let mut key = DropKey {
+    // The name as two words, compared and stored without a byte-wise copy.
+    let name: [u64; 2] = if dev == 0 {
+        [0; 2]
+    } else {
+        [
+            load_at(dev, off.net_device_name()),
+            load_at(dev, off.net_device_name() + 8),
+        ]
+    };
+    let Some(slot) = DROP_CACHE.get_ptr_mut(drop_cache_slot(reason, ifindex, netns)) else {
+        return;
+    };
+    // Tracing programs do not nest on one CPU (the kernel skips a recursive run), so this
+    // CPU's slots and values are ours for the increment: no atomic needed.
+    // SAFETY: this CPU's slot of a per-CPU array.
+    let s = unsafe { &mut *slot };
+    // SAFETY: the name field is 16 bytes at an 8-byte aligned offset of the slot.
+    let held = unsafe { &mut *(&raw mut s.key.ifname).cast::<[u64; 2]>() };
+    if s.count != 0
+        && s.key.reason == reason
+        && s.key.ifindex == ifindex
+        && s.key.netns == netns
+        && held[0] == name[0]
+        && held[1] == name[1]
+    {
+        s.count += 1;
+        return;
+    }
+    // Another key's slot, or an empty one: the slot's count moves to the hash, and the
+    // slot takes this drop's key, once the hash holds it too (so that a count always has
+    // a key to move to); when the hash is full, the drop is counted without its key.
+    if s.count != 0 {
+        add(&s.key, s.count);
+        s.count = 0;
+    }
+    let key = DropKey {
         reason,
         ifindex,
         netns,
         _pad: 0,
-        ifname: [0; 16],
+        // SAFETY: two words are the 16 name bytes.
+        ifname: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(name) },
     };
-    if dev != 0 {
-        load_name(dev, off.net_device_name(), &mut key.ifname);
-    }
-    // Tracing programs do not nest on one CPU (the kernel skips a recursive run), so this
-    // CPU's value is ours for the increment: no atomic needed.
-    if let Some(n) = DROP_COUNTS.get_ptr_mut(key) {
-        // SAFETY: a per-CPU value of a live entry (entries are never removed).
-        unsafe { *n += 1 };
+    if !register(&key) {
+        count_overflow(1);
         return;
     }
-    match DROP_COUNTS.insert(key, 1u64, BPF_NOEXIST) {
-        Ok(()) => {}
-        Err(EEXIST) => {
-            if let Some(n) = DROP_COUNTS.get_ptr_mut(key) {
-                // SAFETY: as above.
-                unsafe { *n += 1 };
-            }
-        }
-        Err(_) => {
-            // The map is full (-E2BIG): counted without its key.
-            if let Some(n) = DROP_OVERFLOW.get_ptr_mut(0) {
-                // SAFETY: this CPU's slot of a per-CPU array.
-                unsafe { *n += 1 };
-            }
-        }
+    s.key.reason = reason;
+    s.key.ifindex = ifindex;
+    s.key.netns = netns;
+    s.key._pad = 0;
+    held[0] = name[0];
+    held[1] = name[1];
+    s.count = 1;
+}
+
+/// Makes sure the hash has an entry for `key` (of 0 drops when new); false when it is
+/// full.
+#[inline(always)]
+fn register(key: &DropKey) -> bool {
+    if DROP_COUNTS.get_ptr_mut(key).is_some() {
+        return true;
+    }
+    matches!(
+        DROP_COUNTS.insert(key, 0u64, BPF_NOEXIST),
+        Ok(()) | Err(EEXIST)
+    )
+}
+
+/// Adds `n` drops to `key`'s entry in the hash, which [`register`] made.
+#[inline(always)]
+fn add(key: &DropKey, n: u64) {
+    match DROP_COUNTS.get_ptr_mut(key) {
+        // SAFETY: a per-CPU value of a live entry (entries are never removed).
+        Some(v) => unsafe { *v += n },
+        None => count_overflow(n),
+    }
+}
+
+/// Counts `n` drops without their key.
+#[inline(always)]
+fn count_overflow(n: u64) {
+    if let Some(v) = DROP_OVERFLOW.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        unsafe { *v += n };
     }
 }
