@@ -13,3 +13,4 @@ pub mod slow_path;
 pub mod state_root;
 pub mod synth;
 pub mod tables;
+pub mod xdp_rules;

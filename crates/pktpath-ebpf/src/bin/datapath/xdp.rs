@@ -1,0 +1,190 @@
+//! `pktpath_xdp`: the data path at the XDP hook, on the same tables and counters as
+//! `pktpath_tc`, so one apply swaps the policy set for both.
+//!
+//! It decides only what it can decide whole: a drop, or a forward it can finish itself
+//! (fixed next-hop MACs or a FIB answer with the neighbour known, an egress that takes XDP
+//! frames, the TTL surviving, the frame within the egress MTU, no IPv4 options, one host
+//! addressed). Everything else leaves it untouched and uncounted (XDP_PASS) for the TC
+//! program, which decides and counts it as it would without XDP: no match, `pass`, rules
+//! XDP cannot judge (marks: [`RULE_XDP_PASS`], [`RULE_SET_MARK`]), headers the kernel must
+//! see (invalid ones, TTL expiring, too big), next hops whose neighbour must be resolved.
+
+use core::mem::MaybeUninit;
+
+use aya_ebpf::{
+    bindings::{
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_DIRECT, BPF_FIB_LOOKUP_TBID, bpf_fib_lookup,
+        xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS},
+    },
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect},
+    macros::xdp,
+    programs::XdpContext,
+};
+use pktpath_common::route::{
+    ACTION_DROP, ACTION_FORWARD, ACTION_TABLE, FAMILY_V4, MAX_IFACES, RULE_SET_DSCP, RULE_SET_MARK,
+    RULE_XDP_PASS, RuleValue,
+};
+use pktpath_ebpf::{
+    mem,
+    packet::{self, Frame as _, Malformed, Parsed},
+    xdp as rewrite,
+};
+
+use crate::{
+    AF_INET, AF_INET6, Outcome, POLICY_STATS, ROUTE_NEXTHOPS, ROUTE_XDP_EGRESS, SCRATCH,
+    classify::classify, count_iface,
+};
+
+/// Where a packet XDP forwards goes: the egress and the MACs to write.
+struct Egress {
+    ifindex: u32,
+    dmac: [u8; 6],
+    smac: [u8; 6],
+}
+
+#[xdp]
+pub fn pktpath_xdp(ctx: XdpContext) -> u32 {
+    // SAFETY: reading a field of the context the kernel passed.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let Ok(Some(p)) = packet::parse(&ctx) else {
+        return XDP_PASS; // TC counts what is not IP, and what is invalid
+    };
+    let Some(value) = classify(&p, ifindex, 0) else {
+        return XDP_PASS;
+    };
+    let mut rule = MaybeUninit::<RuleValue>::uninit();
+    // SAFETY: both are RuleValues; the source is in a map value.
+    let rule = unsafe {
+        mem::copy::<u32, _>(rule.as_mut_ptr(), value);
+        rule.assume_init()
+    };
+    if rule.flags & (RULE_XDP_PASS | RULE_SET_MARK) != 0 {
+        return XDP_PASS;
+    }
+    let egress = match rule.action {
+        ACTION_DROP => None,
+        ACTION_FORWARD => match nexthop_egress(&ctx, &p, rule.nexthop) {
+            Some(e) => Some(e),
+            None => return XDP_PASS,
+        },
+        ACTION_TABLE => match table_egress(&ctx, &p, ifindex, rule.table) {
+            Some(e) => Some(e),
+            None => return XDP_PASS,
+        },
+        _ => return XDP_PASS,
+    };
+    // Decided here: counted here, and never again by TC.
+    let len = ctx.frame_len();
+    if let Some(c) = POLICY_STATS.get_ptr_mut(rule.slot) {
+        // SAFETY: per-CPU slot, written only by this CPU.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += u64::from(len);
+        }
+    }
+    let Some(e) = egress else {
+        count_iface(ifindex, len, Outcome::Dropped);
+        return XDP_DROP;
+    };
+    if rewrite_for(&ctx, &p, &rule, &e).is_err() {
+        // Unreachable after the parse checked the headers; ABORTED shows in the kernel's
+        // xdp:xdp_exception tracepoint, unlike a plain drop.
+        count_iface(ifindex, len, Outcome::Error);
+        return XDP_ABORTED;
+    }
+    count_iface(ifindex, len, Outcome::Forwarded);
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect(e.ifindex, 0) as u32 }
+}
+
+#[inline(always)]
+fn rewrite_for(
+    ctx: &XdpContext,
+    p: &Parsed,
+    rule: &RuleValue,
+    e: &Egress,
+) -> Result<(), Malformed> {
+    packet::set_macs(ctx, &e.dmac, &e.smac)?;
+    if rule.flags & RULE_SET_DSCP != 0 {
+        rewrite::set_dscp(ctx, p, rule.dscp)?;
+    }
+    rewrite::decrement_ttl(ctx, p)
+}
+
+/// Whether XDP may redirect into `ifindex` (see `ROUTE_XDP_EGRESS`).
+#[inline(always)]
+fn egress_takes_xdp(ifindex: u32) -> bool {
+    ifindex < MAX_IFACES && ROUTE_XDP_EGRESS.get(ifindex).is_some_and(|v| *v == 1)
+}
+
+/// The egress of next hop `index` when XDP can forward the packet there itself.
+#[inline(always)]
+fn nexthop_egress(ctx: &XdpContext, p: &Parsed, index: u32) -> Option<Egress> {
+    let nh = ROUTE_NEXTHOPS.get(index)?;
+    // Without fixed MACs the TC program has the kernel resolve the neighbour
+    // (bpf_redirect_neigh), which XDP lacks.
+    if nh.ifindex == 0
+        || nh.has_mac == 0
+        || !egress_takes_xdp(nh.ifindex)
+        || !packet::fast_forwardable(ctx, p)
+        || !rewrite::fits_mtu(ctx, nh.ifindex)
+    {
+        return None;
+    }
+    Some(Egress {
+        ifindex: nh.ifindex,
+        dmac: nh.dmac,
+        smac: nh.smac,
+    })
+}
+
+/// The egress routing table `table` gives the packet, when the kernel knows the neighbour
+/// and the packet fits (the lookup checks `tot_len` against the route's MTU).
+#[inline(always)]
+fn table_egress(ctx: &XdpContext, p: &Parsed, ifindex: u32, table: u32) -> Option<Egress> {
+    if !packet::fast_forwardable(ctx, p) {
+        return None;
+    }
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch slot; all-zero is a valid bpf_fib_lookup.
+    let fib: &mut bpf_fib_lookup = unsafe {
+        mem::zero::<u32, _>(&raw mut (*scratch).fib);
+        &mut (*scratch).fib
+    };
+    fib.family = if p.family == FAMILY_V4 {
+        AF_INET as u8
+    } else {
+        AF_INET6 as u8
+    };
+    fib.l4_protocol = p.proto;
+    fib.sport = p.sport.to_be();
+    fib.dport = p.dport.to_be();
+    fib.__bindgen_anon_1.tot_len = p.l3_len as u16;
+    fib.ifindex = ifindex;
+    fib.__bindgen_anon_5.tbid = table;
+    if p.family == FAMILY_V4 {
+        fib.__bindgen_anon_2.tos = p.dscp << 2;
+        fib.__bindgen_anon_3.ipv4_src = p.src[0];
+        fib.__bindgen_anon_4.ipv4_dst = p.dst[0];
+    } else {
+        fib.__bindgen_anon_3.ipv6_src = p.src;
+        fib.__bindgen_anon_4.ipv6_dst = p.dst;
+    }
+    // SAFETY: ctx is the XDP context; fib is valid for its size.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.ctx.cast(),
+            fib,
+            size_of::<bpf_fib_lookup>() as i32,
+            BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_TBID,
+        )
+    };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || !egress_takes_xdp(fib.ifindex) {
+        return None;
+    }
+    Some(Egress {
+        ifindex: fib.ifindex,
+        dmac: fib.dmac,
+        smac: fib.smac,
+    })
+}
