@@ -24,7 +24,7 @@ use pktpath_core::{
     sys::caps::Privileges,
 };
 
-use super::writer_args::{TcModeArg, WaitArg};
+use super::writer_args::{HookArg, TcModeArg, WaitArg, XdpModeArg};
 use crate::exit;
 
 /// Policy routing in a TC eBPF fast path, configured from JSON.
@@ -171,6 +171,7 @@ struct GetArgs {
 /// Examples:
 ///   pktpath route attach --config configuration.json
 ///   pktpath route --pin-dir /sys/fs/bpf/lab attach --config configuration.json --json
+///   pktpath route attach --config configuration.json --hook xdp --xdp-mode native
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 struct AttachArgs {
@@ -180,6 +181,14 @@ struct AttachArgs {
     /// How to hook into TC: `auto` probes the kernel and takes TCX when it works.
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     tc_mode: TcModeArg,
+    /// Which hook runs the fast path: `xdp` adds XDP in front of TC on each ingress
+    /// interface (docs/route.md#xdp).
+    #[arg(long, value_enum, value_name = "HOOK", default_value = "tc")]
+    hook: HookArg,
+    /// With --hook xdp: native (in the driver), generic, or auto (native where the driver
+    /// has it). Default: auto.
+    #[arg(long, value_enum, value_name = "MODE")]
+    xdp_mode: Option<XdpModeArg>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -344,32 +353,48 @@ fn writer(layout: &Layout, wait: Duration) -> anyhow::Result<Writer> {
 fn attach_cmd(layout: &Layout, wait: Duration, args: AttachArgs) -> anyhow::Result<u8> {
     require(access::Command::RouteAttach, layout)?;
     let mode = args.tc_mode.mode();
+    let xdp = args.hook.xdp(args.xdp_mode)?;
+    let source = Source::read(&args.config)?;
     let writer = writer(layout, wait)?;
-    let report = attach::attach(&writer, &args.config, mode).map_err(|e| {
+    let report = attach::attach_with(&writer, &source, mode, xdp).map_err(|e| {
         if super::attach_kernel_error(&e) {
             super::with_doctor_verdict(e.into(), &["route"])
         } else {
             e.into()
         }
     })?;
+    for w in &report.warnings {
+        eprintln!("pktpath: warning: {w}");
+    }
+    let hooks = hooks_text(report.mode, &report.xdp);
     if args.json {
         print_json(&report)?;
     } else if report.attached.is_empty() {
         println!(
-            "already attached at {} ({}, {}): nothing changed",
+            "already attached at {} ({hooks}, {}): nothing changed",
             report.pin_dir,
-            report.mode,
             report.unchanged.join(", ")
         );
     } else {
         println!(
-            "attached at {} ({}): {}",
+            "attached at {} ({hooks}): {}",
             report.pin_dir,
-            report.mode,
             report.attached.join(", ")
         );
     }
     Ok(exit::OK)
+}
+
+/// `tcx`, or `tcx; xdp native on eth1, generic on eth2`.
+fn hooks_text(mode: attach::TcMode, xdp: &[attach::XdpHook]) -> String {
+    if xdp.is_empty() {
+        return mode.to_string();
+    }
+    let on: Vec<String> = xdp
+        .iter()
+        .map(|h| format!("{} on {}", h.mode.name(), h.interface))
+        .collect();
+    format!("{mode}; xdp {}", on.join(", "))
 }
 
 fn apply_cmd(layout: &Layout, wait: Duration, args: ApplyArgs) -> anyhow::Result<u8> {
@@ -477,11 +502,24 @@ fn show_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<u8> {
     let set = active.set;
     let runtime = active.source.map(|s| s.name().to_owned());
     let summary = Summary::new(&set, runtime.as_deref());
+    let hooks = attach::hooks(layout)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &summary)?;
+        #[derive(serde::Serialize)]
+        struct Shown<'a> {
+            hooks: &'a attach::Hooks,
+            #[serde(flatten)]
+            summary: &'a Summary,
+        }
+        let shown = Shown {
+            hooks: &hooks,
+            summary: &summary,
+        };
+        serde_json::to_writer_pretty(&mut out, &shown)?;
         writeln!(out)?;
     } else {
+        let xdp = hooks.xdp.as_ref().map_or(&[][..], |x| &x.hooks[..]);
+        writeln!(out, "hooks: {}", hooks_text(hooks.tc_mode, xdp))?;
         print_check(&mut out, &set, &summary, None)?;
     }
     out.flush()?;

@@ -2,8 +2,8 @@
 //! `pktpath_tc`, so one apply swaps the policy set for both.
 //!
 //! It decides only what it can decide whole: a drop, or a forward it can finish itself
-//! (fixed next-hop MACs or a FIB answer with the neighbour known, an egress that takes XDP
-//! frames, the TTL surviving, the frame within the egress MTU, no IPv4 options, one host
+//! (fixed next-hop MACs, or a FIB answer with the neighbour known: for a gateway, the main
+//! table's route to it, out of the next hop's interface; an egress that takes XDP frames, the TTL surviving, the frame within the egress MTU, no IPv4 options, one host
 //! addressed). Everything else leaves it untouched and uncounted (XDP_PASS) for the TC
 //! program, which decides and counts it as it would without XDP: no match, `pass`, rules
 //! XDP cannot judge (marks: [`RULE_XDP_PASS`], [`RULE_SET_MARK`]), headers the kernel must
@@ -121,62 +121,67 @@ fn egress_takes_xdp(ifindex: u32) -> bool {
 #[inline(always)]
 fn nexthop_egress(ctx: &XdpContext, p: &Parsed, index: u32) -> Option<Egress> {
     let nh = ROUTE_NEXTHOPS.get(index)?;
-    // Without fixed MACs the TC program has the kernel resolve the neighbour
-    // (bpf_redirect_neigh), which XDP lacks.
     if nh.ifindex == 0
-        || nh.has_mac == 0
+        || (nh.has_mac == 0 && nh.gw_family == 0)
         || !egress_takes_xdp(nh.ifindex)
         || !packet::fast_forwardable(ctx, p)
         || !rewrite::fits_mtu(ctx, nh.ifindex)
     {
         return None;
     }
-    Some(Egress {
-        ifindex: nh.ifindex,
-        dmac: nh.dmac,
-        smac: nh.smac,
-    })
+    if nh.has_mac != 0 {
+        return Some(Egress {
+            ifindex: nh.ifindex,
+            dmac: nh.dmac,
+            smac: nh.smac,
+        });
+    }
+    // The gateway's MAC, from the kernel's neighbour table through a main-table lookup of
+    // the gateway itself (on-link: the neighbour is the gateway). Unresolved, or reached
+    // elsewhere, the TC program has the kernel resolve it (bpf_redirect_neigh, which XDP
+    // lacks).
+    let fib = fib_params(p.l3_len)?;
+    if nh.gw_family == FAMILY_V4 {
+        fib.family = AF_INET as u8;
+        // SAFETY: an IPv4 gateway is the first 4 bytes of the 16.
+        fib.__bindgen_anon_4.ipv4_dst =
+            unsafe { nh.gateway.as_ptr().cast::<u32>().read_unaligned() };
+    } else {
+        fib.family = AF_INET6 as u8;
+        // SAFETY: 16 address bytes into the 16-byte word array.
+        fib.__bindgen_anon_4.ipv6_dst =
+            unsafe { nh.gateway.as_ptr().cast::<[u32; 4]>().read_unaligned() };
+    }
+    fib.ifindex = nh.ifindex;
+    let e = lookup(ctx, fib, BPF_FIB_LOOKUP_DIRECT)?;
+    (e.ifindex == nh.ifindex).then_some(e)
 }
 
-/// The egress routing table `table` gives the packet, when the kernel knows the neighbour
-/// and the packet fits (the lookup checks `tot_len` against the route's MTU).
+/// This CPU's FIB lookup parameters, zeroed, with the packet's L3 length (the lookup
+/// checks it against the route's MTU).
 #[inline(always)]
-fn table_egress(ctx: &XdpContext, p: &Parsed, ifindex: u32, table: u32) -> Option<Egress> {
-    if !packet::fast_forwardable(ctx, p) {
-        return None;
-    }
+fn fib_params(l3_len: u32) -> Option<&'static mut bpf_fib_lookup> {
     let scratch = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch slot; all-zero is a valid bpf_fib_lookup.
     let fib: &mut bpf_fib_lookup = unsafe {
         mem::zero::<u32, _>(&raw mut (*scratch).fib);
         &mut (*scratch).fib
     };
-    fib.family = if p.family == FAMILY_V4 {
-        AF_INET as u8
-    } else {
-        AF_INET6 as u8
-    };
-    fib.l4_protocol = p.proto;
-    fib.sport = p.sport.to_be();
-    fib.dport = p.dport.to_be();
-    fib.__bindgen_anon_1.tot_len = p.l3_len as u16;
-    fib.ifindex = ifindex;
-    fib.__bindgen_anon_5.tbid = table;
-    if p.family == FAMILY_V4 {
-        fib.__bindgen_anon_2.tos = p.dscp << 2;
-        fib.__bindgen_anon_3.ipv4_src = p.src[0];
-        fib.__bindgen_anon_4.ipv4_dst = p.dst[0];
-    } else {
-        fib.__bindgen_anon_3.ipv6_src = p.src;
-        fib.__bindgen_anon_4.ipv6_dst = p.dst;
-    }
+    fib.__bindgen_anon_1.tot_len = l3_len as u16;
+    Some(fib)
+}
+
+/// Runs the lookup; the egress when it succeeded (neighbour known) into a device that
+/// takes XDP frames.
+#[inline(always)]
+fn lookup(ctx: &XdpContext, fib: &mut bpf_fib_lookup, flags: u32) -> Option<Egress> {
     // SAFETY: ctx is the XDP context; fib is valid for its size.
     let rc = unsafe {
         fib_lookup(
             ctx.ctx.cast(),
             fib,
             size_of::<bpf_fib_lookup>() as i32,
-            BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_TBID,
+            flags,
         )
     };
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || !egress_takes_xdp(fib.ifindex) {
@@ -187,4 +192,33 @@ fn table_egress(ctx: &XdpContext, p: &Parsed, ifindex: u32, table: u32) -> Optio
         dmac: fib.dmac,
         smac: fib.smac,
     })
+}
+
+/// The egress routing table `table` gives the packet, when the kernel knows the neighbour
+/// and the packet fits (the lookup checks `tot_len` against the route's MTU).
+#[inline(always)]
+fn table_egress(ctx: &XdpContext, p: &Parsed, ifindex: u32, table: u32) -> Option<Egress> {
+    if !packet::fast_forwardable(ctx, p) {
+        return None;
+    }
+    let fib = fib_params(p.l3_len)?;
+    fib.family = if p.family == FAMILY_V4 {
+        AF_INET as u8
+    } else {
+        AF_INET6 as u8
+    };
+    fib.l4_protocol = p.proto;
+    fib.sport = p.sport.to_be();
+    fib.dport = p.dport.to_be();
+    fib.ifindex = ifindex;
+    fib.__bindgen_anon_5.tbid = table;
+    if p.family == FAMILY_V4 {
+        fib.__bindgen_anon_2.tos = p.dscp << 2;
+        fib.__bindgen_anon_3.ipv4_src = p.src[0];
+        fib.__bindgen_anon_4.ipv4_dst = p.dst[0];
+    } else {
+        fib.__bindgen_anon_3.ipv6_src = p.src;
+        fib.__bindgen_anon_4.ipv6_dst = p.dst;
+    }
+    lookup(ctx, fib, BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_TBID)
 }

@@ -1,0 +1,323 @@
+//! The fast path with `--hook xdp` in the client – router – up1/up2 lab. The router forwards
+//! (XDP learns a gateway's MAC from bpf_fib_lookup, which answers only on interfaces that
+//! forward) but has no route to the service address: what reaches it through the router
+//! was carried by a program. XDP forwards and drops what
+//! it can decide whole, counted once; a policy a mark rule overlaps falls back to TC,
+//! counted once; what the router itself must answer reaches its stack; an egress whose veth
+//! peer cannot take native XDP frames is named in a warning and served by TC; detach leaves
+//! no XDP program, link or pin. Which program decided is told by the kernel's run counts
+//! (BPF_ENABLE_STATS, held for the test only).
+
+mod common;
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    os::fd::AsRawFd as _,
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use aya::{
+    programs::ProgramInfo,
+    sys::{Stats, enable_stats},
+};
+use common::{Attachment, SVC4, Scratch, iface_counter, policy, tc_hooks_in_use};
+use pktpath_core::sys::netns::NetNs;
+use pktpath_tests::{AddrGuard, BpffsGuard, EthtoolFlag, EthtoolGuard, RouterLab, require_root};
+use serde_json::Value;
+
+/// The lab, with GRO on up1's end of its link (so native XDP can redirect to to-up1), TX
+/// checksum offload off on the client's end (native XDP on to-client cannot finish the
+/// checksums the client's stack leaves to the receiver), and the data path attached with
+/// the XDP hook. Fields drop in order: detach first.
+struct Lab {
+    dp: Attachment,
+    scratch: Scratch,
+    attach: Value,
+    _ethtool: Vec<EthtoolGuard>,
+    _addrs: Vec<AddrGuard>,
+    lab: RouterLab,
+    _bpffs: BpffsGuard,
+}
+
+impl Lab {
+    fn new(label: &str, extra: &[&str]) -> Self {
+        require_root();
+        let bpffs = BpffsGuard::ensure();
+        let lab = RouterLab::new();
+        let addrs = vec![AddrGuard::new(&lab.up1.name, "lo", &format!("{SVC4}/32"))];
+        let ethtool = vec![
+            EthtoolGuard::set(&lab.up1.name, &lab.up1_link.b, EthtoolFlag::Gro, true),
+            EthtoolGuard::set(
+                &lab.client.name,
+                &lab.client_link.b,
+                EthtoolFlag::TxChecksum,
+                false,
+            ),
+        ];
+        let scratch = Scratch::new(&format!("route-xdp-{label}"));
+        let config = scratch.write("configuration.json", &common::lab_config(&lab, &[]));
+        let dp = Attachment::new(&lab, label);
+        let mut args = vec!["attach", "--config", &config, "--hook", "xdp"];
+        args.extend_from_slice(extra);
+        let attach = dp.json(&args);
+        // Neighbours resolved first: while the router resolves up1's, XDP passes packets to
+        // TC, which queues them on the neighbour (bpf_redirect_neigh), a queue with room for
+        // fewer of the page-sized skbs native XDP makes than a burst holds.
+        for (ns, to) in [
+            (&lab.client.name, "10.1.0.1"),
+            (&lab.router.name, RouterLab::UP1_4),
+        ] {
+            ping(ns, to);
+        }
+        Self {
+            dp,
+            scratch,
+            attach,
+            _ethtool: ethtool,
+            _addrs: addrs,
+            lab,
+            _bpffs: bpffs,
+        }
+    }
+
+    fn apply(&self, policies: &str) {
+        let text = format!(r#"{{ "version": 1, "policies": [ {policies} ] }}"#);
+        let path = self.scratch.write("runtime.json", &text);
+        self.dp.json(&["apply", &path]);
+    }
+
+    /// Runs of the pinned program `name` (`prog`: TC, `prog_xdp`: XDP) so far.
+    fn runs(&self, name: &str) -> u64 {
+        let path = self.dp.pin.path.join(name);
+        ProgramInfo::from_pin(&path)
+            .unwrap_or_else(|e| panic!("info of {}: {e}", path.display()))
+            .run_count()
+    }
+
+    /// Sends `n` UDP datagrams from the client to SVC4:`port`; returns how many up1
+    /// received within a second of the last. Frames XDP redirected into a veth arrive as
+    /// skbs of a page or more each: a socket's default receive buffer holds about 50 of
+    /// them, so the receiver gets a larger one.
+    fn udp_to_up1(&self, port: u16, n: usize) -> usize {
+        let up1 = NetNs::from_name(&self.lab.up1.name).unwrap();
+        let client = NetNs::from_name(&self.lab.client.name).unwrap();
+        let to: SocketAddr = format!("{SVC4}:{port}").parse().unwrap();
+        let rx = up1
+            .run(|| UdpSocket::bind(to))
+            .unwrap()
+            .expect("bind in up1");
+        rx.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let bytes: libc::c_int = 16 << 20;
+        // SAFETY: setsockopt on a socket we own, with a c_int option value.
+        let r = unsafe {
+            libc::setsockopt(
+                rx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const bytes).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+        let tx = client
+            .run(|| UdpSocket::bind("0.0.0.0:0"))
+            .unwrap()
+            .expect("bind in client");
+        std::thread::scope(|s| {
+            let counter = s.spawn(|| {
+                let mut buf = [0u8; 64];
+                let mut got = 0;
+                while rx.recv(&mut buf).is_ok() {
+                    got += 1;
+                }
+                got
+            });
+            for i in 0..n {
+                tx.send_to(&[i as u8; 32], to).expect("send");
+            }
+            counter.join().expect("receiver")
+        })
+    }
+}
+
+const N: usize = 200;
+
+/// Three pings from namespace `ns` to `to`; the output (all of them answered).
+fn ping(ns: &str, to: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", to,
+        ])
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("3 received"), "ping {to} from {ns}: {text}");
+    text
+}
+
+fn policies(lab: &RouterLab) -> String {
+    let c = &lab.client_link.a;
+    format!(
+        r#"{{ "id": "fwd", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}", "proto": "udp", "dport": 5000 }}, "action": {{ "type": "forward", "next_hop": "up1" }} }},
+  {{ "id": "drop", "priority": 11, "match": {{ "iif": "{c}", "dst": "{SVC4}", "proto": "udp", "dport": 5001 }}, "action": {{ "type": "drop" }} }},
+  {{ "id": "marked", "priority": 12, "match": {{ "dst": "{SVC4}", "proto": "udp", "dport": 5002, "mark": {{ "value": 7, "mask": 255 }} }}, "action": {{ "type": "forward", "next_hop": "up2" }} }},
+  {{ "id": "behind-mark", "priority": 13, "match": {{ "iif": "{c}", "dst": "{SVC4}", "proto": "udp", "dport": 5002 }}, "action": {{ "type": "forward", "next_hop": "up1" }} }}"#
+    )
+}
+
+#[test]
+fn xdp_forwards_and_drops_itself_and_leaves_mark_policies_to_tc() {
+    let l = Lab::new("xdp-fwd", &[]);
+    let (c, u1, u2) = (&l.lab.client_link.a, &l.lab.up1_link.a, &l.lab.up2_link.a);
+    let hooks = l.attach["xdp"].as_array().expect("xdp hooks in the report");
+    assert_eq!(hooks.len(), 3, "{}", l.attach);
+    assert!(
+        hooks.iter().all(|h| h["mode"] == "native"),
+        "auto picks native on veth: {}",
+        l.attach
+    );
+    let warnings = l.attach["warnings"].to_string();
+    assert!(
+        warnings.contains(c.as_str()) && warnings.contains(u2.as_str()),
+        "egresses whose peers lack GRO are named: {warnings}"
+    );
+    assert!(
+        !warnings.contains(&format!("{u1} does not")),
+        "up1's peer has GRO on: {warnings}"
+    );
+    l.apply(&policies(&l.lab));
+    let _stats = enable_stats(Stats::RunTime).expect("BPF_ENABLE_STATS");
+
+    // Forwarded by XDP: TC's program does not run for these packets.
+    let (tc0, xdp0) = (l.runs("prog"), l.runs("prog_xdp"));
+    assert_eq!(l.udp_to_up1(5000, N), N, "forwarded to up1");
+    let (tc1, xdp1) = (l.runs("prog"), l.runs("prog_xdp"));
+    assert!(xdp1 - xdp0 >= N as u64, "XDP ran {} times", xdp1 - xdp0);
+    assert!(
+        tc1 - tc0 < (N / 4) as u64,
+        "TC ran {} times for XDP's packets",
+        tc1 - tc0
+    );
+
+    // Dropped by XDP.
+    assert_eq!(l.udp_to_up1(5001, N), 0, "dropped");
+    let tc2 = l.runs("prog");
+    assert!(
+        tc2 - tc1 < (N / 4) as u64,
+        "TC ran {} times for XDP's drops",
+        tc2 - tc1
+    );
+
+    // A better mark policy overlaps `behind-mark`: XDP cannot know the mark, TC decides
+    // (the mark is 0 here: scrubbed on the way into the router's namespace).
+    assert_eq!(l.udp_to_up1(5002, N), N, "forwarded to up1 by TC");
+    let tc3 = l.runs("prog");
+    assert!(tc3 - tc2 >= N as u64, "TC ran {} times", tc3 - tc2);
+
+    let stats = l.dp.stats();
+    for (id, n) in [("fwd", N), ("drop", N), ("behind-mark", N), ("marked", 0)] {
+        assert_eq!(
+            policy(&stats, id)["packets"],
+            n as u64,
+            "{id}, counted once: {stats}"
+        );
+    }
+    assert_eq!(
+        iface_counter(&stats, c, "forwarded_packets"),
+        2 * N as u64,
+        "{stats}"
+    );
+    assert_eq!(
+        iface_counter(&stats, c, "dropped_packets"),
+        N as u64,
+        "{stats}"
+    );
+
+    let show = l.dp.json(&["show"]);
+    assert_eq!(show["hooks"]["hook"], "xdp", "{show}");
+    let text = l.dp.ok(&["show"]);
+    assert!(
+        text.contains(&format!("xdp native on {c}")),
+        "show says which hook and mode: {text}"
+    );
+}
+
+/// What the router itself must answer (a ping to its own address, matched by no policy)
+/// goes through XDP and TC to the stack.
+#[test]
+fn xdp_passes_what_the_router_answers_to_the_stack() {
+    let l = Lab::new("xdp-pass", &["--xdp-mode", "generic"]);
+    assert!(
+        l.attach["xdp"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["mode"] == "generic"),
+        "{}",
+        l.attach
+    );
+    assert!(
+        l.attach.get("warnings").is_none(),
+        "generic XDP forwards into any device: {}",
+        l.attach
+    );
+    l.apply(&policies(&l.lab));
+    ping(&l.lab.client.name, "10.1.0.1");
+    // And generic XDP forwards too.
+    assert_eq!(l.udp_to_up1(5000, N), N, "forwarded to up1");
+}
+
+#[test]
+fn detach_leaves_no_xdp_program_link_or_pin() {
+    let l = Lab::new("xdp-detach", &[]);
+    let r = l.lab.router.name.clone();
+    let links = || {
+        let out = Command::new("ip")
+            .args(["-n", &r, "-d", "link", "show"])
+            .output()
+            .expect("ip link");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(links().contains("prog/xdp"), "attached: {}", links());
+    let pin = l.dp.pin.path.clone();
+    l.dp.ok(&["detach"]);
+    assert!(!links().contains("xdp"), "no XDP left: {}", links());
+    assert!(!Path::new(&pin).exists(), "pins removed");
+    for link in [&l.lab.client_link.a, &l.lab.up1_link.a, &l.lab.up2_link.a] {
+        assert!(tc_hooks_in_use(&l.lab, link).is_empty(), "{link}");
+    }
+    assert!(!l.dp.state_dir().exists(), "state removed");
+}
+
+#[test]
+fn native_mode_is_refused_where_the_driver_has_none_and_leaves_nothing() {
+    require_root();
+    let _bpffs = BpffsGuard::ensure();
+    let lab = RouterLab::new();
+    let scratch = Scratch::new("route-xdp-lo");
+    // Loopback has no native XDP.
+    let config = scratch.write(
+        "configuration.json",
+        r#"{ "version": 1, "interfaces": [ { "name": "lo" } ] }"#,
+    );
+    let dp = Attachment::new(&lab, "xdp-native-lo");
+    let out = dp.route(&[
+        "attach",
+        "--config",
+        &config,
+        "--hook",
+        "xdp",
+        "--xdp-mode",
+        "native",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused");
+    assert!(
+        err.contains("the driver of lo has no native XDP") && err.contains("--xdp-mode generic"),
+        "{err}"
+    );
+    assert!(!dp.pin.path.exists(), "nothing pinned");
+    assert!(!dp.state_dir().exists(), "no state");
+}
