@@ -187,6 +187,12 @@ fn xdp_forwards_and_drops_itself_and_leaves_mark_policies_to_tc() {
         !warnings.contains(&format!("{u1} does not")),
         "up1's peer has GRO on: {warnings}"
     );
+    assert!(
+        warnings.contains(&format!(
+            "{c} is a veth with native XDP: turn TX checksum offload off on its peer"
+        )),
+        "what native XDP on a veth needs of its peer is said: {warnings}"
+    );
     l.apply(&policies(&l.lab));
     let _stats = enable_stats(Stats::RunTime).expect("BPF_ENABLE_STATS");
 

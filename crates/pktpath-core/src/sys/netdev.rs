@@ -48,6 +48,53 @@ pub fn xdp_features(ifindex: u32) -> Result<u64, SysError> {
     })
 }
 
+/// The name of the driver of device `name` (ethtool's driver info: `veth`, `virtio_net`...).
+pub fn driver(name: &str) -> Result<String, SysError> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    /// `struct ethtool_drvinfo` up to the fields read, padded to its full size.
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 164],
+    }
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 164],
+    };
+    // SAFETY: all-zero is a valid ifreq.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&raw mut info).cast();
+    // SAFETY: plain socket(2), owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(SysError::last("socket(AF_INET, SOCK_DGRAM)"));
+    }
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: req points at a valid ifreq whose data points at `info`, alive for the call.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            SIOCETHTOOL,
+            &raw mut req,
+        )
+    };
+    if r < 0 {
+        return Err(SysError::last(format!("ethtool driver info of {name}")));
+    }
+    Ok(c_string(&info.driver))
+}
+
 /// The id the kernel gave the `netdev` family.
 fn family_id(sock: &Socket) -> Result<u16, SysError> {
     let replies = sock

@@ -618,6 +618,7 @@ fn reattach(
     }
     if let Some(x) = state.xdp.clone() {
         report.warnings = xdp::fill_egress(layout, topology, ifaces, &x)?;
+        report.warnings.extend(xdp::needs(topology, &x));
         let missing: Vec<&XdpHook> = x
             .hooks
             .iter()
@@ -716,6 +717,7 @@ fn attach_new(
         state.xdp = Some(x.clone());
         state.write(layout)?;
         report.warnings = xdp::fill_egress(layout, topology, ifaces, &x)?;
+        report.warnings.extend(xdp::needs(topology, &x));
         let prog = xdp::program(&mut ebpf)?;
         for h in &x.hooks {
             xdp::attach_link(prog, layout, &h.interface, h.mode)?;

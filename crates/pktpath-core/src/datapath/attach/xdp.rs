@@ -28,7 +28,7 @@ use crate::{
     route::compile::Topology,
     sys::{
         iface,
-        netdev::{XDP_ACT_BASIC, XDP_ACT_NDO_XMIT, xdp_features},
+        netdev::{XDP_ACT_BASIC, XDP_ACT_NDO_XMIT, driver, xdp_features},
     },
 };
 
@@ -205,6 +205,34 @@ fn busy_or(
         };
     }
     err(e)
+}
+
+/// What XDP on the configured interfaces needs that attach cannot see or change, as
+/// warnings: native XDP on a veth cannot finish the checksums the peer's stack leaves to
+/// the receiver (veth offloads them), and the kernel's FIB lookups (a gateway's MAC, a
+/// `lookup_table` action) answer only on interfaces that forward.
+pub(super) fn needs(topology: &Topology, state: &XdpState) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in &state.hooks {
+        if h.mode == XdpRunMode::Native && driver(&h.interface).is_ok_and(|d| d == "veth") {
+            out.push(format!(
+                "{} is a veth with native XDP: turn TX checksum offload off on its peer (`ethtool -K PEER tx off`), or packets XDP forwards from there keep the unfinished checksums the peer's stack leaves to the receiver, which drops them; or attach with --xdp-mode generic",
+                h.interface
+            ));
+        }
+    }
+    for i in &topology.interfaces {
+        for (family, key) in [("ipv4", "forwarding"), ("ipv6", "forwarding")] {
+            let path = format!("/proc/sys/net/{family}/conf/{}/{key}", i.name);
+            if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "0") {
+                out.push(format!(
+                    "{family} forwarding is off on {} ({path}): the kernel's FIB lookups answer XDP nothing through it (gateway MACs, lookup_table), so TC forwards those packets",
+                    i.name
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Fills `ROUTE_XDP_EGRESS` with the configured interfaces XDP may redirect into; returns
