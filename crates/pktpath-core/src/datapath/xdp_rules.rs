@@ -5,9 +5,11 @@
 //! match could go to that rule in TC, with its real mark). XDP then passes the packet,
 //! unchanged and uncounted, to TC. A packet no rule matches at XDP goes to TC anyway.
 
-use pktpath_common::route::{RULE_SET_MARK, RULE_XDP_PASS};
+use pktpath_common::route::{ACTION_PASS, RULE_SET_MARK, RULE_XDP_PASS};
+use serde::Serialize;
 
-use super::classifier::Rule;
+use super::{classifier::Rule, policy::Slots};
+use crate::route::compile::PolicySet;
 
 /// Past this many pair checks, every rule behind the best mark rule is flagged without
 /// checking overlaps: correct (TC decides those packets), only more of them go there.
@@ -36,6 +38,43 @@ pub fn flag_rules(rules: &mut [Rule]) {
 /// skb TC has).
 pub fn passes_to_tc(r: &Rule) -> bool {
     r.value.flags & (RULE_XDP_PASS | RULE_SET_MARK) != 0
+}
+
+/// A policy whose packets the XDP program passes to TC, and why (`route check`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Fallback {
+    pub id: String,
+    pub reason: &'static str,
+}
+
+/// The policies of `set` (compiled to `rules` with `slots`) that XDP leaves to TC, in
+/// priority order. Policies not listed are decided at XDP, but for the packets any policy
+/// leaves to the stack (TTL expiring, too big, IPv4 options...) or whose neighbour is not
+/// resolved yet.
+pub fn fallbacks(set: &PolicySet, rules: &[Rule], slots: &Slots) -> Vec<Fallback> {
+    let mut out = Vec::new();
+    for policy in &set.policies {
+        let Some(&slot) = slots.by_id.get(&policy.id) else {
+            continue;
+        };
+        let mine = || rules.iter().filter(|r| r.value.slot == slot);
+        let reason = if mine().any(|r| r.mark.is_some()) {
+            "matches on the mark, which XDP does not have"
+        } else if mine().any(|r| r.value.flags & RULE_SET_MARK != 0) {
+            "sets a mark, which needs the skb TC has"
+        } else if mine().any(|r| r.value.flags & RULE_XDP_PASS != 0) {
+            "a policy matching on the mark, of a better priority, overlaps it"
+        } else if mine().all(|r| r.value.action == ACTION_PASS) {
+            "passes: TC counts it and hands it to the stack"
+        } else {
+            continue;
+        };
+        out.push(Fallback {
+            id: policy.id.clone(),
+            reason,
+        });
+    }
+    out
 }
 
 /// Whether some packet could match both rules, the mark aside (conservative: true unless

@@ -14,6 +14,7 @@ use pktpath_core::{
         classifier::PacketFields,
         object,
         policy::{self, ClassifierSummary, Interfaces, Slots},
+        xdp_rules,
     },
     route::{
         compile::{PolicySet, Topology},
@@ -659,6 +660,8 @@ struct CheckReport<'a> {
     #[serde(flatten)]
     summary: &'a Summary,
     classifier: ClassifierSummary,
+    /// Policies the XDP hook (`attach --hook xdp`) leaves to TC, and why.
+    xdp_fallback: &'a [xdp_rules::Fallback],
 }
 
 /// What `route check` checks: the files parse and `route apply` would compile the set on
@@ -683,19 +686,46 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
     let (set, classifier) = validate(&args.config, args.runtime.as_deref())?;
     let runtime_name = args.runtime.as_ref().map(|p| p.display().to_string());
     let summary = Summary::new(&set, runtime_name.as_deref());
+    let plan = Slots::default().plan(&set)?;
+    let ifaces = Interfaces::placeholder(&set.topology);
+    let rules = policy::rules(&set, &ifaces, &plan.slots)?;
+    let fallback = xdp_rules::fallbacks(&set, &rules, &plan.slots);
     let mut out = std::io::stdout().lock();
     if args.json {
         let report = CheckReport {
             summary: &summary,
             classifier,
+            xdp_fallback: &fallback,
         };
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
         print_check(&mut out, &set, &summary, Some(&classifier))?;
+        if summary.runtime_configuration.is_some() {
+            print_xdp_fallback(&mut out, set.policies.len(), &fallback)?;
+        }
     }
     out.flush()?;
     Ok(exit::OK)
+}
+
+/// Which policies XDP decides and which it leaves to TC (docs/route.md#xdp).
+fn print_xdp_fallback(
+    out: &mut impl std::io::Write,
+    policies: usize,
+    fallback: &[xdp_rules::Fallback],
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "with --hook xdp: {} of {policies} policies decided at XDP, {} left to TC{}",
+        policies - fallback.len(),
+        fallback.len(),
+        if fallback.is_empty() { "" } else { ":" }
+    )?;
+    for f in fallback {
+        writeln!(out, "  {}: {}", f.id, f.reason)?;
+    }
+    Ok(())
 }
 
 /// The `route check` text (also `route show`'s, which has no `classifier`).
