@@ -421,6 +421,9 @@ pub const OUTCOME_INVALID: u8 = 4;
 /// stack with its next hop's slow-path mark ([`NextHop::slow_mark`]), so the stack's
 /// forwarding follows the policy.
 pub const DECISION_VIA_STACK: u8 = 1;
+/// `Decision::flags` of the XDP program: it passed the packet, untouched and uncounted, on
+/// to the TC program, which decides it.
+pub const DECISION_TO_TC: u8 = 2;
 
 /// `__sk_buff.cb[1..3]` of a `route get` test run, beside its nonce in `cb[0]`. A real
 /// packet's control buffer holds whatever the layers before TC left there (the sender's IP

@@ -241,6 +241,34 @@ fn xdp_forwards_and_drops_itself_and_leaves_mark_policies_to_tc() {
         "{stats}"
     );
 
+    // `route get --hook xdp` explains through both programs (its runs count, so last).
+    let get = |port: &str| {
+        l.dp.json(&[
+            "get", "--hook", "xdp", "iif", c, "from", "10.1.0.2", "to", SVC4, "proto", "udp",
+            "dport", port,
+        ])
+    };
+    let fwd = get("5000");
+    assert_eq!(fwd["xdp"]["policy"], "fwd", "{fwd}");
+    assert_eq!(fwd["xdp"]["verdict"], "redirect", "{fwd}");
+    assert_eq!(fwd["xdp"]["egress"], u1.as_str(), "{fwd}");
+    assert!(fwd["tc"].is_null(), "XDP decided: {fwd}");
+    let drop = get("5001");
+    assert_eq!(drop["xdp"]["verdict"], "drop", "{drop}");
+    let behind = get("5002");
+    assert_eq!(behind["xdp"]["verdict"], "pass to tc", "{behind}");
+    assert_eq!(behind["tc"]["policy"], "behind-mark", "{behind}");
+    assert_eq!(behind["tc"]["verdict"], "redirect", "{behind}");
+    let text = l.dp.ok(&[
+        "get", "--hook", "xdp", "iif", c, "from", "10.1.0.2", "to", SVC4, "proto", "udp", "dport",
+        "5002",
+    ]);
+    assert!(
+        text.starts_with("xdp: policy behind-mark (priority 13)")
+            && text.contains("\ntc:  policy behind-mark"),
+        "{text}"
+    );
+
     let show = l.dp.json(&["show"]);
     assert_eq!(show["hooks"]["hook"], "xdp", "{show}");
     let text = l.dp.ok(&["show"]);

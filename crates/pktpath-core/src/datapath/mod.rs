@@ -7,6 +7,7 @@ pub mod attach;
 pub mod classifier;
 pub mod frame;
 pub mod get;
+pub mod get_xdp;
 pub mod object;
 pub mod policy;
 pub mod slow_path;

@@ -138,6 +138,7 @@ struct ObjectArgs {
 /// Examples:
 ///   pktpath route get iif to-client from 10.1.0.2 to 10.9.0.1 proto udp dport 53
 ///   pktpath route get iif to-client from fd01::2 to fd09::1 proto tcp sport 40000 dport 443 --json
+///   pktpath route get --hook xdp iif to-client from 10.1.0.2 to 10.9.0.1 proto udp dport 53
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 struct GetArgs {
@@ -145,6 +146,10 @@ struct GetArgs {
     /// `mark N`.
     #[arg(value_name = "KEY VALUE", num_args = 1.., required = true)]
     words: Vec<String>,
+    /// `xdp`: run the XDP program (a data path attached with --hook xdp), then the TC
+    /// program when XDP passes the packet on; XDP sees no mark.
+    #[arg(long, value_enum, value_name = "HOOK", default_value = "tc")]
+    hook: HookArg,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -1006,11 +1011,29 @@ fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<u8> {
     let (iif, fields, ttl) = parse_get(&args.words)?;
     require(access::Command::RouteGet, layout)?;
     let attached = attach::open(layout)?;
+    if args.hook == HookArg::Xdp {
+        let e = attached.explain_xdp(&iif, &fields, ttl)?;
+        if args.json {
+            print_json(&e)?;
+            return Ok(exit::OK);
+        }
+        print_explanation("xdp: ", &e.xdp);
+        if let Some(tc) = &e.tc {
+            print_explanation("tc:  ", tc);
+        }
+        return Ok(exit::OK);
+    }
     let e = attached.explain(&iif, &fields, ttl)?;
     if args.json {
         print_json(&e)?;
         return Ok(exit::OK);
     }
+    print_explanation("", &e);
+    Ok(exit::OK)
+}
+
+/// `route get`'s two lines for one program's decision, the first after `prefix`.
+fn print_explanation(prefix: &str, e: &pktpath_core::datapath::get::Explanation) {
     let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
     let via_stack = e
         .via_stack
@@ -1027,7 +1050,7 @@ fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<u8> {
         })
         .unwrap_or_default();
     println!(
-        "policy {} action {} egress {} next_hop {} verdict {}{via_stack}",
+        "{prefix}policy {} action {} egress {} next_hop {} verdict {}{via_stack}",
         e.policy
             .as_ref()
             .map(|id| format!("{id} (priority {})", e.priority.unwrap_or_default()))
@@ -1039,10 +1062,14 @@ fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<u8> {
     );
     let r = &e.rewritten;
     println!(
-        "    ttl {} dscp {} mark {} dst_mac {} src_mac {}",
-        r.ttl, r.dscp, r.mark, r.dst_mac, r.src_mac
+        "{}    ttl {} dscp {} mark {} dst_mac {} src_mac {}",
+        " ".repeat(prefix.len()),
+        r.ttl,
+        r.dscp,
+        r.mark,
+        r.dst_mac,
+        r.src_mac
     );
-    Ok(exit::OK)
 }
 
 #[cfg(test)]

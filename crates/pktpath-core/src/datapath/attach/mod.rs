@@ -146,6 +146,10 @@ pub enum AttachError {
         "{iface} already runs another XDP program; remove it first (`ip link set dev {iface} xdp off`, or detach whatever attached it)"
     )]
     XdpBusy { iface: String },
+    #[error(
+        "the data path at {dir} runs no XDP program (attached without --hook xdp); leave out --hook xdp"
+    )]
+    NoXdp { dir: String },
     #[error("no data path is attached at {dir}; run `pktpath route attach --config FILE` first")]
     NotAttached { dir: String },
     #[error(

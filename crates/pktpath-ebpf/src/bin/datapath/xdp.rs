@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use pktpath_common::route::{
-    ACTION_DROP, ACTION_FORWARD, ACTION_TABLE, FAMILY_V4, MAX_IFACES, RULE_SET_DSCP, RULE_SET_MARK,
-    RULE_XDP_PASS, RuleValue,
+    ACTION_DROP, ACTION_FORWARD, ACTION_TABLE, DECISION_TO_TC, FAMILY_V4, GET_MAGIC, MAX_IFACES,
+    RULE_SET_DSCP, RULE_SET_MARK, RULE_XDP_PASS, RuleValue,
 };
 use pktpath_ebpf::{
     mem,
@@ -31,8 +31,8 @@ use pktpath_ebpf::{
 };
 
 use crate::{
-    AF_INET, AF_INET6, Outcome, POLICY_STATS, ROUTE_NEXTHOPS, ROUTE_XDP_EGRESS, SCRATCH,
-    classify::classify, count_iface,
+    AF_INET, AF_INET6, Outcome, POLICY_STATS, ROUTE_NEXTHOPS, ROUTE_XDP_EGRESS, Routed, SCRATCH,
+    classify::classify, count_iface, record,
 };
 
 /// Where a packet XDP forwards goes: the egress and the MACs to write.
@@ -46,34 +46,75 @@ struct Egress {
 pub fn pktpath_xdp(ctx: XdpContext) -> u32 {
     // SAFETY: reading a field of the context the kernel passed.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let Ok(Some(p)) = packet::parse(&ctx) else {
-        return XDP_PASS; // TC counts what is not IP, and what is invalid
+    // Field by field and used in place, as pktpath_tc does.
+    let mut slot = MaybeUninit::<Routed>::uninit();
+    let rp = slot.as_mut_ptr();
+    // SAFETY: every field is written before the reference is made.
+    let r = unsafe {
+        (&raw mut (*rp).verdict).write(XDP_PASS as i32);
+        (&raw mut (*rp).outcome).write(Outcome::Passed);
+        (&raw mut (*rp).matched).write(false);
+        mem::zero::<u32, _>(&raw mut (*rp).rule);
+        (&raw mut (*rp).egress).write(0);
+        (&raw mut (*rp).flags).write(DECISION_TO_TC);
+        &mut *rp
+    };
+    decide(&ctx, ifindex, r);
+    let nonce = get_nonce(&ctx);
+    if nonce != 0 {
+        record(nonce, r);
+    }
+    r.verdict as u32
+}
+
+/// The nonce of a `route get --hook xdp` test run: its metadata (before the frame) holds
+/// `GET_MAGIC` and the nonce. 0 for everything else (a real frame has no metadata unless a
+/// program before this one wrote some, and not these words).
+#[inline(always)]
+fn get_nonce(ctx: &XdpContext) -> u32 {
+    let meta = ctx.metadata();
+    if meta + 12 > ctx.data() {
+        return 0;
+    }
+    // SAFETY: the 12 metadata bytes were checked to lie before the frame.
+    let w = unsafe { (meta as *const [u32; 3]).read_unaligned() };
+    if w[0] == GET_MAGIC[0] && w[1] == GET_MAGIC[1] {
+        w[2]
+    } else {
+        0
+    }
+}
+
+/// Decides the packet into `r`: left as it starts (pass to TC) unless XDP can finish it.
+#[inline(always)]
+fn decide(ctx: &XdpContext, ifindex: u32, r: &mut Routed) {
+    let Ok(Some(p)) = packet::parse(ctx) else {
+        return; // TC counts what is not IP, and what is invalid
     };
     let Some(value) = classify(&p, ifindex, 0) else {
-        return XDP_PASS;
+        return;
     };
-    let mut rule = MaybeUninit::<RuleValue>::uninit();
+    r.matched = true;
     // SAFETY: both are RuleValues; the source is in a map value.
-    let rule = unsafe {
-        mem::copy::<u32, _>(rule.as_mut_ptr(), value);
-        rule.assume_init()
-    };
+    unsafe { mem::copy::<u32, _>(&raw mut r.rule, value) };
+    let rule = r.rule;
     if rule.flags & (RULE_XDP_PASS | RULE_SET_MARK) != 0 {
-        return XDP_PASS;
+        return;
     }
     let egress = match rule.action {
         ACTION_DROP => None,
-        ACTION_FORWARD => match nexthop_egress(&ctx, &p, rule.nexthop) {
+        ACTION_FORWARD => match nexthop_egress(ctx, &p, rule.nexthop) {
             Some(e) => Some(e),
-            None => return XDP_PASS,
+            None => return,
         },
-        ACTION_TABLE => match table_egress(&ctx, &p, ifindex, rule.table) {
+        ACTION_TABLE => match table_egress(ctx, &p, ifindex, rule.table) {
             Some(e) => Some(e),
-            None => return XDP_PASS,
+            None => return,
         },
-        _ => return XDP_PASS,
+        _ => return,
     };
     // Decided here: counted here, and never again by TC.
+    r.flags = 0;
     let len = ctx.frame_len();
     if let Some(c) = POLICY_STATS.get_ptr_mut(rule.slot) {
         // SAFETY: per-CPU slot, written only by this CPU.
@@ -84,17 +125,21 @@ pub fn pktpath_xdp(ctx: XdpContext) -> u32 {
     }
     let Some(e) = egress else {
         count_iface(ifindex, len, Outcome::Dropped);
-        return XDP_DROP;
+        (r.verdict, r.outcome) = (XDP_DROP as i32, Outcome::Dropped);
+        return;
     };
-    if rewrite_for(&ctx, &p, &rule, &e).is_err() {
+    if rewrite_for(ctx, &p, &rule, &e).is_err() {
         // Unreachable after the parse checked the headers; ABORTED shows in the kernel's
         // xdp:xdp_exception tracepoint, unlike a plain drop.
         count_iface(ifindex, len, Outcome::Error);
-        return XDP_ABORTED;
+        (r.verdict, r.outcome) = (XDP_ABORTED as i32, Outcome::Error);
+        return;
     }
     count_iface(ifindex, len, Outcome::Forwarded);
+    r.egress = e.ifindex;
+    r.outcome = Outcome::Forwarded;
     // SAFETY: plain helper call.
-    unsafe { bpf_redirect(e.ifindex, 0) as u32 }
+    r.verdict = unsafe { bpf_redirect(e.ifindex, 0) } as i32;
 }
 
 #[inline(always)]
