@@ -355,3 +355,77 @@ fn native_mode_is_refused_where_the_driver_has_none_and_leaves_nothing() {
     assert!(!dp.pin.path.exists(), "nothing pinned");
     assert!(!dp.state_dir().exists(), "no state");
 }
+
+/// `pktpath route --pin-dir DIR ARGS` started in the router namespace, killed (SIGKILL)
+/// after a random part of `window`.
+fn killed_within(dp: &Attachment, args: &[&str], window: Duration, seed: &mut u64) {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let net = format!("--net=/run/netns/{}", dp.router);
+    let pin = dp.pin.path.display().to_string();
+    let mut full = vec![net.as_str(), common::PKTPATH, "route", "--pin-dir", &pin];
+    full.extend_from_slice(args);
+    let mut child = Command::new("nsenter")
+        .args(&full)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run nsenter (util-linux)");
+    std::thread::sleep(window.mul_f64((*seed % 1000) as f64 / 1000.0));
+    // nsenter execs pktpath: the child is pktpath itself.
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// An attach with the XDP hook, and a detach, killed at random points: the next writer
+/// finishes or rolls back what the killed one left, and after the last detach no XDP
+/// program, TC hook, pin or state is left.
+#[test]
+fn attach_and_detach_killed_at_random_points_leave_no_xdp_behind() {
+    require_root();
+    let _bpffs = BpffsGuard::ensure();
+    let lab = RouterLab::new();
+    let scratch = Scratch::new("route-xdp-kill");
+    let config = scratch.write("configuration.json", &common::lab_config(&lab, &[]));
+    let dp = Attachment::new(&lab, "xdp-kill");
+    let attach = ["attach", "--config", &config, "--hook", "xdp"];
+    let start = std::time::Instant::now();
+    dp.ok(&attach);
+    let attach_span = start.elapsed().mul_f64(1.2);
+    let start = std::time::Instant::now();
+    dp.ok(&["detach"]);
+    let detach_span = start.elapsed().mul_f64(1.2);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    eprintln!("random points from seed {seed}");
+    let r = lab.router.name.clone();
+    for round in 0..6 {
+        killed_within(&dp, &attach, attach_span, &mut seed);
+        dp.ok(&attach);
+        let links = pktpath_tests::run::must("ip", &["-n", &r, "-d", "link", "show"]);
+        assert_eq!(
+            links.matches("prog/xdp").count(),
+            3,
+            "round {round}: one XDP program per ingress: {links}"
+        );
+        killed_within(&dp, &["detach"], detach_span, &mut seed);
+        let out = dp.route(&["detach"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || err.contains("no data path is attached"),
+            "round {round}: the detach after a killed one: {err}"
+        );
+        let links = pktpath_tests::run::must("ip", &["-n", &r, "-d", "link", "show"]);
+        assert!(!links.contains("xdp"), "round {round}: XDP left: {links}");
+        for link in [&lab.client_link.a, &lab.up1_link.a, &lab.up2_link.a] {
+            let left = tc_hooks_in_use(&lab, link);
+            assert!(left.is_empty(), "round {round}: left on {link}: {left:?}");
+        }
+        assert!(!dp.pin.path.exists(), "round {round}: pins left");
+        assert!(!dp.state_dir().exists(), "round {round}: state left");
+    }
+}
