@@ -323,6 +323,16 @@ fn detach_leaves_no_xdp_program_link_or_pin() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert!(links().contains("prog/xdp"), "attached: {}", links());
+    // Another hook for the same data path is refused, and changes nothing.
+    let config = l.scratch.0.join("configuration.json").display().to_string();
+    let out = l.dp.route(&["attach", "--config", &config]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("is attached with hook xdp (--xdp-mode auto), not tc"),
+        "{err}"
+    );
+    assert_eq!(links().matches("prog/xdp").count(), 3, "{}", links());
     let pin = l.dp.pin.path.clone();
     l.dp.ok(&["detach"]);
     assert!(!links().contains("xdp"), "no XDP left: {}", links());

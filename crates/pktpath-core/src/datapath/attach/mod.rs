@@ -644,13 +644,7 @@ fn reattach(
 fn hook_text(xdp: Option<XdpMode>) -> String {
     match xdp {
         None => "tc".to_owned(),
-        Some(m) => format!(
-            "xdp (--xdp-mode {})",
-            serde_json::to_value(m)
-                .expect("serializes")
-                .as_str()
-                .unwrap_or("?")
-        ),
+        Some(m) => format!("xdp (--xdp-mode {})", m.name()),
     }
 }
 

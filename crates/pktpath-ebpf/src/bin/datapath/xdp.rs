@@ -3,7 +3,8 @@
 //!
 //! It decides only what it can decide whole: a drop, or a forward it can finish itself
 //! (fixed next-hop MACs, or a FIB answer with the neighbour known: for a gateway, the main
-//! table's route to it, out of the next hop's interface; an egress that takes XDP frames, the TTL surviving, the frame within the egress MTU, no IPv4 options, one host
+//! table's route to it, out of the next hop's interface; an egress that takes XDP frames,
+//! the TTL surviving, the frame within the egress MTU, no IPv4 options, one host
 //! addressed). Everything else leaves it untouched and uncounted (XDP_PASS) for the TC
 //! program, which decides and counts it as it would without XDP: no match, `pass`, rules
 //! XDP cannot judge (marks: [`RULE_XDP_PASS`], [`RULE_SET_MARK`]), headers the kernel must
@@ -35,11 +36,13 @@ use crate::{
     classify::classify, count_iface, record,
 };
 
-/// Where a packet XDP forwards goes: the egress and the MACs to write.
+/// Where a packet XDP forwards goes: the egress, and where the MACs to write are (in a map
+/// value: the next hop's, or this CPU's FIB lookup answer). Pointers rather than copies:
+/// moving 6-byte arrays around compiles to calls of the object's byte-wise memmove.
 struct Egress {
     ifindex: u32,
-    dmac: [u8; 6],
-    smac: [u8; 6],
+    dmac: *const [u8; 6],
+    smac: *const [u8; 6],
 }
 
 #[xdp]
@@ -60,6 +63,11 @@ pub fn pktpath_xdp(ctx: XdpContext) -> u32 {
         &mut *rp
     };
     decide(&ctx, ifindex, r);
+    if r.flags & DECISION_TO_TC == 0 {
+        // Decided here: counted here (one call site, for the reason `Egress` gives), and
+        // never again by TC.
+        count_iface(ifindex, ctx.frame_len(), r.outcome);
+    }
     let nonce = get_nonce(&ctx);
     if nonce != 0 {
         record(nonce, r);
@@ -113,7 +121,6 @@ fn decide(ctx: &XdpContext, ifindex: u32, r: &mut Routed) {
         },
         _ => return,
     };
-    // Decided here: counted here, and never again by TC.
     r.flags = 0;
     let len = ctx.frame_len();
     if let Some(c) = POLICY_STATS.get_ptr_mut(rule.slot) {
@@ -124,18 +131,15 @@ fn decide(ctx: &XdpContext, ifindex: u32, r: &mut Routed) {
         }
     }
     let Some(e) = egress else {
-        count_iface(ifindex, len, Outcome::Dropped);
         (r.verdict, r.outcome) = (XDP_DROP as i32, Outcome::Dropped);
         return;
     };
     if rewrite_for(ctx, &p, &rule, &e).is_err() {
         // Unreachable after the parse checked the headers; ABORTED shows in the kernel's
         // xdp:xdp_exception tracepoint, unlike a plain drop.
-        count_iface(ifindex, len, Outcome::Error);
         (r.verdict, r.outcome) = (XDP_ABORTED as i32, Outcome::Error);
         return;
     }
-    count_iface(ifindex, len, Outcome::Forwarded);
     r.egress = e.ifindex;
     r.outcome = Outcome::Forwarded;
     // SAFETY: plain helper call.
@@ -149,7 +153,8 @@ fn rewrite_for(
     rule: &RuleValue,
     e: &Egress,
 ) -> Result<(), Malformed> {
-    packet::set_macs(ctx, &e.dmac, &e.smac)?;
+    // SAFETY: both point into map values that outlive this program run (see `Egress`).
+    packet::set_macs(ctx, unsafe { &*e.dmac }, unsafe { &*e.smac })?;
     if rule.flags & RULE_SET_DSCP != 0 {
         rewrite::set_dscp(ctx, p, rule.dscp)?;
     }
@@ -177,8 +182,8 @@ fn nexthop_egress(ctx: &XdpContext, p: &Parsed, index: u32) -> Option<Egress> {
     if nh.has_mac != 0 {
         return Some(Egress {
             ifindex: nh.ifindex,
-            dmac: nh.dmac,
-            smac: nh.smac,
+            dmac: &raw const nh.dmac,
+            smac: &raw const nh.smac,
         });
     }
     // The gateway's MAC, from the kernel's neighbour table through a main-table lookup of
@@ -193,9 +198,13 @@ fn nexthop_egress(ctx: &XdpContext, p: &Parsed, index: u32) -> Option<Egress> {
             unsafe { nh.gateway.as_ptr().cast::<u32>().read_unaligned() };
     } else {
         fib.family = AF_INET6 as u8;
-        // SAFETY: 16 address bytes into the 16-byte word array.
-        fib.__bindgen_anon_4.ipv6_dst =
-            unsafe { nh.gateway.as_ptr().cast::<[u32; 4]>().read_unaligned() };
+        let g = &nh.gateway;
+        // Word by word: a 16-byte copy compiles to a call of the byte-wise memmove.
+        for i in 0..4 {
+            let w = u32::from_ne_bytes([g[4 * i], g[4 * i + 1], g[4 * i + 2], g[4 * i + 3]]);
+            // SAFETY: writing a word of the IPv6 address member of the union.
+            unsafe { fib.__bindgen_anon_4.ipv6_dst[i] = w };
+        }
     }
     fib.ifindex = nh.ifindex;
     let e = lookup(ctx, fib, BPF_FIB_LOOKUP_DIRECT)?;
@@ -234,8 +243,8 @@ fn lookup(ctx: &XdpContext, fib: &mut bpf_fib_lookup, flags: u32) -> Option<Egre
     }
     Some(Egress {
         ifindex: fib.ifindex,
-        dmac: fib.dmac,
-        smac: fib.smac,
+        dmac: &raw const fib.dmac,
+        smac: &raw const fib.smac,
     })
 }
 
