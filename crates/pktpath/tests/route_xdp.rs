@@ -489,3 +489,55 @@ fn swaps_under_a_stream_through_xdp_lose_nothing() {
     let tc = l.runs("prog") - tc0;
     assert!(tc < (STREAM / 10) as u64, "TC ran {tc} times");
 }
+
+/// `"hook": "xdp"` on one interface of configuration.json: attach without `--hook` runs XDP
+/// there only; one without ingress is refused with the field named.
+#[test]
+fn the_configuration_picks_xdp_per_interface() {
+    require_root();
+    let _bpffs = BpffsGuard::ensure();
+    let lab = RouterLab::new();
+    let scratch = Scratch::new("route-xdp-config");
+    let (c, u1) = (&lab.client_link.a, &lab.up1_link.a);
+    let config = scratch.write(
+        "configuration.json",
+        &format!(
+            r#"{{ "version": 1,
+  "interfaces": [ {{ "name": "{c}", "hook": "xdp" }}, {{ "name": "{u1}" }} ] }}"#
+        ),
+    );
+    let dp = Attachment::new(&lab, "xdp-config");
+    let report = dp.json(&["attach", "--config", &config]);
+    let hooks = report["xdp"].as_array().expect("xdp hooks");
+    assert_eq!(hooks.len(), 1, "{report}");
+    assert_eq!(hooks[0]["interface"], c.as_str(), "{report}");
+    let links = pktpath_tests::run::must("ip", &["-n", &lab.router.name, "-d", "link", "show"]);
+    assert_eq!(links.matches("prog/xdp").count(), 1, "{links}");
+    // The same configuration again changes nothing; with --hook xdp it would be another.
+    let again = dp.json(&["attach", "--config", &config]);
+    assert!(again["attached"].as_array().unwrap().is_empty(), "{again}");
+    let out = dp.route(&["attach", "--config", &config, "--hook", "xdp"]);
+    assert!(
+        !out.status.success(),
+        "another set of XDP interfaces is refused"
+    );
+    dp.ok(&["detach"]);
+
+    let bad = scratch.write(
+        "bad.json",
+        &format!(
+            r#"{{ "version": 1,
+  "interfaces": [ {{ "name": "{c}", "ingress": false, "egress": true, "hook": "xdp" }} ] }}"#
+        ),
+    );
+    let out = dp.route(&["attach", "--config", &bad]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("bad.json:2:")
+            && err.contains("interfaces[0].hook")
+            && err.contains("not attached at ingress"),
+        "{err}"
+    );
+    assert!(!dp.pin.path.exists(), "nothing attached");
+}

@@ -62,7 +62,7 @@ use crate::{
     loader::{self, LoadError, Object},
     route::{
         compile::Topology,
-        config::{ConfigError, Source},
+        config::{ConfigError, Hook as IfaceHook, Source},
     },
     sys::{SysError, iface, mounts::PseudoFs, tc},
 };
@@ -506,8 +506,16 @@ impl Drop for Undo<'_> {
     }
 }
 
+/// Whether two static configurations are the same data path; the hooks aside (`--hook xdp`
+/// sets them after the file is read; the running ones are compared in `reattach`).
 fn same_topology(a: &Topology, b: &Topology) -> bool {
-    a.interfaces == b.interfaces
+    let ifaces = |t: &Topology| -> Vec<(String, bool, bool)> {
+        t.interfaces
+            .iter()
+            .map(|i| (i.name.clone(), i.ingress, i.egress))
+            .collect()
+    };
+    ifaces(a) == ifaces(b)
         && a.next_hops == b.next_hops
         && a.tables == b.tables
         && a.slow_path == b.slow_path
@@ -533,15 +541,23 @@ pub fn attach_source(
     attach_with(writer, source, mode, None)
 }
 
-/// [`attach_source`], with the XDP hook in front of TC's ingress hooks when `xdp` is given
-/// (see `xdp`).
+/// [`attach_source`], with the XDP hook in front of TC's ingress hooks (see `xdp`) on the
+/// interfaces whose configuration says `"hook": "xdp"`, or on all attached at ingress when
+/// `xdp` is given (the mode; `auto` for the configuration's alone).
 pub fn attach_with(
     writer: &Writer,
     source: &Source,
     mode: Option<TcMode>,
     xdp: Option<XdpMode>,
 ) -> Result<AttachReport, AttachError> {
-    let topology = Topology::from_source(source)?;
+    let mut topology = Topology::from_source(source)?;
+    if xdp.is_some() {
+        for i in topology.interfaces.iter_mut().filter(|i| i.ingress) {
+            i.hook = IfaceHook::Xdp;
+        }
+    }
+    let any_xdp = topology.interfaces.iter().any(|i| i.hook == IfaceHook::Xdp);
+    let xdp = any_xdp.then(|| xdp.unwrap_or_default());
     let ifaces = resolve(&topology)?;
     if let Some(guard) = PseudoFs::Bpf.ensure()? {
         guard.keep();
@@ -588,7 +604,18 @@ fn reattach(
         });
     }
     let running_hook = state.xdp.as_ref().map(|x| x.requested);
-    if xdp != running_hook {
+    let running_ifaces: Vec<&str> = state
+        .xdp
+        .iter()
+        .flat_map(|x| x.hooks.iter().map(|h| h.interface.as_str()))
+        .collect();
+    let wanted_ifaces: Vec<&str> = topology
+        .interfaces
+        .iter()
+        .filter(|i| i.hook == IfaceHook::Xdp)
+        .map(|i| i.name.as_str())
+        .collect();
+    if xdp != running_hook || running_ifaces != wanted_ifaces {
         return Err(AttachError::OtherHook {
             dir: dir_text,
             running: hook_text(running_hook),
@@ -705,7 +732,11 @@ fn attach_new(
             requested,
             hooks: Vec::new(),
         };
-        for i in topology.interfaces.iter().filter(|i| i.ingress) {
+        for i in topology
+            .interfaces
+            .iter()
+            .filter(|i| i.hook == IfaceHook::Xdp)
+        {
             let mode = xdp::resolve_mode(requested, &i.name)?;
             x.hooks.push(XdpHook {
                 interface: i.name.clone(),
