@@ -10,7 +10,7 @@ use std::{any::Any, time::Duration};
 
 use anyhow::Context as _;
 use pktpath_tests::{
-    ClsactGuard,
+    ClsactGuard, EthtoolFlag, EthtoolGuard,
     objects::{self, TestObject},
 };
 use serde::Serialize;
@@ -41,6 +41,11 @@ pub enum Kind {
     Tc,
     /// `pktpath route attach` + `apply`.
     Pktpath,
+    /// [`Kind::Pktpath`] attached with `--hook xdp` (native on the veth; GRO on the sink's
+    /// end so that it takes the frames XDP redirects).
+    PktpathXdp,
+    /// [`Kind::Pktpath`] attached with `--hook xdp --xdp-mode generic`.
+    PktpathXdpGeneric,
     /// [`Kind::Pktpath`] with the agent's kernel drop monitor attached (every frame the
     /// sink drops is one `skb:kfree_skb` event it counts).
     PktpathDrops,
@@ -56,6 +61,8 @@ impl Kind {
             Kind::Nft => "nft",
             Kind::Tc => "tc",
             Kind::Pktpath => "pktpath",
+            Kind::PktpathXdp => "pktpath-xdp",
+            Kind::PktpathXdpGeneric => "pktpath-xdp-generic",
             Kind::PktpathDrops => "pktpath-drops",
             Kind::PktpathKfreeFloor => "pktpath-kfree-empty",
         }
@@ -82,7 +89,14 @@ impl Config {
 
 pub fn all() -> Vec<Config> {
     let mut v = Vec::new();
-    for kind in [Kind::Linux, Kind::Nft, Kind::Tc, Kind::Pktpath] {
+    for kind in [
+        Kind::Linux,
+        Kind::Nft,
+        Kind::Tc,
+        Kind::Pktpath,
+        Kind::PktpathXdp,
+        Kind::PktpathXdpGeneric,
+    ] {
         for ahead in [0, AHEAD] {
             v.push(Config { kind, ahead });
         }
@@ -116,6 +130,13 @@ fn empty_kfree_skb() -> anyhow::Result<aya::Ebpf> {
     p.load("kfree_skb", &btf).context("load floor_kfree_skb")?;
     p.attach().context("attach floor_kfree_skb")?;
     Ok(ebpf)
+}
+
+/// pktpath's data path with the XDP hook, and GRO on the sink's end of its link; both
+/// undone on drop.
+pub struct WithXdp {
+    pub route: routecli::Route,
+    _gro: EthtoolGuard,
 }
 
 /// pktpath's data path with the kernel drop monitor attached; both removed on drop.
@@ -209,6 +230,17 @@ pub fn setup(lab: &Lab, cfg: Config, dir: &Scratch) -> anyhow::Result<Box<dyn An
             Box::new(guard)
         }
         Kind::Pktpath => Box::new(routecli::setup(lab, dir, cfg.ahead)?),
+        Kind::PktpathXdp => {
+            let gro = EthtoolGuard::set(&lab.sink.name, &lab.sink_link.b, EthtoolFlag::Gro, true);
+            let route = routecli::setup_with(lab, dir, cfg.ahead, &["--hook", "xdp"])?;
+            Box::new(WithXdp { route, _gro: gro })
+        }
+        Kind::PktpathXdpGeneric => Box::new(routecli::setup_with(
+            lab,
+            dir,
+            cfg.ahead,
+            &["--hook", "xdp", "--xdp-mode", "generic"],
+        )?),
         Kind::PktpathDrops => {
             let route = routecli::setup(lab, dir, cfg.ahead)?;
             let monitor = DropMonitor::start().context("start the drop monitor")?;
@@ -354,6 +386,7 @@ pub fn run() -> anyhow::Result<Results> {
                     .downcast_ref::<WithDropMonitor>()
                     .map(|w| &w.route)
                     .or_else(|| guard.downcast_ref::<WithKfreeFloor>().map(|w| &w.route))
+                    .or_else(|| guard.downcast_ref::<WithXdp>().map(|w| &w.route))
             });
             let by_pktpath = match route {
                 Some(route) => format!(", pktpath forwarded {}", route.forwarded(lab.r_in())?),
@@ -418,6 +451,17 @@ pub fn run() -> anyhow::Result<Results> {
         crate::report::Goal::at_least("pktpath-1 / linux-1", p1 / linux(0), 1.3),
         crate::report::Goal::at_least("pktpath-1k / linux-1k", pk / linux(AHEAD), 5.0),
         crate::report::Goal::at_least("pktpath-1k / pktpath-1", pk / p1, 0.9),
+        // XDP mode: at least twice the kernel's forwarding (issue 18).
+        crate::report::Goal::at_least(
+            "pktpath-xdp-1 / linux-1",
+            get("pktpath-xdp-1").unwrap_or(f64::NAN) / linux(0),
+            2.0,
+        ),
+        crate::report::Goal::at_least(
+            "pktpath-xdp-1k / linux-1k",
+            get("pktpath-xdp-1k").unwrap_or(f64::NAN) / linux(AHEAD),
+            2.0,
+        ),
         // The drop monitor costs at most 3% of forwarding throughput.
         crate::report::Goal::at_least("pktpath-drops-1 / pktpath-1", pd / p1, 0.97),
     ];

@@ -47,12 +47,20 @@ pub struct Route {
 impl Route {
     /// `pktpath route attach --config CONFIG` in namespace `ns`.
     pub fn attach(ns: &str, config: &Path) -> anyhow::Result<Self> {
+        Self::attach_with(ns, config, &[])
+    }
+
+    /// [`Route::attach`] with more arguments (`--hook xdp`).
+    pub fn attach_with(ns: &str, config: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let r = Self {
             ns: ns.to_owned(),
             bin: pktpath_bin()?,
             pin: PinGuard::new("bench-route"),
         };
-        r.ok(&["attach", "--config", &config.display().to_string()])?;
+        let config = config.display().to_string();
+        let mut args = vec!["attach", "--config", &config];
+        args.extend_from_slice(extra);
+        r.ok(&args)?;
         Ok(r)
     }
 
@@ -200,9 +208,14 @@ pub fn policies(lab: &Lab, ahead: usize, variant: u32) -> String {
 
 /// Writes the configuration and a policy set into `dir`, attaches and applies.
 pub fn setup(lab: &Lab, dir: &Scratch, ahead: usize) -> anyhow::Result<Route> {
+    setup_with(lab, dir, ahead, &[])
+}
+
+/// [`setup`], attaching with more arguments (`--hook xdp`).
+pub fn setup_with(lab: &Lab, dir: &Scratch, ahead: usize, extra: &[&str]) -> anyhow::Result<Route> {
     let config = dir.write("configuration.json", &config(lab))?;
     let set = dir.write(&format!("policies-{ahead}.json"), &policies(lab, ahead, 0))?;
-    let route = Route::attach(&lab.router.name, &config)?;
+    let route = Route::attach_with(&lab.router.name, &config, extra)?;
     route.apply(&set)?;
     Ok(route)
 }

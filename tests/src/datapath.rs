@@ -1,8 +1,11 @@
 //! The data path program loaded on its own (not attached) and run on synthesized frames
 //! with BPF_PROG_TEST_RUN: what the classification and odd-frame tests share.
 
-use aya::programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions};
-use pktpath_common::route::PROG_DATAPATH;
+use aya::{
+    maps::Array,
+    programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
+};
+use pktpath_common::route::{MAP_XDP_EGRESS, PROG_DATAPATH, PROG_XDP};
 use pktpath_core::{
     datapath::tables::DatapathMaps,
     loader::{self, Object},
@@ -14,6 +17,10 @@ pub const SKB_CTX: usize = 192;
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
+/// The XDP verdicts (`XDP_*` of linux/bpf.h).
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_REDIRECT: u32 = 4;
 
 /// A loaded data path program and its maps.
 pub struct Datapath {
@@ -31,6 +38,52 @@ impl Datapath {
             .unwrap_or_else(|e| panic!("verifier rejected the data path: {e:?}"));
         let maps = DatapathMaps::from_ebpf(&mut ebpf).expect("maps");
         Self { ebpf, maps }
+    }
+
+    /// Loads the XDP program too, on the same maps (panics if the verifier refuses it).
+    pub fn load_xdp(&mut self) {
+        let prog: &mut Xdp = self.ebpf.program_mut(PROG_XDP).unwrap().try_into().unwrap();
+        prog.load()
+            .unwrap_or_else(|e| panic!("verifier rejected the XDP program: {e:?}"));
+    }
+
+    /// Lets the XDP program redirect into `ifindexes` (as attach does for devices that
+    /// take XDP frames).
+    pub fn allow_xdp_egress(&mut self, ifindexes: &[u32]) {
+        let mut map: Array<_, u32> = self
+            .ebpf
+            .map_mut(MAP_XDP_EGRESS)
+            .expect("the XDP egress map")
+            .try_into()
+            .expect("an array");
+        for &i in ifindexes {
+            map.set(i, 1, 0).expect("allow an XDP egress");
+        }
+    }
+
+    /// The loaded XDP program ([`Datapath::load_xdp`]).
+    pub fn xdp(&self) -> &Xdp {
+        self.ebpf
+            .program(PROG_XDP)
+            .expect("the XDP program")
+            .try_into()
+            .expect("an XDP program")
+    }
+
+    /// Runs the XDP program on `frame` (arriving on loopback); returns (verdict, frame after).
+    pub fn run_xdp(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut data_out = vec![0u8; frame.len() + 64];
+        let r = self
+            .xdp()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut data_out),
+                repeat: 1,
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("XDP test run on a {}-byte frame: {e:?}", frame.len()));
+        data_out.truncate(r.data_size_out as usize);
+        (r.return_value, data_out)
     }
 
     /// How many instructions the verifier processed to accept the program (None on a

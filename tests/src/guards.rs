@@ -476,3 +476,104 @@ impl Drop for OwnedDirGuard {
         }
     }
 }
+
+/// An ethtool feature flag of a device (`ethtool -K DEV gro|tx on|off`).
+#[derive(Clone, Copy, Debug)]
+pub enum EthtoolFlag {
+    /// GRO: a veth with GRO on runs NAPI, which lets it take the frames native XDP
+    /// redirects to its peer.
+    Gro,
+    /// TX checksum offload: a veth's sender leaves checksums for the receiver to finish,
+    /// which native XDP on the peer cannot see.
+    TxChecksum,
+}
+
+impl EthtoolFlag {
+    /// (get, set) commands of linux/ethtool.h.
+    fn commands(self) -> (u32, u32) {
+        match self {
+            Self::Gro => (0x2b, 0x2c),
+            Self::TxChecksum => (0x16, 0x17),
+        }
+    }
+}
+
+/// An ethtool flag of a device in namespace `ns` set (SIOCETHTOOL), put back as it was on
+/// drop.
+pub struct EthtoolGuard {
+    ns: String,
+    dev: String,
+    flag: EthtoolFlag,
+    old: bool,
+}
+
+impl EthtoolGuard {
+    pub fn set(ns: &str, dev: &str, flag: EthtoolFlag, on: bool) -> Self {
+        let handle = NetNs::from_name(ns).expect("open namespace for ethtool");
+        let old = handle
+            .run(|| ethtool_flag(dev, flag, None))
+            .expect("enter namespace")
+            .unwrap_or_else(|e| panic!("read {flag:?} of {dev}: {e}"));
+        handle
+            .run(|| ethtool_flag(dev, flag, Some(on)))
+            .expect("enter namespace")
+            .unwrap_or_else(|e| panic!("set {flag:?} of {dev} to {on}: {e}"));
+        Self {
+            ns: ns.into(),
+            dev: dev.into(),
+            flag,
+            old,
+        }
+    }
+}
+
+impl Drop for EthtoolGuard {
+    fn drop(&mut self) {
+        if let Ok(handle) = NetNs::from_name(&self.ns) {
+            let r = handle
+                .run(|| ethtool_flag(&self.dev, self.flag, Some(self.old)))
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map(|_| String::new()).map_err(|e| e.to_string()));
+            undo(&format!("{:?} of {}", self.flag, self.dev), r);
+        }
+    }
+}
+
+/// Reads `flag` of `dev` (None) or sets it; returns the state read, or the one set.
+fn ethtool_flag(dev: &str, flag: EthtoolFlag, set: Option<bool>) -> std::io::Result<bool> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let (get_cmd, set_cmd) = flag.commands();
+    let mut value = EthtoolValue {
+        cmd: if set.is_some() { set_cmd } else { get_cmd },
+        data: u32::from(set.unwrap_or(false)),
+    };
+    // SAFETY: all-zero is a valid ifreq.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req
+        .ifr_name
+        .iter_mut()
+        .zip(dev.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&raw mut value).cast();
+    // SAFETY: plain socket(2); closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: req points at a valid ifreq whose data points at `value`, alive for the call.
+    let r = unsafe { libc::ioctl(fd, SIOCETHTOOL, &raw mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    if r < 0 {
+        return Err(err);
+    }
+    Ok(value.data != 0)
+}

@@ -17,8 +17,8 @@ pub mod trace;
 pub mod txring;
 
 pub use guards::{
-    AddrGuard, BpffsGuard, ClsactGuard, LinkGuard, NetnsGuard, NftTableGuard, OwnedDirGuard,
-    PinGuard, RootQdiscGuard, RouteGuard, SysctlGuard, VethGuard,
+    AddrGuard, BpffsGuard, ClsactGuard, EthtoolFlag, EthtoolGuard, LinkGuard, NetnsGuard,
+    NftTableGuard, OwnedDirGuard, PinGuard, RootQdiscGuard, RouteGuard, SysctlGuard, VethGuard,
 };
 pub use topo::{RouterLab, TwoHosts};
 

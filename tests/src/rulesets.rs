@@ -224,6 +224,7 @@ fn configuration() -> String {
                 name: (*name).to_owned(),
                 ingress: true,
                 egress: false,
+                hook: Default::default(),
             })
             .collect(),
         next_hops: NEXT_HOPS

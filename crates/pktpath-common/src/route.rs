@@ -11,6 +11,9 @@ pub const PROG_DATAPATH: &str = "pktpath_tc";
 /// Name of the program [`PROG_DATAPATH`] tail-calls (through [`TAP_PROG_MAP`]) to hand its
 /// decision to the tracers listening.
 pub const PROG_TAP: &str = "pktpath_tap";
+
+/// The data path's XDP program, on the same maps as [`PROG_DATAPATH`].
+pub const PROG_XDP: &str = "pktpath_xdp";
 /// Interfaces whose counters sit in the array (ifindex below this), and capacity of the
 /// hash for the others.
 pub const MAX_IFACES: u32 = 1024;
@@ -283,6 +286,11 @@ pub const ACTION_TABLE: u8 = 3;
 /// `RuleValue::flags`: also set the packet mark / DSCP.
 pub const RULE_SET_MARK: u8 = 1;
 pub const RULE_SET_DSCP: u8 = 2;
+/// `RuleValue::flags`: the XDP program passes a packet this rule wins for to TC untouched,
+/// because XDP cannot decide it: the rule sets a mark, matches on the mark (XDP has none),
+/// or a rule matching on the mark with a better priority overlaps it (with the packet's
+/// real mark that rule could win in TC). Set by user space when it compiles the rules.
+pub const RULE_XDP_PASS: u8 = 4;
 
 /// `RuleMatch::flags`: which optional fields the policy constrains.
 pub const MATCH_PROTO: u8 = 1;
@@ -423,6 +431,12 @@ pub struct NextHop {
 crate::assert_size!(NextHop, 48);
 crate::impl_pod!(NextHop);
 
+/// Map of the interfaces the XDP program may redirect into (`u32` per ifindex below
+/// [`MAX_IFACES`]; 1: yes). Native XDP can hand a frame only to a device that takes XDP
+/// frames (a veth whose peer runs XDP or has GRO on); user space, which asks the kernel
+/// (the device's `xdp-features`), fills it. A packet to any other egress goes to TC.
+pub const MAP_XDP_EGRESS: &str = "ROUTE_XDP_EGRESS";
+
 /// Per-policy, per-CPU counters.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -461,6 +475,9 @@ pub const OUTCOME_INVALID: u8 = 4;
 /// ([`NextHop::slow_mark`]; `Decision::nexthop` is that entry), so the stack's forwarding
 /// follows the policy.
 pub const DECISION_VIA_STACK: u8 = 1;
+/// `Decision::flags` of the XDP program: it passed the packet, untouched and uncounted, on
+/// to the TC program, which decides it.
+pub const DECISION_TO_TC: u8 = 2;
 
 /// `__sk_buff.cb[1..3]` of a `route get` test run, beside its nonce in `cb[0]`. A real
 /// packet's control buffer holds whatever the layers before TC left there (the sender's IP

@@ -10,6 +10,7 @@ pub mod mem;
 pub mod packet;
 pub mod pinned;
 pub mod rule;
+pub mod xdp;
 
 /// eBPF programs cannot unwind; the verifier rejects any reachable panic path anyway.
 #[cfg(not(test))]

@@ -1,5 +1,7 @@
-//! Packet parsing and rewriting for TC programs: Ethernet, IPv4 (with options), IPv6 (with
-//! up to four extension headers), TCP/UDP/SCTP ports. Every access is bounds-checked.
+//! Packet parsing for TC and XDP programs (over [`Frame`], what both contexts offer) and
+//! rewriting for TC programs (through the skb helpers; XDP's rewrites are in `crate::xdp`):
+//! Ethernet, IPv4 (with options), IPv6 (with up to four extension headers), TCP/UDP/SCTP
+//! ports. Every access is bounds-checked.
 //!
 //! What is classified: fragments (first or not) carry no ports, so every fragment of a
 //! datagram gets the same decision; an IPv6 packet whose extension headers do not resolve
@@ -16,14 +18,14 @@
 use aya_ebpf::{
     bindings::{bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, bpf_check_mtu_ret::BPF_MTU_CHK_RET_SUCCESS},
     helpers::generated::bpf_check_mtu,
-    programs::TcContext,
+    programs::{TcContext, XdpContext},
 };
 use pktpath_common::{
     net::{ETH_P_IP, ETH_P_IPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP},
     route::{FAMILY_V4, FAMILY_V6},
 };
 
-const ETH_HLEN: usize = 14;
+pub(crate) const ETH_HLEN: usize = 14;
 
 /// A header was truncated or malformed, or a helper refused a rewrite.
 #[derive(Clone, Copy, Debug)]
@@ -53,8 +55,54 @@ pub struct Parsed {
     pub hdr: [u8; 2],
 }
 
+/// Direct packet access, as TC and XDP contexts both offer it. Generic code over it is
+/// monomorphized, so the TC program's instructions are what they were without it.
+pub trait Frame {
+    /// Address of the first byte of the frame (its Ethernet header).
+    fn data(&self) -> usize;
+    /// Address one past the last byte directly accessible.
+    fn data_end(&self) -> usize;
+    /// The frame's whole length (for TC, including bytes outside the linear area).
+    fn frame_len(&self) -> u32;
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn frame_len(&self) -> u32 {
+        self.len()
+    }
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+
+    /// Programs not declared for multi-buffer XDP see one linear buffer: all of it.
+    #[inline(always)]
+    fn frame_len(&self) -> u32 {
+        (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+    }
+}
+
 #[inline(always)]
-fn ptr_at<T>(ctx: &TcContext, off: usize) -> Result<*const T, Malformed> {
+pub(crate) fn ptr_at<T>(ctx: &impl Frame, off: usize) -> Result<*const T, Malformed> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + off + size_of::<T>() > end {
@@ -66,14 +114,14 @@ fn ptr_at<T>(ctx: &TcContext, off: usize) -> Result<*const T, Malformed> {
 /// Copies `N` packet bytes at `off` (one bounds check for the whole run: the verifier
 /// does not learn a range from LLVM's canonical one-byte check).
 #[inline(always)]
-fn bytes<const N: usize>(ctx: &TcContext, off: usize) -> Result<[u8; N], Malformed> {
+fn bytes<const N: usize>(ctx: &impl Frame, off: usize) -> Result<[u8; N], Malformed> {
     // SAFETY: ptr_at checked that N bytes at `off` are inside the packet.
     Ok(unsafe { *ptr_at::<[u8; N]>(ctx, off)? })
 }
 
 /// Parses the frame; Ok(None) for non-IP frames (ARP, ...), Err for truncated headers.
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> Result<Option<Parsed>, Malformed> {
+pub fn parse(ctx: &impl Frame) -> Result<Option<Parsed>, Malformed> {
     let eth = bytes::<14>(ctx, 0)?;
     let ethertype = u16::from_be_bytes([eth[12], eth[13]]);
     match ethertype {
@@ -100,7 +148,7 @@ unsafe fn word(p: *const u8) -> u32 {
 /// # Safety
 /// `ip` must be valid for 20 bytes.
 #[inline(always)]
-unsafe fn checksum_ok(ip: *const u8) -> bool {
+pub(crate) unsafe fn checksum_ok(ip: *const u8) -> bool {
     let mut sum = 0u64;
     for i in 0..5 {
         // SAFETY: the caller checked 20 bytes; word reads unaligned.
@@ -114,14 +162,14 @@ unsafe fn checksum_ok(ip: *const u8) -> bool {
 }
 
 #[inline(always)]
-fn parse_v4(ctx: &TcContext) -> Result<Parsed, Malformed> {
+fn parse_v4(ctx: &impl Frame) -> Result<Parsed, Malformed> {
     let ip = ptr_at::<[u8; 20]>(ctx, ETH_HLEN)?.cast::<u8>();
     // Checked first, before the fields are read: fewer values live at once (the program's
     // stack is at its limit).
     // SAFETY: ptr_at checked that the 20 bytes of a minimal IPv4 header are in the packet.
     let (ver_ihl, tot_len) = unsafe { (*ip, u16::from_be_bytes([*ip.add(2), *ip.add(3)])) };
     let ihl = (ver_ihl & 0x0f) as usize * 4;
-    let room = ctx.len().saturating_sub(ETH_HLEN as u32);
+    let room = ctx.frame_len().saturating_sub(ETH_HLEN as u32);
     let len_ok =
         (tot_len as u32 >= ihl as u32 && tot_len as u32 <= room) || (tot_len == 0 && room > 0xffff);
     // SAFETY: as above, 20 bytes.
@@ -164,7 +212,7 @@ fn parse_v4(ctx: &TcContext) -> Result<Parsed, Malformed> {
 }
 
 #[inline(always)]
-fn parse_v6(ctx: &TcContext) -> Result<Option<Parsed>, Malformed> {
+fn parse_v6(ctx: &impl Frame) -> Result<Option<Parsed>, Malformed> {
     let ip = bytes::<40>(ctx, ETH_HLEN)?;
     let (b0, b1) = (ip[0], ip[1]);
     if b0 >> 4 != 6 {
@@ -172,7 +220,7 @@ fn parse_v6(ctx: &TcContext) -> Result<Option<Parsed>, Malformed> {
     }
     let tclass = ((b0 & 0x0f) << 4) | (b1 >> 4);
     let payload = u16::from_be_bytes([ip[4], ip[5]]) as u32;
-    if payload > ctx.len().saturating_sub(ETH_HLEN as u32 + 40) {
+    if payload > ctx.frame_len().saturating_sub(ETH_HLEN as u32 + 40) {
         return Err(Malformed);
     }
     let mut next = ip[6];
@@ -245,7 +293,7 @@ fn has_ports(proto: u8) -> bool {
 /// destination) delivers it locally or routes it as multicast: a policy written for
 /// unicast must not send a broadcast or multicast to one next hop.
 #[inline(always)]
-pub fn fast_forwardable(ctx: &TcContext, p: &Parsed) -> bool {
+pub fn fast_forwardable(ctx: &impl Frame, p: &Parsed) -> bool {
     p.ttl > 1 && !(p.family == FAMILY_V4 && p.has_options) && !group_destination(ctx, p)
 }
 
@@ -253,7 +301,7 @@ pub fn fast_forwardable(ctx: &TcContext, p: &Parsed) -> bool {
 /// multicast; the stack does not forward such a frame even to a unicast IP address), IPv4
 /// multicast (224/4) or limited broadcast, IPv6 multicast (ff00::/8).
 #[inline(always)]
-pub fn group_destination(ctx: &TcContext, p: &Parsed) -> bool {
+pub fn group_destination(ctx: &impl Frame, p: &Parsed) -> bool {
     // The I/G bit, the low bit of the first byte of the Ethernet destination. (Two bytes
     // read: the verifier learns no range from a one-byte bounds check, see `bytes`.)
     let l2_group = bytes::<2>(ctx, 0).map_or(true, |b| b[0] & 1 != 0);
@@ -307,7 +355,7 @@ pub fn decrement_ttl(ctx: &TcContext, p: &Parsed) -> Result<(), Malformed> {
 /// Rewrites the Ethernet destination and source addresses, by direct packet access (no
 /// helper call; the verifier makes a cloned skb writable once, in the program's prologue).
 #[inline(always)]
-pub fn set_macs(ctx: &TcContext, dmac: &[u8; 6], smac: &[u8; 6]) -> Result<(), Malformed> {
+pub fn set_macs(ctx: &impl Frame, dmac: &[u8; 6], smac: &[u8; 6]) -> Result<(), Malformed> {
     let eth = ptr_at::<[u8; 12]>(ctx, 0)?.cast_mut().cast::<[u8; 6]>();
     // SAFETY: ptr_at checked that the 12 address bytes are inside the packet.
     unsafe {

@@ -66,6 +66,7 @@ fn doctor_json_matches_this_kernel() {
         "tc_netlink",
         "tcx",
         "xdp",
+        "xdp_native",
         "pinning",
     ] {
         assert!(available(id), "{id} should be available here");

@@ -408,3 +408,79 @@ fn schema_prints_the_committed_schemas() {
     assert!(both["configuration.json"]["properties"]["interfaces"].is_object());
     assert!(both["runtimeConfiguration.json"]["properties"]["policies"].is_object());
 }
+
+/// `route check` says which policies the XDP hook leaves to TC, and why: the example's
+/// mark policy (priority 30, on every packet from to-client) overlaps every policy behind
+/// it on that interface; the two before it, the ones setting a mark and the `pass` one
+/// are told apart.
+#[test]
+fn check_says_which_policies_fall_back_from_xdp_to_tc() {
+    let out = pktpath(&[
+        "route",
+        "check",
+        "--config",
+        &example("configuration.json"),
+        &example("runtimeConfiguration.json"),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let reasons: std::collections::BTreeMap<String, String> = report["xdp_fallback"]
+        .as_array()
+        .expect("xdp_fallback")
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().to_owned(),
+                f["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for decided in ["block-quarantined-host", "voice-via-up2"] {
+        assert!(
+            !reasons.contains_key(decided),
+            "{decided} is decided at XDP: {reasons:?}"
+        );
+    }
+    let reason = |id: &str| {
+        reasons
+            .get(id)
+            .map(String::as_str)
+            .unwrap_or("decided at XDP")
+    };
+    assert!(
+        reason("marked-via-up1").contains("matches on the mark"),
+        "{reasons:?}"
+    );
+    assert!(
+        reason("lab-b-v4-via-up2").contains("sets a mark"),
+        "{reasons:?}"
+    );
+    for behind in [
+        "dns-via-up2",
+        "web-via-up1",
+        "clients-via-up1",
+        "replies-by-main-table",
+    ] {
+        assert!(
+            reason(behind).contains("overlaps it"),
+            "{behind}: {reasons:?}"
+        );
+    }
+    let text = pktpath(&[
+        "route",
+        "check",
+        "--config",
+        &example("configuration.json"),
+        &example("runtimeConfiguration.json"),
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("with --hook xdp: 2 of 10 policies decided at XDP, 8 left to TC:"),
+        "{text}"
+    );
+}

@@ -27,13 +27,13 @@ use super::{
 use crate::sys::{SysError, iface};
 
 /// Size of `struct __sk_buff`, and offsets of the fields a test run may set.
-const SKB_CTX: usize = 192;
+pub(super) const SKB_CTX: usize = 192;
 const CTX_MARK: usize = 8;
 const CTX_IFINDEX: usize = 40;
 const CTX_CB0: usize = 48;
-const TC_ACT_OK: i32 = 0;
-const TC_ACT_SHOT: i32 = 2;
-const TC_ACT_REDIRECT: i32 = 7;
+pub(super) const TC_ACT_OK: i32 = 0;
+pub(super) const TC_ACT_SHOT: i32 = 2;
+pub(super) const TC_ACT_REDIRECT: i32 = 7;
 
 /// Header fields after the program ran.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -93,7 +93,7 @@ fn mac(b: &[u8]) -> String {
         .join(":")
 }
 
-fn nonce() -> u32 {
+pub(super) fn nonce() -> u32 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(13))
@@ -101,7 +101,7 @@ fn nonce() -> u32 {
     (t ^ std::process::id().rotate_left(7)) | 1
 }
 
-fn prog_err(what: &str) -> impl FnOnce(aya::programs::ProgramError) -> AttachError {
+pub(super) fn prog_err(what: &str) -> impl FnOnce(aya::programs::ProgramError) -> AttachError {
     let what = what.to_owned();
     move |source| AttachError::Program { what, source }
 }
@@ -223,7 +223,7 @@ impl Attached {
         )))
     }
 
-    fn describe(
+    pub(super) fn describe(
         &self,
         active: &ActiveFile,
         p: &PacketFields,
@@ -319,7 +319,7 @@ impl Attached {
 }
 
 /// Pins the calling thread to the CPU it runs on; returns that CPU.
-fn pin_to_current_cpu() -> Result<usize, AttachError> {
+pub(super) fn pin_to_current_cpu() -> Result<usize, AttachError> {
     // SAFETY: no arguments.
     let cpu = unsafe { libc::sched_getcpu() };
     if cpu < 0 {

@@ -315,6 +315,7 @@ pub fn rules(
             out.push(rule(set, policy, family, ifaces, slot));
         }
     }
+    super::xdp_rules::flag_rules(&mut out);
     Ok(out)
 }
 

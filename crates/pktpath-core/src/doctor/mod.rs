@@ -35,6 +35,7 @@ pub mod uses {
     pub const ROUTE_PERSIST: &str = "route attach (pinning)";
     pub const FUTURE_HOOKS: &str = "extra trace hooks (not needed here)";
     pub const TRACE_TUNNELS: &str = "trace through tunnels";
+    pub const ROUTE_XDP: &str = "route attach --hook xdp";
 }
 
 /// The answer for one kernel feature.

@@ -23,9 +23,9 @@ use crate::{
     loader::{self, Object},
     sys::{
         caps::{Capability, Privileges},
-        iface,
+        iface, link,
         mounts::{self, PseudoFs},
-        netns, tcxquery,
+        netdev, netns, tcxquery,
     },
 };
 
@@ -88,7 +88,7 @@ pub(super) fn run() -> Vec<Check> {
         ),
     );
 
-    let specs: [(&str, &str, &[&str]); 11] = [
+    let specs: [(&str, &str, &[&str]); 12] = [
         ("tracepoint", "classic tracepoints", &[uses::TRACE]),
         (
             "tp_btf",
@@ -110,7 +110,8 @@ pub(super) fn run() -> Vec<Check> {
             &[uses::ROUTE],
         ),
         ("tcx", "TCX (bpf_link TC attach)", &[uses::ROUTE]),
-        ("xdp", "XDP (generic)", &[]),
+        ("xdp", "XDP (generic)", &[uses::ROUTE_XDP]),
+        ("xdp_native", "XDP native on veth", &[uses::ROUTE_XDP]),
         (
             "pinning",
             "pinning programs in bpffs",
@@ -248,9 +249,48 @@ fn probe(ebpf: &mut Ebpf, id: &str) -> Outcome {
                 Ok(Some(format!("XDP program loaded; {NOT_TRIED}")))
             },
         ),
+        "xdp_native" => in_fresh_netns_or(
+            ebpf,
+            |ebpf| {
+                let p: &mut Xdp = program(ebpf, PROG_XDP)?;
+                if p.fd().is_err() {
+                    p.load().map_err(e)?;
+                }
+                add_veth("pktpath-probe0", "pktpath-probe1")?;
+                let features =
+                    netdev::xdp_features(iface::index("pktpath-probe0").map_err(e)?).map_err(e)?;
+                if features & netdev::XDP_ACT_BASIC == 0 {
+                    return Err(format!(
+                        "the veth driver announces no native XDP (xdp-features {features:#x}): --xdp-mode auto attaches generic"
+                    ));
+                }
+                let link = p.attach("pktpath-probe0", XdpMode::Driver).map_err(e)?;
+                p.detach(link).map_err(e)?;
+                Ok(Some(
+                    "native XDP on a veth of a scratch netns; --xdp-mode auto picks native where the driver announces it (xdp-features), generic elsewhere".into(),
+                ))
+            },
+            |_| Err(format!("not judged: {NOT_TRIED}")),
+        ),
         "pinning" => pinning(ebpf),
         other => Err(format!("no probe for {other}")),
     }
+}
+
+/// Creates the veth pair `a` and `b` (down) in the calling thread's network namespace.
+fn add_veth(a: &str, b: &str) -> Result<(), String> {
+    const VETH_INFO_PEER: u16 = 1;
+    const IFLA_IFNAME: u16 = 3;
+    // The peer: a `struct ifinfomsg` (16 bytes, all zero), then its name attribute.
+    let mut peer = vec![0u8; 16];
+    let mut name = b.as_bytes().to_vec();
+    name.push(0);
+    let len = 4 + name.len();
+    peer.extend_from_slice(&(len as u16).to_ne_bytes());
+    peer.extend_from_slice(&IFLA_IFNAME.to_ne_bytes());
+    peer.extend_from_slice(&name);
+    peer.resize(peer.len().div_ceil(4) * 4, 0);
+    link::add(a, "veth", &[(VETH_INFO_PEER, &peer)]).map_err(e)
 }
 
 /// Why a probe judged by loading alone did not attach.

@@ -14,7 +14,7 @@ use std::{
 use serde::Serialize;
 
 use crate::route::config::{
-    Action, CONFIGURATION_VERSION, ConfigError, Configuration, Family, FieldPath, Interface,
+    Action, CONFIGURATION_VERSION, ConfigError, Configuration, Family, FieldPath, Hook, Interface,
     Location, MacAddr, MarkMatch, Match, PortRange, Prefix, Protocol, RUNTIME_VERSION,
     RuntimeConfiguration, SlowPath, Source, Table,
 };
@@ -93,6 +93,12 @@ impl Topology {
             if !iface.ingress && !iface.egress {
                 return Err(ConfigError::NoDirection {
                     at: source.at(&path),
+                    name: iface.name.clone(),
+                });
+            }
+            if iface.hook == Hook::Xdp && !iface.ingress {
+                return Err(ConfigError::XdpWithoutIngress {
+                    at: source.at(&path.key("hook")),
                     name: iface.name.clone(),
                 });
             }

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod iface;
 pub mod link;
 pub mod mounts;
+pub mod netdev;
 mod netlink;
 pub mod netns;
 pub mod policy_routing;

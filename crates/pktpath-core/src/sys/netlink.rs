@@ -18,21 +18,29 @@ pub(super) fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// An rtnetlink socket.
+/// A netlink socket: rtnetlink, or generic netlink (`sys::netdev`).
 pub(super) struct Socket(OwnedFd);
 
 impl Socket {
     pub(super) fn open() -> Result<Self, SysError> {
+        Self::open_protocol(libc::NETLINK_ROUTE, "NETLINK_ROUTE")
+    }
+
+    pub(super) fn open_generic() -> Result<Self, SysError> {
+        Self::open_protocol(libc::NETLINK_GENERIC, "NETLINK_GENERIC")
+    }
+
+    fn open_protocol(protocol: libc::c_int, name: &str) -> Result<Self, SysError> {
         // SAFETY: plain socket(2) call; the fd is owned below.
         let fd = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
+                protocol,
             )
         };
         if fd < 0 {
-            return Err(SysError::last("socket(AF_NETLINK, NETLINK_ROUTE)"));
+            return Err(SysError::last(format!("socket(AF_NETLINK, {name})")));
         }
         // SAFETY: fd is a fresh descriptor we own.
         Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))

@@ -14,6 +14,7 @@ use pktpath_core::{
         classifier::PacketFields,
         object,
         policy::{self, ClassifierSummary, Interfaces, Slots},
+        xdp_rules,
     },
     route::{
         compile::{PolicySet, Topology},
@@ -24,7 +25,7 @@ use pktpath_core::{
     sys::caps::Privileges,
 };
 
-use super::writer_args::{TcModeArg, WaitArg};
+use super::writer_args::{HookArg, TcModeArg, WaitArg, XdpModeArg};
 use crate::exit;
 
 /// Policy routing in a TC eBPF fast path, configured from JSON.
@@ -137,6 +138,7 @@ struct ObjectArgs {
 /// Examples:
 ///   pktpath route get iif to-client from 10.1.0.2 to 10.9.0.1 proto udp dport 53
 ///   pktpath route get iif to-client from fd01::2 to fd09::1 proto tcp sport 40000 dport 443 --json
+///   pktpath route get --hook xdp iif to-client from 10.1.0.2 to 10.9.0.1 proto udp dport 53
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 struct GetArgs {
@@ -144,6 +146,10 @@ struct GetArgs {
     /// `mark N`.
     #[arg(value_name = "KEY VALUE", num_args = 1.., required = true)]
     words: Vec<String>,
+    /// `xdp`: run the XDP program (a data path attached with --hook xdp), then the TC
+    /// program when XDP passes the packet on; XDP sees no mark.
+    #[arg(long, value_enum, value_name = "HOOK", default_value = "tc")]
+    hook: HookArg,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -172,6 +178,7 @@ struct GetArgs {
 /// Examples:
 ///   pktpath route attach --config configuration.json
 ///   pktpath route --pin-dir /sys/fs/bpf/lab attach --config configuration.json --json
+///   pktpath route attach --config configuration.json --hook xdp --xdp-mode native
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 struct AttachArgs {
@@ -181,6 +188,14 @@ struct AttachArgs {
     /// How to hook into TC: `auto` probes the kernel and takes TCX when it works.
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     tc_mode: TcModeArg,
+    /// Which hook runs the fast path: `xdp` adds XDP in front of TC on each ingress
+    /// interface (docs/route.md#xdp).
+    #[arg(long, value_enum, value_name = "HOOK", default_value = "tc")]
+    hook: HookArg,
+    /// With --hook xdp: native (in the driver), generic, or auto (native where the driver
+    /// has it). Default: auto.
+    #[arg(long, value_enum, value_name = "MODE")]
+    xdp_mode: Option<XdpModeArg>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -345,32 +360,48 @@ fn writer(layout: &Layout, wait: Duration) -> anyhow::Result<Writer> {
 fn attach_cmd(layout: &Layout, wait: Duration, args: AttachArgs) -> anyhow::Result<u8> {
     require(access::Command::RouteAttach, layout)?;
     let mode = args.tc_mode.mode();
+    let xdp = args.hook.xdp(args.xdp_mode)?;
+    let source = Source::read(&args.config)?;
     let writer = writer(layout, wait)?;
-    let report = attach::attach(&writer, &args.config, mode).map_err(|e| {
+    let report = attach::attach_with(&writer, &source, mode, xdp).map_err(|e| {
         if super::attach_kernel_error(&e) {
             super::with_doctor_verdict(e.into(), &["route"])
         } else {
             e.into()
         }
     })?;
+    for w in &report.warnings {
+        eprintln!("pktpath: warning: {w}");
+    }
+    let hooks = hooks_text(report.mode, &report.xdp);
     if args.json {
         print_json(&report)?;
     } else if report.attached.is_empty() {
         println!(
-            "already attached at {} ({}, {}): nothing changed",
+            "already attached at {} ({hooks}, {}): nothing changed",
             report.pin_dir,
-            report.mode,
             report.unchanged.join(", ")
         );
     } else {
         println!(
-            "attached at {} ({}): {}",
+            "attached at {} ({hooks}): {}",
             report.pin_dir,
-            report.mode,
             report.attached.join(", ")
         );
     }
     Ok(exit::OK)
+}
+
+/// `tcx`, or `tcx; xdp native on eth1, generic on eth2`.
+fn hooks_text(mode: attach::TcMode, xdp: &[attach::XdpHook]) -> String {
+    if xdp.is_empty() {
+        return mode.to_string();
+    }
+    let on: Vec<String> = xdp
+        .iter()
+        .map(|h| format!("{} on {}", h.mode.name(), h.interface))
+        .collect();
+    format!("{mode}; xdp {}", on.join(", "))
 }
 
 fn apply_cmd(layout: &Layout, wait: Duration, args: ApplyArgs) -> anyhow::Result<u8> {
@@ -489,11 +520,24 @@ fn show_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<u8> {
     let set = active.set;
     let runtime = active.source.map(|s| s.name().to_owned());
     let summary = Summary::new(&set, runtime.as_deref());
+    let hooks = attach::hooks(layout)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &summary)?;
+        #[derive(serde::Serialize)]
+        struct Shown<'a> {
+            hooks: &'a attach::Hooks,
+            #[serde(flatten)]
+            summary: &'a Summary,
+        }
+        let shown = Shown {
+            hooks: &hooks,
+            summary: &summary,
+        };
+        serde_json::to_writer_pretty(&mut out, &shown)?;
         writeln!(out)?;
     } else {
+        let xdp = hooks.xdp.as_ref().map_or(&[][..], |x| &x.hooks[..]);
+        writeln!(out, "hooks: {}", hooks_text(hooks.tc_mode, xdp))?;
         print_check(&mut out, &set, &summary, None)?;
     }
     out.flush()?;
@@ -633,6 +677,8 @@ struct CheckReport<'a> {
     #[serde(flatten)]
     summary: &'a Summary,
     classifier: ClassifierSummary,
+    /// Policies the XDP hook (`attach --hook xdp`) leaves to TC, and why.
+    xdp_fallback: &'a [xdp_rules::Fallback],
 }
 
 /// What `route check` checks: the files parse and `route apply` would compile the set on
@@ -657,19 +703,46 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
     let (set, classifier) = validate(&args.config, args.runtime.as_deref())?;
     let runtime_name = args.runtime.as_ref().map(|p| p.display().to_string());
     let summary = Summary::new(&set, runtime_name.as_deref());
+    let plan = Slots::default().plan(&set)?;
+    let ifaces = Interfaces::placeholder(&set.topology);
+    let rules = policy::rules(&set, &ifaces, &plan.slots)?;
+    let fallback = xdp_rules::fallbacks(&set, &rules, &plan.slots);
     let mut out = std::io::stdout().lock();
     if args.json {
         let report = CheckReport {
             summary: &summary,
             classifier,
+            xdp_fallback: &fallback,
         };
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
         print_check(&mut out, &set, &summary, Some(&classifier))?;
+        if summary.runtime_configuration.is_some() {
+            print_xdp_fallback(&mut out, set.policies.len(), &fallback)?;
+        }
     }
     out.flush()?;
     Ok(exit::OK)
+}
+
+/// Which policies XDP decides and which it leaves to TC (docs/route.md#xdp).
+fn print_xdp_fallback(
+    out: &mut impl std::io::Write,
+    policies: usize,
+    fallback: &[xdp_rules::Fallback],
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "with --hook xdp: {} of {policies} policies decided at XDP, {} left to TC{}",
+        policies - fallback.len(),
+        fallback.len(),
+        if fallback.is_empty() { "" } else { ":" }
+    )?;
+    for f in fallback {
+        writeln!(out, "  {}: {}", f.id, f.reason)?;
+    }
+    Ok(())
 }
 
 /// The `route check` text (also `route show`'s, which has no `classifier`).
@@ -950,11 +1023,29 @@ fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<u8> {
     let (iif, fields, ttl) = parse_get(&args.words)?;
     require(access::Command::RouteGet, layout)?;
     let attached = attach::open(layout)?;
+    if args.hook == HookArg::Xdp {
+        let e = attached.explain_xdp(&iif, &fields, ttl)?;
+        if args.json {
+            print_json(&e)?;
+            return Ok(exit::OK);
+        }
+        print_explanation("xdp: ", &e.xdp);
+        if let Some(tc) = &e.tc {
+            print_explanation("tc:  ", tc);
+        }
+        return Ok(exit::OK);
+    }
     let e = attached.explain(&iif, &fields, ttl)?;
     if args.json {
         print_json(&e)?;
         return Ok(exit::OK);
     }
+    print_explanation("", &e);
+    Ok(exit::OK)
+}
+
+/// `route get`'s two lines for one program's decision, the first after `prefix`.
+fn print_explanation(prefix: &str, e: &pktpath_core::datapath::get::Explanation) {
     let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
     let via_stack = e
         .via_stack
@@ -973,7 +1064,7 @@ fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<u8> {
         })
         .unwrap_or_default();
     println!(
-        "policy {} action {} egress {} next_hop {} verdict {}{via_stack}",
+        "{prefix}policy {} action {} egress {} next_hop {} verdict {}{via_stack}",
         e.policy
             .as_ref()
             .map(|id| format!("{id} (priority {})", e.priority.unwrap_or_default()))
@@ -985,10 +1076,14 @@ fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<u8> {
     );
     let r = &e.rewritten;
     println!(
-        "    ttl {} dscp {} mark {} dst_mac {} src_mac {}",
-        r.ttl, r.dscp, r.mark, r.dst_mac, r.src_mac
+        "{}    ttl {} dscp {} mark {} dst_mac {} src_mac {}",
+        " ".repeat(prefix.len()),
+        r.ttl,
+        r.dscp,
+        r.mark,
+        r.dst_mac,
+        r.src_mac
     );
-    Ok(exit::OK)
 }
 
 #[cfg(test)]

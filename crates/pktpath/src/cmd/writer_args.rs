@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pktpath_core::datapath::attach::TcMode;
+use pktpath_core::datapath::attach::{TcMode, XdpMode};
 
 /// How to hook the data path into TC.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -23,6 +23,44 @@ impl TcModeArg {
             Self::Auto => None,
             Self::Tcx => Some(TcMode::Tcx),
             Self::Netlink => Some(TcMode::Netlink),
+        }
+    }
+}
+
+/// Which hook runs the fast path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookArg {
+    /// TC only (ingress and egress, as configured).
+    Tc,
+    /// XDP on each ingress interface in front of TC, which stays attached and decides
+    /// what XDP passes on (marks, packets the stack must see).
+    Xdp,
+}
+
+/// Where XDP runs.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum XdpModeArg {
+    /// Native where the driver has it (veth does), generic otherwise.
+    Auto,
+    /// In the driver; refused where the driver lacks it.
+    Native,
+    /// On the skb in the kernel's receive path (any device; slower).
+    Generic,
+}
+
+impl HookArg {
+    /// The XDP mode to attach with, None for TC only; `--xdp-mode` without `--hook xdp` is
+    /// a mistake.
+    pub fn xdp(self, mode: Option<XdpModeArg>) -> anyhow::Result<Option<XdpMode>> {
+        let mode = match mode {
+            None | Some(XdpModeArg::Auto) => XdpMode::Auto,
+            Some(XdpModeArg::Native) => XdpMode::Native,
+            Some(XdpModeArg::Generic) => XdpMode::Generic,
+        };
+        match self {
+            Self::Xdp => Ok(Some(mode)),
+            Self::Tc if matches!(mode, XdpMode::Auto) => Ok(None),
+            Self::Tc => anyhow::bail!("--xdp-mode applies to --hook xdp; add --hook xdp"),
         }
     }
 }

@@ -62,7 +62,7 @@ use crate::{
     loader::{self, LoadError, Object},
     route::{
         compile::Topology,
-        config::{ConfigError, Source},
+        config::{ConfigError, Hook as IfaceHook, Source},
     },
     sys::{SysError, iface, mounts::PseudoFs, tc},
 };
@@ -83,6 +83,7 @@ mod lock;
 mod recover;
 mod running;
 mod state;
+mod xdp;
 
 pub(crate) use adopt::hand_programs;
 pub use adopt::{Adopted, adopt};
@@ -93,6 +94,7 @@ pub use running::{
     ActiveFile, ActiveSet, ApplyReport, Attached, IfaceStats, PolicyStats, Stats, open,
 };
 use state::{AttachState, NlFilter, Phase, SetFile, create_private_dir, write_atomic};
+pub use xdp::{XdpHook, XdpMode, XdpRunMode, XdpState};
 
 /// Attaching, opening, applying to or detaching the data path failed.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +130,26 @@ pub enum AttachError {
         running: TcMode,
         requested: TcMode,
     },
+    #[error(
+        "the data path at {dir} is attached with hook {running}, not {requested}; run `pktpath route detach` first, or attach with the same --hook and --xdp-mode"
+    )]
+    OtherHook {
+        dir: String,
+        running: String,
+        requested: String,
+    },
+    #[error(
+        "the driver of {iface} has no native XDP (its xdp-features lack `basic`); use --xdp-mode generic, or auto (native where the driver has it)"
+    )]
+    NoNativeXdp { iface: String },
+    #[error(
+        "{iface} already runs another XDP program; remove it first (`ip link set dev {iface} xdp off`, or detach whatever attached it)"
+    )]
+    XdpBusy { iface: String },
+    #[error(
+        "the data path at {dir} runs no XDP program (attached without --hook xdp); leave out --hook xdp"
+    )]
+    NoXdp { dir: String },
     #[error("no data path is attached at {dir}; run `pktpath route attach --config FILE` first")]
     NotAttached { dir: String },
     #[error(
@@ -349,6 +371,27 @@ impl Layout {
     }
 }
 
+/// How the data path at `layout` is hooked in, as `route show` says it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Hooks {
+    /// `tc`, or `xdp` (XDP in front of TC's ingress hooks).
+    pub hook: &'static str,
+    pub tc_mode: TcMode,
+    /// With the XDP hook: the mode asked for and each interface's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<XdpState>,
+}
+
+/// The hooks of the data path at `layout` (from `attach.json`).
+pub fn hooks(layout: &Layout) -> Result<Hooks, AttachError> {
+    let state = AttachState::read(layout)?;
+    Ok(Hooks {
+        hook: if state.xdp.is_some() { "xdp" } else { "tc" },
+        tc_mode: state.mode,
+        xdp: state.xdp,
+    })
+}
+
 /// The kernel id of the pinned program.
 fn pinned_prog_id(layout: &Layout) -> Result<u32, AttachError> {
     let what = || format!("reading the pinned program {}", layout.prog().display());
@@ -423,6 +466,12 @@ pub struct AttachReport {
     /// What was done about writers killed before they finished (see [`Writer::lock`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub recovered: Vec<String>,
+    /// With the XDP hook: the interfaces that run it, and in which mode.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub xdp: Vec<XdpHook>,
+    /// What works, but not as fast as asked (say an egress XDP cannot forward to).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl AttachReport {
@@ -434,6 +483,8 @@ impl AttachReport {
             attached: Vec::new(),
             unchanged: Vec::new(),
             recovered: writer.recovered().to_vec(),
+            xdp: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -455,8 +506,16 @@ impl Drop for Undo<'_> {
     }
 }
 
+/// Whether two static configurations are the same data path; the hooks aside (`--hook xdp`
+/// sets them after the file is read; the running ones are compared in `reattach`).
 fn same_topology(a: &Topology, b: &Topology) -> bool {
-    a.interfaces == b.interfaces
+    let ifaces = |t: &Topology| -> Vec<(String, bool, bool)> {
+        t.interfaces
+            .iter()
+            .map(|i| (i.name.clone(), i.ingress, i.egress))
+            .collect()
+    };
+    ifaces(a) == ifaces(b)
         && a.next_hops == b.next_hops
         && a.tables == b.tables
         && a.slow_path == b.slow_path
@@ -479,15 +538,34 @@ pub fn attach_source(
     source: &Source,
     mode: Option<TcMode>,
 ) -> Result<AttachReport, AttachError> {
-    let topology = Topology::from_source(source)?;
+    attach_with(writer, source, mode, None)
+}
+
+/// [`attach_source`], with the XDP hook in front of TC's ingress hooks (see `xdp`) on the
+/// interfaces whose configuration says `"hook": "xdp"`, or on all attached at ingress when
+/// `xdp` is given (the mode; `auto` for the configuration's alone).
+pub fn attach_with(
+    writer: &Writer,
+    source: &Source,
+    mode: Option<TcMode>,
+    xdp: Option<XdpMode>,
+) -> Result<AttachReport, AttachError> {
+    let mut topology = Topology::from_source(source)?;
+    if xdp.is_some() {
+        for i in topology.interfaces.iter_mut().filter(|i| i.ingress) {
+            i.hook = IfaceHook::Xdp;
+        }
+    }
+    let any_xdp = topology.interfaces.iter().any(|i| i.hook == IfaceHook::Xdp);
+    let xdp = any_xdp.then(|| xdp.unwrap_or_default());
     let ifaces = resolve(&topology)?;
     if let Some(guard) = PseudoFs::Bpf.ensure()? {
         guard.keep();
     }
     if writer.layout().pin_dir.exists() {
-        return reattach(writer, &topology, &ifaces, mode);
+        return reattach(writer, &topology, &ifaces, mode, xdp);
     }
-    attach_new(writer, source, &topology, &ifaces, mode)
+    attach_new(writer, source, &topology, &ifaces, mode, xdp)
 }
 
 /// A data path is pinned already: checks it runs `topology` in the mode asked for, and
@@ -498,6 +576,7 @@ fn reattach(
     topology: &Topology,
     ifaces: &Interfaces,
     mode: Option<TcMode>,
+    xdp: Option<XdpMode>,
 ) -> Result<AttachReport, AttachError> {
     let layout = writer.layout();
     let dir_text = layout.pin_dir.display().to_string();
@@ -523,6 +602,25 @@ fn reattach(
             dir: dir_text,
             running: state.mode,
             requested,
+        });
+    }
+    let running_hook = state.xdp.as_ref().map(|x| x.requested);
+    let running_ifaces: Vec<&str> = state
+        .xdp
+        .iter()
+        .flat_map(|x| x.hooks.iter().map(|h| h.interface.as_str()))
+        .collect();
+    let wanted_ifaces: Vec<&str> = topology
+        .interfaces
+        .iter()
+        .filter(|i| i.hook == IfaceHook::Xdp)
+        .map(|i| i.name.as_str())
+        .collect();
+    if xdp != running_hook || running_ifaces != wanted_ifaces {
+        return Err(AttachError::OtherHook {
+            dir: dir_text,
+            running: hook_text(running_hook),
+            requested: hook_text(xdp),
         });
     }
     // Routes through an interface recreated since went with it: put them back.
@@ -554,7 +652,32 @@ fn reattach(
             report.attached.push(hook_name(&name, d));
         }
     }
+    if let Some(x) = state.xdp.clone() {
+        report.warnings = xdp::fill_egress(layout, topology, ifaces, &x)?;
+        report.warnings.extend(xdp::needs(topology, &x));
+        let missing: Vec<&XdpHook> = x
+            .hooks
+            .iter()
+            .filter(|h| !layout.xdp_link(&h.interface).exists())
+            .collect();
+        if !missing.is_empty() {
+            let mut prog = xdp::pinned_program(layout)?;
+            for h in missing {
+                xdp::attach_link(&mut prog, layout, &h.interface, h.mode)?;
+                report.attached.push(format!("{}/xdp", h.interface));
+            }
+        }
+        report.xdp = x.hooks;
+    }
     Ok(report)
+}
+
+/// How a data path's hook is named in errors: `tc`, or `xdp (MODE)`.
+fn hook_text(xdp: Option<XdpMode>) -> String {
+    match xdp {
+        None => "tc".to_owned(),
+        Some(m) => format!("xdp (--xdp-mode {})", m.name()),
+    }
 }
 
 /// Attaches a new data path. The order is what makes a writer killed midway recoverable
@@ -569,6 +692,7 @@ fn attach_new(
     topology: &Topology,
     ifaces: &Interfaces,
     mode: Option<TcMode>,
+    xdp: Option<XdpMode>,
 ) -> Result<AttachReport, AttachError> {
     let layout = writer.layout();
     let pin_dir = &layout.pin_dir;
@@ -593,6 +717,9 @@ fn attach_new(
     };
 
     let mut ebpf = load_and_pin(layout)?;
+    if xdp.is_some() {
+        xdp::load_and_pin(&mut ebpf, layout)?;
+    }
     let prog = classifier(&mut ebpf, PROG_DATAPATH)?;
     // Before the next hops that carry its marks, and before any packet meets the program.
     slow_path::install(&state.slow_path)?;
@@ -603,6 +730,34 @@ fn attach_new(
     for (name, d) in wanted_hooks(topology) {
         backend.attach(prog, &mut state, &name, d)?;
         report.attached.push(hook_name(&name, d));
+    }
+    if let Some(requested) = xdp {
+        // In front of TC's ingress hooks, once those decide what XDP passes.
+        let mut x = XdpState {
+            requested,
+            hooks: Vec::new(),
+        };
+        for i in topology
+            .interfaces
+            .iter()
+            .filter(|i| i.hook == IfaceHook::Xdp)
+        {
+            let mode = xdp::resolve_mode(requested, &i.name)?;
+            x.hooks.push(XdpHook {
+                interface: i.name.clone(),
+                mode,
+            });
+        }
+        state.xdp = Some(x.clone());
+        state.write(layout)?;
+        report.warnings = xdp::fill_egress(layout, topology, ifaces, &x)?;
+        report.warnings.extend(xdp::needs(topology, &x));
+        let prog = xdp::program(&mut ebpf)?;
+        for h in &x.hooks {
+            xdp::attach_link(prog, layout, &h.interface, h.mode)?;
+            report.attached.push(format!("{}/xdp", h.interface));
+        }
+        report.xdp = x.hooks;
     }
     write_atomic(&layout.state(CONFIG_FILE), source.text())?;
     state.phase = Phase::Attached;

@@ -15,7 +15,7 @@ use std::{
 use pktpath_common::route::GENERATIONS;
 use serde::{Deserialize, Serialize};
 
-use super::{ATTACH_FILE, AttachError, Direction, Layout, TcMode, io_err};
+use super::{ATTACH_FILE, AttachError, Direction, Layout, TcMode, XdpState, io_err};
 use crate::datapath::{policy::Slots, slow_path::SlowPlan};
 
 /// `attach.json`: how the data path is hooked in, and in netlink mode what attach created.
@@ -40,6 +40,10 @@ pub(super) struct AttachState {
     /// installed: a rollback or detach removes those that exist.
     #[serde(default, skip_serializing_if = "SlowPlan::is_empty")]
     pub(super) slow_path: SlowPlan,
+    /// With the XDP hook (`route attach --hook xdp`): the mode asked for and each
+    /// interface's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) xdp: Option<XdpState>,
 }
 
 impl AttachState {
@@ -51,6 +55,7 @@ impl AttachState {
             filters: Vec::new(),
             clsact_created: Vec::new(),
             slow_path: SlowPlan::default(),
+            xdp: None,
         }
     }
 

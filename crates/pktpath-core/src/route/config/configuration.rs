@@ -135,6 +135,27 @@ pub struct Interface {
     /// Attach to transmitted packets too (counters). Default false.
     #[serde(default)]
     pub egress: bool,
+    /// The hook that sees received packets first: `tc` (default), or `xdp`, the XDP
+    /// program in front of TC, which stays attached and decides what XDP passes on
+    /// (docs/route.md#xdp). Needs `ingress`. `route attach --hook xdp` sets it for every
+    /// interface attached at ingress.
+    #[serde(default, skip_serializing_if = "Hook::is_tc")]
+    pub hook: Hook,
+}
+
+/// Which hook runs the fast path on an interface's received packets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    #[default]
+    Tc,
+    Xdp,
+}
+
+impl Hook {
+    fn is_tc(&self) -> bool {
+        *self == Self::Tc
+    }
 }
 
 fn yes() -> bool {

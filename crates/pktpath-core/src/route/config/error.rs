@@ -70,6 +70,11 @@ pub enum ConfigError {
     )]
     NoDirection { at: Box<Location>, name: String },
 
+    #[error(
+        "{at}: interface {name:?} has \"hook\": \"xdp\" but is not attached at ingress; XDP sees received packets only: set \"ingress\": true or remove \"hook\""
+    )]
+    XdpWithoutIngress { at: Box<Location>, name: String },
+
     #[error("{at}: next hop {name:?} has no address; give it a gateway4, a gateway6 or a mac")]
     NextHopWithoutAddress { at: Box<Location>, name: String },
 
@@ -217,6 +222,7 @@ impl ConfigError {
             | ConfigError::InvalidName { at, .. }
             | ConfigError::DuplicateName { at, .. }
             | ConfigError::NoDirection { at, .. }
+            | ConfigError::XdpWithoutIngress { at, .. }
             | ConfigError::NextHopWithoutAddress { at, .. }
             | ConfigError::NextHopInterface { at, .. }
             | ConfigError::InvalidTableId { at }

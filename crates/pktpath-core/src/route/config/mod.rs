@@ -13,7 +13,7 @@ mod values;
 
 pub use configuration::{
     CONFIGURATION_VERSION, Configuration, DEFAULT_SLOW_MARK_MASK, DEFAULT_SLOW_RULE_PRIORITY,
-    DEFAULT_SLOW_TABLE_BASE, Interface, NextHop, SlowPath, Table,
+    DEFAULT_SLOW_TABLE_BASE, Hook, Interface, NextHop, SlowPath, Table,
 };
 pub use error::{ConfigError, Location};
 pub use locate::{FieldPath, Segment};

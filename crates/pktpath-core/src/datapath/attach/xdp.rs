@@ -1,0 +1,294 @@
+//! The XDP hook (`route attach --hook xdp`): the data path's XDP program on the ingress of
+//! each interface attached at ingress, in front of the TC program, which stays attached
+//! and decides every packet XDP passes (see the eBPF side, `bin/datapath/xdp.rs`).
+//!
+//! Each XDP hook is a bpf_link pinned as `link_<ifname>_xdp` beside the TC links, so detach
+//! and the rollback of a killed attach remove it like them, and an attach killed between
+//! creating a link and pinning it leaves nothing (the link dies with the process). The
+//! requested mode and what each interface got are recorded in `attach.json`.
+//!
+//! Native XDP redirects a frame only to a device that takes XDP frames (NDO_XMIT in its
+//! `xdp-features`; a veth only while its peer runs XDP or has GRO on): `ROUTE_XDP_EGRESS`
+//! holds the interfaces XDP may forward to, and packets to the others go on to TC, which
+//! forwards them. Generic XDP hands the skb to the device's transmit, which any device takes.
+
+use std::path::PathBuf;
+
+use aya::{
+    maps::{Array, Map, MapData},
+    programs::{Xdp, XdpMode as AyaXdpMode, links::FdLink},
+};
+use aya_obj::programs::XdpAttachType;
+use pktpath_common::route::{MAP_XDP_EGRESS, MAX_IFACES, PROG_XDP};
+use serde::{Deserialize, Serialize};
+
+use super::{AttachError, Layout};
+use crate::{
+    datapath::{policy::Interfaces, tables::TableError},
+    route::compile::Topology,
+    sys::{
+        iface,
+        netdev::{XDP_ACT_BASIC, XDP_ACT_NDO_XMIT, driver, xdp_features},
+    },
+};
+
+const PROG_XDP_PIN: &str = "prog_xdp";
+
+/// The XDP mode asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native where the driver has it (its `xdp-features`), generic otherwise.
+    #[default]
+    Auto,
+    /// In the driver; refused on an interface whose driver lacks it.
+    Native,
+    /// In the kernel's receive path, on the skb (any device).
+    Generic,
+}
+
+impl XdpMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+/// The mode an interface's XDP hook runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpRunMode {
+    Native,
+    Generic,
+}
+
+impl XdpRunMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+/// `attach.json`'s record of the XDP hook.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdpState {
+    pub requested: XdpMode,
+    /// The interfaces with an XDP link, and the mode each got.
+    #[serde(default)]
+    pub hooks: Vec<XdpHook>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdpHook {
+    pub interface: String,
+    pub mode: XdpRunMode,
+}
+
+impl XdpState {
+    /// Whether every XDP hook runs generic (then XDP may redirect into any device).
+    fn all_generic(&self) -> bool {
+        self.hooks.iter().all(|h| h.mode == XdpRunMode::Generic)
+    }
+}
+
+impl Layout {
+    /// The pin of the XDP program.
+    pub fn xdp_prog(&self) -> PathBuf {
+        self.pin_dir.join(PROG_XDP_PIN)
+    }
+
+    /// The pin of the XDP link on `iface`.
+    pub fn xdp_link(&self, iface: &str) -> PathBuf {
+        self.pin_dir.join(format!("link_{iface}_xdp"))
+    }
+}
+
+/// The mode `requested` gives interface `name`.
+pub(super) fn resolve_mode(requested: XdpMode, name: &str) -> Result<XdpRunMode, AttachError> {
+    let native = || -> Result<bool, AttachError> {
+        Ok(xdp_features(iface::index(name)?)? & XDP_ACT_BASIC != 0)
+    };
+    match requested {
+        XdpMode::Generic => Ok(XdpRunMode::Generic),
+        XdpMode::Auto => Ok(if native()? {
+            XdpRunMode::Native
+        } else {
+            XdpRunMode::Generic
+        }),
+        XdpMode::Native if native()? => Ok(XdpRunMode::Native),
+        XdpMode::Native => Err(AttachError::NoNativeXdp {
+            iface: name.to_owned(),
+        }),
+    }
+}
+
+/// Loads the XDP program of the loaded object and pins it.
+pub(super) fn load_and_pin(ebpf: &mut aya::Ebpf, layout: &Layout) -> Result<(), AttachError> {
+    let prog = program(ebpf)?;
+    prog.load().map_err(|source| AttachError::Program {
+        what: "loading the XDP program into the kernel (verifier)".to_owned(),
+        source,
+    })?;
+    prog.pin(layout.xdp_prog())
+        .map_err(|source| AttachError::Pin {
+            what: format!("pinning the XDP program at {}", layout.xdp_prog().display()),
+            source,
+        })
+}
+
+/// The XDP program of the loaded object.
+pub(super) fn program(ebpf: &mut aya::Ebpf) -> Result<&mut Xdp, AttachError> {
+    ebpf.program_mut(PROG_XDP)
+        .ok_or(AttachError::NoProgram(PROG_XDP))?
+        .try_into()
+        .map_err(|source| AttachError::Program {
+            what: format!("{PROG_XDP} as an XDP program"),
+            source,
+        })
+}
+
+/// The pinned XDP program (to re-create hooks that went missing).
+pub(super) fn pinned_program(layout: &Layout) -> Result<Xdp, AttachError> {
+    Xdp::from_pin(layout.xdp_prog(), XdpAttachType::Interface).map_err(|source| {
+        AttachError::Program {
+            what: format!(
+                "opening the pinned XDP program {} (was the data path attached with --hook xdp?)",
+                layout.xdp_prog().display()
+            ),
+            source,
+        }
+    })
+}
+
+/// Attaches `prog` to `name` in `mode` over a bpf_link and pins the link.
+pub(super) fn attach_link(
+    prog: &mut Xdp,
+    layout: &Layout,
+    name: &str,
+    mode: XdpRunMode,
+) -> Result<(), AttachError> {
+    let what = format!("XDP ({}) attach on {name}", mode.name());
+    let err = |source| AttachError::Program {
+        what: what.clone(),
+        source,
+    };
+    let flags = match mode {
+        XdpRunMode::Native => AyaXdpMode::Driver,
+        XdpRunMode::Generic => AyaXdpMode::Skb,
+    };
+    let id = prog
+        .attach(name, flags)
+        .map_err(|e| busy_or(e, name, &err))?;
+    let link = prog.take_link(id).map_err(err)?;
+    // Dropping a netlink attachment (a kernel without XDP links) detaches it: nothing
+    // stays behind when this refuses.
+    let fd: FdLink = link.try_into().map_err(|source| AttachError::Link {
+        what: format!("{what}: the kernel made no XDP link (Linux 5.9+ makes them)"),
+        source,
+    })?;
+    let path = layout.xdp_link(name);
+    fd.pin(&path).map_err(|source| AttachError::Pin {
+        what: format!("pinning the XDP link of {name} at {}", path.display()),
+        source,
+    })?;
+    Ok(())
+}
+
+/// An attach refused because another XDP program holds the hook says so.
+fn busy_or(
+    e: aya::programs::ProgramError,
+    name: &str,
+    err: &impl Fn(aya::programs::ProgramError) -> AttachError,
+) -> AttachError {
+    let busy = matches!(&e, aya::programs::ProgramError::SyscallError(s)
+        if s.io_error.raw_os_error() == Some(libc::EBUSY) || s.io_error.raw_os_error() == Some(libc::EEXIST));
+    if busy {
+        return AttachError::XdpBusy {
+            iface: name.to_owned(),
+        };
+    }
+    err(e)
+}
+
+/// What XDP on the configured interfaces needs that attach cannot see or change, as
+/// warnings: native XDP on a veth cannot finish the checksums the peer's stack leaves to
+/// the receiver (veth offloads them), and the kernel's FIB lookups (a gateway's MAC, a
+/// `lookup_table` action) answer only on interfaces that forward.
+pub(super) fn needs(topology: &Topology, state: &XdpState) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in &state.hooks {
+        if h.mode == XdpRunMode::Native && driver(&h.interface).is_ok_and(|d| d == "veth") {
+            out.push(format!(
+                "{} is a veth with native XDP: turn TX checksum offload off on its peer (`ethtool -K PEER tx off`), or packets XDP forwards from there keep the unfinished checksums the peer's stack leaves to the receiver, which drops them; or attach with --xdp-mode generic",
+                h.interface
+            ));
+        }
+    }
+    for i in &topology.interfaces {
+        for (family, key) in [("ipv4", "forwarding"), ("ipv6", "forwarding")] {
+            let path = format!("/proc/sys/net/{family}/conf/{}/{key}", i.name);
+            if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "0") {
+                out.push(format!(
+                    "{family} forwarding is off on {} ({path}): the kernel's FIB lookups answer XDP nothing through it (gateway MACs, lookup_table), so TC forwards those packets",
+                    i.name
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Fills `ROUTE_XDP_EGRESS` with the configured interfaces XDP may redirect into; returns
+/// a warning for each it may not (TC forwards what goes there).
+pub(super) fn fill_egress(
+    layout: &Layout,
+    topology: &Topology,
+    ifaces: &Interfaces,
+    state: &XdpState,
+) -> Result<Vec<String>, AttachError> {
+    let path = layout.pin_dir.join(MAP_XDP_EGRESS);
+    let pin_err = |source| TableError::Pin {
+        path: path.display().to_string(),
+        source,
+    };
+    let data = MapData::from_pin(&path).map_err(pin_err)?;
+    let map = Map::from_map_data(data).map_err(pin_err)?;
+    let mut egress: Array<MapData, u32> =
+        Array::try_from(map).map_err(|source| TableError::Map {
+            op: "open",
+            map: MAP_XDP_EGRESS,
+            source,
+        })?;
+    let mut warnings = Vec::new();
+    for (i, link) in topology.interfaces.iter().zip(&ifaces.links) {
+        if link.ifindex >= MAX_IFACES {
+            warnings.push(format!(
+                "{} has ifindex {} (XDP forwards to ifindexes below {MAX_IFACES}): TC forwards what goes out of it",
+                i.name, link.ifindex
+            ));
+            continue;
+        }
+        let takes = state.all_generic() || xdp_features(link.ifindex)? & XDP_ACT_NDO_XMIT != 0;
+        if !takes {
+            warnings.push(format!(
+                "{} does not take native XDP frames (a veth takes them when its peer runs an XDP program or has GRO on: `ethtool -K PEER gro on`): TC forwards what goes out of it",
+                i.name
+            ));
+        }
+        egress
+            .set(link.ifindex, u32::from(takes), 0)
+            .map_err(|source| TableError::Map {
+                op: "update",
+                map: MAP_XDP_EGRESS,
+                source,
+            })?;
+    }
+    Ok(warnings)
+}
