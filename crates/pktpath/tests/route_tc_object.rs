@@ -24,7 +24,7 @@ use serde_json::Value;
 const STREAM_PORT: u16 = 7150;
 
 /// The maps the object pins (all of them).
-const MAPS: [&str; 14] = [
+const MAPS: [&str; 15] = [
     "IFACE_STATS",
     "IFACE_STATS_HIGH",
     "POLICY_STATS",
@@ -39,6 +39,7 @@ const MAPS: [&str; 14] = [
     "ROUTE_TAP_SCRATCH",
     "ROUTE_TAP_SOCKS",
     "ROUTE_TREES",
+    "ROUTE_XDP_EGRESS",
 ];
 
 /// Removes on drop the pins tc made under /sys/fs/bpf/tc/globals and pktpath's state for
