@@ -507,6 +507,31 @@ fn to_stack(ctx: &TcContext, p: &Parsed, nh: &NextHop, flags: &mut u8) -> (i32, 
     (TC_ACT_OK, Outcome::Passed)
 }
 
+/// Fills in what a lookup of the packet in routing table `table` asks (family, protocol,
+/// ports, addresses, DSCP, input interface), for the TC and the XDP program alike; the
+/// caller sets `tot_len`.
+#[inline(always)]
+pub(crate) fn fib_query(fib: &mut bpf_fib_lookup, p: &Parsed, ifindex: u32, table: u32) {
+    fib.family = if p.family == FAMILY_V4 {
+        AF_INET as u8
+    } else {
+        AF_INET6 as u8
+    };
+    fib.l4_protocol = p.proto;
+    fib.sport = p.sport.to_be();
+    fib.dport = p.dport.to_be();
+    fib.ifindex = ifindex;
+    fib.__bindgen_anon_5.tbid = table;
+    if p.family == FAMILY_V4 {
+        fib.__bindgen_anon_2.tos = p.dscp << 2;
+        fib.__bindgen_anon_3.ipv4_src = p.src[0];
+        fib.__bindgen_anon_4.ipv4_dst = p.dst[0];
+    } else {
+        fib.__bindgen_anon_3.ipv6_src = p.src;
+        fib.__bindgen_anon_4.ipv6_dst = p.dst;
+    }
+}
+
 /// Looks the packet up in routing table `table` and forwards it by the route found; None
 /// when the stack must have it (TTL about to expire, options, too big, no usable route).
 #[inline(always)]
@@ -528,27 +553,10 @@ fn forward_table(
         mem::zero::<u32, _>(&raw mut (*scratch).fib);
         &mut (*scratch).fib
     };
-    fib.family = if p.family == FAMILY_V4 {
-        AF_INET as u8
-    } else {
-        AF_INET6 as u8
-    };
-    fib.l4_protocol = p.proto;
-    fib.sport = p.sport.to_be();
-    fib.dport = p.dport.to_be();
+    fib_query(fib, p, ifindex, table);
     // tot_len 0: the kernel checks the skb itself (GSO-aware); fits_mtu below checks
     // segments exactly, also after NO_NEIGH, which returns before the kernel's check.
     fib.__bindgen_anon_1.tot_len = 0;
-    fib.ifindex = ifindex;
-    fib.__bindgen_anon_5.tbid = table;
-    if p.family == FAMILY_V4 {
-        fib.__bindgen_anon_2.tos = p.dscp << 2;
-        fib.__bindgen_anon_3.ipv4_src = p.src[0];
-        fib.__bindgen_anon_4.ipv4_dst = p.dst[0];
-    } else {
-        fib.__bindgen_anon_3.ipv6_src = p.src;
-        fib.__bindgen_anon_4.ipv6_dst = p.dst;
-    }
     let flags = BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_TBID;
     // SAFETY: ctx is the skb context; fib is valid for its size.
     let rc = unsafe {

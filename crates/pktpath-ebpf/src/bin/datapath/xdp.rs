@@ -33,7 +33,7 @@ use pktpath_ebpf::{
 
 use crate::{
     AF_INET, AF_INET6, Outcome, POLICY_STATS, ROUTE_NEXTHOPS, ROUTE_XDP_EGRESS, Routed, SCRATCH,
-    classify::classify, count_iface, record,
+    classify::classify, count_iface, fib_query, record,
 };
 
 /// Where a packet XDP forwards goes: the egress, and where the MACs to write are (in a map
@@ -256,23 +256,6 @@ fn table_egress(ctx: &XdpContext, p: &Parsed, ifindex: u32, table: u32) -> Optio
         return None;
     }
     let fib = fib_params(p.l3_len)?;
-    fib.family = if p.family == FAMILY_V4 {
-        AF_INET as u8
-    } else {
-        AF_INET6 as u8
-    };
-    fib.l4_protocol = p.proto;
-    fib.sport = p.sport.to_be();
-    fib.dport = p.dport.to_be();
-    fib.ifindex = ifindex;
-    fib.__bindgen_anon_5.tbid = table;
-    if p.family == FAMILY_V4 {
-        fib.__bindgen_anon_2.tos = p.dscp << 2;
-        fib.__bindgen_anon_3.ipv4_src = p.src[0];
-        fib.__bindgen_anon_4.ipv4_dst = p.dst[0];
-    } else {
-        fib.__bindgen_anon_3.ipv6_src = p.src;
-        fib.__bindgen_anon_4.ipv6_dst = p.dst;
-    }
+    fib_query(fib, p, ifindex, table);
     lookup(ctx, fib, BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_TBID)
 }
