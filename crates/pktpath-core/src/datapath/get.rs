@@ -11,7 +11,7 @@
 
 use aya::{
     maps::{Map, MapData, PerCpuArray},
-    programs::{SchedClassifier, TestRun as _, TestRunOptions},
+    programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult},
 };
 use pktpath_common::route::{
     ACTION_FORWARD, ACTION_TABLE, DECISION_VIA_STACK, Decision, FAMILY_V4, GET_MAGIC, MAP_DECISION,
@@ -106,6 +106,46 @@ pub(super) fn prog_err(what: &str) -> impl FnOnce(aya::programs::ProgramError) -
     move |source| AttachError::Program { what, source }
 }
 
+/// The input interface a `route get` names, in the calling thread's network namespace.
+pub(super) fn input(iif: &str) -> Result<iface::Iface, AttachError> {
+    iface::lookup(iif).map_err(|source| AttachError::NoInterface {
+        name: iif.to_owned(),
+        config: "the command line".to_owned(),
+        source,
+    })
+}
+
+/// Runs `prog` once with `opts` on a thread pinned to one CPU, and reads that CPU's
+/// decision record (`what`: the program, for errors).
+pub(super) fn run_on_one_cpu<P>(
+    prog: &P,
+    opts: TestRunOptions<'_>,
+    decisions: &PerCpuArray<MapData, Decision>,
+    what: &str,
+) -> Result<(TestRunResult, Decision), AttachError>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult> + Sync,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let cpu = pin_to_current_cpu()?;
+            let r = prog
+                .test_run(opts)
+                .map_err(prog_err(&format!("BPF_PROG_TEST_RUN of {what}")))?;
+            let per_cpu = decisions.get(&0, 0).map_err(|source| {
+                AttachError::Table(super::tables::TableError::Map {
+                    op: "read",
+                    map: MAP_DECISION,
+                    source,
+                })
+            })?;
+            Ok((r, per_cpu.get(cpu).copied().unwrap_or_default()))
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
 impl Attached {
     /// Runs the pinned program on a frame with `fields` arriving on interface `iif` (of the
     /// calling thread's network namespace) and says what it did.
@@ -116,11 +156,7 @@ impl Attached {
         fields: &PacketFields,
         ttl: u8,
     ) -> Result<Explanation, AttachError> {
-        let input = iface::lookup(iif).map_err(|source| AttachError::NoInterface {
-            name: iif.to_owned(),
-            config: "the command line".to_owned(),
-            source,
-        })?;
+        let input = input(iif)?;
         let prog_path = self.layout.prog();
         let prog = if prog_path.exists() {
             SchedClassifier::from_pin(&prog_path).map_err(prog_err(&format!(
@@ -138,16 +174,7 @@ impl Attached {
             SchedClassifier::from_program_info(info, PROG_DATAPATH.into())
                 .map_err(prog_err("opening the data path program tc loaded"))?
         };
-        let map_path = self.layout.pin_dir.join(MAP_DECISION);
-        let decisions: PerCpuArray<MapData, Decision> = MapData::from_pin(&map_path)
-            .and_then(Map::from_map_data)
-            .and_then(PerCpuArray::try_from)
-            .map_err(|source| {
-                AttachError::Table(super::tables::TableError::Pin {
-                    path: map_path.display().to_string(),
-                    source,
-                })
-            })?;
+        let decisions = self.decisions()?;
         let p = PacketFields {
             iif: input.ifindex,
             ..*fields
@@ -174,31 +201,15 @@ impl Attached {
             }
             let mut ctx_out = [0u8; SKB_CTX];
             let mut data_out = vec![0u8; frame.len() + 64];
-            let (ret, decision) = std::thread::scope(|s| {
-                s.spawn(|| -> Result<_, AttachError> {
-                    let cpu = pin_to_current_cpu()?;
-                    let r = prog
-                        .test_run(TestRunOptions {
-                            data_in: Some(&frame),
-                            data_out: Some(&mut data_out),
-                            ctx_in: Some(&ctx_in),
-                            ctx_out: Some(&mut ctx_out),
-                            repeat: 1,
-                            ..Default::default()
-                        })
-                        .map_err(prog_err("BPF_PROG_TEST_RUN of the data path"))?;
-                    let per_cpu = decisions.get(&0, 0).map_err(|source| {
-                        AttachError::Table(super::tables::TableError::Map {
-                            op: "read",
-                            map: MAP_DECISION,
-                            source,
-                        })
-                    })?;
-                    Ok((r, per_cpu.get(cpu).copied().unwrap_or_default()))
-                })
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
-            })?;
+            let opts = TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut data_out),
+                ctx_in: Some(&ctx_in),
+                ctx_out: Some(&mut ctx_out),
+                repeat: 1,
+                ..Default::default()
+            };
+            let (ret, decision) = run_on_one_cpu(&prog, opts, &decisions, "the data path")?;
             if decision.nonce != nonce {
                 continue; // a real packet overwrote the record; run again
             }
@@ -221,6 +232,20 @@ impl Attached {
                 "another packet or an apply overwrote it five times in a row; try again",
             ),
         )))
+    }
+
+    /// The pinned decision record (`ROUTE_DECISION`).
+    pub(super) fn decisions(&self) -> Result<PerCpuArray<MapData, Decision>, AttachError> {
+        let path = self.layout.pin_dir.join(MAP_DECISION);
+        MapData::from_pin(&path)
+            .and_then(Map::from_map_data)
+            .and_then(PerCpuArray::try_from)
+            .map_err(|source| {
+                AttachError::Table(super::tables::TableError::Pin {
+                    path: path.display().to_string(),
+                    source,
+                })
+            })
     }
 
     pub(super) fn describe(

@@ -7,12 +7,9 @@
 //! before the frame), which real frames do not carry. The run arrives on the given input
 //! interface (`xdp_md.ingress_ifindex`) and counts like one packet where XDP decides it.
 
-use aya::{
-    maps::{Map, MapData, PerCpuArray},
-    programs::{TestRun as _, TestRunOptions, Xdp},
-};
+use aya::programs::{TestRunOptions, Xdp};
 use aya_obj::programs::XdpAttachType;
-use pktpath_common::route::{Decision, GET_MAGIC, MAP_DECISION};
+use pktpath_common::route::GET_MAGIC;
 use serde::Serialize;
 
 use super::{
@@ -20,12 +17,11 @@ use super::{
     classifier::PacketFields,
     frame::{self, FrameOptions},
     get::{
-        Explanation, SKB_CTX, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, nonce, pin_to_current_cpu,
-        prog_err,
+        Explanation, SKB_CTX, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, input, nonce, prog_err,
+        run_on_one_cpu,
     },
-    tables::TableError,
 };
-use crate::sys::{SysError, iface};
+use crate::sys::SysError;
 
 /// `XDP_*` verdicts (linux/bpf.h).
 const XDP_ABORTED: u32 = 0;
@@ -55,11 +51,7 @@ impl Attached {
         fields: &PacketFields,
         ttl: u8,
     ) -> Result<XdpExplanation, AttachError> {
-        let input = iface::lookup(iif).map_err(|source| AttachError::NoInterface {
-            name: iif.to_owned(),
-            config: "the command line".to_owned(),
-            source,
-        })?;
+        let input = input(iif)?;
         let path = self.layout.xdp_prog();
         if !path.exists() {
             return Err(AttachError::NoXdp {
@@ -70,16 +62,7 @@ impl Attached {
             "opening the pinned XDP program {}",
             path.display()
         )))?;
-        let map_path = self.layout.pin_dir.join(MAP_DECISION);
-        let decisions: PerCpuArray<MapData, Decision> = MapData::from_pin(&map_path)
-            .and_then(Map::from_map_data)
-            .and_then(PerCpuArray::try_from)
-            .map_err(|source| {
-                AttachError::Table(TableError::Pin {
-                    path: map_path.display().to_string(),
-                    source,
-                })
-            })?;
+        let decisions = self.decisions()?;
         let p = PacketFields {
             iif: input.ifindex,
             // XDP sees no mark.
@@ -107,30 +90,14 @@ impl Attached {
             ctx_in[4..8].copy_from_slice(&(data_in.len() as u32).to_ne_bytes());
             ctx_in[12..16].copy_from_slice(&input.ifindex.to_ne_bytes());
             let mut data_out = vec![0u8; data_in.len() + 64];
-            let (ret, decision) = std::thread::scope(|s| {
-                s.spawn(|| -> Result<_, AttachError> {
-                    let cpu = pin_to_current_cpu()?;
-                    let r = prog
-                        .test_run(TestRunOptions {
-                            data_in: Some(&data_in),
-                            data_out: Some(&mut data_out),
-                            ctx_in: Some(&ctx_in),
-                            repeat: 1,
-                            ..Default::default()
-                        })
-                        .map_err(prog_err("BPF_PROG_TEST_RUN of the XDP program"))?;
-                    let per_cpu = decisions.get(&0, 0).map_err(|source| {
-                        AttachError::Table(TableError::Map {
-                            op: "read",
-                            map: MAP_DECISION,
-                            source,
-                        })
-                    })?;
-                    Ok((r, per_cpu.get(cpu).copied().unwrap_or_default()))
-                })
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
-            })?;
+            let opts = TestRunOptions {
+                data_in: Some(&data_in),
+                data_out: Some(&mut data_out),
+                ctx_in: Some(&ctx_in),
+                repeat: 1,
+                ..Default::default()
+            };
+            let (ret, decision) = run_on_one_cpu(&prog, opts, &decisions, "the XDP program")?;
             if decision.nonce != nonce || self.maps.serial()? != active.generation {
                 continue; // another packet or an apply came between: run again
             }
