@@ -11,6 +11,10 @@ pub const MAP_DROPS_OVERFLOW: &str = "DROP_OVERFLOW";
 /// key a slot holds is counted there; a slot's count moves to [`MAP_DROPS`] when another
 /// key takes the slot. A key's count is its [`MAP_DROPS`] value plus its slots' counts.
 pub const MAP_DROP_CACHE: &str = "DROP_CACHE";
+/// Slot 0: per CPU, a sequence count of the moves between [`MAP_DROP_CACHE`] and
+/// [`MAP_DROPS`]: odd while a slot changes key, so that a reader can tell that its reads of
+/// both saw no move in between.
+pub const MAP_DROP_CACHE_SEQ: &str = "DROP_CACHE_SEQ";
 /// Slots of [`MAP_DROP_CACHE`] per CPU (a power of two).
 pub const DROP_CACHE_SLOTS: u32 = 64;
 

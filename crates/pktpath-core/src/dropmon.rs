@@ -20,7 +20,7 @@ use std::{collections::HashMap, sync::Mutex};
 
 use pktpath_common::drops::{
     DROP_CACHE_SLOTS, DROP_KEYS_MAX, DropCacheSlot, DropKey, GLOBAL_REASON_CONSUMED,
-    GLOBAL_REASON_NOT_DROPPED, MAP_DROP_CACHE, MAP_DROPS, MAP_DROPS_OVERFLOW,
+    GLOBAL_REASON_NOT_DROPPED, MAP_DROP_CACHE, MAP_DROP_CACHE_SEQ, MAP_DROPS, MAP_DROPS_OVERFLOW,
 };
 
 use crate::{
@@ -86,6 +86,7 @@ pub struct DropCounts {
 pub struct DropMonitor {
     counts: PerCpuHashMap<MapData, DropKey, u64>,
     cache: PerCpuArray<MapData, DropCacheSlot>,
+    seq: PerCpuArray<MapData, u64>,
     overflow: PerCpuArray<MapData, u64>,
     /// What [`DropMonitor::read`] last reported per key: a count moving from a cache slot
     /// to the hash between the two reads is seen in neither, and a counter must not go
@@ -139,10 +140,12 @@ impl DropMonitor {
         let program_id = attach(&mut ebpf, PROGRAM, TRACEPOINT, &aya_btf)?;
         let counts = take_map(&mut ebpf, MAP_DROPS)?;
         let cache = take_map(&mut ebpf, MAP_DROP_CACHE)?;
+        let seq = take_map(&mut ebpf, MAP_DROP_CACHE_SEQ)?;
         let overflow = take_map(&mut ebpf, MAP_DROPS_OVERFLOW)?;
         Ok(Self {
             counts,
             cache,
+            seq,
             overflow,
             reported: Mutex::default(),
             reasons,
@@ -158,44 +161,21 @@ impl DropMonitor {
     }
 
     /// The counters now, summed over CPUs, one row per key: each key's hash value plus
-    /// what the CPUs' cache slots hold for it. The hash is read first, so a count the
-    /// kernel moves from a slot to the hash meanwhile is missed, never counted twice; it
-    /// is seen at the next read, and a row never reports less than it did before.
-    /// (A slot read while the kernel hands it to another key may add that key's first
-    /// drops to the slot's old key once: a count or two early, never lost.)
+    /// what the CPUs' cache slots hold for it, read between two reads of the sequence
+    /// counts of the moves between them (retried while a move happens). A row never
+    /// reports less than it did before, even from a read that kept meeting moves.
     pub fn read(&self) -> Result<DropCounts, DropMonitorError> {
         let map_err = |name| move |source| DropMonitorError::Map { name, source };
-        let mut sums: HashMap<DropKey, u64> = HashMap::new();
-        for entry in self.counts.iter() {
-            let (key, values) = match entry {
-                Ok(e) => e,
-                // A key deleted between listing and lookup: entries are never deleted, but
-                // iteration must not fail on it.
-                Err(MapError::KeyNotFound) => continue,
-                Err(e) => return Err(map_err(MAP_DROPS)(e)),
-            };
-            *sums.entry(key).or_default() += values.iter().sum::<u64>();
-        }
-        // Twice, slot by slot: a slot the kernel was giving to another key while it was
-        // copied may read as a mix of both; it is only taken when both reads agree on its
-        // key, and only for a key the hash holds (the kernel registers a key there before
-        // a slot takes it).
-        let read_slots = || -> Result<Vec<DropCacheSlot>, DropMonitorError> {
-            let mut all = Vec::new();
-            for i in 0..DROP_CACHE_SLOTS {
-                let slots = self.cache.get(&i, 0).map_err(map_err(MAP_DROP_CACHE))?;
-                all.extend(slots.iter().copied());
-            }
-            Ok(all)
-        };
-        let (first, second) = (read_slots()?, read_slots()?);
-        for (a, b) in first.iter().zip(&second) {
-            if a.count != 0
-                && a.key == b.key
-                && b.count != 0
-                && let Some(sum) = sums.get_mut(&a.key)
-            {
-                *sum += a.count.min(b.count);
+        // The hash, then the slots, between two reads of the CPUs' sequence counts: when
+        // both are even and equal, no count moved from a slot to the hash meanwhile and the
+        // sums are exact. A read that keeps meeting moves (keys that share slots and drop
+        // all the time) is taken as it is: a moved count is then missed in it.
+        let mut sums = HashMap::new();
+        for _attempt in 0..8 {
+            let before = self.moves()?;
+            sums = self.sums()?;
+            if before.iter().all(|s| s % 2 == 0) && self.moves()? == before {
+                break;
             }
         }
         let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
@@ -222,6 +202,47 @@ impl DropMonitor {
             .iter()
             .sum();
         Ok(DropCounts { rows, overflow })
+    }
+}
+
+impl DropMonitor {
+    /// Each CPU's count of the moves between its cache slots and the hash.
+    fn moves(&self) -> Result<Vec<u64>, DropMonitorError> {
+        let seq = self
+            .seq
+            .get(&0, 0)
+            .map_err(|source| DropMonitorError::Map {
+                name: MAP_DROP_CACHE_SEQ,
+                source,
+            })?;
+        Ok(seq.iter().copied().collect())
+    }
+
+    /// Each key's hash value plus what the CPUs' cache slots hold for it. A slot is only
+    /// counted for a key the hash holds (the kernel registers a key there before a slot
+    /// takes it).
+    fn sums(&self) -> Result<HashMap<DropKey, u64>, DropMonitorError> {
+        let map_err = |name| move |source| DropMonitorError::Map { name, source };
+        let mut sums: HashMap<DropKey, u64> = HashMap::new();
+        for entry in self.counts.iter() {
+            let (key, values) = match entry {
+                Ok(e) => e,
+                // A key deleted between listing and lookup: entries are never deleted, but
+                // iteration must not fail on it.
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err(MAP_DROPS)(e)),
+            };
+            *sums.entry(key).or_default() += values.iter().sum::<u64>();
+        }
+        for i in 0..DROP_CACHE_SLOTS {
+            let slots = self.cache.get(&i, 0).map_err(map_err(MAP_DROP_CACHE))?;
+            for slot in slots.iter().filter(|s| s.count != 0) {
+                if let Some(sum) = sums.get_mut(&slot.key) {
+                    *sum += slot.count;
+                }
+            }
+        }
+        Ok(sums)
     }
 }
 

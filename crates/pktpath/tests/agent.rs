@@ -764,14 +764,27 @@ fn kernel_drops_by_reason_reach_prometheus_with_exactly_the_packets_dropped() {
         "pktpath_kernel_drops_total{{reason=\"NETFILTER_DROP\",interface=\"{}\",netns=\"{up1_ns}\",netns_name=\"{}\"}}",
         l.lab.up1_link.b, l.lab.up1.name
     );
-    let (_, body) = agent.get("/metrics").expect("GET /metrics");
+    // The last datagrams may still be on their way to up1's drop when the sender returns:
+    // scraped until both series show their counts (they must never show more).
+    let wanted = [(&dp_series, DP_DROPS), (&nft_series, NFT_DROPS)];
+    let mut body = String::new();
+    for _ in 0..50 {
+        body = agent.get("/metrics").expect("GET /metrics").1;
+        let shown = |(series, want): &(&String, u64)| {
+            body.lines().any(|line| line == format!("{series} {want}"))
+        };
+        if wanted.iter().all(shown) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     for line in body
         .lines()
         .filter(|l| l.starts_with("pktpath_kernel_drop"))
     {
         eprintln!("{line}");
     }
-    for (series, want) in [(&dp_series, DP_DROPS), (&nft_series, NFT_DROPS)] {
+    for (series, want) in wanted {
         assert!(
             body.lines().any(|line| line == format!("{series} {want}")),
             "{series} {want} in:\n{body}"

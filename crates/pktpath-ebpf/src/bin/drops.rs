@@ -33,6 +33,9 @@ static DROP_COUNTS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entrie
 #[map(name = "DROP_OVERFLOW")]
 static DROP_OVERFLOW: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+#[map(name = "DROP_CACHE_SEQ")]
+static DROP_CACHE_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "DROP_CACHE")]
 static DROP_CACHE: PerCpuArray<DropCacheSlot> = PerCpuArray::with_max_entries(DROP_CACHE_SLOTS, 0);
 
@@ -94,7 +97,7 @@ fn count(skb: u64, reason: u32) {
     // SAFETY: this CPU's slot of a per-CPU array.
     let s = unsafe { &mut *slot };
     // SAFETY: the name field is 16 bytes at an 8-byte aligned offset of the slot.
-    let held = unsafe { &mut *(&raw mut s.key.ifname).cast::<[u64; 2]>() };
+    let held = unsafe { *(&raw const s.key.ifname).cast::<[u64; 2]>() };
     if s.count != 0
         && s.key.reason == reason
         && s.key.ifindex == ifindex
@@ -107,10 +110,26 @@ fn count(skb: u64, reason: u32) {
     }
     // Another key's slot, or an empty one: the slot's count moves to the hash, and the
     // slot takes this drop's key, once the hash holds it too (so that a count always has
-    // a key to move to); when the hash is full, the drop is counted without its key.
+    // a key to move to); when the hash is full, the drop is counted without its key. The
+    // sequence count is odd meanwhile.
+    let Some(seq) = DROP_CACHE_SEQ.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array; volatile, so that the count's changes
+    // stay between the two increments.
+    unsafe { core::ptr::write_volatile(seq, core::ptr::read_volatile(seq) + 1) };
+    move_slot(s, reason, ifindex, netns, name);
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(seq, core::ptr::read_volatile(seq) + 1) };
+}
+
+/// Moves the slot's count to the hash and gives the slot this drop's key, counted once.
+#[inline(always)]
+fn move_slot(s: &mut DropCacheSlot, reason: u32, ifindex: u32, netns: u32, name: [u64; 2]) {
     if s.count != 0 {
         add(&s.key, s.count);
-        s.count = 0;
+        // SAFETY: a field of this CPU's slot.
+        unsafe { core::ptr::write_volatile(&raw mut s.count, 0) };
     }
     let key = DropKey {
         reason,
@@ -128,9 +147,12 @@ fn count(skb: u64, reason: u32) {
     s.key.ifindex = ifindex;
     s.key.netns = netns;
     s.key._pad = 0;
+    // SAFETY: the name field is 16 bytes at an 8-byte aligned offset of the slot.
+    let held = unsafe { &mut *(&raw mut s.key.ifname).cast::<[u64; 2]>() };
     held[0] = name[0];
     held[1] = name[1];
-    s.count = 1;
+    // SAFETY: a field of this CPU's slot.
+    unsafe { core::ptr::write_volatile(&raw mut s.count, 1) };
 }
 
 /// Makes sure the hash has an entry for `key` (of 0 drops when new); false when it is
