@@ -1128,6 +1128,54 @@ fn apply_puts_back_the_slow_path_route_of_a_recreated_interface() {
     assert_no_slow_path(&r);
 }
 
+/// An interface deleted and created again with IPv6 off: the kernel refuses its next
+/// hop's IPv6 slow-path route; `route apply` still puts back the IPv4 one, says so, and
+/// warns about the one it could not.
+#[test]
+fn apply_puts_back_what_it_can_when_one_route_is_refused() {
+    let l = Lab::new(Setup {
+        label: "restore-some",
+        forwarding: true,
+        service_routes: true,
+        ..Setup::default()
+    });
+    let r = l.lab.router.name.clone();
+    let a = l.lab.up2_link.a.clone();
+    let c = l.to_client().to_owned();
+    let policies = format!(
+        r#"{{ "id": "v4-up2", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}" }}, "action": {{ "type": "forward", "next_hop": "up2" }} }}"#
+    );
+    l.apply("up2.json", &policies);
+    let table =
+        |family: &str| run::must("ip", &[family, "-n", &r, "route", "show", "table", "7071"]);
+    assert!(!table("-6").trim().is_empty(), "an IPv6 route to put back");
+    recreate_up2_link(&l);
+    let key = format!("net.ipv6.conf.{a}.disable_ipv6=1");
+    run::must("ip", &["netns", "exec", &r, "sysctl", "-qw", &key]);
+    assert!(table("-4").trim().is_empty() && table("-6").trim().is_empty());
+
+    let path = l.write_set("up2.json", &policies);
+    let out = l.dp.route(&["apply", &path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("put back the slow path's routes in tables 7071"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("could not put back the routes of its tables"),
+        "{stderr}"
+    );
+    assert!(
+        table("-4").contains(&format!("default via 10.3.0.2 dev {a}")),
+        "{}",
+        table("-4")
+    );
+    assert!(table("-6").trim().is_empty(), "{}", table("-6"));
+    l.dp.json(&["detach"]);
+    assert_no_slow_path(&r);
+}
+
 /// Deletes the router – up2 veth pair and makes a new one with the same names, addresses
 /// (IPv4) and up2's route back to the client (all removed with the namespaces).
 fn recreate_up2_link(l: &Lab) {

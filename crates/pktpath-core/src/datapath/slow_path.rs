@@ -228,15 +228,27 @@ pub fn install(plan: &SlowPlan) -> Result<(), SysError> {
     Ok(())
 }
 
+/// What [`restore`] did.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The tables filled again, lowest first.
+    pub tables: Vec<u32>,
+    /// The first route that could not be put back, when one could not: the others were
+    /// tried all the same.
+    pub error: Option<SysError>,
+}
+
 /// Puts back the routes of `plan` whose table lacks them: the kernel deletes a route with
 /// its interface, so a next hop's table empties when its interface is deleted, and stays
-/// empty when the interface comes back. Returns the tables filled again, lowest first. A
-/// table whose interface is down stays empty, with the warning [`install`] gives.
+/// empty when the interface comes back. A table whose interface is down stays empty, with
+/// the warning [`install`] gives; a route the kernel refuses otherwise (a gateway the
+/// interface no longer reaches, a missing privilege) leaves its table empty and the
+/// others are still put back.
 ///
 /// Adds nothing when nothing is missing, so it needs no privilege then (the listing
 /// takes none); adding a route takes CAP_NET_ADMIN.
-pub fn restore(plan: &SlowPlan) -> Result<Vec<u32>, SysError> {
-    let mut restored = Vec::new();
+pub fn restore(plan: &SlowPlan) -> Result<Restored, SysError> {
+    let mut out = Restored::default();
     for family in [Family::Ipv4, Family::Ipv6] {
         if !plan.routes.iter().any(|r| r.family == family) {
             continue;
@@ -250,14 +262,16 @@ pub fn restore(plan: &SlowPlan) -> Result<Vec<u32>, SysError> {
                 Err(e) if e.source.raw_os_error() == Some(libc::ENETDOWN) => {
                     warn_down(r);
                 }
-                Err(e) => return Err(e),
-                Ok(()) => restored.push(r.table),
+                Err(e) => {
+                    out.error.get_or_insert(e);
+                }
+                Ok(()) => out.tables.push(r.table),
             }
         }
     }
-    restored.sort_unstable();
-    restored.dedup();
-    Ok(restored)
+    out.tables.sort_unstable();
+    out.tables.dedup();
+    Ok(out)
 }
 
 fn warn_down(r: &DefaultRoute) {

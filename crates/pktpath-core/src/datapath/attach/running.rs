@@ -280,10 +280,10 @@ impl Attached {
     /// the tables filled again. It costs the slow path only, never the apply (which needs
     /// no more than CAP_BPF): a failure is a warning.
     fn restore_slow_path(&self, ifaces: &Interfaces) -> Vec<u32> {
-        let restore = || -> Result<Vec<u32>, AttachError> {
+        let restore = || -> Result<slow_path::Restored, AttachError> {
             let mut state = AttachState::read(&self.layout)?;
             if state.slow_path.routes.is_empty() {
-                return Ok(Vec::new());
+                return Ok(slow_path::Restored::default());
             }
             // Recorded before any is created, as attach does: detach removes them by table.
             let routes = slow_path::plan(&self.topology, ifaces).routes;
@@ -293,7 +293,11 @@ impl Attached {
             }
             Ok(slow_path::restore(&state.slow_path)?)
         };
-        restore().unwrap_or_else(|e| {
+        let (tables, error) = match restore() {
+            Ok(r) => (r.tables, r.error.map(AttachError::Sys)),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        if let Some(e) = error {
             let hint = match &e {
                 AttachError::Sys(s) if s.source.raw_os_error() == Some(libc::EPERM) => {
                     "; adding them takes CAP_NET_ADMIN: run this apply as root, or `pktpath route attach` again"
@@ -303,8 +307,8 @@ impl Attached {
             log::warn!(
                 "slow path: could not put back the routes of its tables ({e}){hint}; until then packets of their next hops handed to the stack follow the main table"
             );
-            Vec::new()
-        })
+        }
+        tables
     }
 
     /// Each configured interface's counters, summed over CPUs (they do not depend on the
