@@ -7,7 +7,8 @@ use crate::kernel::IFNAMSIZ;
 pub const MAP_DROPS: &str = "DROP_COUNTS";
 /// Slot 0: per CPU, the drops that found [`MAP_DROPS`] full and were not counted by key.
 pub const MAP_DROPS_OVERFLOW: &str = "DROP_OVERFLOW";
-/// Per CPU, [`DROP_CACHE_SLOTS`] [`DropCacheSlot`]s in front of [`MAP_DROPS`]: a drop at a
+/// Per CPU, one [`DropCache`] of [`DROP_CACHE_SLOTS`] slots in front of [`MAP_DROPS`] (one
+/// value, so that user space reads every slot of every CPU in one lookup): a drop at a
 /// key a slot holds is counted there; a slot's count moves to [`MAP_DROPS`] when another
 /// key takes the slot. A key's count is its [`MAP_DROPS`] value plus its slots' counts.
 pub const MAP_DROP_CACHE: &str = "DROP_CACHE";
@@ -69,3 +70,13 @@ pub struct DropCacheSlot {
 }
 crate::assert_size!(DropCacheSlot, 40);
 crate::impl_pod!(DropCacheSlot);
+
+/// The one value of [`MAP_DROP_CACHE`] (per CPU); the key of slot `i` is counted in
+/// `slots[i]`, `i` from [`drop_cache_slot`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropCache {
+    pub slots: [DropCacheSlot; DROP_CACHE_SLOTS as usize],
+}
+crate::assert_size!(DropCache, 40 * DROP_CACHE_SLOTS as usize);
+crate::impl_pod!(DropCache);

@@ -3,7 +3,7 @@
 //! network namespace). Nothing is copied to user space per event: [`DropMonitor::read`]
 //! sums the per-CPU counters when asked (the agent does at scrape time). Each CPU counts in
 //! a few cache slots in front of the hash of keys, whose lookup cost more than the rest of
-//! the program (see [`DropCacheSlot`]); a key's count is its hash value plus its slots'.
+//! the program (see [`DropCacheSlot`](pktpath_common::drops::DropCacheSlot)); a key's count is its hash value plus its slots'.
 //!
 //! Frees that are not drops are not counted: `SKB_CONSUMED` (the kernel reports those on
 //! `skb:consume_skb` anyway), `SKB_NOT_DROPPED_YET`, and deliveries: the free of a packet
@@ -19,8 +19,8 @@ use aya::{
 use std::{collections::HashMap, sync::Mutex};
 
 use pktpath_common::drops::{
-    DROP_CACHE_SLOTS, DROP_KEYS_MAX, DropCacheSlot, DropKey, GLOBAL_REASON_CONSUMED,
-    GLOBAL_REASON_NOT_DROPPED, MAP_DROP_CACHE, MAP_DROP_CACHE_SEQ, MAP_DROPS, MAP_DROPS_OVERFLOW,
+    DROP_KEYS_MAX, DropCache, DropKey, GLOBAL_REASON_CONSUMED, GLOBAL_REASON_NOT_DROPPED,
+    MAP_DROP_CACHE, MAP_DROP_CACHE_SEQ, MAP_DROPS, MAP_DROPS_OVERFLOW,
 };
 
 use crate::{
@@ -85,7 +85,7 @@ pub struct DropCounts {
 /// The attached aggregator; detached when dropped.
 pub struct DropMonitor {
     counts: PerCpuHashMap<MapData, DropKey, u64>,
-    cache: PerCpuArray<MapData, DropCacheSlot>,
+    cache: PerCpuArray<MapData, DropCache>,
     seq: PerCpuArray<MapData, u64>,
     overflow: PerCpuArray<MapData, u64>,
     /// What [`DropMonitor::read`] last reported per key: a count moving from a cache slot
@@ -234,12 +234,14 @@ impl DropMonitor {
             };
             *sums.entry(key).or_default() += values.iter().sum::<u64>();
         }
-        for i in 0..DROP_CACHE_SLOTS {
-            let slots = self.cache.get(&i, 0).map_err(map_err(MAP_DROP_CACHE))?;
-            for slot in slots.iter().filter(|s| s.count != 0) {
-                if let Some(sum) = sums.get_mut(&slot.key) {
-                    *sum += slot.count;
-                }
+        let caches = self.cache.get(&0, 0).map_err(map_err(MAP_DROP_CACHE))?;
+        for slot in caches
+            .iter()
+            .flat_map(|c| &c.slots)
+            .filter(|s| s.count != 0)
+        {
+            if let Some(sum) = sums.get_mut(&slot.key) {
+                *sum += slot.count;
             }
         }
         Ok(sums)

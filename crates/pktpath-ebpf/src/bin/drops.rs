@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use pktpath_common::{
-    drops::{DROP_CACHE_SLOTS, DROP_KEYS_MAX, DropCacheSlot, DropKey, drop_cache_slot},
+    drops::{DROP_CACHE_SLOTS, DROP_KEYS_MAX, DropCache, DropCacheSlot, DropKey, drop_cache_slot},
     kernel::KernelOffsets,
 };
 use pktpath_ebpf::kernel::{Offsets, load_at, read_dev};
@@ -37,7 +37,7 @@ static DROP_OVERFLOW: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 static DROP_CACHE_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "DROP_CACHE")]
-static DROP_CACHE: PerCpuArray<DropCacheSlot> = PerCpuArray::with_max_entries(DROP_CACHE_SLOTS, 0);
+static DROP_CACHE: PerCpuArray<DropCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// `BPF_NOEXIST`: insert only a key not yet present.
 const BPF_NOEXIST: u64 = 1;
@@ -89,8 +89,15 @@ fn count(skb: u64, reason: u32) {
             load_at(dev, off.net_device_name() + 8),
         ]
     };
-    let Some(slot) = DROP_CACHE.get_ptr_mut(drop_cache_slot(reason, ifindex, netns)) else {
+    let Some(cache) = DROP_CACHE.get_ptr_mut(0) else {
         return;
+    };
+    let i = drop_cache_slot(reason, ifindex, netns) & (DROP_CACHE_SLOTS - 1);
+    // SAFETY: slot `i` (masked within the array) of this CPU's cache.
+    let slot = unsafe {
+        (&raw mut (*cache).slots)
+            .cast::<DropCacheSlot>()
+            .add(i as usize)
     };
     // Tracing programs do not nest on one CPU (the kernel skips a recursive run), so this
     // CPU's slots and values are ours for the increment: no atomic needed.
