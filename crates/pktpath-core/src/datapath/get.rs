@@ -106,6 +106,18 @@ pub(super) fn prog_err(what: &str) -> impl FnOnce(aya::programs::ProgramError) -
     move |source| AttachError::Program { what, source }
 }
 
+/// The frame of `p` with IPv4 TTL or IPv6 hop limit `ttl`, addressed to `input`'s MAC.
+pub(super) fn frame_to(p: &PacketFields, input: &iface::Iface, ttl: u8) -> Vec<u8> {
+    frame::build(
+        p,
+        &FrameOptions {
+            dst_mac: input.mac,
+            ttl,
+            ..Default::default()
+        },
+    )
+}
+
 /// The input interface a `route get` names, in the calling thread's network namespace.
 pub(super) fn input(iif: &str) -> Result<iface::Iface, AttachError> {
     iface::lookup(iif).map_err(|source| AttachError::NoInterface {
@@ -179,14 +191,7 @@ impl Attached {
             iif: input.ifindex,
             ..*fields
         };
-        let frame = frame::build(
-            &p,
-            &FrameOptions {
-                dst_mac: input.mac,
-                ttl,
-                ..Default::default()
-            },
-        );
+        let frame = frame_to(&p, &input, ttl);
         for _attempt in 0..5 {
             // The policy names come from the set whose tables answer.
             let active = self.active_file()?;

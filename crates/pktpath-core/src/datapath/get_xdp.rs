@@ -15,10 +15,9 @@ use serde::Serialize;
 use super::{
     attach::{AttachError, Attached},
     classifier::PacketFields,
-    frame::{self, FrameOptions},
     get::{
-        Explanation, SKB_CTX, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, input, nonce, prog_err,
-        run_on_one_cpu,
+        Explanation, SKB_CTX, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, frame_to, input, nonce,
+        prog_err, run_on_one_cpu,
     },
 };
 use crate::sys::SysError;
@@ -69,14 +68,7 @@ impl Attached {
             mark: 0,
             ..*fields
         };
-        let frame = frame::build(
-            &p,
-            &FrameOptions {
-                dst_mac: input.mac,
-                ttl,
-                ..Default::default()
-            },
-        );
+        let frame = frame_to(&p, &input, ttl);
         for _attempt in 0..5 {
             let active = self.active_file()?;
             let nonce = nonce();

@@ -313,6 +313,14 @@ mod tests {
         Topology::from_source(&Source::new("configuration.json", text)).expect("valid")
     }
 
+    /// Each rule's family, priority, mark, mask and table.
+    fn rule_fields(rules: &[FwmarkRule]) -> Vec<(Family, u32, u32, u32, u32)> {
+        rules
+            .iter()
+            .map(|r| (r.family, r.priority, r.mark, r.mask, r.table))
+            .collect()
+    }
+
     fn ifaces(n: usize) -> Interfaces {
         Interfaces {
             links: (0..n)
@@ -358,11 +366,7 @@ mod tests {
                 (Family::Ipv6, 7072, None, 10),
             ]
         );
-        let rules: Vec<(Family, u32, u32, u32, u32)> = p
-            .rules
-            .iter()
-            .map(|r| (r.family, r.priority, r.mark, r.mask, r.table))
-            .collect();
+        let rules = rule_fields(&p.rules);
         assert_eq!(
             rules,
             vec![
@@ -423,11 +427,7 @@ mod tests {
         );
         let t = topology(&text);
         let p = plan(&t, &ifaces(3));
-        let lookups: Vec<(Family, u32, u32, u32, u32)> = p
-            .lookups
-            .iter()
-            .map(|r| (r.family, r.priority, r.mark, r.mask, r.table))
-            .collect();
+        let lookups = rule_fields(&p.lookups);
         assert_eq!(
             lookups,
             vec![
