@@ -133,15 +133,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// ns per packet as fitted to the kernel's per-header times (`PKTPATH_BENCH_DUMP`, 6,000
-/// headers of six sets, r^2 = 0.99, on a kernel with retpolines and SRSO): a fixed part,
-/// then per call of the walk's `bpf_loop` callback, per subtree walked, per subtree pruned
-/// by its priority bound, per inner node and per rule checked.
+/// headers of six sets from 1k to 100k policies, r^2 = 0.99, the programs with
+/// `may_goto`): a fixed part, then per subtree walked, per subtree pruned by its priority
+/// bound, per inner node and per rule checked.
 fn model_ns(w: &classifier::Probe) -> f64 {
-    62.0 + 11.2 * f64::from(w.calls)
-        + 0.8 * f64::from(w.trees)
-        + 1.8 * f64::from(w.pruned)
-        + 5.2 * f64::from(w.nodes)
-        + 3.4 * f64::from(w.candidates)
+    61.3 + 3.8 * f64::from(w.trees)
+        + 1.9 * f64::from(w.pruned)
+        + 5.0 * f64::from(w.nodes)
+        + 2.6 * f64::from(w.candidates)
 }
 
 /// The tree shape the environment asks for: `PKTPATH_SHAPE=default|roomy`, then

@@ -5,9 +5,9 @@ use aya::{
     maps::Array,
     programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
-use pktpath_common::route::{MAP_XDP_EGRESS, PROG_DATAPATH, PROG_XDP};
+use pktpath_common::route::MAP_XDP_EGRESS;
 use pktpath_core::{
-    datapath::tables::DatapathMaps,
+    datapath::{loops::LoopKind, tables::DatapathMaps},
     loader::{self, Object},
 };
 
@@ -26,23 +26,54 @@ pub const XDP_REDIRECT: u32 = 4;
 pub struct Datapath {
     pub ebpf: aya::Ebpf,
     pub maps: DatapathMaps,
+    /// The variant of the programs loaded.
+    pub kind: LoopKind,
+}
+
+/// The program variants the running kernel loads, as `pktpath doctor` finds: the
+/// `bpf_loop` one always, the `may_goto` one where the probe says so.
+pub fn loop_kinds() -> Vec<LoopKind> {
+    let mut kinds = vec![LoopKind::BpfLoop];
+    if pktpath_core::doctor::probe("may_goto").is_ok() {
+        kinds.push(LoopKind::MayGoto);
+    }
+    kinds
 }
 
 impl Datapath {
-    /// Loads the data path object and its program (panics if the verifier refuses it).
+    /// Loads the data path object and its program, the variant `route attach` would load
+    /// (panics if the verifier refuses it).
     pub fn load() -> Self {
+        Self::load_kind(LoopKind::for_kernel().expect("the loop variant"))
+    }
+
+    /// As [`Datapath::load`], the program of variant `kind`.
+    pub fn load_kind(kind: LoopKind) -> Self {
+        Self::try_load_kind(kind)
+            .unwrap_or_else(|e| panic!("verifier rejected the data path ({kind:?}): {e:?}"))
+    }
+
+    /// As [`Datapath::load_kind`], with the kernel's refusal as an error.
+    pub fn try_load_kind(kind: LoopKind) -> Result<Self, ProgramError> {
         let mut ebpf = loader::load(Object::Datapath, &[]).expect("load datapath object");
-        let prog: &mut SchedClassifier =
-            ebpf.program_mut(PROG_DATAPATH).unwrap().try_into().unwrap();
-        prog.load()
-            .unwrap_or_else(|e| panic!("verifier rejected the data path: {e:?}"));
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(kind.tc_program())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        prog.load()?;
         let maps = DatapathMaps::from_ebpf(&mut ebpf).expect("maps");
-        Self { ebpf, maps }
+        Ok(Self { ebpf, maps, kind })
     }
 
     /// Loads the XDP program too, on the same maps (panics if the verifier refuses it).
     pub fn load_xdp(&mut self) {
-        let prog: &mut Xdp = self.ebpf.program_mut(PROG_XDP).unwrap().try_into().unwrap();
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(self.kind.xdp_program())
+            .unwrap()
+            .try_into()
+            .unwrap();
         prog.load()
             .unwrap_or_else(|e| panic!("verifier rejected the XDP program: {e:?}"));
     }
@@ -64,7 +95,7 @@ impl Datapath {
     /// The loaded XDP program ([`Datapath::load_xdp`]).
     pub fn xdp(&self) -> &Xdp {
         self.ebpf
-            .program(PROG_XDP)
+            .program(self.kind.xdp_program())
             .expect("the XDP program")
             .try_into()
             .expect("an XDP program")
@@ -95,7 +126,7 @@ impl Datapath {
     /// The loaded program.
     fn program(&self) -> &SchedClassifier {
         self.ebpf
-            .program(PROG_DATAPATH)
+            .program(self.kind.tc_program())
             .expect("the data path program")
             .try_into()
             .expect("a classifier")

@@ -5,20 +5,19 @@
 //! packets left to the stack, MAC rewrite on forward.
 
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
-use pktpath_common::route::{
-    ACTION_FORWARD, FAMILY_V4, FAMILY_V6, NextHop, PROG_DATAPATH, RuleValue,
-};
+use pktpath_common::route::{ACTION_FORWARD, FAMILY_V4, FAMILY_V6, NextHop, RuleValue};
 use pktpath_core::{
     datapath::{
         classifier::{PacketFields, Params, Rule, compile, compile_with},
         frame::{self, FrameOptions, ipv4_checksum},
+        loops::LoopKind,
         policy::{self, Slots},
         synth::{self, Rng, v4},
     },
     route::model,
 };
 use pktpath_tests::{
-    datapath::{Datapath, SKB_CTX, TC_ACT_OK, TC_ACT_REDIRECT},
+    datapath::{Datapath, SKB_CTX, TC_ACT_OK, TC_ACT_REDIRECT, loop_kinds},
     require_root, run,
 };
 
@@ -31,22 +30,43 @@ const MARK_BASE: u32 = 100_000;
 #[test]
 fn the_data_path_verifies_with_a_quarter_of_the_budget_to_spare() {
     require_root();
-    let dp = Datapath::load();
-    // Reported since 5.16; the data path needs newer kernels anyway.
-    let n = dp
-        .verified_instructions()
-        .expect("the kernel reports the verified instruction count");
-    eprintln!("the data path verified in {n} instructions");
-    assert!(
-        n < 750_000,
-        "the data path takes {n} of the verifier's 1,000,000 instructions"
-    );
+    let kinds = loop_kinds();
+    for kind in [LoopKind::MayGoto, LoopKind::BpfLoop] {
+        let loaded = Datapath::try_load_kind(kind);
+        if !kinds.contains(&kind) {
+            // doctor found no may_goto: the kernel must refuse that variant, or doctor
+            // would keep the faster one from a kernel that runs it.
+            assert!(
+                loaded.is_err(),
+                "doctor says the kernel lacks may_goto, but {} loads",
+                kind.tc_program()
+            );
+            continue;
+        }
+        let dp = loaded.unwrap_or_else(|e| panic!("verifier rejected {kind:?}: {e:?}"));
+        // Reported since 5.16; the data path needs newer kernels anyway.
+        let n = dp
+            .verified_instructions()
+            .expect("the kernel reports the verified instruction count");
+        eprintln!("{} verified in {n} instructions", kind.tc_program());
+        assert!(
+            n < 750_000,
+            "{} takes {n} of the verifier's 1,000,000 instructions",
+            kind.tc_program()
+        );
+    }
 }
 
 #[test]
 fn kernel_classification_equals_the_model() {
     require_root();
-    let mut dp = Datapath::load();
+    for kind in loop_kinds() {
+        classifies_as_the_model(Datapath::load_kind(kind));
+    }
+}
+
+/// Random dense policy sets through the kernel program of `dp`, against the model.
+fn classifies_as_the_model(mut dp: Datapath) {
     let mut rng = Rng::new(0xda7a);
     // Test runs arrive on the namespace's loopback (ifindex 1): the sets' `in0` is 2, so
     // policies naming an interface never match here; the packets say iif in0 or in1, which
@@ -345,7 +365,12 @@ fn a_control_buffer_left_by_other_layers_is_not_a_route_get() {
 
     require_root();
     let dp = Datapath::load();
-    let prog: &SchedClassifier = dp.ebpf.program(PROG_DATAPATH).unwrap().try_into().unwrap();
+    let prog: &SchedClassifier = dp
+        .ebpf
+        .program(dp.kind.tc_program())
+        .unwrap()
+        .try_into()
+        .unwrap();
     let p = policy::packet_fields(
         &synth::dense_packet(&mut Rng::new(0xcb)),
         &synth::dense_ifaces(),

@@ -448,7 +448,7 @@ fn dump_headers(
 ) -> anyhow::Result<()> {
     use std::fmt::Write as _;
     let mut out = String::from(
-        "ns\troots\twalks\tsides\trests\tnodes\tcands\tmatched\tchunks\tcalls\tpruned\n",
+        "ns\troots\twalks\tsides\trests\tnodes\tcands\tmatched\tchunks\tsteps\tpruned\n",
     );
     for ((p, w), ns) in fields.iter().zip(work).zip(ns) {
         let f = usize::from(p.family != FAMILY_V4);
@@ -463,7 +463,7 @@ fn dump_headers(
             w.candidates,
             u8::from(w.value.is_some()),
             w.chunk_switches,
-            w.calls,
+            w.steps,
             w.pruned
         );
     }

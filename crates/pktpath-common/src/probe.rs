@@ -14,6 +14,8 @@ pub const PROG_FENTRY: &str = "probe_fentry";
 pub const PROG_CLASSIFIER: &str = "probe_classifier";
 /// XDP probe.
 pub const PROG_XDP: &str = "probe_xdp";
+/// Classifier with a `may_goto` instruction: loads where the verifier knows it.
+pub const PROG_MAY_GOTO: &str = "probe_may_goto";
 /// Ring buffer the classifier probe writes one record into per run.
 pub const MAP_RING: &str = "PROBE_RING";
 /// Kernel function the kprobe and fentry probes target.

@@ -6,14 +6,19 @@ pub const MAP_IFACE_STATS: &str = "IFACE_STATS";
 /// Name of the per-CPU hash of [`IfaceCounters`] keyed by ifindex (`u32`), for the
 /// ifindexes of [`MAX_IFACES`] and above (rare: an index lookup costs less than a hash's).
 pub const MAP_IFACE_STATS_HIGH: &str = "IFACE_STATS_HIGH";
-/// Name of the data path classifier program.
+/// Name of the data path classifier program (for kernels with `may_goto`, 6.9 or later).
 pub const PROG_DATAPATH: &str = "pktpath_tc";
+/// [`PROG_DATAPATH`] for older kernels: its classifier loops with `bpf_loop` (section
+/// `classifier/old`, for `tc ... obj FILE sec classifier/old`).
+pub const PROG_DATAPATH_OLD: &str = "pktpath_tc_old";
 /// Name of the program [`PROG_DATAPATH`] tail-calls (through [`TAP_PROG_MAP`]) to hand its
 /// decision to the tracers listening.
 pub const PROG_TAP: &str = "pktpath_tap";
 
 /// The data path's XDP program, on the same maps as [`PROG_DATAPATH`].
 pub const PROG_XDP: &str = "pktpath_xdp";
+/// [`PROG_XDP`] for kernels without `may_goto`, as [`PROG_DATAPATH_OLD`] is.
+pub const PROG_XDP_OLD: &str = "pktpath_xdp_old";
 /// Interfaces whose counters sit in the array (ifindex below this), and capacity of the
 /// hash for the others.
 pub const MAX_IFACES: u32 = 1024;
@@ -101,16 +106,18 @@ pub const LEAF_SEGMENT: u32 = 8;
 pub const MAX_PATH_SIDES: u32 = 6;
 /// Most side subtrees nested in one another (a side subtree's own nodes may have sides).
 pub const MAX_SIDE_NESTING: u32 = 3;
-/// Walks one packet may take: the roots, the side subtrees of the nodes on their paths, the
-/// rest of each leaf longer than [`LEAF_SEGMENT`]. The limits above bound it well below
-/// (the trees of three roots with every path at its limits: a few hundred).
+/// Steps of the search one packet may take (a step walks a subtree): the roots, the side
+/// subtrees of the nodes on their paths, the rest of each leaf longer than
+/// [`LEAF_SEGMENT`]. The limits above bound it well below (the trees of three roots with
+/// every path at its limits: a few hundred).
 pub const MAX_WALKS: u32 = 4096;
-/// Subtrees one call of the walk's `bpf_loop` callback walks, at most: a call costs more
-/// than the work of most walks, and the verifier checks each walk of a call once.
+/// Subtrees a step walks, at most, in the programs for kernels without `may_goto`, where a
+/// step is a call of a `bpf_loop` callback: a call costs more than the work of most walks,
+/// and the verifier checks each walk of a call once. (With `may_goto` a step walks one.)
 pub const WALKS_PER_CALL: u32 = 2;
-/// Popped subtrees a walk may drop, by their priority bound, before it walks one: pruning
-/// costs a comparison, a call of the walk's `bpf_loop` callback much more.
-pub const PRUNE_PER_CALL: u32 = 8;
+/// Popped subtrees a step may drop, by their priority bound, before it walks one: pruning
+/// costs a comparison, a step more.
+pub const PRUNE_PER_STEP: u32 = 8;
 /// Subtrees waiting to be walked, at most: the roots, a side per nesting level and path
 /// position, and per nesting level one walk's continuation (its path in another chunk, or
 /// a leaf's rest): 3 + 4 * (6 + 1) within.

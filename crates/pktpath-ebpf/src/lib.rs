@@ -2,10 +2,12 @@
 //! space resolved from BTF, packet filter evaluation, and the panic handler every object
 //! needs.
 #![no_std]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 pub mod delivery;
 pub mod filter;
 pub mod kernel;
+pub mod looping;
 pub mod mem;
 pub mod packet;
 pub mod pinned;

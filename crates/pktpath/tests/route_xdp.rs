@@ -23,7 +23,11 @@ use aya::{
     sys::{Stats, enable_stats},
 };
 use common::{Attachment, SVC4, Scratch, iface_counter, policy, tc_hooks_in_use};
-use pktpath_core::sys::netns::NetNs;
+use pktpath_common::route::{PROG_DATAPATH_OLD, PROG_XDP_OLD};
+use pktpath_core::{
+    datapath::loops::{LOOP_ENV, LoopKind},
+    sys::netns::NetNs,
+};
 use pktpath_tests::{AddrGuard, BpffsGuard, EthtoolFlag, EthtoolGuard, RouterLab, require_root};
 use serde_json::Value;
 
@@ -43,6 +47,11 @@ struct Lab {
 
 impl Lab {
     fn new(label: &str, extra: &[&str]) -> Self {
+        Self::with_env(label, extra, &[])
+    }
+
+    /// [`Lab::new`], every pktpath command run with the variables `env`.
+    fn with_env(label: &str, extra: &[&str], env: &[(&'static str, &'static str)]) -> Self {
         require_root();
         let bpffs = BpffsGuard::ensure();
         let lab = RouterLab::new();
@@ -58,7 +67,8 @@ impl Lab {
         ];
         let scratch = Scratch::new(&format!("route-xdp-{label}"));
         let config = scratch.write("configuration.json", &common::lab_config(&lab, &[]));
-        let dp = Attachment::new(&lab, label);
+        let mut dp = Attachment::new(&lab, label);
+        dp.env = env.to_vec();
         let mut args = vec!["attach", "--config", &config, "--hook", "xdp"];
         args.extend_from_slice(extra);
         let attach = dp.json(&args);
@@ -309,6 +319,36 @@ fn xdp_passes_what_the_router_answers_to_the_stack() {
     ping(&l.lab.client.name, "10.1.0.1");
     // And generic XDP forwards too.
     assert_eq!(l.udp_to_up1(5000, N), N, "forwarded to up1");
+}
+
+/// The programs for kernels without may_goto, which `PKTPATH_DATAPATH_LOOP=bpf_loop` picks
+/// on any kernel: attached, they forward, drop and explain as the others do.
+#[test]
+fn the_bpf_loop_programs_forward_drop_and_explain() {
+    let l = Lab::with_env(
+        "xdp-old",
+        &["--xdp-mode", "generic"],
+        &[(LOOP_ENV, LoopKind::BpfLoop.name())],
+    );
+    for (pin, kind) in [("prog", PROG_DATAPATH_OLD), ("prog_xdp", PROG_XDP_OLD)] {
+        let info = ProgramInfo::from_pin(l.dp.pin.path.join(pin)).expect("pinned program");
+        assert_eq!(info.name_as_str(), Some(kind), "{pin}");
+    }
+    l.apply(&policies(&l.lab));
+    assert_eq!(l.udp_to_up1(5000, N), N, "forwarded to up1");
+    assert_eq!(l.udp_to_up1(5001, N), 0, "dropped");
+    assert_eq!(l.udp_to_up1(5002, N), N, "forwarded to up1 by TC");
+    let stats = l.dp.stats();
+    for (id, n) in [("fwd", N), ("drop", N), ("behind-mark", N)] {
+        assert_eq!(policy(&stats, id)["packets"], n as u64, "{id}: {stats}");
+    }
+    let c = &l.lab.client_link.a;
+    let get = l.dp.json(&[
+        "get", "--hook", "xdp", "iif", c, "from", "10.1.0.2", "to", SVC4, "proto", "udp", "dport",
+        "5002",
+    ]);
+    assert_eq!(get["xdp"]["verdict"], "pass to tc", "{get}");
+    assert_eq!(get["tc"]["policy"], "behind-mark", "{get}");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use aya::{
 };
 use pktpath_common::route::{
     ACTION_FORWARD, ACTION_TABLE, DECISION_VIA_STACK, Decision, FAMILY_V4, GET_MAGIC, MAP_DECISION,
-    PROG_DATAPATH,
+    PROG_DATAPATH, PROG_DATAPATH_OLD,
 };
 use serde::Serialize;
 
@@ -183,7 +183,11 @@ impl Attached {
                 .ok_or_else(|| AttachError::NoHandProgram {
                     dir: self.layout.pin_dir.display().to_string(),
                 })?;
-            SchedClassifier::from_program_info(info, PROG_DATAPATH.into())
+            let name = match info.name_as_str() {
+                Some(PROG_DATAPATH_OLD) => PROG_DATAPATH_OLD,
+                _ => PROG_DATAPATH,
+            };
+            SchedClassifier::from_program_info(info, name.into())
                 .map_err(prog_err("opening the data path program tc loaded"))?
         };
         let decisions = self.decisions()?;

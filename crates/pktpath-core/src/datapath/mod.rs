@@ -8,6 +8,7 @@ pub mod classifier;
 pub mod frame;
 pub mod get;
 pub mod get_xdp;
+pub mod loops;
 pub mod object;
 pub mod policy;
 pub mod slow_path;

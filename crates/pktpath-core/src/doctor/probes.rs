@@ -13,9 +13,10 @@ use aya::{
     },
 };
 use pktpath_common::probe::{
-    MAP_RING, PROBE_KERNEL_FUNCTION, PROG_CLASSIFIER, PROG_FENTRY, PROG_KPROBE,
+    MAP_RING, PROBE_KERNEL_FUNCTION, PROG_CLASSIFIER, PROG_FENTRY, PROG_KPROBE, PROG_MAY_GOTO,
     PROG_RAW_TRACEPOINT, PROG_TP_BTF, PROG_TRACEPOINT, PROG_XDP, RING_RECORD,
 };
+use pktpath_common::route::{self, PROG_DATAPATH, PROG_DATAPATH_OLD, PROG_XDP_OLD};
 
 use super::{Check, uses};
 use crate::{
@@ -88,7 +89,7 @@ pub(super) fn run() -> Vec<Check> {
         ),
     );
 
-    let specs: [(&str, &str, &[&str]); 12] = [
+    let specs: [(&str, &str, &[&str]); 13] = [
         ("tracepoint", "classic tracepoints", &[uses::TRACE]),
         (
             "tp_btf",
@@ -112,6 +113,11 @@ pub(super) fn run() -> Vec<Check> {
         ("tcx", "TCX (bpf_link TC attach)", &[uses::ROUTE]),
         ("xdp", "XDP (generic)", &[uses::ROUTE_XDP]),
         ("xdp_native", "XDP native on veth", &[uses::ROUTE_XDP]),
+        (
+            "may_goto",
+            "bounded loops with may_goto (6.9 or later)",
+            &[uses::ROUTE],
+        ),
         (
             "pinning",
             "pinning programs in bpffs",
@@ -272,6 +278,19 @@ fn probe(ebpf: &mut Ebpf, id: &str) -> Outcome {
             },
             |_| Err(format!("not judged: {NOT_TRIED}")),
         ),
+        "may_goto" => {
+            let p: &mut SchedClassifier = program(ebpf, PROG_MAY_GOTO)?;
+            p.load().map_err(|err| {
+                format!(
+                    "{}: route runs {PROG_DATAPATH_OLD} and {PROG_XDP_OLD}, whose classifier calls a bpf_loop callback per step (slower)",
+                    e(err)
+                )
+            })?;
+            Ok(Some(format!(
+                "route runs {PROG_DATAPATH} and {}, whose classifier loops without a call per step",
+                route::PROG_XDP
+            )))
+        }
         "pinning" => pinning(ebpf),
         other => Err(format!("no probe for {other}")),
     }

@@ -4,7 +4,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, xdp_action},
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     macros::{btf_tracepoint, classifier, fentry, kprobe, map, raw_tracepoint, tracepoint, xdp},
     maps::RingBuf,
     programs::{
@@ -13,7 +13,7 @@ use aya_ebpf::{
     },
 };
 use pktpath_common::probe::RING_RECORD;
-use pktpath_ebpf as _; // links the shared panic handler
+use pktpath_ebpf::looping::can_loop; // and links the shared panic handler
 
 #[map(name = "PROBE_RING")]
 static PROBE_RING: RingBuf = RingBuf::with_byte_size(4096, 0);
@@ -56,4 +56,11 @@ pub fn probe_classifier(_ctx: TcContext) -> i32 {
 #[xdp]
 pub fn probe_xdp(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Loads only where the verifier knows `may_goto` (6.9 or later): the data path then runs
+/// its programs whose classifier loops with it.
+#[classifier]
+pub fn probe_may_goto(_ctx: TcContext) -> i32 {
+    if can_loop() { TC_ACT_OK } else { TC_ACT_SHOT }
 }

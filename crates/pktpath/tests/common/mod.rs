@@ -39,6 +39,8 @@ pub const SVC6: &str = "fd09::1";
 pub struct Attachment {
     pub router: String,
     pub pin: PinGuard,
+    /// Environment variables every command gets.
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 impl Attachment {
@@ -46,6 +48,7 @@ impl Attachment {
         Self {
             router: lab.router.name.clone(),
             pin: PinGuard::new(label),
+            env: Vec::new(),
         }
     }
 
@@ -61,6 +64,7 @@ impl Attachment {
         full.extend_from_slice(args);
         Command::new("nsenter")
             .args(&full)
+            .envs(self.env.iter().copied())
             .output()
             .expect("run nsenter (util-linux)")
     }

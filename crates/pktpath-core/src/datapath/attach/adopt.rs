@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use aya::{maps::MapInfo, programs::ProgramInfo};
-use pktpath_common::route::{MAP_STATE, PROG_DATAPATH};
+use pktpath_common::route::{MAP_STATE, PROG_DATAPATH, PROG_DATAPATH_OLD};
 
 use super::{
     AttachError, CONFIG_FILE, Direction, TcMode, fill_tables, io_err, load_tap,
@@ -134,7 +134,7 @@ pub(crate) fn hand_programs(pin_dir: &Path) -> Vec<ProgramInfo> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .filter(|p| {
-            p.name_as_str() == Some(PROG_DATAPATH)
+            [Some(PROG_DATAPATH), Some(PROG_DATAPATH_OLD)].contains(&p.name_as_str())
                 && p.map_ids()
                     .ok()
                     .flatten()

@@ -50,10 +50,11 @@ use std::{
 };
 
 use aya::programs::{SchedClassifier, TcAttachType};
-use pktpath_common::route::{PROG_DATAPATH, PROG_TAP, TAP_PROG_MAP};
+use pktpath_common::route::{PROG_TAP, TAP_PROG_MAP};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    loops::LoopKind,
     policy::{self, Interfaces, LinkInfo, PolicyError},
     slow_path::{self, SlowPathError, SlowPlan},
     tables::{DatapathMaps, TableError},
@@ -181,6 +182,9 @@ pub enum AttachError {
     Load(#[from] LoadError),
     #[error("the data path object has no program {0}")]
     NoProgram(&'static str),
+    /// A bad `PKTPATH_DATAPATH_LOOP`.
+    #[error("{0}")]
+    LoopKind(String),
     #[error("putting {PROG_TAP} into {TAP_PROG_MAP} failed")]
     TapProgram(#[source] aya::maps::MapError),
     #[error("{what} failed")]
@@ -720,7 +724,7 @@ fn attach_new(
     if xdp.is_some() {
         xdp::load_and_pin(&mut ebpf, layout)?;
     }
-    let prog = classifier(&mut ebpf, PROG_DATAPATH)?;
+    let prog = classifier(&mut ebpf, loop_kind()?.tc_program())?;
     // Before the next hops that carry its marks, and before any packet meets the program.
     slow_path::install(&state.slow_path)?;
     fill_tables(layout, topology, ifaces)?;
@@ -801,7 +805,7 @@ fn load_and_pin(layout: &Layout) -> Result<aya::Ebpf, AttachError> {
         })?;
     }
     load_tap(&mut ebpf)?;
-    let prog = classifier(&mut ebpf, PROG_DATAPATH)?;
+    let prog = classifier(&mut ebpf, loop_kind()?.tc_program())?;
     prog.load().map_err(|source| AttachError::Program {
         what: "loading the data path program into the kernel (verifier)".to_owned(),
         source,
@@ -835,6 +839,11 @@ fn hook_name(name: &str, d: Direction) -> String {
 }
 
 /// The TC program `name` of the data path object.
+/// The variant of the data path's programs this kernel runs.
+pub(super) fn loop_kind() -> Result<LoopKind, AttachError> {
+    LoopKind::for_kernel().map_err(AttachError::LoopKind)
+}
+
 fn classifier<'a>(
     ebpf: &'a mut aya::Ebpf,
     name: &'static str,

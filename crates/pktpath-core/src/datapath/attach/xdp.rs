@@ -19,7 +19,7 @@ use aya::{
     programs::{Xdp, XdpMode as AyaXdpMode, links::FdLink},
 };
 use aya_obj::programs::XdpAttachType;
-use pktpath_common::route::{MAP_XDP_EGRESS, MAX_IFACES, PROG_XDP};
+use pktpath_common::route::{MAP_XDP_EGRESS, MAX_IFACES};
 use serde::{Deserialize, Serialize};
 
 use super::{AttachError, Layout};
@@ -145,11 +145,12 @@ pub(super) fn load_and_pin(ebpf: &mut aya::Ebpf, layout: &Layout) -> Result<(), 
 
 /// The XDP program of the loaded object.
 pub(super) fn program(ebpf: &mut aya::Ebpf) -> Result<&mut Xdp, AttachError> {
-    ebpf.program_mut(PROG_XDP)
-        .ok_or(AttachError::NoProgram(PROG_XDP))?
+    let name = super::loop_kind()?.xdp_program();
+    ebpf.program_mut(name)
+        .ok_or(AttachError::NoProgram(name))?
         .try_into()
         .map_err(|source| AttachError::Program {
-            what: format!("{PROG_XDP} as an XDP program"),
+            what: format!("{name} as an XDP program"),
             source,
         })
 }

@@ -5,7 +5,7 @@ use std::cell::Cell;
 
 use pktpath_common::route::{
     CHUNK_SLOT_BITS, FAMILY_V4, KEY_CLASS, LEAF_SEGMENT, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD,
-    Node, PRUNE_PER_CALL, RuleMatch, RuleValue, SIDE_SLOTS, WALKS_PER_CALL,
+    Node, PRUNE_PER_STEP, RuleMatch, RuleValue, SIDE_SLOTS,
 };
 
 use super::{
@@ -22,10 +22,10 @@ pub struct Probe {
     pub trees: u32,
     pub nodes: u32,
     pub candidates: u32,
-    /// Calls of the walk's `bpf_loop` callback (each walks a subtree, or drops up to
-    /// [`PRUNE_PER_CALL`] popped ones by their priority bound, or finds the stack empty),
-    /// and the subtrees dropped by their bound.
-    pub calls: u32,
+    /// Steps of the search loop (each walks a subtree, or drops up to [`PRUNE_PER_STEP`]
+    /// popped ones by their priority bound, or finds the stack empty), as the programs
+    /// with `may_goto` take them, and the subtrees dropped by their bound.
+    pub steps: u32,
     pub pruned: u32,
     /// Of the walks: side subtrees, the rests of long leaves, and paths going on in
     /// another chunk.
@@ -151,21 +151,15 @@ impl<'a> Lookup<'a> {
             .rev()
             .map(|r| (r.node, r.bounds[class]))
             .collect();
-        // Each call of the callback walks up to WALKS_PER_CALL subtrees, popping before
-        // each those whose rules cannot beat the match in hand (up to PRUNE_PER_CALL of
-        // them; a call that drops that many ends there); it ends the loop when it finds
-        // the stack empty, or leaves it empty.
-        let mut walks_in_call = WALKS_PER_CALL;
-        'calls: loop {
-            if walks_in_call == WALKS_PER_CALL {
-                probe.calls += 1;
-                walks_in_call = 0;
-            }
-            walks_in_call += 1;
+        // Each step walks a subtree, popping before it those whose rules cannot beat the
+        // match in hand (up to PRUNE_PER_STEP of them; a step that drops that many ends
+        // there); the loop ends when a step finds the stack empty, or leaves it empty.
+        'steps: loop {
+            probe.steps += 1;
             let mut next = None;
-            for _ in 0..PRUNE_PER_CALL {
+            for _ in 0..PRUNE_PER_STEP {
                 let Some((n, min)) = pending.pop() else {
-                    break 'calls;
+                    break 'steps;
                 };
                 if best.is_none_or(|(b, _)| min < b) {
                     next = Some(n);
@@ -174,7 +168,6 @@ impl<'a> Lookup<'a> {
                 probe.pruned += 1;
             }
             let Some(mut n) = next else {
-                walks_in_call = WALKS_PER_CALL; // the call ends
                 continue;
             };
             probe.trees += 1;

@@ -1,6 +1,8 @@
 //! The classifier walk both hooks share: decision tree search over the active generation
-//! of the tables (see pktpath_common::route and docs/classifier.md), as a `bpf_loop`
-//! callback so the verifier checks one walk once.
+//! of the tables (see pktpath_common::route and docs/classifier.md), in a loop the
+//! verifier checks once: a `may_goto` loop where the kernel has that instruction (6.9),
+//! a `bpf_loop` callback elsewhere (each of the object's programs comes in both variants,
+//! see `LoopKind`).
 
 use core::{ffi::c_void, mem::MaybeUninit};
 
@@ -8,9 +10,10 @@ use aya_ebpf::{bindings::bpf_fib_lookup, helpers::generated::bpf_loop};
 use pktpath_common::route::{
     CHUNK_SLOT_BITS, CHUNK_SLOTS, Chunk, ClassKey, FAMILY_V4, KEY_CLASS, LEAF_SEGMENT, MAX_CHUNKS,
     MAX_DEPTH, MAX_PENDING, MAX_TREES, MAX_WALKS, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD, Node,
-    PRUNE_PER_CALL, RuleMatch, RuleValue, SIDE_SLOTS, WALKS_PER_CALL,
+    PRUNE_PER_STEP, RuleMatch, RuleValue, SIDE_SLOTS, WALKS_PER_CALL,
 };
 use pktpath_ebpf::{
+    looping::can_loop,
     packet::Parsed,
     rule::{candidate_matches, fill_key},
 };
@@ -38,6 +41,9 @@ pub struct SearchState {
     value: u32,
     /// Entries of `pending` in use.
     pending_len: u32,
+    /// Steps of the search left (a step walks one subtree; see [`MAX_WALKS`]).
+    steps_left: u32,
+    _pad: u32,
     pending: [Pending; MAX_PENDING as usize],
 }
 
@@ -122,13 +128,26 @@ struct SearchCtx {
     arena: Arena,
 }
 
+/// How the search loops over the subtrees it walks. Each program of the data path object
+/// comes in both variants; user space loads the one the kernel can run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum LoopKind {
+    /// `may_goto` (kernel 6.9): a step costs a counter's decrement, and a step walks one
+    /// subtree.
+    MayGoto,
+    /// `bpf_loop` (5.17): a step is a call of a callback, which costs about 11 ns on a
+    /// kernel with retpolines and the SRSO mitigation (twice an inner node), so a call
+    /// walks up to [`WALKS_PER_CALL`] subtrees.
+    BpfLoop,
+}
+
 /// Decision tree search over the active generation; the best (lowest) priority wins.
 ///
-/// The family's roots go on a stack of subtrees to walk; each `bpf_loop` iteration walks
-/// one from its root to a leaf, pushes the side subtrees of the nodes it passes, and checks
+/// The family's roots go on a stack of subtrees to walk; each step of the loop walks one
+/// from its root to a leaf, pushes the side subtrees of the nodes it passes, and checks
 /// the leaf's rules. The verifier checks one walk once rather than once per subtree.
 #[inline(always)]
-pub fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
+pub fn classify(kind: LoopKind, p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue> {
     let state = ROUTE_STATE.get(0)?;
     let generation = state.active & 1;
     let tables = ROUTE_TREES.get(generation)?;
@@ -146,6 +165,7 @@ pub fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue>
     state.best = u32::MAX;
     state.value = 0;
     state.pending_len = 0;
+    state.steps_left = MAX_WALKS;
     let class = key.words[KEY_CLASS] as usize;
     // Pushed last first, so that they are walked best first. Indexes are masked so that
     // the verifier sees them in bounds (MAX_TREES is a power of 2).
@@ -171,8 +191,28 @@ pub fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue>
         (&raw mut (*c).arena).write(Arena { base });
         &mut *c
     };
-    // SAFETY: `walk` has the callback signature bpf_loop expects; `ctx` outlives it.
-    unsafe { bpf_loop(MAX_WALKS, walk as *mut c_void, (&raw mut *ctx).cast(), 0) };
+    match kind {
+        LoopKind::MayGoto => {
+            // The loop's state lives in the scratch map, not in registers (`can_loop` is
+            // also a compiler barrier): the verifier finds the same state at every step's
+            // head and checks the body once.
+            while can_loop() {
+                if step::<1>(ctx) != 0 {
+                    break;
+                }
+            }
+        }
+        // SAFETY: `walk_call` has the callback signature bpf_loop expects; `ctx` outlives
+        // it.
+        LoopKind::BpfLoop => unsafe {
+            bpf_loop(
+                MAX_WALKS,
+                walk_call as *mut c_void,
+                (&raw mut *ctx).cast(),
+                0,
+            );
+        },
+    }
     // SAFETY: as above.
     let state = unsafe { &*ctx.state };
     if state.found == 0 {
@@ -188,27 +228,35 @@ pub fn classify(p: &Parsed, ifindex: u32, mark: u32) -> Option<*const RuleValue>
     })
 }
 
-/// `bpf_loop` callback: walks the subtree on top of the stack; returns 1 to stop.
-extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the SearchCtx `classify` passed, alive for the whole loop; `key`
-    // and `state` point into this CPU's scratch slot.
-    let ctx = unsafe { &mut *ctx.cast::<SearchCtx>() };
-    // SAFETY: as above.
+/// `bpf_loop` callback: a step of [`WALKS_PER_CALL`] walks.
+extern "C" fn walk_call(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the SearchCtx `classify` passed, alive for the whole loop.
+    step::<WALKS_PER_CALL>(unsafe { &mut *ctx.cast::<SearchCtx>() })
+}
+
+/// One step of the search: walks up to `WALKS` subtrees from the top of the stack;
+/// returns 1 to stop.
+#[inline(always)]
+fn step<const WALKS: u32>(ctx: &mut SearchCtx) -> i64 {
+    // SAFETY: `key` and `state` point into this CPU's scratch slot, alive for the whole
+    // search.
     let (key, state) = unsafe { (&*ctx.key, &mut *ctx.state) };
-    // Walks up to WALKS_PER_CALL subtrees: each call of this callback costs a call and a
-    // return, dear on a kernel with retpolines and SRSO (about 10 ns here, twice an inner
-    // node). Before each walk it pops subtrees until one whose rules can beat the match
-    // in hand, up to PRUNE_PER_CALL of them (about 2 ns each): most side subtrees popped
-    // at 100k policies are pruned. (Dropping them after a walk instead, which would also
-    // save the call that finds them last, made the verifier check that loop once per way
-    // a walk ends: too much.)
-    'walks: for w in 0..WALKS_PER_CALL {
+    if state.steps_left == 0 {
+        return 1;
+    }
+    state.steps_left -= 1;
+    // Before each walk it pops subtrees until one whose rules can beat the match in hand,
+    // up to PRUNE_PER_STEP of them (about 2 ns each): most side subtrees popped at 100k
+    // policies are pruned. (Dropping them after a walk instead, which would also save the
+    // step that finds them last, made the verifier check that loop once per way a walk
+    // ends: too much.)
+    'walks: for w in 0..WALKS {
         if w > 0 && walk_end(state) != 0 {
             return 1;
         }
         let mut n = Node::default();
         let mut pruned = true;
-        for _ in 0..PRUNE_PER_CALL {
+        for _ in 0..PRUNE_PER_STEP {
             let len = state.pending_len;
             if len == 0 || len > MAX_PENDING {
                 return 1;
@@ -322,7 +370,7 @@ extern "C" fn walk(_index: u64, ctx: *mut c_void) -> i64 {
     walk_end(state)
 }
 
-/// What a walk returns to `bpf_loop`: stop when no subtree is left, rather than pay a call
+/// What a step returns to the loop: stop when no subtree is left, rather than pay a step
 /// to find the stack empty.
 #[inline(always)]
 fn walk_end(state: &SearchState) -> i64 {

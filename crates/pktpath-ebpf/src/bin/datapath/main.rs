@@ -45,7 +45,7 @@ use pktpath_ebpf::{
     pinned::{self, Array, ArrayOfMaps, PerCpuArray, PerCpuHashMap, ProgramArray, SockMap},
 };
 
-use crate::classify::{Scratch, classify};
+use crate::classify::{LoopKind, Scratch, classify};
 
 /// The license the kernel checks before it lets a program call GPL-only helpers
 /// (`bpf_fib_lookup`...). aya assumes "GPL" for an object without one; libbpf (`tc ... obj`)
@@ -185,6 +185,20 @@ struct Routed {
 
 #[classifier]
 pub fn pktpath_tc(ctx: TcContext) -> i32 {
+    route(&ctx, LoopKind::MayGoto)
+}
+
+/// [`pktpath_tc`] for kernels without `may_goto` (before 6.9). Written out rather than with
+/// `#[classifier]`, for the reason [`pktpath_tap`] gives.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "classifier/old")]
+pub fn pktpath_tc_old(ctx: *mut aya_ebpf::bindings::__sk_buff) -> i32 {
+    route(&TcContext::new(ctx), LoopKind::BpfLoop)
+}
+
+/// Routes one packet at TC, with the classifier's loop of `kind`.
+#[inline(always)]
+fn route(ctx: &TcContext, kind: LoopKind) -> i32 {
     // SAFETY: `skb` is the context pointer the kernel passed; reading fields is allowed.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: reading context fields.
@@ -220,7 +234,7 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
         (&raw mut (*rp).flags).write(0);
         &mut *rp
     };
-    if try_route(&ctx, ifindex, r).is_err() {
+    if try_route(ctx, kind, ifindex, r).is_err() {
         r.verdict = TC_ACT_OK;
         r.outcome = Outcome::Error;
     }
@@ -237,7 +251,7 @@ pub fn pktpath_tc(ctx: TcContext) -> i32 {
         // (a map value is 8-byte aligned).
         // SAFETY: the map's value, 8 bytes.
         if unsafe { core::ptr::read_volatile(live.cast::<u64>()) } != 0 {
-            tap(&ctx, ifindex, len, r);
+            tap(ctx, ifindex, len, r);
         }
     }
     r.verdict
@@ -383,7 +397,12 @@ fn record(nonce: u32, r: &Routed) {
 }
 
 #[inline(always)]
-fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malformed> {
+fn try_route(
+    ctx: &TcContext,
+    kind: LoopKind,
+    ifindex: u32,
+    r: &mut Routed,
+) -> Result<(), Malformed> {
     // Headers outside the linear area (frames an AF_PACKET TX_RING sender built, some
     // GRO and tunnel skbs) are not reachable by direct access: pull them in first. This
     // costs nothing for the usual skb whose headers are already linear.
@@ -404,7 +423,7 @@ fn try_route(ctx: &TcContext, ifindex: u32, r: &mut Routed) -> Result<(), Malfor
     };
     // SAFETY: reading the context's mark.
     let mark = unsafe { (*ctx.skb.skb).mark };
-    let Some(value) = classify(&p, ifindex, mark) else {
+    let Some(value) = classify(kind, &p, ifindex, mark) else {
         return Ok(());
     };
     r.matched = true;

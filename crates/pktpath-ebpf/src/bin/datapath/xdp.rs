@@ -33,7 +33,8 @@ use pktpath_ebpf::{
 
 use crate::{
     AF_INET, AF_INET6, Outcome, POLICY_STATS, ROUTE_NEXTHOPS, ROUTE_XDP_EGRESS, Routed, SCRATCH,
-    classify::classify, count_iface, fib_query, record,
+    classify::{LoopKind, classify},
+    count_iface, fib_query, record,
 };
 
 /// Where a packet XDP forwards goes: the egress, and where the MACs to write are (in a map
@@ -47,6 +48,18 @@ struct Egress {
 
 #[xdp]
 pub fn pktpath_xdp(ctx: XdpContext) -> u32 {
+    route_xdp(&ctx, LoopKind::MayGoto)
+}
+
+/// [`pktpath_xdp`] for kernels without `may_goto` (before 6.9).
+#[xdp]
+pub fn pktpath_xdp_old(ctx: XdpContext) -> u32 {
+    route_xdp(&ctx, LoopKind::BpfLoop)
+}
+
+/// Routes one frame at XDP, with the classifier's loop of `kind`.
+#[inline(always)]
+fn route_xdp(ctx: &XdpContext, kind: LoopKind) -> u32 {
     // SAFETY: reading a field of the context the kernel passed.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     // Field by field and used in place, as pktpath_tc does.
@@ -62,13 +75,13 @@ pub fn pktpath_xdp(ctx: XdpContext) -> u32 {
         (&raw mut (*rp).flags).write(DECISION_TO_TC);
         &mut *rp
     };
-    decide(&ctx, ifindex, r);
+    decide(ctx, kind, ifindex, r);
     if r.flags & DECISION_TO_TC == 0 {
         // Decided here: counted here (one call site, for the reason `Egress` gives), and
         // never again by TC.
         count_iface(ifindex, ctx.frame_len(), r.outcome);
     }
-    let nonce = get_nonce(&ctx);
+    let nonce = get_nonce(ctx);
     if nonce != 0 {
         record(nonce, r);
     }
@@ -95,11 +108,11 @@ fn get_nonce(ctx: &XdpContext) -> u32 {
 
 /// Decides the packet into `r`: left as it starts (pass to TC) unless XDP can finish it.
 #[inline(always)]
-fn decide(ctx: &XdpContext, ifindex: u32, r: &mut Routed) {
+fn decide(ctx: &XdpContext, kind: LoopKind, ifindex: u32, r: &mut Routed) {
     let Ok(Some(p)) = packet::parse(ctx) else {
         return; // TC counts what is not IP, and what is invalid
     };
-    let Some(value) = classify(&p, ifindex, 0) else {
+    let Some(value) = classify(kind, &p, ifindex, 0) else {
         return;
     };
     r.matched = true;
