@@ -351,6 +351,129 @@ fn the_bpf_loop_programs_forward_drop_and_explain() {
     assert_eq!(get["tc"]["policy"], "behind-mark", "{get}");
 }
 
+/// A veth peer that turns GRO off after the attach no longer takes native XDP frames (XDP's
+/// redirect into it would drop them): the next apply leaves that egress to TC and says so,
+/// and gives it back to XDP once GRO is on again.
+#[test]
+fn an_egress_whose_peer_turns_gro_off_goes_to_tc_at_the_next_apply() {
+    let l = Lab::new("xdp-gro", &[]);
+    let u1 = l.lab.up1_link.a.clone();
+    l.apply(&policies(&l.lab));
+    let runtime = l.scratch.0.join("runtime.json").display().to_string();
+    let apply = || {
+        let out = l.dp.route(&["apply", &runtime]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let _stats = enable_stats(Stats::RunTime).expect("BPF_ENABLE_STATS");
+    assert_eq!(l.udp_to_up1(5000, N), N, "XDP forwards to up1");
+    let gro_off = EthtoolGuard::set(&l.lab.up1.name, &l.lab.up1_link.b, EthtoolFlag::Gro, false);
+    let said = apply();
+    assert!(
+        said.contains(&format!("warning: {u1} no longer takes native XDP frames")),
+        "{said}"
+    );
+    let (tc0, xdp0) = (l.runs("prog"), l.runs("prog_xdp"));
+    assert_eq!(l.udp_to_up1(5000, N), N, "TC forwards to up1");
+    assert!(l.runs("prog_xdp") - xdp0 >= N as u64);
+    assert!(l.runs("prog") - tc0 >= N as u64, "XDP passed them to TC");
+    drop(gro_off);
+    let said = apply();
+    assert!(
+        said.contains(&format!("{u1} takes native XDP frames again")),
+        "{said}"
+    );
+    let tc1 = l.runs("prog");
+    assert_eq!(l.udp_to_up1(5000, N), N, "XDP forwards to up1 again");
+    assert!(
+        l.runs("prog") - tc1 < (N / 4) as u64,
+        "TC ran for XDP's packets"
+    );
+    // Nothing changed since: nothing said.
+    assert!(!apply().contains("native XDP"), "a change is said once");
+}
+
+/// The agent looks every second: with no apply, it leaves an egress whose peer turned GRO
+/// off to TC, and logs it.
+#[test]
+fn the_agent_leaves_to_tc_an_egress_whose_peer_turns_gro_off() {
+    let l = Lab::new("xdp-agent", &[]);
+    let u1 = l.lab.up1_link.a.clone();
+    // The configuration the CLI attached, with the hook in the file as the agent takes it.
+    let text = common::lab_config(&l.lab, &[]).replace(
+        r#""egress": false }"#,
+        r#""egress": false, "hook": "xdp" }"#,
+    );
+    assert_eq!(text.matches(r#""hook": "xdp""#).count(), 3, "{text}");
+    let config = l.scratch.write("agent-configuration.json", &text);
+    let runtime = l.scratch.write(
+        "agent-runtime.json",
+        &format!(
+            r#"{{ "version": 1, "policies": [ {} ] }}"#,
+            policies(&l.lab)
+        ),
+    );
+    let log = l.scratch.0.join("agent.log");
+    let pin = l.dp.pin.path.display().to_string();
+    let net = format!("--net=/run/netns/{}", l.lab.router.name);
+    let mut agent = KillOnDrop(
+        Command::new("nsenter")
+            .args([
+                net.as_str(),
+                common::PKTPATH,
+                "agent",
+                "--config",
+                &config,
+                "--runtime",
+                &runtime,
+                "--pin-dir",
+                &pin,
+                "--no-drop-monitor",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("the agent's log"))
+            .spawn()
+            .expect("run nsenter (util-linux)"),
+    );
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait_log = |what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !read_log().contains(what) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what:?} in the agent's log:\n{}",
+                read_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_log("applied");
+    assert_eq!(l.udp_to_up1(5000, N), N, "XDP forwards to up1");
+    let gro_off = EthtoolGuard::set(&l.lab.up1.name, &l.lab.up1_link.b, EthtoolFlag::Gro, false);
+    wait_log(&format!("{u1} no longer takes native XDP frames"));
+    assert_eq!(l.udp_to_up1(5000, N), N, "TC forwards to up1");
+    drop(gro_off);
+    wait_log(&format!("{u1} takes native XDP frames again"));
+    assert_eq!(l.udp_to_up1(5000, N), N, "XDP forwards to up1 again");
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(
+        unsafe { libc::kill(agent.0.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = agent.0.wait().expect("the agent exits");
+    assert!(status.success(), "{status:?}: {}", read_log());
+}
+
+/// A child process killed (if still running) when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn detach_leaves_no_xdp_program_link_or_pin() {
     let l = Lab::new("xdp-detach", &[]);

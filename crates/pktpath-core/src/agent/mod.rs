@@ -156,9 +156,15 @@ pub fn run(options: Options) -> Result<(), AgentError> {
 
     let mut pending: Option<Instant> = None;
     let mut changed = Vec::new();
+    let mut next_egress_check = Instant::now() + EGRESS_CHECK;
     let stop = loop {
-        let timeout = pending.map(|at| at.saturating_duration_since(Instant::now()));
+        let wake = pending.map_or(next_egress_check, |at| at.min(next_egress_check));
+        let timeout = Some(wake.saturating_duration_since(Instant::now()));
         let ready = poll_readable(&[signals.as_raw_fd(), watch.as_raw_fd()], timeout)?;
+        if Instant::now() >= next_egress_check {
+            next_egress_check = Instant::now() + EGRESS_CHECK;
+            agent.check_xdp_egress();
+        }
         let mut stop = None;
         for sig in signals.take() {
             match sig {
@@ -187,6 +193,11 @@ pub fn run(options: Options) -> Result<(), AgentError> {
     };
     agent.stop(stop)
 }
+
+/// How often the agent looks whether the interfaces XDP redirects into still take native
+/// XDP frames (a veth's peer may turn GRO off at any time; XDP's redirect into it would
+/// then drop the frame).
+const EGRESS_CHECK: Duration = Duration::from_secs(1);
 
 /// The agent's loop state.
 struct Agent {
@@ -270,6 +281,23 @@ impl Agent {
             return Ok(None);
         }
         Ok(Some(attached.apply(writer, &set, &source)?))
+    }
+
+    /// Sets which interfaces XDP redirects into as their drivers say now, and logs what
+    /// changed (nothing to do without XDP).
+    fn check_xdp_egress(&self) {
+        match attach::refresh_xdp_egress(&self.options.layout) {
+            Ok(r) => {
+                for c in r.changed {
+                    if c.takes_xdp {
+                        log::info!("{}", c.describe());
+                    } else {
+                        log::warn!("{}", c.describe());
+                    }
+                }
+            }
+            Err(e) => log::debug!("XDP egress check: {}", one_line(&e)),
+        }
     }
 
     /// One reload: lock, apply, unlock; logged and recorded.

@@ -457,6 +457,10 @@ fn apply_cmd(layout: &Layout, wait: Duration, args: ApplyArgs) -> anyhow::Result
             tables.join(", ")
         );
     }
+    for c in &report.xdp_egress_changed {
+        let level = if c.takes_xdp { "" } else { "warning: " };
+        eprintln!("pktpath: {level}{}", c.describe());
+    }
     if args.json {
         print_json(&serde_json::json!({ "applied": report, "changes": diff }))?;
     } else {

@@ -93,9 +93,10 @@ use hooks::{Hook, TcBackend};
 pub use lock::{DEFAULT_WAIT, Writer};
 pub use running::{
     ActiveFile, ActiveSet, ApplyReport, Attached, IfaceStats, PolicyStats, Stats, open,
+    refresh_xdp_egress,
 };
 use state::{AttachState, NlFilter, Phase, SetFile, create_private_dir, write_atomic};
-pub use xdp::{XdpHook, XdpMode, XdpRunMode, XdpState};
+pub use xdp::{EgressChange, EgressRefresh, XdpHook, XdpMode, XdpRunMode, XdpState};
 
 /// Attaching, opening, applying to or detaching the data path failed.
 #[derive(Debug, thiserror::Error)]
@@ -657,7 +658,7 @@ fn reattach(
         }
     }
     if let Some(x) = state.xdp.clone() {
-        report.warnings = xdp::fill_egress(layout, topology, ifaces, &x)?;
+        report.warnings = xdp::fill_egress(layout, topology, ifaces, &x)?.warnings;
         report.warnings.extend(xdp::needs(topology, &x));
         let missing: Vec<&XdpHook> = x
             .hooks
@@ -754,7 +755,7 @@ fn attach_new(
         }
         state.xdp = Some(x.clone());
         state.write(layout)?;
-        report.warnings = xdp::fill_egress(layout, topology, ifaces, &x)?;
+        report.warnings = xdp::fill_egress(layout, topology, ifaces, &x)?.warnings;
         report.warnings.extend(xdp::needs(topology, &x));
         let prog = xdp::program(&mut ebpf)?;
         for h in &x.hooks {

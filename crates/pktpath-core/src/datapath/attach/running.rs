@@ -9,6 +9,7 @@ use super::{
     lock::Writer,
     resolve,
     state::{AttachState, SetFile},
+    xdp::{self, EgressChange, EgressRefresh},
 };
 use crate::{
     datapath::{
@@ -31,6 +32,15 @@ pub struct Attached {
 }
 
 /// Opens the data path attached at `layout`.
+/// [`Attached::refresh_xdp_egress`] of the data path at `layout`, which opens nothing for a
+/// data path attached without XDP (the agent calls it every second).
+pub fn refresh_xdp_egress(layout: &Layout) -> Result<EgressRefresh, AttachError> {
+    if AttachState::read(layout)?.xdp.is_none() {
+        return Ok(EgressRefresh::default());
+    }
+    open(layout)?.refresh_xdp_egress()
+}
+
 pub fn open(layout: &Layout) -> Result<Attached, AttachError> {
     let state_config = layout.state(CONFIG_FILE);
     if !layout.pin_dir.exists() || !state_config.exists() {
@@ -68,6 +78,10 @@ pub struct ApplyReport {
     /// deleted and is back).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub slow_path_restored: Vec<u32>,
+    /// Interfaces XDP now redirects into, or no longer does, since the last look (a veth
+    /// peer's GRO or XDP program came or went; see [`Attached::refresh_xdp_egress`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub xdp_egress_changed: Vec<EgressChange>,
 }
 
 /// One policy's counters.
@@ -223,6 +237,13 @@ impl Attached {
         }
         let ifaces = resolve(&self.topology)?;
         let slow_path_restored = self.restore_slow_path(&ifaces);
+        let xdp_egress_changed = match self.refresh_xdp_egress() {
+            Ok(r) => r.changed,
+            Err(e) => {
+                log::warn!("XDP: could not read which interfaces take native XDP frames ({e})");
+                Vec::new()
+            }
+        };
         let plan = self.active_file()?.slots.plan(set)?;
         let compiled = policy::compile_set(set, &ifaces, &plan.slots)?;
         // Slots the running set does not use: packets do not count into them until the flip.
@@ -272,7 +293,21 @@ impl Attached {
             fresh_slots: plan.fresh.len(),
             recovered: writer.recovered().to_vec(),
             slow_path_restored,
+            xdp_egress_changed,
         })
+    }
+
+    /// Sets which configured interfaces the XDP program may redirect into, as their
+    /// drivers say now (a veth takes native XDP frames only while its peer runs an XDP
+    /// program or has GRO on, and XDP's redirect into one that does not drops the frame):
+    /// what changed since the last look, and a warning per interface XDP leaves to TC.
+    /// Nothing for a data path attached without XDP. Needs CAP_BPF, as apply does.
+    pub fn refresh_xdp_egress(&self) -> Result<EgressRefresh, AttachError> {
+        let Some(x) = AttachState::read(&self.layout)?.xdp else {
+            return Ok(EgressRefresh::default());
+        };
+        let ifaces = resolve(&self.topology)?;
+        xdp::fill_egress(&self.layout, &self.topology, &ifaces, &x)
     }
 
     /// Puts back the slow path's routes that an interface deleted and created again took

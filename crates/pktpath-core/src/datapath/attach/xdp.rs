@@ -246,14 +246,49 @@ pub(super) fn needs(topology: &Topology, state: &XdpState) -> Vec<String> {
     out
 }
 
-/// Fills `ROUTE_XDP_EGRESS` with the configured interfaces XDP may redirect into; returns
-/// a warning for each it may not (TC forwards what goes there).
+/// A configured interface whose place in `ROUTE_XDP_EGRESS` changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EgressChange {
+    pub interface: String,
+    /// Whether XDP now redirects into it (otherwise TC forwards what goes out of it).
+    pub takes_xdp: bool,
+}
+
+impl EgressChange {
+    /// One line for a log or the terminal.
+    pub fn describe(&self) -> String {
+        if self.takes_xdp {
+            format!(
+                "{} takes native XDP frames again: XDP forwards into it",
+                self.interface
+            )
+        } else {
+            format!(
+                "{} no longer takes native XDP frames (a veth takes them while its peer runs an XDP program or has GRO on): TC forwards what goes out of it",
+                self.interface
+            )
+        }
+    }
+}
+
+/// What [`fill_egress`] found: a warning for each configured interface XDP may not
+/// redirect into, and the interfaces whose answer changed since the map was last filled.
+#[derive(Clone, Debug, Default)]
+pub struct EgressRefresh {
+    pub warnings: Vec<String>,
+    pub changed: Vec<EgressChange>,
+}
+
+/// Fills `ROUTE_XDP_EGRESS` with the configured interfaces XDP may redirect into, as their
+/// drivers say now: a veth takes native XDP frames only while its peer runs an XDP program
+/// or has GRO on, which its owner may change at any time, so apply and the agent call this
+/// again (a redirect into a device that does not take the frame drops it).
 pub(super) fn fill_egress(
     layout: &Layout,
     topology: &Topology,
     ifaces: &Interfaces,
     state: &XdpState,
-) -> Result<Vec<String>, AttachError> {
+) -> Result<EgressRefresh, AttachError> {
     let path = layout.pin_dir.join(MAP_XDP_EGRESS);
     let pin_err = |source| TableError::Pin {
         path: path.display().to_string(),
@@ -267,10 +302,10 @@ pub(super) fn fill_egress(
             map: MAP_XDP_EGRESS,
             source,
         })?;
-    let mut warnings = Vec::new();
+    let mut out = EgressRefresh::default();
     for (i, link) in topology.interfaces.iter().zip(&ifaces.links) {
         if link.ifindex >= MAX_IFACES {
-            warnings.push(format!(
+            out.warnings.push(format!(
                 "{} has ifindex {} (XDP forwards to ifindexes below {MAX_IFACES}): TC forwards what goes out of it",
                 i.name, link.ifindex
             ));
@@ -278,10 +313,20 @@ pub(super) fn fill_egress(
         }
         let takes = state.all_generic() || xdp_features(link.ifindex)? & XDP_ACT_NDO_XMIT != 0;
         if !takes {
-            warnings.push(format!(
+            out.warnings.push(format!(
                 "{} does not take native XDP frames (a veth takes them when its peer runs an XDP program or has GRO on: `ethtool -K PEER gro on`): TC forwards what goes out of it",
                 i.name
             ));
+        }
+        let was = egress
+            .get(&link.ifindex, 0)
+            .map_err(|source| TableError::Map {
+                op: "read",
+                map: MAP_XDP_EGRESS,
+                source,
+            })?;
+        if was == u32::from(takes) {
+            continue;
         }
         egress
             .set(link.ifindex, u32::from(takes), 0)
@@ -290,6 +335,10 @@ pub(super) fn fill_egress(
                 map: MAP_XDP_EGRESS,
                 source,
             })?;
+        out.changed.push(EgressChange {
+            interface: i.name.clone(),
+            takes_xdp: takes,
+        });
     }
-    Ok(warnings)
+    Ok(out)
 }
