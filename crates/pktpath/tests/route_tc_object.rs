@@ -244,8 +244,14 @@ fn the_object_attached_with_tc_by_hand_is_filled_by_apply_and_steers_traffic() {
     let _ = std::fs::remove_file(Layout::new(dir).lock_file());
     std::fs::remove_dir_all(&elsewhere.path).unwrap();
 
-    // The guide: every interface, ingress, direct-action (up2's egress left out).
+    // The guide: every interface, ingress, direct-action (up2's egress left out); up2 with
+    // the program for kernels without may_goto, which works on the same maps.
     for dev in [&client, &up1, &up2] {
+        let sec = if dev == &up2 {
+            "classifier/old"
+        } else {
+            "classifier"
+        };
         if dev != &client {
             ok(
                 tc(&lab, &["qdisc", "add", "dev", dev, "clsact"]),
@@ -266,12 +272,17 @@ fn the_object_attached_with_tc_by_hand_is_filled_by_apply_and_steers_traffic() {
                     "obj",
                     object,
                     "sec",
-                    "classifier",
+                    sec,
                 ],
             ),
             "tc filter add",
         );
     }
+    let shown = ok(
+        tc(&lab, &["filter", "show", "dev", &up2, "ingress"]),
+        "tc filter show",
+    );
+    assert!(shown.contains("pktpath_tc_old"), "{shown}");
     let shown = ok(
         tc(&lab, &["filter", "show", "dev", &client, "ingress"]),
         "tc filter show",
@@ -331,6 +342,7 @@ fn the_object_attached_with_tc_by_hand_is_filled_by_apply_and_steers_traffic() {
         "{err}"
     );
     assert!(!err.contains(&format!("{client}/ingress")), "{err}");
+    assert!(!err.contains(&format!("{up2}/ingress")), "{err}");
     // A trace following the data path hears its decisions (the tap apply loaded).
     let mut trace = Command::new(PKTPATH)
         .args([
