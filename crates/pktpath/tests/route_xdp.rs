@@ -541,3 +541,49 @@ fn the_configuration_picks_xdp_per_interface() {
     );
     assert!(!dp.pin.path.exists(), "nothing attached");
 }
+
+/// Runs `pktpath trace FILTER --netns ROUTER --route-pin-dir DIR --output OUTPUT` for `secs`
+/// seconds while `traffic` runs; its stdout once it ended.
+fn traced(l: &Lab, filter: &[&str], output: &str, secs: &str, traffic: impl FnOnce()) -> String {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let pin = l.dp.pin.path.display().to_string();
+    let mut child = Command::new(common::PKTPATH)
+        .arg("trace")
+        .args(filter)
+        .args(["--netns", &l.lab.router.name, "--output", output])
+        .args(["--route-pin-dir", &pin, "--duration", secs])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pktpath trace");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let banner = stderr.next().expect("a banner").expect("stderr");
+    assert!(banner.starts_with("pktpath: tracing"), "{banner}");
+    traffic();
+    let status = child.wait().expect("wait for pktpath trace");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(status.success(), "trace: {status}");
+    stdout
+}
+
+#[test]
+fn trace_shows_the_xdp_decision_in_the_journey() {
+    let l = Lab::new("xdp-trace", &[]);
+    let c = &l.lab.client_link.a;
+    l.apply(&format!(
+        r#"{{ "id": "icmp-up1", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}", "proto": "icmp" }}, "action": {{ "type": "forward", "next_hop": "up1" }} }},
+  {{ "id": "drop", "priority": 11, "match": {{ "iif": "{c}", "dst": "{SVC4}", "proto": "udp", "dport": 5001 }}, "action": {{ "type": "drop" }} }}"#
+    ));
+    let out = traced(&l, &["icmp", "or", "udp"], "text", "4", || {
+        ping(&l.lab.client.name, SVC4);
+        ping(&l.lab.client.name, "10.1.0.1");
+        assert_eq!(l.udp_to_up1(5001, 2), 0, "dropped");
+    });
+    panic!("{out}");
+}

@@ -146,7 +146,7 @@ mod tests {
     use pktpath_common::route::{
         MAP_ARENA, MAP_DECISION, MAP_IFACE_STATS, MAP_IFACE_STATS_HIGH, MAP_NEXTHOPS,
         MAP_POLICY_STATS, MAP_STATE, MAP_TREES, MAP_XDP_EGRESS, TAP_MAP, TAP_PROG_MAP,
-        TAP_RINGS_MAP, TAP_SCRATCH_MAP, TAP_SOCKS_MAP,
+        TAP_RINGS_MAP, TAP_SCRATCH_MAP, TAP_SOCKS_MAP, XDP_TAP_PROG_MAP, XDP_TAP_SCRATCH_MAP,
     };
 
     use super::*;
@@ -155,7 +155,7 @@ mod tests {
     fn the_pinned_map_definitions_are_read_with_their_sizes() {
         use pktpath_common::route::{GENERATIONS, MAX_CHUNKS, MAX_NEXTHOPS, NextHop, RouteState};
         let maps = pinned_maps().unwrap();
-        assert_eq!(maps.len(), 15, "{maps:?}");
+        assert_eq!(maps.len(), 17, "{maps:?}");
         let get = |name: &str| maps.iter().find(|m| m.name == name).unwrap().clone();
         assert_eq!(
             get(MAP_STATE),
@@ -226,6 +226,8 @@ mod tests {
             TAP_SCRATCH_MAP,
             TAP_SOCKS_MAP,
             MAP_XDP_EGRESS,
+            XDP_TAP_PROG_MAP,
+            XDP_TAP_SCRATCH_MAP,
             "ROUTE_SCRATCH",
         ];
         assert_eq!(maps, all.len());

@@ -159,9 +159,34 @@ struct Open {
     flow: Option<Flow>,
 }
 
+/// The last sighting of a packet (by signature and identity), for a decision made with
+/// no skb to name it by (XDP's): the skb, when, and the journey's progress once that skb
+/// was freed (`None` while it is open).
+#[derive(Clone, Copy, Debug)]
+struct Sighting {
+    skb: u64,
+    last_ns: u64,
+    freed: Option<Progress>,
+}
+
+/// A journey an skb-less decision continued, waiting for the skb made for its packet after
+/// it (a veth's copy of the frame, the skb a driver builds after XDP passed the frame).
+#[derive(Clone, Copy, Debug)]
+struct Awaiting {
+    packet: (u64, u64),
+    progress: Progress,
+}
+
+/// Journeys awaiting their skb kept (older ones are dropped as they expire).
+const MAX_AWAITING: usize = 1024;
+
 /// Assigns events to journeys.
 #[derive(Debug, Default)]
 pub struct Journeys {
+    /// With [`Self::follow_packets`]: the last sighting of each packet, by (signature,
+    /// identity).
+    packets: Option<FastMap<(u64, u64), Sighting>>,
+    awaiting: Vec<Awaiting>,
     open: FastMap<u64, Open>,
     next_id: u64,
     /// Per (source, destination): the flows seen lately, each with the skb that last
@@ -175,6 +200,41 @@ pub struct Journeys {
 impl Journeys {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Remembers the last sighting of each packet, for [`Self::packet_hop`].
+    pub fn follow_packets(&mut self) {
+        self.packets.get_or_insert_with(FastMap::default);
+    }
+
+    /// A hop of a packet known by its headers only, `(sig, ident)`, not by an skb: a
+    /// decision of the data path's XDP program, which runs before there is an skb. It joins
+    /// the journey of the skb that carried the packet last, within [`FLOW_MATCH_NS`] (a
+    /// veth's sender, whose skb it copies and frees; generic XDP's own skb); the next new
+    /// skb carrying the packet within [`FLOW_MATCH_NS`] continues that journey. None when
+    /// no skb carried the packet lately (the trace did not see it, or it was filtered out);
+    /// else the step and that skb.
+    pub fn packet_hop(&mut self, ts_ns: u64, packet: (u64, u64)) -> Option<(Step, u64)> {
+        let packets = self.packets.as_mut()?;
+        let seen = packets
+            .get_mut(&packet)
+            .filter(|s| ts_ns.saturating_sub(s.last_ns) < FLOW_MATCH_NS)?;
+        let (step, progress) = match &mut seen.freed {
+            Some(p) => (p.advance(ts_ns), *p),
+            None => {
+                let o = self.open.get_mut(&seen.skb)?;
+                (o.progress.advance(ts_ns), o.progress)
+            }
+        };
+        seen.last_ns = seen.last_ns.max(ts_ns);
+        self.awaiting
+            .retain(|a| ts_ns.saturating_sub(a.progress.last_ns) < FLOW_MATCH_NS);
+        if self.awaiting.len() >= MAX_AWAITING {
+            self.awaiting.remove(0);
+        }
+        let skb = seen.skb;
+        self.awaiting.push(Awaiting { packet, progress });
+        Some((step, skb))
     }
 
     /// Records an event of the skb at `skb_addr` at time `ts_ns`, carrying a packet with
@@ -341,9 +401,18 @@ impl Journeys {
                     })?;
                     Some(self.detached.remove(i))
                 });
+                // Or a decision made for it before it existed (XDP's)?
+                let adopted = adopted.map(|d| d.progress).or_else(|| {
+                    let i = self.awaiting.iter().position(|a| {
+                        sig != UNKNOWN_SIG
+                            && a.packet == (sig, ident)
+                            && ts_ns.saturating_sub(a.progress.last_ns) < FLOW_MATCH_NS
+                    })?;
+                    Some(self.awaiting.remove(i).progress)
+                });
                 let (progress, step) = match adopted {
-                    Some(d) => {
-                        let mut progress = d.progress;
+                    Some(adopted) => {
+                        let mut progress = adopted;
                         let step = progress.advance(ts_ns);
                         // The skb's own event is the journey's last from here on.
                         progress.last_ns = ts_ns;
@@ -367,8 +436,25 @@ impl Journeys {
                 step
             }
         };
-        if ends {
-            self.open.remove(&skb_addr);
+        let freed = if ends {
+            self.open.remove(&skb_addr).map(|o| o.progress)
+        } else {
+            None
+        };
+        if let Some(packets) = &mut self.packets
+            && sig != UNKNOWN_SIG
+        {
+            if packets.len() >= MAX_OPEN {
+                packets.retain(|_, s| ts_ns.saturating_sub(s.last_ns) < FLOW_MATCH_NS);
+            }
+            packets.insert(
+                (sig, ident),
+                Sighting {
+                    skb: skb_addr,
+                    last_ns: ts_ns,
+                    freed,
+                },
+            );
         }
         step
     }

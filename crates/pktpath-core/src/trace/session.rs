@@ -119,12 +119,15 @@ impl Session {
                 if write_err.is_some() || count.is_some_and(|c| events >= c) {
                     return;
                 }
-                if let Record::Tc(t) = &rec
-                    && !builder.follows(t.skb)
-                {
-                    return;
-                }
-                let ev = builder.build_record(&rec);
+                let ev = match &rec {
+                    Record::Tc(t) if !builder.follows(t.skb) => return,
+                    // Kept when it continues the journey of a packet the trace reported.
+                    Record::Xdp(x) => match builder.build_xdp(x) {
+                        Some(ev) => ev,
+                        None => return,
+                    },
+                    _ => builder.build_record(&rec),
+                };
                 if filtered && EventBuilder::is_unjudged_lookup(&ev) {
                     return;
                 }

@@ -284,8 +284,9 @@ impl Summary {
             self.hops.entry((from, here)).or_default().add(d);
         }
         let moved = prev.is_none_or(|(_, ns, i)| ns != ev.netns || i != ifname);
-        // A routing lookup is not a packet on its output device.
-        if moved && ev.fib.is_none() && ev.tc.is_none() {
+        // A routing lookup is not a packet on its output device; a data path decision is
+        // not one more packet on its interface.
+        if moved && ev.fib.is_none() && ev.tc.is_none() && ev.xdp.is_none() {
             let entry = self
                 .ifaces
                 .entry((ev.netns, ifname))
