@@ -169,12 +169,17 @@ struct Sighting {
     freed: Option<Progress>,
 }
 
-/// A journey an skb-less decision continued, waiting for the skb made for its packet after
-/// it (a veth's copy of the frame, the skb a driver builds after XDP passed the frame).
+/// A journey an skb-less decision continued, or would begin, waiting for the skb made for
+/// its packet after it (a veth's copy of the frame, the skb a driver builds after XDP
+/// passed the frame).
 #[derive(Clone, Copy, Debug)]
 struct Awaiting {
     packet: (u64, u64),
-    progress: Progress,
+    /// When the decision was made.
+    at_ns: u64,
+    /// The journey it continued; None when it was the packet's first sighting (the journey
+    /// begins only if an skb carries the packet on: see [`Journeys::take_awaited`]).
+    progress: Option<Progress>,
 }
 
 /// Journeys awaiting their skb kept (older ones are dropped as they expire).
@@ -187,6 +192,8 @@ pub struct Journeys {
     /// identity).
     packets: Option<FastMap<(u64, u64), Sighting>>,
     awaiting: Vec<Awaiting>,
+    /// The packet whose first sighting, a decision, the last packet event continued.
+    awaited: Option<(u64, u64)>,
     open: FastMap<u64, Open>,
     next_id: u64,
     /// Per (source, destination): the flows seen lately, each with the skb that last
@@ -213,12 +220,28 @@ impl Journeys {
     /// veth's sender, whose skb it copies and frees; generic XDP's own skb); the next new
     /// skb carrying the packet within [`FLOW_MATCH_NS`] continues that journey. None when
     /// no skb carried the packet lately (the trace did not see it, or it was filtered out);
-    /// else the step and that skb.
+    /// else the step and that skb. With none, the decision may be the packet's first
+    /// sighting (a NIC's native XDP): the next new skb carrying the packet within
+    /// [`FLOW_MATCH_NS`] then begins a journey at the decision, as its second hop (see
+    /// [`Self::take_awaited`]).
     pub fn packet_hop(&mut self, ts_ns: u64, packet: (u64, u64)) -> Option<(Step, u64)> {
+        self.awaiting
+            .retain(|a| ts_ns.saturating_sub(a.at_ns) < FLOW_MATCH_NS);
+        if self.awaiting.len() >= MAX_AWAITING {
+            self.awaiting.remove(0);
+        }
         let packets = self.packets.as_mut()?;
-        let seen = packets
+        let Some(seen) = packets
             .get_mut(&packet)
-            .filter(|s| ts_ns.saturating_sub(s.last_ns) < FLOW_MATCH_NS)?;
+            .filter(|s| ts_ns.saturating_sub(s.last_ns) < FLOW_MATCH_NS)
+        else {
+            self.awaiting.push(Awaiting {
+                packet,
+                at_ns: ts_ns,
+                progress: None,
+            });
+            return None;
+        };
         let (step, progress) = match &mut seen.freed {
             Some(p) => (p.advance(ts_ns), *p),
             None => {
@@ -227,14 +250,20 @@ impl Journeys {
             }
         };
         seen.last_ns = seen.last_ns.max(ts_ns);
-        self.awaiting
-            .retain(|a| ts_ns.saturating_sub(a.progress.last_ns) < FLOW_MATCH_NS);
-        if self.awaiting.len() >= MAX_AWAITING {
-            self.awaiting.remove(0);
-        }
         let skb = seen.skb;
-        self.awaiting.push(Awaiting { packet, progress });
+        self.awaiting.push(Awaiting {
+            packet,
+            at_ns: ts_ns,
+            progress: Some(progress),
+        });
         Some((step, skb))
+    }
+
+    /// When the last packet event began its journey at a decision [`Self::packet_hop`]
+    /// found no journey for (the journey's first hop, the event its second): that
+    /// decision's packet.
+    pub fn take_awaited(&mut self) -> Option<(u64, u64)> {
+        self.awaited.take()
     }
 
     /// Records an event of the skb at `skb_addr` at time `ts_ns`, carrying a packet with
@@ -371,6 +400,7 @@ impl Journeys {
         ends: bool,
     ) -> Step {
         self.rewritten = None;
+        self.awaited = None;
         let current = self.open.get_mut(&skb_addr).filter(|o| {
             let same = o.sig == sig || o.sig == UNKNOWN_SIG;
             let rewritten = sig != UNKNOWN_SIG && ident != 0 && o.ident == ident;
@@ -406,9 +436,15 @@ impl Journeys {
                     let i = self.awaiting.iter().position(|a| {
                         sig != UNKNOWN_SIG
                             && a.packet == (sig, ident)
-                            && ts_ns.saturating_sub(a.progress.last_ns) < FLOW_MATCH_NS
+                            && ts_ns.saturating_sub(a.at_ns) < FLOW_MATCH_NS
                     })?;
-                    Some(self.awaiting.remove(i).progress)
+                    let a = self.awaiting.remove(i);
+                    Some(a.progress.unwrap_or_else(|| {
+                        // Its first sighting was the decision: the journey begins there.
+                        self.awaited = Some(a.packet);
+                        self.next_id += 1;
+                        Progress::start(self.next_id, a.at_ns)
+                    }))
                 });
                 let (progress, step) = match adopted {
                     Some(adopted) => {

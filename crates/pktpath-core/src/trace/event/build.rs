@@ -20,7 +20,7 @@ use crate::{
         fasthash::{self, FastMap},
         headers::{self, Headers},
         identity,
-        journey::{self, Flow, Journeys},
+        journey::{self, Flow, Journeys, Step},
         kallsyms::Kallsyms,
         name::Name,
         wire::{self, Record},
@@ -50,6 +50,13 @@ pub struct EventBuilder {
     /// With [`Self::with_policies`]: the last event of skbs freed lately, for the XDP
     /// decisions that follow them (a veth's XDP frees the sender's skb it copies).
     freed: FastMap<u64, Event>,
+    /// XDP decisions about packets the trace had not seen, by packet (signature,
+    /// identity), waiting for an skb to carry the packet on (see
+    /// [`Journeys::take_awaited`]).
+    unseen_xdp: Vec<((u64, u64), Event)>,
+    /// The XDP decision the last packet event's journey begins with, to write before it
+    /// ([`Self::take_preceding`]).
+    preceding: Option<Event>,
     /// Per CPU: the skb `netif_receive_skb` saw last, for the input route lookup that
     /// follows it there (see [`Journeys::lookup`]).
     received: Vec<u64>,
@@ -70,6 +77,8 @@ impl EventBuilder {
             addrs: FastMap::default(),
             tapping: None,
             freed: FastMap::default(),
+            unseen_xdp: Vec::new(),
+            preceding: None,
             received: Vec::new(),
         }
     }
@@ -138,7 +147,7 @@ impl EventBuilder {
             identity::identity(ev.protocol, bytes),
         );
         let t = &ev.tap;
-        let (step, skb) = self.journeys.packet_hop(t.ts_ns, packet)?;
+        let hop = self.journeys.packet_hop(t.ts_ns, packet);
         let d = &t.decision;
         let matched = d.matched != 0;
         let xdp = XdpInfo {
@@ -148,13 +157,24 @@ impl EventBuilder {
             outcome: outcome_name(d.outcome),
             egress_ifindex: (d.egress_ifindex != 0).then_some(d.egress_ifindex),
         };
-        let base = last.get(&skb).or_else(|| self.freed.get(&skb)).cloned();
+        let base = hop
+            .and_then(|(_, skb)| last.get(&skb).or_else(|| self.freed.get(&skb)))
+            .cloned();
         let ifname = match &base {
             Some(b) if b.ifindex == t.ifindex => b.ifname.clone(),
             _ => format!("ifindex {}", t.ifindex).into(),
         };
         let base = base.unwrap_or_default();
-        Some(Event {
+        let step = hop.map_or(
+            Step {
+                packet_id: 0,
+                first_seen_ns: t.ts_ns,
+                delta_ns: None,
+                hop: 1,
+            },
+            |(step, _)| step,
+        );
+        let built = Event {
             schema_version: SCHEMA_VERSION,
             ts_ns: t.ts_ns,
             packet_id: step.packet_id,
@@ -182,7 +202,45 @@ impl EventBuilder {
             cpu: base.cpu,
             xdp: Some(xdp),
             ..Event::default()
-        })
+        };
+        if hop.is_some() {
+            return Some(built);
+        }
+        // Shown if an skb carries the packet on (and the trace reports it).
+        self.unseen_xdp
+            .retain(|(_, e)| t.ts_ns.saturating_sub(e.ts_ns) < journey::FLOW_MATCH_NS);
+        if self.unseen_xdp.len() >= 1024 {
+            self.unseen_xdp.remove(0);
+        }
+        self.unseen_xdp.push((packet, built));
+        None
+    }
+
+    /// The XDP decision the journey of the last packet event built begins with, when that
+    /// decision was the packet's first sighting: to write before that event.
+    pub fn take_preceding(&mut self) -> Option<Event> {
+        self.preceding.take()
+    }
+
+    /// Completes the XDP decision the journey of `next` (just built) begins with, if any,
+    /// as [`Self::take_preceding`] gives it: `next`'s journey, namespace and mark.
+    fn precede(&mut self, next: &Event) {
+        let Some(packet) = self.journeys.take_awaited() else {
+            return;
+        };
+        let Some(i) = self.unseen_xdp.iter().rposition(|(p, _)| *p == packet) else {
+            return;
+        };
+        let (_, mut ev) = self.unseen_xdp.remove(i);
+        ev.packet_id = next.packet_id;
+        if ev.ifindex == next.ifindex {
+            ev.ifname = next.ifname.clone();
+        }
+        ev.netns = next.netns;
+        ev.netns_name = next.netns_name.clone();
+        ev.mark = next.mark;
+        ev.cpu = next.cpu;
+        self.preceding = Some(ev);
     }
 
     /// The rich event for one decision of the data path: a `tc:pktpath` hop of the
@@ -361,6 +419,7 @@ impl EventBuilder {
             rewrite,
         };
         if self.tapping.is_some() {
+            self.precede(&built);
             self.note_for_tap(&built, ev.skb_addr, hook.is_some_and(Hook::ends_skb));
         }
         built
@@ -704,11 +763,39 @@ mod tests {
         let saved = <Event as serde::Deserialize>::deserialize(json).unwrap();
         assert_eq!(saved.hook, XDP_HOOK);
 
-        // A packet the trace did not see lately: not shown.
+        // A packet the trace did not see lately (a NIC's native XDP: the decision is its
+        // first sighting): not shown, unless an skb carries it on soon after, whose
+        // journey then begins with the decision.
         assert!(
-            b.build_xdp(&xdp_decision(20_000_000_000, OUTCOME_DROPPED))
+            b.build_xdp(&xdp_decision(20_000_000_000, OUTCOME_PASSED))
                 .is_none()
         );
+        assert!(b.take_preceding().is_none());
+        let mut nic = udp_record(Hook::NetifReceiveSkb, 20_000_000_700);
+        nic.skb_addr = 0xffff_8880_0433_6000;
+        let rx = b.build(&nic);
+        let first = b
+            .take_preceding()
+            .expect("the decision, before the skb's event");
+        assert_eq!(
+            (first.packet_id, first.hop, first.delta_ns, first.hook),
+            (rx.packet_id, 1, None, XDP_HOOK)
+        );
+        assert_eq!((rx.hop, rx.delta_ns), (2, Some(700)));
+        assert_eq!(
+            (first.ifname.as_str(), first.netns, first.skb),
+            ("veth-b", rx.netns, 0)
+        );
+        assert_eq!(first.xdp.as_ref().unwrap().outcome, "passed");
+        // Nothing carries a dropped one on: never shown.
+        assert!(
+            b.build_xdp(&xdp_decision(30_000_000_000, OUTCOME_DROPPED))
+                .is_none()
+        );
+        let mut later = udp_record(Hook::NetifReceiveSkb, 30_020_000_000);
+        later.skb_addr = 0xffff_8880_0433_8000;
+        assert_eq!(b.build(&later).hop, 1, "too late to follow the decision");
+        assert!(b.take_preceding().is_none());
     }
 
     /// The bytes a record travels as (what the ring buffer hands over).
