@@ -110,11 +110,11 @@ pub fn pinned_maps() -> Result<Vec<MapDef>, ObjectError> {
     Ok(out)
 }
 
-/// The map definitions (structs with a `pinning` member) whose pinning is the placeholder,
-/// and where the placeholder's array lengths sit in the blob (the definitions may share one
-/// array type).
+/// How many maps (`.maps` variables) have a definition (a struct with a `pinning` member)
+/// whose pinning is the placeholder, and where the placeholder's array lengths sit in the
+/// blob (maps of one type share a definition, and definitions may share one array type).
 fn placeholders(btf: &Btf) -> Result<(usize, Vec<usize>), BtfError> {
-    let mut maps = 0;
+    let mut defs = Vec::new();
     let mut at = Vec::new();
     for id in 1..btf.len() as u32 {
         if btf.kind(id)? != Kind::Struct {
@@ -131,11 +131,17 @@ fn placeholders(btf: &Btf) -> Result<(usize, Vec<usize>), BtfError> {
             }
             let (n, pos) = btf.array_len(array)?;
             if n == PIN_PLACEHOLDER {
-                maps += 1;
+                defs.push(id);
                 if !at.contains(&pos) {
                     at.push(pos);
                 }
             }
+        }
+    }
+    let mut maps = 0;
+    for id in 1..btf.len() as u32 {
+        if btf.kind(id)? == Kind::Var && defs.contains(&btf.strip(btf.target(id)?)?) {
+            maps += 1;
         }
     }
     Ok((maps, at))
@@ -230,6 +236,7 @@ mod tests {
             XDP_TAP_SCRATCH_MAP,
             "ROUTE_SCRATCH",
         ];
+        // The two program arrays share one definition (`ProgramArray<1, 0>`): both count.
         assert_eq!(maps, all.len());
         let mut want: Vec<(String, u32)> = all.iter().map(|m| (m.to_string(), 1)).collect();
         want.sort();

@@ -511,6 +511,42 @@ mod tests {
     const D: u64 = 0xffff_8880_0a00_0400;
 
     #[test]
+    fn a_decision_without_an_skb_joins_the_packets_journey_across_a_copy() {
+        let mut j = Journeys::new();
+        // Not following packets: no journey for it.
+        j.packet(A, 1_000, (7, 70), None, true, false);
+        assert!(j.packet_hop(1_100, (7, 70)).is_none());
+
+        let mut j = Journeys::new();
+        j.follow_packets();
+        let sent = j.packet(A, 1_000, (7, 70), None, false, true);
+        let freed = j.packet(A, 1_200, (7, 70), None, true, false);
+        let (xdp, skb) = j
+            .packet_hop(1_500, (7, 70))
+            .expect("the freed skb's packet");
+        assert_eq!(skb, A);
+        assert_eq!(
+            (xdp.packet_id, xdp.hop, xdp.delta_ns),
+            (sent.packet_id, freed.hop + 1, Some(300))
+        );
+        // The copy, a new skb, continues it; another packet in a new skb does not.
+        let copy = j.packet(B, 1_800, (7, 70), None, false, false);
+        assert_eq!((copy.packet_id, copy.hop), (sent.packet_id, xdp.hop + 1));
+        assert!(j.take_awaited().is_none(), "a journey continued, not begun");
+        let other = j.packet(C, 1_900, (8, 80), None, false, false);
+        assert_ne!(other.packet_id, sent.packet_id);
+        // Another packet's signature with the same identity is not it.
+        assert!(j.packet_hop(2_000, (9, 70)).is_none());
+        // Seen too long ago: the decision may begin a journey, which the next new skb with
+        // the packet takes, as its second hop.
+        assert!(j.packet_hop(20_000_000, (7, 70)).is_none());
+        let nic = j.packet(D, 20_000_400, (7, 70), None, false, false);
+        assert_eq!((nic.hop, nic.delta_ns), (2, Some(400)));
+        assert_eq!(nic.first_seen_ns, 20_000_000);
+        assert_eq!(j.take_awaited(), Some((7, 70)));
+    }
+
+    #[test]
     fn hops_of_one_skb_share_an_id_and_chain_deltas() {
         let mut j = Journeys::new();
         let s1 = j.step(A, 1_000, 7, false);
