@@ -3,7 +3,9 @@
 //! may listen (see `pktpath_common::route::TAP_MAP`). [`Tap::open`] registers in a free
 //! slot with a socket of its own, puts a ring of its own beside it and sets its byte; the
 //! data path then writes every decision into the ring of each registered tracer, so several
-//! traces see all decisions, and pays one 64-bit read per packet when nobody traces.
+//! traces see all decisions, and pays one 64-bit read per packet when nobody traces. Its
+//! TC program's decisions come as [`Record::Tc`]; its XDP program's, with the frame's
+//! headers (there is no skb yet to know the packet by), as [`Record::Xdp`].
 //!
 //! The registration ends with the process however it ends: the kernel removes a closed
 //! socket from the sockmap, and the data path clears the byte of a slot whose socket is

@@ -40,10 +40,12 @@ pub struct Event {
     pub hop: u32,
     /// Time since the previous event of the same packet; null on its first event.
     pub delta_ns: Option<u64>,
-    /// Kernel tracepoint name (`netif_receive_skb`, `net_dev_xmit`, `kfree_skb`, ...).
+    /// Kernel tracepoint name (`netif_receive_skb`, `net_dev_xmit`, `kfree_skb`, ...), or
+    /// `tc:pktpath` / `xdp:pktpath` for a decision of `pktpath route`'s data path.
     #[serde(deserialize_with = "saved::hook")]
     pub hook: &'static str,
-    /// Kernel address of the sk_buff (hex in JSON).
+    /// Kernel address of the sk_buff (hex in JSON); `0x0` on route lookups and XDP
+    /// decisions, which have none.
     #[serde(serialize_with = "json::hex_str", deserialize_with = "saved::hex")]
     #[schemars(with = "String", regex(pattern = r"^0x[0-9a-f]+$"))]
     pub skb: u64,
