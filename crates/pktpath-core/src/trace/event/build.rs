@@ -53,7 +53,7 @@ pub struct EventBuilder {
     /// XDP decisions about packets the trace had not seen, by packet (signature,
     /// identity), waiting for an skb to carry the packet on (see
     /// [`Journeys::take_awaited`]).
-    unseen_xdp: Vec<((u64, u64), Event)>,
+    unseen_xdp: Vec<((u64, u64), XdpTapEvent)>,
     /// The XDP decision the last packet event's journey begins with, to write before it
     /// ([`Self::take_preceding`]).
     preceding: Option<Event>,
@@ -135,46 +135,52 @@ impl EventBuilder {
     /// of that packet lately (see [`Journeys::packet_hop`]): a packet it did not report
     /// (filtered out), or one whose first sighting was this decision.
     pub fn build_xdp(&mut self, ev: &XdpTapEvent) -> Option<Event> {
-        let (last, ids) = self.tapping.as_ref()?;
-        let n = usize::from(ev.header_len).min(ev.header.len());
-        let bytes = &ev.header[..n];
-        if bytes.is_empty() {
+        let (last, _) = self.tapping.as_ref()?;
+        let (h, packet) = xdp_packet(ev)?;
+        let ts_ns = ev.tap.ts_ns;
+        let Some((step, skb)) = self.journeys.packet_hop(ts_ns, packet) else {
+            // Shown if an skb carries the packet on (and the trace reports it): kept as it
+            // came, built then.
+            self.unseen_xdp
+                .retain(|(_, e)| ts_ns.saturating_sub(e.tap.ts_ns) < journey::FLOW_MATCH_NS);
+            if self.unseen_xdp.len() >= MAX_UNSEEN_XDP {
+                self.unseen_xdp.remove(0);
+            }
+            self.unseen_xdp.push((packet, *ev));
             return None;
-        }
-        let h: Headers = headers::parse(ev.protocol, bytes);
-        let packet = (
-            signature(ev.protocol, &h),
-            identity::identity(ev.protocol, bytes),
-        );
+        };
+        let base = last.get(&skb).or_else(|| self.freed.get(&skb)).cloned();
+        Some(self.xdp_event(ev, h, step, base.as_ref()))
+    }
+
+    /// The `xdp:pktpath` event of decision `ev` with headers `h`, at `step` of its journey,
+    /// after `base` (the packet's previous or next event: its namespace, mark and, on the
+    /// same interface, the interface's name).
+    fn xdp_event(
+        &mut self,
+        ev: &XdpTapEvent,
+        h: Headers,
+        step: Step,
+        base: Option<&Event>,
+    ) -> Event {
         let t = &ev.tap;
-        let hop = self.journeys.packet_hop(t.ts_ns, packet);
         let d = &t.decision;
         let matched = d.matched != 0;
+        let ids = self.tapping.as_ref().map(|(_, ids)| ids);
         let xdp = XdpInfo {
-            policy: ids.get(&d.priority).filter(|_| matched).cloned(),
+            policy: ids
+                .filter(|_| matched)
+                .and_then(|ids| ids.get(&d.priority).cloned()),
             priority: matched.then_some(d.priority),
             action: action_name(d.matched, d.action),
             outcome: outcome_name(d.outcome),
             egress_ifindex: (d.egress_ifindex != 0).then_some(d.egress_ifindex),
         };
-        let base = hop
-            .and_then(|(_, skb)| last.get(&skb).or_else(|| self.freed.get(&skb)))
-            .cloned();
-        let ifname = match &base {
+        let ifname = match base {
             Some(b) if b.ifindex == t.ifindex => b.ifname.clone(),
             _ => format!("ifindex {}", t.ifindex).into(),
         };
-        let base = base.unwrap_or_default();
-        let step = hop.map_or(
-            Step {
-                packet_id: 0,
-                first_seen_ns: t.ts_ns,
-                delta_ns: None,
-                hop: 1,
-            },
-            |(step, _)| step,
-        );
-        let built = Event {
+        Event {
             schema_version: SCHEMA_VERSION,
             ts_ns: t.ts_ns,
             packet_id: step.packet_id,
@@ -184,8 +190,8 @@ impl EventBuilder {
             skb: 0,
             ifname,
             ifindex: t.ifindex,
-            netns: base.netns,
-            netns_name: base.netns_name,
+            netns: base.map_or(0, |b| b.netns),
+            netns_name: base.and_then(|b| b.netns_name.clone()),
             proto: h.proto,
             src: h.src.map(|a| self.addr(a)),
             dst: h.dst.map(|a| self.addr(a)),
@@ -198,22 +204,11 @@ impl EventBuilder {
             tcp_flags: h.tcp_flags,
             arp_op: h.arp_op,
             len: t.len,
-            mark: base.mark,
-            cpu: base.cpu,
+            mark: base.map_or(0, |b| b.mark),
+            cpu: base.map_or(0, |b| b.cpu),
             xdp: Some(xdp),
             ..Event::default()
-        };
-        if hop.is_some() {
-            return Some(built);
         }
-        // Shown if an skb carries the packet on (and the trace reports it).
-        self.unseen_xdp
-            .retain(|(_, e)| t.ts_ns.saturating_sub(e.ts_ns) < journey::FLOW_MATCH_NS);
-        if self.unseen_xdp.len() >= 1024 {
-            self.unseen_xdp.remove(0);
-        }
-        self.unseen_xdp.push((packet, built));
-        None
     }
 
     /// The XDP decision the journey of the last packet event built begins with, when that
@@ -222,8 +217,8 @@ impl EventBuilder {
         self.preceding.take()
     }
 
-    /// Completes the XDP decision the journey of `next` (just built) begins with, if any,
-    /// as [`Self::take_preceding`] gives it: `next`'s journey, namespace and mark.
+    /// Builds the XDP decision the journey of `next` (just built) begins with, if any, as
+    /// [`Self::take_preceding`] gives it: the journey's first hop, in `next`'s namespace.
     fn precede(&mut self, next: &Event) {
         let Some(packet) = self.journeys.take_awaited() else {
             return;
@@ -231,16 +226,17 @@ impl EventBuilder {
         let Some(i) = self.unseen_xdp.iter().rposition(|(p, _)| *p == packet) else {
             return;
         };
-        let (_, mut ev) = self.unseen_xdp.remove(i);
-        ev.packet_id = next.packet_id;
-        if ev.ifindex == next.ifindex {
-            ev.ifname = next.ifname.clone();
-        }
-        ev.netns = next.netns;
-        ev.netns_name = next.netns_name.clone();
-        ev.mark = next.mark;
-        ev.cpu = next.cpu;
-        self.preceding = Some(ev);
+        let (_, ev) = self.unseen_xdp.remove(i);
+        let Some((h, _)) = xdp_packet(&ev) else {
+            return;
+        };
+        let step = Step {
+            packet_id: next.packet_id,
+            first_seen_ns: ev.tap.ts_ns,
+            delta_ns: None,
+            hop: 1,
+        };
+        self.preceding = Some(self.xdp_event(&ev, h, step, Some(next)));
     }
 
     /// The rich event for one decision of the data path: a `tc:pktpath` hop of the
@@ -467,6 +463,25 @@ impl EventBuilder {
         }
         s
     }
+}
+
+/// XDP decisions about packets not seen yet kept (older ones are dropped as they expire).
+const MAX_UNSEEN_XDP: usize = 1024;
+
+/// The headers an XDP decision carries, and its packet's (signature, identity); None when
+/// it carries none.
+fn xdp_packet(ev: &XdpTapEvent) -> Option<(Headers, (u64, u64))> {
+    let n = usize::from(ev.header_len).min(ev.header.len());
+    let bytes = &ev.header[..n];
+    if bytes.is_empty() {
+        return None;
+    }
+    let h = headers::parse(ev.protocol, bytes);
+    let packet = (
+        signature(ev.protocol, &h),
+        identity::identity(ev.protocol, bytes),
+    );
+    Some((h, packet))
 }
 
 /// Symbolized drop locations kept.
