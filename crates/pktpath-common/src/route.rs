@@ -19,6 +19,10 @@ pub const PROG_TAP: &str = "pktpath_tap";
 pub const PROG_XDP: &str = "pktpath_xdp";
 /// [`PROG_XDP`] for kernels without `may_goto`, as [`PROG_DATAPATH_OLD`] is.
 pub const PROG_XDP_OLD: &str = "pktpath_xdp_old";
+/// Name of the program [`PROG_XDP`] tail-calls (through [`XDP_TAP_PROG_MAP`]) to hand its
+/// decision to the tracers listening: [`PROG_TAP`]'s twin for XDP (a tail call goes only
+/// to a program of the caller's type).
+pub const PROG_XDP_TAP: &str = "pktpath_xdp_tap";
 /// Interfaces whose counters sit in the array (ifindex below this), and capacity of the
 /// hash for the others.
 pub const MAX_IFACES: u32 = 1024;
@@ -547,6 +551,14 @@ pub const TAP_PROG_MAP: &str = "ROUTE_TAP_PROG";
 /// [`PROG_TAP`].
 pub const TAP_SCRATCH_MAP: &str = "ROUTE_TAP_SCRATCH";
 
+/// Pinned map (program array, one entry): [`PROG_XDP_TAP`], which [`PROG_XDP`] tail-calls
+/// when [`TAP_MAP`] is not 0 (filled by `route attach --hook xdp`; empty otherwise).
+pub const XDP_TAP_PROG_MAP: &str = "ROUTE_XDP_TAP_PROG";
+
+/// Pinned map (per-CPU array, one [`XdpTapEvent`]): the decision [`PROG_XDP`] hands to
+/// [`PROG_XDP_TAP`], which adds the frame's headers.
+pub const XDP_TAP_SCRATCH_MAP: &str = "ROUTE_XDP_TAP_SCRATCH";
+
 /// Pinned map (array, one [`TapLive`], `BPF_F_MMAPABLE`): which slots may hold a live
 /// tracer. The data path reads it as one 64-bit word per packet and does nothing more
 /// when it is 0, the usual case.
@@ -570,24 +582,58 @@ crate::assert_size!(TapLive, 8);
 const _: () = assert!(TAP_SLOTS == 8);
 crate::impl_pod!(TapLive);
 
+/// [`TapEvent::hook`] of a decision of [`PROG_DATAPATH`] (a data path's tap program from
+/// before XDP decisions were tapped wrote 0 there too, as padding).
+pub const TAP_HOOK_TC: u32 = 0;
+/// [`TapEvent::hook`] of a decision of [`PROG_XDP`]: the record is an [`XdpTapEvent`].
+pub const TAP_HOOK_XDP: u32 = 1;
+
 /// One data-path decision as `pktpath trace` receives it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TapEvent {
     /// `bpf_ktime_get_ns` when the program decided.
     pub ts_ns: u64,
-    /// Kernel address of the `sk_buff` (the tracer's journeys are keyed by it).
+    /// Kernel address of the `sk_buff` (the tracer's journeys are keyed by it); 0 for XDP,
+    /// which runs before there is one.
     pub skb: u64,
     /// The interface the program ran on.
     pub ifindex: u32,
-    /// `skb->len` when the program ran.
+    /// `skb->len` when the program ran (XDP: the frame's length, Ethernet header included).
     pub len: u32,
     /// What it decided (`nonce` unused: 0).
     pub decision: Decision,
-    pub _pad: u32,
+    /// Which program decided, the record's kind: [`TAP_HOOK_TC`] or [`TAP_HOOK_XDP`].
+    pub hook: u32,
 }
 crate::assert_size!(TapEvent, 56);
 crate::impl_pod!(TapEvent);
+
+/// Header bytes an [`XdpTapEvent`] carries, from the network header on (as many as the
+/// tracer's records carry: `trace::HEADER_BYTES`).
+pub const XDP_TAP_HEADER_BYTES: usize = 128;
+const _: () = assert!(XDP_TAP_HEADER_BYTES.is_power_of_two());
+
+/// One decision of [`PROG_XDP`] as `pktpath trace` receives it: with no `sk_buff` to key
+/// the packet's journey by, it carries the frame's headers, by which the trace finds the
+/// journey (the skb seen just before, or made just after).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpTapEvent {
+    /// The decision, `hook` [`TAP_HOOK_XDP`], `skb` 0.
+    pub tap: TapEvent,
+    /// The frame's EtherType (host order).
+    pub protocol: u16,
+    /// Valid bytes of `header` (the frame's length past the Ethernet header, at most
+    /// [`XDP_TAP_HEADER_BYTES`]).
+    pub header_len: u16,
+    pub _pad: u32,
+    /// The frame from its network header on, as the program left it (a forwarded packet's
+    /// TTL already decremented).
+    pub header: [u8; XDP_TAP_HEADER_BYTES],
+}
+crate::assert_size!(XdpTapEvent, 56 + 8 + XDP_TAP_HEADER_BYTES);
+crate::impl_pod!(XdpTapEvent);
 
 /// What a decision did, by name: `forward`, `lookup_table`, `drop`, `pass` (also when no
 /// policy matched).

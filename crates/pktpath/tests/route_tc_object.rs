@@ -24,7 +24,7 @@ use serde_json::Value;
 const STREAM_PORT: u16 = 7150;
 
 /// The maps the object pins (all of them).
-const MAPS: [&str; 15] = [
+const MAPS: [&str; 17] = [
     "IFACE_STATS",
     "IFACE_STATS_HIGH",
     "POLICY_STATS",
@@ -40,6 +40,8 @@ const MAPS: [&str; 15] = [
     "ROUTE_TAP_SOCKS",
     "ROUTE_TREES",
     "ROUTE_XDP_EGRESS",
+    "ROUTE_XDP_TAP_PROG",
+    "ROUTE_XDP_TAP_SCRATCH",
 ];
 
 /// Removes on drop the pins tc made under /sys/fs/bpf/tc/globals and pktpath's state for

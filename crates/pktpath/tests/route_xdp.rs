@@ -6,7 +6,9 @@
 //! counted once; what the router itself must answer reaches its stack; an egress whose veth
 //! peer cannot take native XDP frames is named in a warning and served by TC; detach leaves
 //! no XDP program, link or pin. Which program decided is told by the kernel's run counts
-//! (BPF_ENABLE_STATS, held for the test only).
+//! (BPF_ENABLE_STATS, held for the test only). `pktpath trace --route-pin-dir` shows each
+//! XDP decision as an `xdp:pktpath` hop of its packet's journey, before TC's when XDP
+//! passed the packet on, in native and generic mode.
 
 mod common;
 
@@ -28,7 +30,9 @@ use pktpath_core::{
     datapath::loops::{LOOP_ENV, LoopKind},
     sys::netns::NetNs,
 };
-use pktpath_tests::{AddrGuard, BpffsGuard, EthtoolFlag, EthtoolGuard, RouterLab, require_root};
+use pktpath_tests::{
+    AddrGuard, BpffsGuard, EthtoolFlag, EthtoolGuard, RouterLab, require_root, trace::EventSchema,
+};
 use serde_json::Value;
 
 /// The lab, with GRO on up1's end of its link (so native XDP can redirect to to-up1), TX
@@ -703,4 +707,188 @@ fn the_configuration_picks_xdp_per_interface() {
         "{err}"
     );
     assert!(!dp.pin.path.exists(), "nothing attached");
+}
+
+/// Runs `pktpath trace FILTER --netns ROUTER --route-pin-dir DIR --output OUTPUT EXTRA` for
+/// `secs` seconds while `traffic` runs; its stdout once it ended.
+fn traced(
+    l: &Lab,
+    filter: &[&str],
+    output: &str,
+    secs: &str,
+    traffic: impl FnOnce(),
+    extra: &[&str],
+) -> String {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let pin = l.dp.pin.path.display().to_string();
+    let mut child = Command::new(common::PKTPATH)
+        .arg("trace")
+        .args(filter)
+        .args(["--netns", &l.lab.router.name, "--output", output])
+        .args(["--route-pin-dir", &pin, "--duration", secs])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pktpath trace");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let banner = stderr.next().expect("a banner").expect("stderr");
+    assert!(banner.starts_with("pktpath: tracing"), "{banner}");
+    traffic();
+    let status = child.wait().expect("wait for pktpath trace");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(status.success(), "trace: {status}");
+    stdout
+}
+
+/// The events of a JSON Lines trace (checked against the committed schema), and its
+/// summary when it ends with one.
+fn events_of(stdout: &str) -> (Vec<Value>, Option<Value>) {
+    let mut events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let summary = events
+        .last()
+        .filter(|e| e.get("summary").is_some())
+        .cloned();
+    if summary.is_some() {
+        events.pop();
+    }
+    let lines: Vec<String> = events.iter().map(Value::to_string).collect();
+    EventSchema::committed().check_lines(&lines.join("\n"));
+    (events, summary)
+}
+
+/// The events of journey `packet_id`, in order.
+fn journey<'a>(events: &'a [Value], packet_id: &Value) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| &e["packet_id"] == packet_id)
+        .collect()
+}
+
+/// `pktpath trace --route-pin-dir` through a router whose data path runs at XDP (`mode`):
+/// each XDP decision is an `xdp:pktpath` hop of its packet's journey, naming the policy,
+/// action and outcome (echo requests to the service forwarded by XDP, datagrams to a
+/// dropped port dropped there); a packet XDP passes on (a ping to the router itself, no
+/// policy) then meets TC, whose `tc:pktpath` hop follows in the same journey. The same in
+/// text and in the summary's hop pairs.
+fn trace_shows_the_xdp_decision(label: &str, mode: &str) {
+    let l = Lab::new(label, &["--xdp-mode", mode]);
+    let c = l.lab.client_link.a.as_str();
+    l.apply(&format!(
+        r#"{{ "id": "icmp-up1", "priority": 10, "match": {{ "iif": "{c}", "dst": "{SVC4}", "proto": "icmp" }}, "action": {{ "type": "forward", "next_hop": "up1" }} }},
+  {{ "id": "drop-5001", "priority": 11, "match": {{ "iif": "{c}", "dst": "{SVC4}", "proto": "udp", "dport": 5001 }}, "action": {{ "type": "drop" }} }}"#
+    ));
+    let traffic = || {
+        ping(&l.lab.client.name, SVC4);
+        ping(&l.lab.client.name, "10.1.0.1");
+        assert_eq!(l.udp_to_up1(5001, 2), 0, "dropped");
+    };
+    let filter = ["icmp", "or", "udp", "port", "5001"];
+    let out = traced(&l, &filter, "json", "4", traffic, &["--summary"]);
+    let (events, summary) = events_of(&out);
+    let xdp: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["hook"] == "xdp:pktpath")
+        .collect();
+    let of = |policy: &str| -> Vec<&Value> {
+        xdp.iter()
+            .copied()
+            .filter(|e| e["xdp"]["policy"] == policy)
+            .collect()
+    };
+    // Forwarded by XDP: in generic mode too (it forwards into any device).
+    let fwd = of("icmp-up1");
+    assert_eq!(fwd.len(), 3, "three echo requests:\n{out}");
+    let dropped = of("drop-5001");
+    assert_eq!(dropped.len(), 2, "two datagrams:\n{out}");
+    for (d, action, outcome) in fwd
+        .iter()
+        .map(|d| (d, "forward", "forwarded"))
+        .chain(dropped.iter().map(|d| (d, "drop", "dropped")))
+    {
+        assert_eq!(d["ifname"], c, "{d}");
+        assert_eq!(d["xdp"]["action"], action, "{d}");
+        assert_eq!(d["xdp"]["outcome"], outcome, "{d}");
+        assert!(d["tc"].is_null(), "{d}");
+        let j = journey(&events, &d["packet_id"]);
+        assert!(
+            !j.iter().any(|e| e["hook"] == "tc:pktpath"),
+            "XDP decided, TC never sees it: {j:#?}"
+        );
+        if outcome == "forwarded" {
+            assert!(d["xdp"]["egress_ifindex"].is_u64(), "{d}");
+            assert_eq!(d["proto"], "icmp", "its headers: {d}");
+        } else {
+            assert_eq!(d["dport"], 5001, "its headers: {d}");
+        }
+    }
+    // Passed on to TC by XDP: requests to the router, replies from up1. Each journey has
+    // the XDP hop, then TC's, on the same interface.
+    let passed: Vec<&Value> = xdp
+        .iter()
+        .copied()
+        .filter(|e| e["xdp"]["outcome"] == "passed")
+        .collect();
+    assert!(passed.len() >= 6, "pings to the router, replies:\n{out}");
+    for d in &passed {
+        assert!(d["xdp"]["policy"].is_null(), "no policy: {d}");
+        assert_eq!(d["xdp"]["action"], "pass", "{d}");
+        let j = journey(&events, &d["packet_id"]);
+        let at = |hook: &str| j.iter().position(|e| e["hook"] == hook);
+        let (Some(x), Some(t)) = (at("xdp:pktpath"), at("tc:pktpath")) else {
+            panic!("both decisions in the journey: {j:#?}");
+        };
+        assert!(x < t, "XDP before TC: {j:#?}");
+        assert!(
+            j[x]["hop"].as_u64() < j[t]["hop"].as_u64(),
+            "hops in order: {j:#?}"
+        );
+        assert_eq!(j[t]["ifname"], d["ifname"], "{j:#?}");
+        assert_eq!(j[t]["tc"]["outcome"], "passed", "{j:#?}");
+    }
+    let to_router = passed.iter().filter(|d| d["dst"] == "10.1.0.1").count();
+    assert_eq!(to_router, 3, "{out}");
+    let summary = summary.expect("a summary line");
+    let pairs: Vec<(String, String)> = summary["summary"]["hops"]
+        .as_array()
+        .expect("hop pairs")
+        .iter()
+        .map(|h| (h["from"].to_string(), h["to"].to_string()))
+        .collect();
+    let xdp_at_client = format!("\"xdp:pktpath@{c}\"");
+    assert!(
+        pairs.iter().any(|(from, _)| *from == xdp_at_client)
+            && pairs.iter().any(|(_, to)| *to == xdp_at_client),
+        "the XDP hop in the hop pairs: {pairs:?}"
+    );
+
+    // Text: the decision on the line of its hop.
+    let text = traced(&l, &filter, "text", "3", traffic, &[]);
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("xdp:pktpath")).collect();
+    for want in [
+        "policy icmp-up1 (priority 10) forward -> forwarded egress ifindex",
+        "policy drop-5001 (priority 11) drop -> dropped",
+        "no policy pass -> passed to tc",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(want)), "{want}:\n{text}");
+    }
+}
+
+#[test]
+fn trace_shows_the_native_xdp_decision_in_the_journey() {
+    trace_shows_the_xdp_decision("xdp-trace", "native");
+}
+
+#[test]
+fn trace_shows_the_generic_xdp_decision_in_the_journey() {
+    trace_shows_the_xdp_decision("xdp-trace-gen", "generic");
 }

@@ -110,11 +110,11 @@ pub fn pinned_maps() -> Result<Vec<MapDef>, ObjectError> {
     Ok(out)
 }
 
-/// The map definitions (structs with a `pinning` member) whose pinning is the placeholder,
-/// and where the placeholder's array lengths sit in the blob (the definitions may share one
-/// array type).
+/// How many maps (`.maps` variables) have a definition (a struct with a `pinning` member)
+/// whose pinning is the placeholder, and where the placeholder's array lengths sit in the
+/// blob (maps of one type share a definition, and definitions may share one array type).
 fn placeholders(btf: &Btf) -> Result<(usize, Vec<usize>), BtfError> {
-    let mut maps = 0;
+    let mut defs = Vec::new();
     let mut at = Vec::new();
     for id in 1..btf.len() as u32 {
         if btf.kind(id)? != Kind::Struct {
@@ -131,11 +131,17 @@ fn placeholders(btf: &Btf) -> Result<(usize, Vec<usize>), BtfError> {
             }
             let (n, pos) = btf.array_len(array)?;
             if n == PIN_PLACEHOLDER {
-                maps += 1;
+                defs.push(id);
                 if !at.contains(&pos) {
                     at.push(pos);
                 }
             }
+        }
+    }
+    let mut maps = 0;
+    for id in 1..btf.len() as u32 {
+        if btf.kind(id)? == Kind::Var && defs.contains(&btf.strip(btf.target(id)?)?) {
+            maps += 1;
         }
     }
     Ok((maps, at))
@@ -146,7 +152,7 @@ mod tests {
     use pktpath_common::route::{
         MAP_ARENA, MAP_DECISION, MAP_IFACE_STATS, MAP_IFACE_STATS_HIGH, MAP_NEXTHOPS,
         MAP_POLICY_STATS, MAP_STATE, MAP_TREES, MAP_XDP_EGRESS, TAP_MAP, TAP_PROG_MAP,
-        TAP_RINGS_MAP, TAP_SCRATCH_MAP, TAP_SOCKS_MAP,
+        TAP_RINGS_MAP, TAP_SCRATCH_MAP, TAP_SOCKS_MAP, XDP_TAP_PROG_MAP, XDP_TAP_SCRATCH_MAP,
     };
 
     use super::*;
@@ -155,7 +161,7 @@ mod tests {
     fn the_pinned_map_definitions_are_read_with_their_sizes() {
         use pktpath_common::route::{GENERATIONS, MAX_CHUNKS, MAX_NEXTHOPS, NextHop, RouteState};
         let maps = pinned_maps().unwrap();
-        assert_eq!(maps.len(), 15, "{maps:?}");
+        assert_eq!(maps.len(), 17, "{maps:?}");
         let get = |name: &str| maps.iter().find(|m| m.name == name).unwrap().clone();
         assert_eq!(
             get(MAP_STATE),
@@ -226,8 +232,11 @@ mod tests {
             TAP_SCRATCH_MAP,
             TAP_SOCKS_MAP,
             MAP_XDP_EGRESS,
+            XDP_TAP_PROG_MAP,
+            XDP_TAP_SCRATCH_MAP,
             "ROUTE_SCRATCH",
         ];
+        // The two program arrays share one definition (`ProgramArray<1, 0>`): both count.
         assert_eq!(maps, all.len());
         let mut want: Vec<(String, u32)> = all.iter().map(|m| (m.to_string(), 1)).collect();
         want.sort();

@@ -308,7 +308,8 @@ impl Collector {
     }
 
     /// Follows the decisions of the data path `tap` listens to: they arrive as
-    /// [`Record::Tc`], in time order with the hooks' records of the same poll round.
+    /// [`Record::Tc`] and [`Record::Xdp`], in time order with the hooks' records of the
+    /// same poll round.
     pub fn follow(&mut self, tap: super::tap::Tap) {
         self.tap = Some(tap);
     }
@@ -329,7 +330,7 @@ impl Collector {
         while round.len() < 2 * MAX_BATCH
             && let Some(ev) = tap.next_event()
         {
-            round.push(Record::Tc(ev));
+            round.push(ev);
         }
         round.sort_by_key(Record::ts_ns);
         let n = round.len();

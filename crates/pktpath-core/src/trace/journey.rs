@@ -159,9 +159,41 @@ struct Open {
     flow: Option<Flow>,
 }
 
+/// The last sighting of a packet (by signature and identity), for a decision made with
+/// no skb to name it by (XDP's): the skb, when, and the journey's progress once that skb
+/// was freed (`None` while it is open).
+#[derive(Clone, Copy, Debug)]
+struct Sighting {
+    skb: u64,
+    last_ns: u64,
+    freed: Option<Progress>,
+}
+
+/// A journey an skb-less decision continued, or would begin, waiting for the skb made for
+/// its packet after it (a veth's copy of the frame, the skb a driver builds after XDP
+/// passed the frame).
+#[derive(Clone, Copy, Debug)]
+struct Awaiting {
+    packet: (u64, u64),
+    /// When the decision was made.
+    at_ns: u64,
+    /// The journey it continued; None when it was the packet's first sighting (the journey
+    /// begins only if an skb carries the packet on: see [`Journeys::take_awaited`]).
+    progress: Option<Progress>,
+}
+
+/// Journeys awaiting their skb kept (older ones are dropped as they expire).
+const MAX_AWAITING: usize = 1024;
+
 /// Assigns events to journeys.
 #[derive(Debug, Default)]
 pub struct Journeys {
+    /// With [`Self::follow_packets`]: the last sighting of each packet, by (signature,
+    /// identity).
+    packets: Option<FastMap<(u64, u64), Sighting>>,
+    awaiting: Vec<Awaiting>,
+    /// The packet whose first sighting, a decision, the last packet event continued.
+    awaited: Option<(u64, u64)>,
     open: FastMap<u64, Open>,
     next_id: u64,
     /// Per (source, destination): the flows seen lately, each with the skb that last
@@ -175,6 +207,63 @@ pub struct Journeys {
 impl Journeys {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Remembers the last sighting of each packet, for [`Self::packet_hop`].
+    pub fn follow_packets(&mut self) {
+        self.packets.get_or_insert_with(FastMap::default);
+    }
+
+    /// A hop of a packet known by its headers only, `(sig, ident)`, not by an skb: a
+    /// decision of the data path's XDP program, which runs before there is an skb. It joins
+    /// the journey of the skb that carried the packet last, within [`FLOW_MATCH_NS`] (a
+    /// veth's sender, whose skb it copies and frees; generic XDP's own skb); the next new
+    /// skb carrying the packet within [`FLOW_MATCH_NS`] continues that journey. None when
+    /// no skb carried the packet lately (the trace did not see it, or it was filtered out);
+    /// else the step and that skb. With none, the decision may be the packet's first
+    /// sighting (a NIC's native XDP): the next new skb carrying the packet within
+    /// [`FLOW_MATCH_NS`] then begins a journey at the decision, as its second hop (see
+    /// [`Self::take_awaited`]).
+    pub fn packet_hop(&mut self, ts_ns: u64, packet: (u64, u64)) -> Option<(Step, u64)> {
+        self.awaiting
+            .retain(|a| ts_ns.saturating_sub(a.at_ns) < FLOW_MATCH_NS);
+        if self.awaiting.len() >= MAX_AWAITING {
+            self.awaiting.remove(0);
+        }
+        let packets = self.packets.as_mut()?;
+        let Some(seen) = packets
+            .get_mut(&packet)
+            .filter(|s| ts_ns.saturating_sub(s.last_ns) < FLOW_MATCH_NS)
+        else {
+            self.awaiting.push(Awaiting {
+                packet,
+                at_ns: ts_ns,
+                progress: None,
+            });
+            return None;
+        };
+        let (step, progress) = match &mut seen.freed {
+            Some(p) => (p.advance(ts_ns), *p),
+            None => {
+                let o = self.open.get_mut(&seen.skb)?;
+                (o.progress.advance(ts_ns), o.progress)
+            }
+        };
+        seen.last_ns = seen.last_ns.max(ts_ns);
+        let skb = seen.skb;
+        self.awaiting.push(Awaiting {
+            packet,
+            at_ns: ts_ns,
+            progress: Some(progress),
+        });
+        Some((step, skb))
+    }
+
+    /// When the last packet event began its journey at a decision [`Self::packet_hop`]
+    /// found no journey for (the journey's first hop, the event its second): that
+    /// decision's packet.
+    pub fn take_awaited(&mut self) -> Option<(u64, u64)> {
+        self.awaited.take()
     }
 
     /// Records an event of the skb at `skb_addr` at time `ts_ns`, carrying a packet with
@@ -311,6 +400,7 @@ impl Journeys {
         ends: bool,
     ) -> Step {
         self.rewritten = None;
+        self.awaited = None;
         let current = self.open.get_mut(&skb_addr).filter(|o| {
             let same = o.sig == sig || o.sig == UNKNOWN_SIG;
             let rewritten = sig != UNKNOWN_SIG && ident != 0 && o.ident == ident;
@@ -341,9 +431,24 @@ impl Journeys {
                     })?;
                     Some(self.detached.remove(i))
                 });
+                // Or a decision made for it before it existed (XDP's)?
+                let adopted = adopted.map(|d| d.progress).or_else(|| {
+                    let i = self.awaiting.iter().position(|a| {
+                        sig != UNKNOWN_SIG
+                            && a.packet == (sig, ident)
+                            && ts_ns.saturating_sub(a.at_ns) < FLOW_MATCH_NS
+                    })?;
+                    let a = self.awaiting.remove(i);
+                    Some(a.progress.unwrap_or_else(|| {
+                        // Its first sighting was the decision: the journey begins there.
+                        self.awaited = Some(a.packet);
+                        self.next_id += 1;
+                        Progress::start(self.next_id, a.at_ns)
+                    }))
+                });
                 let (progress, step) = match adopted {
-                    Some(d) => {
-                        let mut progress = d.progress;
+                    Some(adopted) => {
+                        let mut progress = adopted;
                         let step = progress.advance(ts_ns);
                         // The skb's own event is the journey's last from here on.
                         progress.last_ns = ts_ns;
@@ -367,8 +472,25 @@ impl Journeys {
                 step
             }
         };
-        if ends {
-            self.open.remove(&skb_addr);
+        let freed = if ends {
+            self.open.remove(&skb_addr).map(|o| o.progress)
+        } else {
+            None
+        };
+        if let Some(packets) = &mut self.packets
+            && sig != UNKNOWN_SIG
+        {
+            if packets.len() >= MAX_OPEN {
+                packets.retain(|_, s| ts_ns.saturating_sub(s.last_ns) < FLOW_MATCH_NS);
+            }
+            packets.insert(
+                (sig, ident),
+                Sighting {
+                    skb: skb_addr,
+                    last_ns: ts_ns,
+                    freed,
+                },
+            );
         }
         step
     }
@@ -387,6 +509,42 @@ mod tests {
     const B: u64 = 0xffff_8880_0a00_0200;
     const C: u64 = 0xffff_8880_0a00_0300;
     const D: u64 = 0xffff_8880_0a00_0400;
+
+    #[test]
+    fn a_decision_without_an_skb_joins_the_packets_journey_across_a_copy() {
+        let mut j = Journeys::new();
+        // Not following packets: no journey for it.
+        j.packet(A, 1_000, (7, 70), None, true, false);
+        assert!(j.packet_hop(1_100, (7, 70)).is_none());
+
+        let mut j = Journeys::new();
+        j.follow_packets();
+        let sent = j.packet(A, 1_000, (7, 70), None, false, true);
+        let freed = j.packet(A, 1_200, (7, 70), None, true, false);
+        let (xdp, skb) = j
+            .packet_hop(1_500, (7, 70))
+            .expect("the freed skb's packet");
+        assert_eq!(skb, A);
+        assert_eq!(
+            (xdp.packet_id, xdp.hop, xdp.delta_ns),
+            (sent.packet_id, freed.hop + 1, Some(300))
+        );
+        // The copy, a new skb, continues it; another packet in a new skb does not.
+        let copy = j.packet(B, 1_800, (7, 70), None, false, false);
+        assert_eq!((copy.packet_id, copy.hop), (sent.packet_id, xdp.hop + 1));
+        assert!(j.take_awaited().is_none(), "a journey continued, not begun");
+        let other = j.packet(C, 1_900, (8, 80), None, false, false);
+        assert_ne!(other.packet_id, sent.packet_id);
+        // Another packet's signature with the same identity is not it.
+        assert!(j.packet_hop(2_000, (9, 70)).is_none());
+        // Seen too long ago: the decision may begin a journey, which the next new skb with
+        // the packet takes, as its second hop.
+        assert!(j.packet_hop(20_000_000, (7, 70)).is_none());
+        let nic = j.packet(D, 20_000_400, (7, 70), None, false, false);
+        assert_eq!((nic.hop, nic.delta_ns), (2, Some(400)));
+        assert_eq!(nic.first_seen_ns, 20_000_000);
+        assert_eq!(j.take_awaited(), Some((7, 70)));
+    }
 
     #[test]
     fn hops_of_one_skb_share_an_id_and_chain_deltas() {

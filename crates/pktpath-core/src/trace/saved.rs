@@ -17,7 +17,7 @@ use pktpath_common::{
 };
 use serde::{Deserialize, Deserializer, de::Error as _};
 
-use super::event::{Event, SCHEMA_VERSION, TC_HOOK};
+use super::event::{Event, SCHEMA_VERSION, TC_HOOK, XDP_HOOK};
 
 /// Why a saved trace could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +214,7 @@ pub(super) fn hook<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::E
     match Hook::from_name(&name) {
         Some(h) => Ok(h.name()),
         None if name == TC_HOOK => Ok(TC_HOOK),
+        None if name == XDP_HOOK => Ok(XDP_HOOK),
         None => Err(D::Error::custom(format!("unknown hook `{name}`"))),
     }
 }

@@ -119,21 +119,34 @@ impl Session {
                 if write_err.is_some() || count.is_some_and(|c| events >= c) {
                     return;
                 }
-                if let Record::Tc(t) = &rec
-                    && !builder.follows(t.skb)
-                {
-                    return;
-                }
-                let ev = builder.build_record(&rec);
+                let ev = match &rec {
+                    Record::Tc(t) if !builder.follows(t.skb) => return,
+                    // Kept when it continues the journey of a packet the trace reported
+                    // (or, below, begins one the trace reports next).
+                    Record::Xdp(x) => match builder.build_xdp(x) {
+                        Some(ev) => ev,
+                        None => return,
+                    },
+                    _ => builder.build_record(&rec),
+                };
                 if filtered && EventBuilder::is_unjudged_lookup(&ev) {
                     return;
                 }
-                summary.add(&ev);
-                let t = *t0.get_or_insert(ev.ts_ns);
-                match sink.event(&ev, Some(&rec), t) {
-                    Ok(true) => events += 1,
-                    Ok(false) => {}
-                    Err(e) => write_err = Some(e),
+                // An XDP decision that was its packet's first sighting, before the event
+                // that carries the packet on.
+                let first = builder.take_preceding();
+                let both = first.as_ref().map(|p| (p, None));
+                for (ev, rec) in both.into_iter().chain([(&ev, Some(&rec))]) {
+                    if count.is_some_and(|c| events >= c) {
+                        break;
+                    }
+                    summary.add(ev);
+                    let t = *t0.get_or_insert(ev.ts_ns);
+                    match sink.event(ev, rec, t) {
+                        Ok(true) => events += 1,
+                        Ok(false) => {}
+                        Err(e) => write_err = Some(e),
+                    }
                 }
             });
             let round = match polled {

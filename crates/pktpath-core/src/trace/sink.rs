@@ -188,7 +188,7 @@ impl<W: Write, O: Write> Sink for PcapngSink<W, O> {
                 w.note_route(ev);
                 Ok(false)
             }
-            Some(Record::Tc(_)) | None => Ok(false),
+            Some(Record::Tc(_) | Record::Xdp(_)) | None => Ok(false),
         }
     }
 

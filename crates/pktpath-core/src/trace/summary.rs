@@ -12,6 +12,9 @@ use serde::Serialize;
 
 use super::{event::Event, fasthash::FastMap};
 
+/// Freed packets whose last hop is kept (see `Summary::freed`).
+const MAX_FREED: usize = 4096;
+
 /// Accumulates events into a summary.
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -25,6 +28,9 @@ pub struct Summary {
     ifname_text: Vec<String>,
     /// Per packet id: the hop label and place (netns, interface name) of its last event.
     last: FastMap<u64, (u32, u32, u32)>,
+    /// [`Self::last`] of packets whose skb was freed lately: a journey goes on past a free
+    /// when a copy of the packet carries it (a veth's XDP copies the sender's skb).
+    freed: FastMap<u64, (u32, u32, u32)>,
     /// (from label, to label) -> latencies.
     hops: FastMap<(u32, u32), Latencies>,
     /// (reason, location, netns, interface name) -> drops.
@@ -279,13 +285,19 @@ impl Summary {
         self.events += 1;
         let here = self.label(ev.hook, &ev.ifname);
         let ifname = self.ifname(&ev.ifname);
-        let prev = self.last.get(&ev.packet_id).copied().filter(|_| ev.hop > 1);
+        let prev = self
+            .last
+            .get(&ev.packet_id)
+            .or_else(|| self.freed.get(&ev.packet_id))
+            .copied()
+            .filter(|_| ev.hop > 1);
         if let (Some((from, _, _)), Some(d)) = (prev, ev.delta_ns) {
             self.hops.entry((from, here)).or_default().add(d);
         }
         let moved = prev.is_none_or(|(_, ns, i)| ns != ev.netns || i != ifname);
-        // A routing lookup is not a packet on its output device.
-        if moved && ev.fib.is_none() && ev.tc.is_none() {
+        // A routing lookup is not a packet on its output device; a data path decision is
+        // not one more packet on its interface.
+        if moved && ev.fib.is_none() && ev.tc.is_none() && ev.xdp.is_none() {
             let entry = self
                 .ifaces
                 .entry((ev.netns, ifname))
@@ -312,6 +324,10 @@ impl Summary {
         }
         if ends {
             self.last.remove(&ev.packet_id);
+            if self.freed.len() >= MAX_FREED {
+                self.freed.clear();
+            }
+            self.freed.insert(ev.packet_id, (here, ev.netns, ifname));
         } else if ev.fib.is_some() {
             // The packet has not moved to the lookup's output device yet.
             let (ns, i) = match prev {

@@ -3,7 +3,9 @@
 //! may listen (see `pktpath_common::route::TAP_MAP`). [`Tap::open`] registers in a free
 //! slot with a socket of its own, puts a ring of its own beside it and sets its byte; the
 //! data path then writes every decision into the ring of each registered tracer, so several
-//! traces see all decisions, and pays one 64-bit read per packet when nobody traces.
+//! traces see all decisions, and pays one 64-bit read per packet when nobody traces. Its
+//! TC program's decisions come as [`Record::Tc`]; its XDP program's, with the frame's
+//! headers (there is no skb yet to know the packet by), as [`Record::Xdp`].
 //!
 //! The registration ends with the process however it ends: the kernel removes a closed
 //! socket from the sockmap, and the data path clears the byte of a slot whose socket is
@@ -23,9 +25,11 @@ use std::{
 
 use aya::maps::{ArrayOfMaps, Map, MapData, MapError, RingBuf, SockMap};
 use pktpath_common::route::{
-    TAP_MAP, TAP_RING_BYTES, TAP_RINGS_MAP, TAP_SLOTS, TAP_SOCKS_MAP, TapEvent, TapLive,
+    TAP_HOOK_XDP, TAP_MAP, TAP_RING_BYTES, TAP_RINGS_MAP, TAP_SLOTS, TAP_SOCKS_MAP, TapEvent,
+    TapLive, XdpTapEvent,
 };
 
+use super::wire::Record;
 use crate::{
     datapath::attach::{self, Layout},
     sys::{
@@ -202,9 +206,10 @@ impl Tap {
         self.ring.as_fd().as_raw_fd()
     }
 
-    /// The next decision, if one is waiting. When none is, the tap's byte is set again if
-    /// the data path cleared it in a race with this tap's registration.
-    pub fn next_event(&mut self) -> Option<TapEvent> {
+    /// The next decision, if one is waiting: [`Record::Tc`] or, by its `hook`,
+    /// [`Record::Xdp`]. When none is, the tap's byte is set again if the data path cleared
+    /// it in a race with this tap's registration.
+    pub fn next_event(&mut self) -> Option<Record> {
         let Some(item) = self.ring.next() else {
             let byte = self.live_byte();
             if byte.load(Ordering::Relaxed) == 0 {
@@ -212,10 +217,7 @@ impl Tap {
             }
             return None;
         };
-        (item.len() >= size_of::<TapEvent>()).then(|| {
-            // SAFETY: the data path writes whole TapEvents; read unaligned from the ring.
-            unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<TapEvent>()) }
-        })
+        decode(&item)
     }
 
     /// Policy ids by priority, to build events with.
@@ -233,6 +235,26 @@ impl Drop for Tap {
     }
 }
 
+/// The record a tap ring holds: a [`TapEvent`] whose `hook` says whether an
+/// [`XdpTapEvent`] it begins follows. None for a record too short for its kind.
+fn decode(bytes: &[u8]) -> Option<Record> {
+    let read = |want: usize| (bytes.len() >= want).then_some(bytes.as_ptr());
+    // SAFETY: the data path writes whole records of the kind the head's `hook` names; both
+    // are plain data, read unaligned after their length was checked.
+    unsafe {
+        let ev = read(size_of::<TapEvent>())?
+            .cast::<TapEvent>()
+            .read_unaligned();
+        if ev.hook != TAP_HOOK_XDP {
+            return Some(Record::Tc(ev));
+        }
+        let x = read(size_of::<XdpTapEvent>())?
+            .cast::<XdpTapEvent>()
+            .read_unaligned();
+        Some(Record::Xdp(x))
+    }
+}
+
 /// Policy ids by priority in the policy set the data path at `layout` runs (empty when none
 /// was applied, or it cannot be read: the decisions then show priorities).
 fn policy_ids(layout: &Layout) -> HashMap<u32, String> {
@@ -245,4 +267,43 @@ fn policy_ids(layout: &Layout) -> HashMap<u32, String> {
         .iter()
         .map(|p| (p.priority, p.id.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use pktpath_common::route::{TAP_HOOK_TC, XDP_TAP_HEADER_BYTES};
+
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: viewing a repr(C) plain-data value as bytes.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn a_ring_record_is_told_by_its_hook() {
+        let tc = TapEvent {
+            ts_ns: 5,
+            skb: 0xffff_8880_0000_0100,
+            hook: TAP_HOOK_TC,
+            ..TapEvent::default()
+        };
+        assert_eq!(decode(&bytes_of(&tc)), Some(Record::Tc(tc)));
+        let xdp = XdpTapEvent {
+            tap: TapEvent {
+                ts_ns: 6,
+                hook: TAP_HOOK_XDP,
+                ..TapEvent::default()
+            },
+            protocol: 0x0800,
+            header_len: 20,
+            _pad: 0,
+            header: [0x45; XDP_TAP_HEADER_BYTES],
+        };
+        let bytes = bytes_of(&xdp);
+        assert_eq!(decode(&bytes), Some(Record::Xdp(xdp)));
+        // Cut short: neither kind.
+        assert_eq!(decode(&bytes[..size_of::<TapEvent>()]), None);
+        assert_eq!(decode(&bytes[..10]), None);
+    }
 }

@@ -25,6 +25,9 @@ pub enum Record {
     Fib(FibEvent),
     /// A decision of `pktpath route`'s data path (from its own ring, see [`super::tap`]).
     Tc(pktpath_common::route::TapEvent),
+    /// A decision of the data path's XDP program, with the frame's headers (from the same
+    /// ring).
+    Xdp(pktpath_common::route::XdpTapEvent),
 }
 
 impl Record {
@@ -34,6 +37,7 @@ impl Record {
             Self::Skb(e) => e.ts_ns,
             Self::Fib(e) => e.ts_ns,
             Self::Tc(e) => e.ts_ns,
+            Self::Xdp(e) => e.tap.ts_ns,
         }
     }
 }

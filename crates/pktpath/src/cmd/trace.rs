@@ -121,8 +121,9 @@ pub struct Args {
     /// lose events under load (counted and reported).
     #[arg(long, value_name = "BYTES", hide = true)]
     ring_size: Option<u32>,
-    /// Show the decisions of `pktpath route`'s data path pinned at DIR (hook `tc:pktpath`:
-    /// policy, action, outcome) in the packets' journeys. Default: the data path at
+    /// Show the decisions of `pktpath route`'s data path pinned at DIR (hook `tc:pktpath`,
+    /// and `xdp:pktpath` with `--hook xdp`: policy, action, outcome) in the packets'
+    /// journeys. Default: the data path at
     /// /sys/fs/bpf/pktpath when one is attached there.
     #[arg(long, value_name = "DIR")]
     route_pin_dir: Option<PathBuf>,

@@ -25,6 +25,9 @@
 //! ROUTE_TAP ROUTE_TAP_SOCKS ROUTE_TAP_RINGS ROUTE_TAP_PROG ROUTE_TAP_SCRATCH
 //!                           the decision taps of `pktpath trace` (see `trace::tap`); the
 //!                           program array holds the pktpath_tap program, loaded here
+//! ROUTE_XDP_TAP_PROG ROUTE_XDP_TAP_SCRATCH
+//!                           the XDP program's tap: pktpath_xdp_tap, loaded with --hook xdp
+//!                           (empty otherwise)
 //! ROUTE_SCRATCH             (pinned too, with every other map of the object)
 //! ```
 //!
@@ -50,7 +53,7 @@ use std::{
 };
 
 use aya::programs::{SchedClassifier, TcAttachType};
-use pktpath_common::route::{PROG_TAP, TAP_PROG_MAP};
+use pktpath_common::route::{PROG_TAP, PROG_XDP_TAP, TAP_PROG_MAP, XDP_TAP_PROG_MAP};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -188,6 +191,8 @@ pub enum AttachError {
     LoopKind(String),
     #[error("putting {PROG_TAP} into {TAP_PROG_MAP} failed")]
     TapProgram(#[source] aya::maps::MapError),
+    #[error("putting {PROG_XDP_TAP} into {XDP_TAP_PROG_MAP} failed")]
+    XdpTapProgram(#[source] aya::maps::MapError),
     #[error("{what} failed")]
     Program {
         what: String,

@@ -19,7 +19,7 @@ use aya::{
     programs::{Xdp, XdpMode as AyaXdpMode, links::FdLink},
 };
 use aya_obj::programs::XdpAttachType;
-use pktpath_common::route::{MAP_XDP_EGRESS, MAX_IFACES};
+use pktpath_common::route::{MAP_XDP_EGRESS, MAX_IFACES, PROG_XDP_TAP, XDP_TAP_PROG_MAP};
 use serde::{Deserialize, Serialize};
 
 use super::{AttachError, Layout};
@@ -129,8 +129,10 @@ pub(super) fn resolve_mode(requested: XdpMode, name: &str) -> Result<XdpRunMode,
     }
 }
 
-/// Loads the XDP program of the loaded object and pins it.
+/// Loads the XDP program of the loaded object and pins it, and loads its tap program into
+/// the program array it tail-calls (`pktpath trace` hears XDP's decisions through it).
 pub(super) fn load_and_pin(ebpf: &mut aya::Ebpf, layout: &Layout) -> Result<(), AttachError> {
+    load_tap(ebpf)?;
     let prog = program(ebpf)?;
     prog.load().map_err(|source| AttachError::Program {
         what: "loading the XDP program into the kernel (verifier)".to_owned(),
@@ -141,6 +143,39 @@ pub(super) fn load_and_pin(ebpf: &mut aya::Ebpf, layout: &Layout) -> Result<(), 
             what: format!("pinning the XDP program at {}", layout.xdp_prog().display()),
             source,
         })
+}
+
+/// Loads the XDP tap program and puts it where the XDP program tail-calls it. The pinned
+/// program array keeps it loaded after this process exits.
+fn load_tap(ebpf: &mut aya::Ebpf) -> Result<(), AttachError> {
+    let tap: &mut Xdp = ebpf
+        .program_mut(PROG_XDP_TAP)
+        .ok_or(AttachError::NoProgram(PROG_XDP_TAP))?
+        .try_into()
+        .map_err(|source| AttachError::Program {
+            what: format!("{PROG_XDP_TAP} as an XDP program"),
+            source,
+        })?;
+    tap.load().map_err(|source| AttachError::Program {
+        what: "loading the XDP tap program into the kernel (verifier)".to_owned(),
+        source,
+    })?;
+    let fd = tap
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .map_err(|source| AttachError::Program {
+            what: format!("a descriptor of {PROG_XDP_TAP}"),
+            source,
+        })?;
+    let map = ebpf
+        .map_mut(XDP_TAP_PROG_MAP)
+        .ok_or(AttachError::XdpTapProgram(
+            aya::maps::MapError::InvalidName {
+                name: XDP_TAP_PROG_MAP.to_owned(),
+            },
+        ))?;
+    let mut progs = aya::maps::ProgramArray::try_from(map).map_err(AttachError::XdpTapProgram)?;
+    progs.set(0, &fd, 0).map_err(AttachError::XdpTapProgram)
 }
 
 /// The XDP program of the loaded object.

@@ -6,11 +6,13 @@ use std::net::IpAddr;
 
 use pktpath_common::{
     kernel::IFNAMSIZ,
-    route::{DECISION_VIA_STACK, TapEvent, action_name, outcome_name},
+    route::{DECISION_VIA_STACK, TapEvent, XdpTapEvent, action_name, outcome_name},
     trace::{EVENT_DELIVERED, Hook, TraceEvent},
 };
 
-use super::{Event, FreeReason, QdiscInfo, Rewrite, SCHEMA_VERSION, TC_HOOK, TcInfo};
+use super::{
+    Event, FreeReason, QdiscInfo, Rewrite, SCHEMA_VERSION, TC_HOOK, TcInfo, XDP_HOOK, XdpInfo,
+};
 use crate::{
     sys::netns,
     trace::{
@@ -18,7 +20,7 @@ use crate::{
         fasthash::{self, FastMap},
         headers::{self, Headers},
         identity,
-        journey::{self, Flow, Journeys},
+        journey::{self, Flow, Journeys, Step},
         kallsyms::Kallsyms,
         name::Name,
         wire::{self, Record},
@@ -45,6 +47,16 @@ pub struct EventBuilder {
     /// With [`Self::with_policies`]: each open skb's last event, for the decisions of the
     /// data path (which carry no headers) to repeat; policy ids by priority.
     tapping: Option<(FastMap<u64, Event>, std::collections::HashMap<u32, String>)>,
+    /// With [`Self::with_policies`]: the last event of skbs freed lately, for the XDP
+    /// decisions that follow them (a veth's XDP frees the sender's skb it copies).
+    freed: FastMap<u64, Event>,
+    /// XDP decisions about packets the trace had not seen, by packet (signature,
+    /// identity), waiting for an skb to carry the packet on (see
+    /// [`Journeys::take_awaited`]).
+    unseen_xdp: Vec<((u64, u64), XdpTapEvent)>,
+    /// The XDP decision the last packet event's journey begins with, to write before it
+    /// ([`Self::take_preceding`]).
+    preceding: Option<Event>,
     /// Per CPU: the skb `netif_receive_skb` saw last, for the input route lookup that
     /// follows it there (see [`Journeys::lookup`]).
     received: Vec<u64>,
@@ -64,6 +76,9 @@ impl EventBuilder {
             ifnames: FastMap::default(),
             addrs: FastMap::default(),
             tapping: None,
+            freed: FastMap::default(),
+            unseen_xdp: Vec::new(),
+            preceding: None,
             received: Vec::new(),
         }
     }
@@ -72,6 +87,7 @@ impl EventBuilder {
     /// (priority to id).
     pub fn with_policies(mut self, ids: std::collections::HashMap<u32, String>) -> Self {
         self.tapping = Some((FastMap::default(), ids));
+        self.journeys.follow_packets();
         self
     }
 
@@ -103,7 +119,124 @@ impl EventBuilder {
             Record::Skb(ev) => self.build(ev),
             Record::Fib(ev) => self.build_fib(ev),
             Record::Tc(ev) => self.build_tc(ev),
+            Record::Xdp(ev) => self.build_xdp(ev).unwrap_or_else(|| Event {
+                schema_version: SCHEMA_VERSION,
+                ts_ns: ev.tap.ts_ns,
+                hook: XDP_HOOK,
+                ifindex: ev.tap.ifindex,
+                proto: "-".into(),
+                ..Event::default()
+            }),
         }
+    }
+
+    /// The rich event for one decision of the data path's XDP program: an `xdp:pktpath`
+    /// hop of the journey of the packet its headers carry. None when the trace saw nothing
+    /// of that packet lately (see [`Journeys::packet_hop`]): a packet it did not report
+    /// (filtered out), or one whose first sighting was this decision.
+    pub fn build_xdp(&mut self, ev: &XdpTapEvent) -> Option<Event> {
+        let (last, _) = self.tapping.as_ref()?;
+        let (h, packet) = xdp_packet(ev)?;
+        let ts_ns = ev.tap.ts_ns;
+        let Some((step, skb)) = self.journeys.packet_hop(ts_ns, packet) else {
+            // Shown if an skb carries the packet on (and the trace reports it): kept as it
+            // came, built then.
+            self.unseen_xdp
+                .retain(|(_, e)| ts_ns.saturating_sub(e.tap.ts_ns) < journey::FLOW_MATCH_NS);
+            if self.unseen_xdp.len() >= MAX_UNSEEN_XDP {
+                self.unseen_xdp.remove(0);
+            }
+            self.unseen_xdp.push((packet, *ev));
+            return None;
+        };
+        let base = last.get(&skb).or_else(|| self.freed.get(&skb)).cloned();
+        Some(self.xdp_event(ev, h, step, base.as_ref()))
+    }
+
+    /// The `xdp:pktpath` event of decision `ev` with headers `h`, at `step` of its journey,
+    /// after `base` (the packet's previous or next event: its namespace, mark and, on the
+    /// same interface, the interface's name).
+    fn xdp_event(
+        &mut self,
+        ev: &XdpTapEvent,
+        h: Headers,
+        step: Step,
+        base: Option<&Event>,
+    ) -> Event {
+        let t = &ev.tap;
+        let d = &t.decision;
+        let matched = d.matched != 0;
+        let ids = self.tapping.as_ref().map(|(_, ids)| ids);
+        let xdp = XdpInfo {
+            policy: ids
+                .filter(|_| matched)
+                .and_then(|ids| ids.get(&d.priority).cloned()),
+            priority: matched.then_some(d.priority),
+            action: action_name(d.matched, d.action),
+            outcome: outcome_name(d.outcome),
+            egress_ifindex: (d.egress_ifindex != 0).then_some(d.egress_ifindex),
+        };
+        let ifname = match base {
+            Some(b) if b.ifindex == t.ifindex => b.ifname.clone(),
+            _ => format!("ifindex {}", t.ifindex).into(),
+        };
+        Event {
+            schema_version: SCHEMA_VERSION,
+            ts_ns: t.ts_ns,
+            packet_id: step.packet_id,
+            hop: step.hop,
+            delta_ns: step.delta_ns,
+            hook: XDP_HOOK,
+            skb: 0,
+            ifname,
+            ifindex: t.ifindex,
+            netns: base.map_or(0, |b| b.netns),
+            netns_name: base.and_then(|b| b.netns_name.clone()),
+            proto: h.proto,
+            src: h.src.map(|a| self.addr(a)),
+            dst: h.dst.map(|a| self.addr(a)),
+            sport: h.sport,
+            dport: h.dport,
+            icmp_type: h.icmp_type,
+            icmp_code: h.icmp_code,
+            icmp_id: h.icmp_id,
+            icmp_seq: h.icmp_seq,
+            tcp_flags: h.tcp_flags,
+            arp_op: h.arp_op,
+            len: t.len,
+            mark: base.map_or(0, |b| b.mark),
+            cpu: base.map_or(0, |b| b.cpu),
+            xdp: Some(xdp),
+            ..Event::default()
+        }
+    }
+
+    /// The XDP decision the journey of the last packet event built begins with, when that
+    /// decision was the packet's first sighting: to write before that event.
+    pub fn take_preceding(&mut self) -> Option<Event> {
+        self.preceding.take()
+    }
+
+    /// Builds the XDP decision the journey of `next` (just built) begins with, if any, as
+    /// [`Self::take_preceding`] gives it: the journey's first hop, in `next`'s namespace.
+    fn precede(&mut self, next: &Event) {
+        let Some(packet) = self.journeys.take_awaited() else {
+            return;
+        };
+        let Some(i) = self.unseen_xdp.iter().rposition(|(p, _)| *p == packet) else {
+            return;
+        };
+        let (_, ev) = self.unseen_xdp.remove(i);
+        let Some((h, _)) = xdp_packet(&ev) else {
+            return;
+        };
+        let step = Step {
+            packet_id: next.packet_id,
+            first_seen_ns: ev.tap.ts_ns,
+            delta_ns: None,
+            hop: 1,
+        };
+        self.preceding = Some(self.xdp_event(&ev, h, step, Some(next)));
     }
 
     /// The rich event for one decision of the data path: a `tc:pktpath` hop of the
@@ -154,6 +287,7 @@ impl EventBuilder {
             qdisc: None,
             fib: None,
             tc: Some(tc),
+            xdp: None,
             delivered: None,
             rewrite: None,
             ..base
@@ -175,6 +309,10 @@ impl EventBuilder {
         };
         if ends {
             last.remove(&skb);
+            if self.freed.len() >= 4096 {
+                self.freed.clear();
+            }
+            self.freed.insert(skb, ev.clone());
             return;
         }
         if last.len() >= 65_536 {
@@ -272,10 +410,12 @@ impl EventBuilder {
             }),
             fib: None,
             tc: None,
+            xdp: None,
             delivered,
             rewrite,
         };
         if self.tapping.is_some() {
+            self.precede(&built);
             self.note_for_tap(&built, ev.skb_addr, hook.is_some_and(Hook::ends_skb));
         }
         built
@@ -323,6 +463,25 @@ impl EventBuilder {
         }
         s
     }
+}
+
+/// XDP decisions about packets not seen yet kept (older ones are dropped as they expire).
+const MAX_UNSEEN_XDP: usize = 1024;
+
+/// The headers an XDP decision carries, and its packet's (signature, identity); None when
+/// it carries none.
+fn xdp_packet(ev: &XdpTapEvent) -> Option<(Headers, (u64, u64))> {
+    let n = usize::from(ev.header_len).min(ev.header.len());
+    let bytes = &ev.header[..n];
+    if bytes.is_empty() {
+        return None;
+    }
+    let h = headers::parse(ev.protocol, bytes);
+    let packet = (
+        signature(ev.protocol, &h),
+        identity::identity(ev.protocol, bytes),
+    );
+    Some((h, packet))
 }
 
 /// Symbolized drop locations kept.
@@ -461,7 +620,7 @@ mod tests {
                 egress_ifindex: 3,
                 ..Decision::default()
             },
-            _pad: 0,
+            hook: pktpath_common::route::TAP_HOOK_TC,
         };
         // Without the policies (no data path followed) nothing follows the packet.
         let mut plain = builder();
@@ -519,6 +678,139 @@ mod tests {
         // Freed: its decisions no longer belong to the trace.
         b.build(&udp_record(Hook::ConsumeSkb, 3_000));
         assert!(!b.follows(0xffff_8880_0433_2e00));
+    }
+
+    /// A decision of the XDP program about [`udp_record`]'s datagram (its 33 bytes).
+    fn xdp_decision(ts_ns: u64, outcome: u8) -> XdpTapEvent {
+        use pktpath_common::route::{
+            ACTION_DROP, Decision, TAP_HOOK_XDP, XDP_TAP_HEADER_BYTES, XdpTapEvent,
+        };
+        let udp = udp_record(Hook::NetifReceiveSkb, 0);
+        let mut header = [0u8; XDP_TAP_HEADER_BYTES];
+        header.copy_from_slice(&udp.header[..XDP_TAP_HEADER_BYTES]);
+        XdpTapEvent {
+            tap: TapEvent {
+                ts_ns,
+                skb: 0,
+                ifindex: 2,
+                len: 47,
+                decision: Decision {
+                    matched: 1,
+                    action: ACTION_DROP,
+                    outcome,
+                    priority: 11,
+                    ..Decision::default()
+                },
+                hook: TAP_HOOK_XDP,
+            },
+            protocol: 0x0800,
+            header_len: 33,
+            _pad: 0,
+            header,
+        }
+    }
+
+    #[test]
+    fn an_xdp_decision_joins_the_journey_of_the_packet_its_headers_carry() {
+        use pktpath_common::route::{OUTCOME_DROPPED, OUTCOME_PASSED};
+        let ids = [(11, "drop-9".to_owned())].into_iter().collect();
+        // Without the policies (no data path followed) XDP's decisions are not built.
+        let mut plain = builder();
+        plain.build(&udp_record(Hook::ConsumeSkb, 1_000));
+        assert!(
+            plain
+                .build_xdp(&xdp_decision(1_200, OUTCOME_DROPPED))
+                .is_none()
+        );
+
+        // A veth's XDP: the sender's skb copied and freed, the decision, the copy.
+        let mut b = builder().with_policies(ids);
+        let copied = b.build(&udp_record(Hook::ConsumeSkb, 1_000));
+        let xdp = b
+            .build_xdp(&xdp_decision(1_200, OUTCOME_DROPPED))
+            .expect("the freed skb's packet");
+        assert_eq!(
+            (xdp.packet_id, xdp.hop, xdp.delta_ns, xdp.hook, xdp.skb),
+            (copied.packet_id, 2, Some(200), XDP_HOOK, 0)
+        );
+        assert_eq!(
+            (xdp.ifname.as_str(), xdp.netns_name.as_deref(), xdp.len),
+            ("veth-b", Some("blue"), 47)
+        );
+        assert_eq!(
+            (xdp.src.as_deref(), xdp.dport),
+            (Some("10.99.0.1"), Some(9))
+        );
+        let info = xdp.xdp.as_ref().unwrap();
+        assert_eq!(
+            (info.policy.as_deref(), info.action, info.outcome),
+            (Some("drop-9"), "drop", "dropped")
+        );
+        assert!(
+            xdp.to_text(0).contains("xdp:pktpath")
+                && xdp
+                    .to_text(0)
+                    .contains("policy drop-9 (priority 11) drop -> dropped"),
+            "{}",
+            xdp.to_text(0)
+        );
+        // The skb made for the frame (another address) continues the journey.
+        let mut made = udp_record(Hook::KfreeSkb, 1_300);
+        made.skb_addr = 0xffff_8880_0433_4000;
+        let freed = b.build(&made);
+        assert_eq!((freed.packet_id, freed.hop), (copied.packet_id, 3));
+
+        // Generic XDP: the skb is received, then decided; TC decides what XDP passes.
+        let rx = b.build(&udp_record(Hook::NetifReceiveSkb, 10_000_000_000));
+        assert_ne!(rx.packet_id, copied.packet_id);
+        let passed = b
+            .build_xdp(&xdp_decision(10_000_000_500, OUTCOME_PASSED))
+            .expect("the received skb's packet");
+        assert_eq!((passed.packet_id, passed.hop), (rx.packet_id, 2));
+        assert!(
+            passed.to_text(0).contains("drop -> passed to tc"),
+            "{}",
+            passed.to_text(0)
+        );
+        let json = serde_json::to_value(&passed).unwrap();
+        assert_eq!(json["xdp"]["outcome"], "passed", "{json}");
+        assert!(json["tc"].is_null(), "{json}");
+        let saved = <Event as serde::Deserialize>::deserialize(json).unwrap();
+        assert_eq!(saved.hook, XDP_HOOK);
+
+        // A packet the trace did not see lately (a NIC's native XDP: the decision is its
+        // first sighting): not shown, unless an skb carries it on soon after, whose
+        // journey then begins with the decision.
+        assert!(
+            b.build_xdp(&xdp_decision(20_000_000_000, OUTCOME_PASSED))
+                .is_none()
+        );
+        assert!(b.take_preceding().is_none());
+        let mut nic = udp_record(Hook::NetifReceiveSkb, 20_000_000_700);
+        nic.skb_addr = 0xffff_8880_0433_6000;
+        let rx = b.build(&nic);
+        let first = b
+            .take_preceding()
+            .expect("the decision, before the skb's event");
+        assert_eq!(
+            (first.packet_id, first.hop, first.delta_ns, first.hook),
+            (rx.packet_id, 1, None, XDP_HOOK)
+        );
+        assert_eq!((rx.hop, rx.delta_ns), (2, Some(700)));
+        assert_eq!(
+            (first.ifname.as_str(), first.netns, first.skb),
+            ("veth-b", rx.netns, 0)
+        );
+        assert_eq!(first.xdp.as_ref().unwrap().outcome, "passed");
+        // Nothing carries a dropped one on: never shown.
+        assert!(
+            b.build_xdp(&xdp_decision(30_000_000_000, OUTCOME_DROPPED))
+                .is_none()
+        );
+        let mut later = udp_record(Hook::NetifReceiveSkb, 30_020_000_000);
+        later.skb_addr = 0xffff_8880_0433_8000;
+        assert_eq!(b.build(&later).hop, 1, "too late to follow the decision");
+        assert!(b.take_preceding().is_none());
     }
 
     /// The bytes a record travels as (what the ring buffer hands over).

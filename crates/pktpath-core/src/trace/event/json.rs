@@ -216,6 +216,8 @@ impl Event {
         }
         j.raw(",\"tc\":");
         j.serde(&self.tc);
+        j.raw(",\"xdp\":");
+        j.serde(&self.xdp);
         j.raw(",\"delivered\":");
         j.serde(&self.delivered);
         j.raw(",\"rewrite\":");
@@ -231,7 +233,7 @@ mod tests {
 
     use super::*;
     use crate::trace::event::{
-        FreeReason, QdiscInfo, Rewrite, TcInfo,
+        FreeReason, QdiscInfo, Rewrite, TcInfo, XdpInfo,
         fixtures::{builder, fib_record, udp_record},
     };
 
@@ -270,6 +272,15 @@ mod tests {
             dport: None,
         });
         events.push(more);
+        let mut xdp = events[0].clone();
+        xdp.xdp = Some(XdpInfo {
+            policy: None,
+            priority: None,
+            action: "pass",
+            outcome: "passed",
+            egress_ifindex: None,
+        });
+        events.push(xdp);
         let mut delivered = events[2].clone();
         (delivered.drop_reason, delivered.drop_location) = (None, None);
         delivered.delivered = Some(FreeReason {

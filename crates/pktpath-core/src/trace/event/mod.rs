@@ -24,7 +24,8 @@ pub use text::{endpoint, human_ns, table_name};
 /// 4: the `delivered` object (a `kfree_skb` of a packet a socket got a clone of has it
 /// instead of `drop_reason` and `drop_location`), and the `rewrite` object (the headers
 /// before a rewrite, on the event that first shows the new ones). 5: `tc.via_stack`.
-pub const SCHEMA_VERSION: u32 = 5;
+/// 6: the `xdp` object (hook `xdp:pktpath`).
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// One event, as printed (`--output json` writes one per line). Absent values are `null`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -39,10 +40,12 @@ pub struct Event {
     pub hop: u32,
     /// Time since the previous event of the same packet; null on its first event.
     pub delta_ns: Option<u64>,
-    /// Kernel tracepoint name (`netif_receive_skb`, `net_dev_xmit`, `kfree_skb`, ...).
+    /// Kernel tracepoint name (`netif_receive_skb`, `net_dev_xmit`, `kfree_skb`, ...), or
+    /// `tc:pktpath` / `xdp:pktpath` for a decision of `pktpath route`'s data path.
     #[serde(deserialize_with = "saved::hook")]
     pub hook: &'static str,
-    /// Kernel address of the sk_buff (hex in JSON).
+    /// Kernel address of the sk_buff (hex in JSON); `0x0` on route lookups and XDP
+    /// decisions, which have none.
     #[serde(serialize_with = "json::hex_str", deserialize_with = "saved::hex")]
     #[schemars(with = "String", regex(pattern = r"^0x[0-9a-f]+$"))]
     pub skb: u64,
@@ -90,6 +93,14 @@ pub struct Event {
     /// `--route-pin-dir`): the policy and what the program did. The packet fields repeat
     /// those of the packet's previous event.
     pub tc: Option<TcInfo>,
+    /// `xdp:pktpath` only (the decision of the data path's XDP program, `route attach
+    /// --hook xdp`, followed with `--route-pin-dir`): the policy and what the program did.
+    /// The program runs before there is an skb: `skb` is `0x0`, `len` the frame's length
+    /// (Ethernet header included), the headers are the frame's as the program left them,
+    /// the namespace and mark those of the packet's previous event. Absent in events saved
+    /// before schema version 6.
+    #[serde(default)]
+    pub xdp: Option<XdpInfo>,
     /// `kfree_skb` only, of a packet that reached a socket: a clone of it was queued to an
     /// IP socket (`sk_data_ready`) before the kernel freed the original with the reason
     /// given here (a raw socket's copy of an ICMP echo reply, the original freed by
@@ -145,6 +156,25 @@ pub struct TcInfo {
     pub via_stack: bool,
 }
 
+/// A decision of the data path's XDP program.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct XdpInfo {
+    /// The matching policy's id (null: none matched, or the applied set is unknown).
+    pub policy: Option<String>,
+    /// Its priority (null: none matched).
+    pub priority: Option<u32>,
+    /// `forward`, `lookup_table`, `drop` or `pass`: the policy's action.
+    #[serde(deserialize_with = "saved::action")]
+    pub action: &'static str,
+    /// `forwarded` (redirected to `egress_ifindex`), `dropped`, `passed` (on to the TC
+    /// program, which decides next: no policy, or one XDP cannot finish) or `error`.
+    #[serde(deserialize_with = "saved::outcome")]
+    pub outcome: &'static str,
+    /// The interface it was redirected to (ifindex in the data path's namespace).
+    pub egress_ifindex: Option<u32>,
+}
+
 /// The qdisc a packet was enqueued to or dequeued from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[schemars(deny_unknown_fields)]
@@ -183,3 +213,5 @@ pub struct FibInfo {
 
 /// The hook name of the data path's decisions (`pktpath route`'s TC program).
 pub const TC_HOOK: &str = "tc:pktpath";
+/// The hook name of the decisions of the data path's XDP program.
+pub const XDP_HOOK: &str = "xdp:pktpath";

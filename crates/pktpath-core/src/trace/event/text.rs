@@ -69,11 +69,7 @@ impl Event {
             line.push_str(&format!(" qdisc {} {}", q.kind, q.handle));
         }
         if let Some(d) = &self.tc {
-            match (&d.policy, d.priority) {
-                (Some(id), Some(p)) => line.push_str(&format!(" policy {id} (priority {p})")),
-                (None, Some(p)) => line.push_str(&format!(" policy priority {p}")),
-                _ => line.push_str(" no policy"),
-            }
+            line.push_str(&policy_text(&d.policy, d.priority));
             line.push_str(&format!(" {} -> {}", d.action, d.outcome));
             if let Some(e) = d.egress_ifindex {
                 line.push_str(&format!(" egress ifindex {e}"));
@@ -81,6 +77,16 @@ impl Event {
             if d.via_stack {
                 // The policy is named just before.
                 line.push_str(" via stack following the policy");
+            }
+        }
+        if let Some(d) = &self.xdp {
+            line.push_str(&policy_text(&d.policy, d.priority));
+            line.push_str(&format!(" {} -> {}", d.action, d.outcome));
+            if d.outcome == "passed" {
+                line.push_str(" to tc");
+            }
+            if let Some(e) = d.egress_ifindex {
+                line.push_str(&format!(" egress ifindex {e}"));
             }
         }
         if let Some(r) = &self.drop_reason {
@@ -126,6 +132,15 @@ pub fn human_ns(ns: u64) -> String {
         1_000..1_000_000 => format!("{:.1}us", ns as f64 / 1e3),
         1_000_000..1_000_000_000 => format!("{:.2}ms", ns as f64 / 1e6),
         _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+/// A data path decision's policy, as ` policy ID (priority N)` (or what is known of it).
+fn policy_text(policy: &Option<String>, priority: Option<u32>) -> String {
+    match (policy, priority) {
+        (Some(id), Some(p)) => format!(" policy {id} (priority {p})"),
+        (None, Some(p)) => format!(" policy priority {p}"),
+        _ => " no policy".to_owned(),
     }
 }
 

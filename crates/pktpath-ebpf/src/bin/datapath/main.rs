@@ -36,7 +36,7 @@ use pktpath_common::route::{
     FAMILY_V4, GENERATIONS, GET_MAGIC, GenTables, IfaceCounters, MAX_CHUNKS, MAX_IFACES,
     MAX_NEXTHOPS, MAX_POLICY_SLOTS, NextHop, OUTCOME_DROPPED, OUTCOME_ERROR, OUTCOME_FORWARDED,
     OUTCOME_INVALID, OUTCOME_PASSED, PolicyCounters, RULE_SET_DSCP, RULE_SET_MARK, RouteState,
-    RuleValue, TAP_RING_BYTES, TAP_SLOTS, TapEvent, TapLive,
+    RuleValue, TAP_HOOK_TC, TAP_RING_BYTES, TAP_SLOTS, TapEvent, TapLive,
 };
 use pktpath_ebpf as _; // links the shared panic handler
 use pktpath_ebpf::{
@@ -124,7 +124,7 @@ const HAIRPIN: u32 = 0x7071;
 /// Which tap slots may hold a live tracer, one byte each (`pktpath_common::route::TAP_MAP`,
 /// where [`TapLive`] says who sets and clears them).
 #[btf_map(name = "ROUTE_TAP")]
-static TAP: Array<TapLive, 1, { BPF_F_MMAPABLE as usize }> = Array::new();
+pub(crate) static TAP: Array<TapLive, 1, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// The tracers' registrations: slot `i` holds a socket of the tracer in slot `i` until that
 /// socket is closed (`pktpath_common::route::TAP_SOCKS_MAP`).
@@ -246,15 +246,37 @@ fn route(ctx: &TcContext, kind: LoopKind) -> i32 {
     }
     if nonce != 0 {
         record(nonce, r);
-    } else if let Some(live) = TAP.get_ptr_mut(0) {
-        // The one read a packet pays when nobody traces: all slots' bytes as one word
-        // (a map value is 8-byte aligned).
-        // SAFETY: the map's value, 8 bytes.
-        if unsafe { core::ptr::read_volatile(live.cast::<u64>()) } != 0 {
-            tap(ctx, ifindex, len, r);
-        }
+    } else if tap_live() {
+        tap(ctx, ifindex, len, r);
     }
     r.verdict
+}
+
+/// Whether a tracer may listen: the one read a packet pays when nobody traces, all slots'
+/// bytes as one word (a map value is 8-byte aligned).
+#[inline(always)]
+pub(crate) fn tap_live() -> bool {
+    TAP.get_ptr_mut(0).is_some_and(|live| {
+        // SAFETY: the map's value, 8 bytes.
+        unsafe { core::ptr::read_volatile(live.cast::<u64>()) != 0 }
+    })
+}
+
+/// The decision `r` as a tracer receives it.
+#[inline(always)]
+pub(crate) fn tap_decision(r: &Routed) -> Decision {
+    Decision {
+        nonce: 0,
+        matched: r.matched as u8,
+        action: r.rule.action,
+        outcome: r.outcome as u8,
+        flags: r.flags,
+        priority: r.rule.priority,
+        slot: r.rule.slot,
+        nexthop: r.rule.nexthop,
+        egress_ifindex: r.egress,
+        verdict: r.verdict,
+    }
 }
 
 /// Hands the decision to [`pktpath_tap`], which reports it to each live tracer; when that
@@ -273,19 +295,8 @@ fn tap(ctx: &TcContext, ifindex: u32, len: u32, r: &Routed) {
             skb: ctx.skb.skb as u64,
             ifindex,
             len,
-            decision: Decision {
-                nonce: 0,
-                matched: r.matched as u8,
-                action: r.rule.action,
-                outcome: r.outcome as u8,
-                flags: r.flags,
-                priority: r.rule.priority,
-                slot: r.rule.slot,
-                nexthop: r.rule.nexthop,
-                egress_ifindex: r.egress,
-                verdict: r.verdict,
-            },
-            _pad: 0,
+            decision: tap_decision(r),
+            hook: TAP_HOOK_TC,
         });
         // Returns only when there is no program to go to.
         TAP_PROG.tail_call(ctx, 0);
@@ -307,6 +318,15 @@ pub fn pktpath_tap(_ctx: *mut aya_ebpf::bindings::__sk_buff) -> i32 {
     let (Some(ev), Some(live)) = (TAP_SCRATCH.get_ptr_mut(0), TAP.get_ptr_mut(0)) else {
         return TC_ACT_OK;
     };
+    tap_all(ev, live);
+    // SAFETY: this CPU's scratch entry, which pktpath_tc wrote just before.
+    unsafe { (*ev).decision.verdict }
+}
+
+/// Writes the record `ev` (a [`TapEvent`], or an XDP decision with its headers) into the
+/// ring of each live tracer, clearing the bytes of slots whose tracer died.
+#[inline(always)]
+pub(crate) fn tap_all<T>(ev: *mut T, live: *mut TapLive) {
     let mut slots = TapSlots { ev, live };
     // One slot per iteration, as a bpf_loop callback: the verifier checks one slot's work
     // once rather than TAP_SLOTS times over.
@@ -314,27 +334,25 @@ pub fn pktpath_tap(_ctx: *mut aya_ebpf::bindings::__sk_buff) -> i32 {
     unsafe {
         bpf_loop(
             TAP_SLOTS,
-            tap_slot as *mut c_void,
+            tap_slot::<T> as *mut c_void,
             (&raw mut slots).cast(),
             0,
         )
     };
-    // SAFETY: this CPU's scratch entry, which pktpath_tc wrote just before.
-    unsafe { (*ev).decision.verdict }
 }
 
-/// What each slot's turn of [`pktpath_tap`] needs: the decision and the slots' bytes.
+/// What each slot's turn of [`tap_all`] needs: the record and the slots' bytes.
 #[repr(C)]
-struct TapSlots {
-    ev: *mut TapEvent,
+struct TapSlots<T> {
+    ev: *mut T,
     live: *mut TapLive,
 }
 
-/// `bpf_loop` callback: the decision for the tracer in slot `index`, if one lives there;
+/// `bpf_loop` callback: the record for the tracer in slot `index`, if one lives there;
 /// returns 0 to go on.
-extern "C" fn tap_slot(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the TapSlots `pktpath_tap` passed, alive for the whole loop.
-    let slots = unsafe { &*ctx.cast::<TapSlots>() };
+extern "C" fn tap_slot<T>(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the TapSlots `tap_all` passed, alive for the whole loop.
+    let slots = unsafe { &*ctx.cast::<TapSlots<T>>() };
     let i = (index as u32) & (TAP_SLOTS - 1);
     // SAFETY: byte `i` of the map's value (TAP_SLOTS bytes, a power of 2).
     let byte = unsafe { (&raw mut (*slots.live).live).cast::<u8>().add(i as usize) };
@@ -353,9 +371,9 @@ extern "C" fn tap_slot(index: u64, ctx: *mut c_void) -> i64 {
         unsafe { core::ptr::write_volatile(byte, 1) };
     }
     if let Some(ring) = ROUTE_TAP_RINGS.get(i) {
-        // SAFETY: this CPU's scratch entry, a whole TapEvent (output copies it from there).
-        let ev: &TapEvent = unsafe { &*slots.ev };
-        let _ = ring.output_untyped::<TapEvent>(ev, 0);
+        // SAFETY: this CPU's scratch entry, a whole record (output copies it from there).
+        let ev: &T = unsafe { &*slots.ev };
+        let _ = ring.output_untyped::<T>(ev, 0);
     }
     0
 }

@@ -9,6 +9,10 @@
 //! program, which decides and counts it as it would without XDP: no match, `pass`, rules
 //! XDP cannot judge (marks: [`RULE_XDP_PASS`], [`RULE_SET_MARK`]), headers the kernel must
 //! see (invalid ones, TTL expiring, too big), next hops whose neighbour must be resolved.
+//!
+//! While a tracer listens (`ROUTE_TAP`, one read per frame otherwise), each decision goes
+//! to [`pktpath_xdp_tap`], which adds the frame's headers (there is no skb yet for the
+//! tracer to know the packet by) and writes it to the tracers as `pktpath_tap` does TC's.
 
 use core::mem::MaybeUninit;
 
@@ -17,25 +21,43 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_DIRECT, BPF_FIB_LOOKUP_TBID, bpf_fib_lookup,
         xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS},
     },
-    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect},
-    macros::xdp,
+    helpers::generated::{
+        bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_load_bytes,
+    },
+    macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use pktpath_common::route::{
     ACTION_DROP, ACTION_FORWARD, ACTION_TABLE, DECISION_TO_TC, FAMILY_V4, GET_MAGIC, MAX_IFACES,
-    RULE_SET_DSCP, RULE_SET_MARK, RULE_XDP_PASS, RuleValue,
+    RULE_SET_DSCP, RULE_SET_MARK, RULE_XDP_PASS, RuleValue, TAP_HOOK_XDP, TapEvent,
+    XDP_TAP_HEADER_BYTES, XdpTapEvent,
 };
 use pktpath_ebpf::{
     mem,
     packet::{self, Frame as _, Malformed, Parsed},
+    pinned::{PerCpuArray, ProgramArray},
     xdp as rewrite,
 };
 
 use crate::{
     AF_INET, AF_INET6, Outcome, POLICY_STATS, ROUTE_NEXTHOPS, ROUTE_XDP_EGRESS, Routed, SCRATCH,
+    TAP,
     classify::{LoopKind, classify},
-    count_iface, fib_query, record,
+    count_iface, fib_query, record, tap_all, tap_decision, tap_live,
 };
+
+/// [`pktpath_xdp_tap`] at index 0 (`pktpath_common::route::XDP_TAP_PROG_MAP`): the XDP twin
+/// of `ROUTE_TAP_PROG` (a program array serves programs of one type).
+#[btf_map(name = "ROUTE_XDP_TAP_PROG")]
+static XDP_TAP_PROG: ProgramArray<1, 0> = ProgramArray::new();
+
+/// The decision handed from [`pktpath_xdp`] to [`pktpath_xdp_tap`] on this CPU, and the
+/// headers the latter adds (`pktpath_common::route::XDP_TAP_SCRATCH_MAP`).
+#[btf_map(name = "ROUTE_XDP_TAP_SCRATCH")]
+static XDP_TAP_SCRATCH: PerCpuArray<XdpTapEvent, 1, 0> = PerCpuArray::new();
+
+/// Bytes of the Ethernet header, before the headers an [`XdpTapEvent`] carries.
+const ETH_HLEN: u32 = 14;
 
 /// Where a packet XDP forwards goes: the egress, and where the MACs to write are (in a map
 /// value: the next hop's, or this CPU's FIB lookup answer). Pointers rather than copies:
@@ -84,8 +106,76 @@ fn route_xdp(ctx: &XdpContext, kind: LoopKind) -> u32 {
     let nonce = get_nonce(ctx);
     if nonce != 0 {
         record(nonce, r);
+    } else if tap_live() {
+        tap(ctx, ifindex, r);
     }
     r.verdict as u32
+}
+
+/// Hands the decision to [`pktpath_xdp_tap`] (a tail call: returns only when that program
+/// is not there, and nobody hears of it). Either way the frame gets `r.verdict`.
+#[inline(always)]
+fn tap(ctx: &XdpContext, ifindex: u32, r: &Routed) {
+    let Some(ev) = XDP_TAP_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch entry, used by this frame's programs only.
+    unsafe {
+        (&raw mut (*ev).tap).write(TapEvent {
+            ts_ns: bpf_ktime_get_ns(),
+            skb: 0,
+            ifindex,
+            len: ctx.frame_len(),
+            decision: tap_decision(r),
+            hook: TAP_HOOK_XDP,
+        });
+        XDP_TAP_PROG.tail_call(ctx, 0);
+    }
+}
+
+/// The tail of [`pktpath_xdp`] while a tracer may listen: adds the frame's EtherType and
+/// headers (from the network header on, as the program left them) to the decision in this
+/// CPU's scratch entry, writes it into the ring of each live tracer (see `pktpath_tap`) and
+/// returns the frame's verdict.
+#[xdp]
+pub fn pktpath_xdp_tap(ctx: XdpContext) -> u32 {
+    let (Some(ev), Some(live)) = (XDP_TAP_SCRATCH.get_ptr_mut(0), TAP.get_ptr_mut(0)) else {
+        return XDP_PASS;
+    };
+    let avail = ctx.frame_len();
+    let mut n = 0;
+    let mut protocol = 0;
+    if avail > ETH_HLEN {
+        n = avail - ETH_HLEN;
+        if n > XDP_TAP_HEADER_BYTES as u32 {
+            n = XDP_TAP_HEADER_BYTES as u32;
+        }
+        let at = ctx.data() + 12;
+        if at + 2 <= ctx.data_end() {
+            // SAFETY: the two bytes were checked to lie in the frame.
+            protocol = u16::from_be_bytes(unsafe { (at as *const [u8; 2]).read_unaligned() });
+        }
+    }
+    // SAFETY: this CPU's scratch entry; `n` bytes (1 to XDP_TAP_HEADER_BYTES) from the
+    // network header on lie in the frame (`avail` counted them).
+    unsafe {
+        // 1 to XDP_TAP_HEADER_BYTES (a power of 2) in a form the verifier bounds.
+        if n > 0
+            && bpf_xdp_load_bytes(
+                ctx.ctx.cast(),
+                ETH_HLEN,
+                (&raw mut (*ev).header).cast(),
+                ((n - 1) & (XDP_TAP_HEADER_BYTES as u32 - 1)) + 1,
+            ) != 0
+        {
+            n = 0;
+        }
+        (&raw mut (*ev).protocol).write(protocol);
+        (&raw mut (*ev).header_len).write(n as u16);
+    }
+    tap_all(ev, live);
+    // SAFETY: this CPU's scratch entry, which pktpath_xdp wrote just before.
+    unsafe { (*ev).tap.decision.verdict as u32 }
 }
 
 /// The nonce of a `route get --hook xdp` test run: its metadata (before the frame) holds

@@ -117,6 +117,7 @@ impl EventBuilder {
                 flow_oif: ev.oif,
             }),
             tc: None,
+            xdp: None,
             delivered: None,
             rewrite: None,
         }
