@@ -1635,33 +1635,26 @@ fn trace_shows_the_fast_path_decision_in_the_journey() {
 /// A `pktpath trace --route-pin-dir` running in the router namespace while `args` are
 /// pinged from the client, for `secs` seconds: its stdout once it ended.
 fn traced_ping(l: &Lab, output: &str, secs: &str, pings: &[&[&str]]) -> String {
-    use std::io::{BufRead as _, BufReader};
     let pin = l.dp.pin.path.display().to_string();
     let router = l.lab.router.name.clone();
-    let mut child = Command::new(common::PKTPATH)
-        .args(["trace", "icmp", "--netns", &router, "--output", output])
-        .args(["--route-pin-dir", &pin, "--duration", secs])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run pktpath trace");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let banner = stderr.next().expect("a banner").expect("stderr");
-    assert!(banner.starts_with("pktpath: tracing"), "{banner}");
-    for args in pings {
-        let out = ping(&l.lab.client.name, args);
-        assert!(out.contains("received"), "{args:?}: {out}");
-    }
-    let status = child.wait().expect("wait for pktpath trace");
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    assert!(status.success(), "trace: {status}");
-    stdout
+    let args = [
+        "trace",
+        "icmp",
+        "--netns",
+        &router,
+        "--output",
+        output,
+        "--route-pin-dir",
+        &pin,
+        "--duration",
+        secs,
+    ];
+    common::trace_while(&args, || {
+        for args in pings {
+            let out = ping(&l.lab.client.name, args);
+            assert!(out.contains("received"), "{args:?}: {out}");
+        }
+    })
 }
 
 /// The trace shows when the fast path hands a packet to the stack with its policy's

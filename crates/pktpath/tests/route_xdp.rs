@@ -719,32 +719,14 @@ fn traced(
     traffic: impl FnOnce(),
     extra: &[&str],
 ) -> String {
-    use std::io::{BufRead as _, BufReader, Read as _};
     let pin = l.dp.pin.path.display().to_string();
-    let mut child = Command::new(common::PKTPATH)
-        .arg("trace")
-        .args(filter)
-        .args(["--netns", &l.lab.router.name, "--output", output])
-        .args(["--route-pin-dir", &pin, "--duration", secs])
-        .args(extra)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run pktpath trace");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let banner = stderr.next().expect("a banner").expect("stderr");
-    assert!(banner.starts_with("pktpath: tracing"), "{banner}");
-    traffic();
-    let status = child.wait().expect("wait for pktpath trace");
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    assert!(status.success(), "trace: {status}");
-    stdout
+    let router = &l.lab.router.name;
+    let mut args = vec!["trace"];
+    args.extend_from_slice(filter);
+    args.extend_from_slice(&["--netns", router, "--output", output]);
+    args.extend_from_slice(&["--route-pin-dir", &pin, "--duration", secs]);
+    args.extend_from_slice(extra);
+    common::trace_while(&args, traffic)
 }
 
 /// The events of a JSON Lines trace (checked against the committed schema), and its

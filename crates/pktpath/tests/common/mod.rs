@@ -451,3 +451,29 @@ pub fn stderr_lines(stderr: std::process::ChildStderr) -> std::sync::mpsc::Recei
     });
     rx
 }
+
+/// Runs `pktpath ARGS` (a trace with a `--duration`) while `traffic` runs, once the trace
+/// says it is tracing; its stdout once it ended (it must succeed).
+pub fn trace_while(args: &[&str], traffic: impl FnOnce()) -> String {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let mut child = Command::new(PKTPATH)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pktpath trace");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let banner = stderr.next().expect("a banner").expect("stderr");
+    assert!(banner.starts_with("pktpath: tracing"), "{banner}");
+    traffic();
+    let status = child.wait().expect("wait for pktpath trace");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(status.success(), "trace: {status}");
+    stdout
+}

@@ -871,18 +871,36 @@ fn load_tap(ebpf: &mut aya::Ebpf) -> Result<(), AttachError> {
         what: "loading the tap program into the kernel (verifier)".to_owned(),
         source,
     })?;
-    let fd = tap
-        .fd()
-        .and_then(|fd| fd.try_clone().map_err(Into::into))
+    let fd = tap_fd(PROG_TAP, tap.fd())?;
+    put_tap(ebpf, TAP_PROG_MAP, &fd, AttachError::TapProgram)
+}
+
+/// An owned descriptor of the loaded tap program `name`, so that its program array can be
+/// borrowed from the object next.
+pub(super) fn tap_fd(
+    name: &str,
+    fd: Result<&aya::programs::ProgramFd, aya::programs::ProgramError>,
+) -> Result<aya::programs::ProgramFd, AttachError> {
+    fd.and_then(|fd| fd.try_clone().map_err(Into::into))
         .map_err(|source| AttachError::Program {
-            what: format!("a descriptor of {PROG_TAP}"),
+            what: format!("a descriptor of {name}"),
             source,
-        })?;
-    let map = ebpf.map_mut(TAP_PROG_MAP).ok_or(AttachError::TapProgram(
-        aya::maps::MapError::InvalidName {
-            name: TAP_PROG_MAP.to_owned(),
-        },
-    ))?;
-    let mut progs = aya::maps::ProgramArray::try_from(map).map_err(AttachError::TapProgram)?;
-    progs.set(0, &fd, 0).map_err(AttachError::TapProgram)
+        })
+}
+
+/// Puts a tap program in slot 0 of the program array `map`, where its data path program
+/// tail-calls it. The pinned array keeps it loaded after this process exits.
+pub(super) fn put_tap(
+    ebpf: &mut aya::Ebpf,
+    map: &str,
+    fd: &aya::programs::ProgramFd,
+    err: fn(aya::maps::MapError) -> AttachError,
+) -> Result<(), AttachError> {
+    let data = ebpf
+        .map_mut(map)
+        .ok_or(err(aya::maps::MapError::InvalidName {
+            name: map.to_owned(),
+        }))?;
+    let mut progs = aya::maps::ProgramArray::try_from(data).map_err(err)?;
+    progs.set(0, fd, 0).map_err(err)
 }

@@ -160,22 +160,8 @@ fn load_tap(ebpf: &mut aya::Ebpf) -> Result<(), AttachError> {
         what: "loading the XDP tap program into the kernel (verifier)".to_owned(),
         source,
     })?;
-    let fd = tap
-        .fd()
-        .and_then(|fd| fd.try_clone().map_err(Into::into))
-        .map_err(|source| AttachError::Program {
-            what: format!("a descriptor of {PROG_XDP_TAP}"),
-            source,
-        })?;
-    let map = ebpf
-        .map_mut(XDP_TAP_PROG_MAP)
-        .ok_or(AttachError::XdpTapProgram(
-            aya::maps::MapError::InvalidName {
-                name: XDP_TAP_PROG_MAP.to_owned(),
-            },
-        ))?;
-    let mut progs = aya::maps::ProgramArray::try_from(map).map_err(AttachError::XdpTapProgram)?;
-    progs.set(0, &fd, 0).map_err(AttachError::XdpTapProgram)
+    let fd = super::tap_fd(PROG_XDP_TAP, tap.fd())?;
+    super::put_tap(ebpf, XDP_TAP_PROG_MAP, &fd, AttachError::XdpTapProgram)
 }
 
 /// The XDP program of the loaded object.

@@ -181,7 +181,6 @@ impl EventBuilder {
             _ => format!("ifindex {}", t.ifindex).into(),
         };
         Event {
-            schema_version: SCHEMA_VERSION,
             ts_ns: t.ts_ns,
             packet_id: step.packet_id,
             hop: step.hop,
@@ -192,6 +191,17 @@ impl EventBuilder {
             ifindex: t.ifindex,
             netns: base.map_or(0, |b| b.netns),
             netns_name: base.and_then(|b| b.netns_name.clone()),
+            len: t.len,
+            mark: base.map_or(0, |b| b.mark),
+            cpu: base.map_or(0, |b| b.cpu),
+            xdp: Some(xdp),
+            ..self.header_event(h)
+        }
+    }
+
+    /// An event of this schema with the fields of headers `h` filled, the rest default.
+    fn header_event(&mut self, h: Headers) -> Event {
+        Event {
             proto: h.proto,
             src: h.src.map(|a| self.addr(a)),
             dst: h.dst.map(|a| self.addr(a)),
@@ -203,10 +213,7 @@ impl EventBuilder {
             icmp_seq: h.icmp_seq,
             tcp_flags: h.tcp_flags,
             arp_op: h.arp_op,
-            len: t.len,
-            mark: base.map_or(0, |b| b.mark),
-            cpu: base.map_or(0, |b| b.cpu),
-            xdp: Some(xdp),
+            schema_version: SCHEMA_VERSION,
             ..Event::default()
         }
     }
@@ -375,7 +382,6 @@ impl EventBuilder {
         });
         let netns_name = self.netns_name(ev.netns);
         let built = Event {
-            schema_version: SCHEMA_VERSION,
             ts_ns: ev.ts_ns,
             packet_id: step.packet_id,
             hop: step.hop,
@@ -386,17 +392,6 @@ impl EventBuilder {
             ifindex: ev.ifindex,
             netns: ev.netns,
             netns_name,
-            proto: h.proto,
-            src: h.src.map(|a| self.addr(a)),
-            dst: h.dst.map(|a| self.addr(a)),
-            sport: h.sport,
-            dport: h.dport,
-            icmp_type: h.icmp_type,
-            icmp_code: h.icmp_code,
-            icmp_id: h.icmp_id,
-            icmp_seq: h.icmp_seq,
-            tcp_flags: h.tcp_flags,
-            arp_op: h.arp_op,
             len: ev.len,
             mark: ev.mark,
             cpu: ev.cpu,
@@ -413,6 +408,7 @@ impl EventBuilder {
             xdp: None,
             delivered,
             rewrite,
+            ..self.header_event(h)
         };
         if self.tapping.is_some() {
             self.precede(&built);
