@@ -1551,7 +1551,6 @@ fn hairpin_packets_are_not_classified_again_at_an_attached_egress() {
 /// replies alike.
 #[test]
 fn trace_shows_the_fast_path_decision_in_the_journey() {
-    use std::io::{BufRead as _, BufReader};
     let l = Lab::new(Setup {
         label: "trace-tc",
         ..Setup::default()
@@ -1565,30 +1564,25 @@ fn trace_shows_the_fast_path_decision_in_the_journey() {
     );
     let pin = l.dp.pin.path.display().to_string();
     let router = l.lab.router.name.clone();
-    let mut child = Command::new(common::PKTPATH)
-        .args(["trace", "icmp", "--netns", &router, "--output", "json"])
-        .args(["--route-pin-dir", &pin, "--duration", "6"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run pktpath trace");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let banner = stderr.next().expect("a banner").expect("stderr");
-    assert!(banner.starts_with("pktpath: tracing"), "{banner}");
-    let out = ping(
-        &l.lab.client.name,
-        &["-4", "-c", "3", "-i", "0.2", "-W", "5", SVC4],
-    );
-    assert!(out.contains("3 received"), "{out}");
-    let status = child.wait().expect("wait for pktpath trace");
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    assert!(status.success(), "trace: {status}");
+    let args = [
+        "trace",
+        "icmp",
+        "--netns",
+        &router,
+        "--output",
+        "json",
+        "--route-pin-dir",
+        &pin,
+        "--duration",
+        "6",
+    ];
+    let stdout = common::trace_while(&args, || {
+        let out = ping(
+            &l.lab.client.name,
+            &["-4", "-c", "3", "-i", "0.2", "-W", "5", SVC4],
+        );
+        assert!(out.contains("3 received"), "{out}");
+    });
     let events: Vec<Value> = stdout
         .lines()
         .map(|line| serde_json::from_str(line).expect("a JSON line"))

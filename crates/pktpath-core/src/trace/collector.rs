@@ -324,14 +324,18 @@ impl Collector {
             return Self::drain_ring(&mut self.ring, f);
         };
         // Two rings: merge the round by time, so a decision lands between the hooks the
-        // packet met before and after the TC program.
+        // packet met before and after the program. The decisions are read first: each was
+        // written before the hooks' ring is read, and so were the hooks its packet met
+        // before it, which are then in the same round. (Read the other way round, a
+        // decision could come a round before those, and be taken for that of a packet the
+        // trace does not follow.)
         let mut round = Vec::new();
-        Self::drain_ring(&mut self.ring, &mut |r| round.push(r))?;
-        while round.len() < 2 * MAX_BATCH
+        while round.len() < MAX_BATCH
             && let Some(ev) = tap.next_event()
         {
             round.push(ev);
         }
+        Self::drain_ring(&mut self.ring, &mut |r| round.push(r))?;
         round.sort_by_key(Record::ts_ns);
         let n = round.len();
         round.into_iter().for_each(f);

@@ -453,27 +453,32 @@ pub fn stderr_lines(stderr: std::process::ChildStderr) -> std::sync::mpsc::Recei
 }
 
 /// Runs `pktpath ARGS` (a trace with a `--duration`) while `traffic` runs, once the trace
-/// says it is tracing; its stdout once it ended (it must succeed).
+/// says it is tracing; its stdout once it ended (it must succeed). Both pipes are read while
+/// it runs: a trace that fills one (64 KiB of JSON) would otherwise wait for it forever.
 pub fn trace_while(args: &[&str], traffic: impl FnOnce()) -> String {
-    use std::io::{BufRead as _, BufReader, Read as _};
+    use std::io::Read as _;
     let mut child = Command::new(PKTPATH)
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run pktpath trace");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let banner = stderr.next().expect("a banner").expect("stderr");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout
+            .read_to_string(&mut out)
+            .expect("read the trace's stdout");
+        out
+    });
+    let stderr = stderr_lines(child.stderr.take().unwrap());
+    let banner = stderr
+        .recv_timeout(Duration::from_secs(30))
+        .expect("pktpath trace says something on stderr");
     assert!(banner.starts_with("pktpath: tracing"), "{banner}");
     traffic();
     let status = child.wait().expect("wait for pktpath trace");
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    assert!(status.success(), "trace: {status}");
-    stdout
+    let notes: Vec<String> = stderr.try_iter().collect();
+    assert!(status.success(), "trace: {status}: {notes:?}");
+    reader.join().expect("the trace's stdout")
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use pktpath_common::{
     kernel::IFNAMSIZ,
-    route::{DECISION_VIA_STACK, TapEvent, XdpTapEvent, action_name, outcome_name},
+    route::{DECISION_VIA_STACK, Decision, TapEvent, XdpTapEvent, action_name, outcome_name},
     trace::{EVENT_DELIVERED, Hook, TraceEvent},
 };
 
@@ -165,16 +165,14 @@ impl EventBuilder {
     ) -> Event {
         let t = &ev.tap;
         let d = &t.decision;
-        let matched = d.matched != 0;
         let ids = self.tapping.as_ref().map(|(_, ids)| ids);
+        let tc = decision_info(d, ids);
         let xdp = XdpInfo {
-            policy: ids
-                .filter(|_| matched)
-                .and_then(|ids| ids.get(&d.priority).cloned()),
-            priority: matched.then_some(d.priority),
-            action: action_name(d.matched, d.action),
-            outcome: outcome_name(d.outcome),
-            egress_ifindex: (d.egress_ifindex != 0).then_some(d.egress_ifindex),
+            policy: tc.policy,
+            priority: tc.priority,
+            action: tc.action,
+            outcome: tc.outcome,
+            egress_ifindex: tc.egress_ifindex,
         };
         let ifname = match base {
             Some(b) if b.ifindex == t.ifindex => b.ifname.clone(),
@@ -255,17 +253,7 @@ impl EventBuilder {
             Some((last, ids)) => (last.get(&ev.skb).cloned(), Some(&*ids)),
             None => (None, None),
         };
-        let matched = d.matched != 0;
-        let tc = TcInfo {
-            policy: ids
-                .filter(|_| matched)
-                .and_then(|ids| ids.get(&d.priority).cloned()),
-            priority: matched.then_some(d.priority),
-            action: action_name(d.matched, d.action),
-            outcome: outcome_name(d.outcome),
-            egress_ifindex: (d.egress_ifindex != 0).then_some(d.egress_ifindex),
-            via_stack: d.flags & DECISION_VIA_STACK != 0,
-        };
+        let tc = decision_info(d, ids);
         let base = last.unwrap_or_else(|| Event {
             schema_version: SCHEMA_VERSION,
             ifindex: ev.ifindex,
@@ -589,6 +577,20 @@ fn ip_text(a: IpAddr) -> String {
     s
 }
 
+/// A data path decision as events show it, `ids` naming the policies by priority.
+fn decision_info(d: &Decision, ids: Option<&std::collections::HashMap<u32, String>>) -> TcInfo {
+    let matched = d.matched != 0;
+    TcInfo {
+        policy: ids
+            .filter(|_| matched)
+            .and_then(|ids| ids.get(&d.priority).cloned()),
+        priority: matched.then_some(d.priority),
+        action: action_name(d.matched, d.action),
+        outcome: outcome_name(d.outcome),
+        egress_ifindex: (d.egress_ifindex != 0).then_some(d.egress_ifindex),
+        via_stack: d.flags & DECISION_VIA_STACK != 0,
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
