@@ -6,8 +6,9 @@
 /// Name of the array indexed by ifindex (below [`HOP_IFINDEX_MAX`]) whose value is the
 /// interface's slot plus one (0: not measured). Written by user space.
 pub const MAP_HOP_IFACES: &str = "HOP_IFACES";
-/// Name of the LRU hash of [`HopStart`] keyed by the `sk_buff` pointer (`u64`): the
-/// packets received and not transmitted yet.
+/// Name of the array of [`HOP_PENDING_SLOTS`] [`HopStart`], shared by the CPUs: the
+/// packets received and not transmitted yet, each in the slot [`hop_pending_slot`] picks
+/// from its `sk_buff` address (a packet received later into the same slot takes it).
 pub const MAP_HOP_PENDING: &str = "HOP_PENDING";
 /// Name of the per-CPU array of [`HopHistogram`], one per (input slot, output slot) pair
 /// at `input * n + output`, `n` the interfaces measured ([`GLOBAL_HOP_IFACES`]).
@@ -22,9 +23,25 @@ pub const GLOBAL_HOP_IFACES: &str = "PKTPATH_HOP_IFACES";
 pub const HOP_IFACES_MAX: u32 = 64;
 /// Interfaces with an ifindex of this or above are not measured.
 pub const HOP_IFINDEX_MAX: u32 = 65_536;
-/// Packets received and not yet transmitted that [`MAP_HOP_PENDING`] holds; the least
-/// recently used entry gives way to a new one.
-pub const HOP_PENDING_MAX: u32 = 16_384;
+/// Slots of [`MAP_HOP_PENDING`] (a power of two).
+pub const HOP_PENDING_SLOTS: u32 = 65_536;
+
+/// The slot of [`MAP_HOP_PENDING`] the packet of `sk_buff` address `skb` is noted in: the
+/// top bits of a multiplicative hash of the address without its low 8 bits (`sk_buff`s
+/// come from a slab of 256-byte objects).
+#[inline(always)]
+pub const fn hop_pending_slot(skb: u64) -> u32 {
+    ((skb >> 8).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as u32 & (HOP_PENDING_SLOTS - 1)
+}
+
+/// What [`HopStart::check`] holds for the other fields: an entry two CPUs wrote at once
+/// (two packets received into one slot) fails it and is not used.
+#[inline(always)]
+pub const fn hop_check(skb: u64, rx_ns: u64, head: u64, ifindex: u32, slot: u32) -> u64 {
+    (skb ^ rx_ns.rotate_left(21) ^ head.rotate_left(42) ^ (((ifindex as u64) << 32) | slot as u64))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        | 1
+}
 
 /// Bucket `i` (below the last) counts latencies of at most `2^(HOP_MIN_SHIFT + i)` ns.
 pub const HOP_MIN_SHIFT: u32 = 9;
@@ -84,10 +101,12 @@ pub const fn hop_bucket(ns: u64) -> usize {
     }
 }
 
-/// A packet received on a measured interface: the value of [`MAP_HOP_PENDING`].
+/// A packet received on a measured interface: a slot of [`MAP_HOP_PENDING`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HopStart {
+    /// The `sk_buff`'s address; 0 for an empty slot (or one whose packet was transmitted).
+    pub skb: u64,
     /// `bpf_ktime_get_ns` at the receive.
     pub rx_ns: u64,
     /// The skb's data buffer (`sk_buff.head`) at the receive: an skb freed without being
@@ -97,8 +116,10 @@ pub struct HopStart {
     pub ifindex: u32,
     /// Its slot (`0..n`).
     pub slot: u32,
+    /// [`hop_check`] of the fields above, written last.
+    pub check: u64,
 }
-crate::assert_size!(HopStart, 24);
+crate::assert_size!(HopStart, 40);
 crate::impl_pod!(HopStart);
 
 /// One (input, output) pair's latencies on one CPU: the value of [`MAP_HOP_HIST`].

@@ -331,7 +331,9 @@ fn attach(
 
 #[cfg(test)]
 mod tests {
-    use pktpath_common::hop::{HOP_MAX_SHIFT, ceil_log2, hop_bucket};
+    use pktpath_common::hop::{
+        HOP_MAX_SHIFT, HOP_PENDING_SLOTS, ceil_log2, hop_bucket, hop_check, hop_pending_slot,
+    };
     use proptest::prelude::*;
 
     use super::*;
@@ -387,6 +389,41 @@ mod tests {
                 prop_assert!(s > bucket_bound_seconds(b - 1), "{} ns in bucket {}", ns, b);
             }
         }
+    }
+
+    /// `sk_buff`s one slab object (256 bytes) apart, as the kernel hands them out, land in
+    /// different slots of the pending table.
+    #[test]
+    fn neighbouring_skbs_take_different_pending_slots() {
+        let base = 0xffff_8881_0a3c_0000_u64;
+        let slots: std::collections::HashSet<u32> = (0..4096)
+            .map(|i| hop_pending_slot(base + i * 256))
+            .collect();
+        assert!(slots.iter().all(|&s| s < HOP_PENDING_SLOTS));
+        assert!(
+            slots.len() >= 4000,
+            "{} distinct slots of 4096",
+            slots.len()
+        );
+    }
+
+    /// An entry whose fields come from two packets fails the check.
+    #[test]
+    fn a_torn_pending_entry_fails_its_check() {
+        let whole = hop_check(0xffff_8881_0000_1000, 5_000, 0xffff_8882_0000_0000, 2, 0);
+        assert_ne!(whole, 0);
+        assert_ne!(
+            whole,
+            hop_check(0xffff_8881_0000_1000, 6_000, 0xffff_8882_0000_0000, 2, 0)
+        );
+        assert_ne!(
+            whole,
+            hop_check(0xffff_8881_0000_1000, 5_000, 0xffff_8882_0000_0800, 2, 0)
+        );
+        assert_ne!(
+            whole,
+            hop_check(0xffff_8881_0000_1000, 5_000, 0xffff_8882_0000_0000, 3, 1)
+        );
     }
 
     #[test]

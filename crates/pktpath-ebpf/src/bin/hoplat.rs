@@ -10,13 +10,13 @@ use aya_ebpf::{
     Global,
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{Array, PerCpuArray},
     programs::BtfTracePointContext,
 };
 use pktpath_common::{
     hop::{
-        HOP_BUCKETS, HOP_IFACES_MAX, HOP_IFINDEX_MAX, HOP_PENDING_MAX, HopHistogram, HopStart,
-        hop_bucket,
+        HOP_BUCKETS, HOP_IFACES_MAX, HOP_IFINDEX_MAX, HOP_PENDING_SLOTS, HopHistogram, HopStart,
+        hop_bucket, hop_check, hop_pending_slot,
     },
     kernel::KernelOffsets,
 };
@@ -37,11 +37,31 @@ static PKTPATH_HOP_IFACES: Global<u32> = Global::new(0);
 #[map(name = "HOP_IFACES")]
 static HOP_IFACES: Array<u32> = Array::with_max_entries(HOP_IFINDEX_MAX, 0);
 
-/// The packets received on a measured interface and not transmitted yet, by `sk_buff`
-/// address. An entry goes at the packet's transmit; the entry of a packet never transmitted
-/// (delivered to the router itself, dropped) stays until newer ones push it out.
+/// The packets received on a measured interface and not transmitted yet, each in the slot
+/// its `sk_buff` address picks, shared by the CPUs (a packet is most often transmitted on
+/// the CPU that received it, not always: a queue between them). A slot is cleared at the
+/// packet's transmit; a packet never transmitted (delivered to the router itself, dropped)
+/// stays until another takes its slot. A hash map (LRU) did the same at 150-220 ns more
+/// per packet on each side: its update and delete are helper calls that take locks.
 #[map(name = "HOP_PENDING")]
-static HOP_PENDING: LruHashMap<u64, HopStart> = LruHashMap::with_max_entries(HOP_PENDING_MAX, 0);
+static HOP_PENDING: Array<HopStart> = Array::with_max_entries(HOP_PENDING_SLOTS, 0);
+
+/// Slot 0, per CPU: where a pointer (an `sk_buff`'s, its data buffer's) is stored and
+/// loaded back, as a number the verifier lets a program hash (it refuses arithmetic other
+/// than adding to a pointer).
+#[map(name = "HOP_SCRATCH")]
+static HOP_SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// A pointer's value as a number (see [`HOP_SCRATCH`]).
+#[inline(always)]
+fn address(ptr: u64) -> Option<u64> {
+    let p = HOP_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot of a per-CPU array; volatile, so that the load is made.
+    unsafe {
+        p.write_volatile(ptr);
+        Some(p.read_volatile())
+    }
+}
 
 /// Per CPU, a histogram per (input slot, output slot) at `input * n + output` (user space
 /// sizes it to `n * n`).
@@ -87,15 +107,28 @@ fn received(skb: u64) {
     let Some((ifindex, slot)) = measured(off, load_at(skb, off.skb_dev())) else {
         return;
     };
-    let start = HopStart {
-        // SAFETY: no preconditions.
-        rx_ns: unsafe { bpf_ktime_get_ns() },
-        head: load_at(skb, off.skb_head()),
-        ifindex,
-        slot,
+    let Some(addr) = address(skb) else {
+        return;
     };
-    // A full map makes room by pushing out the least recently used entry.
-    let _ = HOP_PENDING.insert(skb, start, 0);
+    let Some(entry) = HOP_PENDING.get_ptr_mut(hop_pending_slot(addr)) else {
+        return;
+    };
+    // SAFETY: no preconditions.
+    let rx_ns = unsafe { bpf_ktime_get_ns() };
+    let Some(head) = address(load_at(skb, off.skb_head())) else {
+        return;
+    };
+    // The check last: a reader that finds it matching the rest read an entry whole (or one
+    // torn so that it matches, which the checks at the transmit make harmless).
+    // SAFETY: a slot of an array map; volatile, so that the stores stay in this order.
+    unsafe {
+        (&raw mut (*entry).skb).write_volatile(addr);
+        (&raw mut (*entry).rx_ns).write_volatile(rx_ns);
+        (&raw mut (*entry).head).write_volatile(head);
+        (&raw mut (*entry).ifindex).write_volatile(ifindex);
+        (&raw mut (*entry).slot).write_volatile(slot);
+        (&raw mut (*entry).check).write_volatile(hop_check(addr, rx_ns, head, ifindex, slot));
+    }
 }
 
 #[inline(always)]
@@ -107,26 +140,41 @@ fn transmitted(skb: u64, dev: u64) {
     let Some((_, out)) = measured(off, dev) else {
         return;
     };
-    let Some(entry) = HOP_PENDING.get_ptr(skb) else {
+    let Some(addr) = address(skb) else {
         return;
     };
-    // SAFETY: a live entry's value, read field by field (a copy of the whole struct may
-    // become a byte-wise memcpy call) before the entry goes.
+    let Some(entry) = HOP_PENDING.get_ptr_mut(hop_pending_slot(addr)) else {
+        return;
+    };
+    // SAFETY: a slot of an array map, read field by field (a copy of the whole struct may
+    // become a byte-wise memcpy call).
     let start = unsafe {
+        if (&raw const (*entry).skb).read_volatile() != addr {
+            return;
+        }
         HopStart {
-            rx_ns: (*entry).rx_ns,
-            head: (*entry).head,
-            ifindex: (*entry).ifindex,
-            slot: (*entry).slot,
+            skb: addr,
+            rx_ns: (&raw const (*entry).rx_ns).read_volatile(),
+            head: (&raw const (*entry).head).read_volatile(),
+            ifindex: (&raw const (*entry).ifindex).read_volatile(),
+            slot: (&raw const (*entry).slot).read_volatile(),
+            check: (&raw const (*entry).check).read_volatile(),
         }
     };
-    let _ = HOP_PENDING.remove(skb);
+    if start.check != hop_check(addr, start.rx_ns, start.head, start.ifindex, start.slot) {
+        return;
+    }
+    // Transmitted: counted once.
+    // SAFETY: as above.
+    unsafe { (&raw mut (*entry).skb).write_volatile(0) };
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     // The packet received then, and not another one that got the skb of a packet freed
     // without a transmit: the same data buffer, and the kernel's note of the receiving
     // device (0 for a packet the router made).
-    let head: u64 = load_at(skb, off.skb_head());
+    let Some(head) = address(load_at(skb, off.skb_head())) else {
+        return;
+    };
     let iif: u32 = load_at(skb, off.skb_skb_iif());
     if head != start.head || iif != start.ifindex {
         return;
