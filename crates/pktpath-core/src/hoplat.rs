@@ -188,8 +188,12 @@ impl HopLatency {
             _ebpf: ebpf,
         };
         // The table first: the programs count from their first run.
-        for line in me.refresh()? {
-            log::info!("{line}");
+        for (measured, line) in me.refresh()? {
+            if measured {
+                log::info!("{line}");
+            } else {
+                log::warn!("{line}");
+            }
         }
         let btf = aya::Btf::from_sys_fs()?;
         for (name, tracepoint) in PROGRAMS {
@@ -212,8 +216,8 @@ impl HopLatency {
 
     /// Looks the interfaces' ifindexes up again and writes those that changed into the
     /// kernel's table (an interface deleted is no longer measured; one made again is, under
-    /// its new index). Returns a line per change.
-    pub fn refresh(&self) -> Result<Vec<String>, HopLatencyError> {
+    /// its new index). Returns a line per change, with whether the interface is measured now.
+    pub fn refresh(&self) -> Result<Vec<(bool, String)>, HopLatencyError> {
         let lookup = || -> Vec<Option<u32>> {
             self.names
                 .iter()
@@ -245,10 +249,14 @@ impl HopLatency {
             match ifindex {
                 Some(i) => {
                     set(&mut table.map, i, slot as u32 + 1)?;
-                    changes.push(format!("hop latency measured on {name} (ifindex {i})"));
+                    changes.push((
+                        true,
+                        format!("hop latency measured on {name} (ifindex {i})"),
+                    ));
                 }
-                None => changes.push(format!(
-                    "hop latency not measured on {name}: no such interface"
+                None => changes.push((
+                    false,
+                    format!("hop latency not measured on {name}: no such interface"),
                 )),
             }
             table.written[slot] = ifindex;

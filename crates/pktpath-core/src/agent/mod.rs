@@ -333,8 +333,12 @@ impl Agent {
         };
         match hops.refresh() {
             Ok(changes) => {
-                for line in changes {
-                    log::warn!("{line}");
+                for (measured, line) in changes {
+                    if measured {
+                        log::info!("{line}");
+                    } else {
+                        log::warn!("{line}");
+                    }
                 }
             }
             Err(e) => log::warn!("hop latency: {}", one_line(&e)),
