@@ -1071,3 +1071,53 @@ fn hop_latency_is_off_by_default() {
     let (code, log) = agent.stop(libc::SIGTERM);
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// `--hop-latency` measures the kernel's own forwarding too: with forwarding on in the
+/// router, datagrams no policy matches (the data path passes them to the stack) to up1's
+/// address are forwarded by the kernel (`ip_forward`, then `dev_queue_xmit`), and exactly
+/// as many are counted in the (client interface, up1 interface) histogram.
+#[test]
+fn hop_latency_counts_the_kernels_own_forwarding_too() {
+    const N: u64 = 100;
+    const WARMUP: u64 = 5;
+    let l = Lab::new("agent-hops-kernel");
+    // Dropped before the lab, which sets forwarding off again and then back.
+    let _forwarding =
+        pktpath_tests::SysctlGuard::new(&l.lab.router.name, "net.ipv4.ip_forward", "1");
+    let agent = l.agent(&["--hop-latency"]);
+    let (iif, oif) = (l.lab.client_link.a.clone(), l.lab.up1_link.a.clone());
+    let count = || {
+        let body = agent.get("/metrics").expect("GET /metrics").1;
+        hop_histogram(&body, &iif, &oif).count
+    };
+    let send = |n: u64| {
+        let dst = format!("{}:6000", RouterLab::UP1_4);
+        run::udp(
+            &l.lab.client,
+            &format!("{}:0", RouterLab::CLIENT4),
+            std::iter::repeat_n(dst.as_str(), n as usize),
+            b"pktpath agent test",
+        );
+    };
+    // The router resolves up1's address meanwhile (the kernel queues the packets).
+    send(WARMUP);
+    wait_for(
+        Duration::from_secs(10),
+        "the warm-up datagrams are counted",
+        || (count() == WARMUP).then_some(()),
+    );
+    send(N);
+    wait_for(Duration::from_secs(10), "the datagrams are counted", || {
+        (count() >= WARMUP + N).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(), WARMUP + N);
+    // The data path passed them to the kernel: no policy matches.
+    let stats = l.dp.stats();
+    assert!(
+        common::iface_counter(&stats, &iif, "passed_packets") >= WARMUP + N,
+        "{stats}"
+    );
+    let (code, log) = agent.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{log}");
+}
