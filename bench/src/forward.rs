@@ -5,6 +5,8 @@
 //! `pktpath-drops-1` adds the agent's kernel drop monitor to `pktpath-1` (the sink drops every
 //! frame: one `skb:kfree_skb` event per frame, the monitor's worst case), beside an empty
 //! program on the same tracepoint (`pktpath-kfree-empty-1`), the floor of any program there.
+//! `pktpath-hoplat-1` adds the agent's hop-latency programs (`--hop-latency`) on the
+//! router's two interfaces: every forwarded frame is timed from receive to transmit.
 
 use std::{any::Any, time::Duration};
 
@@ -16,7 +18,7 @@ use pktpath_tests::{
 use serde::Serialize;
 
 use aya::programs::BtfTracePoint;
-use pktpath_core::dropmon::DropMonitor;
+use pktpath_core::{dropmon::DropMonitor, hoplat::HopLatency, sys::netns::NetNs};
 
 use crate::{
     lab::{self, Lab, NftNetdev, ROUTE_TABLE, Scratch, check_stop, ip_batch, median, tc_batch},
@@ -52,6 +54,9 @@ pub enum Kind {
     /// [`Kind::Pktpath`] with an empty program on `skb:kfree_skb` (tp_btf): the floor any
     /// program there costs, against which [`Kind::PktpathDrops`] is judged.
     PktpathKfreeFloor,
+    /// [`Kind::Pktpath`] with the agent's hop-latency programs on the router's two
+    /// interfaces (`pktpath agent --hop-latency`).
+    PktpathHopLatency,
 }
 
 impl Kind {
@@ -65,6 +70,7 @@ impl Kind {
             Kind::PktpathXdpGeneric => "pktpath-xdp-generic",
             Kind::PktpathDrops => "pktpath-drops",
             Kind::PktpathKfreeFloor => "pktpath-kfree-empty",
+            Kind::PktpathHopLatency => "pktpath-hoplat",
         }
     }
 }
@@ -106,7 +112,11 @@ pub fn all() -> Vec<Config> {
         .iter()
         .position(|c| c.kind == Kind::Pktpath && c.ahead == 0)
         .map_or(v.len(), |i| i + 1);
-    for kind in [Kind::PktpathKfreeFloor, Kind::PktpathDrops] {
+    for kind in [
+        Kind::PktpathHopLatency,
+        Kind::PktpathKfreeFloor,
+        Kind::PktpathDrops,
+    ] {
         v.insert(at, Config { kind, ahead: 0 });
     }
     v
@@ -143,6 +153,21 @@ pub struct WithXdp {
 pub struct WithDropMonitor {
     pub route: routecli::Route,
     pub monitor: DropMonitor,
+}
+
+/// pktpath's data path with the hop-latency programs attached; both removed on drop.
+pub struct WithHopLatency {
+    pub route: routecli::Route,
+    /// Held for its programs: detached when dropped.
+    pub _hops: HopLatency,
+}
+
+/// The agent's hop-latency programs on the router's two interfaces, as `pktpath agent
+/// --hop-latency` attaches them in the router's namespace.
+pub fn hop_latency(lab: &Lab) -> anyhow::Result<HopLatency> {
+    let router = NetNs::from_name(&lab.router.name).context("open the router's namespace")?;
+    HopLatency::start_in(router, &[lab.r_in().to_owned(), lab.r_out().to_owned()])
+        .context("start the hop-latency programs")
 }
 
 /// `ip rule`s in the router; deleted (by preference) on drop.
@@ -245,6 +270,11 @@ pub fn setup(lab: &Lab, cfg: Config, dir: &Scratch) -> anyhow::Result<Box<dyn An
             let route = routecli::setup(lab, dir, cfg.ahead)?;
             let monitor = DropMonitor::start().context("start the drop monitor")?;
             Box::new(WithDropMonitor { route, monitor })
+        }
+        Kind::PktpathHopLatency => {
+            let route = routecli::setup(lab, dir, cfg.ahead)?;
+            let hops = hop_latency(lab)?;
+            Box::new(WithHopLatency { route, _hops: hops })
         }
         Kind::PktpathKfreeFloor => {
             let route = routecli::setup(lab, dir, cfg.ahead)?;
@@ -386,6 +416,7 @@ pub fn run() -> anyhow::Result<Results> {
                     .downcast_ref::<WithDropMonitor>()
                     .map(|w| &w.route)
                     .or_else(|| guard.downcast_ref::<WithKfreeFloor>().map(|w| &w.route))
+                    .or_else(|| guard.downcast_ref::<WithHopLatency>().map(|w| &w.route))
                     .or_else(|| guard.downcast_ref::<WithXdp>().map(|w| &w.route))
             });
             let by_pktpath = match route {
@@ -440,6 +471,9 @@ pub fn run() -> anyhow::Result<Results> {
         get("pktpath-1k").unwrap_or(f64::NAN),
         get("pktpath-drops-1").unwrap_or(f64::NAN),
     );
+    if let Some(hops) = get("pktpath-hoplat-1") {
+        eprintln!("forward: pktpath-hoplat-1 / pktpath-1 = {:.3}", hops / p1);
+    }
     if let Some(floor) = get("pktpath-kfree-empty-1") {
         eprintln!(
             "forward: pktpath-drops-1 / pktpath-1 = {:.3}; an empty kfree_skb program alone: {:.3}",

@@ -14,10 +14,12 @@
 //! Each part writes bench/results/<part>.json; then every part present is merged into
 //! bench/results/latest.json and shown as a table. `pktpath-bench table` only merges and
 //! shows; `pktpath-bench cleanup` removes what a killed run may have left.
+//! `pktpath-bench hop-cost [ROUNDS]` times the agent's hop-latency programs (not a part).
 
 mod classify;
 mod cleanup;
 mod forward;
+mod hopcost;
 mod lab;
 mod latency;
 mod report;
@@ -32,7 +34,7 @@ use anyhow::bail;
 
 fn usage() -> String {
     format!(
-        "usage: pktpath-bench [PART...] | table | cleanup | shapes [PROFILE[:N]...] | trace-ladder | trace-overhead | trace-profile | trace-soak [SECS]\nparts: {}",
+        "usage: pktpath-bench [PART...] | table | cleanup | shapes [PROFILE[:N]...] | trace-ladder | trace-overhead | trace-profile | trace-soak [SECS] | hop-cost [ROUNDS]\nparts: {}",
         report::PARTS.join(" ")
     )
 }
@@ -67,7 +69,9 @@ fn run() -> anyhow::Result<()> {
         }
         Some("cleanup") => return cleanup::run(),
         Some("shapes") => return shapes::run(&args[1..]),
-        Some(cmd @ ("trace-ladder" | "trace-overhead" | "trace-profile" | "trace-soak")) => {
+        Some(
+            cmd @ ("trace-ladder" | "trace-overhead" | "trace-profile" | "trace-soak" | "hop-cost"),
+        ) => {
             // SAFETY: geteuid cannot fail.
             if unsafe { libc::geteuid() } != 0 {
                 bail!("run as root (namespaces, links, eBPF)");
@@ -77,6 +81,16 @@ fn run() -> anyhow::Result<()> {
             let r = match cmd {
                 "trace-ladder" => serde_json::to_value(tracer::ladder_only()?)?,
                 "trace-profile" => serde_json::to_value(tracer::profile_only()?)?,
+                "hop-cost" => {
+                    let rounds = match args.get(1) {
+                        Some(s) => anyhow::Context::context(
+                            s.parse::<usize>(),
+                            "hop-cost ROUNDS: a whole number",
+                        )?,
+                        None => 3,
+                    };
+                    serde_json::to_value(hopcost::run(rounds)?)?
+                }
                 "trace-soak" => {
                     let secs = match args.get(1) {
                         Some(s) => anyhow::Context::context(

@@ -10,6 +10,7 @@ mod committed;
 pub mod datapath;
 pub mod doctor;
 pub mod dropmon;
+pub mod hoplat;
 pub mod lab;
 pub mod loader;
 pub mod route;

@@ -50,6 +50,7 @@ offset_accessors!(
     skb_protocol,
     skb_mark,
     skb_dev,
+    skb_skb_iif,
     net_device_name,
     net_device_ifindex,
     net_device_nd_net,

@@ -853,3 +853,271 @@ fn the_drop_monitor_off_switch_loads_nothing() {
     let (code, log) = agent.stop(libc::SIGTERM);
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// The names of the BPF programs process `pid` holds (the `prog_id` of its fds' fdinfo,
+/// named by the kernel's list of loaded programs).
+fn held_program_names(pid: u32) -> Vec<String> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("read fdinfo");
+    let ids: Vec<u32> = fds
+        .filter_map(Result::ok)
+        .filter_map(|fd| {
+            let text = std::fs::read_to_string(fd.path()).ok()?;
+            text.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k == "prog_id").then(|| v.trim().parse().ok())?
+            })
+        })
+        .collect();
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| ids.contains(&p.id()))
+        .map(|p| p.name_as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// One hop-latency histogram as /metrics shows it.
+#[derive(Debug, Default)]
+struct Histogram {
+    count: u64,
+    sum: f64,
+    /// (le, cumulative count), in the order shown.
+    buckets: Vec<(String, u64)>,
+}
+
+/// The `pktpath_hop_latency_seconds` histogram of (iif, oif) in `body` (all zero when
+/// absent), whatever the order of the labels.
+fn hop_histogram(body: &str, iif: &str, oif: &str) -> Histogram {
+    let mut h = Histogram::default();
+    for line in body.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some((name, labels)) = series.split_once('{') else {
+            continue;
+        };
+        let mut labels: Vec<&str> = labels.trim_end_matches('}').split(',').collect();
+        let le = labels.iter().position(|l| l.starts_with("le=")).map(|i| {
+            labels
+                .remove(i)
+                .trim_start_matches("le=")
+                .trim_matches('"')
+                .to_owned()
+        });
+        labels.sort_unstable();
+        if labels != [format!("iif=\"{iif}\""), format!("oif=\"{oif}\"")] {
+            continue;
+        }
+        match (name, le) {
+            ("pktpath_hop_latency_seconds_count", None) => {
+                h.count = value.parse().expect("a count")
+            }
+            ("pktpath_hop_latency_seconds_sum", None) => h.sum = value.parse().expect("a sum"),
+            ("pktpath_hop_latency_seconds_bucket", Some(le)) => {
+                h.buckets.push((le, value.parse().expect("a bucket count")))
+            }
+            _ => {}
+        }
+    }
+    h
+}
+
+/// `--hop-latency`: the agent attaches `hop_rx` and `hop_tx`; datagrams the data path
+/// forwards from the client to up1 are counted in the (client interface, up1 interface)
+/// histogram, exactly as many as were sent (kernel forwarding is off in the router: only
+/// the data path's policies forward, and only the test sends); its buckets are cumulative
+/// and end with `+Inf` = `_count`; `_sum` lies within what the buckets allow; promtool
+/// accepts the exposition and Prometheus reads the count.
+#[test]
+fn hop_latency_histograms_count_exactly_the_packets_forwarded() {
+    const N: u64 = 200;
+    const WARMUP: u64 = 5;
+    let l = Lab::new("agent-hops");
+    let agent = l.agent(&["--hop-latency"]);
+    let pid = agent.child.as_ref().unwrap().id();
+    assert!(
+        agent.log().contains("hop-latency histograms attached"),
+        "{}",
+        agent.log()
+    );
+    let names = held_program_names(pid);
+    for p in ["hop_rx", "hop_tx"] {
+        assert!(names.iter().any(|n| n == p), "{p} in {names:?}");
+    }
+    let (iif, oif) = (l.lab.client_link.a.clone(), l.lab.up1_link.a.clone());
+    let read = || {
+        let body = agent.get("/metrics").expect("GET /metrics").1;
+        (hop_histogram(&body, &iif, &oif), body)
+    };
+    // A few first, until they are counted: the router resolves up1's address meanwhile
+    // (bpf_redirect_neigh queues the packets until then).
+    l.send(STREAM_PORT, WARMUP as usize);
+    let before = wait_for(
+        Duration::from_secs(10),
+        "the warm-up datagrams are counted",
+        || Some(read().0).filter(|h| h.count == WARMUP),
+    );
+
+    l.send(STREAM_PORT, N as usize);
+    let stats = l.dp.stats();
+    assert_eq!(common::policy(&stats, "stream")["packets"], WARMUP + N);
+    let after = wait_for(Duration::from_secs(10), "the datagrams are counted", || {
+        Some(read().0).filter(|h| h.count >= WARMUP + N)
+    });
+    // Nothing more comes later.
+    std::thread::sleep(Duration::from_millis(300));
+    let (again, body) = read();
+    assert_eq!(again.count, after.count, "{body}");
+    for line in body
+        .lines()
+        .filter(|l| l.starts_with("pktpath_hop_latency") && l.contains(&format!("iif=\"{iif}\"")))
+    {
+        eprintln!("{line}");
+    }
+    assert_eq!(again.count - before.count, N, "{body}");
+
+    // Cumulative buckets from 512 ns by powers of two, +Inf last and equal to the count.
+    assert_eq!(again.buckets.len(), 25, "{:?}", again.buckets);
+    assert_eq!(
+        again.buckets.last().unwrap(),
+        &("+Inf".to_owned(), again.count)
+    );
+    assert!(
+        again.buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "{:?}",
+        again.buckets
+    );
+    let bounds: Vec<f64> = again
+        .buckets
+        .iter()
+        .map(|(le, _)| {
+            if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            }
+        })
+        .collect();
+    assert_eq!(bounds[0], 512e-9, "{:?}", again.buckets);
+    assert!(
+        (1..24).all(|i| bounds[i] == 2.0 * bounds[i - 1]),
+        "{:?}",
+        again.buckets
+    );
+    // The sum of the N latencies lies between what their buckets' bounds allow.
+    let (mut low, mut high) = (0.0, 0.0);
+    for i in 0..bounds.len() {
+        let n = |h: &Histogram| {
+            h.buckets.get(i).map_or(0, |b| b.1)
+                - if i == 0 {
+                    0
+                } else {
+                    h.buckets.get(i - 1).map_or(0, |b| b.1)
+                }
+        };
+        let k = (n(&again) - n(&before)) as f64;
+        if k > 0.0 {
+            low += k * if i == 0 { 0.0 } else { bounds[i - 1] };
+            high += k * bounds[i];
+        }
+    }
+    let sum = again.sum - before.sum;
+    assert!(
+        sum > 0.0 && sum >= low * 0.999 && sum <= high * 1.001,
+        "sum {sum} s of {N} latencies, buckets allow {low}..{high}"
+    );
+    assert!(sum / (N as f64) < 0.1, "mean {} s per hop", sum / N as f64);
+    promtool_accepts(&l, &body);
+
+    let prometheus = Prometheus::start(&l.lab.router.name);
+    let query = format!("pktpath_hop_latency_seconds_count{{iif=\"{iif}\",oif=\"{oif}\"}}");
+    wait_for(
+        Duration::from_secs(30),
+        &format!("Prometheus has {query} = {}", again.count),
+        || {
+            let got = prometheus.query(&query);
+            (got.len() == 1
+                && got[0]["value"][1].as_str() == Some(again.count.to_string().as_str()))
+            .then_some(())
+        },
+    );
+    drop(prometheus);
+    let (code, log) = agent.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Without `--hop-latency` the agent holds no hop-latency program (it does hold the drop
+/// monitor's, which the same look finds) and exports no hop-latency metric, while the data
+/// path forwards.
+#[test]
+fn hop_latency_is_off_by_default() {
+    let l = Lab::new("agent-nohops");
+    let agent = l.agent(&[]);
+    let pid = agent.child.as_ref().unwrap().id();
+    let names = held_program_names(pid);
+    assert!(
+        names.iter().any(|n| n == "drops_kfree_skb"),
+        "the look finds the drop monitor's program: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("hop_")),
+        "no hop-latency program: {names:?}"
+    );
+    l.send(STREAM_PORT, 5);
+    let stats = l.dp.stats();
+    assert_eq!(common::policy(&stats, "stream")["packets"], 5);
+    let (_, body) = agent.get("/metrics").expect("GET /metrics");
+    assert!(!body.contains("pktpath_hop_latency"), "{body}");
+    assert!(body.contains("pktpath_policy_packets_total"), "{body}");
+    let (code, log) = agent.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// `--hop-latency` measures the kernel's own forwarding too: with forwarding on in the
+/// router, datagrams no policy matches (the data path passes them to the stack) to up1's
+/// address are forwarded by the kernel (`ip_forward`, then `dev_queue_xmit`), and exactly
+/// as many are counted in the (client interface, up1 interface) histogram.
+#[test]
+fn hop_latency_counts_the_kernels_own_forwarding_too() {
+    const N: u64 = 100;
+    const WARMUP: u64 = 5;
+    let l = Lab::new("agent-hops-kernel");
+    // Dropped before the lab, which sets forwarding off again and then back.
+    let _forwarding =
+        pktpath_tests::SysctlGuard::new(&l.lab.router.name, "net.ipv4.ip_forward", "1");
+    let agent = l.agent(&["--hop-latency"]);
+    let (iif, oif) = (l.lab.client_link.a.clone(), l.lab.up1_link.a.clone());
+    let count = || {
+        let body = agent.get("/metrics").expect("GET /metrics").1;
+        hop_histogram(&body, &iif, &oif).count
+    };
+    let send = |n: u64| {
+        let dst = format!("{}:6000", RouterLab::UP1_4);
+        run::udp(
+            &l.lab.client,
+            &format!("{}:0", RouterLab::CLIENT4),
+            std::iter::repeat_n(dst.as_str(), n as usize),
+            b"pktpath agent test",
+        );
+    };
+    // The router resolves up1's address meanwhile (the kernel queues the packets).
+    send(WARMUP);
+    wait_for(
+        Duration::from_secs(10),
+        "the warm-up datagrams are counted",
+        || (count() == WARMUP).then_some(()),
+    );
+    send(N);
+    wait_for(Duration::from_secs(10), "the datagrams are counted", || {
+        (count() >= WARMUP + N).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(), WARMUP + N);
+    // The data path passed them to the kernel: no policy matches.
+    let stats = l.dp.stats();
+    assert!(
+        common::iface_counter(&stats, &iif, "passed_packets") >= WARMUP + N,
+        "{stats}"
+    );
+    let (code, log) = agent.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{log}");
+}

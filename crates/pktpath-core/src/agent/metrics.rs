@@ -21,6 +21,7 @@
 //! pktpath_kernel_drops_total{reason,interface,netns,netns_name}  counter  kernel drops (skb:kfree_skb)
 //! pktpath_kernel_drops_unkeyed_total             counter  drops that found the key map full
 //! pktpath_kernel_drop_keys                       gauge    keys in use in the kernel's map
+//! pktpath_hop_latency_seconds{iif,oif}           histogram  receive to transmit (--hop-latency)
 //! ```
 
 use std::{
@@ -41,6 +42,7 @@ use super::status::Status;
 use crate::{
     datapath::attach::{self, AttachError, IfaceStats, Layout},
     dropmon::DropMonitor,
+    hoplat::{HopLatency, HopRow},
     sys::netns,
 };
 
@@ -76,6 +78,8 @@ pub struct DatapathCollector {
     index: Mutex<Option<PolicyIndexBox>>,
     /// The kernel drop monitor, when on.
     drops: Option<Arc<DropMonitor>>,
+    /// The hop-latency histograms, when on.
+    hops: Option<Arc<HopLatency>>,
 }
 
 /// [`PolicyIndex`] behind a Debug the collector trait needs.
@@ -96,12 +100,18 @@ impl std::fmt::Debug for PolicyIndexBox {
 const READ_TRIES: usize = 20;
 
 impl DatapathCollector {
-    pub fn new(layout: Layout, status: Arc<Status>, drops: Option<Arc<DropMonitor>>) -> Self {
+    pub fn new(
+        layout: Layout,
+        status: Arc<Status>,
+        drops: Option<Arc<DropMonitor>>,
+        hops: Option<Arc<HopLatency>>,
+    ) -> Self {
         Self {
             layout,
             status,
             index: Mutex::new(None),
             drops,
+            hops,
         }
     }
 
@@ -192,6 +202,31 @@ fn counter(
     encoder
         .encode_descriptor(name, help, None, MetricType::Counter)?
         .encode_counter::<NoLabelSet, u64, f64>(&value, None)
+}
+
+/// The hop-latency histogram family: one histogram per (input, output) interface pair,
+/// cumulative buckets in seconds ending with `+Inf`, `_count` the `+Inf` bucket.
+pub fn hop_histograms(
+    encoder: &mut DescriptorEncoder,
+    rows: &[HopRow],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "pktpath_hop_latency_seconds",
+        "Time from a packet's receive on one of the router's interfaces (netif_receive_skb) to its transmit on one of them (net_dev_start_xmit), by input (iif) and output (oif) interface.",
+        None,
+        MetricType::Histogram,
+    )?;
+    for row in rows {
+        family
+            .encode_family(&[("iif", row.iif.as_str()), ("oif", row.oif.as_str())])?
+            .encode_histogram::<NoLabelSet>(
+                row.sum_ns as f64 / 1e9,
+                row.count(),
+                &row.buckets_by_bound(),
+                None,
+            )?;
+    }
+    Ok(())
 }
 
 /// A counter family: one sample per label set.
@@ -406,6 +441,15 @@ impl Collector for DatapathCollector {
                 ),
             }
         }
+        if let Some(hops) = &self.hops {
+            match hops.read() {
+                Ok(rows) => hop_histograms(e, &rows)?,
+                Err(err) => log::warn!(
+                    "scrape: the hop-latency histograms cannot be read: {}",
+                    super::one_line(&err)
+                ),
+            }
+        }
         if let Some(rss) = resident_bytes() {
             gauge(
                 e,
@@ -425,4 +469,68 @@ pub fn resident_bytes() -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages * u64::try_from(page).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use pktpath_common::hop::{HOP_BUCKETS, hop_bucket};
+    use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+
+    use super::hop_histograms;
+    use crate::hoplat::HopRow;
+
+    #[derive(Debug)]
+    struct Rows(Vec<HopRow>);
+
+    impl Collector for Rows {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            hop_histograms(&mut encoder, &self.0)
+        }
+    }
+
+    /// The exposition of two pairs: cumulative buckets from 512 ns, `+Inf` last and equal
+    /// to `_count`, `_sum` in seconds.
+    #[test]
+    fn hop_histograms_are_cumulative_with_count_and_sum() {
+        let mut a = HopRow {
+            iif: "eth0".into(),
+            oif: "eth1".into(),
+            buckets: [0; HOP_BUCKETS],
+            sum_ns: 0,
+        };
+        for ns in [300, 1_500, 1_600, 40_000, 9_000_000_000] {
+            a.buckets[hop_bucket(ns)] += 1;
+            a.sum_ns += ns;
+        }
+        let mut b = a.clone();
+        b.iif = "eth1".into();
+        b.oif = "eth0".into();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Rows(vec![a, b])));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for want in [
+            "# TYPE pktpath_hop_latency_seconds histogram",
+            "pktpath_hop_latency_seconds_sum{iif=\"eth0\",oif=\"eth1\"} 9.0000434",
+            "pktpath_hop_latency_seconds_count{iif=\"eth0\",oif=\"eth1\"} 5",
+            "pktpath_hop_latency_seconds_bucket{le=\"5.12e-7\",iif=\"eth0\",oif=\"eth1\"} 1",
+            "pktpath_hop_latency_seconds_bucket{le=\"0.000001024\",iif=\"eth0\",oif=\"eth1\"} 1",
+            "pktpath_hop_latency_seconds_bucket{le=\"0.000002048\",iif=\"eth0\",oif=\"eth1\"} 3",
+            "pktpath_hop_latency_seconds_bucket{le=\"4.294967296\",iif=\"eth0\",oif=\"eth1\"} 4",
+            "pktpath_hop_latency_seconds_bucket{le=\"+Inf\",iif=\"eth0\",oif=\"eth1\"} 5",
+            "pktpath_hop_latency_seconds_count{iif=\"eth1\",oif=\"eth0\"} 5",
+        ] {
+            assert!(lines.contains(&want), "{want} in:\n{text}");
+        }
+        let buckets: Vec<u64> = lines
+            .iter()
+            .filter(|l| {
+                l.starts_with("pktpath_hop_latency_seconds_bucket{") && l.contains("iif=\"eth0\"")
+            })
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+            .collect();
+        assert_eq!(buckets.len(), HOP_BUCKETS);
+        assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    }
 }

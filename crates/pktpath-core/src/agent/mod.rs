@@ -7,7 +7,8 @@
 //! SIGTERM/SIGINT stop the agent and leave the data path forwarding (pins stay) unless
 //! `detach_on_exit`. The metrics endpoint ([`http`]) reads the counters from the maps at
 //! scrape time ([`metrics`]). Unless turned off, the kernel drop monitor ([`DropMonitor`])
-//! is attached for the agent's life and read at scrape time too.
+//! is attached for the agent's life and read at scrape time too; when asked for, so are the
+//! hop-latency histograms ([`HopLatency`]) of the configured interfaces.
 //!
 //! Logs: one line per event, through `log` (the binary prints them on stderr).
 
@@ -33,8 +34,9 @@ use self::{
 use crate::{
     datapath::attach::{self, AttachError, Layout, TcMode, Writer},
     dropmon::{DropMonitor, DropMonitorError},
+    hoplat::{HopLatency, HopLatencyError},
     route::{
-        compile::PolicySet,
+        compile::{PolicySet, Topology},
         config::{ConfigError, Source},
     },
     sys::{
@@ -54,6 +56,8 @@ pub enum AgentError {
     Sys(#[from] SysError),
     #[error(transparent)]
     DropMonitor(#[from] DropMonitorError),
+    #[error(transparent)]
+    HopLatency(#[from] HopLatencyError),
     #[error("{what} failed")]
     Watch {
         what: String,
@@ -85,6 +89,9 @@ pub struct Options {
     pub wait: Duration,
     /// Attach the kernel drop monitor (`skb:kfree_skb` counters) for the agent's life.
     pub drop_monitor: bool,
+    /// Attach the hop-latency histograms (receive to transmit on the configured
+    /// interfaces) for the agent's life.
+    pub hop_latency: bool,
 }
 
 /// How long the agent waits after a file event for the rest of an editor's write.
@@ -129,15 +136,30 @@ pub fn run(options: Options) -> Result<(), AgentError> {
         log::info!("kernel drop monitor off (--no-drop-monitor)");
         None
     };
+    let hops = if options.hop_latency {
+        // The configured interfaces, in this (the router's) namespace.
+        let topology = Topology::load(&options.config)?;
+        let names: Vec<String> = topology.interfaces.iter().map(|i| i.name.clone()).collect();
+        let hops = HopLatency::start(&names)?;
+        log::info!(
+            "hop-latency histograms attached to netif_receive_skb and net_dev_start_xmit ({})",
+            hops.interfaces().join(", ")
+        );
+        Some(Arc::new(hops))
+    } else {
+        None
+    };
     let collector = Arc::new(DatapathCollector::new(
         options.layout.clone(),
         status.clone(),
         drops,
+        hops.clone(),
     ));
     let agent = Agent {
         options: options.clone(),
         status: status.clone(),
         collector: options.metrics_listen.map(|_| collector.clone()),
+        hops,
     };
 
     agent.start()?;
@@ -164,6 +186,7 @@ pub fn run(options: Options) -> Result<(), AgentError> {
         if Instant::now() >= next_egress_check {
             next_egress_check = Instant::now() + EGRESS_CHECK;
             agent.check_xdp_egress();
+            agent.refresh_hop_interfaces();
         }
         let mut stop = None;
         for sig in signals.take() {
@@ -205,6 +228,8 @@ struct Agent {
     status: Arc<Status>,
     /// The metrics' collector, warmed after each apply (None without metrics).
     collector: Option<Arc<DatapathCollector>>,
+    /// The hop-latency histograms, when on.
+    hops: Option<Arc<HopLatency>>,
 }
 
 impl Agent {
@@ -297,6 +322,26 @@ impl Agent {
                 }
             }
             Err(e) => log::debug!("XDP egress check: {}", one_line(&e)),
+        }
+    }
+
+    /// Writes the measured interfaces' ifindexes again where they changed (an interface
+    /// deleted and made again), and logs what changed.
+    fn refresh_hop_interfaces(&self) {
+        let Some(hops) = &self.hops else {
+            return;
+        };
+        match hops.refresh() {
+            Ok(changes) => {
+                for (measured, line) in changes {
+                    if measured {
+                        log::info!("{line}");
+                    } else {
+                        log::warn!("{line}");
+                    }
+                }
+            }
+            Err(e) => log::warn!("hop latency: {}", one_line(&e)),
         }
     }
 

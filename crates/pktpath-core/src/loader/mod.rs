@@ -23,6 +23,8 @@ pub enum Object {
     Tracer,
     /// The agent's kernel drop monitor (`skb:kfree_skb` counters).
     Drops,
+    /// The agent's hop-latency histograms (receive to transmit on the router's interfaces).
+    HopLatency,
     /// The TC data path.
     Datapath,
 }
@@ -34,13 +36,14 @@ impl Object {
             Self::Probe => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe")),
             Self::Tracer => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer")),
             Self::Drops => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drops")),
+            Self::HopLatency => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hoplat")),
             Self::Datapath => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/datapath")),
         }
     }
 
     /// Whether the object reads kernel structs and so needs [`KernelOffsets`].
     pub fn needs_offsets(self) -> bool {
-        matches!(self, Self::Tracer | Self::Drops)
+        matches!(self, Self::Tracer | Self::Drops | Self::HopLatency)
     }
 
     /// The array with a slot per CPU the object holds, which loading sizes to the
@@ -165,12 +168,13 @@ mod tests {
     /// iteration (built from compiler_builtins for the BPF target).
     const BYTEWISE: [&str; 5] = ["memcpy", "memmove", "memset", "memcmp", "bcmp"];
 
-    /// The tracer's hooks and the data path run for every packet: an array or struct copy
-    /// that the compiler turned into a call to a byte-at-a-time function costs hundreds of
-    /// instructions there (see `pktpath_ebpf::mem`). Neither object calls one.
+    /// The tracer's hooks, the data path and the hop-latency programs run for every packet:
+    /// an array or struct copy that the compiler turned into a call to a byte-at-a-time
+    /// function costs hundreds of instructions there (see `pktpath_ebpf::mem`). No such
+    /// object calls one.
     #[test]
     fn per_packet_programs_call_no_bytewise_memory_function() {
-        for obj in [Object::Tracer, Object::Datapath] {
+        for obj in [Object::Tracer, Object::Datapath, Object::HopLatency] {
             let file = object::File::parse(obj.bytes()).unwrap();
             let mut calls = Vec::new();
             for section in file.sections() {

@@ -32,6 +32,11 @@ use crate::exit;
 /// the kernel drops, per CPU in the kernel, by drop reason, interface and network
 /// namespace (pktpath_kernel_drops_total); detached when the agent stops.
 ///
+/// Hop latency: with --hop-latency, two programs (netif_receive_skb, net_dev_start_xmit)
+/// time each packet from its receive on one of the configured interfaces to its transmit
+/// on one of them and count it, per CPU in the kernel, in log-scale buckets by input and
+/// output interface (the pktpath_hop_latency_seconds histograms); off by default.
+///
 /// Examples:
 ///   pktpath agent --config /etc/pktpath/configuration.json --runtime /etc/pktpath/runtimeConfiguration.json
 ///   pktpath agent --config c.json --runtime r.json --metrics-listen 127.0.0.1:9471
@@ -40,8 +45,9 @@ use crate::exit;
 /// Needs what `route attach` needs: CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, a writable
 /// state directory (--state-dir) and pin directory parent.
 ///
-/// Exit status: 0 after SIGTERM/SIGINT; 1 when the data path or the drop monitor cannot be
-/// attached or the metrics address cannot be bound; 3 without those capabilities.
+/// Exit status: 0 after SIGTERM/SIGINT; 1 when the data path, the drop monitor or the
+/// hop-latency programs cannot be attached or the metrics address cannot be bound; 3
+/// without those capabilities.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -74,6 +80,10 @@ pub struct Args {
     /// Do not attach the kernel drop monitor (skb:kfree_skb): no pktpath_kernel_drops_* metrics.
     #[arg(long)]
     no_drop_monitor: bool,
+    /// Time each packet from its receive on a configured interface to its transmit on one
+    /// (tp_btf on netif_receive_skb and net_dev_start_xmit): pktpath_hop_latency_seconds.
+    #[arg(long)]
+    hop_latency: bool,
     #[command(flatten)]
     wait: WaitArg,
 }
@@ -92,6 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         detach_on_exit: args.detach_on_exit,
         wait: args.wait.wait,
         drop_monitor: !args.no_drop_monitor,
+        hop_latency: args.hop_latency,
     })?;
     Ok(exit::OK)
 }
