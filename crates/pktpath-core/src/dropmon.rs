@@ -14,7 +14,7 @@
 use aya::{
     Ebpf,
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
-    programs::{BtfTracePoint, ProgramError},
+    programs::ProgramError,
 };
 use std::{collections::HashMap, sync::Mutex};
 
@@ -252,31 +252,15 @@ fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, DropMonitorErro
 where
     M: TryFrom<aya::maps::Map, Error = MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(DropMonitorError::Map {
-        name,
-        source: MapError::InvalidName {
-            name: name.to_owned(),
-        },
-    })?;
-    M::try_from(map).map_err(|source| DropMonitorError::Map { name, source })
+    crate::loader::take_map(ebpf, name)
+        .map_err(|(name, source)| DropMonitorError::Map { name, source })
 }
 
-/// Loads program `name` of `ebpf` and attaches it to tp_btf `tracepoint`; returns its id.
 fn attach(
     ebpf: &mut Ebpf,
     name: &str,
     tracepoint: &str,
     btf: &aya::Btf,
 ) -> Result<u32, DropMonitorError> {
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(DropMonitorError::Program(
-            ProgramError::UnexpectedProgramType,
-        ))?
-        .try_into()
-        .map_err(DropMonitorError::Program)?;
-    prog.load(tracepoint, btf)
-        .map_err(DropMonitorError::Program)?;
-    prog.attach().map_err(DropMonitorError::Program)?;
-    Ok(prog.info().map_err(DropMonitorError::Program)?.id())
+    crate::loader::attach_tp_btf(ebpf, name, tracepoint, btf).map_err(DropMonitorError::Program)
 }

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use aya::{
     Ebpf,
     maps::{Array, MapData, MapError, PerCpuArray},
-    programs::{BtfTracePoint, ProgramError},
+    programs::ProgramError,
 };
 use pktpath_common::hop::{
     GLOBAL_HOP_IFACES, GLOBAL_HOP_NETNS, HOP_BUCKETS, HOP_IFACES_MAX, HOP_IFINDEX_MAX,
@@ -308,33 +308,17 @@ fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, HopLatencyError
 where
     M: TryFrom<aya::maps::Map, Error = MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(HopLatencyError::Map {
-        name,
-        source: MapError::InvalidName {
-            name: name.to_owned(),
-        },
-    })?;
-    M::try_from(map).map_err(|source| HopLatencyError::Map { name, source })
+    crate::loader::take_map(ebpf, name)
+        .map_err(|(name, source)| HopLatencyError::Map { name, source })
 }
 
-/// Loads program `name` of `ebpf` and attaches it to tp_btf `tracepoint`; returns its id.
 fn attach(
     ebpf: &mut Ebpf,
     name: &str,
     tracepoint: &str,
     btf: &aya::Btf,
 ) -> Result<u32, HopLatencyError> {
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(HopLatencyError::Program(
-            ProgramError::UnexpectedProgramType,
-        ))?
-        .try_into()
-        .map_err(HopLatencyError::Program)?;
-    prog.load(tracepoint, btf)
-        .map_err(HopLatencyError::Program)?;
-    prog.attach().map_err(HopLatencyError::Program)?;
-    Ok(prog.info().map_err(HopLatencyError::Program)?.id())
+    crate::loader::attach_tp_btf(ebpf, name, tracepoint, btf).map_err(HopLatencyError::Program)
 }
 
 #[cfg(test)]

@@ -158,6 +158,40 @@ fn set_globals<'a>(loader: &mut EbpfLoader<'a>, globals: &'a [(&'a str, GlobalVa
     }
 }
 
+/// Takes map `name` out of a loaded object as a `M`; on failure, the map's name and why.
+pub fn take_map<M>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<M, (&'static str, aya::maps::MapError)>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or((
+        name,
+        aya::maps::MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    ))?;
+    M::try_from(map).map_err(|source| (name, source))
+}
+
+/// Loads program `name` of a loaded object and attaches it to tp_btf `tracepoint`; returns
+/// its kernel id. The link lives as long as the object.
+pub fn attach_tp_btf(
+    ebpf: &mut Ebpf,
+    name: &str,
+    tracepoint: &str,
+    btf: &aya::Btf,
+) -> Result<u32, aya::programs::ProgramError> {
+    let prog: &mut aya::programs::BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
+        .try_into()?;
+    prog.load(tracepoint, btf)?;
+    prog.attach()?;
+    Ok(prog.info()?.id())
+}
+
 #[cfg(test)]
 mod tests {
     use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget};
