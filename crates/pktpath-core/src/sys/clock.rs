@@ -52,6 +52,11 @@ impl MonotonicToRealtime {
     }
 }
 
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> Result<u64, SysError> {
+    Ok(now_ns(libc::CLOCK_MONOTONIC, "clock_gettime(CLOCK_MONOTONIC)")? as u64)
+}
+
 fn now_ns(clock: libc::clockid_t, call: &'static str) -> Result<i128, SysError> {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -115,6 +115,11 @@ impl Startup {
 /// Most records one [`Collector::poll`] hands over.
 pub const MAX_BATCH: usize = 65_536;
 
+/// How long a record of one ring waits for older records of the other (a trace following
+/// the data path's decisions reads two rings): far more than a record takes from its time
+/// to its ring.
+const HOLD_NS: u64 = 2_000_000;
+
 /// A running trace: the loaded tracer with its hooks attached.
 pub struct Collector {
     ring: RingBuf<MapData>,
@@ -125,6 +130,11 @@ pub struct Collector {
     startup: Startup,
     /// The data path's decisions, when the trace follows them.
     tap: Option<super::tap::Tap>,
+    /// Records of both rings read but not handed over yet: younger than [`HOLD_NS`], so
+    /// the other ring may still hold an older one (see `drain`).
+    held: Vec<Record>,
+    /// Hand over every held record at the next read (the trace is ending).
+    release: bool,
     // Last: programs and links are released after the maps are closed.
     _ebpf: Ebpf,
 }
@@ -252,6 +262,8 @@ impl Collector {
                 ..startup
             },
             tap: None,
+            held: Vec::new(),
+            release: false,
             _ebpf: ebpf,
         })
     }
@@ -307,6 +319,12 @@ impl Collector {
         Ok(n)
     }
 
+    /// Hands over the records held back at the next read, however young: the trace
+    /// ends, nothing older can come.
+    pub fn release_held(&mut self) {
+        self.release = true;
+    }
+
     /// Follows the decisions of the data path `tap` listens to: they arrive as
     /// [`Record::Tc`] and [`Record::Xdp`], in time order with the hooks' records of the
     /// same poll round.
@@ -323,13 +341,20 @@ impl Collector {
         let Some(tap) = &mut self.tap else {
             return Self::drain_ring(&mut self.ring, f);
         };
-        // Two rings: merge the round by time, so a decision lands between the hooks the
-        // packet met before and after the program. The decisions are read first: each was
-        // written before the hooks' ring is read, and so were the hooks its packet met
-        // before it, which are then in the same round. (Read the other way round, a
-        // decision could come a round before those, and be taken for that of a packet the
-        // trace does not follow.)
-        let mut round = Vec::new();
+        // Two rings: merged by time, so a decision lands between the hooks the packet met
+        // before and after the program. A record is written within microseconds of its
+        // time, so every record older than HOLD_NS before this read began is in one ring
+        // or the other by now: those are handed over in time order, the younger ones held
+        // for the next read. (Handed over as read, a decision could come a round before
+        // the hooks its packet met first, or after its whole journey.)
+        let cutoff = if self.release {
+            u64::MAX
+        } else {
+            crate::sys::clock::monotonic_ns()
+                .map_err(TraceError::from)?
+                .saturating_sub(HOLD_NS)
+        };
+        let mut round = std::mem::take(&mut self.held);
         while round.len() < MAX_BATCH
             && let Some(ev) = tap.next_event()
         {
@@ -337,6 +362,8 @@ impl Collector {
         }
         Self::drain_ring(&mut self.ring, &mut |r| round.push(r))?;
         round.sort_by_key(Record::ts_ns);
+        let ready = round.partition_point(|r| r.ts_ns() <= cutoff);
+        self.held = round.split_off(ready);
         let n = round.len();
         round.into_iter().for_each(f);
         Ok(n)

@@ -106,13 +106,22 @@ impl Session {
         let mut lost_reported = 0;
         let mut lost_checked = Instant::now();
         let mut result = Ok(());
-        while !stop()
-            && count.is_none_or(|c| events < c)
-            && deadline.is_none_or(|d| Instant::now() < d)
-        {
-            let wait = deadline.map_or(POLL_WAIT, |d| {
-                d.saturating_duration_since(Instant::now()).min(POLL_WAIT)
-            });
+        let mut last = false;
+        while !last {
+            // The trace ends: one more read hands over what the collector held back.
+            last = stop()
+                || count.is_some_and(|c| events >= c)
+                || deadline.is_some_and(|d| Instant::now() >= d);
+            if last {
+                self.collector.release_held();
+            }
+            let wait = if last {
+                Duration::ZERO
+            } else {
+                deadline.map_or(POLL_WAIT, |d| {
+                    d.saturating_duration_since(Instant::now()).min(POLL_WAIT)
+                })
+            };
             let mut write_err = None;
             let (builder, filtered) = (&mut self.builder, self.options.filtered);
             let polled = self.collector.poll(wait, |rec| {
