@@ -76,8 +76,10 @@ pub struct KernelOffsets {
     /// empty).
     pub sock_receive_queue: u32,
     pub sock_receive_queue_prev: u32,
+    /// `skb_shared_info.dataref` (at `head + end`): how many skbs share the data.
+    pub shinfo_dataref: u32,
 }
-crate::assert_size!(KernelOffsets, 48 * 4);
+crate::assert_size!(KernelOffsets, 49 * 4);
 crate::impl_pod!(KernelOffsets);
 
 impl KernelOffsets {
@@ -131,6 +133,7 @@ impl KernelOffsets {
         sock_family: 0,
         sock_receive_queue: 0,
         sock_receive_queue_prev: 0,
+        shinfo_dataref: 0,
     };
 }
 

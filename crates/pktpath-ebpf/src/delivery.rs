@@ -9,7 +9,7 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::PerCpuArray};
 
-use crate::kernel::{Offsets, load_at};
+use crate::kernel::{Offsets, load_at, read_at};
 
 /// `AF_INET`, `AF_INET6`.
 const AF_INET: u16 = 2;
@@ -67,6 +67,10 @@ pub fn note(off: Offsets, sk: u64, slot: &PerCpuArray<Noted>) -> Result<(), i32>
     Ok(())
 }
 
+/// The count of skbs sharing the data in `skb_shared_info.dataref` (the high half counts
+/// header-less references).
+const SKB_DATAREF_MASK: u32 = 0xffff;
+
 /// At a free with a drop reason: whether `skb` is the original of the clone this CPU
 /// noted last (forgotten then). Only a cloned skb can be; most drops are of skbs never
 /// cloned, and cost no more than that check.
@@ -85,8 +89,15 @@ pub fn take(off: Offsets, skb: u64, slot: &PerCpuArray<Noted>) -> bool {
         // SAFETY: no preconditions.
         let now = bpf_ktime_get_ns();
         if head != 0 && (*noted).head == head && now.wrapping_sub((*noted).at_ns) < WINDOW_NS {
-            (*noted).head = 0;
-            return true;
+            // The clone still holds the data: this is its original. A buffer that only has
+            // the address of the clone's (freed and reused since, its `cloned` bit left
+            // from a tap that has let go) has no other reference.
+            let end: u32 = load_at(skb, off.skb_end());
+            let dataref: u32 = read_at(head + u64::from(end), off.shinfo_dataref()).unwrap_or(0);
+            if dataref & SKB_DATAREF_MASK > 1 {
+                (*noted).head = 0;
+                return true;
+            }
         }
     }
     false

@@ -83,6 +83,8 @@ offset_accessors!(
     sock_family,
     sock_receive_queue,
     sock_receive_queue_prev,
+    skb_end,
+    shinfo_dataref,
 );
 
 impl Offsets {

@@ -63,5 +63,6 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         sock_family: btf.member_offset("sock", "__sk_common.skc_family")?,
         sock_receive_queue: btf.member_offset("sock", "sk_receive_queue")?,
         sock_receive_queue_prev: btf.member_offset("sock", "sk_receive_queue.prev")?,
+        shinfo_dataref: btf.member_offset("skb_shared_info", "dataref")?,
     })
 }
