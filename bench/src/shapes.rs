@@ -145,7 +145,7 @@ fn model_ns(w: &classifier::Probe) -> f64 {
 
 /// The tree shape the environment asks for: `PKTPATH_SHAPE=default|roomy`, then
 /// `PKTPATH_LEAF_RULES`, `PKTPATH_SPACE_FACTOR`, `PKTPATH_CELL_FACTOR`, `PKTPATH_CUT_GAIN`,
-/// `PKTPATH_COPY_QUANTILE` over it; None (what `route apply` compiles) when none is set.
+/// `PKTPATH_COPY_QUANTILE`, `PKTPATH_CLASS_CUT_RULES` over it; None (what `route apply` compiles) when none is set.
 fn shape_params() -> Option<classifier::Params> {
     let vars = [
         "PKTPATH_SHAPE",
@@ -154,6 +154,7 @@ fn shape_params() -> Option<classifier::Params> {
         "PKTPATH_CELL_FACTOR",
         "PKTPATH_CUT_GAIN",
         "PKTPATH_COPY_QUANTILE",
+        "PKTPATH_CLASS_CUT_RULES",
     ];
     if !vars.iter().any(|v| std::env::var_os(v).is_some()) {
         return None;
@@ -168,6 +169,7 @@ fn shape_params() -> Option<classifier::Params> {
         cell_factor: env_or("PKTPATH_CELL_FACTOR", base.cell_factor),
         cut_gain: env_or("PKTPATH_CUT_GAIN", base.cut_gain),
         copy_quantile: env_or("PKTPATH_COPY_QUANTILE", base.copy_quantile),
+        class_cut_rules: env_or("PKTPATH_CLASS_CUT_RULES", base.class_cut_rules),
         ..base
     })
 }

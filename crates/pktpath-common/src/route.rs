@@ -175,8 +175,9 @@ pub const KEY_PROTO: usize = 10;
 pub const KEY_IIF: usize = 11;
 pub const KEY_DSCP: usize = 12;
 pub const KEY_MARK: usize = 13;
-/// The packet's class for priority bounds ([`packet_class`]), computed once per packet;
-/// no rule matches on it.
+/// The packet's class ([`packet_class`]), computed once per packet: no rule names it, but
+/// trees may cut on it (a rule goes to the slices of the classes it may match), and
+/// subtrees keep a priority bound per class.
 pub const KEY_CLASS: usize = 14;
 /// Words of a [`ClassKey`] (a power of two: a node's word index is masked with
 /// `KEY_WORDS - 1`).
@@ -184,23 +185,32 @@ pub const KEY_WORDS: usize = 16;
 /// The port word of a packet that carries no ports: outside every port range.
 pub const NO_PORT: u32 = 0x1_0000;
 
-/// Classes of packets (by protocol and destination port) that subtrees keep a priority
-/// bound for: the best priority among their rules that a packet of the class may match.
-/// A side subtree of broad addresses often holds only rules for other protocols or ports
-/// than the packet's, and is then skipped without a walk.
-pub const BOUND_CLASSES: usize = 6;
+/// Classes of packets, by protocol and ports ([`packet_class`]). Subtrees keep a priority
+/// bound per class: the best priority among their rules that a packet of the class may
+/// match (a side subtree of broad addresses often holds only rules for other protocols or
+/// ports than the packet's, and is then skipped without a walk). Trees may also cut on the
+/// class, so that a leaf holds only rules a packet reaching it may match: most rules a
+/// leaf checks in vain differ from the packet in protocol or ports, not in addresses.
+pub const BOUND_CLASSES: usize = 10;
 
-/// A packet's class for priority bounds: TCP and UDP by destination port below 1024 or
-/// not (a packet without ports, [`NO_PORT`], counts as below), ICMP (1 or 58), the rest.
+/// A packet's class: TCP (0-3) and UDP (4-7) by destination port (bit 0) and source
+/// port (bit 1) at or above 1024 (a packet without ports, [`NO_PORT`], counts as below),
+/// ICMP (1 or 58: 8), the rest (9).
 #[inline(always)]
-pub const fn packet_class(proto: u32, dport: u32) -> u32 {
-    let high = (dport >= 1024 && dport < NO_PORT) as u32;
+pub const fn packet_class(proto: u32, sport: u32, dport: u32) -> u32 {
+    let ports = high_port(dport) | high_port(sport) << 1;
     match proto {
-        6 => high,
-        17 => 2 + high,
-        1 | 58 => 4,
-        _ => 5,
+        6 => ports,
+        17 => 4 + ports,
+        1 | 58 => 8,
+        _ => 9,
     }
+}
+
+/// 1 for a port word at or above 1024 (and not [`NO_PORT`]).
+#[inline(always)]
+const fn high_port(port: u32) -> u32 {
+    (port >= 1024 && port < NO_PORT) as u32
 }
 
 /// A packet's key words.
@@ -268,7 +278,7 @@ pub struct TreeRoot {
     pub node: Node,
     pub bounds: [u32; BOUND_CLASSES],
 }
-crate::assert_size!(TreeRoot, 32);
+crate::assert_size!(TreeRoot, 8 + 4 * BOUND_CLASSES);
 crate::impl_pod!(TreeRoot);
 
 /// A generation's trees: the entry of ROUTE_TREES the program reads once per packet.
@@ -283,7 +293,10 @@ pub struct GenTables {
     /// Roots by family, best priority first.
     pub roots: [[TreeRoot; MAX_TREES as usize]; 2],
 }
-crate::assert_size!(GenTables, 16 + 2 * 32 * MAX_TREES as usize);
+crate::assert_size!(
+    GenTables,
+    16 + 2 * (8 + 4 * BOUND_CLASSES) * MAX_TREES as usize
+);
 crate::impl_pod!(GenTables);
 
 /// What a matching policy does.
@@ -380,13 +393,19 @@ impl RuleMatch {
         let any_proto = f & MATCH_PROTO == 0;
         let dport_meets =
             |lo: u16, hi: u16| f & MATCH_DPORT == 0 || (self.dport_lo <= hi && lo <= self.dport_hi);
+        let sport_meets =
+            |lo: u16, hi: u16| f & MATCH_SPORT == 0 || (self.sport_lo <= hi && lo <= self.sport_hi);
+        // The port ranges of a TCP or UDP class (bit 0: destination, bit 1: source high).
+        let half = |high: bool| if high { (1024, 65535) } else { (0, 1023) };
+        let ports = |c: u32| {
+            let (d, s) = (half(c & 1 != 0), half(c & 2 != 0));
+            dport_meets(d.0, d.1) && sport_meets(s.0, s.1)
+        };
         match class {
-            0 => (any_proto || self.proto == 6) && dport_meets(0, 1023),
-            1 => (any_proto || self.proto == 6) && dport_meets(1024, 65535),
-            2 => (any_proto || self.proto == 17) && dport_meets(0, 1023),
-            3 => (any_proto || self.proto == 17) && dport_meets(1024, 65535),
+            0..=3 => (any_proto || self.proto == 6) && ports(class),
+            4..=7 => (any_proto || self.proto == 17) && ports(class),
             // No ports: a rule on a port never matches.
-            4 => {
+            8 => {
                 (any_proto || self.proto == 1 || self.proto == 58)
                     && f & (MATCH_DPORT | MATCH_SPORT) == 0
             }

@@ -30,7 +30,7 @@ pub fn fill_key(k: &mut ClassKey, p: &Parsed, ifindex: u32, mark: u32) {
     w[KEY_IIF] = ifindex;
     w[KEY_DSCP] = p.dscp as u32;
     w[KEY_MARK] = mark;
-    w[KEY_CLASS] = packet_class(p.proto as u32, dport);
+    w[KEY_CLASS] = packet_class(p.proto as u32, sport, dport);
 }
 
 /// Whether rule `r` accepts the packet with key `k` (`v6`: compare all four address words,

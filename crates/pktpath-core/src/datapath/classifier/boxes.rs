@@ -3,20 +3,21 @@
 //!
 //! Every word is matched ternary: by pieces of (value, mask). A prefix, an exact value and
 //! a mark match are one piece; a port range is the union of its prefix cover (a few
-//! pieces). A node's region fixes, per word, the bits the cuts above it took; its slices'
+//! pieces); the packet class word ([`KEY_CLASS`]), which no rule names, is the union of
+//! the classes the rule may match. A node's region fixes, per word, the bits the cuts above it took; its slices'
 //! regions fix the cut bits too. Ports live in a 17-bit domain: 0-65535, and
 //! [`NO_PORT`] for packets without ports, which only a rule without a port constraint
 //! (the empty piece) reaches.
 
 use pktpath_common::route::{
-    KEY_DPORT, KEY_DSCP, KEY_DST, KEY_IIF, KEY_MARK, KEY_PROTO, KEY_SPORT, KEY_SRC, NO_PORT,
-    prefix_word_mask,
+    BOUND_CLASSES, KEY_CLASS, KEY_DPORT, KEY_DSCP, KEY_DST, KEY_IIF, KEY_MARK, KEY_PROTO,
+    KEY_SPORT, KEY_SRC, NO_PORT, prefix_word_mask,
 };
 
-use super::rule::Rule;
+use super::rule::{Rule, rule_match};
 
 /// Key words a tree may cut (every word of a [`pktpath_common::route::ClassKey`] in use).
-pub(super) const DIMS: usize = 14;
+pub(super) const DIMS: usize = 15;
 
 /// Bits `mask` of a word equal to those of `value`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -43,19 +44,23 @@ impl Piece {
 /// The fixed bits of each word.
 pub(super) type Region = [Piece; DIMS];
 
+/// The bits of the class word (classes 0 to [`BOUND_CLASSES`] - 1).
+const CLASS_BITS: u32 = (BOUND_CLASSES as u32).next_power_of_two() - 1;
+
 /// The bits a word can have set.
 pub(super) fn width(d: usize) -> u32 {
     match d {
         KEY_PROTO => 0xff,
         KEY_DSCP => 0x3f,
         KEY_SPORT | KEY_DPORT => NO_PORT | 0xffff,
+        KEY_CLASS => CLASS_BITS,
         _ => u32::MAX,
     }
 }
 
-/// Port words hold unions of pieces (see [`BRule::pieces`]).
-pub(super) fn is_port(d: usize) -> bool {
-    d == KEY_SPORT || d == KEY_DPORT
+/// Words that hold unions of pieces (see [`BRule::pieces`]).
+pub(super) fn is_union(d: usize) -> bool {
+    d == KEY_SPORT || d == KEY_DPORT || d == KEY_CLASS
 }
 
 /// A cut: `2^bits` slices of word `dim` by its bits `shift..shift + bits`.
@@ -130,6 +135,8 @@ pub(super) struct BRule {
     one: [Piece; DIMS],
     /// The pieces of the source and destination port ranges.
     ports: [Vec<Piece>; 2],
+    /// The packet classes the rule may match (one piece each; any when all).
+    classes: Vec<Piece>,
     pub priority: u32,
     /// Index in the compiled rule list.
     pub global: u32,
@@ -168,8 +175,20 @@ impl BRule {
             value: v & m,
             mask: m,
         });
+        let m = rule_match(rule, 0);
+        let mut classes: Vec<Piece> = (0..BOUND_CLASSES as u32)
+            .filter(|&c| m.may_match_class(c))
+            .map(|c| Piece {
+                value: c,
+                mask: width(KEY_CLASS),
+            })
+            .collect();
+        if classes.len() == BOUND_CLASSES {
+            classes = vec![Piece::ANY];
+        }
         Self {
             one,
+            classes,
             ports: [port_pieces(rule.sport), port_pieces(rule.dport)],
             priority: rule.priority,
             global,
@@ -181,16 +200,20 @@ impl BRule {
         match d {
             KEY_SPORT => &self.ports[0],
             KEY_DPORT => &self.ports[1],
+            KEY_CLASS => &self.classes,
             _ => std::slice::from_ref(&self.one[d]),
         }
     }
 
-    /// Whether the rule matches every key of `region` (on the words `dims`). A port
+    /// Whether the rule matches every packet of `region` (on the words `dims`). A port
     /// range covers when one of its prefixes does: a sufficient test, which is all
-    /// dropping hidden rules needs.
+    /// dropping hidden rules needs. The class word is left out: it follows from the
+    /// protocol and ports, so a rule that covers the region on those covers its packets
+    /// whatever their class (a TCP rule never covers a region that does not fix the
+    /// class, though it matches all of its TCP packets).
     pub fn covers(&self, region: &Region, dims: &[usize]) -> bool {
         dims.iter()
-            .all(|&d| self.pieces(d).iter().any(|p| p.covers(region[d])))
+            .all(|&d| d == KEY_CLASS || self.pieces(d).iter().any(|p| p.covers(region[d])))
     }
 
     /// The prefix length of an address (source at [`KEY_SRC`], destination at
@@ -220,11 +243,12 @@ pub(super) const ALL_DIMS: [usize; DIMS] = [
     KEY_IIF,
     KEY_DSCP,
     KEY_MARK,
+    KEY_CLASS,
 ];
 
 /// The words of an IPv4 tree.
-pub(super) const V4_DIMS: [usize; 8] = [
-    KEY_SRC, KEY_DST, KEY_SPORT, KEY_DPORT, KEY_PROTO, KEY_IIF, KEY_DSCP, KEY_MARK,
+pub(super) const V4_DIMS: [usize; 9] = [
+    KEY_SRC, KEY_DST, KEY_SPORT, KEY_DPORT, KEY_PROTO, KEY_IIF, KEY_DSCP, KEY_MARK, KEY_CLASS,
 ];
 
 #[cfg(test)]

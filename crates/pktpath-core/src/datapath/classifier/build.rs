@@ -4,14 +4,15 @@
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use pktpath_common::route::{
-    CHUNK_SLOT_BITS, FAMILY_V4, KEY_DST, KEY_SRC, LEAF_TARGET, MAX_CHUNKS, MAX_DEPTH,
+    CHUNK_SLOT_BITS, FAMILY_V4, KEY_CLASS, KEY_DST, KEY_SRC, LEAF_TARGET, MAX_CHUNKS, MAX_DEPTH,
     MAX_LEAF_RULES, MAX_PATH_SIDES, MAX_SIDE_NESTING, MAX_TREES, SIDE_SLOTS,
 };
 
 use super::{
     Params,
     boxes::{
-        ALL_DIMS, BRule, Cut, DIMS, Piece, Region, V4_DIMS, child_region, intersect, is_port, width,
+        ALL_DIMS, BRule, Cut, DIMS, Piece, Region, V4_DIMS, child_region, intersect, is_union,
+        width,
     },
     rule::{CompileError, Rule},
 };
@@ -412,7 +413,7 @@ impl Builder<'_> {
         list.iter()
             .map(|&i| {
                 let pieces = self.rule(i).pieces(d);
-                let reached = if is_port(d) && pieces.len() > 1 {
+                let reached = if is_union(d) && pieces.len() > 1 {
                     pieces
                         .iter()
                         .enumerate()
@@ -552,7 +553,7 @@ impl Builder<'_> {
                 merged.truncate(p + 1);
             }
             max = max.max(merged.len());
-            if is_port(cut.dim) || seen.insert(merged.clone()) {
+            if is_union(cut.dim) || seen.insert(merged.clone()) {
                 sum += merged.len();
             }
         }
@@ -563,6 +564,11 @@ impl Builder<'_> {
     fn candidates(&self, list: &[u32], reach: &Region) -> Vec<(usize, u32, u32)> {
         let mut out = Vec::new();
         for &d in self.dims {
+            // A cut on the class high in a tree copies every rule for any protocol into
+            // every class: tables grew by half and more at 100k policies.
+            if d == KEY_CLASS && list.len() > self.params.class_cut_rules {
+                continue;
+            }
             let (mut ones, mut zeros) = (0u32, 0u32);
             for &i in list {
                 for p in self.rule(i).pieces(d) {

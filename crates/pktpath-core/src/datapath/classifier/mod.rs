@@ -66,6 +66,13 @@ pub struct Params {
     /// the node's other rules are copied into every slice instead (a few of them), so the
     /// side's best priority prunes its walk more often. 0: none.
     pub copy_quantile: usize,
+    /// Largest node that may cut on the packet's class ([`KEY_CLASS`]): a class cut copies
+    /// each rule for any protocol into every class, which low in a tree costs a few
+    /// copies and saves the rule checks a leaf makes in vain, and high in a tree
+    /// multiplies the tables.
+    ///
+    /// [`KEY_CLASS`]: pktpath_common::route::KEY_CLASS
+    pub class_cut_rules: usize,
     /// Three trees per family, by which address is specific (see the module's docs);
     /// otherwise one.
     pub split_trees: bool,
@@ -87,6 +94,7 @@ impl Default for Params {
             cell_factor: 4,
             cut_gain: 4,
             copy_quantile: 0,
+            class_cut_rules: 128,
             split_trees: false,
             max_mib: u64::MAX,
             far_all: false,
@@ -103,6 +111,7 @@ impl Params {
             cell_factor: 64,
             cut_gain: 1,
             copy_quantile: 75,
+            class_cut_rules: 512,
             split_trees: true,
             max_mib: ROOMY_MIB,
             ..Self::default()

@@ -100,7 +100,7 @@ pub fn key_of(p: &PacketFields) -> ClassKey {
     k.words[KEY_IIF] = p.iif;
     k.words[KEY_DSCP] = (p.dscp & 0x3f) as u32;
     k.words[KEY_MARK] = p.mark;
-    k.words[KEY_CLASS] = packet_class(p.proto as u32, dport);
+    k.words[KEY_CLASS] = packet_class(p.proto as u32, sport, dport);
     k
 }
 

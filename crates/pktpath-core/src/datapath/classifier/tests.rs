@@ -260,12 +260,21 @@ proptest! {
         let plan = Slots::default().plan(&set).unwrap();
         let rules = policy::rules(&set, &ifaces, &plan.slots).unwrap();
         // The default shape; the roomy one (more copies, a side's best rules copied into
-        // the slices); deep trees of tiny leaves with few copies allowed, each node a walk
-        // of its own (as if in a chunk of its own); one leaf per tree, longer than a walk
-        // checks (its rest walked after).
+        // the slices); the packet class cut at every node, and never; deep trees of tiny
+        // leaves with few copies allowed, each node a walk of its own (as if in a chunk of
+        // its own); one leaf per tree, longer than a walk checks (its rest walked after).
         for params in [
             Params::default(),
             Params::roomy(),
+            Params {
+                leaf_rules: 2,
+                class_cut_rules: usize::MAX,
+                ..Params::default()
+            },
+            Params {
+                class_cut_rules: 0,
+                ..Params::default()
+            },
             Params {
                 leaf_rules: 1,
                 space_factor: 2,
