@@ -90,7 +90,7 @@ impl Default for Params {
     fn default() -> Self {
         Self {
             leaf_rules: 8,
-            space_factor: 4,
+            space_factor: 5,
             cell_factor: 4,
             cut_gain: 4,
             copy_quantile: 0,
