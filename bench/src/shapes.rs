@@ -145,7 +145,8 @@ fn model_ns(w: &classifier::Probe) -> f64 {
 
 /// The tree shape the environment asks for: `PKTPATH_SHAPE=default|roomy`, then
 /// `PKTPATH_LEAF_RULES`, `PKTPATH_SPACE_FACTOR`, `PKTPATH_CELL_FACTOR`, `PKTPATH_CUT_GAIN`,
-/// `PKTPATH_COPY_QUANTILE`, `PKTPATH_CLASS_CUT_RULES` over it; None (what `route apply` compiles) when none is set.
+/// `PKTPATH_COPY_QUANTILE`, `PKTPATH_CLASS_CUT_RULES` over it; None (what `route apply`
+/// compiles) when none is set.
 fn shape_params() -> Option<classifier::Params> {
     let vars = [
         "PKTPATH_SHAPE",

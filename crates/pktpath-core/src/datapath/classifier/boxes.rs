@@ -4,10 +4,10 @@
 //! Every word is matched ternary: by pieces of (value, mask). A prefix, an exact value and
 //! a mark match are one piece; a port range is the union of its prefix cover (a few
 //! pieces); the packet class word ([`KEY_CLASS`]), which no rule names, is the union of
-//! the classes the rule may match. A node's region fixes, per word, the bits the cuts above it took; its slices'
-//! regions fix the cut bits too. Ports live in a 17-bit domain: 0-65535, and
-//! [`NO_PORT`] for packets without ports, which only a rule without a port constraint
-//! (the empty piece) reaches.
+//! the classes the rule may match. A node's region fixes, per word, the bits the cuts
+//! above it took; its slices' regions fix the cut bits too. Ports live in a 17-bit
+//! domain: 0-65535, and [`NO_PORT`] for packets without ports, which only a rule without a
+//! port constraint (the empty piece) reaches.
 
 use pktpath_common::route::{
     BOUND_CLASSES, KEY_CLASS, KEY_DPORT, KEY_DSCP, KEY_DST, KEY_IIF, KEY_MARK, KEY_PROTO,
