@@ -37,7 +37,7 @@ use super::{
 use crate::route::{
     compile::{CompiledAction, CompiledPolicy, NextHopId, PolicySet, Rewrite, Topology},
     config::{Family, Prefix},
-    model,
+    packet,
 };
 
 /// What the kernel says about each interface of a [`Topology`], in the same order.
@@ -156,7 +156,7 @@ impl Slots {
 
 /// A packet of the reference model as the data path sees it: the input interface by its
 /// ifindex in `ifaces`; a TCP/UDP/SCTP packet without ports is a fragment.
-pub fn packet_fields(p: &model::PacketFields, ifaces: &Interfaces) -> PacketFields {
+pub fn packet_fields(p: &packet::PacketFields, ifaces: &Interfaces) -> PacketFields {
     let family = match p.src {
         std::net::IpAddr::V4(_) => FAMILY_V4,
         std::net::IpAddr::V6(_) => FAMILY_V6,
