@@ -235,7 +235,7 @@ proptest! {
             let class = key.words[pktpath_common::route::KEY_CLASS];
             for r in &rules {
                 let m = rule_match(r, 0);
-                if candidate_matches(&m, fields.family, &key) {
+                if candidate_matches(&m, fields.family(), &key) {
                     prop_assert!(m.may_match_class(class), "{:?} matches {:?}, class {}", r, p, class);
                 }
             }
