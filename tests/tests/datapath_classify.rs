@@ -8,13 +8,16 @@ use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
 use pktpath_common::route::{ACTION_FORWARD, FAMILY_V4, FAMILY_V6, NextHop, RuleValue};
 use pktpath_core::{
     datapath::{
-        classifier::{PacketFields, Params, Rule, compile, compile_with},
+        classifier::{Params, Rule, compile, compile_with},
         frame::{self, FrameOptions, ipv4_checksum},
         loops::LoopKind,
         policy::{self, Slots},
         synth::{self, Rng, v4},
     },
-    route::model,
+    route::{
+        model,
+        packet::{Ifindex, PacketFields},
+    },
 };
 use pktpath_tests::{
     datapath::{Datapath, SKB_CTX, TC_ACT_OK, TC_ACT_REDIRECT, loop_kinds},
@@ -238,13 +241,12 @@ fn forwarding_decrements_ttl_fixes_the_checksum_and_rewrites_macs() {
     dp.maps.apply(&compile(&rules).unwrap()).unwrap();
     dp.maps.reset_policy_counters([10]).unwrap();
 
-    let p4 = PacketFields {
-        family: FAMILY_V4,
-        src: v4(10, 1, 0, 2),
-        dst: v4(10, 2, 0, 2),
+    let p4: PacketFields<Ifindex> = PacketFields {
+        src: [10, 1, 0, 2].into(),
+        dst: [10, 2, 0, 2].into(),
         proto: 17,
-        sport: 4000,
-        dport: 53,
+        sport: Some(4000),
+        dport: Some(53),
         ..Default::default()
     };
     let (verdict, _, out) = dp.run(&frame::build(&p4, &FrameOptions::default()), 0);
@@ -257,10 +259,10 @@ fn forwarding_decrements_ttl_fixes_the_checksum_and_rewrites_macs() {
     assert_eq!(c.packets, 1, "policy counter");
 
     let mut p6 = p4;
-    p6.family = FAMILY_V6;
-    p6.src = v4(0, 0, 0, 0);
-    p6.dst = v6dst;
-    p6.dst[15] = 2;
+    p6.src = std::net::Ipv6Addr::UNSPECIFIED.into();
+    let mut dst = v6dst;
+    dst[15] = 2;
+    p6.dst = dst.into();
     let (verdict, _, out) = dp.run(&frame::build(&p6, &FrameOptions::default()), 0);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(out[14 + 7], 63, "hop limit decremented");

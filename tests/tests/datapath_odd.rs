@@ -8,14 +8,19 @@
 //! counters are the ones that move. docs/route-verbs.md ("How the data path treats packets")
 //! lists the same cases.
 
+use std::net::IpAddr;
+
 use pktpath_common::route::{
     ACTION_DROP, ACTION_FORWARD, FAMILY_V4, FAMILY_V6, IfaceCounters, NextHop, RULE_SET_DSCP,
     RuleValue,
 };
-use pktpath_core::datapath::{
-    classifier::{PacketFields, Rule, compile},
-    frame::{self, FrameOptions, ipv4_checksum},
-    synth::v4,
+use pktpath_core::{
+    datapath::{
+        classifier::{Rule, compile},
+        frame::{self, FrameOptions, ipv4_checksum},
+        synth::v4,
+    },
+    route::packet::{Ifindex, PacketFields},
 };
 use pktpath_tests::{
     datapath::{Datapath, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
@@ -114,35 +119,47 @@ fn rules() -> Vec<Rule> {
     ]
 }
 
-fn udp4(dst: [u8; 16], dport: u16) -> PacketFields {
+/// An IPv4 address given as rules hold it (in the first 4 bytes).
+fn ip4(a: [u8; 16]) -> IpAddr {
+    IpAddr::from([a[0], a[1], a[2], a[3]])
+}
+
+fn udp4(dst: [u8; 16], dport: u16) -> PacketFields<Ifindex> {
     PacketFields {
-        family: FAMILY_V4,
-        src: v4(10, 1, 0, 2),
-        dst,
+        src: IpAddr::from([10, 1, 0, 2]),
+        dst: ip4(dst),
         proto: 17,
-        sport: 4000,
-        dport,
+        sport: Some(4000),
+        dport: Some(dport),
         ..Default::default()
     }
 }
 
-fn udp6(dst: [u8; 16], dport: u16) -> PacketFields {
+fn udp6(dst: [u8; 16], dport: u16) -> PacketFields<Ifindex> {
     PacketFields {
-        family: FAMILY_V6,
-        src: v6(0xfd01, 2),
-        dst,
+        src: IpAddr::from(v6(0xfd01, 2)),
+        dst: IpAddr::from(dst),
         proto: 17,
-        sport: 4000,
-        dport,
+        sport: Some(4000),
+        dport: Some(dport),
         ..Default::default()
     }
 }
 
-fn build(p: &PacketFields) -> Vec<u8> {
+/// `p` as a later fragment: no ports.
+fn later_fragment(p: PacketFields<Ifindex>) -> PacketFields<Ifindex> {
+    PacketFields {
+        sport: None,
+        dport: None,
+        ..p
+    }
+}
+
+fn build(p: &PacketFields<Ifindex>) -> Vec<u8> {
     frame::build(p, &FrameOptions::default())
 }
 
-fn build_ttl(p: &PacketFields, ttl: u8) -> Vec<u8> {
+fn build_ttl(p: &PacketFields<Ifindex>, ttl: u8) -> Vec<u8> {
     frame::build(
         p,
         &FrameOptions {
@@ -374,26 +391,22 @@ fn fragments_are_classified_without_ports() {
     check(&dp, "whole datagram to port 9999", &port, Want::Dropped);
     let first = fragment_v4(port, true, 0);
     check(&dp, "first fragment to port 9999", &first, FWD);
-    let mut later = udp4(v4(10, 2, 0, 2), 9999);
-    later.fragment = true;
-    let later = build(&later);
+    let later = build(&later_fragment(udp4(v4(10, 2, 0, 2), 9999)));
     check(&dp, "later fragment", &later, FWD);
     let middle = fragment_v4(later, true, 1);
     check(&dp, "middle fragment", &middle, FWD);
     let to3 = fragment_v4(build(&udp4(v4(10, 3, 0, 2), 53)), true, 0);
     check(&dp, "first fragment to a drop policy", &to3, Want::Dropped);
-    let mut later3 = udp4(v4(10, 3, 0, 2), 53);
-    later3.fragment = true;
+    let later3 = later_fragment(udp4(v4(10, 3, 0, 2), 53));
     check(
         &dp,
         "later fragment to a drop policy",
         &build(&later3),
         Want::Dropped,
     );
-    let mut f6 = udp6(v6(0xfd02, 2), 9999);
-    f6.fragment = true;
+    let mut f6 = later_fragment(udp6(v6(0xfd02, 2), 9999));
     check(&dp, "IPv6 fragment", &build(&f6), FWD);
-    f6.dst = v6(0xfd03, 2);
+    f6.dst = IpAddr::from(v6(0xfd03, 2));
     check(
         &dp,
         "IPv6 fragment to a drop policy",

@@ -99,7 +99,7 @@ fn xdp_decides_as_tc_does_for_any_mark_or_passes_untouched() {
                             assert_eq!(xdp_out, tc_out, "{what}: both rewrite alike");
                         }
                     }
-                    if xdp == XDP_REDIRECT && fields.family == FAMILY_V4 {
+                    if xdp == XDP_REDIRECT && fields.family() == FAMILY_V4 {
                         assert_eq!(ipv4_checksum(&xdp_out[14..34]), 0, "{what}: checksum");
                         assert_eq!(xdp_out[22], 63, "{what}: TTL decremented");
                     }

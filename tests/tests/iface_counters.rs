@@ -4,15 +4,14 @@
 //! are chosen on each side of the limit.
 
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
-use pktpath_common::route::{FAMILY_V4, MAX_IFACES, PROG_DATAPATH};
+use pktpath_common::route::{MAX_IFACES, PROG_DATAPATH};
 use pktpath_core::{
     datapath::{
-        classifier::PacketFields,
         frame::{self, FrameOptions},
-        synth::v4,
         tables::DatapathMaps,
     },
     loader::{self, Object},
+    route::packet::{Ifindex, PacketFields},
 };
 use pktpath_tests::{NetnsGuard, names, require_root, run};
 
@@ -57,13 +56,12 @@ fn counters_of_low_and_high_ifindexes_count_every_packet() {
     let prog: &SchedClassifier = ebpf.program(PROG_DATAPATH).unwrap().try_into().unwrap();
 
     let frame = frame::build(
-        &PacketFields {
-            family: FAMILY_V4,
-            src: v4(192, 0, 2, 1),
-            dst: v4(198, 51, 100, 1),
+        &PacketFields::<Ifindex> {
+            src: [192, 0, 2, 1].into(),
+            dst: [198, 51, 100, 1].into(),
             proto: 17,
-            sport: 1000,
-            dport: 2000,
+            sport: Some(1000),
+            dport: Some(2000),
             ..Default::default()
         },
         &FrameOptions::default(),

@@ -19,11 +19,12 @@ use pktpath_common::{
 };
 use pktpath_core::{
     datapath::{
-        classifier::{PacketFields, Tables},
+        classifier::Tables,
         frame::{self, FrameOptions},
         tables::DatapathMaps,
     },
     loader::{self, GlobalValue, Object},
+    route::packet::{Ifindex, PacketFields},
 };
 use pktpath_tests::objects::{self, TestObject};
 
@@ -40,7 +41,7 @@ pub struct Frame {
 }
 
 impl Frame {
-    pub fn new(p: &PacketFields) -> Self {
+    pub fn new(p: &PacketFields<Ifindex>) -> Self {
         let mut ctx = [0u8; SKB_CTX];
         ctx[CTX_MARK..CTX_MARK + 4].copy_from_slice(&p.mark.to_ne_bytes());
         ctx[CTX_IFINDEX..CTX_IFINDEX + 4].copy_from_slice(&p.iif.to_ne_bytes());

@@ -29,7 +29,11 @@ use pktpath_core::{
         classifier::{self, Lookup, Rule, TreeStats},
         policy::{self, Interfaces, LinkInfo, Slots},
     },
-    route::{compile::CompiledAction, model},
+    route::{
+        compile::CompiledAction,
+        model,
+        packet::{Ifindex, PacketFields},
+    },
     sys::{iface, netns},
 };
 use pktpath_tests::rulesets::{self, INTERFACES, Profile};
@@ -442,7 +446,7 @@ fn dump_headers(
     profile: Profile,
     n: usize,
     tables: &classifier::Tables,
-    fields: &[classifier::PacketFields],
+    fields: &[PacketFields<Ifindex>],
     work: &[classifier::Probe],
     ns: &[f64],
 ) -> anyhow::Result<()> {
@@ -451,7 +455,7 @@ fn dump_headers(
         "ns\troots\twalks\tsides\trests\tnodes\tcands\tmatched\tchunks\tsteps\tpruned\n",
     );
     for ((p, w), ns) in fields.iter().zip(work).zip(ns) {
-        let f = usize::from(p.family != FAMILY_V4);
+        let f = usize::from(p.family() != FAMILY_V4);
         let _ = writeln!(
             out,
             "{ns:.1}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",

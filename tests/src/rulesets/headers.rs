@@ -9,7 +9,7 @@ use pktpath_core::{
     route::{
         compile::InterfaceId,
         config::{Family, Match, PortRange, Prefix, Protocol},
-        model::PacketFields,
+        packet::PacketFields,
     },
 };
 

@@ -1,12 +1,14 @@
 //! Synthesizing Ethernet frames from packet fields, for `route get` and for tests that run
-//! the data path with BPF_PROG_TEST_RUN.
+//! the data path with BPF_PROG_TEST_RUN. A TCP, UDP or SCTP packet without ports becomes a
+//! later fragment (see [`crate::route::packet`]).
 
 use pktpath_common::{
     net::{ETH_P_IP, ETH_P_IPV6},
     route::FAMILY_V4,
 };
 
-use super::classifier::PacketFields;
+use super::classifier::addr_bytes;
+use crate::route::packet::PacketFields;
 
 /// Options for the frame around the fields.
 #[derive(Clone, Copy, Debug)]
@@ -41,30 +43,31 @@ pub fn ipv4_checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn l4_header(p: &PacketFields) -> Vec<u8> {
-    if p.fragment {
+fn l4_header<I>(p: &PacketFields<I>) -> Vec<u8> {
+    if p.is_fragment() {
         return Vec::new(); // a later fragment: payload bytes only
     }
+    let (sport, dport) = p.ports().unwrap_or_default();
     match p.proto {
         6 => {
             let mut h = vec![0u8; 20];
-            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
-            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
+            h[0..2].copy_from_slice(&sport.to_be_bytes());
+            h[2..4].copy_from_slice(&dport.to_be_bytes());
             h[12] = 5 << 4; // data offset
             h[13] = 0x02; // SYN
             h
         }
         17 => {
             let mut h = vec![0u8; 8];
-            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
-            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
+            h[0..2].copy_from_slice(&sport.to_be_bytes());
+            h[2..4].copy_from_slice(&dport.to_be_bytes());
             h
         }
         132 => {
             // SCTP common header: ports, verification tag, checksum (not computed).
             let mut h = vec![0u8; 12];
-            h[0..2].copy_from_slice(&p.sport.to_be_bytes());
-            h[2..4].copy_from_slice(&p.dport.to_be_bytes());
+            h[0..2].copy_from_slice(&sport.to_be_bytes());
+            h[2..4].copy_from_slice(&dport.to_be_bytes());
             h
         }
         1 | 58 => vec![if p.proto == 1 { 8 } else { 128 }, 0, 0, 0, 0, 1, 0, 1], // echo request
@@ -73,9 +76,9 @@ fn l4_header(p: &PacketFields) -> Vec<u8> {
 }
 
 /// An Ethernet frame carrying `p` (checksums of L4 are not computed; IPv4's is).
-pub fn build(p: &PacketFields, opts: &FrameOptions) -> Vec<u8> {
+pub fn build<I>(p: &PacketFields<I>, opts: &FrameOptions) -> Vec<u8> {
     let mut l4 = l4_header(p);
-    if p.proto == 17 && !p.fragment {
+    if p.proto == 17 && !p.is_fragment() {
         let len = (8 + opts.payload) as u16;
         l4[4..6].copy_from_slice(&len.to_be_bytes());
     }
@@ -83,19 +86,20 @@ pub fn build(p: &PacketFields, opts: &FrameOptions) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + 40 + l4.len());
     f.extend_from_slice(&opts.dst_mac);
     f.extend_from_slice(&opts.src_mac);
-    if p.family == FAMILY_V4 {
+    let (src, dst) = (addr_bytes(p.src), addr_bytes(p.dst));
+    if p.family() == FAMILY_V4 {
         f.extend_from_slice(&ETH_P_IP.to_be_bytes());
         let mut ip = [0u8; 20];
         ip[0] = 0x45;
         ip[1] = p.dscp << 2;
         ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-        if p.fragment {
+        if p.is_fragment() {
             ip[6..8].copy_from_slice(&1u16.to_be_bytes()); // offset 8 bytes, no more fragments
         }
         ip[8] = opts.ttl;
         ip[9] = p.proto;
-        ip[12..16].copy_from_slice(&p.src[..4]);
-        ip[16..20].copy_from_slice(&p.dst[..4]);
+        ip[12..16].copy_from_slice(&src[..4]);
+        ip[16..20].copy_from_slice(&dst[..4]);
         let c = ipv4_checksum(&ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         f.extend_from_slice(&ip);
@@ -106,16 +110,16 @@ pub fn build(p: &PacketFields, opts: &FrameOptions) -> Vec<u8> {
         ip[0] = 0x60 | (tclass >> 4);
         ip[1] = tclass << 4;
         // A fragment header (offset 8 bytes, no more fragments) before the payload.
-        let frag = if p.fragment {
+        let frag = if p.is_fragment() {
             vec![p.proto, 0, 0, 8, 0, 0, 0, 1]
         } else {
             Vec::new()
         };
         ip[4..6].copy_from_slice(&((frag.len() + l4.len()) as u16).to_be_bytes());
-        ip[6] = if p.fragment { 44 } else { p.proto };
+        ip[6] = if p.is_fragment() { 44 } else { p.proto };
         ip[7] = opts.ttl;
-        ip[8..24].copy_from_slice(&p.src);
-        ip[24..40].copy_from_slice(&p.dst);
+        ip[8..24].copy_from_slice(&src);
+        ip[24..40].copy_from_slice(&dst);
         f.extend_from_slice(&ip);
         f.extend_from_slice(&frag);
     }
@@ -126,14 +130,14 @@ pub fn build(p: &PacketFields, opts: &FrameOptions) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::packet::Ifindex;
 
     #[test]
     fn ipv4_checksum_verifies_to_zero() {
-        let p = PacketFields {
-            family: FAMILY_V4,
+        let p = PacketFields::<Ifindex> {
             proto: 17,
-            sport: 5,
-            dport: 53,
+            sport: Some(5),
+            dport: Some(53),
             dscp: 46,
             ..Default::default()
         };

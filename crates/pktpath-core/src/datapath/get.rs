@@ -21,10 +21,12 @@ use serde::Serialize;
 
 use super::{
     attach::{ActiveFile, AttachError, Attached},
-    classifier::PacketFields,
     frame::{self, FrameOptions},
 };
-use crate::sys::{SysError, iface};
+use crate::{
+    route::packet::{Ifindex, PacketFields},
+    sys::{SysError, iface},
+};
 
 /// Size of `struct __sk_buff`, and offsets of the fields a test run may set.
 pub(super) const SKB_CTX: usize = 192;
@@ -107,7 +109,7 @@ pub(super) fn prog_err(what: &str) -> impl FnOnce(aya::programs::ProgramError) -
 }
 
 /// The frame of `p` with IPv4 TTL or IPv6 hop limit `ttl`, addressed to `input`'s MAC.
-pub(super) fn frame_to(p: &PacketFields, input: &iface::Iface, ttl: u8) -> Vec<u8> {
+pub(super) fn frame_to(p: &PacketFields<Ifindex>, input: &iface::Iface, ttl: u8) -> Vec<u8> {
     frame::build(
         p,
         &FrameOptions {
@@ -165,7 +167,7 @@ impl Attached {
     pub fn explain(
         &self,
         iif: &str,
-        fields: &PacketFields,
+        fields: &PacketFields<Ifindex>,
         ttl: u8,
     ) -> Result<Explanation, AttachError> {
         let input = input(iif)?;
@@ -260,7 +262,7 @@ impl Attached {
     pub(super) fn describe(
         &self,
         active: &ActiveFile,
-        p: &PacketFields,
+        p: &PacketFields<Ifindex>,
         d: &Decision,
         verdict: i32,
         out: &[u8],
@@ -289,7 +291,7 @@ impl Attached {
             TC_ACT_REDIRECT => "redirect".to_owned(),
             other => format!("tc verdict {other}"),
         };
-        let (ttl, tos) = if p.family == FAMILY_V4 {
+        let (ttl, tos) = if p.family() == FAMILY_V4 {
             (
                 out.get(14 + 8).copied().unwrap_or(0),
                 out.get(14 + 1).copied().unwrap_or(0),

@@ -14,13 +14,15 @@ use serde::Serialize;
 
 use super::{
     attach::{AttachError, Attached},
-    classifier::PacketFields,
     get::{
         Explanation, SKB_CTX, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, frame_to, input, nonce,
         prog_err, run_on_one_cpu,
     },
 };
-use crate::sys::SysError;
+use crate::{
+    route::packet::{Ifindex, PacketFields},
+    sys::SysError,
+};
 
 /// `XDP_*` verdicts (linux/bpf.h).
 const XDP_ABORTED: u32 = 0;
@@ -47,7 +49,7 @@ impl Attached {
     pub fn explain_xdp(
         &self,
         iif: &str,
-        fields: &PacketFields,
+        fields: &PacketFields<Ifindex>,
         ttl: u8,
     ) -> Result<XdpExplanation, AttachError> {
         let input = input(iif)?;

@@ -31,13 +31,13 @@ use pktpath_common::route::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    classifier::{self, CompileError, PacketFields, Rule, Tables, TreeStats},
+    classifier::{self, CompileError, Rule, Tables, TreeStats, addr_bytes},
     tables,
 };
 use crate::route::{
     compile::{CompiledAction, CompiledPolicy, NextHopId, PolicySet, Rewrite, Topology},
     config::{Family, Prefix},
-    model,
+    packet::{Ifindex, PacketFields},
 };
 
 /// What the kernel says about each interface of a [`Topology`], in the same order.
@@ -155,25 +155,9 @@ impl Slots {
 }
 
 /// A packet of the reference model as the data path sees it: the input interface by its
-/// ifindex in `ifaces`; a TCP/UDP/SCTP packet without ports is a fragment.
-pub fn packet_fields(p: &model::PacketFields, ifaces: &Interfaces) -> PacketFields {
-    let family = match p.src {
-        std::net::IpAddr::V4(_) => FAMILY_V4,
-        std::net::IpAddr::V6(_) => FAMILY_V6,
-    };
-    let carries = matches!(p.proto, 6 | 17 | 132);
-    PacketFields {
-        family,
-        iif: ifaces.links.get(p.iif.0).map_or(0, |l| l.ifindex),
-        src: addr_bytes(p.src),
-        dst: addr_bytes(p.dst),
-        proto: p.proto,
-        sport: p.sport.unwrap_or(0),
-        dport: p.dport.unwrap_or(0),
-        dscp: p.dscp,
-        mark: p.mark,
-        fragment: carries && (p.sport.is_none() || p.dport.is_none()),
-    }
+/// ifindex in `ifaces` (0 when `ifaces` has none for it).
+pub fn packet_fields(p: &PacketFields, ifaces: &Interfaces) -> PacketFields<Ifindex> {
+    p.with_iif(ifaces.links.get(p.iif.0).map_or(0, |l| l.ifindex))
 }
 
 /// Index of a next hop's entry for `family` in the next hop table.
@@ -186,16 +170,6 @@ pub fn nexthop_index(id: NextHopId, family: u8) -> u32 {
 pub fn table_entry(topology: &Topology, table: u32) -> Option<u32> {
     let j = topology.tables.iter().position(|t| t.id == table)?;
     Some((2 * topology.next_hops.len() + j) as u32)
-}
-
-/// Bytes of an address in a rule / next hop (IPv4 in the first 4).
-fn addr_bytes(addr: std::net::IpAddr) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    match addr {
-        std::net::IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
-        std::net::IpAddr::V6(a) => out = a.octets(),
-    }
-    out
 }
 
 fn prefix(p: Option<Prefix>) -> Option<([u8; 16], u8)> {
@@ -439,7 +413,7 @@ fn rule(
 mod tests {
     use super::*;
     use crate::{
-        datapath::classifier::{Lookup, PacketFields, compile},
+        datapath::classifier::{Lookup, compile},
         route::config::Source,
     };
 
@@ -546,20 +520,21 @@ mod tests {
         let tables = compile(&r).unwrap();
         let lookup = Lookup::new(&tables);
         let mut p = PacketFields {
-            family: FAMILY_V6,
             iif: 10,
+            src: std::net::Ipv6Addr::UNSPECIFIED.into(),
+            dst: std::net::Ipv6Addr::UNSPECIFIED.into(),
             proto: 17,
-            sport: 999,
-            dport: 53,
+            sport: Some(999),
+            dport: Some(53),
             ..Default::default()
         };
         assert_eq!(lookup.find(&p).map(|v| v.action), Some(ACTION_PASS));
-        p.family = FAMILY_V4;
-        p.src = v4(10, 1, 0, 200);
+        p.src = [10, 1, 0, 200].into();
+        p.dst = std::net::Ipv4Addr::UNSPECIFIED.into();
         assert_eq!(lookup.find(&p).map(|v| v.priority), Some(5));
-        p.src = v4(10, 1, 0, 2);
+        p.src = [10, 1, 0, 2].into();
         assert_eq!(lookup.find(&p).map(|v| v.priority), Some(6));
-        p.dport = 54;
+        p.dport = Some(54);
         assert_eq!(lookup.find(&p).map(|v| v.action), Some(ACTION_DROP));
     }
 

@@ -11,7 +11,7 @@ use crate::{
             Action, MarkMatch, Match, Policy, PortRange, Prefix, Protocol, RUNTIME_VERSION,
             RuntimeConfiguration, Source,
         },
-        model,
+        packet::PacketFields,
     },
 };
 
@@ -236,7 +236,7 @@ pub fn dense_policies(rng: &mut Rng, n: usize, mark_base: Option<u32>) -> Policy
 
 /// A packet from the same vocabulary as [`dense_policies`] (fragments included: TCP or
 /// UDP without ports; `proto 0` for IPv4 only).
-pub fn dense_packet(rng: &mut Rng) -> model::PacketFields {
+pub fn dense_packet(rng: &mut Rng) -> PacketFields {
     let v6_family = rng.chance(35);
     // IPv6 next header 0 is the hop-by-hop options header, never an upper layer.
     let proto = [6, 17, 1, 47, if v6_family { 132 } else { 0 }, 58][rng.below(6) as usize];
@@ -244,7 +244,7 @@ pub fn dense_packet(rng: &mut Rng) -> model::PacketFields {
     let ports = matches!(proto, 6 | 17 | 132) && !fragment;
     let mut port = || [0, 22, 53, 80, 443, 700, 1023, 1024, 40000][rng.below(9) as usize];
     let (sport, dport) = (port(), port());
-    model::PacketFields {
+    PacketFields {
         iif: InterfaceId(rng.below(2) as usize),
         src: dense_addr(rng, v6_family),
         dst: dense_addr(rng, v6_family),

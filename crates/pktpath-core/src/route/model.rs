@@ -3,35 +3,12 @@
 //! it is obviously right. The data path is property-tested against it; it is not the data
 //! path's algorithm.
 
-use std::net::IpAddr;
-
 use serde::Serialize;
 
-use crate::route::compile::{
-    CompiledAction, CompiledMatch, CompiledPolicy, InterfaceId, PolicySet, Rewrite,
+use crate::route::{
+    compile::{CompiledAction, CompiledMatch, CompiledPolicy, PolicySet, Rewrite},
+    packet::PacketFields,
 };
-
-/// The packet fields policies look at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub struct PacketFields {
-    /// The interface the packet arrived on.
-    pub iif: InterfaceId,
-    /// Source address (IPv4 or IPv6).
-    pub src: IpAddr,
-    /// Destination address, of the same family as `src`.
-    pub dst: IpAddr,
-    /// IP protocol / IPv6 next header.
-    pub proto: u8,
-    /// Source port; `None` when the packet carries none (not TCP/UDP/SCTP, or a later
-    /// fragment).
-    pub sport: Option<u16>,
-    /// Destination port; as for `sport`.
-    pub dport: Option<u16>,
-    /// DSCP, 0-63.
-    pub dscp: u8,
-    /// Packet mark.
-    pub mark: u32,
-}
 
 /// What the policy set decides for a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -6,12 +6,11 @@
 use std::{io::Write as _, net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
-use pktpath_common::route::{DATAPATH_SECTION, FAMILY_V4, FAMILY_V6};
+use pktpath_common::route::DATAPATH_SECTION;
 use pktpath_core::{
     access,
     datapath::{
         attach::{self, DEFAULT_PIN_DIR, Layout, Writer},
-        classifier::PacketFields,
         object,
         policy::{self, ClassifierSummary, Interfaces, Slots},
         xdp_rules,
@@ -20,6 +19,7 @@ use pktpath_core::{
         compile::{PolicySet, Topology},
         config::{Protocol, Source, schema::SchemaKind},
         diff::Diff,
+        packet::{Ifindex, PacketFields},
         summary::{self, Summary},
     },
     sys::caps::Privileges,
@@ -917,7 +917,7 @@ const IPV6_EXTENSION_HEADERS: [(u8, &str); 5] = [
 
 /// The packet `route get` asks about.
 /// The input interface, the packet's fields and its TTL / hop limit.
-fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields, u8)> {
+fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields<Ifindex>, u8)> {
     use anyhow::{Context as _, bail};
     if !words.len().is_multiple_of(2) {
         bail!(
@@ -993,32 +993,16 @@ fn parse_get(words: &[String]) -> anyhow::Result<(String, PacketFields, u8)> {
     if !carries_ports && (sport.is_some() || dport.is_some()) {
         bail!("sport/dport need proto tcp, udp or sctp");
     }
-    let port = |given: Option<u16>| match given {
-        Some(port) => port,
-        None if carries_ports => DEFAULT_PORT,
-        None => 0,
-    };
-    let bytes = |a: IpAddr| -> [u8; 16] {
-        match a {
-            IpAddr::V4(v) => {
-                let mut b = [0u8; 16];
-                b[..4].copy_from_slice(&v.octets());
-                b
-            }
-            IpAddr::V6(v) => v.octets(),
-        }
-    };
+    let port = |given: Option<u16>| carries_ports.then(|| given.unwrap_or(DEFAULT_PORT));
     let fields = PacketFields {
-        family: if v4 { FAMILY_V4 } else { FAMILY_V6 },
         iif: 0,
-        src: bytes(src),
-        dst: bytes(dst),
+        src,
+        dst,
         proto,
         sport: port(sport),
         dport: port(dport),
         dscp,
         mark,
-        fragment: false,
     };
     Ok((iif, fields, ttl))
 }
@@ -1092,9 +1076,11 @@ fn print_explanation(prefix: &str, e: &pktpath_core::datapath::get::Explanation)
 
 #[cfg(test)]
 mod tests {
+    use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
+
     use super::*;
 
-    fn get(words: &str) -> anyhow::Result<PacketFields> {
+    fn get(words: &str) -> anyhow::Result<PacketFields<Ifindex>> {
         let words: Vec<String> = words.split(' ').map(str::to_owned).collect();
         parse_get(&words).map(|(iif, fields, _)| {
             assert_eq!(iif, "lan");
@@ -1113,14 +1099,14 @@ mod tests {
     #[test]
     fn without_proto_the_packet_is_an_echo_request_of_its_family() {
         let p = get("iif lan from 10.1.0.2 to 10.9.0.1").unwrap();
-        assert_eq!((p.family, p.proto, p.sport, p.dport), (FAMILY_V4, 1, 0, 0));
-        assert_eq!(&p.src[..4], &[10, 1, 0, 2]);
-        let p = get("iif lan from fd01::2 to fd09::1").unwrap();
-        assert_eq!((p.family, p.proto), (FAMILY_V6, 58));
         assert_eq!(
-            p.dst,
-            "fd09::1".parse::<std::net::Ipv6Addr>().unwrap().octets()
+            (p.family(), p.proto, p.sport, p.dport),
+            (FAMILY_V4, 1, None, None)
         );
+        assert_eq!(p.src, IpAddr::from([10, 1, 0, 2]));
+        let p = get("iif lan from fd01::2 to fd09::1").unwrap();
+        assert_eq!((p.family(), p.proto), (FAMILY_V6, 58));
+        assert_eq!(p.dst, "fd09::1".parse::<IpAddr>().unwrap());
     }
 
     #[test]
@@ -1140,7 +1126,7 @@ mod tests {
     fn proto_0_stays_0_for_ipv4() {
         let p = get("iif lan from 10.1.0.2 to 10.9.0.1 proto 0").unwrap();
         assert_eq!(p.proto, 0);
-        assert!(!p.fragment && !p.has_ports(), "{p:?}");
+        assert!(!p.is_fragment() && p.ports().is_none(), "{p:?}");
     }
 
     #[test]
@@ -1180,14 +1166,13 @@ mod tests {
     #[test]
     fn ports_given_are_kept_even_0_and_absent_ones_are_40000() {
         let p = get("iif lan from 10.1.0.2 to 10.9.0.1 proto udp sport 0").unwrap();
-        assert_eq!((p.proto, p.sport, p.dport), (17, 0, 40000));
+        assert_eq!((p.proto, p.sport, p.dport), (17, Some(0), Some(40000)));
         let p = get("iif lan from fd01::2 to fd09::1 proto tcp dport 0").unwrap();
-        assert_eq!((p.proto, p.sport, p.dport), (6, 40000, 0));
+        assert_eq!((p.proto, p.sport, p.dport), (6, Some(40000), Some(0)));
         let p = get("iif lan from 10.1.0.2 to 10.9.0.1 proto sctp sport 0 dport 0").unwrap();
-        assert_eq!((p.sport, p.dport), (0, 0));
-        assert!(p.has_ports(), "{p:?}");
+        assert_eq!(p.ports(), Some((0, 0)));
         let p = get("iif lan from 10.1.0.2 to 10.9.0.1 proto udp").unwrap();
-        assert_eq!((p.sport, p.dport), (40000, 40000));
+        assert_eq!(p.ports(), Some((40000, 40000)));
     }
 
     #[test]

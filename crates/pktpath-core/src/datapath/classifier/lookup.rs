@@ -10,8 +10,9 @@ use pktpath_common::route::{
 
 use super::{
     encode::{Tables, word_node},
-    rule::{PacketFields, candidate_matches, key_of},
+    rule::{candidate_matches, key_of},
 };
+use crate::route::packet::{Ifindex, PacketFields};
 
 /// What one search did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -104,7 +105,7 @@ impl<'a> Lookup<'a> {
     fn scan(
         &self,
         leaf: Node,
-        p: &PacketFields,
+        p: &PacketFields<Ifindex>,
         key: &pktpath_common::route::ClassKey,
         best: &mut Option<(u32, u32)>,
         probe: &mut Probe,
@@ -116,7 +117,7 @@ impl<'a> Lookup<'a> {
                 return None;
             }
             probe.candidates += 1;
-            if candidate_matches(&r, p.family, key) {
+            if candidate_matches(&r, p.family(), key) {
                 *best = Some((r.priority, r.value_index()));
                 return None;
             }
@@ -130,15 +131,15 @@ impl<'a> Lookup<'a> {
     }
 
     /// The rule value the data path picks for a packet.
-    pub fn find(&self, p: &PacketFields) -> Option<RuleValue> {
+    pub fn find(&self, p: &PacketFields<Ifindex>) -> Option<RuleValue> {
         self.probe(p).value
     }
 
     /// The rule value the data path picks, and the work it takes.
-    pub fn probe(&self, p: &PacketFields) -> Probe {
+    pub fn probe(&self, p: &PacketFields<Ifindex>) -> Probe {
         let key = key_of(p);
         self.chunk.set((0, 0));
-        let f = usize::from(p.family != FAMILY_V4);
+        let f = usize::from(p.family() != FAMILY_V4);
         let tables = &self.tables.roots;
         let mut probe = Probe::default();
         let mut best: Option<(u32, u32)> = None; // (priority, value index)

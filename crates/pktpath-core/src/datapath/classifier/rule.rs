@@ -1,11 +1,15 @@
 //! Rules and packets as the data path sees them: a rule's match and action, a packet's key
-//! words, and the complete match a leaf checks.
+//! words (from its [`PacketFields`]), and the complete match a leaf checks.
+
+use std::net::IpAddr;
 
 use pktpath_common::route::{
     ClassKey, FAMILY_V4, FAMILY_V6, KEY_CLASS, KEY_DPORT, KEY_DSCP, KEY_DST, KEY_IIF, KEY_MARK,
     KEY_PROTO, KEY_SPORT, KEY_SRC, MATCH_DPORT, MATCH_DSCP, MATCH_IIF, MATCH_PROTO, MATCH_SPORT,
     MAX_VALUES, NO_PORT, RuleMatch, RuleValue, packet_class, prefix_word_mask,
 };
+
+use crate::route::packet::{Ifindex, PacketFields};
 
 /// One rule, as the data path sees it: what it matches and what it does.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,32 +33,6 @@ pub struct Rule {
     pub value: RuleValue,
 }
 
-/// The fields of a packet that rules match on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PacketFields {
-    pub family: u8,
-    pub iif: u32,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub proto: u8,
-    /// Meaningful when the protocol carries ports (TCP, UDP, SCTP).
-    pub sport: u16,
-    pub dport: u16,
-    pub dscp: u8,
-    pub mark: u32,
-    /// A fragment (first or not): the data path reads no ports from any fragment, so all
-    /// fragments of a datagram get the same decision.
-    pub fragment: bool,
-}
-
-impl PacketFields {
-    /// Whether the packet carries ports the data path reads: TCP, UDP or SCTP, not a
-    /// fragment.
-    pub fn has_ports(&self) -> bool {
-        matches!(self.proto, 6 | 17 | 132) && !self.fragment
-    }
-}
-
 /// A rule set the data path cannot hold.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompileError {
@@ -73,6 +51,18 @@ pub enum CompileError {
     TooManyRules { needed: usize, max: u32 },
 }
 
+/// Bytes of an address as rules and next hops hold it (IPv4 in the first 4).
+pub fn addr_bytes(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(a) => {
+            let mut out = [0u8; 16];
+            out[..4].copy_from_slice(&a.octets());
+            out
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
 /// Address bytes (IPv4 in the first 4) as host-order words.
 fn words(a: &[u8; 16]) -> [u32; 4] {
     std::array::from_fn(|i| {
@@ -80,20 +70,19 @@ fn words(a: &[u8; 16]) -> [u32; 4] {
     })
 }
 
-/// The key words of a packet.
-pub fn key_of(p: &PacketFields) -> ClassKey {
+/// The key words of a packet: the ports only where the data path reads them
+/// ([`PacketFields::ports`]), [`NO_PORT`] otherwise.
+pub fn key_of(p: &PacketFields<Ifindex>) -> ClassKey {
     let mut k = ClassKey::default();
-    k.words[KEY_SRC..KEY_SRC + 4].copy_from_slice(&words(&p.src));
-    k.words[KEY_DST..KEY_DST + 4].copy_from_slice(&words(&p.dst));
-    if p.family == FAMILY_V4 {
+    k.words[KEY_SRC..KEY_SRC + 4].copy_from_slice(&words(&addr_bytes(p.src)));
+    k.words[KEY_DST..KEY_DST + 4].copy_from_slice(&words(&addr_bytes(p.dst)));
+    if p.family() == FAMILY_V4 {
         k.words[KEY_SRC + 1..KEY_SRC + 4].fill(0);
         k.words[KEY_DST + 1..KEY_DST + 4].fill(0);
     }
-    let (sport, dport) = if p.has_ports() {
-        (p.sport as u32, p.dport as u32)
-    } else {
-        (NO_PORT, NO_PORT)
-    };
+    let (sport, dport) = p
+        .ports()
+        .map_or((NO_PORT, NO_PORT), |(s, d)| (s as u32, d as u32));
     k.words[KEY_SPORT] = sport;
     k.words[KEY_DPORT] = dport;
     k.words[KEY_PROTO] = p.proto as u32;

@@ -22,6 +22,7 @@ use crate::{
             RuntimeConfiguration, Source,
         },
         model,
+        packet::PacketFields,
     },
 };
 
@@ -168,7 +169,7 @@ fn policy_set(policies: Vec<(Match, Action)>, priorities: Vec<u32>) -> PolicySet
         .expect("the strategy makes valid policy sets")
 }
 
-fn packet() -> impl Strategy<Value = model::PacketFields> {
+fn packet() -> impl Strategy<Value = PacketFields> {
     any::<bool>().prop_flat_map(|v6_family| {
         (
             0usize..2,
@@ -184,7 +185,7 @@ fn packet() -> impl Strategy<Value = model::PacketFields> {
             .prop_map(
                 |(iif, src, dst, proto, sport, dport, dscp, mark, fragment)| {
                     let ports = matches!(proto, 6 | 17) && !fragment;
-                    model::PacketFields {
+                    PacketFields {
                         iif: InterfaceId(iif),
                         src,
                         dst,
@@ -200,7 +201,7 @@ fn packet() -> impl Strategy<Value = model::PacketFields> {
 }
 
 /// The policy id the compiled tables pick for `p`.
-fn compiled_pick(set: &PolicySet, p: &model::PacketFields) -> Option<String> {
+fn compiled_pick(set: &PolicySet, p: &PacketFields) -> Option<String> {
     let ifaces = ifaces();
     let plan = Slots::default().plan(set).unwrap();
     let rules = policy::rules(set, &ifaces, &plan.slots).unwrap();
@@ -234,7 +235,7 @@ proptest! {
             let class = key.words[pktpath_common::route::KEY_CLASS];
             for r in &rules {
                 let m = rule_match(r, 0);
-                if candidate_matches(&m, fields.family, &key) {
+                if candidate_matches(&m, fields.family(), &key) {
                     prop_assert!(m.may_match_class(class), "{:?} matches {:?}, class {}", r, p, class);
                 }
             }
@@ -322,7 +323,7 @@ fn proto_zero_is_a_protocol_not_icmp() {
         ],
         vec![1, 2],
     );
-    let mut p = model::PacketFields {
+    let mut p = PacketFields {
         iif: InterfaceId(0),
         src: v4(10, 0, 0, 1),
         dst: v4(10, 0, 0, 2),
@@ -349,7 +350,7 @@ fn port_zero_matches_and_packets_without_ports_do_not() {
         )],
         vec![1],
     );
-    let mut p = model::PacketFields {
+    let mut p = PacketFields {
         iif: InterfaceId(0),
         src: v4(10, 0, 0, 1),
         dst: v4(10, 0, 0, 2),

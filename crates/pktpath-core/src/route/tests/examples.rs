@@ -6,7 +6,8 @@ use std::{net::IpAddr, path::PathBuf};
 use crate::route::{
     compile::{CompiledAction, PolicySet, Topology},
     config::Protocol,
-    model::{PacketFields, classify},
+    model::classify,
+    packet::PacketFields,
 };
 
 fn examples() -> PolicySet {

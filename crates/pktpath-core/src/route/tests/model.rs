@@ -13,7 +13,8 @@ use crate::route::{
         Action, MarkMatch, Match, Policy, PortRange, Prefix, Protocol, RUNTIME_VERSION,
         RuntimeConfiguration, Source,
     },
-    model::{NO_MATCH, PacketFields, classify},
+    model::{NO_MATCH, classify},
+    packet::PacketFields,
 };
 
 fn v4(s: &str) -> IpAddr {
