@@ -12,6 +12,8 @@ use pktpath_core::datapath::{
 };
 use pktpath_tests::rulesets::{self, INTERFACES, Profile};
 
+use crate::classify;
+
 const SIZES: [usize; 4] = [100, 1_000, 10_000, 100_000];
 
 /// Runs the tree report for `args` (`acl`, `fw:100000`, ...; default: every profile and
@@ -100,10 +102,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .map(|w| w.nodes + w.candidates)
             .max()
             .unwrap_or(0);
-        let mut model: Vec<f64> = work.iter().map(model_ns).collect();
-        model.sort_by(f64::total_cmp);
-        let model_mean = model.iter().sum::<f64>() / model.len() as f64;
-        let model_p99 = model[(model.len() * 99).div_ceil(100) - 1];
+        let model: Vec<f64> = work.iter().map(model_ns).collect();
+        let (model_mean, model_p99) = (classify::mean(&model), classify::p99(&model));
         println!(
             "{:<9} {:>7} {:>7} {:>9.1} {:>5} {:>8} {:>8} {:>9} {:>5} {:>4} {:>8.2} {:>6.2} {:>5.2} {:>5.2} {:>6.2} {:>5} {:>5.2} {:>5.2} {:>5.2} {:>6.1} {:>6.1}",
             profile.name(),

@@ -261,14 +261,16 @@ fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-/// The 99th percentile (nearest rank).
-fn p99(v: &[f64]) -> f64 {
+/// The 99th percentile (nearest rank) of non-empty `v`, exactly: one sort of the per-header
+/// costs (a thousand fractional ns values) per set. `pktpath_core::trace::latency`'s
+/// histogram is for integer ns latencies of any count in fixed memory, which this is not.
+pub(crate) fn p99(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     s[(s.len() * 99).div_ceil(100).max(1) - 1]
 }
 
-fn mean(v: &[f64]) -> f64 {
+pub(crate) fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 

@@ -3,8 +3,9 @@
 //! prints ([`event`]) with journeys ([`journey`], packets known across rewrites by their
 //! [`identity`]), drop reasons ([`drops`]) and kernel
 //! symbols ([`kallsyms`]); the pcap-like filter language ([`filter`]); writing packets as
-//! pcapng ([`pcapng`]); and what a trace adds up to ([`summary`]). A [`Session`] runs a
-//! trace from start to end, writing to one of the output formats of [`sink`].
+//! pcapng ([`pcapng`]); and what a trace adds up to ([`summary`], its latency percentiles
+//! from [`latency`]). A [`Session`] runs a trace from start to end, writing to one of the
+//! output formats of [`sink`].
 
 pub mod collector;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod headers;
 pub mod identity;
 pub mod journey;
 pub mod kallsyms;
+pub mod latency;
 pub mod name;
 pub mod pcapng;
 pub mod saved;

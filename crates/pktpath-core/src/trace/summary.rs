@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{event::Event, fasthash::FastMap};
+use super::{event::Event, fasthash::FastMap, latency::Latencies};
 
 /// Freed packets whose last hop is kept (see `Summary::freed`).
 const MAX_FREED: usize = 4096;
@@ -82,8 +82,8 @@ pub struct PlacedDrop {
 }
 
 /// Latency between two consecutive hops of the same packets. `count` and `max_ns` are
-/// exact; the percentiles are exact up to 65,536 samples, then exact below 256 ns and at
-/// most 0.8 % under the true value above (see [`Latencies`]).
+/// exact; each percentile is the nearest-rank value, exact below 2,048 ns and otherwise at
+/// most 1/1024 (under 0.1 %) below it, from a histogram of fixed size (see [`Latencies`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HopLatency {
     /// `hook@interface` of the earlier hop.
@@ -131,112 +131,6 @@ pub struct Report {
     pub deliveries: Vec<DropCount>,
     /// Most packets first.
     pub interfaces: Vec<InterfaceCount>,
-}
-
-/// Latencies of one hop pair: every sample while there are at most [`EXACT_SAMPLES`],
-/// then a log-linear histogram (exact below 256 ns, within 1/128 = 0.8 % above: each power
-/// of two split into 128 buckets). A long trace at a million events a second would
-/// otherwise keep 8 bytes an event and sort them all at exit; this keeps at most a few
-/// thousand counters per hop pair, whatever the trace's length.
-#[derive(Clone, Debug, Default)]
-struct Latencies {
-    /// Every sample, until there are more than [`EXACT_SAMPLES`]; then empty.
-    samples: Vec<u64>,
-    /// Bucket counts, once past [`EXACT_SAMPLES`].
-    counts: Vec<u64>,
-    count: u64,
-    max: u64,
-}
-
-/// Samples a hop pair keeps before it switches to the histogram.
-const EXACT_SAMPLES: usize = 65_536;
-/// Buckets per power of two, as a power of two.
-const SUB_BITS: u32 = 7;
-const SUB: u64 = 1 << SUB_BITS;
-
-impl Latencies {
-    /// Index of the bucket holding `v`.
-    fn bucket(v: u64) -> usize {
-        if v < 2 * SUB {
-            return v as usize;
-        }
-        // v has `bits` significant bits, more than SUB_BITS + 1.
-        let bits = 64 - v.leading_zeros();
-        let shift = bits - SUB_BITS - 1;
-        ((u64::from(shift) + 1) * SUB + (v >> shift) - SUB) as usize
-    }
-
-    /// The smallest value bucket `i` holds.
-    fn low(i: usize) -> u64 {
-        let i = i as u64;
-        if i < 2 * SUB {
-            return i;
-        }
-        let shift = i / SUB - 1;
-        (i % SUB + SUB) << shift
-    }
-
-    fn count_in_bucket(&mut self, v: u64) {
-        let i = Self::bucket(v);
-        if i >= self.counts.len() {
-            self.counts.resize(i + 1, 0);
-        }
-        self.counts[i] += 1;
-    }
-
-    fn add(&mut self, v: u64) {
-        self.count += 1;
-        self.max = self.max.max(v);
-        if self.counts.is_empty() {
-            self.samples.push(v);
-            if self.samples.len() <= EXACT_SAMPLES {
-                return;
-            }
-            for v in std::mem::take(&mut self.samples) {
-                self.count_in_bucket(v);
-            }
-        } else {
-            self.count_in_bucket(v);
-        }
-    }
-
-    fn count(&self) -> u64 {
-        self.count
-    }
-
-    fn max(&self) -> u64 {
-        self.max
-    }
-
-    /// Nearest-rank percentiles `ps` (each 0-100): exact while every sample is kept, then
-    /// the lowest value of the bucket holding the sample of that rank. 0 when empty.
-    fn percentiles<const N: usize>(&self, ps: [u64; N]) -> [u64; N] {
-        if self.count == 0 {
-            return [0; N];
-        }
-        if self.counts.is_empty() {
-            let mut v = self.samples.clone();
-            v.sort_unstable();
-            return ps.map(|p| percentile(&v, p));
-        }
-        ps.map(|p| {
-            let rank = (p * self.count).div_ceil(100).max(1);
-            let mut seen = 0;
-            for (i, &n) in self.counts.iter().enumerate() {
-                seen += n;
-                if seen >= rank {
-                    return Self::low(i).min(self.max);
-                }
-            }
-            self.max
-        })
-    }
-}
-
-/// Nearest-rank percentile `p` (0-100) of sorted, non-empty `v`.
-pub fn percentile(v: &[u64], p: u64) -> u64 {
-    let rank = (p as usize * v.len()).div_ceil(100).max(1);
-    v[rank.min(v.len()) - 1]
 }
 
 impl Summary {
@@ -529,64 +423,9 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use pktpath_common::trace::{HEADER_BYTES, Hook, TraceEvent};
-    use proptest::prelude::*;
 
     use super::*;
     use crate::trace::{drops::DropReasons, event::EventBuilder, kallsyms::Kallsyms};
-
-    #[test]
-    fn latency_percentiles_are_exact_then_within_a_bucket() {
-        // Spread over nine orders of magnitude, from a fixed seed.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut samples = Vec::new();
-        let mut l = Latencies::default();
-        let ps = [1, 10, 50, 90, 99, 100];
-        for n in [1_000, 4 * EXACT_SAMPLES] {
-            while samples.len() < n {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let v = (x % 1_000_000) >> (x % 20);
-                samples.push(v);
-                l.add(v);
-            }
-            let mut sorted = samples.clone();
-            sorted.sort_unstable();
-            assert_eq!(l.count(), n as u64);
-            assert_eq!(l.max(), *sorted.last().unwrap());
-            for (p, got) in ps.into_iter().zip(l.percentiles(ps)) {
-                let exact = percentile(&sorted, p);
-                if n <= EXACT_SAMPLES || exact < 256 {
-                    assert_eq!(got, exact, "p{p} of {n}");
-                } else {
-                    assert!(
-                        got <= exact && exact - got <= exact / 128,
-                        "p{p}: {got} vs {exact}"
-                    );
-                }
-            }
-        }
-        assert!(l.samples.is_empty() && !l.counts.is_empty());
-        assert_eq!(Latencies::default().percentiles([50]), [0]);
-    }
-
-    /// Values of every magnitude, the bucket edges among them.
-    fn latency() -> impl Strategy<Value = u64> {
-        prop_oneof![
-            proptest::sample::select(vec![0, 1, 255, 256, 257, 4095, 4096, u64::MAX]),
-            (any::<u64>(), 0u32..64).prop_map(|(x, shift)| x >> shift),
-        ]
-    }
-
-    proptest! {
-        /// A value lies in its bucket, at most 1/128 above the bucket's lowest value.
-        #[test]
-        fn every_value_is_within_a_128th_of_its_bucket(v in latency()) {
-            let low = Latencies::low(Latencies::bucket(v));
-            prop_assert!(low <= v && v - low <= v / 128, "{}: bucket from {}", v, low);
-            prop_assert_eq!(Latencies::bucket(low), Latencies::bucket(v));
-        }
-    }
 
     /// A recorded-style wire event: an ICMP echo request header on `ifname`.
     fn raw(ts: u64, skb: u64, hook: Hook, netns: u32, ifname: &str, len: u32) -> TraceEvent {
@@ -791,17 +630,6 @@ mod tests {
         let r = s.report(None);
         assert_eq!(r.drops.len(), 1, "{:?}", r.drops);
         assert_eq!(r.drops[0].count, 3);
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let v: Vec<u64> = (1..=100).collect();
-        assert_eq!(
-            [50, 90, 99, 100].map(|p| percentile(&v, p)),
-            [50, 90, 99, 100]
-        );
-        assert_eq!(percentile(&[7], 99), 7);
-        assert_eq!(percentile(&[1, 2], 50), 1);
     }
 
     #[test]
