@@ -16,16 +16,9 @@ impl Json<'_> {
         self.0.extend_from_slice(s.as_bytes());
     }
 
-    fn num(&mut self, mut n: u64) {
-        // Digits written straight into the buffer, last first: no copy through a call.
-        let digits = n.checked_ilog10().unwrap_or(0) as usize + 1;
-        let start = self.0.len();
-        self.0.resize(start + digits, b'0');
-        let out = &mut self.0[start..];
-        for d in out.iter_mut().rev() {
-            *d = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
+    fn num(&mut self, n: u64) {
+        self.0
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
 
     #[inline]
@@ -236,6 +229,25 @@ mod tests {
         FreeReason, QdiscInfo, Rewrite, TcInfo, XdpInfo,
         fixtures::{builder, fib_record, udp_record},
     };
+
+    #[test]
+    fn numbers_are_written_as_serde_writes_them() {
+        for n in [
+            0,
+            7,
+            9,
+            10,
+            99,
+            100,
+            1_000_000_007,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            Json(&mut out).num(n);
+            assert_eq!(out, serde_json::to_vec(&n).unwrap(), "{n}");
+        }
+    }
 
     #[test]
     fn write_json_is_what_serde_writes() {
