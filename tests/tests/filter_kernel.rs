@@ -251,7 +251,7 @@ fn kernel_verdicts_match_user_space_on_random_filters_and_frames() {
         let Ok(prog) = compile(Some(&e)) else {
             continue;
         };
-        for frame in frames.iter().take(20 + rng.below(20)) {
+        for frame in frames.iter().take(20 + rng.index(20)) {
             let key = user_key(frame);
             let want = e.matches(&key);
             let (got, kernel_key) = kernel_run(&mut ebpf, &prog, frame);

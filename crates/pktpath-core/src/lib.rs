@@ -13,6 +13,7 @@ pub mod dropmon;
 pub mod hoplat;
 pub mod lab;
 pub mod loader;
+pub mod rng;
 pub mod route;
 pub mod sys;
 pub mod trace;

@@ -1,4 +1,4 @@
-//! Packets and filters for differential testing: a small deterministic PRNG, builders of
+//! Packets and filters for differential testing: builders of
 //! IPv4/IPv6/ARP packets and Ethernet frames, and random packets and expressions drawn from
 //! small pools so that random filters often match random packets.
 //!
@@ -14,38 +14,7 @@ use pktpath_common::filter::{
 
 use super::ast::{Dir, Expr, Pred, Proto};
 
-/// xorshift64*: deterministic, seedable, good enough to explore inputs.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed (0 is replaced by a fixed non-zero seed).
-    pub fn new(seed: u64) -> Self {
-        Self(if seed == 0 {
-            0x9e37_79b9_7f4a_7c15
-        } else {
-            seed
-        })
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// One element of a non-empty slice.
-    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
+pub use crate::rng::Rng;
 
 /// IPv4 addresses random packets and filters draw from.
 pub const V4_POOL: [Ipv4Addr; 4] = [
@@ -192,8 +161,8 @@ pub fn random_l3(rng: &mut Rng) -> (u16, Vec<u8>) {
             let mut ext = Vec::new();
             for _ in 0..rng.below(4) {
                 match rng.below(4) {
-                    0 => ext.push((0, ipv6_ext(1 + rng.below(2)))),
-                    1 => ext.push((43, ipv6_ext(1 + rng.below(3)))),
+                    0 => ext.push((0, ipv6_ext(1 + rng.index(2)))),
+                    1 => ext.push((43, ipv6_ext(1 + rng.index(3)))),
                     2 => ext.push((60, ipv6_ext(1))),
                     _ => ext.push((44, ipv6_frag(rng.below(2) as u16))),
                 }
@@ -206,7 +175,7 @@ pub fn random_l3(rng: &mut Rng) -> (u16, Vec<u8>) {
         _ => (0x88cc, vec![0x45; 46]),
     };
     if rng.below(8) == 0 {
-        let keep = rng.below(p.len() + 1);
+        let keep = rng.index(p.len() + 1);
         p.truncate(keep);
     }
     (ethertype, p)

@@ -322,7 +322,7 @@ fn headers_with_one_signature_have_one_key() {
         }
         // b captured to another length with the same mask.
         let m = loop {
-            let m = rng.below(97);
+            let m = rng.index(97);
             if signature_mask(et, m).is_some_and(|other| std::ptr::eq(other, mask)) {
                 break m;
             }
@@ -339,7 +339,7 @@ fn headers_with_one_signature_have_one_key() {
             &a[..n]
         );
         // A byte inside the signature changed: the signature changes with it.
-        let at = rng.below(SIGNATURE_WORDS * 8);
+        let at = rng.index(SIGNATURE_WORDS * 8);
         if bits[at] != 0 {
             let mut c = a;
             c[at] ^= bits[at] & bits[at].wrapping_neg();
