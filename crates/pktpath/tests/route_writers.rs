@@ -145,20 +145,16 @@ fn spawn(dp: &Attachment, args: &[&str]) -> Child {
         .expect("run nsenter (util-linux)")
 }
 
-/// A xorshift generator seeded from the clock (the seed is printed, to replay a failure).
+/// The project's seeded generator, seeded from the clock (the seed is printed, to replay
+/// a failure).
 fn random() -> impl FnMut() -> u64 {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos() as u64;
     eprintln!("random points from seed {seed}");
-    let mut x = seed | 1;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
+    let mut rng = pktpath_core::rng::Rng::new(seed);
+    move || rng.next_u64()
 }
 
 /// Runs `child` for `from` and a random part of `window`, then kills it (SIGKILL): its

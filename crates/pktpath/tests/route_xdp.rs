@@ -28,6 +28,7 @@ use common::{Attachment, SVC4, Scratch, iface_counter, policy, tc_hooks_in_use};
 use pktpath_common::route::{PROG_DATAPATH_OLD, PROG_XDP_OLD};
 use pktpath_core::{
     datapath::loops::{LOOP_ENV, LoopKind},
+    rng::Rng,
     sys::netns::NetNs,
 };
 use pktpath_tests::{
@@ -543,10 +544,7 @@ fn native_mode_is_refused_where_the_driver_has_none_and_leaves_nothing() {
 
 /// `pktpath route --pin-dir DIR ARGS` started in the router namespace, killed (SIGKILL)
 /// after a random part of `window`.
-fn killed_within(dp: &Attachment, args: &[&str], window: Duration, seed: &mut u64) {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
+fn killed_within(dp: &Attachment, args: &[&str], window: Duration, rng: &mut Rng) {
     let net = format!("--net=/run/netns/{}", dp.router);
     let pin = dp.pin.path.display().to_string();
     let mut full = vec![net.as_str(), common::PKTPATH, "route", "--pin-dir", &pin];
@@ -557,7 +555,7 @@ fn killed_within(dp: &Attachment, args: &[&str], window: Duration, seed: &mut u6
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("run nsenter (util-linux)");
-    std::thread::sleep(window.mul_f64((*seed % 1000) as f64 / 1000.0));
+    std::thread::sleep(window.mul_f64(rng.below(1000) as f64 / 1000.0));
     // nsenter execs pktpath: the child is pktpath itself.
     let _ = child.kill();
     let _ = child.wait();
@@ -581,15 +579,15 @@ fn attach_and_detach_killed_at_random_points_leave_no_xdp_behind() {
     let start = std::time::Instant::now();
     dp.ok(&["detach"]);
     let detach_span = start.elapsed().mul_f64(1.2);
-    let mut seed = std::time::SystemTime::now()
+    let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .subsec_nanos() as u64
-        | 1;
+        .subsec_nanos() as u64;
     eprintln!("random points from seed {seed}");
+    let mut rng = Rng::new(seed);
     let r = lab.router.name.clone();
     for round in 0..6 {
-        killed_within(&dp, &attach, attach_span, &mut seed);
+        killed_within(&dp, &attach, attach_span, &mut rng);
         dp.ok(&attach);
         let links = pktpath_tests::run::must("ip", &["-n", &r, "-d", "link", "show"]);
         assert_eq!(
@@ -597,7 +595,7 @@ fn attach_and_detach_killed_at_random_points_leave_no_xdp_behind() {
             3,
             "round {round}: one XDP program per ingress: {links}"
         );
-        killed_within(&dp, &["detach"], detach_span, &mut seed);
+        killed_within(&dp, &["detach"], detach_span, &mut rng);
         let out = dp.route(&["detach"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

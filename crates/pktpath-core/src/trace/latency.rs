@@ -166,11 +166,9 @@ mod tests {
         assert_eq!(size, 33_792, "the size the doc comment states");
         let mut l = Latencies::new();
         // Any magnitude, far past the range among them, many times over.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rng = crate::rng::Rng::new(0x9e37_79b9_7f4a_7c15);
         for _ in 0..300_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             l.add(x >> (x % 64));
         }
         l.add(u64::MAX);

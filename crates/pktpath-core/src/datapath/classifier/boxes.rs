@@ -266,11 +266,9 @@ mod tests {
             (0, 1023),
             (8000, 8999),
         ];
-        let mut x = 7u32;
+        let mut rng = crate::rng::Rng::new(7);
         for _ in 0..300 {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
+            let x = rng.next_u64();
             let (a, b) = ((x & 0xffff) as u16, (x >> 16) as u16);
             cases.push((a.min(b), a.max(b)));
         }

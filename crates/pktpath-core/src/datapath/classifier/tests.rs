@@ -251,10 +251,9 @@ proptest! {
     ) {
         // Distinct priorities in an order unrelated to the file order.
         let mut priorities: Vec<u32> = (0..policies.len() as u32).map(|i| i * 7 + 1).collect();
-        let mut s = seed | 1;
+        let mut rng = crate::rng::Rng::new(seed);
         for i in (1..priorities.len()).rev() {
-            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-            priorities.swap(i, (s % (i as u64 + 1)) as usize);
+            priorities.swap(i, rng.index(i + 1));
         }
         let set = policy_set(policies, priorities);
         let ifaces = ifaces();
