@@ -192,7 +192,7 @@ impl EventBuilder {
             len: t.len,
             mark: base.map_or(0, |b| b.mark),
             cpu: base.map_or(0, |b| b.cpu),
-            xdp: Some(xdp),
+            xdp: Some(Box::new(xdp)),
             ..self.header_event(h)
         }
     }
@@ -281,7 +281,7 @@ impl EventBuilder {
             drop_location: None,
             qdisc: None,
             fib: None,
-            tc: Some(tc),
+            tc: Some(Box::new(tc)),
             xdp: None,
             delivered: None,
             rewrite: None,
@@ -386,16 +386,16 @@ impl EventBuilder {
             drop_reason,
             drop_location,
             qdisc: matches!(hook, Some(Hook::QdiscEnqueue | Hook::QdiscDequeue)).then(|| {
-                QdiscInfo {
+                Box::new(QdiscInfo {
                     kind: wire::name(&ev.qdisc_kind),
                     handle: qdisc_handle(ev.qdisc_handle),
-                }
+                })
             }),
             fib: None,
             tc: None,
             xdp: None,
-            delivered,
-            rewrite,
+            delivered: delivered.map(Box::new),
+            rewrite: rewrite.map(Box::new),
             ..self.header_event(h)
         };
         if self.tapping.is_some() {

@@ -261,44 +261,44 @@ mod tests {
         odd.ifname = "we\"ird\\\n\u{1}é".into();
         odd.netns_name = Some("tab\there".into());
         odd.tcp_flags = Some("SA".to_owned());
-        odd.qdisc = Some(QdiscInfo {
+        odd.qdisc = Some(Box::new(QdiscInfo {
             kind: "fq_codel".to_owned(),
             handle: "0:".to_owned(),
-        });
+        }));
         events.push(odd);
         // The objects of a decision of the fast path, a delivery and a rewrite.
         let mut more = events[1].clone();
-        more.tc = Some(TcInfo {
+        more.tc = Some(Box::new(TcInfo {
             policy: Some("web".to_owned()),
             priority: Some(10),
             action: "forward",
             outcome: "forwarded",
             egress_ifindex: Some(7),
             via_stack: false,
-        });
-        more.rewrite = Some(Rewrite {
+        }));
+        more.rewrite = Some(Box::new(Rewrite {
             proto: Some("icmp".into()),
             src: Some("10.0.1.2".into()),
             dst: Some("10.0.1.100".into()),
             sport: None,
             dport: None,
-        });
+        }));
         events.push(more);
         let mut xdp = events[0].clone();
-        xdp.xdp = Some(XdpInfo {
+        xdp.xdp = Some(Box::new(XdpInfo {
             policy: None,
             priority: None,
             action: "pass",
             outcome: "passed",
             egress_ifindex: None,
-        });
+        }));
         events.push(xdp);
         let mut delivered = events[2].clone();
         (delivered.drop_reason, delivered.drop_location) = (None, None);
-        delivered.delivered = Some(FreeReason {
+        delivered.delivered = Some(Box::new(FreeReason {
             reason: "NO_SOCKET".to_owned(),
             location: "ping_rcv+0xb3".to_owned(),
-        });
+        }));
         events.push(delivered);
         // Routing lookups: a route via a gateway, a table without a match (a negative
         // errno), an IPv6 route type.

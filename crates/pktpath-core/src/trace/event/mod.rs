@@ -82,17 +82,17 @@ pub struct Event {
     /// `kfree_skb` only: where the kernel dropped it (`symbol+0xoffset`, or the hex address).
     pub drop_location: Option<String>,
     /// `qdisc_enqueue` / `qdisc_dequeue` only: the queueing discipline.
-    pub qdisc: Option<QdiscInfo>,
+    pub qdisc: Option<Box<QdiscInfo>>,
     /// `fib_table_lookup` / `fib6_table_lookup` only: the routing decision. These events
     /// describe the flow looked up, not a packet: `skb` is `0x0`, `len` 0, `ifname` and
     /// `ifindex` name the result's output device (or the flow's input one when none);
     /// `proto` is `-` when the flow names no protocol (the kernel's input route lookup
     /// fills it in only for policy rules that need it).
-    pub fib: Option<FibInfo>,
+    pub fib: Option<Box<FibInfo>>,
     /// `tc:pktpath` only (the decision of `pktpath route`'s data path, followed with
     /// `--route-pin-dir`): the policy and what the program did. The packet fields repeat
     /// those of the packet's previous event.
-    pub tc: Option<TcInfo>,
+    pub tc: Option<Box<TcInfo>>,
     /// `xdp:pktpath` only (the decision of the data path's XDP program, `route attach
     /// --hook xdp`, followed with `--route-pin-dir`): the policy and what the program did.
     /// The program runs before there is an skb: `skb` is `0x0`, `len` the frame's length
@@ -100,15 +100,15 @@ pub struct Event {
     /// the namespace and mark those of the packet's previous event. Absent in events saved
     /// before schema version 6.
     #[serde(default)]
-    pub xdp: Option<XdpInfo>,
+    pub xdp: Option<Box<XdpInfo>>,
     /// `kfree_skb` only, of a packet that reached a socket: a clone of it was queued to an
     /// IP socket (`sk_data_ready`) before the kernel freed the original with the reason
     /// given here (a raw socket's copy of an ICMP echo reply, the original freed by
     /// `ping_rcv` as `NO_SOCKET`). Not a drop.
-    pub delivered: Option<FreeReason>,
+    pub delivered: Option<Box<FreeReason>>,
     /// On the first event of a packet with rewritten headers (NAT, a tunnel's encapsulation
     /// or decapsulation; the journey goes on): what they were before.
-    pub rewrite: Option<Rewrite>,
+    pub rewrite: Option<Box<Rewrite>>,
 }
 
 /// A packet's headers before a rewrite (see [`Event::rewrite`]).

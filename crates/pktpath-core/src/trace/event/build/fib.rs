@@ -105,7 +105,7 @@ impl EventBuilder {
             drop_reason: None,
             drop_location: None,
             qdisc: None,
-            fib: Some(FibInfo {
+            fib: Some(Box::new(FibInfo {
                 table: ev.table,
                 result,
                 err: (!v6).then_some(ev.err),
@@ -115,7 +115,7 @@ impl EventBuilder {
                 gateway,
                 flow_iif: ev.iif,
                 flow_oif: ev.oif,
-            }),
+            })),
             tc: None,
             xdp: None,
             delivered: None,
