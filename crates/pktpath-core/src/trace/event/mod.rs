@@ -81,6 +81,9 @@ pub struct Event {
     pub drop_reason: Option<String>,
     /// `kfree_skb` only: where the kernel dropped it (`symbol+0xoffset`, or the hex address).
     pub drop_location: Option<String>,
+    // The objects below only some events carry are boxed: an event is moved from stage to
+    // stage of the reader, and with them inline it took 760 bytes (BENCHMARKS.md, "The
+    // tracer's lossless rate again").
     /// `qdisc_enqueue` / `qdisc_dequeue` only: the queueing discipline.
     pub qdisc: Option<Box<QdiscInfo>>,
     /// `fib_table_lookup` / `fib6_table_lookup` only: the routing decision. These events
