@@ -1562,27 +1562,13 @@ fn trace_shows_the_fast_path_decision_in_the_journey() {
             r#"{{ "id": "icmp-up1", "priority": 10, "match": {{ "iif": "{c}", "proto": "icmp" }}, "action": {{ "type": "forward", "next_hop": "up1" }} }}"#
         ),
     );
-    let pin = l.dp.pin.path.display().to_string();
-    let router = l.lab.router.name.clone();
-    let args = [
-        "trace",
-        "icmp",
-        "--netns",
-        &router,
-        "--output",
+    let (stdout, outs) = traced_ping(
+        &l,
         "json",
-        "--route-pin-dir",
-        &pin,
-        "--duration",
         "6",
-    ];
-    let stdout = common::trace_while(&args, || {
-        let out = ping(
-            &l.lab.client.name,
-            &["-4", "-c", "3", "-i", "0.2", "-W", "5", SVC4],
-        );
-        assert!(out.contains("3 received"), "{out}");
-    });
+        &[&["-4", "-c", "3", "-i", "0.2", "-W", "5", SVC4]],
+    );
+    assert!(outs[0].contains("3 received"), "{}", outs[0]);
     let events: Vec<Value> = stdout
         .lines()
         .map(|line| serde_json::from_str(line).expect("a JSON line"))
@@ -1627,8 +1613,9 @@ fn trace_shows_the_fast_path_decision_in_the_journey() {
 }
 
 /// A `pktpath trace --route-pin-dir` running in the router namespace while `args` are
-/// pinged from the client, for `secs` seconds: its stdout once it ended.
-fn traced_ping(l: &Lab, output: &str, secs: &str, pings: &[&[&str]]) -> String {
+/// pinged from the client, for `secs` seconds: its stdout once it ended, and each ping's
+/// output.
+fn traced_ping(l: &Lab, output: &str, secs: &str, pings: &[&[&str]]) -> (String, Vec<String>) {
     let pin = l.dp.pin.path.display().to_string();
     let router = l.lab.router.name.clone();
     let args = [
@@ -1643,12 +1630,15 @@ fn traced_ping(l: &Lab, output: &str, secs: &str, pings: &[&[&str]]) -> String {
         "--duration",
         secs,
     ];
-    common::trace_while(&args, || {
+    let mut outs = Vec::new();
+    let stdout = common::trace_while(&args, || {
         for args in pings {
             let out = ping(&l.lab.client.name, args);
             assert!(out.contains("received"), "{args:?}: {out}");
+            outs.push(out);
         }
-    })
+    });
+    (stdout, outs)
 }
 
 /// The trace shows when the fast path hands a packet to the stack with its policy's
@@ -1674,7 +1664,7 @@ fn trace_shows_a_packet_handed_to_the_stack_following_its_policy() {
     let plain: &[&str] = &["-4", "-c", "2", "-i", "0.2", "-W", "5", SVC4];
     let rr: &[&str] = &["-4", "-c", "2", "-i", "0.2", "-W", "5", "-R", SVC4];
 
-    let stdout = traced_ping(&l, "json", "5", &[plain, rr]);
+    let (stdout, _) = traced_ping(&l, "json", "5", &[plain, rr]);
     let decisions: Vec<Value> = stdout
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
@@ -1702,7 +1692,7 @@ fn trace_shows_a_packet_handed_to_the_stack_following_its_policy() {
         "plain echoes forwarded, record-route ones via the stack:\n{stdout}"
     );
 
-    let stdout = traced_ping(&l, "text", "3", &[rr]);
+    let (stdout, _) = traced_ping(&l, "text", "3", &[rr]);
     let lines: Vec<&str> = stdout
         .lines()
         .filter(|line| line.contains("tc:pktpath") && line.contains("icmp-up2"))
