@@ -81,26 +81,16 @@ fn run() -> anyhow::Result<()> {
             let r = match cmd {
                 "trace-ladder" => serde_json::to_value(tracer::ladder_only()?)?,
                 "trace-profile" => serde_json::to_value(tracer::profile_only()?)?,
-                "hop-cost" => {
-                    let rounds = match args.get(1) {
-                        Some(s) => anyhow::Context::context(
-                            s.parse::<usize>(),
-                            "hop-cost ROUNDS: a whole number",
-                        )?,
-                        None => 3,
-                    };
-                    serde_json::to_value(hopcost::run(rounds)?)?
-                }
-                "trace-soak" => {
-                    let secs = match args.get(1) {
-                        Some(s) => anyhow::Context::context(
-                            s.parse::<u64>(),
-                            "trace-soak SECS: a whole number",
-                        )?,
-                        None => 600,
-                    };
-                    serde_json::to_value(soak::run(secs)?)?
-                }
+                "hop-cost" => serde_json::to_value(hopcost::run(whole_arg(
+                    args.get(1),
+                    "hop-cost ROUNDS",
+                    3,
+                )?)?)?,
+                "trace-soak" => serde_json::to_value(soak::run(whole_arg(
+                    args.get(1),
+                    "trace-soak SECS",
+                    600,
+                )?)?)?,
                 _ => serde_json::to_value(tracer::overhead_only()?)?,
             };
             println!("{}", serde_json::to_string_pretty(&r)?);
@@ -147,4 +137,18 @@ fn run() -> anyhow::Result<()> {
         bail!("parts failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// An optional whole-number argument (`what` names it in the error), or `default`.
+fn whole_arg<T: std::str::FromStr>(
+    arg: Option<&String>,
+    what: &str,
+    default: T,
+) -> anyhow::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    arg.map_or(Ok(default), |s| {
+        anyhow::Context::with_context(s.parse::<T>(), || format!("{what}: a whole number"))
+    })
 }
