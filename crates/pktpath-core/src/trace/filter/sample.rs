@@ -15,6 +15,7 @@ use pktpath_common::filter::{
 };
 
 use super::ast::{Dir, Expr, Pred, Proto};
+use crate::datapath::synth::mask_to;
 
 pub use crate::rng::Rng;
 
@@ -135,17 +136,11 @@ pub fn other_l3() -> (u16, Vec<u8>) {
 
 /// `net addr/prefix`, the bits of `addr` beyond `prefix` cleared.
 pub fn net(dir: Dir, addr: IpAddr, prefix: u8) -> Pred {
-    let addr = match addr {
-        IpAddr::V4(a) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
-        }
-        IpAddr::V6(a) => {
-            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
-        }
-    };
-    Pred::Net { dir, addr, prefix }
+    Pred::Net {
+        dir,
+        addr: mask_to(addr, prefix),
+        prefix,
+    }
 }
 
 /// An Ethernet frame carrying `l3`, padded to the 60-byte minimum.
