@@ -70,6 +70,8 @@ fn kernel_classification_equals_the_model() {
 
 /// Random dense policy sets through the kernel program of `dp`, against the model.
 fn classifies_as_the_model(mut dp: Datapath) {
+    // Seeded, not proptest: one fixed sequence of sets in the kernel, replayed as it ran
+    // (the root-free classifier tests draw the same shapes with shrinking).
     let mut rng = Rng::new(0xda7a);
     // Test runs arrive on the namespace's loopback (ifindex 1): the sets' `in0` is 2, so
     // policies naming an interface never match here; the packets say iif in0 or in1, which
@@ -373,6 +375,7 @@ fn a_control_buffer_left_by_other_layers_is_not_a_route_get() {
         .unwrap()
         .try_into()
         .unwrap();
+    // One sample packet, the same in every run.
     let p = policy::packet_fields(
         &synth::dense_packet(&mut Rng::new(0xcb)),
         &synth::dense_ifaces(),

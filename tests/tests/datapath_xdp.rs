@@ -59,6 +59,7 @@ fn xdp_decides_as_tc_does_for_any_mark_or_passes_untouched() {
     let mut dp = Datapath::load();
     dp.load_xdp();
     dp.allow_xdp_egress(&[1]);
+    // Seeded, not proptest: one fixed sequence of sets in the kernel, replayed as it ran.
     let mut rng = Rng::new(0x0d0d);
     let mut ifaces = synth::dense_ifaces();
     ifaces.links[0].ifindex = 1;

@@ -238,6 +238,8 @@ fn kernel_verdicts_match_user_space_on_a_table() {
 fn kernel_verdicts_match_user_space_on_random_filters_and_frames() {
     require_root();
     let mut ebpf = load();
+    // Seeded, not proptest: one fixed sequence of filters and frames in the kernel, replayed
+    // as it ran (the root-free differential tests draw the same shapes with shrinking).
     let mut rng = Rng::new(0xf11e);
     let frames: Vec<Vec<u8>> = (0..40)
         .map(|_| {

@@ -1,10 +1,11 @@
-//! Seeded randomness for the property tests, the filter samples and the benchmark's rule
-//! sets: xorshift64*.
+//! Seeded randomness for the benchmark's rule sets, the privileged tests and the filter
+//! samples: xorshift64*.
 //!
 //! The project's own rather than `rand`: the benchmark's generated rule sets and headers
 //! are drawn from it, and they must be the same sets from run to run and release to release
 //! for the figures in BENCHMARKS.md to compare (no `rand` generator promises xorshift64*'s
-//! sequence). Tests that need shrinking use proptest.
+//! sequence). The privileged tests replay fixed sequences in the kernel with it. Root-free
+//! tests draw their inputs from proptest strategies, which shrink a failure.
 
 /// xorshift64*: deterministic, seedable, good enough to explore inputs.
 #[derive(Clone, Debug)]

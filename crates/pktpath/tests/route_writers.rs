@@ -146,7 +146,7 @@ fn spawn(dp: &Attachment, args: &[&str]) -> Child {
 }
 
 /// The project's seeded generator, seeded from the clock (the seed is printed, to replay
-/// a failure).
+/// a failure). Random points in time, not inputs to shrink: not proptest.
 fn random() -> impl FnMut() -> u64 {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

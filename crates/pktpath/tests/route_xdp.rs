@@ -584,6 +584,7 @@ fn attach_and_detach_killed_at_random_points_leave_no_xdp_behind() {
         .unwrap()
         .subsec_nanos() as u64;
     eprintln!("random points from seed {seed}");
+    // Random points in time, not inputs to shrink: not proptest.
     let mut rng = Rng::new(seed);
     let r = lab.router.name.clone();
     for round in 0..6 {

@@ -1,5 +1,9 @@
 //! Deterministic randomness, address helpers and dense random policy sets for tests and
 //! benchmarks (the realistic rule-set profiles live in the test harness crate).
+//!
+//! The dense sets are seeded, not proptest: the privileged tests replay one fixed sequence
+//! of them in the kernel. The root-free classifier tests draw the same shapes from
+//! strategies that shrink (`datapath/classifier/tests.rs`).
 
 use std::net::IpAddr;
 

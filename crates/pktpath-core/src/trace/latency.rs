@@ -160,25 +160,35 @@ mod tests {
         assert_eq!((Latencies::new().count(), Latencies::new().max()), (0, 0));
     }
 
-    #[test]
-    fn a_value_out_of_range_counts_as_an_hour_and_nothing_grows() {
-        let size = Latencies::new().histogram.distinct_values();
-        assert_eq!(size, 33_792, "the size the doc comment states");
-        let mut l = Latencies::new();
-        // Any magnitude, far past the range among them, many times over.
-        let mut rng = crate::rng::Rng::new(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..300_000 {
-            let x = rng.next_u64();
-            l.add(x >> (x % 64));
+    /// Values of any magnitude, most far past the range.
+    fn any_magnitude() -> impl Strategy<Value = u64> {
+        (any::<u64>(), 0u32..64).prop_map(|(x, shift)| x >> shift)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Any magnitude, far past the range among them: about 300,000 values over the cases.
+        #[test]
+        fn a_value_out_of_range_counts_as_an_hour_and_nothing_grows(
+            values in proptest::collection::vec(any_magnitude(), 1..2000)
+        ) {
+            let size = Latencies::new().histogram.distinct_values();
+            prop_assert_eq!(size, 33_792, "the size the doc comment states");
+            let mut l = Latencies::new();
+            for &x in &values {
+                l.add(x);
+            }
+            l.add(u64::MAX);
+            prop_assert_eq!(l.histogram.distinct_values(), size);
+            prop_assert_eq!((l.count(), l.max()), (values.len() as u64 + 1, u64::MAX));
+            let [top] = l.percentiles([100]);
+            prop_assert!(
+                top <= HIGHEST_NS && HIGHEST_NS - top <= HIGHEST_NS / 1024,
+                "{}",
+                top
+            );
         }
-        l.add(u64::MAX);
-        assert_eq!(l.histogram.distinct_values(), size);
-        assert_eq!((l.count(), l.max()), (300_001, u64::MAX));
-        let [top] = l.percentiles([100]);
-        assert!(
-            top <= HIGHEST_NS && HIGHEST_NS - top <= HIGHEST_NS / 1024,
-            "{top}"
-        );
     }
 
     /// Values of every magnitude up to a few hours, the bucket edges among them.

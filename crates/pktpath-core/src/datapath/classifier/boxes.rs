@@ -253,11 +253,32 @@ pub(super) const V4_DIMS: [usize; 9] = [
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
+    /// `range_to_prefixes(lo, hi)` covers `lo..=hi` exactly, each port once, with at most 30
+    /// aligned prefixes.
+    fn assert_exact_cover(lo: u16, hi: u16) {
+        let prefixes = range_to_prefixes(lo, hi);
+        assert!(prefixes.len() <= 30, "{lo}-{hi}: {}", prefixes.len());
+        let mut covered = vec![0u8; 65536];
+        for (value, len) in prefixes {
+            let size = 1u32 << (16 - len);
+            assert_eq!(value as u32 % size, 0, "{lo}-{hi}: {value}/{len} unaligned");
+            for port in value as u32..value as u32 + size {
+                covered[port as usize] += 1;
+            }
+        }
+        for port in 0..65536u32 {
+            let want = (lo as u32..=hi as u32).contains(&port) as u8;
+            assert_eq!(covered[port as usize], want, "{lo}-{hi}: port {port}");
+        }
+    }
+
     #[test]
-    fn port_ranges_become_exact_disjoint_prefix_covers() {
-        let mut cases = vec![
+    fn edge_port_ranges_become_exact_disjoint_prefix_covers() {
+        let edges = [
             (0, 65535),
             (0, 0),
             (1, 1),
@@ -266,27 +287,17 @@ mod tests {
             (0, 1023),
             (8000, 8999),
         ];
-        let mut rng = crate::rng::Rng::new(7);
-        for _ in 0..300 {
-            let x = rng.next_u64();
-            let (a, b) = ((x & 0xffff) as u16, (x >> 16) as u16);
-            cases.push((a.min(b), a.max(b)));
+        for (lo, hi) in edges {
+            assert_exact_cover(lo, hi);
         }
-        for (lo, hi) in cases {
-            let prefixes = range_to_prefixes(lo, hi);
-            assert!(prefixes.len() <= 30, "{lo}-{hi}: {}", prefixes.len());
-            let mut covered = vec![0u8; 65536];
-            for (value, len) in prefixes {
-                let size = 1u32 << (16 - len);
-                assert_eq!(value as u32 % size, 0, "{lo}-{hi}: {value}/{len} unaligned");
-                for port in value as u32..value as u32 + size {
-                    covered[port as usize] += 1;
-                }
-            }
-            for port in 0..65536u32 {
-                let want = (lo as u32..=hi as u32).contains(&port) as u8;
-                assert_eq!(covered[port as usize], want, "{lo}-{hi}: port {port}");
-            }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn port_ranges_become_exact_disjoint_prefix_covers(a: u16, b: u16) {
+            assert_exact_cover(a.min(b), a.max(b));
         }
     }
 

@@ -2,8 +2,10 @@
 //! IPv4/IPv6/ARP packets and Ethernet frames, and random packets and expressions drawn from
 //! small pools so that random filters often match random packets.
 //!
-//! Used by the unit tests (reference evaluator vs. bytecode) and the privileged tests
-//! (bytecode in the kernel vs. user space).
+//! The builders and pools serve the unit tests, which draw their packets and filters from
+//! proptest strategies of the same shapes (`tests/strategy.rs`; they shrink). The seeded
+//! generators here serve the privileged tests (bytecode in the kernel vs. user space): a
+//! fixed seed replays the same filters and frames in the kernel, with no proptest there.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -13,6 +15,7 @@ use pktpath_common::filter::{
 };
 
 use super::ast::{Dir, Expr, Pred, Proto};
+use crate::datapath::synth::mask_to;
 
 pub use crate::rng::Rng;
 
@@ -32,6 +35,27 @@ pub const V6_POOL: [Ipv6Addr; 4] = [
 ];
 /// Ports random packets and filters draw from.
 pub const PORT_POOL: [u16; 6] = [22, 53, 80, 443, 1024, 8080];
+/// Transport protocols of random packets.
+pub const L4_POOL: [u8; 6] = [
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    IPPROTO_SCTP,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    47,
+];
+/// Protocol primitives of random filters.
+pub const PROTO_POOL: [Proto; 7] = [
+    Proto::Ip,
+    Proto::Ip6,
+    Proto::Tcp,
+    Proto::Udp,
+    Proto::Icmp,
+    Proto::Icmp6,
+    Proto::Arp,
+];
+/// Prefix lengths of random IPv6 `net` filters (IPv4 ones take any of 0 to 32).
+pub const V6_PREFIX_POOL: [u8; 9] = [0, 8, 16, 32, 64, 96, 100, 127, 128];
 
 /// An IPv4 packet (20-byte header, no options unless `options` > 0 words).
 pub fn ipv4(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, options: u8, frag: u16, l4: &[u8]) -> Vec<u8> {
@@ -105,6 +129,20 @@ pub fn arp(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     p
 }
 
+/// A frame of another EtherType (LLDP's), which no filter primitive matches but `not`.
+pub fn other_l3() -> (u16, Vec<u8>) {
+    (0x88cc, vec![0x45; 46])
+}
+
+/// `net addr/prefix`, the bits of `addr` beyond `prefix` cleared.
+pub fn net(dir: Dir, addr: IpAddr, prefix: u8) -> Pred {
+    Pred::Net {
+        dir,
+        addr: mask_to(addr, prefix),
+        prefix,
+    }
+}
+
 /// An Ethernet frame carrying `l3`, padded to the 60-byte minimum.
 pub fn ethernet(ethertype: u16, l3: &[u8]) -> Vec<u8> {
     let mut f = vec![0u8; 14];
@@ -122,14 +160,6 @@ pub fn ethernet(ethertype: u16, l3: &[u8]) -> Vec<u8> {
 /// options or fragmented), IPv6 (sometimes with extension headers), ARP, or another
 /// EtherType; TCP, UDP, SCTP, ICMP, ICMPv6 or other payloads; sometimes truncated.
 pub fn random_l3(rng: &mut Rng) -> (u16, Vec<u8>) {
-    let protos = [
-        IPPROTO_TCP,
-        IPPROTO_UDP,
-        IPPROTO_SCTP,
-        IPPROTO_ICMP,
-        IPPROTO_ICMPV6,
-        47,
-    ];
     let port = |rng: &mut Rng| {
         if rng.below(4) == 0 {
             rng.next_u64() as u16
@@ -139,7 +169,7 @@ pub fn random_l3(rng: &mut Rng) -> (u16, Vec<u8>) {
     };
     let (ethertype, mut p) = match rng.below(10) {
         0..=3 => {
-            let proto = rng.pick(&protos);
+            let proto = rng.pick(&L4_POOL);
             let l4 = l4_ports(port(rng), port(rng), 8);
             let options = if rng.below(4) == 0 {
                 rng.below(11) as u8
@@ -156,7 +186,7 @@ pub fn random_l3(rng: &mut Rng) -> (u16, Vec<u8>) {
             (ETH_P_IP, ipv4(proto, src, dst, options, frag, &l4))
         }
         4..=7 => {
-            let proto = rng.pick(&protos);
+            let proto = rng.pick(&L4_POOL);
             let l4 = l4_ports(port(rng), port(rng), 8);
             let mut ext = Vec::new();
             for _ in 0..rng.below(4) {
@@ -172,7 +202,7 @@ pub fn random_l3(rng: &mut Rng) -> (u16, Vec<u8>) {
             (ETH_P_IPV6, ipv6(proto, src, dst, &ext, &l4))
         }
         8 => (ETH_P_ARP, arp(rng.pick(&V4_POOL), rng.pick(&V4_POOL))),
-        _ => (0x88cc, vec![0x45; 46]),
+        _ => other_l3(),
     };
     if rng.below(8) == 0 {
         let keep = rng.index(p.len() + 1);
@@ -196,38 +226,18 @@ fn random_addr(rng: &mut Rng) -> IpAddr {
 /// A random predicate.
 pub fn random_pred(rng: &mut Rng) -> Pred {
     match rng.below(5) {
-        0 => Pred::Proto(rng.pick(&[
-            Proto::Ip,
-            Proto::Ip6,
-            Proto::Tcp,
-            Proto::Udp,
-            Proto::Icmp,
-            Proto::Icmp6,
-            Proto::Arp,
-        ])),
+        0 => Pred::Proto(rng.pick(&PROTO_POOL)),
         1 => Pred::Host {
             dir: random_dir(rng),
             addr: random_addr(rng),
         },
         2 => {
             let addr = random_addr(rng);
-            let (prefix, net) = match addr {
-                IpAddr::V4(a) => {
-                    let p = rng.below(33) as u32;
-                    let m = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-                    (p as u8, IpAddr::V4(Ipv4Addr::from(u32::from(a) & m)))
-                }
-                IpAddr::V6(a) => {
-                    let p = rng.pick(&[0u32, 8, 16, 32, 64, 96, 100, 127, 128]);
-                    let m = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-                    (p as u8, IpAddr::V6(Ipv6Addr::from(u128::from(a) & m)))
-                }
+            let prefix = match addr {
+                IpAddr::V4(_) => rng.below(33) as u8,
+                IpAddr::V6(_) => rng.pick(&V6_PREFIX_POOL),
             };
-            Pred::Net {
-                dir: random_dir(rng),
-                addr: net,
-                prefix,
-            }
+            net(random_dir(rng), addr, prefix)
         }
         3 => {
             let p = rng.pick(&PORT_POOL);

@@ -1,12 +1,15 @@
-//! Unit tests of the filter language: parsing, error messages, compilation, key extraction,
-//! and the differential test of compiled bytecode against the reference evaluator.
+//! Unit tests of the filter language: parsing, error messages, compilation, key extraction;
+//! its property tests are in `properties`.
+
+mod properties;
+mod strategy;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use pktpath_common::filter::{
     ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, FILTER_MAX_INSNS, FilterInsn, FilterOp, FilterProgram,
     IPPROTO_TCP, IPPROTO_UDP, KEY_ADDR_V4, KEY_ADDR_V6, KEY_FRAGMENT, KEY_IP, KEY_PORTS, PacketKey,
-    SIGNATURE_WORDS, TARGET_MATCH, eval, key_from_l3, signature_covers, signature_mask,
+    TARGET_MATCH, eval, key_from_l3,
 };
 
 use super::{sample::*, *};
@@ -244,112 +247,4 @@ fn ipv4_tests_never_match_ipv6_packets_with_mapped_addresses() {
     assert!(!eval(&compile_filter("host 10.0.0.1").unwrap(), &k));
     assert!(!eval(&compile_filter("net 0.0.0.0/0").unwrap(), &k));
     assert!(eval(&compile_filter("host ::ffff:10.0.0.1").unwrap(), &k));
-}
-
-#[test]
-fn canonical_text_parses_back_to_the_same_tree() {
-    let mut rng = Rng::new(7);
-    for _ in 0..2000 {
-        let e = random_expr(&mut rng, 5);
-        assert_eq!(parse(&e.to_string()).unwrap(), Some(e.clone()), "{e}");
-    }
-}
-
-/// The important one: for random filters and random packets, the compiled bytecode run by
-/// the shared evaluator agrees with the reference evaluator on the syntax tree.
-#[test]
-fn bytecode_agrees_with_reference_evaluator() {
-    let mut rng = Rng::new(0x5eed);
-    let packets: Vec<PacketKey> = (0..400)
-        .map(|_| {
-            let (et, l3) = random_l3(&mut rng);
-            key(et, &l3)
-        })
-        .collect();
-    let mut matched = 0usize;
-    let mut total = 0usize;
-    for _ in 0..3000 {
-        let e = random_expr(&mut rng, 6);
-        let prog = match compile(Some(&e)) {
-            Ok(p) => p,
-            Err(FilterError::TooLarge { .. }) => continue,
-            Err(other) => panic!("{e}: {other}"),
-        };
-        for k in &packets {
-            let want = e.matches(k);
-            assert_eq!(eval(&prog, k), want, "filter `{e}` on {k:?}");
-            matched += usize::from(want);
-            total += 1;
-        }
-    }
-    // The pools are small enough that both verdicts are common.
-    assert!(
-        matched * 10 > total && matched * 10 < total * 9,
-        "{matched} of {total} matched"
-    );
-}
-
-/// The masked words of `h` under `mask`.
-fn signature(h: &[u8; 96], mask: &[u64; SIGNATURE_WORDS]) -> [u64; SIGNATURE_WORDS] {
-    std::array::from_fn(|i| {
-        u64::from_ne_bytes(h[i * 8..i * 8 + 8].try_into().expect("8 bytes")) & mask[i]
-    })
-}
-
-/// The tracer reuses a verdict for a header whose signature it has seen: for random headers
-/// (with options, extension headers, fragments, truncation, other EtherTypes) and copies
-/// with every byte outside the signature changed and captured to another length with the
-/// same mask, the key is the same whenever the signature covers the header. And the masks
-/// are not vacuous: changing a byte inside them changes keys.
-#[test]
-fn headers_with_one_signature_have_one_key() {
-    let mut rng = Rng::new(0x516e);
-    let (mut checked, mut covered, mut differed) = (0usize, 0usize, 0usize);
-    for _ in 0..20_000 {
-        let (et, l3) = random_l3(&mut rng);
-        let mut a = [0u8; 96];
-        let n = l3.len().min(96);
-        a[..n].copy_from_slice(&l3[..n]);
-        let Some(mask) = signature_mask(et, n) else {
-            continue;
-        };
-        checked += 1;
-        let bits: Vec<u8> = mask.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let mut b = a;
-        for (i, byte) in b.iter_mut().enumerate() {
-            let keep = bits.get(i).copied().unwrap_or(0);
-            *byte = (*byte & keep) | (rng.next_u64() as u8 & !keep);
-        }
-        // b captured to another length with the same mask.
-        let m = loop {
-            let m = rng.index(97);
-            if signature_mask(et, m).is_some_and(|other| std::ptr::eq(other, mask)) {
-                break m;
-            }
-        };
-        assert_eq!(signature(&a, mask), signature(&b, mask));
-        if !signature_covers(mask, &a, et) {
-            continue;
-        }
-        covered += 1;
-        assert_eq!(
-            key_from_l3(&a, n, et),
-            key_from_l3(&b, m, et),
-            "ethertype {et:#06x}, header {:02x?}, captured {n} and {m}",
-            &a[..n]
-        );
-        // A byte inside the signature changed: the signature changes with it.
-        let at = rng.index(SIGNATURE_WORDS * 8);
-        if bits[at] != 0 {
-            let mut c = a;
-            c[at] ^= bits[at] & bits[at].wrapping_neg();
-            assert_ne!(signature(&a, mask), signature(&c, mask));
-            differed += usize::from(key_from_l3(&c, n, et) != key_from_l3(&a, n, et));
-        }
-    }
-    assert!(
-        checked > 15_000 && covered * 2 > checked,
-        "{covered} of {checked}"
-    );
-    assert!(differed > 1_000, "{differed}");
 }
