@@ -156,6 +156,7 @@ fn shape_params() -> Option<classifier::Params> {
         "PKTPATH_CUT_GAIN",
         "PKTPATH_COPY_QUANTILE",
         "PKTPATH_CLASS_CUT_RULES",
+        "PKTPATH_CLASS_FOLD_SLOTS",
     ];
     if !vars.iter().any(|v| std::env::var_os(v).is_some()) {
         return None;
@@ -171,6 +172,7 @@ fn shape_params() -> Option<classifier::Params> {
         cut_gain: env_or("PKTPATH_CUT_GAIN", base.cut_gain),
         copy_quantile: env_or("PKTPATH_COPY_QUANTILE", base.copy_quantile),
         class_cut_rules: env_or("PKTPATH_CLASS_CUT_RULES", base.class_cut_rules),
+        class_fold_slots: env_or("PKTPATH_CLASS_FOLD_SLOTS", base.class_fold_slots),
         ..base
     })
 }

@@ -233,6 +233,13 @@ pub const NODE_SIDE: u8 = 0x40;
 /// A walk reads one chunk only, the one its first node's block is in (see
 /// `datapath::classifier::encode`).
 pub const NODE_FAR: u8 = 0x20;
+/// `Node::op` of an inner node whose cut also takes the packet's class: the child index
+/// is the cut's slice times [`CLASS_SLICES`] plus the class ([`KEY_CLASS`]). The builder
+/// folds a child that cuts on the class alone into its parent this way, which saves the
+/// walk a node read.
+pub const NODE_CLASS: u8 = 0x10;
+/// Children per slice of a [`NODE_CLASS`] node: the class takes the low bits of the index.
+pub const CLASS_SLICES: u32 = 16;
 /// The key word bits of `Node::op`.
 pub const NODE_WORD: u8 = 0x0f;
 /// Slots before an inner node's children when it has a side subtree: the side's root and
@@ -242,7 +249,8 @@ pub const SIDE_SLOTS: u32 = 1 + BOUND_CLASSES as u32;
 /// A tree node, 8 bytes (one arena slot).
 ///
 /// Inner node (`op` without [`NODE_LEAF`]): the child for a packet is the node in arena
-/// slot `base + side + ((words[op & NODE_WORD] >> shift) & mask)`, where `side` is
+/// slot `base + side + ((words[op & NODE_WORD] >> shift) & mask)` (with [`NODE_CLASS`],
+/// that slice times [`CLASS_SLICES`] plus the packet's class), where `side` is
 /// [`SIDE_SLOTS`] when `op` has [`NODE_SIDE`] (slot `base` then holds the side subtree's
 /// root, slot `base + 1 + c` its priority bound for packet class `c` as a `u64`) and 0
 /// otherwise. Leaf:
@@ -257,6 +265,7 @@ pub struct Node {
     pub base: u32,
 }
 crate::assert_size!(Node, 8);
+const _: () = assert!(BOUND_CLASSES as u32 <= CLASS_SLICES);
 crate::impl_pod!(Node);
 
 /// One arena chunk: [`CHUNK_SLOTS`] 8-byte slots, holding [`Node`]s (one a slot),

@@ -9,14 +9,15 @@
 //! [`NODE_FAR`]: the walk stops there and goes on as a walk of its own. Blocks are laid
 //! out depth first, so most children sit in their parent's chunk.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use pktpath_common::route::{
-    BOUND_CLASSES, CHUNK_SLOTS, GenTables, MAX_LEAF_RULES, MAX_VALUES, NODE_FAR, NODE_LEAF,
-    NODE_SIDE, Node, RuleMatch, RuleValue, SIDE_SLOTS, TreeRoot,
+    BOUND_CLASSES, CHUNK_SLOTS, CLASS_SLICES, GenTables, KEY_CLASS, MAX_LEAF_RULES, MAX_VALUES,
+    NODE_CLASS, NODE_FAR, NODE_LEAF, NODE_SIDE, Node, RuleMatch, RuleValue, SIDE_SLOTS, TreeRoot,
 };
 
 use super::{
+    Params,
     build::{BNode, Forest, NodeId},
     rule::{CompileError, Rule, rule_match},
 };
@@ -75,6 +76,21 @@ pub(super) fn word_node(w: u64) -> Node {
     unsafe { std::mem::transmute::<u64, Node>(w) }
 }
 
+/// The children of a node that cuts on the packet class alone (all of it, with no side
+/// subtree): such a node can be folded into its parent's cut.
+fn class_children(forest: &Forest, id: NodeId) -> Option<&[NodeId]> {
+    match &forest.nodes[id as usize] {
+        BNode::Cut {
+            dim,
+            shift: 0,
+            bits,
+            side: None,
+            children,
+        } if *dim as usize == KEY_CLASS && 1u32 << bits == CLASS_SLICES => Some(children),
+        _ => None,
+    }
+}
+
 // The largest blocks fit a chunk: a cut of 2^16 children after a side subtree, a leaf.
 const _: () = assert!((1 << 16) + SIDE_SLOTS <= CHUNK_SLOTS && 8 * MAX_LEAF_RULES <= CHUNK_SLOTS);
 
@@ -96,6 +112,8 @@ struct Encoder<'a> {
     reachable: Vec<bool>,
     /// Every non-empty child reference far (tests: each node is then a walk of its own).
     far_all: bool,
+    /// [`Params::class_fold_slots`].
+    class_fold_slots: usize,
 }
 
 /// The arena chunk of a slot.
@@ -169,6 +187,24 @@ impl Encoder<'_> {
                 children,
             } => {
                 self.stats.inner += 1;
+                // Children that cut on the class alone are folded in: the walk then reads
+                // one node fewer (a node read is the largest part of a walk's cost).
+                let fold = *dim as usize != KEY_CLASS
+                    && children.len() * CLASS_SLICES as usize <= self.class_fold_slots
+                    && children
+                        .iter()
+                        .any(|&c| class_children(forest, c).is_some());
+                let children: Cow<[NodeId]> = if fold {
+                    children
+                        .iter()
+                        .flat_map(|&c| match class_children(forest, c) {
+                            Some(by_class) => by_class.to_vec(),
+                            None => vec![c; CLASS_SLICES as usize],
+                        })
+                        .collect()
+                } else {
+                    Cow::Borrowed(children)
+                };
                 // A side subtree's root and its priority bounds come first.
                 let first_at = if side.is_some() {
                     SIDE_SLOTS as usize
@@ -199,7 +235,9 @@ impl Encoder<'_> {
                     bounds_min(&mut min, &child_min);
                 }
                 Node {
-                    op: *dim | if side.is_some() { NODE_SIDE } else { 0 },
+                    op: *dim
+                        | if side.is_some() { NODE_SIDE } else { 0 }
+                        | if fold { NODE_CLASS } else { 0 },
                     shift: *shift,
                     mask: ((1u32 << bits) - 1) as u16,
                     base: base as u32,
@@ -211,12 +249,13 @@ impl Encoder<'_> {
     }
 }
 
-/// Lays out each family's forest (IPv4 first) and the values of `rules`; with `far_all`,
-/// every child reference is far.
+/// Lays out each family's forest (IPv4 first) and the values of `rules`, as `params` say
+/// (class cuts folded into their parents' blocks; with `far_all`, every child reference
+/// far).
 pub(super) fn encode(
     rules: &[Rule],
     families: &[(u8, Forest)],
-    far_all: bool,
+    params: &Params,
 ) -> Result<Tables, CompileError> {
     if rules.len() >= MAX_VALUES as usize {
         return Err(CompileError::TooManyRules {
@@ -228,7 +267,8 @@ pub(super) fn encode(
         rules,
         slots: Vec::new(),
         reachable: vec![false; rules.len()],
-        far_all,
+        far_all: params.far_all,
+        class_fold_slots: params.class_fold_slots,
         stats: TreeStats {
             rules: rules.len(),
             ..Default::default()

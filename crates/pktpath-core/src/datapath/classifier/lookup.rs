@@ -4,8 +4,8 @@
 use std::cell::Cell;
 
 use pktpath_common::route::{
-    CHUNK_SLOT_BITS, FAMILY_V4, KEY_CLASS, LEAF_SEGMENT, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD,
-    Node, PRUNE_PER_STEP, RuleMatch, RuleValue, SIDE_SLOTS,
+    CHUNK_SLOT_BITS, CLASS_SLICES, FAMILY_V4, KEY_CLASS, LEAF_SEGMENT, NODE_CLASS, NODE_FAR,
+    NODE_LEAF, NODE_SIDE, NODE_WORD, Node, PRUNE_PER_STEP, RuleMatch, RuleValue, SIDE_SLOTS,
 };
 
 use super::{
@@ -186,7 +186,11 @@ impl<'a> Lookup<'a> {
                     pending.push((self.node(n.base), min));
                 }
                 let w = key.words[(n.op & NODE_WORD) as usize];
-                n = self.node(n.base + side + ((w >> n.shift) & n.mask as u32));
+                let mut slice = (w >> n.shift) & n.mask as u32;
+                if n.op & NODE_CLASS != 0 {
+                    slice = slice * CLASS_SLICES + class as u32;
+                }
+                n = self.node(n.base + side + slice);
                 if n.op & NODE_FAR != 0 {
                     n.op &= !NODE_FAR;
                     far = Some(n);

@@ -73,6 +73,13 @@ pub struct Params {
     ///
     /// [`KEY_CLASS`]: pktpath_common::route::KEY_CLASS
     pub class_cut_rules: usize,
+    /// Largest block (child slots) an inner node may have once it takes in the class cuts
+    /// of its children ([`NODE_CLASS`]: each slice becomes [`CLASS_SLICES`] slots); 0: no
+    /// folding. A fold saves a node read per walk through it, for a larger block.
+    ///
+    /// [`NODE_CLASS`]: pktpath_common::route::NODE_CLASS
+    /// [`CLASS_SLICES`]: pktpath_common::route::CLASS_SLICES
+    pub class_fold_slots: usize,
     /// Three trees per family, by which address is specific (see the module's docs);
     /// otherwise one.
     pub split_trees: bool,
@@ -95,6 +102,7 @@ impl Default for Params {
             cut_gain: 4,
             copy_quantile: 0,
             class_cut_rules: 128,
+            class_fold_slots: 4096,
             split_trees: false,
             max_mib: u64::MAX,
             far_all: false,
@@ -112,6 +120,7 @@ impl Params {
             cut_gain: 1,
             copy_quantile: 75,
             class_cut_rules: 512,
+            class_fold_slots: 1 << 15,
             split_trees: true,
             max_mib: ROOMY_MIB,
             ..Self::default()
@@ -178,5 +187,5 @@ pub fn compile_with(rules: &[Rule], params: Params) -> Result<Tables, CompileErr
         let trees = build::build_family(rules, &members, family, params)?;
         families.push((family, trees));
     }
-    encode::encode(rules, &families, params.far_all)
+    encode::encode(rules, &families, &params)
 }

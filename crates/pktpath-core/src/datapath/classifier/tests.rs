@@ -258,7 +258,8 @@ proptest! {
         let plan = Slots::default().plan(&set).unwrap();
         let rules = policy::rules(&set, &ifaces, &plan.slots).unwrap();
         // The default shape; the roomy one (more copies, a side's best rules copied into
-        // the slices); the packet class cut at every node, and never; deep trees of tiny
+        // the slices); the packet class cut at every node (folded into the parents' cuts,
+        // and not), and never; deep trees of tiny
         // leaves with few copies allowed, each node a walk of its own (as if in a chunk of
         // its own); one leaf per tree, longer than a walk checks (its rest walked after).
         for params in [
@@ -271,6 +272,12 @@ proptest! {
             },
             Params {
                 class_cut_rules: 0,
+                ..Params::default()
+            },
+            Params {
+                leaf_rules: 2,
+                class_cut_rules: usize::MAX,
+                class_fold_slots: 0,
                 ..Params::default()
             },
             Params {

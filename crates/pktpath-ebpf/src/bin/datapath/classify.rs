@@ -8,9 +8,10 @@ use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{bindings::bpf_fib_lookup, helpers::generated::bpf_loop};
 use pktpath_common::route::{
-    CHUNK_SLOT_BITS, CHUNK_SLOTS, Chunk, ClassKey, FAMILY_V4, KEY_CLASS, LEAF_SEGMENT, MAX_CHUNKS,
-    MAX_DEPTH, MAX_PENDING, MAX_TREES, MAX_WALKS, NODE_FAR, NODE_LEAF, NODE_SIDE, NODE_WORD, Node,
-    PRUNE_PER_STEP, RuleMatch, RuleValue, SIDE_SLOTS, WALKS_PER_CALL,
+    CHUNK_SLOT_BITS, CHUNK_SLOTS, CLASS_SLICES, Chunk, ClassKey, FAMILY_V4, KEY_CLASS,
+    LEAF_SEGMENT, MAX_CHUNKS, MAX_DEPTH, MAX_PENDING, MAX_TREES, MAX_WALKS, NODE_CLASS, NODE_FAR,
+    NODE_LEAF, NODE_SIDE, NODE_WORD, Node, PRUNE_PER_STEP, RuleMatch, RuleValue, SIDE_SLOTS,
+    WALKS_PER_CALL,
 };
 use pktpath_ebpf::{
     looping::can_loop,
@@ -307,7 +308,11 @@ fn step<const WALKS: u32>(ctx: &mut SearchCtx) -> i64 {
                 }
             }
             let w = key.words[(n.op & NODE_WORD) as usize];
-            let Some(next) = arena.node(n.base + side + ((w >> n.shift) & n.mask as u32)) else {
+            let mut slice = (w >> n.shift) & n.mask as u32;
+            if n.op & NODE_CLASS != 0 {
+                slice = slice * CLASS_SLICES + key.words[KEY_CLASS];
+            }
+            let Some(next) = arena.node(n.base + side + slice) else {
                 return 1;
             };
             n = next;
