@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use pktpath_core::datapath::attach::STATE_ROOT;
+use pktpath_core::route::datapath::attach::STATE_ROOT;
 use pktpath_tests::names::NETNS_PREFIX;
 
 /// The pid in `<prefix><pid>-...`, when that process is gone.

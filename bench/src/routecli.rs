@@ -146,7 +146,7 @@ impl Route {
     }
 
     fn state_dir(&self) -> PathBuf {
-        pktpath_core::datapath::attach::Layout::new(&self.pin.path).state_dir()
+        pktpath_core::route::datapath::attach::Layout::new(&self.pin.path).state_dir()
     }
 }
 
@@ -159,7 +159,7 @@ impl Drop for Route {
         }
         let _ = std::fs::remove_dir_all(self.state_dir());
         // Only if empty: another user's state may live there.
-        let _ = std::fs::remove_dir(pktpath_core::datapath::attach::STATE_ROOT);
+        let _ = std::fs::remove_dir(pktpath_core::route::datapath::attach::STATE_ROOT);
     }
 }
 

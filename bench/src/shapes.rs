@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use anyhow::Context as _;
-use pktpath_core::datapath::{
+use pktpath_core::route::datapath::{
     classifier::{self, Lookup},
     policy::{self, Interfaces, LinkInfo, Slots},
 };

@@ -7,8 +7,8 @@ use aya::{
 };
 use pktpath_common::route::MAP_XDP_EGRESS;
 use pktpath_core::{
-    datapath::{loops::LoopKind, tables::DatapathMaps},
     loader::{self, Object},
+    route::datapath::{loops::LoopKind, tables::DatapathMaps},
 };
 
 /// `struct __sk_buff` is 192 bytes; `mark` is at offset 8.

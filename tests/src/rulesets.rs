@@ -29,7 +29,7 @@ use std::{
 };
 
 use pktpath_core::{
-    datapath::synth::Rng,
+    route::datapath::synth::Rng,
     route::{
         compile::{PolicySet, Topology},
         config::{

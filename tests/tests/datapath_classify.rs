@@ -7,7 +7,7 @@
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
 use pktpath_common::route::{ACTION_FORWARD, FAMILY_V4, FAMILY_V6, NextHop, RuleValue};
 use pktpath_core::{
-    datapath::{
+    route::datapath::{
         classifier::{Params, Rule, compile, compile_with},
         frame::{self, FrameOptions, ipv4_checksum},
         loops::LoopKind,
@@ -139,7 +139,7 @@ fn kernel_classification_of_realistic_rule_sets_equals_the_model() {
     use std::collections::HashMap;
 
     use pktpath_core::{
-        datapath::policy::{Interfaces, LinkInfo},
+        route::datapath::policy::{Interfaces, LinkInfo},
         route::{compile::InterfaceId, config::Action},
     };
     use pktpath_tests::rulesets::{self, INTERFACES, Profile};

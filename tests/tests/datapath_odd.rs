@@ -15,7 +15,7 @@ use pktpath_common::route::{
     RuleValue,
 };
 use pktpath_core::{
-    datapath::{
+    route::datapath::{
         classifier::{Rule, compile},
         frame::{self, FrameOptions, ipv4_checksum},
         synth::v4,

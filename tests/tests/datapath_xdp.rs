@@ -3,7 +3,7 @@
 //! and leaves the same bytes; where it passes, the frame is untouched.
 
 use pktpath_common::route::{FAMILY_V4, MAX_NEXTHOPS, NextHop};
-use pktpath_core::datapath::{
+use pktpath_core::route::datapath::{
     classifier::compile,
     frame::{self, FrameOptions, ipv4_checksum},
     policy::{self, Slots},

@@ -6,11 +6,11 @@
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
 use pktpath_common::route::{MAX_IFACES, PROG_DATAPATH};
 use pktpath_core::{
-    datapath::{
+    loader::{self, Object},
+    route::datapath::{
         frame::{self, FrameOptions},
         tables::DatapathMaps,
     },
-    loader::{self, Object},
     route::packet::{Ifindex, PacketFields},
 };
 use pktpath_tests::{NetnsGuard, names, require_root, run};

@@ -6,8 +6,8 @@ use aya::programs::{
 };
 use pktpath_common::route::PROG_DATAPATH;
 use pktpath_core::{
-    datapath::tables::DatapathMaps,
     loader::{self, Object},
+    route::datapath::tables::DatapathMaps,
 };
 use pktpath_tests::{ClsactGuard, TwoHosts, require_root, run};
 

@@ -18,12 +18,12 @@ use pktpath_common::{
     route::{Decision, GET_MAGIC, MAP_ARENA, MAP_DECISION, PROG_DATAPATH, RuleMatch},
 };
 use pktpath_core::{
-    datapath::{
+    loader::{self, GlobalValue, Object},
+    route::datapath::{
         classifier::Tables,
         frame::{self, FrameOptions},
         tables::DatapathMaps,
     },
-    loader::{self, GlobalValue, Object},
     route::packet::{Ifindex, PacketFields},
 };
 use pktpath_tests::objects::{self, TestObject};

@@ -25,7 +25,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use pktpath_common::route::{ACTION_DROP, ACTION_PASS, FAMILY_V4, FAMILY_V6, RuleMatch};
 use pktpath_core::{
-    datapath::{
+    route::datapath::{
         classifier::{self, Lookup, Rule, TreeStats},
         policy::{self, Interfaces, LinkInfo, Slots},
     },

@@ -69,7 +69,7 @@ impl IfaceCounters {
 // 64-byte lines that user space builds per generation.
 //
 // User space compiles each family's rules into a few decision trees (see pktpath-core's
-// `datapath::classifier`). A tree's inner node cuts one key word: it takes `mask + 1`
+// `route::datapath::classifier`). A tree's inner node cuts one key word: it takes `mask + 1`
 // equal slices of the word (`(word >> shift) & mask`) and names the block of child nodes
 // the slice indexes. A leaf holds a short list of rules, best priority first, each with its
 // complete match, which the data path checks in order. Per packet the program walks each
@@ -231,7 +231,7 @@ pub const NODE_SIDE: u8 = 0x40;
 /// `Node::op` of a child (inner node or leaf) whose block lies in another arena chunk than
 /// its parent's: the walk ends there and the child is walked next, as a walk of its own.
 /// A walk reads one chunk only, the one its first node's block is in (see
-/// `datapath::classifier::encode`).
+/// `route::datapath::classifier::encode`).
 pub const NODE_FAR: u8 = 0x20;
 /// `Node::op` of an inner node whose cut also takes the packet's class: the child index
 /// is the cut's slice times [`CLASS_SLICES`] plus the class ([`KEY_CLASS`]). The builder

@@ -13,7 +13,7 @@ use std::{
 };
 
 use crate::{
-    datapath::attach::Layout,
+    route::datapath::attach::Layout,
     sys::caps::{Capability, MissingCapability, Privileges},
 };
 

@@ -7,7 +7,6 @@ pub mod agent;
 pub mod btf;
 #[cfg(test)]
 mod committed;
-pub mod datapath;
 pub mod doctor;
 pub mod dropmon;
 pub mod hoplat;

@@ -597,7 +597,7 @@ fn an_agent_that_cannot_attach_exits_with_one_line() {
         "{err}"
     );
     assert!(!pin.path.exists(), "no pins left");
-    let layout = pktpath_core::datapath::attach::Layout::new(&pin.path);
+    let layout = pktpath_core::route::datapath::attach::Layout::new(&pin.path);
     assert!(
         !layout.state_dir().exists() && !layout.lock_file().exists(),
         "no state left"

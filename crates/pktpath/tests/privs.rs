@@ -73,7 +73,7 @@ impl Setup {
     }
 
     fn state_dir(&self) -> PathBuf {
-        pktpath_core::datapath::attach::Layout::new(self.pin_dir())
+        pktpath_core::route::datapath::attach::Layout::new(self.pin_dir())
             .with_state_root(&self.state.path)
             .state_dir()
     }

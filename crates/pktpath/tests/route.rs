@@ -10,8 +10,8 @@ use std::{
 };
 
 use pktpath_core::{
-    datapath::policy::{self, Interfaces, LinkInfo, PolicyError, Slots},
     route::compile::{PolicySet, Topology},
+    route::datapath::policy::{self, Interfaces, LinkInfo, PolicyError, Slots},
 };
 
 const PKTPATH: &str = env!("CARGO_BIN_EXE_pktpath");

@@ -17,7 +17,7 @@ use std::{
 };
 
 use common::{DataPathOnlyLab, PKTPATH, SVC4, Scratch};
-use pktpath_core::datapath::{attach::Layout, object::TC_PIN_DIR};
+use pktpath_core::route::datapath::{attach::Layout, object::TC_PIN_DIR};
 use pktpath_tests::{PinGuard, RouterLab};
 use serde_json::Value;
 

@@ -16,7 +16,7 @@ use std::{
 };
 
 use common::{Attachment, DataPathOnlyLab, PKTPATH, Scratch};
-use pktpath_core::datapath::attach::{Layout, Writer};
+use pktpath_core::route::datapath::attach::{Layout, Writer};
 use pktpath_tests::{BpffsGuard, RouterLab, require_root};
 use serde_json::Value;
 

@@ -27,8 +27,8 @@ use aya::{
 use common::{Attachment, SVC4, Scratch, iface_counter, policy, tc_hooks_in_use};
 use pktpath_common::route::{PROG_DATAPATH_OLD, PROG_XDP_OLD};
 use pktpath_core::{
-    datapath::loops::{LOOP_ENV, LoopKind},
     rng::Rng,
+    route::datapath::loops::{LOOP_ENV, LoopKind},
     sys::netns::NetNs,
 };
 use pktpath_tests::{

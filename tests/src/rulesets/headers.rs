@@ -5,7 +5,7 @@
 //! better priority take headers drawn from another.
 
 use pktpath_core::{
-    datapath::synth::Rng,
+    route::datapath::synth::Rng,
     route::{
         compile::InterfaceId,
         config::{Family, Match, PortRange, Prefix, Protocol},

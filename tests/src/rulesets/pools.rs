@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use pktpath_core::{datapath::synth::Rng, route::config::Prefix};
+use pktpath_core::{route::config::Prefix, route::datapath::synth::Rng};
 
 use super::random::{Random as _, zipf};
 

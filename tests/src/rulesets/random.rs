@@ -1,7 +1,7 @@
 //! The few random draws the generator needs, on the project's seeded xorshift generator:
 //! wider words, inclusive ranges, weighted choices and a Zipf-like skew.
 
-use pktpath_core::datapath::synth::Rng;
+use pktpath_core::route::datapath::synth::Rng;
 
 /// Draws beyond what [`Rng`] offers.
 pub(super) trait Random {

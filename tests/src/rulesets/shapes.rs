@@ -5,8 +5,8 @@
 //! destination ports in ACLs, more port ranges in firewalls.
 
 use pktpath_core::{
-    datapath::synth::Rng,
     route::config::{Action, MarkMatch, Match, Policy, PortRange, Prefix, Protocol},
+    route::datapath::synth::Rng,
 };
 
 use super::{

@@ -12,7 +12,7 @@ use prometheus_client::{
 use tiny_http::{Header, Request, Response, Server};
 
 use super::{AgentError, status::Status};
-use crate::datapath::attach::{self, Layout};
+use crate::route::datapath::attach::{self, Layout};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 

@@ -40,9 +40,9 @@ use prometheus_client::{
 
 use super::status::Status;
 use crate::{
-    datapath::attach::{self, AttachError, IfaceStats, Layout},
     dropmon::DropMonitor,
     hoplat::{HopLatency, HopRow},
+    route::datapath::attach::{self, AttachError, IfaceStats, Layout},
     sys::netns,
 };
 

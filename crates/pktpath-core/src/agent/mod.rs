@@ -32,9 +32,9 @@ use self::{
     watch::FileWatch,
 };
 use crate::{
-    datapath::attach::{self, AttachError, Layout, TcMode, Writer},
     dropmon::{DropMonitor, DropMonitorError},
     hoplat::{HopLatency, HopLatencyError},
+    route::datapath::attach::{self, AttachError, Layout, TcMode, Writer},
     route::{
         compile::{PolicySet, Topology},
         config::{ConfigError, Source},

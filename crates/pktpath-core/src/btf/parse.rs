@@ -358,7 +358,7 @@ impl Btf {
     }
 
     /// An array's element count, and where that count sits in the blob (a byte offset, for
-    /// a caller that rewrites it: see `datapath::object`).
+    /// a caller that rewrites it: see `route::datapath::object`).
     pub fn array_len(&self, id: u32) -> Result<(u32, usize), BtfError> {
         let t = self.ty(id)?;
         if t.kind != Kind::Array {

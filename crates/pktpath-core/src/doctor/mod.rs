@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::{
     access::{self, Command},
-    datapath::{attach, state_root},
+    route::datapath::{attach, state_root},
     sys::{
         caps::{Capability, Privileges},
         mounts::PseudoFs,

@@ -20,7 +20,7 @@ use pktpath_common::trace::Hook;
 
 use super::{Lab, LabError, traffic};
 use crate::{
-    datapath::attach::{self, AttachError, DEFAULT_WAIT, Layout, Stats, Writer},
+    route::datapath::attach::{self, AttachError, DEFAULT_WAIT, Layout, Stats, Writer},
     route::{self, compile::PolicySet, config::Source},
     sys::{
         SysError,

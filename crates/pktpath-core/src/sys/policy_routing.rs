@@ -1,6 +1,6 @@
 //! Policy routing over rtnetlink: `ip rule fwmark MARK/MASK lookup TABLE` rules and default
 //! routes in numbered tables, added, deleted and listed. The data path's slow path (see
-//! `datapath::slow_path`) is made of them.
+//! `route::datapath::slow_path`) is made of them.
 //!
 //! All calls act on the calling thread's network namespace.
 

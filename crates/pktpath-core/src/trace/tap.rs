@@ -31,7 +31,7 @@ use pktpath_common::route::{
 
 use super::wire::Record;
 use crate::{
-    datapath::attach::{self, Layout},
+    route::datapath::attach::{self, Layout},
     sys::{
         SysError,
         bpfmap::{Mapped, create_ringbuf, delete_array_entry},

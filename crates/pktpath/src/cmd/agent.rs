@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use pktpath_core::{
     access,
     agent::{self, Options},
-    datapath::attach::DEFAULT_PIN_DIR,
+    route::datapath::attach::DEFAULT_PIN_DIR,
     sys::caps::Privileges,
 };
 

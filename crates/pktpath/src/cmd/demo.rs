@@ -15,11 +15,11 @@ use std::{
 
 use anyhow::Context as _;
 use pktpath_core::{
-    datapath::attach::{self, DEFAULT_WAIT, Writer},
     lab::{
         self,
         demo::{self, Demo, DemoError, Findings, Kept, RUNTIME_NAME, Steps},
     },
+    route::datapath::attach::{self, DEFAULT_WAIT, Writer},
     sys::caps::{Capability, Privileges},
     trace::event::{endpoint, human_ns},
 };

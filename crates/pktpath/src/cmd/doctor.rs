@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use pktpath_core::{
     access,
-    datapath::attach::DEFAULT_PIN_DIR,
     doctor::{self, Report},
+    route::datapath::attach::DEFAULT_PIN_DIR,
     sys::caps::Privileges,
 };
 

@@ -111,8 +111,8 @@ pub fn trace_kernel_error(e: &pktpath_core::trace::TraceError) -> bool {
 }
 
 /// Whether a data path attach error may come from a missing kernel feature.
-pub fn attach_kernel_error(e: &pktpath_core::datapath::attach::AttachError) -> bool {
-    use pktpath_core::datapath::attach::AttachError as E;
+pub fn attach_kernel_error(e: &pktpath_core::route::datapath::attach::AttachError) -> bool {
+    use pktpath_core::route::datapath::attach::AttachError as E;
     matches!(
         e,
         E::Load(_) | E::Program { .. } | E::Link { .. } | E::Pin { .. } | E::NotBpffs { .. }

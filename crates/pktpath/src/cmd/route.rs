@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use pktpath_common::route::DATAPATH_SECTION;
 use pktpath_core::{
     access,
-    datapath::{
+    route::datapath::{
         attach::{self, DEFAULT_PIN_DIR, Layout, Writer},
         object,
         policy::{self, ClassifierSummary, Interfaces, Slots},
@@ -565,7 +565,7 @@ fn stats_cmd(layout: &Layout, args: OutputArgs) -> anyhow::Result<u8> {
 /// The `route stats` tables: policies in priority order, then interfaces.
 pub(crate) fn print_stats(
     out: &mut impl std::io::Write,
-    stats: &pktpath_core::datapath::attach::Stats,
+    stats: &pktpath_core::route::datapath::attach::Stats,
 ) -> std::io::Result<()> {
     table(
         out,
@@ -1033,7 +1033,7 @@ fn get_cmd(layout: &Layout, args: GetArgs) -> anyhow::Result<u8> {
 }
 
 /// `route get`'s two lines for one program's decision, the first after `prefix`.
-fn print_explanation(prefix: &str, e: &pktpath_core::datapath::get::Explanation) {
+fn print_explanation(prefix: &str, e: &pktpath_core::route::datapath::get::Explanation) {
     let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
     let via_stack = e
         .via_stack

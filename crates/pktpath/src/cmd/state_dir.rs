@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pktpath_core::datapath::{attach::Layout, state_root};
+use pktpath_core::route::datapath::{attach::Layout, state_root};
 
 /// The state directory option, flattened into the commands that open a data path.
 #[derive(Debug, Clone, clap::Args)]

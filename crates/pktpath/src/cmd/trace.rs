@@ -11,7 +11,7 @@ use std::{
 use pktpath_common::route::TAP_MAP;
 use pktpath_core::{
     access,
-    datapath::attach::DEFAULT_PIN_DIR as DEFAULT_ROUTE_PIN_DIR,
+    route::datapath::attach::DEFAULT_PIN_DIR as DEFAULT_ROUTE_PIN_DIR,
     sys::caps::Privileges,
     sys::clock::MonotonicToRealtime,
     trace::{

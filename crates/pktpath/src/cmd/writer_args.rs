@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pktpath_core::datapath::attach::{TcMode, XdpMode};
+use pktpath_core::route::datapath::attach::{TcMode, XdpMode};
 
 /// How to hook the data path into TC.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

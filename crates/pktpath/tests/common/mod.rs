@@ -53,7 +53,7 @@ impl Attachment {
     }
 
     pub fn state_dir(&self) -> PathBuf {
-        pktpath_core::datapath::attach::Layout::new(&self.pin.path).state_dir()
+        pktpath_core::route::datapath::attach::Layout::new(&self.pin.path).state_dir()
     }
 
     /// Runs `pktpath route --pin-dir DIR ARGS` inside the router's network namespace.

@@ -15,7 +15,7 @@ use pktpath_common::filter::{
 };
 
 use super::ast::{Dir, Expr, Pred, Proto};
-use crate::datapath::synth::mask_to;
+use crate::route::datapath::synth::mask_to;
 
 pub use crate::rng::Rng;
 

@@ -532,7 +532,7 @@ fn forward_nexthop(
 
 /// Passes a packet of a policy to the stack with the slow-path mark of `nh` (a next hop's
 /// or a table's entry), which the stack's rule for that mark routes as the policy says
-/// (see `datapath::slow_path`). Group destinations go unmarked: never sent to a next hop.
+/// (see `route::datapath::slow_path`). Group destinations go unmarked: never sent to a next hop.
 #[inline(always)]
 fn to_stack(ctx: &TcContext, p: &Parsed, nh: &NextHop, flags: &mut u8) -> (i32, Outcome) {
     if nh.slow_mask != 0 && !packet::group_destination(ctx, p) {

@@ -307,7 +307,7 @@ pub fn remove(plan: &SlowPlan) -> Result<Removed, SysError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{datapath::policy::LinkInfo, route::config::Source};
+    use crate::{route::config::Source, route::datapath::policy::LinkInfo};
 
     fn topology(text: &str) -> Topology {
         Topology::from_source(&Source::new("configuration.json", text)).expect("valid")
@@ -404,7 +404,7 @@ mod tests {
             ]
         );
         // The data path's next hop entries carry the same marks, per family served.
-        let hops = crate::datapath::policy::next_hops(&t, &ifaces(3)).expect("next hops");
+        let hops = crate::route::datapath::policy::next_hops(&t, &ifaces(3)).expect("next hops");
         let slow: Vec<(u32, u32)> = hops.iter().map(|h| (h.slow_mark, h.slow_mask)).collect();
         assert_eq!(
             slow,
@@ -440,7 +440,7 @@ mod tests {
         // No route goes into the user's tables.
         assert_eq!(p.tables(), vec![7070, 7071, 7072]);
         // The data path's entries for them, after the next hops', carry the same marks.
-        let hops = crate::datapath::policy::next_hops(&t, &ifaces(3)).expect("next hops");
+        let hops = crate::route::datapath::policy::next_hops(&t, &ifaces(3)).expect("next hops");
         let tail: Vec<(u32, u32, u32)> = hops[6..]
             .iter()
             .map(|h| (h.ifindex, h.slow_mark, h.slow_mask))
@@ -450,7 +450,7 @@ mod tests {
             vec![(0, 0x0400_0000, 0xff00_0000), (0, 0x0500_0000, 0xff00_0000)]
         );
         assert_eq!(
-            crate::datapath::policy::table_entry(&t, 100),
+            crate::route::datapath::policy::table_entry(&t, 100),
             Some(7),
             "alt's entry"
         );
@@ -464,7 +464,7 @@ mod tests {
         );
         let t = topology(&text);
         assert!(plan(&t, &ifaces(3)).is_empty());
-        let hops = crate::datapath::policy::next_hops(&t, &ifaces(3)).expect("next hops");
+        let hops = crate::route::datapath::policy::next_hops(&t, &ifaces(3)).expect("next hops");
         assert!(hops.iter().all(|h| h.slow_mask == 0 && h.slow_mark == 0));
     }
 }

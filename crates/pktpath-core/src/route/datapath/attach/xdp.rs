@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{AttachError, Layout};
 use crate::{
-    datapath::{policy::Interfaces, tables::TableError},
     route::compile::Topology,
+    route::datapath::{policy::Interfaces, tables::TableError},
     sys::{
         iface,
         netdev::{XDP_ACT_BASIC, XDP_ACT_NDO_XMIT, driver, xdp_features},

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use crate::{
-    datapath::policy::{Interfaces, LinkInfo},
+    route::datapath::policy::{Interfaces, LinkInfo},
     route::{
         compile::{InterfaceId, PolicySet, Topology},
         config::{

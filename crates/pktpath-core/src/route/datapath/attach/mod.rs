@@ -214,7 +214,7 @@ pub enum AttachError {
     #[error(transparent)]
     Table(#[from] TableError),
     #[error(transparent)]
-    Object(#[from] crate::datapath::object::ObjectError),
+    Object(#[from] crate::route::datapath::object::ObjectError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error(transparent)]

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::{
-    datapath::{
+    route::datapath::{
         policy::{self, Interfaces, Slots},
         synth,
     },

@@ -12,7 +12,7 @@ use super::{
     xdp::{self, EgressChange, EgressRefresh},
 };
 use crate::{
-    datapath::{
+    route::datapath::{
         classifier::TreeStats,
         policy::{self, Interfaces, Slots},
         slow_path,

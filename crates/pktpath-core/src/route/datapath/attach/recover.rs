@@ -16,7 +16,7 @@ use super::{
     io_err, running,
     state::{AttachState, Phase},
 };
-use crate::datapath::tables::DatapathMaps;
+use crate::route::datapath::tables::DatapathMaps;
 
 /// Recovers what a killed writer left at `layout`; says what was done, one line each.
 pub(super) fn run(layout: &Layout) -> Result<Vec<String>, AttachError> {

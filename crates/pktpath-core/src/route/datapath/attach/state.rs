@@ -16,7 +16,7 @@ use pktpath_common::route::GENERATIONS;
 use serde::{Deserialize, Serialize};
 
 use super::{ATTACH_FILE, AttachError, Direction, Layout, TcMode, XdpState, io_err};
-use crate::datapath::{policy::Slots, slow_path::SlowPlan};
+use crate::route::datapath::{policy::Slots, slow_path::SlowPlan};
 
 /// `attach.json`: how the data path is hooked in, and in netlink mode what attach created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -413,8 +413,8 @@ fn rule(
 mod tests {
     use super::*;
     use crate::{
-        datapath::classifier::{Lookup, compile},
         route::config::Source,
+        route::datapath::classifier::{Lookup, compile},
     };
 
     const CONFIG: &str = r#"{

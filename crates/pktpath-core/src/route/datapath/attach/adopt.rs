@@ -20,8 +20,8 @@ use super::{
     wanted_hooks,
 };
 use crate::{
-    datapath::{object, policy::Interfaces, slow_path, tables::TableError},
     loader::{self, Object},
+    route::datapath::{object, policy::Interfaces, slow_path, tables::TableError},
     route::{compile::Topology, config::Source},
     sys::tc,
 };

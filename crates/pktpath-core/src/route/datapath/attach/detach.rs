@@ -13,7 +13,7 @@ use super::{
     state::{AttachState, Phase},
 };
 use crate::{
-    datapath::slow_path,
+    route::datapath::slow_path,
     sys::{
         SysError,
         caps::{Capability, Privileges},
