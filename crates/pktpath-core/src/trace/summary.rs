@@ -83,7 +83,8 @@ pub struct PlacedDrop {
 
 /// Latency between two consecutive hops of the same packets. `count` and `max_ns` are
 /// exact; each percentile is the nearest-rank value, exact below 2,048 ns and otherwise at
-/// most 1/1024 (under 0.1 %) below it, from a histogram of fixed size (see [`Latencies`]).
+/// most 1/1024 (under 0.1 %) below it, from histogram buckets in bounded memory (see
+/// [`Latencies`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HopLatency {
     /// `hook@interface` of the earlier hop.
