@@ -10,10 +10,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{event::Event, fasthash::FastMap, latency::Latencies};
+use super::{event::Event, fasthash::FastMap, journey::IDLE_NS, latency::Latencies};
 
 /// Freed packets whose last hop is kept (see `Summary::freed`).
 const MAX_FREED: usize = 4096;
+/// Packets whose last hop is kept before those idle for [`IDLE_NS`] are swept (see
+/// `Summary::last`).
+const MAX_LAST: usize = 65_536;
 
 /// Accumulates events into a summary.
 #[derive(Debug, Default)]
@@ -26,8 +29,14 @@ pub struct Summary {
     /// Interface names, interned.
     ifnames: FastMap<String, u32>,
     ifname_text: Vec<String>,
-    /// Per packet id: the hop label and place (netns, interface name) of its last event.
-    last: FastMap<u64, (u32, u32, u32)>,
+    /// Per packet id: the hop label and place (netns, interface name) of its last event,
+    /// and its time. A packet whose end the trace does not see (TCP frees most of its skbs
+    /// where no hook is; the freeing event was lost) would stay here for good: entries idle
+    /// for [`IDLE_NS`], after which the journey tracker starts a new journey for the skb,
+    /// are swept once there are [`MAX_LAST`] or twice as many as after the last sweep
+    /// (`sweep_at`), so that a sweep that frees little does not come again at every event.
+    last: FastMap<u64, ((u32, u32, u32), u64)>,
+    sweep_at: usize,
     /// [`Self::last`] of packets whose skb was freed lately: a journey goes on past a free
     /// when a copy of the packet carries it (a veth's XDP copies the sender's skb).
     freed: FastMap<u64, (u32, u32, u32)>,
@@ -83,7 +92,8 @@ pub struct PlacedDrop {
 
 /// Latency between two consecutive hops of the same packets. `count` and `max_ns` are
 /// exact; each percentile is the nearest-rank value, exact below 2,048 ns and otherwise at
-/// most 1/1024 (under 0.1 %) below it, from a histogram of fixed size (see [`Latencies`]).
+/// most 1/1024 (under 0.1 %) below it, from histogram buckets in bounded memory (see
+/// [`Latencies`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HopLatency {
     /// `hook@interface` of the earlier hop.
@@ -182,8 +192,8 @@ impl Summary {
         let prev = self
             .last
             .get(&ev.packet_id)
-            .or_else(|| self.freed.get(&ev.packet_id))
-            .copied()
+            .map(|&(at, _)| at)
+            .or_else(|| self.freed.get(&ev.packet_id).copied())
             .filter(|_| ev.hop > 1);
         if let (Some((from, _, _)), Some(d)) = (prev, ev.delta_ns) {
             self.hops.entry((from, here)).or_default().add(d);
@@ -222,15 +232,22 @@ impl Summary {
                 self.freed.clear();
             }
             self.freed.insert(ev.packet_id, (here, ev.netns, ifname));
-        } else if ev.fib.is_some() {
-            // The packet has not moved to the lookup's output device yet.
-            let (ns, i) = match prev {
-                Some((_, ns, i)) => (ns, i),
-                None => (0, self.ifname("")),
-            };
-            self.last.insert(ev.packet_id, (here, ns, i));
         } else {
-            self.last.insert(ev.packet_id, (here, ev.netns, ifname));
+            let at = if ev.fib.is_some() {
+                // The packet has not moved to the lookup's output device yet.
+                match prev {
+                    Some((_, ns, i)) => (here, ns, i),
+                    None => (here, 0, self.ifname("")),
+                }
+            } else {
+                (here, ev.netns, ifname)
+            };
+            if self.last.len() >= self.sweep_at.max(MAX_LAST) {
+                self.last
+                    .retain(|_, &mut (_, t)| ev.ts_ns.saturating_sub(t) < IDLE_NS);
+                self.sweep_at = 2 * self.last.len();
+            }
+            self.last.insert(ev.packet_id, (at, ev.ts_ns));
         }
     }
 
@@ -473,6 +490,34 @@ mod tests {
             s.add(&e);
         }
         s
+    }
+
+    #[test]
+    fn packets_never_freed_are_forgotten_once_idle() {
+        let ev = |packet_id, hop, ts_ns, delta_ns| Event {
+            schema_version: crate::trace::SCHEMA_VERSION,
+            packet_id,
+            hop,
+            ts_ns,
+            delta_ns,
+            hook: "net_dev_xmit",
+            ifname: "veth-a".into(),
+            ..Event::default()
+        };
+        let mut s = Summary::new();
+        // As many packets as are kept, none seen to end (TCP's frees have no hook).
+        for id in 0..MAX_LAST as u64 {
+            s.add(&ev(id, 1, id, None));
+        }
+        assert_eq!(s.last.len(), MAX_LAST);
+        // One more, just in time for the newest of them to go on: the idle ones are gone.
+        let t = IDLE_NS + MAX_LAST as u64 - 10;
+        s.add(&ev(MAX_LAST as u64, 1, t, None));
+        assert_eq!(s.last.len(), 10);
+        s.add(&ev(MAX_LAST as u64 - 1, 2, t + 1, Some(7)));
+        assert_eq!(s.report(None).hops[0].count, 1);
+        // Those left and every new one are kept until the map doubles.
+        assert_eq!(s.sweep_at.max(MAX_LAST), MAX_LAST);
     }
 
     #[test]
