@@ -7,6 +7,11 @@
 //! program on the same tracepoint (`pktpath-kfree-empty-1`), the floor of any program there.
 //! `pktpath-hoplat-1` adds the agent's hop-latency programs (`--hop-latency`) on the
 //! router's two interfaces: every forwarded frame is timed from receive to transmit.
+//! `xdp-floor-1` (native) and `xdp-floor-generic-1` are the cheapest XDP forwarder there
+//! is (rewrite the MACs, redirect to the sink's interface, nothing else), attached on the
+//! router's ingress as `--hook xdp` attaches pktpath's: the ceiling of any XDP mode here.
+//! After each throughput window a second one is profiled (`fwdcpu`): the forwarding CPU's
+//! time per frame, sender against receive side (`PKTPATH_BENCH_CPU=0` skips it).
 
 use std::{any::Any, time::Duration};
 
@@ -17,10 +22,17 @@ use pktpath_tests::{
 };
 use serde::Serialize;
 
-use aya::programs::BtfTracePoint;
-use pktpath_core::{dropmon::DropMonitor, hoplat::HopLatency, sys::netns::NetNs};
+use aya::programs::{BtfTracePoint, Xdp, XdpMode};
+use pktpath_common::baseline::{GLOBAL_FLOOR_IFINDEX, PROG_XDP_FLOOR};
+use pktpath_core::{
+    dropmon::DropMonitor,
+    hoplat::HopLatency,
+    loader::GlobalValue,
+    sys::{iface, netns::NetNs},
+};
 
 use crate::{
+    fwdcpu::{self, CpuSplit},
     lab::{self, Lab, NftNetdev, ROUTE_TABLE, Scratch, check_stop, ip_batch, median, tc_batch},
     routecli,
 };
@@ -48,6 +60,11 @@ pub enum Kind {
     PktpathXdp,
     /// [`Kind::Pktpath`] attached with `--hook xdp --xdp-mode generic`.
     PktpathXdpGeneric,
+    /// The XDP floor program (MACs, `bpf_redirect`) native on the router's ingress, GRO on
+    /// the sink's end as for [`Kind::PktpathXdp`].
+    XdpFloor,
+    /// The XDP floor program in generic mode.
+    XdpFloorGeneric,
     /// [`Kind::Pktpath`] with the agent's kernel drop monitor attached (every frame the
     /// sink drops is one `skb:kfree_skb` event it counts).
     PktpathDrops,
@@ -68,6 +85,8 @@ impl Kind {
             Kind::Pktpath => "pktpath",
             Kind::PktpathXdp => "pktpath-xdp",
             Kind::PktpathXdpGeneric => "pktpath-xdp-generic",
+            Kind::XdpFloor => "xdp-floor",
+            Kind::XdpFloorGeneric => "xdp-floor-generic",
             Kind::PktpathDrops => "pktpath-drops",
             Kind::PktpathKfreeFloor => "pktpath-kfree-empty",
             Kind::PktpathHopLatency => "pktpath-hoplat",
@@ -106,6 +125,10 @@ pub fn all() -> Vec<Config> {
         for ahead in [0, AHEAD] {
             v.push(Config { kind, ahead });
         }
+    }
+    // No policies: the floor forwards every frame.
+    for kind in [Kind::XdpFloor, Kind::XdpFloorGeneric] {
+        v.push(Config { kind, ahead: 0 });
     }
     // Right after pktpath-1 in each round: the monitor's cost is the ratio of the two.
     let at = v
@@ -147,6 +170,37 @@ fn empty_kfree_skb() -> anyhow::Result<aya::Ebpf> {
 pub struct WithXdp {
     pub route: routecli::Route,
     _gro: EthtoolGuard,
+}
+
+/// The XDP floor program attached on the router's ingress, and in native mode GRO on the
+/// sink's end; detached (the program's link closes with the object) and undone on drop,
+/// in that order.
+pub struct WithXdpFloor {
+    _ebpf: aya::Ebpf,
+    _gro: Option<EthtoolGuard>,
+}
+
+/// Loads the XDP floor program, redirecting to the router's sink-side interface, and
+/// attaches it on the router's client-side one (a bpf_link, like `--hook xdp`).
+fn xdp_floor(lab: &Lab, mode: XdpMode) -> anyhow::Result<aya::Ebpf> {
+    let router = lab.router.handle();
+    let out = router
+        .run(|| iface::index(lab.r_out()))
+        .context("enter the router's namespace")??;
+    let mut ebpf = objects::load(
+        TestObject::Floor,
+        &[(GLOBAL_FLOOR_IFINDEX, GlobalValue::U32(out))],
+    )?;
+    let p: &mut Xdp = ebpf
+        .program_mut(PROG_XDP_FLOOR)
+        .context("program pktpath_xdp_floor")?
+        .try_into()?;
+    p.load().context("load the XDP floor program")?;
+    router
+        .run(|| p.attach(lab.r_in(), mode))
+        .context("enter the router's namespace")?
+        .with_context(|| format!("attach the XDP floor program on {}", lab.r_in()))?;
+    Ok(ebpf)
 }
 
 /// pktpath's data path with the kernel drop monitor attached; both removed on drop.
@@ -266,6 +320,17 @@ pub fn setup(lab: &Lab, cfg: Config, dir: &Scratch) -> anyhow::Result<Box<dyn An
             cfg.ahead,
             &["--hook", "xdp", "--xdp-mode", "generic"],
         )?),
+        Kind::XdpFloor => {
+            let gro = EthtoolGuard::set(&lab.sink.name, &lab.sink_link.b, EthtoolFlag::Gro, true);
+            Box::new(WithXdpFloor {
+                _ebpf: xdp_floor(lab, XdpMode::Driver)?,
+                _gro: Some(gro),
+            })
+        }
+        Kind::XdpFloorGeneric => Box::new(WithXdpFloor {
+            _ebpf: xdp_floor(lab, XdpMode::Skb)?,
+            _gro: None,
+        }),
         Kind::PktpathDrops => {
             let route = routecli::setup(lab, dir, cfg.ahead)?;
             let monitor = DropMonitor::start().context("start the drop monitor")?;
@@ -297,6 +362,11 @@ pub struct Row {
     pub vs_linux_1: f64,
     /// Median over the median of Linux policy routing with the same number of rules ahead.
     pub vs_linux_same: f64,
+    /// The forwarding CPU's time per frame, sender against receive side, one per round
+    /// (empty with `PKTPATH_BENCH_CPU=0`).
+    pub cpu: Vec<CpuSplit>,
+    /// Their medians.
+    pub cpu_median: Option<CpuSplit>,
 }
 
 #[derive(Debug, Serialize)]
@@ -403,7 +473,9 @@ pub fn run() -> anyhow::Result<Results> {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(ROUNDS);
+    let profile_cpu = std::env::var("PKTPATH_BENCH_CPU").map_or(true, |v| v != "0");
     let mut pps: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut cpu: Vec<Vec<CpuSplit>> = vec![Vec::new(); configs.len()];
     for round in 0..rounds {
         for (i, cfg) in configs.iter().enumerate() {
             check_stop()?;
@@ -423,9 +495,17 @@ pub fn run() -> anyhow::Result<Results> {
                 Some(route) => format!(", pktpath forwarded {}", route.forwarded(lab.r_in())?),
                 None => String::new(),
             };
+            let split = if profile_cpu {
+                let s = fwdcpu::profile(&lab, &tg, &dir, WARMUP, WINDOW)?;
+                let line = s.summary();
+                cpu[i].push(s);
+                line
+            } else {
+                String::new()
+            };
             drop(guard);
             eprintln!(
-                "forward: round {} {:<12} {:>10.0} pps{by_pktpath}",
+                "forward: round {} {:<12} {:>10.0} pps{by_pktpath}{split}",
                 round + 1,
                 cfg.name(),
                 rate
@@ -456,13 +536,16 @@ pub fn run() -> anyhow::Result<Results> {
         .iter()
         .zip(pps)
         .zip(&med)
-        .map(|((c, pps), m)| Row {
+        .zip(cpu)
+        .map(|(((c, pps), m), cpu)| Row {
             config: c.name(),
             ahead: c.ahead,
             pps,
             median_pps: *m,
             vs_linux_1: m / linux(0),
             vs_linux_same: m / linux(c.ahead),
+            cpu_median: (!cpu.is_empty()).then(|| CpuSplit::median(&cpu)),
+            cpu,
         })
         .collect();
     let get = |name: &str| rows.iter().find(|r| r.config == name).map(|r| r.median_pps);
@@ -471,6 +554,21 @@ pub fn run() -> anyhow::Result<Results> {
         get("pktpath-1k").unwrap_or(f64::NAN),
         get("pktpath-drops-1").unwrap_or(f64::NAN),
     );
+    let receive_ns = |name: &str| {
+        rows.iter()
+            .find(|r| r.config == name)
+            .and_then(|r| r.cpu_median.as_ref())
+            .map_or(f64::NAN, |c| c.receive_ns)
+    };
+    for floor in ["xdp-floor-1", "xdp-floor-generic-1"] {
+        if let Some(pps) = get(floor) {
+            eprintln!(
+                "forward: {floor} / linux-1 = {:.3} (the ceiling of XDP here); receive CPU per frame {:.3} of linux-1's",
+                pps / linux(0),
+                receive_ns(floor) / receive_ns("linux-1")
+            );
+        }
+    }
     if let Some(hops) = get("pktpath-hoplat-1") {
         eprintln!("forward: pktpath-hoplat-1 / pktpath-1 = {:.3}", hops / p1);
     }
@@ -495,6 +593,14 @@ pub fn run() -> anyhow::Result<Results> {
             "pktpath-xdp-1k / linux-1k",
             get("pktpath-xdp-1k").unwrap_or(f64::NAN) / linux(AHEAD),
             2.0,
+        ),
+        // The router's CPU per forwarded frame, where the lab is bound by the CPU that sends
+        // and forwards: XDP mode at most half the kernel's (issue 18). The receive side
+        // (router and sink) of the forwarding CPU, perf.
+        crate::report::Goal::at_most(
+            "pktpath-xdp-1 / linux-1 receive CPU per frame",
+            receive_ns("pktpath-xdp-1") / receive_ns("linux-1"),
+            0.5,
         ),
         // The drop monitor costs at most 3% of forwarding throughput.
         crate::report::Goal::at_least("pktpath-drops-1 / pktpath-1", pd / p1, 0.97),

@@ -19,6 +19,7 @@
 mod classify;
 mod cleanup;
 mod forward;
+mod fwdcpu;
 mod hopcost;
 mod lab;
 mod latency;

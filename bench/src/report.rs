@@ -208,6 +208,8 @@ pub fn table(doc: &Value) -> String {
                     "  {:<12} {:>12} {:>10} {:>14}  rounds",
                     "config", "median pps", "vs linux-1", "vs linux same"
                 );
+                // The forwarding CPU's split per frame, for the rows that were profiled.
+                let mut cpu = String::new();
                 for row in r["rows"].as_array().into_iter().flatten() {
                     let rounds: Vec<String> = row["pps"]
                         .as_array()
@@ -215,15 +217,31 @@ pub fn table(doc: &Value) -> String {
                         .flatten()
                         .map(|x| format!("{:.0}", f(x)))
                         .collect();
+                    let name = row["config"].as_str().unwrap_or("");
                     let _ = writeln!(
                         out,
-                        "  {:<12} {:>12.0} {:>10.2} {:>14.2}  {}",
-                        row["config"].as_str().unwrap_or(""),
+                        "  {name:<12} {:>12.0} {:>10.2} {:>14.2}  {}",
                         f(&row["median_pps"]),
                         f(&row["vs_linux_1"]),
                         f(&row["vs_linux_same"]),
                         rounds.join(" ")
                     );
+                    let c = &row["cpu_median"];
+                    if c.is_object() {
+                        let ns: Vec<String> = ["receive_ns", "sender_ns", "other_ns", "idle_ns"]
+                            .iter()
+                            .map(|k| format!("{:>8.0}", f(&c[*k])))
+                            .collect();
+                        let _ = writeln!(cpu, "  {name:<43} {}", ns.join(" "));
+                    }
+                }
+                if !cpu.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "  forwarding CPU per frame (perf, median ns)  {:>8} {:>8} {:>8} {:>8}",
+                        "receive", "sender", "other", "idle"
+                    );
+                    out.push_str(&cpu);
                 }
             }
             "update" => {

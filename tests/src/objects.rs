@@ -11,7 +11,7 @@ use pktpath_core::loader::{self, GlobalValue};
 pub enum TestObject {
     /// A classifier that runs a packet filter on a frame (filter tests).
     FilterTest,
-    /// Benchmark baseline: rewrite MACs and redirect, nothing else.
+    /// Benchmark baselines: rewrite MACs and redirect, nothing else (at TC and at XDP).
     Floor,
     /// Benchmark baseline: classify by a linear scan over the policies.
     Linear,

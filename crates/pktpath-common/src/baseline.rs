@@ -1,11 +1,18 @@
-//! The baseline programs the data path is measured against (bench `classify`): the floor,
-//! a program that only rewrites the Ethernet addresses and redirects, and the naive
-//! classifier, a linear scan over the policies in priority order.
+//! The baseline programs the data path is measured against (benches `classify` and
+//! `forward`): the floor, a program that only rewrites the Ethernet addresses and
+//! redirects (at TC and at XDP), and the naive classifier, a linear scan over the policies
+//! in priority order.
 
-/// The floor program: rewrites the MAC addresses and redirects to `FLOOR_IFINDEX`.
+/// The floor program at TC: rewrites the MAC addresses and redirects to `FLOOR_IFINDEX`.
 pub const PROG_FLOOR: &str = "pktpath_floor";
-/// Load-time global of the floor program: the interface it redirects to.
+/// The same at XDP, in the same object.
+pub const PROG_XDP_FLOOR: &str = "pktpath_xdp_floor";
+/// Load-time global of the floor programs: the interface they redirect to.
 pub const GLOBAL_FLOOR_IFINDEX: &str = "FLOOR_IFINDEX";
+/// The destination MAC the floor programs write.
+pub const FLOOR_DMAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// The source MAC the floor programs write.
+pub const FLOOR_SMAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
 /// The linear scan program: parses like the data path, then checks the rules of
 /// [`MAP_LINEAR_RULES`] one after the other (through `bpf_loop`); the first match wins.
