@@ -583,7 +583,7 @@ pub fn run() -> anyhow::Result<Results> {
         crate::report::Goal::at_least("pktpath-1 / linux-1", p1 / linux(0), 1.3),
         crate::report::Goal::at_least("pktpath-1k / linux-1k", pk / linux(AHEAD), 5.0),
         crate::report::Goal::at_least("pktpath-1k / pktpath-1", pk / p1, 0.9),
-        // XDP mode: at least twice the kernel's forwarding (issue 18).
+        // XDP mode: at least twice the kernel's forwarding.
         crate::report::Goal::at_least(
             "pktpath-xdp-1 / linux-1",
             get("pktpath-xdp-1").unwrap_or(f64::NAN) / linux(0),
@@ -595,7 +595,7 @@ pub fn run() -> anyhow::Result<Results> {
             2.0,
         ),
         // The router's CPU per forwarded frame, where the lab is bound by the CPU that sends
-        // and forwards: XDP mode at most half the kernel's (issue 18). The receive side
+        // and forwards: XDP mode at most half the kernel's. The receive side
         // (router and sink) of the forwarding CPU, perf.
         crate::report::Goal::at_most(
             "pktpath-xdp-1 / linux-1 receive CPU per frame",

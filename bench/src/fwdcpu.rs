@@ -1,5 +1,5 @@
 //! The forwarding CPU's time per forwarded frame, split between the sender and the router
-//! (bench `forward`, issue 18). In the lab the whole path runs on one CPU (`GEN_CPU`):
+//! (bench `forward`). In the lab the whole path runs on one CPU (`GEN_CPU`):
 //! trafgen's worker is pinned there, and a veth hands each frame on in the softirq of the
 //! CPU that transmitted it, so the router's and the sink's receive work runs on that CPU
 //! too, and the rate is what that CPU manages. Which part of it the router takes decides
@@ -19,10 +19,10 @@
 //!   timers, RCU: other work on a shared machine).
 //!
 //! Each class's share of the samples times 1 s over the window's rate is nanoseconds of
-//! that CPU per forwarded frame (the CPU is busy all the time: the idle share shows it). The receive share holds the sink's work too (its veth's
-//! receive and the netdev drop, the same skb path for every configuration, plus turning
-//! the XDP frame back into an skb when XDP redirected it natively), so it bounds the
-//! router's from above.
+//! that CPU per forwarded frame (the CPU is busy all the time: the idle share shows it).
+//! The receive share holds the sink's work too (its veth's receive and the netdev drop,
+//! the same skb path for every configuration, plus turning the XDP frame back into an skb
+//! when XDP redirected it natively), so it bounds the router's from above.
 
 use std::{collections::HashMap, path::Path, time::Duration};
 
