@@ -29,7 +29,10 @@ use std::{collections::HashMap, path::Path, time::Duration};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::lab::{self, GEN_CPU, Lab, Proc, TOOL_CPU};
+use crate::{
+    lab::{self, Lab},
+    perf,
+};
 
 /// perf's sampling period of cpu-clock, in ns.
 const PERIOD_NS: u64 = 250_000;
@@ -116,14 +119,9 @@ pub fn profile(
     let mut stat0 = None;
     let pps = lab.measure_pps_observed(tg, warmup, window, |window| {
         stat0 = Some(cpu_times()?);
-        let mut c = lab::command("perf", Some(TOOL_CPU));
-        c.args(["record", "-q", "-g", "-e", "cpu-clock", "-c"])
-            .arg(PERIOD_NS.to_string())
-            .args(["-C", &GEN_CPU.to_string(), "-o"])
-            .arg(&data)
-            .args(["--", "sleep", &window.as_secs_f64().to_string()])
-            .stdout(std::process::Stdio::null());
-        Ok(Some(Proc::spawn(c, "perf record")?))
+        let period = PERIOD_NS.to_string();
+        let event = ["-e", "cpu-clock", "-c", &period];
+        Ok(Some(perf::record(&data, &event, window)?))
     })?;
     let stat1 = cpu_times()?;
     let busy = stat0
@@ -135,18 +133,9 @@ pub fn profile(
             b.busy.saturating_sub(a.busy) as f64 / total
         })
         .collect();
-    let o = std::process::Command::new("perf")
-        .args(["script", "-F", "comm,tid,ip,sym", "-i"])
-        .arg(&data)
-        .output()
-        .context("perf script")?;
+    let script = perf::read(&data, &["script", "-F", "comm,tid,ip,sym"]);
     let _ = std::fs::remove_file(&data);
-    anyhow::ensure!(
-        o.status.success(),
-        "perf script: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let (counts, leaves) = classify(&String::from_utf8_lossy(&o.stdout));
+    let (counts, leaves) = classify(&script?);
     // Shares of the samples times the CPU's time per frame: perf's sampling starts a moment
     // after the sink's count does (and ends as much later), so the shares, not the sample
     // counts over the counted frames, are what belongs to the window's rate.

@@ -23,6 +23,7 @@ mod fwdcpu;
 mod hopcost;
 mod lab;
 mod latency;
+mod perf;
 mod report;
 mod routecli;
 mod shapes;

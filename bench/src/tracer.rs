@@ -483,19 +483,7 @@ fn profile(lab: &Lab, tg: &std::path::Path, dir: &Scratch) -> anyhow::Result<Vec
         }
         let data = dir.0.join("perf.data");
         let pps = lab.measure_pps_observed(tg, WARMUP, PROFILE_WINDOW, |window| {
-            let mut c = crate::lab::command("perf", Some(crate::lab::TOOL_CPU));
-            c.args([
-                "record",
-                "-q",
-                "-g",
-                "-C",
-                &crate::lab::GEN_CPU.to_string(),
-                "-o",
-            ])
-            .arg(&data)
-            .args(["--", "sleep", &window.as_secs_f64().to_string()])
-            .stdout(std::process::Stdio::null());
-            Ok(Some(crate::lab::Proc::spawn(c, "perf record")?))
+            Ok(Some(crate::perf::record(&data, &[], window)?))
         })?;
         // Read while the programs are still loaded: perf annotates them from the kernel.
         let p = perf_shares(name, pps, &data)?;
@@ -617,20 +605,7 @@ fn jited_image(id: u32) -> anyhow::Result<Vec<u8>> {
 
 /// Reads a `perf record -g` file into a [`Profile`].
 fn perf_shares(mode: &str, pps: f64, data: &std::path::Path) -> anyhow::Result<Profile> {
-    let perf = |args: &[&str]| -> anyhow::Result<String> {
-        let o = std::process::Command::new("perf")
-            .args(args)
-            .arg("-i")
-            .arg(data)
-            .output()
-            .context("perf")?;
-        anyhow::ensure!(
-            o.status.success(),
-            "perf {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    };
+    let perf = |args: &[&str]| crate::perf::read(data, args);
     let is_run = |s: &str| {
         s.strip_prefix("bpf_trace_run")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
