@@ -5,7 +5,7 @@
 //! it by the fields a rewrite keeps, and the event that first shows the new headers says what
 //! they were.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -451,11 +451,30 @@ fn requests_in_up1(nat_lab: &NatLab, track: bool) -> Vec<Event> {
     assert_eq!(run::ping(&lab.client.name, PUBLIC, 1), 1, "NAT answers");
     let up1 = lab.up1.inode();
     // Until the request's free in up1, which either way is reported.
-    t.collect(
+    let events = t.collect(
         Duration::from_secs(5),
         |e| u64::from(e.netns) == up1 && e.icmp_type == Some(8),
         |evs| evs.iter().any(|e| e.hook == Hook::ConsumeSkb.name()),
-    )
+    );
+    // Once the request, its reply and whatever else matched are freed, nothing is tracked
+    // any more: the hooks stop looking skbs up.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut tracked = t
+        .collector
+        .tracked()
+        .expect("read the count of tracked skbs");
+    while tracked != 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        tracked = t
+            .collector
+            .tracked()
+            .expect("read the count of tracked skbs");
+    }
+    assert_eq!(
+        tracked, 0,
+        "skbs still tracked after the ping's packets were freed"
+    );
+    events
 }
 
 #[test]

@@ -4,6 +4,7 @@
 #![no_std]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+pub mod atomic;
 pub mod delivery;
 pub mod filter;
 pub mod kernel;

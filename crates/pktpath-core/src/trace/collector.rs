@@ -12,14 +12,14 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, ProgramError},
 };
 use pktpath_common::{
     kernel::KernelOffsets,
     trace::{
         FIB_ON, FILTER_EXPR_ALONE, FILTER_EXPR_ON, FILTER_IFINDEX, FILTER_MARK, FILTER_MARK_ON,
-        FILTER_NETNS, Hook, MAP_EVENTS, MAP_LOST, MAP_SEEN, TRACK,
+        FILTER_NETNS, Hook, MAP_EVENTS, MAP_LOST, MAP_SEEN, MAP_TRACKED, TRACK,
     },
 };
 
@@ -136,7 +136,7 @@ pub struct Collector {
     /// Hand over every held record at the next read (the trace is ending).
     release: bool,
     // Last: programs and links are released after the maps are closed.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 impl Collector {
@@ -264,7 +264,7 @@ impl Collector {
             tap: None,
             held: Vec::new(),
             release: false,
-            _ebpf: ebpf,
+            ebpf,
         })
     }
 
@@ -390,6 +390,23 @@ impl Collector {
     /// Events lost so far because the ring buffer was full: the sum over CPUs.
     pub fn lost(&self) -> Result<u64, TraceError> {
         sum(&self.lost, MAP_LOST)
+    }
+
+    /// Skbs the tracer may still track (tracking, see `TraceConfig::track`): 0 once the
+    /// free of every packet that matched was seen, when the hooks stop looking skbs up.
+    pub fn tracked(&self) -> Result<u64, TraceError> {
+        let map = self
+            .ebpf
+            .map(MAP_TRACKED)
+            .ok_or(TraceError::Missing(MAP_TRACKED))?;
+        let array = Array::<_, u64>::try_from(map).map_err(|source| TraceError::Map {
+            name: MAP_TRACKED,
+            source,
+        })?;
+        array.get(&0, 0).map_err(|source| TraceError::Map {
+            name: MAP_TRACKED,
+            source,
+        })
     }
 
     /// Events the hooks produced so far (written or lost): the sum over CPUs.

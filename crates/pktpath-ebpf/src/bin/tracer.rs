@@ -27,7 +27,7 @@ use pktpath_ebpf::kernel::{
     Offsets, SkbInfo, dev_netns, load_addr6, load_at, load_name, network_header, read_at,
     read_bytes, read_dev, read_ifname, read_skb,
 };
-use pktpath_ebpf::mem;
+use pktpath_ebpf::{atomic, mem};
 
 #[unsafe(no_mangle)]
 static PKTPATH_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNSET);
@@ -92,10 +92,28 @@ static PKTPATH_FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
 #[map(name = "TRACE_SKBS")]
 static TRACE_SKBS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
 
-/// Slot 0: 1 once any skb has been put in [`TRACE_SKBS`]: until then the frees need not
-/// look it up (with a filter that matches nothing, never).
-#[map(name = "TRACE_SKBS_USED")]
-static TRACE_SKBS_USED: Array<u32> = Array::with_max_entries(1, 0);
+/// Slot 0: how many skbs [`TRACE_SKBS`] may hold: raised when one is put in, lowered
+/// when one is taken out at its free. While it is 0 no hook needs to look an skb up (with
+/// a filter that matches nothing, never; with one that matched a few packets, once they
+/// are freed). Entries the LRU map drops, or skbs freed where no tracepoint fires, leave
+/// it too high: the lookups then go on, as they must when unsure.
+#[map(name = "TRACE_SKBS_LIVE")]
+static TRACE_SKBS_LIVE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Whether [`TRACE_SKBS`] may hold an skb.
+#[inline(always)]
+fn tracking_live() -> bool {
+    TRACE_SKBS_LIVE.get(0).is_some_and(|n| *n != 0)
+}
+
+/// Adds `v` (wrapping: `u64::MAX` takes one away) to [`TRACE_SKBS_LIVE`].
+#[inline(always)]
+fn count_live(v: u64) {
+    if let Some(n) = TRACE_SKBS_LIVE.get_ptr_mut(0) {
+        // SAFETY: this program's own array value.
+        unsafe { atomic::add(n, v) };
+    }
+}
 
 /// Per CPU, the data buffer (`sk_buff.head`) of the clone `sk_data_ready` saw queued to an
 /// IP socket last: the original's free with a drop reason right after is a delivery
@@ -634,11 +652,7 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
         pass = judge(off, skb, hook, prog, hdr);
         // Tracking: the expression does not judge a packet it matched before (and the
         // other filters passed, here and then).
-        if !pass
-            && !hook.ends_skb()
-            && PKTPATH_TRACK.load() != 0
-            && TRACE_SKBS_USED.get(0).is_some_and(|u| *u != 0)
-        {
+        if !pass && !hook.ends_skb() && PKTPATH_TRACK.load() != 0 && tracking_live() {
             let head: u64 = load_at(skb, off.skb_head());
             // SAFETY: a map value of this program's type, read once.
             pass = unsafe { TRACE_SKBS.get(skb) }.is_some_and(|h| *h == head);
@@ -646,31 +660,21 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
     }
     if hook.ends_skb() {
         // SAFETY: the value is only tested for presence, never read through.
-        let tracked = TRACE_SKBS_USED.get(0).is_some_and(|u| *u != 0)
-            && unsafe { TRACE_SKBS.get(skb) }.is_some();
-        if tracked {
-            let _ = TRACE_SKBS.remove(skb);
+        let tracked = tracking_live() && unsafe { TRACE_SKBS.get(skb) }.is_some();
+        if tracked && TRACE_SKBS.remove(skb).is_ok() {
+            count_live(u64::MAX);
         }
         pass || tracked
     } else {
         // Inserted once per skb, at its first reported hook: an LRU map update costs several
-        // times a lookup, and a packet passes some ten hooks. The flag is written once too,
-        // so the CPUs do not keep taking its cache line from each other.
-        let head: u64 = if pass {
-            load_at(skb, off.skb_head())
-        } else {
-            0
-        };
-        // SAFETY: a map value of this program's type, read once.
-        if pass && unsafe { TRACE_SKBS.get(skb) }.is_none_or(|h| *h != head) {
-            let _ = TRACE_SKBS.insert(skb, head, 0);
-            if let Some(used) = TRACE_SKBS_USED.get_ptr_mut(0) {
-                // SAFETY: a plain load and store of the same value from any CPU.
-                unsafe {
-                    if *used == 0 {
-                        *used = 1;
-                    }
-                }
+        // times a lookup, and a packet passes some ten hooks. Counted only when new (an skb
+        // reused for another packet replaces its entry).
+        if pass {
+            let head: u64 = load_at(skb, off.skb_head());
+            // SAFETY: a map value of this program's type, read once.
+            let known = unsafe { TRACE_SKBS.get(skb) }.map(|h| *h);
+            if known != Some(head) && TRACE_SKBS.insert(skb, head, 0).is_ok() && known.is_none() {
+                count_live(1);
             }
         }
         pass
@@ -761,9 +765,7 @@ fn emit_at(
     let known = expression_verdict(off, skb, hook, cpu);
     // Not for a free once skbs are tracked: a tracked skb's free is reported whatever its
     // headers; with tracking, nor for any hook of a tracked skb.
-    if known == Some(false)
-        && ((!hook.ends_skb() && PKTPATH_TRACK.load() == 0)
-            || TRACE_SKBS_USED.get(0).is_none_or(|u| *u == 0))
+    if known == Some(false) && ((!hook.ends_skb() && PKTPATH_TRACK.load() == 0) || !tracking_live())
     {
         note_rx(off, skb, hook, dev, cpu, false);
         return Ok(());
