@@ -368,6 +368,18 @@ fn prometheus_scrapes_counters_equal_to_route_stats_and_the_data_path_outlives_t
     ] {
         assert!(body.lines().any(|l| l == line), "{line} in:\n{body}");
     }
+    // The applied set's match shapes, as `route check` counts them.
+    let check = l.dp.json(&["check", "--config", &l.config, &l.runtime]);
+    let shapes = check["classifier"]["match_shapes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("match_shapes in route check: {check}"));
+    assert!(shapes > 0, "{check}");
+    let line = format!("pktpath_match_shapes {shapes}");
+    assert!(
+        body.lines().any(|l| l == line),
+        "{line} in:
+{body}"
+    );
     assert!(body.contains("process_resident_memory_bytes "), "{body}");
     // OpenMetrics when asked for it, as Prometheus asks.
     let (_, open) = http_get(

@@ -337,6 +337,12 @@ impl Collector for DatapathCollector {
             )?;
             gauge(
                 e,
+                "pktpath_match_shapes",
+                "Distinct match shapes (prefix lengths, fields named, port kinds) among the rules of the agent's last successful apply.",
+                a.match_shapes as u64,
+            )?;
+            gauge(
+                e,
                 "pktpath_trees",
                 "Decision trees (IPv4 and IPv6) of the agent's last successful apply.",
                 a.trees as u64,

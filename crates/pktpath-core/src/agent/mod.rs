@@ -378,6 +378,7 @@ impl Agent {
                         generation: report.generation,
                         policies: report.policies,
                         rules: report.rules,
+                        match_shapes: report.match_shapes,
                         trees: report.trees,
                         table_bytes: report.table_bytes,
                         duration: took,

@@ -28,6 +28,7 @@ pub struct Applied {
     pub generation: u32,
     pub policies: usize,
     pub rules: usize,
+    pub match_shapes: usize,
     pub trees: usize,
     pub table_bytes: u64,
     pub duration: Duration,

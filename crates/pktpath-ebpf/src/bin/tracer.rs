@@ -672,7 +672,7 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
         if pass {
             let head: u64 = load_at(skb, off.skb_head());
             // SAFETY: a map value of this program's type, read once.
-            let known = unsafe { TRACE_SKBS.get(skb) }.map(|h| *h);
+            let known = unsafe { TRACE_SKBS.get(skb) }.copied();
             if known != Some(head) && TRACE_SKBS.insert(skb, head, 0).is_ok() && known.is_none() {
                 count_live(1);
             }

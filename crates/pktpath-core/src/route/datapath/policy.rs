@@ -309,6 +309,8 @@ pub struct CompiledSet {
 pub struct ClassifierSummary {
     /// Data path rules: one per policy, two for a `forward` policy that names no family.
     pub rules: usize,
+    /// Distinct match shapes among the rules ([`classifier::match_shapes`]).
+    pub match_shapes: usize,
     /// Decision trees, IPv4 and IPv6 together, and their shape.
     pub trees: usize,
     pub tree_stats: TreeStats,
@@ -325,6 +327,7 @@ impl CompiledSet {
         let stats = self.tables.stats;
         ClassifierSummary {
             rules: self.rules.len(),
+            match_shapes: classifier::match_shapes(&self.rules),
             trees: stats.trees.iter().sum(),
             tree_stats: stats,
             table_bytes: tables::kernel_bytes(&self.tables),

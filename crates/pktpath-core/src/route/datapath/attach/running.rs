@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     route::datapath::{
-        classifier::TreeStats,
+        classifier::{self, TreeStats},
         policy::{self, Interfaces, Slots},
         slow_path,
         tables::{Applied, DatapathMaps},
@@ -63,6 +63,8 @@ pub fn open(layout: &Layout) -> Result<Attached, AttachError> {
 pub struct ApplyReport {
     pub policies: usize,
     pub rules: usize,
+    /// Distinct match shapes among the rules (see `classifier::match_shapes`).
+    pub match_shapes: usize,
     /// Decision trees (IPv4 and IPv6 together) and their shape.
     pub trees: usize,
     pub tree_stats: TreeStats,
@@ -286,6 +288,7 @@ impl Attached {
         Ok(ApplyReport {
             policies: set.policies.len(),
             rules: compiled.rules.len(),
+            match_shapes: classifier::match_shapes(&compiled.rules),
             trees: stats.trees[0] + stats.trees[1],
             tree_stats: stats,
             table_bytes: arena_bytes,

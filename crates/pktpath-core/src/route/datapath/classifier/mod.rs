@@ -44,7 +44,9 @@ mod tests;
 
 pub use encode::{Tables, TreeStats};
 pub use lookup::{Lookup, Probe};
-pub use rule::{CompileError, Rule, addr_bytes, candidate_matches, key_of, rule_match};
+pub use rule::{
+    CompileError, Rule, addr_bytes, candidate_matches, key_of, match_shapes, rule_match,
+};
 
 use pktpath_common::route::{FAMILY_V4, FAMILY_V6, MAX_LEAF_RULES};
 

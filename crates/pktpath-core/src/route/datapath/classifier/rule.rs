@@ -33,6 +33,36 @@ pub struct Rule {
     pub value: RuleValue,
 }
 
+/// How many match shapes the rules have: distinct combinations of family, prefix lengths,
+/// which of protocol, input interface and DSCP are named, whether each port is any, one
+/// or a range, and the mark's mask. A tuple-space classifier needs a table per shape (the
+/// data path before the trees held 32); the trees do not depend on it, but it says how
+/// varied a set is, as the packet-classification literature counts it.
+pub fn match_shapes(rules: &[Rule]) -> usize {
+    let port = |p: Option<(u16, u16)>| match p {
+        None => 0u8,
+        Some((lo, hi)) if lo == hi => 1,
+        Some(_) => 2,
+    };
+    rules
+        .iter()
+        .map(|r| {
+            (
+                r.family,
+                r.src.map(|(_, len)| len),
+                r.dst.map(|(_, len)| len),
+                r.proto.is_some(),
+                r.iif.is_some(),
+                r.dscp.is_some(),
+                port(r.sport),
+                port(r.dport),
+                r.mark.map(|(_, mask)| mask),
+            )
+        })
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
 /// A rule set the data path cannot hold.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompileError {

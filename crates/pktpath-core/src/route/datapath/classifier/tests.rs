@@ -370,3 +370,35 @@ fn port_zero_matches_and_packets_without_ports_do_not() {
     p.proto = 1;
     assert_eq!(compiled_pick(&set, &p), None);
 }
+
+#[test]
+fn match_shapes_count_lengths_fields_named_and_port_kinds() {
+    use pktpath_common::route::{FAMILY_V4, FAMILY_V6};
+    let net = |a: u8, len: u8| {
+        let mut b = [0u8; 16];
+        b[0] = 10;
+        b[1] = a;
+        Some((b, len))
+    };
+    let rule = |family, src, dport, proto| Rule {
+        family: Some(family),
+        src,
+        dport,
+        proto,
+        ..Rule::default()
+    };
+    let rules = [
+        rule(FAMILY_V4, net(0, 8), None, None),
+        // Another address of the same length: the same shape.
+        rule(FAMILY_V4, net(1, 8), None, None),
+        rule(FAMILY_V4, net(0, 16), None, None),
+        rule(FAMILY_V4, net(0, 8), Some((80, 80)), Some(6)),
+        // Another single port: the same shape.
+        rule(FAMILY_V4, net(0, 8), Some((443, 443)), Some(6)),
+        rule(FAMILY_V4, net(0, 8), Some((1024, 65535)), Some(6)),
+        rule(FAMILY_V6, net(0, 8), None, None),
+    ];
+    assert_eq!(match_shapes(&rules), 5);
+    assert_eq!(match_shapes(&rules[..2]), 1);
+    assert_eq!(match_shapes(&[]), 0);
+}
