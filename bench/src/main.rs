@@ -36,7 +36,7 @@ use anyhow::bail;
 
 fn usage() -> String {
     format!(
-        "usage: pktpath-bench [PART...] | table | cleanup | shapes [PROFILE[:N]...] | trace-ladder | trace-overhead | trace-profile | trace-soak [SECS] | hop-cost [ROUNDS]\nparts: {}",
+        "usage: pktpath-bench [PART...] | table | cleanup | shapes [PROFILE[:N]...] | trace-ladder [--summary] | trace-overhead | trace-profile | trace-soak [SECS] | hop-cost [ROUNDS]\nparts: {}",
         report::PARTS.join(" ")
     )
 }
@@ -81,7 +81,10 @@ fn run() -> anyhow::Result<()> {
             lab::install_signal_handlers();
             pktpath_tests::names::sweep_stale();
             let r = match cmd {
-                "trace-ladder" => serde_json::to_value(tracer::ladder_only()?)?,
+                "trace-ladder" => {
+                    let extra: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+                    serde_json::to_value(tracer::ladder_only(&extra)?)?
+                }
                 "trace-profile" => serde_json::to_value(tracer::profile_only()?)?,
                 "hop-cost" => serde_json::to_value(hopcost::run(whole_arg(
                     args.get(1),
