@@ -123,6 +123,8 @@ enum Load {
     /// An empty program on each of the tracer's default hooks: the floor of any tracer
     /// built on these tracepoints.
     EmptyHooks,
+    /// The same on the hop hooks only (`--hooks hops`).
+    EmptyHops,
     /// A tool, with its arguments.
     Tool(Kind, &'static [&'static str]),
 }
@@ -149,12 +151,12 @@ const MODES: [Mode; 7] = [
     ),
 ];
 
-/// Empty programs attached to the tracer's default hooks, as the tracer attaches its own
-/// (tp_btf); detached when the returned object is dropped.
-fn empty_hooks() -> anyhow::Result<aya::Ebpf> {
+/// Empty programs attached to `hooks` (of the tracer's default ones), as the tracer
+/// attaches its own (tp_btf); detached when the returned object is dropped.
+fn empty_hooks(hooks: &[Hook]) -> anyhow::Result<aya::Ebpf> {
     let mut ebpf = objects::load(TestObject::HookFloor, &[]).context("load the empty hooks")?;
     let btf = aya::Btf::from_sys_fs().context("kernel BTF")?;
-    for hook in Hook::DEFAULT {
+    for hook in hooks {
         let name = format!("floor_{}", hook.name());
         let p: &mut BtfTracePoint = ebpf
             .program_mut(&name)
@@ -184,7 +186,8 @@ fn start_load(
 ) -> anyhow::Result<(Option<Tool>, Option<aya::Ebpf>)> {
     Ok(match load {
         Load::Tool(kind, args) => (Some(start(kind, args, out)?), None),
-        Load::EmptyHooks => (None, Some(empty_hooks()?)),
+        Load::EmptyHooks => (None, Some(empty_hooks(&Hook::DEFAULT)?)),
+        Load::EmptyHops => (None, Some(empty_hooks(&Hook::HOPS)?)),
         Load::Nothing => (None, None),
     })
 }
@@ -344,7 +347,7 @@ fn hook_cost(lab: &Lab, tg: &std::path::Path, dir: &Scratch) -> anyhow::Result<V
     let mut costs = costs_while_forwarding(lab, tg, "trace_")?;
     t.finish()?;
     let _ = std::fs::remove_file(&out);
-    let empty = empty_hooks()?;
+    let empty = empty_hooks(&Hook::DEFAULT)?;
     costs.extend(costs_while_forwarding(lab, tg, "floor_")?);
     drop(empty);
     for c in &costs {
@@ -419,6 +422,9 @@ const HOP_MODE: Mode = (
     Load::Tool(Kind::Pktpath, &HOP_HOOKS_NOTHING),
 );
 
+/// The floor of the hop hooks: empty programs on them.
+const HOP_FLOOR_MODE: Mode = ("empty programs on the hop hooks", Load::EmptyHops);
+
 /// A filter that matches the one ping [`profile`] sends before a tracking mode (client to
 /// the router) and none of trafgen's frames: once a packet matched, each hook hit the
 /// filter rejects pays tracking's lookup of its skb (unless `--no-track`).
@@ -473,7 +479,11 @@ pub fn profile_only() -> anyhow::Result<Vec<Profile>> {
 /// [`profile_only`] in a lab already set up.
 fn profile(lab: &Lab, tg: &std::path::Path, dir: &Scratch) -> anyhow::Result<Vec<Profile>> {
     let mut out = Vec::new();
-    for (name, load) in MODES[..4].iter().chain(&[HOP_MODE]).chain(&TRACK_MODES) {
+    for (name, load) in MODES[..4]
+        .iter()
+        .chain(&[HOP_FLOOR_MODE, HOP_MODE])
+        .chain(&TRACK_MODES)
+    {
         check_stop()?;
         let tool_out = dir.0.join("profile.out");
         let (t, empty) = start_load(*load, &tool_out)?;
@@ -708,7 +718,10 @@ pub fn run() -> anyhow::Result<Results> {
     let mut lossless_by = BTreeMap::new();
     for kind in [Kind::Pktpath, Kind::Bpftrace] {
         startup_s.insert(label(kind).to_owned(), startup(kind, &dir)?);
-        lossless_by.insert(label(kind).to_owned(), lossless(kind, &[], &lab, &tg, &dir)?);
+        lossless_by.insert(
+            label(kind).to_owned(),
+            lossless(kind, &[], &lab, &tg, &dir)?,
+        );
     }
 
     let throughput = throughput(&lab, &tg, &dir, &MODES)?;
