@@ -459,17 +459,16 @@ fn requests_in_up1(nat_lab: &NatLab, track: bool) -> Vec<Event> {
     // Once the request, its reply and whatever else matched are freed, nothing is tracked
     // any more: the hooks stop looking skbs up.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut tracked = t
-        .collector
-        .tracked()
-        .expect("read the count of tracked skbs");
-    while tracked != 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        tracked = t
+    let tracked = loop {
+        let n = t
             .collector
             .tracked()
             .expect("read the count of tracked skbs");
-    }
+        if n == 0 || Instant::now() >= deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(
         tracked, 0,
         "skbs still tracked after the ping's packets were freed"

@@ -125,6 +125,7 @@ pub struct Collector {
     ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
     seen: PerCpuArray<MapData, u64>,
+    tracked: Array<MapData, u64>,
     reasons: DropReasons,
     hooks: Vec<Hook>,
     startup: Startup,
@@ -136,7 +137,7 @@ pub struct Collector {
     /// Hand over every held record at the next read (the trace is ending).
     release: bool,
     // Last: programs and links are released after the maps are closed.
-    ebpf: Ebpf,
+    _ebpf: Ebpf,
 }
 
 impl Collector {
@@ -227,34 +228,15 @@ impl Collector {
         startup.hooks = timings.into_iter().flatten().collect();
         startup.hooks.sort_by_key(|h| h.hook);
         startup.programs = t0.elapsed() - startup.btf - startup.object;
-        let ring = RingBuf::try_from(
-            ebpf.take_map(MAP_EVENTS)
-                .ok_or(TraceError::Missing(MAP_EVENTS))?,
-        )
-        .map_err(|source| TraceError::Map {
-            name: MAP_EVENTS,
-            source,
-        })?;
-        let lost = PerCpuArray::try_from(
-            ebpf.take_map(MAP_LOST)
-                .ok_or(TraceError::Missing(MAP_LOST))?,
-        )
-        .map_err(|source| TraceError::Map {
-            name: MAP_LOST,
-            source,
-        })?;
-        let seen = PerCpuArray::try_from(
-            ebpf.take_map(MAP_SEEN)
-                .ok_or(TraceError::Missing(MAP_SEEN))?,
-        )
-        .map_err(|source| TraceError::Map {
-            name: MAP_SEEN,
-            source,
-        })?;
+        let ring = take_map(&mut ebpf, MAP_EVENTS)?;
+        let lost = take_map(&mut ebpf, MAP_LOST)?;
+        let seen = take_map(&mut ebpf, MAP_SEEN)?;
+        let tracked = take_map(&mut ebpf, MAP_TRACKED)?;
         Ok(Self {
             ring,
             lost,
             seen,
+            tracked,
             reasons,
             hooks: cfg.hooks.clone(),
             startup: Startup {
@@ -264,7 +246,7 @@ impl Collector {
             tap: None,
             held: Vec::new(),
             release: false,
-            ebpf,
+            _ebpf: ebpf,
         })
     }
 
@@ -395,15 +377,7 @@ impl Collector {
     /// Skbs the tracer may still track (tracking, see `TraceConfig::track`): 0 once the
     /// free of every packet that matched was seen, when the hooks stop looking skbs up.
     pub fn tracked(&self) -> Result<u64, TraceError> {
-        let map = self
-            .ebpf
-            .map(MAP_TRACKED)
-            .ok_or(TraceError::Missing(MAP_TRACKED))?;
-        let array = Array::<_, u64>::try_from(map).map_err(|source| TraceError::Map {
-            name: MAP_TRACKED,
-            source,
-        })?;
-        array.get(&0, 0).map_err(|source| TraceError::Map {
+        self.tracked.get(&0, 0).map_err(|source| TraceError::Map {
             name: MAP_TRACKED,
             source,
         })
@@ -469,6 +443,15 @@ fn load_and_attach(
         attach,
         verified_insns,
     })
+}
+
+/// Takes map `name` out of the tracer's object as a `M`.
+fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, TraceError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(TraceError::Missing(name))?;
+    M::try_from(map).map_err(|source| TraceError::Map { name, source })
 }
 
 fn sum(map: &PerCpuArray<MapData, u64>, name: &'static str) -> Result<u64, TraceError> {
