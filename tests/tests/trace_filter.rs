@@ -110,6 +110,27 @@ fn trace_filters_select_exactly_the_matching_packets() {
         2 + PINGS as usize,
         |e| udp(e) && e.dport == Some(5002) || e.proto == "icmp6",
     );
+    // Filters with an address guard (IPv4 packets that fail it are rejected on their
+    // addresses alone, see `pktpath_common::guard`): the source and destination words the
+    // same way round as the expression, a prefix, a second address, no IPv4 at all.
+    check(&lab, "src host 10.77.0.1 and udp", 5, |e| {
+        udp(e) && e.src.as_deref() == Some(TwoHosts::A4)
+    });
+    check(&lab, "dst host 10.77.0.1", 0, |e| {
+        e.dst.as_deref() == Some(TwoHosts::A4)
+    });
+    check(&lab, "dst net 10.77.0.0/24 and icmp", PINGS as usize, |e| {
+        e.proto == "icmp" && e.dst.as_deref().is_some_and(|d| d.starts_with("10.77.0."))
+    });
+    check(
+        &lab,
+        "host 10.77.0.9 or dst host 10.77.0.2",
+        5 + PINGS as usize,
+        |e| e.dst.as_deref() == Some(TwoHosts::B4),
+    );
+    check(&lab, "ip6 and udp", 2, |e| {
+        udp(e) && e.src.as_deref() == Some(TwoHosts::A6)
+    });
 }
 
 /// The kernel remembers the filter's verdict per header signature (per CPU) and reuses it at

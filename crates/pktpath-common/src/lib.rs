@@ -8,6 +8,7 @@
 pub mod baseline;
 pub mod drops;
 pub mod filter;
+pub mod guard;
 pub mod hop;
 pub mod kernel;
 pub mod net;

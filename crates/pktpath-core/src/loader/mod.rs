@@ -73,6 +73,7 @@ pub enum LoadError {
 pub enum GlobalValue {
     U32(u32),
     U64(u64),
+    V4Guard(pktpath_common::guard::V4Guard),
 }
 
 /// Resolves this kernel's struct offsets from /sys/kernel/btf/vmlinux.
@@ -154,6 +155,7 @@ fn set_globals<'a>(loader: &mut EbpfLoader<'a>, globals: &'a [(&'a str, GlobalVa
         match value {
             GlobalValue::U32(v) => loader.override_global(name, v, true),
             GlobalValue::U64(v) => loader.override_global(name, v, true),
+            GlobalValue::V4Guard(v) => loader.override_global(name, v, true),
         };
     }
 }

@@ -19,7 +19,7 @@ use pktpath_common::{
     kernel::KernelOffsets,
     trace::{
         FIB_ON, FILTER_EXPR_ALONE, FILTER_EXPR_ON, FILTER_IFINDEX, FILTER_MARK, FILTER_MARK_ON,
-        FILTER_NETNS, Hook, MAP_EVENTS, MAP_LOST, MAP_SEEN, MAP_TRACKED, TRACK,
+        FILTER_NETNS, FILTER_V4_GUARD, Hook, MAP_EVENTS, MAP_LOST, MAP_SEEN, MAP_TRACKED, TRACK,
     },
 };
 
@@ -177,6 +177,10 @@ impl Collector {
             ),
             (FIB_ON, GlobalValue::U32(u32::from(rx_noted(&cfg.hooks)))),
             (TRACK, GlobalValue::U32(u32::from(cfg.track && expr_on))),
+            (
+                FILTER_V4_GUARD,
+                GlobalValue::V4Guard(filter::v4_guard(&cfg.filter)),
+            ),
         ];
         let sizes: Vec<(&str, u32)> = cfg
             .ring_bytes

@@ -17,6 +17,7 @@ use pktpath_common::{
         KEY_ADDR_V6, KEY_IP, KEY_PORTS, PacketKey, SIGNATURE_WORDS, key_from_l3_onto,
         signature_covers, signature_mask, signature_span,
     },
+    guard::{GUARD_ATOMS, GUARD_DST, GUARD_SRC, V4Guard},
     kernel::KernelOffsets,
     trace::{
         EVENT_DELIVERED, FIB_FAMILY_V4, FIB_FAMILY_V6, FibEvent, HEADER_BYTES, Hook, RecordHead,
@@ -57,6 +58,10 @@ static PKTPATH_FIB_ON: Global<u32> = Global::new(0);
 /// and [`PKTPATH_FILTER_EXPR_ON`]): see [`expression_verdict`].
 #[unsafe(no_mangle)]
 static PKTPATH_FILTER_EXPR_ALONE: Global<u32> = Global::new(0);
+
+/// The filter expression's address guard for IPv4 packets (see [`guard_rejects`]).
+#[unsafe(no_mangle)]
+static PKTPATH_FILTER_V4_GUARD: Global<V4Guard> = Global::new(V4Guard::OFF);
 
 /// 1 when a packet that passed the filters is reported at every later hook until it is
 /// freed even when its headers no longer pass the expression (NAT, tunnels): tracking. 0
@@ -681,6 +686,64 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
     }
 }
 
+/// Whether the filter expression's address guard rejects `skb` at `hook`: an IPv4 packet
+/// none of whose guard atoms holds for the addresses in its header, which the expression
+/// cannot match (see `pktpath_common::guard`). Where the expression's parser finds no
+/// addresses (fewer than 20 linear bytes, not version 4), its address tests all fail and
+/// it cannot match either: whatever the 8 bytes read there hold, a rejection is right and a
+/// pass only goes on to the expression. So the header is not checked, only read once. A
+/// narrow filter's rejections skip the remembered verdicts' hash and line, and the per-CPU
+/// state.
+#[inline(always)]
+fn guard_rejects(off: Offsets, skb: u64, hook: Hook) -> bool {
+    // SAFETY: `Global<T>` is a transparent wrapper of an initialised `T`; its fields are read
+    // one at a time.
+    let g = unsafe { &*core::ptr::from_ref(&PKTPATH_FILTER_V4_GUARD).cast::<V4Guard>() };
+    // SAFETY: fields of a static.
+    let on = unsafe { core::ptr::read_volatile(&g.on) };
+    if on == 0 {
+        return false;
+    }
+    let protocol = u16::from_be(load_at(skb, off.skb_protocol()));
+    if protocol != ETH_P_IP {
+        return false;
+    }
+    // Where the network header starts (as in `L3::start`).
+    let start = if hook.is_receive() {
+        load_at::<u64>(skb, off.skb_data())
+    } else {
+        let nh: u16 = load_at(skb, off.skb_network_header());
+        if nh == u16::MAX {
+            return true; // no network header: no addresses
+        }
+        load_at::<u64>(skb, off.skb_head()) + u64::from(nh)
+    };
+    let addrs: u64 = load_at(start, 12);
+    let (src, dst) = (addrs as u32, (addrs >> 32) as u32);
+    // SAFETY: as above.
+    let count = unsafe { core::ptr::read_volatile(&g.count) };
+    for i in 0..GUARD_ATOMS {
+        if i as u32 >= count {
+            break;
+        }
+        let a = &g.atoms[i];
+        // SAFETY: as above.
+        let (dirs, mask, value) = unsafe {
+            (
+                core::ptr::read_volatile(&a.dirs),
+                core::ptr::read_volatile(&a.mask),
+                core::ptr::read_volatile(&a.value),
+            )
+        };
+        if (dirs & GUARD_SRC != 0 && src & mask == value)
+            || (dirs & GUARD_DST != 0 && dst & mask == value)
+        {
+            return false;
+        }
+    }
+    true
+}
+
 /// When the filter expression alone decides (no `--netns`, `--iface` or `--mark`): the
 /// verdict this CPU remembers for the packet's headers, if any. A rejection is acted on
 /// before the call into [`wanted`] and the scratch it needs (the usual case of a trace that
@@ -761,12 +824,27 @@ fn emit_at(
     if !off.set() || skb == 0 {
         return Err(-1);
     }
+    // Rejections, first by the address guard and then by the remembered verdict; not for a
+    // free once skbs are tracked: a tracked skb's free is reported whatever its headers;
+    // with tracking, nor for any hook of a tracked skb.
+    let settled = |known: Option<bool>| {
+        known == Some(false)
+            && ((!hook.ends_skb() && PKTPATH_TRACK.load() == 0) || !tracking_live())
+    };
+    let guarded = guard_rejects(off, skb, hook).then_some(false);
+    if settled(guarded) {
+        // The per-CPU state only where the input route lookups need the verdict.
+        if hook == Hook::NetifReceiveSkb
+            && PKTPATH_FIB_ON.load() != 0
+            && let Some(cpu) = this_cpu()
+        {
+            note_rx(off, skb, hook, dev, cpu, false);
+        }
+        return Ok(());
+    }
     let cpu = this_cpu().ok_or(-1)?;
-    let known = expression_verdict(off, skb, hook, cpu);
-    // Not for a free once skbs are tracked: a tracked skb's free is reported whatever its
-    // headers; with tracking, nor for any hook of a tracked skb.
-    if known == Some(false) && ((!hook.ends_skb() && PKTPATH_TRACK.load() == 0) || !tracking_live())
-    {
+    let known = guarded.or_else(|| expression_verdict(off, skb, hook, cpu));
+    if settled(known) {
         note_rx(off, skb, hook, dev, cpu, false);
         return Ok(());
     }

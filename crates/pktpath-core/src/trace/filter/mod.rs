@@ -62,6 +62,7 @@
 pub mod ast;
 pub mod compile;
 pub mod error;
+pub mod guard;
 pub mod lexer;
 pub mod parser;
 pub mod sample;
@@ -73,6 +74,7 @@ pub use ast::{Dir, Expr, Pred, Proto};
 use aya::{Ebpf, maps::Array};
 pub use compile::compile;
 pub use error::FilterError;
+pub use guard::v4_guard;
 pub use parser::parse;
 use pktpath_common::filter::{FilterProgram, MAP_FILTER};
 

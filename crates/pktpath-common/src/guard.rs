@@ -1,0 +1,76 @@
+//! A filter expression's address guard for IPv4 packets: a few (address, mask) tests, one
+//! of which an IPv4 packet must pass for the expression to match it. User space derives it
+//! from the compiled [`FilterProgram`](crate::filter::FilterProgram); a tracer hook that
+//! finds an IPv4 packet failing it rejects the packet after two loads of its header, before
+//! the remembered verdicts or the expression (a narrow filter on a busy host rejects almost
+//! every packet it sees, and the remembered verdict's hash and compare were most of that).
+
+/// Most address tests a guard holds; an expression that would need more has none.
+pub const GUARD_ATOMS: usize = 4;
+
+/// [`GuardAtom::dirs`]: the test applies to the source address.
+pub const GUARD_SRC: u32 = 1;
+/// [`GuardAtom::dirs`]: the test applies to the destination address.
+pub const GUARD_DST: u32 = 2;
+
+/// `addr & mask == value` on the source and/or destination address. Both words hold the
+/// address bytes in network order, read as a native-endian `u32` (what a load of the
+/// header's address field gives).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GuardAtom {
+    /// [`GUARD_SRC`], [`GUARD_DST`] or both.
+    pub dirs: u32,
+    pub mask: u32,
+    pub value: u32,
+}
+
+/// The guard of a tracer's filter expression (global `PKTPATH_FILTER_V4_GUARD`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V4Guard {
+    /// 1 when the guard applies; 0 lets every IPv4 packet through to the expression.
+    pub on: u32,
+    /// Atoms in use. With `on` and none, no IPv4 packet can match (e.g. `ip6`).
+    pub count: u32,
+    pub atoms: [GuardAtom; GUARD_ATOMS],
+}
+crate::assert_size!(GuardAtom, 12);
+crate::assert_size!(V4Guard, 8 + 12 * GUARD_ATOMS);
+crate::impl_pod!(GuardAtom, V4Guard);
+
+impl V4Guard {
+    /// The guard that lets everything through.
+    pub const OFF: Self = Self {
+        on: 0,
+        count: 0,
+        atoms: [GuardAtom {
+            dirs: 0,
+            mask: 0,
+            value: 0,
+        }; GUARD_ATOMS],
+    };
+
+    /// Whether an IPv4 packet with addresses `src` and `dst` (as loaded from its header)
+    /// passes: the guard is off, or one of its atoms holds.
+    #[inline(always)]
+    pub fn passes(&self, src: u32, dst: u32) -> bool {
+        if self.on == 0 {
+            return true;
+        }
+        let mut i = 0;
+        while i < GUARD_ATOMS {
+            if i as u32 >= self.count {
+                break;
+            }
+            let a = &self.atoms[i];
+            if (a.dirs & GUARD_SRC != 0 && src & a.mask == a.value)
+                || (a.dirs & GUARD_DST != 0 && dst & a.mask == a.value)
+            {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}

@@ -1,0 +1,286 @@
+//! The address guard of a compiled filter ([`V4Guard`]): for IPv4 packets, address tests
+//! one of which must hold for the program to reach a match.
+//!
+//! Derived from the program rather than the expression, so that it is a property of what
+//! the kernel evaluates. On an IPv4 packet an EtherType test is a constant, and a test of
+//! IPv6 addresses never holds; what remains is which paths to the match are possible, and
+//! the IPv4 address tests taken true along them. For each instruction, from the last, the
+//! guard of the rest of the program from there: a path through an address test's true
+//! branch needs that test (or the stronger guard after it); any other test needs what
+//! either of its branches needs. A path to the match with no address test on it (`tcp`,
+//! `not host ...`) leaves no guard.
+
+use pktpath_common::{
+    filter::{
+        DIR_DST, DIR_SRC, ETH_P_IP, FilterInsn, FilterOp, FilterProgram, KEY_ADDR_V4, TARGET_MATCH,
+    },
+    guard::{GUARD_ATOMS, GUARD_DST, GUARD_SRC, GuardAtom, V4Guard},
+};
+
+/// The first 12 bytes of an IPv4 address in a [`PacketKey`](pktpath_common::filter::PacketKey):
+/// `::ffff:a.b.c.d`.
+const V4_MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+/// What reaching the match from an instruction needs of an IPv4 packet: `None`, nothing
+/// the guard can test; `Some(atoms)`, one of them (none: the match cannot be reached).
+type Need = Option<Vec<GuardAtom>>;
+
+/// The guard of `prog` (off for the empty program, which matches everything).
+pub fn v4_guard(prog: &FilterProgram) -> V4Guard {
+    let len = usize::from(prog.len).min(prog.insns.len());
+    if len == 0 {
+        return V4Guard::OFF;
+    }
+    let mut need: Vec<Need> = vec![None; len];
+    for pc in (0..len).rev() {
+        let target = |next: u8| -> Need {
+            if next == TARGET_MATCH {
+                None
+            } else if (next as usize) > pc && (next as usize) < len {
+                need[next as usize].clone()
+            } else {
+                // A verdict of no match, a backward jump or one past the end: no match.
+                Some(Vec::new())
+            }
+        };
+        let insn = &prog.insns[pc];
+        let (jt, jf) = (target(insn.jt), target(insn.jf));
+        need[pc] = match FilterOp::from_u8(insn.op) {
+            Some(FilterOp::EtherType) if insn.lo == ETH_P_IP => jt,
+            Some(FilterOp::EtherType) | None => jf,
+            Some(FilterOp::IpProto) if insn.hi != 0 && insn.hi != ETH_P_IP => jf,
+            Some(FilterOp::IpProto | FilterOp::Port) => either(jt, jf),
+            Some(FilterOp::Addr) => match atom(insn) {
+                Some(a) => either(both(a, jt), jf),
+                None => jf,
+            },
+        };
+    }
+    match need.swap_remove(0) {
+        Some(atoms) => {
+            let mut g = V4Guard {
+                on: 1,
+                count: atoms.len() as u32,
+                ..V4Guard::OFF
+            };
+            g.atoms[..atoms.len()].copy_from_slice(&atoms);
+            g
+        }
+        None => V4Guard::OFF,
+    }
+}
+
+/// The IPv4 address test of an address instruction, or `None` when it never holds for an
+/// IPv4 packet (an IPv6 address).
+fn atom(insn: &FilterInsn) -> Option<GuardAtom> {
+    if insn.lo as u8 & KEY_ADDR_V4 == 0 {
+        return None;
+    }
+    // The key's first 12 bytes are the same for every IPv4 address.
+    let fixed_ok = (0..12).all(|i| V4_MAPPED[i] & insn.mask[i] == insn.addr[i]);
+    if !fixed_ok {
+        return None;
+    }
+    let word = |b: &[u8; 16]| u32::from_ne_bytes([b[12], b[13], b[14], b[15]]);
+    let mut dirs = 0;
+    if insn.dir & DIR_SRC != 0 {
+        dirs |= GUARD_SRC;
+    }
+    if insn.dir & DIR_DST != 0 {
+        dirs |= GUARD_DST;
+    }
+    (dirs != 0).then(|| GuardAtom {
+        dirs,
+        mask: word(&insn.mask),
+        value: word(&insn.addr),
+    })
+}
+
+/// A path that passes test `a` and then needs `then`: the stronger of the two.
+fn both(a: GuardAtom, then: Need) -> Need {
+    match then {
+        Some(atoms) if atoms.is_empty() => Some(atoms),
+        _ => Some(vec![a]),
+    }
+}
+
+/// Either of two paths: what one or the other needs (too many atoms: nothing).
+fn either(a: Need, b: Need) -> Need {
+    let (mut a, b) = (a?, b?);
+    for x in b {
+        if !a.contains(&x) {
+            a.push(x);
+        }
+    }
+    (a.len() <= GUARD_ATOMS).then_some(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use pktpath_common::filter::{
+        ETH_P_IP, KEY_ADDR_V4, KEY_FRAGMENT, KEY_IP, KEY_PORTS, PacketKey, eval,
+    };
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::trace::filter::compile_filter;
+
+    fn guard(text: &str) -> V4Guard {
+        v4_guard(&compile_filter(text).expect("a valid filter"))
+    }
+
+    fn v4(a: [u8; 4]) -> u32 {
+        u32::from_ne_bytes(a)
+    }
+
+    /// An IPv4 packet's key, with addresses (as the tracer's parser fills it) or without
+    /// (a header too short or not version 4).
+    fn key(addrs: Option<([u8; 4], [u8; 4])>, proto: u8, ports: Option<(u16, u16)>) -> PacketKey {
+        let mut k = PacketKey {
+            ethertype: ETH_P_IP,
+            ..PacketKey::default()
+        };
+        if let Some((s, d)) = addrs {
+            k.src[10..12].copy_from_slice(&[0xff, 0xff]);
+            k.dst[10..12].copy_from_slice(&[0xff, 0xff]);
+            k.src[12..].copy_from_slice(&s);
+            k.dst[12..].copy_from_slice(&d);
+            k.flags = KEY_ADDR_V4 | KEY_IP;
+            k.ip_proto = proto;
+            match ports {
+                Some((sp, dp)) => {
+                    k.flags |= KEY_PORTS;
+                    k.sport = sp;
+                    k.dport = dp;
+                }
+                None if proto == 6 || proto == 17 => k.flags |= KEY_FRAGMENT,
+                None => {}
+            }
+        }
+        k
+    }
+
+    /// Whether the tracer's guard lets `k` through (no addresses: it rejects).
+    fn passes(g: &V4Guard, k: &PacketKey) -> bool {
+        if g.on == 0 {
+            return true;
+        }
+        if k.flags & KEY_ADDR_V4 == 0 {
+            return false;
+        }
+        let w = |a: &[u8; 16]| u32::from_ne_bytes([a[12], a[13], a[14], a[15]]);
+        g.passes(w(&k.src), w(&k.dst))
+    }
+
+    #[test]
+    fn a_host_or_net_filter_guards_its_addresses_and_the_rest_nothing() {
+        let g = guard("host 192.0.2.99");
+        assert_eq!((g.on, g.count), (1, 1));
+        assert_eq!(g.atoms[0].dirs, GUARD_SRC | GUARD_DST);
+        assert_eq!(
+            (g.atoms[0].mask, g.atoms[0].value),
+            (!0, v4([192, 0, 2, 99]))
+        );
+        assert!(g.passes(v4([192, 0, 2, 99]), v4([10, 0, 0, 1])));
+        assert!(g.passes(v4([10, 0, 0, 1]), v4([192, 0, 2, 99])));
+        assert!(!g.passes(v4([10, 0, 0, 1]), v4([10, 0, 0, 2])));
+
+        let g = guard("src net 10.1.0.0/16 and udp");
+        assert_eq!((g.on, g.count), (1, 1));
+        assert_eq!(g.atoms[0].dirs, GUARD_SRC);
+        assert_eq!(g.atoms[0].mask, v4([255, 255, 0, 0]));
+        assert!(g.passes(v4([10, 1, 7, 7]), 0));
+        assert!(!g.passes(0, v4([10, 1, 7, 7])));
+
+        // Two hosts; a host and an IPv6 host (which no IPv4 packet has).
+        assert_eq!(guard("host 192.0.2.99 or host 10.1.0.1").count, 2);
+        assert_eq!(guard("host 192.0.2.99 or host 2001:db8::1").count, 1);
+        // Only IPv6 or ARP can match: every IPv4 packet is rejected.
+        for f in ["ip6", "arp", "icmp6", "host 2001:db8::1", "ip6 and tcp"] {
+            let g = guard(f);
+            assert_eq!((g.on, g.count), (1, 0), "{f}");
+        }
+        // A way to the match without an IPv4 address test: no guard.
+        for f in [
+            "",
+            "tcp",
+            "port 53",
+            "ip",
+            "not host 192.0.2.99",
+            "host 192.0.2.99 or udp",
+            "host 1.1.1.1 or host 2.2.2.2 or host 3.3.3.3 or host 4.4.4.4 or host 5.5.5.5",
+        ] {
+            assert_eq!(guard(f), V4Guard::OFF, "{f:?}");
+        }
+    }
+
+    /// Filters over a few addresses, ports and protocols, combined at random.
+    fn filter_text() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("ip".to_string()),
+            Just("ip6".to_string()),
+            Just("arp".to_string()),
+            Just("tcp".to_string()),
+            Just("udp".to_string()),
+            Just("icmp".to_string()),
+            Just("icmp6".to_string()),
+            (0..3u8, 0..4u8).prop_map(|(d, a)| format!("{}host 10.0.0.{a}", dir(d))),
+            (
+                0..3u8,
+                0..4u8,
+                prop_oneof![Just(8u8), Just(24), Just(30), Just(0)]
+            )
+                .prop_map(|(d, a, len)| {
+                    let (first, last) = match len {
+                        0 => (0, 0),
+                        30 => (10, a & !3),
+                        _ => (10, 0),
+                    };
+                    format!("{}net {first}.0.0.{last}/{len}", dir(d))
+                }),
+            (0..3u8).prop_map(|d| format!("{}host 2001:db8::1", dir(d))),
+            (0..3u8, 0..3u16).prop_map(|(d, p)| format!("{}port {}", dir(d), 50 + p)),
+        ];
+        leaf.prop_recursive(4, 24, 2, |inner| {
+            prop_oneof![
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) and ({b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) or ({b})")),
+                inner.prop_map(|a| format!("not ({a})")),
+            ]
+        })
+    }
+
+    fn dir(d: u8) -> &'static str {
+        ["", "src ", "dst "][d as usize]
+    }
+
+    fn ipv4_key() -> impl Strategy<Value = PacketKey> {
+        let addr = prop_oneof![
+            (0..4u8).prop_map(|a| [10, 0, 0, a]),
+            any::<[u8; 4]>(),
+            (0..4u8).prop_map(|a| [10, 9, 9, a]),
+        ];
+        let ports = proptest::option::of((49..54u16, 49..54u16));
+        (
+            proptest::option::weighted(0.9, (addr.clone(), addr)),
+            prop_oneof![Just(1u8), Just(6), Just(17), Just(47), Just(0)],
+            ports,
+        )
+            .prop_map(|(addrs, proto, ports)| key(addrs, proto, ports))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever the filter, an IPv4 packet the guard rejects is one the compiled program,
+        /// run by the evaluator the kernel runs, does not match.
+        #[test]
+        fn an_ipv4_packet_the_guard_rejects_never_matches(text in filter_text(), k in ipv4_key()) {
+            let prog = compile_filter(&text).expect("generated filters are valid");
+            let g = v4_guard(&prog);
+            if !passes(&g, &k) {
+                prop_assert!(!eval(&prog, &k), "{text}: rejected {k:?}, which matches");
+            }
+        }
+    }
+}
