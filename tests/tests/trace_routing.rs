@@ -226,6 +226,42 @@ fn trace_filtered_input_lookups_follow_their_packet() {
     }
 }
 
+/// The kernel's own route lookups (address type checks, such as the one ARP makes to pick
+/// the source of its request) carry no input device and follow no packet: they are not
+/// taken for the input lookup of the packet the CPU received just before, and a filter
+/// judges them by their addresses alone (`icmp` drops them: they name no protocol). With
+/// up1's address forgotten, the router resolves it while forwarding the first ping, right
+/// after receiving it, on the same CPU.
+#[test]
+fn trace_the_kernels_own_lookups_do_not_follow_the_packet_received_before() {
+    require_root();
+    let lab = RouterLab::new();
+    let router = u32::try_from(lab.router.inode()).expect("32-bit inode");
+    let cfg = TraceConfig {
+        hooks: vec![Hook::NetifReceiveSkb, Hook::FibTableLookup],
+        netns: Some(router),
+        filter: compile_filter("icmp").expect("filter compiles"),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    run::in_ns(&lab.router.name, "ip", &["neigh", "flush", "all"]).expect("flush neighbours");
+    assert_eq!(run::ping(&lab.client.name, RouterLab::UP1_4, 1), 1);
+    let lookups = t.collect(
+        Duration::from_secs(2),
+        |e| e.hook == "fib_table_lookup",
+        |_| false,
+    );
+    let iif = |e: &Event| e.fib.as_ref().map_or(0, |f| f.flow_iif);
+    assert!(
+        lookups.iter().any(|e| iif(e) != 0),
+        "no input lookup of the ping: {lookups:#?}"
+    );
+    assert!(
+        lookups.iter().all(|e| iif(e) != 0),
+        "a lookup without an input device was reported in the router's namespace: {lookups:#?}"
+    );
+}
+
 /// The events of the router's namespace toward up1 on `hooks`, with the filter expression
 /// `filter`, while the client pings up1 three times (two seconds of them).
 fn filtered_while_pinging_up1(lab: &RouterLab, hooks: Vec<Hook>, filter: &str) -> Vec<Event> {

@@ -959,8 +959,10 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
     // follows the filter expression's verdict on that packet when that hook noted it (its flow has no
     // protocol unless policy rules need one, and so could not be judged by protocol or port
     // tests). Tested first: most lookups are input ones, and a rejected one then costs a
-    // few loads.
-    let rx = if iif != LOOPBACK_IFINDEX && PKTPATH_FIB_ON.load() != 0 {
+    // few loads. Input lookups name the receiving device; output ones the loopback; the
+    // kernel's own (address type checks, as ARP's before a request) none, and follow no
+    // packet.
+    let rx = if iif != LOOPBACK_IFINDEX && iif != 0 && PKTPATH_FIB_ON.load() != 0 {
         // SAFETY: this CPU's slot.
         this_cpu().map(|c| unsafe { &*c })
     } else {
@@ -1019,16 +1021,18 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
         return Ok(());
     }
     // The lookups that follow no packet's verdict are judged by their flow, when it names
-    // a protocol.
+    // a protocol; the kernel's own (no input device), which are no packet's, by their
+    // addresses alone (a protocol test fails on them).
     if PKTPATH_FILTER_EXPR_ON.load() != 0
-        && proto != 0
+        && (proto != 0 || iif == 0)
         && rx.is_none()
         && let Some(prog) = PKTPATH_FILTER.get(0).filter(|p| p.len != 0)
     {
+        let ip = if proto != 0 { KEY_IP } else { 0 };
         let mut key = PacketKey {
             ethertype: if v6 { ETH_P_IPV6 } else { ETH_P_IP },
             ip_proto: proto,
-            flags: KEY_IP | if v6 { KEY_ADDR_V6 } else { KEY_ADDR_V4 },
+            flags: ip | if v6 { KEY_ADDR_V6 } else { KEY_ADDR_V4 },
             ..PacketKey::default()
         };
         if v6 {
