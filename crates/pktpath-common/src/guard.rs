@@ -52,7 +52,9 @@ impl V4Guard {
     };
 
     /// Whether an IPv4 packet with addresses `src` and `dst` (as loaded from its header)
-    /// passes: the guard is off, or one of its atoms holds.
+    /// passes: the guard is off, or one of its atoms holds. (The tracer's hooks test the
+    /// same with each field read volatile: the compiler would fold a read-only global's
+    /// initial value, `OFF`, into a plain read.)
     #[inline(always)]
     pub fn passes(&self, src: u32, dst: u32) -> bool {
         if self.on == 0 {
