@@ -425,6 +425,14 @@ const HOP_MODE: Mode = (
 /// The floor of the hop hooks: empty programs on them.
 const HOP_FLOOR_MODE: Mode = ("empty programs on the hop hooks", Load::EmptyHops);
 
+/// A filter matching nothing (trafgen sends from port 4000 to 5000) that names no address
+/// or protocol, so it has no address guard (see docs/trace.md): every hook hit goes to the
+/// remembered verdicts.
+const UNGUARDED_MODE: Mode = (
+    "pktpath, `port 7` (no address guard)",
+    Load::Tool(Kind::Pktpath, &["port 7"]),
+);
+
 /// A filter that matches the one ping [`profile`] sends before a tracking mode (client to
 /// the router) and none of trafgen's frames: once a packet matched, each hook hit the
 /// filter rejects pays tracking's lookup of its skb (unless `--no-track`).
@@ -481,7 +489,7 @@ fn profile(lab: &Lab, tg: &std::path::Path, dir: &Scratch) -> anyhow::Result<Vec
     let mut out = Vec::new();
     for (name, load) in MODES[..4]
         .iter()
-        .chain(&[HOP_FLOOR_MODE, HOP_MODE])
+        .chain(&[UNGUARDED_MODE, HOP_FLOOR_MODE, HOP_MODE])
         .chain(&TRACK_MODES)
     {
         check_stop()?;

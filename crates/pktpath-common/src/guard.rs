@@ -1,21 +1,25 @@
-//! A filter expression's address guard for IPv4 packets: a few (address, mask) tests, one
-//! of which an IPv4 packet must pass for the expression to match it. User space derives it
-//! from the compiled [`FilterProgram`](crate::filter::FilterProgram); a tracer hook that
-//! finds an IPv4 packet failing it rejects the packet after two loads of its header, before
-//! the remembered verdicts or the expression (a narrow filter on a busy host rejects almost
-//! every packet it sees, and the remembered verdict's hash and compare were most of that).
+//! A filter expression's address guard for IPv4 packets: a few tests of the header's
+//! addresses or protocol, one of which an IPv4 packet must pass for the expression to
+//! match it. User space derives it from the compiled
+//! [`FilterProgram`](crate::filter::FilterProgram); a tracer hook that finds an IPv4 packet
+//! failing it rejects the packet after a load or two of its header, before the remembered
+//! verdicts or the expression (a narrow filter on a busy host rejects almost every packet
+//! it sees, and the remembered verdict's hash and compare were most of that).
 
-/// Most address tests a guard holds; an expression that would need more has none.
+/// Most tests a guard holds; an expression that would need more has none.
 pub const GUARD_ATOMS: usize = 4;
 
-/// [`GuardAtom::dirs`]: the test applies to the source address.
+/// [`GuardAtom::dirs`]: the test applies to the source address (header bytes 12-15).
 pub const GUARD_SRC: u32 = 1;
-/// [`GuardAtom::dirs`]: the test applies to the destination address.
+/// [`GuardAtom::dirs`]: the test applies to the destination address (bytes 16-19).
 pub const GUARD_DST: u32 = 2;
+/// [`GuardAtom::dirs`]: the test applies to bytes 8-11 (TTL, protocol, checksum), masked
+/// to the protocol.
+pub const GUARD_PROTO: u32 = 4;
 
-/// `addr & mask == value` on the source and/or destination address. Both words hold the
-/// address bytes in network order, read as a native-endian `u32` (what a load of the
-/// header's address field gives).
+/// `word & mask == value` on the header words `dirs` names (a test of the source or the
+/// destination address, of either, or of the protocol). Words hold the header bytes in
+/// network order, read as a native-endian `u32` (what a load of the header gives).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct GuardAtom {
@@ -33,10 +37,12 @@ pub struct V4Guard {
     pub on: u32,
     /// Atoms in use. With `on` and none, no IPv4 packet can match (e.g. `ip6`).
     pub count: u32,
+    /// The `dirs` of all atoms together: which header words a hook must read.
+    pub words: u32,
     pub atoms: [GuardAtom; GUARD_ATOMS],
 }
 crate::assert_size!(GuardAtom, 12);
-crate::assert_size!(V4Guard, 8 + 12 * GUARD_ATOMS);
+crate::assert_size!(V4Guard, 12 + 12 * GUARD_ATOMS);
 crate::impl_pod!(GuardAtom, V4Guard);
 
 impl V4Guard {
@@ -44,6 +50,7 @@ impl V4Guard {
     pub const OFF: Self = Self {
         on: 0,
         count: 0,
+        words: 0,
         atoms: [GuardAtom {
             dirs: 0,
             mask: 0,
@@ -51,12 +58,12 @@ impl V4Guard {
         }; GUARD_ATOMS],
     };
 
-    /// Whether an IPv4 packet with addresses `src` and `dst` (as loaded from its header)
-    /// passes: the guard is off, or one of its atoms holds. (The tracer's hooks test the
+    /// Whether an IPv4 packet whose header holds `proto` (bytes 8-11), `src` and `dst` (as
+    /// loaded) passes: the guard is off, or one of its atoms holds. (The tracer's hooks test the
     /// same with each field read volatile: the compiler would fold a read-only global's
     /// initial value, `OFF`, into a plain read.)
     #[inline(always)]
-    pub fn passes(&self, src: u32, dst: u32) -> bool {
+    pub fn passes(&self, proto: u32, src: u32, dst: u32) -> bool {
         if self.on == 0 {
             return true;
         }
@@ -68,6 +75,7 @@ impl V4Guard {
             let a = &self.atoms[i];
             if (a.dirs & GUARD_SRC != 0 && src & a.mask == a.value)
                 || (a.dirs & GUARD_DST != 0 && dst & a.mask == a.value)
+                || (a.dirs & GUARD_PROTO != 0 && proto & a.mask == a.value)
             {
                 return true;
             }

@@ -17,7 +17,7 @@ use pktpath_common::{
         KEY_ADDR_V6, KEY_IP, KEY_PORTS, PacketKey, SIGNATURE_WORDS, key_from_l3_onto,
         signature_covers, signature_mask, signature_span,
     },
-    guard::{GUARD_ATOMS, GUARD_DST, GUARD_SRC, V4Guard},
+    guard::{GUARD_ATOMS, GUARD_DST, GUARD_PROTO, GUARD_SRC, V4Guard},
     kernel::KernelOffsets,
     trace::{
         EVENT_DELIVERED, FIB_FAMILY_V4, FIB_FAMILY_V6, FibEvent, HEADER_BYTES, Hook, RecordHead,
@@ -687,11 +687,12 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
 }
 
 /// Whether the filter expression's address guard rejects `skb` at `hook`: an IPv4 packet
-/// none of whose guard atoms holds for the addresses in its header, which the expression
-/// cannot match (see `pktpath_common::guard`). Where the expression's parser finds no
-/// addresses (fewer than 20 linear bytes, not version 4), its address tests all fail and
-/// it cannot match either: whatever the 8 bytes read there hold, a rejection is right and a
-/// pass only goes on to the expression. So the header is not checked, only read once. A
+/// none of whose guard atoms holds for the addresses or protocol in its header, which the
+/// expression cannot match (see `pktpath_common::guard`). Where the expression's parser
+/// finds no addresses and protocol (fewer than 20 linear bytes, not version 4), its
+/// address and protocol tests all fail and it cannot match either: whatever the bytes read
+/// there hold, a rejection is right and a pass only goes on to the expression. So the
+/// header is not checked, only read (once, or twice when the guard tests the protocol). A
 /// narrow filter's rejections skip the remembered verdicts' hash and line, and the per-CPU
 /// state.
 #[inline(always)]
@@ -718,10 +719,21 @@ fn guard_rejects(off: Offsets, skb: u64, hook: Hook) -> bool {
         }
         load_at::<u64>(skb, off.skb_head()) + u64::from(nh)
     };
-    let addrs: u64 = load_at(start, 12);
-    let (src, dst) = (addrs as u32, (addrs >> 32) as u32);
     // SAFETY: as above.
-    let count = unsafe { core::ptr::read_volatile(&g.count) };
+    let (count, words) = unsafe {
+        (
+            core::ptr::read_volatile(&g.count),
+            core::ptr::read_volatile(&g.words),
+        )
+    };
+    // The verifier knows `words` (a read-only global) and keeps one of the two ways.
+    let (proto, src, dst) = if words & GUARD_PROTO != 0 {
+        let w: u64 = load_at(start, 8);
+        (w as u32, (w >> 32) as u32, load_at::<u32>(start, 16))
+    } else {
+        let w: u64 = load_at(start, 12);
+        (0, w as u32, (w >> 32) as u32)
+    };
     for i in 0..GUARD_ATOMS {
         if i as u32 >= count {
             break;
@@ -737,6 +749,7 @@ fn guard_rejects(off: Offsets, skb: u64, hook: Hook) -> bool {
         };
         if (dirs & GUARD_SRC != 0 && src & mask == value)
             || (dirs & GUARD_DST != 0 && dst & mask == value)
+            || (dirs & GUARD_PROTO != 0 && proto & mask == value)
         {
             return false;
         }

@@ -1,20 +1,21 @@
-//! The address guard of a compiled filter ([`V4Guard`]): for IPv4 packets, address tests
-//! one of which must hold for the program to reach a match.
+//! The address guard of a compiled filter ([`V4Guard`]): for IPv4 packets, tests of the
+//! addresses or the protocol, one of which must hold for the program to reach a match.
 //!
 //! Derived from the program rather than the expression, so that it is a property of what
 //! the kernel evaluates. On an IPv4 packet an EtherType test is a constant, and a test of
 //! IPv6 addresses never holds; what remains is which paths to the match are possible, and
-//! the IPv4 address tests taken true along them. For each instruction, from the last, the
-//! guard of the rest of the program from there: a path through an address test's true
-//! branch needs that test (or the stronger guard after it); any other test needs what
-//! either of its branches needs. A path to the match with no address test on it (`tcp`,
-//! `not host ...`) leaves no guard.
+//! the IPv4 address and protocol tests taken true along them. For each instruction, from
+//! the last, the guard of the rest of the program from there: a path through such a test's
+//! true branch needs that test (or the stronger guard after it); any other test needs what
+//! either of its branches needs. A path to the match with neither on it (`port 53`, `not
+//! host ...`) leaves no guard. Both tests read fields the parser fills only for a header it
+//! parsed, so for any other they fail, as the hook's rejection says.
 
 use pktpath_common::{
     filter::{
         DIR_DST, DIR_SRC, ETH_P_IP, FilterInsn, FilterOp, FilterProgram, KEY_ADDR_V4, TARGET_MATCH,
     },
-    guard::{GUARD_ATOMS, GUARD_DST, GUARD_SRC, GuardAtom, V4Guard},
+    guard::{GUARD_ATOMS, GUARD_DST, GUARD_PROTO, GUARD_SRC, GuardAtom, V4Guard},
 };
 
 /// The first 12 bytes of an IPv4 address in a [`PacketKey`](pktpath_common::filter::PacketKey):
@@ -49,7 +50,11 @@ pub fn v4_guard(prog: &FilterProgram) -> V4Guard {
             Some(FilterOp::EtherType) if insn.lo == ETH_P_IP => jt,
             Some(FilterOp::EtherType) | None => jf,
             Some(FilterOp::IpProto) if insn.hi != 0 && insn.hi != ETH_P_IP => jf,
-            Some(FilterOp::IpProto | FilterOp::Port) => either(jt, jf),
+            Some(FilterOp::IpProto) => match u8::try_from(insn.lo) {
+                Ok(proto) => either(both(proto_atom(proto), jt), jf),
+                Err(_) => jf,
+            },
+            Some(FilterOp::Port) => either(jt, jf),
             Some(FilterOp::Addr) => match atom(insn) {
                 Some(a) => either(both(a, jt), jf),
                 None => jf,
@@ -61,6 +66,7 @@ pub fn v4_guard(prog: &FilterProgram) -> V4Guard {
             let mut g = V4Guard {
                 on: 1,
                 count: atoms.len() as u32,
+                words: atoms.iter().fold(0, |w, a| w | a.dirs),
                 ..V4Guard::OFF
             };
             g.atoms[..atoms.len()].copy_from_slice(&atoms);
@@ -94,6 +100,15 @@ fn atom(insn: &FilterInsn) -> Option<GuardAtom> {
         mask: word(&insn.mask),
         value: word(&insn.addr),
     })
+}
+
+/// The test that an IPv4 packet's protocol (header byte 9) is `proto`.
+fn proto_atom(proto: u8) -> GuardAtom {
+    GuardAtom {
+        dirs: GUARD_PROTO,
+        mask: u32::from_ne_bytes([0, 0xff, 0, 0]),
+        value: u32::from_ne_bytes([0, proto, 0, 0]),
+    }
 }
 
 /// A path that passes test `a` and then needs `then`: the stronger of the two.
@@ -160,7 +175,9 @@ mod tests {
         k
     }
 
-    /// Whether the tracer's guard lets `k` through (no addresses: it rejects).
+    /// Whether the tracer's guard lets `k` through. A header the parser found no addresses
+    /// and protocol in counts as rejected: what the hook reads there is anything, so the
+    /// expression must not match such a packet when the guard is on.
     fn passes(g: &V4Guard, k: &PacketKey) -> bool {
         if g.on == 0 {
             return true;
@@ -169,11 +186,12 @@ mod tests {
             return false;
         }
         let w = |a: &[u8; 16]| u32::from_ne_bytes([a[12], a[13], a[14], a[15]]);
-        g.passes(w(&k.src), w(&k.dst))
+        let proto = u32::from_ne_bytes([64, k.ip_proto, 0xab, 0xcd]);
+        g.passes(proto, w(&k.src), w(&k.dst))
     }
 
     #[test]
-    fn a_host_or_net_filter_guards_its_addresses_and_the_rest_nothing() {
+    fn a_filter_guards_the_addresses_and_protocols_it_needs_and_the_rest_nothing() {
         let g = guard("host 192.0.2.99");
         assert_eq!((g.on, g.count), (1, 1));
         assert_eq!(g.atoms[0].dirs, GUARD_SRC | GUARD_DST);
@@ -181,16 +199,28 @@ mod tests {
             (g.atoms[0].mask, g.atoms[0].value),
             (!0, v4([192, 0, 2, 99]))
         );
-        assert!(g.passes(v4([192, 0, 2, 99]), v4([10, 0, 0, 1])));
-        assert!(g.passes(v4([10, 0, 0, 1]), v4([192, 0, 2, 99])));
-        assert!(!g.passes(v4([10, 0, 0, 1]), v4([10, 0, 0, 2])));
+        assert!(g.passes(0, v4([192, 0, 2, 99]), v4([10, 0, 0, 1])));
+        assert!(g.passes(0, v4([10, 0, 0, 1]), v4([192, 0, 2, 99])));
+        assert!(!g.passes(0, v4([10, 0, 0, 1]), v4([10, 0, 0, 2])));
 
+        // Of a conjunction, one side is enough: the first test met.
         let g = guard("src net 10.1.0.0/16 and udp");
-        assert_eq!((g.on, g.count), (1, 1));
+        assert_eq!((g.on, g.count, g.words), (1, 1, GUARD_SRC));
         assert_eq!(g.atoms[0].dirs, GUARD_SRC);
         assert_eq!(g.atoms[0].mask, v4([255, 255, 0, 0]));
-        assert!(g.passes(v4([10, 1, 7, 7]), 0));
-        assert!(!g.passes(0, v4([10, 1, 7, 7])));
+        assert!(g.passes(0, v4([10, 1, 7, 7]), 0));
+        assert!(!g.passes(0, 0, v4([10, 1, 7, 7])));
+
+        // Protocols: byte 9 of the header, the second of the word at byte 8.
+        let g = guard("icmp");
+        assert_eq!((g.on, g.count, g.words), (1, 1, GUARD_PROTO));
+        assert!(g.passes(v4([64, 1, 0x12, 0x34]), 0, 0));
+        assert!(!g.passes(v4([64, 17, 0x12, 0x34]), 0, 0));
+        let g = guard("tcp or host 192.0.2.99");
+        assert_eq!((g.count, g.words), (2, GUARD_PROTO | GUARD_SRC | GUARD_DST));
+        assert!(g.passes(v4([64, 6, 0, 0]), 0, 0));
+        assert!(g.passes(v4([64, 17, 0, 0]), v4([192, 0, 2, 99]), 0));
+        assert!(!g.passes(v4([64, 17, 0, 0]), 0, 0));
 
         // Two hosts; a host and an IPv6 host (which no IPv4 packet has).
         assert_eq!(guard("host 192.0.2.99 or host 10.1.0.1").count, 2);
@@ -200,14 +230,14 @@ mod tests {
             let g = guard(f);
             assert_eq!((g.on, g.count), (1, 0), "{f}");
         }
-        // A way to the match without an IPv4 address test: no guard.
+        // A way to the match without an IPv4 address or protocol test: no guard.
         for f in [
             "",
-            "tcp",
             "port 53",
             "ip",
             "not host 192.0.2.99",
-            "host 192.0.2.99 or udp",
+            "not tcp",
+            "host 192.0.2.99 or port 53",
             "host 1.1.1.1 or host 2.2.2.2 or host 3.3.3.3 or host 4.4.4.4 or host 5.5.5.5",
         ] {
             assert_eq!(guard(f), V4Guard::OFF, "{f:?}");
