@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod delivery;
 pub mod filter;
+pub mod guard;
 pub mod kernel;
 pub mod looping;
 pub mod mem;

@@ -17,7 +17,7 @@ use pktpath_common::{
         KEY_ADDR_V6, KEY_IP, KEY_PORTS, PacketKey, SIGNATURE_WORDS, key_from_l3_onto,
         signature_covers, signature_mask, signature_span,
     },
-    guard::{GUARD_ATOMS, GUARD_DST, GUARD_PROTO, GUARD_SRC, V4Guard},
+    guard::V4Guard,
     kernel::KernelOffsets,
     trace::{
         EVENT_DELIVERED, FIB_FAMILY_V4, FIB_FAMILY_V6, FibEvent, HEADER_BYTES, Hook, RecordHead,
@@ -28,7 +28,7 @@ use pktpath_ebpf::kernel::{
     Offsets, SkbInfo, dev_netns, load_addr6, load_at, load_name, network_header, read_at,
     read_bytes, read_dev, read_ifname, read_skb,
 };
-use pktpath_ebpf::{atomic, mem};
+use pktpath_ebpf::{atomic, guard, mem};
 
 #[unsafe(no_mangle)]
 static PKTPATH_KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::UNSET);
@@ -59,7 +59,7 @@ static PKTPATH_FIB_ON: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static PKTPATH_FILTER_EXPR_ALONE: Global<u32> = Global::new(0);
 
-/// The filter expression's address guard for IPv4 packets (see [`guard_rejects`]).
+/// The filter expression's address guard for IPv4 packets (see `pktpath_ebpf::guard`).
 #[unsafe(no_mangle)]
 static PKTPATH_FILTER_V4_GUARD: Global<V4Guard> = Global::new(V4Guard::OFF);
 
@@ -686,77 +686,6 @@ fn wanted(off: Offsets, skb: u64, hook: Hook, dev: u64, hdr: &mut Header) -> boo
     }
 }
 
-/// Whether the filter expression's address guard rejects `skb` at `hook`: an IPv4 packet
-/// none of whose guard atoms holds for the addresses or protocol in its header, which the
-/// expression cannot match (see `pktpath_common::guard`). Where the expression's parser
-/// finds no addresses and protocol (fewer than 20 linear bytes, not version 4), its
-/// address and protocol tests all fail and it cannot match either: whatever the bytes read
-/// there hold, a rejection is right and a pass only goes on to the expression. So the
-/// header is not checked, only read (once, or twice when the guard tests the protocol). A
-/// narrow filter's rejections skip the remembered verdicts' hash and line, and the per-CPU
-/// state.
-#[inline(always)]
-fn guard_rejects(off: Offsets, skb: u64, hook: Hook) -> bool {
-    // SAFETY: `Global<T>` is a transparent wrapper of an initialised `T`; its fields are read
-    // one at a time.
-    let g = unsafe { &*core::ptr::from_ref(&PKTPATH_FILTER_V4_GUARD).cast::<V4Guard>() };
-    // SAFETY: fields of a static.
-    let on = unsafe { core::ptr::read_volatile(&g.on) };
-    if on == 0 {
-        return false;
-    }
-    let protocol = u16::from_be(load_at(skb, off.skb_protocol()));
-    if protocol != ETH_P_IP {
-        return false;
-    }
-    // Where the network header starts (as in `L3::start`).
-    let start = if hook.is_receive() {
-        load_at::<u64>(skb, off.skb_data())
-    } else {
-        let nh: u16 = load_at(skb, off.skb_network_header());
-        if nh == u16::MAX {
-            return true; // no network header: no addresses
-        }
-        load_at::<u64>(skb, off.skb_head()) + u64::from(nh)
-    };
-    // SAFETY: as above.
-    let (count, words) = unsafe {
-        (
-            core::ptr::read_volatile(&g.count),
-            core::ptr::read_volatile(&g.words),
-        )
-    };
-    // The verifier knows `words` (a read-only global) and keeps one of the two ways.
-    let (proto, src, dst) = if words & GUARD_PROTO != 0 {
-        let w: u64 = load_at(start, 8);
-        (w as u32, (w >> 32) as u32, load_at::<u32>(start, 16))
-    } else {
-        let w: u64 = load_at(start, 12);
-        (0, w as u32, (w >> 32) as u32)
-    };
-    for i in 0..GUARD_ATOMS {
-        if i as u32 >= count {
-            break;
-        }
-        let a = &g.atoms[i];
-        // SAFETY: as above.
-        let (dirs, mask, value) = unsafe {
-            (
-                core::ptr::read_volatile(&a.dirs),
-                core::ptr::read_volatile(&a.mask),
-                core::ptr::read_volatile(&a.value),
-            )
-        };
-        if (dirs & GUARD_SRC != 0 && src & mask == value)
-            || (dirs & GUARD_DST != 0 && dst & mask == value)
-            || (dirs & GUARD_PROTO != 0 && proto & mask == value)
-        {
-            return false;
-        }
-    }
-    true
-}
-
 /// When the filter expression alone decides (no `--netns`, `--iface` or `--mark`): the
 /// verdict this CPU remembers for the packet's headers, if any. A rejection is acted on
 /// before the call into [`wanted`] and the scratch it needs (the usual case of a trace that
@@ -844,7 +773,8 @@ fn emit_at(
         known == Some(false)
             && ((!hook.ends_skb() && PKTPATH_TRACK.load() == 0) || !tracking_live())
     };
-    let guarded = guard_rejects(off, skb, hook).then_some(false);
+    let guarded =
+        guard::rejects(&PKTPATH_FILTER_V4_GUARD, off, skb, hook.is_receive()).then_some(false);
     if settled(guarded) {
         // The per-CPU state only where the input route lookups need the verdict.
         if hook == Hook::NetifReceiveSkb
