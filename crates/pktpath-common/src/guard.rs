@@ -59,14 +59,16 @@ impl V4Guard {
     };
 
     /// Whether an IPv4 packet whose header holds `proto` (bytes 8-11), `src` and `dst` (as
-    /// loaded) passes: the guard is off, or one of its atoms holds. (The tracer's hooks test the
-    /// same with each field read volatile: the compiler would fold a read-only global's
-    /// initial value, `OFF`, into a plain read.)
+    /// loaded) passes: the guard is off, or one of its tests holds.
     #[inline(always)]
     pub fn passes(&self, proto: u32, src: u32, dst: u32) -> bool {
-        if self.on == 0 {
-            return true;
-        }
+        self.on == 0 || self.holds(proto, src, dst)
+    }
+
+    /// Whether one of the guard's tests holds for those header words (what a hook asks once
+    /// it knows the guard is on).
+    #[inline(always)]
+    pub fn holds(&self, proto: u32, src: u32, dst: u32) -> bool {
         let mut i = 0;
         while i < GUARD_ATOMS {
             if i as u32 >= self.count {

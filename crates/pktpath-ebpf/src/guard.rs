@@ -4,7 +4,7 @@
 use aya_ebpf::Global;
 use pktpath_common::{
     filter::ETH_P_IP,
-    guard::{GUARD_ATOMS, GUARD_DST, GUARD_PROTO, GUARD_SRC, V4Guard},
+    guard::{GUARD_PROTO, V4Guard},
 };
 
 use crate::kernel::{Offsets, load_at};
@@ -20,12 +20,13 @@ use crate::kernel::{Offsets, load_at};
 /// state.
 #[inline(always)]
 pub fn rejects(guard: &'static Global<V4Guard>, off: Offsets, skb: u64, receive: bool) -> bool {
-    // SAFETY: `Global<T>` is a transparent wrapper of an initialised `T`; its fields are read
-    // one at a time.
-    let g = unsafe { &*core::ptr::from_ref(guard).cast::<V4Guard>() };
-    // SAFETY: fields of a static.
-    let on = unsafe { core::ptr::read_volatile(&g.on) };
-    if on == 0 {
+    // The guard through a pointer the compiler cannot trace back to the static, so that its
+    // fields are read from the map (a read-only global's reads would fold into its initial
+    // value, `OFF`); the verifier still knows them, and drops what they rule out.
+    let p: *const V4Guard = core::ptr::from_ref(guard).cast();
+    // SAFETY: reads a local; `Global<T>` is a transparent wrapper of an initialised `T`.
+    let g = unsafe { &*core::ptr::read_volatile(&raw const p) };
+    if g.on == 0 {
         return false;
     }
     let protocol = u16::from_be(load_at(skb, off.skb_protocol()));
@@ -43,40 +44,13 @@ pub fn rejects(guard: &'static Global<V4Guard>, off: Offsets, skb: u64, receive:
         }
         load_at::<u64>(skb, off.skb_head()) + u64::from(nh)
     };
-    // SAFETY: as above.
-    let (count, words) = unsafe {
-        (
-            core::ptr::read_volatile(&g.count),
-            core::ptr::read_volatile(&g.words),
-        )
-    };
-    // The verifier knows `words` (a read-only global) and keeps one of the two ways.
-    let (proto, src, dst) = if words & GUARD_PROTO != 0 {
+    // The verifier knows `words` and keeps one of the two ways.
+    let (proto, src, dst) = if g.words & GUARD_PROTO != 0 {
         let w: u64 = load_at(start, 8);
         (w as u32, (w >> 32) as u32, load_at::<u32>(start, 16))
     } else {
         let w: u64 = load_at(start, 12);
         (0, w as u32, (w >> 32) as u32)
     };
-    for i in 0..GUARD_ATOMS {
-        if i as u32 >= count {
-            break;
-        }
-        let a = &g.atoms[i];
-        // SAFETY: as above.
-        let (dirs, mask, value) = unsafe {
-            (
-                core::ptr::read_volatile(&a.dirs),
-                core::ptr::read_volatile(&a.mask),
-                core::ptr::read_volatile(&a.value),
-            )
-        };
-        if (dirs & GUARD_SRC != 0 && src & mask == value)
-            || (dirs & GUARD_DST != 0 && dst & mask == value)
-            || (dirs & GUARD_PROTO != 0 && proto & mask == value)
-        {
-            return false;
-        }
-    }
-    true
+    !g.holds(proto, src, dst)
 }
