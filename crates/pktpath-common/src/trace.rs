@@ -10,9 +10,9 @@ pub const MAP_LOST: &str = "TRACE_LOST";
 /// Name of the per-CPU array (one `u64` slot) counting events the hooks produced (passed the
 /// filters), whether or not the ring buffer had room: received + lost = seen.
 pub const MAP_SEEN: &str = "TRACE_SEEN";
-/// Name of the tracer's array (one `u64` slot) counting the skbs its table of tracked skbs
-/// may hold: 0 once every tracked packet's free was seen.
-pub const MAP_TRACKED: &str = "TRACE_SKBS_LIVE";
+/// Name of the tracer's `.bss` map: its one value is the global (`u64`) counting the skbs
+/// its table of tracked skbs may hold, 0 once every tracked packet's free was seen.
+pub const MAP_TRACKED: &str = ".bss";
 /// Name of the tracer's array with one slot per possible CPU (what each CPU keeps from one
 /// hook hit to the next); the loader sizes it to the CPUs.
 pub const MAP_CPU: &str = "TRACE_CPU";

@@ -4,6 +4,8 @@
 #![no_std]
 #![no_main]
 
+use core::cell::UnsafeCell;
+
 use aya_ebpf::{
     Global,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
@@ -97,27 +99,37 @@ static PKTPATH_FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
 #[map(name = "TRACE_SKBS")]
 static TRACE_SKBS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
 
-/// Slot 0: how many skbs [`TRACE_SKBS`] may hold: raised when one is put in, lowered
-/// when one is taken out at its free. While it is 0 no hook needs to look an skb up (with
-/// a filter that matches nothing, never; with one that matched a few packets, once they
-/// are freed). Entries the LRU map drops, or skbs freed where no tracepoint fires, leave
-/// it too high: the lookups then go on, as they must when unsure.
-#[map(name = "TRACE_SKBS_LIVE")]
-static TRACE_SKBS_LIVE: Array<u64> = Array::with_max_entries(1, 0);
+/// How many skbs [`TRACE_SKBS`] may hold: raised when one is put in, lowered when one is
+/// taken out at its free. While it is 0 no hook needs to look an skb up (with a filter that
+/// matches nothing, never; with one that matched a few packets, once they are freed).
+/// Entries the LRU map drops, or skbs freed where no tracepoint fires, leave it too high:
+/// the lookups then go on, as they must when unsure.
+///
+/// A global in `.bss` rather than a map of its own: every hook hit that a filter rejects
+/// reads it, and a global is one load where a map needs a lookup (its key spilled to the
+/// stack and read back, its index checked). User space reads it as the `.bss` map's only
+/// value.
+#[unsafe(no_mangle)]
+static TRACE_SKBS_LIVE: LiveCount = LiveCount(UnsafeCell::new(0));
+
+#[repr(transparent)]
+struct LiveCount(UnsafeCell<u64>);
+// SAFETY: written only by the atomic add of `count_live`, read whole.
+unsafe impl Sync for LiveCount {}
 
 /// Whether [`TRACE_SKBS`] may hold an skb.
 #[inline(always)]
 fn tracking_live() -> bool {
-    TRACE_SKBS_LIVE.get(0).is_some_and(|n| *n != 0)
+    // SAFETY: an aligned u64 of this program's `.bss`; a volatile read, which other CPUs'
+    // atomic adds may race with harmlessly (a stale value errs as the docs above say).
+    unsafe { core::ptr::read_volatile(TRACE_SKBS_LIVE.0.get()) != 0 }
 }
 
 /// Adds `v` (wrapping: `u64::MAX` takes one away) to [`TRACE_SKBS_LIVE`].
 #[inline(always)]
 fn count_live(v: u64) {
-    if let Some(n) = TRACE_SKBS_LIVE.get_ptr_mut(0) {
-        // SAFETY: this program's own array value.
-        unsafe { atomic::add(n, v) };
-    }
+    // SAFETY: this program's own global.
+    unsafe { atomic::add(TRACE_SKBS_LIVE.0.get(), v) };
 }
 
 /// Per CPU, the data buffer (`sk_buff.head`) of the clone `sk_data_ready` saw queued to an
@@ -768,10 +780,12 @@ fn emit_at(
     }
     // Rejections, first by the address guard and then by the remembered verdict; not for a
     // free once skbs are tracked: a tracked skb's free is reported whatever its headers;
-    // with tracking, nor for any hook of a tracked skb.
+    // with tracking, nor for any hook of a tracked skb. The count of tracked skbs first:
+    // while it is 0 (a narrow filter's usual case) `PKTPATH_TRACK`, on a cache line of its
+    // own, is not read.
     let settled = |known: Option<bool>| {
         known == Some(false)
-            && ((!hook.ends_skb() && PKTPATH_TRACK.load() == 0) || !tracking_live())
+            && (!tracking_live() || (!hook.ends_skb() && PKTPATH_TRACK.load() == 0))
     };
     let guarded =
         guard::rejects(&PKTPATH_FILTER_V4_GUARD, off, skb, hook.is_receive()).then_some(false);
