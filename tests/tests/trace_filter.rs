@@ -131,6 +131,14 @@ fn trace_filters_select_exactly_the_matching_packets() {
     check(&lab, "ip6 and udp", 2, |e| {
         udp(e) && e.src.as_deref() == Some(TwoHosts::A6)
     });
+    // Guards on ports (the word after the IPv4 header): either port, IPv6 untouched; the
+    // destination half of the word (the sources are ephemeral ports).
+    check(&lab, "port 5001", 5, |e| {
+        udp(e) && (e.dport == Some(5001) || e.sport == Some(5001))
+    });
+    check(&lab, "dst portrange 5002-5003", 2, |e| {
+        udp(e) && e.dport.is_some_and(|p| (5002..=5003).contains(&p))
+    });
 }
 
 /// The kernel remembers the filter's verdict per header signature (per CPU) and reuses it at

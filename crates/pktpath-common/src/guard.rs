@@ -1,6 +1,6 @@
-//! A filter expression's address guard for IPv4 packets: a few tests of the header's
-//! addresses or protocol, one of which an IPv4 packet must pass for the expression to
-//! match it. User space derives it from the compiled
+//! A filter expression's guard for IPv4 packets: a few tests of the header's addresses,
+//! protocol or ports, one of which an IPv4 packet must pass for the expression to match
+//! it. User space derives it from the compiled
 //! [`FilterProgram`](crate::filter::FilterProgram); a tracer hook that finds an IPv4 packet
 //! failing it rejects the packet after a load or two of its header, before the remembered
 //! verdicts or the expression (a narrow filter on a busy host rejects almost every packet
@@ -17,13 +17,24 @@ pub const GUARD_DST: u32 = 2;
 /// to the protocol.
 pub const GUARD_PROTO: u32 = 4;
 
+/// [`GuardAtom::dirs`]: the test applies to the source port, the first two bytes of the
+/// word after the IPv4 header (at 4 times its IHL). The atom's `mask` and `value` sit in
+/// those two bytes.
+pub const GUARD_SPORT: u32 = 8;
+/// [`GuardAtom::dirs`]: the test applies to the destination port, the word's last two
+/// bytes (its halves swapped, so the same `mask` and `value` as a source port's apply).
+pub const GUARD_DPORT: u32 = 16;
+/// Either port.
+pub const GUARD_PORTS: u32 = GUARD_SPORT | GUARD_DPORT;
+
 /// `word & mask == value` on the header words `dirs` names (a test of the source or the
-/// destination address, of either, or of the protocol). Words hold the header bytes in
-/// network order, read as a native-endian `u32` (what a load of the header gives).
+/// destination address, of either, of the protocol, or of a port). Words hold the header
+/// bytes in network order, read as a native-endian `u32` (what a load of the header gives).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct GuardAtom {
-    /// [`GUARD_SRC`], [`GUARD_DST`] or both.
+    /// [`GUARD_SRC`], [`GUARD_DST`] or both; [`GUARD_PROTO`]; [`GUARD_SPORT`],
+    /// [`GUARD_DPORT`] or both.
     pub dirs: u32,
     pub mask: u32,
     pub value: u32,
@@ -58,17 +69,17 @@ impl V4Guard {
         }; GUARD_ATOMS],
     };
 
-    /// Whether an IPv4 packet whose header holds `proto` (bytes 8-11), `src` and `dst` (as
-    /// loaded) passes: the guard is off, or one of its tests holds.
+    /// Whether an IPv4 packet whose header holds `proto` (bytes 8-11), `src` and `dst`, and
+    /// `ports` after it (as loaded) passes: the guard is off, or one of its tests holds.
     #[inline(always)]
-    pub fn passes(&self, proto: u32, src: u32, dst: u32) -> bool {
-        self.on == 0 || self.holds(proto, src, dst)
+    pub fn passes(&self, proto: u32, src: u32, dst: u32, ports: u32) -> bool {
+        self.on == 0 || self.holds(proto, src, dst, ports)
     }
 
     /// Whether one of the guard's tests holds for those header words (what a hook asks once
     /// it knows the guard is on).
     #[inline(always)]
-    pub fn holds(&self, proto: u32, src: u32, dst: u32) -> bool {
+    pub fn holds(&self, proto: u32, src: u32, dst: u32, ports: u32) -> bool {
         let mut i = 0;
         while i < GUARD_ATOMS {
             if i as u32 >= self.count {
@@ -78,6 +89,8 @@ impl V4Guard {
             if (a.dirs & GUARD_SRC != 0 && src & a.mask == a.value)
                 || (a.dirs & GUARD_DST != 0 && dst & a.mask == a.value)
                 || (a.dirs & GUARD_PROTO != 0 && proto & a.mask == a.value)
+                || (a.dirs & GUARD_SPORT != 0 && ports & a.mask == a.value)
+                || (a.dirs & GUARD_DPORT != 0 && ports.rotate_right(16) & a.mask == a.value)
             {
                 return true;
             }

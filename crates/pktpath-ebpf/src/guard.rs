@@ -1,21 +1,23 @@
-//! The filter expression's address guard in a hook (see `pktpath_common::guard`): the
-//! tracer's first test of an IPv4 packet, before anything of its own is looked up.
+//! The filter expression's guard in a hook (see `pktpath_common::guard`): the tracer's
+//! first test of an IPv4 packet, before anything of its own is looked up.
 
 use aya_ebpf::Global;
 use pktpath_common::{
     filter::ETH_P_IP,
-    guard::{GUARD_PROTO, V4Guard},
+    guard::{GUARD_PORTS, GUARD_PROTO, V4Guard},
 };
 
 use crate::kernel::{Offsets, load_at};
 
 /// Whether `guard` rejects `skb` (at a hook on the receive path when `receive`): an IPv4 packet
-/// none of whose guard atoms holds for the addresses or protocol in its header, which the
-/// expression cannot match (see `pktpath_common::guard`). Where the expression's parser
-/// finds no addresses and protocol (fewer than 20 linear bytes, not version 4), its
-/// address and protocol tests all fail and it cannot match either: whatever the bytes read
-/// there hold, a rejection is right and a pass only goes on to the expression. So the
-/// header is not checked, only read (once, or twice when the guard tests the protocol). A
+/// none of whose guard atoms holds for the addresses, protocol or ports in its header,
+/// which the expression cannot match (see `pktpath_common::guard`). Where the expression's
+/// parser finds no addresses and protocol (fewer than 20 linear bytes, not version 4), its
+/// address and protocol tests all fail and it cannot match either; where it finds no
+/// ports (another protocol, a later fragment, a transport header past the linear data), its
+/// port tests fail. Whatever the bytes read there hold, a rejection is right and a pass
+/// only goes on to the expression. So the header is not checked, only read (once, twice
+/// with the protocol, two more loads with ports: the IHL, then the ports where it says). A
 /// narrow filter's rejections skip the remembered verdicts' hash and line, and the per-CPU
 /// state.
 #[inline(always)]
@@ -52,5 +54,11 @@ pub fn rejects(guard: &'static Global<V4Guard>, off: Offsets, skb: u64, receive:
         let w: u64 = load_at(start, 12);
         (0, w as u32, (w >> 32) as u32)
     };
-    !g.holds(proto, src, dst)
+    let ports = if g.words & GUARD_PORTS != 0 {
+        let ihl = u64::from(load_at::<u8>(start, 0) & 0x0f) * 4;
+        load_at::<u32>(start + ihl, 0)
+    } else {
+        0
+    };
+    !g.holds(proto, src, dst, ports)
 }
