@@ -120,8 +120,8 @@ unsafe impl Sync for LiveCount {}
 /// Whether [`TRACE_SKBS`] may hold an skb.
 #[inline(always)]
 fn tracking_live() -> bool {
-    // SAFETY: an aligned u64 of this program's `.bss`; a volatile read, which other CPUs'
-    // atomic adds may race with harmlessly (a stale value errs as the docs above say).
+    // SAFETY: an aligned u64 of this program's `.bss`, read whole: a read racing another
+    // CPU's atomic add sees the count before or after it, as a read of a map value did.
     unsafe { core::ptr::read_volatile(TRACE_SKBS_LIVE.0.get()) != 0 }
 }
 
@@ -919,7 +919,14 @@ fn emit_fib(f: Fib) -> Result<(), i32> {
     // few loads. Input lookups name the receiving device; output ones the loopback; the
     // kernel's own (address type checks, as ARP's before a request) none, and follow no
     // packet.
-    let rx = if iif != LOOPBACK_IFINDEX && iif != 0 && PKTPATH_FIB_ON.load() != 0 {
+    let input = iif != LOOPBACK_IFINDEX && iif != 0 && PKTPATH_FIB_ON.load() != 0;
+    // A packet that passed the expression is counted in `TRACE_SKBS_LIVE` until its free
+    // (after its lookups): while the count is 0, the packet received last did not pass,
+    // and its lookups are dropped without the per-CPU state (a narrow filter's usual case).
+    if input && PKTPATH_FILTER_EXPR_ON.load() != 0 && !tracking_live() {
+        return Ok(());
+    }
+    let rx = if input {
         // SAFETY: this CPU's slot.
         this_cpu().map(|c| unsafe { &*c })
     } else {
