@@ -425,12 +425,21 @@ const HOP_MODE: Mode = (
 /// The floor of the hop hooks: empty programs on them.
 const HOP_FLOOR_MODE: Mode = ("empty programs on the hop hooks", Load::EmptyHops);
 
-/// A filter matching nothing (trafgen sends from port 4000 to 5000) that names no address
-/// or protocol, so it has no address guard (see docs/trace.md): every hook hit goes to the
-/// remembered verdicts.
-const UNGUARDED_MODE: Mode = (
-    "pktpath, `port 7` (no address guard)",
+/// A filter matching nothing (trafgen sends from port 4000 to 5000) that names no address,
+/// so its guard tests the ports (see docs/trace.md).
+const PORT_MODE: Mode = (
+    "pktpath, `port 7` (guard on ports)",
     Load::Tool(Kind::Pktpath, &["port 7"]),
+);
+
+/// A filter matching nothing (trafgen sends UDP to port 5000) whose guard every frame
+/// passes (`udp`): what a filter the guard cannot help costs, every hook hit going on to
+/// the remembered verdicts. (A filter with no guard at all that matches nothing is hard
+/// to find here: trafgen's frames leave through a packet socket with the Ethernet header
+/// where the network header should be, and `not ...` of an address matches such a frame.)
+const UNGUARDED_MODE: Mode = (
+    "pktpath, `udp and not port 5000` (a guard every frame passes)",
+    Load::Tool(Kind::Pktpath, &["udp and not port 5000"]),
 );
 
 /// A filter that matches the one ping [`profile`] sends before a tracking mode (client to
@@ -489,7 +498,7 @@ fn profile(lab: &Lab, tg: &std::path::Path, dir: &Scratch) -> anyhow::Result<Vec
     let mut out = Vec::new();
     for (name, load) in MODES[..4]
         .iter()
-        .chain(&[UNGUARDED_MODE, HOP_FLOOR_MODE, HOP_MODE])
+        .chain(&[PORT_MODE, UNGUARDED_MODE, HOP_FLOOR_MODE, HOP_MODE])
         .chain(&TRACK_MODES)
     {
         check_stop()?;
