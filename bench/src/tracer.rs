@@ -434,9 +434,8 @@ const PORT_MODE: Mode = (
 
 /// A filter matching nothing (trafgen sends UDP to port 5000) whose guard every frame
 /// passes (`udp`): what a filter the guard cannot help costs, every hook hit going on to
-/// the remembered verdicts. (A filter with no guard at all that matches nothing is hard
-/// to find here: trafgen's frames leave through a packet socket with the Ethernet header
-/// where the network header should be, and `not ...` of an address matches such a frame.)
+/// the remembered verdicts. (`ip and not net 10.0.0.0/8`, with no guard at all, matched
+/// frames in this lab, whose addresses are all in that prefix.)
 const UNGUARDED_MODE: Mode = (
     "pktpath, `udp and not port 5000` (a guard every frame passes)",
     Load::Tool(Kind::Pktpath, &["udp and not port 5000"]),

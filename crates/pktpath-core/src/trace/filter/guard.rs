@@ -8,8 +8,8 @@
 //! the IPv4 address, protocol and port tests taken true along them. For each instruction,
 //! from the last, the guard of the rest of the program from there: a path through such a
 //! test's true branch needs that test (or the stronger guard after it); any other test
-//! needs what either of its branches needs. A path to the match with neither on it (`not
-//! host ...`, `ip`) leaves no guard. The tests read fields the parser fills only for a
+//! needs what either of its branches needs. A path to the match with none of them on it
+//! (`not host ...`, `ip`) leaves no guard. The tests read fields the parser fills only for a
 //! header it parsed (ports only for TCP, UDP and SCTP, not in later fragments), so for any
 //! other they fail, as the hook's rejection says.
 
