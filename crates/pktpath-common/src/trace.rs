@@ -40,8 +40,8 @@ pub const FILTER_EXPR_ON: &str = "PKTPATH_FILTER_EXPR_ON";
 /// mark): a packet's remembered verdict then decides it alone, which each hook hit tests
 /// with this one load instead of four.
 pub const FILTER_EXPR_ALONE: &str = "PKTPATH_FILTER_EXPR_ALONE";
-/// Global ([`V4Guard`](crate::guard::V4Guard)): the filter expression's address guard for
-/// IPv4 packets; off without an expression, or when the expression has none.
+/// Global ([`V4Guard`](crate::guard::V4Guard)): the filter expression's guard for IPv4
+/// packets (addresses, protocol, ports); off without an expression, or when it has none.
 pub const FILTER_V4_GUARD: &str = "PKTPATH_FILTER_V4_GUARD";
 /// Global: 1 when a routing lookup hook and `netif_receive_skb` are attached: that hook
 /// then notes each packet's verdict and namespace for the input lookups that follow it.

@@ -7,7 +7,7 @@ use pktpath_common::{
     guard::{GUARD_PORTS, GUARD_PROTO, V4Guard},
 };
 
-use crate::kernel::{Offsets, load_at};
+use crate::kernel::{Offsets, load_at, network_header};
 
 /// Whether `guard` rejects `skb` (at a hook on the receive path when `receive`): an IPv4 packet
 /// none of whose guard atoms holds for the addresses, protocol or ports in its header,
@@ -40,11 +40,10 @@ pub fn rejects(guard: &'static Global<V4Guard>, off: Offsets, skb: u64, receive:
     let start = if receive {
         load_at::<u64>(skb, off.skb_data())
     } else {
-        let nh: u16 = load_at(skb, off.skb_network_header());
-        if nh == u16::MAX {
-            return true; // no network header: no addresses
+        match network_header(off, skb) {
+            0 => return true, // no network header: no addresses
+            nh => nh,
         }
-        load_at::<u64>(skb, off.skb_head()) + u64::from(nh)
     };
     // The verifier knows `words` and keeps one of the two ways.
     let (proto, src, dst) = if g.words & GUARD_PROTO != 0 {

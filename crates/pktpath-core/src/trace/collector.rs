@@ -454,8 +454,7 @@ fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, TraceError>
 where
     M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(TraceError::Missing(name))?;
-    M::try_from(map).map_err(|source| TraceError::Map { name, source })
+    crate::loader::take_map(ebpf, name).map_err(|(name, source)| TraceError::Map { name, source })
 }
 
 fn sum(map: &PerCpuArray<MapData, u64>, name: &'static str) -> Result<u64, TraceError> {

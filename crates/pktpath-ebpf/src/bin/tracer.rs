@@ -61,7 +61,8 @@ static PKTPATH_FIB_ON: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static PKTPATH_FILTER_EXPR_ALONE: Global<u32> = Global::new(0);
 
-/// The filter expression's address guard for IPv4 packets (see `pktpath_ebpf::guard`).
+/// The filter expression's guard for IPv4 packets: addresses, protocol, ports (see
+/// `pktpath_ebpf::guard`).
 #[unsafe(no_mangle)]
 static PKTPATH_FILTER_V4_GUARD: Global<V4Guard> = Global::new(V4Guard::OFF);
 
@@ -778,7 +779,7 @@ fn emit_at(
     if !off.set() || skb == 0 {
         return Err(-1);
     }
-    // Rejections, first by the address guard and then by the remembered verdict; not for a
+    // Rejections, first by the guard and then by the remembered verdict; not for a
     // free once skbs are tracked: a tracked skb's free is reported whatever its headers;
     // with tracking, nor for any hook of a tracked skb. The count of tracked skbs first:
     // while it is 0 (a narrow filter's usual case) `PKTPATH_TRACK`, on a cache line of its

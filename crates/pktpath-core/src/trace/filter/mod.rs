@@ -94,7 +94,7 @@ pub enum InstallError {
 
 /// Writes `prog` into slot 0 of the object's [`MAP_FILTER`] array, where its programs read
 /// it on every packet (replacing the filter takes effect at once). The tracer also gets the
-/// program's address guard ([`v4_guard`]) as a read-only global at load time, so its filter
+/// program's guard ([`v4_guard`]) as a read-only global at load time, so its filter
 /// is written once, before its hooks are attached, and never replaced.
 pub fn install(ebpf: &mut Ebpf, prog: &FilterProgram) -> Result<(), InstallError> {
     let map = ebpf.map_mut(MAP_FILTER).ok_or(InstallError::NoMap)?;
