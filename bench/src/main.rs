@@ -28,6 +28,7 @@ mod report;
 mod routecli;
 mod shapes;
 mod soak;
+mod sustain;
 mod tools;
 mod tracer;
 mod update;
@@ -36,7 +37,7 @@ use anyhow::bail;
 
 fn usage() -> String {
     format!(
-        "usage: pktpath-bench [PART...] | table | cleanup | shapes [PROFILE[:N]...] | trace-ladder [--summary] | trace-overhead | trace-profile | trace-soak [SECS] | hop-cost [ROUNDS]\nparts: {}",
+        "usage: pktpath-bench [PART...] | table | cleanup | shapes [PROFILE[:N]...] | trace-ladder [--summary] | trace-overhead | trace-profile | trace-soak [SECS] | trace-sustain [SECS] | hop-cost [ROUNDS]\nparts: {}",
         report::PARTS.join(" ")
     )
 }
@@ -72,7 +73,8 @@ fn run() -> anyhow::Result<()> {
         Some("cleanup") => return cleanup::run(),
         Some("shapes") => return shapes::run(&args[1..]),
         Some(
-            cmd @ ("trace-ladder" | "trace-overhead" | "trace-profile" | "trace-soak" | "hop-cost"),
+            cmd @ ("trace-ladder" | "trace-overhead" | "trace-profile" | "trace-soak"
+            | "trace-sustain" | "hop-cost"),
         ) => {
             // SAFETY: geteuid cannot fail.
             if unsafe { libc::geteuid() } != 0 {
@@ -95,6 +97,11 @@ fn run() -> anyhow::Result<()> {
                     args.get(1),
                     "trace-soak SECS",
                     600,
+                )?)?)?,
+                "trace-sustain" => serde_json::to_value(sustain::run(whole_arg(
+                    args.get(1),
+                    "trace-sustain SECS",
+                    30,
                 )?)?)?,
                 _ => serde_json::to_value(tracer::overhead_only()?)?,
             };
