@@ -183,3 +183,63 @@ pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
     }
     child.wait_with_output().expect("collect output")
 }
+
+/// A packet capture (`dumpcap`, from tshark's package) on `ifname` in namespace `ns`, with
+/// capture filter `filter`, from when [`Capture::start`] returns until the value is
+/// dropped: the kernel clones each packet the interface sends for it.
+pub struct Capture {
+    child: std::process::Child,
+    /// dumpcap's stderr, kept open so that it never blocks writing to it.
+    _stderr: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    path: std::path::PathBuf,
+}
+
+impl Capture {
+    pub fn start(ns: &str, ifname: &str, filter: &str) -> Self {
+        use std::io::BufRead as _;
+        let path = std::env::temp_dir().join(format!("{}.pcapng", crate::names::netns("cap")));
+        let mut child = Command::new("ip")
+            .args([
+                "netns", "exec", ns, "dumpcap", "-q", "-i", ifname, "-f", filter, "-w",
+            ])
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("run dumpcap (is tshark installed? scripts/bootstrap.sh): {e}")
+            });
+        let mut lines =
+            std::io::BufReader::new(child.stderr.take().expect("dumpcap's stderr")).lines();
+        // It names its file once the capture socket is open.
+        let mut said = Vec::new();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("File:") => break,
+                Some(Ok(l)) => said.push(l),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "dumpcap on {ifname} in {ns} did not start: {}",
+                        said.join("\n")
+                    );
+                }
+            }
+        }
+        Self {
+            child,
+            _stderr: lines,
+            path,
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -171,11 +171,11 @@ fn trace_a_lossless_ping_shows_deliveries_not_drops() {
     assert_eq!(u64::from(drop.netns), lab.b.inode());
 }
 
-/// The clone of the echo reply iputils' raw socket was handed is a packet of its own: an skb
-/// of its own, freed (`consume_skb` when ping reads it) after the original's free. Its free
-/// is the first event of a journey of its own, not a hop after the original's end.
+/// The clone of the echo reply iputils' raw socket was handed shares the reply's data
+/// buffer: its free (`consume_skb` when ping reads it, after the original's free) is the last
+/// hop of the reply's journey, marked as a clone.
 #[test]
-fn trace_the_clone_a_socket_was_handed_is_a_journey_of_its_own() {
+fn trace_the_clone_a_socket_was_handed_is_the_last_hop_of_the_replys_journey() {
     require_root();
     let lab = TwoHosts::new();
     let cfg = TraceConfig {
@@ -215,19 +215,56 @@ fn trace_the_clone_a_socket_was_handed_is_a_journey_of_its_own() {
         original(&events).unwrap_or_else(|| panic!("no delivered reply in a:\n{}", text(&events)));
     let c = clone_of(&events, &o)
         .unwrap_or_else(|| panic!("no free of the reply's clone:\n{}", text(&events)));
-    assert_ne!(c.packet_id, o.packet_id, "{}", text(&events));
-    assert_eq!(
-        (c.hop, c.delta_ns),
-        (1, None),
-        "a journey's first event: {c:#?}"
-    );
+    assert_eq!(c.packet_id, o.packet_id, "{}", text(&events));
+    assert!(c.clone && !o.clone, "{}", text(&events));
+    assert!(c.hop > o.hop && c.delta_ns.is_some(), "{c:#?}");
     assert_eq!(c.hook, Hook::ConsumeSkb.name(), "read by ping: {c:#?}");
-    // The original's journey ended at its free: nothing of it after.
-    let after: Vec<&Event> = events
-        .iter()
-        .filter(|e| e.packet_id == o.packet_id && e.ts_ns > o.ts_ns)
-        .collect();
-    assert!(after.is_empty(), "{after:#?}");
+    assert!(c.to_text(0).ends_with(" clone"), "{}", c.to_text(0));
+}
+
+/// A capture on an interface takes a clone of each packet it sends: the clone's free is a
+/// hop of the packet's journey, not a journey of its own.
+#[test]
+fn trace_a_captures_clone_is_a_hop_of_the_packets_journey() {
+    require_root();
+    let lab = TwoHosts::new();
+    let _capture = run::Capture::start(&lab.b.name, &lab.link.b, "icmp");
+    let b = lab.b.inode();
+    let cfg = TraceConfig {
+        netns: Some(u32::try_from(b).expect("32-bit inode")),
+        filter: compile_filter("icmp").expect("filter"),
+        ..TraceConfig::default()
+    };
+    let mut t = Tracing::start(&cfg);
+    assert_eq!(run::ping(&lab.a.name, TwoHosts::B4, 3), 3, "no loss");
+    let sent = |evs: &[Event]| -> Vec<Event> {
+        evs.iter()
+            .filter(|e| e.hook == Hook::NetDevXmit.name() && e.icmp_type == Some(0))
+            .cloned()
+            .collect()
+    };
+    let events = t.collect(
+        Duration::from_secs(5),
+        |e| u64::from(e.netns) == b,
+        |evs| sent(evs).len() >= 3 && evs.iter().filter(|e| e.clone).count() >= 3,
+    );
+    let replies = sent(&events);
+    assert_eq!(replies.len(), 3, "{}", text(&events));
+    for r in &replies {
+        assert!(!r.clone, "{r:#?}");
+        let clones: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.packet_id == r.packet_id && e.clone)
+            .collect();
+        assert_eq!(clones.len(), 1, "{}", text(&events));
+        assert_eq!(clones[0].hook, Hook::ConsumeSkb.name(), "{:#?}", clones[0]);
+        assert_ne!(clones[0].skb, r.skb);
+    }
+    // No echo reply's journey is a lone free.
+    for e in events.iter().filter(|e| e.icmp_type == Some(0)) {
+        let hops = events.iter().filter(|x| x.packet_id == e.packet_id).count();
+        assert!(hops > 1, "a journey of one event:\n{}", text(&events));
+    }
 }
 
 /// The events as text lines, for failure messages.

@@ -259,6 +259,9 @@ pub struct TraceEvent {
     pub skb_addr: u64,
     /// `kfree_skb`/`consume_skb`: the kernel code address that freed the skb; else 0.
     pub location: u64,
+    /// `skb->head`, the packet's data buffer: clones of an skb share it (a capture's copy,
+    /// a raw socket's), so user space joins them to the journey of the skb they copy.
+    pub buffer: u64,
     /// Inode number of the device's network namespace.
     pub netns: u32,
     pub ifindex: u32,
@@ -288,7 +291,7 @@ pub struct TraceEvent {
 }
 crate::assert_size!(
     TraceEvent,
-    8 + 8 * 3 + 4 * 8 + 2 * 4 + IFNAMSIZ + HEADER_BYTES + QDISC_KIND_LEN
+    8 + 8 * 4 + 4 * 8 + 2 * 4 + IFNAMSIZ + HEADER_BYTES + QDISC_KIND_LEN
 );
 crate::impl_pod!(TraceEvent);
 // The hooks copy and clear these arrays 8 bytes at a time.

@@ -41,6 +41,7 @@ fn record(i: u64, step: usize) -> Vec<u8> {
         } else {
             0
         },
+        buffer: 0xffff_8880_6000_0000 + (i % 4096) * 0x800,
         netns,
         ifindex: 2 + (step as u32 >= 5) as u32,
         len: 46,

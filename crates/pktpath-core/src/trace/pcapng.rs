@@ -440,6 +440,7 @@ mod tests {
             ts_ns,
             skb_addr: 0xffff_8880_0433_2e00,
             location: 0,
+            buffer: 0,
             netns,
             ifindex: 2,
             len: bytes.len() as u32 + if hook.is_receive() { 0 } else { 14 },

@@ -459,6 +459,7 @@ mod tests {
             ts_ns: ts,
             skb_addr: skb,
             location: 0,
+            buffer: 0,
             netns,
             ifindex: 2,
             len,

@@ -107,6 +107,7 @@ mod tests {
             ts_ns: 1_000_000_123,
             skb_addr: 0xffff_8880_1234_5600,
             location: 0,
+            buffer: 0,
             netns: 4_026_531_840,
             ifindex: 7,
             len: 84,

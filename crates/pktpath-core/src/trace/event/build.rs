@@ -240,6 +240,7 @@ impl EventBuilder {
             first_seen_ns: ev.tap.ts_ns,
             delta_ns: None,
             hop: 1,
+            clone: false,
         };
         self.preceding = Some(self.xdp_event(&ev, h, step, Some(next)));
     }
@@ -335,7 +336,7 @@ impl EventBuilder {
             self.received[cpu] = ev.skb_addr;
         }
         let step = self.journeys.packet(
-            ev.skb_addr,
+            (ev.skb_addr, ev.buffer),
             ev.ts_ns,
             (sig, ident),
             flow_of(&h).as_ref(),
@@ -376,6 +377,7 @@ impl EventBuilder {
             delta_ns: step.delta_ns,
             hook: hook.map_or("unknown", Hook::name),
             skb: ev.skb_addr,
+            clone: step.clone,
             ifname: self.ifname(&ev.ifname),
             ifindex: ev.ifindex,
             netns: ev.netns,

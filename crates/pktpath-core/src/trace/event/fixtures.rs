@@ -31,6 +31,7 @@ pub(super) fn udp_record(hook: Hook, ts_ns: u64) -> TraceEvent {
         ts_ns,
         skb_addr: 0xffff_8880_0433_2e00,
         location: if drop { 0xffffffff820a64d0 + 0x2f } else { 0 },
+        buffer: 0,
         netns: 4_026_532_246,
         ifindex: 2,
         len: 33,

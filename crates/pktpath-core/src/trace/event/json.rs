@@ -159,6 +159,11 @@ impl Event {
         j.own_str(self.hook);
         j.raw(",\"skb\":");
         j.hex(self.skb);
+        j.raw(if self.clone {
+            ",\"clone\":true"
+        } else {
+            ",\"clone\":false"
+        });
         j.raw(",\"ifname\":");
         j.name(&self.ifname);
         j.raw(",\"ifindex\":");

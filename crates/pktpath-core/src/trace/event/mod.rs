@@ -24,8 +24,8 @@ pub use text::{endpoint, human_ns, table_name};
 /// 4: the `delivered` object (a `kfree_skb` of a packet a socket got a clone of has it
 /// instead of `drop_reason` and `drop_location`), and the `rewrite` object (the headers
 /// before a rewrite, on the event that first shows the new ones). 5: `tc.via_stack`.
-/// 6: the `xdp` object (hook `xdp:pktpath`).
-pub const SCHEMA_VERSION: u32 = 6;
+/// 6: the `xdp` object (hook `xdp:pktpath`). 7: `clone`.
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// One event, as printed (`--output json` writes one per line). Absent values are `null`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -49,6 +49,12 @@ pub struct Event {
     #[serde(serialize_with = "json::hex_str", deserialize_with = "saved::hex")]
     #[schemars(with = "String", regex(pattern = r"^0x[0-9a-f]+$"))]
     pub skb: u64,
+    /// The skb is a clone of the packet the journey follows: it shares the packet's data
+    /// (a packet capture's copy, a raw socket's, a mirror's), its hooks are hops of the
+    /// packet's journey, and its free does not end it. False in events saved before schema
+    /// version 7.
+    #[serde(default)]
+    pub clone: bool,
     pub ifname: Name,
     pub ifindex: u32,
     /// Inode number of the device's network namespace.

@@ -65,6 +65,9 @@ impl Event {
         if let Some(d) = self.delta_ns {
             line.push_str(&format!(" +{}", human_ns(d)));
         }
+        if self.clone {
+            line.push_str(" clone");
+        }
         if let Some(q) = &self.qdisc {
             line.push_str(&format!(" qdisc {} {}", q.kind, q.handle));
         }

@@ -80,6 +80,7 @@ impl EventBuilder {
             delta_ns: step.delta_ns,
             hook: hook.map_or("unknown", Hook::name),
             skb: 0,
+            clone: false,
             ifname: out.clone(),
             ifindex: if ev.out_ifindex != 0 {
                 ev.out_ifindex

@@ -14,6 +14,14 @@
 //! journey of unknown signature, which takes the first signature seen after them; a
 //! sighting without headers after one with them is another packet.
 //!
+//! A clone of an skb (a packet capture's copy, a raw socket's, a mirror's) shares the
+//! original's data buffer: a new skb first seen with the buffer of a packet on its way, and
+//! the same identity, is a hop of that packet's journey ([`Step::clone`]), and its free
+//! does not end it. A clone may outlive its original (a raw socket's copy, read after the
+//! original was freed): it still joins when its first sighting is its own free within
+//! [`FLOW_MATCH_NS`] of the original's (a new packet in a reused buffer is seen on its way
+//! before it is freed).
+//!
 //! Routing lookups (`fib_table_lookup`, `fib6_table_lookup`) see a flow, not an skb. A
 //! lookup joins the journey of the packet most recently seen with the same [`Flow`]
 //! (addresses, protocol, ports) within [`FLOW_MATCH_NS`]: a forwarded packet is looked up
@@ -28,7 +36,10 @@
 
 use std::{borrow::Cow, net::IpAddr};
 
+use self::clones::{Buffer, Shared};
 use super::fasthash::FastMap;
+
+mod clones;
 
 /// The signature of a packet whose header bytes the hook could not read: a journey of such
 /// sightings continues with the first packet signature seen after them (the headers were
@@ -117,6 +128,7 @@ impl Progress {
             first_seen_ns: self.first_seen_ns,
             delta_ns: None,
             hop: self.hops,
+            clone: false,
         }
     }
 
@@ -131,6 +143,7 @@ impl Progress {
             first_seen_ns: self.first_seen_ns,
             delta_ns: Some(delta),
             hop: self.hops,
+            clone: false,
         }
     }
 }
@@ -146,11 +159,17 @@ pub struct Step {
     pub delta_ns: Option<u64>,
     /// 1 for the first event of a journey, 2 for the next, ...
     pub hop: u32,
+    /// The event's skb is a clone of the packet's (see the module's docs).
+    pub clone: bool,
 }
 
 #[derive(Clone, Debug)]
 struct Open {
-    progress: Progress,
+    progress: Shared,
+    /// The skb's data buffer (`skb->head`); 0 when unknown.
+    buffer: u64,
+    /// The skb is a clone of the packet the journey follows.
+    clone: bool,
     sig: u64,
     /// The packet's identity ([`super::identity`]); 0 when unknown.
     ident: u64,
@@ -195,6 +214,8 @@ pub struct Journeys {
     /// The packet whose first sighting, a decision, the last packet event continued.
     awaited: Option<(u64, u64)>,
     open: FastMap<u64, Open>,
+    /// Packets on their way (and freed lately) by data buffer, for their clones.
+    buffers: FastMap<u64, Buffer>,
     next_id: u64,
     /// Per (source, destination): the flows seen lately, each with the skb that last
     /// carried it and when.
@@ -246,7 +267,7 @@ impl Journeys {
             Some(p) => (p.advance(ts_ns), *p),
             None => {
                 let o = self.open.get_mut(&seen.skb)?;
-                (o.progress.advance(ts_ns), o.progress)
+                (o.progress.advance(ts_ns), o.progress.get())
             }
         };
         seen.last_ns = seen.last_ns.max(ts_ns);
@@ -276,11 +297,11 @@ impl Journeys {
             .open
             .get(&skb_addr)
             .map_or((0, 0), |o| (o.sig, o.ident));
-        self.skb_step(skb_addr, ts_ns, (sig, ident), None, false, false)
+        self.skb_step((skb_addr, 0), ts_ns, (sig, ident), None, false, false)
     }
 
     pub fn step(&mut self, skb_addr: u64, ts_ns: u64, sig: u64, ends: bool) -> Step {
-        self.packet(skb_addr, ts_ns, (sig, 0), None, ends, false)
+        self.packet((skb_addr, 0), ts_ns, (sig, 0), None, ends, false)
     }
 
     /// When the last event given to [`Self::packet`] was a rewrite of its packet's headers
@@ -291,12 +312,13 @@ impl Journeys {
     }
 
     /// [`Self::step`] for a packet with header signature and identity `(sig, ident)`
-    /// carrying `flow` (when it has one): the flow remembers the skb for later lookups, and a
-    /// new skb seen `outbound` (on a transmit hook) continues a detached journey of its
-    /// flow.
+    /// carrying `flow` (when it has one), in data buffer `buffer` (0: unknown): the flow
+    /// remembers the skb for later lookups, a new skb seen `outbound` (on a transmit hook)
+    /// continues a detached journey of its flow, and a new skb in the buffer of a packet
+    /// on its way is a clone of it.
     pub fn packet(
         &mut self,
-        skb_addr: u64,
+        (skb_addr, buffer): (u64, u64),
         ts_ns: u64,
         (sig, ident): (u64, u64),
         flow: Option<&Flow>,
@@ -304,7 +326,7 @@ impl Journeys {
         outbound: bool,
     ) -> Step {
         let adopt = outbound && !ends;
-        let step = self.skb_step(skb_addr, ts_ns, (sig, ident), flow, adopt, ends);
+        let step = self.skb_step((skb_addr, buffer), ts_ns, (sig, ident), flow, adopt, ends);
         if let Some(flow) = flow {
             if self.recent.len() >= MAX_RECENT_PAIRS {
                 self.recent.retain(|_, v| {
@@ -367,7 +389,7 @@ impl Journeys {
         if !output
             && let Some(skb) = received
             && let Some(o) = self.open.get_mut(&skb)
-            && ts_ns.saturating_sub(o.progress.last_ns) < FLOW_MATCH_NS
+            && ts_ns.saturating_sub(o.progress.get().last_ns) < FLOW_MATCH_NS
         {
             return o.progress.advance(ts_ns);
         }
@@ -392,7 +414,7 @@ impl Journeys {
 
     fn skb_step(
         &mut self,
-        skb_addr: u64,
+        (skb_addr, buffer): (u64, u64),
         ts_ns: u64,
         (sig, ident): (u64, u64),
         flow: Option<&Flow>,
@@ -404,10 +426,11 @@ impl Journeys {
         let current = self.open.get_mut(&skb_addr).filter(|o| {
             let same = o.sig == sig || o.sig == UNKNOWN_SIG;
             let rewritten = sig != UNKNOWN_SIG && ident != 0 && o.ident == ident;
-            (same || rewritten) && ts_ns.saturating_sub(o.progress.last_ns) < IDLE_NS
+            (same || rewritten) && ts_ns.saturating_sub(o.progress.get().last_ns) < IDLE_NS
         });
         let step = match current {
             Some(o) => {
+                let changed = o.sig != sig || o.buffer != buffer;
                 if o.sig == UNKNOWN_SIG {
                     o.sig = sig;
                     o.ident = ident;
@@ -416,12 +439,59 @@ impl Journeys {
                     o.sig = sig;
                     self.rewritten = Some(std::mem::replace(&mut o.flow, flow.cloned()));
                 }
-                o.progress.advance(ts_ns)
+                // The packet's buffer as its clones will show it (a rewrite may have
+                // copied the data to another).
+                if changed && !o.clone && buffer != 0 {
+                    o.buffer = buffer;
+                    self.buffers.insert(
+                        buffer,
+                        Buffer {
+                            progress: o.progress.clone(),
+                            skb: skb_addr,
+                            sig,
+                            ident: o.ident,
+                            freed_ns: None,
+                        },
+                    );
+                }
+                Step {
+                    clone: o.clone,
+                    ..o.progress.advance(ts_ns)
+                }
             }
             None => {
                 if self.open.len() >= MAX_OPEN {
                     self.open
-                        .retain(|_, o| ts_ns.saturating_sub(o.progress.last_ns) < IDLE_NS);
+                        .retain(|_, o| ts_ns.saturating_sub(o.progress.get().last_ns) < IDLE_NS);
+                }
+                if self.buffers.len() >= MAX_OPEN {
+                    self.buffers.retain(|_, b| b.live(ts_ns));
+                }
+                // A clone of a packet on its way?
+                let cloned = self
+                    .buffers
+                    .get(&buffer)
+                    .filter(|b| buffer != 0 && b.takes((sig, ident), ts_ns, ends))
+                    .map(|b| b.progress.clone());
+                if let Some(progress) = cloned {
+                    let step = progress.advance(ts_ns);
+                    if !ends {
+                        self.open.insert(
+                            skb_addr,
+                            Open {
+                                progress,
+                                buffer,
+                                clone: true,
+                                sig,
+                                ident,
+                                flow: flow.cloned(),
+                            },
+                        );
+                    }
+                    return Step {
+                        clone: true,
+                        ..step
+                    };
                 }
                 // A routing lookup made for this packet before its skb existed?
                 let adopted = flow.filter(|_| adopt).and_then(|f| {
@@ -460,10 +530,25 @@ impl Journeys {
                         (progress, progress.first())
                     }
                 };
+                let progress = Shared::new(progress);
+                if buffer != 0 {
+                    self.buffers.insert(
+                        buffer,
+                        Buffer {
+                            progress: progress.clone(),
+                            skb: skb_addr,
+                            sig,
+                            ident,
+                            freed_ns: None,
+                        },
+                    );
+                }
                 self.open.insert(
                     skb_addr,
                     Open {
                         progress,
+                        buffer,
+                        clone: false,
                         sig,
                         ident,
                         flow: flow.cloned(),
@@ -473,7 +558,14 @@ impl Journeys {
             }
         };
         let freed = if ends {
-            self.open.remove(&skb_addr).map(|o| o.progress)
+            self.open.remove(&skb_addr).map(|o| {
+                if let Some(b) = self.buffers.get_mut(&o.buffer)
+                    && b.skb == skb_addr
+                {
+                    b.freed_ns = Some(ts_ns);
+                }
+                o.progress.get()
+            })
         } else {
             None
         };
@@ -502,283 +594,4 @@ impl Journeys {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const A: u64 = 0xffff_8880_0a00_0100;
-    const B: u64 = 0xffff_8880_0a00_0200;
-    const C: u64 = 0xffff_8880_0a00_0300;
-    const D: u64 = 0xffff_8880_0a00_0400;
-
-    #[test]
-    fn a_decision_without_an_skb_joins_the_packets_journey_across_a_copy() {
-        let mut j = Journeys::new();
-        // Not following packets: no journey for it.
-        j.packet(A, 1_000, (7, 70), None, true, false);
-        assert!(j.packet_hop(1_100, (7, 70)).is_none());
-
-        let mut j = Journeys::new();
-        j.follow_packets();
-        let sent = j.packet(A, 1_000, (7, 70), None, false, true);
-        let freed = j.packet(A, 1_200, (7, 70), None, true, false);
-        let (xdp, skb) = j
-            .packet_hop(1_500, (7, 70))
-            .expect("the freed skb's packet");
-        assert_eq!(skb, A);
-        assert_eq!(
-            (xdp.packet_id, xdp.hop, xdp.delta_ns),
-            (sent.packet_id, freed.hop + 1, Some(300))
-        );
-        // The copy, a new skb, continues it; another packet in a new skb does not.
-        let copy = j.packet(B, 1_800, (7, 70), None, false, false);
-        assert_eq!((copy.packet_id, copy.hop), (sent.packet_id, xdp.hop + 1));
-        assert!(j.take_awaited().is_none(), "a journey continued, not begun");
-        let other = j.packet(C, 1_900, (8, 80), None, false, false);
-        assert_ne!(other.packet_id, sent.packet_id);
-        // Another packet's signature with the same identity is not it.
-        assert!(j.packet_hop(2_000, (9, 70)).is_none());
-        // Seen too long ago: the decision may begin a journey, which the next new skb with
-        // the packet takes, as its second hop.
-        assert!(j.packet_hop(20_000_000, (7, 70)).is_none());
-        let nic = j.packet(D, 20_000_400, (7, 70), None, false, false);
-        assert_eq!((nic.hop, nic.delta_ns), (2, Some(400)));
-        assert_eq!(nic.first_seen_ns, 20_000_000);
-        assert_eq!(j.take_awaited(), Some((7, 70)));
-    }
-
-    #[test]
-    fn hops_of_one_skb_share_an_id_and_chain_deltas() {
-        let mut j = Journeys::new();
-        let s1 = j.step(A, 1_000, 7, false);
-        let s2 = j.step(A, 1_500, 7, false);
-        let s3 = j.step(A, 4_000, 7, false);
-        assert_eq!((s1.packet_id, s1.delta_ns, s1.hop), (1, None, 1));
-        assert_eq!((s2.packet_id, s2.delta_ns, s2.hop), (1, Some(500), 2));
-        assert_eq!((s3.packet_id, s3.delta_ns, s3.hop), (1, Some(2_500), 3));
-        assert_eq!(s3.first_seen_ns, 1_000);
-    }
-
-    #[test]
-    fn interleaved_packets_keep_their_own_journeys() {
-        let mut j = Journeys::new();
-        assert_eq!(j.step(A, 10, 7, false).packet_id, 1);
-        assert_eq!(j.step(B, 20, 7, false).packet_id, 2);
-        let a2 = j.step(A, 35, 7, false);
-        let b2 = j.step(B, 36, 7, false);
-        assert_eq!((a2.packet_id, a2.delta_ns), (1, Some(25)));
-        assert_eq!((b2.packet_id, b2.delta_ns), (2, Some(16)));
-    }
-
-    #[test]
-    fn a_freed_skb_address_starts_a_new_journey() {
-        let mut j = Journeys::new();
-        j.step(A, 10, 7, false);
-        let free = j.step(A, 20, 7, true);
-        assert_eq!((free.packet_id, free.delta_ns), (1, Some(10)));
-        assert_eq!(j.open(), 0);
-        let reused = j.step(A, 30, 7, false);
-        assert_eq!(
-            (reused.packet_id, reused.delta_ns, reused.hop),
-            (2, None, 1)
-        );
-    }
-
-    #[test]
-    fn an_idle_address_starts_a_new_journey() {
-        let mut j = Journeys::new();
-        j.step(A, 10, 7, false);
-        let late = j.step(A, 10 + IDLE_NS, 7, false);
-        assert_eq!((late.packet_id, late.delta_ns), (2, None));
-    }
-
-    #[test]
-    fn a_different_packet_at_the_same_address_starts_a_new_journey() {
-        // The skb was freed where no tracepoint fires, then reused for another packet.
-        let mut j = Journeys::new();
-        j.step(A, 10, 7, false);
-        let other = j.step(A, 20, 8, false);
-        assert_eq!((other.packet_id, other.delta_ns), (2, None));
-        assert_eq!(j.step(A, 25, 8, false).packet_id, 2);
-    }
-
-    #[test]
-    fn a_sighting_without_headers_stays_on_the_journey() {
-        // Headers still in page fragments at the receive hooks, read once IP pulled them.
-        let mut j = Journeys::new();
-        assert_eq!(j.step(A, 10, UNKNOWN_SIG, false).packet_id, 1);
-        assert_eq!(j.step(A, 20, UNKNOWN_SIG, false).packet_id, 1);
-        let known = j.step(A, 30, 7, false);
-        assert_eq!(
-            (known.packet_id, known.delta_ns, known.hop),
-            (1, Some(10), 3)
-        );
-        // The journey now has that signature: another one, or none, is another packet
-        // (the address reused after a free no hook saw).
-        assert_eq!(j.step(A, 40, 8, false).packet_id, 2);
-        assert_eq!(j.step(B, 50, 7, false).packet_id, 3);
-        assert_eq!(j.step(B, 60, UNKNOWN_SIG, false).packet_id, 4);
-    }
-
-    fn flow(src: &str, dst: &str) -> Flow {
-        Flow {
-            src: Some(src.parse().unwrap()),
-            dst: Some(dst.parse().unwrap()),
-            proto: Some("icmp".into()),
-            ports: None,
-        }
-    }
-
-    #[test]
-    fn a_lookup_joins_the_packet_just_received_with_its_flow() {
-        let mut j = Journeys::new();
-        let req = flow("10.0.1.1", "10.0.2.2");
-        j.packet(A, 1_000, (7, 0), Some(&req), false, true);
-        // Another flow's packet in between does not matter.
-        j.packet(
-            B,
-            1_100,
-            (9, 0),
-            Some(&flow("10.0.9.9", "10.0.2.2")),
-            false,
-            true,
-        );
-        let fib = j.lookup(&req, 1_500, false, None);
-        assert_eq!((fib.packet_id, fib.hop, fib.delta_ns), (1, 2, Some(500)));
-        // The next hop of the skb counts from the lookup.
-        let out = j.packet(A, 2_000, (7, 0), Some(&req), false, true);
-        assert_eq!((out.packet_id, out.hop, out.delta_ns), (1, 3, Some(500)));
-        // Too late: a lookup of the same flow much later is another packet's.
-        let late = j.lookup(&req, 2_000 + FLOW_MATCH_NS, false, None);
-        assert_ne!(late.packet_id, 1);
-    }
-
-    #[test]
-    fn a_lookup_before_the_skb_opens_the_journey_the_skb_continues() {
-        let mut j = Journeys::new();
-        let reply = flow("10.0.2.2", "10.0.1.1");
-        // Two lookups (local table: no match; main: found), then the skb is built.
-        let local = j.lookup(&reply, 100, true, None);
-        let main = j.lookup(&reply, 150, true, None);
-        assert_eq!((local.packet_id, local.hop), (1, 1));
-        assert_eq!((main.packet_id, main.hop, main.delta_ns), (1, 2, Some(50)));
-        let skb = j.packet(A, 400, (7, 0), Some(&reply), false, true);
-        assert_eq!((skb.packet_id, skb.hop, skb.delta_ns), (1, 3, Some(250)));
-        assert_eq!(j.packet(A, 500, (7, 0), Some(&reply), false, true).hop, 4);
-        // A packet of another flow does not adopt a detached lookup.
-        j.lookup(&flow("10.0.3.3", "10.0.1.1"), 600, true, None);
-        let other = j.packet(B, 700, (8, 0), Some(&reply), false, true);
-        assert_eq!((other.packet_id, other.hop), (3, 1));
-    }
-
-    #[test]
-    fn a_lookup_without_a_source_matches_any_source() {
-        let mut j = Journeys::new();
-        let mut unsourced = flow("0.0.0.0", "10.0.1.1");
-        let first = j.lookup(&unsourced, 100, true, None);
-        let skb = j.packet(
-            A,
-            300,
-            (7, 0),
-            Some(&flow("10.0.2.2", "10.0.1.1")),
-            false,
-            true,
-        );
-        assert_eq!((skb.packet_id, skb.hop), (first.packet_id, 2));
-        unsourced.src = None;
-        let again = j.lookup(&unsourced, 400, false, None);
-        assert_eq!((again.packet_id, again.hop), (first.packet_id, 3));
-        // An input route lookup names no protocol.
-        let mut input = flow("10.0.2.2", "10.0.1.1");
-        input.proto = None;
-        let routed = j.lookup(&input, 450, false, None);
-        assert_eq!((routed.packet_id, routed.hop), (first.packet_id, 4));
-    }
-
-    #[test]
-    fn only_a_packet_leaving_continues_a_lookup_made_before_it() {
-        let mut j = Journeys::new();
-        let out = flow("10.0.1.1", "10.0.2.2");
-        let lookup = j.lookup(&out, 100, true, None);
-        // First seen received, or freed: not the packet the lookup was for.
-        let rx = j.packet(A, 200, (7, 0), Some(&out), false, false);
-        let freed = j.packet(B, 250, (7, 0), Some(&out), true, true);
-        assert!(rx.packet_id != lookup.packet_id && freed.packet_id != lookup.packet_id);
-        let tx = j.packet(C, 300, (7, 0), Some(&out), false, true);
-        assert_eq!((tx.packet_id, tx.hop), (lookup.packet_id, 2));
-        // An input lookup (no protocol) with no packet before it is on its own.
-        let mut input = flow("10.0.2.2", "10.0.1.1");
-        input.proto = None;
-        let alone = j.lookup(&input, 400, false, None);
-        let later = j.packet(
-            D,
-            500,
-            (9, 0),
-            Some(&flow("10.0.2.2", "10.0.1.1")),
-            false,
-            true,
-        );
-        assert_ne!(later.packet_id, alone.packet_id);
-    }
-
-    #[test]
-    fn a_senders_lookup_for_the_next_datagram_starts_a_new_journey() {
-        let mut j = Journeys::new();
-        let udp = flow("10.0.1.1", "10.0.2.2");
-        let first = j.lookup(&udp, 100, true, None);
-        let sent = j.packet(A, 200, (7, 0), Some(&udp), false, true);
-        assert_eq!(sent.packet_id, first.packet_id);
-        // The next datagram of the same flow, a millisecond later: its lookup is not a hop
-        // of the first datagram's journey, and its skb continues the new one.
-        let next = j.lookup(&udp, 1_000_200, true, None);
-        assert_ne!(next.packet_id, first.packet_id);
-        assert_eq!(next.hop, 1);
-        let second = j.packet(B, 1_000_300, (7, 0), Some(&udp), false, true);
-        assert_eq!((second.packet_id, second.hop), (next.packet_id, 2));
-    }
-
-    #[test]
-    fn a_rewrite_keeps_the_journey_and_names_the_flow_before_it() {
-        let mut j = Journeys::new();
-        let before = flow("10.0.1.2", "10.0.1.100");
-        let after = flow("10.0.2.1", "10.0.2.2");
-        j.packet(A, 10, (7, 99), Some(&before), false, false);
-        assert_eq!(j.take_rewrite(), None);
-        // DNAT and masquerade: a new signature, the same identity.
-        let nat = j.packet(A, 20, (8, 99), Some(&after), false, true);
-        assert_eq!((nat.packet_id, nat.hop, nat.delta_ns), (1, 2, Some(10)));
-        assert_eq!(j.take_rewrite(), Some(Some(before)));
-        assert_eq!(j.take_rewrite(), None, "taken");
-        assert_eq!(j.packet(A, 30, (8, 99), Some(&after), false, true).hop, 3);
-        assert_eq!(j.take_rewrite(), None, "no rewrite since");
-        // Another packet in the reused skb (another identity), or an unknown one.
-        assert_eq!(j.packet(A, 40, (9, 100), None, false, true).packet_id, 2);
-        assert_eq!(j.packet(A, 50, (10, 0), None, false, true).packet_id, 3);
-        assert_eq!(j.take_rewrite(), None);
-    }
-
-    #[test]
-    fn an_input_lookup_after_dnat_joins_the_packet_its_cpu_received() {
-        let mut j = Journeys::new();
-        let received = flow("10.0.1.2", "10.0.1.100");
-        j.packet(A, 1_000, (7, 99), Some(&received), false, false);
-        // The lookup sees the translated destination, which no packet carried yet.
-        let mut translated = flow("10.0.1.2", "10.0.2.2");
-        translated.proto = None;
-        let fib = j.lookup(&translated, 1_200, false, Some(A));
-        assert_eq!((fib.packet_id, fib.hop), (1, 2));
-        // Not an output lookup, and not once the packet is long gone.
-        assert_ne!(j.lookup(&translated, 1_300, true, Some(A)).packet_id, 1);
-        let late = j.lookup(&translated, 1_200 + FLOW_MATCH_NS, false, Some(A));
-        assert_ne!(late.packet_id, 1);
-    }
-
-    #[test]
-    fn out_of_order_events_get_a_zero_delta() {
-        let mut j = Journeys::new();
-        j.step(A, 100, 7, false);
-        let early = j.step(A, 90, 7, false);
-        assert_eq!(early.delta_ns, Some(0));
-        // The journey's clock does not go backwards.
-        assert_eq!(j.step(A, 130, 7, false).delta_ns, Some(30));
-    }
-}
+mod tests;

@@ -1,0 +1,65 @@
+//! The data buffers of packets on their way, by which their clones (other skbs sharing a
+//! packet's data) find its journey; and the journey progress they share.
+
+use std::{cell::Cell, rc::Rc};
+
+use super::{FLOW_MATCH_NS, IDLE_NS, Progress, Step, UNKNOWN_SIG};
+
+/// The progress of a journey several skbs may be on (a packet and its clones).
+#[derive(Clone, Debug)]
+pub(super) struct Shared(Rc<Cell<Progress>>);
+
+impl Shared {
+    pub(super) fn new(p: Progress) -> Self {
+        Self(Rc::new(Cell::new(p)))
+    }
+
+    pub(super) fn get(&self) -> Progress {
+        self.0.get()
+    }
+
+    pub(super) fn advance(&self, ts_ns: u64) -> Step {
+        let mut p = self.0.get();
+        let step = p.advance(ts_ns);
+        self.0.set(p);
+        step
+    }
+}
+
+/// The data buffer of a packet on its way, for its clones to find its journey by.
+#[derive(Clone, Debug)]
+pub(super) struct Buffer {
+    pub(super) progress: Shared,
+    /// The skb whose buffer it is, and that packet's signature and identity.
+    pub(super) skb: u64,
+    pub(super) sig: u64,
+    pub(super) ident: u64,
+    /// When that skb was freed (its clones may outlive it).
+    pub(super) freed_ns: Option<u64>,
+}
+
+impl Buffer {
+    /// Whether a new skb first seen at `ts_ns` with this buffer and headers `(sig, ident)`
+    /// (`ends`: at its free) is a clone of its packet. The same identity (the same
+    /// signature when there is none); after the original's free, only a clone's own free
+    /// soon after: a new packet in a reused buffer is seen on its way first.
+    pub(super) fn takes(&self, (sig, ident): (u64, u64), ts_ns: u64, ends: bool) -> bool {
+        let same = if ident != 0 {
+            ident == self.ident
+        } else {
+            self.ident == 0 && sig != UNKNOWN_SIG && sig == self.sig
+        };
+        same && match self.freed_ns {
+            None => ts_ns.saturating_sub(self.progress.get().last_ns) < IDLE_NS,
+            Some(f) => ends && ts_ns.saturating_sub(f) < FLOW_MATCH_NS,
+        }
+    }
+
+    /// Whether to keep it at `ts_ns` when sweeping.
+    pub(super) fn live(&self, ts_ns: u64) -> bool {
+        match self.freed_ns {
+            None => ts_ns.saturating_sub(self.progress.get().last_ns) < IDLE_NS,
+            Some(f) => ts_ns.saturating_sub(f) < FLOW_MATCH_NS,
+        }
+    }
+}
