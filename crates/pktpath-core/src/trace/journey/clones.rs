@@ -32,13 +32,25 @@ pub(super) struct Buffer {
     pub(super) progress: Shared,
     /// The skb whose buffer it is, and that packet's signature and identity.
     pub(super) skb: u64,
-    pub(super) sig: u64,
-    pub(super) ident: u64,
+    sig: u64,
+    ident: u64,
     /// When that skb was freed (its clones may outlive it).
     pub(super) freed_ns: Option<u64>,
 }
 
 impl Buffer {
+    /// The buffer of `skb`, on the journey `progress` follows, carrying headers
+    /// `(sig, ident)`.
+    pub(super) fn new(progress: &Shared, skb: u64, (sig, ident): (u64, u64)) -> Self {
+        Self {
+            progress: progress.clone(),
+            skb,
+            sig,
+            ident,
+            freed_ns: None,
+        }
+    }
+
     /// Whether a new skb first seen at `ts_ns` with this buffer and headers `(sig, ident)`
     /// (`ends`: at its free) is a clone of its packet. The same identity (the same
     /// signature when there is none); after the original's free, only a clone's own free

@@ -443,16 +443,8 @@ impl Journeys {
                 // copied the data to another).
                 if changed && !o.clone && buffer != 0 {
                     o.buffer = buffer;
-                    self.buffers.insert(
-                        buffer,
-                        Buffer {
-                            progress: o.progress.clone(),
-                            skb: skb_addr,
-                            sig,
-                            ident: o.ident,
-                            freed_ns: None,
-                        },
-                    );
+                    let b = Buffer::new(&o.progress, skb_addr, (sig, o.ident));
+                    self.buffers.insert(buffer, b);
                 }
                 Step {
                     clone: o.clone,
@@ -467,7 +459,8 @@ impl Journeys {
                 if self.buffers.len() >= MAX_OPEN {
                     self.buffers.retain(|_, b| b.live(ts_ns));
                 }
-                // A clone of a packet on its way?
+                // A clone of a packet on its way? (Not noted for XDP's decisions below: they
+                // follow the packet's own skb.)
                 let cloned = self
                     .buffers
                     .get(&buffer)
@@ -532,16 +525,8 @@ impl Journeys {
                 };
                 let progress = Shared::new(progress);
                 if buffer != 0 {
-                    self.buffers.insert(
-                        buffer,
-                        Buffer {
-                            progress: progress.clone(),
-                            skb: skb_addr,
-                            sig,
-                            ident,
-                            freed_ns: None,
-                        },
-                    );
+                    let b = Buffer::new(&progress, skb_addr, (sig, ident));
+                    self.buffers.insert(buffer, b);
                 }
                 self.open.insert(
                     skb_addr,
