@@ -259,6 +259,21 @@ fn trace_a_captures_clone_is_a_hop_of_the_packets_journey() {
         assert_eq!(clones.len(), 1, "{}", text(&events));
         assert_eq!(clones[0].hook, Hook::ConsumeSkb.name(), "{:#?}", clones[0]);
         assert_ne!(clones[0].skb, r.skb);
+        // The reply's own hops are timed from each other, the clone's free between them
+        // or not.
+        let hop = |hook: Hook| {
+            events
+                .iter()
+                .find(|e| e.packet_id == r.packet_id && e.hook == hook.name() && !e.clone)
+                .unwrap_or_else(|| panic!("no {} of the reply:\n{}", hook.name(), text(&events)))
+        };
+        let (queued, started) = (hop(Hook::NetDevQueue), hop(Hook::NetDevStartXmit));
+        assert_eq!(
+            started.delta_ns,
+            Some(started.ts_ns.saturating_sub(queued.ts_ns)),
+            "{}",
+            text(&events)
+        );
     }
     // No echo reply's journey is a lone free.
     for e in events.iter().filter(|e| e.icmp_type == Some(0)) {

@@ -195,7 +195,9 @@ impl Summary {
             .map(|&(at, _)| at)
             .or_else(|| self.freed.get(&ev.packet_id).copied())
             .filter(|_| ev.hop > 1);
-        if let (Some((from, _, _)), Some(d)) = (prev, ev.delta_ns) {
+        // A clone's events are not the packet's path: they time no hop pair, and the packet's
+        // next hop is timed from its own last (as the journey times it).
+        if let (Some((from, _, _)), Some(d), false) = (prev, ev.delta_ns, ev.clone) {
             self.hops.entry((from, here)).or_default().add(d);
         }
         let moved = prev.is_none_or(|(_, ns, i)| ns != ev.netns || i != ifname);
@@ -221,6 +223,9 @@ impl Summary {
                 .deliveries
                 .entry((d.reason.clone(), d.location.clone()))
                 .or_default() += 1;
+        }
+        if ev.clone {
+            return;
         }
         let ends = matches!(ev.hook, "kfree_skb" | "consume_skb");
         if let Some(span) = &mut self.span {
@@ -491,6 +496,31 @@ mod tests {
             s.add(&e);
         }
         s
+    }
+
+    #[test]
+    fn a_clone_neither_times_a_hop_pair_nor_ends_its_packet() {
+        // A packet queued and sent on veth-a, a capture's clone of it (another skb, the
+        // same data buffer) freed in between.
+        let in_buffer = |mut r: TraceEvent| {
+            r.buffer = 0xffff_8880_9000_0000;
+            r
+        };
+        let raws = [
+            in_buffer(raw(1_000, 0x1000, Hook::NetDevQueue, 1, "veth-a", 98)),
+            in_buffer(raw(1_300, 0x2000, Hook::ConsumeSkb, 1, "veth-a", 98)),
+            in_buffer(raw(1_800, 0x1000, Hook::NetDevStartXmit, 1, "veth-a", 98)),
+        ];
+        let r = fed(Summary::new(), &raws).report(Some(0));
+        let pairs: Vec<_> = r
+            .hops
+            .iter()
+            .map(|h| (h.from.as_str(), h.to.as_str(), h.count, h.max_ns))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("net_dev_queue@veth-a", "net_dev_start_xmit@veth-a", 1, 800)]
+        );
     }
 
     #[test]

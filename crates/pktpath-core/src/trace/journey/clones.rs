@@ -24,6 +24,22 @@ impl Shared {
         self.0.set(p);
         step
     }
+
+    /// One more event, at `ts_ns`, of a clone whose previous event (or, for its first, the
+    /// packet's last when it joined) was at `last_ns`: the journey's hops go on, its clock
+    /// stays the packet's own, so that the packet's next hop is timed from its own last.
+    pub(super) fn advance_clone(&self, ts_ns: u64, last_ns: u64) -> Step {
+        let mut p = self.0.get();
+        p.hops += 1;
+        self.0.set(p);
+        Step {
+            packet_id: p.packet_id,
+            first_seen_ns: p.first_seen_ns,
+            delta_ns: Some(ts_ns.saturating_sub(last_ns)),
+            hop: p.hops,
+            clone: true,
+        }
+    }
 }
 
 /// The data buffer of a packet on its way, for its clones to find its journey by.

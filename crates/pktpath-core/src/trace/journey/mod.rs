@@ -168,14 +168,22 @@ struct Open {
     progress: Shared,
     /// The skb's data buffer (`skb->head`); 0 when unknown.
     buffer: u64,
-    /// The skb is a clone of the packet the journey follows.
-    clone: bool,
+    /// The skb is a clone of the packet the journey follows, and when its last event was
+    /// (a clone's events do not move the journey's clock, see [`Shared::advance_clone`]).
+    clone: Option<u64>,
     sig: u64,
     /// The packet's identity ([`super::identity`]); 0 when unknown.
     ident: u64,
     /// The flow the headers carried since the journey began or was last rewritten (None
     /// when they had none): what a rewrite changed them from.
     flow: Option<Flow>,
+}
+
+impl Open {
+    /// When the skb's last event was.
+    fn last_ns(&self) -> u64 {
+        self.clone.unwrap_or_else(|| self.progress.get().last_ns)
+    }
 }
 
 /// The last sighting of a packet (by signature and identity), for a decision made with
@@ -389,7 +397,7 @@ impl Journeys {
         if !output
             && let Some(skb) = received
             && let Some(o) = self.open.get_mut(&skb)
-            && ts_ns.saturating_sub(o.progress.get().last_ns) < FLOW_MATCH_NS
+            && ts_ns.saturating_sub(o.last_ns()) < FLOW_MATCH_NS
         {
             return o.progress.advance(ts_ns);
         }
@@ -426,7 +434,7 @@ impl Journeys {
         let current = self.open.get_mut(&skb_addr).filter(|o| {
             let same = o.sig == sig || o.sig == UNKNOWN_SIG;
             let rewritten = sig != UNKNOWN_SIG && ident != 0 && o.ident == ident;
-            (same || rewritten) && ts_ns.saturating_sub(o.progress.get().last_ns) < IDLE_NS
+            (same || rewritten) && ts_ns.saturating_sub(o.last_ns()) < IDLE_NS
         });
         let step = match current {
             Some(o) => {
@@ -441,20 +449,24 @@ impl Journeys {
                 }
                 // The packet's buffer as its clones will show it (a rewrite may have
                 // copied the data to another).
-                if changed && !o.clone && buffer != 0 {
+                if changed && o.clone.is_none() && buffer != 0 {
                     o.buffer = buffer;
                     let b = Buffer::new(&o.progress, skb_addr, (sig, o.ident));
                     self.buffers.insert(buffer, b);
                 }
-                Step {
-                    clone: o.clone,
-                    ..o.progress.advance(ts_ns)
+                match &mut o.clone {
+                    Some(last) => {
+                        let step = o.progress.advance_clone(ts_ns, *last);
+                        *last = (*last).max(ts_ns);
+                        step
+                    }
+                    None => o.progress.advance(ts_ns),
                 }
             }
             None => {
                 if self.open.len() >= MAX_OPEN {
                     self.open
-                        .retain(|_, o| ts_ns.saturating_sub(o.progress.get().last_ns) < IDLE_NS);
+                        .retain(|_, o| ts_ns.saturating_sub(o.last_ns()) < IDLE_NS);
                 }
                 if self.buffers.len() >= MAX_OPEN {
                     self.buffers.retain(|_, b| b.live(ts_ns));
@@ -467,24 +479,21 @@ impl Journeys {
                     .filter(|b| buffer != 0 && b.takes((sig, ident), ts_ns, ends))
                     .map(|b| b.progress.clone());
                 if let Some(progress) = cloned {
-                    let step = progress.advance(ts_ns);
+                    let step = progress.advance_clone(ts_ns, progress.get().last_ns);
                     if !ends {
                         self.open.insert(
                             skb_addr,
                             Open {
                                 progress,
                                 buffer,
-                                clone: true,
+                                clone: Some(ts_ns),
                                 sig,
                                 ident,
                                 flow: flow.cloned(),
                             },
                         );
                     }
-                    return Step {
-                        clone: true,
-                        ..step
-                    };
+                    return step;
                 }
                 // A routing lookup made for this packet before its skb existed?
                 let adopted = flow.filter(|_| adopt).and_then(|f| {
@@ -533,7 +542,7 @@ impl Journeys {
                     Open {
                         progress,
                         buffer,
-                        clone: false,
+                        clone: None,
                         sig,
                         ident,
                         flow: flow.cloned(),

@@ -303,11 +303,15 @@ fn a_clone_is_a_hop_of_its_packets_journey_and_its_free_does_not_end_it() {
     // The original goes on, after the clone's hop, and is not a clone.
     let sent = j.packet((A, BUF), 160, (7, 70), None, false, true);
     assert_eq!((sent.packet_id, sent.hop, sent.clone), (1, 3, false));
+    // Timed from the packet's own last hop, not from the clone's.
+    assert_eq!(sent.delta_ns, Some(60));
     assert!(!queued.clone);
     // A clone seen more than once stays one.
     j.packet((C, BUF), 170, (7, 70), None, false, false);
-    let again = j.packet((C, BUF), 180, (7, 70), None, false, false);
+    let again = j.packet((C, BUF), 185, (7, 70), None, false, false);
     assert_eq!((again.packet_id, again.hop, again.clone), (1, 5, true));
+    // A clone's own hops are timed from its previous one.
+    assert_eq!(again.delta_ns, Some(15));
     // Another packet in another buffer, or in this buffer with another identity, is not
     // a clone.
     assert_eq!(
