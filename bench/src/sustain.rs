@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::{
     lab::{Lab, Scratch, check_stop},
     tools::Tool,
-    tracer::forwarding_lab,
+    tracer::{Step, forwarding_lab},
 };
 
 /// The ladder's step at the tracer's goal: about 12 events per frame, 1.5M events/s.
@@ -38,13 +38,10 @@ pub struct Sustain {
 pub struct Run {
     /// `/dev/null` or `file`.
     pub output: &'static str,
-    /// How long the sender ran.
-    pub seconds: f64,
-    pub events: u64,
-    pub lost: u64,
-    /// Offered: (written + lost) over the sender's time.
-    pub events_per_s: f64,
-    pub tool_cpu_ns_per_event: f64,
+    /// As a step of the ladder measures it: the sender's time, events written and lost,
+    /// the rate offered, the tool's CPU per event.
+    #[serde(flatten)]
+    pub step: Step,
     /// JSON bytes written (the file run).
     pub bytes: Option<u64>,
     /// The write rate the offered events need, at the bytes per event written (the file
@@ -69,8 +66,9 @@ pub fn run(seconds: u64) -> anyhow::Result<Sustain> {
     let bytes = std::fs::metadata(&file).map(|m| m.len()).ok();
     let _ = std::fs::remove_file(&file);
     on_disk.bytes = bytes;
+    let s = &on_disk.step;
     on_disk.needed_mb_per_s =
-        bytes.map(|b| b as f64 / (on_disk.events.max(1)) as f64 * on_disk.events_per_s / 1e6);
+        bytes.map(|b| b as f64 / (s.events.max(1)) as f64 * s.events_per_s / 1e6);
     sync();
     let disk_floor = match bytes {
         Some(b) if b > 0 => Some(disk_floor(&dir, b)?),
@@ -102,22 +100,18 @@ fn one(lab: &Lab, tg: &Path, out: &Path, seconds: u64) -> anyhow::Result<Run> {
     let (_, took) = lab.send_paced_timed(tg, PPS * seconds, PPS)?;
     let cpu = t.cpu_seconds()? - cpu0;
     let (events, lost) = t.finish()?;
-    let run = Run {
-        output,
-        seconds: took.as_secs_f64(),
-        events,
-        lost,
-        events_per_s: (events + lost) as f64 / took.as_secs_f64(),
-        tool_cpu_ns_per_event: cpu * 1e9 / events.max(1) as f64,
-        bytes: None,
-        needed_mb_per_s: None,
-    };
+    let step = Step::new(PPS, took, cpu, events, lost);
     eprintln!(
         "trace-sustain: {output}: {events} events, {lost} lost in {:.1} s ({:.0} events/s \
          offered), {:.0} ns of tool CPU per event",
-        run.seconds, run.events_per_s, run.tool_cpu_ns_per_event
+        step.seconds, step.events_per_s, step.tool_cpu_ns_per_event
     );
-    Ok(run)
+    Ok(Run {
+        output,
+        step,
+        bytes: None,
+        needed_mb_per_s: None,
+    })
 }
 
 /// Writes `bytes` of JSON-like text to a file in `dir` in 1 MiB writes, as fast as the

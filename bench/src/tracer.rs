@@ -58,6 +58,21 @@ pub struct Step {
     pub tool_cpu_ns_per_event: f64,
 }
 
+impl Step {
+    /// A step at `pps` whose traffic took `took`, the tool `cpu` seconds, with `events`
+    /// written and `lost`.
+    pub fn new(pps: u64, took: Duration, cpu: f64, events: u64, lost: u64) -> Self {
+        Self {
+            pps,
+            seconds: took.as_secs_f64(),
+            events,
+            lost,
+            events_per_s: (events + lost) as f64 / took.as_secs_f64(),
+            tool_cpu_ns_per_event: cpu * 1e9 / events.max(1) as f64,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Lossless {
     pub steps: Vec<Step>,
@@ -252,14 +267,7 @@ fn lossless(
         let cpu = t.cpu_seconds()? - cpu0;
         let (events, lost) = t.finish()?;
         let _ = std::fs::remove_file(&out);
-        let step = Step {
-            pps,
-            seconds: seconds.as_secs_f64(),
-            events,
-            lost,
-            events_per_s: (events + lost) as f64 / seconds.as_secs_f64(),
-            tool_cpu_ns_per_event: cpu * 1e9 / events.max(1) as f64,
-        };
+        let step = Step::new(pps, seconds, cpu, events, lost);
         eprintln!(
             "trace: {} at {pps} pps: {events} events, {lost} lost, {:.0} events/s, \
              {:.0} ns of tool CPU per event",

@@ -132,6 +132,8 @@ pub struct SkbInfo {
     pub ifindex: u32,
     pub netns: u32,
     pub dev: u64,
+    /// The data buffer (`head`).
+    pub head: u64,
     /// Address of the network header (`head + network_header`), 0 when unset.
     pub network_header: u64,
 }
@@ -139,7 +141,12 @@ pub struct SkbInfo {
 /// The address of `skb`'s network header, 0 when unset.
 #[inline(always)]
 pub fn network_header(off: Offsets, skb: u64) -> u64 {
-    let head: u64 = load_at(skb, off.skb_head());
+    network_header_in(off, skb, load_at(skb, off.skb_head()))
+}
+
+/// [`network_header`] of `skb`, whose data buffer `head` is already read.
+#[inline(always)]
+fn network_header_in(off: Offsets, skb: u64, head: u64) -> u64 {
     let nh: u16 = load_at(skb, off.skb_network_header());
     // The kernel marks an unset header offset with (u16)~0.
     if nh == u16::MAX || head == 0 {
@@ -160,6 +167,7 @@ pub fn read_skb(off: Offsets, skb: u64, dev: u64) -> SkbInfo {
         load_at(skb, off.skb_dev())
     };
     let (ifindex, netns) = read_dev(off, dev);
+    let head: u64 = load_at(skb, off.skb_head());
     SkbInfo {
         len: load_at(skb, off.skb_len()),
         mark: load_at(skb, off.skb_mark()),
@@ -167,7 +175,8 @@ pub fn read_skb(off: Offsets, skb: u64, dev: u64) -> SkbInfo {
         ifindex,
         netns,
         dev,
-        network_header: network_header(off, skb),
+        head,
+        network_header: network_header_in(off, skb, head),
     }
 }
 

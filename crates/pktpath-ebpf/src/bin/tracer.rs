@@ -835,7 +835,7 @@ fn emit_at(
         (*ev).ts_ns = bpf_ktime_get_ns();
         (*ev).skb_addr = skb;
         (*ev).location = location;
-        (*ev).buffer = load_at(skb, off.skb_head());
+        (*ev).buffer = info.head;
         (*ev).netns = info.netns;
         (*ev).ifindex = info.ifindex;
         (*ev).len = info.len;

@@ -77,13 +77,11 @@ impl Buffer {
         } else {
             self.ident == 0 && sig != UNKNOWN_SIG && sig == self.sig
         };
-        same && match self.freed_ns {
-            None => ts_ns.saturating_sub(self.progress.get().last_ns) < IDLE_NS,
-            Some(f) => ends && ts_ns.saturating_sub(f) < FLOW_MATCH_NS,
-        }
+        same && (self.freed_ns.is_none() || ends) && self.live(ts_ns)
     }
 
-    /// Whether to keep it at `ts_ns` when sweeping.
+    /// Whether it may still take a clone at `ts_ns` (kept when sweeping): its packet is on
+    /// its way, or was freed less than [`FLOW_MATCH_NS`] ago.
     pub(super) fn live(&self, ts_ns: u64) -> bool {
         match self.freed_ns {
             None => ts_ns.saturating_sub(self.progress.get().last_ns) < IDLE_NS,
